@@ -1,0 +1,348 @@
+// Package consensus owns Raft: setup over a mutual-TLS stream layer, the FSM
+// over the statedb store, snapshots, membership changes, and Apply with
+// forwarding to the leader and read-your-writes.
+//
+// It must not know about REST, gossip or hosts' hardware; the composition
+// root (node) injects how to reach the leader.
+package consensus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoLeader means no leader is known right now; retry later (503).
+	ErrNoLeader = errors.New("no cluster leader")
+	// ErrShutdown means this node is stopping.
+	ErrShutdown = errors.New("consensus is shut down")
+)
+
+// Forwarder sends a command to the leader and returns the index it was
+// applied at (or the business error it failed with).
+type Forwarder interface {
+	Forward(ctx context.Context, leaderID string, data []byte) (uint64, error)
+}
+
+// Config configures a Node.
+type Config struct {
+	NodeID        string
+	DataDir       string // raft.db and snapshots/ live here
+	BindAddr      string // raft listen address, host:port
+	AdvertiseAddr string // optional
+	ServerTLS     *tls.Config
+	ClientTLS     *tls.Config
+	Forwarder     Forwarder
+	Fast          bool // tight timers for tests
+	Logger        *slog.Logger
+}
+
+// Node is one Raft member with its state store.
+type Node struct {
+	cfg    Config
+	raft   *raft.Raft
+	store  *statedb.Store
+	trans  *raft.NetworkTransport
+	logs   *raftboltdb.BoltStore
+	notify chan bool
+	log    *slog.Logger
+}
+
+// New opens (or creates) the Raft data in cfg.DataDir and starts the node.
+// It does not bootstrap: call Bootstrap on the first host of a new cluster.
+func New(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft data dir: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{cfg.Logger.With("sub", "raft")}})
+	rc.SnapshotThreshold = 8192
+	rc.TrailingLogs = 10240
+	if cfg.Fast {
+		rc.HeartbeatTimeout = 100 * time.Millisecond
+		rc.ElectionTimeout = 100 * time.Millisecond
+		rc.LeaderLeaseTimeout = 50 * time.Millisecond
+		rc.CommitTimeout = 5 * time.Millisecond
+	} else {
+		rc.HeartbeatTimeout = 500 * time.Millisecond
+		rc.ElectionTimeout = 500 * time.Millisecond
+		rc.LeaderLeaseTimeout = 250 * time.Millisecond
+		rc.CommitTimeout = 10 * time.Millisecond
+	}
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	logs, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("open raft snapshots: %w", err)
+	}
+	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
+	if err != nil {
+		logs.Close()
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 5, Timeout: 5 * time.Second, Logger: rc.Logger,
+	})
+	store := statedb.NewStore()
+	r, err := raft.NewRaft(rc, &fsm{store: store}, logs, logs, snaps, trans)
+	if err != nil {
+		trans.Close()
+		logs.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	return &Node{cfg: cfg, raft: r, store: store, trans: trans, logs: logs, notify: notify, log: cfg.Logger}, nil
+}
+
+// Addr is the Raft address others reach this node at.
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// HasState reports whether this data dir already holds a Raft configuration.
+func HasState(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "raft.db"))
+	return err == nil
+}
+
+// Bootstrap makes this node the single voter of a new cluster.
+func (n *Node) Bootstrap() error {
+	f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+		ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr(), Suffrage: raft.Voter,
+	}}})
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("bootstrap raft: %w", err)
+	}
+	return nil
+}
+
+// Store returns the local state store.
+func (n *Node) Store() *statedb.Store { return n.store }
+
+// State returns an immutable snapshot of the local state.
+func (n *Node) State() *statedb.Snapshot { return n.store.Snapshot() }
+
+// LeaderNotify delivers leadership transitions (true = became leader).
+func (n *Node) LeaderNotify() <-chan bool { return n.notify }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id and Raft address, if known.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Barrier waits until every preceding log entry is applied (leader only).
+func (n *Node) Barrier(ctx context.Context) error {
+	return n.raft.Barrier(timeoutOf(ctx, 10*time.Second)).Error()
+}
+
+// Status is a summary of this node's Raft state.
+type Status struct {
+	State        string
+	Term         uint64
+	AppliedIndex uint64
+	CommitIndex  uint64
+	LastContact  time.Time
+}
+
+// Status reports Raft state, term and indexes.
+func (n *Node) Status() Status {
+	return Status{
+		State: strings.ToLower(n.raft.State().String()), Term: n.raft.CurrentTerm(),
+		AppliedIndex: n.store.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastContact: n.raft.LastContact(),
+	}
+}
+
+// Apply submits a command and returns once this node's FSM has applied it
+// (read-your-writes). On a follower the command is forwarded to the leader.
+// Leader changes are retried with the same request id, which the FSM
+// deduplicates, so a command is applied at most once. Business failures come
+// back as *statedb.Error.
+func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) {
+	data, err := cmd.Encode()
+	if err != nil {
+		return 0, fmt.Errorf("encode command: %w", err)
+	}
+	backoff := 10 * time.Millisecond
+	for {
+		idx, err := n.applyOnce(ctx, data)
+		if err == nil {
+			return idx, n.WaitIndex(ctx, idx)
+		}
+		var se *statedb.Error
+		if errors.As(err, &se) || errors.Is(err, ErrShutdown) {
+			if idx > 0 {
+				_ = n.WaitIndex(ctx, idx)
+			}
+			return idx, err
+		}
+		n.log.Debug("apply retry", "type", cmd.Type, "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: %v", ErrNoLeader, err)
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+func (n *Node) applyOnce(ctx context.Context, data []byte) (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		return n.ApplyLeader(ctx, data)
+	}
+	leaderID, _ := n.Leader()
+	if leaderID == "" {
+		return 0, ErrNoLeader
+	}
+	if leaderID == n.cfg.NodeID {
+		return 0, ErrNoLeader // stale view of ourselves as leader
+	}
+	if n.cfg.Forwarder == nil {
+		return 0, fmt.Errorf("not the leader and no forwarder: %w", ErrNoLeader)
+	}
+	return n.cfg.Forwarder.Forward(ctx, leaderID, data)
+}
+
+// ApplyLeader applies encoded command data on the leader. It is what the
+// internal API calls for forwarded writes.
+func (n *Node) ApplyLeader(ctx context.Context, data []byte) (uint64, error) {
+	f := n.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return 0, ErrShutdown
+		}
+		return 0, fmt.Errorf("raft apply: %w", err)
+	}
+	res, ok := f.Response().(statedb.Result)
+	if !ok {
+		return f.Index(), nil
+	}
+	return res.Index, res.Err
+}
+
+// WaitIndex blocks until the local FSM has applied idx.
+func (n *Node) WaitIndex(ctx context.Context, idx uint64) error {
+	for {
+		ch := n.store.Changed()
+		if n.store.AppliedIndex() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d: %w", idx, ctx.Err())
+		}
+	}
+}
+
+// Server is a member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Configuration returns the current Raft configuration.
+func (n *Node) Configuration() ([]Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds or promotes a voter (leader only).
+func (n *Node) AddVoter(id, addr string) error {
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
+		return fmt.Errorf("add voter %s: %w", id, err)
+	}
+	return nil
+}
+
+// AddNonvoter adds a nonvoter (leader only).
+func (n *Node) AddNonvoter(id, addr string) error {
+	if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
+		return fmt.Errorf("add nonvoter %s: %w", id, err)
+	}
+	return nil
+}
+
+// DemoteVoter turns a voter into a nonvoter (leader only).
+func (n *Node) DemoteVoter(id string) error {
+	if err := n.raft.DemoteVoter(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return fmt.Errorf("demote %s: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveServer removes a member from Raft (leader only).
+func (n *Node) RemoveServer(id string) error {
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return fmt.Errorf("remove server %s: %w", id, err)
+	}
+	return nil
+}
+
+// TransferLeadership asks another voter to take over (used on leave).
+func (n *Node) TransferLeadership() error {
+	return n.raft.LeadershipTransfer().Error()
+}
+
+// Shutdown stops Raft and closes its files.
+func (n *Node) Shutdown() error {
+	err := n.raft.Shutdown().Error()
+	n.trans.Close()
+	if cerr := n.logs.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return def
+}
+
+// slogWriter routes hclog output into slog at warn level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
