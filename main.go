@@ -1,0 +1,271 @@
+// Command peerstack is the single binary of a peerstack cluster: the daemon
+// (`agent`, `join`) and the operator CLI (`token`, `members`, `status`,
+// `leave`).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/peerstack/peerstack/node"
+	"github.com/peerstack/peerstack/rest/client"
+	"github.com/peerstack/peerstack/rest/cluster"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "peerstack:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "peerstack",
+		Short:         "A private cloud for edge and homelab clusters, with no controller",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd())
+	return root
+}
+
+type agentFlags struct {
+	cfg      node.Config
+	logLevel string
+	fast     bool
+}
+
+func addAgentFlags(c *cobra.Command, f *agentFlags) {
+	fl := c.Flags()
+	fl.StringVar(&f.cfg.DataDir, "data-dir", node.DefaultDataDir, "where this host keeps its state")
+	fl.StringVar(&f.cfg.APIAddr, "api-addr", node.DefaultAPIAddr, "API listen address (HTTPS)")
+	fl.StringVar(&f.cfg.RaftAddr, "raft-addr", node.DefaultRaftAddr, "Raft listen address (mutual TLS)")
+	fl.StringVar(&f.cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip listen address (TCP+UDP)")
+	fl.StringVar(&f.cfg.AdvertiseAddr, "advertise-addr", "", "IP other hosts reach this one at (default: the bind IP or the first global IPv4)")
+	fl.StringVar(&f.cfg.VTEPAddr, "vtep-addr", "", "VXLAN tunnel endpoint IP (default: the advertise address)")
+	fl.StringVar(&f.cfg.Name, "name", "", "host name in the cluster (default: the OS host name)")
+	fl.StringVar(&f.cfg.PublicURL, "public-url", "", "base URL clients use, for the catalog (e.g. https://cloud.example:8470)")
+	fl.IntVar(&f.cfg.Voters, "voters", 3, "Raft voters to keep (3 or 5; 1 for a single host)")
+	fl.IntVar(&f.cfg.BcryptCost, "bcrypt-cost", 12, "bcrypt cost for passwords")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runAgent(f *agentFlags, out io.Writer) error {
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	f.cfg.Logger = log
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, f.cfg)
+	if err != nil {
+		return err
+	}
+	if n.AdminPassword != "" {
+		fmt.Fprintf(out, "\npeerstack: bootstrapped cluster %s on host %s\n", n.ClusterID(), n.Name())
+		fmt.Fprintf(out, "  API:            https://%s\n", n.APIAddr())
+		fmt.Fprintf(out, "  admin password: %s   (shown once; also in clouds.yaml)\n", n.AdminPassword)
+		fmt.Fprintf(out, "  clouds.yaml:    %s\n", n.CloudsYAML())
+		fmt.Fprintf(out, "  try:            export OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=peerstack; openstack token issue\n\n", n.CloudsYAML())
+	} else {
+		fmt.Fprintf(out, "peerstack: host %s (%s) serving https://%s in cluster %s\n", n.Name(), n.ID(), n.APIAddr(), n.ClusterID())
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("stopping (VMs keep running)")
+	case <-n.Left():
+	}
+	n.Stop()
+	return nil
+}
+
+func agentCmd() *cobra.Command {
+	f := &agentFlags{}
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run this host's daemon: bootstrap a new cluster on an empty data dir, or resume",
+		Args:  cobra.NoArgs,
+		RunE:  func(c *cobra.Command, _ []string) error { return runAgent(f, c.OutOrStdout()) },
+	}
+	addAgentFlags(c, f)
+	return c
+}
+
+func joinCmd() *cobra.Command {
+	f := &agentFlags{}
+	c := &cobra.Command{
+		Use:   "join TOKEN",
+		Short: "Join an existing cluster with a token from `peerstack token create`, then run the daemon",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			f.cfg.JoinToken = args[0]
+			return runAgent(f, c.OutOrStdout())
+		},
+	}
+	addAgentFlags(c, f)
+	return c
+}
+
+func connect(ctx context.Context, o client.Options) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return client.FromEnv(ctx, o)
+}
+
+func tokenCmd() *cobra.Command {
+	var ttl string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a single-use join token (admin); printed alone on the last line",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
+			cl, err := connect(ctx, client.Options{})
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Token struct {
+					Token     string `json:"token"`
+					ExpiresAt string `json:"expires_at"`
+				} `json:"token"`
+			}
+			if err := cl.Do(ctx, "POST", "/tokens", map[string]string{"ttl": ttl}, &resp); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "# join token, single use, expires %s; on the new host run: peerstack join <token>\n%s\n",
+				resp.Token.ExpiresAt, resp.Token.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&ttl, "ttl", "1h", "how long the token stays valid")
+	tok := &cobra.Command{Use: "token", Short: "Join tokens"}
+	tok.AddCommand(create)
+	return tok
+}
+
+func membersCmd() *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's hosts: addresses, Raft role, gossip state, capacity",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
+			cl, err := connect(ctx, client.Options{})
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Members []cluster.Member `json:"members"`
+			}
+			if err := cl.Do(ctx, "GET", "/members", nil, &resp); err != nil {
+				return err
+			}
+			if resp.Members == nil {
+				resp.Members = []cluster.Member{}
+			}
+			if format == "json" {
+				return printJSON(c.OutOrStdout(), resp.Members)
+			}
+			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tID\tAPI\tRAFT ROLE\tGOSSIP\tVCPUS\tRAM MB\tDISK GB\tACCEL")
+			for _, m := range resp.Members {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%d/%d\t%s\n", m.Name, m.ID, m.APIAddr, m.RaftRole, m.GossipState,
+					m.Capacity.UsedVCPUs, m.Capacity.VCPUs, m.Capacity.UsedRAMMB, m.Capacity.RAMMB, m.Capacity.UsedDiskGB, m.Capacity.DiskGB, m.Accel)
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().StringVarP(&format, "format", "f", "table", "table or json")
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the leader, term, applied index and this host",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
+			cl, err := connect(ctx, client.Options{})
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Status cluster.Status `json:"status"`
+			}
+			if err := cl.Do(ctx, "GET", "/status", nil, &resp); err != nil {
+				return err
+			}
+			if format == "json" {
+				return printJSON(c.OutOrStdout(), resp.Status)
+			}
+			s := resp.Status
+			fmt.Fprintf(c.OutOrStdout(), "cluster:  %s\nleader:   %s (%s, %s)\nterm:     %d\napplied:  %d\nthis host: %s (%s), raft %s\nmembers:  %d\n",
+				s.ClusterID, s.Leader.Name, s.Leader.ID, s.Leader.APIAddr, s.Term, s.AppliedIndex, s.Self.Name, s.Self.ID, s.RaftState, s.Members)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&format, "format", "f", "table", "table or json")
+	return c
+}
+
+func leaveCmd() *cobra.Command {
+	var dataDir string
+	c := &cobra.Command{
+		Use:   "leave",
+		Short: "Take this host out of the cluster gracefully (its daemon then stops)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
+			addr, err := node.LocalAPIAddr(dataDir)
+			if err != nil {
+				return fmt.Errorf("find this host's daemon in %s: %w", dataDir, err)
+			}
+			cl, err := connect(ctx, client.Options{BaseURL: "https://" + addr})
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(ctx, "POST", "/leave", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), "peerstack: this host is leaving the cluster; its daemon stops once the others have let it go")
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dataDir, "data-dir", node.DefaultDataDir, "this host's data dir (to find its daemon)")
+	return c
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(c *cobra.Command, _ []string) { fmt.Fprintln(c.OutOrStdout(), "peerstack", node.Version) }}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/identity"
+)
+
+// bootstrapCommand builds the command that seeds a new cluster's state.
+func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []byte, password string) (*statedb.Command, error) {
+	now := n.Now()
+	hash, err := identity.HashPassword(password, n.cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	key, err := identity.NewKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	roles := []statedb.Role{
+		{ID: newKeystoneID(), Name: "admin", Description: "Administrator of the whole cloud"},
+		{ID: newKeystoneID(), Name: "member", Description: "Read and write in a project"},
+		{ID: newKeystoneID(), Name: "reader", Description: "Read only in a project"},
+	}
+	project := statedb.Project{ID: newKeystoneID(), Name: "admin", DomainID: statedb.DefaultDomainID,
+		Description: "Bootstrap project for initializing the cloud.", Enabled: true, Tags: []string{}, CreatedAt: now}
+	admin := statedb.User{ID: newKeystoneID(), Name: "admin", DomainID: statedb.DefaultDomainID, PasswordHash: hash,
+		Enabled: true, DefaultProjectID: project.ID, CreatedAt: now}
+	b := statedb.BootstrapCmd{
+		Config: statedb.ClusterConfig{
+			ClusterID: clusterID, CACertPEM: caPEM, CAKeyPEM: caKeyPEM, GossipKey: gossipKey, CreatedAt: now,
+			Settings: statedb.Settings{
+				Voters: n.cfg.Voters, TokenLifetime: time.Hour, LockoutAttempts: 6, LockoutDuration: 5 * time.Minute,
+				PublicURL: n.cfg.PublicURL, JoinTokenTimeout: time.Hour,
+			},
+		},
+		Member: statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
+			GossipAddr: n.id.GossipAddr, JoinedAt: now},
+		Project:    project,
+		Admin:      admin,
+		Roles:      roles,
+		Assignment: statedb.Assignment{ProjectID: project.ID, UserID: admin.ID, RoleID: roles[0].ID},
+		SigningKey: statedb.SigningKey{ID: key.ID, Secret: key.Secret, CreatedAt: now},
+	}
+	return statedb.NewCommand(statedb.CmdBootstrap, uuid.NewString(), now, b)
+}
+
+// writeClientFiles writes ca.pem and clouds.yaml for the admin into the
+// data dir, so `openstack --os-cloud peerstack` works with no edits.
+func (n *Node) writeClientFiles(password string) error {
+	caPath := filepath.Join(n.cfg.DataDir, "ca.pem")
+	if err := writeFileAtomic(caPath, []byte(n.caPEM), 0o644); err != nil {
+		return err
+	}
+	absCA, _ := filepath.Abs(caPath)
+	authURL := n.cfg.PublicURL
+	if authURL == "" {
+		authURL = "https://" + n.id.APIAddr
+	}
+	clouds := fmt.Sprintf(`# Written by peerstack at bootstrap. Use with:
+#   export OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=peerstack
+clouds:
+  peerstack:
+    auth:
+      auth_url: %s/identity
+      username: admin
+      password: %q
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    cacert: %s
+`, filepath.Join(mustAbs(n.cfg.DataDir), "clouds.yaml"), authURL, password, absCA)
+	return writeFileAtomic(filepath.Join(n.cfg.DataDir, "clouds.yaml"), []byte(clouds), 0o600)
+}
+
+func mustAbs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
+
+func hostOfURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Hostname()
+}
+
+// CloudsYAML is the path of the admin clouds.yaml in the data dir.
+func (n *Node) CloudsYAML() string { return filepath.Join(mustAbs(n.cfg.DataDir), "clouds.yaml") }

@@ -1,0 +1,286 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/cluster"
+	restidentity "github.com/peerstack/peerstack/rest/identity"
+)
+
+// mountServices registers every API service.
+func (n *Node) mountServices(srv *rest.Server) {
+	srv.Mount(cluster.Service(n))
+	srv.Mount(restidentity.Service(n))
+	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	}))
+	srv.Handle("/metrics", n.metricsHandler())
+}
+
+// forwarder sends writes to the leader over the internal mTLS API.
+type forwarder struct{ n *Node }
+
+func (f forwarder) Forward(ctx context.Context, leaderID string, data []byte) (uint64, error) {
+	addr := f.n.apiAddrOf(leaderID)
+	if addr == "" {
+		return 0, fmt.Errorf("leader %s: %w", leaderID, consensus.ErrNoLeader)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/apply", bytes.NewReader(data))
+	if err != nil {
+		return 0, fmt.Errorf("forward: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := f.n.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("forward to leader %s: status %d", addr, resp.StatusCode)
+	}
+	return cluster.DecodeApplyResult(body)
+}
+
+// apiAddrOf finds a host's API address from the state, then gossip.
+func (n *Node) apiAddrOf(id string) string {
+	if m, ok := n.State().Member(id); ok && m.APIAddr != "" {
+		return m.APIAddr
+	}
+	for _, m := range n.gossip.Members() {
+		if m.Name == id {
+			return m.Meta.APIAddr
+		}
+	}
+	return ""
+}
+
+// ApplyForwarded applies a command forwarded by a follower (leader only).
+func (n *Node) ApplyForwarded(ctx context.Context, data []byte) (uint64, error) {
+	if !n.raft.IsLeader() {
+		return 0, errors.New("not the leader")
+	}
+	return n.raft.ApplyLeader(ctx, data)
+}
+
+// Members lists the cluster's hosts with Raft role and gossip state.
+func (n *Node) Members() []cluster.Member {
+	conf, _ := n.raft.Configuration()
+	roles := map[string]string{}
+	leaderID, _ := n.raft.Leader()
+	for _, s := range conf {
+		switch {
+		case s.ID == leaderID:
+			roles[s.ID] = "leader"
+		case s.Voter:
+			roles[s.ID] = "voter"
+		default:
+			roles[s.ID] = "nonvoter"
+		}
+	}
+	gm := map[string]gossip.Member{}
+	for _, m := range n.gossip.Members() {
+		gm[m.Name] = m
+	}
+	var out []cluster.Member
+	for _, m := range n.State().Members() {
+		cm := cluster.Member{ID: m.ID, Name: m.Name, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, GossipAddr: m.GossipAddr,
+			RaftRole: "none", GossipState: "dead", Disabled: m.Disabled}
+		if r, ok := roles[m.ID]; ok {
+			cm.RaftRole = r
+		}
+		if g, ok := gm[m.ID]; ok {
+			cm.GossipState = string(g.State)
+			cm.VTEPAddr, cm.Accel, cm.Arch, cm.Version = g.Meta.VTEPAddr, g.Meta.Accel, g.Meta.Arch, g.Meta.SWVersion
+			cm.Capacity = cluster.Capacity{VCPUs: g.Meta.VCPUs, RAMMB: g.Meta.RAMMB, DiskGB: g.Meta.DiskGB,
+				UsedVCPUs: g.Meta.UsedVCPUs, UsedRAMMB: g.Meta.UsedRAMMB, UsedDiskGB: g.Meta.UsedDiskGB}
+		}
+		out = append(out, cm)
+	}
+	return out
+}
+
+// Status summarises Raft from this host's point of view.
+func (n *Node) Status() cluster.Status {
+	st := n.raft.Status()
+	leaderID, _ := n.raft.Leader()
+	s := cluster.Status{ClusterID: n.id.ClusterID, Term: st.Term, AppliedIndex: st.AppliedIndex, CommitIndex: st.CommitIndex,
+		RaftState: st.State, Self: cluster.NodeRef{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr},
+		Members: len(n.State().Members())}
+	if leaderID != "" {
+		s.Leader.ID = leaderID
+		if m, ok := n.State().Member(leaderID); ok {
+			s.Leader.Name, s.Leader.APIAddr = m.Name, m.APIAddr
+		}
+	}
+	return s
+}
+
+// Leave removes this host from the cluster gracefully: leadership moves
+// away, the member record goes, the leader drops it from Raft, gossip says
+// goodbye and the daemon stops (Left is closed).
+func (n *Node) Leave(ctx context.Context) error {
+	if len(n.State().Members()) <= 1 {
+		return rest.BadRequest("the last host of a cluster cannot leave it")
+	}
+	if n.raft.IsLeader() {
+		if err := n.raft.TransferLeadership(); err != nil {
+			return fmt.Errorf("leave: hand over leadership: %w", err)
+		}
+	}
+	if _, err := rest.Propose(ctx, n, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID}); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	n.id.Left = true
+	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
+		return err
+	}
+	go func() {
+		// Let the leader drop us from Raft before gossip says goodbye.
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			conf, err := n.raft.Configuration()
+			in := false
+			for _, s := range conf {
+				in = in || s.ID == n.id.NodeID
+			}
+			if err == nil && !in {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		m := n.buildMeta()
+		m.Leaving = true
+		_ = n.gossip.UpdateMeta(context.Background(), m)
+		_ = n.gossip.Leave(2 * time.Second)
+		n.log.Info("left the cluster", "node", n.id.NodeID)
+		close(n.left)
+	}()
+	return nil
+}
+
+// buildMeta is this host's gossip metadata.
+func (n *Node) buildMeta() gossip.Meta {
+	vcpus, ram, disk := hostCapacity(n.cfg.DataDir)
+	if n.cfg.VCPUs > 0 {
+		vcpus = n.cfg.VCPUs
+	}
+	if n.cfg.RAMMB > 0 {
+		ram = n.cfg.RAMMB
+	}
+	if n.cfg.DiskGB > 0 {
+		disk = n.cfg.DiskGB
+	}
+	m := gossip.Meta{Version: 1, NodeID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
+		VTEPAddr: n.cfg.VTEPAddr, VCPUs: vcpus, RAMMB: ram, DiskGB: disk, Accel: accel(), Arch: arch(), SWVersion: Version}
+	return m
+}
+
+func (n *Node) updateMeta(ctx context.Context) {
+	m := n.buildMeta()
+	n.mu.Lock()
+	same := m == n.metaNow
+	n.metaNow = m
+	n.mu.Unlock()
+	if same || n.gossip == nil {
+		return
+	}
+	if err := n.gossip.UpdateMeta(ctx, m); err != nil {
+		n.log.Warn("update gossip metadata", "err", err)
+	}
+}
+
+// metaLoop refreshes gossip metadata when the host's numbers change.
+func (n *Node) metaLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.updateMeta(ctx)
+		}
+	}
+}
+
+// registerLoop keeps this host's member record in step with its addresses.
+func (n *Node) registerLoop(ctx context.Context) {
+	for {
+		m, ok := n.State().Member(n.id.NodeID)
+		if ok && m.APIAddr == n.id.APIAddr && m.RaftAddr == n.id.RaftAddr && m.GossipAddr == n.id.GossipAddr && m.Name == n.id.Name {
+			return
+		}
+		if n.id.Left {
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rec := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr, GossipAddr: n.id.GossipAddr}
+		if ok {
+			rec.JoinedAt = m.JoinedAt
+		} else {
+			rec.JoinedAt = n.Now()
+		}
+		_, err := rest.Propose(actx, n, statedb.CmdRegisterMember, rec)
+		cancel()
+		if err == nil {
+			return
+		}
+		n.log.Debug("register member: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// hostCapacity reads vCPUs, RAM and disk for instances from the host.
+func hostCapacity(dataDir string) (vcpus, ramMB, diskGB int) {
+	vcpus = runtime.NumCPU()
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) == nil {
+		ramMB = int(uint64(si.Totalram) * uint64(si.Unit) / (1 << 20))
+	}
+	var fs syscall.Statfs_t
+	if syscall.Statfs(dataDir, &fs) == nil {
+		diskGB = int(fs.Blocks * uint64(fs.Bsize) / (1 << 30))
+	}
+	return
+}
+
+func accel() string {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg"
+	}
+	f.Close()
+	return "kvm"
+}
+
+func arch() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	}
+	return runtime.GOARCH
+}

@@ -1,0 +1,190 @@
+// Package node is the daemon's composition root: it reads the
+// configuration, creates or loads the host's identity, and wires Raft,
+// gossip, the REST API, the scheduler and the agents together. Nothing but
+// main and tests imports it; it holds wiring, not business logic.
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Default listen addresses (DESIGN.md: ports and paths).
+const (
+	DefaultDataDir    = "/var/lib/peerstack"
+	DefaultAPIAddr    = "0.0.0.0:8470"
+	DefaultRaftAddr   = "0.0.0.0:8471"
+	DefaultGossipAddr = "0.0.0.0:7946"
+	Version           = "0.1.0"
+)
+
+// Config configures one daemon.
+type Config struct {
+	DataDir       string
+	Name          string // host name; default os.Hostname()
+	APIAddr       string // listen host:port
+	RaftAddr      string
+	GossipAddr    string
+	AdvertiseAddr string // IP other hosts reach this one at
+	VTEPAddr      string
+	PublicURL     string // catalog base URL, e.g. https://cloud.example:8470
+	Voters        int    // Raft voters to keep (3 or 5)
+	BcryptCost    int
+	JoinToken     string // join an existing cluster instead of bootstrapping
+	Fast          bool   // tight timers for tests
+	DeadGrace     time.Duration
+	Logger        *slog.Logger
+	// Capacity overrides (tests); zero = read from the host.
+	VCPUs, RAMMB, DiskGB int
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("host name: %w", err)
+		}
+		c.Name = h
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = DefaultAPIAddr
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = DefaultRaftAddr
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = DefaultGossipAddr
+	}
+	if c.Voters == 0 {
+		c.Voters = 3
+	}
+	if c.Voters != 1 && c.Voters != 3 && c.Voters != 5 {
+		return fmt.Errorf("voters must be 1, 3 or 5, not %d", c.Voters)
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = 12
+	}
+	if c.DeadGrace == 0 {
+		c.DeadGrace = 30 * time.Second
+		if c.Fast {
+			c.DeadGrace = time.Second
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	for _, a := range []struct{ name, v string }{{"api", c.APIAddr}, {"raft", c.RaftAddr}, {"gossip", c.GossipAddr}} {
+		if _, _, err := splitHostPort(a.v); err != nil {
+			return fmt.Errorf("--%s-addr %q: %w", a.name, a.v, err)
+		}
+	}
+	if c.AdvertiseAddr == "" {
+		c.AdvertiseAddr = guessAdvertise(c.APIAddr)
+	}
+	if net.ParseIP(c.AdvertiseAddr) == nil {
+		return fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr)
+	}
+	if c.VTEPAddr == "" {
+		c.VTEPAddr = c.AdvertiseAddr
+	}
+	return nil
+}
+
+func splitHostPort(a string) (string, int, error) {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return h, port, nil
+}
+
+// guessAdvertise picks the bind IP if specific, else the first global
+// unicast IPv4 address of the host, else loopback.
+func guessAdvertise(bind string) string {
+	h, _, _ := splitHostPort(bind)
+	if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+		return ip.String()
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+// advertised combines the advertise IP with the port a listener got.
+func advertised(ip string, ln net.Addr) string {
+	_, port, _ := net.SplitHostPort(ln.String())
+	return net.JoinHostPort(ip, port)
+}
+
+// identityFile is node.json in the data dir: who this host is.
+type identityFile struct {
+	NodeID     string `json:"node_id"`
+	Name       string `json:"name"`
+	ClusterID  string `json:"cluster_id"`
+	APIAddr    string `json:"api_addr"`
+	RaftAddr   string `json:"raft_addr"`
+	GossipAddr string `json:"gossip_addr"`
+	Left       bool   `json:"left,omitempty"`
+}
+
+var errNoIdentity = errors.New("no node identity in data dir")
+
+func identityPath(dataDir string) string { return filepath.Join(dataDir, "node.json") }
+
+func loadIdentity(dataDir string) (*identityFile, error) {
+	b, err := os.ReadFile(identityPath(dataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errNoIdentity
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node identity: %w", err)
+	}
+	var id identityFile
+	if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" || id.ClusterID == "" {
+		return nil, fmt.Errorf("node identity %s is corrupt", identityPath(dataDir))
+	}
+	return &id, nil
+}
+
+// LocalAPIAddr returns the API address recorded in a data dir, for the CLI.
+func LocalAPIAddr(dataDir string) (string, error) {
+	id, err := loadIdentity(dataDir)
+	if err != nil {
+		return "", err
+	}
+	return id.APIAddr, nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func saveIdentity(dataDir string, id *identityFile) error {
+	b, _ := json.MarshalIndent(id, "", "  ")
+	return writeFileAtomic(identityPath(dataDir), b, 0o600)
+}

@@ -1,0 +1,451 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// Node is one running daemon.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	id     *identityFile
+	raft   *consensus.Node
+	gossip *gossip.Gossip
+	api    *http.Server
+	apiLn  net.Listener
+	client *http.Client // mTLS client for host-to-host calls
+	caPEM  string
+
+	// Bootstrap only: the generated admin password, shown once.
+	AdminPassword string
+
+	applyLatency prometheus.Histogram
+
+	mu       sync.Mutex
+	metaNow  gossip.Meta
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	left     chan struct{}
+}
+
+// Start creates, joins or resumes a cluster member, depending on the data
+// dir and cfg.JoinToken, and returns once it serves the API.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{})}
+	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
+		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	id, err := loadIdentity(cfg.DataDir)
+	switch {
+	case err == nil && cfg.JoinToken != "":
+		return nil, fmt.Errorf("data dir %s already belongs to cluster %s as host %s; join needs an empty data dir (or start it with `peerstack agent`)",
+			cfg.DataDir, id.ClusterID, id.Name)
+	case err == nil && id.Left:
+		return nil, fmt.Errorf("host %s left cluster %s; remove %s to join again", id.Name, id.ClusterID, cfg.DataDir)
+	case err == nil:
+		n.id = id
+		n.cfg.APIAddr = keepPort(n.cfg.APIAddr, id.APIAddr)
+		n.cfg.RaftAddr = keepPort(n.cfg.RaftAddr, id.RaftAddr)
+		n.cfg.GossipAddr = keepPort(n.cfg.GossipAddr, id.GossipAddr)
+		return n, n.resume(ctx)
+	case !errors.Is(err, errNoIdentity):
+		return nil, err
+	case cfg.JoinToken != "":
+		return n, n.join(ctx)
+	default:
+		if consensus.HasState(filepath.Join(cfg.DataDir, "raft")) {
+			return nil, fmt.Errorf("data dir %s has Raft data but no node.json; refusing to bootstrap over it", cfg.DataDir)
+		}
+		return n, n.bootstrap(ctx)
+	}
+}
+
+func (n *Node) tlsDir() string { return filepath.Join(n.cfg.DataDir, "tls") }
+
+// keepPort reuses the port a host had before when asked for port 0, so a
+// restarted host keeps its addresses.
+func keepPort(bind, before string) string {
+	h, p, err := splitHostPort(bind)
+	if err != nil || p != 0 || before == "" {
+		return bind
+	}
+	_, bp, err := splitHostPort(before)
+	if err != nil {
+		return bind
+	}
+	return net.JoinHostPort(h, fmt.Sprint(bp))
+}
+
+// listen opens the API listener (TLS set later) so address errors surface
+// before anything is written.
+func (n *Node) listenAPI() (net.Listener, error) {
+	ln, err := net.Listen("tcp", n.cfg.APIAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen api %s: %w", n.cfg.APIAddr, err)
+	}
+	return ln, nil
+}
+
+// checkPortFree fails early when a TCP port is taken.
+func checkPortFree(addr, what string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen %s %s: %w", what, addr, err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newKeystoneID() string { return randomHex(16) }
+
+// bootstrap creates a brand-new cluster with this host as the only voter.
+func (n *Node) bootstrap(ctx context.Context) (err error) {
+	ln, err := n.listenAPI()
+	if err != nil {
+		return err
+	}
+	created := []string{}
+	defer func() {
+		if err != nil {
+			ln.Close()
+			n.shutdownParts()
+			for i := len(created) - 1; i >= 0; i-- {
+				os.RemoveAll(created[i])
+			}
+		}
+	}()
+	clusterID := uuid.NewString()
+	nodeID := uuid.NewString()
+	ca, caKeyPEM, err := newCA(clusterID)
+	if err != nil {
+		return err
+	}
+	keyPEM, csrPEM, err := newKeyAndCSR(nodeID)
+	if err != nil {
+		return err
+	}
+	certPEM, err := ca.sign(csrPEM, nodeID, n.certHosts())
+	if err != nil {
+		return err
+	}
+	gossipKey := make([]byte, 32)
+	_, _ = rand.Read(gossipKey)
+	created = append(created, n.tlsDir(), filepath.Join(n.cfg.DataDir, "raft"), filepath.Join(n.cfg.DataDir, "gossip.key"))
+	if err := n.writeSecrets(ca.certPEM, certPEM, keyPEM, gossipKey); err != nil {
+		return err
+	}
+	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: clusterID}
+	if err := n.startParts(ctx, ln, ca.certPEM, certPEM, keyPEM, gossipKey, true); err != nil {
+		return err
+	}
+	password := randomHex(12)
+	cmd, err := n.bootstrapCommand(clusterID, ca.certPEM, caKeyPEM, gossipKey, password)
+	if err != nil {
+		return err
+	}
+	if err := n.waitLeader(ctx); err != nil {
+		return err
+	}
+	if _, err := n.raft.Apply(ctx, cmd); err != nil {
+		return fmt.Errorf("bootstrap state: %w", err)
+	}
+	n.AdminPassword = password
+	created = append(created, identityPath(n.cfg.DataDir))
+	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
+		return err
+	}
+	if err := n.writeClientFiles(password); err != nil {
+		return err
+	}
+	n.log.Info("bootstrapped a new cluster", "cluster", clusterID, "node", nodeID, "name", n.cfg.Name, "api", n.id.APIAddr)
+	n.startLoops()
+	return nil
+}
+
+// resume restarts a member from its data dir.
+func (n *Node) resume(ctx context.Context) (err error) {
+	ln, err := n.listenAPI()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+			n.shutdownParts()
+		}
+	}()
+	caPEM, certPEM, keyPEM, gossipKey, err := n.readSecrets()
+	if err != nil {
+		return err
+	}
+	if err := n.startParts(ctx, ln, caPEM, certPEM, keyPEM, gossipKey, false); err != nil {
+		return err
+	}
+	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
+		return err
+	}
+	// Rejoin gossip through any member we know of.
+	var peers []string
+	for _, m := range n.raft.State().Members() {
+		if m.ID != n.id.NodeID && m.GossipAddr != "" {
+			peers = append(peers, m.GossipAddr)
+		}
+	}
+	if len(peers) > 0 {
+		if _, err := n.gossip.Join(ctx, peers); err != nil {
+			n.log.Warn("rejoin gossip: no peer reachable yet; will keep trying", "err", err)
+		}
+	}
+	n.log.Info("resumed", "cluster", n.id.ClusterID, "node", n.id.NodeID, "name", n.id.Name, "api", n.id.APIAddr)
+	n.startLoops()
+	return nil
+}
+
+func (n *Node) writeSecrets(caPEM, certPEM, keyPEM string, gossipKey []byte) error {
+	if err := os.MkdirAll(n.tlsDir(), 0o700); err != nil {
+		return fmt.Errorf("tls dir: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{filepath.Join(n.tlsDir(), "ca.crt"), []byte(caPEM)},
+		{filepath.Join(n.tlsDir(), "node.crt"), []byte(certPEM)},
+		{filepath.Join(n.tlsDir(), "node.key"), []byte(keyPEM)},
+		{filepath.Join(n.cfg.DataDir, "gossip.key"), []byte(hex.EncodeToString(gossipKey))},
+	} {
+		if err := writeFileAtomic(f.name, f.data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKey []byte, err error) {
+	read := func(p string) string {
+		if err != nil {
+			return ""
+		}
+		var b []byte
+		b, err = os.ReadFile(p)
+		if err != nil {
+			err = fmt.Errorf("read %s: %w", p, err)
+		}
+		return string(b)
+	}
+	caPEM = read(filepath.Join(n.tlsDir(), "ca.crt"))
+	certPEM = read(filepath.Join(n.tlsDir(), "node.crt"))
+	keyPEM = read(filepath.Join(n.tlsDir(), "node.key"))
+	gk := read(filepath.Join(n.cfg.DataDir, "gossip.key"))
+	if err != nil {
+		return
+	}
+	gossipKey, err = hex.DecodeString(gk)
+	if err != nil {
+		err = fmt.Errorf("gossip key: %w", err)
+	}
+	return
+}
+
+func (n *Node) certHosts() []string {
+	hosts := []string{n.cfg.AdvertiseAddr, n.cfg.Name}
+	if h, _, err := splitHostPort(n.cfg.APIAddr); err == nil {
+		hosts = append(hosts, h)
+	}
+	if u := n.cfg.PublicURL; u != "" {
+		if h := hostOfURL(u); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+// startParts starts Raft, gossip and the API server.
+func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPEM, keyPEM string, gossipKey []byte, bootstrap bool) error {
+	serverTLS, clientTLS, err := tlsConfigs(caPEM, certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	n.caPEM = caPEM
+	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
+	}}
+	n.id.APIAddr = advertised(n.cfg.AdvertiseAddr, apiLn.Addr())
+
+	raftAddr, err := checkPortFree(n.cfg.RaftAddr, "raft")
+	if err != nil {
+		return err
+	}
+	rn, err := consensus.New(consensus.Config{
+		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
+		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
+		ServerTLS: mtlsServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
+		Fast: n.cfg.Fast, Logger: n.log.With("sub", "raft"),
+	})
+	if err != nil {
+		return err
+	}
+	n.raft = rn
+	n.id.RaftAddr = rn.Addr()
+	if bootstrap {
+		if err := rn.Bootstrap(); err != nil {
+			return err
+		}
+	}
+
+	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
+	g, err := gossip.New(gossip.Config{
+		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
+		SecretKey: gossipKey, Meta: n.buildMeta(), Fast: n.cfg.Fast, Logger: n.log.With("sub", "gossip"),
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
+	}
+	n.gossip = g
+	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
+	n.updateMeta(ctx)
+
+	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"))
+	n.mountServices(srv)
+	n.api = &http.Server{Handler: srv.Handler(), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)}
+	n.apiLn = tls.NewListener(apiLn, serverTLS)
+	go func() {
+		if err := n.api.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("api server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func mustAddr(a string) net.Addr {
+	t, _ := net.ResolveTCPAddr("tcp", a)
+	return t
+}
+
+func (n *Node) waitLeader(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if id, _ := n.raft.Leader(); id != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no Raft leader elected: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) startLoops() {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(3)
+	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.metaLoop(ctx) }()
+}
+
+// ID returns this host's id.
+func (n *Node) ID() string { return n.id.NodeID }
+
+// Name returns this host's name.
+func (n *Node) Name() string { return n.id.Name }
+
+// ClusterID returns the cluster id.
+func (n *Node) ClusterID() string { return n.id.ClusterID }
+
+// APIAddr is the advertised API address (host:port).
+func (n *Node) APIAddr() string { return n.id.APIAddr }
+
+// DataDir is the node's data directory.
+func (n *Node) DataDir() string { return n.cfg.DataDir }
+
+// Consensus exposes Raft for tests and benchmarks.
+func (n *Node) Consensus() *consensus.Node { return n.raft }
+
+// Gossip exposes gossip for tests.
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Left is closed when this host has left the cluster through the API.
+func (n *Node) Left() <-chan struct{} { return n.left }
+
+// Stop shuts the daemon down without leaving the cluster. VMs keep running.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		n.shutdownParts()
+	})
+}
+
+func (n *Node) shutdownParts() {
+	if n.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = n.api.Shutdown(ctx)
+		cancel()
+		_ = n.api.Close()
+	}
+	if n.gossip != nil {
+		_ = n.gossip.Shutdown()
+	}
+	if n.raft != nil {
+		_ = n.raft.Shutdown()
+	}
+}
+
+// Apply proposes a command (rest.Backend).
+func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) {
+	start := time.Now()
+	idx, err := n.raft.Apply(ctx, cmd)
+	n.applyLatency.Observe(time.Since(start).Seconds())
+	if errors.Is(err, consensus.ErrNoLeader) || errors.Is(err, consensus.ErrShutdown) {
+		return idx, fmt.Errorf("%w: %v", rest.ErrNoLeader, err)
+	}
+	return idx, err
+}
+
+// State returns the local state snapshot (rest.Backend).
+func (n *Node) State() *statedb.Snapshot { return n.raft.State() }
+
+// Now is the proposer clock (rest.Backend).
+func (n *Node) Now() time.Time { return time.Now().UTC() }
+
+// NewID returns a new uuid (rest.Backend).
+func (n *Node) NewID() string { return uuid.NewString() }

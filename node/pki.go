@@ -1,0 +1,228 @@
+package node
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"time"
+)
+
+// nodeCertName is a DNS name every node certificate carries; hosts dial
+// each other with it as the TLS server name.
+const nodeCertName = "peerstack-node"
+
+type ca struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	certPEM string
+}
+
+func newCA(clusterID string) (*ca, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", fmt.Errorf("generate CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "peerstack cluster CA " + clusterID, Organization: []string{"peerstack"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(20, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, "", err
+	}
+	return &ca{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}, keyPEM, nil
+}
+
+func loadCA(certPEM, keyPEM string) (*ca, error) {
+	cert, err := parseCert(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	kb, _ := pem.Decode([]byte(keyPEM))
+	if kb == nil {
+		return nil, errors.New("load CA: no key PEM block")
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load CA key: %w", err)
+	}
+	return &ca{cert: cert, key: key, certPEM: certPEM}, nil
+}
+
+func encodeKey(key *ecdsa.PrivateKey) (string, error) {
+	b, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", fmt.Errorf("encode key: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b})), nil
+}
+
+func parseCert(certPEM string) (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(certPEM))
+	if b == nil {
+		return nil, errors.New("no certificate PEM block")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
+}
+
+// newKeyAndCSR makes a node key and a certificate request.
+func newKeyAndCSR(nodeID string) (keyPEM, csrPEM string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("generate node key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: nodeID}}, key)
+	if err != nil {
+		return "", "", fmt.Errorf("create CSR: %w", err)
+	}
+	keyPEM, err = encodeKey(key)
+	return keyPEM, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), err
+}
+
+// sign issues a node certificate (server and client auth) for the CSR's key
+// with the given SANs.
+func (c *ca) sign(csrPEM, nodeID string, hosts []string) (string, error) {
+	b, _ := pem.Decode([]byte(csrPEM))
+	if b == nil {
+		return "", errors.New("sign: no CSR PEM block")
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("sign: parse CSR: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return "", fmt.Errorf("sign: CSR signature: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"peerstack"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(10, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{nodeCertName, "localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.IsUnspecified() {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	if err != nil {
+		return "", fmt.Errorf("sign node certificate: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+}
+
+// fingerprint is the hex sha256 of a certificate's DER bytes.
+func fingerprint(cert *x509.Certificate) string {
+	s := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(s[:])
+}
+
+// tlsConfigs builds the server and client TLS configs of a node.
+func tlsConfigs(caPEM, certPEM, keyPEM string) (server, client *tls.Config, err error) {
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, nil, fmt.Errorf("load node certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return nil, nil, errors.New("load cluster CA: no certificate")
+	}
+	// Send the CA with the chain so a joining host can pin its fingerprint.
+	if cb, _ := pem.Decode([]byte(caPEM)); cb != nil {
+		pair.Certificate = append(pair.Certificate, cb.Bytes)
+	}
+	server = &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		MinVersion:   tls.VersionTLS12,
+	}
+	client = &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		RootCAs:      pool,
+		ServerName:   nodeCertName,
+		MinVersion:   tls.VersionTLS12,
+	}
+	return server, client, nil
+}
+
+// mtlsServer is the server config for Raft: client certificates required.
+func mtlsServer(s *tls.Config) *tls.Config {
+	c := s.Clone()
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	return c
+}
+
+// pinnedClient returns a client TLS config that trusts a server only if
+// its chain ends in a CA with the given fingerprint (used before joining,
+// when the CA itself is not yet known).
+func pinnedClient(caFingerprint string) *tls.Config {
+	return &tls.Config{
+		InsecureSkipVerify: true, // verified below against the pinned CA fingerprint
+		MinVersion:         tls.VersionTLS12,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			var certs []*x509.Certificate
+			for _, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return fmt.Errorf("parse peer certificate: %w", err)
+				}
+				certs = append(certs, c)
+			}
+			if len(certs) == 0 {
+				return errors.New("peer sent no certificate")
+			}
+			// The CA must be in the chain the server sent.
+			for _, c := range certs[1:] {
+				if fingerprint(c) == caFingerprint {
+					pool := x509.NewCertPool()
+					pool.AddCert(c)
+					_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+					if err != nil {
+						return fmt.Errorf("peer certificate not signed by the pinned CA: %w", err)
+					}
+					return nil
+				}
+			}
+			return errors.New("the server's CA does not match the fingerprint in the join token (wrong cluster or a man in the middle)")
+		},
+	}
+}

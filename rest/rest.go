@@ -1,0 +1,466 @@
+// Package rest owns the HTTP API: the router, middleware (auth, request
+// ids, logging, limits, errors) and the helpers every OpenStack-compatible
+// service uses. Service handlers live in rest/<service>.
+//
+// It must not import node or hv: it talks to the rest of the daemon only
+// through the small interfaces declared here, which node satisfies.
+package rest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// Access is what a request does to an object.
+type Access int
+
+const (
+	Read Access = iota
+	Write
+	Admin
+)
+
+// Decision is the outcome of authorization.
+type Decision int
+
+const (
+	Allow Decision = iota
+	NotFound
+	Forbidden
+)
+
+// Credential is the verified identity behind a request.
+type Credential struct {
+	UserID    string
+	UserName  string
+	ProjectID string
+	Roles     []string // role names
+	RoleIDs   []string
+	AuditID   string
+	Token     string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Methods   []string
+	AppCredID string
+}
+
+// IsAdmin reports whether the credential carries the admin role.
+func (c *Credential) IsAdmin() bool {
+	for _, r := range c.Roles {
+		if r == "admin" {
+			return true
+		}
+	}
+	return false
+}
+
+// Authenticator verifies a token locally.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (*Credential, error)
+}
+
+// Backend is what handlers need from the daemon.
+type Backend interface {
+	State() *statedb.Snapshot
+	// Apply proposes a command through Raft and returns after the local
+	// state has applied it.
+	Apply(ctx context.Context, cmd *statedb.Command) (uint64, error)
+	Authorize(c *Credential, access Access, ownerProject string, public bool) Decision
+	Now() time.Time
+	NewID() string
+}
+
+// Propose builds a command with a fresh request id and applies it.
+func Propose(ctx context.Context, b Backend, t statedb.CmdType, payload any) (uint64, error) {
+	cmd, err := statedb.NewCommand(t, b.NewID(), b.Now(), payload)
+	if err != nil {
+		return 0, err
+	}
+	return b.Apply(ctx, cmd)
+}
+
+// AuthMode says who may call a route.
+type AuthMode int
+
+const (
+	Token    AuthMode = iota // a valid token is required
+	Public                   // no token needed (version documents, token issue)
+	Internal                 // a cluster client certificate is required
+)
+
+// HandlerFunc handles one request and returns a value to encode as JSON,
+// a *Response, or an error.
+type HandlerFunc func(c *Ctx) (any, error)
+
+// Route is one entry of a service's route table.
+type Route struct {
+	Method  string
+	Path    string
+	Auth    AuthMode
+	Handler HandlerFunc
+}
+
+// Response lets a handler choose status, headers or a raw body.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   any       // encoded as JSON unless nil
+	Raw    io.Reader // streamed as is when set
+	Close  func()
+}
+
+// ErrorWriter renders an error in a service's own body shape.
+type ErrorWriter func(w http.ResponseWriter, status int, title, msg string)
+
+// Service is a group of routes under one prefix with one error style.
+type Service struct {
+	Prefix string
+	Routes []Route
+	Errors ErrorWriter
+	// Wrap, if set, wraps every handler of the service (microversion checks).
+	Wrap func(http.Handler) http.Handler
+}
+
+// Ctx is the per-request context handed to handlers.
+type Ctx struct {
+	R     *http.Request
+	W     http.ResponseWriter
+	Cred  *Credential
+	ReqID string
+}
+
+// Context is the request's context.
+func (c *Ctx) Context() context.Context { return c.R.Context() }
+
+// Var returns a path variable: the one place that knows the router.
+func (c *Ctx) Var(name string) string { return mux.Vars(c.R)[name] }
+
+// Query returns a query parameter.
+func (c *Ctx) Query(name string) string { return c.R.URL.Query().Get(name) }
+
+// MaxBody is the default JSON request body limit.
+const MaxBody = 1 << 20
+
+// Decode reads a JSON body into v with a size limit.
+func (c *Ctx) Decode(v any) error {
+	body := http.MaxBytesReader(c.W, c.R.Body, MaxBody)
+	dec := json.NewDecoder(body)
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: "Request body too large."}
+		}
+		return BadRequest("Malformed request body: %v", err)
+	}
+	return nil
+}
+
+// HTTPError is an error with a status code.
+type HTTPError struct {
+	Status int
+	Msg    string
+	Header http.Header
+}
+
+func (e *HTTPError) Error() string { return e.Msg }
+
+// BadRequest returns a 400 error.
+func BadRequest(format string, args ...any) error {
+	return &HTTPError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundf returns a 404 error.
+func NotFoundf(format string, args ...any) error {
+	return &HTTPError{Status: http.StatusNotFound, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Forbiddenf returns a 403 error.
+func Forbiddenf(format string, args ...any) error {
+	return &HTTPError{Status: http.StatusForbidden, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Conflictf returns a 409 error.
+func Conflictf(format string, args ...any) error {
+	return &HTTPError{Status: http.StatusConflict, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Unauthorized returns a 401 error.
+func Unauthorized(msg string) error {
+	return &HTTPError{Status: http.StatusUnauthorized, Msg: msg}
+}
+
+// Unavailable is returned when no leader is known; clients retry.
+func Unavailable(msg string) error {
+	return &HTTPError{Status: http.StatusServiceUnavailable, Msg: msg, Header: http.Header{"Retry-After": {"1"}}}
+}
+
+// Check applies the policy to one object: NotFound hides it (404),
+// Forbidden is 403.
+func Check(b Backend, c *Ctx, access Access, owner string, public bool, what string) error {
+	if c.Cred == nil {
+		return Unauthorized("The request you have made requires authentication.")
+	}
+	switch b.Authorize(c.Cred, access, owner, public) {
+	case Allow:
+		return nil
+	case NotFound:
+		return NotFoundf("%s could not be found.", what)
+	default:
+		return Forbiddenf("You are not authorized to perform the requested action.")
+	}
+}
+
+// Visible reports whether an object belongs in a list for this credential.
+func Visible(b Backend, c *Ctx, owner string, public bool) bool {
+	return c.Cred != nil && b.Authorize(c.Cred, Read, owner, public) == Allow
+}
+
+// StatusOf maps an error to an HTTP status.
+func StatusOf(err error) (int, string, http.Header) {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he.Status, he.Msg, he.Header
+	}
+	var se *statedb.Error
+	if errors.As(err, &se) {
+		switch se.Kind {
+		case statedb.KindNotFound:
+			return http.StatusNotFound, se.Msg, nil
+		case statedb.KindConflict:
+			return http.StatusConflict, se.Msg, nil
+		case statedb.KindInvalid:
+			return http.StatusBadRequest, se.Msg, nil
+		case statedb.KindForbidden:
+			return http.StatusForbidden, se.Msg, nil
+		}
+		return http.StatusInternalServerError, se.Msg, nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoLeader) {
+		return http.StatusServiceUnavailable, "The cluster has no leader right now; retry.", http.Header{"Retry-After": {"1"}}
+	}
+	return http.StatusInternalServerError, "An unexpected error prevented the server from fulfilling your request.", nil
+}
+
+// ErrNoLeader is matched by StatusOf; node wraps consensus.ErrNoLeader in it.
+var ErrNoLeader = errors.New("no leader")
+
+// Title returns the standard reason phrase for a status.
+func Title(status int) string { return http.StatusText(status) }
+
+// WriteJSON writes v as JSON with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// KeystoneErrors renders {"error":{"code","title","message"}}.
+func KeystoneErrors(w http.ResponseWriter, status int, title, msg string) {
+	WriteJSON(w, status, map[string]any{"error": map[string]any{"code": status, "title": title, "message": msg}})
+}
+
+// NewRequestID returns a request id in OpenStack's "req-<uuid>" form.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return "req-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// BaseURL returns scheme://host of the request as the client reached us.
+func BaseURL(r *http.Request) string {
+	scheme := "https"
+	if r.TLS == nil {
+		scheme = "http"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+		scheme = p
+	}
+	return scheme + "://" + r.Host
+}
+
+// Server builds the HTTP handler from services.
+type Server struct {
+	router *mux.Router
+	auth   Authenticator
+	log    *slog.Logger
+}
+
+// NewServer returns an empty server.
+func NewServer(auth Authenticator, log *slog.Logger) *Server {
+	r := mux.NewRouter()
+	r.SkipClean(true)
+	s := &Server{router: r, auth: auth, log: log}
+	return s
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s }
+
+// Mount registers a service's routes.
+func (s *Server) Mount(svc Service) {
+	for _, rt := range svc.Routes {
+		var h http.Handler = s.wrap(svc, rt)
+		if svc.Wrap != nil {
+			h = svc.Wrap(h)
+		}
+		path := svc.Prefix + rt.Path
+		s.router.Handle(path, h).Methods(rt.Method)
+		if !strings.HasSuffix(path, "/") && rt.Method == http.MethodGet {
+			// Clients differ on trailing slashes for collections.
+			s.router.Handle(path+"/", h).Methods(rt.Method)
+		}
+	}
+}
+
+// Handle registers a plain handler (metrics, health).
+func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := NewRequestID()
+	w.Header().Set("X-Openstack-Request-Id", reqID)
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: 200}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", p, "req", reqID)
+			if !sw.wrote {
+				KeystoneErrors(sw, 500, "Internal Server Error", "internal error")
+			}
+		}
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"ms", time.Since(start).Milliseconds(), "req", reqID)
+	}()
+	var match mux.RouteMatch
+	if !s.router.Match(r, &match) {
+		if match.MatchErr == mux.ErrMethodMismatch {
+			KeystoneErrors(sw, http.StatusMethodNotAllowed, "Method Not Allowed", "The method is not allowed for the requested URL.")
+			return
+		}
+		KeystoneErrors(sw, http.StatusNotFound, "Not Found", "The resource could not be found.")
+		return
+	}
+	r = mux.SetURLVars(r, match.Vars)
+	match.Handler.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqIDKey{}, reqID)))
+}
+
+type reqIDKey struct{}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
+	errw := svc.Errors
+	if errw == nil {
+		errw = KeystoneErrors
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		reqID, _ := r.Context().Value(reqIDKey{}).(string)
+		c := &Ctx{R: r, W: w, ReqID: reqID}
+		fail := func(err error) {
+			status, msg, hdr := StatusOf(err)
+			for k, v := range hdr {
+				w.Header()[k] = v
+			}
+			if status >= 500 {
+				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err, "req", reqID)
+			}
+			errw(w, status, Title(status), msg)
+		}
+		switch rt.Auth {
+		case Token:
+			tok := r.Header.Get("X-Auth-Token")
+			if tok == "" {
+				fail(Unauthorized("The request you have made requires authentication."))
+				return
+			}
+			cred, err := s.auth.Authenticate(r.Context(), tok)
+			if err != nil {
+				fail(Unauthorized("The request you have made requires authentication."))
+				return
+			}
+			c.Cred = cred
+		case Internal:
+			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+				fail(Forbiddenf("a cluster client certificate is required"))
+				return
+			}
+		case Public:
+			if tok := r.Header.Get("X-Auth-Token"); tok != "" {
+				if cred, err := s.auth.Authenticate(r.Context(), tok); err == nil {
+					c.Cred = cred
+				}
+			}
+		}
+		v, err := rt.Handler(c)
+		if err != nil {
+			fail(err)
+			return
+		}
+		writeValue(w, v)
+	}
+}
+
+func writeValue(w http.ResponseWriter, v any) {
+	resp, ok := v.(*Response)
+	if !ok {
+		WriteJSON(w, http.StatusOK, v)
+		return
+	}
+	if resp.Close != nil {
+		defer resp.Close()
+	}
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	switch {
+	case resp.Raw != nil:
+		w.WriteHeader(status)
+		_, _ = io.Copy(w, resp.Raw)
+	case resp.Body != nil:
+		WriteJSON(w, status, resp.Body)
+	default:
+		w.WriteHeader(status)
+	}
+}
