@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportDirections enforces DESIGN.md's import rules: imports point
+// down only; consensus, gossip, hv/* and consensus/statedb import nothing
+// else of the project; the scheduler only the state types; rest never node
+// or hv; nothing but main and tests imports node.
+func TestImportDirections(t *testing.T) {
+	const mod = "github.com/peerstack/peerstack"
+	out, err := exec.Command("go", "list", "-json", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	type pkg struct {
+		ImportPath string
+		Imports    []string
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	rel := func(p string) string { return strings.TrimPrefix(strings.TrimPrefix(p, mod), "/") }
+	under := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+	// allowed reports whether package from may import project package to.
+	allowed := func(from, to string) bool {
+		switch {
+		case from == "":
+			return to == "node" || under(to, "rest/client") || under(to, "rest/cluster")
+		case under(from, "node/nodetest"):
+			return true
+		case from == "node":
+			return to != "node/nodetest"
+		case from == "node/scheduler", from == "consensus/statedb", under(from, "hv"), from == "gossip":
+			return false
+		case from == "consensus":
+			return to == "consensus/statedb"
+		case from == "node/identity":
+			return false
+		case under(from, "node/agent"):
+			return to == "consensus/statedb"
+		case under(from, "rest"):
+			return to == "consensus/statedb" || under(to, "rest")
+		case under(from, "e2e"):
+			return under(to, "e2e")
+		}
+		return false
+	}
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		from := rel(p.ImportPath)
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			if to := rel(imp); !allowed(from, to) {
+				t.Errorf("%s imports %s: not allowed by DESIGN.md", p.ImportPath, imp)
+			}
+		}
+	}
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages peerstack needs, only when missing (idempotent).
+#   scripts/deps.sh run    what the daemon needs to run VMs, networks and volumes
+#   scripts/deps.sh test   plus what the tests need (openstack client, NFS server, guest image tools)
+set -euo pipefail
+what=${1:-test}
+run_pkgs="qemu-system-x86 qemu-utils qemu-block-extra iproute2"
+test_pkgs="$run_pkgs python3-openstackclient nfs-ganesha nfs-ganesha-vfs rpcbind busybox-static cpio grub-pc-bin grub-common xorriso mtools socat libnfs-utils iputils-ping"
+case "$what" in
+  run) pkgs=$run_pkgs ;;
+  test) pkgs=$test_pkgs ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+missing=()
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26 at /usr/local/go or on PATH)" >&2; exit 1; }
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
