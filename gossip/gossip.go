@@ -1,0 +1,335 @@
+// Package gossip owns this host's membership in the cluster's gossip pool:
+// it wraps hashicorp/memberlist, gossips the host's Meta (addresses and
+// capacity) and tracks every host it has heard of as alive, dead or left.
+// All gossip is encrypted and verified with the cluster key.
+//
+// Events are hints: they are dropped rather than block memberlist, so
+// consumers must reconcile from Members. The package must not import other
+// peerstack packages, decide anything about Raft or scheduling, or block
+// memberlist's callbacks. It starts no goroutines of its own beyond one per
+// in-flight Join, which Shutdown waits for; memberlist's own goroutines stop
+// in Shutdown.
+package gossip
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+var (
+	// ErrShutdown is returned by calls made after Shutdown.
+	ErrShutdown = errors.New("gossip shut down")
+	// ErrLeft is returned by UpdateMeta after Leave.
+	ErrLeft = errors.New("gossip left")
+	// ErrNoPeers is returned by Join when no peer could be joined.
+	ErrNoPeers = errors.New("no peer reachable")
+)
+
+const (
+	defaultEventBuffer = 256
+	defaultReapAfter   = 24 * time.Hour
+	// defaultWait bounds UpdateMeta and Leave when no other bound is given.
+	defaultWait = 5 * time.Second
+)
+
+// Config configures New.
+type Config struct {
+	NodeID        string // memberlist node name
+	BindAddr      string // "0.0.0.0" or an IP; empty means "0.0.0.0"
+	BindPort      int    // 0 = pick a free port (tests); read back with (*Gossip).Port()
+	AdvertiseAddr string // optional
+	AdvertisePort int    // optional; defaults to the bound port
+	// SecretKey is the cluster key, 16, 24 or 32 bytes. Required: all
+	// gossip is encrypted and unencrypted gossip is refused.
+	SecretKey []byte
+	Meta      Meta // NodeID may be empty; it is set to Config.NodeID
+	// Fast sets tight timers for tests: probe every 100ms, gossip every
+	// 20ms, push/pull every second, a short suspicion and TCP timeout.
+	Fast   bool
+	Logger *slog.Logger // nil discards
+
+	EventBuffer int           // Events capacity; <= 0 means 256
+	ReapAfter   time.Duration // how long dead/left members stay listed; <= 0 means 24h
+}
+
+// LogValue keeps the key out of logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("node_id", c.NodeID),
+		slog.String("bind", fmt.Sprintf("%s:%d", c.BindAddr, c.BindPort)),
+		slog.String("advertise", fmt.Sprintf("%s:%d", c.AdvertiseAddr, c.AdvertisePort)),
+		slog.Bool("fast", c.Fast),
+	)
+}
+
+// Gossip is this host's handle on the gossip pool. It is safe for
+// concurrent use.
+type Gossip struct {
+	nodeID    string
+	log       *slog.Logger
+	list      *memberlist.Memberlist
+	port      int
+	reapAfter time.Duration
+	events    chan Event
+	dropped   atomic.Uint64
+	joins     sync.WaitGroup // in-flight Join goroutines
+
+	// updateMu serialises UpdateMeta, Leave and Shutdown, so memberlist
+	// never sees Leave or UpdateNode after its Shutdown.
+	updateMu sync.Mutex
+
+	mu      sync.Mutex // guards the fields below
+	meta    Meta       // local Meta, normalised
+	metaBuf []byte     // meta encoded, served to memberlist
+	members map[string]*record
+	left    bool
+	closed  bool
+}
+
+// New starts gossiping on the configured address. It does not join anyone.
+func New(cfg Config) (*Gossip, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("gossip: node id required")
+	}
+	switch len(cfg.SecretKey) {
+	case 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("gossip: secret key is %d bytes, want 16, 24 or 32", len(cfg.SecretKey))
+	}
+	// memberlist binds every address when given one it cannot parse.
+	for _, a := range []string{cfg.BindAddr, cfg.AdvertiseAddr} {
+		if a != "" && net.ParseIP(a) == nil {
+			return nil, fmt.Errorf("gossip: address %q is not an ip", a)
+		}
+	}
+	meta := cfg.Meta.normalize()
+	if meta.NodeID == "" {
+		meta.NodeID = cfg.NodeID
+	}
+	if meta.NodeID != cfg.NodeID {
+		return nil, fmt.Errorf("gossip: meta node id %q differs from node id %q", meta.NodeID, cfg.NodeID)
+	}
+	buf, err := meta.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	keyring, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.SecretKey...))
+	if err != nil {
+		return nil, fmt.Errorf("gossip: keyring: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gossip{
+		nodeID:    cfg.NodeID,
+		log:       logger,
+		reapAfter: cmp.Or(max(cfg.ReapAfter, 0), defaultReapAfter),
+		events:    make(chan Event, cmp.Or(max(cfg.EventBuffer, 0), defaultEventBuffer)),
+		meta:      meta,
+		metaBuf:   buf,
+		members:   make(map[string]*record),
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeID
+	mc.BindAddr = cmp.Or(cfg.BindAddr, "0.0.0.0")
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	// memberlist advertises port 0 if given an address without a port.
+	mc.AdvertisePort = cmp.Or(cfg.AdvertisePort, cfg.BindPort)
+	mc.Keyring = keyring
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
+	mc.Delegate = hooks{g}
+	mc.Events = hooks{g}
+	mc.Conflict = hooks{g}
+	mc.Logger = log.New(&logWriter{log: logger.With("source", "memberlist")}, "", 0)
+	if cfg.Fast {
+		mc.ProbeInterval = 100 * time.Millisecond
+		mc.ProbeTimeout = 50 * time.Millisecond
+		mc.GossipInterval = 20 * time.Millisecond
+		mc.SuspicionMult = 4
+		mc.SuspicionMaxTimeoutMult = 4
+		mc.PushPullInterval = time.Second
+		mc.TCPTimeout = time.Second
+		mc.GossipToTheDeadTime = 2 * time.Second
+		// Let a restarted test node take its name back on a new port.
+		mc.DeadNodeReclaimTime = 200 * time.Millisecond
+	}
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
+	}
+	// Create filled in the bound port; nothing else writes mc now.
+	g.list, g.port = list, mc.BindPort
+	logger.Debug("gossip started", "config", cfg, "port", g.port)
+	return g, nil
+}
+
+// Port returns the bound gossip port.
+func (g *Gossip) Port() int { return g.port }
+
+// Join contacts the given "ip:port" peers and merges their view of the
+// pool. It returns how many peers it reached; if none, the error wraps
+// ErrNoPeers and each peer's reason. memberlist cannot be cancelled, so if
+// ctx ends first Join returns ctx's error while the attempt in flight runs
+// on (each peer bounded by the TCP timeout) and may still join; Shutdown
+// waits for it.
+func (g *Gossip) Join(ctx context.Context, peers []string) (int, error) {
+	if len(peers) == 0 {
+		return 0, fmt.Errorf("gossip: join: no peers given: %w", ErrNoPeers)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("gossip: join: %w", err)
+	}
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return 0, fmt.Errorf("gossip: join: %w", ErrShutdown)
+	}
+	g.joins.Add(1)
+	g.mu.Unlock()
+
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	peers = append([]string(nil), peers...)
+	go func() {
+		defer g.joins.Done()
+		n, err := g.list.Join(peers)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.n > 0 {
+			return r.n, nil
+		}
+		if r.err == nil {
+			r.err = errors.New("no addresses")
+		}
+		return 0, fmt.Errorf("gossip: join %s: %w: %w", strings.Join(peers, ","), ErrNoPeers, r.err)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("gossip: join: %w", ctx.Err())
+	}
+}
+
+// UpdateMeta gossips a new local Meta if it differs from the current one.
+// m.NodeID may be empty. It waits, bounded by ctx's deadline or 5s, until
+// the change has been broadcast; on a timeout the change still spreads.
+func (g *Gossip) UpdateMeta(ctx context.Context, m Meta) error {
+	m = m.normalize()
+	if m.NodeID == "" {
+		m.NodeID = g.nodeID
+	}
+	if m.NodeID != g.nodeID {
+		return fmt.Errorf("gossip: update meta: node id %q differs from %q", m.NodeID, g.nodeID)
+	}
+	buf, err := m.Encode()
+	if err != nil {
+		return fmt.Errorf("gossip: update meta: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("gossip: update meta: %w", err)
+	}
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	g.mu.Lock()
+	switch {
+	case g.closed:
+		g.mu.Unlock()
+		return fmt.Errorf("gossip: update meta: %w", ErrShutdown)
+	case g.left:
+		g.mu.Unlock()
+		return fmt.Errorf("gossip: update meta: %w", ErrLeft)
+	case g.meta == m:
+		g.mu.Unlock()
+		return nil
+	}
+	g.meta, g.metaBuf = m, buf
+	g.mu.Unlock()
+
+	timeout := defaultWait
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	if err := g.list.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip: update meta: %w", err)
+	}
+	return nil
+}
+
+// Leave tells the pool this host is going away: it gossips Meta.Leaving,
+// then memberlist's leave, waiting up to timeout (<= 0 means 5s) in all.
+// Others then list this host as left. Call Shutdown afterwards.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = defaultWait
+	}
+	deadline := time.Now().Add(timeout)
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return fmt.Errorf("gossip: leave: %w", ErrShutdown)
+	}
+	if g.left {
+		g.mu.Unlock()
+		return nil
+	}
+	g.left = true
+	g.meta.Leaving = true
+	buf, err := g.meta.Encode()
+	if err == nil {
+		g.metaBuf = buf
+	}
+	g.mu.Unlock()
+
+	if err == nil {
+		// Best effort: a peer that misses the flag lists us as dead.
+		if err := g.list.UpdateNode(timeout / 2); err != nil {
+			g.log.Debug("gossip leave: leaving flag not fully broadcast", "err", err)
+		}
+	}
+	if err := g.list.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossiping without telling anyone (others will list this
+// host as dead unless Leave ran first), waits for in-flight Joins and closes
+// Events. It is idempotent.
+func (g *Gossip) Shutdown() error {
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true // from here no Join starts and no event is sent
+	g.mu.Unlock()
+
+	err := g.list.Shutdown()
+	g.joins.Wait()
+	close(g.events)
+	if err != nil {
+		return fmt.Errorf("gossip: shutdown: %w", err)
+	}
+	return nil
+}
