@@ -2,6 +2,7 @@ package statedb
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -36,6 +37,9 @@ const (
 	CmdLoginFailed       CmdType = 34
 	CmdLoginSucceeded    CmdType = 35
 	CmdUpdateRole        CmdType = 36
+
+	// Compute: 50-99 (compute.go). Images: 100-129 (images.go).
+	// Networks: 130-179 (networks.go). Volumes: 180-219 (volumes.go).
 )
 
 // Command is the envelope of every Raft log entry. The proposer fills in
@@ -70,15 +74,33 @@ type Result struct {
 
 type applyFunc func(t *Txn, c *Command) error
 
-// applyTable maps each command to its apply function. One entry per command.
-var applyTable = map[CmdType]applyFunc{
+// applyTable maps each command to its apply function: one entry per
+// command, each resource file contributing its own map.
+var applyTable = mergeApply(coreApply, identityApply, computeApply, imageApply, networkApply, volumeApply)
+
+func mergeApply(parts ...map[CmdType]applyFunc) map[CmdType]applyFunc {
+	out := map[CmdType]applyFunc{}
+	for _, p := range parts {
+		for k, v := range p {
+			if _, dup := out[k]; dup {
+				panic(fmt.Sprintf("statedb: command %d registered twice", k)) // a programming error
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+var coreApply = map[CmdType]applyFunc{
 	CmdBootstrap:        applyBootstrap,
 	CmdRegisterMember:   applyRegisterMember,
 	CmdRemoveMember:     applyRemoveMember,
 	CmdCreateJoinToken:  applyCreateJoinToken,
 	CmdConsumeJoinToken: applyConsumeJoinToken,
 	CmdSetHostEnabled:   applySetHostEnabled,
+}
 
+var identityApply = map[CmdType]applyFunc{
 	CmdCreateProject:     applyCreateProject,
 	CmdUpdateProject:     applyUpdateProject,
 	CmdDeleteProject:     applyDeleteProject,

@@ -35,12 +35,18 @@ func idTable(name string, newObj func() any, extra ...string) table {
 	return table{schema: &memdb.TableSchema{Name: name, Indexes: idx}, newObj: newObj}
 }
 
-// tables lists every table of the state. A new resource adds its table here.
-var tables = []table{
+// tables lists every table of the state: each resource file contributes
+// its own list.
+var tables = concat(coreTables, identityTables, computeTables, imageTables, networkTables, volumeTables)
+
+var coreTables = []table{
 	idTable(tblMeta, func() any { return &ClusterConfig{} }),
 	idTable(tblMembers, func() any { return &Member{} }, "Name"),
 	idTable(tblJoinTokens, func() any { return &JoinToken{} }),
 	idTable(tblRequests, func() any { return &requestRecord{} }),
+}
+
+var identityTables = []table{
 	idTable(tblProjects, func() any { return &Project{} }, "Name"),
 	idTable(tblUsers, func() any { return &User{} }, "Name"),
 	idTable(tblRoles, func() any { return &Role{} }, "Name"),
@@ -48,6 +54,14 @@ var tables = []table{
 	idTable(tblAppCreds, func() any { return &AppCredential{} }, "UserID"),
 	idTable(tblSigningKeys, func() any { return &SigningKey{} }),
 	idTable(tblRevocations, func() any { return &Revocation{} }, "AuditID", "UserID"),
+}
+
+func concat[T any](parts ...[]T) []T {
+	var out []T
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
 }
 
 func schema() *memdb.DBSchema {

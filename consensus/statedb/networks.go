@@ -1,0 +1,131 @@
+package statedb
+
+import "time"
+
+// Networks: Neutron networks, subnets and ports, with IPAM, VNI and MAC
+// allocation done deterministically inside apply. Commands 130-179; apply
+// functions live in networks_apply.go.
+const (
+	tblNetworks = "networks"
+	tblSubnets  = "subnets"
+	tblPorts    = "ports"
+)
+
+var networkTables = []table{
+	idTable(tblNetworks, func() any { return &Network{} }, "ProjectID", "Name"),
+	idTable(tblSubnets, func() any { return &Subnet{} }, "NetworkID", "ProjectID"),
+	idTable(tblPorts, func() any { return &Port{} }, "NetworkID", "DeviceID", "HostID", "ProjectID"),
+}
+
+// Network is a tenant network: one VXLAN segment.
+type Network struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	ProjectID    string    `json:"project_id"`
+	Description  string    `json:"description"`
+	AdminStateUp bool      `json:"admin_state_up"`
+	Shared       bool      `json:"shared"`
+	External     bool      `json:"router_external"`
+	MTU          int       `json:"mtu"`
+	VNI          uint32    `json:"vni"`
+	Tags         []string  `json:"tags"`
+	Revision     int       `json:"revision_number"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// IPRange is an allocation pool.
+type IPRange struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+// HostRoute is a static route handed out by DHCP.
+type HostRoute struct {
+	Destination string `json:"destination"`
+	NextHop     string `json:"nexthop"`
+}
+
+// Subnet is an IP range of a network.
+type Subnet struct {
+	ID              string      `json:"id"`
+	Name            string      `json:"name"`
+	ProjectID       string      `json:"project_id"`
+	NetworkID       string      `json:"network_id"`
+	IPVersion       int         `json:"ip_version"`
+	CIDR            string      `json:"cidr"`
+	GatewayIP       string      `json:"gateway_ip"` // "" = none
+	AllocationPools []IPRange   `json:"allocation_pools"`
+	EnableDHCP      bool        `json:"enable_dhcp"`
+	DNSNameservers  []string    `json:"dns_nameservers"`
+	HostRoutes      []HostRoute `json:"host_routes"`
+	Description     string      `json:"description"`
+	Tags            []string    `json:"tags"`
+	Revision        int         `json:"revision_number"`
+	CreatedAt       time.Time   `json:"created_at"`
+	UpdatedAt       time.Time   `json:"updated_at"`
+}
+
+// FixedIP is an address of a port on a subnet.
+type FixedIP struct {
+	SubnetID string `json:"subnet_id"`
+	IP       string `json:"ip_address"`
+}
+
+// Port is a virtual NIC on a network.
+type Port struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	ProjectID    string    `json:"project_id"`
+	NetworkID    string    `json:"network_id"`
+	MAC          string    `json:"mac_address"`
+	FixedIPs     []FixedIP `json:"fixed_ips"`
+	DeviceID     string    `json:"device_id"`
+	DeviceOwner  string    `json:"device_owner"`
+	HostID       string    `json:"binding_host_id"` // member id where the port lives
+	AdminStateUp bool      `json:"admin_state_up"`
+	Status       string    `json:"status"` // DOWN, ACTIVE, BUILD
+	Description  string    `json:"description"`
+	Tags         []string  `json:"tags"`
+	Revision     int       `json:"revision_number"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Network returns a network by id.
+func (sn *Snapshot) Network(id string) (*Network, bool) { return get[Network](sn, tblNetworks, id) }
+
+// Networks lists all networks.
+func (sn *Snapshot) Networks() []*Network { return list[Network](sn, tblNetworks) }
+
+// Subnet returns a subnet by id.
+func (sn *Snapshot) Subnet(id string) (*Subnet, bool) { return get[Subnet](sn, tblSubnets, id) }
+
+// Subnets lists all subnets.
+func (sn *Snapshot) Subnets() []*Subnet { return list[Subnet](sn, tblSubnets) }
+
+// SubnetsOf lists a network's subnets.
+func (sn *Snapshot) SubnetsOf(networkID string) []*Subnet {
+	return listBy[Subnet](sn, tblSubnets, "NetworkID", networkID)
+}
+
+// Port returns a port by id.
+func (sn *Snapshot) Port(id string) (*Port, bool) { return get[Port](sn, tblPorts, id) }
+
+// Ports lists all ports.
+func (sn *Snapshot) Ports() []*Port { return list[Port](sn, tblPorts) }
+
+// PortsOf lists a network's ports.
+func (sn *Snapshot) PortsOf(networkID string) []*Port {
+	return listBy[Port](sn, tblPorts, "NetworkID", networkID)
+}
+
+// PortsOnHost lists the ports bound to a host.
+func (sn *Snapshot) PortsOnHost(hostID string) []*Port {
+	return listBy[Port](sn, tblPorts, "HostID", hostID)
+}
+
+// PortsOfDevice lists the ports of a device (instance).
+func (sn *Snapshot) PortsOfDevice(deviceID string) []*Port {
+	return listBy[Port](sn, tblPorts, "DeviceID", deviceID)
+}

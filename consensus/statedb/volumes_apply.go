@@ -1,0 +1,4 @@
+package statedb
+
+// volumeApply maps this resource's commands to their apply functions.
+var volumeApply = map[CmdType]applyFunc{}
