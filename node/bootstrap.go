@@ -38,7 +38,8 @@ func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []b
 			ClusterID: clusterID, CACertPEM: caPEM, CAKeyPEM: caKeyPEM, GossipKey: gossipKey, CreatedAt: now,
 			Settings: statedb.Settings{
 				Voters: n.cfg.Voters, TokenLifetime: time.Hour, LockoutAttempts: 6, LockoutDuration: 5 * time.Minute,
-				PublicURL: n.cfg.PublicURL, JoinTokenTimeout: time.Hour,
+				PublicURL: n.cfg.PublicURL, JoinTokenTimeout: time.Hour, Storage: n.cfg.Storage,
+				Ratios: statedb.Ratios{CPU: 4, RAM: 1, Disk: 1}, Weigher: "spread", MTU: 1450, ImageCopies: 2,
 			},
 		},
 		Member: statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,

@@ -24,6 +24,10 @@ import (
 func (n *Node) mountServices(srv *rest.Server) {
 	srv.Mount(cluster.Service(n))
 	srv.Mount(restidentity.Service(n))
+	n.mountCompute(srv)
+	n.mountImages(srv)
+	n.mountNetworks(srv)
+	n.mountVolumes(srv)
 	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")

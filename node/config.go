@@ -41,6 +41,11 @@ type Config struct {
 	Fast          bool   // tight timers for tests
 	DeadGrace     time.Duration
 	Logger        *slog.Logger
+	// Storage is the cluster storage backend for a new cluster:
+	// "nfs://server/export[/path]", or "" for a local directory per host.
+	Storage string
+	// Agent configures the per-host agents.
+	Agent AgentOptions
 	// Capacity overrides (tests); zero = read from the host.
 	VCPUs, RAMMB, DiskGB int
 }

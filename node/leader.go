@@ -23,7 +23,12 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	var stop context.CancelFunc
 	done := make(chan struct{})
 	close(done)
+	leadingNow := false
 	lead := func(ok bool) {
+		if ok == leadingNow {
+			return
+		}
+		leadingNow = ok
 		if stop != nil {
 			stop()
 			<-done
@@ -65,6 +70,10 @@ func (n *Node) leading(ctx context.Context) {
 	for {
 		n.reconcileMembers(ctx, deadSince)
 		n.rotateKeys(ctx)
+		n.computeLeaderTick(ctx)
+		n.imagesLeaderTick(ctx)
+		n.networksLeaderTick(ctx)
+		n.volumesLeaderTick(ctx)
 		select {
 		case <-ctx.Done():
 			return

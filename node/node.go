@@ -374,7 +374,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
 	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.metaLoop(ctx) }()

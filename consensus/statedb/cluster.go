@@ -33,6 +33,11 @@ type Settings struct {
 	LockoutDuration  time.Duration `json:"lockout_duration"`   //
 	PublicURL        string        `json:"public_url"`         // optional catalog base URL
 	JoinTokenTimeout time.Duration `json:"join_token_timeout"` // default 1h
+	Storage          string        `json:"storage"`            // "nfs://server/export[/path]" or "" = local dir per host
+	Ratios           Ratios        `json:"ratios"`             // allocation ratios for the scheduler
+	Weigher          string        `json:"weigher"`            // "spread" (default) or "pack"
+	MTU              int           `json:"mtu"`                // tenant network MTU, default 1450
+	ImageCopies      int           `json:"image_copies"`       // hosts holding each image with local storage, default 2
 }
 
 // Member is a host of the cluster as recorded in the state.

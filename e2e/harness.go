@@ -1,0 +1,210 @@
+// Package e2e holds the process-level and cluster-in-a-box tests: real
+// bin/peerstack processes, the real openstack client, and (as root) network
+// namespaces, QEMU and NFS. It contains test helpers only.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RepoRoot is the repository root (the parent of this package).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+var buildOnce sync.Once
+var buildErr error
+
+// Binary builds bin/peerstack once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(RepoRoot(), "bin", "peerstack")
+	buildOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd.Dir = RepoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bin
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is a running peerstack daemon.
+type Proc struct {
+	Name    string
+	DataDir string
+	APIAddr string
+	cmd     *exec.Cmd
+	out     *lockedBuf
+	done    chan struct{}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// StartDaemon runs `peerstack <args…>` with loopback addresses and waits
+// until it prints that it serves. args is "agent" or "join TOKEN".
+func StartDaemon(t testing.TB, name, dataDir string, args ...string) *Proc {
+	t.Helper()
+	api := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	full := append(args, "--data-dir", dataDir, "--name", name, "--api-addr", api,
+		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		"--advertise-addr", "127.0.0.1", "--bcrypt-cost", "4")
+	p := &Proc{Name: name, DataDir: dataDir, APIAddr: api, out: &lockedBuf{}, done: make(chan struct{})}
+	p.cmd = exec.Command(Binary(t), full...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("--- %s output ---\n%s", name, p.out.String())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.out.String(), "https://"+api) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited: %s", name, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start: %s", name, p.out.String())
+		}
+	}
+	return p
+}
+
+// Output is what the daemon printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Kill stops the daemon (SIGKILL to its process group) and waits.
+func (p *Proc) Kill() {
+	if p.cmd.Process != nil {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	<-p.done
+}
+
+// Exited reports whether the daemon has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+var passwordRE = regexp.MustCompile(`admin password: (\S+)`)
+
+// AdminPassword extracts the bootstrap password from the daemon output.
+func (p *Proc) AdminPassword() string {
+	m := passwordRE.FindStringSubmatch(p.out.String())
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// CloudsFor writes a clouds.yaml that points at p's API (same admin
+// credentials as the bootstrap clouds.yaml) and returns its path.
+func CloudsFor(t testing.TB, boot *Proc, p *Proc) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(boot.DataDir, "clouds.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "https://"+boot.APIAddr, "https://"+p.APIAddr, 1)
+	path := filepath.Join(t.TempDir(), p.Name+"-clouds.yaml")
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Run runs a command with the cloud environment and returns stdout; it
+// fails the test on a non-zero exit.
+func Run(t testing.TB, clouds string, name string, args ...string) string {
+	t.Helper()
+	out, err := RunErr(clouds, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// RunErr is Run without failing.
+func RunErr(clouds string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+clouds, "OS_CLOUD=peerstack")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// LastLine returns the last non-empty line of s.
+func LastLine(s string) string {
+	var last string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			last = l
+		}
+	}
+	return last
+}
