@@ -36,7 +36,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd())
+	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
 	return root
 }
 

@@ -49,8 +49,23 @@ func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []b
 		Roles:      roles,
 		Assignment: statedb.Assignment{ProjectID: project.ID, UserID: admin.ID, RoleID: roles[0].ID},
 		SigningKey: statedb.SigningKey{ID: key.ID, Secret: key.Secret, CreatedAt: now},
+		Flavors:    defaultFlavors(now),
 	}
 	return statedb.NewCommand(statedb.CmdBootstrap, uuid.NewString(), now, b)
+}
+
+// defaultFlavors are Nova's classic sizes plus m1.tiny for small guests.
+func defaultFlavors(now time.Time) []statedb.Flavor {
+	mk := func(id, name string, vcpus, ram, disk int) statedb.Flavor {
+		return statedb.Flavor{ID: id, Name: name, VCPUs: vcpus, RAMMB: ram, DiskGB: disk, RxTxFactor: 1, Public: true, CreatedAt: now}
+	}
+	return []statedb.Flavor{
+		mk("1", "m1.tiny", 1, 128, 1),
+		mk("2", "m1.small", 1, 2048, 20),
+		mk("3", "m1.medium", 2, 4096, 40),
+		mk("4", "m1.large", 4, 8192, 80),
+		mk("5", "m1.xlarge", 8, 16384, 160),
+	}
 }
 
 // writeClientFiles writes ca.pem and clouds.yaml for the admin into the

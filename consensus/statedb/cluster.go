@@ -74,6 +74,7 @@ type BootstrapCmd struct {
 	SigningKey  SigningKey    `json:"signing_key"`
 	ExtraProjs  []Project     `json:"extra_projects,omitempty"`
 	ExtraAssign []Assignment  `json:"extra_assignments,omitempty"`
+	Flavors     []Flavor      `json:"flavors,omitempty"`
 }
 
 func applyBootstrap(t *Txn, c *Command) error {
@@ -113,6 +114,12 @@ func applyBootstrap(t *Txn, c *Command) error {
 		a := a
 		a.ID = AssignmentID(a.ProjectID, a.UserID, a.RoleID)
 		if err := t.insert(tblAssignments, &a); err != nil {
+			return err
+		}
+	}
+	for i := range b.Flavors {
+		f := b.Flavors[i]
+		if err := t.insert(tblFlavors, &f); err != nil {
 			return err
 		}
 	}
