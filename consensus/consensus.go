@@ -81,12 +81,12 @@ func New(cfg Config) (*Node, error) {
 		rc.HeartbeatTimeout = 100 * time.Millisecond
 		rc.ElectionTimeout = 100 * time.Millisecond
 		rc.LeaderLeaseTimeout = 50 * time.Millisecond
-		rc.CommitTimeout = 5 * time.Millisecond
+		rc.CommitTimeout = 2 * time.Millisecond
 	} else {
 		rc.HeartbeatTimeout = 500 * time.Millisecond
 		rc.ElectionTimeout = 500 * time.Millisecond
 		rc.LeaderLeaseTimeout = 250 * time.Millisecond
-		rc.CommitTimeout = 10 * time.Millisecond
+		rc.CommitTimeout = 2 * time.Millisecond
 	}
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
