@@ -194,6 +194,14 @@ func (n *Node) buildMeta() gossip.Meta {
 	}
 	m := gossip.Meta{Version: 1, NodeID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
 		VTEPAddr: n.cfg.VTEPAddr, VCPUs: vcpus, RAMMB: ram, DiskGB: disk, Accel: accel(), Arch: arch(), SWVersion: Version}
+	if n.raft != nil {
+		// What this host runs, from the committed claims.
+		for _, inst := range n.State().InstancesOnHost(n.id.NodeID) {
+			m.UsedVCPUs += inst.Flavor.VCPUs
+			m.UsedRAMMB += inst.Flavor.RAMMB
+			m.UsedDiskGB += inst.Flavor.DiskGB + inst.Flavor.EphemeralGB
+		}
+	}
 	return m
 }
 
@@ -211,7 +219,8 @@ func (n *Node) updateMeta(ctx context.Context) {
 	}
 }
 
-// metaLoop refreshes gossip metadata when the host's numbers change.
+// metaLoop refreshes gossip metadata when the host's numbers change: on
+// state changes (claims placed here), at most every 500 ms, and every 10 s.
 func (n *Node) metaLoop(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
@@ -220,8 +229,14 @@ func (n *Node) metaLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.updateMeta(ctx)
+		case <-n.raft.Store().Changed():
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
+		n.updateMeta(ctx)
 	}
 }
 
