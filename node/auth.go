@@ -121,5 +121,16 @@ func (n *Node) HashPassword(pw string) (string, error) {
 	return identity.HashPassword(pw, n.cfg.BcryptCost)
 }
 
-// CheckPassword compares a password with its hash.
-func (n *Node) CheckPassword(hash, pw string) bool { return identity.CheckPassword(hash, pw) }
+// CheckPassword compares a password with its hash; recent successes are
+// answered from a keyed cache so repeated logins skip bcrypt.
+func (n *Node) CheckPassword(hash, pw string) bool {
+	now := time.Now()
+	if n.pwc.check(hash, pw, now) {
+		return true
+	}
+	if !identity.CheckPassword(hash, pw) {
+		return false
+	}
+	n.pwc.remember(hash, pw, now)
+	return true
+}

@@ -40,6 +40,7 @@ type Node struct {
 	AdminPassword string
 
 	applyLatency prometheus.Histogram
+	pwc          *pwCache
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -58,7 +59,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000)}
 	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
 		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	id, err := loadIdentity(cfg.DataDir)

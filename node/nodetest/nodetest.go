@@ -36,8 +36,9 @@ type Cluster struct {
 
 // Options tune the cluster.
 type Options struct {
-	Voters int // default 3
-	Logger *slog.Logger
+	Voters     int // default 3
+	Logger     *slog.Logger
+	BcryptCost int // default 4 (fast tests)
 }
 
 // NewCluster bootstraps node 0 and joins n-1 more, waiting until every
@@ -50,6 +51,9 @@ func NewCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	if c.Opts.Voters == 0 {
 		c.Opts.Voters = 3
+	}
+	if c.Opts.BcryptCost == 0 {
+		c.Opts.BcryptCost = 4
 	}
 	t.Cleanup(c.StopAll)
 	c.add(t.Context(), "")
@@ -72,7 +76,7 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 	}
 	return node.Config{
 		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: 4, JoinToken: token, Fast: true, Logger: log,
+		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token, Fast: true, Logger: log,
 		VCPUs: 8, RAMMB: 16384, DiskGB: 200,
 	}
 }
