@@ -136,8 +136,8 @@ type Failure struct{ InstanceID, Reason string }
 // or failed, exactly once, and both results keep the order of reqs (either
 // may be nil). It never over-commits: each placement's claims are added to
 // the host before the next request is considered. It is deterministic for
-// the same input, whatever the order of hosts: ties are broken by the
-// smaller host ID. Hosts that are not Alive and Enabled are never chosen; of
+// the same input, and with unique host IDs whatever their order: ties are
+// broken by the smaller host ID. Hosts that are not Alive and Enabled are never chosen; of
 // several hosts with the same ID only the first counts.
 //
 // A request for a group that groups lacks, or whose policy is unknown, fails
