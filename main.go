@@ -56,6 +56,7 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.StringVar(&f.cfg.VTEPAddr, "vtep-addr", "", "VXLAN tunnel endpoint IP (default: the advertise address)")
 	fl.StringVar(&f.cfg.Name, "name", "", "host name in the cluster (default: the OS host name)")
 	fl.StringVar(&f.cfg.PublicURL, "public-url", "", "base URL clients use, for the catalog (e.g. https://cloud.example:8470)")
+	fl.StringVar(&f.cfg.Storage, "storage", "", "cluster storage for a new cluster: nfs://server/export[/path] (default: a local directory on each host)")
 	fl.IntVar(&f.cfg.Voters, "voters", 3, "Raft voters to keep (3 or 5; 1 for a single host)")
 	fl.IntVar(&f.cfg.BcryptCost, "bcrypt-cost", 12, "bcrypt cost for passwords")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
