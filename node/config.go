@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -101,6 +102,26 @@ func (c *Config) setDefaults() error {
 	}
 	if c.VTEPAddr == "" {
 		c.VTEPAddr = c.AdvertiseAddr
+	}
+	if net.ParseIP(c.VTEPAddr) == nil {
+		return fmt.Errorf("--vtep-addr %q is not an IP address", c.VTEPAddr)
+	}
+	if c.Storage != "" {
+		if err := checkStorageURL(c.Storage); err != nil {
+			return fmt.Errorf("--storage: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkStorageURL accepts nfs://server/export[/path].
+func checkStorageURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	if u.Scheme != "nfs" || u.Host == "" || len(u.Path) < 2 || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%q: want nfs://server/export[/path]", s)
 	}
 	return nil
 }
