@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// procCluster starts three real daemons (production timers) and returns
+// them with an HTTPS client that trusts the cluster CA.
+func procCluster(b *testing.B) ([]*Proc, *http.Client) {
+	bin := Binary(b)
+	root := b.TempDir()
+	a := StartDaemon(b, "alpha", filepath.Join(root, "a"), "agent")
+	procs := []*Proc{a}
+	for _, name := range []string{"beta", "gamma"} {
+		tok := LastLine(Run(b, filepath.Join(a.DataDir, "clouds.yaml"), bin, "token", "create"))
+		procs = append(procs, StartDaemon(b, name, filepath.Join(root, name), "join", tok))
+	}
+	pem, err := os.ReadFile(filepath.Join(a.DataDir, "ca.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return procs, &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func adminToken(hc *http.Client, api, password string) (string, error) {
+	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":%q}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}`, password)
+	resp, err := hc.Post("https://"+api+"/identity/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Subject-Token"), nil
+}
+
+func rssMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+type leaderStatus struct {
+	Status struct {
+		Leader struct{ ID, Name string } `json:"leader"`
+	} `json:"status"`
+}
+
+// BenchmarkProcessCluster: three real daemons with production timers.
+// Reports idle RSS per daemon, and the time from SIGKILL of the leader
+// until a write through another host is accepted.
+func BenchmarkProcessCluster(b *testing.B) {
+	for range b.N {
+		procs, hc := procCluster(b)
+		time.Sleep(5 * time.Second) // idle
+		var max float64
+		for _, p := range procs {
+			if r := rssMB(p.cmd.Process.Pid); r > max {
+				max = r
+			}
+		}
+		b.ReportMetric(max, "idle-RSS-MB-max")
+
+		pw := procs[0].AdminPassword()
+		tok, err := adminToken(hc, procs[0].APIAddr, pw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req, _ := http.NewRequest("GET", "https://"+procs[0].APIAddr+"/cluster/v1/status", nil)
+		req.Header.Set("X-Auth-Token", tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var st leaderStatus
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		var leader *Proc
+		var other *Proc
+		for _, p := range procs {
+			if p.Name == st.Status.Leader.Name {
+				leader = p
+			} else if other == nil {
+				other = p
+			}
+		}
+		if leader == nil {
+			b.Fatalf("leader %q not found", st.Status.Leader.Name)
+		}
+		otok, err := adminToken(hc, other.APIAddr, pw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		leader.Kill()
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for i := 0; ; i++ {
+			body := fmt.Sprintf(`{"project":{"name":"after-kill-%d","enabled":true}}`, i)
+			req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+other.APIAddr+"/identity/v3/projects", bytes.NewReader([]byte(body)))
+			req.Header.Set("X-Auth-Token", otok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusCreated {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				b.Fatal("no write accepted within 30 s of the leader's death")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "leader-kill-to-write-ms")
+	}
+}
