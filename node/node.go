@@ -434,6 +434,12 @@ func (n *Node) shutdownParts() {
 
 // Apply proposes a command (rest.Backend).
 func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// A write waits for a leader at most this long, then answers 503.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	start := time.Now()
 	idx, err := n.raft.Apply(ctx, cmd)
 	n.applyLatency.Observe(time.Since(start).Seconds())
