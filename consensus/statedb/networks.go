@@ -14,8 +14,48 @@ const (
 var networkTables = []table{
 	idTable(tblNetworks, func() any { return &Network{} }, "ProjectID", "Name"),
 	idTable(tblSubnets, func() any { return &Subnet{} }, "NetworkID", "ProjectID"),
-	idTable(tblPorts, func() any { return &Port{} }, "NetworkID", "DeviceID", "HostID", "ProjectID"),
+	idTable(tblPorts, func() any { return &Port{} }, "NetworkID", "DeviceID", "HostID", "ProjectID", "MAC"),
 }
+
+// Network commands: 130-139 and 141-179 (140 is CmdReportPort in
+// agent_cmds.go). Never renumber.
+const (
+	CmdCreateNetwork CmdType = 130 // Network; VNI 0 = allocate, MTU 0 = Settings.MTU
+	CmdUpdateNetwork CmdType = 131 // UpdateNetworkCmd
+	CmdDeleteNetwork CmdType = 132 // DeleteCmd
+	CmdCreateSubnet  CmdType = 133 // CreateSubnetCmd
+	CmdUpdateSubnet  CmdType = 134 // UpdateSubnetCmd
+	CmdDeleteSubnet  CmdType = 135 // DeleteCmd
+	CmdCreatePort    CmdType = 136 // CreatePortCmd
+	CmdUpdatePort    CmdType = 137 // UpdatePortCmd
+	CmdDeletePort    CmdType = 138 // DeleteCmd
+)
+
+// VNI range the FSM allocates tenant segments from; an administrator may
+// ask for any VNI in [MinRequestVNI, MaxVNI].
+const (
+	FirstVNI      uint32 = 1000
+	MinRequestVNI uint32 = 1
+	MaxVNI        uint32 = 1<<24 - 1
+)
+
+// DefaultMTU is the tenant network MTU when Settings.MTU is not set: 1500
+// minus the VXLAN overhead.
+const DefaultMTU = 1450
+
+// Port statuses.
+const (
+	PortDown   = "DOWN"
+	PortActive = "ACTIVE"
+	PortBuild  = "BUILD"
+	PortError  = "ERROR"
+)
+
+// Device owners the network service itself uses.
+const (
+	OwnerRouterInterface = "network:router_interface"
+	OwnerCompute         = "compute:nova"
+)
 
 // Network is a tenant network: one VXLAN segment.
 type Network struct {
@@ -59,6 +99,8 @@ type Subnet struct {
 	EnableDHCP      bool        `json:"enable_dhcp"`
 	DNSNameservers  []string    `json:"dns_nameservers"`
 	HostRoutes      []HostRoute `json:"host_routes"`
+	IPv6AddressMode string      `json:"ipv6_address_mode,omitempty"` // "", dhcpv6-stateful, dhcpv6-stateless
+	IPv6RAMode      string      `json:"ipv6_ra_mode,omitempty"`
 	Description     string      `json:"description"`
 	Tags            []string    `json:"tags"`
 	Revision        int         `json:"revision_number"`
@@ -128,4 +170,32 @@ func (sn *Snapshot) PortsOnHost(hostID string) []*Port {
 // PortsOfDevice lists the ports of a device (instance).
 func (sn *Snapshot) PortsOfDevice(deviceID string) []*Port {
 	return listBy[Port](sn, tblPorts, "DeviceID", deviceID)
+}
+
+// PortsByMAC lists the ports with a MAC address (lowercase).
+func (sn *Snapshot) PortsByMAC(mac string) []*Port {
+	return listBy[Port](sn, tblPorts, "MAC", mac)
+}
+
+// PortsOfProject lists a project's ports.
+func (sn *Snapshot) PortsOfProject(projectID string) []*Port {
+	return listBy[Port](sn, tblPorts, "ProjectID", projectID)
+}
+
+// NetworkByVNI finds the network with a VNI.
+func (sn *Snapshot) NetworkByVNI(vni uint32) (*Network, bool) {
+	for _, n := range sn.Networks() {
+		if n.VNI == vni {
+			return n, true
+		}
+	}
+	return nil, false
+}
+
+// NetworkMTU is the MTU of new networks: Settings.MTU, else DefaultMTU.
+func (sn *Snapshot) NetworkMTU() int {
+	if cfg, ok := sn.Cluster(); ok && cfg.Settings.MTU > 0 {
+		return cfg.Settings.MTU
+	}
+	return DefaultMTU
 }

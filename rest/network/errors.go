@@ -1,0 +1,116 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/peerstack/peerstack/rest"
+)
+
+// apiError is a failure with its Neutron error type.
+type apiError struct {
+	status int
+	typ    string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func notFound(kind, id string) error {
+	return &apiError{status: http.StatusNotFound, typ: kind + "NotFound", msg: fmt.Sprintf("%s %s could not be found.", kind, id)}
+}
+
+func forbidden(kind string) error {
+	return &apiError{status: http.StatusForbidden, typ: "PolicyNotAuthorized",
+		msg: fmt.Sprintf("The request you have made on this %s is not allowed by policy.", strings.ToLower(kind))}
+}
+
+func badRequest(format string, args ...any) error {
+	return &apiError{status: http.StatusBadRequest, typ: "InvalidInput", msg: fmt.Sprintf(format, args...)}
+}
+
+func conflict(typ, format string, args ...any) error {
+	return &apiError{status: http.StatusConflict, typ: typ, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorBody is {"NeutronError":{"type","message","detail"}}.
+type errorBody struct {
+	NeutronError neutronError `json:"NeutronError"`
+}
+
+type neutronError struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+	Detail  string `json:"detail"`
+}
+
+// neutronErrors renders errors the framework raises itself (401, 5xx).
+func neutronErrors(w http.ResponseWriter, status int, title, msg string) {
+	typ := "HTTP" + strings.ReplaceAll(title, " ", "")
+	rest.WriteJSON(w, status, errorBody{neutronError{Type: typ, Message: msg}})
+}
+
+// wrap renders a handler's failures as Neutron errors with their types.
+// Server errors go back to the framework, which logs them.
+func wrap(h rest.HandlerFunc) rest.HandlerFunc {
+	return func(c *rest.Ctx) (any, error) {
+		v, err := h(c)
+		if err == nil {
+			return v, nil
+		}
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return &rest.Response{Status: ae.status, Body: errorBody{neutronError{Type: ae.typ, Message: ae.msg}}}, nil
+		}
+		status, msg, hdr := rest.StatusOf(err)
+		if status >= http.StatusInternalServerError {
+			return nil, err
+		}
+		return &rest.Response{Status: status, Header: hdr, Body: errorBody{neutronError{Type: classify(status, msg), Message: msg}}}, nil
+	}
+}
+
+// conflictTypes map the leading words of the FSM's conflict messages
+// (consensus/statedb networks_apply.go and ipam.go) to Neutron types.
+var conflictTypes = []struct{ prefix, typ string }{
+	{"No more IP addresses available", "IpAddressGenerationFailure"},
+	{"IP address ", "IpAddressAlreadyAllocated"},
+	{"Unable to complete operation on network", "NetworkInUse"},
+	{"Unable to complete operation on subnet", "SubnetInUse"},
+	{"Unable to create the network. The VNI", "TunnelIdInUse"},
+	{"Unable to create the network. No VNI", "NoNetworkAvailable"},
+	{"Unable to complete operation for network", "MacAddressInUse"},
+	{"Unable to generate a unique MAC", "MacAddressGenerationFailure"},
+	{"Gateway ip", "GatewayConflictWithAllocationPools"},
+}
+
+// classify names the Neutron error type of a state error.
+func classify(status int, msg string) string {
+	switch status {
+	case http.StatusNotFound:
+		if kind, _, ok := strings.Cut(msg, " "); ok && strings.Contains(msg, "could not be found") {
+			return kind + "NotFound"
+		}
+		return "HTTPNotFound"
+	case http.StatusConflict:
+		for _, ct := range conflictTypes {
+			if strings.HasPrefix(msg, ct.prefix) {
+				return ct.typ
+			}
+		}
+		return "Conflict"
+	case http.StatusBadRequest:
+		return "InvalidInput"
+	case http.StatusForbidden:
+		return "PolicyNotAuthorized"
+	case http.StatusUnauthorized:
+		return "HTTPUnauthorized"
+	case http.StatusRequestEntityTooLarge:
+		return "HTTPRequestEntityTooLarge"
+	case http.StatusServiceUnavailable:
+		return "ServiceUnavailable"
+	}
+	return "HTTP" + strings.ReplaceAll(http.StatusText(status), " ", "")
+}

@@ -1,0 +1,226 @@
+package network
+
+import (
+	"sort"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// networkPublic: shared and external networks are readable by everyone.
+func networkPublic(n *statedb.Network) bool { return n.Shared || n.External }
+
+// networkView renders a network; provider attributes only for admins.
+func networkView(sn *statedb.Snapshot, n *statedb.Network, admin bool) view {
+	subnets := []string{}
+	for _, s := range sn.SubnetsOf(n.ID) {
+		subnets = append(subnets, s.ID)
+	}
+	sort.Strings(subnets)
+	v := view{
+		"id": n.ID, "name": n.Name, "description": n.Description,
+		"tenant_id": n.ProjectID, "project_id": n.ProjectID,
+		"admin_state_up": n.AdminStateUp, "status": "ACTIVE", "subnets": subnets,
+		"shared": n.Shared, "router:external": n.External, "mtu": n.MTU,
+		"port_security_enabled": true, "availability_zones": []string{"nova"},
+		"availability_zone_hints": []string{}, "ipv4_address_scope": nil, "ipv6_address_scope": nil,
+		"l2_adjacency": true, "tags": tagsOf(n.Tags),
+		"created_at": fmtTime(n.CreatedAt), "updated_at": fmtTime(n.UpdatedAt), "revision_number": n.Revision,
+	}
+	if admin {
+		v["provider:network_type"] = "vxlan"
+		v["provider:segmentation_id"] = n.VNI
+		v["provider:physical_network"] = nil
+	}
+	return v
+}
+
+// networkInput is the body of network create and update.
+type networkInput struct {
+	Name            *string   `json:"name"`
+	Description     *string   `json:"description"`
+	ProjectID       *string   `json:"project_id"`
+	TenantID        *string   `json:"tenant_id"`
+	AdminStateUp    *bool     `json:"admin_state_up"`
+	Shared          *bool     `json:"shared"`
+	External        *bool     `json:"router:external"`
+	MTU             *int      `json:"mtu"`
+	NetworkType     *string   `json:"provider:network_type"`
+	PhysicalNetwork *string   `json:"provider:physical_network"`
+	SegmentationID  *int64    `json:"provider:segmentation_id"`
+	Tags            *[]string `json:"tags"`
+}
+
+// provider validates the provider attributes and returns the requested
+// VNI (0 = allocate). Only vxlan segments exist here.
+func (in *networkInput) provider() (uint32, error) {
+	if in.NetworkType != nil && *in.NetworkType != "vxlan" {
+		return 0, badRequest("Invalid input for operation: network_type value '%s' not supported.", *in.NetworkType)
+	}
+	if in.PhysicalNetwork != nil && *in.PhysicalNetwork != "" {
+		return 0, badRequest("Invalid input for operation: provider:physical_network specified for vxlan network.")
+	}
+	if in.SegmentationID == nil {
+		return 0, nil
+	}
+	id := *in.SegmentationID
+	if id < int64(statedb.MinRequestVNI) || id > int64(statedb.MaxVNI) {
+		return 0, badRequest("Invalid input for operation: segmentation_id %d out of range (%d through %d).", id, statedb.MinRequestVNI, statedb.MaxVNI)
+	}
+	return uint32(id), nil
+}
+
+func (in *networkInput) hasProvider() bool {
+	return in.NetworkType != nil || in.PhysicalNetwork != nil || in.SegmentationID != nil
+}
+
+// adminOnly reports whether the body sets what only admins may set.
+func (in *networkInput) adminOnly() bool {
+	return in.hasProvider() || (in.Shared != nil && *in.Shared) || (in.External != nil && *in.External)
+}
+
+// readNetwork finds a network the caller may see; others are 404.
+func (s *service) readNetwork(c *rest.Ctx, sn *statedb.Snapshot, id string) (*statedb.Network, error) {
+	n, ok := sn.Network(id)
+	if !ok {
+		return nil, notFound("Network", id)
+	}
+	if err := s.check(c, rest.Read, n.ProjectID, networkPublic(n), "Network", id); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// listNetworks serves GET /v2.0/networks: own, shared and external ones
+// (all for admins), with filters and paging.
+func (s *service) listNetworks(c *rest.Ctx) (any, error) {
+	if err := s.mayList(c, "Network"); err != nil {
+		return nil, err
+	}
+	sn := s.b.State()
+	admin := s.isAdmin(c)
+	var rows []view
+	for _, n := range sn.Networks() {
+		if s.visible(c, n.ProjectID, networkPublic(n)) {
+			rows = append(rows, networkView(sn, n, admin))
+		}
+	}
+	return list(c, sn, "networks", rows, nil)
+}
+
+func (s *service) getNetwork(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	n, err := s.readNetwork(c, sn, c.Var("id"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"network": networkView(sn, n, s.isAdmin(c))}, nil
+}
+
+// createNetwork serves POST /v2.0/networks: 201. The FSM picks the VNI
+// (lowest free ≥ 1000) unless an admin asks for one.
+func (s *service) createNetwork(c *rest.Ctx) (any, error) {
+	var in networkInput
+	if err := decodeBody(c, "network", &in); err != nil {
+		return nil, err
+	}
+	project, err := s.ownerProject(c, in.ProjectID, in.TenantID, "Network")
+	if err != nil {
+		return nil, err
+	}
+	if err := s.check(c, rest.Write, project, false, "Network", ""); err != nil {
+		return nil, forbidden("Network")
+	}
+	if in.adminOnly() {
+		if err := s.check(c, rest.Admin, project, false, "Network", ""); err != nil {
+			return nil, err
+		}
+	}
+	vni, err := in.provider()
+	if err != nil {
+		return nil, err
+	}
+	n := statedb.Network{
+		ID: s.b.NewID(), Name: strOr(in.Name, ""), ProjectID: project, Description: strOr(in.Description, ""),
+		AdminStateUp: boolOr(in.AdminStateUp, true), Shared: boolOr(in.Shared, false), External: boolOr(in.External, false),
+		VNI: vni, Tags: []string{},
+	}
+	if in.MTU != nil {
+		n.MTU = *in.MTU
+	}
+	if in.Tags != nil {
+		n.Tags = *in.Tags
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateNetwork, n); err != nil {
+		return nil, err
+	}
+	sn := s.b.State()
+	got, ok := sn.Network(n.ID)
+	if !ok {
+		return nil, notFound("Network", n.ID)
+	}
+	return created(map[string]any{"network": networkView(sn, got, s.isAdmin(c))}), nil
+}
+
+// updateNetwork serves PUT /v2.0/networks/{id}: 200.
+func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	n, err := s.readNetwork(c, sn, c.Var("id"))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.check(c, rest.Write, n.ProjectID, networkPublic(n), "Network", n.ID); err != nil {
+		return nil, err
+	}
+	var in networkInput
+	if err := decodeBody(c, "network", &in); err != nil {
+		return nil, err
+	}
+	for _, p := range []*string{in.ProjectID, in.TenantID} {
+		if p != nil && *p != n.ProjectID {
+			return nil, badRequest("Invalid input for operation: the project of a network cannot be changed.")
+		}
+	}
+	changesShared := in.Shared != nil && *in.Shared != n.Shared
+	changesExternal := in.External != nil && *in.External != n.External
+	if in.hasProvider() || changesShared || changesExternal {
+		if err := s.check(c, rest.Admin, n.ProjectID, false, "Network", n.ID); err != nil {
+			return nil, err
+		}
+	}
+	vni, err := in.provider()
+	if err != nil {
+		return nil, err
+	}
+	u := statedb.UpdateNetworkCmd{ID: n.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
+		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags}
+	if vni != 0 {
+		u.VNI = &vni
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateNetwork, u); err != nil {
+		return nil, err
+	}
+	sn = s.b.State()
+	got, ok := sn.Network(n.ID)
+	if !ok {
+		return nil, notFound("Network", n.ID)
+	}
+	return map[string]any{"network": networkView(sn, got, s.isAdmin(c))}, nil
+}
+
+// deleteNetwork serves DELETE /v2.0/networks/{id}: 204, or 409
+// NetworkInUse while a device uses one of its ports.
+func (s *service) deleteNetwork(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	n, err := s.readNetwork(c, sn, c.Var("id"))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.check(c, rest.Write, n.ProjectID, networkPublic(n), "Network", n.ID); err != nil {
+		return nil, err
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteNetwork, statedb.DeleteCmd{ID: n.ID}); err != nil {
+		return nil, err
+	}
+	return noContent(), nil
+}
