@@ -2,12 +2,80 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/volume"
 )
 
-// mountVolumes registers the volumes API.
-func (n *Node) mountVolumes(srv *rest.Server) {}
+// mountVolumes registers the block storage API and Nova's volume
+// attachment routes.
+func (n *Node) mountVolumes(srv *rest.Server) {
+	b := volumeBackend{n}
+	srv.Mount(volume.Service(b, volume.Options{}))
+	srv.Mount(volume.ComputeService(b))
+}
 
-// volumesLeaderTick runs leader-only volumes work once per leader tick.
-func (n *Node) volumesLeaderTick(ctx context.Context) {}
+// volumeBackend is the node as the volume API's backend.
+type volumeBackend struct{ *Node }
+
+// HostID is this host: it creates the files of volumes created through it.
+func (b volumeBackend) HostID() string { return b.ID() }
+
+// VolumePath is where this host's volume store keeps a volume file.
+func (b volumeBackend) VolumePath(name, format string) (string, error) {
+	s, err := b.VolumeStore()
+	if err != nil {
+		return "", err
+	}
+	return s.Path(name, format)
+}
+
+// VolumeStore returns the store of this host's volume files, built from
+// the cluster's Settings.Storage: the nfs:// export, or <data-dir>/volumes
+// with local storage.
+func (n *Node) VolumeStore() (*storage.VolumeStore, error) {
+	backend := filepath.Join(mustAbs(n.cfg.DataDir), "volumes")
+	if cfg, ok := n.State().Cluster(); ok && cfg.Settings.Storage != "" {
+		backend = cfg.Settings.Storage
+	}
+	s, err := storage.NewVolumeStore(backend, storage.VolumeOptions{Logger: n.log.With("sub", "volumes")})
+	if err != nil {
+		return nil, fmt.Errorf("cluster storage setting: %w", err)
+	}
+	return s, nil
+}
+
+// volumesLeaderTick runs leader-only volumes work once per leader tick:
+// it releases attachments whose server is gone (deleted with the volume
+// attached) and hands the volumes of hosts that left the cluster to this
+// host (shared storage) or marks them lost (local storage). The state
+// machine re-checks both, so a stale view proposes nothing harmful.
+func (n *Node) volumesLeaderTick(ctx context.Context) {
+	sn := n.State()
+	goneHosts := map[string]bool{}
+	for _, v := range sn.Volumes() {
+		if a := v.Attachment(); a != nil {
+			if _, ok := sn.Instance(a.ServerID); !ok {
+				n.proposeVolume(ctx, statedb.CmdReleaseVolume, statedb.ReleaseVolumeCmd{VolumeID: v.ID, AttachmentID: a.ID},
+					"release the volume of a deleted server", v.ID)
+			}
+		}
+		if _, ok := sn.Member(v.Host); !ok && v.Host != "" {
+			goneHosts[v.Host] = true
+		}
+	}
+	for host := range goneHosts {
+		n.proposeVolume(ctx, statedb.CmdVolumeHostGone, statedb.VolumeHostGoneCmd{HostID: host, NewHostID: n.ID()},
+			"hand over the volumes of a host that left", host)
+	}
+}
+
+func (n *Node) proposeVolume(ctx context.Context, t statedb.CmdType, payload any, what, id string) {
+	if _, err := rest.Propose(ctx, n, t, payload); err != nil && ctx.Err() == nil {
+		n.log.Warn("volumes: "+what, "id", id, "err", err)
+	}
+}

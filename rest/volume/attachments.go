@@ -1,0 +1,168 @@
+package volume
+
+import (
+	"net/http"
+	"regexp"
+
+	"github.com/google/uuid"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// ComputeService returns Nova's os-volume_attachments routes under
+// /compute/v2.1. They are registered apart from the compute service, which
+// owns every other /compute path.
+func ComputeService(b Backend) rest.Service {
+	s := newService(b, Options{})
+	const (
+		get, post, del = http.MethodGet, http.MethodPost, http.MethodDelete
+		token          = rest.Token
+	)
+	atts := "/servers/{server_id}/os-volume_attachments"
+	return rest.Service{
+		Prefix: "/compute/v2.1",
+		Errors: novaErrors,
+		Wrap:   versionHeaders("compute", computeVersion, "X-OpenStack-Nova-API-Version", novaErrors),
+		Routes: []rest.Route{
+			{Method: get, Path: atts, Auth: token, Handler: s.listAttachments},
+			{Method: post, Path: atts, Auth: token, Handler: s.attach},
+			{Method: get, Path: atts + "/{volume_id}", Auth: token, Handler: s.showAttachment},
+			{Method: del, Path: atts + "/{volume_id}", Auth: token, Handler: s.detach},
+		},
+	}
+}
+
+// novaAttachment is Nova's volumeAttachment at 2.1: id is the volume id.
+type novaAttachment struct {
+	ID       string `json:"id"`
+	VolumeID string `json:"volumeId"`
+	ServerID string `json:"serverId"`
+	Device   string `json:"device"`
+}
+
+func attachmentJSON(v *statedb.Volume) novaAttachment {
+	a := v.Attachment()
+	return novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: a.ServerID, Device: a.Device}
+}
+
+// readServer finds a server the caller may act on; missing and hidden ones
+// are the same 404.
+func (s *service) readServer(c *rest.Ctx, sn *statedb.Snapshot, access rest.Access) (*statedb.Instance, error) {
+	id := c.Var("server_id")
+	inst, ok := sn.Instance(id)
+	if !ok {
+		return nil, rest.NotFoundf("Instance %s could not be found.", id)
+	}
+	if err := rest.Check(s.b, c, access, inst.ProjectID, false, "server"); err != nil {
+		if st, _, _ := rest.StatusOf(err); st == http.StatusNotFound {
+			return nil, rest.NotFoundf("Instance %s could not be found.", id)
+		}
+		return nil, err
+	}
+	return inst, nil
+}
+
+// devicePathRE is what Nova accepts as a device hint.
+var devicePathRE = regexp.MustCompile(`^/dev/[a-z]+[a-z0-9]*$`)
+
+// attach serves POST /servers/{id}/os-volume_attachments: 200 with the
+// attachment; the volume is attaching until the server's host reports it
+// attached (then in-use).
+func (s *service) attach(c *rest.Ctx) (any, error) {
+	var in struct {
+		VolumeAttachment *struct {
+			VolumeID *string `json:"volumeId"`
+			Device   *string `json:"device"`
+		} `json:"volumeAttachment"`
+	}
+	if err := c.Decode(&in); err != nil {
+		return nil, err
+	}
+	r := in.VolumeAttachment
+	if r == nil {
+		return nil, rest.BadRequest("Invalid input for field/attribute volumeAttachment: it is required.")
+	}
+	if r.VolumeID == nil || uuid.Validate(*r.VolumeID) != nil {
+		return nil, rest.BadRequest("Invalid input for field/attribute volumeId: it must be a volume UUID.")
+	}
+	dev := str(r.Device)
+	if dev != "" && !devicePathRE.MatchString(dev) {
+		return nil, rest.BadRequest("The supplied device path (%s) is invalid.", dev)
+	}
+	sn := s.b.State()
+	inst, err := s.readServer(c, sn, rest.Write)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.readVolume(c, sn, *r.VolumeID, rest.Write)
+	if err != nil {
+		return nil, err
+	}
+	cmd := statedb.AttachVolumeCmd{VolumeID: v.ID, ServerID: inst.ID, AttachmentID: s.b.NewID(), Device: dev}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdAttachVolume, cmd); err != nil {
+		return nil, err
+	}
+	got, ok := s.b.State().Volume(v.ID)
+	if !ok || got.Attachment() == nil || got.Attachment().ID != cmd.AttachmentID {
+		// Detached (or deleted) again already: answer with what we asked.
+		return map[string]any{"volumeAttachment": novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev}}, nil
+	}
+	return map[string]any{"volumeAttachment": attachmentJSON(got)}, nil
+}
+
+// listAttachments serves GET /servers/{id}/os-volume_attachments.
+func (s *service) listAttachments(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	inst, err := s.readServer(c, sn, rest.Read)
+	if err != nil {
+		return nil, err
+	}
+	out := []novaAttachment{}
+	for _, v := range sn.VolumesAttachedTo(inst.ID) {
+		out = append(out, attachmentJSON(v))
+	}
+	return map[string]any{"volumeAttachments": out}, nil
+}
+
+// attachedVolume finds the volume in the URL attached to the server.
+func (s *service) attachedVolume(c *rest.Ctx, sn *statedb.Snapshot, inst *statedb.Instance) (*statedb.Volume, error) {
+	id := c.Var("volume_id")
+	v, ok := sn.Volume(id)
+	if !ok || v.Attachment() == nil || v.Attachment().ServerID != inst.ID {
+		return nil, rest.NotFoundf("Volume %s is not attached to server %s.", id, inst.ID)
+	}
+	return v, nil
+}
+
+// showAttachment serves GET /servers/{id}/os-volume_attachments/{volume}.
+func (s *service) showAttachment(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	inst, err := s.readServer(c, sn, rest.Read)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.attachedVolume(c, sn, inst)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"volumeAttachment": attachmentJSON(v)}, nil
+}
+
+// detach serves DELETE /servers/{id}/os-volume_attachments/{volume}: 202;
+// the attachment is detaching until the host reports the device gone.
+func (s *service) detach(c *rest.Ctx) (any, error) {
+	sn := s.b.State()
+	inst, err := s.readServer(c, sn, rest.Write)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.attachedVolume(c, sn, inst)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: v.ID, ServerID: inst.ID}); err != nil {
+		return nil, err
+	}
+	return &rest.Response{Status: http.StatusAccepted}, nil
+}
