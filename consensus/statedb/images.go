@@ -26,11 +26,12 @@ type Image struct {
 	MinRAMMB        int               `json:"min_ram"`
 	Size            int64             `json:"size"`
 	VirtualSize     int64             `json:"virtual_size"`
-	Checksum        string            `json:"checksum"`      // md5 hex
-	HashAlgo        string            `json:"os_hash_algo"`  // sha512
-	HashValue       string            `json:"os_hash_value"` // sha512 hex
-	SHA256          string            `json:"sha256"`        // blob address
-	Holders         []string          `json:"holders"`       // member ids with the blob locally ("shared" = the shared store)
+	Checksum        string            `json:"checksum"`              // md5 hex
+	HashAlgo        string            `json:"os_hash_algo"`          // sha512
+	HashValue       string            `json:"os_hash_value"`         // sha512 hex
+	SHA256          string            `json:"sha256"`                // blob address
+	Holders         []string          `json:"holders"`               // member ids with the blob locally ("shared" = the shared store)
+	UploadHost      string            `json:"upload_host,omitempty"` // while saving: the host receiving the bytes
 	Properties      map[string]string `json:"properties"`
 	Tags            []string          `json:"tags"`
 	Members         []ImageMember     `json:"members"`
@@ -51,3 +52,41 @@ func (sn *Snapshot) Image(id string) (*Image, bool) { return get[Image](sn, tblI
 
 // Images lists all images.
 func (sn *Snapshot) Images() []*Image { return list[Image](sn, tblImages) }
+
+// ImagesWithBlob lists the images (any status) whose bytes are the blob
+// with sha256 sum.
+func (sn *Snapshot) ImagesWithBlob(sum string) []*Image {
+	var out []*Image
+	for _, img := range list[Image](sn, tblImages) {
+		if img.SHA256 == sum {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// ImagesOf lists the images owned by a project.
+func (sn *Snapshot) ImagesOf(projectID string) []*Image {
+	return listBy[Image](sn, tblImages, "ProjectID", projectID)
+}
+
+// HasHolder reports whether host holds the image's blob.
+func (img *Image) HasHolder(host string) bool {
+	for _, h := range img.Holders {
+		if h == host {
+			return true
+		}
+	}
+	return false
+}
+
+// MemberStatus returns a project's membership status of the image ("" if
+// it is not a member).
+func (img *Image) MemberStatus(projectID string) string {
+	for _, m := range img.Members {
+		if m.ProjectID == projectID {
+			return m.Status
+		}
+	}
+	return ""
+}
