@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"runtime"
 	"syscall"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/hv/qemu"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/cluster"
 	restidentity "github.com/peerstack/peerstack/rest/identity"
@@ -152,8 +152,11 @@ func (n *Node) Leave(ctx context.Context) error {
 	if _, err := rest.Propose(ctx, n, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID}); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
+	n.mu.Lock()
 	n.id.Left = true
-	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
+	err := saveIdentity(n.cfg.DataDir, n.id)
+	n.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	go func() {
@@ -193,7 +196,7 @@ func (n *Node) buildMeta() gossip.Meta {
 		disk = n.cfg.DiskGB
 	}
 	m := gossip.Meta{Version: 1, NodeID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
-		VTEPAddr: n.cfg.VTEPAddr, VCPUs: vcpus, RAMMB: ram, DiskGB: disk, Accel: accel(), Arch: arch(), SWVersion: Version}
+		VTEPAddr: n.cfg.VTEPAddr, VCPUs: vcpus, RAMMB: ram, DiskGB: disk, Accel: n.accel(), Arch: arch(), SWVersion: Version}
 	if n.raft != nil {
 		// What this host runs, from the committed claims.
 		for _, inst := range n.State().InstancesOnHost(n.id.NodeID) {
@@ -247,7 +250,10 @@ func (n *Node) registerLoop(ctx context.Context) {
 		if ok && m.APIAddr == n.id.APIAddr && m.RaftAddr == n.id.RaftAddr && m.GossipAddr == n.id.GossipAddr && m.Name == n.id.Name {
 			return
 		}
-		if n.id.Left {
+		n.mu.Lock()
+		left := n.id.Left
+		n.mu.Unlock()
+		if left {
 			return
 		}
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -285,13 +291,12 @@ func hostCapacity(dataDir string) (vcpus, ramMB, diskGB int) {
 	return
 }
 
-func accel() string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return "tcg"
-	}
-	f.Close()
-	return "kvm"
+// accel is the accelerator VMs get here: KVM only if a probe QEMU can
+// really use it (a /dev/kvm that opens is not enough), else TCG. Probed
+// once per daemon.
+func (n *Node) accel() string {
+	n.accelOnce.Do(func() { n.accelVal = string(qemu.DetectAccel()) })
+	return n.accelVal
 }
 
 func arch() string {

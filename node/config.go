@@ -162,13 +162,14 @@ func advertised(ip string, ln net.Addr) string {
 
 // identityFile is node.json in the data dir: who this host is.
 type identityFile struct {
-	NodeID     string `json:"node_id"`
-	Name       string `json:"name"`
-	ClusterID  string `json:"cluster_id"`
-	APIAddr    string `json:"api_addr"`
-	RaftAddr   string `json:"raft_addr"`
-	GossipAddr string `json:"gossip_addr"`
-	Left       bool   `json:"left,omitempty"`
+	NodeID     string   `json:"node_id"`
+	Name       string   `json:"name"`
+	ClusterID  string   `json:"cluster_id"`
+	APIAddr    string   `json:"api_addr"`
+	RaftAddr   string   `json:"raft_addr"`
+	GossipAddr string   `json:"gossip_addr"`
+	Left       bool     `json:"left,omitempty"`
+	Peers      []string `json:"peers,omitempty"` // gossip addresses of other members, for rejoining
 }
 
 var errNoIdentity = errors.New("no node identity in data dir")

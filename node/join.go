@@ -189,7 +189,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 	if err := n.writeSecrets(resp.CACert, resp.Cert, keyPEM, resp.GossipKey); err != nil {
 		return err
 	}
-	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID}
+	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID, Peers: resp.Peers}
 	if err := n.startParts(ctx, ln, resp.CACert, resp.Cert, keyPEM, resp.GossipKey, false); err != nil {
 		return err
 	}

@@ -41,6 +41,8 @@ type Node struct {
 
 	applyLatency prometheus.Histogram
 	pwc          *pwCache
+	accelOnce    sync.Once
+	accelVal     string
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -218,14 +220,9 @@ func (n *Node) resume(ctx context.Context) (err error) {
 	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
 		return err
 	}
-	// Rejoin gossip through any member we know of.
-	var peers []string
-	for _, m := range n.raft.State().Members() {
-		if m.ID != n.id.NodeID && m.GossipAddr != "" {
-			peers = append(peers, m.GossipAddr)
-		}
-	}
-	if len(peers) > 0 {
+	// Gossip rejoins through the peers recorded at the last run; the
+	// gossip loop keeps retrying until the others answer.
+	if peers := n.gossipPeers(); len(peers) > 0 {
 		if _, err := n.gossip.Join(ctx, peers); err != nil {
 			n.log.Warn("rejoin gossip: no peer reachable yet; will keep trying", "err", err)
 		}
@@ -375,7 +372,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
 	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
