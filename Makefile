@@ -43,3 +43,18 @@ build/guest.qcow2: scripts/build-guest-image.sh
 
 clean:
 	rm -rf bin build
+
+.PHONY: demo demo-down e2e
+
+# A 3-host cluster in a box (network namespaces, NFS storage) left running.
+demo: build
+	scripts/demo.sh up
+
+demo-down:
+	scripts/demo.sh down
+
+# The whole issue-9 scenario through the openstack CLI (root, QEMU, ganesha).
+# Without PEERSTACK_E2E_FULL=1 (as in `make test`) only the steps whose
+# features exist run: cluster formation, identity, leader kill, cleanup.
+e2e: deps build guest-image
+	PEERSTACK_E2E_FULL=1 $(GO) test -count=1 -timeout 30m -run '^TestClusterInABox$$' -v ./e2e
