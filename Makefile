@@ -47,7 +47,7 @@ clean:
 .PHONY: demo demo-down e2e
 
 # A 3-host cluster in a box (network namespaces, NFS storage) left running.
-demo: build
+demo: deps build guest-image
 	scripts/demo.sh up
 
 demo-down:
