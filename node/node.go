@@ -42,6 +42,7 @@ type Node struct {
 	applyLatency prometheus.Histogram
 	pwc          *pwCache
 	accelOnce    sync.Once
+	compute      computeState
 	accelVal     string
 
 	mu       sync.Mutex

@@ -1,9 +1,12 @@
 package statedb
 
-import "time"
+import (
+	"sort"
+	"time"
+)
 
 // Compute: flavors, keypairs, instances (servers), server groups.
-// Commands 50-99. Apply functions live in compute_apply.go.
+// Commands 50-99. Apply functions live in computes_apply.go.
 const (
 	tblFlavors      = "flavors"
 	tblKeypairs     = "keypairs"
@@ -14,7 +17,7 @@ const (
 var computeTables = []table{
 	idTable(tblFlavors, func() any { return &Flavor{} }, "Name"),
 	idTable(tblKeypairs, func() any { return &Keypair{} }, "UserID"),
-	idTable(tblInstances, func() any { return &Instance{} }, "ProjectID", "Host"),
+	idTable(tblInstances, func() any { return &Instance{} }, "ProjectID", "Host", "TaskState"),
 	idTable(tblServerGroups, func() any { return &ServerGroup{} }, "ProjectID"),
 }
 
@@ -80,8 +83,14 @@ type Instance struct {
 	Reservation string            `json:"reservation_id"`
 	Arch        string            `json:"arch,omitempty"` // from the image's hw_architecture
 
+	// CreatedPorts are the PortIDs server create made: they go with the
+	// instance, while ports the caller passed in are only unbound.
+	CreatedPorts   []string `json:"created_ports,omitempty"`
+	SecurityGroups []string `json:"security_groups,omitempty"` // names as requested
+
 	// Placement (scheduler).
-	Host string `json:"host,omitempty"` // member id
+	Host       string `json:"host,omitempty"`       // member id
+	Placements int    `json:"placements,omitempty"` // accepted placements: an audit counter, never above 1
 
 	// Desired power: "running", "stopped" or "deleted"; the agent converges.
 	Desired    string `json:"desired"`
@@ -154,3 +163,111 @@ func (sn *Snapshot) ServerGroup(id string) (*ServerGroup, bool) {
 
 // ServerGroups lists all server groups.
 func (sn *Snapshot) ServerGroups() []*ServerGroup { return list[ServerGroup](sn, tblServerGroups) }
+
+// Instance desired power states.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+	DesiredDeleted = "deleted"
+)
+
+// Instance VM states (Nova's vm_state).
+const (
+	VMBuilding = "building"
+	VMActive   = "active"
+	VMStopped  = "stopped"
+	VMError    = "error"
+	VMDeleted  = "deleted"
+)
+
+// Instance task states (Nova's task_state, "" is none).
+const (
+	TaskScheduling    = "scheduling"
+	TaskSpawning      = "spawning"
+	TaskPoweringOff   = "powering-off"
+	TaskPoweringOn    = "powering-on"
+	TaskRebooting     = "rebooting"
+	TaskRebootingHard = "rebooting_hard"
+	TaskDeleting      = "deleting"
+)
+
+// Pending reports whether the instance waits for the scheduler.
+func (i *Instance) Pending() bool {
+	return i.Host == "" && i.VMState == VMBuilding && i.TaskState == TaskScheduling && i.Desired != DesiredDeleted
+}
+
+// Claim is what the instance claims on its host: the flavor's vCPUs and
+// RAM, and its root (unless it boots from a volume), ephemeral and swap
+// disk rounded up to whole GB.
+func (i *Instance) Claim() HostCap {
+	disk := i.Flavor.EphemeralGB + (i.Flavor.SwapMB+1023)/1024
+	if i.RootVolume == "" {
+		disk += i.Flavor.DiskGB
+	}
+	return HostCap{VCPUs: i.Flavor.VCPUs, RAMMB: i.Flavor.RAMMB, DiskGB: disk}
+}
+
+// Add returns the sum of two claims.
+func (h HostCap) Add(o HostCap) HostCap {
+	return HostCap{VCPUs: h.VCPUs + o.VCPUs, RAMMB: h.RAMMB + o.RAMMB, DiskGB: h.DiskGB + o.DiskGB}
+}
+
+// PendingInstances lists the instances waiting for the scheduler, oldest
+// first (then by id), so plans are fair and deterministic.
+func (sn *Snapshot) PendingInstances() []*Instance {
+	var out []*Instance
+	for _, i := range listBy[Instance](sn, tblInstances, "TaskState", TaskScheduling) {
+		if i.Pending() {
+			out = append(out, i)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
+			return out[a].CreatedAt.Before(out[b].CreatedAt)
+		}
+		if out[a].LaunchIndex != out[b].LaunchIndex {
+			return out[a].LaunchIndex < out[b].LaunchIndex
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out
+}
+
+// ClaimsOn sums the claims of the instances placed on a host.
+func (sn *Snapshot) ClaimsOn(hostID string) HostCap {
+	var c HostCap
+	for _, i := range listBy[Instance](sn, tblInstances, "Host", hostID) {
+		c = c.Add(i.Claim())
+	}
+	return c
+}
+
+// Claims sums the claims of placed instances per host.
+func (sn *Snapshot) Claims() map[string]HostCap {
+	out := map[string]HostCap{}
+	for _, i := range list[Instance](sn, tblInstances) {
+		if i.Host != "" {
+			out[i.Host] = out[i.Host].Add(i.Claim())
+		}
+	}
+	return out
+}
+
+// InstancesOfProject lists a project's instances.
+func (sn *Snapshot) InstancesOfProject(projectID string) []*Instance {
+	return listBy[Instance](sn, tblInstances, "ProjectID", projectID)
+}
+
+// FlavorByName returns a flavor by name.
+func (sn *Snapshot) FlavorByName(name string) (*Flavor, bool) {
+	return firstBy[Flavor](sn, tblFlavors, "Name", name)
+}
+
+// ServerGroupsOfProject lists a project's server groups.
+func (sn *Snapshot) ServerGroupsOfProject(projectID string) []*ServerGroup {
+	return listBy[ServerGroup](sn, tblServerGroups, "ProjectID", projectID)
+}
+
+// MembersByID lists the members in id order, without the sort by name
+// Members does (the scheduler reads every member each round).
+func (sn *Snapshot) MembersByID() []*Member { return list[Member](sn, tblMembers) }
