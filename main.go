@@ -59,6 +59,12 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.StringVar(&f.cfg.Storage, "storage", "", "cluster storage for a new cluster: nfs://server/export[/path] (default: a local directory on each host)")
 	fl.IntVar(&f.cfg.Voters, "voters", 3, "Raft voters to keep (3 or 5; 1 for a single host)")
 	fl.IntVar(&f.cfg.BcryptCost, "bcrypt-cost", 12, "bcrypt cost for passwords")
+	fl.StringVar(&f.cfg.Agent.Network, "network", "netdev", "tenant networking: netdev (needs CAP_NET_ADMIN, CAP_NET_RAW) or none")
+	fl.StringVar(&f.cfg.Agent.NetNS, "netns", "", "network namespace path for tenant devices (default: the daemon's)")
+	fl.StringVar(&f.cfg.Agent.QEMUBinary, "qemu", "", "QEMU binary (default: qemu-system-x86_64 in PATH)")
+	fl.StringVar(&f.cfg.Agent.Accel, "accel", "", "kvm or tcg (default: detect)")
+	fl.DurationVar(&f.cfg.Agent.ResyncInterval, "resync-interval", 10*time.Second, "agent full resync period")
+	fl.DurationVar(&f.cfg.Agent.StopTimeout, "stop-timeout", 60*time.Second, "guest power-off grace period before QEMU is told to quit")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 

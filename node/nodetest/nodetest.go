@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/node"
+	"github.com/peerstack/peerstack/node/agent/agenttest"
 )
 
 // Cluster is a set of in-process nodes.
@@ -39,6 +40,67 @@ type Options struct {
 	Voters     int // default 3
 	Logger     *slog.Logger
 	BcryptCost int // default 4 (fast tests)
+	// Agent returns node i's agent options, for example FakeAgents.Options
+	// (a recording hypervisor, network, image source and volume store).
+	// nil runs no agent at all (tests that play the agents themselves);
+	// the cluster never runs real QEMU or touches host devices unless a
+	// test asks for it here.
+	Agent func(i int) node.AgentOptions
+}
+
+// FakeAgents hands each node index its own agenttest fakes and keeps them
+// across the node's restarts, as a host's VMs outlive its daemon. The zero
+// value is ready to use.
+type FakeAgents struct {
+	// ResyncInterval of the agents; default 300 ms.
+	ResyncInterval time.Duration
+
+	mu   sync.Mutex
+	hvs  map[int]*agenttest.Hypervisor
+	nets map[int]*agenttest.Network
+	vols map[int]*agenttest.Volumes
+}
+
+// Options is an Options.Agent function.
+func (f *FakeAgents) Options(i int) node.AgentOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hvs == nil {
+		f.hvs, f.nets, f.vols = map[int]*agenttest.Hypervisor{}, map[int]*agenttest.Network{}, map[int]*agenttest.Volumes{}
+	}
+	if f.hvs[i] == nil {
+		f.hvs[i], f.nets[i], f.vols[i] = agenttest.NewHypervisor(), &agenttest.Network{}, agenttest.NewVolumes()
+	}
+	ri := f.ResyncInterval
+	if ri == 0 {
+		ri = 300 * time.Millisecond
+	}
+	return node.AgentOptions{Hypervisor: f.hvs[i], NetworkDriver: f.nets[i], Images: agenttest.AnyImage{},
+		Volumes: f.vols[i], ResyncInterval: ri, DetachTimeout: time.Second}
+}
+
+// Hypervisor returns node i's fake hypervisor.
+func (f *FakeAgents) Hypervisor(i int) *agenttest.Hypervisor {
+	f.Options(i)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hvs[i]
+}
+
+// Network returns node i's fake network.
+func (f *FakeAgents) Network(i int) *agenttest.Network {
+	f.Options(i)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nets[i]
+}
+
+// Volumes returns node i's fake volume store.
+func (f *FakeAgents) Volumes(i int) *agenttest.Volumes {
+	f.Options(i)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.vols[i]
 }
 
 // NewCluster bootstraps node 0 and joins n-1 more, waiting until every
@@ -51,6 +113,9 @@ func NewCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	if c.Opts.Voters == 0 {
 		c.Opts.Voters = 3
+	}
+	if c.Opts.Agent == nil {
+		c.Opts.Agent = func(int) node.AgentOptions { return node.AgentOptions{Disabled: true} }
 	}
 	if c.Opts.BcryptCost == 0 {
 		c.Opts.BcryptCost = 4
@@ -74,10 +139,19 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 		}
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("host", name)
 	}
+	// Node i is named host<i>; any other name gets the next index.
+	c.mu.Lock()
+	idx := len(c.names)
+	for i, n := range c.names {
+		if n == name {
+			idx = i
+		}
+	}
+	c.mu.Unlock()
 	return node.Config{
 		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token, Fast: true, Logger: log,
-		VCPUs: 8, RAMMB: 16384, DiskGB: 200,
+		VCPUs: 8, RAMMB: 16384, DiskGB: 200, Agent: c.Opts.Agent(idx),
 	}
 }
 

@@ -1,0 +1,240 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// Network plumbs this host's tenant networks. Apply converges the host to
+// the whole desired state (it diffs itself, so an unchanged state costs no
+// writes) and deletes what is no longer wanted.
+type Network interface {
+	Apply(ctx context.Context, d NetDesired) error
+	// TapName is the tap device of a port (what QEMU attaches to).
+	TapName(portID string) string
+}
+
+// NetDesired is every tenant network this host must plumb.
+type NetDesired struct {
+	LocalVTEP net.IP
+	Networks  []NetSegment // by VNI
+}
+
+// NetSegment is one tenant network as this host must see it.
+type NetSegment struct {
+	ID      string
+	VNI     uint32
+	MTU     int
+	Ports   []NetPort   // local ports, by id
+	Remotes []net.IP    // VTEPs of the other hosts with ports on it, sorted
+	MACs    []RemoteMAC // each remote port's MAC → its host's VTEP, by MAC
+}
+
+// NetPort is one local port: its tap and its DHCP lease.
+type NetPort struct {
+	ID       string
+	Tap      string
+	MAC      net.HardwareAddr
+	IP       net.IP // first IPv4 fixed address; nil when none
+	Prefix   int
+	Gateway  net.IP
+	DNS      []net.IP
+	Hostname string // the server's host name
+	DHCP     bool   // the subnet has enable_dhcp
+}
+
+// RemoteMAC is a port on another host.
+type RemoteMAC struct {
+	MAC  net.HardwareAddr
+	VTEP net.IP
+}
+
+// desiredNetworks computes what host must plumb from the ports bound to it,
+// grouped by network: local ports, the VTEPs of the other hosts with ports
+// on each network, and each remote port's MAC. vtep resolves a host's
+// underlay address (nil: unknown, its ports are left out). It is pure;
+// problems lists what was left out and why.
+func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP, tap func(string) string) (NetDesired, []string) {
+	d := NetDesired{LocalVTEP: vtep(host)}
+	var problems []string
+	byNet := map[string][]*statedb.Port{}
+	for _, p := range sn.PortsOnHost(host) {
+		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
+	}
+	if len(byNet) > 0 && d.LocalVTEP == nil {
+		return NetDesired{}, []string{"this host's VTEP address is unknown: no network is plumbed"}
+	}
+	for netID, local := range byNet {
+		n, ok := sn.Network(netID)
+		if !ok {
+			problems = append(problems, fmt.Sprintf("network %s of %d local ports not found", netID, len(local)))
+			continue
+		}
+		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+		for _, p := range local {
+			np, err := localPort(sn, p, tap)
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			seg.Ports = append(seg.Ports, np)
+		}
+		if len(seg.Ports) == 0 {
+			continue
+		}
+		slices.SortFunc(seg.Ports, func(a, b NetPort) int { return strings.Compare(a.ID, b.ID) })
+		remotes := map[string]net.IP{}
+		for _, p := range sn.PortsOf(n.ID) {
+			if p.HostID == "" || p.HostID == host {
+				continue
+			}
+			ip := vtep(p.HostID)
+			if ip == nil {
+				problems = append(problems, fmt.Sprintf("VTEP of host %s (port %s) unknown", p.HostID, p.ID))
+				continue
+			}
+			remotes[ip.String()] = ip
+			mac, err := net.ParseMAC(p.MAC)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("remote port %s: bad MAC %q", p.ID, p.MAC))
+				continue
+			}
+			seg.MACs = append(seg.MACs, RemoteMAC{MAC: mac, VTEP: ip})
+		}
+		for _, ip := range remotes {
+			seg.Remotes = append(seg.Remotes, ip)
+		}
+		slices.SortFunc(seg.Remotes, func(a, b net.IP) int { return strings.Compare(a.String(), b.String()) })
+		slices.SortFunc(seg.MACs, func(a, b RemoteMAC) int { return strings.Compare(a.MAC.String(), b.MAC.String()) })
+		d.Networks = append(d.Networks, seg)
+	}
+	slices.SortFunc(d.Networks, func(a, b NetSegment) int {
+		if a.VNI != b.VNI {
+			return int(a.VNI) - int(b.VNI)
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	slices.Sort(problems)
+	return d, problems
+}
+
+// localPort describes one port bound to this host.
+func localPort(sn *statedb.Snapshot, p *statedb.Port, tap func(string) string) (NetPort, error) {
+	mac, err := net.ParseMAC(p.MAC)
+	if err != nil {
+		return NetPort{}, fmt.Errorf("port %s: bad MAC %q", p.ID, p.MAC)
+	}
+	np := NetPort{ID: p.ID, Tap: tap(p.ID), MAC: mac}
+	if inst, ok := sn.Instance(p.DeviceID); ok {
+		np.Hostname = Hostname(inst.Name, inst.ID)
+	}
+	for _, f := range p.FixedIPs {
+		addr, err := netip.ParseAddr(f.IP)
+		if err != nil || !addr.Is4() {
+			continue
+		}
+		s, ok := sn.Subnet(f.SubnetID)
+		if !ok {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(s.CIDR)
+		if err != nil {
+			continue
+		}
+		np.IP, np.Prefix, np.DHCP = net.IP(addr.AsSlice()), pfx.Bits(), s.EnableDHCP
+		if gw, err := netip.ParseAddr(s.GatewayIP); err == nil {
+			np.Gateway = net.IP(gw.AsSlice())
+		}
+		for _, d := range s.DNSNameservers {
+			if a, err := netip.ParseAddr(d); err == nil {
+				np.DNS = append(np.DNS, net.IP(a.AsSlice()))
+			}
+		}
+		break
+	}
+	return np, nil
+}
+
+// netState is what the network reconciler remembers between syncs.
+type netState struct {
+	applied   *NetDesired     // last state applied without error
+	plumbed   map[string]bool // local port ids of applied
+	lastErr   string          // last error logged
+	problems  string          // last problems logged
+	announced bool            // the "networking unavailable" error was logged
+}
+
+// netReadiness tells the instance reconciler which ports have their taps.
+type netReadiness struct {
+	disabled bool            // no Network: VMs start without NICs
+	err      error           // networking cannot work on this host (ErrNetworkUnavailable)
+	plumbed  map[string]bool // ports plumbed by the last successful apply
+}
+
+// syncNetworks applies the desired networks when they changed (always on
+// a full resync) and reports newly plumbed ports ACTIVE.
+func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full bool, seen uint64) netReadiness {
+	if a.cfg.Network == nil {
+		return netReadiness{disabled: true}
+	}
+	d, problems := desiredNetworks(sn, a.cfg.HostID, a.cfg.VTEPs.VTEP, a.cfg.Network.TapName)
+	a.mu.Lock()
+	st := &a.netState
+	if p := strings.Join(problems, "; "); p != st.problems {
+		st.problems = p
+		if p != "" {
+			shown := problems[:min(len(problems), 5)]
+			a.log.Warn("some ports cannot be plumbed", "count", len(problems), "first", strings.Join(shown, "; "))
+		}
+	}
+	same := st.applied != nil && reflect.DeepEqual(*st.applied, d)
+	a.mu.Unlock()
+
+	if !same || full {
+		err := a.cfg.Network.Apply(ctx, d)
+		a.mu.Lock()
+		switch {
+		case err == nil:
+			st.applied, st.lastErr = &d, ""
+			st.plumbed = map[string]bool{}
+			for _, seg := range d.Networks {
+				for _, p := range seg.Ports {
+					st.plumbed[p.ID] = true
+				}
+			}
+		case errors.Is(err, ErrNetworkUnavailable):
+			if !st.announced {
+				st.announced = true
+				a.log.Error("tenant networking is unavailable on this host; servers with ports will fail until it is fixed", "err", err)
+			}
+			a.mu.Unlock()
+			return netReadiness{err: err}
+		case ctx.Err() == nil && err.Error() != st.lastErr:
+			st.lastErr = err.Error()
+			a.log.Error("apply tenant networks; will retry", "err", err)
+		}
+		a.mu.Unlock()
+	}
+
+	a.mu.Lock()
+	plumbed := st.plumbed
+	a.mu.Unlock()
+	for _, p := range sn.PortsOnHost(a.cfg.HostID) {
+		if !plumbed[p.ID] || p.Status == statedb.PortActive {
+			continue
+		}
+		rep := statedb.ReportPortCmd{PortID: p.ID, HostID: a.cfg.HostID, Status: statedb.PortActive}
+		a.launch(ctx, seen, "report", []string{"port:" + p.ID}, func(ctx context.Context) error {
+			return a.report(ctx, statedb.CmdReportPort, rep)
+		})
+	}
+	return netReadiness{plumbed: plumbed}
+}

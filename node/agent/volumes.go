@@ -1,0 +1,287 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// Volumes manages volume files on the cluster's storage backend.
+type Volumes interface {
+	// Create makes v's file at v.Path (v.SizeGB, v.Format), from image's
+	// bytes when image is not nil.
+	Create(ctx context.Context, v *statedb.Volume, image *Disk) error
+	// Delete removes v's file; a missing file is not an error.
+	Delete(ctx context.Context, v *statedb.Volume) error
+	// Extend grows v's file to v.SizeGB.
+	Extend(ctx context.Context, v *statedb.Volume) error
+}
+
+// volOp is what the volume reconciler does.
+type volOp string
+
+const (
+	volCreate volOp = "create"
+	volDelete volOp = "delete"
+	volExtend volOp = "extend"
+	volAttach volOp = "attach"
+	volDetach volOp = "detach"
+	volRefuse volOp = "refuse" // report an attachment this host cannot carry out
+)
+
+// volAction is one step of the volume diff.
+type volAction struct {
+	Op     volOp
+	Vol    *statedb.Volume
+	Att    statedb.VolumeAttachment
+	Server *statedb.Instance // attach, detach (nil when the server is gone)
+	Why    string            // volRefuse: the error to report
+}
+
+// diffVolumes returns what host must do for the volumes, in volume id
+// order. File operations belong to the volume's host (for an extend while
+// attached, to the attachment's host, which also resizes the guest's
+// device); attachments to the attachment's host. A detach that failed
+// (the reason is recorded) waits until someone asks again. It is pure.
+func diffVolumes(sn *statedb.Snapshot, host string, vols []*statedb.Volume) []volAction {
+	sorted := slices.Clone(vols)
+	slices.SortFunc(sorted, func(a, b *statedb.Volume) int { return strings.Compare(a.ID, b.ID) })
+	var out []volAction
+	for _, v := range sorted {
+		att := v.Attachment()
+		switch v.Status {
+		case statedb.VolumeCreating:
+			if v.Host == host {
+				out = append(out, volAction{Op: volCreate, Vol: v})
+			}
+			continue
+		case statedb.VolumeDeleting:
+			if v.Host == host {
+				out = append(out, volAction{Op: volDelete, Vol: v})
+			}
+			continue
+		case statedb.VolumeExtending:
+			owner := v.Host
+			if att != nil {
+				owner = att.HostID
+			}
+			if owner == host {
+				a := volAction{Op: volExtend, Vol: v}
+				if att != nil && att.State == statedb.AttachAttached {
+					a.Att = *att
+					a.Server, _ = sn.Instance(att.ServerID)
+				}
+				out = append(out, a)
+			}
+			continue
+		}
+		if att == nil || att.HostID != host {
+			continue
+		}
+		inst, ok := sn.Instance(att.ServerID)
+		switch att.State {
+		case statedb.AttachAttaching:
+			switch {
+			case !ok:
+				out = append(out, volAction{Op: volRefuse, Vol: v, Att: *att, Why: fmt.Sprintf("server %s no longer exists", att.ServerID)})
+			case inst.Host != host:
+				out = append(out, volAction{Op: volRefuse, Vol: v, Att: *att,
+					Why: fmt.Sprintf("attachment names host %s but server %s is placed on host %q", host, inst.ID, inst.Host)})
+			default:
+				out = append(out, volAction{Op: volAttach, Vol: v, Att: *att, Server: inst})
+			}
+		case statedb.AttachDetaching:
+			if v.ErrorReason == "" {
+				a := volAction{Op: volDetach, Vol: v, Att: *att}
+				if ok && inst.Host == host {
+					a.Server = inst
+				}
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// volDisk is the hypervisor's view of a volume.
+func volDisk(v *statedb.Volume) Disk { return Disk{ID: v.ID, Path: v.Path, Format: v.Format} }
+
+// syncVolumes launches the volume operations.
+func (a *Agent) syncVolumes(ctx context.Context, sn *statedb.Snapshot, seen uint64) {
+	for _, act := range diffVolumes(sn, a.cfg.HostID, sn.Volumes()) {
+		act := act
+		keys := []string{"vol:" + act.Vol.ID}
+		var op func(ctx context.Context) error
+		switch act.Op {
+		case volCreate:
+			op = func(ctx context.Context) error { return a.createVolume(ctx, act.Vol) }
+		case volDelete:
+			op = func(ctx context.Context) error { return a.deleteVolume(ctx, act.Vol) }
+		case volExtend:
+			if act.Server != nil {
+				keys = append(keys, act.Server.ID)
+			}
+			op = func(ctx context.Context) error { return a.extendVolume(ctx, act) }
+		case volRefuse:
+			op = func(ctx context.Context) error {
+				a.log.Error("refusing volume attachment", "volume", act.Vol.ID, "attachment", act.Att.ID, "why", act.Why)
+				return a.reportAttachment(ctx, act, "", act.Why)
+			}
+		case volAttach:
+			keys = append(keys, act.Server.ID)
+			op = func(ctx context.Context) error { return a.attachVolume(ctx, act) }
+		case volDetach:
+			if act.Server != nil {
+				keys = append(keys, act.Server.ID)
+			}
+			op = func(ctx context.Context) error { return a.detachVolume(ctx, act) }
+		}
+		a.launch(ctx, seen, string(act.Op), keys, op)
+	}
+}
+
+func (a *Agent) reportVolume(ctx context.Context, v *statedb.Volume, status string, cause error) error {
+	rep := statedb.ReportVolumeCmd{VolumeID: v.ID, HostID: a.cfg.HostID, Status: status}
+	if cause != nil {
+		rep.Error = cause.Error()
+	}
+	return a.report(ctx, statedb.CmdReportVolume, rep)
+}
+
+func (a *Agent) reportAttachment(ctx context.Context, act volAction, state, errMsg string) error {
+	rep := statedb.ReportVolumeCmd{VolumeID: act.Vol.ID, HostID: a.cfg.HostID, AttachmentID: act.Att.ID,
+		AttachmentState: state, Error: errMsg}
+	if state == statedb.AttachAttached {
+		rep.Device = act.Att.Device
+	}
+	return a.report(ctx, statedb.CmdReportVolume, rep)
+}
+
+// createVolume makes a volume's file, from its image when it has one.
+func (a *Agent) createVolume(ctx context.Context, v *statedb.Volume) error {
+	err := a.doCreateVolume(ctx, v)
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		a.log.Error("create volume", "volume", v.ID, "err", err)
+		_ = a.reportVolume(ctx, v, statedb.VolumeError, err)
+		return err
+	}
+	a.log.Info("volume created", "volume", v.ID, "size_gb", v.SizeGB)
+	return a.reportVolume(ctx, v, statedb.VolumeAvailable, nil)
+}
+
+func (a *Agent) doCreateVolume(ctx context.Context, v *statedb.Volume) error {
+	if a.cfg.Volumes == nil {
+		return fmt.Errorf("create volume %s: %w", v.ID, ErrNoVolumeStore)
+	}
+	var img *Disk
+	if v.ImageID != "" {
+		if a.cfg.Images == nil {
+			return fmt.Errorf("volume %s from image %s: %w", v.ID, v.ImageID, ErrNoImages)
+		}
+		path, format, err := a.cfg.Images.Image(ctx, v.ImageID)
+		if err != nil {
+			return fmt.Errorf("volume %s from image %s: %w", v.ID, v.ImageID, err)
+		}
+		img = &Disk{Path: path, Format: format}
+	}
+	if err := a.cfg.Volumes.Create(ctx, v, img); err != nil {
+		return fmt.Errorf("create volume %s: %w", v.ID, err)
+	}
+	return nil
+}
+
+// deleteVolume removes a volume's file.
+func (a *Agent) deleteVolume(ctx context.Context, v *statedb.Volume) error {
+	var err error
+	if a.cfg.Volumes == nil {
+		err = ErrNoVolumeStore
+	} else {
+		err = a.cfg.Volumes.Delete(ctx, v)
+	}
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		err = fmt.Errorf("delete volume %s: %w", v.ID, err)
+		a.log.Error("delete volume", "volume", v.ID, "err", err)
+		_ = a.reportVolume(ctx, v, statedb.VolumeErrorDeleting, err)
+		return err
+	}
+	a.log.Info("volume deleted", "volume", v.ID)
+	return a.reportVolume(ctx, v, statedb.VolumeDeleted, nil)
+}
+
+// extendVolume grows a volume's file. While it is attached, a hypervisor
+// that can (DiskResizer, QMP block_resize) grows it under the running
+// guest; otherwise the file is grown offline (a running QEMU's lock then
+// refuses it, and the extend fails with that reason).
+func (a *Agent) extendVolume(ctx context.Context, act volAction) error {
+	v := act.Vol
+	var err error
+	r, canResize := a.cfg.Hypervisor.(DiskResizer)
+	switch {
+	case act.Server != nil && canResize:
+		err = r.ResizeDisk(ctx, act.Server.ID, v.ID, v.SizeGB)
+	case a.cfg.Volumes == nil:
+		err = ErrNoVolumeStore
+	default:
+		if act.Server != nil {
+			a.log.Info("extending an attached volume offline: this hypervisor has no block_resize; the guest sees the new size after a restart",
+				"volume", v.ID, "server", act.Server.ID)
+		}
+		err = a.cfg.Volumes.Extend(ctx, v)
+	}
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		err = fmt.Errorf("extend volume %s: %w", v.ID, err)
+		a.log.Error("extend volume", "volume", v.ID, "err", err)
+		_ = a.reportVolume(ctx, v, statedb.VolumeError, err)
+		return err
+	}
+	a.log.Info("volume extended", "volume", v.ID, "size_gb", v.SizeGB)
+	return a.reportVolume(ctx, v, statedb.VolumeAvailable, nil)
+}
+
+// attachVolume hot-plugs a volume into its server's VM.
+func (a *Agent) attachVolume(ctx context.Context, act volAction) error {
+	err := a.cfg.Hypervisor.AttachDisk(ctx, act.Server.ID, volDisk(act.Vol))
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		err = fmt.Errorf("attach volume %s to server %s: %w", act.Vol.ID, act.Server.ID, err)
+		a.log.Error("attach volume", "volume", act.Vol.ID, "server", act.Server.ID, "err", err)
+		_ = a.reportAttachment(ctx, act, "", err.Error())
+		return err
+	}
+	a.log.Info("volume attached", "volume", act.Vol.ID, "server", act.Server.ID, "device", act.Att.Device)
+	return a.reportAttachment(ctx, act, statedb.AttachAttached, "")
+}
+
+// detachVolume hot-unplugs a volume. A guest that does not release it
+// leaves the attachment detaching with the reason.
+func (a *Agent) detachVolume(ctx context.Context, act volAction) error {
+	var err error
+	if act.Server != nil {
+		err = a.cfg.Hypervisor.DetachDisk(ctx, act.Server.ID, act.Vol.ID, a.cfg.DetachTimeout)
+	}
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		err = fmt.Errorf("detach volume %s from server %s: %w", act.Vol.ID, act.Server.ID, err)
+		a.log.Error("detach volume", "volume", act.Vol.ID, "server", act.Server.ID, "err", err)
+		_ = a.reportAttachment(ctx, act, "", err.Error())
+		return err
+	}
+	a.log.Info("volume detached", "volume", act.Vol.ID, "attachment", act.Att.ID)
+	return a.reportAttachment(ctx, act, statedb.AttachDetached, "")
+}

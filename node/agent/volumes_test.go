@@ -1,0 +1,174 @@
+package agent_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/agent/agenttest"
+)
+
+func (h *harness) volume(id string) *statedb.Volume {
+	v, _ := h.st.Snapshot().Volume(id)
+	return v
+}
+
+func (h *harness) waitVolume(id, status string) *statedb.Volume {
+	h.t.Helper()
+	h.eventually("volume "+id+" "+status, func() bool { v := h.volume(id); return v != nil && v.Status == status })
+	return h.volume(id)
+}
+
+func (h *harness) newVolume(id string, sizeGB int) {
+	h.t.Helper()
+	h.apply(statedb.CmdCreateVolume, statedb.CreateVolumeCmd{Volume: statedb.Volume{ID: id, ProjectID: "proj", SizeGB: sizeGB,
+		Format: "qcow2", Host: hostA, Path: "/vols/" + id + ".qcow2"}})
+	h.waitVolume(id, statedb.VolumeAvailable)
+}
+
+func TestAgentVolumeAttachDetach(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.server("i-1", hostA, noNICs)
+	h.waitState("i-1", statedb.VMActive, statedb.PowerRunning)
+	h.newVolume("v-1", 1)
+
+	h.apply(statedb.CmdAttachVolume, statedb.AttachVolumeCmd{VolumeID: "v-1", ServerID: "i-1", AttachmentID: "att-1"})
+	v := h.waitVolume("v-1", statedb.VolumeInUse)
+	if a := v.Attachment(); a == nil || a.State != statedb.AttachAttached || a.Device != "/dev/vdb" {
+		t.Fatalf("attachment = %+v; want attached as /dev/vdb", a)
+	}
+	vm, _ := h.hv.VM("i-1")
+	if want := []agent.Disk{{ID: "v-1", Path: "/vols/v-1.qcow2", Format: "qcow2"}}; !slices.Equal(vm.Disks, want) {
+		t.Errorf("VM disks = %v; want %v", vm.Disks, want)
+	}
+
+	// The guest ignores the unplug: the volume stays detaching with the
+	// reason, and is not retried until asked again.
+	h.hv.HangDetach("v-1", true)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.eventually("detach fault recorded", func() bool { return h.volume("v-1").ErrorReason != "" })
+	v = h.volume("v-1")
+	if v.Status != statedb.VolumeDetaching || !strings.Contains(v.ErrorReason, "did not release") {
+		t.Errorf("volume after an ignored unplug = %s %q; want detaching with the reason", v.Status, v.ErrorReason)
+	}
+	h.settle()
+	if n := h.hv.Count("DetachDisk", "i-1"); n != 1 {
+		t.Errorf("DetachDisk called %d times; want 1 (no retry until asked)", n)
+	}
+	// Asked again, the guest now cooperates.
+	h.hv.HangDetach("v-1", false)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	v = h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil || v.ErrorReason != "" {
+		t.Errorf("volume after detach = %+v; want no attachment and no error", v)
+	}
+	if vm, _ := h.hv.VM("i-1"); len(vm.Disks) != 0 {
+		t.Errorf("VM disks after detach = %v; want none", vm.Disks)
+	}
+}
+
+func TestAgentVolumeAttachFailure(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.server("i-1", hostA, noNICs)
+	h.waitState("i-1", statedb.VMActive, statedb.PowerRunning)
+	h.newVolume("v-1", 1)
+	h.hv.FailFor("AttachDisk", "i-1", errors.New("qmp: command failed: GenericError: Could not open '/vols/v-1.qcow2'"))
+	h.apply(statedb.CmdAttachVolume, statedb.AttachVolumeCmd{VolumeID: "v-1", ServerID: "i-1", AttachmentID: "att-1"})
+	v := h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil || !strings.Contains(v.ErrorReason, "Could not open") {
+		t.Errorf("volume after a failed attach = %+v; want available, no attachment, the reason", v)
+	}
+}
+
+func TestAgentVolumeFileOperations(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.newVolume("v-1", 1)
+	if size, _, ok := h.vols.File("/vols/v-1.qcow2"); !ok || size != 1 {
+		t.Fatalf("file = %d GB (%v); want 1 GB", size, ok)
+	}
+	h.apply(statedb.CmdExtendVolume, statedb.ExtendVolumeCmd{ID: "v-1", NewSizeGB: 3})
+	h.waitVolume("v-1", statedb.VolumeAvailable)
+	if size, _, _ := h.vols.File("/vols/v-1.qcow2"); size != 3 || h.volume("v-1").SizeGB != 3 {
+		t.Errorf("after extend: file %d GB, record %d GB; want 3", size, h.volume("v-1").SizeGB)
+	}
+	// A failed extend goes back to the old size with the reason.
+	h.vols.Fail("Extend", errors.New("qemu-img resize: No space left on device"))
+	h.apply(statedb.CmdExtendVolume, statedb.ExtendVolumeCmd{ID: "v-1", NewSizeGB: 5})
+	v := h.waitVolume("v-1", statedb.VolumeErrorExtending)
+	if v.SizeGB != 3 || !strings.Contains(v.ErrorReason, "No space") {
+		t.Errorf("after a failed extend: %d GB %q; want 3 GB and the reason", v.SizeGB, v.ErrorReason)
+	}
+	h.vols.Fail("Extend", nil)
+	h.apply(statedb.CmdDeleteVolume, statedb.DeleteVolumeCmd{ID: "v-1"})
+	h.eventually("record gone", func() bool { return h.volume("v-1") == nil })
+	if _, _, ok := h.vols.File("/vols/v-1.qcow2"); ok {
+		t.Errorf("volume file survived the delete")
+	}
+	// A failed create is an error volume with the cause.
+	h.vols.Fail("Create", errors.New("disk full"))
+	h.apply(statedb.CmdCreateVolume, statedb.CreateVolumeCmd{Volume: statedb.Volume{ID: "v-2", ProjectID: "proj", SizeGB: 1,
+		Format: "raw", Host: hostA, Path: "/vols/v-2.raw"}})
+	if v := h.waitVolume("v-2", statedb.VolumeError); !strings.Contains(v.ErrorReason, "disk full") {
+		t.Errorf("failed create reason = %q; want the cause", v.ErrorReason)
+	}
+	// Volumes of another host are not touched here.
+	h.apply(statedb.CmdCreateVolume, statedb.CreateVolumeCmd{Volume: statedb.Volume{ID: "v-b", ProjectID: "proj", SizeGB: 1,
+		Format: "raw", Host: hostB, Path: "/vols/v-b.raw"}})
+	h.settle()
+	if slices.ContainsFunc(h.vols.Calls(), func(c string) bool { return strings.HasSuffix(c, ":v-b") }) {
+		t.Errorf("host A acted on host B's volume: %v", h.vols.Calls())
+	}
+}
+
+func TestAgentNetworksAcrossTwoHosts(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	// A second agent, host B, on the same state.
+	hvB, netB := agenttest.NewHypervisor(), &agenttest.Network{}
+	b := &harness{t: t, st: h.st, prop: h.prop, hv: hvB, net: netB, vols: agenttest.NewVolumes(), imgs: h.imgs, vteps: h.vteps}
+	b.runAs(hostB)
+
+	h.server("i-a", hostA)
+	h.server("i-b", hostB)
+	h.waitState("i-a", statedb.VMActive, statedb.PowerRunning)
+	h.waitState("i-b", statedb.VMActive, statedb.PowerRunning)
+	pa, _ := h.st.Snapshot().Port("port-i-a")
+	pb, _ := h.st.Snapshot().Port("port-i-b")
+	check := func(n *agenttest.Network, local *statedb.Port, remote *statedb.Port, remoteVTEP string) {
+		t.Helper()
+		h.eventually("remote entries", func() bool {
+			d, _ := n.Last()
+			return len(d.Networks) == 1 && len(d.Networks[0].MACs) == 1
+		})
+		d, _ := n.Last()
+		seg := d.Networks[0]
+		if len(seg.Ports) != 1 || seg.Ports[0].ID != local.ID || len(seg.Remotes) != 1 || seg.Remotes[0].String() != remoteVTEP ||
+			seg.MACs[0].MAC.String() != remote.MAC || seg.MACs[0].VTEP.String() != remoteVTEP {
+			t.Errorf("network state = %+v; want local %s, remote %s at %s", seg, local.ID, remote.MAC, remoteVTEP)
+		}
+	}
+	check(h.net, pa, pb, "192.0.2.2")
+	check(netB, pb, pa, "192.0.2.1")
+	if n := hvB.Count("Start", "i-a") + h.hv.Count("Start", "i-b"); n != 0 {
+		t.Errorf("a host started another host's server (%d starts)", n)
+	}
+	// Deleting B's server removes its MAC from A.
+	h.apply(statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: "i-b"})
+	h.eventually("A forgets B's port", func() bool {
+		d, _ := h.net.Last()
+		return len(d.Networks) == 1 && len(d.Networks[0].MACs) == 0 && len(d.Networks[0].Remotes) == 0
+	})
+}
+
+// runAs runs the harness's agent as another host.
+func (h *harness) runAs(host string) {
+	h.t.Helper()
+	h.hostID = host
+	h.run()
+}
