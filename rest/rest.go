@@ -399,7 +399,10 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 			for k, v := range hdr {
 				w.Header()[k] = v
 			}
-			if status >= 500 {
+			switch {
+			case status == http.StatusServiceUnavailable:
+				s.log.Debug("request deferred", "method", r.Method, "path", r.URL.Path, "err", err, "req", reqID)
+			case status >= 500:
 				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err, "req", reqID)
 			}
 			errw(w, status, Title(status), msg)
