@@ -326,8 +326,10 @@ func TestAgentServersOnThreeHosts(t *testing.T) {
 		if left := e.fa.Hypervisor(h).IDs(); len(left) != 0 {
 			t.Errorf("host%d still has VMs %v", h, left)
 		}
-		if got := e.fa.Hypervisor(h).Count("Delete", ""); got != perHost[h] {
-			t.Errorf("host%d deleted %d VMs; want %d", h, got, perHost[h])
+		// Delete is idempotent: a report lost in a leader change makes the
+		// agent delete again, so at least one call per VM it ran.
+		if got := e.fa.Hypervisor(h).Count("Delete", ""); got < perHost[h] {
+			t.Errorf("host%d deleted %d VMs; want at least %d", h, got, perHost[h])
 		}
 	}
 	e.c.Eventually(30*time.Second, "no tenant devices left", func() bool {
