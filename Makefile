@@ -22,9 +22,10 @@ build:
 run: deps-run build
 	$(BIN) agent --data-dir $(DATA)
 
+# As root with QEMU (CI), this includes real VMs and the full cluster-in-a-box scenario.
 test: deps build guest-image
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	PEERSTACK_E2E_FULL=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 test-unit: build
 	$(GO) test -race -count=1 -short $(PKGS)
