@@ -342,7 +342,7 @@ func TestQEMUAttachesToTap(t *testing.T) {
 	needRoot(t)
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
+		t.Fatalf("qemu-system-x86_64 not found (scripts/deps.sh installs it): %v", err)
 	}
 	ctx := context.Background()
 	h := newNS(t, "qemu")
@@ -405,7 +405,7 @@ func TestWithoutCapNetAdmin(t *testing.T) {
 	needRoot(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("setpriv not installed")
+		t.Fatalf("setpriv not found (util-linux): %v", err)
 	}
 	h := newNS(t, "nocap")
 	cmd := exec.Command(setpriv, "--bounding-set=-net_admin", "--inh-caps=-net_admin",
