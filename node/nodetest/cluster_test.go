@@ -189,6 +189,10 @@ func TestJoinTokenRules(t *testing.T) {
 	if err := try(retarget(t, foreign, c.Node(0).APIAddr())); err == nil || !strings.Contains(err.Error(), "fingerprint") {
 		t.Fatalf("foreign token: err = %v; want a fingerprint mismatch", err)
 	}
+	// Unreachable seed: every address in the token is closed.
+	if err := try(retarget(t, c.Token(ctx), "127.0.0.1:1")); err == nil || !strings.Contains(err.Error(), "no member in the token is reachable") {
+		t.Fatalf("unreachable seed: err = %v", err)
+	}
 	// Nothing half-joined: still 2 members.
 	if got := len(c.Node(0).Members()); got != 2 {
 		t.Fatalf("members = %d after refused joins; want 2", got)

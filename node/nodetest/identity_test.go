@@ -1,0 +1,129 @@
+package nodetest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/identity"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// call sends a request with a token and returns the status.
+func (c *Cluster) call(t *testing.T, i int, method, path, token, subject string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, c.URL(i)+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", token)
+	if subject != "" {
+		req.Header.Set("X-Subject-Token", subject)
+	}
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (c *Cluster) login(t *testing.T, i int, user, password string) (string, int) {
+	t.Helper()
+	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":%q,"domain":{"name":"Default"},"password":%q}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}`, user, password)
+	resp, err := c.HTTPClient().Post(c.URL(i)+"/identity/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("X-Subject-Token"), resp.StatusCode
+}
+
+// TestTokensAcrossHosts: a token issued by one host validates on every
+// other, revocation reaches all, rotation keeps old tokens valid, a token
+// of another cluster is refused, and lockout is cluster-wide.
+func TestTokensAcrossHosts(t *testing.T) {
+	c := NewCluster(t, 3)
+	ctx := t.Context()
+	tok := c.AdminToken(0)
+	for i := range 3 {
+		if st := c.call(t, i, "GET", "/identity/v3/auth/tokens", tok, tok); st != http.StatusOK {
+			t.Fatalf("host%d validating host0's token = %d; want 200", i, st)
+		}
+	}
+
+	// Revoke through host 1: refused everywhere, right after the write.
+	other := c.AdminToken(2)
+	if st := c.call(t, 1, "DELETE", "/identity/v3/auth/tokens", other, tok); st != http.StatusNoContent {
+		t.Fatalf("revoke = %d", st)
+	}
+	c.Eventually(5*time.Second, "revocation on every host", func() bool {
+		for i := range 3 {
+			if c.call(t, i, "GET", "/identity/v3/projects", tok, "") != http.StatusUnauthorized {
+				return false
+			}
+		}
+		return true
+	})
+	if st := c.call(t, 2, "GET", "/identity/v3/projects", other, ""); st != http.StatusOK {
+		t.Fatalf("an unrelated token after the revocation = %d; want 200", st)
+	}
+
+	// Rotation: a new key signs, tokens of the old key still verify.
+	before := c.AdminToken(0)
+	key, err := identity.NewKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.Node(1)
+	if _, err := rest.Propose(ctx, n, statedb.CmdRotateSigningKeys, statedb.RotateSigningKeysCmd{
+		New: statedb.SigningKey{ID: key.ID, Secret: key.Secret, CreatedAt: n.Now()}, RetireOldAt: n.Now().Add(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after := c.AdminToken(2)
+	if !strings.HasPrefix(after, "ps1."+key.ID+".") {
+		t.Fatalf("token after rotation %q is not signed with the new key %s", after[:20], key.ID)
+	}
+	for i := range 3 {
+		for _, tk := range []string{before, after} {
+			if st := c.call(t, i, "GET", "/identity/v3/projects", tk, ""); st != http.StatusOK {
+				t.Fatalf("host%d with a token from %s = %d; want 200", i, tk[:12], st)
+			}
+		}
+	}
+
+	// A token from another cluster is refused.
+	foreign := NewCluster(t, 1)
+	ft := foreign.AdminToken(0)
+	if st := c.call(t, 0, "GET", "/identity/v3/projects", ft, ""); st != http.StatusUnauthorized {
+		t.Fatalf("foreign token = %d; want 401", st)
+	}
+
+	// Lockout: failures through different hosts add up; the right password
+	// is then refused on every host.
+	attempts := 6
+	if cfg, ok := c.Node(0).State().Cluster(); ok && cfg.Settings.LockoutAttempts > 0 {
+		attempts = cfg.Settings.LockoutAttempts
+	}
+	for k := range attempts {
+		if _, st := c.login(t, k%3, "admin", "wrong"); st != http.StatusUnauthorized {
+			t.Fatalf("wrong password = %d; want 401", st)
+		}
+	}
+	c.Eventually(5*time.Second, "lockout on every host", func() bool {
+		for i := range 3 {
+			if _, st := c.login(t, i, "admin", c.AdminPassword); st != http.StatusUnauthorized {
+				return false
+			}
+		}
+		return true
+	})
+}
