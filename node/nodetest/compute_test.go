@@ -710,34 +710,7 @@ type cpCLI struct {
 
 func newCPCLI(t *testing.T, c *Cluster, i int) *cpCLI {
 	t.Helper()
-	if _, err := exec.LookPath("openstack"); err != nil {
-		t.Fatalf("the openstack client is not installed (make deps installs python3-openstackclient): %v", err)
-	}
-	dir := t.TempDir()
-	ca, err := filepath.Abs(filepath.Join(c.Dir(0), "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clouds := fmt.Sprintf(`clouds:
-  peerstack:
-    auth:
-      auth_url: %s/identity
-      username: admin
-      password: %q
-      project_name: admin
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-    cacert: %s
-`, c.URL(i), c.AdminPassword, ca)
-	path := filepath.Join(dir, "clouds.yaml")
-	if err := os.WriteFile(path, []byte(clouds), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"OS_CLIENT_CONFIG_FILE=" + path, "OS_CLOUD=peerstack", "HOME=" + dir, "PATH=" + os.Getenv("PATH")}
-	return &cpCLI{t: t, env: env}
+	return &cpCLI{t: t, env: c.OpenStackEnv(t, i)}
 }
 
 // run runs one openstack command and returns its standard output.

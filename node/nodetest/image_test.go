@@ -272,29 +272,12 @@ func TestImageDistribution(t *testing.T) {
 func TestImageOpenStackCLI(t *testing.T) {
 	c := NewCluster(t, 3)
 	f := c.Follower()
+	env := c.OpenStackEnv(t, f)
 	dir := t.TempDir()
-	clouds := filepath.Join(dir, "clouds.yaml")
-	yaml := fmt.Sprintf(`clouds:
-  peerstack:
-    auth:
-      auth_url: %s/identity
-      username: admin
-      password: %q
-      project_name: admin
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-    cacert: %s
-`, c.URL(f), c.AdminPassword, filepath.Join(c.Dir(0), "ca.pem"))
-	if err := os.WriteFile(clouds, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	osc := func(args ...string) []byte {
 		t.Helper()
 		cmd := exec.Command("openstack", args...)
-		cmd.Env = append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+clouds, "OS_CLOUD=peerstack")
+		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -325,26 +323,7 @@ func TestNetworkOpenstackCLI(t *testing.T) {
 	}
 	c := NewCluster(t, 3)
 	f := c.Follower()
-	dir := t.TempDir()
-	clouds := filepath.Join(dir, "clouds.yaml")
-	yaml := fmt.Sprintf(`clouds:
-  nettest:
-    auth:
-      auth_url: %s/identity
-      username: admin
-      password: %q
-      project_name: admin
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-    cacert: %s
-`, c.URL(f), c.AdminPassword, filepath.Join(c.Dir(0), "ca.pem"))
-	if err := os.WriteFile(clouds, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"OS_CLIENT_CONFIG_FILE=" + clouds, "OS_CLOUD=nettest", "HOME=" + dir, "PATH=" + os.Getenv("PATH")}
+	env := c.OpenStackEnv(t, f)
 	run := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -362,3 +363,44 @@ func (c *Cluster) AdminToken(i int) string {
 
 // Dir returns node i's data dir.
 func (c *Cluster) Dir(i int) string { return c.dirs[i] }
+
+// OpenStackEnv writes a clouds.yaml for the admin pointing at node i and
+// returns the environment the real openstack client needs to use it (the
+// caller's environment without OS_* variables, HOME in a temp dir).
+func (c *Cluster) OpenStackEnv(t testing.TB, i int) []string {
+	t.Helper()
+	if _, err := exec.LookPath("openstack"); err != nil {
+		t.Fatalf("the openstack client is not installed (make deps installs python3-openstackclient): %v", err)
+	}
+	dir := t.TempDir()
+	ca, err := filepath.Abs(filepath.Join(c.Dir(0), "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clouds := fmt.Sprintf(`clouds:
+  peerstack:
+    auth:
+      auth_url: %s/identity
+      username: admin
+      password: %q
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    volume_api_version: 3
+    cacert: %s
+`, c.URL(i), c.AdminPassword, ca)
+	path := filepath.Join(dir, "clouds.yaml")
+	if err := os.WriteFile(path, []byte(clouds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"OS_CLIENT_CONFIG_FILE=" + path, "OS_CLOUD=peerstack", "HOME=" + dir}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OS_") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -281,32 +279,7 @@ func TestVolumeOpenStackCLI(t *testing.T) {
 	}
 	t.Cleanup(func() { cancel(); agents.Wait() })
 
-	dir := t.TempDir()
-	clouds := fmt.Sprintf(`clouds:
-  follower:
-    auth:
-      auth_url: %s/identity
-      username: admin
-      password: %q
-      project_name: admin
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-    volume_api_version: 3
-    cacert: %s
-`, c.URL(f), c.AdminPassword, filepath.Join(c.Dir(0), "ca.pem"))
-	cloudsPath := filepath.Join(dir, "clouds.yaml")
-	if err := os.WriteFile(cloudsPath, []byte(clouds), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"OS_CLIENT_CONFIG_FILE=" + cloudsPath, "OS_CLOUD=follower", "HOME=" + dir}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OS_") && !strings.HasPrefix(kv, "HOME=") {
-			env = append(env, kv)
-		}
-	}
+	env := c.OpenStackEnv(t, f)
 
 	var vol map[string]any
 	oscJSON(t, env, &vol, "volume", "create", "--size", "1", "v1")
