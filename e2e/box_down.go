@@ -126,7 +126,11 @@ func teardown(ctx context.Context, st boxState, log io.Writer) error {
 			continue // already gone (a veth goes with its peer's namespace)
 		}
 		if err := ip(ctx, "link", "del", l); err != nil {
-			errs = append(errs, err)
+			// A namespace's veth peer is destroyed asynchronously after
+			// `netns del`: it may vanish between the check and the delete.
+			if _, gone := sh(ctx, "ip", "link", "show", l); gone == nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if st.RunDir != "" && strings.HasPrefix(st.RunDir, BoxBaseDir+"/") {
