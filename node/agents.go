@@ -359,7 +359,8 @@ func toNetdev(d agent.NetDesired) netdev.Desired {
 	return out
 }
 
-// qemuHV adapts hv/qemu's Driver to agent.Hypervisor.
+// qemuHV adapts hv/qemu's Driver to agent.Hypervisor, agent.DiskResizer
+// and agent.EphemeralDisker.
 type qemuHV struct {
 	d      *qemu.Driver
 	events chan agent.VMEvent
@@ -382,6 +383,12 @@ func newQEMUHV(d *qemu.Driver) *qemuHV {
 	}()
 	return h
 }
+
+var (
+	_ agent.Hypervisor      = (*qemuHV)(nil)
+	_ agent.DiskResizer     = (*qemuHV)(nil)
+	_ agent.EphemeralDisker = (*qemuHV)(nil)
+)
 
 // close stops the driver (VMs keep running) and the event relay.
 func (h *qemuHV) close() {
@@ -436,12 +443,30 @@ func (h *qemuHV) WriteConfigDrive(ctx context.Context, id string, cd agent.Confi
 	return p, nil
 }
 
+// CreateEphemeralDisk implements agent.EphemeralDisker.
+func (h *qemuHV) CreateEphemeralDisk(ctx context.Context, id string, sizeGB int) (agent.Disk, error) {
+	p, err := h.d.CreateEphemeralDisk(ctx, id, sizeGB)
+	if err != nil {
+		return agent.Disk{}, err
+	}
+	return agent.Disk{ID: "ephemeral0", Path: p, Format: "qcow2"}, nil
+}
+
+// ResizeDisk implements agent.DiskResizer (QMP block_resize while the VM
+// runs, qemu-img resize otherwise).
+func (h *qemuHV) ResizeDisk(ctx context.Context, id, diskID string, sizeGB int) error {
+	return h.d.ResizeDisk(ctx, id, diskID, int64(sizeGB)<<30)
+}
+
 func qemuDisk(d agent.Disk) qemu.Disk {
 	return qemu.Disk{ID: d.ID, Path: d.Path, Format: d.Format, ReadOnly: d.ReadOnly}
 }
 
 func (h *qemuHV) Start(ctx context.Context, s agent.VMSpec) error {
 	spec := qemu.Spec{UUID: s.ID, Name: s.Name, VCPUs: s.VCPUs, RAMMB: s.RAMMB, RootDisk: qemuDisk(s.Root), ConfigDrive: s.ConfigDrive}
+	if s.Ephemeral != nil {
+		spec.Ephemeral = s.Ephemeral.Path
+	}
 	for _, nic := range s.NICs {
 		spec.NICs = append(spec.NICs, qemu.NIC{ID: nic.PortID, Tap: nic.Tap, MAC: nic.MAC})
 	}

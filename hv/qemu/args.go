@@ -45,6 +45,7 @@ type Spec struct {
 	RAMMB       int
 	Machine     string // default "pc"
 	RootDisk    Disk   // virtio-blk, bootindex=0
+	Ephemeral   string // path of the flavor's blank ephemeral qcow2 disk, optional (virtio-blk right after the root disk: vdb, serial ephemeral0)
 	ConfigDrive string // path of the config-drive ISO, optional (read-only virtio-blk)
 	NICs        []NIC  // at most MaxNICs
 	ExtraDisks  []Disk // volumes attached at boot; device ids "vol-<ID>", same as hot-plugged ones
@@ -67,6 +68,9 @@ func (p Paths) SpecFile() string { return filepath.Join(p.Dir, "spec.json") }
 
 // RootDisk is the default location of the VM's root overlay.
 func (p Paths) RootDisk() string { return filepath.Join(p.Dir, "root.qcow2") }
+
+// Ephemeral is the location of the VM's ephemeral disk (CreateEphemeralDisk).
+func (p Paths) Ephemeral() string { return filepath.Join(p.Dir, "ephemeral.qcow2") }
 
 // ConfigDrive is the default location of the VM's config-drive ISO.
 func (p Paths) ConfigDrive() string { return filepath.Join(p.Dir, "config.iso") }
@@ -137,6 +141,9 @@ func (s Spec) normalize() (Spec, error) {
 	var err error
 	if s.RootDisk, err = s.RootDisk.normalize("root disk"); err != nil {
 		return s, err
+	}
+	if s.Ephemeral != "" && !filepath.IsAbs(s.Ephemeral) {
+		return s, invalid("ephemeral disk %q: not an absolute path", s.Ephemeral)
 	}
 	if s.ConfigDrive != "" {
 		if !filepath.IsAbs(s.ConfigDrive) {
@@ -296,8 +303,9 @@ func mustJSON(v any) string {
 // The VM gets: the accelerator (TCG adds -cpu max, KVM -cpu host), no
 // default devices and no user config, no display, the serial console appended
 // to a file, a QMP socket, a pidfile, the root disk on virtio-blk with
-// bootindex=0, the config drive as a read-only virtio-blk disk (serial
-// config-2), one virtio-net-pci per NIC on a tap with a fixed MAC and no
+// bootindex=0, the flavor's ephemeral disk (if any) right after it on
+// virtio-blk (serial ephemeral0, so it is vdb as in Nova), the config drive
+// as a read-only virtio-blk disk (serial config-2), one virtio-net-pci per NIC on a tap with a fixed MAC and no
 // option ROM, and the extra disks with the same ids hot-plug uses.
 func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 	s, err := s.normalize()
@@ -339,6 +347,12 @@ func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 		"-pidfile", p.PIDFile(),
 		"-blockdev", mustJSON(s.RootDisk.blockdev("root")),
 		"-device", "virtio-blk-pci,drive=root,id=disk-root,bootindex=0",
+	}
+	if s.Ephemeral != "" {
+		eph := Disk{Path: s.Ephemeral, Format: "qcow2"}
+		args = append(args,
+			"-blockdev", mustJSON(eph.blockdev("ephemeral")),
+			"-device", "virtio-blk-pci,drive=ephemeral,id=disk-ephemeral,serial=ephemeral0")
 	}
 	if s.ConfigDrive != "" {
 		cd := Disk{Path: s.ConfigDrive, Format: "raw", ReadOnly: true}

@@ -60,6 +60,10 @@ func TestBuildArgsGolden(t *testing.T) {
 		{ID: "vol1", Path: "/srv/volumes/vol1.qcow2"},
 		{ID: "3f0c2a8e-9d7b-4c61-8e2f-5a4b3c2d1e0f", Path: "nfs://10.0.0.5/export/volumes/v2.raw", Format: "raw", ReadOnly: true},
 	}
+	eph := baseSpec()
+	eph.Ephemeral = p.Ephemeral()
+	eph.ConfigDrive = p.ConfigDrive()
+	eph.ExtraDisks = []Disk{{ID: "vol1", Path: "/srv/volumes/vol1.qcow2"}}
 	nfsRoot := baseSpec()
 	nfsRoot.RootDisk = Disk{Path: "nfs://storage.example/export/instances/" + testUUID + "/root.qcow2"}
 
@@ -72,6 +76,7 @@ func TestBuildArgsGolden(t *testing.T) {
 		{"minimal-kvm", baseSpec(), AccelKVM},
 		{"full-tcg", full, AccelTCG},
 		{"nfs-root-tcg", nfsRoot, AccelTCG},
+		{"ephemeral-tcg", eph, AccelTCG},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, err := BuildArgs(tc.spec, p, tc.accel)
@@ -118,6 +123,7 @@ func TestBuildArgsInvalid(t *testing.T) {
 		}, p, AccelTCG, "duplicate"},
 		{"long tap", func(s *Spec) { s.NICs = []NIC{{ID: "a", Tap: "tap-name-too-long", MAC: "02:00:00:00:00:01"}} }, p, AccelTCG, "tap"},
 		{"comma tap", func(s *Spec) { s.NICs = []NIC{{ID: "a", Tap: "t0,x=y", MAC: "02:00:00:00:00:01"}} }, p, AccelTCG, "tap"},
+		{"relative ephemeral", func(s *Spec) { s.Ephemeral = "ephemeral.qcow2" }, p, AccelTCG, "ephemeral"},
 		{"bad disk id", func(s *Spec) { s.ExtraDisks = []Disk{{ID: "a,b", Path: "/x"}} }, p, AccelTCG, "id"},
 		{"dup disk id", func(s *Spec) { s.ExtraDisks = []Disk{{ID: "a", Path: "/x"}, {ID: "a", Path: "/y"}} }, p, AccelTCG, "duplicate"},
 		{"relative dir", func(s *Spec) {}, Paths{Dir: "vms/x"}, AccelTCG, "absolute"},

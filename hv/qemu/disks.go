@@ -265,3 +265,124 @@ func (d *Driver) DetachDisk(ctx context.Context, uuid, diskID string, timeout ti
 	}
 	return forget()
 }
+
+// CreateEphemeralDisk creates the flavor's ephemeral disk of VM uuid: a
+// blank qcow2 image of sizeGB in the VM's directory (Paths.Ephemeral), not
+// formatted (the guest's cloud-init does that). It is removed with the VM
+// by Delete. An existing one is returned as is, so a restart keeps the
+// guest's data. It returns the image's path; pass it as Spec.Ephemeral.
+func (d *Driver) CreateEphemeralDisk(ctx context.Context, uuid string, sizeGB int) (string, error) {
+	if !uuidRE.MatchString(uuid) {
+		return "", fmt.Errorf("%w: uuid %q", ErrInvalidSpec, uuid)
+	}
+	if sizeGB <= 0 {
+		return "", fmt.Errorf("%w: ephemeral size %d GB", ErrInvalidSpec, sizeGB)
+	}
+	img, err := lookPath(d.cfg.QEMUImg)
+	if err != nil {
+		return "", err
+	}
+	v := d.vmFor(uuid)
+	v.op.Lock()
+	defer v.op.Unlock()
+	path := v.paths.Ephemeral()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(v.paths.Dir, 0o700); err != nil {
+		return "", fmt.Errorf("vm %s: %w", uuid, err)
+	}
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	out, err := exec.CommandContext(ctx, img, "create", "-q", "-f", "qcow2", tmp,
+		strconv.FormatInt(int64(sizeGB)<<30, 10)).CombinedOutput()
+	if err != nil {
+		_ = os.Remove(tmp)
+		return "", fmt.Errorf("vm %s: qemu-img create %s: %v: %s", uuid, path, err, strings.TrimSpace(string(out)))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return "", fmt.Errorf("vm %s: %w", uuid, err)
+	}
+	return path, nil
+}
+
+// ResizeDisk grows the volume diskID of VM uuid to sizeBytes. While the VM
+// runs with the volume plugged in, QEMU grows it (QMP block_resize on the
+// volume's block node) and the guest sees the new capacity at once;
+// otherwise the image is grown offline with qemu-img resize. A volume
+// already of that size is left alone (the call is idempotent); shrinking is
+// refused. The volume must be attached (recorded in spec.json).
+func (d *Driver) ResizeDisk(ctx context.Context, uuid, diskID string, sizeBytes int64) error {
+	if !idRE.MatchString(diskID) {
+		return fmt.Errorf("%w: disk id %q", ErrInvalidSpec, diskID)
+	}
+	if sizeBytes <= 0 || sizeBytes%512 != 0 {
+		return fmt.Errorf("%w: size %d: want a positive multiple of 512 bytes", ErrInvalidSpec, sizeBytes)
+	}
+	v, err := d.lookup(uuid)
+	if err != nil {
+		return err
+	}
+	v.op.Lock()
+	defer v.op.Unlock()
+	spec, err := readSpec(v.paths)
+	if err != nil {
+		return fmt.Errorf("vm %s: resize %s: %w", v.uuid, diskID, err)
+	}
+	i := slices.IndexFunc(spec.ExtraDisks, func(x Disk) bool { return x.ID == diskID })
+	if i < 0 {
+		return fmt.Errorf("vm %s: resize %s: disk not attached", v.uuid, diskID)
+	}
+	disk, err := spec.ExtraDisks[i].normalize("disk " + diskID)
+	if err != nil {
+		return err
+	}
+	grow := func(cur int64) (bool, error) {
+		switch {
+		case cur == sizeBytes:
+			return false, nil
+		case cur > sizeBytes:
+			return false, fmt.Errorf("vm %s: resize %s: %d bytes is smaller than its %d bytes (no shrinking)", v.uuid, diskID, sizeBytes, cur)
+		}
+		return true, nil
+	}
+	if p := d.liveProc(v); p != nil {
+		mon, err := d.monitor(ctx, v, p)
+		if err != nil {
+			return err
+		}
+		nodes, err := mon.NamedBlockNodes(ctx)
+		if err != nil {
+			return err
+		}
+		node := volumeNodeName(diskID)
+		if j := slices.IndexFunc(nodes, func(n BlockNode) bool { return n.NodeName == node }); j >= 0 {
+			if ok, err := grow(nodes[j].Image.VirtualSize); !ok {
+				return err
+			}
+			if err := mon.BlockResize(ctx, node, sizeBytes); err != nil {
+				return fmt.Errorf("vm %s: resize %s: %w", v.uuid, diskID, err)
+			}
+			return nil
+		}
+		// Recorded but not plugged in: QEMU holds no lock on it.
+	}
+	img, err := lookPath(d.cfg.QEMUImg)
+	if err != nil {
+		return err
+	}
+	info, err := imageInfo(ctx, img, disk.Path, disk.Format)
+	if err != nil {
+		return fmt.Errorf("vm %s: resize %s: %w", v.uuid, diskID, err)
+	}
+	if ok, err := grow(info.VirtualSize); !ok {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, img, "resize", "-q", "-f", disk.Format, disk.Path,
+		strconv.FormatInt(sizeBytes, 10)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("vm %s: resize %s: qemu-img resize %s: %v: %s", v.uuid, diskID, disk.Path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

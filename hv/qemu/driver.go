@@ -290,6 +290,11 @@ func (d *Driver) start(ctx context.Context, v *vm, s Spec) (err error) {
 			return fmt.Errorf("vm %s: disk: %w", v.uuid, err)
 		}
 	}
+	if s.Ephemeral != "" {
+		if _, err := os.Stat(s.Ephemeral); err != nil {
+			return fmt.Errorf("vm %s: ephemeral disk: %w", v.uuid, err)
+		}
+	}
 	if s.ConfigDrive != "" {
 		if _, err := os.Stat(s.ConfigDrive); err != nil {
 			return fmt.Errorf("vm %s: config drive: %w", v.uuid, err)

@@ -393,11 +393,21 @@ func TestHotplugDisk(t *testing.T) {
 	host := "hp-" + randomHex(3)
 	s := guestSpec(t, d, guestOpts{hostname: host, meta: map[string]string{"disktest": "write"}})
 	killVMs(t, s.UUID)
+	eph, err := d.CreateEphemeralDisk(ctx, s.UUID, 1)
+	if err != nil {
+		t.Fatalf("CreateEphemeralDisk = %v", err)
+	}
+	if again, err := d.CreateEphemeralDisk(ctx, s.UUID, 1); err != nil || again != eph {
+		t.Errorf("second CreateEphemeralDisk = %q, %v; want %q, nil", again, err, eph)
+	}
+	s.Ephemeral = eph
 	if err := d.Start(ctx, s); err != nil {
 		t.Fatalf("Start = %v", err)
 	}
 	waitConsole(t, d, s.UUID, "PEERSTACK-READY", 1)
-	waitConsole(t, d, s.UUID, "PEERSTACK-DISK vdb", 1) // vda root, vdb config drive
+	// vda root, vdb the blank 1 GiB ephemeral disk, vdc the config drive.
+	waitConsole(t, d, s.UUID, "PEERSTACK-DISK vdb sectors=2097152", 1)
+	waitConsole(t, d, s.UUID, "PEERSTACK-DISK vdc", 1)
 
 	vol := filepath.Join(stateDir(t), "vol1.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", vol, "64M").CombinedOutput(); err != nil {
@@ -407,11 +417,37 @@ func TestHotplugDisk(t *testing.T) {
 	if err := d.AttachDisk(ctx, s.UUID, disk); err != nil {
 		t.Fatalf("AttachDisk = %v", err)
 	}
-	waitConsole(t, d, s.UUID, "PEERSTACK-DISK vdc sectors=131072", 1)
-	marker := "PEERSTACK-WROTE-BY-" + host + "-ON-vdc"
-	waitConsole(t, d, s.UUID, "PEERSTACK-DISK-READBACK vdc: "+marker, 1)
+	waitConsole(t, d, s.UUID, "PEERSTACK-DISK vdd sectors=131072", 1)
+	marker := "PEERSTACK-WROTE-BY-" + host + "-ON-vdd"
+	waitConsole(t, d, s.UUID, "PEERSTACK-DISK-READBACK vdd: "+marker, 1)
 	if err := d.AttachDisk(ctx, s.UUID, disk); err != nil {
 		t.Errorf("second AttachDisk = %v; want nil (already attached)", err)
+	}
+
+	// Online extend: QEMU grows the image under the running guest.
+	if err := d.ResizeDisk(ctx, s.UUID, "vol1", 128<<20); err != nil {
+		t.Fatalf("ResizeDisk = %v", err)
+	}
+	if got := volumeVirtualSize(t, d, s.UUID, "vol1"); got != 128<<20 {
+		t.Errorf("virtual size after ResizeDisk = %d; want %d", got, 128<<20)
+	}
+	for _, tc := range []struct {
+		disk    string
+		size    int64
+		wantErr string
+	}{
+		{"vol1", 128 << 20, ""},            // same size again: no-op
+		{"vol1", 64 << 20, "no shrinking"}, // shrinking is refused
+		{"vol9", 128 << 20, "not attached"},
+		{"vol1", 1000, "multiple of 512"},
+	} {
+		err := d.ResizeDisk(ctx, s.UUID, tc.disk, tc.size)
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("ResizeDisk(%s, %d) = %v; want %q", tc.disk, tc.size, err, tc.wantErr)
+		}
+	}
+	if got := volumeVirtualSize(t, d, s.UUID, "vol1"); got != 128<<20 {
+		t.Errorf("virtual size after refused resizes = %d; want %d", got, 128<<20)
 	}
 	if sp, _ := readSpec(d.Paths(s.UUID)); len(sp.ExtraDisks) != 1 || sp.ExtraDisks[0].ID != "vol1" {
 		t.Errorf("spec.json extra disks = %+v; want vol1", sp.ExtraDisks)
@@ -424,7 +460,7 @@ func TestHotplugDisk(t *testing.T) {
 		t.Fatalf("DetachDisk = %v", err)
 	}
 	rec.wait(t, s.UUID, EventDeviceDeleted, "vol-vol1", 5*time.Second)
-	waitConsole(t, d, s.UUID, "PEERSTACK-DISK-GONE vdc", 1)
+	waitConsole(t, d, s.UUID, "PEERSTACK-DISK-GONE vdd", 1)
 	if sp, _ := readSpec(d.Paths(s.UUID)); len(sp.ExtraDisks) != 0 {
 		t.Errorf("spec.json extra disks after detach = %+v; want none", sp.ExtraDisks)
 	}
@@ -440,6 +476,35 @@ func TestHotplugDisk(t *testing.T) {
 	if err := d.Delete(ctx, s.UUID); err != nil {
 		t.Errorf("Delete = %v", err)
 	}
+	if _, err := os.Stat(eph); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ephemeral disk after Delete: stat = %v; want it gone", err)
+	}
+}
+
+// volumeVirtualSize asks the VM's QEMU for the virtual size of a volume's
+// block node.
+func volumeVirtualSize(t *testing.T, d *Driver, uuid, diskID string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	v, err := d.lookup(uuid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, err := d.monitor(ctx, v, d.liveProc(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := mon.NamedBlockNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.NodeName == volumeNodeName(diskID) {
+			return n.Image.VirtualSize
+		}
+	}
+	t.Fatalf("no block node %s in %+v", volumeNodeName(diskID), nodes)
+	return 0
 }
 
 // squeezeHexdump joins the ASCII columns (the last 16 characters of each

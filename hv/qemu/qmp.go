@@ -372,12 +372,21 @@ func (m *Monitor) DeviceDel(ctx context.Context, id string) error {
 	return m.run(ctx, "device_del", map[string]any{"id": id}, nil)
 }
 
+// BlockResize grows the image of a block node to size bytes (block_resize
+// by node-name); a device on the node tells its guest.
+func (m *Monitor) BlockResize(ctx context.Context, nodeName string, size int64) error {
+	return m.run(ctx, "block_resize", map[string]any{"node-name": nodeName, "size": size}, nil)
+}
+
 // BlockNode is one named block node (query-named-block-nodes, flat).
 type BlockNode struct {
 	NodeName string `json:"node-name"`
 	Driver   string `json:"drv"`
 	File     string `json:"file"`
 	ReadOnly bool   `json:"ro"`
+	Image    struct {
+		VirtualSize int64 `json:"virtual-size"` // bytes the guest sees
+	} `json:"image"`
 }
 
 // NamedBlockNodes lists the block nodes.

@@ -34,6 +34,9 @@ type harness struct {
 	ag     *agent.Agent
 	stop   func()
 	hostID string // default hostA
+	// wrapHV, if set, is the hypervisor the agent gets in place of hv
+	// (to add optional interfaces to the fake).
+	wrapHV func(*agenttest.Hypervisor) agent.Hypervisor
 }
 
 func newHarness(t *testing.T) *harness {
@@ -64,8 +67,12 @@ func (h *harness) run() {
 	if h.hostID == "" {
 		h.hostID = hostA
 	}
+	var hv agent.Hypervisor = h.hv
+	if h.wrapHV != nil {
+		hv = h.wrapHV(h.hv)
+	}
 	ag, err := agent.New(agent.Config{
-		HostID: h.hostID, State: h.st, Proposer: h.prop, Hypervisor: h.hv, Network: h.net, VTEPs: h.vteps,
+		HostID: h.hostID, State: h.st, Proposer: h.prop, Hypervisor: hv, Network: h.net, VTEPs: h.vteps,
 		Volumes: h.vols, Images: h.imgs, ResyncInterval: 200 * time.Millisecond, DetachTimeout: time.Second, Logger: logger(),
 	})
 	if err != nil {

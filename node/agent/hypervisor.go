@@ -46,6 +46,7 @@ type VMSpec struct {
 	VCPUs       int
 	RAMMB       int
 	Root        Disk
+	Ephemeral   *Disk  // the flavor's blank ephemeral disk (after the root disk); nil when the flavor has none
 	ConfigDrive string // path of the config drive ISO
 	NICs        []NIC
 	ExtraDisks  []Disk // volumes attached at boot
@@ -115,4 +116,12 @@ type Hypervisor interface {
 // that a volume grew (QMP block_resize).
 type DiskResizer interface {
 	ResizeDisk(ctx context.Context, id, diskID string, sizeGB int) error
+}
+
+// EphemeralDisker is implemented by hypervisors that can give a VM its
+// flavor's ephemeral disk: a blank (unformatted) disk of sizeGB among the
+// VM's files, removed by Delete. An existing one is returned as is, so a
+// restart keeps the guest's data.
+type EphemeralDisker interface {
+	CreateEphemeralDisk(ctx context.Context, id string, sizeGB int) (Disk, error)
 }

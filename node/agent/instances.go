@@ -294,10 +294,10 @@ func instancePorts(sn *statedb.Snapshot, inst *statedb.Instance) []*statedb.Port
 	return out
 }
 
-// start prepares and boots a VM: image, root overlay, config drive, then
-// the hypervisor start; each step registers its undo as it succeeds. On
-// failure everything this start created is removed and the server is
-// reported ERROR with the cause.
+// start prepares and boots a VM: image, root overlay, the flavor's
+// ephemeral disk, config drive, then the hypervisor start; each step
+// registers its undo as it succeeds. On failure everything this start
+// created is removed and the server is reported ERROR with the cause.
 func (a *Agent) start(ctx context.Context, act instAction, plan startPlan, before VMStatus) (err error) {
 	id := act.Inst.ID
 	if plan.warn != "" {
@@ -349,6 +349,21 @@ func (a *Agent) start(ctx context.Context, act instAction, plan startPlan, befor
 		}
 		undoFresh()
 		spec.Root = root
+	}
+	if gb := act.Inst.Flavor.EphemeralGB; gb > 0 {
+		eh, ok := a.cfg.Hypervisor.(EphemeralDisker)
+		if !ok {
+			a.log.Warn("this hypervisor has no ephemeral disks: the server starts without its flavor's ephemeral disk",
+				"instance", id, "ephemeral_gb", gb)
+		} else {
+			eph, err := eh.CreateEphemeralDisk(ctx, id, gb)
+			if err != nil {
+				undoFresh() // a half-created disk
+				return fmt.Errorf("ephemeral disk: %w", err)
+			}
+			undoFresh()
+			spec.Ephemeral = &eph
+		}
 	}
 	cdPath, err := a.cfg.Hypervisor.WriteConfigDrive(ctx, id, plan.cd)
 	if err != nil {
