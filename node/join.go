@@ -46,12 +46,13 @@ func parseJoinToken(s string) (joinToken, error) {
 	if !strings.HasPrefix(s, joinTokenPrefix) {
 		return t, errors.New("malformed join token: it should start with " + joinTokenPrefix + " (copy the last line printed by `peerstack token create`)")
 	}
+	const hint = " (copy the last line printed by `peerstack token create`)"
 	raw, err := base64.RawURLEncoding.DecodeString(s[len(joinTokenPrefix):])
 	if err != nil {
-		return t, fmt.Errorf("malformed join token: %w", err)
+		return t, fmt.Errorf("malformed join token: %w"+hint, err)
 	}
 	if err := json.Unmarshal(raw, &t); err != nil {
-		return t, fmt.Errorf("malformed join token: %w", err)
+		return t, fmt.Errorf("malformed join token: %w"+hint, err)
 	}
 	if t.ClusterID == "" || len(t.CAFingerprint) != 64 || len(t.Addrs) == 0 || t.ID == "" || t.Secret == "" {
 		return t, errors.New("malformed join token: a field is missing")
@@ -105,6 +106,7 @@ func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.Join
 	if _, err := rest.Propose(ctx, n, statedb.CmdConsumeJoinToken, statedb.ConsumeJoinTokenCmd{
 		ID: req.TokenID, SecretHash: hashSecret(req.Secret), NodeID: req.NodeID,
 	}); err != nil {
+		n.log.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
 	}
 	ca, err := loadCA(cfg.CACertPEM, cfg.CAKeyPEM)

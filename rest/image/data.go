@@ -175,7 +175,7 @@ type received struct {
 func (s *service) receive(ctx context.Context, r *http.Request, img *statedb.Image, limit int64) (*received, error) {
 	w, err := s.b.NewBlob(ctx)
 	if err != nil {
-		return nil, err
+		return nil, storageUnavailable(err)
 	}
 	defer w.Abort()
 	n, err := copyBody(w, r.Body, limit+1)
@@ -205,7 +205,7 @@ func (s *service) receive(ctx context.Context, r *http.Request, img *statedb.Ima
 	}
 	res, err := w.Commit(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store image %s: %w", img.ID, err)
+		return nil, storageUnavailable(fmt.Errorf("store image %s: %w", img.ID, err))
 	}
 	return &received{BlobResult: res, VirtualSize: info.VirtualSize}, nil
 }
@@ -237,4 +237,11 @@ func (s *service) download(c *rest.Ctx) (any, error) {
 		"Content-Md5":    {img.Checksum},
 		"Content-Length": {strconv.FormatInt(img.Size, 10)},
 	}}, nil
+}
+
+// storageUnavailable tells the client that the image store (e.g. the NFS
+// server) failed, with the cause, instead of a bare 500.
+func storageUnavailable(err error) error {
+	return &rest.HTTPError{Status: http.StatusServiceUnavailable,
+		Msg: fmt.Sprintf("Image storage is unavailable: %v", err), Header: http.Header{"Retry-After": {"30"}}}
 }
