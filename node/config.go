@@ -55,6 +55,13 @@ func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
+	// Paths derived from the data dir end up in QEMU command lines and
+	// backing-file names, which must be absolute.
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
 	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
