@@ -139,6 +139,16 @@ func connect(ctx context.Context, o client.Options) (*client.Client, error) {
 	return client.FromEnv(ctx, o)
 }
 
+// clusterGet authenticates from the environment and reads path of the
+// cluster API into out.
+func clusterGet(ctx context.Context, path string, out any) error {
+	cl, err := connect(ctx, client.Options{})
+	if err != nil {
+		return err
+	}
+	return cl.Do(ctx, "GET", path, nil, out)
+}
+
 func tokenCmd() *cobra.Command {
 	var ttl string
 	create := &cobra.Command{
@@ -178,15 +188,10 @@ func membersCmd() *cobra.Command {
 		Short: "List the cluster's hosts: addresses, Raft role, gossip state, capacity",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			ctx := c.Context()
-			cl, err := connect(ctx, client.Options{})
-			if err != nil {
-				return err
-			}
 			var resp struct {
 				Members []cluster.Member `json:"members"`
 			}
-			if err := cl.Do(ctx, "GET", "/members", nil, &resp); err != nil {
+			if err := clusterGet(c.Context(), "/members", &resp); err != nil {
 				return err
 			}
 			if resp.Members == nil {
@@ -215,15 +220,10 @@ func statusCmd() *cobra.Command {
 		Short: "Show the leader, term, applied index and this host",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			ctx := c.Context()
-			cl, err := connect(ctx, client.Options{})
-			if err != nil {
-				return err
-			}
 			var resp struct {
 				Status cluster.Status `json:"status"`
 			}
-			if err := cl.Do(ctx, "GET", "/status", nil, &resp); err != nil {
+			if err := clusterGet(c.Context(), "/status", &resp); err != nil {
 				return err
 			}
 			if format == "json" {
