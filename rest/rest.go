@@ -174,6 +174,7 @@ type HTTPError struct {
 	Status int
 	Msg    string
 	Header http.Header
+	Quiet  bool // an expected, transient condition: not logged as a failure
 }
 
 func (e *HTTPError) Error() string { return e.Msg }
@@ -205,7 +206,7 @@ func Unauthorized(msg string) error {
 
 // Unavailable is returned when no leader is known; clients retry.
 func Unavailable(msg string) error {
-	return &HTTPError{Status: http.StatusServiceUnavailable, Msg: msg, Header: http.Header{"Retry-After": {"1"}}}
+	return &HTTPError{Status: http.StatusServiceUnavailable, Msg: msg, Header: http.Header{"Retry-After": {"1"}}, Quiet: true}
 }
 
 // Check applies the policy to one object: NotFound hides it (404),
@@ -399,9 +400,11 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 			for k, v := range hdr {
 				w.Header()[k] = v
 			}
+			var he *HTTPError
+			quiet := errors.Is(err, ErrNoLeader) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &he) && he.Quiet)
 			switch {
-			case status == http.StatusServiceUnavailable:
-				s.log.Debug("request deferred", "method", r.Method, "path", r.URL.Path, "err", err, "req", reqID)
+			case quiet:
+				s.log.Debug("request deferred", "method", r.Method, "path", r.URL.Path, "status", status, "err", err, "req", reqID)
 			case status >= 500:
 				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err, "req", reqID)
 			}
