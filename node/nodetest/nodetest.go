@@ -27,6 +27,7 @@ import (
 // Cluster is a set of in-process nodes.
 type Cluster struct {
 	t     testing.TB
+	base  string // data dirs live here; removed only after every node stopped
 	mu    sync.Mutex
 	nodes []*node.Node // nil when stopped
 	dirs  []string
@@ -121,6 +122,9 @@ func NewCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	if c.Opts.BcryptCost == 0 {
 		c.Opts.BcryptCost = 4
 	}
+	// Cleanups run last-in first-out: the temp dir is registered first so
+	// it is removed only after every node has stopped writing to it.
+	c.base = t.TempDir()
 	t.Cleanup(c.StopAll)
 	c.add(t.Context(), "")
 	c.AdminPassword = c.nodes[0].AdminPassword
@@ -160,7 +164,7 @@ func (c *Cluster) add(ctx context.Context, token string) *node.Node {
 	c.t.Helper()
 	i := len(c.nodes)
 	name := fmt.Sprintf("host%d", i)
-	dir := filepath.Join(c.t.TempDir(), name)
+	dir := filepath.Join(c.base, name)
 	n, err := node.Start(ctx, c.config(dir, name, token))
 	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
