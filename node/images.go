@@ -134,8 +134,9 @@ type uploadBlob struct {
 	w     *storage.BlobWriter
 }
 
-func (u *uploadBlob) Write(p []byte) (int, error) { return u.w.Write(p) }
-func (u *uploadBlob) Abort()                      { u.w.Abort() }
+func (u *uploadBlob) Write(p []byte) (int, error)         { return u.w.Write(p) }
+func (u *uploadBlob) ReadFrom(r io.Reader) (int64, error) { return u.w.ReadFrom(r) }
+func (u *uploadBlob) Abort()                              { u.w.Abort() }
 
 func (u *uploadBlob) Inspect() (restimage.Inspection, error) {
 	f, err := storage.BlobInspectFile(u.w.TempPath())

@@ -14,10 +14,6 @@ import (
 	"github.com/peerstack/peerstack/rest"
 )
 
-// copyBufSize is the chunk uploads are read and written in: big enough
-// that per-chunk hashing fans out well, small enough to keep memory flat.
-const copyBufSize = 256 << 10
-
 // errRead marks a failure reading the request body (the client's fault),
 // as opposed to writing the blob (ours).
 type errRead struct{ err error }
@@ -25,87 +21,16 @@ type errRead struct{ err error }
 func (e *errRead) Error() string { return "read upload: " + e.err.Error() }
 func (e *errRead) Unwrap() error { return e.err }
 
-// copyBuffers is how many chunks may be in flight between the reading
-// and the writing side of copyBody.
-const copyBuffers = 3
+// bodyReader marks a failure reading the request body as *errRead, so it
+// can be told apart from a failure writing the blob.
+type bodyReader struct{ r io.Reader }
 
-// copyBody streams src into dst in copyBufSize chunks, reading at most
-// max bytes: one goroutine reads the next chunks while this one hashes
-// and writes the last, so the network and the disk overlap. It returns
-// the bytes written; a read error comes back as *errRead. It returns only
-// after the reading goroutine is done with src.
-func copyBody(dst io.Writer, src io.Reader, max int64) (int64, error) {
-	type chunk struct {
-		buf []byte
-		n   int
-		err error
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = &errRead{err}
 	}
-	free := make(chan []byte, copyBuffers)
-	for range copyBuffers {
-		free <- make([]byte, copyBufSize)
-	}
-	full := make(chan chunk, copyBuffers)
-	stop := make(chan struct{})
-	go func() {
-		defer close(full)
-		var read int64
-		for read < max {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-stop:
-				return
-			}
-			n, err := fill(src, buf[:min(int64(len(buf)), max-read)])
-			read += int64(n)
-			full <- chunk{buf: buf, n: n, err: err} // never blocks: as many slots as buffers
-			if err != nil {
-				return
-			}
-		}
-	}()
-	var total int64
-	var werr error
-	for c := range full {
-		if werr != nil {
-			continue // drain until the reader stops
-		}
-		if c.n > 0 {
-			if _, err := dst.Write(c.buf[:c.n]); err != nil {
-				werr = err
-				close(stop)
-				continue
-			}
-			total += int64(c.n)
-		}
-		switch {
-		case errors.Is(c.err, io.EOF):
-		case c.err != nil:
-			werr = &errRead{c.err}
-			continue
-		}
-		free <- c.buf
-	}
-	return total, werr
-}
-
-// fill reads until p is full or the reader fails; io.EOF (and only EOF)
-// means a clean end.
-func fill(r io.Reader, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := r.Read(p[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	return n, err
 }
 
 // formatMatches reports whether bytes of format real may be stored as the
@@ -178,7 +103,8 @@ func (s *service) receive(ctx context.Context, r *http.Request, img *statedb.Ima
 		return nil, storageUnavailable(err)
 	}
 	defer w.Abort()
-	n, err := copyBody(w, r.Body, limit+1)
+	// The blob writer reads ahead while it hashes and writes.
+	n, err := w.ReadFrom(bodyReader{io.LimitReader(r.Body, limit+1)})
 	var re *errRead
 	switch {
 	case errors.As(err, &re):

@@ -43,8 +43,9 @@ type blobWriter struct {
 	host string
 }
 
-func (w *blobWriter) Write(p []byte) (int, error) { return w.w.Write(p) }
-func (w *blobWriter) Abort()                      { w.w.Abort() }
+func (w *blobWriter) Write(p []byte) (int, error)         { return w.w.Write(p) }
+func (w *blobWriter) ReadFrom(r io.Reader) (int64, error) { return w.w.ReadFrom(r) }
+func (w *blobWriter) Abort()                              { w.w.Abort() }
 
 func (w *blobWriter) Inspect() (image.Inspection, error) {
 	f, err := storage.BlobInspectFile(w.w.TempPath())

@@ -55,6 +55,9 @@ type Backend interface {
 // BlobWriter receives uploaded bytes, hashing them as they stream.
 type BlobWriter interface {
 	io.Writer
+	// ReadFrom streams a reader into the blob, reading ahead while it
+	// hashes and writes.
+	io.ReaderFrom
 	// Inspect reads the format of what was written (from headers only).
 	Inspect() (Inspection, error)
 	// Commit stores the bytes under their sha256 (and on the shared
