@@ -39,7 +39,7 @@ lint:
 
 guest-image: build/guest.qcow2
 
-build/guest.qcow2: scripts/build-guest-image.sh
+build/guest.qcow2: scripts/build-guest-image.sh scripts/guestio/main.go
 	scripts/build-guest-image.sh build
 
 clean:

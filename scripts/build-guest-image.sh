@@ -12,7 +12,8 @@
 # Nothing is mounted and nothing is installed: the kernel comes from
 # `apt-get download` + `dpkg -x` (as in shared/recipes/02-build-guest.sh).
 # The build is idempotent and cached: when the inputs (this script, busybox,
-# the kernel package) are unchanged and the outputs exist, it does nothing.
+# the kernel package, scripts/guestio) are unchanged and the outputs exist,
+# it does nothing.
 # Concurrent runs on the same OUTDIR serialise on OUTDIR/.lock.
 #
 # The guest's /init:
@@ -32,6 +33,8 @@
 #     2048 of every hot-plugged disk and prints PEERSTACK-DISK-READBACK;
 #   - powers off when the ACPI power button is pressed (QMP system_powerdown);
 #   - prints PEERSTACK-READY, then runs a shell on the console.
+# It also carries /bin/guestio (scripts/guestio, built here with go), the
+# O_DIRECT disk benchmark the volume throughput benchmark runs as user data.
 #
 # Needs: apt-get dpkg busybox-static cpio gzip grub-pc-bin grub-common xorriso
 # mtools qemu-utils (and apt lists: apt-get update) on the first run.
@@ -45,7 +48,7 @@ mkdir -p "$OUT/cache" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 CACHE=$OUT/cache
 
-for t in apt-get apt-cache dpkg cpio gzip grub-mkrescue xorriso mformat qemu-img sha256sum flock; do
+for t in apt-get apt-cache dpkg cpio gzip grub-mkrescue xorriso mformat qemu-img sha256sum flock go; do
   command -v "$t" >/dev/null 2>&1 || die "missing tool '$t' (apt-get install -y busybox-static cpio grub-pc-bin grub-common xorriso mtools qemu-utils)"
 done
 BUSYBOX=/bin/busybox
@@ -99,7 +102,7 @@ if ! kernel_complete; then
 fi
 
 # 2. Up to date?
-INPUTS=$( { sha256sum "$0" "$BUSYBOX" "$KDIR/vmlinuz" "$KDIR"/modules/*.ko | awk '{print $1}'; echo "$KPKG $MODS"; } | sha256sum | awk '{print $1}')
+INPUTS=$( { sha256sum "$0" "$BUSYBOX" "$KDIR/vmlinuz" "$KDIR"/modules/*.ko "$ROOT"/scripts/guestio/*.go | awk '{print $1}'; echo "$KPKG $MODS $(go env GOVERSION)"; } | sha256sum | awk '{print $1}')
 if [ -f "$OUT/guest.qcow2" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.gz" ] && \
    [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$INPUTS" ]; then
   echo "build-guest-image: $OUT/guest.qcow2 is up to date ($KPKG)"
@@ -113,6 +116,9 @@ trap 'rm -rf "$W"' EXIT
 I=$W/initrd
 mkdir -p "$I"/{bin,sbin,etc/udhcpc,proc,sys,dev,tmp,run,mnt/config,lib/modules}
 cp "$BUSYBOX" "$I/bin/busybox"
+# guestio: the disk benchmark of the volume tests (scripts/guestio), static.
+(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags='-s -w' -o "$I/bin/guestio" ./scripts/guestio) ||
+  die "cannot build scripts/guestio"
 LOADORDER=""
 for m in $MODS; do cp "$KDIR/modules/${m##*/}.ko" "$I/lib/modules/"; LOADORDER="$LOADORDER ${m##*/}"; done
 echo "$LOADORDER" > "$I/lib/modules/order"

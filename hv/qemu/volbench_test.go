@@ -36,18 +36,17 @@ const (
 )
 
 // volBenchUserData finds the volume by its virtio serial (else by its
-// size), then times dd with O_DIRECT writing (and fsync at the end) and
-// reading 256 MiB of it,
-// printing VOLBENCH-WRITE / VOLBENCH-READ <ns0> <ns1> <dd summary> on the
-// console, or VOLBENCH-FAIL. The clock is the kernel's monotonic "now" of
-// /proc/timer_list (ns; busybox date has no %%N), else /proc/uptime (10 ms).
+// size), then runs the guest image's guestio (scripts/guestio): 256 MiB of
+// sequential O_DIRECT 1 MiB writes from one buffer filled once, ending
+// with fdatasync, then the same reads — the request shape of the
+// qemu-img bench reference, and like qemu-io a buffer filled once — and
+// prints VOLBENCH-WRITE / VOLBENCH-READ <guestio's line>, or VOLBENCH-FAIL.
+// For context it also times busybox dd if=/dev/zero of=/dev/null (the
+// guest CPU's cost of producing the data that dd-based tests pay on every
+// block) as VOLBENCH-ZERO <ns0> <ns1> from the kernel's monotonic clock.
 var volBenchUserData = fmt.Sprintf(`#!/bin/sh
 say() { echo "$*" > /dev/console; }
-up() {
-  n=$(sed -n '/^now at/{s/^now at \([0-9]*\) nsecs.*/\1/p;q}' /proc/timer_list 2>/dev/null)
-  if [ -z "$n" ]; then u=$(cut -d' ' -f1 /proc/uptime); n=${u%%.*}${u#*.}0000000; fi
-  echo $n
-}
+up() { sed -n '/^now at/{s/^now at \([0-9]*\) nsecs.*/\1/p;q}' /proc/timer_list; }
 dev=""
 for d in /sys/block/vd*; do
   [ "$(cat $d/serial 2>/dev/null)" = %[1]s ] && dev=/dev/${d##*/}
@@ -58,16 +57,13 @@ fi
 [ -n "$dev" ] || { say "VOLBENCH-FAIL no volume disk: $(ls /sys/block)"; exit 1; }
 say "VOLBENCH-START $dev"
 t=$(up)
-dd if=/dev/zero of=/dev/null bs=1M count=256 2>/tmp/z
-t0=$(up)
-say "VOLBENCH-ZERO $t $t0 $(tr '\n' ' ' </tmp/z)"
-dd if=/dev/zero of=$dev bs=1M count=256 oflag=direct conv=fsync 2>/tmp/w || { say "VOLBENCH-FAIL write: $(tr '\n' ' ' </tmp/w)"; exit 1; }
-t1=$(up)
-say "VOLBENCH-WRITE $t0 $t1 $(tr '\n' ' ' </tmp/w)"
-dd if=$dev of=/dev/null bs=1M count=256 iflag=direct 2>/tmp/r || { say "VOLBENCH-FAIL read: $(tr '\n' ' ' </tmp/r)"; exit 1; }
-t2=$(up)
-say "VOLBENCH-READ $t1 $t2 $(tr '\n' ' ' </tmp/r)"
-`, volBenchSerial, volBenchSectors)
+dd if=/dev/zero of=/dev/null bs=1M count=256 2>/dev/null
+say "VOLBENCH-ZERO $t $(up)"
+w=$(guestio write $dev %[3]d 1048576 2>&1) || { say "VOLBENCH-FAIL write: $w"; exit 1; }
+say "VOLBENCH-WRITE $w"
+r=$(guestio read $dev %[3]d 1048576 2>&1) || { say "VOLBENCH-FAIL read: $r"; exit 1; }
+say "VOLBENCH-READ $r"
+`, volBenchSerial, volBenchSectors, volBenchBytes)
 
 // BenchmarkVolumeThroughput measures sequential 256 MiB write then read of
 // fresh qcow2 volumes on a real ganesha export (nfstest), three ways per
@@ -76,17 +72,18 @@ say "VOLBENCH-READ $t1 $t2 $(tr '\n' ' ' </tmp/r)"
 //   - qemu-io, one 256 MiB request (QEMU's nfs driver through libnfs,
 //     inside the server's namespace);
 //   - a guest of the Driver (its QEMU run in the namespace by a wrapper
-//     binary) with the volume as an extra virtio-blk disk, running dd
-//     bs=1M oflag/iflag=direct;
+//     binary) with the volume as an extra virtio-blk disk, running the
+//     guest image's guestio: 1 MiB O_DIRECT requests, one in flight, from
+//     a buffer filled once (as qemu-io's is);
 //   - qemu-img bench with the guest's request shape (1 MiB, one in flight),
 //     as a reference that has no guest.
 //
 // Every write phase ends with one flush, so all three count data on the
 // server's storage: qemu-io's default cache is writethrough (one request,
-// one flush), the guest's dd uses conv=fsync, qemu-img bench
-// --flush-interval. The guest also times dd /dev/zero → /dev/null: dd's
-// own CPU cost with no I/O (guest-dd-zero-null), a large part of the
-// guest's write time under TCG. It reports the median MiB/s of each over the
+// one flush), guestio ends with fdatasync, qemu-img bench
+// --flush-interval. The guest also times busybox dd /dev/zero → /dev/null
+// (guest-dd-zero-null): what a dd-based guest test would pay on top, per
+// block, to produce its data — under TCG about as long as the write. It reports the median MiB/s of each over the
 // iterations, the guest/qemu-io ratios of the medians (issue 8's target:
 // ≥ 0.8) and the guest/qemu-img-bench ratios (-qd1). The guest runs under
 // whatever accelerator the host offers (KVM or TCG; see the log). Use
@@ -425,23 +422,27 @@ func waitVolBenchMarker(d *Driver, uuid, marker string, timeout time.Duration) (
 }
 
 var (
-	// "VOLBENCH-WRITE <ns0> <ns1> <dd's stderr>"
-	guestTimesRE = regexp.MustCompile(`^VOLBENCH-[A-Z]+ ([0-9]+) ([0-9]+)`)
-	// busybox: "268435456 bytes (256.0MB) copied, 1.598723 seconds, 160.1MB/s"
-	ddSecondsRE = regexp.MustCompile(`copied, ([0-9.]+) seconds`)
+	// "VOLBENCH-ZERO <ns0> <ns1>": the guest's monotonic clock around dd.
+	guestTimesRE = regexp.MustCompile(`^VOLBENCH-[A-Z]+ ([0-9]+) ([0-9]+)$`)
+	// "VOLBENCH-WRITE guestio write /dev/vdc 268435456 1048576 0.312000000"
+	guestioRE = regexp.MustCompile(`^VOLBENCH-[A-Z]+ guestio (?:write|read) \S+ ([0-9]+) [0-9]+ ([0-9.]+)$`)
 )
 
-// parseGuestTimes returns dd's own elapsed time when it printed one (this
-// busybox does not), else the guest clock's delta around it.
+// parseGuestTimes returns the elapsed time of a guest timing line: the
+// seconds guestio measured for volBenchBytes, or the delta of two clock
+// readings.
 func parseGuestTimes(line string) (time.Duration, error) {
-	if m := ddSecondsRE.FindStringSubmatch(line); m != nil {
-		if s, err := strconv.ParseFloat(m[1], 64); err == nil && s > 0 {
-			return time.Duration(s * float64(time.Second)), nil
+	if m := guestioRE.FindStringSubmatch(line); m != nil {
+		n, err0 := strconv.ParseInt(m[1], 10, 64)
+		s, err1 := strconv.ParseFloat(m[2], 64)
+		if err := errors.Join(err0, err1); err != nil || s <= 0 || n != volBenchBytes {
+			return 0, fmt.Errorf("guest timing line %q: want %d bytes in a positive time (%v)", line, volBenchBytes, err)
 		}
+		return time.Duration(s * float64(time.Second)), nil
 	}
 	m := guestTimesRE.FindStringSubmatch(line)
 	if m == nil {
-		return 0, fmt.Errorf("guest timing line %q: no clock readings", line)
+		return 0, fmt.Errorf("guest timing line %q: no time", line)
 	}
 	t0, err0 := strconv.ParseInt(m[1], 10, 64)
 	t1, err1 := strconv.ParseInt(m[2], 10, 64)
@@ -474,9 +475,12 @@ func TestParseVolBenchTimes(t *testing.T) {
 		want    time.Duration
 		wantErr bool
 	}{
-		{"VOLBENCH-WRITE 2600000000 3150000123 256+0 records in 256+0 records out", 550000123, false},
-		{"VOLBENCH-READ 1 2 268435456 bytes (256.0MB) copied, 1.500000 seconds, 170.7MB/s", 1500 * time.Millisecond, false},
-		{"VOLBENCH-READ 5 5 256+0 records out", 0, true},
+		{"VOLBENCH-ZERO 2600000000 3150000123", 550000123, false},
+		{"VOLBENCH-ZERO 5 5", 0, true},
+		{"VOLBENCH-WRITE guestio write /dev/vdc 268435456 1048576 0.312500000", 312500 * time.Microsecond, false},
+		{"VOLBENCH-READ guestio read /dev/vdc 268435456 1048576 1.5", 1500 * time.Millisecond, false},
+		{"VOLBENCH-READ guestio read /dev/vdc 1048576 1048576 1.5", 0, true},
+		{"VOLBENCH-READ guestio read /dev/vdc 268435456 1048576 0", 0, true},
 		{"VOLBENCH-READ x", 0, true},
 	}
 	for _, c := range guest {
