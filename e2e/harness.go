@@ -64,6 +64,7 @@ type Proc struct {
 	Name    string
 	DataDir string
 	APIAddr string
+	args    []string // the full command line after the binary
 	cmd     *exec.Cmd
 	out     *lockedBuf
 	done    chan struct{}
@@ -95,32 +96,55 @@ func StartDaemon(t testing.TB, name, dataDir string, args ...string) *Proc {
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		"--advertise-addr", "127.0.0.1", "--bcrypt-cost", "4")
-	p := &Proc{Name: name, DataDir: dataDir, APIAddr: api, out: &lockedBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(Binary(t), full...)
+	p := &Proc{Name: name, DataDir: dataDir, APIAddr: api, args: full}
+	p.start(t)
+	return p
+}
+
+// Restart starts a stopped daemon again with the same data dir, addresses
+// and flags (a joined host restarts with "agent", as its operator would)
+// and waits until it serves.
+func (p *Proc) Restart(t testing.TB) {
+	t.Helper()
+	if !p.Exited() {
+		t.Fatalf("restart %s: it is still running", p.Name)
+	}
+	if len(p.args) > 1 && p.args[0] == "join" {
+		p.args = append([]string{"agent"}, p.args[2:]...)
+	}
+	p.start(t)
+}
+
+// start runs the daemon and waits until it prints that it serves.
+func (p *Proc) start(t testing.TB) {
+	t.Helper()
+	p.out, p.done = &lockedBuf{}, make(chan struct{})
+	p.cmd = exec.Command(Binary(t), p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		t.Fatalf("start %s: %v", p.Name, err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	cmd, out, done := p.cmd, p.out, p.done
+	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		p.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
 		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", name, p.out.String())
+			t.Logf("--- %s output ---\n%s", p.Name, out.String())
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(p.out.String(), "https://"+api) {
+	for !strings.Contains(out.String(), "https://"+p.APIAddr) {
 		select {
-		case <-p.done:
-			t.Fatalf("%s exited: %s", name, p.out.String())
+		case <-done:
+			t.Fatalf("%s exited: %s", p.Name, out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not start: %s", name, p.out.String())
+			t.Fatalf("%s did not start: %s", p.Name, out.String())
 		}
 	}
-	return p
 }
 
 // Output is what the daemon printed so far.

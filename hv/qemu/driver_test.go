@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -541,5 +543,29 @@ func TestDetectAccel(t *testing.T) {
 	}
 	if a != AccelKVM && a != AccelTCG {
 		t.Errorf("detectAccel = %q", a)
+	}
+	// A busy host must not change the answer: the probe waits for guest
+	// output, not for a fixed time (a 0.5 s wait once said KVM on a loaded
+	// host where KVM aborts, and the first real guest died).
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 * runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for x := 0; ; x++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	busy, whyBusy := detectAccel(context.Background(), "qemu-system-x86_64")
+	close(stop)
+	wg.Wait()
+	if busy != a {
+		t.Errorf("detectAccel on a busy host = %s (%s); idle it said %s (%s)", busy, whyBusy, a, why)
 	}
 }

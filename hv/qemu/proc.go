@@ -16,15 +16,22 @@ import (
 
 // DetectAccel returns AccelKVM iff /dev/kvm opens read-write, answers the KVM
 // API version ioctl, and a throw-away qemu-system-x86_64 (from PATH) actually
-// runs a KVM vCPU for half a second; otherwise AccelTCG.
+// runs guest code under KVM: its firmware prints on the debug console;
+// otherwise AccelTCG.
 //
 // The probe exists because a /dev/kvm that opens is not enough: on nested
 // hosts (seen on the test machines) QEMU aborts on the first vCPU run with
-// "failed to set MSR 0x10a". The probe costs about 0.5 s when KVM works.
+// "failed to set MSR 0x10a". That abort comes from a vCPU thread some time
+// after start, so a probe that only waits a fixed time can pass on a loaded
+// host and the first real guest then aborts; waiting for the firmware's
+// first words cannot. The probe costs well under a second when KVM works.
 func DetectAccel() Accel {
 	a, _ := detectAccel(context.Background(), "qemu-system-x86_64")
 	return a
 }
+
+// kvmProbeTimeout bounds the wait for the probe guest's firmware output.
+const kvmProbeTimeout = 20 * time.Second
 
 // detectAccel is DetectAccel with the QEMU binary given; the reason says why
 // KVM was not chosen.
@@ -46,22 +53,41 @@ func detectAccel(ctx context.Context, qemuBin string) (Accel, string) {
 	if err != nil {
 		return AccelTCG, "kvm probe: " + err.Error()
 	}
+	ctx, cancel := context.WithTimeout(ctx, kvmProbeTimeout)
+	defer cancel()
+	// SeaBIOS writes its banner to the ISA debug console (port 0x402): the
+	// first byte there is guest code that ran on a KVM vCPU.
+	cmd := exec.Command(bin, "-accel", "kvm", "-cpu", "host", "-machine", "pc",
+		"-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-chardev", "stdio,id=probe,signal=off", "-device", "isa-debugcon,iobase=0x402,chardev=probe")
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "-accel", "kvm", "-cpu", "host", "-machine", "pc",
-		"-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
 	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return AccelTCG, "kvm probe: " + err.Error()
+	}
 	if err := cmd.Start(); err != nil {
 		return AccelTCG, "kvm probe: " + err.Error()
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	ran := make(chan bool, 1)
+	go func() {
+		n, _ := out.Read(make([]byte, 1))
+		ran <- n > 0
+	}()
+	var ok bool
 	select {
-	case err := <-done:
-		return AccelTCG, fmt.Sprintf("kvm probe: qemu exited (%v): %s", err, lastLine(stderr.String()))
-	case <-time.After(500 * time.Millisecond):
-		_ = cmd.Process.Kill()
-		<-done
+	case ok = <-ran:
+	case <-ctx.Done():
+	}
+	_ = cmd.Process.Kill()
+	werr := cmd.Wait() // closes the pipe, so the reader is done too
+	switch {
+	case ok:
 		return AccelKVM, ""
+	case ctx.Err() != nil:
+		return AccelTCG, fmt.Sprintf("kvm probe: no guest output within %v (%v)", kvmProbeTimeout, ctx.Err())
+	default:
+		return AccelTCG, fmt.Sprintf("kvm probe: qemu exited (%v): %s", werr, lastLine(stderr.String()))
 	}
 }
 
