@@ -270,8 +270,10 @@ func (im nodeImages) Image(ctx context.Context, imageID string) (string, string,
 // agent.Volumes.
 type nodeVolumes struct{ n *Node }
 
-func (v *nodeVolumes) store() (*storage.VolumeStore, error) {
-	st, err := v.n.VolumeStore()
+// store is the store holding vol's file (its recorded backend, which
+// the storage setting may have moved away from since).
+func (v *nodeVolumes) store(vol *statedb.Volume) (*storage.VolumeStore, error) {
+	st, err := v.n.volumeStoreOf(vol)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", agent.ErrNoVolumeStore, err)
 	}
@@ -279,7 +281,7 @@ func (v *nodeVolumes) store() (*storage.VolumeStore, error) {
 }
 
 func (v *nodeVolumes) Create(ctx context.Context, vol *statedb.Volume, image *agent.Disk) error {
-	st, err := v.store()
+	st, err := v.store(vol)
 	if err != nil {
 		return err
 	}
@@ -304,7 +306,7 @@ func (v *nodeVolumes) Create(ctx context.Context, vol *statedb.Volume, image *ag
 }
 
 func (v *nodeVolumes) Delete(ctx context.Context, vol *statedb.Volume) error {
-	st, err := v.store()
+	st, err := v.store(vol)
 	if err != nil {
 		return err
 	}
@@ -312,7 +314,7 @@ func (v *nodeVolumes) Delete(ctx context.Context, vol *statedb.Volume) error {
 }
 
 func (v *nodeVolumes) Extend(ctx context.Context, vol *statedb.Volume) error {
-	st, err := v.store()
+	st, err := v.store(vol)
 	if err != nil {
 		return err
 	}

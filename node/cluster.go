@@ -23,6 +23,7 @@ import (
 // mountServices registers every API service.
 func (n *Node) mountServices(srv *rest.Server) {
 	srv.Mount(cluster.Service(n))
+	srv.Mount(cluster.SettingsService(n))
 	srv.Mount(restidentity.Service(n))
 	n.mountCompute(srv)
 	n.mountImages(srv)

@@ -28,12 +28,16 @@ import (
 const (
 	// imageCacheLimit is the size the host's blob cache aims to stay under.
 	imageCacheLimit = 20 << 30
-	// maxImageSize is the largest image upload accepted.
-	maxImageSize = 64 << 30
+	// maxImageSize is the largest image upload accepted when
+	// Settings.ImageSizeLimit is 0 (the settings API changes it).
+	maxImageSize = statedb.DefaultImageSizeLimit
 	// defaultImageCopies applies when Settings.ImageCopies is 0.
-	defaultImageCopies = 2
+	defaultImageCopies = statedb.DefaultImageCopies
 	// imageCallTimeout bounds short internal calls (release, verify).
 	imageCallTimeout = 5 * time.Minute
+	// formerShareTimeout bounds a blob removal on a share the storage
+	// setting moved away from.
+	formerShareTimeout = 10 * time.Second
 	// imageSavingGrace is how long an upload may stay saving after its
 	// host stopped answering gossip before the leader kills it.
 	imageSavingGrace = 5 * time.Minute
@@ -49,7 +53,8 @@ func (n *Node) blobStore() (*storage.BlobStore, error) {
 	return storage.NewBlobStore(filepath.Join(n.cfg.DataDir, "images"), imageCacheLimit)
 }
 
-// blobShare is the cluster's NFS share, nil with local storage.
+// blobShare is the cluster's NFS share, nil with local storage. New
+// uploads go there.
 func (n *Node) blobShare() (*storage.BlobShare, error) {
 	cfg, ok := n.State().Cluster()
 	if !ok || !strings.HasPrefix(cfg.Settings.Storage, "nfs://") {
@@ -58,9 +63,45 @@ func (n *Node) blobShare() (*storage.BlobShare, error) {
 	return storage.NewBlobShare(cfg.Settings.Storage, storage.BlobShareOptions{})
 }
 
+// blobShareURLs lists every share a blob of the "shared" holder may be
+// on: the current one first, then the ones the storage setting moved
+// away from (Settings.FormerStorage), most recent first. Uploads made
+// before a change stay on the share of their time.
+func (n *Node) blobShareURLs() []string {
+	cfg, ok := n.State().Cluster()
+	if !ok {
+		return nil
+	}
+	var out []string
+	if strings.HasPrefix(cfg.Settings.Storage, "nfs://") {
+		out = append(out, cfg.Settings.Storage)
+	}
+	return append(out, cfg.Settings.FormerStorage...)
+}
+
+// openSharedBlob streams a blob from the first share that has it.
+func (n *Node) openSharedBlob(ctx context.Context, sum string) (io.ReadCloser, error) {
+	urls := n.blobShareURLs()
+	if len(urls) == 0 {
+		return nil, errors.New("shared storage: the cluster has no NFS share")
+	}
+	var errs []error
+	for _, u := range urls {
+		share, err := storage.NewBlobShare(u, storage.BlobShareOptions{})
+		if err == nil {
+			var rc io.ReadCloser
+			if rc, err = share.Open(ctx, sum); err == nil {
+				return rc, nil
+			}
+		}
+		errs = append(errs, fmt.Errorf("shared storage %s: %w", u, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
 func (n *Node) imageCopies(sn *statedb.Snapshot) int {
-	if cfg, ok := sn.Cluster(); ok && cfg.Settings.ImageCopies > 0 {
-		return cfg.Settings.ImageCopies
+	if cfg, ok := sn.Cluster(); ok {
+		return cfg.Settings.EffectiveImageCopies()
 	}
 	return defaultImageCopies
 }
@@ -110,8 +151,16 @@ func blobInUseOn(sn *statedb.Snapshot, host, sum string) bool {
 	return false
 }
 
-func (a imageAPI) HostID() string      { return a.id.NodeID }
-func (a imageAPI) MaxImageSize() int64 { return maxImageSize }
+func (a imageAPI) HostID() string { return a.id.NodeID }
+
+// MaxImageSize is the cluster's image size limit (settings API), else
+// maxImageSize.
+func (a imageAPI) MaxImageSize() int64 {
+	if cfg, ok := a.State().Cluster(); ok {
+		return cfg.Settings.EffectiveImageSizeLimit()
+	}
+	return maxImageSize
+}
 
 // NewBlob starts an upload's blob in this host's store.
 func (a imageAPI) NewBlob(context.Context) (restimage.BlobWriter, error) {
@@ -369,11 +418,7 @@ func (n *Node) imageSources(img *statedb.Image) []string {
 // openImageSource opens a blob stream from the share or a peer host.
 func (n *Node) openImageSource(ctx context.Context, src, sum string) (io.ReadCloser, error) {
 	if src == statedb.ImageHolderShared {
-		share, err := n.blobShare()
-		if err != nil || share == nil {
-			return nil, fmt.Errorf("shared storage: %v", err)
-		}
-		return share.Open(ctx, sum)
+		return n.openSharedBlob(ctx, sum)
 	}
 	addr := n.apiAddrOf(src)
 	if addr == "" {
@@ -623,11 +668,7 @@ func (n *Node) releaseDeletedImage(ctx context.Context, sn *statedb.Snapshot, im
 				return o.Status != statedb.ImageDeleted && o.HasHolder(statedb.ImageHolderShared)
 			})
 			if !live {
-				share, err := n.blobShare()
-				if err == nil && share != nil {
-					err = share.Remove(ctx, img.SHA256)
-				}
-				if err != nil {
+				if err := n.removeSharedBlob(ctx, img.SHA256); err != nil {
 					n.log.Warn("remove image blob from the share", "image", img.ID, "err", err)
 					continue
 				}
@@ -647,4 +688,33 @@ func (n *Node) releaseDeletedImage(ctx context.Context, sn *statedb.Snapshot, im
 			}()
 		}
 	}
+}
+
+// removeSharedBlob removes a blob from the current share (a failure is
+// returned: the caller retries) and from the former ones (a failure there
+// is only logged, and bounded by formerShareTimeout: a share taken out of
+// service must not hold deletes up).
+func (n *Node) removeSharedBlob(ctx context.Context, sum string) error {
+	current := ""
+	if cfg, ok := n.State().Cluster(); ok {
+		current = cfg.Settings.Storage
+	}
+	for _, u := range n.blobShareURLs() {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if u != current {
+			rctx, cancel = context.WithTimeout(ctx, formerShareTimeout)
+		}
+		share, err := storage.NewBlobShare(u, storage.BlobShareOptions{})
+		if err == nil {
+			err = share.Remove(rctx, sum)
+		}
+		cancel()
+		switch {
+		case err != nil && u == current:
+			return err
+		case err != nil:
+			n.log.Warn("remove image blob from a former share", "share", u, "sha256", sum, "err", err)
+		}
+	}
+	return nil
 }

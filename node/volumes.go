@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/hv/storage"
@@ -34,19 +35,54 @@ func (b volumeBackend) VolumePath(name, format string) (string, error) {
 	return s.Path(name, format)
 }
 
-// VolumeStore returns the store of this host's volume files, built from
-// the cluster's Settings.Storage: the nfs:// export, or <data-dir>/volumes
-// with local storage.
+// VolumeStore returns the store new volume files go to, built from the
+// cluster's current Settings.Storage: the nfs:// export, or
+// <data-dir>/volumes with local storage.
 func (n *Node) VolumeStore() (*storage.VolumeStore, error) {
 	backend := filepath.Join(mustAbs(n.cfg.DataDir), "volumes")
 	if cfg, ok := n.State().Cluster(); ok && cfg.Settings.Storage != "" {
 		backend = cfg.Settings.Storage
 	}
-	s, err := storage.NewVolumeStore(backend, storage.VolumeOptions{Logger: n.log.With("sub", "volumes")})
+	s, err := n.volumeStoreAt(backend)
 	if err != nil {
 		return nil, fmt.Errorf("cluster storage setting: %w", err)
 	}
 	return s, nil
+}
+
+// volumeStoreOf returns the store that holds v's file: the backend its
+// recorded path is on, which is the storage setting of when v was made
+// (the setting may have changed since). A volume without a path yet gets
+// the current store.
+func (n *Node) volumeStoreOf(v *statedb.Volume) (*storage.VolumeStore, error) {
+	if v.Path == "" {
+		return n.VolumeStore()
+	}
+	s, err := n.volumeStoreAt(volumeBackendOf(v.Path))
+	if err != nil {
+		return nil, fmt.Errorf("volume %s at %s: %w", v.ID, v.Path, err)
+	}
+	return s, nil
+}
+
+func (n *Node) volumeStoreAt(backend string) (*storage.VolumeStore, error) {
+	return storage.NewVolumeStore(backend, storage.VolumeOptions{Logger: n.log.With("sub", "volumes")})
+}
+
+// volumeBackendOf is the backend (directory or nfs:// URL) of a volume
+// file path made by a VolumeStore: the path without its file name.
+func volumeBackendOf(p string) string {
+	if strings.HasPrefix(p, "nfs://") {
+		return p[:strings.LastIndex(p, "/")]
+	}
+	return filepath.Dir(p)
+}
+
+// CheckStorage proves from this host that an nfs:// storage backend is
+// reachable and writable (a probe file is made and removed), before the
+// cluster's storage setting moves to it.
+func (n *Node) CheckStorage(ctx context.Context, backend string) error {
+	return storage.ProbeNFS(ctx, backend, nil)
 }
 
 // volumesLeaderTick runs leader-only volumes work once per leader tick:

@@ -38,6 +38,11 @@ type Settings struct {
 	Weigher          string        `json:"weigher"`            // "spread" (default) or "pack"
 	MTU              int           `json:"mtu"`                // tenant network MTU, default 1450
 	ImageCopies      int           `json:"image_copies"`       // hosts holding each image with local storage, default 2
+	ImageSizeLimit   int64         `json:"image_size_limit"`   // largest image upload in bytes, 0 = DefaultImageSizeLimit
+	// FormerStorage lists the nfs:// backends used before the current
+	// one, most recent first. Volumes keep their own URL (Volume.Path);
+	// image blobs on the share ("shared" holder) may be on any of these.
+	FormerStorage []string `json:"former_storage,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

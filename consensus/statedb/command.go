@@ -98,6 +98,7 @@ var coreApply = map[CmdType]applyFunc{
 	CmdCreateJoinToken:  applyCreateJoinToken,
 	CmdConsumeJoinToken: applyConsumeJoinToken,
 	CmdSetHostEnabled:   applySetHostEnabled,
+	CmdUpdateSettings:   applyUpdateSettings,
 }
 
 var identityApply = map[CmdType]applyFunc{

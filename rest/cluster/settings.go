@@ -1,0 +1,165 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// Settings is the cluster's runtime settings as GET and PATCH
+// /cluster/v1/settings answer them and `peerstack settings show -f json`
+// prints them. Values are effective ones: defaults filled in.
+type Settings struct {
+	Storage        string   `json:"storage"`        // nfs://server/export[/path], or "" for a local directory per host
+	StorageType    string   `json:"storage_type"`   // nfs or local
+	FormerStorage  []string `json:"former_storage"` // earlier nfs:// backends, most recent first
+	ImageCopies    int      `json:"image_copies"`
+	ImageSizeLimit int64    `json:"image_size_limit"` // bytes
+}
+
+// SettingsBackend is the daemon side of the settings API.
+type SettingsBackend interface {
+	rest.Backend
+	// CheckStorage proves from this host that a storage backend
+	// (nfs://…) is reachable and writable; its error says why not.
+	CheckStorage(ctx context.Context, storage string) error
+}
+
+// storageCheckTimeout bounds the reachability check of a new storage
+// backend (an address that drops packets would otherwise hang the call).
+const storageCheckTimeout = 30 * time.Second
+
+// SettingsService returns the /cluster/v1/settings routes: any
+// authenticated user reads them, only admins change them.
+func SettingsService(b SettingsBackend) rest.Service {
+	h := &settingsHandlers{b: b}
+	return rest.Service{
+		Prefix: "",
+		Errors: rest.KeystoneErrors,
+		Routes: []rest.Route{
+			{Method: "GET", Path: "/cluster/v1/settings", Auth: rest.Token, Handler: h.show},
+			{Method: "PATCH", Path: "/cluster/v1/settings", Auth: rest.Token, Handler: h.update},
+		},
+	}
+}
+
+type settingsHandlers struct{ b SettingsBackend }
+
+func (h *settingsHandlers) show(c *rest.Ctx) (any, error) {
+	if err := rest.Check(h.b, c, rest.Read, "", false, "settings"); err != nil {
+		return nil, err
+	}
+	return h.view()
+}
+
+func (h *settingsHandlers) view() (any, error) {
+	cfg, ok := h.b.State().Cluster()
+	if !ok {
+		return nil, rest.Unavailable("The cluster is not bootstrapped yet.")
+	}
+	return map[string]any{"settings": SettingsOf(&cfg.Settings)}, nil
+}
+
+// SettingsOf is the API view of the state's settings.
+func SettingsOf(s *statedb.Settings) Settings {
+	former := slices.Clone(s.FormerStorage)
+	if former == nil {
+		former = []string{}
+	}
+	return Settings{
+		Storage: s.Storage, StorageType: statedb.VolumeBackendType(s.Storage), FormerStorage: former,
+		ImageCopies: s.EffectiveImageCopies(), ImageSizeLimit: s.EffectiveImageSizeLimit(),
+	}
+}
+
+// update applies a patch of settings: only the fields present change. A
+// new NFS backend must be reachable and writable from this host first.
+func (h *settingsHandlers) update(c *rest.Ctx) (any, error) {
+	if err := rest.Check(h.b, c, rest.Admin, "", false, "settings"); err != nil {
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	if err := c.Decode(&raw); err != nil {
+		return nil, err
+	}
+	patch, err := DecodeSettingsPatch(raw)
+	if err != nil {
+		return nil, err
+	}
+	cfg, ok := h.b.State().Cluster()
+	if !ok {
+		return nil, rest.Unavailable("The cluster is not bootstrapped yet.")
+	}
+	if patch.Storage != nil && *patch.Storage != "" && *patch.Storage != cfg.Settings.Storage {
+		ctx, cancel := context.WithTimeout(c.Context(), storageCheckTimeout)
+		err := h.b.CheckStorage(ctx, *patch.Storage)
+		cancel()
+		if err != nil {
+			return nil, rest.BadRequest("Invalid storage %s: %v", *patch.Storage, err)
+		}
+	}
+	if patch != (statedb.UpdateSettingsCmd{}) {
+		if _, err := rest.Propose(c.Context(), h.b, statedb.CmdUpdateSettings, patch); err != nil {
+			return nil, err
+		}
+	}
+	return h.view()
+}
+
+// DecodeSettingsPatch turns a PATCH body's fields into the command's
+// patch: storage (a string, "" = local), image_copies (an integer >= 1)
+// and image_size_limit (bytes, an integer >= 0; 0 = the default). Unknown
+// fields and wrong types are 400s; the state machine checks the rest.
+func DecodeSettingsPatch(raw map[string]json.RawMessage) (statedb.UpdateSettingsCmd, error) {
+	var p statedb.UpdateSettingsCmd
+	for _, k := range sortedKeys(raw) {
+		v := raw[k]
+		if string(v) == "null" {
+			return p, rest.BadRequest("Invalid setting %s: null is not a value; leave the field out to keep it.", k)
+		}
+		switch k {
+		case "storage":
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return p, rest.BadRequest("Invalid setting storage: want a string, nfs://server/export[/path] or \"\" for local storage.")
+			}
+			s = strings.TrimSpace(s)
+			if s != "" {
+				if err := statedb.CheckStorageURL(s); err != nil {
+					return p, rest.BadRequest("Invalid setting %v", err)
+				}
+				s = strings.TrimRight(s, "/")
+			}
+			p.Storage = &s
+		case "image_copies":
+			var n int
+			if err := json.Unmarshal(v, &n); err != nil || n < 1 || n > statedb.MaxImageCopies {
+				return p, rest.BadRequest("Invalid setting image_copies: want an integer from 1 to %d.", statedb.MaxImageCopies)
+			}
+			p.ImageCopies = &n
+		case "image_size_limit":
+			var n int64
+			if err := json.Unmarshal(v, &n); err != nil || n < 0 {
+				return p, rest.BadRequest("Invalid setting image_size_limit: want a number of bytes >= 0 (0 = the default).")
+			}
+			p.ImageSizeLimit = &n
+		default:
+			return p, rest.BadRequest("Unknown setting %q: the settings are storage, image_copies and image_size_limit.", k)
+		}
+	}
+	return p, nil
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
