@@ -95,6 +95,15 @@ func (n *Node) mountCompute(srv *rest.Server) {
 	}
 }
 
+// HostID is this host: its agent makes the boot volumes of the servers
+// created through it.
+func (b computeBackend) HostID() string { return b.ID() }
+
+// VolumePath is where this host's volume store keeps a volume file.
+func (b computeBackend) VolumePath(name, format string) (string, error) {
+	return volumeBackend(b).VolumePath(name, format)
+}
+
 // Hosts lists every member as a hypervisor: totals and liveness from the
 // host source, the disabled flag from the member record.
 func (b computeBackend) Hosts() []compute.Host {
@@ -373,8 +382,20 @@ func planPlacements(sn *statedb.Snapshot, live []gossip.Member, batch []*statedb
 	}
 	groups := map[string]scheduler.Group{}
 	reqs := make([]scheduler.Request, 0, len(batch))
+	pinned := map[string]string{} // instance id → the host its boot volume lives on
+	var early []statedb.PlacementFailure
 	for _, i := range batch {
-		if i.GroupID != "" {
+		group := i.GroupID
+		if pin := sn.BootVolumeHost(i); pin != "" {
+			if !pinAllowedByGroup(sn, i, pin, ahead) {
+				early = append(early, statedb.PlacementFailure{InstanceID: i.ID, Reason: pinnedNoHost(sn, i, pin)})
+				continue
+			}
+			// An affinity group of one member on that host keeps the
+			// scheduler's weighing and capacity checks.
+			pinned[i.ID], group = pin, "boot-volume-host:"+pin
+			groups[group] = scheduler.Group{ID: group, Policy: scheduler.Affinity, Hosts: map[string]int{pin: 1}}
+		} else if i.GroupID != "" {
 			if _, done := groups[i.GroupID]; !done {
 				if g, ok := sn.ServerGroup(i.GroupID); ok {
 					sg := scheduler.Group{ID: g.ID, Policy: g.Policy, Hosts: map[string]int{}}
@@ -395,7 +416,7 @@ func planPlacements(sn *statedb.Snapshot, live []gossip.Member, batch []*statedb
 			az = ""
 		}
 		reqs = append(reqs, scheduler.Request{InstanceID: i.ID, VCPUs: c.VCPUs, RAMMB: c.RAMMB, DiskGB: c.DiskGB,
-			AZ: az, Arch: i.Arch, Group: i.GroupID})
+			AZ: az, Arch: i.Arch, Group: group})
 	}
 	placements, failures := scheduler.Place(hosts, groups, reqs, opts)
 	cmd := statedb.PlaceInstancesCmd{PlanIndex: sn.Index, HostCaps: map[string]statedb.HostCap{},
@@ -404,8 +425,54 @@ func planPlacements(sn *statedb.Snapshot, live []gossip.Member, batch []*statedb
 		cmd.Placements = append(cmd.Placements, statedb.PlacementRec{InstanceID: p.InstanceID, HostID: p.HostID})
 		cmd.HostCaps[p.HostID] = caps[p.HostID]
 	}
+	cmd.Failures = early
 	for _, f := range failures {
-		cmd.Failures = append(cmd.Failures, statedb.PlacementFailure{InstanceID: f.InstanceID, Reason: f.Reason})
+		reason := f.Reason
+		if pin, ok := pinned[f.InstanceID]; ok && reason == scheduler.NoValidHost {
+			if i, ok := sn.Instance(f.InstanceID); ok {
+				reason = pinnedNoHost(sn, i, pin)
+			}
+		}
+		cmd.Failures = append(cmd.Failures, statedb.PlacementFailure{InstanceID: f.InstanceID, Reason: reason})
 	}
 	return cmd
+}
+
+// pinnedNoHost is the fault of a server whose boot volume's host (local
+// storage) cannot take it.
+func pinnedNoHost(sn *statedb.Snapshot, i *statedb.Instance, pin string) string {
+	name := pin
+	if m, ok := sn.Member(pin); ok {
+		name = m.Name
+	}
+	return fmt.Sprintf("%s Boot volume %s is on host %s's local storage, and that host cannot take the server.",
+		statedb.NoValidHost, i.RootVolume, name)
+}
+
+// pinAllowedByGroup reports whether placing i on pin keeps its server
+// group's hard policy, counting members placed in plans still in flight
+// (ahead). The state machine checks the same when it applies the plan.
+func pinAllowedByGroup(sn *statedb.Snapshot, i *statedb.Instance, pin string, ahead map[string]string) bool {
+	if i.GroupID == "" {
+		return true
+	}
+	g, ok := sn.ServerGroup(i.GroupID)
+	if !ok {
+		return false
+	}
+	for _, id := range g.Members {
+		if id == i.ID {
+			continue
+		}
+		host := ahead[id]
+		if m, ok := sn.Instance(id); ok && m.Host != "" {
+			host = m.Host
+		}
+		switch {
+		case host == "":
+		case g.Policy == scheduler.AntiAffinity && host == pin, g.Policy == scheduler.Affinity && host != pin:
+			return false
+		}
+	}
+	return true
 }

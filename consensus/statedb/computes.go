@@ -99,7 +99,7 @@ type Instance struct {
 
 	// Actual (agent reports and scheduler).
 	VMState    string    `json:"vm_state"`   // building, active, stopped, error, deleted
-	TaskState  string    `json:"task_state"` // scheduling, spawning, powering-off, powering-on, rebooting, rebooting_hard, deleting, ""
+	TaskState  string    `json:"task_state"` // scheduling, block_device_mapping, spawning, powering-off, powering-on, rebooting, rebooting_hard, deleting, ""
 	PowerState int       `json:"power_state"`
 	RebootDone int       `json:"reboot_done,omitempty"` // last RebootSeq the agent carried out
 	Fault      *Fault    `json:"fault,omitempty"`
@@ -182,13 +182,15 @@ const (
 
 // Instance task states (Nova's task_state, "" is none).
 const (
-	TaskScheduling    = "scheduling"
-	TaskSpawning      = "spawning"
-	TaskPoweringOff   = "powering-off"
-	TaskPoweringOn    = "powering-on"
-	TaskRebooting     = "rebooting"
-	TaskRebootingHard = "rebooting_hard"
-	TaskDeleting      = "deleting"
+	TaskScheduling = "scheduling"
+	// TaskBlockDeviceMapping: placed, waiting for its new boot volume.
+	TaskBlockDeviceMapping = "block_device_mapping"
+	TaskSpawning           = "spawning"
+	TaskPoweringOff        = "powering-off"
+	TaskPoweringOn         = "powering-on"
+	TaskRebooting          = "rebooting"
+	TaskRebootingHard      = "rebooting_hard"
+	TaskDeleting           = "deleting"
 )
 
 // Pending reports whether the instance waits for the scheduler.

@@ -268,6 +268,10 @@ type CreateInstancesCmd struct {
 type InstanceCreate struct {
 	Instance Instance     `json:"instance"`
 	NICs     []NICRequest `json:"nics,omitempty"` // in the guest's NIC order
+	// Root, when set, creates or reserves the boot volume in the same
+	// transaction (volumes_boot.go). Without it an Instance.RootVolume is
+	// used as it is (entries written before boot volumes were reserved).
+	Root *RootDisk `json:"root,omitempty"`
 }
 
 // NICRequest is one NIC: an existing port to bind, or a port to create.
@@ -352,6 +356,11 @@ func createInstance(t *Txn, now time.Time, ic *InstanceCreate) error {
 	if inst.AZ == "" {
 		inst.AZ = "nova"
 	}
+	if ic.Root != nil {
+		if err := reserveRootVolume(t, now, &inst, ic.Root); err != nil {
+			return err
+		}
+	}
 	inst.Host, inst.Desired = "", DesiredRunning
 	inst.VMState, inst.TaskState, inst.PowerState = VMBuilding, TaskScheduling, PowerNoState
 	inst.RebootSeq, inst.RebootDone, inst.RebootHard = 0, 0, false
@@ -392,9 +401,13 @@ func applyDeleteInstance(t *Txn, c *Command) error {
 
 // removeInstance drops an instance record and what hangs off it: the ports
 // server create made are deleted, ports passed in are unbound and it leaves
-// its server group. Volume attachments are released by the volumes
-// leader loop (ReleaseVolumeCmd) once the server is gone.
+// its server group; its boot volume is deleted or detached
+// (releaseRootVolume). Other volume attachments are released by the
+// volumes leader loop (ReleaseVolumeCmd) once the server is gone.
 func removeInstance(t *Txn, now time.Time, inst *Instance) error {
+	if err := releaseRootVolume(t, now, inst); err != nil {
+		return err
+	}
 	sn := t.read()
 	for _, pid := range inst.PortIDs {
 		p, ok := sn.Port(pid)
@@ -618,13 +631,16 @@ func applyPlaceInstances(t *Txn, c *Command) error {
 		}
 		need := inst.Claim()
 		u := claimsOn(pl.HostID)
-		if !fitsCap(total, u, need, p.Ratios) || !groupAllows(sn, inst, pl.HostID) {
+		if !fitsCap(total, u, need, p.Ratios) || !groupAllows(sn, inst, pl.HostID) || !bootVolumeAllows(sn, inst, pl.HostID) {
 			continue // stays pending; the leader plans it again
 		}
 		used[pl.HostID] = u.Add(need)
 		cp := *inst
 		cp.Host, cp.TaskState, cp.UpdatedAt = pl.HostID, TaskSpawning, c.Time
 		cp.Placements++
+		if err := placeBootVolume(t, c.Time, &cp); err != nil {
+			return err
+		}
 		if err := t.insert(tblInstances, &cp); err != nil {
 			return err
 		}

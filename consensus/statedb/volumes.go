@@ -45,6 +45,10 @@ type VolumeAttachment struct {
 	Device     string    `json:"device"`
 	State      string    `json:"state"` // attaching, attached, detaching
 	AttachedAt time.Time `json:"attached_at"`
+	// DeleteOnTermination is set on a boot volume's attachment (device
+	// RootDevice, made by server create): deleting the server deletes the
+	// volume; without it the volume stays, available.
+	DeleteOnTermination bool `json:"delete_on_termination,omitempty"`
 }
 
 // Volume returns a volume by id.

@@ -3,6 +3,7 @@ package statedb
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -59,13 +60,6 @@ func VolumeBackendType(storage string) string {
 		return VolumeTypeNFS
 	}
 	return VolumeTypeLocal
-}
-
-// sharedStorage reports whether volumes live on shared storage, so any
-// host may open them.
-func sharedStorage(t *Txn) bool {
-	cfg, ok := t.read().Cluster()
-	return ok && VolumeBackendType(cfg.Settings.Storage) == VolumeTypeNFS
 }
 
 // CreateVolumeCmd creates a volume in status creating. The proposer fills
@@ -288,6 +282,9 @@ func applyExtendVolume(t *Txn, c *Command) error {
 	if a := v.Attachment(); a != nil && a.State != AttachAttached {
 		return Errorf(KindInvalid, "Invalid volume: volume %s is %s; extend it once that is done.", v.ID, a.State)
 	}
+	if a := v.Attachment(); a != nil && a.HostID == "" {
+		return Errorf(KindInvalid, "Invalid volume: volume %s boots server %s, which is not placed on a host yet; extend it once it is.", v.ID, a.ServerID)
+	}
 	if r.NewSizeGB <= v.SizeGB {
 		return Errorf(KindInvalid, "Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, r.NewSizeGB)
 	}
@@ -367,10 +364,13 @@ func applyAttachVolume(t *Txn, c *Command) error {
 	if v.Status != VolumeAvailable {
 		return Errorf(KindInvalid, "Invalid volume: volume %s status must be available, but current status is: %s.", v.ID, v.Status)
 	}
+	if root, ok := rootOf(t.read(), v.ID); ok {
+		return Errorf(KindInvalid, "Invalid volume: volume %s is the root disk of server %s.", v.ID, root.ID)
+	}
 	if err := attachableServer(inst); err != nil {
 		return err
 	}
-	if !sharedStorage(t) && inst.Host != v.Host {
+	if !t.read().VolumeShared(v) && inst.Host != v.Host {
 		return Errorf(KindInvalid, "Invalid volume: volume %s lives on host %s (local storage) but server %s runs on host %s; with local storage a volume can only be attached to servers on its own host.",
 			v.ID, memberName(t.read(), v.Host), inst.ID, memberName(t.read(), inst.Host))
 	}
@@ -404,6 +404,9 @@ func applyDetachVolume(t *Txn, c *Command) error {
 	a := v.Attachment()
 	if a == nil || a.ServerID != r.ServerID {
 		return Errorf(KindNotFound, "volume %s is not attached to server %s", v.ID, r.ServerID)
+	}
+	if inst, ok := t.read().Instance(r.ServerID); ok && inst.RootVolume == v.ID {
+		return Errorf(KindInvalid, "Cannot detach a root device volume")
 	}
 	if v.Status == VolumeExtending {
 		return Errorf(KindInvalid, "Invalid volume: volume %s is extending; detach it once that is done.", v.ID)
@@ -491,13 +494,16 @@ func applyVolumeHostGone(t *Txn, c *Command) error {
 	if _, ok := sn.Member(r.HostID); ok {
 		return Errorf(KindConflict, "host %s is still a member", r.HostID)
 	}
-	shared := sharedStorage(t)
-	if shared {
+	vols := sn.VolumesOnHost(r.HostID)
+	// Each volume by its own path: the storage setting may have changed
+	// since it was made.
+	if slices.ContainsFunc(vols, sn.VolumeShared) {
 		if _, ok := sn.Member(r.NewHostID); !ok {
 			return Errorf(KindInvalid, "new host %s is not a member", r.NewHostID)
 		}
 	}
-	for _, old := range sn.VolumesOnHost(r.HostID) {
+	for _, old := range vols {
+		shared := sn.VolumeShared(old)
 		v := copyVolume(old)
 		v.UpdatedAt = c.Time
 		switch {
@@ -514,6 +520,9 @@ func applyVolumeHostGone(t *Txn, c *Command) error {
 		default:
 			v.Status = VolumeError
 			v.ErrorReason = fmt.Sprintf("host %s left the cluster; the volume's file was on its local storage", r.HostID)
+		}
+		if err := settleBootVolume(t, c.Time, old, v); err != nil {
+			return err
 		}
 		if err := t.insert(tblVolumes, v); err != nil {
 			return err
@@ -562,6 +571,11 @@ func applyReportVolume(t *Txn, c *Command) error {
 		changed, drop = reportFile(v, r)
 		if drop {
 			return t.delete(tblVolumes, old)
+		}
+		if changed {
+			if err := settleBootVolume(t, c.Time, old, v); err != nil {
+				return err
+			}
 		}
 	}
 	if !changed {

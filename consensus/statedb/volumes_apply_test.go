@@ -78,8 +78,13 @@ func (e *volEnv) vol(id string) *Volume {
 
 func (e *volEnv) create(id, host string) {
 	e.t.Helper()
+	// The path follows the storage setting, as the API host's store makes it.
+	path, vtype := "/v/"+id, VolumeTypeLocal
+	if cfg, ok := e.s.Snapshot().Cluster(); ok && VolumeBackendType(cfg.Settings.Storage) == VolumeTypeNFS {
+		path, vtype = cfg.Settings.Storage+"/"+id+".qcow2", VolumeTypeNFS
+	}
 	e.must(CmdCreateVolume, CreateVolumeCmd{Volume: Volume{ID: id, Name: id, ProjectID: "p1", SizeGB: 1,
-		Format: "qcow2", Host: host, VolumeType: "local", Path: "/v/" + id}})
+		Format: "qcow2", Host: host, VolumeType: vtype, Path: path}})
 }
 
 func (e *volEnv) report(r ReportVolumeCmd) {

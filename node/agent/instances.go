@@ -156,7 +156,7 @@ func (a *Agent) syncInstances(ctx context.Context, sn *statedb.Snapshot, actual 
 		case opStart:
 			plan := a.planStart(sn, act.Inst, net)
 			if plan.wait {
-				continue // the next network sync plumbs its ports
+				continue // the next network sync plumbs its ports, or its boot volume gets made
 			}
 			op = func(ctx context.Context) error { return a.start(ctx, act, plan, actual[id]) }
 		case opStop:
@@ -229,7 +229,7 @@ type startPlan struct {
 	cd   ConfigDrive // content of the config drive
 	root *Disk       // boot volume; nil: an overlay over the image
 	err  error       // the plan itself failed (bad user data, missing volume...)
-	wait bool        // networking is not ready yet: try again later
+	wait bool        // networking or the boot volume is not ready yet: try again later
 	warn string      // logged at start
 	inst *statedb.Instance
 }
@@ -260,8 +260,15 @@ func (a *Agent) planStart(sn *statedb.Snapshot, inst *statedb.Instance, net netR
 	}
 	if inst.RootVolume != "" {
 		v, ok := sn.Volume(inst.RootVolume)
-		if !ok {
+		switch {
+		case !ok:
 			p.err = fmt.Errorf("server %s: boot volume %s not found", inst.ID, inst.RootVolume)
+			return p
+		case v.Status == statedb.VolumeCreating:
+			p.wait = true // made from its image on the volume's host first
+			return p
+		case v.Status != statedb.VolumeInUse && v.Status != statedb.VolumeAvailable && v.Status != statedb.VolumeExtending:
+			p.err = fmt.Errorf("server %s: boot volume %s is %s: %s", inst.ID, v.ID, v.Status, reasonOr(v.ErrorReason, "not usable"))
 			return p
 		}
 		p.root = &Disk{ID: v.ID, Path: v.Path, Format: v.Format}
@@ -417,4 +424,12 @@ func (a *Agent) delete(ctx context.Context, act instAction) error {
 	a.mu.Unlock()
 	a.log.Info("vm deleted", "instance", act.Inst.ID)
 	return a.reportInstance(ctx, act.Report, act.Why)
+}
+
+// reasonOr is reason, or fallback when it is empty.
+func reasonOr(reason, fallback string) string {
+	if reason == "" {
+		return fallback
+	}
+	return reason
 }

@@ -44,7 +44,8 @@ type volAction struct {
 // diffVolumes returns what host must do for the volumes, in volume id
 // order. File operations belong to the volume's host (for an extend while
 // attached, to the attachment's host, which also resizes the guest's
-// device); attachments to the attachment's host. A detach that failed
+// device); attachments to the attachment's host, except a server's boot
+// volume, which its VM opens at start. A detach that failed
 // (the reason is recorded) waits until someone asks again. It is pure.
 func diffVolumes(sn *statedb.Snapshot, host string, vols []*statedb.Volume) []volAction {
 	sorted := slices.Clone(vols)
@@ -82,6 +83,9 @@ func diffVolumes(sn *statedb.Snapshot, host string, vols []*statedb.Volume) []vo
 			continue
 		}
 		inst, ok := sn.Instance(att.ServerID)
+		if ok && inst.RootVolume == v.ID {
+			continue // a boot volume: the VM opens it at start
+		}
 		switch att.State {
 		case statedb.AttachAttaching:
 			switch {

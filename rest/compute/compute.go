@@ -9,7 +9,8 @@
 // write is one statedb command proposed through rest.Propose, with ids,
 // secrets and timestamps made here so apply stays deterministic. It must
 // not talk to hypervisors or other hosts itself: host capacity and console
-// output come through the Backend, which node implements.
+// output come through the Backend, which node implements; so does where
+// this host keeps the file of a boot volume it asks to be made.
 package compute
 
 import (
@@ -38,6 +39,13 @@ type Backend interface {
 	// LocalConsole is ConsoleOutput for an instance on this host; the
 	// internal console route calls it for other hosts.
 	LocalConsole(ctx context.Context, instanceID string, length int) (string, error)
+	// HostID is the member id of the host serving the request: its agent
+	// makes the boot volumes of the servers created through it, as for
+	// the volumes the volume API creates through it.
+	HostID() string
+	// VolumePath is where this host's storage backend keeps the volume
+	// file name ("vol-<id>") in format: a path or an nfs:// URL.
+	VolumePath(name, format string) (string, error)
 }
 
 // Host is one hypervisor as the API shows it.

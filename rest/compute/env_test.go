@@ -56,6 +56,14 @@ func (f *fakeBackend) LocalConsole(_ context.Context, id string, length int) (st
 	return out, nil
 }
 
+// HostID is the host serving the requests: host1.
+func (f *fakeBackend) HostID() string { return "host1" }
+
+// VolumePath keeps volume files under /vols.
+func (f *fakeBackend) VolumePath(name, format string) (string, error) {
+	return "/vols/" + name + "." + format, nil
+}
+
 var _ compute.Backend = (*fakeBackend)(nil)
 
 // env is a compute API over a bootstrapped state with two hosts, the

@@ -41,6 +41,10 @@ func FuzzServerCreate(f *testing.F) {
 		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1"},"os:scheduler_hints":{"group":"` + img + `"}}`,
 		`{"server":{"name":"vm","imageRef":"","flavorRef":"","min_count":-1,"max_count":1e9,"config_drive":"yes","security_groups":[{"name":1}]}}`,
 		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","networks":[{"uuid":"` + net + `","fixed_ip":"10.9.0.5"}]}}`,
+		`{"server":{"name":"vm","imageRef":"","flavorRef":"1","networks":"none","block_device_mapping_v2":[{"boot_index":"0","uuid":"` + img + `","source_type":"image","destination_type":"volume","volume_size":1}]}}`,
+		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","max_count":2,"block_device_mapping_v2":[{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"local"},{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"volume","volume_size":"2","delete_on_termination":"true"}]}}`,
+		`{"server":{"name":"vm","flavorRef":"1","block_device_mapping_v2":[{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"volume","volume_size":-5,"delete_on_termination":7,"volume_type":"x"}]}}`,
+		`{"server":{"name":"vm","flavorRef":"1","block_device_mapping_v2":[{"boot_index":0,"uuid":"` + net + `","source_type":"volume","destination_type":"volume"},{"source_type":"blank"}]}}`,
 		`{"server":null}`, `{"server":[]}`, `[]`, `null`, `"x"`, `{`, ``, `{"server":{"name":"\u0000"}}`,
 	}
 	for _, s := range seeds {
@@ -62,6 +66,9 @@ func FuzzServerCreate(f *testing.F) {
 					if _, ok := b.State().Port(pid); !ok {
 						t.Fatalf("instance %s misses port %s", inst.ID, pid)
 					}
+				}
+				if v, ok := b.State().Volume(inst.RootVolume); inst.RootVolume != "" && (!ok || v.Attachment() == nil || v.Attachment().ServerID != inst.ID) {
+					t.Fatalf("instance %s boots from volume %s, which is missing or not reserved for it", inst.ID, inst.RootVolume)
 				}
 			}
 		}

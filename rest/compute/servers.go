@@ -53,7 +53,7 @@ type serverPlan struct {
 	Name           string
 	Flavor         statedb.Flavor
 	ImageID        string
-	RootVolume     string
+	RootVolume     string // boot from this existing volume
 	Arch           string
 	KeyName        string
 	KeyData        string
@@ -67,6 +67,11 @@ type serverPlan struct {
 	SecurityGroups []string
 	AdminPass      string
 	ReturnResID    bool
+	// BootImage, when set, is the image a new boot volume of BootSizeGB
+	// is made from (source image, destination volume).
+	BootImage  *statedb.Image
+	BootSizeGB int
+	BootDelete bool // the boot volume's delete_on_termination
 }
 
 // createServer serves POST /servers: validate, then one CreateInstances
@@ -87,7 +92,10 @@ func (s *service) createServer(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd, ids := s.buildCreate(c, p)
+	cmd, ids, err := s.buildCreate(c, sn, p)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateInstances, cmd); err != nil {
 		return nil, err
 	}
@@ -217,71 +225,6 @@ func (s *service) parseFlavor(c *rest.Ctx, sn *statedb.Snapshot, raw json.RawMes
 	return nil
 }
 
-// bdmV2 is one block_device_mapping_v2 entry.
-type bdmV2 struct {
-	BootIndex           json.RawMessage `json:"boot_index"`
-	UUID                string          `json:"uuid"`
-	SourceType          string          `json:"source_type"`
-	DestinationType     string          `json:"destination_type"`
-	VolumeSize          json.RawMessage `json:"volume_size"`
-	DeleteOnTermination json.RawMessage `json:"delete_on_termination"`
-	DeviceName          string          `json:"device_name"`
-	GuestFormat         string          `json:"guest_format"`
-	DiskBus             string          `json:"disk_bus"`
-	DeviceType          string          `json:"device_type"`
-	VolumeType          *string         `json:"volume_type"`
-	NoDevice            json.RawMessage `json:"no_device"`
-}
-
-// parseBDM supports the two boot mappings clients send: the image
-// (source image, local destination, boot index 0, which novaclient adds
-// next to imageRef) and an existing volume as root disk.
-func (s *service) parseBDM(c *rest.Ctx, sn *statedb.Snapshot, req *serverCreateReq, p *serverPlan) error {
-	if len(req.BlockDeviceMapping) > 0 && string(req.BlockDeviceMapping) != "null" && string(req.BlockDeviceMapping) != "[]" {
-		return rest.BadRequest("Block Device Mapping is Invalid: the legacy block_device_mapping is not supported; use block_device_mapping_v2.")
-	}
-	if len(req.BlockDeviceMappingV) == 0 || string(req.BlockDeviceMappingV) == "null" {
-		return nil
-	}
-	var bdms []bdmV2
-	if err := decodeStrict("block_device_mapping_v2", req.BlockDeviceMappingV, &bdms); err != nil {
-		return err
-	}
-	for _, b := range bdms {
-		boot := -1
-		if len(b.BootIndex) > 0 && string(b.BootIndex) != "null" {
-			n, err := intValue("boot_index", b.BootIndex)
-			if err != nil {
-				return err
-			}
-			boot = n
-		}
-		switch {
-		case boot == 0 && b.SourceType == "image" && (b.DestinationType == "local" || b.DestinationType == ""):
-			if req.ImageRef != nil && *req.ImageRef != "" && *req.ImageRef != b.UUID {
-				return rest.BadRequest("Block Device Mapping is Invalid: the boot image differs from imageRef.")
-			}
-			img := b.UUID
-			req.ImageRef = &img
-		case boot == 0 && b.SourceType == "volume" && b.DestinationType == "volume":
-			if !isUUID(b.UUID) {
-				return rest.BadRequest("Block Device Mapping is Invalid: volume id %q is not valid.", b.UUID)
-			}
-			v, ok := sn.Volume(b.UUID)
-			if !ok || !rest.Visible(s.b, c, v.ProjectID, false) {
-				return rest.BadRequest("Block Device Mapping is Invalid: failed to get volume %s.", b.UUID)
-			}
-			if v.Status != "available" {
-				return rest.BadRequest("Invalid volume: volume %s status must be 'available', it is '%s'", v.ID, v.Status)
-			}
-			p.RootVolume = v.ID
-		default:
-			return rest.BadRequest("Block Device Mapping is Invalid: only a boot image or a boot volume (boot_index 0) is supported.")
-		}
-	}
-	return nil
-}
-
 // imageVisible reports whether an image may be booted by the caller's
 // project: its own, public or community, or shared with the project and
 // accepted; admins see every image.
@@ -302,7 +245,7 @@ func (s *service) imageVisible(c *rest.Ctx, img *statedb.Image) bool {
 
 func (s *service) parseImage(c *rest.Ctx, sn *statedb.Snapshot, ref *string, p *serverPlan) error {
 	if ref == nil || *ref == "" {
-		if p.RootVolume != "" {
+		if p.RootVolume != "" || p.BootImage != nil {
 			return nil
 		}
 		return rest.BadRequest("Missing imageRef attribute")
@@ -311,10 +254,13 @@ func (s *service) parseImage(c *rest.Ctx, sn *statedb.Snapshot, ref *string, p *
 	if i := strings.LastIndex(id, "/"); i >= 0 {
 		id = id[i+1:]
 	}
+	if p.BootImage != nil && id == p.BootImage.ID {
+		return nil // novaclient's --image next to a boot volume made from it
+	}
 	if !isUUID(id) {
 		return rest.BadRequest("Invalid input for field/attribute imageRef. Value: %s. %q is not a 'uuid'", *ref, *ref)
 	}
-	if p.RootVolume != "" {
+	if p.RootVolume != "" || p.BootImage != nil {
 		return rest.BadRequest("Block Device Mapping is Invalid: a server boots from an image or a volume, not both.")
 	}
 	img, ok := sn.Image(id)
@@ -337,10 +283,7 @@ func (s *service) parseImage(c *rest.Ctx, sn *statedb.Snapshot, ref *string, p *
 		return rest.BadRequest("Flavor's memory is too small for requested image.")
 	}
 	p.ImageID = img.ID
-	p.Arch = img.Properties["hw_architecture"]
-	if p.Arch == "" {
-		p.Arch = img.Properties["architecture"]
-	}
+	p.Arch = imageArch(img)
 	return nil
 }
 
@@ -619,8 +562,9 @@ func (s *service) parseHints(c *rest.Ctx, sn *statedb.Snapshot, raw json.RawMess
 }
 
 // buildCreate turns a plan into the command: Nova's "<name>-<n>" names
-// when several instances are asked for, fresh ids for instances and ports.
-func (s *service) buildCreate(c *rest.Ctx, p *serverPlan) (statedb.CreateInstancesCmd, []string) {
+// when several instances are asked for, fresh ids for instances, ports
+// and boot volumes.
+func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) (statedb.CreateInstancesCmd, []string, error) {
 	if p.AdminPass == "" {
 		p.AdminPass = randomPassword(12)
 	}
@@ -639,6 +583,13 @@ func (s *service) buildCreate(c *rest.Ctx, p *serverPlan) (statedb.CreateInstanc
 			LaunchIndex: i, Reservation: resID, Arch: p.Arch, SecurityGroups: p.SecurityGroups,
 		}
 		ic := statedb.InstanceCreate{Instance: inst}
+		root, err := s.rootDisk(c, sn, p)
+		if err != nil {
+			return cmd, nil, err
+		}
+		if ic.Root = root; root != nil && root.New != nil {
+			ic.Instance.RootVolume = root.New.ID
+		}
 		for _, w := range p.NICs {
 			if w.PortID != "" {
 				ic.NICs = append(ic.NICs, statedb.NICRequest{PortID: w.PortID})
@@ -653,7 +604,7 @@ func (s *service) buildCreate(c *rest.Ctx, p *serverPlan) (statedb.CreateInstanc
 		cmd.Instances = append(cmd.Instances, ic)
 		ids = append(ids, inst.ID)
 	}
-	return cmd, ids
+	return cmd, ids, nil
 }
 
 func maps(m map[string]string) map[string]string {

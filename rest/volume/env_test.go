@@ -19,7 +19,11 @@ type backend struct {
 
 func (b *backend) HostID() string { return b.host }
 
+// VolumePath follows the storage setting, as the node's volume store does.
 func (b *backend) VolumePath(name, format string) (string, error) {
+	if cfg, ok := b.State().Cluster(); ok && strings.HasPrefix(cfg.Settings.Storage, "nfs://") {
+		return cfg.Settings.Storage + "/" + name + "." + format, nil
+	}
 	return "/data/" + b.host + "/volumes/" + name + "." + format, nil
 }
 
