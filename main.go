@@ -37,6 +37,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
+	root.AddCommand(settingsCmd())
 	return root
 }
 
@@ -66,6 +67,9 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.DurationVar(&f.cfg.Agent.ResyncInterval, "resync-interval", 10*time.Second, "agent full resync period")
 	fl.DurationVar(&f.cfg.Agent.StopTimeout, "stop-timeout", 60*time.Second, "guest power-off grace period before QEMU is told to quit")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.cfg.MaxClockSkew, "max-clock-skew", node.DefaultMaxClockSkew, "refuse joining hosts, and warn about members, whose clocks are further off than this")
+	fl.DurationVar(&f.cfg.ClockOffset, "clock-offset", 0, "testing aid: shift this daemon's wall clock by this much (fault injection)")
+	_ = fl.MarkHidden("clock-offset")
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -201,10 +205,11 @@ func membersCmd() *cobra.Command {
 				return printJSON(c.OutOrStdout(), resp.Members)
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tID\tAPI\tRAFT ROLE\tGOSSIP\tVCPUS\tRAM MB\tDISK GB\tACCEL")
+			fmt.Fprintln(w, "NAME\tID\tAPI\tRAFT ROLE\tGOSSIP\tVCPUS\tRAM MB\tDISK GB\tACCEL\tCLOCK SKEW")
 			for _, m := range resp.Members {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%d/%d\t%s\n", m.Name, m.ID, m.APIAddr, m.RaftRole, m.GossipState,
-					m.Capacity.UsedVCPUs, m.Capacity.VCPUs, m.Capacity.UsedRAMMB, m.Capacity.RAMMB, m.Capacity.UsedDiskGB, m.Capacity.DiskGB, m.Accel)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%d/%d\t%s\t%s\n", m.Name, m.ID, m.APIAddr, m.RaftRole, m.GossipState,
+					m.Capacity.UsedVCPUs, m.Capacity.VCPUs, m.Capacity.UsedRAMMB, m.Capacity.RAMMB, m.Capacity.UsedDiskGB, m.Capacity.DiskGB, m.Accel,
+					formatSkew(m.ClockSkewMS))
 			}
 			return w.Flush()
 		},
@@ -269,6 +274,18 @@ func leaveCmd() *cobra.Command {
 func versionCmd() *cobra.Command {
 	return &cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(c *cobra.Command, _ []string) { fmt.Fprintln(c.OutOrStdout(), "peerstack", node.Version) }}
+}
+
+// formatSkew prints a member's clock skew: "+12ms", "-3600.2s", or "-"
+// when not measured.
+func formatSkew(ms *int64) string {
+	switch {
+	case ms == nil:
+		return "-"
+	case *ms > -1000 && *ms < 1000:
+		return fmt.Sprintf("%+dms", *ms)
+	}
+	return fmt.Sprintf("%+.1fs", float64(*ms)/1000)
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -22,13 +22,17 @@ import (
 // in a box with NFS storage: a host started with a garbage token and with
 // a real token whose secret was altered (the join is refused with a clear
 // message, nothing is left in its data dir, the cluster keeps 3 members),
-// and the NAS down for ~30 s (a volume created meanwhile goes to error
+// the NAS down for ~30 s (a volume created meanwhile goes to error
 // naming the NFS server; once the NAS is back volumes work again, the
-// errored one can be deleted, and membership stays healthy throughout).
+// errored one can be deleted, and membership stays healthy throughout),
+// and a host whose clock is an hour ahead (its join is refused with a
+// clear message and logged by the member, the cluster keeps serving; with
+// the clock fixed the same token joins it; as a running member its skew
+// shows in `members` and the others' logs, and goes away once fixed).
 //
-// The clock-skew scenario is left out: libfaketime's LD_PRELOAD does not
-// reach a Go binary's clock (time.Now reads the vDSO), and time
-// namespaces do not offset CLOCK_REALTIME.
+// The clock is shifted with the daemon's hidden --clock-offset flag:
+// libfaketime's LD_PRELOAD does not reach a Go binary's clock (time.Now
+// reads the vDSO), and time namespaces do not offset CLOCK_REALTIME.
 func TestBoxBadInput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster in a box: not in -short mode")
@@ -41,7 +45,7 @@ func TestBoxBadInput(t *testing.T) {
 			t.Fatalf("cluster in a box needs %s: %v", tool, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
 	out := testWriter{t}
 	t0 := time.Now()
@@ -77,6 +81,9 @@ func TestBoxBadInput(t *testing.T) {
 // badInput is the state of the bad-input steps beyond the scenario's.
 type badInput struct {
 	joinNS    string        // the 4th host's namespace, once created
+	clockTok  string        // the join token the skewed h4 was refused with
+	clockDir  string        // h4's data dir in the clock steps
+	h4        *h4Daemon     // h4 running as a member, in the clock steps
 	nasDown   time.Time     // when ganesha was killed
 	outage    time.Duration // how long the NAS was down
 	rpcbind   int           // pid of the NAS's rpcbind (ganesha joins its namespaces)
@@ -100,6 +107,11 @@ func (bi *badInput) steps() []boxStep {
 		{name: "volume create vup: available", run: stepVolumeUp},
 		{name: "delete vdown (errored), vup, the image", run: stepBadDelete},
 		{name: "membership healthy on every host after", run: stepMembersAll},
+		{name: "h4 joins with its clock 1 h ahead: refused", run: bi.stepClockAhead},
+		{name: "h4 clock fixed, same token: member everywhere", run: bi.stepClockFixed},
+		{name: "h4 restarted 1 h ahead: skew shown, logged", run: bi.stepClockDrift},
+		{name: "h4 restarted fixed: skew ~0, logged", run: bi.stepClockBack},
+		{name: "h4 leaves: 3 members on every host", run: bi.stepClockLeave},
 	}
 }
 
@@ -127,19 +139,26 @@ func (bi *badInput) joinHost(s *scenario) error {
 	return nil
 }
 
-// runJoin runs `peerstack join TOKEN …` as host h4 in its namespace with
-// a fresh data dir and waits for it to exit (60 s at most). It returns
-// the process output (also appended to logs/h4.log), the exit code and
-// the data dir.
-func (bi *badInput) runJoin(s *scenario, tag, token string) (string, int, string, error) {
+// h4Args is the command line of host h4: `ip netns exec … peerstack
+// <cmd…> --data-dir dir …flags`.
+func (bi *badInput) h4Args(s *scenario, dir string, cmd ...string) []string {
+	addr := s.b.Addr(4)
+	args := append([]string{"netns", "exec", bi.joinNS, s.b.Bin}, cmd...)
+	return append(args, "--data-dir", dir, "--name", "h4",
+		"--advertise-addr", addr, "--api-addr", addr+":8470", "--raft-addr", addr+":8471",
+		"--gossip-addr", addr+":7946", "--bcrypt-cost", "4", "--log-level", s.b.logLevel)
+}
+
+// runJoin runs `peerstack join TOKEN … extra…` as host h4 in its
+// namespace with the data dir h4-<tag> and waits for it to exit (60 s at
+// most). It returns the process output (also appended to logs/h4.log),
+// the exit code and the data dir.
+func (bi *badInput) runJoin(s *scenario, tag, token string, extra ...string) (string, int, string, error) {
 	if err := bi.joinHost(s); err != nil {
 		return "", 0, "", err
 	}
-	addr := s.b.Addr(4)
 	dir := filepath.Join(s.b.RunDir, "h4-"+tag)
-	args := []string{"netns", "exec", bi.joinNS, s.b.Bin, "join", token, "--data-dir", dir, "--name", "h4",
-		"--advertise-addr", addr, "--api-addr", addr + ":8470", "--raft-addr", addr + ":8471",
-		"--gossip-addr", addr + ":7946", "--bcrypt-cost", "4", "--log-level", s.b.logLevel}
+	args := append(bi.h4Args(s, dir, "join", token), extra...)
 	ctx, cancel := context.WithTimeout(s.ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", args...)

@@ -61,6 +61,10 @@ type Config struct {
 
 	EventBuffer int           // Events capacity; <= 0 means 256
 	ReapAfter   time.Duration // how long dead/left members stay listed; <= 0 means 24h
+	// Now is this host's wall clock, sent in probe acks so that peers
+	// measure its skew (Member.ClockSkew); nil means time.Now. Fault
+	// injection and tests shift it.
+	Now func() time.Time
 }
 
 // LogValue keeps the key out of logs.
@@ -78,6 +82,7 @@ func (c Config) LogValue() slog.Value {
 type Gossip struct {
 	nodeID    string
 	log       *slog.Logger
+	now       func() time.Time
 	list      *memberlist.Memberlist
 	port      int
 	reapAfter time.Duration
@@ -132,9 +137,13 @@ func New(cfg Config) (*Gossip, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	g := &Gossip{
 		nodeID:    cfg.NodeID,
 		log:       logger,
+		now:       cfg.Now,
 		reapAfter: cmp.Or(max(cfg.ReapAfter, 0), defaultReapAfter),
 		events:    make(chan Event, cmp.Or(max(cfg.EventBuffer, 0), defaultEventBuffer)),
 		meta:      meta,
@@ -155,6 +164,7 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Delegate = hooks{g}
 	mc.Events = hooks{g}
 	mc.Conflict = hooks{g}
+	mc.Ping = hooks{g}
 	mc.Logger = log.New(&logWriter{log: logger.With("source", "memberlist")}, "", 0)
 	if cfg.Fast {
 		mc.ProbeInterval = 100 * time.Millisecond

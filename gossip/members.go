@@ -29,6 +29,14 @@ type Member struct {
 	Addr  string // ip:port gossip
 	Meta  Meta
 	State State
+	// ClockSkew is how far the member's wall clock is ahead of this
+	// host's (negative: behind), from the last probe it answered; its
+	// error is at most ClockRTT/2. Valid only if ClockMeasuredAt is set.
+	ClockSkew time.Duration
+	ClockRTT  time.Duration
+	// ClockMeasuredAt is this host's clock at that probe; zero until the
+	// member answers a probe after it (re)joined.
+	ClockMeasuredAt time.Time
 }
 
 // EventKind says what happened to a member.
@@ -123,7 +131,11 @@ func (g *Gossip) observe(n *memberlist.Node, kind EventKind) {
 		rec.member.Meta = meta
 	}
 	switch kind {
-	case EventJoin, EventUpdate:
+	case EventJoin:
+		// A member that comes back may come back with another clock.
+		rec.member.State, rec.departed = StateAlive, time.Time{}
+		rec.member.ClockSkew, rec.member.ClockRTT, rec.member.ClockMeasuredAt = 0, 0, time.Time{}
+	case EventUpdate:
 		rec.member.State, rec.departed = StateAlive, time.Time{}
 	case EventLeave:
 		rec.member.State, rec.departed = departedState(n, rec.member.Meta, name == g.nodeID && g.left), now

@@ -49,6 +49,13 @@ type Config struct {
 	Agent AgentOptions
 	// Capacity overrides (tests); zero = read from the host.
 	VCPUs, RAMMB, DiskGB int
+	// MaxClockSkew is how far another host's wall clock may be from this
+	// one's: a joining host beyond it is refused, a member beyond it is
+	// logged. Zero means DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	// ClockOffset shifts this daemon's wall clock, to inject clock skew
+	// in tests (--clock-offset, hidden). Zero in production.
+	ClockOffset time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -95,6 +102,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.MaxClockSkew < 0 || c.MaxClockSkew >= certBackdate {
+		return fmt.Errorf("--max-clock-skew %v: want more than 0 and less than %v (node certificates are backdated by %v)",
+			c.MaxClockSkew, certBackdate, certBackdate)
 	}
 	for _, a := range []struct{ name, v string }{{"api", c.APIAddr}, {"raft", c.RaftAddr}, {"gossip", c.GossipAddr}} {
 		if _, _, err := splitHostPort(a.v); err != nil {

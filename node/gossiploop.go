@@ -29,7 +29,8 @@ func (n *Node) gossipPeers() []string {
 
 // gossipLoop heals gossip: it joins members the state knows but gossip does
 // not see alive (after a restart, or a partition that made the others
-// declare this host dead), and keeps node.json's peer list current.
+// declare this host dead), and keeps node.json's peer list current. It
+// also logs members whose clocks cross the skew limit (clockWatch).
 func (n *Node) gossipLoop(ctx context.Context) {
 	interval := 2 * time.Second
 	if n.cfg.Fast {
@@ -37,14 +38,17 @@ func (n *Node) gossipLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	watch := newClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		members := n.gossip.Members()
+		watch.observe(members)
 		alive := map[string]bool{}
-		for _, m := range n.gossip.Members() {
+		for _, m := range members {
 			if m.State == gossip.StateAlive {
 				alive[m.Name] = true
 			}

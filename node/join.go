@@ -94,14 +94,20 @@ func (n *Node) CreateJoinToken(ctx context.Context, ttl time.Duration) (string, 
 	return tok.String(), jt.ExpiresAt, nil
 }
 
-// Join handles a joining host's request (server side).
+// Join handles a joining host's request (server side). The name and clock
+// checks come before the token is consumed, so a host refused by them can
+// retry with the same token.
 func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
+	received := n.clock()
 	cfg, ok := n.State().Cluster()
 	if !ok {
 		return nil, rest.Unavailable("cluster is not bootstrapped yet")
 	}
 	if other, ok := n.State().MemberByName(req.Name); ok && other.ID != req.NodeID {
 		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
+	}
+	if err := n.checkJoinClock(req, received); err != nil {
+		return nil, err
 	}
 	if _, err := rest.Propose(ctx, n, statedb.CmdConsumeJoinToken, statedb.ConsumeJoinTokenCmd{
 		ID: req.TokenID, SecretHash: hashSecret(req.Secret), NodeID: req.NodeID,
@@ -113,6 +119,7 @@ func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.Join
 	if err != nil {
 		return nil, err
 	}
+	ca.now = n.clock
 	cert, err := ca.sign(req.CSR, req.NodeID, req.Hosts)
 	if err != nil {
 		return nil, rest.BadRequest("%v", err)
@@ -130,7 +137,8 @@ func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.Join
 		}
 	}
 	n.log.Info("host joined", "node", req.NodeID, "name", req.Name, "api", req.APIAddr)
-	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: cfg.GossipKey, Peers: peers}, nil
+	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: cfg.GossipKey, Peers: peers,
+		Time: n.clock()}, nil
 }
 
 // join makes this empty data dir a member of the cluster in cfg.JoinToken.
@@ -180,7 +188,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 		GossipAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(gossipAddr)),
 		CSR:        csrPEM, Hosts: n.certHosts(),
 	}
-	resp, err := sendJoin(ctx, tok, req)
+	resp, err := n.sendJoin(ctx, tok, req)
 	if err != nil {
 		return err
 	}
@@ -206,12 +214,14 @@ func (n *Node) join(ctx context.Context) (err error) {
 	return nil
 }
 
-// sendJoin tries each address in the token, pinning the cluster CA.
-func sendJoin(ctx context.Context, tok joinToken, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
+// sendJoin tries each address in the token, pinning the cluster CA. Each
+// attempt carries this host's clock as read just before it is sent.
+func (n *Node) sendJoin(ctx context.Context, tok joinToken, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: pinnedClient(tok.CAFingerprint)}}
-	body, _ := json.Marshal(req)
 	var errs []error
 	for _, addr := range tok.Addrs {
+		req.Time = n.clock()
+		body, _ := json.Marshal(req)
 		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/cluster/v1/join", bytes.NewReader(body))
 		if err != nil {
 			return nil, fmt.Errorf("join: %w", err)
@@ -239,6 +249,7 @@ func sendJoin(ctx context.Context, tok joinToken, req cluster.JoinRequest) (*clu
 		if err := json.Unmarshal(data, &jr); err != nil {
 			return nil, fmt.Errorf("join: bad answer from %s: %w", addr, err)
 		}
+		n.checkMemberClock(&jr, req.Time, n.clock())
 		return &jr, nil
 	}
 	return nil, fmt.Errorf("join: no member in the token is reachable: %w", errors.Join(errs...))

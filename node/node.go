@@ -328,7 +328,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
-		SecretKey: gossipKey, Meta: n.buildMeta(), Fast: n.cfg.Fast, Logger: n.log.With("sub", "gossip"),
+		SecretKey: gossipKey, Meta: n.buildMeta(), Fast: n.cfg.Fast, Logger: n.log.With("sub", "gossip"), Now: n.clock,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
@@ -452,7 +452,7 @@ func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) 
 func (n *Node) State() *statedb.Snapshot { return n.raft.State() }
 
 // Now is the proposer clock (rest.Backend).
-func (n *Node) Now() time.Time { return time.Now().UTC() }
+func (n *Node) Now() time.Time { return n.clock().UTC() }
 
 // NewID returns a new uuid (rest.Backend).
 func (n *Node) NewID() string { return uuid.NewString() }

@@ -21,10 +21,23 @@ import (
 // each other with it as the TLS server name.
 const nodeCertName = "peerstack-node"
 
+// certBackdate is how long before its signer's clock a certificate
+// becomes valid, so that hosts whose clocks lag the signer's accept it.
+// MaxClockSkew must stay well below it.
+const certBackdate = time.Hour
+
 type ca struct {
 	cert    *x509.Certificate
 	key     *ecdsa.PrivateKey
 	certPEM string
+	now     func() time.Time // the signer's clock; nil means time.Now
+}
+
+func (c *ca) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 func newCA(clusterID string) (*ca, string, error) {
@@ -35,7 +48,7 @@ func newCA(clusterID string) (*ca, string, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "peerstack cluster CA " + clusterID, Organization: []string{"peerstack"}},
-		NotBefore:             time.Now().Add(-time.Hour),
+		NotBefore:             time.Now().Add(-certBackdate),
 		NotAfter:              time.Now().AddDate(20, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -118,11 +131,12 @@ func (c *ca) sign(csrPEM, nodeID string, hosts []string) (string, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return "", fmt.Errorf("sign: CSR signature: %w", err)
 	}
+	now := c.clock()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"peerstack"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(10, 0, 0),
+		NotBefore:    now.Add(-certBackdate),
+		NotAfter:     now.AddDate(10, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{nodeCertName, "localhost"},

@@ -33,6 +33,11 @@ type Member struct {
 	Arch        string   `json:"arch,omitempty"`
 	Version     string   `json:"version,omitempty"`
 	Disabled    bool     `json:"disabled"`
+	// ClockSkewMS is how far the host's wall clock is ahead of the
+	// answering host's, in ms (negative: behind), as gossip last measured
+	// it; 0 for the answering host, null when not measured (not alive, or
+	// just (re)joined).
+	ClockSkewMS *int64 `json:"clock_skew_ms"`
 }
 
 // Capacity is what a host offers and uses.
@@ -75,6 +80,10 @@ type JoinRequest struct {
 	GossipAddr string   `json:"gossip_addr"`
 	CSR        string   `json:"csr"`
 	Hosts      []string `json:"hosts"` // names and IPs for the certificate
+	// Time is the joiner's wall clock just before it sent the request
+	// (RFC 3339); the member refuses a joiner whose clock is too far off.
+	// Zero (from an older joiner) skips the check.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // JoinResponse carries what a new member needs to start.
@@ -84,6 +93,9 @@ type JoinResponse struct {
 	Cert      string   `json:"cert"`
 	GossipKey []byte   `json:"gossip_key"`
 	Peers     []string `json:"peers"` // gossip addresses
+	// Time is the member's wall clock as it answered, so the joiner can
+	// check the member's clock too.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // Backend is the daemon side of the cluster API.
@@ -94,6 +106,9 @@ type Backend interface {
 	CreateJoinToken(ctx context.Context, ttl time.Duration) (string, time.Time, error)
 	Join(ctx context.Context, req JoinRequest) (*JoinResponse, error)
 	Leave(ctx context.Context) error
+	// ClockSkews maps member ids to how far their clocks are ahead of
+	// this host's; members not measured are absent.
+	ClockSkews() map[string]time.Duration
 	ApplyForwarded(ctx context.Context, data []byte) (uint64, error)
 }
 
@@ -129,7 +144,15 @@ func (h *handlers) members(c *rest.Ctx) (any, error) {
 	if err := rest.Check(h.b, c, rest.Read, "", false, "members"); err != nil {
 		return nil, err
 	}
-	return map[string]any{"members": h.b.Members()}, nil
+	members := h.b.Members()
+	skews := h.b.ClockSkews()
+	for i := range members {
+		if d, ok := skews[members[i].ID]; ok {
+			ms := d.Milliseconds()
+			members[i].ClockSkewMS = &ms
+		}
+	}
+	return map[string]any{"members": members}, nil
 }
 
 func (h *handlers) status(c *rest.Ctx) (any, error) {
