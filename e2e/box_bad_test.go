@@ -69,7 +69,7 @@ func TestBoxBadInput(t *testing.T) {
 	}
 	bad := &badInput{}
 	rows, err := s.runSteps(bad.steps(), true, false)
-	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok"}}, rows...)
+	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok", api: -1}}, rows...)
 	table := formatTable(rows)
 	fmt.Print(table)
 	t.Logf("\n%s(total %.1fs; NAS outage %.1fs; logs %s)", table, time.Since(t0).Seconds(), bad.outage.Seconds(), b.LogDir)

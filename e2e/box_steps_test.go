@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -30,6 +33,7 @@ type boxStep struct {
 type stepResult struct {
 	name, host, status string
 	secs               float64
+	api                float64 // seconds the daemons spent answering its API requests; -1 unknown
 }
 
 // scenario is the state the steps share.
@@ -44,6 +48,11 @@ type scenario struct {
 	undo      []undo   // deletions for what the scenario created, in order
 	baseline  []string // leftovers before the scenario created anything
 	ids       map[string]string
+	watch     *serverWatch // per-server figures
+
+	httpOnce sync.Once // boxHTTP
+	http     *http.Client
+	httpErr  error
 }
 
 type undo struct {
@@ -57,7 +66,9 @@ func newScenario(ctx context.Context, b *Box, out io.Writer) (*scenario, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &scenario{ctx: ctx, b: b, out: out, dir: dir, ids: map[string]string{}}, nil
+	s := &scenario{ctx: ctx, b: b, out: out, dir: dir, ids: map[string]string{}}
+	s.watch = &serverWatch{s: s}
+	return s, nil
 }
 
 // next returns the next live host in turn.
@@ -91,12 +102,17 @@ func (s *scenario) runSteps(steps []boxStep, full, soft bool) ([]stepResult, err
 			continue
 		}
 		h := s.next()
+		api0 := s.apiSeconds()
 		t0 := time.Now()
 		asked, err := st.run(s, h)
+		secs := time.Since(t0).Seconds()
 		if asked == "" {
 			asked = s.b.Host(h).Name
 		}
-		r := stepResult{name: st.name, host: asked, secs: time.Since(t0).Seconds(), status: "ok"}
+		r := stepResult{name: st.name, host: asked, secs: secs, status: "ok", api: -1}
+		if len(api0) > 0 {
+			r.api = apiDelta(api0, s.apiSeconds())
+		}
 		if err != nil {
 			failed[st.name] = true
 			r.status = "FAIL"
@@ -124,15 +140,29 @@ func firstFailed(failed map[string]bool, names []string) string {
 	return ""
 }
 
+// formatTable prints the steps: name, host asked, seconds, control plane.
+// CONTROL PLANE is the time the daemons spent answering the step's API
+// requests (all hosts, forwarded writes counted once) and its share of the
+// step: the rest is the client (the openstack CLI starts a Python process
+// per command), polling, and the guests themselves.
 func formatTable(rows []stepResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-48s %-10s %8s  %s\n", "STEP", "HOST", "SECONDS", "RESULT")
+	fmt.Fprintf(&b, "%-48s %-10s %8s %18s  %s\n", "STEP", "HOST", "SECONDS", "CONTROL PLANE", "RESULT")
+	var total, api float64
 	for _, r := range rows {
-		secs := "-"
+		secs, cp := "-", "-"
 		if r.status != "" && !strings.HasPrefix(r.status, "gated") {
 			secs = fmt.Sprintf("%.1f", r.secs)
+			total += r.secs
 		}
-		fmt.Fprintf(&b, "%-48s %-10s %8s  %s\n", r.name, r.host, secs, r.status)
+		if r.api >= 0 && r.secs > 0 && secs != "-" {
+			cp = fmt.Sprintf("%.3fs %5.1f%%", r.api, 100*r.api/r.secs)
+			api += r.api
+		}
+		fmt.Fprintf(&b, "%-48s %-10s %8s %18s  %s\n", r.name, r.host, secs, cp, r.status)
+	}
+	if total > 0 {
+		fmt.Fprintf(&b, "%-48s %-10s %8.1f %18s\n", "total", "", total, fmt.Sprintf("%.3fs %5.1f%%", api, 100*api/total))
 	}
 	return b.String()
 }
@@ -304,6 +334,7 @@ func stepTokenIssue(s *scenario, h int) (string, error) {
 	if tok["id"] == "" || tok["project_id"] == "" {
 		return "", fmt.Errorf("token issue = %v", tok)
 	}
+	s.watch.token = tok["id"] // admin: follows the servers' status
 	return "", nil
 }
 
@@ -425,9 +456,12 @@ func stepServers(s *scenario, h int) (string, error) {
 		if i == 0 {
 			args = append(args, "--property", "disktest=write")
 		}
-		if _, err := s.create(h, name, []string{"server", "delete", "--wait"}, append(args, name)...); err != nil {
+		t0 := time.Now()
+		id, err := s.create(h, name, []string{"server", "delete", "--wait"}, append(args, name)...)
+		if err != nil {
 			return "", err
 		}
+		s.watch.watchServer(s.ctx, name, id, t0)
 	}
 	return "", nil
 }
@@ -527,6 +561,64 @@ func stepStopStart(s *scenario, h int) (string, error) {
 	})
 }
 
+// stepBootFromVolume boots a server from a new 1 GB volume made from the
+// image (openstack server create --boot-from-volume): its root disk is a
+// file on the NAS. The server is deleted again and the volume, kept
+// (delete_on_termination false), is available, then deleted.
+func stepBootFromVolume(s *scenario, h int) (string, error) {
+	id, err := s.create(h, "e2e-bfv", []string{"server", "delete", "--wait"},
+		"server", "create", "--flavor", "e2e.tiny", "--image", "e2e-guest", "--boot-from-volume", "1", "e2e-bfv")
+	if err != nil {
+		return "", err
+	}
+	if err := s.waitField(h, 3*time.Minute, "server", id, "status", "ACTIVE"); err != nil {
+		return "", err
+	}
+	var srv struct {
+		Volumes []struct {
+			ID string `json:"id"`
+		} `json:"volumes_attached"`
+	}
+	if err := s.oscJSON(h, &srv, "server", "show", id); err != nil {
+		return "", err
+	}
+	if len(srv.Volumes) != 1 {
+		return "", fmt.Errorf("server e2e-bfv volumes_attached = %+v; want its root volume", srv.Volumes)
+	}
+	vol := srv.Volumes[0].ID
+	s.undo = append(s.undo, undo{what: "boot volume", args: []string{"volume", "delete", vol}})
+	files, err := s.b.NASFiles()
+	if err != nil {
+		return "", err
+	}
+	if !slices.ContainsFunc(files, func(f string) bool { return strings.Contains(f, vol) }) {
+		return "", fmt.Errorf("boot volume %s is not on the NAS: %v", vol, files)
+	}
+	if err := s.consoleHas(h, 3*time.Minute, id, "PEERSTACK-BOOT hostname=e2e-bfv"); err != nil {
+		return "", err
+	}
+	if _, err := s.osc(h, "server", "delete", "--wait", id); err != nil {
+		return "", err
+	}
+	if err := s.waitField(h, time.Minute, "volume", vol, "status", "available"); err != nil {
+		return "", err
+	}
+	if _, err := s.osc(h, "volume", "delete", vol); err != nil {
+		return "", err
+	}
+	s.forget("e2e-bfv", "boot volume") // both gone: nothing to undo
+	return "", s.eventually(time.Minute, func() error {
+		files, err := s.b.NASFiles()
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(files, func(f string) bool { return strings.Contains(f, vol) }) {
+			return fmt.Errorf("deleted boot volume %s still on the NAS", vol)
+		}
+		return nil
+	})
+}
+
 func stepKillLeader(s *scenario, h int) (string, error) {
 	l, err := s.leader(h)
 	if err != nil {
@@ -598,6 +690,11 @@ func stepGossipConverges(s *scenario, _ int) (string, error) {
 	return "all", nil
 }
 
+// forget drops the undo entries of objects a step already deleted.
+func (s *scenario) forget(what ...string) {
+	s.undo = slices.DeleteFunc(s.undo, func(u undo) bool { return slices.Contains(what, u.what) })
+}
+
 func stepDeleteAll(s *scenario, h int) (string, error) {
 	var errs []error
 	for i := len(s.undo) - 1; i >= 0; i-- {
@@ -661,6 +758,7 @@ func e2eSteps() []boxStep {
 		{name: "attach to vm1, marker written", full: true, run: stepAttachWrite},
 		{name: "detach, attach to vm2, marker read", full: true, run: stepMoveVolume},
 		{name: "stop/start vm1", full: true, run: stepStopStart},
+		{name: "boot from a new volume on the NAS", full: true, run: stepBootFromVolume},
 		{name: "kill the leader's daemon", run: stepKillLeader},
 		{name: "next commands via another host", run: stepAfterKill},
 		{name: "killed host restarts and catches up", run: stepCatchUp},

@@ -68,8 +68,8 @@ func TestClusterInABox(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows, err := s.runSteps(e2eSteps(), full, false)
-	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok"}}, rows...)
-	table := formatTable(rows)
+	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok", api: -1}}, rows...)
+	table := formatTable(rows) + "\n" + s.watch.table()
 	fmt.Print(table)
 	t.Logf("\n%s(total %.1fs; full=%v; logs %s)", table, time.Since(t0).Seconds(), full, b.LogDir)
 	if err != nil {

@@ -2,6 +2,8 @@ package node
 
 import (
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,7 +27,34 @@ func (n *Node) metricsHandler() http.Handler {
 	gauge("raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.Status().CommitIndex) })
 	gauge("members", "Hosts recorded in the cluster state.", func() float64 { return float64(len(n.State().Members())) })
 	gauge("gossip_alive", "Hosts alive in gossip.", func() float64 { return float64(n.gossip.NumAlive()) })
-	reg.MustRegister(n.applyLatency)
+	reg.MustRegister(n.applyLatency, n.apiSeconds)
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// newAPISeconds is the histogram of the time this host spent answering
+// API requests, by service: what the control plane costs a client. Its
+// _sum over a span of work, next to the span's length, is the control
+// plane's share of it (the e2e scenario prints that per step).
+func newAPISeconds() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "peerstack", Name: "api_request_seconds",
+		Help:    "Time spent answering API requests, by service (internal = host-to-host).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"service"})
+}
+
+// apiServices are the first path segments counted under their own name.
+var apiServices = map[string]bool{"identity": true, "compute": true, "image": true, "volume": true,
+	"network": true, "cluster": true, "internal": true}
+
+// observeRequest records one answered API request; scrapes of /metrics
+// itself are left out, so watching does not change the figure.
+func (n *Node) observeRequest(path string, _ int, d time.Duration) {
+	if path == "/metrics" {
+		return
+	}
+	svc, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !apiServices[svc] {
+		svc = "other"
+	}
+	n.apiSeconds.WithLabelValues(svc).Observe(d.Seconds())
 }

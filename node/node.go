@@ -40,6 +40,7 @@ type Node struct {
 	AdminPassword string
 
 	applyLatency prometheus.Histogram
+	apiSeconds   *prometheus.HistogramVec // by service; see metrics.go
 	pwc          *pwCache
 	accelOnce    sync.Once
 	compute      computeState
@@ -65,6 +66,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000)}
 	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
 		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	n.apiSeconds = newAPISeconds()
 	id, err := loadIdentity(cfg.DataDir)
 	switch {
 	case err == nil && cfg.JoinToken != "":
@@ -338,6 +340,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.updateMeta(ctx)
 
 	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"))
+	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
 	n.api = &http.Server{Handler: srv.Handler(), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)}

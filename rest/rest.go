@@ -298,9 +298,10 @@ func BaseURL(r *http.Request) string {
 
 // Server builds the HTTP handler from services.
 type Server struct {
-	router *mux.Router
-	auth   Authenticator
-	log    *slog.Logger
+	router  *mux.Router
+	auth    Authenticator
+	log     *slog.Logger
+	observe func(path string, status int, d time.Duration)
 }
 
 // NewServer returns an empty server.
@@ -313,6 +314,10 @@ func NewServer(auth Authenticator, log *slog.Logger) *Server {
 
 // Handler returns the root handler.
 func (s *Server) Handler() http.Handler { return s }
+
+// OnRequest sets a function told the path, status and duration of every
+// request once it is answered (for metrics). Set it before serving.
+func (s *Server) OnRequest(f func(path string, status int, d time.Duration)) { s.observe = f }
 
 // Mount registers a service's routes.
 func (s *Server) Mount(svc Service) {
@@ -345,8 +350,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				KeystoneErrors(sw, 500, "Internal Server Error", "internal error")
 			}
 		}
+		d := time.Since(start)
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"ms", time.Since(start).Milliseconds(), "req", reqID)
+			"ms", d.Milliseconds(), "req", reqID)
+		if s.observe != nil {
+			s.observe(r.URL.Path, sw.status, d)
+		}
 	}()
 	var match mux.RouteMatch
 	if !s.router.Match(r, &match) {

@@ -1,0 +1,64 @@
+package nodetest
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestMetrics: /metrics carries the Raft gauges and the API time by
+// service, and scraping it does not count itself.
+func TestMetrics(t *testing.T) {
+	c := NewCluster(t, 1)
+	hc, token := c.HTTPClient(), c.AdminToken(0)
+	get := func(path string, auth bool) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", c.URL(0)+path, nil)
+		if auth {
+			req.Header.Set("X-Auth-Token", token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s = %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	count := func(m, svc string) int {
+		t.Helper()
+		re := regexp.MustCompile(`(?m)^peerstack_api_request_seconds_count\{service="` + svc + `"\} (\d+)$`)
+		g := re.FindStringSubmatch(m)
+		if g == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(g[1])
+		return n
+	}
+	before := get("/metrics", false)
+	if !regexp.MustCompile(`(?m)^peerstack_raft_is_leader 1$`).MatchString(before) {
+		t.Fatalf("metrics lack peerstack_raft_is_leader 1:\n%s", before)
+	}
+	for range 3 {
+		get("/compute/v2.1/flavors", true)
+	}
+	get("/image/v2/images", true)
+	after := get("/metrics", false)
+	if d := count(after, "compute") - count(before, "compute"); d != 3 {
+		t.Errorf("compute requests counted %d; want 3", d)
+	}
+	if d := count(after, "image") - count(before, "image"); d != 1 {
+		t.Errorf("image requests counted %d; want 1", d)
+	}
+	if n := count(after, "other"); n != 0 {
+		t.Errorf("other requests counted %d; want 0 (scrapes of /metrics are not counted)", n)
+	}
+	if !regexp.MustCompile(`(?m)^peerstack_api_request_seconds_sum\{service="compute"\} [0-9.e+-]+$`).MatchString(after) {
+		t.Errorf("no compute time sum in:\n%s", after)
+	}
+}
