@@ -128,8 +128,12 @@ func (p *Proc) start(t testing.TB) {
 	cmd, out, done := p.cmd, p.out, p.done
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		select {
+		case <-done: // exited (and reaped): its group id may be reused
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
 		if t.Failed() {
 			t.Logf("--- %s output ---\n%s", p.Name, out.String())
 		}
@@ -152,7 +156,7 @@ func (p *Proc) Output() string { return p.out.String() }
 
 // Kill stops the daemon (SIGKILL to its process group) and waits.
 func (p *Proc) Kill() {
-	if p.cmd.Process != nil {
+	if p.cmd.Process != nil && !p.Exited() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	<-p.done

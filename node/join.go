@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -94,14 +95,19 @@ func (n *Node) CreateJoinToken(ctx context.Context, ttl time.Duration) (string, 
 	return tok.String(), jt.ExpiresAt, nil
 }
 
-// Join handles a joining host's request (server side). The name and clock
-// checks come before the token is consumed, so a host refused by them can
-// retry with the same token.
+// Join handles a joining host's request (server side). The endpoint needs
+// no login, so the token is checked first (read-only: nothing is said to
+// a caller without one); the name and clock checks come before the token
+// is consumed, so a host refused by them can retry with the same token.
 func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
 	received := n.clock()
 	cfg, ok := n.State().Cluster()
 	if !ok {
 		return nil, rest.Unavailable("cluster is not bootstrapped yet")
+	}
+	if err := n.precheckJoinToken(ctx, req); err != nil {
+		n.log.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
+		return nil, err
 	}
 	if other, ok := n.State().MemberByName(req.Name); ok && other.ID != req.NodeID {
 		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
@@ -139,6 +145,38 @@ func (n *Node) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.Join
 	n.log.Info("host joined", "node", req.NodeID, "name", req.Name, "api", req.APIAddr)
 	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: cfg.GossipKey, Peers: peers,
 		Time: n.clock()}, nil
+}
+
+// joinTokenLag bounds the wait for a join token this host has not applied
+// yet (made through another host a moment ago).
+const joinTokenLag = 2 * time.Second
+
+// precheckJoinToken refuses, without writing anything, a join whose token
+// is unknown, has another secret, was used or expired: the same rules the
+// consuming command applies, which stays the authority.
+func (n *Node) precheckJoinToken(ctx context.Context, req cluster.JoinRequest) error {
+	invalid := rest.Forbiddenf("join token is not valid for this cluster")
+	deadline := time.Now().Add(joinTokenLag)
+	for {
+		jt, ok := n.State().JoinToken(req.TokenID)
+		switch {
+		case ok && subtle.ConstantTimeCompare([]byte(jt.SecretHash), []byte(hashSecret(req.Secret))) != 1:
+			return invalid
+		case ok && !jt.UsedAt.IsZero():
+			return rest.Forbiddenf("join token was already used")
+		case ok && !n.Now().Before(jt.ExpiresAt):
+			return rest.Forbiddenf("join token expired at %s", jt.ExpiresAt.Format(time.RFC3339))
+		case ok:
+			return nil
+		case time.Now().After(deadline):
+			return invalid
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // join makes this empty data dir a member of the cluster in cfg.JoinToken.

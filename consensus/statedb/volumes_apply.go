@@ -364,9 +364,9 @@ func applyAttachVolume(t *Txn, c *Command) error {
 	if v.Status != VolumeAvailable {
 		return Errorf(KindInvalid, "Invalid volume: volume %s status must be available, but current status is: %s.", v.ID, v.Status)
 	}
-	if root, ok := rootOf(t.read(), v.ID); ok {
-		return Errorf(KindInvalid, "Invalid volume: volume %s is the root disk of server %s.", v.ID, root.ID)
-	}
+	// A reserved root volume is in-use, so the checks above refuse it; an
+	// unreserved one (entries from before reservations) attached as it
+	// always did, and replay must not change that.
 	if err := attachableServer(inst); err != nil {
 		return err
 	}

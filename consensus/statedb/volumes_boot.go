@@ -59,7 +59,14 @@ func (sn *Snapshot) BootVolumeHost(inst *Instance) string {
 
 // bootVolumeAllows reports whether inst may be placed on host as far as
 // its boot volume is concerned.
+// Only a reserved boot volume (one with inst's boot attachment) pins: an
+// entry from before reservations placed such servers anywhere, and replay
+// must reach the same state (docs/checklist-command.md).
 func bootVolumeAllows(sn *Snapshot, inst *Instance, host string) bool {
+	v, ok := sn.Volume(inst.RootVolume)
+	if !ok || bootAttachment(v, inst) == nil {
+		return true
+	}
 	pin := sn.BootVolumeHost(inst)
 	return pin == "" || pin == host
 }

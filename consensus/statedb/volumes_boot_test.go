@@ -244,22 +244,28 @@ func TestBootFromExistingVolume(t *testing.T) {
 		t.Fatalf("attachments = %v; want none", v.Attachments)
 	}
 
-	// An entry without Root (written before reservations) boots as it is,
-	// and the volume may not be attached elsewhere meanwhile.
+	// An entry without Root (written before reservations) replays exactly
+	// as it did then: the volume stays available, the server is placed
+	// even on another host with local storage, and the volume attaches.
 	legacy := bootServer("s2", nil)
 	legacy.Instance.RootVolume = "v1"
 	if err := e.create(legacy); err != nil {
 		t.Fatal(err)
 	}
 	e.wantStatus("v1", VolumeAvailable)
-	e.putInstance(activeServer("s3", "host1"))
-	if err := e.apply(CmdAttachVolume, AttachVolumeCmd{VolumeID: "v1", ServerID: "s3", AttachmentID: "a3"}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("attach the root of s2 to s3 = %v; want invalid", err)
+	e.place("s2", "host2")
+	if inst := e.inst("s2"); inst.Host != "host2" || inst.TaskState != TaskSpawning {
+		t.Fatalf("legacy s2 = host %q task %s; want placed on host2 as before reservations", inst.Host, inst.TaskState)
 	}
+	// New entries may not reserve a volume another server boots from.
 	ic = bootServer("s4", &RootDisk{AttachmentID: "a4"})
 	ic.Instance.RootVolume = "v1"
 	if err := e.create(ic); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("boot s4 from the root of s2 = %v; want invalid", err)
+	}
+	e.putInstance(activeServer("s3", "host1"))
+	if err := e.apply(CmdAttachVolume, AttachVolumeCmd{VolumeID: "v1", ServerID: "s3", AttachmentID: "a3"}); err != nil {
+		t.Fatalf("attach the unreserved root of legacy s2 to s3 = %v; want nil, as before reservations", err)
 	}
 }
 

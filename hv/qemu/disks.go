@@ -330,11 +330,17 @@ func (d *Driver) ResizeDisk(ctx context.Context, uuid, diskID string, sizeBytes 
 	if err != nil {
 		return fmt.Errorf("vm %s: resize %s: %w", v.uuid, diskID, err)
 	}
-	i := slices.IndexFunc(spec.ExtraDisks, func(x Disk) bool { return x.ID == diskID })
-	if i < 0 {
+	// A volume is an extra disk, or the root disk of a VM booted from it.
+	var disk Disk
+	node := volumeNodeName(diskID)
+	if i := slices.IndexFunc(spec.ExtraDisks, func(x Disk) bool { return x.ID == diskID }); i >= 0 {
+		disk = spec.ExtraDisks[i]
+	} else if spec.RootDisk.ID == diskID {
+		disk, node = spec.RootDisk, "root"
+	} else {
 		return fmt.Errorf("vm %s: resize %s: disk not attached", v.uuid, diskID)
 	}
-	disk, err := spec.ExtraDisks[i].normalize("disk " + diskID)
+	disk, err = disk.normalize("disk " + diskID)
 	if err != nil {
 		return err
 	}
@@ -356,7 +362,6 @@ func (d *Driver) ResizeDisk(ctx context.Context, uuid, diskID string, sizeBytes 
 		if err != nil {
 			return err
 		}
-		node := volumeNodeName(diskID)
 		if j := slices.IndexFunc(nodes, func(n BlockNode) bool { return n.NodeName == node }); j >= 0 {
 			if ok, err := grow(nodes[j].Image.VirtualSize); !ok {
 				return err

@@ -403,6 +403,9 @@ func TestHotplugDisk(t *testing.T) {
 		t.Errorf("second CreateEphemeralDisk = %q, %v; want %q, nil", again, err, eph)
 	}
 	s.Ephemeral = eph
+	// As if booted from a volume: the root disk carries the volume's id,
+	// so ResizeDisk finds it (node "root") as it does an extra disk.
+	s.RootDisk.ID = "rootvol1"
 	if err := d.Start(ctx, s); err != nil {
 		t.Fatalf("Start = %v", err)
 	}
@@ -451,6 +454,13 @@ func TestHotplugDisk(t *testing.T) {
 	if got := volumeVirtualSize(t, d, s.UUID, "vol1"); got != 128<<20 {
 		t.Errorf("virtual size after refused resizes = %d; want %d", got, 128<<20)
 	}
+	rootSize := blockNodeSize(t, d, s.UUID, "root")
+	if err := d.ResizeDisk(ctx, s.UUID, "rootvol1", rootSize+64<<20); err != nil {
+		t.Fatalf("ResizeDisk(root volume) = %v", err)
+	}
+	if got := blockNodeSize(t, d, s.UUID, "root"); got != rootSize+64<<20 {
+		t.Errorf("root virtual size after ResizeDisk = %d; want %d", got, rootSize+64<<20)
+	}
 	if sp, _ := readSpec(d.Paths(s.UUID)); len(sp.ExtraDisks) != 1 || sp.ExtraDisks[0].ID != "vol1" {
 		t.Errorf("spec.json extra disks = %+v; want vol1", sp.ExtraDisks)
 	}
@@ -487,6 +497,12 @@ func TestHotplugDisk(t *testing.T) {
 // block node.
 func volumeVirtualSize(t *testing.T, d *Driver, uuid, diskID string) int64 {
 	t.Helper()
+	return blockNodeSize(t, d, uuid, volumeNodeName(diskID))
+}
+
+// blockNodeSize is the virtual size of a named block node of a running VM.
+func blockNodeSize(t *testing.T, d *Driver, uuid, node string) int64 {
+	t.Helper()
 	ctx := context.Background()
 	v, err := d.lookup(uuid)
 	if err != nil {
@@ -501,11 +517,11 @@ func volumeVirtualSize(t *testing.T, d *Driver, uuid, diskID string) int64 {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		if n.NodeName == volumeNodeName(diskID) {
+		if n.NodeName == node {
 			return n.Image.VirtualSize
 		}
 	}
-	t.Fatalf("no block node %s in %+v", volumeNodeName(diskID), nodes)
+	t.Fatalf("no block node %s in %+v", node, nodes)
 	return 0
 }
 

@@ -156,6 +156,13 @@ func TestJoinRefusesSkewedClock(t *testing.T) {
 	if err := h.start(tok, 10*time.Second); err != nil {
 		t.Fatalf("join with clock offset 10s (same token): %v", err)
 	}
+	// The join endpoint needs no login: without a valid token a skewed
+	// host learns nothing about clocks or names, only that the token is bad.
+	other := &clockHost{t: t, c: c, dir: filepath.Join(t.TempDir(), "other"), log: &syncBuf{}}
+	t.Cleanup(other.stop)
+	if err := other.start(tok, time.Hour); err == nil || !strings.Contains(err.Error(), "already used") || strings.Contains(err.Error(), "clock") {
+		t.Errorf("skewed join with a used token = %v; want 'already used' and nothing about clocks", err)
+	}
 	c.WaitMembers(3, 20*time.Second)
 	admin := c.AdminToken(0)
 	got := skewVia(t, c, 0, admin, 10*time.Second, 500*time.Millisecond)
