@@ -66,6 +66,7 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.StringVar(&f.cfg.Agent.Accel, "accel", "", "kvm or tcg (default: detect)")
 	fl.DurationVar(&f.cfg.Agent.ResyncInterval, "resync-interval", 10*time.Second, "agent full resync period")
 	fl.DurationVar(&f.cfg.Agent.StopTimeout, "stop-timeout", 60*time.Second, "guest power-off grace period before QEMU is told to quit")
+	fl.Var(newByteSize(&f.cfg.ImageCacheSize, node.DefaultImageCacheSize), "image-cache-size", "size this host's image cache aims to stay under: bytes, or with a unit (512MiB, 20GiB); least recently used images no local disk uses are evicted")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&f.cfg.MaxClockSkew, "max-clock-skew", node.DefaultMaxClockSkew, "refuse joining hosts, and warn about members, whose clocks are further off than this")
 	fl.DurationVar(&f.cfg.ClockOffset, "clock-offset", 0, "testing aid: shift this daemon's wall clock by this much (fault injection)")

@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +48,10 @@ func imageUploadCmd() *cobra.Command {
 		Short: "Create an image from FILE and upload it, with progress",
 		Long: "Create an image and upload FILE's bytes to it through the image API, authenticating like the\n" +
 			"openstack client (OS_CLOUD and clouds.yaml, or OS_* variables). The disk format is read from\n" +
-			"the file (qcow2, iso, else raw) unless --disk-format says otherwise.",
+			"the file (qcow2, iso, else raw) unless --disk-format says otherwise.\n\n" +
+			"Progress goes to stderr: a progress bar (size, rate, ETA) on a terminal, plain lines\n" +
+			"otherwise. Stdout gets a summary line starting with # and then the image ID alone on the\n" +
+			"last line. If the upload fails, the image record it created is deleted again.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
@@ -75,7 +83,23 @@ func sniffDiskFormat(f *os.File) string {
 	return "raw"
 }
 
+// imageDiskFormats are the disk formats the image service takes.
+func imageDiskFormats() []string { return []string{"qcow2", "raw", "iso"} }
+
+// imageVisibilities are the visibilities the image service takes.
+func imageVisibilities() []string { return []string{"private", "shared", "community", "public"} }
+
+// imageDeleteTimeout bounds the removal of the image record of a failed
+// upload (also after an interrupt, when the command's context is done).
+const imageDeleteTimeout = 30 * time.Second
+
 func runImageUpload(ctx context.Context, out, errOut io.Writer, path string, f *imageUploadFlags) error {
+	if f.diskFormat != "" && !slices.Contains(imageDiskFormats(), f.diskFormat) {
+		return fmt.Errorf("--disk-format %s: want %s", f.diskFormat, strings.Join(imageDiskFormats(), ", "))
+	}
+	if !slices.Contains(imageVisibilities(), f.visibility) {
+		return fmt.Errorf("--visibility %s: want %s", f.visibility, strings.Join(imageVisibilities(), ", "))
+	}
 	file, err := os.Open(path)
 	if err != nil {
 		return err
@@ -117,22 +141,87 @@ func runImageUpload(ctx context.Context, out, errOut io.Writer, path string, f *
 	img, err := images.Create(ctx, sc, images.CreateOpts{Name: name, DiskFormat: format, ContainerFormat: "bare",
 		Visibility: &vis, MinDisk: f.minDisk, MinRAM: f.minRAM, Properties: props}).Extract()
 	if err != nil {
-		return fmt.Errorf("create image %s: %w", name, err)
+		return fmt.Errorf("create image %s: %s", name, apiError(err))
 	}
 	fmt.Fprintf(errOut, "created image %s (%s, %s); uploading %s\n", img.ID, name, format, humanBytes(fi.Size()))
 
-	body, done := progressReader(file, fi.Size(), errOut, name)
+	body, done := progressReader(file, fi.Size(), errOut, name, isTerminal(errOut))
 	err = putImageData(ctx, cl.Provider, sc.ResourceBaseURL()+"images/"+img.ID+"/file", body, fi.Size())
 	done(err == nil)
 	if err != nil {
-		return fmt.Errorf("upload %s to image %s: %w", path, img.ID, err)
+		return fmt.Errorf("upload %s to image %s: %s; %s", path, img.ID, oneLine(err.Error()), deleteFailedImage(ctx, sc, img.ID))
 	}
 	got, err := images.Get(ctx, sc, img.ID).Extract()
 	if err != nil {
-		return fmt.Errorf("read image %s back: %w", img.ID, err)
+		return fmt.Errorf("read image %s back: %s", img.ID, apiError(err))
 	}
-	fmt.Fprintf(out, "%s\t%s\t%s\t%d bytes\tmd5 %s\n", got.ID, got.Name, got.Status, got.SizeBytes, got.Checksum)
+	if got.Status != images.ImageStatusActive {
+		return fmt.Errorf("image %s is %s after its upload, not active", got.ID, got.Status)
+	}
+	fmt.Fprintf(out, "# image %s active: %d bytes, md5 %s\n%s\n", got.Name, got.SizeBytes, got.Checksum, got.ID)
 	return nil
+}
+
+// deleteFailedImage deletes the image a failed upload created, so no
+// queued or killed record stays behind, and says how that went. It runs
+// even when ctx is done (an interrupt), bounded by imageDeleteTimeout.
+func deleteFailedImage(ctx context.Context, sc *gophercloud.ServiceClient, id string) string {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), imageDeleteTimeout)
+	defer cancel()
+	if err := images.Delete(dctx, sc, id).ExtractErr(); err != nil {
+		return fmt.Sprintf("the image record could not be deleted (%s): run `openstack image delete %s`", apiError(err), id)
+	}
+	return "the image record was deleted"
+}
+
+// apiError renders an error of a gophercloud call on one line: the
+// status and the service's message when the service answered.
+func apiError(err error) string {
+	var ue gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &ue) {
+		return apiMessage(ue.Actual, ue.Body)
+	}
+	return oneLine(err.Error())
+}
+
+// apiMessage reads an error body of the image service on one line: Glance's
+// plain text ("413 Request Entity Too Large\n\nmessage\n\n") or a JSON
+// {"error": {"message": …}} / {"message": …}.
+func apiMessage(status int, body []byte) string {
+	var j struct {
+		Message string `json:"message"`
+		Error   struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &j) == nil {
+		msg = cmp.Or(j.Error.Message, j.Message, msg)
+	}
+	msg = strings.TrimSuffix(oneLine(msg), ".") // it goes inside a longer error
+	code := strconv.Itoa(status)
+	switch {
+	case msg == "":
+		return "status " + code
+	case strings.HasPrefix(msg, code+" "):
+		return msg
+	}
+	return code + " " + http.StatusText(status) + ": " + msg
+}
+
+// oneLine joins the lines of s, so an error stays on one line. A Glance
+// status line ("413 Request Entity Too Large") is set off by a colon.
+func oneLine(s string) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	if len(parts) > 1 {
+		return parts[0] + ": " + strings.Join(parts[1:], " ")
+	}
+	return strings.Join(parts, "")
 }
 
 // putImageData streams body to the image's file URL. The provider's HTTP
@@ -155,7 +244,7 @@ func putImageData(ctx context.Context, pc *gophercloud.ProviderClient, url strin
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
+		return errors.New(apiMessage(resp.StatusCode, msg))
 	}
 	return nil
 }
@@ -170,15 +259,16 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// progressReader wraps r to show progress on w: a progress bar on a
-// terminal, otherwise a plain line every 10% (and at least every 10 s)
-// for files of 8 MiB and more, and one at the end.
+// progressReader wraps r to show progress on w: a progress bar (size,
+// rate, ETA) when tty, otherwise a plain line every 10% (and at least
+// every 10 s) for files of 8 MiB and more, and one at the end.
 // done ends the display.
-func progressReader(r io.Reader, size int64, w io.Writer, name string) (io.Reader, func(ok bool)) {
-	if isTerminal(w) {
+func progressReader(r io.Reader, size int64, w io.Writer, name string, tty bool) (io.Reader, func(ok bool)) {
+	if tty {
 		bar := progressbar.NewOptions64(size,
 			progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("uploading "+name),
-			progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true), progressbar.OptionFullWidth(),
+			progressbar.OptionShowBytes(true), progressbar.OptionShowCount(), progressbar.OptionShowTotalBytes(true),
+			progressbar.OptionUseIECUnits(true), progressbar.OptionFullWidth(),
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetPredictTime(true),
 			progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
 		pr := progressbar.NewReader(r, bar)
@@ -245,7 +335,11 @@ func (p *lineProgress) line() {
 	if el > 0 {
 		rate = float64(p.n) / el
 	}
-	fmt.Fprintf(p.w, "uploaded %s of %s (%d%%), %s/s\n", humanBytes(p.n), humanBytes(p.size), pct, humanBytes(int64(rate)))
+	eta := ""
+	if p.n < p.size && rate > 0 {
+		eta = fmt.Sprintf(", %v left", time.Duration(float64(p.size-p.n)/rate*float64(time.Second)).Round(time.Second))
+	}
+	fmt.Fprintf(p.w, "uploaded %s of %s (%d%%), %s/s%s\n", humanBytes(p.n), humanBytes(p.size), pct, humanBytes(int64(rate)), eta)
 }
 
 // humanBytes formats a byte count with binary units.
@@ -261,3 +355,35 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// byteSize is a flag value of a size in bytes, written as parseByteSize
+// reads it ("1073741824", "512MiB", "20GiB").
+type byteSize struct{ p *int64 }
+
+// newByteSize sets *p to def and returns a flag value that sets it.
+func newByteSize(p *int64, def int64) byteSize {
+	*p = def
+	return byteSize{p}
+}
+
+func (b byteSize) String() string {
+	if b.p == nil {
+		return "0"
+	}
+	s := formatBytes(*b.p)
+	if n, ok := strings.CutSuffix(s, " bytes"); ok {
+		return n
+	}
+	return strings.ReplaceAll(s, " ", "")
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b.p = n
+	return nil
+}
+
+func (b byteSize) Type() string { return "size" }

@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // Default listen addresses (DESIGN.md: ports and paths).
@@ -56,6 +57,11 @@ type Config struct {
 	// ClockOffset shifts this daemon's wall clock, to inject clock skew
 	// in tests (--clock-offset, hidden). Zero in production.
 	ClockOffset time.Duration
+	// ImageCacheSize is the size in bytes this host's image blob cache
+	// aims to stay under: fetching an image evicts the least recently used
+	// blobs no local disk uses and the cluster does not count on
+	// (--image-cache-size). Zero means DefaultImageCacheSize.
+	ImageCacheSize int64
 }
 
 func (c *Config) setDefaults() error {
@@ -110,6 +116,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("--max-clock-skew %v: want more than 0 and less than %v (node certificates are backdated by %v)",
 			c.MaxClockSkew, certBackdate, certBackdate)
 	}
+	if c.ImageCacheSize == 0 {
+		c.ImageCacheSize = DefaultImageCacheSize
+	}
+	if c.ImageCacheSize < 0 {
+		return fmt.Errorf("--image-cache-size %d: want a size in bytes above 0", c.ImageCacheSize)
+	}
 	for _, a := range []struct{ name, v string }{{"api", c.APIAddr}, {"raft", c.RaftAddr}, {"gossip", c.GossipAddr}} {
 		if _, _, err := splitHostPort(a.v); err != nil {
 			return fmt.Errorf("--%s-addr %q: %w", a.name, a.v, err)
@@ -128,21 +140,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("--vtep-addr %q is not an IP address", c.VTEPAddr)
 	}
 	if c.Storage != "" {
-		if err := checkStorageURL(c.Storage); err != nil {
+		// The same rules as a later change through the settings API.
+		if err := statedb.CheckStorageURL(c.Storage); err != nil {
 			return fmt.Errorf("--storage: %w", err)
 		}
-	}
-	return nil
-}
-
-// checkStorageURL accepts nfs://server/export[/path].
-func checkStorageURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL: %w", s, err)
-	}
-	if u.Scheme != "nfs" || u.Host == "" || len(u.Path) < 2 || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%q: want nfs://server/export[/path]", s)
 	}
 	return nil
 }

@@ -21,13 +21,16 @@ import (
 	restimage "github.com/peerstack/peerstack/rest/image"
 )
 
-// Image storage on a host: blobs in <data-dir>/images (a size-limited
-// cache), and once on the NFS share when the cluster has one. Everything
-// here is stateless between calls: the store is the directory, and
-// concurrent fetches of one blob meet on the blob's file lock.
+// DefaultImageCacheSize is the size a host's image blob cache aims to stay
+// under when Config.ImageCacheSize is 0 (--image-cache-size).
+const DefaultImageCacheSize int64 = 20 << 30
+
+// Image storage on a host: blobs in <data-dir>/images (a cache of
+// Config.ImageCacheSize bytes), and once on the NFS share when the cluster
+// has one. Everything here is stateless between calls: the store is the
+// directory, and concurrent fetches of one blob meet on the blob's file
+// lock.
 const (
-	// imageCacheLimit is the size the host's blob cache aims to stay under.
-	imageCacheLimit = 20 << 30
 	// maxImageSize is the largest image upload accepted when
 	// Settings.ImageSizeLimit is 0 (the settings API changes it).
 	maxImageSize = statedb.DefaultImageSizeLimit
@@ -50,7 +53,7 @@ func (n *Node) mountImages(srv *rest.Server) { srv.Mount(restimage.Service(image
 type imageAPI struct{ *Node }
 
 func (n *Node) blobStore() (*storage.BlobStore, error) {
-	return storage.NewBlobStore(filepath.Join(n.cfg.DataDir, "images"), imageCacheLimit)
+	return storage.NewBlobStore(filepath.Join(n.cfg.DataDir, "images"), n.cfg.ImageCacheSize)
 }
 
 // blobShare is the cluster's NFS share, nil with local storage. New
@@ -692,14 +695,17 @@ func (n *Node) releaseDeletedImage(ctx context.Context, sn *statedb.Snapshot, im
 
 // removeSharedBlob removes a blob from the current share (a failure is
 // returned: the caller retries) and from the former ones (a failure there
-// is only logged, and bounded by formerShareTimeout: a share taken out of
-// service must not hold deletes up).
+// is logged, and bounded by formerShareTimeout: one share taken out of
+// service must not hold deletes up, unless no share could be reached at
+// all, which is returned too).
 func (n *Node) removeSharedBlob(ctx context.Context, sum string) error {
 	current := ""
 	if cfg, ok := n.State().Cluster(); ok {
 		current = cfg.Settings.Storage
 	}
-	for _, u := range n.blobShareURLs() {
+	urls := n.blobShareURLs()
+	var failed []error
+	for _, u := range urls {
 		rctx, cancel := ctx, context.CancelFunc(func() {})
 		if u != current {
 			rctx, cancel = context.WithTimeout(ctx, formerShareTimeout)
@@ -714,7 +720,13 @@ func (n *Node) removeSharedBlob(ctx context.Context, sum string) error {
 			return err
 		case err != nil:
 			n.log.Warn("remove image blob from a former share", "share", u, "sha256", sum, "err", err)
+			failed = append(failed, err)
 		}
+	}
+	// No share answered (local storage now, the one former share down):
+	// try again later rather than forget a blob that may still be there.
+	if len(urls) > 0 && len(failed) == len(urls) {
+		return fmt.Errorf("remove image blob %s: no share could be reached: %w", sum, errors.Join(failed...))
 	}
 	return nil
 }

@@ -35,22 +35,3 @@ func TestPWCache(t *testing.T) {
 		t.Fatalf("cache holds %d entries; want at most 2", len(c.entries))
 	}
 }
-
-func TestCheckStorageURL(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"nfs://10.0.0.250/export", true},
-		{"nfs://nas/export/peerstack", true},
-		{"nfs://nas", false},
-		{"nfs:///export", false},
-		{"http://nas/export", false},
-		{"/srv/nfs", false},
-		{"nfs://nas/export?x=1", false},
-	} {
-		if err := checkStorageURL(tc.in); (err == nil) != tc.ok {
-			t.Errorf("checkStorageURL(%q) = %v; want ok=%v", tc.in, err, tc.ok)
-		}
-	}
-}

@@ -2,6 +2,7 @@ package nodetest
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node"
 )
 
 // imageClient talks to the image API of one cluster host with a token.
@@ -265,6 +267,132 @@ func TestImageDistribution(t *testing.T) {
 		}
 		return fileSHA(t, p) == sha(dataC)
 	})
+}
+
+// joinWith adds a node like Join, with its configuration changed by edit
+// (a per-host flag such as --image-cache-size), and returns its index.
+func (c *Cluster) joinWith(ctx context.Context, edit func(*node.Config)) int {
+	c.t.Helper()
+	tok := c.Token(ctx)
+	i := c.Len()
+	name := fmt.Sprintf("host%d", i)
+	dir := filepath.Join(c.base, name)
+	cfg := c.config(dir, name, tok)
+	edit(&cfg)
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, n)
+	c.dirs = append(c.dirs, dir)
+	c.names = append(c.names, name)
+	c.mu.Unlock()
+	return i
+}
+
+// TestImageCacheSize: a host started with a small --image-cache-size
+// evicts a cached image blob no local disk uses when it fetches another
+// image, reports the dropped copy, keeps a copy the cluster counts on
+// even over the limit, while a host with the default size keeps all.
+func TestImageCacheSize(t *testing.T) {
+	c := NewCluster(t, 2)
+	ctx := t.Context()
+
+	bad := c.config(filepath.Join(t.TempDir(), "bad"), "bad", "")
+	bad.ImageCacheSize = -1
+	if n, err := node.Start(ctx, bad); err == nil {
+		n.Stop()
+		t.Fatal("node.Start with ImageCacheSize -1 succeeded; want an error")
+	} else if !strings.Contains(err.Error(), "--image-cache-size") {
+		t.Fatalf("node.Start with ImageCacheSize -1 = %v; want an --image-cache-size error", err)
+	}
+
+	const limit = 3 << 20 // one 2 MiB image fits, two do not
+	k := c.joinWith(ctx, func(cfg *node.Config) { cfg.ImageCacheSize = limit })
+	c.WaitMembers(3, 20*time.Second)
+	ic := newImageClient(t, c, 0)
+	// One copy per image: the uploader's is the one the cluster counts
+	// on, a copy fetched elsewhere is cache.
+	if st, body := ic.do(0, "PATCH", "/cluster/v1/settings", "application/json", strings.NewReader(`{"image_copies":1}`)); st != http.StatusOK {
+		t.Fatalf("PATCH settings = %d %s", st, body)
+	}
+	c.Eventually(10*time.Second, "image_copies 1 everywhere", func() bool {
+		for _, n := range c.Running() {
+			if cfg, ok := n.State().Cluster(); !ok || cfg.Settings.EffectiveImageCopies() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	dataA, dataB, dataC := randomBytes(2<<20, 11), randomBytes(2<<20, 12), randomBytes(2<<20, 13)
+	idA, idB := ic.upload(0, "cache-a", "raw", dataA), ic.upload(0, "cache-b", "raw", dataB)
+	c.waitHolders(idA, 1)
+	c.waitHolders(idB, 1)
+	ensure := func(i int, id string, data []byte) {
+		t.Helper()
+		p, _, err := c.Node(i).EnsureImage(ctx, id)
+		if err != nil {
+			t.Fatalf("EnsureImage(%s) on host%d: %v", id, i, err)
+		}
+		if got := fileSHA(t, p); got != sha(data) {
+			t.Fatalf("EnsureImage(%s) on host%d: sha256 %s; want %s", id, i, got, sha(data))
+		}
+	}
+	present := func(i int, data []byte) bool {
+		_, err := os.Stat(c.blobPath(i, sha(data)))
+		return err == nil
+	}
+	holderEverywhere := func(id string, i int, want bool) {
+		t.Helper()
+		c.Eventually(10*time.Second, fmt.Sprintf("host%d holder of %s = %v everywhere", i, id, want), func() bool {
+			for _, n := range c.Running() {
+				img, ok := n.State().Image(id)
+				if !ok || img.HasHolder(c.Node(i).ID()) != want {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	// A fits the small cache.
+	ensure(k, idA, dataA)
+	holderEverywhere(idA, k, true)
+	// B does not fit next to A: A, unused here and held by host0, goes.
+	ensure(k, idB, dataB)
+	if present(k, dataA) {
+		t.Fatalf("host%d (cache %d bytes) kept image A's blob after fetching B; want it evicted", k, limit)
+	}
+	holderEverywhere(idA, k, false)
+	holderEverywhere(idB, k, true)
+
+	// An upload through the small host: its copy is the only one, so the
+	// cluster counts on it; making room for it evicts the cached B.
+	idC := ic.upload(k, "cache-c", "raw", dataC)
+	if present(k, dataB) || !present(k, dataC) {
+		t.Fatalf("after uploading C through host%d: B present %v, C present %v; want B evicted, C stored", k, present(k, dataB), present(k, dataC))
+	}
+	holderEverywhere(idB, k, false)
+	// Fetching A again needs room C cannot give: C stays (the store goes
+	// over its limit) and A is fetched all the same.
+	ensure(k, idA, dataA)
+	if !present(k, dataC) || !present(k, dataA) {
+		t.Fatalf("host%d after fetching A with C as the only copy: C present %v, A present %v; want both", k, present(k, dataC), present(k, dataA))
+	}
+	holderEverywhere(idC, k, true)
+
+	// A host with the default cache size keeps every image it fetched.
+	for _, im := range []struct {
+		id   string
+		data []byte
+	}{{idA, dataA}, {idB, dataB}, {idC, dataC}} {
+		ensure(1, im.id, im.data)
+	}
+	if !present(1, dataA) || !present(1, dataB) || !present(1, dataC) {
+		t.Fatalf("host1 (default cache %d bytes) has A %v, B %v, C %v; want all three", node.DefaultImageCacheSize,
+			present(1, dataA), present(1, dataB), present(1, dataC))
+	}
 }
 
 // TestImageOpenStackCLI drives the real openstack client against a
