@@ -170,11 +170,14 @@ type Status struct {
 	LastContact  time.Time
 }
 
-// Status reports Raft state, term and indexes.
+// Status reports Raft state, term and indexes. AppliedIndex is Raft's:
+// it counts the entries that never reach the state machine (a new
+// leader's barrier, configuration changes) too, so a host whose last entry
+// is one of those still reads as caught up with CommitIndex.
 func (n *Node) Status() Status {
 	return Status{
 		State: strings.ToLower(n.raft.State().String()), Term: n.raft.CurrentTerm(),
-		AppliedIndex: n.store.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastContact: n.raft.LastContact(),
+		AppliedIndex: n.raft.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastContact: n.raft.LastContact(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // TestMetrics: /metrics carries the Raft gauges and the API time by
@@ -61,4 +62,18 @@ func TestMetrics(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^peerstack_api_request_seconds_sum\{service="compute"\} [0-9.e+-]+$`).MatchString(after) {
 		t.Errorf("no compute time sum in:\n%s", after)
 	}
+}
+
+// TestAppliedCatchesUpAlone: a lone fresh host whose last log entry is
+// the new leader's barrier (which never reaches the state machine) still
+// reports itself caught up — its agent waits for exactly that at start.
+func TestAppliedCatchesUpAlone(t *testing.T) {
+	c := NewCluster(t, 1)
+	// A restart: the leader's barrier in the new term is the last entry.
+	c.Stop(0)
+	c.Restart(t.Context(), 0)
+	c.Eventually(5*time.Second, "applied index reaches the commit index", func() bool {
+		st := c.Node(0).Status()
+		return st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex
+	})
 }
