@@ -56,6 +56,9 @@ func imageUploadCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// After the first interrupt the default comes back, so a second
+			// one ends the command even while it deletes the image.
+			go func() { <-ctx.Done(); stop() }()
 			return runImageUpload(ctx, c.OutOrStdout(), c.ErrOrStderr(), args[0], f)
 		},
 	}
@@ -138,10 +141,17 @@ func runImageUpload(ctx context.Context, out, errOut io.Writer, path string, f *
 		return fmt.Errorf("find the image endpoint: %w", err)
 	}
 	vis := images.ImageVisibility(f.visibility)
-	img, err := images.Create(ctx, sc, images.CreateOpts{Name: name, DiskFormat: format, ContainerFormat: "bare",
+	// The create is not cut short by an interrupt: the service may have
+	// made the image already, and only with its id can it be deleted.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), imageDeleteTimeout)
+	img, err := images.Create(cctx, sc, images.CreateOpts{Name: name, DiskFormat: format, ContainerFormat: "bare",
 		Visibility: &vis, MinDisk: f.minDisk, MinRAM: f.minRAM, Properties: props}).Extract()
+	cancel()
 	if err != nil {
 		return fmt.Errorf("create image %s: %s", name, apiError(err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("upload %s: %v; %s", path, err, deleteFailedImage(ctx, sc, img.ID))
 	}
 	fmt.Fprintf(errOut, "created image %s (%s, %s); uploading %s\n", img.ID, name, format, humanBytes(fi.Size()))
 
@@ -156,7 +166,7 @@ func runImageUpload(ctx context.Context, out, errOut io.Writer, path string, f *
 		return fmt.Errorf("read image %s back: %s", img.ID, apiError(err))
 	}
 	if got.Status != images.ImageStatusActive {
-		return fmt.Errorf("image %s is %s after its upload, not active", got.ID, got.Status)
+		return fmt.Errorf("image %s is %s after its upload, not active; %s", got.ID, got.Status, deleteFailedImage(ctx, sc, got.ID))
 	}
 	fmt.Fprintf(out, "# image %s active: %d bytes, md5 %s\n%s\n", got.Name, got.SizeBytes, got.Checksum, got.ID)
 	return nil

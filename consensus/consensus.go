@@ -170,15 +170,37 @@ type Status struct {
 	LastContact  time.Time
 }
 
-// Status reports Raft state, term and indexes. AppliedIndex is Raft's:
-// it counts the entries that never reach the state machine (a new
-// leader's barrier, configuration changes) too, so a host whose last entry
-// is one of those still reads as caught up with CommitIndex.
+// Status reports Raft state, term and indexes. AppliedIndex is how far
+// the local state reflects the log (see appliedIndex).
 func (n *Node) Status() Status {
+	commit := n.raft.CommitIndex()
 	return Status{
 		State: strings.ToLower(n.raft.State().String()), Term: n.raft.CurrentTerm(),
-		AppliedIndex: n.raft.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), LastContact: n.raft.LastContact(),
+		AppliedIndex: n.appliedIndex(commit), CommitIndex: commit, LastContact: n.raft.LastContact(),
 	}
+}
+
+// maxSkipScan bounds how many log entries appliedIndex reads.
+const maxSkipScan = 64
+
+// appliedIndex is the index of the last command the state machine applied,
+// moved up to commit when every entry after it up to commit is one that
+// never reaches the state machine (a new leader's barrier, a no-op, a
+// configuration change): otherwise a host whose last entry is such one
+// would never read as caught up. Raft's own applied index will not do: it
+// moves when entries are queued for the state machine, not once applied.
+func (n *Node) appliedIndex(commit uint64) uint64 {
+	applied := n.store.AppliedIndex()
+	if applied >= commit || commit-applied > maxSkipScan || n.raft.AppliedIndex() < commit {
+		return applied
+	}
+	for i := applied + 1; i <= commit; i++ {
+		var l raft.Log
+		if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+			return applied
+		}
+	}
+	return commit
 }
 
 // Apply submits a command and returns once this node's FSM has applied it

@@ -351,44 +351,14 @@ func (b *Box) StartHost(ctx context.Context, i int, args ...string) error {
 	if i == 1 && args[0] == "agent" && b.Storage != "" && !h.started {
 		full = append(full, "--storage", b.Storage)
 	}
-	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	want := "https://" + h.APIAddr
+	cmd, err := b.spawnDaemon(ctx, h.Name, h.LogFile, full, want, func(cmd *exec.Cmd, done chan struct{}) {
+		h.mu.Lock()
+		h.cmd, h.done = cmd, done
+		h.mu.Unlock()
+	}, nil)
 	if err != nil {
 		return err
-	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "=== %s ip %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(full, " "))
-	off, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.Command("ip", full...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", h.Name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	h.mu.Lock()
-	h.cmd, h.done = cmd, done
-	h.mu.Unlock()
-	if err := b.addPGID(cmd.Process.Pid); err != nil {
-		return err
-	}
-	want := "https://" + h.APIAddr
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out := readFrom(h.LogFile, off)
-		if strings.Contains(out, want) {
-			break
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("%s exited: %s", h.Name, tail(out, 2000))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not start in 90s: %s", h.Name, tail(out, 2000))
-		}
 	}
 	first := !h.started
 	h.started = true
@@ -399,6 +369,54 @@ func (b *Box) StartHost(ctx context.Context, i int, args ...string) error {
 	}
 	b.logf("%s serving at %s (pid %d)", h.Name, want, cmd.Process.Pid)
 	return nil
+}
+
+// spawnDaemon runs `ip <args…>` (a daemon in a host namespace) in its own
+// process group, registered for teardown, its output appended to logPath,
+// and waits (90 s at most) until the output shows want. started is told
+// the command and a channel closed when it exits as soon as it runs;
+// exited, when given, is called if it exits before serving.
+func (b *Box) spawnDaemon(ctx context.Context, name, logPath string, args []string, want string,
+	started func(*exec.Cmd, chan struct{}), exited func()) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "=== %s ip %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(args, " "))
+	off, _ := logf.Seek(0, io.SeekEnd)
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	started(cmd, done)
+	if err := b.addPGID(cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out := readFrom(logPath, off)
+		if strings.Contains(out, want) {
+			return cmd, nil
+		}
+		select {
+		case <-done:
+			if exited != nil {
+				exited()
+			}
+			return nil, fmt.Errorf("%s exited: %s", name, tail(out, 2000))
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s did not start in 90s: %s", name, tail(out, 2000))
+		}
+	}
 }
 
 // writeClouds writes, per host, the bootstrap clouds.yaml with auth_url

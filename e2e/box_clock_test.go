@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,45 +37,10 @@ func (bi *badInput) startH4(s *scenario, cmd ...string) error {
 		return errors.New("h4 already runs")
 	}
 	args := bi.h4Args(s, bi.clockDir, cmd...)
-	logPath := filepath.Join(s.b.LogDir, "h4.log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "=== %s ip %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(args, " "))
-	off, _ := logf.Seek(0, io.SeekEnd)
-	c := exec.Command("ip", args...)
-	c.Stdout, c.Stderr = logf, logf
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.Start(); err != nil {
-		return fmt.Errorf("start h4: %w", err)
-	}
-	d := &h4Daemon{cmd: c, done: make(chan struct{})}
-	go func() { _ = c.Wait(); close(d.done) }()
-	bi.h4 = d
-	if err := s.b.addPGID(c.Process.Pid); err != nil {
-		return err
-	}
-	want := "https://" + s.b.Addr(4) + ":8470"
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out := readFrom(logPath, off)
-		if strings.Contains(out, want) {
-			return nil
-		}
-		select {
-		case <-d.done:
-			bi.h4 = nil
-			return fmt.Errorf("h4 exited: %s", tail(out, 2000))
-		case <-s.ctx.Done():
-			return s.ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("h4 did not start in 90s: %s", tail(out, 2000))
-		}
-	}
+	_, err := s.b.spawnDaemon(s.ctx, "h4", filepath.Join(s.b.LogDir, "h4.log"), args, "https://"+s.b.Addr(4)+":8470",
+		func(c *exec.Cmd, done chan struct{}) { bi.h4 = &h4Daemon{cmd: c, done: done} },
+		func() { bi.h4 = nil })
+	return err
 }
 
 // stopH4 stops h4's daemon as its operator would (SIGTERM; VMs and data

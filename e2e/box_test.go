@@ -149,14 +149,15 @@ func TestBoxDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.runSteps([]boxStep{{name: "cluster formed (members via every host)", run: stepCluster}}, true, false)
+	rows, err := s.runSteps([]boxStep{{name: "cluster formed (members via every host)", run: stepCluster},
+		{name: "token issue", run: stepTokenIssue}}, true, false)
 	if err != nil {
 		t.Fatalf("demo cluster: %v", err)
 	}
 	more, _ := s.runSteps(demoSteps(), true, true)
 	rows = append(rows, more...)
 	ok = true
-	fmt.Print(formatTable(rows))
+	fmt.Print(formatTable(rows) + "\n" + s.watch.table())
 	fmt.Printf(`
 Cluster in a box %s is running: 3 hosts (network namespaces %sh1..%sh3 on
 bridge %sul0, 10.%d.0.1-3), NAS %snas at %s exporting %s (storage %s).

@@ -107,10 +107,10 @@ type serverTimes struct {
 // file on whichever host runs the server. It polls every 100 ms, far finer
 // than a CLI round trip.
 type serverWatch struct {
-	s     *scenario
-	token string // admin token, set by the token issue step
+	s *scenario
 
 	mu       sync.Mutex
+	token    string // admin token, set by the token issue step
 	times    []*serverTimes
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -147,37 +147,55 @@ func (w *serverWatch) watchServer(ctx context.Context, name, id string, t0 time.
 	}()
 }
 
-// poll checks st's milestones once; it reports whether all were seen.
+// poll checks st's milestones once; it reports whether following it is
+// over: all seen, or the server went to ERROR. The lock is held only to
+// read and record, not across the requests and file reads.
 func (w *serverWatch) poll(st *serverTimes, t0 time.Time) bool {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	el := time.Since(t0)
-	if st.active == 0 {
-		if status, host := w.serverStatus(st.id); status == "ACTIVE" {
-			st.active, st.host = el, host
-		}
+	seen := *st
+	token := w.token
+	w.mu.Unlock()
+	var status, host string
+	if seen.active == 0 {
+		status, host = w.serverStatus(token, st.id)
 	}
-	if st.ready == 0 || st.pinging == 0 {
+	var ready, pinging bool
+	if seen.ready == 0 || seen.pinging == 0 {
 		for _, h := range w.s.b.Hosts {
 			b, err := os.ReadFile(filepath.Join(h.DataDir, "instances", st.id, "console.log"))
 			if err != nil {
 				continue
 			}
-			if st.ready == 0 && strings.Contains(string(b), "PEERSTACK-READY") {
-				st.ready = el
-			}
-			if st.pinging == 0 && strings.Contains(string(b), "PEERSTACK-PING-OK") {
-				st.pinging = el
-			}
+			ready = ready || strings.Contains(string(b), "PEERSTACK-READY")
+			pinging = pinging || strings.Contains(string(b), "PEERSTACK-PING-OK")
 		}
 	}
-	return st.active != 0 && st.ready != 0 && st.pinging != 0
+	el := time.Since(t0)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st.active == 0 && status == "ACTIVE" {
+		st.active, st.host = el, host
+	}
+	if st.ready == 0 && ready {
+		st.ready = el
+	}
+	if st.pinging == 0 && pinging {
+		st.pinging = el
+	}
+	return status == "ERROR" || (st.active != 0 && st.ready != 0 && st.pinging != 0)
+}
+
+// setToken gives the watch the admin token it asks the API with.
+func (w *serverWatch) setToken(token string) {
+	w.mu.Lock()
+	w.token = token
+	w.mu.Unlock()
 }
 
 // serverStatus asks any live host for the server's status and host.
-func (w *serverWatch) serverStatus(id string) (status, host string) {
+func (w *serverWatch) serverStatus(token, id string) (status, host string) {
 	hc, err := w.s.boxHTTP()
-	if err != nil || w.token == "" {
+	if err != nil || token == "" {
 		return "", ""
 	}
 	for i := range w.s.b.Hosts {
@@ -185,7 +203,7 @@ func (w *serverWatch) serverStatus(id string) (status, host string) {
 			continue
 		}
 		req, _ := http.NewRequest("GET", "https://"+w.s.b.Host(i+1).APIAddr+"/compute/v2.1/servers/"+id, nil)
-		req.Header.Set("X-Auth-Token", w.token)
+		req.Header.Set("X-Auth-Token", token)
 		resp, err := hc.Do(req)
 		if err != nil {
 			continue

@@ -405,7 +405,9 @@ func applyDetachVolume(t *Txn, c *Command) error {
 	if a == nil || a.ServerID != r.ServerID {
 		return Errorf(KindNotFound, "volume %s is not attached to server %s", v.ID, r.ServerID)
 	}
-	if inst, ok := t.read().Instance(r.ServerID); ok && inst.RootVolume == v.ID {
+	// Only the boot attachment itself: an entry from before reservations
+	// could attach and detach a server's own root volume like any other.
+	if inst, ok := t.read().Instance(r.ServerID); ok && inst.RootVolume == v.ID && a.Device == RootDevice {
 		return Errorf(KindInvalid, "Cannot detach a root device volume")
 	}
 	if v.Status == VolumeExtending {

@@ -273,21 +273,8 @@ func TestImageDistribution(t *testing.T) {
 // (a per-host flag such as --image-cache-size), and returns its index.
 func (c *Cluster) joinWith(ctx context.Context, edit func(*node.Config)) int {
 	c.t.Helper()
-	tok := c.Token(ctx)
 	i := c.Len()
-	name := fmt.Sprintf("host%d", i)
-	dir := filepath.Join(c.base, name)
-	cfg := c.config(dir, name, tok)
-	edit(&cfg)
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		c.t.Fatalf("start %s: %v", name, err)
-	}
-	c.mu.Lock()
-	c.nodes = append(c.nodes, n)
-	c.dirs = append(c.dirs, dir)
-	c.names = append(c.names, name)
-	c.mu.Unlock()
+	c.add(ctx, c.Token(ctx), edit)
 	return i
 }
 

@@ -160,12 +160,18 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 	}
 }
 
-func (c *Cluster) add(ctx context.Context, token string) *node.Node {
+// add starts the next node, bootstrapping (empty token) or joining; edit,
+// when given, changes its configuration first (a per-host flag).
+func (c *Cluster) add(ctx context.Context, token string, edit ...func(*node.Config)) *node.Node {
 	c.t.Helper()
 	i := len(c.nodes)
 	name := fmt.Sprintf("host%d", i)
 	dir := filepath.Join(c.base, name)
-	n, err := node.Start(ctx, c.config(dir, name, token))
+	cfg := c.config(dir, name, token)
+	for _, e := range edit {
+		e(&cfg)
+	}
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
