@@ -32,13 +32,10 @@ func TestVolumeAttachedDaemonKilled(t *testing.T) {
 	if _, err := os.Stat(guest); err != nil {
 		t.Fatalf("guest image: %v (make guest-image)", err)
 	}
-	// A short data dir: QMP sockets live in it, and unix socket paths are
-	// limited to 107 bytes.
-	dir, err := os.MkdirTemp("", "vk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	// A deep data dir on purpose: its instances' QMP sockets do not fit a
+	// unix socket path (107 bytes) and live in /run/peerstack instead,
+	// which the restarted daemon must find again.
+	dir := t.TempDir()
 	p := StartDaemon(t, "volkill", filepath.Join(dir, "data"), "agent", "--network", "none", "--resync-interval", "2s")
 	clouds := filepath.Join(p.DataDir, "clouds.yaml")
 	osc := func(args ...string) string { t.Helper(); return Run(t, clouds, "openstack", args...) }

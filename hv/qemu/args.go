@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,8 +56,22 @@ type Spec struct {
 // Paths names the files of one VM. Every VM lives in its own directory.
 type Paths struct{ Dir string }
 
-// QMPSocket is the QMP control socket.
-func (p Paths) QMPSocket() string { return filepath.Join(p.Dir, "qmp.sock") }
+// QMPSocket is the QMP control socket: qmp.sock in the VM's directory, or,
+// when that path is too long for a unix socket (a deep data dir), a file
+// in ShortSocketDir named after a hash of the VM's directory — the same
+// name every time, so a restarted daemon finds a running QEMU again.
+func (p Paths) QMPSocket() string {
+	if in := filepath.Join(p.Dir, "qmp.sock"); len(in) <= maxSocketPath {
+		return in
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(p.Dir)))
+	return filepath.Join(ShortSocketDir, "qmp-"+hex.EncodeToString(sum[:12])+".sock")
+}
+
+// ShortSocketDir holds the QMP sockets of VMs whose directories are too
+// deep for a unix socket path. /run is not cleaned while the host runs
+// (unlike /tmp), and a VM does not outlive a reboot either.
+const ShortSocketDir = "/run/peerstack"
 
 // ConsoleLog is the serial console log, written by QEMU (append mode).
 func (p Paths) ConsoleLog() string { return filepath.Join(p.Dir, "console.log") }
@@ -317,9 +333,6 @@ func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 	}
 	if strings.ContainsAny(p.Dir, ",\n") {
 		return nil, invalid("vm dir %q: contains a comma or newline", p.Dir)
-	}
-	if len(p.QMPSocket()) > maxSocketPath {
-		return nil, invalid("qmp socket path %q: longer than %d bytes", p.QMPSocket(), maxSocketPath)
 	}
 	var cpu string
 	switch accel {

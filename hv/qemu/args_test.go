@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -128,7 +129,6 @@ func TestBuildArgsInvalid(t *testing.T) {
 		{"dup disk id", func(s *Spec) { s.ExtraDisks = []Disk{{ID: "a", Path: "/x"}, {ID: "a", Path: "/y"}} }, p, AccelTCG, "duplicate"},
 		{"relative dir", func(s *Spec) {}, Paths{Dir: "vms/x"}, AccelTCG, "absolute"},
 		{"comma dir", func(s *Spec) {}, Paths{Dir: "/var/lib/a,b"}, AccelTCG, "comma"},
-		{"long socket", func(s *Spec) {}, Paths{Dir: "/" + strings.Repeat("d", 100)}, AccelTCG, "socket"},
 		{"bad accel", func(s *Spec) {}, p, Accel("hvf"), "accelerator"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -209,5 +209,31 @@ func TestValidateMAC(t *testing.T) {
 	got, err := ValidateMAC("FA:16:3E:0A:0B:0C")
 	if err != nil || got != "fa:16:3e:0a:0b:0c" {
 		t.Errorf("ValidateMAC = %q, %v; want fa:16:3e:0a:0b:0c", got, err)
+	}
+}
+
+func TestQMPSocketPath(t *testing.T) {
+	short := Paths{Dir: "/var/lib/peerstack/instances/" + testUUID}
+	if got, want := short.QMPSocket(), short.Dir+"/qmp.sock"; got != want {
+		t.Errorf("QMPSocket(%s) = %s; want %s", short.Dir, got, want)
+	}
+	deep := Paths{Dir: "/home/someone/src/github.com/peerstack/peerstack/data/instances/" + testUUID}
+	other := Paths{Dir: "/home/someone/src/github.com/peerstack/peerstack/data2/instances/" + testUUID}
+	got := deep.QMPSocket()
+	if len(got) > maxSocketPath || filepath.Dir(got) != ShortSocketDir {
+		t.Errorf("QMPSocket(%s) = %s (%d bytes); want a path in %s of at most %d bytes", deep.Dir, got, len(got), ShortSocketDir, maxSocketPath)
+	}
+	if again := (Paths{Dir: deep.Dir + "/"}).QMPSocket(); again != got {
+		t.Errorf("QMPSocket is not stable: %s then %s", got, again)
+	}
+	if o := other.QMPSocket(); o == got {
+		t.Errorf("two VM dirs share the QMP socket %s", o)
+	}
+	args, err := BuildArgs(baseSpec(), deep, AccelTCG)
+	if err != nil {
+		t.Fatalf("BuildArgs with a deep dir = %v", err)
+	}
+	if !slices.Contains(args, "unix:"+got+",server=on,wait=off") {
+		t.Errorf("BuildArgs with a deep dir does not use %s: %v", got, args)
 	}
 }

@@ -326,6 +326,9 @@ func (d *Driver) start(ctx context.Context, v *vm, s Spec) (err error) {
 	if err := writeSpec(v.paths, s); err != nil {
 		return fmt.Errorf("vm %s: write spec: %w", v.uuid, err)
 	}
+	if err := os.MkdirAll(filepath.Dir(v.paths.QMPSocket()), 0o700); err != nil {
+		return fmt.Errorf("vm %s: qmp socket dir: %w", v.uuid, err)
+	}
 	// Not live (checked above): leftovers of a killed QEMU.
 	_ = os.Remove(v.paths.QMPSocket())
 	_ = os.Remove(v.paths.PIDFile())
