@@ -34,45 +34,16 @@ import (
 // libfaketime's LD_PRELOAD does not reach a Go binary's clock (time.Now
 // reads the vDSO), and time namespaces do not offset CLOCK_REALTIME.
 func TestBoxBadInput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster in a box: not in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"openstack", "ganesha.nfsd", "rpcbind", "nfs-ls", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("cluster in a box needs %s: %v", tool, err)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
-	out := testWriter{t}
 	t0 := time.Now()
-	b, err := StartBox(ctx, BoxOptions{Hosts: 3, NFS: true, Kind: "test", Bin: Binary(t), Log: out})
-	if err != nil {
-		t.Fatalf("start box: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Down(context.Background()); err != nil {
-			t.Errorf("box teardown: %v", err)
-		}
-		if left := boxRemains(b); len(left) > 0 {
-			t.Errorf("teardown left: %v", left)
-		}
-		t.Logf("logs of every daemon: %s", b.LogDir)
-	})
-	boot := time.Since(t0)
-	s, err := newScenario(ctx, b, out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, up := startTestBox(t, ctx, "openstack", "ganesha.nfsd", "rpcbind", "nfs-ls", "nsenter")
 	bad := &badInput{}
 	rows, err := s.runSteps(bad.steps(), true, false)
-	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok", api: -1}}, rows...)
+	rows = append([]stepResult{up}, rows...)
 	table := formatTable(rows)
 	fmt.Print(table)
-	t.Logf("\n%s(total %.1fs; NAS outage %.1fs; logs %s)", table, time.Since(t0).Seconds(), bad.outage.Seconds(), b.LogDir)
+	t.Logf("\n%s(total %.1fs; NAS outage %.1fs; logs %s)", table, time.Since(t0).Seconds(), bad.outage.Seconds(), s.b.LogDir)
 	if err != nil {
 		t.Fatal(err)
 	}

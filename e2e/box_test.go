@@ -33,20 +33,46 @@ func (w testWriter) Write(p []byte) (int, error) {
 // namespaces, identity, leader kill + catch-up, deletion and the leftover
 // check.
 func TestClusterInABox(t *testing.T) {
+	full := os.Getenv("PEERSTACK_E2E_FULL") == "1"
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	s, up := startTestBox(t, ctx, "qemu-system-x86_64", "openstack", "ganesha.nfsd", "rpcbind", "nfs-ls")
+	rows, err := s.runSteps(e2eSteps(), full, false)
+	rows = append([]stepResult{up}, rows...)
+	table := formatTable(rows) + "\n" + s.watch.table()
+	fmt.Print(table)
+	t.Logf("\n%s(total %.1fs; full=%v; logs %s)", table, time.Since(t0).Seconds(), full, s.b.LogDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gated := 0
+	for _, r := range rows {
+		if strings.HasPrefix(r.status, "gated") {
+			gated++
+		}
+	}
+	if full && gated > 0 {
+		t.Fatalf("PEERSTACK_E2E_FULL=1 but %d steps were gated", gated)
+	}
+}
+
+// startTestBox starts a 3-host box with a NAS for a test (root and the
+// tools given are required), tears it down at the end and checks nothing
+// is left, and returns a scenario on it and the row of its start-up.
+func startTestBox(t *testing.T, ctx context.Context, tools ...string) (*scenario, stepResult) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("cluster in a box: not in -short mode")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "openstack", "ganesha.nfsd", "rpcbind", "nfs-ls"} {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("cluster in a box needs %s: %v", tool, err)
 		}
 	}
-	full := os.Getenv("PEERSTACK_E2E_FULL") == "1"
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
 	out := testWriter{t}
 	t0 := time.Now()
 	b, err := StartBox(ctx, BoxOptions{Hosts: 3, NFS: true, Kind: "test", Bin: Binary(t), Log: out})
@@ -67,23 +93,7 @@ func TestClusterInABox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.runSteps(e2eSteps(), full, false)
-	rows = append([]stepResult{{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok", api: -1}}, rows...)
-	table := formatTable(rows) + "\n" + s.watch.table()
-	fmt.Print(table)
-	t.Logf("\n%s(total %.1fs; full=%v; logs %s)", table, time.Since(t0).Seconds(), full, b.LogDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gated := 0
-	for _, r := range rows {
-		if strings.HasPrefix(r.status, "gated") {
-			gated++
-		}
-	}
-	if full && gated > 0 {
-		t.Fatalf("PEERSTACK_E2E_FULL=1 but %d steps were gated", gated)
-	}
+	return s, stepResult{name: "box up (underlay, NAS, 3 daemons)", host: "-", secs: boot.Seconds(), status: "ok", api: -1}
 }
 
 // boxRemains lists the box's namespaces, links and processes that still
