@@ -5,7 +5,7 @@ BIN := bin/peerstack
 DATA ?= ./data
 PKGS := ./...
 
-.PHONY: all build run test test-unit bench lint deps deps-run guest-image clean
+.PHONY: all build run test test-unit bench lint deps deps-run deps-guest guest-image clean
 
 all: build
 
@@ -15,12 +15,16 @@ deps:
 deps-run:
 	@scripts/deps.sh run
 
+deps-guest:
+	@scripts/deps.sh guest
+
 build:
 	$(GO) build -o $(BIN) .
 
-# A single-host cluster on the embedded defaults, state in $(DATA).
+# A single-host cluster on the embedded defaults, state in $(DATA); extra
+# agent flags in ARGS (e.g. ARGS='--api-addr 127.0.0.1:8470').
 run: deps-run build
-	$(BIN) agent --data-dir $(DATA)
+	$(BIN) agent --data-dir $(DATA) $(ARGS)
 
 # As root with QEMU (CI), this includes real VMs and the full cluster-in-a-box scenario.
 test: deps build guest-image
@@ -37,7 +41,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-guest-image: build/guest.qcow2
+guest-image: deps-guest build/guest.qcow2
 
 build/guest.qcow2: scripts/build-guest-image.sh scripts/guestio/main.go
 	scripts/build-guest-image.sh build

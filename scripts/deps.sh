@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages peerstack needs, only when missing (idempotent).
-#   scripts/deps.sh run    what the daemon needs to run VMs, networks and volumes
-#   scripts/deps.sh test   plus what the tests need (openstack client, NFS server, guest image tools)
+#   scripts/deps.sh run    what the daemon needs to run VMs, networks and volumes,
+#                          plus the openstack client that `make run` tells you to use
+#   scripts/deps.sh guest  what `make guest-image` needs to build the test guest
+#   scripts/deps.sh test   all of the above plus what the tests need (NFS server, tools)
 set -euo pipefail
 what=${1:-test}
-run_pkgs="qemu-system-x86 qemu-utils qemu-block-extra iproute2"
-test_pkgs="$run_pkgs python3-openstackclient nfs-ganesha nfs-ganesha-vfs rpcbind busybox-static cpio grub-pc-bin grub-common xorriso mtools socat libnfs-utils iputils-ping"
+run_pkgs="qemu-system-x86 qemu-utils qemu-block-extra iproute2 python3-openstackclient"
+guest_pkgs="busybox-static cpio grub-pc-bin grub-common xorriso mtools qemu-utils"
+test_pkgs="$run_pkgs $guest_pkgs nfs-ganesha nfs-ganesha-vfs rpcbind socat libnfs-utils iputils-ping"
 case "$what" in
   run) pkgs=$run_pkgs ;;
+  guest) pkgs=$guest_pkgs ;;
   test) pkgs=$test_pkgs ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  *) echo "usage: $0 run|guest|test" >&2; exit 2 ;;
 esac
 missing=()
 for p in $pkgs; do
