@@ -58,7 +58,7 @@ demo: deps build guest-image
 demo-down:
 	scripts/demo.sh down
 
-# The whole issue-9 scenario through the openstack CLI (root, QEMU, ganesha).
+# The whole cluster-in-a-box scenario through the openstack CLI (root, QEMU, ganesha).
 # Without PEERSTACK_E2E_FULL=1 (as in `make test`) only the steps whose
 # features exist run: cluster formation, identity, leader kill, cleanup.
 e2e: deps build guest-image

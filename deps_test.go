@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestImportDirections enforces DESIGN.md's import rules: imports point
+// TestImportDirections enforces the import rules of docs/architecture.md: imports point
 // down only; consensus, gossip, hv/* and consensus/statedb import nothing
 // else of the project; the scheduler only the state types; rest never node
 // or hv; nothing but main and tests imports node.
@@ -63,7 +63,7 @@ func TestImportDirections(t *testing.T) {
 				continue
 			}
 			if to := rel(imp); !allowed(from, to) {
-				t.Errorf("%s imports %s: not allowed by DESIGN.md", p.ImportPath, imp)
+				t.Errorf("%s imports %s: not allowed by docs/architecture.md", p.ImportPath, imp)
 			}
 		}
 	}

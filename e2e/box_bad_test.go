@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// TestBoxBadInput runs issue 9's "bad input" scenarios on a 3-host cluster
+// TestBoxBadInput runs the "bad input" scenarios on a 3-host cluster
 // in a box with NFS storage: a host started with a garbage token and with
 // a real token whose secret was altered (the join is refused with a clear
 // message, nothing is left in its data dir, the cluster keeps 3 members),

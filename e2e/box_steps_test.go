@@ -744,7 +744,7 @@ func stepNothingLeft(s *scenario, h int) (string, error) {
 	return "all", err
 }
 
-// e2eSteps is the whole issue-9 scenario, in order.
+// e2eSteps is the whole cluster-in-a-box scenario, in order.
 func e2eSteps() []boxStep {
 	return []boxStep{
 		{name: "cluster formed (members via every host)", run: stepCluster},

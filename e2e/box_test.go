@@ -25,7 +25,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestClusterInABox runs the issue-9 scenario on a 3-host cluster in a box
+// TestClusterInABox runs the whole scenario on a 3-host cluster in a box
 // with NFS storage, driven only through the openstack and peerstack CLIs
 // against different hosts in turn. The steps that need compute, networks,
 // images and volumes run only with PEERSTACK_E2E_FULL=1 (`make e2e`);

@@ -1,6 +1,6 @@
 package e2e
 
-// Figures of the cluster-in-a-box scenario (issue 9): the control plane's
+// Figures of the cluster-in-a-box scenario: the control plane's
 // share of each step, from the daemons' own API time, and per server the
 // time from `server create` to ACTIVE, to the guest's READY and to its
 // first successful ping.

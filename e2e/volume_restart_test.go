@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// TestVolumeAttachedDaemonKilled (issue 8): a real daemon with a real
+// TestVolumeAttachedDaemonKilled: a real daemon with a real
 // QEMU guest and a volume attached is SIGKILLed and restarted on the same
 // data dir. The guest and its disk must not notice, the attachment must be
 // the same one, and the restarted daemon must still drive the device: a

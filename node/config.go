@@ -18,7 +18,7 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
-// Default listen addresses (DESIGN.md: ports and paths).
+// Default listen addresses (docs/install.md: ports).
 const (
 	DefaultDataDir    = "/var/lib/peerstack"
 	DefaultAPIAddr    = "0.0.0.0:8470"

@@ -10,7 +10,7 @@
 #   cache/       the extracted Debian kernel (.deb + vmlinuz + the modules used)
 #
 # Nothing is mounted and nothing is installed: the kernel comes from
-# `apt-get download` + `dpkg -x` (as in shared/recipes/02-build-guest.sh).
+# `apt-get download` + `dpkg -x`.
 # The build is idempotent and cached: when the inputs (this script, busybox,
 # the kernel package, scripts/guestio) are unchanged and the outputs exist,
 # it does nothing.

@@ -1,6 +1,6 @@
 package qemu
 
-// Volume throughput benchmark (issue 8): guest-visible sequential write and
+// Volume throughput benchmark: guest-visible sequential write and
 // read throughput of a qcow2 volume on a real NFS export, against qemu-io
 // (and qemu-img bench with the guest's request shape) on the same export in
 // the same run.
@@ -84,7 +84,7 @@ say "VOLBENCH-READ $r"
 // --flush-interval. The guest also times busybox dd /dev/zero → /dev/null
 // (guest-dd-zero-null): what a dd-based guest test would pay on top, per
 // block, to produce its data — under TCG about as long as the write. It reports the median MiB/s of each over the
-// iterations, the guest/qemu-io ratios of the medians (issue 8's target:
+// iterations, the guest/qemu-io ratios of the medians (the target:
 // ≥ 0.8) and the guest/qemu-img-bench ratios (-qd1). The guest runs under
 // whatever accelerator the host offers (KVM or TCG; see the log). Use
 // -benchtime Nx for N iterations: single 256 MiB runs take well under a

@@ -63,14 +63,14 @@ type Host struct {
 	Arch           string
 }
 
-// Microversions: only the base version is offered (API.md §3).
+// Microversions: only the base version is offered.
 const (
 	minVersion = "2.1"
 	maxVersion = "2.1"
 )
 
 // Time formats: Nova's created/updated carry a zone, OS-SRV-USG fields
-// do not (API.md §7.4).
+// do not.
 const (
 	timeZ   = "2006-01-02T15:04:05Z"
 	timeUSG = "2006-01-02T15:04:05.000000"

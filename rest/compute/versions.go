@@ -28,7 +28,7 @@ func (s *service) v21(c *rest.Ctx) versionDoc {
 	}
 }
 
-// versions serves GET /compute: the v2.0 and v2.1 entries (API.md §3).
+// versions serves GET /compute: the v2.0 and v2.1 entries.
 func (s *service) versions(c *rest.Ctx) (any, error) {
 	v20 := versionDoc{
 		ID: "v2.0", Status: "SUPPORTED", Updated: "2011-01-21T11:33:21Z",

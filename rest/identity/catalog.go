@@ -17,7 +17,7 @@ type catalogService struct {
 	typ, name, path string
 }
 
-// catalogServices follows API.md §1: identity, image and network
+// catalogServices lists identity, image and network
 // unversioned; compute and volume versioned, volume per project; both
 // volumev3 and block-storage for the volume service.
 var catalogServices = []catalogService{

@@ -18,7 +18,7 @@ import (
 )
 
 // TestGophercloud drives the server with the real gophercloud v2 client:
-// discovery, password auth, the identity calls of API.md §0, token
+// discovery, password auth, the identity calls the CLI makes, token
 // validation and revocation, and application credentials.
 func TestGophercloud(t *testing.T) {
 	e := newEnv(t, statedb.Settings{})

@@ -11,7 +11,7 @@ import (
 )
 
 // TestOSCSequences replays what `openstack project create`, `user create`
-// and `role add` send (API.md §2, wire sequences) and checks what they read.
+// and `role add` send and checks what they read.
 func TestOSCSequences(t *testing.T) {
 	e := newEnv(t, statedb.Settings{})
 	admin := e.admin()

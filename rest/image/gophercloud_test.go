@@ -13,7 +13,7 @@ import (
 )
 
 // TestGophercloud drives the API with gophercloud's image v2 package:
-// the calls of API.md §0 (Create, Upload, Get, List, Delete) plus Update,
+// the calls the CLI makes (Create, Upload, Get, List, Delete) plus Update,
 // Download, tags and members.
 func TestGophercloud(t *testing.T) {
 	e := newEnv(t)

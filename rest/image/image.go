@@ -156,7 +156,7 @@ func glanceErrors(w http.ResponseWriter, status int, title, msg string) {
 	fmt.Fprintf(w, "%d %s\n\n%s\n\n", status, title, msg)
 }
 
-// versions serves the discovery document (API.md §4): unauthenticated,
+// versions serves the discovery document: unauthenticated,
 // status CURRENT, self link to /image/v2/.
 func (s *service) versions(c *rest.Ctx) (any, error) {
 	return map[string]any{"versions": []map[string]any{{

@@ -37,7 +37,7 @@ func TestVolumeVersions(t *testing.T) {
 }
 
 // TestVolumeOSCSequence replays what `openstack volume create/list/show/
-// set --size/delete` send (API.md §5, wire sequences) with the agent's
+// set --size/delete` send with the agent's
 // reports applied as the host would.
 func TestVolumeOSCSequence(t *testing.T) {
 	e := newEnv(t, "")

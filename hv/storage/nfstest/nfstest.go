@@ -1,7 +1,7 @@
 // Package nfstest runs a real NFS server for tests: nfs-ganesha (FSAL VFS,
 // NFSv3 and v4) and rpcbind, in a network namespace of their own that has
 // only loopback, and a private /run so parallel servers do not share
-// rpcbind's lock and socket. It follows ../../../shared/recipes/05: no
+// rpcbind's lock and socket. Known to work with ganesha here: no
 // Bind_Addr, Mount_Path_Pseudo, rpcbind on port 111 for libnfs.
 //
 // Everything it starts carries a unique "psnfs-" name and is removed in
