@@ -37,7 +37,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
-	root.AddCommand(settingsCmd())
+	root.AddCommand(settingsCmd(), initCmd())
 	return root
 }
 
@@ -87,11 +87,21 @@ func runAgent(f *agentFlags, out io.Writer) error {
 		return err
 	}
 	f.cfg.Logger = log
+	if tok := os.Getenv("PEERSTACK_JOIN_TOKEN"); tok != "" && f.cfg.JoinToken == "" {
+		// The service's env file carries the token of a join not yet done;
+		// once the data dir holds a member, the token is spent.
+		if _, err := node.LocalAPIAddr(f.cfg.DataDir); err != nil {
+			f.cfg.JoinToken = tok
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, f.cfg)
 	if err != nil {
 		return err
+	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("tell systemd we are ready", "err", err)
 	}
 	if n.AdminPassword != "" {
 		fmt.Fprintf(out, "\npeerstack: bootstrapped cluster %s on host %s\n", n.ClusterID(), n.Name())
@@ -107,6 +117,7 @@ func runAgent(f *agentFlags, out io.Writer) error {
 		log.Info("stopping (VMs keep running)")
 	case <-n.Left():
 	}
+	_ = sdNotify("STOPPING=1")
 	n.Stop()
 	return nil
 }
@@ -125,16 +136,27 @@ func agentCmd() *cobra.Command {
 
 func joinCmd() *cobra.Command {
 	f := &agentFlags{}
+	var foreground bool
+	var envFile string
 	c := &cobra.Command{
 		Use:   "join TOKEN",
 		Short: "Join an existing cluster with a token from `peerstack token create`, then run the daemon",
 		Args:  cobra.ExactArgs(1),
+		Long: "join makes this host a member of the cluster the token names. Where the peerstack\n" +
+			"package installed its systemd unit (and --data-dir is left at its default), join hands\n" +
+			"the host to peerstack.service and returns once it is a member; otherwise, or with\n" +
+			"--foreground, it runs the daemon in this process.",
 		RunE: func(c *cobra.Command, args []string) error {
 			f.cfg.JoinToken = args[0]
+			if unitInstalled() && !foreground && !c.Flags().Changed("data-dir") {
+				return joinAsService(c.Context(), c.Flags(), f, envFile, c.OutOrStdout())
+			}
 			return runAgent(f, c.OutOrStdout())
 		},
 	}
 	addAgentFlags(c, f)
+	c.Flags().BoolVar(&foreground, "foreground", false, "run the daemon in this process even where the service is installed")
+	c.Flags().StringVar(&envFile, "env-file", defaultEnvFile, "the service's environment file (service mode)")
 	return c
 }
 

@@ -24,8 +24,11 @@ const (
 	DefaultAPIAddr    = "0.0.0.0:8470"
 	DefaultRaftAddr   = "0.0.0.0:8471"
 	DefaultGossipAddr = "0.0.0.0:7946"
-	Version           = "0.1.0"
 )
+
+// Version is this build's version; release builds set it with
+// -ldflags '-X github.com/peerstack/peerstack/node.Version=…'.
+var Version = "0.1.0"
 
 // Config configures one daemon.
 type Config struct {
