@@ -30,6 +30,7 @@ run: deps-run build
 test: deps build guest-image
 	$(GO) vet $(PKGS)
 	PEERSTACK_E2E_FULL=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+	$(MAKE) test-arm64
 
 test-unit: build
 	$(GO) test -race -count=1 -short $(PKGS)
@@ -48,6 +49,19 @@ build/guest.qcow2: scripts/build-guest-image.sh scripts/guestio/main.go
 
 clean:
 	rm -rf bin build
+
+.PHONY: deb test-arm64
+
+# Debian packages for amd64 and arm64 in build/deb (dpkg-deb; see packaging/).
+VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"/\1/p' node/config.go)
+deb:
+	scripts/mkdeb.sh $(VERSION) amd64 build/deb
+	scripts/mkdeb.sh $(VERSION) arm64 build/deb
+
+# The pure packages' unit tests, cross-compiled for arm64 and run under qemu-user.
+ARM64_PKGS := ./consensus/statedb/ ./node/scheduler/ ./node/identity/ ./gossip/
+test-arm64:
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -short -exec qemu-aarch64 $(ARM64_PKGS)
 
 .PHONY: demo demo-down e2e
 

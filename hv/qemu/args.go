@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -45,13 +46,37 @@ type Spec struct {
 	Name        string // display name (not on the command line)
 	VCPUs       int
 	RAMMB       int
-	Machine     string // default "pc"
+	Arch        string // "x86_64" or "aarch64"; default the host's (HostArch)
+	Machine     string // default "pc" on x86_64, "virt" on aarch64
+	Firmware    string // aarch64 only: UEFI image for -bios; default AArch64Firmware
 	RootDisk    Disk   // virtio-blk, bootindex=0
 	Ephemeral   string // path of the flavor's blank ephemeral qcow2 disk, optional (virtio-blk right after the root disk: vdb, serial ephemeral0)
 	ConfigDrive string // path of the config-drive ISO, optional (read-only virtio-blk)
 	NICs        []NIC  // at most MaxNICs
 	ExtraDisks  []Disk // volumes attached at boot; device ids "vol-<ID>", same as hot-plugged ones
 }
+
+// Guest architectures.
+const (
+	ArchX86    = "x86_64"
+	ArchARM64  = "aarch64"
+	archOfHost = "" // normalize fills in HostArch()
+)
+
+// AArch64Firmware is the UEFI firmware Debian's qemu-efi-aarch64 installs;
+// aarch64 guests boot from it (the virt machine has no legacy BIOS).
+const AArch64Firmware = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+
+// HostArch is the QEMU architecture name of the machine this runs on.
+func HostArch() string {
+	if runtime.GOARCH == "arm64" {
+		return ArchARM64
+	}
+	return ArchX86
+}
+
+// DefaultBinary is the QEMU system emulator for the host's architecture.
+func DefaultBinary() string { return "qemu-system-" + HostArch() }
 
 // Paths names the files of one VM. Every VM lives in its own directory.
 type Paths struct{ Dir string }
@@ -148,8 +173,29 @@ func (s Spec) normalize() (Spec, error) {
 	if s.RAMMB < 16 || s.RAMMB > 4<<20 {
 		return s, invalid("ram %d MB: want 16..%d", s.RAMMB, 4<<20)
 	}
-	if s.Machine == "" {
-		s.Machine = "pc"
+	if s.Arch == archOfHost {
+		s.Arch = HostArch()
+	}
+	switch s.Arch {
+	case ArchX86:
+		if s.Firmware != "" {
+			return s, invalid("firmware %q: x86_64 guests boot from QEMU's own BIOS", s.Firmware)
+		}
+		if s.Machine == "" {
+			s.Machine = "pc"
+		}
+	case ArchARM64:
+		if s.Machine == "" {
+			s.Machine = "virt"
+		}
+		if s.Firmware == "" {
+			s.Firmware = AArch64Firmware
+		}
+		if !filepath.IsAbs(s.Firmware) || strings.ContainsAny(s.Firmware, ",\n") {
+			return s, invalid("firmware %q: not an absolute path", s.Firmware)
+		}
+	default:
+		return s, invalid("arch %q: want %s or %s", s.Arch, ArchX86, ArchARM64)
 	}
 	if !machineRE.MatchString(s.Machine) {
 		return s, invalid("machine %q", s.Machine)
@@ -316,7 +362,9 @@ func mustJSON(v any) string {
 // BuildArgs returns the QEMU arguments (without the binary) for s. It is
 // pure: it validates s and p and touches nothing on the host.
 //
-// The VM gets: the accelerator (TCG adds -cpu max, KVM -cpu host), no
+// The VM gets: the accelerator (TCG adds -cpu max, KVM -cpu host), the
+// machine of its architecture (pc on x86_64; virt with UEFI firmware on
+// aarch64), no
 // default devices and no user config, no display, the serial console appended
 // to a file, a QMP socket, a pidfile, the root disk on virtio-blk with
 // bootindex=0, the flavor's ephemeral disk (if any) right after it on
@@ -358,9 +406,15 @@ func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + p.QMPSocket() + ",server=on,wait=off",
 		"-pidfile", p.PIDFile(),
+	}
+	if s.Arch == ArchARM64 {
+		// The virt machine boots UEFI from flash; -bios loads it read-only.
+		args = append(args, "-bios", s.Firmware)
+	}
+	args = append(args,
 		"-blockdev", mustJSON(s.RootDisk.blockdev("root")),
 		"-device", "virtio-blk-pci,drive=root,id=disk-root,bootindex=0",
-	}
+	)
 	if s.Ephemeral != "" {
 		eph := Disk{Path: s.Ephemeral, Format: "qcow2"}
 		args = append(args,

@@ -43,6 +43,7 @@ func baseSpec() Spec {
 		Name:     "web-1",
 		VCPUs:    1,
 		RAMMB:    128,
+		Arch:     ArchX86,
 		RootDisk: Disk{ID: "root", Path: "/var/lib/peerstack/instances/" + testUUID + "/root.qcow2", Format: "qcow2"},
 	}
 }
@@ -65,6 +66,10 @@ func TestBuildArgsGolden(t *testing.T) {
 	eph.Ephemeral = p.Ephemeral()
 	eph.ConfigDrive = p.ConfigDrive()
 	eph.ExtraDisks = []Disk{{ID: "vol1", Path: "/srv/volumes/vol1.qcow2"}}
+	arm := baseSpec()
+	arm.Arch = ArchARM64
+	arm.ConfigDrive = p.ConfigDrive()
+	arm.NICs = []NIC{{ID: "port-a", Tap: "pst-a1b2c3d4", MAC: "fa:16:3e:00:00:01"}}
 	nfsRoot := baseSpec()
 	nfsRoot.RootDisk = Disk{Path: "nfs://storage.example/export/instances/" + testUUID + "/root.qcow2"}
 
@@ -78,6 +83,8 @@ func TestBuildArgsGolden(t *testing.T) {
 		{"full-tcg", full, AccelTCG},
 		{"nfs-root-tcg", nfsRoot, AccelTCG},
 		{"ephemeral-tcg", eph, AccelTCG},
+		{"aarch64-tcg", arm, AccelTCG},
+		{"aarch64-kvm", arm, AccelKVM},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, err := BuildArgs(tc.spec, p, tc.accel)
@@ -125,6 +132,9 @@ func TestBuildArgsInvalid(t *testing.T) {
 		{"long tap", func(s *Spec) { s.NICs = []NIC{{ID: "a", Tap: "tap-name-too-long", MAC: "02:00:00:00:00:01"}} }, p, AccelTCG, "tap"},
 		{"comma tap", func(s *Spec) { s.NICs = []NIC{{ID: "a", Tap: "t0,x=y", MAC: "02:00:00:00:00:01"}} }, p, AccelTCG, "tap"},
 		{"relative ephemeral", func(s *Spec) { s.Ephemeral = "ephemeral.qcow2" }, p, AccelTCG, "ephemeral"},
+		{"unknown arch", func(s *Spec) { s.Arch = "riscv64" }, p, AccelTCG, "arch"},
+		{"x86 firmware", func(s *Spec) { s.Firmware = "/usr/share/ovmf/OVMF.fd" }, p, AccelTCG, "firmware"},
+		{"relative aarch64 firmware", func(s *Spec) { s.Arch, s.Firmware = ArchARM64, "QEMU_EFI.fd" }, p, AccelTCG, "firmware"},
 		{"bad disk id", func(s *Spec) { s.ExtraDisks = []Disk{{ID: "a,b", Path: "/x"}} }, p, AccelTCG, "id"},
 		{"dup disk id", func(s *Spec) { s.ExtraDisks = []Disk{{ID: "a", Path: "/x"}, {ID: "a", Path: "/y"}} }, p, AccelTCG, "duplicate"},
 		{"relative dir", func(s *Spec) {}, Paths{Dir: "vms/x"}, AccelTCG, "absolute"},

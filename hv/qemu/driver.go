@@ -89,7 +89,7 @@ type VMEvent struct {
 // Config configures a Driver.
 type Config struct {
 	StateDir     string        // per-VM directories live in StateDir/<uuid>
-	QEMUBinary   string        // default "qemu-system-x86_64", looked up in PATH
+	QEMUBinary   string        // default DefaultBinary() (qemu-system-<host arch>), looked up in PATH
 	QEMUImg      string        // default "qemu-img", looked up in PATH when needed
 	StopTimeout  time.Duration // ACPI shutdown grace period; default 60s
 	ConsoleLimit int64         // console.log cap in bytes; default 1 MiB
@@ -139,7 +139,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	cfg.StateDir = dir
 	if cfg.QEMUBinary == "" {
-		cfg.QEMUBinary = "qemu-system-x86_64"
+		cfg.QEMUBinary = DefaultBinary()
 	}
 	if cfg.QEMUImg == "" {
 		cfg.QEMUImg = "qemu-img"

@@ -26,7 +26,11 @@ import (
 // host and the first real guest then aborts; waiting for the firmware's
 // first words cannot. The probe costs well under a second when KVM works.
 func DetectAccel() Accel {
-	a, _ := detectAccel(context.Background(), "qemu-system-x86_64")
+	probe := "qemu-system-x86_64"
+	if HostArch() != ArchX86 {
+		probe = "" // the firmware probe is x86's; elsewhere the KVM ioctl decides
+	}
+	a, _ := detectAccel(context.Background(), probe)
 	return a
 }
 
