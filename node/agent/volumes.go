@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -280,10 +281,20 @@ func (a *Agent) attachVolume(ctx context.Context, act volAction) error {
 // volume is detached (available), or the detach is given up and reported
 // with the reason (in-use again; asking again starts over). A detach cut
 // short by ctx (the daemon stops) reports nothing: the attachment stays
-// detaching and the next agent resumes it.
+// detaching and the next agent resumes it. So does one whose server is
+// asked to stop, reboot or go meanwhile: that waits for no guest, and the
+// detach resumes after it.
 func (a *Agent) detachVolume(ctx context.Context, act volAction) error {
 	if act.Server != nil {
-		if err := a.unplug(ctx, act); err != nil {
+		uctx, stop := a.whileServerUnchanged(ctx, act.Server)
+		err := a.unplug(uctx, act)
+		stop()
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(uctx), errServerChanged) {
+			a.log.Info("detach volume paused: its server has another operation to run first",
+				"volume", act.Vol.ID, "server", act.Server.ID)
+			return nil
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -295,6 +306,38 @@ func (a *Agent) detachVolume(ctx context.Context, act volAction) error {
 	a.log.Info("volume detached", "volume", act.Vol.ID, "attachment", act.Att.ID)
 	return a.reportAttachment(ctx, act, statedb.AttachDetached, "")
 }
+
+// whileServerUnchanged returns a context that ends with ctx, or once the
+// server's desired power or task differs from inst's (another operation
+// awaits it, behind the detach) or the server is gone. Call stop when
+// done.
+func (a *Agent) whileServerUnchanged(ctx context.Context, inst *statedb.Instance) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	changed := func() bool {
+		cur, ok := a.cfg.State.Snapshot().Instance(inst.ID)
+		return !ok || cur.Desired != inst.Desired || cur.TaskState != inst.TaskState
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ch := a.cfg.State.Changed()
+			if changed() {
+				cancel(errServerChanged)
+				return
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil); <-done }
+}
+
+// errServerChanged ends a detach whose server has another operation to run.
+var errServerChanged = errors.New("the server has another operation to run")
 
 // Pauses between two DetachDisk calls that failed before their budget.
 const (

@@ -277,3 +277,24 @@ func (h *harness) runAs(host string) {
 	h.hostID = host
 	h.run()
 }
+
+// A server stopped while its guest ignores an unplug stops without waiting
+// for the detach's budget; the detach then completes on the stopped VM.
+func TestAgentVolumeDetachYieldsToStop(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Hour
+	h.run()
+	h.attached()
+	h.hv.HangDetach("v-1", true)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.eventually("detach under way", func() bool { return h.hv.Count("DetachDisk", "i-1") == 1 })
+	h.apply(statedb.CmdInstanceAction, statedb.InstanceActionCmd{ID: "i-1", Action: statedb.ActionStop})
+	h.waitState("i-1", statedb.VMStopped, statedb.PowerShutdown)
+	v := h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil || v.ErrorReason != "" {
+		t.Errorf("volume after stop = %+v; want detached, no reason", v)
+	}
+	if vm, _ := h.hv.VM("i-1"); len(vm.Disks) != 0 {
+		t.Errorf("VM disks = %v; want none", vm.Disks)
+	}
+}
