@@ -55,7 +55,7 @@ type AgentOptions struct {
 
 	// ResyncInterval is the period of full resyncs (default 10 s, jittered).
 	ResyncInterval time.Duration
-	// DetachTimeout bounds a volume hot-unplug (default 30 s).
+	// DetachTimeout bounds a volume hot-unplug, retries included (default 2 min).
 	DetachTimeout time.Duration
 
 	// rt is the running agent's handle, set by runAgents under Node.mu.

@@ -108,9 +108,12 @@ type AttachVolumeCmd struct {
 }
 
 // DetachVolumeCmd asks for a volume's detach from a server: the attachment
-// goes to detaching and the agent on its host unplugs it and reports
-// "detached". Repeating it while detaching clears the recorded fault,
-// which tells the agent to try again.
+// goes to detaching and the agent on its host unplugs it, asking the guest
+// again with back-off, and reports "detached" (the volume is available) or
+// gives up (the volume is in-use again with the reason). It is always
+// accepted while the volume is attached to the server: in-use (after a
+// give-up too) or already detaching (idempotent; it clears a fault
+// recorded by an older agent, which then tries again).
 type DetachVolumeCmd struct {
 	VolumeID string `json:"volume_id"`
 	ServerID string `json:"server_id"`
@@ -550,8 +553,12 @@ func applyVolumeHostGone(t *Txn, c *Command) error {
 //   - attaching or detaching → detached: the attachment is dropped and the
 //     volume is available;
 //   - Error while attaching: the attach failed, the attachment is dropped
-//     and the volume is available with the reason; while detaching (the
-//     guest ignored the unplug): it stays detaching with the reason.
+//     and the volume is available with the reason;
+//   - Error with AttachmentState "attached" while detaching: the agent gave
+//     up (the guest never released the device): the attachment is attached
+//     again and the volume in-use, with the reason, so the user can retry;
+//   - Error alone while detaching (what agents before the give-up sent):
+//     it stays detaching with the reason, and the agent tries again.
 //
 // A report about an attachment whose server no longer exists drops the
 // attachment.
@@ -657,6 +664,10 @@ func reportAttachment(t *Txn, v *Volume, r *ReportVolumeCmd) bool {
 	case r.Error != "" && a.State == AttachAttaching:
 		dropAttachment(v)
 		v.ErrorReason = "attaching to server " + a.ServerID + " failed: " + r.Error
+	case r.Error != "" && a.State == AttachDetaching && r.AttachmentState == AttachAttached:
+		a.State = AttachAttached
+		v.Status = VolumeInUse
+		v.ErrorReason = "detaching from server " + a.ServerID + " failed: " + r.Error
 	case r.Error != "":
 		v.ErrorReason = r.Error
 	case r.AttachmentState == AttachAttached && a.State == AttachAttaching:

@@ -154,18 +154,9 @@ func TestVolumeLifecycle(t *testing.T) {
 		t.Fatalf("after online extend size = %d prev %d; want 3, 0", v.SizeGB, v.PrevSizeGB)
 	}
 
-	// Detach; the guest ignores it first: stays detaching with the fault.
+	// Detach, and the host reports the device gone: available.
 	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
 	e.wantStatus("v1", VolumeDetaching)
-	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a1", Error: "guest did not release the device"})
-	if v = e.wantStatus("v1", VolumeDetaching); v.ErrorReason != "guest did not release the device" || v.Attachment() == nil {
-		t.Fatalf("after failed detach = %+v; want detaching with the fault", v)
-	}
-	// A repeated detach clears the fault (the agent retries).
-	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
-	if v = e.wantStatus("v1", VolumeDetaching); v.ErrorReason != "" {
-		t.Fatalf("repeated detach kept reason %q", v.ErrorReason)
-	}
 	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a1", AttachmentState: AttachDetached})
 	if v = e.wantStatus("v1", VolumeAvailable); len(v.Attachments) != 0 {
 		t.Fatalf("after detach attachments = %+v; want none", v.Attachments)
@@ -185,6 +176,86 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	// A late report about a gone volume is not an error.
 	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host1", Status: VolumeAvailable})
+}
+
+// TestVolumeDetachGiveUp: a detach ends available, or in-use with the
+// reason when the host gives up; a detach is accepted again at any point
+// while the volume is attached, and nothing stays detaching.
+func TestVolumeDetachGiveUp(t *testing.T) {
+	e := newVolEnv(t, "nfs://srv/export")
+	e.putInstance(activeServer("s1", "host2"))
+	e.create("v1", "host1")
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host1", Status: VolumeAvailable})
+	e.must(CmdAttachVolume, AttachVolumeCmd{VolumeID: "v1", ServerID: "s1", AttachmentID: "a1"})
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a1", AttachmentState: AttachAttached})
+	attachedAt := e.wantStatus("v1", VolumeInUse).Attachment().AttachedAt
+
+	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
+	e.wantStatus("v1", VolumeDetaching)
+	// Repeated while detaching: accepted, still detaching.
+	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
+	e.wantStatus("v1", VolumeDetaching)
+	// A give-up from another host, or about another attachment, is ignored.
+	giveUp := ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a1", AttachmentState: AttachAttached,
+		Error: "guest did not release the device"}
+	other := giveUp
+	other.HostID = "host1"
+	e.report(other)
+	other = giveUp
+	other.AttachmentID = "a0"
+	e.report(other)
+	e.wantStatus("v1", VolumeDetaching)
+
+	// The host gives up: in-use again, attached, with the reason.
+	e.report(giveUp)
+	v := e.wantStatus("v1", VolumeInUse)
+	a := v.Attachment()
+	if a == nil || a.State != AttachAttached || a.ID != "a1" || a.Device != "/dev/vdb" || !a.AttachedAt.Equal(attachedAt) {
+		t.Fatalf("attachment after a give-up = %+v; want a1 attached as before", a)
+	}
+	if want := "detaching from server s1 failed: guest did not release the device"; v.ErrorReason != want {
+		t.Fatalf("reason after a give-up = %q; want %q", v.ErrorReason, want)
+	}
+	// A late duplicate give-up changes nothing.
+	e.report(giveUp)
+	e.wantStatus("v1", VolumeInUse)
+
+	// The user asks again: accepted, the reason cleared; this time it works.
+	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
+	if v = e.wantStatus("v1", VolumeDetaching); v.ErrorReason != "" {
+		t.Fatalf("repeated detach kept reason %q", v.ErrorReason)
+	}
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a1", AttachmentState: AttachDetached})
+	if v = e.wantStatus("v1", VolumeAvailable); len(v.Attachments) != 0 || v.ErrorReason != "" {
+		t.Fatalf("after detach = %+v; want available without attachments or reason", v)
+	}
+	// A late give-up after the detach went through is ignored.
+	e.report(giveUp)
+	e.wantStatus("v1", VolumeAvailable)
+	// Detached: a further detach is not found (Nova answers 404).
+	if err := e.apply(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("detach of a detached volume: err = %v; want not found", err)
+	}
+
+	// An older agent's report (the error alone) keeps the volume detaching
+	// with the reason, as it always did on replay; a new detach clears it.
+	e.must(CmdAttachVolume, AttachVolumeCmd{VolumeID: "v1", ServerID: "s1", AttachmentID: "a2"})
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a2", AttachmentState: AttachAttached})
+	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a2", Error: "guest did not release the device"})
+	if v = e.wantStatus("v1", VolumeDetaching); v.ErrorReason != "guest did not release the device" {
+		t.Fatalf("after an old-style failure report = %+v; want detaching with the reason", v)
+	}
+	e.must(CmdDetachVolume, DetachVolumeCmd{VolumeID: "v1", ServerID: "s1"})
+	if v = e.wantStatus("v1", VolumeDetaching); v.ErrorReason != "" {
+		t.Fatalf("repeated detach kept reason %q", v.ErrorReason)
+	}
+	// The server goes away meanwhile: any report drops the attachment.
+	e.dropInstance("s1")
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host2", AttachmentID: "a2", AttachmentState: AttachAttached, Error: "vm not found"})
+	if v = e.wantStatus("v1", VolumeAvailable); len(v.Attachments) != 0 {
+		t.Fatalf("give-up for a gone server = %+v; want available without attachments", v)
+	}
 }
 
 func TestVolumeErrors(t *testing.T) {

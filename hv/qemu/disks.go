@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // CreateRootDisk creates <dir>/root.qcow2, a qcow2 overlay over
@@ -188,82 +187,6 @@ func (d *Driver) AttachDisk(ctx context.Context, uuid string, disk Disk) (err er
 		return fmt.Errorf("vm %s: attach %s: %w", v.uuid, disk.ID, err)
 	}
 	return nil
-}
-
-// DetachDisk hot-unplugs the volume diskID: device_del, wait up to timeout
-// (default 30s) for DEVICE_DELETED, then blockdev-del, and removes it from
-// spec.json. A guest that does not release the device gives
-// ErrDetachTimeout (the unplug request stays pending; call again). When the
-// VM is not running the disk is only removed from spec.json.
-func (d *Driver) DetachDisk(ctx context.Context, uuid, diskID string, timeout time.Duration) error {
-	if !idRE.MatchString(diskID) {
-		return fmt.Errorf("%w: disk id %q", ErrInvalidSpec, diskID)
-	}
-	if timeout <= 0 {
-		timeout = defaultDetachWait
-	}
-	v, err := d.lookup(uuid)
-	if err != nil {
-		return err
-	}
-	v.op.Lock()
-	defer v.op.Unlock()
-	forget := func() error {
-		spec, err := readSpec(v.paths)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("vm %s: detach: %w", v.uuid, err)
-		}
-		n := len(spec.ExtraDisks)
-		spec.ExtraDisks = slices.DeleteFunc(spec.ExtraDisks, func(x Disk) bool { return x.ID == diskID })
-		if len(spec.ExtraDisks) == n {
-			return nil
-		}
-		return writeSpec(v.paths, spec)
-	}
-	p := d.liveProc(v)
-	if p == nil {
-		return forget()
-	}
-	mon, err := d.monitor(ctx, v, p)
-	if err != nil {
-		return err
-	}
-	devID, node := VolumeDeviceID(diskID), volumeNodeName(diskID)
-	ids, err := mon.PeripheralIDs(ctx)
-	if err != nil {
-		return err
-	}
-	if slices.Contains(ids, devID) {
-		deleted, cancel := p.waitDeleted(devID)
-		defer cancel()
-		if err := mon.DeviceDel(ctx, devID); err != nil {
-			return fmt.Errorf("vm %s: detach %s: %w", v.uuid, diskID, err)
-		}
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		select {
-		case <-deleted:
-		case <-p.exited:
-			return forget()
-		case <-ctx.Done():
-			return fmt.Errorf("vm %s: detach %s: %w", v.uuid, diskID, ctx.Err())
-		case <-t.C:
-			// The event may have been missed (monitor reconnect): look again.
-			if ids, err := mon.PeripheralIDs(ctx); err != nil || slices.Contains(ids, devID) {
-				return fmt.Errorf("%w: vm %s disk %s after %s", ErrDetachTimeout, v.uuid, diskID, timeout)
-			}
-		}
-	}
-	if err := mon.BlockdevDel(ctx, node); err != nil {
-		nodes, lerr := mon.NamedBlockNodes(ctx)
-		if lerr != nil || slices.ContainsFunc(nodes, func(n BlockNode) bool { return n.NodeName == node }) {
-			return fmt.Errorf("vm %s: detach %s: %w", v.uuid, diskID, err)
-		}
-	}
-	return forget()
 }
 
 // CreateEphemeralDisk creates the flavor's ephemeral disk of VM uuid: a

@@ -95,6 +95,8 @@ type Config struct {
 	ConsoleLimit int64         // console.log cap in bytes; default 1 MiB
 	Accel        Accel         // "" detects (DetectAccel); set to force kvm or tcg
 	Logger       *slog.Logger  // default slog.Default()
+	// DetachRetry spaces the unplug requests of DetachDisk.
+	DetachRetry DetachRetry
 }
 
 // Default values.
@@ -102,7 +104,7 @@ const (
 	DefaultStopTimeout  = 60 * time.Second
 	DefaultConsoleLimit = 1 << 20
 	startTimeout        = 30 * time.Second // QEMU start → QMP answering
-	defaultDetachWait   = 30 * time.Second
+	defaultDetachWait   = 2 * time.Minute
 	eventChanSize       = 1024
 )
 
@@ -153,6 +155,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.DetachRetry = cfg.DetachRetry.withDefaults()
 	log := cfg.Logger.With("component", "qemu")
 	bin, err := lookPath(cfg.QEMUBinary)
 	if err != nil {

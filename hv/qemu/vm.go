@@ -19,9 +19,10 @@ type vm struct {
 	paths Paths
 	op    sync.Mutex // serialises lifecycle operations (Start, Stop, Reboot, Delete, disks)
 
-	mu       sync.Mutex // guards the fields below
-	proc     *proc      // the live QEMU, nil when none is known
-	lastExit string     // why the last QEMU ended
+	mu       sync.Mutex            // guards the fields below
+	proc     *proc                 // the live QEMU, nil when none is known
+	lastExit string                // why the last QEMU ended
+	detaches map[string]*detachJob // disk id → DetachDisk in progress
 }
 
 // proc is one QEMU process of a vm, from start (or adoption) to exit.

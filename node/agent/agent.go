@@ -97,7 +97,9 @@ type Config struct {
 	// ResyncInterval is the period of full resyncs, jittered by ±20 %.
 	// Default 10 s.
 	ResyncInterval time.Duration
-	// DetachTimeout bounds a volume hot-unplug. Default 30 s.
+	// DetachTimeout bounds a volume hot-unplug, the guest asked again
+	// with back-off meanwhile; then the detach is given up (the volume
+	// stays in-use, with the reason). Default 2 min.
 	DetachTimeout time.Duration
 	// Parallel bounds concurrent operations. Default 8.
 	Parallel int
@@ -160,7 +162,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.ResyncInterval = 10 * time.Second
 	}
 	if cfg.DetachTimeout <= 0 {
-		cfg.DetachTimeout = 30 * time.Second
+		cfg.DetachTimeout = 2 * time.Minute
 	}
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 8
@@ -367,6 +369,16 @@ func (a *Agent) markDirty() {
 // the host and the state may predate its effect), or the same operation on
 // the first key failed recently (it waits for its backoff).
 func (a *Agent) launch(ctx context.Context, seen uint64, opName string, keys []string, op func(ctx context.Context) error) bool {
+	return a.spawn(ctx, seen, opName, keys, true, op)
+}
+
+// launchWaiting is launch for an operation that spends its time waiting
+// (for a guest): it takes no slot of the parallelism bound.
+func (a *Agent) launchWaiting(ctx context.Context, seen uint64, opName string, keys []string, op func(ctx context.Context) error) bool {
+	return a.spawn(ctx, seen, opName, keys, false, op)
+}
+
+func (a *Agent) spawn(ctx context.Context, seen uint64, opName string, keys []string, slot bool, op func(ctx context.Context) error) bool {
 	now := a.cfg.Now()
 	a.mu.Lock()
 	for _, k := range keys {
@@ -388,15 +400,16 @@ func (a *Agent) launch(ctx context.Context, seen uint64, opName string, keys []s
 	a.mu.Unlock()
 	go func() {
 		defer a.wg.Done()
-		select {
-		case a.sem <- struct{}{}:
-		case <-ctx.Done():
-			a.release(keys, bk, nil)
-			return
+		if slot {
+			select {
+			case a.sem <- struct{}{}:
+				defer func() { <-a.sem }()
+			case <-ctx.Done():
+				a.release(keys, bk, nil)
+				return
+			}
 		}
-		err := op(ctx)
-		<-a.sem
-		a.release(keys, bk, err)
+		a.release(keys, bk, op(ctx))
 	}()
 	return true
 }

@@ -37,6 +37,10 @@ type harness struct {
 	// wrapHV, if set, is the hypervisor the agent gets in place of hv
 	// (to add optional interfaces to the fake).
 	wrapHV func(*agenttest.Hypervisor) agent.Hypervisor
+	// detachTimeout is the agent's DetachTimeout; default 1 s.
+	detachTimeout time.Duration
+	// parallel is the agent's Parallel; 0 takes its default.
+	parallel int
 }
 
 func newHarness(t *testing.T) *harness {
@@ -71,9 +75,12 @@ func (h *harness) run() {
 	if h.wrapHV != nil {
 		hv = h.wrapHV(h.hv)
 	}
+	if h.detachTimeout == 0 {
+		h.detachTimeout = time.Second
+	}
 	ag, err := agent.New(agent.Config{
 		HostID: h.hostID, State: h.st, Proposer: h.prop, Hypervisor: hv, Network: h.net, VTEPs: h.vteps,
-		Volumes: h.vols, Images: h.imgs, ResyncInterval: 200 * time.Millisecond, DetachTimeout: time.Second, Logger: logger(),
+		Volumes: h.vols, Images: h.imgs, ResyncInterval: 200 * time.Millisecond, DetachTimeout: h.detachTimeout, Parallel: h.parallel, Logger: logger(),
 	})
 	if err != nil {
 		h.t.Fatal(err)

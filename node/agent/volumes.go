@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -45,8 +47,9 @@ type volAction struct {
 // order. File operations belong to the volume's host (for an extend while
 // attached, to the attachment's host, which also resizes the guest's
 // device); attachments to the attachment's host, except a server's boot
-// volume, which its VM opens at start. A detach that failed
-// (the reason is recorded) waits until someone asks again. It is pure.
+// volume, which its VM opens at start. Every detaching attachment is
+// detached, so a detach cut short (the daemon stopped) resumes, and so
+// does one an older agent left with a fault. It is pure.
 func diffVolumes(sn *statedb.Snapshot, host string, vols []*statedb.Volume) []volAction {
 	sorted := slices.Clone(vols)
 	slices.SortFunc(sorted, func(a, b *statedb.Volume) int { return strings.Compare(a.ID, b.ID) })
@@ -98,13 +101,11 @@ func diffVolumes(sn *statedb.Snapshot, host string, vols []*statedb.Volume) []vo
 				out = append(out, volAction{Op: volAttach, Vol: v, Att: *att, Server: inst})
 			}
 		case statedb.AttachDetaching:
-			if v.ErrorReason == "" {
-				a := volAction{Op: volDetach, Vol: v, Att: *att}
-				if ok && inst.Host == host {
-					a.Server = inst
-				}
-				out = append(out, a)
+			a := volAction{Op: volDetach, Vol: v, Att: *att}
+			if ok && inst.Host == host {
+				a.Server = inst
 			}
+			out = append(out, a)
 		}
 	}
 	return out
@@ -141,7 +142,10 @@ func (a *Agent) syncVolumes(ctx context.Context, sn *statedb.Snapshot, seen uint
 			if act.Server != nil {
 				keys = append(keys, act.Server.ID)
 			}
-			op = func(ctx context.Context) error { return a.detachVolume(ctx, act) }
+			// Mostly waiting for the guest: it takes no slot from the
+			// parallelism bound, so it holds up no other VM.
+			a.launchWaiting(ctx, seen, string(act.Op), keys, func(ctx context.Context) error { return a.detachVolume(ctx, act) })
+			continue
 		}
 		a.launch(ctx, seen, string(act.Op), keys, op)
 	}
@@ -270,22 +274,95 @@ func (a *Agent) attachVolume(ctx context.Context, act volAction) error {
 	return a.reportAttachment(ctx, act, statedb.AttachAttached, "")
 }
 
-// detachVolume hot-unplugs a volume. A guest that does not release it
-// leaves the attachment detaching with the reason.
+// detachVolume hot-unplugs a volume, from a server gone or not running at
+// once. The hypervisor asks the guest again with back-off for up to
+// DetachTimeout; a call that fails quickly (the monitor was briefly
+// unreachable) is retried within what remains of it. At the end the
+// volume is detached (available), or the detach is given up and reported
+// with the reason (in-use again; asking again starts over). A detach cut
+// short by ctx (the daemon stops) reports nothing: the attachment stays
+// detaching and the next agent resumes it. So does one whose server is
+// asked to stop, reboot or go meanwhile: that waits for no guest, and the
+// detach resumes after it.
 func (a *Agent) detachVolume(ctx context.Context, act volAction) error {
-	var err error
 	if act.Server != nil {
-		err = a.cfg.Hypervisor.DetachDisk(ctx, act.Server.ID, act.Vol.ID, a.cfg.DetachTimeout)
-	}
-	if err != nil && ctx.Err() != nil {
-		return err
-	}
-	if err != nil {
-		err = fmt.Errorf("detach volume %s from server %s: %w", act.Vol.ID, act.Server.ID, err)
-		a.log.Error("detach volume", "volume", act.Vol.ID, "server", act.Server.ID, "err", err)
-		_ = a.reportAttachment(ctx, act, "", err.Error())
-		return err
+		uctx, stop := a.whileServerUnchanged(ctx, act.Server)
+		err := a.unplug(uctx, act)
+		stop()
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(uctx), errServerChanged) {
+			a.log.Info("detach volume paused: its server has another operation to run first",
+				"volume", act.Vol.ID, "server", act.Server.ID)
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			err = fmt.Errorf("detach volume %s from server %s: %w", act.Vol.ID, act.Server.ID, err)
+			a.log.Error("detach volume given up; the volume stays attached", "volume", act.Vol.ID, "server", act.Server.ID, "err", err)
+			return a.reportAttachment(ctx, act, statedb.AttachAttached, err.Error())
+		}
 	}
 	a.log.Info("volume detached", "volume", act.Vol.ID, "attachment", act.Att.ID)
 	return a.reportAttachment(ctx, act, statedb.AttachDetached, "")
+}
+
+// whileServerUnchanged returns a context that ends with ctx, or once the
+// server's desired power or task differs from inst's (another operation
+// awaits it, behind the detach) or the server is gone. Call stop when
+// done.
+func (a *Agent) whileServerUnchanged(ctx context.Context, inst *statedb.Instance) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	changed := func() bool {
+		cur, ok := a.cfg.State.Snapshot().Instance(inst.ID)
+		return !ok || cur.Desired != inst.Desired || cur.TaskState != inst.TaskState
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ch := a.cfg.State.Changed()
+			if changed() {
+				cancel(errServerChanged)
+				return
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil); <-done }
+}
+
+// errServerChanged ends a detach whose server has another operation to run.
+var errServerChanged = errors.New("the server has another operation to run")
+
+// Pauses between two DetachDisk calls that failed before their budget.
+const (
+	detachPause    = 500 * time.Millisecond
+	detachPauseMax = 8 * time.Second
+)
+
+// unplug calls DetachDisk until it succeeds or DetachTimeout is spent.
+func (a *Agent) unplug(ctx context.Context, act volAction) error {
+	deadline := time.Now().Add(a.cfg.DetachTimeout)
+	pause := detachPause
+	for try := 1; ; try++ {
+		err := a.cfg.Hypervisor.DetachDisk(ctx, act.Server.ID, act.Vol.ID, time.Until(deadline))
+		if err == nil || ctx.Err() != nil || time.Until(deadline) <= pause {
+			return err
+		}
+		a.log.Warn("detach volume failed; retrying", "volume", act.Vol.ID, "server", act.Server.ID,
+			"try", try, "in", pause, "err", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		pause = min(2*pause, detachPauseMax)
+	}
 }

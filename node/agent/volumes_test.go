@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/agent"
@@ -46,18 +47,18 @@ func TestAgentVolumeAttachDetach(t *testing.T) {
 		t.Errorf("VM disks = %v; want %v", vm.Disks, want)
 	}
 
-	// The guest ignores the unplug: the volume stays detaching with the
-	// reason, and is not retried until asked again.
+	// The guest ignores the unplug until the budget is spent: the detach
+	// is given up, the volume in-use again with the reason.
 	h.hv.HangDetach("v-1", true)
 	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
-	h.eventually("detach fault recorded", func() bool { return h.volume("v-1").ErrorReason != "" })
-	v = h.volume("v-1")
-	if v.Status != statedb.VolumeDetaching || !strings.Contains(v.ErrorReason, "did not release") {
-		t.Errorf("volume after an ignored unplug = %s %q; want detaching with the reason", v.Status, v.ErrorReason)
+	v = h.waitVolume("v-1", statedb.VolumeInUse)
+	if a := v.Attachment(); a == nil || a.State != statedb.AttachAttached || !strings.Contains(v.ErrorReason, "did not release") {
+		t.Errorf("volume after an ignored unplug = %s %+v %q; want in-use, attached, with the reason", v.Status, a, v.ErrorReason)
 	}
+	calls := h.hv.Count("DetachDisk", "i-1")
 	h.settle()
-	if n := h.hv.Count("DetachDisk", "i-1"); n != 1 {
-		t.Errorf("DetachDisk called %d times; want 1 (no retry until asked)", n)
+	if n := h.hv.Count("DetachDisk", "i-1"); n != calls {
+		t.Errorf("DetachDisk called %d more times after the give-up; want none until asked", n-calls)
 	}
 	// Asked again, the guest now cooperates.
 	h.hv.HangDetach("v-1", false)
@@ -69,6 +70,110 @@ func TestAgentVolumeAttachDetach(t *testing.T) {
 	if vm, _ := h.hv.VM("i-1"); len(vm.Disks) != 0 {
 		t.Errorf("VM disks after detach = %v; want none", vm.Disks)
 	}
+}
+
+// attached starts server i-1 with volume v-1 attached.
+func (h *harness) attached() {
+	h.t.Helper()
+	h.server("i-1", hostA, noNICs)
+	h.waitState("i-1", statedb.VMActive, statedb.PowerRunning)
+	h.newVolume("v-1", 1)
+	h.apply(statedb.CmdAttachVolume, statedb.AttachVolumeCmd{VolumeID: "v-1", ServerID: "i-1", AttachmentID: "att-1"})
+	h.waitVolume("v-1", statedb.VolumeInUse)
+}
+
+// A DetachDisk that fails at once (the monitor briefly unreachable) is
+// called again within the budget, and the detach goes through.
+func TestAgentVolumeDetachRetries(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Minute
+	h.run()
+	h.attached()
+	h.hv.FailNext("DetachDisk", "i-1", 2, errors.New("qmp: connection reset by peer"))
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	v := h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil || v.ErrorReason != "" {
+		t.Errorf("volume after a retried detach = %+v; want available, no attachment, no reason", v)
+	}
+	if n := h.hv.Count("DetachDisk", "i-1"); n != 3 {
+		t.Errorf("DetachDisk called %d times; want 3 (two failures, then success)", n)
+	}
+	for _, r := range h.prop.VolumeReports("v-1") {
+		if r.Error != "" {
+			t.Errorf("report %+v: a retried detach reports no error", r)
+		}
+	}
+}
+
+// A stopped server's volume detaches at once, whatever its guest would do.
+func TestAgentVolumeDetachStopped(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Hour
+	h.run()
+	h.attached()
+	h.apply(statedb.CmdInstanceAction, statedb.InstanceActionCmd{ID: "i-1", Action: statedb.ActionStop})
+	h.waitState("i-1", statedb.VMStopped, statedb.PowerShutdown)
+	h.hv.HangDetach("v-1", true) // a running guest would never let go
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.waitVolume("v-1", statedb.VolumeAvailable)
+	if n := h.hv.Count("DetachDisk", "i-1"); n != 1 {
+		t.Errorf("DetachDisk called %d times; want 1", n)
+	}
+	if vm, _ := h.hv.VM("i-1"); len(vm.Disks) != 0 {
+		t.Errorf("VM disks after detach = %v; want none", vm.Disks)
+	}
+}
+
+// A daemon that stops mid-detach reports nothing; the next one resumes the
+// detach from the state.
+func TestAgentVolumeDetachResumesAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Hour
+	h.run()
+	h.attached()
+	h.hv.HangDetach("v-1", true)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.eventually("detach under way", func() bool { return h.hv.Count("DetachDisk", "i-1") == 1 })
+	h.stop()
+	v := h.volume("v-1")
+	if v.Status != statedb.VolumeDetaching || v.ErrorReason != "" {
+		t.Fatalf("volume after the daemon stopped mid-detach = %s %q; want detaching, no reason", v.Status, v.ErrorReason)
+	}
+	for _, r := range h.prop.VolumeReports("v-1") {
+		if r.AttachmentState == statedb.AttachDetached || r.Error != "" {
+			t.Errorf("report %+v sent by an agent stopped mid-detach", r)
+		}
+	}
+	h.hv.HangDetach("v-1", false) // the guest got to it meanwhile
+	h.run()
+	v = h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil {
+		t.Errorf("attachment after the resumed detach = %+v; want none", v.Attachment())
+	}
+	if n := h.hv.Count("DetachDisk", "i-1"); n != 2 {
+		t.Errorf("DetachDisk called %d times; want 2 (cut short, resumed)", n)
+	}
+}
+
+// A detach waiting for its guest holds up neither another VM's start nor
+// its own volume's siblings on other servers, even with one slot for
+// operations.
+func TestAgentVolumeDetachDoesNotBlockOthers(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Hour
+	h.parallel = 1
+	h.run()
+	h.attached()
+	h.hv.HangDetach("v-1", true)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.eventually("detach under way", func() bool { return h.hv.Count("DetachDisk", "i-1") == 1 })
+	h.server("i-2", hostA, noNICs)
+	h.waitState("i-2", statedb.VMActive, statedb.PowerRunning)
+	if v := h.volume("v-1"); v.Status != statedb.VolumeDetaching {
+		t.Errorf("v-1 = %s; want still detaching", v.Status)
+	}
+	h.hv.HangDetach("v-1", false)
+	h.waitVolume("v-1", statedb.VolumeAvailable)
 }
 
 func TestAgentVolumeAttachFailure(t *testing.T) {
@@ -171,4 +276,25 @@ func (h *harness) runAs(host string) {
 	h.t.Helper()
 	h.hostID = host
 	h.run()
+}
+
+// A server stopped while its guest ignores an unplug stops without waiting
+// for the detach's budget; the detach then completes on the stopped VM.
+func TestAgentVolumeDetachYieldsToStop(t *testing.T) {
+	h := newHarness(t)
+	h.detachTimeout = time.Hour
+	h.run()
+	h.attached()
+	h.hv.HangDetach("v-1", true)
+	h.apply(statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: "v-1", ServerID: "i-1"})
+	h.eventually("detach under way", func() bool { return h.hv.Count("DetachDisk", "i-1") == 1 })
+	h.apply(statedb.CmdInstanceAction, statedb.InstanceActionCmd{ID: "i-1", Action: statedb.ActionStop})
+	h.waitState("i-1", statedb.VMStopped, statedb.PowerShutdown)
+	v := h.waitVolume("v-1", statedb.VolumeAvailable)
+	if v.Attachment() != nil || v.ErrorReason != "" {
+		t.Errorf("volume after stop = %+v; want detached, no reason", v)
+	}
+	if vm, _ := h.hv.VM("i-1"); len(vm.Disks) != 0 {
+		t.Errorf("VM disks = %v; want none", vm.Disks)
+	}
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // action serves POST /volumes/{id}/action: a body with exactly one action
-// key. Supported: os-extend (any owner) and os-reset_status (admin).
+// key. Supported: os-extend and os-detach (any owner) and os-reset_status
+// (admin).
 func (s *service) action(c *rest.Ctx) (any, error) {
 	if _, err := s.project(c); err != nil {
 		return nil, err
@@ -39,6 +40,8 @@ func (s *service) action(c *rest.Ctx) (any, error) {
 			return s.extend(c, v, raw)
 		case "os-reset_status":
 			return s.resetStatus(c, v, raw)
+		case "os-detach":
+			return s.osDetach(c, v, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", name)
 		}
@@ -67,6 +70,32 @@ func (s *service) extend(c *rest.Ctx, v *statedb.Volume, raw json.RawMessage) (a
 		return nil, rest.BadRequest("Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, size)
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdExtendVolume, statedb.ExtendVolumeCmd{ID: v.ID, NewSizeGB: size}); err != nil {
+		return nil, err
+	}
+	return &rest.Response{Status: http.StatusAccepted}, nil
+}
+
+// osDetach handles os-detach {"attachment_id": optional}: 202; as with
+// Nova's detach, the attachment goes to detaching and its host unplugs it.
+// It is accepted again while detaching and after a given-up detach (the
+// volume in-use with the reason); a volume not attached is a 400.
+func (s *service) osDetach(c *rest.Ctx, v *statedb.Volume, raw json.RawMessage) (any, error) {
+	var in struct {
+		AttachmentID *string `json:"attachment_id"`
+	}
+	if string(bytes.TrimSpace(raw)) != "null" {
+		if err := decodeRaw(raw, &in); err != nil {
+			return nil, err
+		}
+	}
+	a := v.Attachment()
+	if a == nil {
+		return nil, rest.BadRequest("Invalid volume: Volume %s must be attached in order to detach.", v.ID)
+	}
+	if id := str(in.AttachmentID); id != "" && id != a.ID {
+		return nil, rest.BadRequest("Invalid volume: attachment %s is not an attachment of volume %s.", id, v.ID)
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDetachVolume, statedb.DetachVolumeCmd{VolumeID: v.ID, ServerID: a.ServerID}); err != nil {
 		return nil, err
 	}
 	return &rest.Response{Status: http.StatusAccepted}, nil

@@ -80,11 +80,33 @@ func TestAttachDetach(t *testing.T) {
 	if e.vol(id).Status != statedb.VolumeDetaching {
 		t.Fatalf("after detach: %s", e.vol(id).Status)
 	}
-	// The guest ignores the unplug: still detaching, with the fault shown.
-	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, Error: "guest did not release /dev/vdc"})
+	// Asked again while detaching: accepted, still detaching.
+	for i := 0; i < 2; i++ {
+		if r = e.demo.Do("DELETE", attPath(srv, "/"+id), nil); r.Status != http.StatusAccepted {
+			t.Fatalf("repeated detach while detaching = %d %s; want 202", r.Status, r.Body)
+		}
+	}
+	if e.vol(id).Status != statedb.VolumeDetaching {
+		t.Fatalf("after a repeated detach: %s", e.vol(id).Status)
+	}
+	// The host gives up (the guest never released the device): in-use
+	// again, attached, with the reason shown.
+	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "attached",
+		Error: "guest did not release /dev/vdc"})
 	r = e.demo.Do("GET", vpath(e.demoP, "/volumes/"+id), nil)
-	if v := get(r.JSON(t), "volume"); str(v, "status") != "detaching" || str(v, "error_reason") != "guest did not release /dev/vdc" {
-		t.Fatalf("after an ignored unplug = %s", r.Body)
+	if v := get(r.JSON(t), "volume"); str(v, "status") != "in-use" || str(v, "attachments", 0, "server_id") != srv ||
+		str(v, "error_reason") != "detaching from server "+srv+" failed: guest did not release /dev/vdc" {
+		t.Fatalf("after a given-up detach = %s", r.Body)
+	}
+	if r = e.demo.Do("GET", attPath(srv, "/"+id), nil); r.Status != 200 {
+		t.Fatalf("attachment show after a give-up = %d %s; want 200", r.Status, r.Body)
+	}
+	// The user retries: accepted, the reason cleared.
+	if r = e.demo.Do("DELETE", attPath(srv, "/"+id), nil); r.Status != http.StatusAccepted {
+		t.Fatalf("detach after a give-up = %d %s; want 202", r.Status, r.Body)
+	}
+	if v := e.vol(id); v.Status != statedb.VolumeDetaching || v.ErrorReason != "" {
+		t.Fatalf("after detach again: %s %q; want detaching, no reason", v.Status, v.ErrorReason)
 	}
 	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "detached"})
 	r = e.demo.Do("GET", vpath(e.demoP, "/volumes/"+id), nil)
@@ -160,4 +182,45 @@ func TestAttachBadInput(t *testing.T) {
 	id2 := e.available(e.demo, e.demoP, "vol2", 1)
 	e.b.MustApply(t, statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: srv})
 	fault(t, e.demo.Do("POST", attPath(srv, ""), `{"volumeAttachment":{"volumeId":"`+id2+`"}}`), 409, "conflictingRequest", "deleted")
+}
+
+// TestOSDetach: Cinder's os-detach action, accepted while attached,
+// repeated while detaching and after a given-up detach.
+func TestOSDetach(t *testing.T) {
+	e := newEnv(t, "")
+	srv := e.server(e.demoP, "vm1", "host1")
+	id := e.available(e.demo, e.demoP, "vol1", 1)
+	act := vpath(e.demoP, "/volumes/"+id+"/action")
+	fault(t, e.demo.Do("POST", act, `{"os-detach":{}}`), 400, "badRequest", "must be attached")
+
+	if r := e.demo.Do("POST", attPath(srv, ""), `{"volumeAttachment":{"volumeId":"`+id+`"}}`); r.Status != http.StatusOK {
+		t.Fatalf("attach = %d %s", r.Status, r.Body)
+	}
+	att := e.vol(id).Attachment()
+	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "attached"})
+
+	fault(t, e.demo.Do("POST", act, `{"os-detach":{"attachment_id":"nope"}}`), 400, "badRequest", "not an attachment")
+	fault(t, e.demo.Do("POST", act, `{"os-detach":[]}`), 400, "badRequest", "Malformed")
+	if e.vol(id).Status != statedb.VolumeInUse {
+		t.Fatalf("refused os-detach changed the volume: %s", e.vol(id).Status)
+	}
+	for _, body := range []string{`{"os-detach":{"attachment_id":"` + att.ID + `"}}`, `{"os-detach":null}`, `{"os-detach":{}}`} {
+		if r := e.demo.Do("POST", act, body); r.Status != http.StatusAccepted {
+			t.Fatalf("os-detach %s = %d %s; want 202", body, r.Status, r.Body)
+		}
+		if e.vol(id).Status != statedb.VolumeDetaching {
+			t.Fatalf("after os-detach %s: %s; want detaching", body, e.vol(id).Status)
+		}
+	}
+	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "attached", Error: "gave up"})
+	if e.vol(id).Status != statedb.VolumeInUse {
+		t.Fatalf("after a give-up: %s; want in-use", e.vol(id).Status)
+	}
+	if r := e.demo.Do("POST", act, `{"os-detach":{}}`); r.Status != http.StatusAccepted || e.vol(id).Status != statedb.VolumeDetaching {
+		t.Fatalf("os-detach after a give-up = %d %s, volume %s; want 202, detaching", r.Status, r.Body, e.vol(id).Status)
+	}
+	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "detached"})
+	if v := e.vol(id); v.Status != statedb.VolumeAvailable || v.Attachment() != nil {
+		t.Fatalf("after detach: %+v", v)
+	}
 }

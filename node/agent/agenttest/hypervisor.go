@@ -25,6 +25,12 @@ type Call struct {
 	At  time.Time
 }
 
+// failN is a failure for a number of calls.
+type failN struct {
+	n   int
+	err error
+}
+
 // VM is the fake's record of one VM: its "files" and its "process".
 type VM struct {
 	ID          string
@@ -52,15 +58,16 @@ type Hypervisor struct {
 	mu      sync.Mutex
 	vms     map[string]*VM
 	calls   []Call
-	fail    map[string]error // "Op" or "Op/id" → error
-	hang    map[string]bool  // disk ids whose detach the guest ignores
+	fail    map[string]error         // "Op" or "Op/id" → error
+	failN   map[string]failN         // "Op/id" → the next calls' error
+	hang    map[string]chan struct{} // disk ids whose detach the guest ignores → closed when it no longer does
 	events  chan agent.VMEvent
 	nextPID int
 }
 
 // NewHypervisor returns an empty fake.
 func NewHypervisor() *Hypervisor {
-	return &Hypervisor{vms: map[string]*VM{}, fail: map[string]error{}, hang: map[string]bool{},
+	return &Hypervisor{vms: map[string]*VM{}, fail: map[string]error{}, failN: map[string]failN{}, hang: map[string]chan struct{}{},
 		events: make(chan agent.VMEvent, 4096), nextPID: 1000}
 }
 
@@ -81,11 +88,26 @@ func (h *Hypervisor) setFail(k string, err error) {
 }
 
 // HangDetach makes the guest ignore the unplug of disk id (or honour it
-// again with false).
+// again with false, which also lets a DetachDisk waiting on it finish).
 func (h *Hypervisor) HangDetach(diskID string, hang bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.hang[diskID] = hang
+	rel := h.hang[diskID]
+	switch {
+	case hang && rel == nil:
+		h.hang[diskID] = make(chan struct{})
+	case !hang && rel != nil:
+		close(rel)
+		delete(h.hang, diskID)
+	}
+}
+
+// FailNext makes the next n calls of op on VM id fail with err, before
+// any failure set with Fail or FailFor.
+func (h *Hypervisor) FailNext(op, id string, n int, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failN[op+"/"+id] = failN{n: n, err: err}
 }
 
 // record logs a call and returns the injected failure, if any. Called
@@ -93,6 +115,11 @@ func (h *Hypervisor) HangDetach(diskID string, hang bool) {
 func (h *Hypervisor) record(op, id, arg string) (Call, error) {
 	c := Call{Op: op, ID: id, Arg: arg, At: time.Now()}
 	h.calls = append(h.calls, c)
+	if f := h.failN[op+"/"+id]; f.n > 0 {
+		f.n--
+		h.failN[op+"/"+id] = f
+		return c, f.err
+	}
 	if err := h.fail[op+"/"+id]; err != nil {
 		return c, err
 	}
@@ -395,22 +422,35 @@ func (h *Hypervisor) AttachDisk(ctx context.Context, id string, d agent.Disk) er
 	return err
 }
 
-// DetachDisk implements agent.Hypervisor. A disk marked with HangDetach
-// on a running VM gives ErrDetachTimeout (without waiting).
+// DetachDisk implements agent.Hypervisor. On a running VM a disk marked
+// with HangDetach waits, as the real one keeps asking the guest, until
+// timeout (then ErrDetachTimeout), ctx's end, or HangDetach(false).
 func (h *Hypervisor) DetachDisk(ctx context.Context, id, diskID string, timeout time.Duration) error {
 	h.mu.Lock()
 	c, err := h.record("DetachDisk", id, diskID)
-	if err == nil {
-		v := h.vms[id]
-		switch {
-		case v == nil:
-		case v.State == agent.VMRunning && h.hang[diskID]:
-			err = fmt.Errorf("vm %s disk %s after %s: %w", id, diskID, timeout, ErrDetachTimeout)
-		default:
-			v.Disks = slices.DeleteFunc(v.Disks, func(x agent.Disk) bool { return x.ID == diskID })
-		}
+	var rel chan struct{}
+	if v := h.vms[id]; err == nil && v != nil && v.State == agent.VMRunning {
+		rel = h.hang[diskID]
 	}
 	h.mu.Unlock()
+	if err == nil && rel != nil {
+		t := time.NewTimer(timeout)
+		select {
+		case <-rel:
+		case <-t.C:
+			err = fmt.Errorf("vm %s disk %s after %s: %w", id, diskID, timeout, ErrDetachTimeout)
+		case <-ctx.Done():
+			err = fmt.Errorf("vm %s disk %s: %w", id, diskID, ctx.Err())
+		}
+		t.Stop()
+	}
+	if err == nil {
+		h.mu.Lock()
+		if v := h.vms[id]; v != nil {
+			v.Disks = slices.DeleteFunc(v.Disks, func(x agent.Disk) bool { return x.ID == diskID })
+		}
+		h.mu.Unlock()
+	}
 	h.notify(c)
 	return err
 }
