@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // formRow is one integer or boolean attribute of one endpoint, with the
@@ -42,6 +44,11 @@ var formTable = []formRow{
 		accept: []formAccept{{`1400`, 1400.0}, {`"1400"`, 1400.0}, {`" 1400 "`, 1400.0}, {`"1_400"`, 1400.0}, {`1400.7`, 1400.0}},
 		reject: []formReject{{`"abc"`, "Invalid input for operation: 'abc' is not an integer."}, {`"1400.5"`, "is not an integer"},
 			{`[1400]`, "is not an integer"}, {`"-1"`, "Invalid input for mtu. Reason: '-1' should be non-negative."}}},
+	{service: "network", method: "PUT", path: "/network/v2.0/networks/{net}", attr: "mtu",
+		body:   func(v string, _ int) string { return fmt.Sprintf(`{"network":{"mtu":%s}}`, v) },
+		stored: field("network", "mtu"),
+		accept: []formAccept{{`"1450"`, 1450.0}, {`1400`, 1400.0}},
+		reject: []formReject{{`"mtu"`, "'mtu' is not an integer"}}},
 	{service: "network", method: "POST", path: "/network/v2.0/networks", attr: "admin_state_up",
 		body: func(v string, n int) string {
 			return fmt.Sprintf(`{"network":{"name":"n%d","admin_state_up":%s}}`, n, v)
@@ -116,6 +123,46 @@ var formTable = []formRow{
 		stored: func(_ *formEnv, resp map[string]any, _ int) any { return resp["reservation_id"] != nil },
 		accept: []formAccept{{`"True"`, true}, {`"yes"`, true}, {`"0"`, false}, {`false`, false}},
 		reject: []formReject{{`"y"`, "'y' is not one of [True, 'True'"}, {`1`, "1 is not of type 'boolean', 'string'"}}},
+	{service: "compute", method: "POST", path: "/compute/v2.1/servers", attr: "config_drive",
+		body: func(v string, n int) string {
+			return fmt.Sprintf(`{"server":{"name":"s%d","imageRef":"{image}","flavorRef":"1","networks":"none","config_drive":%s}}`, n, v)
+		},
+		stored: func(f *formEnv, _ map[string]any, n int) any {
+			inst := f.instance(fmt.Sprintf("s%d", n))
+			return inst != nil && inst.ConfigDrive
+		},
+		accept: []formAccept{{`"True"`, true}, {`"yes"`, true}, {`"off"`, false}, {`""`, false}},
+		reject: []formReject{{`"maybe"`, "'maybe' is not one of"}, {`1`, "1 is not of type 'boolean', 'string'"}}},
+	{service: "compute", method: "POST", path: "/compute/v2.1/servers", attr: "block_device_mapping_v2[].volume_size",
+		body: func(v string, n int) string {
+			return fmt.Sprintf(`{"server":{"name":"s%d","imageRef":"","flavorRef":"1","networks":"none","block_device_mapping_v2":[`+
+				`{"uuid":"{image}","boot_index":"0","source_type":"image","destination_type":"volume","volume_size":%s,"delete_on_termination":"True"}]}}`, n, v)
+		},
+		stored: func(f *formEnv, _ map[string]any, n int) any {
+			inst := f.instance(fmt.Sprintf("s%d", n))
+			if inst == nil {
+				return nil
+			}
+			v, ok := f.c.Node(0).State().Volume(inst.RootVolume)
+			if !ok {
+				return nil
+			}
+			return v.SizeGB
+		},
+		accept: []formAccept{{`"1"`, 1}, {`2`, 2}},
+		reject: []formReject{{`"one"`, "Invalid input for field/attribute volume_size. Value: one. 'one' does not match '^[0-9]*$'"},
+			{`1.5`, "1.5 is not of type 'integer', 'string'"}}},
+	{service: "compute", method: "POST", path: "/compute/v2.1/servers", attr: "block_device_mapping_v2[].boot_index",
+		body: func(v string, n int) string {
+			return fmt.Sprintf(`{"server":{"name":"s%d","imageRef":"","flavorRef":"1","networks":"none","block_device_mapping_v2":[`+
+				`{"uuid":"{image}","boot_index":%s,"source_type":"image","destination_type":"volume","volume_size":1}]}}`, n, v)
+		},
+		stored: func(f *formEnv, _ map[string]any, n int) any {
+			inst := f.instance(fmt.Sprintf("s%d", n))
+			return inst != nil && inst.RootVolume != ""
+		},
+		accept: []formAccept{{`"0"`, true}, {`0`, true}},
+		reject: []formReject{{`"first"`, "'first' does not match '^-?[0-9]+$'"}, {`0.0`, "0.0 is not of type 'integer', 'string'"}}},
 	{service: "compute", method: "POST", path: "/compute/v2.1/flavors", attr: "ram",
 		body: func(v string, n int) string {
 			return fmt.Sprintf(`{"flavor":{"name":"f%d","ram":%s,"vcpus":1,"disk":1}}`, n, v)
@@ -232,6 +279,16 @@ func serverCount(f *formEnv, _ map[string]any, n int) any {
 		}
 	}
 	return count
+}
+
+// instance finds a server by name.
+func (f *formEnv) instance(name string) *statedb.Instance {
+	for _, inst := range f.c.Node(0).State().Instances() {
+		if inst.Name == name {
+			return inst
+		}
+	}
+	return nil
 }
 
 // formEnv is the one-host cluster the table runs against, with an image
