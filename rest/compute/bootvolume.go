@@ -62,7 +62,7 @@ func (s *service) parseBDM(c *rest.Ctx, sn *statedb.Snapshot, req *serverCreateR
 		}
 		boot := -1
 		if len(b.BootIndex) > 0 && string(b.BootIndex) != "null" {
-			n, err := intValue("boot_index", b.BootIndex)
+			n, err := intValue("boot_index", b.BootIndex, rest.NovaSignedInt)
 			if err != nil {
 				return err
 			}
@@ -140,7 +140,7 @@ func (s *service) parseBootImage(c *rest.Ctx, sn *statedb.Snapshot, b *bdmV2, p 
 	if len(b.VolumeSize) == 0 || string(b.VolumeSize) == "null" {
 		return rest.BadRequest("Block Device Mapping is Invalid: volume_size is required to boot from a new volume made from image %s.", img.ID)
 	}
-	size, err := intValue("volume_size", b.VolumeSize)
+	size, err := intValue("volume_size", b.VolumeSize, rest.NovaInt)
 	if err != nil {
 		return err
 	}
@@ -169,25 +169,6 @@ func (s *service) parseBootImage(c *rest.Ctx, sn *statedb.Snapshot, b *bdmV2, p 
 	p.BootImage, p.BootSizeGB = img, size
 	p.Arch = imageArch(img)
 	return nil
-}
-
-// boolValue reads an optional boolean that Nova also accepts as a string
-// ("true", "1", "yes"...); absent or null is false.
-func boolValue(field string, raw json.RawMessage) (bool, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return false, nil
-	}
-	var b bool
-	if json.Unmarshal(raw, &b) == nil {
-		return b, nil
-	}
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		if v, ok := queryBool(str); ok {
-			return v, nil
-		}
-	}
-	return false, rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s is not of type 'boolean', 'string'", field, raw, raw)
 }
 
 // imageArch is the architecture an image asks for, if any.

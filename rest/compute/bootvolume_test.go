@@ -113,7 +113,8 @@ func TestServerBootVolumeBadInput(t *testing.T) {
 	}{
 		{"volume_size missing", body(with("volume_size", nil)), "volume_size is required"},
 		{"volume_size 0", body(bootBDM(img, 0)), "less than the minimum of 1"},
-		{"volume_size negative", body(bootBDM(img, "-1")), "less than the minimum of 1"},
+		{"volume_size negative string", body(bootBDM(img, "-1")), "'-1' does not match '^[0-9]*$'"},
+		{"volume_size negative", body(bootBDM(img, -1)), "less than the minimum of 1"},
 		{"volume_size junk", body(bootBDM(img, "big")), "volume_size"},
 		{"volume_size huge", body(bootBDM(img, 100000)), "greater than the maximum"},
 		{"below min_disk", body(bootBDM(minDisk, 2)), "Volume is smaller than the minimum size specified in image metadata. Volume size is 2147483648 bytes, minimum size is 3221225472 bytes."},

@@ -16,7 +16,9 @@ package compute
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -336,29 +338,43 @@ func queryBool(v string) (bool, bool) {
 	return false, false
 }
 
-// intValue accepts a JSON integer or a string holding one, as Nova's
-// schemas do for counts and sizes.
-func intValue(field string, raw json.RawMessage) (int, error) {
-	var v any
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return 0, rest.BadRequest("Invalid input for field/attribute %s.", field)
-	}
-	var s string
-	switch x := v.(type) {
-	case json.Number:
-		s = x.String()
-	case string:
-		s = strings.TrimSpace(x)
-	default:
-		return 0, rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s is not of type 'integer', 'string'", field, raw, raw)
-	}
-	n, err := strconv.Atoi(s)
+// intValue reads an integer in the form Nova's schema gives the field
+// (rest.NovaInt: a JSON integer or a digit string; rest.NovaSignedInt: a
+// sign allowed too).
+func intValue(field string, raw json.RawMessage, form rest.Form) (int, error) {
+	n, err := form.Int(field, raw)
 	if err != nil {
-		return 0, rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s is not an integer", field, raw, raw)
+		return 0, formError(err)
 	}
-	return n, nil
+	if n > math.MaxInt32 || n < math.MinInt32 {
+		return 0, rest.BadRequest("Invalid input for field/attribute %s. Value: %d. %d is out of range", field, n, n)
+	}
+	return int(n), nil
+}
+
+// boolValue reads an optional boolean in the form of Nova's
+// parameter_types.boolean (true or "True", "yes", "1"...); absent or null
+// is false.
+func boolValue(field string, raw json.RawMessage) (bool, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return false, nil
+	}
+	b, err := rest.NovaBool.Bool(field, raw)
+	if err != nil {
+		return false, formError(err)
+	}
+	return b, nil
+}
+
+// formError renders a value of the wrong form as Nova's schema validation
+// does: "Invalid input for field/attribute <field>. Value: <value>.
+// <reason>".
+func formError(err error) error {
+	var fe *rest.FormError
+	if errors.As(err, &fe) {
+		return rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s", fe.Field, fe.Shown(), fe.Reason)
+	}
+	return err
 }
 
 // validName is Nova's name rule: 1-255 characters, printable, no leading or

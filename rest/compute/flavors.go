@@ -267,7 +267,7 @@ func (s *service) flavorFromRequest(req *flavorCreateReq) (*statedb.Flavor, erro
 		if field == "swap" && string(raw) == `""` {
 			return nil
 		}
-		n, err := intValue(field, raw)
+		n, err := intValue(field, raw, rest.NovaInt)
 		if err != nil {
 			return err
 		}
@@ -295,23 +295,19 @@ func (s *service) flavorFromRequest(req *flavorCreateReq) (*statedb.Flavor, erro
 		}
 	}
 	if len(req.RxTxFactor) > 0 && string(req.RxTxFactor) != "null" {
-		v, err := strconv.ParseFloat(strings.Trim(string(req.RxTxFactor), `"`), 64)
-		if err != nil || v <= 0 || v > 3.40282e38 || math.IsNaN(v) {
-			return nil, rest.BadRequest("Invalid input for field/attribute rxtx_factor. Value: %s.", req.RxTxFactor)
+		v, err := rest.NovaNumber.Float("rxtx_factor", req.RxTxFactor)
+		if err != nil {
+			return nil, formError(err)
+		}
+		if v <= 0 || v > 3.40282e38 {
+			return nil, rest.BadRequest("Invalid input for field/attribute rxtx_factor. Value: %s. It must be greater than 0 and at most 3.40282e+38", req.RxTxFactor)
 		}
 		f.RxTxFactor = v
 	}
 	if len(req.IsPublic) > 0 && string(req.IsPublic) != "null" {
-		var b bool
-		if err := json.Unmarshal(req.IsPublic, &b); err != nil {
-			var str string
-			ok := false
-			if json.Unmarshal(req.IsPublic, &str) == nil {
-				b, ok = queryBool(str)
-			}
-			if !ok {
-				return nil, rest.BadRequest("Invalid input for field/attribute os-flavor-access:is_public. Value: %s. %s is not of type 'boolean'", req.IsPublic, req.IsPublic)
-			}
+		b, err := boolValue("os-flavor-access:is_public", req.IsPublic)
+		if err != nil {
+			return nil, err
 		}
 		f.Public = b
 	}

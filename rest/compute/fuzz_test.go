@@ -45,6 +45,11 @@ func FuzzServerCreate(f *testing.F) {
 		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","max_count":2,"block_device_mapping_v2":[{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"local"},{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"volume","volume_size":"2","delete_on_termination":"true"}]}}`,
 		`{"server":{"name":"vm","flavorRef":"1","block_device_mapping_v2":[{"boot_index":0,"uuid":"` + img + `","source_type":"image","destination_type":"volume","volume_size":-5,"delete_on_termination":7,"volume_type":"x"}]}}`,
 		`{"server":{"name":"vm","flavorRef":"1","block_device_mapping_v2":[{"boot_index":0,"uuid":"` + net + `","source_type":"volume","destination_type":"volume"},{"source_type":"blank"}]}}`,
+		// The forms the real clients send: counts and booleans as strings.
+		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","networks":"none","min_count":"2","max_count":"2","config_drive":"True","return_reservation_id":"1"}}`,
+		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","networks":"none","min_count":"2\n","max_count":" 2","config_drive":"maybe"}}`,
+		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","networks":"none","min_count":1.5,"max_count":true,"return_reservation_id":"TRUE"}}`,
+		`{"server":{"name":"vm","imageRef":"` + img + `","flavorRef":"1","networks":"none","min_count":"99999999999999999999999","max_count":"-1"}}`,
 		`{"server":null}`, `{"server":[]}`, `[]`, `null`, `"x"`, `{`, ``, `{"server":{"name":"\u0000"}}`,
 	}
 	for _, s := range seeds {

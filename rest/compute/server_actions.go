@@ -100,7 +100,7 @@ func (s *service) consoleOutput(c *rest.Ctx, inst *statedb.Instance, raw json.Ra
 			if string(v) == "null" {
 				continue
 			}
-			n, err := intValue("length", v)
+			n, err := intValue("length", v, rest.NovaSignedInt)
 			if err != nil {
 				return nil, err
 			}

@@ -166,14 +166,14 @@ func (s *service) parseServerCreate(c *rest.Ctx, sn *statedb.Snapshot, env map[s
 func (s *service) parseCounts(req *serverCreateReq, p *serverPlan) error {
 	p.Min, p.Max = 1, 0
 	if len(req.MinCount) > 0 && string(req.MinCount) != "null" {
-		n, err := intValue("min_count", req.MinCount)
+		n, err := intValue("min_count", req.MinCount, rest.NovaInt)
 		if err != nil {
 			return err
 		}
 		p.Min = n
 	}
 	if len(req.MaxCount) > 0 && string(req.MaxCount) != "null" {
-		n, err := intValue("max_count", req.MaxCount)
+		n, err := intValue("max_count", req.MaxCount, rest.NovaInt)
 		if err != nil {
 			return err
 		}
@@ -475,36 +475,20 @@ func parseMisc(req *serverCreateReq, p *serverPlan) error {
 		}
 	}
 	if cd := req.ConfigDrive; len(cd) > 0 && string(cd) != "null" {
-		var b bool
-		var str string
-		switch {
-		case json.Unmarshal(cd, &b) == nil:
-			p.ConfigDrive = b
-		case json.Unmarshal(cd, &str) == nil:
-			v, ok := queryBool(str)
-			if !ok && str != "" {
-				return rest.BadRequest("Invalid input for field/attribute config_drive. Value: %s.", cd)
+		if string(cd) != `""` { // Nova's config_drive also takes "" (no drive)
+			b, err := boolValue("config_drive", cd)
+			if err != nil {
+				return err
 			}
-			p.ConfigDrive = v
-		default:
-			return rest.BadRequest("Invalid input for field/attribute config_drive. Value: %s.", cd)
+			p.ConfigDrive = b
 		}
 	}
 	if rr := req.ReturnReservationID; len(rr) > 0 && string(rr) != "null" {
-		var b bool
-		var str string
-		switch {
-		case json.Unmarshal(rr, &b) == nil:
-			p.ReturnResID = b
-		case json.Unmarshal(rr, &str) == nil:
-			v, ok := queryBool(str)
-			if !ok {
-				return rest.BadRequest("Invalid input for field/attribute return_reservation_id. Value: %s.", rr)
-			}
-			p.ReturnResID = v
-		default:
-			return rest.BadRequest("Invalid input for field/attribute return_reservation_id. Value: %s.", rr)
+		b, err := boolValue("return_reservation_id", rr)
+		if err != nil {
+			return err
 		}
+		p.ReturnResID = b
 	}
 	if sg := req.SecurityGroups; len(sg) > 0 && string(sg) != "null" {
 		var groups []struct {

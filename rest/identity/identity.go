@@ -13,6 +13,7 @@ package identity
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -208,6 +209,15 @@ func (s *service) selfOrAdmin(c *rest.Ctx, userID, what string) error {
 	return s.requireAdmin(c, what)
 }
 
+// keystoneForms are the boolean attributes of each body. Keystone's
+// schemas take JSON booleans only ("true" is refused), so these are
+// checked, not converted.
+var keystoneForms = map[string]rest.Spec{
+	"user":                   {"enabled": rest.JSONBool},
+	"project":                {"enabled": rest.JSONBool, "is_domain": rest.JSONBool},
+	"application_credential": {"unrestricted": rest.JSONBool},
+}
+
 // decodeBody decodes a body of the form {"<key>": {...}} into v. A missing
 // key or wrong types are 400s in Keystone's wording.
 func decodeBody(c *rest.Ctx, key string, v any) error {
@@ -218,6 +228,14 @@ func decodeBody(c *rest.Ctx, key string, v any) error {
 	raw, ok := env[key]
 	if !ok || string(raw) == "null" {
 		return expecting(key, "request body")
+	}
+	raw, err := rest.Normalize(raw, keystoneForms[key])
+	if err != nil {
+		var fe *rest.FormError
+		if errors.As(err, &fe) {
+			return rest.BadRequest("Invalid input for field '%s': %s", fe.Field, fe.Reason)
+		}
+		return err
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return invalidInput(key, err)

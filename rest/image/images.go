@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -49,21 +50,36 @@ func decodeString(key string, raw json.RawMessage, nullable bool) (string, error
 	return s, nil
 }
 
+// decodeBool reads a boolean. Glance's schema takes JSON booleans only:
+// "true" is refused.
 func decodeBool(key string, raw json.RawMessage) (bool, error) {
-	var v bool
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return false, fieldError(key, "a boolean")
+	v, err := rest.JSONBool.Bool(key, raw)
+	if err != nil {
+		return false, schemaError(err)
 	}
 	return v, nil
 }
 
 // decodeCount reads a non-negative 32-bit integer (min_disk, min_ram).
+// Glance's schema takes JSON integers only: "1" is refused.
 func decodeCount(key string, raw json.RawMessage) (int, error) {
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || f < 0 || f > math.MaxInt32 || f != math.Trunc(f) {
-		return 0, fieldError(key, "an integer >= 0")
+	n, err := rest.JSONInt.Int(key, raw)
+	if err != nil {
+		return 0, schemaError(err)
 	}
-	return int(f), nil
+	if n < 0 || n > math.MaxInt32 {
+		return 0, rest.BadRequest("Provided object does not match schema 'image': %d is not between 0 and %d (field %s)", n, math.MaxInt32, key)
+	}
+	return int(n), nil
+}
+
+// schemaError is Glance's 400 for a value its image schema refuses.
+func schemaError(err error) error {
+	var fe *rest.FormError
+	if errors.As(err, &fe) {
+		return rest.BadRequest("Provided object does not match schema 'image': %s (field %s)", fe.Reason, fe.Field)
+	}
+	return err
 }
 
 func decodeTags(raw json.RawMessage) ([]string, error) {

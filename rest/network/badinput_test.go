@@ -67,7 +67,9 @@ func TestNetworkBadInput(t *testing.T) {
 		{"port mac change by tenant", "PUT", "/ports/" + str(used, "id"), port(`{"mac_address":"fa:16:3e:00:00:01"}`), 403, "PolicyNotAuthorized"},
 
 		{"network in use", "DELETE", "/networks/" + netID, "", 409, "NetworkInUse"},
-		{"mtu as string", "POST", "/networks", `{"network":{"name":"m","mtu":"1400"}}`, 400, "InvalidInput"},
+		{"mtu not an integer", "POST", "/networks", `{"network":{"name":"m","mtu":"1400a"}}`, 400, "InvalidInput"},
+		{"mtu negative", "POST", "/networks", `{"network":{"name":"m","mtu":"-1"}}`, 400, "InvalidInput"},
+		{"admin_state_up not a boolean", "POST", "/networks", `{"network":{"name":"m","admin_state_up":"maybe"}}`, 400, "InvalidInput"},
 		{"mtu too small", "POST", "/networks", `{"network":{"name":"m","mtu":10}}`, 400, "InvalidInput"},
 		{"description too long", "POST", "/ports", port(fmt.Sprintf(`{"network_id":%q,"description":%q}`, netID, strings.Repeat("d", 256))), 400, "InvalidInput"},
 		{"name too long", "POST", "/networks", fmt.Sprintf(`{"network":{"name":%q}}`, strings.Repeat("a", 300)), 400, "InvalidInput"},

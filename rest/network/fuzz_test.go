@@ -70,6 +70,11 @@ func FuzzNetworkCreate(f *testing.F) {
 		`{"network":{"provider:segmentation_id":-1,"mtu":1e99,"tags":["a",""]}}`,
 		`{"network":{"name":7,"project_id":"x","tenant_id":"y"}}`,
 		`{"network":{"provider:physical_network":"physnet1","provider:network_type":"flat"}}`,
+		// The forms the real clients send: numbers and booleans as strings.
+		`{"network":{"name":"s","mtu":"1400","admin_state_up":"True","shared":"false","port_security_enabled":"1"}}`,
+		`{"network":{"mtu":" +1_400 ","router:external":"yes","provider:segmentation_id":"4001"}}`,
+		`{"network":{"mtu":1400.9,"admin_state_up":0,"vlan_transparent":"maybe"}}`,
+		`{"network":{"mtu":"0x10","shared":1.0,"provider:segmentation_id":true}}`,
 	) {
 		f.Add(s, false)
 		f.Add(s, true)
@@ -95,6 +100,9 @@ func FuzzSubnetCreate(f *testing.F) {
 		`{"subnet":{"network_id":"net-1","cidr":"10.5.0.0/24","allocation_pools":[{"start":"10.5.0.9","end":"10.5.0.1"}],"gateway_ip":17}}`,
 		`{"subnet":{"network_id":"nope","cidr":"::/0","ip_version":6}}`,
 		`{"subnet":{"network_id":"net-1","cidr":"10.6.0.0/24","allocation_pools":[null,{}]}}`,
+		`{"subnet":{"network_id":"net-1","cidr":"10.7.0.0/24","ip_version":"4","enable_dhcp":"False"}}`,
+		`{"subnet":{"network_id":"net-1","cidr":"10.8.0.0/24","ip_version":"6_","enable_dhcp":"on","prefixlen":"24"}}`,
+		`{"subnet":{"network_id":"net-1","cidr":"10.9.0.0/24","ip_version":4.0,"use_default_subnetpool":"no"}}`,
 	) {
 		f.Add(s)
 	}
@@ -112,6 +120,8 @@ func FuzzPortCreate(f *testing.F) {
 		`{"port":{"network_id":"net-1","fixed_ips":[],"mac_address":"fa:16:3e:00:00:01","binding:host_id":"host1"}}`,
 		`{"port":{"network_id":"net-1","fixed_ips":[{}],"mac_address":"ff:ff:ff:ff:ff:ff","binding:vnic_type":"direct"}}`,
 		`{"port":{"network_id":"net-1","fixed_ips":null,"device_id":"vm","device_owner":"compute:nova","tags":["x"]}}`,
+		`{"port":{"network_id":"net-1","admin_state_up":"TRUE","port_security_enabled":"f"}}`,
+		`{"port":{"network_id":"net-1","admin_state_up":[true],"port_security_enabled":{}}}`,
 	) {
 		f.Add(s)
 	}

@@ -138,8 +138,10 @@ func (s *service) ownerProject(c *rest.Ctx, projectID, tenantID *string, kind st
 	return want, nil
 }
 
-// decodeBody decodes {"<key>": {...}} into v.
-func decodeBody(c *rest.Ctx, key string, v any) error {
+// decodeBody decodes {"<key>": {...}} into v, first converting the
+// attributes spec names as Neutron's convert_to_int and convert_to_boolean
+// do ("1400" is 1400, "True" is true).
+func decodeBody(c *rest.Ctx, key string, spec rest.Spec, v any) error {
 	var env map[string]json.RawMessage
 	if err := c.Decode(&env); err != nil {
 		var he *rest.HTTPError
@@ -155,11 +157,41 @@ func decodeBody(c *rest.Ctx, key string, v any) error {
 	if len(raw) == 0 || raw[0] != '{' {
 		return badRequest("Malformed request body: '%s' must be an object.", key)
 	}
+	raw, err := rest.Normalize(raw, spec)
+	if err != nil {
+		return formError(err)
+	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return invalidInput(err)
 	}
 	return nil
 }
+
+// formError is Neutron's 400 for a value its converters refuse: the
+// converters raise InvalidInput, whose message is "Invalid input for
+// operation: <reason>.".
+func formError(err error) error {
+	var fe *rest.FormError
+	if errors.As(err, &fe) {
+		return badRequest("Invalid input for operation: %s.", fe.Reason)
+	}
+	return err
+}
+
+// The attributes Neutron declares with convert_to_int or
+// convert_to_boolean, per resource.
+var (
+	networkSpec = rest.Spec{
+		"admin_state_up": rest.PyBool, "shared": rest.PyBool, "router:external": rest.PyBool,
+		"port_security_enabled": rest.PyBool, "vlan_transparent": rest.PyBool,
+		"mtu": rest.PyInt, "provider:segmentation_id": rest.PyInt,
+	}
+	subnetSpec = rest.Spec{
+		"ip_version": rest.PyInt, "prefixlen": rest.PyInt,
+		"enable_dhcp": rest.PyBool, "use_default_subnetpool": rest.PyBool, "dns_publish_fixed_ip": rest.PyBool,
+	}
+	portSpec = rest.Spec{"admin_state_up": rest.PyBool, "port_security_enabled": rest.PyBool}
+)
 
 // invalidInput turns a JSON type error into Neutron's 400.
 func invalidInput(err error) error {

@@ -51,9 +51,13 @@ type networkInput struct {
 	Tags            *[]string `json:"tags"`
 }
 
-// provider validates the provider attributes and returns the requested
-// VNI (0 = allocate). Only vxlan segments exist here.
+// provider validates mtu (Neutron's type:non_negative) and the provider
+// attributes and returns the requested VNI (0 = allocate). Only vxlan
+// segments exist here.
 func (in *networkInput) provider() (uint32, error) {
+	if in.MTU != nil && *in.MTU < 0 {
+		return 0, badRequest("Invalid input for mtu. Reason: '%d' should be non-negative.", *in.MTU)
+	}
 	if in.NetworkType != nil && *in.NetworkType != "vxlan" {
 		return 0, badRequest("Invalid input for operation: network_type value '%s' not supported.", *in.NetworkType)
 	}
@@ -121,7 +125,7 @@ func (s *service) getNetwork(c *rest.Ctx) (any, error) {
 // (lowest free ≥ 1000) unless an admin asks for one.
 func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 	var in networkInput
-	if err := decodeBody(c, "network", &in); err != nil {
+	if err := decodeBody(c, "network", networkSpec, &in); err != nil {
 		return nil, err
 	}
 	project, err := s.ownerProject(c, in.ProjectID, in.TenantID, "Network")
@@ -173,7 +177,7 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var in networkInput
-	if err := decodeBody(c, "network", &in); err != nil {
+	if err := decodeBody(c, "network", networkSpec, &in); err != nil {
 		return nil, err
 	}
 	for _, p := range []*string{in.ProjectID, in.TenantID} {

@@ -159,7 +159,7 @@ func (s *service) getPort(c *rest.Ctx) (any, error) {
 // its binding reports it ACTIVE. The FSM picks MAC and addresses.
 func (s *service) createPort(c *rest.Ctx) (any, error) {
 	var in portInput
-	if err := decodeBody(c, "port", &in); err != nil {
+	if err := decodeBody(c, "port", portSpec, &in); err != nil {
 		return nil, err
 	}
 	if err := in.check(); err != nil {
@@ -230,7 +230,7 @@ func (s *service) updatePort(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var in portInput
-	if err := decodeBody(c, "port", &in); err != nil {
+	if err := decodeBody(c, "port", portSpec, &in); err != nil {
 		return nil, err
 	}
 	if err := in.check(); err != nil {

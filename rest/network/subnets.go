@@ -125,7 +125,7 @@ func (s *service) getSubnet(c *rest.Ctx) (any, error) {
 // other hosts), enable_dhcp, dns_nameservers and host_routes.
 func (s *service) createSubnet(c *rest.Ctx) (any, error) {
 	var in subnetInput
-	if err := decodeBody(c, "subnet", &in); err != nil {
+	if err := decodeBody(c, "subnet", subnetSpec, &in); err != nil {
 		return nil, err
 	}
 	if in.NetworkID == nil || *in.NetworkID == "" {
@@ -203,7 +203,7 @@ func (s *service) updateSubnet(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var in subnetInput
-	if err := decodeBody(c, "subnet", &in); err != nil {
+	if err := decodeBody(c, "subnet", subnetSpec, &in); err != nil {
 		return nil, err
 	}
 	switch {

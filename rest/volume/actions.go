@@ -56,7 +56,7 @@ func (s *service) extend(c *rest.Ctx, v *statedb.Volume, raw json.RawMessage) (a
 	var in struct {
 		NewSize any `json:"new_size"`
 	}
-	if err := decodeRaw(raw, &in); err != nil {
+	if err := decodeRawForms(raw, extendSpec, &in); err != nil {
 		return nil, err
 	}
 	size, err := intArg("new_size", in.NewSize)

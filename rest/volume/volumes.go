@@ -2,10 +2,11 @@ package volume
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -38,27 +39,58 @@ func (s *service) readVolume(c *rest.Ctx, sn *statedb.Snapshot, id string, acces
 
 func volumeNotFound(id string) error { return rest.NotFoundf("Volume %s could not be found.", id) }
 
-// intArg reads a whole number sent as a JSON number or a numeric string.
+// intArg reads a size in the form of Cinder's volume_size: a JSON integer
+// or a digit string ("1").
 func intArg(field string, v any) (int, error) {
-	bad := rest.BadRequest("Invalid input for field/attribute %s. Value: %v. It must be a whole number of GB.", field, v)
-	switch x := v.(type) {
-	case nil:
+	if v == nil {
 		return 0, rest.BadRequest("Invalid input for field/attribute %s: it is required.", field)
-	case json.Number:
-		n, err := strconv.ParseInt(x.String(), 10, 32)
-		if err != nil {
-			return 0, bad
-		}
-		return int(n), nil
-	case string:
-		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 32)
-		if err != nil {
-			return 0, bad
-		}
-		return int(n), nil
 	}
-	return 0, bad
+	conv, err := rest.CinderInt.Convert(field, v)
+	if err != nil {
+		return 0, formError(err)
+	}
+	n, err := strconv.ParseInt(string(conv.(json.Number)), 10, 32)
+	if err != nil {
+		return 0, rest.BadRequest("Invalid input for field/attribute %s. Value: %v. %v is greater than the maximum of %d", field, v, v, math.MaxInt32)
+	}
+	return int(n), nil
 }
+
+// formError renders a value of the wrong form as Cinder's schema
+// validation does: "Invalid input for field/attribute <field>. Value:
+// <value>. <reason>".
+func formError(err error) error {
+	var fe *rest.FormError
+	if errors.As(err, &fe) {
+		return rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s", fe.Field, fe.Shown(), fe.Reason)
+	}
+	return err
+}
+
+// decodeForms decodes a JSON body into v after converting the attributes
+// spec names to Cinder's forms.
+func decodeForms(c *rest.Ctx, spec rest.Spec, v any) error {
+	var raw json.RawMessage
+	if err := c.Decode(&raw); err != nil {
+		return err
+	}
+	return decodeRawForms(raw, spec, v)
+}
+
+func decodeRawForms(raw json.RawMessage, spec rest.Spec, v any) error {
+	raw, err := rest.Normalize(raw, spec)
+	if err != nil {
+		return formError(err)
+	}
+	return decodeRaw(raw, v)
+}
+
+// createSpec and extendSpec are the volume attributes Cinder's schemas
+// accept as strings.
+var (
+	createSpec = rest.Spec{"volume.size": rest.CinderInt, "volume.multiattach": rest.CinderBool}
+	extendSpec = rest.Spec{"new_size": rest.CinderInt}
+)
 
 // checkSize enforces 1 ≤ size ≤ the configured maximum.
 func (s *service) checkSize(field string, size int) error {
@@ -145,7 +177,7 @@ func (s *service) createVolume(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var in createInput
-	if err := c.Decode(&in); err != nil {
+	if err := decodeForms(c, createSpec, &in); err != nil {
 		return nil, err
 	}
 	r := in.Volume
