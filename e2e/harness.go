@@ -64,6 +64,7 @@ type Proc struct {
 	Name    string
 	DataDir string
 	APIAddr string
+	Bin     string   // the binary to run; default Binary(t)
 	args    []string // the full command line after the binary
 	cmd     *exec.Cmd
 	out     *lockedBuf
@@ -119,7 +120,11 @@ func (p *Proc) Restart(t testing.TB) {
 func (p *Proc) start(t testing.TB) {
 	t.Helper()
 	p.out, p.done = &lockedBuf{}, make(chan struct{})
-	p.cmd = exec.Command(Binary(t), p.args...)
+	bin := p.Bin
+	if bin == "" {
+		bin = Binary(t)
+	}
+	p.cmd = exec.Command(bin, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -158,6 +163,15 @@ func (p *Proc) Output() string { return p.out.String() }
 func (p *Proc) Kill() {
 	if p.cmd.Process != nil && !p.Exited() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	<-p.done
+}
+
+// Stop sends SIGTERM to the daemon alone, as systemd does to a unit with
+// KillMode=process, and waits for it to exit.
+func (p *Proc) Stop() {
+	if p.cmd.Process != nil && !p.Exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	<-p.done
 }
