@@ -1,6 +1,9 @@
 package statedb
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Images: Glance records. The bytes live in content-addressed blobs
 // (sha256) on hosts or the shared store. Commands 100-129; apply functions
@@ -31,6 +34,7 @@ type Image struct {
 	HashValue       string            `json:"os_hash_value"`         // sha512 hex
 	SHA256          string            `json:"sha256"`                // blob address
 	Holders         []string          `json:"holders"`               // member ids with the blob locally ("shared" = the shared store)
+	DesiredHolders  []string          `json:"desired_holders,omitempty"` // member ids the leader wants to hold the blob (SetImageCopiesCmd)
 	UploadHost      string            `json:"upload_host,omitempty"` // while saving: the host receiving the bytes
 	Properties      map[string]string `json:"properties"`
 	Tags            []string          `json:"tags"`
@@ -79,6 +83,9 @@ func (img *Image) HasHolder(host string) bool {
 	}
 	return false
 }
+
+// WantsHolder reports whether the leader wants host to hold the image's blob.
+func (img *Image) WantsHolder(host string) bool { return slices.Contains(img.DesiredHolders, host) }
 
 // MemberStatus returns a project's membership status of the image ("" if
 // it is not a member).
