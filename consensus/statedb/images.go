@@ -29,13 +29,13 @@ type Image struct {
 	MinRAMMB        int               `json:"min_ram"`
 	Size            int64             `json:"size"`
 	VirtualSize     int64             `json:"virtual_size"`
-	Checksum        string            `json:"checksum"`              // md5 hex
-	HashAlgo        string            `json:"os_hash_algo"`          // sha512
-	HashValue       string            `json:"os_hash_value"`         // sha512 hex
-	SHA256          string            `json:"sha256"`                // blob address
-	Holders         []string          `json:"holders"`               // member ids with the blob locally ("shared" = the shared store)
+	Checksum        string            `json:"checksum"`                  // md5 hex
+	HashAlgo        string            `json:"os_hash_algo"`              // sha512
+	HashValue       string            `json:"os_hash_value"`             // sha512 hex
+	SHA256          string            `json:"sha256"`                    // blob address
+	Holders         []string          `json:"holders"`                   // member ids with the blob locally ("shared" = the shared store)
 	DesiredHolders  []string          `json:"desired_holders,omitempty"` // member ids the leader wants to hold the blob (SetImageCopiesCmd)
-	UploadHost      string            `json:"upload_host,omitempty"` // while saving: the host receiving the bytes
+	UploadHost      string            `json:"upload_host,omitempty"`     // while saving: the host receiving the bytes
 	Properties      map[string]string `json:"properties"`
 	Tags            []string          `json:"tags"`
 	Members         []ImageMember     `json:"members"`
