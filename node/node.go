@@ -45,6 +45,7 @@ type Node struct {
 	accelOnce    sync.Once
 	compute      computeState
 	accelVal     string
+	img          images // image cache and copier (images.go)
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -376,8 +377,9 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
 	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
