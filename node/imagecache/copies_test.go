@@ -61,10 +61,12 @@ func TestDesiredCopies(t *testing.T) {
 		{"not active", &statedb.Image{ID: "img", Status: statedb.ImageDeleted, Holders: []string{"a"}}, all, 2, false, nil},
 	}
 	for _, tc := range cases {
-		got, ok := imagecache.DesiredCopies(sn, tc.img, tc.alive, tc.copies)
-		if ok != tc.ok || (ok && !tc.check(got)) {
-			t.Errorf("%s: DesiredCopies = %v, %v", tc.name, got, ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := imagecache.DesiredCopies(sn, tc.img, tc.alive, tc.copies)
+			if ok != tc.ok || (ok && !tc.check(got)) {
+				t.Errorf("DesiredCopies(holders %v, wanted %v, %d copies) = %v, %v", tc.img.Holders, tc.img.DesiredHolders, tc.copies, got, ok)
+			}
+		})
 	}
 
 	// New images spread over the hosts instead of piling on one.

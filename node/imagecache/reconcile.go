@@ -3,6 +3,7 @@ package imagecache
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,43 +72,82 @@ func (c *Cache) Run(ctx context.Context) error {
 // launcher starts op under key in its own goroutine.
 type launcher func(key string, op func(ctx context.Context) error)
 
-// sync starts what the snapshot asks of this host: fetch the copies it is
-// wanted to hold, release its copies of deleted images; a full sync also
-// reports copies it lost and evicts over the cache size.
+// opKind is what the reconciler does about one image.
+type opKind int
+
+const (
+	opFetch   opKind = iota + 1 // fetch a wanted copy and report it
+	opRelease                   // drop the copy of a deleted image and report it
+	opLost                      // report a recorded copy that is not on the disk
+	opEvict                     // evict over the cache size (no image)
+)
+
+// op is one thing to do.
+type op struct {
+	kind  opKind
+	image *statedb.Image
+}
+
+// diff compares what the snapshot asks of host with what it has (has
+// tells whether a blob is in its store): the copies to fetch, the copies
+// of deleted images to release, and, on a full sync, the recorded copies
+// that are missing and an eviction pass. It is pure.
+func diff(sn *statedb.Snapshot, host string, has func(sum string) bool, full bool) []op {
+	var ops []op
+	for _, img := range sn.Images() {
+		holder := img.HasHolder(host)
+		switch {
+		case img.Status == statedb.ImageActive && img.WantsHolder(host):
+			if !holder || !has(img.SHA256) {
+				ops = append(ops, op{opFetch, img})
+			}
+		case img.Status == statedb.ImageDeleted && holder:
+			if !inUseOn(sn, host, img.SHA256) {
+				ops = append(ops, op{opRelease, img})
+			}
+		case full && holder && !has(img.SHA256):
+			// The file went (removed by hand, or an eviction whose report
+			// failed): stop counting as a copy.
+			ops = append(ops, op{opLost, img})
+		}
+	}
+	if full {
+		ops = append(ops, op{kind: opEvict})
+	}
+	return ops
+}
+
+// sync starts what diff finds, each operation once at a time, and drops
+// the back-off of fetches no longer wanted.
 func (c *Cache) sync(ctx context.Context, sn *statedb.Snapshot, full bool, launch launcher) {
 	if ctx.Err() != nil {
 		return
 	}
-	me := c.cfg.HostID
-	for _, img := range sn.Images() {
-		holder := img.HasHolder(me)
-		switch {
-		case img.Status == statedb.ImageActive && img.WantsHolder(me):
-			if holder && c.store.Has(img.SHA256) {
-				c.forgetRetry(img.ID)
-				continue
-			}
+	fetching := map[string]bool{}
+	for _, o := range diff(sn, c.cfg.HostID, c.store.Has, full) {
+		img := o.image
+		switch o.kind {
+		case opFetch:
+			fetching["fetch/"+img.ID] = true
 			c.start(launch, "fetch/"+img.ID, func(ctx context.Context) error { return c.fetchWanted(ctx, img) })
-			continue
-		case img.Status == statedb.ImageDeleted && holder:
-			if !inUseOn(sn, me, img.SHA256) {
-				c.start(launch, "release/"+img.ID, func(ctx context.Context) error { return c.release(ctx, img) })
-			}
-			continue
-		}
-		c.forgetRetry(img.ID)
-		if full && holder && !c.store.Has(img.SHA256) {
-			// The file went (removed by hand, or an eviction whose report
-			// failed): stop counting as a copy.
+		case opRelease:
+			c.start(launch, "release/"+img.ID, func(ctx context.Context) error { return c.release(ctx, img) })
+		case opLost:
 			c.start(launch, "lost/"+img.ID, func(ctx context.Context) error { return c.reportDrop(ctx, img.ID) })
+		case opEvict:
+			c.start(launch, "evict", func(ctx context.Context) error {
+				c.Evict(ctx)
+				return nil
+			})
 		}
 	}
-	if full {
-		c.start(launch, "evict", func(ctx context.Context) error {
-			c.Evict(ctx)
-			return nil
-		})
+	c.mu.Lock()
+	for k := range c.retry {
+		if strings.HasPrefix(k, "fetch/") && !fetching[k] {
+			delete(c.retry, k)
+		}
 	}
+	c.mu.Unlock()
 }
 
 // start launches op unless an operation of key is in flight or its
@@ -151,13 +191,6 @@ func (c *Cache) finish(key string, err error) {
 		}
 		c.retry[key] = backoff{next: c.cfg.Now().Add(d), delay: d}
 	}
-}
-
-// forgetRetry drops the back-off of a fetch no longer wanted.
-func (c *Cache) forgetRetry(imageID string) {
-	c.mu.Lock()
-	delete(c.retry, "fetch/"+imageID)
-	c.mu.Unlock()
 }
 
 // nextRetry is how long until the earliest back-off still running runs
