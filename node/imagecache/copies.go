@@ -66,11 +66,13 @@ func NewCopier(cfg CopierConfig) (*Copier, error) {
 	return &Copier{cfg: cfg, log: cfg.Logger.With("component", "imagecopier")}, nil
 }
 
-// Run ticks on every state change (at most every Interval/10) and every
-// Interval until ctx ends. Only the leader runs it.
+// Run ticks every Interval and soon after state changes (a burst of
+// changes settles for up to 100 ms first) until ctx ends. Only the leader
+// runs it, in a goroutine of its own.
 func (c *Copier) Run(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	settle := min(c.cfg.Interval/10, 100*time.Millisecond)
 	for {
 		changed := c.cfg.State.Changed()
 		c.Tick(ctx)
@@ -79,10 +81,10 @@ func (c *Copier) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-changed:
-			select { // let a burst of changes settle
+			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(c.cfg.Interval / 10):
+			case <-time.After(settle):
 			}
 		}
 	}

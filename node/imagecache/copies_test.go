@@ -179,3 +179,47 @@ func TestCopierTick(t *testing.T) {
 		t.Errorf("upload of a host gone for an hour is %s; want killed", stuck.Status)
 	}
 }
+
+// TestCopierRun: a running Copier records the copies of a new image on
+// its own, and stops with its context.
+func TestCopierRun(t *testing.T) {
+	st := agenttest.NewState()
+	for _, h := range []string{"a", "b"} {
+		if err := st.Apply(statedb.CmdRegisterMember, statedb.Member{ID: h, Name: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp, err := imagecache.NewCopier(imagecache.CopierConfig{State: st, Proposer: &agenttest.Proposer{State: st}, Logger: logger(),
+		Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); cp.Run(ctx) }()
+	for _, c := range []struct {
+		typ     statedb.CmdType
+		payload any
+	}{
+		{statedb.CmdCreateImage, statedb.Image{ID: "i", Name: "i", ProjectID: "p", DiskFormat: "raw", ContainerFormat: "bare"}},
+		{statedb.CmdStartImageUpload, statedb.ImageUploadCmd{ID: "i", HostID: "a"}},
+		{statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: "i", Size: 1, SHA256: strings.Repeat("b", 64), Holders: []string{"a"}}},
+	} {
+		if err := st.Apply(c.typ, c.payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		img, _ := st.Snapshot().Image("i")
+		if slices.Equal(img.DesiredHolders, []string{"a", "b"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wanted holders = %v; want [a b] (default 2 copies, the holder first)", img.DesiredHolders)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
