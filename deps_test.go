@@ -45,6 +45,10 @@ func TestImportDirections(t *testing.T) {
 			return false
 		case under(from, "node/agent"):
 			return to == "consensus/statedb"
+		case from == "node/imagecache":
+			return to == "consensus/statedb" || to == "hv/storage"
+		case from == "node/membership":
+			return to == "consensus/statedb" || to == "gossip" || to == "rest" || to == "rest/cluster"
 		case under(from, "rest"):
 			return to == "consensus/statedb" || under(to, "rest")
 		case under(from, "e2e"):

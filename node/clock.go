@@ -1,29 +1,18 @@
 package node
 
 import (
-	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/peerstack/peerstack/gossip"
-	"github.com/peerstack/peerstack/rest"
-	"github.com/peerstack/peerstack/rest/cluster"
+	"github.com/peerstack/peerstack/node/membership"
 )
 
-// DefaultMaxClockSkew is how far apart two hosts' wall clocks may be.
-// Everything that compares clocks across hosts tolerates far more:
-// certificates are backdated by an hour (certBackdate), join tokens live
-// minutes to days and identity tokens hours, so 30 s costs a token at
-// most 30 s of its life. Any working NTP or chrony keeps hosts within
-// milliseconds, while a host that booted with a drifted RTC and has not
-// synced yet is usually seconds off: 30 s refuses the broken, not the
-// merely unsynced.
-const DefaultMaxClockSkew = 30 * time.Second
+// DefaultMaxClockSkew is how far apart two hosts' wall clocks may be
+// (--max-clock-skew); node/membership explains the figure.
+const DefaultMaxClockSkew = membership.DefaultMaxClockSkew
 
-// joinTransit bounds how long a join request may take from the joiner's
-// clock reading to its arrival (connect, TLS handshake, body): a joiner
-// behind us looks up to that much further behind than it is.
-const joinTransit = 2 * time.Second
+// certBackdate bounds --max-clock-skew: certificates are valid that long
+// before their signer's clock.
+const certBackdate = membership.CertBackdate
 
 // clock is this host's wall clock: the system clock shifted by
 // --clock-offset, which exists to inject clock skew in tests (faketime
@@ -31,163 +20,10 @@ const joinTransit = 2 * time.Second
 // CLOCK_REALTIME).
 func (n *Node) clock() time.Time { return time.Now().Add(n.cfg.ClockOffset) }
 
-// describeSkew says "3600.2 s ahead of" or "12.0 s behind".
-func describeSkew(d time.Duration) string {
-	if d < 0 {
-		return fmt.Sprintf("%.1f s behind", -d.Seconds())
-	}
-	return fmt.Sprintf("%.1f s ahead of", d.Seconds())
-}
-
-// seconds prints a limit: "30 s", "1.5 s".
-func seconds(d time.Duration) string {
-	return fmt.Sprintf("%g s", d.Seconds())
-}
-
-// joinClockOK says whether a joiner's clock is close enough to ours.
-// measured is its clock reading minus ours when the request arrived. The
-// joiner read its clock just before sending, so the request arrived up to
-// joinTransit later and its true skew lies in [measured, measured +
-// joinTransit]: refuse only when that whole range is beyond the limit.
-func joinClockOK(measured, limit time.Duration) bool {
-	return measured <= limit && measured+joinTransit >= -limit
-}
-
-// checkJoinClock refuses a joining host whose clock is beyond the limit
-// from ours (joinClockOK). Requests without a clock (older joiners) pass;
-// gossip measures them once they run.
-func (n *Node) checkJoinClock(req cluster.JoinRequest, received time.Time) error {
-	if req.Time.IsZero() {
-		n.log.Debug("join request carries no clock", "name", req.Name)
-		return nil
-	}
-	limit := n.cfg.MaxClockSkew
-	measured := req.Time.Sub(received)
-	if joinClockOK(measured, limit) {
-		return nil
-	}
-	msg := fmt.Sprintf("clock of joining host %s is %s host %s (limit %s): fix time sync (NTP/chrony) on %s and retry; "+
-		"the join token was not used, so the same token still works",
-		req.Name, describeSkew(measured), n.id.Name, seconds(limit), req.Name)
-	if off, of := n.clockOutliers(); mostOff(off, of) {
-		msg += fmt.Sprintf(" (host %s's own clock is also more than %s off from %d of the %d other members: check its time sync too)",
-			n.id.Name, seconds(limit), off, of)
-	}
-	n.log.Warn("join refused: "+msg, "name", req.Name, "api", req.APIAddr, "skew_ms", measured.Milliseconds())
-	return rest.BadRequest("%s", msg)
-}
-
-// mostOff says whether this host's own clock is likely the wrong one: off
-// of the of measured members are beyond the limit, and they are most of at
-// least two (with one other host, either clock may be wrong).
-func mostOff(off, of int) bool { return of >= 2 && off*2 > of }
-
-// clockOutliers counts the alive members whose clocks gossip measured,
-// and how many of them are beyond the limit from this host's.
-func (n *Node) clockOutliers() (off, of int) {
-	for _, m := range n.gossip.Members() {
-		if m.Name == n.id.NodeID || m.State != gossip.StateAlive || m.ClockMeasuredAt.IsZero() {
-			continue
-		}
-		of++
-		if m.ClockSkew.Abs() > n.cfg.MaxClockSkew {
-			off++
-		}
-	}
-	return off, of
-}
-
-// checkMemberClock compares the answering member's clock with ours on a
-// successful join: sent and got are our clock around the request, so the
-// member's reading lies between them if the clocks agree. The member
-// already admitted us, so a skew is only logged: undoing the join here
-// would leave a registered member with no host.
-func (n *Node) checkMemberClock(resp *cluster.JoinResponse, sent, got time.Time) {
-	if resp.Time.IsZero() {
-		return
-	}
-	limit := n.cfg.MaxClockSkew
-	switch {
-	case resp.Time.After(got.Add(limit)):
-		n.log.Warn(fmt.Sprintf("clock of the member that admitted this host is at least %s this host's (limit %s): fix time sync (NTP/chrony)",
-			describeSkew(resp.Time.Sub(got)), seconds(limit)))
-	case resp.Time.Before(sent.Add(-limit)):
-		n.log.Warn(fmt.Sprintf("clock of the member that admitted this host is at least %s this host's (limit %s): fix time sync (NTP/chrony)",
-			describeSkew(resp.Time.Sub(sent)), seconds(limit)))
-	}
-}
-
 // ClockSkews returns, per member id, how far that member's clock is ahead
 // of this host's as gossip last measured it (cluster.Backend). This host
 // maps to 0; members that are not alive or not measured since they
 // (re)joined are absent.
 func (n *Node) ClockSkews() map[string]time.Duration {
-	out := map[string]time.Duration{n.id.NodeID: 0}
-	for _, m := range n.gossip.Members() {
-		if m.Name != n.id.NodeID && m.State == gossip.StateAlive && !m.ClockMeasuredAt.IsZero() {
-			out[m.Name] = m.ClockSkew
-		}
-	}
-	return out
-}
-
-// clockWatch logs each crossing of the skew limit once: a warning when a
-// member's clock goes beyond it, an info when it comes back under 90% of
-// it (the margin keeps a skew hovering at the limit from flapping), and
-// the same for this host when most measured members are beyond it, which
-// means this host's clock is the wrong one. It is owned by one goroutine.
-type clockWatch struct {
-	log     *slog.Logger
-	self    string
-	limit   time.Duration
-	skewed  map[string]bool // member id → beyond the limit
-	selfOff bool
-}
-
-func newClockWatch(log *slog.Logger, self string, limit time.Duration) *clockWatch {
-	return &clockWatch{log: log, self: self, limit: limit, skewed: map[string]bool{}}
-}
-
-// observe looks at the latest gossip view.
-func (w *clockWatch) observe(members []gossip.Member) {
-	back := w.limit - w.limit/10
-	off, of := 0, 0
-	listed := map[string]bool{}
-	for _, m := range members {
-		listed[m.Name] = true
-		if m.Name == w.self || m.State != gossip.StateAlive || m.ClockMeasuredAt.IsZero() {
-			continue
-		}
-		name, abs := m.Meta.Name, m.ClockSkew.Abs()
-		of++
-		switch {
-		case abs > w.limit:
-			off++
-			if !w.skewed[m.Name] {
-				w.skewed[m.Name] = true
-				w.log.Warn(fmt.Sprintf("clock skew: host %s's clock is %s this host's (limit %s): fix time sync (NTP/chrony) on whichever is wrong",
-					name, describeSkew(m.ClockSkew), seconds(w.limit)), "member", m.Name, "skew_ms", m.ClockSkew.Milliseconds())
-			}
-		case abs <= back && w.skewed[m.Name]:
-			delete(w.skewed, m.Name)
-			w.log.Info(fmt.Sprintf("clock skew resolved: host %s's clock is %s this host's (limit %s)",
-				name, describeSkew(m.ClockSkew), seconds(w.limit)), "member", m.Name, "skew_ms", m.ClockSkew.Milliseconds())
-		case abs > back && w.skewed[m.Name]:
-			off++ // still counts as off until it is clearly back
-		}
-	}
-	for id := range w.skewed {
-		if !listed[id] {
-			delete(w.skewed, id) // forgotten or reaped
-		}
-	}
-	switch selfOff := mostOff(off, of); {
-	case selfOff && !w.selfOff:
-		w.selfOff = true
-		w.log.Warn(fmt.Sprintf("clock skew: this host's clock is more than %s off from %d of the %d other members: fix time sync (NTP/chrony) on this host",
-			seconds(w.limit), off, of))
-	case !selfOff && w.selfOff:
-		w.selfOff = false
-		w.log.Info("clock skew resolved: this host's clock agrees with most members again")
-	}
+	return membership.Skews(n.gossip.Members(), n.id.NodeID)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/membership"
 )
 
 // gossipPeers are the gossip addresses of the other members: from the
@@ -30,7 +31,7 @@ func (n *Node) gossipPeers() []string {
 // gossipLoop heals gossip: it joins members the state knows but gossip does
 // not see alive (after a restart, or a partition that made the others
 // declare this host dead), and keeps node.json's peer list current. It
-// also logs members whose clocks cross the skew limit (clockWatch).
+// also logs members whose clocks cross the skew limit (ClockWatch).
 func (n *Node) gossipLoop(ctx context.Context) {
 	interval := 2 * time.Second
 	if n.cfg.Fast {
@@ -38,7 +39,7 @@ func (n *Node) gossipLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	watch := newClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)
+	watch := membership.NewClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)
 	for {
 		select {
 		case <-ctx.Done():
@@ -46,7 +47,7 @@ func (n *Node) gossipLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		members := n.gossip.Members()
-		watch.observe(members)
+		watch.Observe(members)
 		alive := map[string]bool{}
 		for _, m := range members {
 			if m.State == gossip.StateAlive {

@@ -71,7 +71,7 @@ func (n *Node) leading(ctx context.Context) {
 		n.reconcileMembers(ctx, deadSince)
 		n.rotateKeys(ctx)
 		n.computeLeaderTick(ctx)
-		n.imagesLeaderTick(ctx)
+		n.imageCopier().Tick(ctx)
 		n.networksLeaderTick(ctx)
 		n.volumesLeaderTick(ctx)
 		select {

@@ -21,6 +21,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
 )
 
@@ -45,6 +46,7 @@ type Node struct {
 	accelOnce    sync.Once
 	compute      computeState
 	accelVal     string
+	img          images // image cache and copier (images.go)
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -155,30 +157,30 @@ func (n *Node) bootstrap(ctx context.Context) (err error) {
 	}()
 	clusterID := uuid.NewString()
 	nodeID := uuid.NewString()
-	ca, caKeyPEM, err := newCA(clusterID)
+	ca, caKeyPEM, err := membership.NewCA(clusterID)
 	if err != nil {
 		return err
 	}
-	keyPEM, csrPEM, err := newKeyAndCSR(nodeID)
+	keyPEM, csrPEM, err := membership.NewKeyAndCSR(nodeID)
 	if err != nil {
 		return err
 	}
-	certPEM, err := ca.sign(csrPEM, nodeID, n.certHosts())
+	certPEM, err := ca.Sign(csrPEM, nodeID, n.certHosts())
 	if err != nil {
 		return err
 	}
 	gossipKey := make([]byte, 32)
 	_, _ = rand.Read(gossipKey)
 	created = append(created, n.tlsDir(), filepath.Join(n.cfg.DataDir, "raft"), filepath.Join(n.cfg.DataDir, "gossip.key"))
-	if err := n.writeSecrets(ca.certPEM, certPEM, keyPEM, gossipKey); err != nil {
+	if err := n.writeSecrets(ca.CertPEM(), certPEM, keyPEM, gossipKey); err != nil {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: clusterID}
-	if err := n.startParts(ctx, ln, ca.certPEM, certPEM, keyPEM, gossipKey, true); err != nil {
+	if err := n.startParts(ctx, ln, ca.CertPEM(), certPEM, keyPEM, gossipKey, true); err != nil {
 		return err
 	}
 	password := randomHex(12)
-	cmd, err := n.bootstrapCommand(clusterID, ca.certPEM, caKeyPEM, gossipKey, password)
+	cmd, err := n.bootstrapCommand(clusterID, ca.CertPEM(), caKeyPEM, gossipKey, password)
 	if err != nil {
 		return err
 	}
@@ -296,7 +298,7 @@ func (n *Node) certHosts() []string {
 
 // startParts starts Raft, gossip and the API server.
 func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPEM, keyPEM string, gossipKey []byte, bootstrap bool) error {
-	serverTLS, clientTLS, err := tlsConfigs(caPEM, certPEM, keyPEM)
+	serverTLS, clientTLS, err := membership.TLSConfigs(caPEM, certPEM, keyPEM)
 	if err != nil {
 		return err
 	}
@@ -313,7 +315,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	rn, err := consensus.New(consensus.Config{
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
-		ServerTLS: mtlsServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
+		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
 		Fast: n.cfg.Fast, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
@@ -376,8 +378,9 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
 	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()

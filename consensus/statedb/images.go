@@ -1,6 +1,9 @@
 package statedb
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Images: Glance records. The bytes live in content-addressed blobs
 // (sha256) on hosts or the shared store. Commands 100-129; apply functions
@@ -26,12 +29,13 @@ type Image struct {
 	MinRAMMB        int               `json:"min_ram"`
 	Size            int64             `json:"size"`
 	VirtualSize     int64             `json:"virtual_size"`
-	Checksum        string            `json:"checksum"`              // md5 hex
-	HashAlgo        string            `json:"os_hash_algo"`          // sha512
-	HashValue       string            `json:"os_hash_value"`         // sha512 hex
-	SHA256          string            `json:"sha256"`                // blob address
-	Holders         []string          `json:"holders"`               // member ids with the blob locally ("shared" = the shared store)
-	UploadHost      string            `json:"upload_host,omitempty"` // while saving: the host receiving the bytes
+	Checksum        string            `json:"checksum"`                  // md5 hex
+	HashAlgo        string            `json:"os_hash_algo"`              // sha512
+	HashValue       string            `json:"os_hash_value"`             // sha512 hex
+	SHA256          string            `json:"sha256"`                    // blob address
+	Holders         []string          `json:"holders"`                   // member ids with the blob locally ("shared" = the shared store)
+	DesiredHolders  []string          `json:"desired_holders,omitempty"` // member ids the leader wants to hold the blob (SetImageCopiesCmd)
+	UploadHost      string            `json:"upload_host,omitempty"`     // while saving: the host receiving the bytes
 	Properties      map[string]string `json:"properties"`
 	Tags            []string          `json:"tags"`
 	Members         []ImageMember     `json:"members"`
@@ -79,6 +83,9 @@ func (img *Image) HasHolder(host string) bool {
 	}
 	return false
 }
+
+// WantsHolder reports whether the leader wants host to hold the image's blob.
+func (img *Image) WantsHolder(host string) bool { return slices.Contains(img.DesiredHolders, host) }
 
 // MemberStatus returns a project's membership status of the image ("" if
 // it is not a member).

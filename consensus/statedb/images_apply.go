@@ -16,6 +16,7 @@ const (
 	CmdAddImageMember    CmdType = 108
 	CmdUpdateImageMember CmdType = 109
 	CmdRemoveImageMember CmdType = 111
+	CmdSetImageCopies    CmdType = 112 // SetImageCopiesCmd (leader: hosts that should hold the blob)
 )
 
 // Image statuses, as Glance names them.
@@ -59,6 +60,7 @@ var imageApply = map[CmdType]applyFunc{
 	CmdUpdateImageMember: applyUpdateImageMember,
 	CmdRemoveImageMember: applyRemoveImageMember,
 	CmdReportImageHolder: applyReportImageHolder,
+	CmdSetImageCopies:    applySetImageCopies,
 }
 
 // ValidImageDiskFormat reports whether f is a disk format peerstack accepts
@@ -100,6 +102,7 @@ func liveImage(t *Txn, id string) (*Image, error) {
 func copyImage(img *Image) *Image {
 	cp := *img
 	cp.Holders = slices.Clone(img.Holders)
+	cp.DesiredHolders = slices.Clone(img.DesiredHolders)
 	cp.Tags = slices.Clone(img.Tags)
 	cp.Members = slices.Clone(img.Members)
 	cp.Properties = make(map[string]string, len(img.Properties))
@@ -165,7 +168,7 @@ func applyCreateImage(t *Txn, c *Command) error {
 	img.Status = ImageQueued
 	img.Size, img.VirtualSize = 0, 0
 	img.Checksum, img.HashAlgo, img.HashValue, img.SHA256 = "", "", "", ""
-	img.Holders, img.Members, img.UploadHost = nil, nil, ""
+	img.Holders, img.DesiredHolders, img.Members, img.UploadHost = nil, nil, nil, ""
 	img.CreatedAt, img.UpdatedAt = c.Time, c.Time
 	return t.insert(tblImages, img)
 }

@@ -180,6 +180,12 @@ func TestSettingsStorageChange(t *testing.T) {
 	if img, _ := n.State().Image(idX); img.HasHolder(statedb.ImageHolderShared) {
 		t.Fatalf("image X holders = %v on local storage; want no shared holder", img.Holders)
 	}
+	// The leader records the hosts that keep X: a write of its own, done
+	// before the checks below that nothing is written.
+	c.Eventually(10*time.Second, "the hosts that keep image X recorded", func() bool {
+		img, _ := n.State().Image(idX)
+		return len(img.DesiredHolders) == 1
+	})
 
 	// Refused changes change nothing.
 	for _, tc := range []struct{ body, msg string }{

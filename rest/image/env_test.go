@@ -84,12 +84,6 @@ func (b *blobBackend) OpenLocalBlob(sum string) (io.ReadCloser, int64, error) {
 	return f, fi.Size(), nil
 }
 
-func (b *blobBackend) PullImage(context.Context, string) error {
-	return errors.New("no peers in tests")
-}
-
-func (b *blobBackend) ReleaseImage(context.Context, string) error { return image.ErrInUse }
-
 func (b *blobBackend) VerifyBlob(ctx context.Context, sum string) error {
 	err := b.store.Verify(ctx, sum)
 	if errors.Is(err, storage.ErrBlobCorrupt) {

@@ -41,12 +41,6 @@ type Backend interface {
 
 	// OpenLocalBlob opens a blob this host holds (ErrNoBlob if none).
 	OpenLocalBlob(sum string) (io.ReadCloser, int64, error)
-	// PullImage makes this host hold an image's blob and report it;
-	// ErrBusy when a fetch of it is already under way.
-	PullImage(ctx context.Context, imageID string) error
-	// ReleaseImage removes this host's copy of a deleted image's blob if
-	// nothing uses it and reports the drop; ErrInUse otherwise.
-	ReleaseImage(ctx context.Context, imageID string) error
 	// VerifyBlob re-hashes a local blob and removes it when corrupt
 	// (ErrCorrupt).
 	VerifyBlob(ctx context.Context, sum string) error
@@ -87,8 +81,6 @@ type BlobResult struct {
 
 // Sentinel errors Backend implementations return (wrapped).
 var (
-	ErrBusy    = errors.New("a fetch of this blob is under way")
-	ErrInUse   = errors.New("blob is in use on this host")
 	ErrCorrupt = errors.New("blob is corrupt")
 	ErrNoBlob  = errors.New("no such blob on this host")
 )
@@ -138,8 +130,6 @@ func Service(b Backend) rest.Service {
 			{Method: get, Path: "/image/v2/schemas/member", Auth: token, Handler: s.schemaMember},
 			{Method: get, Path: "/image/v2/schemas/members", Auth: token, Handler: s.schemaMembers},
 
-			{Method: post, Path: "/internal/v1/images/{image_id}/pull", Auth: internal, Handler: s.pull},
-			{Method: post, Path: "/internal/v1/images/{image_id}/release", Auth: internal, Handler: s.release},
 			{Method: get, Path: "/internal/v1/blobs/{sha256}", Auth: internal, Handler: s.blob},
 			{Method: post, Path: "/internal/v1/blobs/{sha256}/verify", Auth: internal, Handler: s.verify},
 		},

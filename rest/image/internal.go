@@ -12,33 +12,6 @@ import (
 // Internal routes: only hosts of the cluster (client certificate from the
 // cluster CA) call them.
 
-// pull serves POST /internal/v1/images/{id}/pull: the leader asks this
-// host to hold a copy. 204 once held; 202 when a fetch is already under
-// way.
-func (s *service) pull(c *rest.Ctx) (any, error) {
-	err := s.b.PullImage(c.Context(), c.Var("image_id"))
-	switch {
-	case errors.Is(err, ErrBusy):
-		return &rest.Response{Status: http.StatusAccepted}, nil
-	case err != nil:
-		return nil, err
-	}
-	return &rest.Response{Status: http.StatusNoContent}, nil
-}
-
-// release serves POST /internal/v1/images/{id}/release: drop this host's
-// copy of a deleted image; 409 while something here still uses it.
-func (s *service) release(c *rest.Ctx) (any, error) {
-	err := s.b.ReleaseImage(c.Context(), c.Var("image_id"))
-	switch {
-	case errors.Is(err, ErrInUse):
-		return nil, rest.Conflictf("%v", err)
-	case err != nil:
-		return nil, err
-	}
-	return &rest.Response{Status: http.StatusNoContent}, nil
-}
-
 // blob serves GET /internal/v1/blobs/{sha256}: a local blob, streamed.
 func (s *service) blob(c *rest.Ctx) (any, error) {
 	sum := c.Var("sha256")

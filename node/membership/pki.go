@@ -1,4 +1,4 @@
-package node
+package membership
 
 import (
 	"crypto/ecdsa"
@@ -17,30 +17,36 @@ import (
 	"time"
 )
 
-// nodeCertName is a DNS name every node certificate carries; hosts dial
+// NodeCertName is a DNS name every node certificate carries; hosts dial
 // each other with it as the TLS server name.
-const nodeCertName = "peerstack-node"
+const NodeCertName = "peerstack-node"
 
-// certBackdate is how long before its signer's clock a certificate
+// CertBackdate is how long before its signer's clock a certificate
 // becomes valid, so that hosts whose clocks lag the signer's accept it.
-// MaxClockSkew must stay well below it.
-const certBackdate = time.Hour
+// The clock skew limit must stay well below it.
+const CertBackdate = time.Hour
 
-type ca struct {
+// CA is the cluster certificate authority: it signs host certificates.
+type CA struct {
 	cert    *x509.Certificate
 	key     *ecdsa.PrivateKey
 	certPEM string
-	now     func() time.Time // the signer's clock; nil means time.Now
+	// Now is the signer's clock; nil means time.Now.
+	Now func() time.Time
 }
 
-func (c *ca) clock() time.Time {
-	if c.now != nil {
-		return c.now()
+// CertPEM is the CA certificate.
+func (c *CA) CertPEM() string { return c.certPEM }
+
+func (c *CA) clock() time.Time {
+	if c.Now != nil {
+		return c.Now()
 	}
 	return time.Now()
 }
 
-func newCA(clusterID string) (*ca, string, error) {
+// NewCA creates a cluster CA and returns it with its key (PEM).
+func NewCA(clusterID string) (*CA, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, "", fmt.Errorf("generate CA key: %w", err)
@@ -48,7 +54,7 @@ func newCA(clusterID string) (*ca, string, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "peerstack cluster CA " + clusterID, Organization: []string{"peerstack"}},
-		NotBefore:             time.Now().Add(-certBackdate),
+		NotBefore:             time.Now().Add(-CertBackdate),
 		NotAfter:              time.Now().AddDate(20, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -63,11 +69,12 @@ func newCA(clusterID string) (*ca, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return &ca{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}, keyPEM, nil
+	return &CA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}, keyPEM, nil
 }
 
-func loadCA(certPEM, keyPEM string) (*ca, error) {
-	cert, err := parseCert(certPEM)
+// LoadCA loads the cluster CA from its certificate and key (PEM).
+func LoadCA(certPEM, keyPEM string) (*CA, error) {
+	cert, err := ParseCert(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
@@ -79,7 +86,7 @@ func loadCA(certPEM, keyPEM string) (*ca, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA key: %w", err)
 	}
-	return &ca{cert: cert, key: key, certPEM: certPEM}, nil
+	return &CA{cert: cert, key: key, certPEM: certPEM}, nil
 }
 
 func encodeKey(key *ecdsa.PrivateKey) (string, error) {
@@ -90,7 +97,8 @@ func encodeKey(key *ecdsa.PrivateKey) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b})), nil
 }
 
-func parseCert(certPEM string) (*x509.Certificate, error) {
+// ParseCert parses one PEM certificate.
+func ParseCert(certPEM string) (*x509.Certificate, error) {
 	b, _ := pem.Decode([]byte(certPEM))
 	if b == nil {
 		return nil, errors.New("no certificate PEM block")
@@ -103,8 +111,8 @@ func serial() *big.Int {
 	return n
 }
 
-// newKeyAndCSR makes a node key and a certificate request.
-func newKeyAndCSR(nodeID string) (keyPEM, csrPEM string, err error) {
+// NewKeyAndCSR makes a node key and a certificate request.
+func NewKeyAndCSR(nodeID string) (keyPEM, csrPEM string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", fmt.Errorf("generate node key: %w", err)
@@ -117,9 +125,9 @@ func newKeyAndCSR(nodeID string) (keyPEM, csrPEM string, err error) {
 	return keyPEM, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), err
 }
 
-// sign issues a node certificate (server and client auth) for the CSR's key
-// with the given SANs.
-func (c *ca) sign(csrPEM, nodeID string, hosts []string) (string, error) {
+// Sign issues a node certificate (server and client auth) for the CSR's
+// key with the given SANs.
+func (c *CA) Sign(csrPEM, nodeID string, hosts []string) (string, error) {
 	b, _ := pem.Decode([]byte(csrPEM))
 	if b == nil {
 		return "", errors.New("sign: no CSR PEM block")
@@ -135,11 +143,11 @@ func (c *ca) sign(csrPEM, nodeID string, hosts []string) (string, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"peerstack"}},
-		NotBefore:    now.Add(-certBackdate),
+		NotBefore:    now.Add(-CertBackdate),
 		NotAfter:     now.AddDate(10, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{nodeCertName, "localhost"},
+		DNSNames:     []string{NodeCertName, "localhost"},
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 	}
 	seen := map[string]bool{}
@@ -163,14 +171,14 @@ func (c *ca) sign(csrPEM, nodeID string, hosts []string) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
 }
 
-// fingerprint is the hex sha256 of a certificate's DER bytes.
-func fingerprint(cert *x509.Certificate) string {
+// Fingerprint is the hex sha256 of a certificate's DER bytes.
+func Fingerprint(cert *x509.Certificate) string {
 	s := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(s[:])
 }
 
-// tlsConfigs builds the server and client TLS configs of a node.
-func tlsConfigs(caPEM, certPEM, keyPEM string) (server, client *tls.Config, err error) {
+// TLSConfigs builds the server and client TLS configs of a node.
+func TLSConfigs(caPEM, certPEM, keyPEM string) (server, client *tls.Config, err error) {
 	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
 		return nil, nil, fmt.Errorf("load node certificate: %w", err)
@@ -192,23 +200,23 @@ func tlsConfigs(caPEM, certPEM, keyPEM string) (server, client *tls.Config, err 
 	client = &tls.Config{
 		Certificates: []tls.Certificate{pair},
 		RootCAs:      pool,
-		ServerName:   nodeCertName,
+		ServerName:   NodeCertName,
 		MinVersion:   tls.VersionTLS12,
 	}
 	return server, client, nil
 }
 
-// mtlsServer is the server config for Raft: client certificates required.
-func mtlsServer(s *tls.Config) *tls.Config {
+// MTLSServer is the server config for Raft: client certificates required.
+func MTLSServer(s *tls.Config) *tls.Config {
 	c := s.Clone()
 	c.ClientAuth = tls.RequireAndVerifyClientCert
 	return c
 }
 
-// pinnedClient returns a client TLS config that trusts a server only if
+// PinnedClient returns a client TLS config that trusts a server only if
 // its chain ends in a CA with the given fingerprint (used before joining,
 // when the CA itself is not yet known).
-func pinnedClient(caFingerprint string) *tls.Config {
+func PinnedClient(caFingerprint string) *tls.Config {
 	return &tls.Config{
 		InsecureSkipVerify: true, // verified below against the pinned CA fingerprint
 		MinVersion:         tls.VersionTLS12,
@@ -226,7 +234,7 @@ func pinnedClient(caFingerprint string) *tls.Config {
 			}
 			// The CA must be in the chain the server sent.
 			for _, c := range certs[1:] {
-				if fingerprint(c) == caFingerprint {
+				if Fingerprint(c) == caFingerprint {
 					pool := x509.NewCertPool()
 					pool.AddCert(c)
 					_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})

@@ -1,0 +1,237 @@
+// Package membership owns how a host becomes a member: join tokens, the
+// admission of a joining host (token, name and clock checks, then its
+// certificate and member record), the request a joining host sends, the
+// cluster CA and host certificates (PKI), and clock-skew checks between
+// members.
+//
+// It reaches the state through Admitter's functions and the network only
+// in SendJoin. It must not start or stop anything of the daemon, write
+// files, or decide Raft membership (the leader does, from the member
+// records).
+package membership
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/cluster"
+)
+
+// Proposer submits a command and returns once the local state applied it.
+type Proposer interface {
+	Propose(ctx context.Context, t statedb.CmdType, payload any) error
+}
+
+// Admitter admits joining hosts on a member (the server side of a join)
+// and makes join tokens.
+type Admitter struct {
+	SelfID, SelfName string
+	State            func() *statedb.Snapshot
+	Proposer         Proposer
+	// Clock is this host's wall clock.
+	Clock func() time.Time
+	// Members is the gossip view (clock measurements); nil: none.
+	Members      func() []gossip.Member
+	MaxClockSkew time.Duration
+	Logger       *slog.Logger
+}
+
+// tokenLag bounds the wait for a join token this host has not applied yet
+// (made through another host a moment ago).
+const tokenLag = 2 * time.Second
+
+func (a *Admitter) now() time.Time { return a.Clock().UTC() }
+
+// CreateToken records a single-use join token valid for ttl and returns
+// its text, which names selfAPIAddr and the other members' API addresses.
+func (a *Admitter) CreateToken(ctx context.Context, ttl time.Duration, selfAPIAddr string) (string, time.Time, error) {
+	cfg, ok := a.State().Cluster()
+	if !ok {
+		return "", time.Time{}, errors.New("cluster is not bootstrapped")
+	}
+	caCert, err := ParseCert(cfg.CACertPEM)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	secretBytes := make([]byte, 32)
+	_, _ = rand.Read(secretBytes)
+	secret := base64.RawURLEncoding.EncodeToString(secretBytes)
+	now := a.now()
+	jt := statedb.JoinToken{ID: uuid.NewString(), SecretHash: HashSecret(secret), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := a.Proposer.Propose(ctx, statedb.CmdCreateJoinToken, jt); err != nil {
+		return "", time.Time{}, fmt.Errorf("create join token: %w", err)
+	}
+	addrs := []string{selfAPIAddr}
+	for _, m := range a.State().Members() {
+		if m.ID != a.SelfID && m.APIAddr != "" {
+			addrs = append(addrs, m.APIAddr)
+		}
+	}
+	tok := JoinToken{ClusterID: cfg.ClusterID, CAFingerprint: Fingerprint(caCert), Addrs: addrs, ID: jt.ID, Secret: secret}
+	return tok.String(), jt.ExpiresAt, nil
+}
+
+// Join admits a joining host. The endpoint needs no login, so the token is
+// checked first (read-only: nothing is said to a caller without one); the
+// name and clock checks come before the token is consumed, so a host
+// refused by them can retry with the same token.
+func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
+	received := a.Clock()
+	cfg, ok := a.State().Cluster()
+	if !ok {
+		return nil, rest.Unavailable("cluster is not bootstrapped yet")
+	}
+	if err := a.precheckToken(ctx, req); err != nil {
+		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
+		return nil, err
+	}
+	if other, ok := a.State().MemberByName(req.Name); ok && other.ID != req.NodeID {
+		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
+	}
+	if err := a.checkClock(req, received); err != nil {
+		return nil, err
+	}
+	if err := a.Proposer.Propose(ctx, statedb.CmdConsumeJoinToken, statedb.ConsumeJoinTokenCmd{
+		ID: req.TokenID, SecretHash: HashSecret(req.Secret), NodeID: req.NodeID,
+	}); err != nil {
+		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
+		return nil, err
+	}
+	ca, err := LoadCA(cfg.CACertPEM, cfg.CAKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	ca.Now = a.Clock
+	cert, err := ca.Sign(req.CSR, req.NodeID, req.Hosts)
+	if err != nil {
+		return nil, rest.BadRequest("%v", err)
+	}
+	if err := a.Proposer.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{
+		ID: req.NodeID, Name: req.Name, APIAddr: req.APIAddr, RaftAddr: req.RaftAddr,
+		GossipAddr: req.GossipAddr, JoinedAt: a.now(),
+	}); err != nil {
+		return nil, err
+	}
+	var peers []string
+	for _, m := range a.State().Members() {
+		if m.ID != req.NodeID && m.GossipAddr != "" {
+			peers = append(peers, m.GossipAddr)
+		}
+	}
+	a.Logger.Info("host joined", "node", req.NodeID, "name", req.Name, "api", req.APIAddr)
+	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: cfg.GossipKey, Peers: peers,
+		Time: a.Clock()}, nil
+}
+
+// precheckToken refuses, without writing anything, a join whose token is
+// unknown, has another secret, was used or expired: the same rules the
+// consuming command applies, which stays the authority.
+func (a *Admitter) precheckToken(ctx context.Context, req cluster.JoinRequest) error {
+	invalid := rest.Forbiddenf("join token is not valid for this cluster")
+	deadline := time.Now().Add(tokenLag)
+	for {
+		jt, ok := a.State().JoinToken(req.TokenID)
+		switch {
+		case ok && subtle.ConstantTimeCompare([]byte(jt.SecretHash), []byte(HashSecret(req.Secret))) != 1:
+			return invalid
+		case ok && !jt.UsedAt.IsZero():
+			return rest.Forbiddenf("join token was already used")
+		case ok && !a.now().Before(jt.ExpiresAt):
+			return rest.Forbiddenf("join token expired at %s", jt.ExpiresAt.Format(time.RFC3339))
+		case ok:
+			return nil
+		case time.Now().After(deadline):
+			return invalid
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// checkClock refuses a joining host whose clock is beyond the limit from
+// ours (JoinClockOK). Requests without a clock (older joiners) pass;
+// gossip measures them once they run.
+func (a *Admitter) checkClock(req cluster.JoinRequest, received time.Time) error {
+	if req.Time.IsZero() {
+		a.Logger.Debug("join request carries no clock", "name", req.Name)
+		return nil
+	}
+	limit := a.MaxClockSkew
+	measured := req.Time.Sub(received)
+	if JoinClockOK(measured, limit) {
+		return nil
+	}
+	msg := fmt.Sprintf("clock of joining host %s is %s host %s (limit %s): fix time sync (NTP/chrony) on %s and retry; "+
+		"the join token was not used, so the same token still works",
+		req.Name, DescribeSkew(measured), a.SelfName, seconds(limit), req.Name)
+	if a.Members != nil {
+		if off, of := Outliers(a.Members(), a.SelfID, limit); MostOff(off, of) {
+			msg += fmt.Sprintf(" (host %s's own clock is also more than %s off from %d of the %d other members: check its time sync too)",
+				a.SelfName, seconds(limit), off, of)
+		}
+	}
+	a.Logger.Warn("join refused: "+msg, "name", req.Name, "api", req.APIAddr, "skew_ms", measured.Milliseconds())
+	return rest.BadRequest("%s", msg)
+}
+
+// SendJoin asks the members in tok, in turn, to admit this host, pinning
+// the cluster CA by its fingerprint. Each attempt carries clock's reading
+// just before it is sent; a member whose clock is beyond maxSkew from
+// ours is logged.
+func SendJoin(ctx context.Context, tok JoinToken, req cluster.JoinRequest, clock func() time.Time, maxSkew time.Duration,
+	log *slog.Logger) (*cluster.JoinResponse, error) {
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: PinnedClient(tok.CAFingerprint)}}
+	var errs []error
+	for _, addr := range tok.Addrs {
+		req.Time = clock()
+		body, _ := json.Marshal(req)
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/cluster/v1/join", bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("join: %w", err)
+		}
+		hreq.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(hreq)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			var e struct {
+				Error struct{ Message string } `json:"error"`
+			}
+			_ = json.Unmarshal(data, &e)
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				errs = append(errs, fmt.Errorf("%s: %s", addr, e.Error.Message))
+				continue
+			}
+			return nil, fmt.Errorf("join refused by %s (%d): %s", addr, resp.StatusCode, e.Error.Message)
+		}
+		var jr cluster.JoinResponse
+		if err := json.Unmarshal(data, &jr); err != nil {
+			return nil, fmt.Errorf("join: bad answer from %s: %w", addr, err)
+		}
+		CheckMemberClock(log, maxSkew, jr.Time, req.Time, clock())
+		return &jr, nil
+	}
+	return nil, fmt.Errorf("join: no member in the token is reachable: %w", errors.Join(errs...))
+}
