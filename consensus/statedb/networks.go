@@ -132,11 +132,11 @@ type Port struct {
 	SecurityGroups      []string      `json:"security_groups"`
 	PortSecurityEnabled bool          `json:"port_security_enabled"`
 	AllowedAddressPairs []AddressPair `json:"allowed_address_pairs"`
-	Description  string    `json:"description"`
-	Tags         []string  `json:"tags"`
-	Revision     int       `json:"revision_number"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	Description         string        `json:"description"`
+	Tags                []string      `json:"tags"`
+	Revision            int           `json:"revision_number"`
+	CreatedAt           time.Time     `json:"created_at"`
+	UpdatedAt           time.Time     `json:"updated_at"`
 }
 
 // Network returns a network by id.
