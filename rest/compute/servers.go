@@ -570,6 +570,10 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 	}
 	resID := "r-" + strings.ToLower(randomPassword(8))
 	var cmd statedb.CreateInstancesCmd
+	groups, err := secGroupIDs(sn, c.Cred.ProjectID, p.SecurityGroups)
+	if err != nil {
+		return cmd, nil, err
+	}
 	ids := make([]string, 0, p.Max)
 	for i := range p.Max {
 		name := p.Name
@@ -596,6 +600,7 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 				continue
 			}
 			req := &statedb.PortRequest{ID: s.b.NewID(), NetworkID: w.NetworkID}
+			req.SecurityGroups = groups
 			if w.FixedIP != "" {
 				req.FixedIPs = []statedb.FixedIPWant{{IP: w.FixedIP}}
 			}
