@@ -91,6 +91,7 @@ type Config struct {
 	Hypervisor Hypervisor // required
 	Network    Network    // nil: tenant networking disabled (VMs get no NICs)
 	VTEPs      VTEPs      // required with Network
+	Firewall   Firewall   // nil: ports are not filtered
 	Volumes    Volumes    // nil: volume operations fail with ErrNoVolumeStore
 	Images     ImageSource
 
@@ -120,6 +121,7 @@ type Agent struct {
 	backoff   map[string]time.Time // "key/op" → no retry before
 	exitWhy   map[string]string    // instance id → why its QEMU exited (from events)
 	netState  netState
+	fwState   fwState
 	host      hostCache
 	orphans   map[string]bool // VM ids already logged as unknown to the state
 	wg        sync.WaitGroup  // operations in flight
@@ -318,6 +320,7 @@ func (a *Agent) sync(ctx context.Context, full bool) {
 	a.mu.Unlock()
 
 	netReady := a.syncNetworks(ctx, sn, full, seen)
+	a.syncFirewall(ctx, sn, full)
 	a.syncInstances(ctx, sn, actual, netReady, seen)
 	a.syncVolumes(ctx, sn, seen)
 }
