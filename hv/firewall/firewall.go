@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
@@ -285,11 +286,14 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 			if ws.v6 {
 				s.KeyType = nftables.TypeIP6Addr
 			}
-			if err := c.AddSet(s, elements(ws.elems)); err != nil {
+			if err := c.AddSet(s, nil); err != nil {
 				m.log.Warn("firewall: add set", "set", name, "err", err)
 			}
+			els := elements(ws.elems)
+			addChunked(c.SetAddElements, s, els)
 			m.sets[name] = s
 			st.Sets++
+			st.Elements += len(els)
 			continue
 		}
 		s := m.sets[name]
@@ -304,11 +308,9 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 				dels = append(dels, nftables.SetElement{Key: a.AsSlice()})
 			}
 		}
-		if len(adds) > 0 {
-			_ = c.SetAddElements(s, adds)
-		}
+		addChunked(c.SetAddElements, s, adds)
+		addChunked(c.SetDeleteElements, s, dels)
 		if len(dels) > 0 {
-			_ = c.SetDeleteElements(s, dels)
 			shrunk[name] = true
 		}
 		st.Elements += len(adds) + len(dels)
@@ -339,7 +341,7 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 			c.AddRule(&nftables.Rule{Table: chains[k].Table, Chain: chains[k], Exprs: r})
 		}
 		st.Chains++
-		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' {
+		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && narrows(cur.ports[id], want.ports[id]) {
 			narrowed[id] = true
 		}
 	}
@@ -379,6 +381,23 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 	return narrowed
 }
 
+// narrows reports whether a port's new rules may refuse a connection its
+// old ones allowed (a new port narrows nothing).
+func narrows(old, cur *Port) bool {
+	if old == nil || cur == nil {
+		return false
+	}
+	if old.Stateful != cur.Stateful || !reflect.DeepEqual(old.IPs, cur.IPs) {
+		return true
+	}
+	for _, r := range old.Rules {
+		if !slices.Contains(cur.Rules, r) {
+			return true
+		}
+	}
+	return false
+}
+
 // portOfChain is the port id of an o-/e-/i- chain.
 func portOfChain(name string) (string, bool) {
 	if len(name) > 2 && name[1] == '-' && (name[0] == 'o' || name[0] == 'e' || name[0] == 'i') {
@@ -393,6 +412,17 @@ func elements(set map[netip.Addr]bool) []nftables.SetElement {
 		out = append(out, nftables.SetElement{Key: a.AsSlice()})
 	}
 	return out
+}
+
+// addChunked queues elements in messages small enough for netlink's
+// 64 KiB attributes.
+func addChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []nftables.SetElement) {
+	const chunk = 1000
+	for len(els) > 0 {
+		n := min(chunk, len(els))
+		_ = op(s, els[:n]) // only fails for anonymous sets
+		els = els[n:]
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
