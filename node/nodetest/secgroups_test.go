@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -205,4 +207,56 @@ func TestSecGroupGophercloud(t *testing.T) {
 	if _, err := groups.Get(ctx, nc, g.ID).Extract(); !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 		t.Errorf("groups.Get after delete: %v; want 404", err)
 	}
+}
+
+// TestSecGroupServerCLI: server create --security-group and server
+// add/remove security group with the real client at microversion 2.1.
+func TestSecGroupServerCLI(t *testing.T) {
+	fa := &FakeAgents{ResyncInterval: 200 * time.Millisecond}
+	c := NewCluster(t, 3, Options{Agent: fa.Options})
+	f := c.Follower()
+	o := newCPCLI(t, c, f)
+	img := filepath.Join(t.TempDir(), "img.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var image map[string]any
+	o.json(&image, "image", "create", "--file", img, "--disk-format", "raw", "--container-format", "bare", "cli-img")
+	var net map[string]any
+	o.json(&net, "network", "create", "net1")
+	o.run("subnet", "create", "--network", "net1", "--subnet-range", "10.0.0.0/24", "sub1")
+	var sg map[string]any
+	o.json(&sg, "security", "group", "create", "web")
+
+	var server map[string]any
+	o.json(&server, "server", "create", "--flavor", "m1.tiny", "--image", fmt.Sprint(image["id"]), "--nic", "net-id="+fmt.Sprint(net["id"]),
+		"--security-group", "web", "--wait", "vm")
+	groupsOf := func() string {
+		var s map[string]any
+		o.json(&s, "server", "show", "vm")
+		return fmt.Sprint(s["security_groups"])
+	}
+	if g := groupsOf(); !strings.Contains(g, "web") || strings.Contains(g, "default") {
+		t.Errorf("server groups = %s; want only web", g)
+	}
+	portGroups := func() []string {
+		ports := c.Node(f).State().PortsOfDevice(fmt.Sprint(server["id"]))
+		if len(ports) != 1 {
+			t.Fatalf("server ports = %v", ports)
+		}
+		return ports[0].SecurityGroups
+	}
+	if pg := portGroups(); len(pg) != 1 || pg[0] != sg["id"] {
+		t.Errorf("port groups = %v; want web", pg)
+	}
+	o.run("server", "add", "security", "group", "vm", "default")
+	o.run("server", "remove", "security", "group", "vm", "web")
+	if g := groupsOf(); !strings.Contains(g, "default") || strings.Contains(g, "web") {
+		t.Errorf("server groups after add/remove = %s; want only default", g)
+	}
+	if pg := portGroups(); len(pg) != 1 || pg[0] == sg["id"] {
+		t.Errorf("port groups after add/remove = %v; want default", pg)
+	}
+	o.run("security", "group", "delete", "web")
+	o.run("server", "delete", "--wait", "vm")
 }

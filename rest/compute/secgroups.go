@@ -3,6 +3,7 @@ package compute
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -46,21 +47,20 @@ func findSecGroup(sn *statedb.Snapshot, project, ref string) (id, name string, o
 	return "", "", false
 }
 
-// secGroupIDs resolves the names of a server create; nil (the default
-// group) when none were asked for.
-func secGroupIDs(sn *statedb.Snapshot, project string, names []string) ([]string, error) {
-	if len(names) == 0 {
-		return nil, nil
-	}
-	ids := make([]string, 0, len(names))
-	for _, n := range names {
-		id, _, ok := findSecGroup(sn, project, n)
+// secGroupIDs resolves the groups of a server create, given by name or
+// id (the openstack client sends ids), to ids and the names the server
+// shows; nil (the default group) when none were asked for.
+func secGroupIDs(sn *statedb.Snapshot, project string, refs []string) (ids, names []string, err error) {
+	for _, ref := range refs {
+		id, name, ok := findSecGroup(sn, project, ref)
 		if !ok {
-			return nil, rest.BadRequest("Security group %s not found for project %s.", n, project)
+			return nil, nil, rest.BadRequest("Security group %s not found for project %s.", ref, project)
 		}
-		ids = append(ids, id)
+		if !slices.Contains(ids, id) {
+			ids, names = append(ids, id), append(names, name)
+		}
 	}
-	return ids, nil
+	return ids, names, nil
 }
 
 func novaRuleView(sn *statedb.Snapshot, r *statedb.SecurityGroupRule) map[string]any {

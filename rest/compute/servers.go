@@ -570,10 +570,11 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 	}
 	resID := "r-" + strings.ToLower(randomPassword(8))
 	var cmd statedb.CreateInstancesCmd
-	groups, err := secGroupIDs(sn, c.Cred.ProjectID, p.SecurityGroups)
+	groups, groupNames, err := secGroupIDs(sn, c.Cred.ProjectID, p.SecurityGroups)
 	if err != nil {
 		return cmd, nil, err
 	}
+	p.SecurityGroups = groupNames
 	ids := make([]string, 0, p.Max)
 	for i := range p.Max {
 		name := p.Name
