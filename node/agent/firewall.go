@@ -72,7 +72,8 @@ func ZoneOf(vni uint32) uint16 { return uint16(vni%65535) + 1 }
 // desiredFirewall computes the filtering of host's ports from the state:
 // the rules of each port's groups, and the addresses of every member
 // (fixed IPs and address pairs, on any host) of the groups they name as
-// remote. Ports without port security are not filtered. It is pure;
+// remote. Ports without port security and the network service's own
+// ports (device owner "network:…") are not filtered. It is pure;
 // problems lists what was left out and why.
 func desiredFirewall(sn *statedb.Snapshot, host string, tap func(string) string) (FirewallDesired, []string) {
 	d := FirewallDesired{Groups: map[string][]netip.Addr{}}
@@ -88,7 +89,9 @@ func desiredFirewall(sn *statedb.Snapshot, host string, tap func(string) string)
 			nets[n.VNI] = true
 			d.Networks = append(d.Networks, FwNetwork{VNI: n.VNI, Zone: ZoneOf(n.VNI)})
 		}
-		if !p.PortSecurityEnabled {
+		// Ports of the network service itself (routers, DHCP) are
+		// trusted, as in Neutron: they forward for others.
+		if !p.PortSecurityEnabled || strings.HasPrefix(p.DeviceOwner, "network:") {
 			continue
 		}
 		fp, err := fwPort(sn, p, n, tap)

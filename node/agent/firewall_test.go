@@ -16,6 +16,8 @@ func TestAgentDesiredFirewall(t *testing.T) {
 		&statedb.Port{ID: "b", NetworkID: "n", HostID: "other", MAC: "fa:16:3e:00:00:02", PortSecurityEnabled: true,
 			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.2"}}, SecurityGroups: []string{"db"}},
 		&statedb.Port{ID: "c", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:03", FixedIPs: []statedb.FixedIP{{IP: "10.0.0.3"}}},
+		&statedb.Port{ID: "r", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:05", PortSecurityEnabled: true,
+			DeviceOwner: statedb.OwnerRouterInterface, FixedIPs: []statedb.FixedIP{{IP: "10.0.0.254"}}},
 		&statedb.Port{ID: "d", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:04", PortSecurityEnabled: true,
 			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.4"}}, SecurityGroups: []string{"web", "loose"}},
 	}
@@ -36,7 +38,7 @@ func TestAgentDesiredFirewall(t *testing.T) {
 		t.Fatalf("problems: %v", problems)
 	}
 	if len(d.Ports) != 2 || d.Ports[0].ID != "a" || d.Ports[1].ID != "d" {
-		t.Fatalf("ports = %+v; want a and d (c has no port security, b is remote)", d.Ports)
+		t.Fatalf("ports = %+v; want a and d (c has no port security, r is a router's, b is remote)", d.Ports)
 	}
 	a := d.Ports[0]
 	if !a.Stateful || d.Ports[1].Stateful {
