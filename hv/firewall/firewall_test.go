@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 var anyV4 = Rule{Proto: ProtoAny}
@@ -198,5 +199,65 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	}
 	if ok, err := h.m.anyTable(c); err != nil || ok {
 		t.Errorf("tables after cleanup: %v %v", ok, err)
+	}
+}
+
+// TestZonesKeepNetworksApart: two networks with the same addresses and the
+// same connection 5-tuple are tracked apart, and cutting one leaves the
+// other.
+func TestZonesKeepNetworksApart(t *testing.T) {
+	h := newHost(t)
+	h.addBridge(t, "br1")
+	a1, a2 := h.addVM(t, 1), h.addVM(t, 2)
+	b1 := h.addVMOn(t, 3, "br1", a1.ip)
+	b2 := h.addVMOn(t, 4, "br1", a2.ip)
+	tcpListen(t, a2, 80)
+	tcpListen(t, b2, 80)
+	ports := func(bRules ...Rule) []Port {
+		return []Port{h.port(a1, true, anyV4), h.port(a2, true, tcp(true, 80, 80), anyV4),
+			h.port(b1, true, anyV4), h.port(b2, true, append(bRules, anyV4)...)}
+	}
+	h.apply(t, nil, ports(tcp(true, 80, 80))...)
+	dial := func(v *vm, dst netip.Addr) net.Conn {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := tcpDial(t, v, dst, 80, 40000)
+			if err == nil && echo(c) {
+				return c
+			}
+			if c != nil {
+				c.Close()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s -> %s:80 from port 40000: %v", v.ns.name, dst, err)
+			}
+			time.Sleep(50 * time.Millisecond) // the source port lingers after a failed attempt
+		}
+	}
+	ca := dial(a1, a2.ip)
+	defer ca.Close()
+	cb := dial(b1, b2.ip)
+	defer cb.Close()
+	// One conntrack entry per network for the same 5-tuple.
+	zones := map[uint16]bool{}
+	for _, f := range h.flows(t) {
+		o := f.TupleOrig
+		if o.IP.SourceAddress == a1.ip && o.IP.DestinationAddress == a2.ip && o.Proto.SourcePort == 40000 && o.Proto.DestinationPort == 80 {
+			zones[f.Zone] = true
+		}
+	}
+	if len(zones) != 2 || !zones[7] || !zones[8] {
+		t.Errorf("zones of the two identical connections = %v; want 7 and 8", zones)
+	}
+	st := h.apply(t, nil, ports()...)
+	if st.FlowsDeleted != 1 {
+		t.Errorf("stats %+v; want exactly network b's flow cut", st)
+	}
+	if echo(cb) {
+		t.Error("network b's connection survived its rule's removal")
+	}
+	if !echo(ca) {
+		t.Error("network a's identical connection was cut")
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -137,21 +139,37 @@ func newHost(tb testing.TB) *host {
 
 // vm is a namespace with eth0 on the host's bridge via veth "v<n>".
 type vm struct {
-	ns  *testNS
-	tap string // host end
-	mac net.HardwareAddr
-	ip  netip.Addr
+	bridge string
+	ns     *testNS
+	tap    string // host end
+	mac    net.HardwareAddr
+	ip     netip.Addr
 }
 
 func (h *host) addVM(tb testing.TB, n int) *vm {
 	tb.Helper()
-	v := &vm{ns: newNS(tb, fmt.Sprintf("vm%d", n)), tap: fmt.Sprintf("v%d", n),
-		mac: net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 0, byte(n)}, ip: netip.AddrFrom4([4]byte{10, 0, 0, byte(n)})}
+	return h.addVMOn(tb, n, h.bridge, netip.AddrFrom4([4]byte{10, 0, 0, byte(n)}))
+}
+
+// addBridge adds another network's bridge to the host.
+func (h *host) addBridge(tb testing.TB, name string) {
+	tb.Helper()
+	if err := h.ns.nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		tb.Fatalf("bridge: %v", err)
+	}
+	h.ns.up(tb, name)
+}
+
+// addVMOn adds VM n with address ip on bridge.
+func (h *host) addVMOn(tb testing.TB, n int, bridge string, ip netip.Addr) *vm {
+	tb.Helper()
+	v := &vm{ns: newNS(tb, fmt.Sprintf("vm%d", n)), tap: fmt.Sprintf("v%d", n), bridge: bridge,
+		mac: net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 0, byte(n)}, ip: ip}
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: v.tap}, PeerName: "eth0", PeerNamespace: netlink.NsFd(v.ns.h), PeerHardwareAddr: v.mac}
 	if err := h.ns.nl.LinkAdd(veth); err != nil {
 		tb.Fatalf("veth %s: %v", v.tap, err)
 	}
-	br, _ := h.ns.nl.LinkByName(h.bridge)
+	br, _ := h.ns.nl.LinkByName(bridge)
 	l, _ := h.ns.nl.LinkByName(v.tap)
 	if err := h.ns.nl.LinkSetMaster(l, br); err != nil {
 		tb.Fatalf("enslave %s: %v", v.tap, err)
@@ -172,12 +190,16 @@ func (h *host) addVM(tb testing.TB, n int) *vm {
 
 // port is the firewall port of a vm with rules.
 func (h *host) port(v *vm, stateful bool, rules ...Rule) Port {
-	return Port{ID: "p-" + v.tap, Tap: v.tap, Bridge: h.bridge, Zone: 7, MAC: v.mac, IPs: []netip.Addr{v.ip}, Stateful: stateful, Rules: rules}
+	zone := uint16(7)
+	if v.bridge != h.bridge {
+		zone = 8
+	}
+	return Port{ID: "p-" + v.tap, Tap: v.tap, Bridge: v.bridge, Zone: zone, MAC: v.mac, IPs: []netip.Addr{v.ip}, Stateful: stateful, Rules: rules}
 }
 
 func (h *host) apply(tb testing.TB, groups map[string][]netip.Addr, ports ...Port) Stats {
 	tb.Helper()
-	st, err := h.m.Apply(context.Background(), Desired{Networks: []Network{{Bridge: h.bridge, Zone: 7}}, Ports: ports, Groups: groups})
+	st, err := h.m.Apply(context.Background(), Desired{Networks: []Network{{Bridge: h.bridge, Zone: 7}, {Bridge: "br1", Zone: 8}}, Ports: ports, Groups: groups})
 	if err != nil {
 		tb.Fatalf("apply: %v", err)
 	}
@@ -240,12 +262,16 @@ func tcpConnect(tb testing.TB, v *vm, dst netip.Addr, port int) net.Conn {
 	}
 }
 
-// tcpDial opens a connection from v to dst:port.
-func tcpDial(tb testing.TB, v *vm, dst netip.Addr, port int) (net.Conn, error) {
+// tcpDial opens a connection from v to dst:port (from source port sport
+// if given).
+func tcpDial(tb testing.TB, v *vm, dst netip.Addr, port int, sport ...int) (net.Conn, error) {
 	tb.Helper()
 	var c net.Conn
 	err := v.ns.do(tb, func() (err error) {
 		d := net.Dialer{Timeout: blocked}
+		if len(sport) > 0 {
+			d.LocalAddr = &net.TCPAddr{IP: v.ip.AsSlice(), Port: sport[0]}
+		}
 		c, err = d.Dial("tcp4", netip.AddrPortFrom(dst, uint16(port)).String())
 		return err
 	})
@@ -391,4 +417,19 @@ func arpFrame(ethSrc, mac net.HardwareAddr, ip netip.Addr, marker []byte) []byte
 	f = append(f, a[:]...)
 	f = append(f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 10, 0, 0, 255)
 	return append(f, marker...)
+}
+
+// flows dumps the host's conntrack table.
+func (h *host) flows(tb testing.TB) []conntrack.Flow {
+	tb.Helper()
+	c, err := conntrack.Dial(&mdnetlink.Config{NetNS: int(h.ns.h)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	fs, err := c.Dump(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fs
 }
