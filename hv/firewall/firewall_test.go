@@ -261,3 +261,80 @@ func TestZonesKeepNetworksApart(t *testing.T) {
 		t.Error("network a's identical connection was cut")
 	}
 }
+
+// TestIPv6: IPv6 rules match IPv6 only and IPv4 rules IPv4 only; neighbour
+// discovery works; a spoofed IPv6 source is dropped.
+func TestIPv6(t *testing.T) {
+	h := newHost(t)
+	vm1, vm2 := h.addVM(t, 1), h.addVM(t, 2)
+	v6 := func(v *vm, last byte) netip.Addr {
+		a := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last})
+		if out, err := exec.Command("ip", "-n", v.ns.name, "addr", "add", a.String()+"/64", "dev", "eth0", "nodad").CombinedOutput(); err != nil {
+			t.Fatalf("add %s: %v: %s", a, err, out)
+		}
+		return a
+	}
+	a1, a2, spoof := v6(vm1, 1), v6(vm2, 2), v6(vm1, 99)
+	listen := func(addr netip.Addr, port int) {
+		var ln net.Listener
+		if err := vm2.ns.do(t, func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, uint16(port)).String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); buf := make([]byte, 4); n, _ := c.Read(buf); _, _ = c.Write(buf[:n]) }()
+			}
+		}()
+	}
+	for _, p := range []int{90, 91} {
+		listen(a2, p)
+		listen(vm2.ip, p)
+	}
+	dial := func(src, dst netip.Addr, port int) bool {
+		var c net.Conn
+		err := vm1.ns.do(t, func() (err error) {
+			d := net.Dialer{Timeout: blocked, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+			c, err = d.Dial("tcp", netip.AddrPortFrom(dst, uint16(port)).String())
+			return err
+		})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return echo(c)
+	}
+	anyV6 := Rule{IPv6: true, Proto: ProtoAny}
+	p1, p2 := h.port(vm1, true, anyV4, anyV6), h.port(vm2, true,
+		Rule{Ingress: true, IPv6: true, Proto: ProtoTCP, PortMin: 90, PortMax: 90}, tcp(true, 91, 91), anyV4, anyV6)
+	p1.IPs, p2.IPs = append(p1.IPs, a1), append(p2.IPs, a2)
+	h.apply(t, nil, p1, p2)
+	deadline := time.Now().Add(5 * time.Second)
+	for !dial(a1, a2, 90) { // neighbour discovery through the filter
+		if time.Now().After(deadline) {
+			t.Fatal("IPv6 tcp 90 never worked")
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		src, dst netip.Addr
+		port     int
+		want     bool
+	}{
+		{"IPv6 rule, IPv4 traffic", vm1.ip, vm2.ip, 90, false},
+		{"IPv4 rule, IPv6 traffic", a1, a2, 91, false},
+		{"IPv4 rule, IPv4 traffic", vm1.ip, vm2.ip, 91, true},
+		{"spoofed IPv6 source", spoof, a2, 90, false},
+	} {
+		if got := dial(c.src, c.dst, c.port); got != c.want {
+			t.Errorf("%s: passes = %v; want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -2,7 +2,7 @@
 // replicated state assigns to it and reports what it observed back through
 // commands.
 //
-// Three reconcilers share one loop. Each reads its desired state from a
+// Four reconcilers share one loop. Each reads its desired state from a
 // state snapshot and its actual state from the host, computes a pure diff,
 // and hands the resulting operations to an executor that undoes a
 // half-done operation in reverse on failure:
@@ -10,6 +10,9 @@
 //   - networks: the ports bound to this host, grouped by network, become
 //     bridges, VXLAN devices, taps, forwarding entries and DHCP leases
 //     (through Network); plumbed ports are reported ACTIVE;
+//   - firewall: the secured ports bound to this host, their groups' rules
+//     and the members of the remote groups they name become packet
+//     filtering (through Firewall), before their VMs start;
 //   - instances: servers placed on this host are prepared (image, root
 //     overlay, config drive), started, stopped, rebooted and deleted
 //     (through Hypervisor) and reported (ReportInstanceCmd);
