@@ -17,8 +17,10 @@ import (
 // TableName is the name of both tables (bridge and inet family).
 const TableName = "peerstack-sg"
 
-// Packet mark bits this package owns: the sending port's index and the
-// connection state copied from conntrack. Other bits are left alone.
+// Packet mark bits this package owns on bridged traffic (it clears them on
+// every frame entering a bridge, so none can come in from outside, e.g.
+// through a VXLAN device): the sending port's index and the connection
+// state copied from conntrack. Other bits are left alone.
 const (
 	markPortMask uint32 = 0x0000ffff
 	markEst      uint32 = 0x00010000 // established or related
@@ -128,15 +130,16 @@ func build(d Desired, idx map[string]uint16) (*model, error) {
 		rules: [][]expr.Any{markAnd(^markOurs)}}
 	to := &chainSpec{family: br, name: "to", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityRef(0)}
 	zone := &chainSpec{family: inet, name: "zone", hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityRef(-300)}
-	ctmark := &chainSpec{family: inet, name: "ctmark", hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityRef(-150),
-		rules: [][]expr.Any{
-			cat(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), markOr(markEst)),
-			cat(ctState(expr.CtStateBitINVALID), markOr(markInv)),
-		}}
+	// Only traffic of our bridges gets the state bits: the host's own
+	// traffic keeps its marks.
+	ctmark := &chainSpec{family: inet, name: "ctmark", hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityRef(-150)}
 	nets := slices.Clone(d.Networks)
 	sort.Slice(nets, func(i, j int) bool { return nets[i].Bridge < nets[j].Bridge })
 	for _, n := range nets {
 		zone.rules = append(zone.rules, cat(ifname(expr.MetaKeyIIFNAME, n.Bridge), zoneSet(n.Zone)))
+		ctmark.rules = append(ctmark.rules,
+			cat(ifname(expr.MetaKeyIIFNAME, n.Bridge), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), markOr(markEst)),
+			cat(ifname(expr.MetaKeyIIFNAME, n.Bridge), ctState(expr.CtStateBitINVALID), markOr(markInv)))
 	}
 	var ingress [][]expr.Any
 	ports := slices.Clone(d.Ports)
