@@ -84,6 +84,8 @@ func (n *Node) runAgents(ctx context.Context) {
 	defer closeHV()
 	nw, closeNet := n.agentNetwork(log, opts)
 	defer closeNet()
+	fw, closeFW := n.agentFirewall(log, opts)
+	defer closeFW()
 	n.mu.Lock()
 	n.cfg.Agent.rt = &agentRuntime{hv: hv}
 	n.mu.Unlock()
@@ -105,7 +107,7 @@ func (n *Node) runAgents(ctx context.Context) {
 		Images: images, Volumes: vols, ResyncInterval: opts.ResyncInterval, DetachTimeout: opts.DetachTimeout, Logger: log,
 	}
 	if nw != nil {
-		cfg.Network, cfg.VTEPs = nw, nodeVTEPs{n}
+		cfg.Network, cfg.VTEPs, cfg.Firewall = nw, nodeVTEPs{n}, fw
 	}
 	if cfg.ResyncInterval == 0 && n.cfg.Fast {
 		cfg.ResyncInterval = time.Second

@@ -127,11 +127,16 @@ type Port struct {
 	HostID       string    `json:"binding_host_id"` // member id where the port lives
 	AdminStateUp bool      `json:"admin_state_up"`
 	Status       string    `json:"status"` // DOWN, ACTIVE, BUILD
-	Description  string    `json:"description"`
-	Tags         []string  `json:"tags"`
-	Revision     int       `json:"revision_number"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	// Security (secgroups.go): group ids, whether the host filters the
+	// port at all, and the extra addresses it may send from.
+	SecurityGroups      []string      `json:"security_groups"`
+	PortSecurityEnabled bool          `json:"port_security_enabled"`
+	AllowedAddressPairs []AddressPair `json:"allowed_address_pairs"`
+	Description         string        `json:"description"`
+	Tags                []string      `json:"tags"`
+	Revision            int           `json:"revision_number"`
+	CreatedAt           time.Time     `json:"created_at"`
+	UpdatedAt           time.Time     `json:"updated_at"`
 }
 
 // Network returns a network by id.

@@ -49,6 +49,7 @@ type PortRequest struct {
 	// NoFixedIPs asks for a port without addresses (Neutron "fixed_ips":
 	// []); otherwise an empty FixedIPs gets one address per IP version.
 	NoFixedIPs bool `json:"no_fixed_ips,omitempty"`
+	PortSecurity
 }
 
 // FixedIPWant is a requested subnet and/or address.
@@ -509,6 +510,9 @@ func createPort(t *Txn, now time.Time, req PortRequest) (*Port, error) {
 	if p.FixedIPs == nil {
 		p.FixedIPs = []FixedIP{}
 	}
+	if err := setPortSecurity(t, now, p, req.PortSecurity); err != nil {
+		return nil, err
+	}
 	if err := t.insert(tblPorts, p); err != nil {
 		return nil, err
 	}
@@ -529,6 +533,7 @@ type UpdatePortCmd struct {
 	MAC          *string        `json:"mac,omitempty"`
 	FixedIPs     *[]FixedIPWant `json:"fixed_ips,omitempty"`
 	Tags         *[]string      `json:"tags,omitempty"`
+	UpdatePortSecurity
 }
 
 func applyUpdatePort(t *Txn, c *Command) error {
@@ -593,6 +598,9 @@ func applyUpdatePort(t *Txn, c *Command) error {
 			return err
 		}
 		p.Tags = slices.Clone(*u.Tags)
+	}
+	if err := updatePortSecurity(t, c.Time, &p, u.UpdatePortSecurity); err != nil {
+		return err
 	}
 	p.Revision++
 	p.UpdatedAt = c.Time

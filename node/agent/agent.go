@@ -2,7 +2,7 @@
 // replicated state assigns to it and reports what it observed back through
 // commands.
 //
-// Three reconcilers share one loop. Each reads its desired state from a
+// Four reconcilers share one loop. Each reads its desired state from a
 // state snapshot and its actual state from the host, computes a pure diff,
 // and hands the resulting operations to an executor that undoes a
 // half-done operation in reverse on failure:
@@ -10,6 +10,9 @@
 //   - networks: the ports bound to this host, grouped by network, become
 //     bridges, VXLAN devices, taps, forwarding entries and DHCP leases
 //     (through Network); plumbed ports are reported ACTIVE;
+//   - firewall: the secured ports bound to this host, their groups' rules
+//     and the members of the remote groups they name become packet
+//     filtering (through Firewall), before their VMs start;
 //   - instances: servers placed on this host are prepared (image, root
 //     overlay, config drive), started, stopped, rebooted and deleted
 //     (through Hypervisor) and reported (ReportInstanceCmd);
@@ -91,6 +94,7 @@ type Config struct {
 	Hypervisor Hypervisor // required
 	Network    Network    // nil: tenant networking disabled (VMs get no NICs)
 	VTEPs      VTEPs      // required with Network
+	Firewall   Firewall   // nil: ports are not filtered
 	Volumes    Volumes    // nil: volume operations fail with ErrNoVolumeStore
 	Images     ImageSource
 
@@ -122,6 +126,7 @@ type Agent struct {
 	backoff   map[string]time.Time // "key/op" → no retry before
 	exitWhy   map[string]string    // instance id → why its QEMU exited (from events)
 	netState  netState
+	fwState   fwState
 	host      hostCache
 	orphans   map[string]bool // VM ids already logged as unknown to the state
 	wg        sync.WaitGroup  // operations in flight
@@ -320,6 +325,7 @@ func (a *Agent) sync(ctx context.Context, full bool) {
 	a.mu.Unlock()
 
 	netReady := a.syncNetworks(ctx, sn, full, seen)
+	a.syncFirewall(ctx, sn, full)
 	a.syncInstances(ctx, sn, actual, netReady, seen)
 	a.syncVolumes(ctx, sn, seen)
 }

@@ -70,6 +70,8 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 				Hard: strings.EqualFold(*req.Type, "HARD")})
 		case "os-getConsoleOutput":
 			return s.consoleOutput(c, inst, raw)
+		case "addSecurityGroup", "removeSecurityGroup":
+			return s.serverSecGroupAction(c, inst, action, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}

@@ -554,6 +554,11 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 	}
 	resID := "r-" + strings.ToLower(randomPassword(8))
 	var cmd statedb.CreateInstancesCmd
+	groups, groupNames, err := secGroupIDs(sn, c.Cred.ProjectID, p.SecurityGroups)
+	if err != nil {
+		return cmd, nil, err
+	}
+	p.SecurityGroups = groupNames
 	ids := make([]string, 0, p.Max)
 	for i := range p.Max {
 		name := p.Name
@@ -580,6 +585,7 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 				continue
 			}
 			req := &statedb.PortRequest{ID: s.b.NewID(), NetworkID: w.NetworkID}
+			req.SecurityGroups = groups
 			if w.FixedIP != "" {
 				req.FixedIPs = []statedb.FixedIPWant{{IP: w.FixedIP}}
 			}

@@ -47,6 +47,10 @@ var extensions = []extension{
 	{"Resource timestamps", "standard-attr-timestamp", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.", "2016-09-12T10:00:00-00:00", nil},
 	{"project_id field enabled", "project-id", "Extension that indicates that project_id field is enabled.", "2016-09-09T09:09:09-09:09", nil},
 	{"Pagination support", "pagination", "Extension that indicates that pagination is enabled.", "2016-06-12T00:00:00-00:00", nil},
+	{"security-group", "security-group", "The security groups extension.", "2012-10-05T10:00:00-00:00", nil},
+	{"Stateful security group", "stateful-security-group", "Indicates if the security group is stateful or not", "2020-06-26T00:00:00-00:00", nil},
+	{"Port Security", "port-security", "Provides port security", "2012-07-23T10:00:00-00:00", nil},
+	{"Allowed Address Pairs", "allowed-address-pairs", "Provides allowed address pairs", "2013-07-23T10:00:00-00:00", nil},
 	{"Sorting support", "sorting", "Extension that indicates that sorting is enabled.", "2016-06-12T00:00:00-00:00", nil},
 }
 

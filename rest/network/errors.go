@@ -88,6 +88,9 @@ var conflictTypes = []struct{ prefix, typ string }{
 
 // classify names the Neutron error type of a state error.
 func classify(status int, msg string) string {
+	if typ, ok := secGroupErrorType(msg); ok && status < http.StatusInternalServerError {
+		return typ
+	}
 	switch status {
 	case http.StatusNotFound:
 		if kind, _, ok := strings.Cut(msg, " "); ok && strings.Contains(msg, "could not be found") {

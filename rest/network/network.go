@@ -52,6 +52,7 @@ func Service(b rest.Backend) rest.Service {
 		{Method: del, Path: "/v2.0/ports/{id}", Auth: token, Handler: s.deletePort},
 	}
 	routes = append(routes, s.tagRoutes()...)
+	routes = append(routes, s.secGroupRoutes()...)
 	for i := range routes {
 		routes[i].Handler = wrap(routes[i].Handler)
 	}

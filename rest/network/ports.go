@@ -19,11 +19,11 @@ func portView(sn *statedb.Snapshot, p *statedb.Port, admin bool) view {
 		"id": p.ID, "name": p.Name, "description": p.Description, "network_id": p.NetworkID,
 		"tenant_id": p.ProjectID, "project_id": p.ProjectID, "mac_address": p.MAC,
 		"admin_state_up": p.AdminStateUp, "status": p.Status, "device_id": p.DeviceID, "device_owner": p.DeviceOwner,
-		"fixed_ips": ips, "allowed_address_pairs": []any{}, "extra_dhcp_opts": []any{}, "security_groups": []string{},
-		"port_security_enabled": true, "binding:vnic_type": "normal", "dns_name": "", "dns_assignment": []any{},
+		"fixed_ips": ips, "extra_dhcp_opts": []any{}, "binding:vnic_type": "normal", "dns_name": "", "dns_assignment": []any{},
 		"tags": tagsOf(p.Tags), "created_at": fmtTime(p.CreatedAt), "updated_at": fmtTime(p.UpdatedAt),
 		"revision_number": p.Revision,
 	}
+	portSecurityView(v, p)
 	if admin {
 		vif := "unbound"
 		if p.HostID != "" {
@@ -53,6 +53,7 @@ type portInput struct {
 	HostID       *string                `json:"binding:host_id"`
 	VNICType     *string                `json:"binding:vnic_type"`
 	Tags         *[]string              `json:"tags"`
+	portSecurityInput
 }
 
 func (in *portInput) check() error {
@@ -77,6 +78,19 @@ func (in *portInput) asksForAddress() bool {
 		}
 	}
 	return false
+}
+
+// ownerOnly reports whether the body sets what only the network's owner
+// or an admin may set, as in Neutron: a MAC, explicit addresses, the
+// device id or owner (compared with the port being updated, if any), so a
+// tenant on a shared network cannot pose as another project's device.
+func (in *portInput) ownerOnly(p *statedb.Port) bool {
+	changes := func(v *string, cur string) bool { return v != nil && *v != cur }
+	var mac, dev, owner string
+	if p != nil {
+		mac, dev, owner = p.MAC, p.DeviceID, p.DeviceOwner
+	}
+	return in.asksForAddress() || changes(in.MAC, mac) || changes(in.DeviceID, dev) || changes(in.DeviceOwner, owner)
 }
 
 func (s *service) readPort(c *rest.Ctx, sn *statedb.Snapshot, id string) (*statedb.Port, error) {
@@ -184,7 +198,7 @@ func (s *service) createPort(c *rest.Ctx) (any, error) {
 	if err := s.check(c, rest.Write, project, false, "Port", ""); err != nil {
 		return nil, forbidden("Port")
 	}
-	if in.asksForAddress() {
+	if in.ownerOnly(nil) {
 		if err := s.check(c, rest.Write, n.ProjectID, false, "Network", n.ID); err != nil {
 			return nil, forbidden("Port")
 		}
@@ -194,6 +208,7 @@ func (s *service) createPort(c *rest.Ctx) (any, error) {
 			MAC: strOr(in.MAC, ""), DeviceID: strOr(in.DeviceID, ""), DeviceOwner: strOr(in.DeviceOwner, "")},
 		AdminStateUp: boolOr(in.AdminStateUp, true), Description: strOr(in.Description, ""), Tags: []string{},
 	}
+	cmd.PortSecurity = in.portSecurityInput.create()
 	if in.FixedIPs != nil {
 		cmd.FixedIPs = *in.FixedIPs
 		cmd.NoFixedIPs = len(*in.FixedIPs) == 0
@@ -247,14 +262,15 @@ func (s *service) updatePort(c *rest.Ctx) (any, error) {
 			return nil, err
 		}
 	}
-	if in.asksForAddress() {
+	if in.ownerOnly(p) {
 		n, ok := sn.Network(p.NetworkID)
 		if !ok || s.check(c, rest.Write, n.ProjectID, false, "Network", n.ID) != nil {
 			return nil, forbidden("Port")
 		}
 	}
 	u := statedb.UpdatePortCmd{ID: p.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
-		DeviceID: in.DeviceID, DeviceOwner: in.DeviceOwner, FixedIPs: in.FixedIPs, Tags: in.Tags}
+		DeviceID: in.DeviceID, DeviceOwner: in.DeviceOwner, FixedIPs: in.FixedIPs, Tags: in.Tags,
+		UpdatePortSecurity: in.portSecurityInput.update()}
 	if in.MAC != nil && *in.MAC != p.MAC {
 		u.MAC = in.MAC
 	}

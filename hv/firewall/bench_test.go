@@ -1,0 +1,57 @@
+package firewall
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// BenchmarkRuleApplied: one rule added to a port's group until its
+// transaction is applied (build, diff, one batch).
+func BenchmarkRuleApplied(b *testing.B) {
+	h := newHost(b)
+	v := h.addVM(b, 1)
+	rules := []Rule{anyV4}
+	h.apply(b, nil, h.port(v, true, rules...))
+	var writes int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rules = append(rules, tcp(true, 1000+i%60000, 1000+i%60000))
+		st := h.apply(b, nil, h.port(v, true, rules...))
+		writes += st.Writes()
+	}
+	b.ReportMetric(float64(writes)/float64(b.N), "writes/op")
+}
+
+// BenchmarkGroupMember10k: a remote group of 10,000 members; one member
+// joining or leaving is one set element in one transaction.
+func BenchmarkGroupMember10k(b *testing.B) {
+	h := newHost(b)
+	v := h.addVM(b, 1)
+	members := make([]netip.Addr, 0, 10001)
+	for i := 0; i < 10000; i++ {
+		members = append(members, netip.AddrFrom4([4]byte{10, 1 + byte(i>>16), byte(i >> 8), byte(i)}))
+	}
+	port := h.port(v, true, anyV4, Rule{Ingress: true, Proto: ProtoTCP, PortMin: 22, PortMax: 22, RemoteGroup: "g"})
+	start := time.Now()
+	st := h.apply(b, map[string][]netip.Addr{"g": members}, port)
+	b.Logf("initial apply of 10000 members: %v, %d elements, %d transaction(s)", time.Since(start), st.Elements, st.Tx)
+	extra := netip.MustParseAddr("10.200.0.1")
+	var elems, tx int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g := members
+		if i%2 == 0 {
+			g = append(members[:10000:10000], extra)
+		}
+		st, err := h.m.Apply(context.Background(), Desired{Networks: []Network{{Bridge: h.bridge, Zone: 7}}, Ports: []Port{port}, Groups: map[string][]netip.Addr{"g": g}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		elems += st.Elements
+		tx += st.Tx
+	}
+	b.ReportMetric(float64(elems)/float64(b.N), "elements/op")
+	b.ReportMetric(float64(tx)/float64(b.N), "tx/op")
+}

@@ -1,0 +1,459 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"reflect"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrPermission: the process lacks CAP_NET_ADMIN.
+var ErrPermission = errors.New("firewall: permission denied: needs CAP_NET_ADMIN")
+
+// Config configures a Manager.
+type Config struct {
+	// NetNS is an open network namespace file to work in; 0 means the
+	// namespace of the process.
+	NetNS  int
+	Logger *slog.Logger
+}
+
+// Stats counts what an Apply wrote: Tx is 0 or 1 (one atomic batch).
+type Stats struct {
+	Tx            int // nftables transactions sent
+	Chains        int // chains created, rewritten or deleted
+	Sets          int // sets created or deleted
+	Elements      int // set elements added or deleted
+	FlowsDeleted  int // conntrack entries cut
+	PortsAffected int // ports whose connections were re-checked
+}
+
+// Writes is the number of kernel objects changed.
+func (s Stats) Writes() int { return s.Chains + s.Sets + s.Elements }
+
+// Manager applies desired filtering to the kernel. Safe for concurrent use.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	cur  *model            // last applied; nil = unknown (rebuild)
+	idx  map[string]uint16 // port id -> mark index
+	brT  *nftables.Table
+	inT  *nftables.Table
+	sets map[string]*nftables.Set
+}
+
+// New makes a Manager and turns on br_netfilter for IPv4 and IPv6 in its
+// namespace, without which bridged traffic is not tracked.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger, idx: map[string]uint16{},
+		brT: &nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge},
+		inT: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}}
+	if err := m.inNS(func() error {
+		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("1\n"), 0o644); err != nil {
+				return fmt.Errorf("firewall: enable %s: %w", f, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, permission(err)
+	}
+	return m, nil
+}
+
+func permission(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: %v", ErrPermission, err)
+	}
+	return err
+}
+
+// inNS runs fn on a thread inside the configured namespace.
+func (m *Manager) inNS(fn func() error) error {
+	if m.cfg.NetNS == 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return // thread stays locked and exits with the goroutine
+		}
+		defer orig.Close()
+		if err := unix.Setns(m.cfg.NetNS, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+func (m *Manager) conn() (*nftables.Conn, error) {
+	// A batch gets one acknowledgement per message: make room for them.
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error { return c.SetReadBuffer(8 << 20) })}
+	if m.cfg.NetNS != 0 {
+		opts = append(opts, nftables.WithNetNSFd(m.cfg.NetNS))
+	}
+	return nftables.New(opts...)
+}
+
+// assign gives every port a stable mark index (1-65535).
+func (m *Manager) assign(ports []Port) (map[string]uint16, error) {
+	want := map[string]bool{}
+	for _, p := range ports {
+		want[p.ID] = true
+	}
+	used := map[uint16]bool{}
+	for id, n := range m.idx {
+		if want[id] {
+			used[n] = true
+		}
+	}
+	out := map[string]uint16{}
+	next := uint16(1)
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if n, ok := m.idx[id]; ok {
+			out[id] = n
+			continue
+		}
+		for used[next] {
+			if next == 0xffff {
+				return nil, fmt.Errorf("firewall: more than 65535 ports")
+			}
+			next++
+		}
+		used[next] = true
+		out[id] = next
+	}
+	return out, nil
+}
+
+// Apply makes the kernel filter exactly d: one nftables batch holding the
+// difference with the last Apply (none if there is none), then cuts the
+// connections the new rules no longer allow.
+func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var st Stats
+	if err := ctx.Err(); err != nil {
+		return st, err
+	}
+	idx, err := m.assign(d.Ports)
+	if err != nil {
+		return st, err
+	}
+	want, err := build(d, idx)
+	if err != nil {
+		return st, err
+	}
+	c, err := m.conn()
+	if err != nil {
+		return st, permission(fmt.Errorf("firewall: netlink: %w", err))
+	}
+	cur := m.cur
+	if cur != nil {
+		// Someone removed our tables: start over.
+		if ok, err := m.tablesExist(c); err != nil {
+			return st, err
+		} else if !ok {
+			cur = nil
+		}
+	}
+	fresh := cur == nil
+	if fresh {
+		if ok, err := m.anyTable(c); err != nil {
+			return st, err
+		} else if ok {
+			m.delTables(c)
+		}
+		cur = &model{chains: map[string]*chainSpec{}, sets: map[string]*setSpec{}, ports: map[string]*Port{}}
+		c.AddTable(m.brT)
+		c.AddTable(m.inT)
+		m.sets = map[string]*nftables.Set{}
+	}
+	narrowed := m.diff(c, cur, want, &st)
+	if st.Writes() == 0 && !fresh {
+		m.idx = idx
+		return st, nil
+	}
+	if err := c.Flush(); err != nil {
+		m.cur = nil // unknown now: rebuild next time
+		return st, permission(fmt.Errorf("firewall: apply: %w", err))
+	}
+	st.Tx = 1
+	m.cur, m.idx = want, idx
+	if len(narrowed) > 0 && !fresh {
+		n, ports, err := m.cutFlows(cur, want, narrowed, d.Groups)
+		st.FlowsDeleted, st.PortsAffected = n, ports
+		if err != nil {
+			return st, err
+		}
+	}
+	m.log.Debug("firewall applied", "chains", st.Chains, "sets", st.Sets, "elements", st.Elements, "flows_cut", st.FlowsDeleted)
+	return st, nil
+}
+
+func (m *Manager) tablesExist(c *nftables.Conn) (bool, error) {
+	n := 0
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyINet} {
+		ts, err := c.ListTablesOfFamily(f)
+		if err != nil {
+			return false, permission(fmt.Errorf("firewall: list tables: %w", err))
+		}
+		for _, t := range ts {
+			if t.Name == TableName {
+				n++
+			}
+		}
+	}
+	return n == 2, nil
+}
+
+func (m *Manager) anyTable(c *nftables.Conn) (bool, error) {
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyINet} {
+		ts, err := c.ListTablesOfFamily(f)
+		if err != nil {
+			return false, permission(fmt.Errorf("firewall: list tables: %w", err))
+		}
+		for _, t := range ts {
+			if t.Name == TableName {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// delTables queues the deletion of whichever of our tables exist.
+func (m *Manager) delTables(c *nftables.Conn) {
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyINet} {
+		if ts, err := c.ListTablesOfFamily(f); err == nil {
+			for _, t := range ts {
+				if t.Name == TableName {
+					c.DelTable(t)
+				}
+			}
+		}
+	}
+}
+
+func (m *Manager) table(f nftables.TableFamily) *nftables.Table {
+	if f == nftables.TableFamilyBridge {
+		return m.brT
+	}
+	return m.inT
+}
+
+// diff queues the changes from cur to want on c and returns the ids of
+// ports whose allowed traffic may have shrunk.
+func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string]bool {
+	narrowed := map[string]bool{}
+	// Sets first: rules may refer to new ones.
+	shrunk := map[string]bool{}
+	for _, name := range sortedKeys(want.sets) {
+		ws := want.sets[name]
+		cs, ok := cur.sets[name]
+		if !ok {
+			s := &nftables.Set{Table: m.brT, Name: name, KeyType: nftables.TypeIPAddr}
+			if ws.v6 {
+				s.KeyType = nftables.TypeIP6Addr
+			}
+			if err := c.AddSet(s, nil); err != nil {
+				m.log.Warn("firewall: add set", "set", name, "err", err)
+			}
+			els := elements(ws.elems)
+			addChunked(c.SetAddElements, s, els)
+			m.sets[name] = s
+			st.Sets++
+			st.Elements += len(els)
+			continue
+		}
+		s := m.sets[name]
+		var adds, dels []nftables.SetElement
+		for a := range ws.elems {
+			if !cs.elems[a] {
+				adds = append(adds, nftables.SetElement{Key: a.AsSlice()})
+			}
+		}
+		for a := range cs.elems {
+			if !ws.elems[a] {
+				dels = append(dels, nftables.SetElement{Key: a.AsSlice()})
+			}
+		}
+		addChunked(c.SetAddElements, s, adds)
+		addChunked(c.SetDeleteElements, s, dels)
+		if len(dels) > 0 {
+			shrunk[name] = true
+		}
+		st.Elements += len(adds) + len(dels)
+	}
+	// New chains exist before any rule jumps to them.
+	chains := map[string]*nftables.Chain{}
+	for _, k := range sortedKeys(want.chains) {
+		w := want.chains[k]
+		ch := &nftables.Chain{Name: w.name, Table: m.table(w.family)}
+		if w.hook != nil {
+			ch.Hooknum, ch.Priority, ch.Type = w.hook, w.prio, nftables.ChainTypeFilter
+		}
+		chains[k] = ch
+		if _, ok := cur.chains[k]; !ok {
+			c.AddChain(ch)
+		}
+	}
+	for _, k := range sortedKeys(want.chains) {
+		w := want.chains[k]
+		old, ok := cur.chains[k]
+		if ok && reflect.DeepEqual(old.rules, w.rules) {
+			continue
+		}
+		if ok {
+			c.FlushChain(chains[k])
+		}
+		for _, r := range w.rules {
+			c.AddRule(&nftables.Rule{Table: chains[k].Table, Chain: chains[k], Exprs: r})
+		}
+		st.Chains++
+		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && narrows(cur.ports[id], want.ports[id]) {
+			narrowed[id] = true
+		}
+	}
+	// Then the chains nobody jumps to any more: port chains after the
+	// base chains that referred to them were rewritten above.
+	for _, k := range sortedKeys(cur.chains) {
+		if _, ok := want.chains[k]; ok {
+			continue
+		}
+		old := cur.chains[k]
+		ch := &nftables.Chain{Name: old.name, Table: m.table(old.family)}
+		c.FlushChain(ch)
+		c.DelChain(ch)
+		st.Chains++
+		if id, ok := portOfChain(old.name); ok {
+			narrowed[id] = true
+		}
+	}
+	for _, name := range sortedKeys(cur.sets) {
+		if _, ok := want.sets[name]; ok {
+			continue
+		}
+		if s, ok := m.sets[name]; ok {
+			c.DelSet(s)
+			delete(m.sets, name)
+		}
+		st.Sets++
+	}
+	// Ports whose remote groups lost members.
+	for id, p := range want.ports {
+		for _, r := range p.Rules {
+			if r.RemoteGroup != "" && shrunk[setName(r.RemoteGroup, r.IPv6)] {
+				narrowed[id] = true
+			}
+		}
+	}
+	return narrowed
+}
+
+// narrows reports whether a port's new rules may refuse a connection its
+// old ones allowed (a new port narrows nothing).
+func narrows(old, cur *Port) bool {
+	if old == nil || cur == nil {
+		return false
+	}
+	if old.Stateful != cur.Stateful || !reflect.DeepEqual(old.IPs, cur.IPs) {
+		return true
+	}
+	for _, r := range old.Rules {
+		if !slices.Contains(cur.Rules, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// portOfChain is the port id of an o-/e-/i- chain.
+func portOfChain(name string) (string, bool) {
+	if len(name) > 2 && name[1] == '-' && (name[0] == 'o' || name[0] == 'e' || name[0] == 'i') {
+		return name[2:], true
+	}
+	return "", false
+}
+
+func elements(set map[netip.Addr]bool) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(set))
+	for a := range set {
+		out = append(out, nftables.SetElement{Key: a.AsSlice()})
+	}
+	return out
+}
+
+// addChunked queues elements in messages small enough for netlink's
+// 64 KiB attributes.
+func addChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []nftables.SetElement) {
+	const chunk = 1000
+	for len(els) > 0 {
+		n := min(chunk, len(els))
+		_ = op(s, els[:n]) // only fails for anonymous sets
+		els = els[n:]
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Cleanup deletes both tables (host leaving, or nothing to filter).
+func (m *Manager) Cleanup(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := m.conn()
+	if err != nil {
+		return permission(fmt.Errorf("firewall: netlink: %w", err))
+	}
+	ok, err := m.anyTable(c)
+	if err != nil || !ok {
+		m.cur = nil
+		return err
+	}
+	m.delTables(c)
+	if err := c.Flush(); err != nil {
+		return permission(fmt.Errorf("firewall: delete tables: %w", err))
+	}
+	m.cur, m.idx, m.sets = nil, map[string]uint16{}, map[string]*nftables.Set{}
+	return nil
+}

@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+func TestAgentDesiredFirewall(t *testing.T) {
+	p80 := 80
+	ports := []any{
+		&statedb.Port{ID: "a", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:01", PortSecurityEnabled: true,
+			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.1"}}, SecurityGroups: []string{"web"},
+			AllowedAddressPairs: []statedb.AddressPair{{IP: "10.0.0.200", MAC: "fa:16:3e:00:00:01"}}},
+		&statedb.Port{ID: "b", NetworkID: "n", HostID: "other", MAC: "fa:16:3e:00:00:02", PortSecurityEnabled: true,
+			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.2"}}, SecurityGroups: []string{"db"}},
+		&statedb.Port{ID: "c", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:03", FixedIPs: []statedb.FixedIP{{IP: "10.0.0.3"}}},
+		&statedb.Port{ID: "r", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:05", PortSecurityEnabled: true,
+			DeviceOwner: statedb.OwnerRouterInterface, FixedIPs: []statedb.FixedIP{{IP: "10.0.0.254"}}},
+		&statedb.Port{ID: "d", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:04", PortSecurityEnabled: true,
+			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.4"}}, SecurityGroups: []string{"web", "loose"}},
+	}
+	sn := snapshotOf(t, map[string][]any{
+		"networks": {&statedb.Network{ID: "n", VNI: 1001}},
+		"ports":    ports,
+		"secgroups": {&statedb.SecurityGroup{ID: "web", Stateful: true}, &statedb.SecurityGroup{ID: "db", Stateful: true},
+			&statedb.SecurityGroup{ID: "loose", Stateful: false}},
+		"secgroup_rules": {
+			&statedb.SecurityGroupRule{ID: "r1", GroupID: "web", Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortMin: &p80, PortMax: &p80},
+			&statedb.SecurityGroupRule{ID: "r2", GroupID: "web", Direction: "ingress", EtherType: "IPv4", RemoteGroupID: "db"},
+			&statedb.SecurityGroupRule{ID: "r3", GroupID: "web", Direction: "egress", EtherType: "IPv4", Protocol: "icmp"},
+			&statedb.SecurityGroupRule{ID: "r4", GroupID: "db", Direction: "ingress", EtherType: "IPv4"},
+		},
+	})
+	d, problems := desiredFirewall(sn, "me", func(id string) string { return "tap" + id })
+	if len(problems) != 0 {
+		t.Fatalf("problems: %v", problems)
+	}
+	if len(d.Ports) != 2 || d.Ports[0].ID != "a" || d.Ports[1].ID != "d" {
+		t.Fatalf("ports = %+v; want a and d (c has no port security, r is a router's, b is remote)", d.Ports)
+	}
+	a := d.Ports[0]
+	if !a.Stateful || d.Ports[1].Stateful {
+		t.Errorf("stateful a=%v d=%v; want true, false (a stateless group makes a port stateless)", a.Stateful, d.Ports[1].Stateful)
+	}
+	if len(a.Rules) != 3 || a.Tap != "tapa" || a.Zone != ZoneOf(1001) || len(a.Pairs) != 1 {
+		t.Errorf("port a = %+v", a)
+	}
+	for _, r := range a.Rules {
+		if r.Proto == 1 && (r.PortMin != -1 || r.PortMax != -1) {
+			t.Errorf("icmp rule = %+v; want any type and code (-1)", r)
+		}
+		if r.Proto == 6 && (r.PortMin != 80 || r.PortMax != 80) {
+			t.Errorf("tcp rule = %+v", r)
+		}
+	}
+	if got := d.Groups["db"]; len(got) != 1 || got[0] != netip.MustParseAddr("10.0.0.2") {
+		t.Errorf("members of db = %v; want the remote port's address", got)
+	}
+	if len(d.Networks) != 1 || d.Networks[0].VNI != 1001 {
+		t.Errorf("networks = %+v", d.Networks)
+	}
+}
