@@ -191,7 +191,9 @@ var (
 		"ip_version": rest.PyInt, "prefixlen": rest.PyInt,
 		"enable_dhcp": rest.PyBool, "use_default_subnetpool": rest.PyBool, "dns_publish_fixed_ip": rest.PyBool,
 	}
-	portSpec = rest.Spec{"admin_state_up": rest.PyBool, "port_security_enabled": rest.PyBool}
+	portSpec     = rest.Spec{"admin_state_up": rest.PyBool, "port_security_enabled": rest.PyBool}
+	secGroupSpec = rest.Spec{"stateful": rest.PyBool}
+	secRuleSpec  = rest.Spec{"port_range_min": rest.PyInt, "port_range_max": rest.PyInt}
 )
 
 // invalidInput turns a JSON type error into Neutron's 400.

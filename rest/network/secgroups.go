@@ -184,7 +184,7 @@ type secGroupInput struct {
 
 func (s *service) createSecGroup(c *rest.Ctx) (any, error) {
 	var in secGroupInput
-	if err := decodeBody(c, "security_group", &in); err != nil {
+	if err := decodeBody(c, "security_group", secGroupSpec, &in); err != nil {
 		return nil, err
 	}
 	project, err := s.ownerProject(c, in.ProjectID, in.TenantID, "Security group")
@@ -220,7 +220,7 @@ func (s *service) updateSecGroup(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var in secGroupInput
-	if err := decodeBody(c, "security_group", &in); err != nil {
+	if err := decodeBody(c, "security_group", secGroupSpec, &in); err != nil {
 		return nil, err
 	}
 	if (in.ProjectID != nil && *in.ProjectID != g.ProjectID) || (in.TenantID != nil && *in.TenantID != g.ProjectID) {
@@ -327,7 +327,7 @@ func (in *secRuleInput) protocol() (string, error) {
 
 func (s *service) createSecRule(c *rest.Ctx) (any, error) {
 	var in secRuleInput
-	if err := decodeBody(c, "security_group_rule", &in); err != nil {
+	if err := decodeBody(c, "security_group_rule", secRuleSpec, &in); err != nil {
 		return nil, err
 	}
 	if in.GroupID == nil || *in.GroupID == "" {

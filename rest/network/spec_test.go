@@ -19,6 +19,8 @@ func TestSpecsCoverInputs(t *testing.T) {
 		{reflect.TypeOf(networkInput{}), networkSpec},
 		{reflect.TypeOf(subnetInput{}), subnetSpec},
 		{reflect.TypeOf(portInput{}), portSpec},
+		{reflect.TypeOf(secGroupInput{}), secGroupSpec},
+		{reflect.TypeOf(secRuleInput{}), secRuleSpec},
 	} {
 		for i := 0; i < tc.typ.NumField(); i++ {
 			f := tc.typ.Field(i)
