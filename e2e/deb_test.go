@@ -87,8 +87,13 @@ func TestDebPackage(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "var/lib/peerstack")); err == nil && fi.Mode().Perm() != 0o700 {
 		t.Errorf("/var/lib/peerstack mode %v; want 0700", fi.Mode().Perm())
 	}
-	// systemd's own check of the unit, against the installed tree.
-	if b, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+root, "/lib/systemd/system/peerstack.service").CombinedOutput(); err != nil {
+	// systemd's own check of the unit, against the installed tree. The
+	// minimal root has no systemd: lend it the host's stock units (the
+	// targets the unit orders itself after), never replacing a file.
+	sh1(t, "cp", "-an", "/usr/lib/systemd/system/.", filepath.Join(root, "usr/lib/systemd/system")+"/")
+	b, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+root, "/lib/systemd/system/peerstack.service").CombinedOutput()
+	if err != nil || strings.Contains(string(b), "peerstack.service") {
+		// Unknown settings are only warnings (exit 0): any line about the unit fails.
 		t.Errorf("systemd-analyze verify: %v\n%s", err, b)
 	}
 
