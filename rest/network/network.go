@@ -52,6 +52,8 @@ func Service(b rest.Backend) rest.Service {
 		{Method: del, Path: "/v2.0/ports/{id}", Auth: token, Handler: s.deletePort},
 	}
 	routes = append(routes, s.tagRoutes()...)
+	routes = append(routes, s.routerRoutes()...)
+	routes = append(routes, s.floatingIPRoutes()...)
 	for i := range routes {
 		routes[i].Handler = wrap(routes[i].Handler)
 	}

@@ -1,0 +1,129 @@
+package network_test
+
+import (
+	"fmt"
+	"testing"
+)
+
+// extNet creates the external flat network "ext" 203.0.113.0/24 (pool
+// .100-.199, no DHCP) as admin.
+func extNet(t *testing.T, e *env) (netID, subnetID string) {
+	t.Helper()
+	n := create(t, e.admin, "networks", "network", map[string]any{"name": "ext", "router:external": true,
+		"provider:network_type": "flat", "provider:physical_network": "physnet1"})
+	if n["provider:network_type"] != "flat" || n["provider:physical_network"] != "physnet1" || n["provider:segmentation_id"] != nil {
+		t.Errorf("provider attributes = %v %v %v", n["provider:network_type"], n["provider:physical_network"], n["provider:segmentation_id"])
+	}
+	s := create(t, e.admin, "subnets", "subnet", map[string]any{"network_id": n["id"], "cidr": "203.0.113.0/24", "ip_version": 4,
+		"enable_dhcp": false, "gateway_ip": "203.0.113.1",
+		"allocation_pools": []map[string]string{{"start": "203.0.113.100", "end": "203.0.113.199"}}})
+	return str(n, "id"), str(s, "id")
+}
+
+func TestRoutersAndFloatingIPs(t *testing.T) {
+	e := newEnv(t)
+	extID, _ := extNet(t, e)
+	netID, subID := netWithSubnet(t, e.demo, "n1", "10.0.1.0/24")
+	_, sub2 := netWithSubnet(t, e.demo, "n2", "10.0.2.0/24")
+
+	// router create, gateway set, interface add.
+	r := create(t, e.demo, "routers", "router", map[string]any{"name": "r1"})
+	rid := str(r, "id")
+	if r["external_gateway_info"] != nil || r["status"] != "ACTIVE" {
+		t.Errorf("new router = %v", r)
+	}
+	url := "/network/v2.0/routers/" + rid
+	r = obj(mustStatus(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{
+		"external_gateway_info": map[string]any{"network_id": extID}}}), 200), "router")
+	gw, _ := r["external_gateway_info"].(map[string]any)
+	if gw["network_id"] != extID || gw["enable_snat"] != true || fmt.Sprint(gw["external_fixed_ips"]) == "[]" {
+		t.Errorf("gateway info = %v", gw)
+	}
+	info := mustStatus(t, e.demo.Do("PUT", url+"/add_router_interface", map[string]any{"subnet_id": subID}), 200)
+	if info["id"] != rid || info["subnet_id"] != subID || info["network_id"] != netID || str(info, "port_id") == "" {
+		t.Errorf("add_router_interface = %v", info)
+	}
+	ip := obj(mustStatus(t, e.demo.Do("GET", "/network/v2.0/ports/"+str(info, "port_id"), nil), 200), "port")
+	if ip["device_owner"] != "network:router_interface" || firstIP(ip) != "10.0.1.1" {
+		t.Errorf("interface port = %v", ip)
+	}
+	// extraroute through the interface.
+	r = obj(mustStatus(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{
+		"routes": []map[string]string{{"destination": "192.168.0.0/24", "nexthop": "10.0.1.9"}}}}), 200), "router")
+	if fmt.Sprint(r["routes"]) != "[map[destination:192.168.0.0/24 nexthop:10.0.1.9]]" {
+		t.Errorf("routes = %v", r["routes"])
+	}
+	neutronError(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{
+		"routes": []map[string]string{{"destination": "192.168.1.0/24", "nexthop": "10.9.9.9"}}}}), 400, "InvalidRoutes")
+
+	// Floating IP on a server port behind r1.
+	vm := create(t, e.demo, "ports", "port", map[string]any{"network_id": netID, "device_id": "vm1", "device_owner": "compute:nova"})
+	f := create(t, e.demo, "floatingips", "floatingip", map[string]any{"floating_network_id": extID, "port_id": vm["id"]})
+	if f["router_id"] != rid || f["fixed_ip_address"] != firstIP(vm) || f["status"] != "DOWN" || f["port_details"] == nil {
+		t.Errorf("floating ip = %v", f)
+	}
+	fid := str(f, "id")
+	lst := mustStatus(t, e.demo.Do("GET", "/network/v2.0/floatingips?floating_ip_address="+str(f, "floating_ip_address"), nil), 200)
+	if got := ids(items(lst, "floatingips")); len(got) != 1 || got[0] != fid {
+		t.Errorf("list by address = %v", got)
+	}
+	if got := items(mustStatus(t, e.other.Do("GET", "/network/v2.0/floatingips", nil), 200), "floatingips"); len(got) != 0 {
+		t.Errorf("another project sees %v", ids(got))
+	}
+	// Disassociate with port_id null, associate again.
+	f = obj(mustStatus(t, e.demo.Do("PUT", "/network/v2.0/floatingips/"+fid, map[string]any{"floatingip": map[string]any{"port_id": nil}}), 200), "floatingip")
+	if f["port_id"] != nil || f["router_id"] != nil || f["port_details"] != nil {
+		t.Errorf("after unset = %v", f)
+	}
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/floatingips/"+fid, map[string]any{"floatingip": map[string]any{"port_id": vm["id"]}}), 200)
+
+	// Bad input, with Neutron's codes and types.
+	r2 := create(t, e.demo, "routers", "router", map[string]any{"name": "r2"})
+	neutronError(t, e.demo.Do("PUT", "/network/v2.0/routers/"+str(r2, "id"), map[string]any{"router": map[string]any{
+		"external_gateway_info": map[string]any{"network_id": netID}}}), 400, "BadRequest")
+	vm2 := create(t, e.demo, "ports", "port", map[string]any{"network_id": netWithSubnetNet(t, e, sub2), "device_id": "vm2"})
+	neutronError(t, e.demo.Do("POST", "/network/v2.0/floatingips", map[string]any{"floatingip": map[string]any{
+		"floating_network_id": extID, "port_id": vm2["id"]}}), 404, "ExternalGatewayForFloatingIPNotFound")
+	neutronError(t, e.demo.Do("POST", "/network/v2.0/floatingips", map[string]any{"floatingip": map[string]any{
+		"floating_network_id": extID, "port_id": vm["id"]}}), 409, "FloatingIPPortAlreadyAssociated")
+	neutronError(t, e.admin.Do("POST", "/network/v2.0/floatingips", map[string]any{"floatingip": map[string]any{
+		"floating_network_id": extID, "floating_ip_address": "203.0.113.7"}}), 400, "InvalidInput")
+	neutronError(t, e.demo.Do("POST", "/network/v2.0/floatingips", map[string]any{"floatingip": map[string]any{
+		"floating_network_id": extID, "floating_ip_address": "203.0.113.150"}}), 403, "PolicyNotAuthorized")
+	neutronError(t, e.demo.Do("PUT", "/network/v2.0/routers/"+str(r2, "id")+"/add_router_interface", map[string]any{"subnet_id": subID}),
+		409, "IpAddressAlreadyAllocated")
+	neutronError(t, e.demo.Do("PUT", url+"/add_router_interface", map[string]any{"subnet_id": subID}), 400, "BadRequest")
+	neutronError(t, e.demo.Do("PUT", url+"/add_router_interface", map[string]any{}), 400, "BadRequest")
+	neutronError(t, e.demo.Do("DELETE", url, nil), 409, "RouterInUse")
+	neutronError(t, e.demo.Do("PUT", url+"/remove_router_interface", map[string]any{"subnet_id": subID}), 409, "RouterInterfaceInUseByFloatingIP")
+	neutronError(t, e.demo.Do("PUT", url+"/remove_router_interface", map[string]any{"subnet_id": sub2}), 404, "RouterInterfaceNotFoundForSubnet")
+	neutronError(t, e.demo.Do("GET", "/network/v2.0/floatingips/nope", nil), 404, "FloatingIPNotFound")
+	neutronError(t, e.demo.Do("GET", "/network/v2.0/routers/nope", nil), 404, "RouterNotFound")
+	neutronError(t, e.other.Do("GET", url, nil), 404, "RouterNotFound")
+	neutronError(t, e.demo.Do("POST", "/network/v2.0/routers", map[string]any{"router": map[string]any{"ha": true}}), 400, "InvalidInput")
+	neutronError(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{
+		"external_gateway_info": map[string]any{"network_id": extID, "enable_snat": false}}}), 403, "PolicyNotAuthorized")
+	neutronError(t, e.admin.Do("POST", "/network/v2.0/networks", map[string]any{"network": map[string]any{
+		"provider:network_type": "flat"}}), 400, "InvalidInput")
+	neutronError(t, e.admin.Do("POST", "/network/v2.0/networks", map[string]any{"network": map[string]any{
+		"provider:network_type": "flat", "provider:physical_network": "physnet1"}}), 409, "FlatNetworkInUse")
+
+	// Tear down in Neutron's order.
+	mustStatus(t, e.demo.Do("DELETE", "/network/v2.0/floatingips/"+fid, nil), 204)
+	mustStatus(t, e.demo.Do("PUT", url+"/remove_router_interface", map[string]any{"subnet_id": subID}), 409) // the route needs it
+	mustStatus(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{"routes": []any{}}}), 200)
+	mustStatus(t, e.demo.Do("PUT", url+"/remove_router_interface", map[string]any{"subnet_id": subID}), 200)
+	r = obj(mustStatus(t, e.demo.Do("PUT", url, map[string]any{"router": map[string]any{"external_gateway_info": map[string]any{}}}), 200), "router")
+	if r["external_gateway_info"] != nil {
+		t.Errorf("after unset gateway: %v", r["external_gateway_info"])
+	}
+	mustStatus(t, e.demo.Do("DELETE", url, nil), 204)
+	mustStatus(t, e.admin.Do("DELETE", "/network/v2.0/networks/"+extID, nil), 204)
+}
+
+// netWithSubnetNet returns the network of a subnet.
+func netWithSubnetNet(t *testing.T, e *env, subnetID string) string {
+	t.Helper()
+	s := obj(mustStatus(t, e.demo.Do("GET", "/network/v2.0/subnets/"+subnetID, nil), 200), "subnet")
+	return str(s, "network_id")
+}
