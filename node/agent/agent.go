@@ -93,6 +93,10 @@ type Config struct {
 	VTEPs      VTEPs      // required with Network
 	Volumes    Volumes    // nil: volume operations fail with ErrNoVolumeStore
 	Images     ImageSource
+	// Routing runs this host's share of the routers (nil: no routing);
+	// Physnets maps physical network names to this host's interfaces.
+	Routing  Routing
+	Physnets map[string]string
 
 	// ResyncInterval is the period of full resyncs, jittered by ±20 %.
 	// Default 10 s.
@@ -113,17 +117,18 @@ type Agent struct {
 
 	wake chan struct{} // buffered(1): a sync is wanted
 
-	mu        sync.Mutex
-	busy      map[string]bool      // keys of objects with an operation in flight
-	seq       uint64               // operations ended so far
-	lastDone  map[string]uint64    // key → seq when its last operation ended
-	backoff   map[string]time.Time // "key/op" → no retry before
-	exitWhy   map[string]string    // instance id → why its QEMU exited (from events)
-	netState  netState
-	host      hostCache
-	orphans   map[string]bool // VM ids already logged as unknown to the state
-	wg        sync.WaitGroup  // operations in flight
-	lastStats Stats
+	mu         sync.Mutex
+	busy       map[string]bool      // keys of objects with an operation in flight
+	seq        uint64               // operations ended so far
+	lastDone   map[string]uint64    // key → seq when its last operation ended
+	backoff    map[string]time.Time // "key/op" → no retry before
+	exitWhy    map[string]string    // instance id → why its QEMU exited (from events)
+	netState   netState
+	routeState routingState
+	host       hostCache
+	orphans    map[string]bool // VM ids already logged as unknown to the state
+	wg         sync.WaitGroup  // operations in flight
+	lastStats  Stats
 }
 
 // hostCache is the last list of VMs read from the hypervisor.
@@ -318,6 +323,7 @@ func (a *Agent) sync(ctx context.Context, full bool) {
 	a.mu.Unlock()
 
 	netReady := a.syncNetworks(ctx, sn, full, seen)
+	a.syncRouting(ctx, sn, full, seen)
 	a.syncInstances(ctx, sn, actual, netReady, seen)
 	a.syncVolumes(ctx, sn, seen)
 }

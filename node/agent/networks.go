@@ -33,6 +33,7 @@ type NetSegment struct {
 	ID      string
 	VNI     uint32
 	MTU     int
+	Routed  bool        // plumbed for a router here even without local ports
 	Ports   []NetPort   // local ports, by id
 	Remotes []net.IP    // VTEPs of the other hosts with ports on it, sorted
 	MACs    []RemoteMAC // each remote port's MAC → its host's VTEP, by MAC
@@ -69,6 +70,12 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 	for _, p := range sn.PortsOnHost(host) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 	}
+	routed := routedNetworks(sn, host)
+	for id := range routed {
+		if _, ok := byNet[id]; !ok {
+			byNet[id] = nil
+		}
+	}
 	if len(byNet) > 0 && d.LocalVTEP == nil {
 		return NetDesired{}, []string{"this host's VTEP address is unknown: no network is plumbed"}
 	}
@@ -78,7 +85,11 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			problems = append(problems, fmt.Sprintf("network %s of %d local ports not found", netID, len(local)))
 			continue
 		}
-		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+		if n.IsProvider() {
+			problems = append(problems, fmt.Sprintf("network %s is a %s provider network: its %d local ports are not plumbed", n.ID, n.NetworkType, len(local)))
+			continue
+		}
+		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU, Routed: routed[n.ID]}
 		for _, p := range local {
 			np, err := localPort(sn, p, tap)
 			if err != nil {
@@ -87,7 +98,7 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			}
 			seg.Ports = append(seg.Ports, np)
 		}
-		if len(seg.Ports) == 0 {
+		if len(seg.Ports) == 0 && !seg.Routed {
 			continue
 		}
 		slices.SortFunc(seg.Ports, func(a, b NetPort) int { return strings.Compare(a.ID, b.ID) })
