@@ -357,7 +357,7 @@ func toNetdev(d agent.NetDesired) netdev.Desired {
 		nw := netdev.Network{ID: s.ID, VNI: s.VNI, MTU: s.MTU, Routed: s.Routed, Remotes: s.Remotes}
 		for _, p := range s.Ports {
 			nw.Ports = append(nw.Ports, netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-				Gateway: p.Gateway, DNS: p.DNS, Hostname: p.Hostname, DHCP: p.DHCP})
+				Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP})
 		}
 		for _, m := range s.MACs {
 			nw.MACs = append(nw.MACs, netdev.RemoteMAC{MAC: m.MAC, VTEP: m.VTEP})

@@ -48,6 +48,8 @@ type Port struct {
 	Prefix   int              // subnet prefix length
 	Gateway  net.IP           // may be nil
 	DNS      []net.IP         // may be empty
+	Routes   []net.IPNet      // host routes (option 121) via RouteVia, same order
+	RouteVia []net.IP         //
 	Hostname string           // option 12; may be empty
 	DHCP     bool             // the subnet has enable_dhcp
 }

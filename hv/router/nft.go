@@ -157,6 +157,19 @@ func matchEstablished() []expr.Any {
 	}
 }
 
+// OpenMark is the packet mark bit an operator sets (in a chain of their
+// own that runs before priority 0) to let tenant traffic through the
+// guard on purpose.
+const OpenMark = 0x00100000
+
+func matchMark(bit uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
 func verdict(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
 
 func rule(parts ...[]expr.Any) nftRule {
@@ -216,6 +229,8 @@ func hostChains(d Desired, externals []string) []nftChain {
 		return nil
 	}
 	var input, fwd, post []nftRule
+	input = append(input, rule(matchMark(OpenMark), one(verdict(expr.VerdictAccept))))
+	fwd = append(fwd, rule(matchMark(OpenMark), one(verdict(expr.VerdictAccept))))
 	input = append(input, rule(matchIf(true, extRootPrefix+"*"), matchEstablished(), one(verdict(expr.VerdictAccept))))
 	for _, p := range d.AllowTCP {
 		input = append(input, rule(matchIf(true, extRootPrefix+"*"), matchTCPDport(p), one(verdict(expr.VerdictAccept))))

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -141,6 +143,14 @@ func TestFloatingIPSNATAndMove(t *testing.T) {
 			c.Close()
 			t.Errorf("vm1 opened a connection to the cluster plane at %s", target.addr)
 		}
+	}
+
+	// An operator's hole: packets marked before the guard pass it.
+	openHole(t, a.ns, "203.0.113.12/32")
+	if c, err := vm1.dial("203.0.113.12:7946", 5*time.Second); err != nil {
+		t.Errorf("vm1 cannot pass a marked hole in the guard: %v", err)
+	} else {
+		c.Close()
 	}
 
 	// Move: vm2 migrates to A; B withdraws, A takes the floating IP and
@@ -283,5 +293,25 @@ func TestCleanupAfterCrash(t *testing.T) {
 	}
 	if len(routes) != 0 {
 		t.Errorf("routes left: %v", routes)
+	}
+}
+
+// openHole adds an operator table to ns that marks forwarded tenant
+// packets to dst with OpenMark before the guard runs.
+func openHole(t *testing.T, ns *tns, dst string) {
+	t.Helper()
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "site-holes"})
+	prio := nftables.ChainPriorityRef(-10)
+	ch := conn.AddChain(&nftables.Chain{Name: "fwd", Table: tb, Hooknum: nftables.ChainHookForward, Priority: prio, Type: nftables.ChainTypeFilter})
+	conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: rule(matchIf(true, extRootPrefix+"*"), matchIPv4(),
+		matchAddr(false, netip.MustParsePrefix(dst)), one(
+			&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(OpenMark)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}))})
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("operator table: %v", err)
 	}
 }

@@ -48,6 +48,8 @@ type NetPort struct {
 	Prefix   int
 	Gateway  net.IP
 	DNS      []net.IP
+	Routes   []net.IPNet // the subnet's host routes, via RouteVia
+	RouteVia []net.IP
 	Hostname string // the server's host name
 	DHCP     bool   // the subnet has enable_dhcp
 }
@@ -167,6 +169,13 @@ func localPort(sn *statedb.Snapshot, p *statedb.Port, tap func(string) string) (
 		for _, d := range s.DNSNameservers {
 			if a, err := netip.ParseAddr(d); err == nil {
 				np.DNS = append(np.DNS, net.IP(a.AsSlice()))
+			}
+		}
+		for _, r := range s.HostRoutes {
+			_, dst, err1 := net.ParseCIDR(r.Destination)
+			via := net.ParseIP(r.NextHop)
+			if err1 == nil && dst.IP.To4() != nil && via.To4() != nil {
+				np.Routes, np.RouteVia = append(np.Routes, *dst), append(np.RouteVia, via.To4())
 			}
 		}
 		break
