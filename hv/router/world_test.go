@@ -219,7 +219,7 @@ type host struct {
 	mgr *Manager
 }
 
-func newWorld(t *testing.T, nHosts int, vnis ...int) *world {
+func newWorld(t testing.TB, nHosts int, vnis ...int) *world {
 	t.Helper()
 	w := &world{lan: newTNS(t, "lan")}
 	w.lan.bridge(t, "lanbr", 0)
@@ -272,7 +272,7 @@ func newWorld(t *testing.T, nHosts int, vnis ...int) *world {
 
 // vm is a namespace with eth0 (mac) on bridge br of host h, address cidr
 // and a default route via gw.
-func (w *world) vm(t *testing.T, h *host, br, mac, cidr, gw string) *tns {
+func (w *world) vm(t testing.TB, h *host, br, mac, cidr, gw string) *tns {
 	t.Helper()
 	v := newTNS(t, "vm")
 	wire(t, v, "eth0", mac, 1450, h.ns, "psv"+fmt.Sprint(nsSeq.Add(1)), br)
@@ -292,7 +292,7 @@ func mustMAC(s string) net.HardwareAddr {
 }
 
 // apply applies d on h and fails the test on error.
-func (h *host) apply(t *testing.T, d Desired) Stats {
+func (h *host) apply(t testing.TB, d Desired) Stats {
 	t.Helper()
 	if d.HostMAC == nil {
 		d.HostMAC = h.mac
@@ -306,7 +306,7 @@ func (h *host) apply(t *testing.T, d Desired) Stats {
 
 // arpReplies asks on the LAN who has addr and returns the MACs that
 // answered before the deadline.
-func (w *world) arpReplies(t *testing.T, addr netip.Addr, wait time.Duration) map[string]bool {
+func (w *world) arpReplies(t testing.TB, addr netip.Addr, wait time.Duration) map[string]bool {
 	t.Helper()
 	got := map[string]bool{}
 	err := inNS(w.lan.h, func() error {
@@ -349,7 +349,7 @@ type garpWatcher struct {
 	c *arp.Client
 }
 
-func (w *world) watchARP(t *testing.T) *garpWatcher {
+func (w *world) watchARP(t testing.TB) *garpWatcher {
 	t.Helper()
 	var c *arp.Client
 	err := inNS(w.lan.h, func() error {
@@ -367,7 +367,7 @@ func (w *world) watchARP(t *testing.T) *garpWatcher {
 	return &garpWatcher{c: c}
 }
 
-func (g *garpWatcher) wait(t *testing.T, addr netip.Addr, mac net.HardwareAddr) {
+func (g *garpWatcher) wait(t testing.TB, addr netip.Addr, mac net.HardwareAddr) {
 	t.Helper()
 	g.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
@@ -382,7 +382,7 @@ func (g *garpWatcher) wait(t *testing.T, addr netip.Addr, mac net.HardwareAddr) 
 }
 
 // linksWithPrefix lists the links of ns whose names start with p.
-func (ns *tns) linksWithPrefix(t *testing.T, p string) []string {
+func (ns *tns) linksWithPrefix(t testing.TB, p string) []string {
 	t.Helper()
 	links, err := ns.nl.LinkList()
 	if err != nil {
