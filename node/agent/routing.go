@@ -313,6 +313,7 @@ func (a *Agent) syncRouting(ctx context.Context, sn *statedb.Snapshot, full bool
 		return
 	}
 	d, problems := desiredRouting(sn, a.cfg.HostID, a.cfg.Physnets, apiPort(sn, a.cfg.HostID))
+	d.Protected = withVTEPs(d.Protected, sn, a.cfg.VTEPs)
 	a.mu.Lock()
 	if p := strings.Join(problems, "; "); p != st.problems {
 		st.problems = p
@@ -356,4 +357,25 @@ func nonNil(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
+}
+
+// withVTEPs adds every member's VTEP (VXLAN endpoint) to the protected
+// prefixes: tenants must not reach the overlay's UDP port.
+func withVTEPs(ps []netip.Prefix, sn *statedb.Snapshot, v VTEPs) []netip.Prefix {
+	if v == nil {
+		return ps
+	}
+	out := slices.Clone(ps)
+	for _, m := range sn.Members() {
+		ip := v.VTEP(m.ID)
+		a, ok := netip.AddrFromSlice(ip.To4())
+		if ip == nil || !ok {
+			continue
+		}
+		if p := netip.PrefixFrom(a, 32); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
 }

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -91,6 +92,12 @@ func TestAgentRouting(t *testing.T) {
 	rt.mu.Lock()
 	r := rt.last.Routers[0]
 	rt.mu.Unlock()
+	rt.mu.Lock()
+	protected := fmt.Sprint(rt.last.Protected)
+	rt.mu.Unlock()
+	if protected != "[192.0.2.1/32 192.0.2.2/32 192.0.2.9/32]" {
+		t.Errorf("protected = %s; want the members' addresses and VTEPs", protected)
+	}
 	if r.Gateway == nil || r.Gateway.Iface != "eth0" || len(r.Interfaces) != 1 || r.Interfaces[0].Address.String() != "10.0.1.1/24" {
 		t.Errorf("router as applied = %+v", r)
 	}
