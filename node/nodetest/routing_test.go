@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +111,28 @@ func TestRoutingOpenstackCLI(t *testing.T) {
 	var fips []map[string]any
 	if err := json.Unmarshal([]byte(run("floating", "ip", "list", "-f", "json")), &fips); err != nil || len(fips) != 2 {
 		t.Errorf("floating ip list = %v (%v)", fips, err)
+	}
+
+	// server add/remove floating ip find the server's port by device_id.
+	img := filepath.Join(t.TempDir(), "img.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	obj("image", "create", "--file", img, "--disk-format", "raw", "--container-format", "bare", "--public", "fip-img")
+	srv := obj("server", "create", "--flavor", "m1.tiny", "--image", "fip-img", "--network", "net1", "fipvm")
+	run("floating", "ip", "unset", "--port", fmt.Sprint(f2["id"]))
+	run("server", "add", "floating", "ip", "fipvm", "203.0.113.150")
+	show = obj("floating", "ip", "show", "203.0.113.150")
+	if details := fmt.Sprint(show["port_details"]); show["port_id"] == nil || show["port_id"] == p1["id"] || !strings.Contains(details, fmt.Sprint(srv["id"])) {
+		t.Errorf("after server add floating ip: port %v, details %s; want the server's port", show["port_id"], details)
+	}
+	run("server", "remove", "floating", "ip", "fipvm", "203.0.113.150")
+	if show = obj("floating", "ip", "show", "203.0.113.150"); show["port_id"] != nil {
+		t.Errorf("after server remove floating ip: port %v", show["port_id"])
+	}
+	run("floating", "ip", "set", "--port", "p1", fmt.Sprint(f2["id"]))
+	if show = obj("floating", "ip", "show", "203.0.113.150"); show["port_id"] != p1["id"] || show["router_id"] != r["id"] {
+		t.Errorf("after floating ip set --port p1: port %v router %v; want %v %v", show["port_id"], show["router_id"], p1["id"], r["id"])
 	}
 
 	fails("still has ports", "router", "delete", "r1")
