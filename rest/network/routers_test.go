@@ -2,6 +2,7 @@ package network_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -126,4 +127,29 @@ func netWithSubnetNet(t *testing.T, e *env, subnetID string) string {
 	t.Helper()
 	s := obj(mustStatus(t, e.demo.Do("GET", "/network/v2.0/subnets/"+subnetID, nil), 200), "subnet")
 	return str(s, "network_id")
+}
+
+// TestRouterGatewayFixedIP: an admin picks the router's gateway address
+// and turns SNAT off; changing the address keeps the gateway port.
+func TestRouterGatewayFixedIP(t *testing.T) {
+	e := newEnv(t)
+	extID, extSub := extNet(t, e)
+	r := create(t, e.admin, "routers", "router", map[string]any{"name": "r", "external_gateway_info": map[string]any{
+		"network_id": extID, "enable_snat": false,
+		"external_fixed_ips": []map[string]string{{"subnet_id": extSub, "ip_address": "203.0.113.150"}}}})
+	gw, _ := r["external_gateway_info"].(map[string]any)
+	if gw["enable_snat"] != false || !strings.Contains(fmt.Sprint(gw["external_fixed_ips"]), "203.0.113.150") {
+		t.Fatalf("gateway = %v", gw)
+	}
+	url := "/network/v2.0/routers/" + str(r, "id")
+	r = obj(mustStatus(t, e.admin.Do("PUT", url, map[string]any{"router": map[string]any{"external_gateway_info": map[string]any{
+		"network_id": extID, "external_fixed_ips": []map[string]string{{"ip_address": "203.0.113.151"}}}}}), 200), "router")
+	gw, _ = r["external_gateway_info"].(map[string]any)
+	if gw["enable_snat"] != true || !strings.Contains(fmt.Sprint(gw["external_fixed_ips"]), "203.0.113.151") {
+		t.Errorf("after changing the address: %v", gw)
+	}
+	neutronError(t, e.admin.Do("POST", "/network/v2.0/routers", map[string]any{"router": map[string]any{"external_gateway_info": map[string]any{
+		"network_id": extID, "external_fixed_ips": []map[string]string{{"ip_address": "203.0.113.151"}}}}}), 409, "IpAddressAlreadyAllocated")
+	neutronError(t, e.admin.Do("PUT", url, map[string]any{"router": map[string]any{"external_gateway_info": map[string]any{"network_id": "nope"}}}),
+		404, "NetworkNotFound")
 }
