@@ -30,7 +30,8 @@ type UpdateFloatingIPCmd struct {
 }
 
 // ReportFloatingIPCmd is the agent of the host running a floating IP's
-// port reporting that the NAT is in place (ACTIVE) or gone (DOWN).
+// port reporting that the NAT is in place (ACTIVE), or the host that
+// served it reporting it withdrawn (DOWN).
 type ReportFloatingIPCmd struct {
 	FloatingIPID string `json:"floatingip_id"`
 	PortID       string `json:"port_id"`
@@ -246,8 +247,9 @@ func applyDeleteFloatingIP(t *Txn, c *Command) error {
 }
 
 // applyReportFloatingIP records a floating IP's data-plane status from the
-// agent of the host its port is bound to; stale reports (another port or
-// host) and no-ops are ignored.
+// agent of the host its port is bound to, or a withdrawal (DOWN) from the
+// host that served it last; stale reports (another port or host) and
+// no-ops are ignored.
 func applyReportFloatingIP(t *Txn, c *Command) error {
 	r, err := decode[ReportFloatingIPCmd](c)
 	if err != nil {
@@ -258,7 +260,15 @@ func applyReportFloatingIP(t *Txn, c *Command) error {
 	}
 	sn := t.read()
 	f, ok := sn.FloatingIP(r.FloatingIPID)
-	if !ok || f.PortID == "" || f.PortID != r.PortID {
+	if ok && r.Status == StatusDown && f.HostID != "" && f.HostID == r.HostID {
+		// The host that served it withdrew it (its port moved away).
+		cp := *f
+		cp.Status, cp.HostID = StatusDown, ""
+		cp.Revision++
+		cp.UpdatedAt = c.Time
+		return t.insert(tblFloatingIPs, &cp)
+	}
+	if !ok || r.Status != StatusActive || f.PortID == "" || f.PortID != r.PortID {
 		return nil
 	}
 	p, ok := sn.Port(f.PortID)

@@ -152,6 +152,18 @@ func TestFloatingIPs(t *testing.T) {
 		t.Errorf("after the host's report: %+v", f)
 	}
 
+	// The port moves: the old host's withdrawal clears the status.
+	h2 := "h2"
+	ns.must(CmdUpdatePort, UpdatePortCmd{ID: "vm1", HostID: &h2})
+	ns.must(CmdReportFloatingIP, ReportFloatingIPCmd{FloatingIPID: "f1", PortID: "vm1", HostID: "h2", Status: StatusDown})
+	if f, _ := ns.s.Snapshot().FloatingIP("f1"); f.Status != StatusActive || f.HostID != "h1" {
+		t.Errorf("a DOWN from the new host changed the record: %+v", f)
+	}
+	ns.must(CmdReportFloatingIP, ReportFloatingIPCmd{FloatingIPID: "f1", PortID: "vm1", HostID: "h1", Status: StatusDown})
+	if f, _ := ns.s.Snapshot().FloatingIP("f1"); f.Status != StatusDown || f.HostID != "" {
+		t.Errorf("after the old host withdrew: %+v", f)
+	}
+
 	wantErr(t, "remove the interface a floating IP needs", ns.do(CmdRemoveRouterInterface, RouterInterfaceCmd{RouterID: "r1", SubnetID: "s1"}),
 		ErrConflict, "Router interface for subnet s1 on router r1 cannot be deleted")
 	wantErr(t, "clear the gateway a floating IP needs", ns.do(CmdUpdateRouter, UpdateRouterCmd{ID: "r1", ClearGateway: true}),

@@ -97,6 +97,10 @@ type Config struct {
 	// Physnets maps physical network names to this host's interfaces.
 	Routing  Routing
 	Physnets map[string]string
+	// FIPHandover is how long a floating IP that moved here waits for the
+	// old host to report it withdrawn before this host takes it anyway
+	// (the old host may be dead). Default 10 s.
+	FIPHandover time.Duration
 
 	// ResyncInterval is the period of full resyncs, jittered by ±20 %.
 	// Default 10 s.
@@ -163,6 +167,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = 10 * time.Second
+	}
+	if cfg.FIPHandover <= 0 {
+		cfg.FIPHandover = 10 * time.Second
 	}
 	if cfg.DetachTimeout <= 0 {
 		cfg.DetachTimeout = 30 * time.Second

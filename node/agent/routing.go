@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -283,6 +284,7 @@ func apiPort(sn *statedb.Snapshot, host string) uint16 {
 
 // routingState is what the routing reconciler remembers between syncs.
 type routingState struct {
+	waiting  map[string]time.Time // floating IP → when this host first wanted it while another held it
 	applied  *RoutingDesired
 	lastErr  string
 	problems string
@@ -314,6 +316,7 @@ func (a *Agent) syncRouting(ctx context.Context, sn *statedb.Snapshot, full bool
 	}
 	d, problems := desiredRouting(sn, a.cfg.HostID, a.cfg.Physnets, apiPort(sn, a.cfg.HostID))
 	d.Protected = withVTEPs(d.Protected, sn, a.cfg.VTEPs)
+	a.handover(sn, &d)
 	a.mu.Lock()
 	if p := strings.Join(problems, "; "); p != st.problems {
 		st.problems = p
@@ -338,6 +341,7 @@ func (a *Agent) syncRouting(ctx context.Context, sn *statedb.Snapshot, full bool
 			return
 		}
 	}
+	a.reportWithdrawn(ctx, sn, d, seen)
 	for _, r := range d.Routers {
 		for i, id := range r.fipIDs {
 			f, ok := sn.FloatingIP(id)
@@ -378,4 +382,65 @@ func withVTEPs(ps []netip.Prefix, sn *statedb.Snapshot, v VTEPs) []netip.Prefix 
 	}
 	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return out
+}
+
+// handover holds back the floating IPs another host still reports ACTIVE:
+// the old host withdraws first (and reports DOWN), then this host applies
+// and announces them; after FIPHandover this host takes them anyway.
+func (a *Agent) handover(sn *statedb.Snapshot, d *RoutingDesired) {
+	now := a.cfg.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := &a.routeState
+	if st.waiting == nil {
+		st.waiting = map[string]time.Time{}
+	}
+	still := map[string]bool{}
+	for ri := range d.Routers {
+		r := &d.Routers[ri]
+		var fips []RouterFIP
+		var ids, ports []string
+		for i, id := range r.fipIDs {
+			f, ok := sn.FloatingIP(id)
+			if ok && f.Status == statedb.StatusActive && f.HostID != "" && f.HostID != a.cfg.HostID {
+				still[id] = true
+				since, seen := st.waiting[id]
+				if !seen {
+					st.waiting[id] = now
+					since = now
+				}
+				if now.Sub(since) < a.cfg.FIPHandover {
+					continue
+				}
+			}
+			fips, ids, ports = append(fips, r.FloatingIPs[i]), append(ids, id), append(ports, r.fipPorts[i])
+		}
+		r.FloatingIPs, r.fipIDs, r.fipPorts = fips, ids, ports
+	}
+	for id := range st.waiting {
+		if !still[id] {
+			delete(st.waiting, id)
+		}
+	}
+}
+
+// reportWithdrawn reports DOWN the floating IPs recorded ACTIVE on this
+// host that it no longer serves (after a successful apply), so the new
+// host may take them.
+func (a *Agent) reportWithdrawn(ctx context.Context, sn *statedb.Snapshot, d RoutingDesired, seen uint64) {
+	serving := map[string]bool{}
+	for _, r := range d.Routers {
+		for _, id := range r.fipIDs {
+			serving[id] = true
+		}
+	}
+	for _, f := range sn.FloatingIPs() {
+		if f.HostID != a.cfg.HostID || f.Status != statedb.StatusActive || serving[f.ID] {
+			continue
+		}
+		rep := statedb.ReportFloatingIPCmd{FloatingIPID: f.ID, PortID: f.PortID, HostID: a.cfg.HostID, Status: statedb.StatusDown}
+		a.launch(ctx, seen, "report", []string{"fip:" + f.ID}, func(ctx context.Context) error {
+			return a.report(ctx, statedb.CmdReportFloatingIP, rep)
+		})
+	}
 }

@@ -61,17 +61,24 @@ func TestAgentRouting(t *testing.T) {
 	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "vm", NetworkID: "n1", ProjectID: "p", DeviceID: "i1"}, HostID: hostA})
 	apply(statedb.CmdCreateFloatingIP, statedb.CreateFloatingIPCmd{FloatingIP: statedb.FloatingIP{ID: "f1", ProjectID: "p", FloatingNetworkID: "ext", FloatingPortID: "fp", PortID: "vm"}})
 
-	rt := &fakeRouting{}
-	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
-		Network: &agenttest.Network{}, VTEPs: agenttest.NewVTEPs(map[string]string{hostA: "192.0.2.1", hostB: "192.0.2.2"}),
-		Routing: rt, Physnets: map[string]string{"physnet1": "eth0"}, ResyncInterval: 200 * time.Millisecond, Logger: logger()})
-	if err != nil {
-		t.Fatal(err)
+	start := func(host string, handover time.Duration) (*fakeRouting, func()) {
+		rt := &fakeRouting{}
+		ag, err := agent.New(agent.Config{HostID: host, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
+			Network: &agenttest.Network{}, VTEPs: agenttest.NewVTEPs(map[string]string{hostA: "192.0.2.1", hostB: "192.0.2.2"}),
+			Routing: rt, Physnets: map[string]string{"physnet1": "eth0"}, FIPHandover: handover,
+			ResyncInterval: 200 * time.Millisecond, Logger: logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = ag.Run(ctx) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return rt, stop
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ag.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	rt, stopA := start(hostA, time.Hour)
+	rtB, stopB := start(hostB, time.Hour)
 
 	eventually := func(what string, cond func() bool) {
 		t.Helper()
@@ -102,12 +109,30 @@ func TestAgentRouting(t *testing.T) {
 		t.Errorf("router as applied = %+v", r)
 	}
 
-	// The port moves to host B: host A withdraws the floating IP.
+	// The port moves to host B: host A withdraws the floating IP and
+	// reports it DOWN, only then host B takes it (B would wait an hour
+	// otherwise).
 	b := hostB
 	apply(statedb.CmdUpdatePort, statedb.UpdatePortCmd{ID: "vm", HostID: &b})
 	eventually("the floating IP withdrawn from host A", func() bool {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
 		return len(rt.last.Routers) == 0
+	})
+	eventually("the floating IP ACTIVE on host B", func() bool {
+		f, ok := st.Snapshot().FloatingIP("f1")
+		return ok && f.Status == statedb.StatusActive && f.HostID == hostB && rtB.fips() == 1
+	})
+
+	// Host B dies with the floating IP; the port moves back to A, which
+	// takes it after its handover wait without B's word.
+	stopB()
+	stopA()
+	rtA2, _ := start(hostA, 300*time.Millisecond)
+	a := hostA
+	apply(statedb.CmdUpdatePort, statedb.UpdatePortCmd{ID: "vm", HostID: &a})
+	eventually("host A taking the floating IP from a dead host", func() bool {
+		f, ok := st.Snapshot().FloatingIP("f1")
+		return ok && f.Status == statedb.StatusActive && f.HostID == hostA && rtA2.fips() == 1
 	})
 }
