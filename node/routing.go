@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/peerstack/peerstack/hv/netdev"
 	"github.com/peerstack/peerstack/hv/router"
@@ -34,7 +38,22 @@ type routerRouting struct {
 }
 
 func (r routerRouting) Apply(ctx context.Context, d agent.RoutingDesired) error {
-	st, err := r.m.Apply(ctx, toRouter(d))
+	want := toRouter(d)
+	for _, name := range d.ProtectedNames {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip4", name)
+		cancel()
+		if err != nil {
+			r.log.Warn("storage server not resolved; tenants are not kept off it", "name", name, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			want.Protected = append(want.Protected, netip.PrefixFrom(a.Unmap(), 32))
+		}
+	}
+	slices.SortFunc(want.Protected, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	want.Protected = slices.Compact(want.Protected) // resolvers answer in any order
+	st, err := r.m.Apply(ctx, want)
 	if st.Writes > 0 {
 		r.log.Debug("routing applied", "writes", st.Writes, "announced", st.GARPs, "changes", st.Changes)
 	}

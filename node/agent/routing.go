@@ -30,7 +30,10 @@ type RoutingDesired struct {
 	HostMAC   net.HardwareAddr // source MAC of frames routed onto overlays
 	AllowTCP  []uint16         // host ports tenants may reach (the API)
 	Protected []netip.Prefix   // the cluster's hosts and storage server
-	Externals []string         // this host's physical network interfaces, sorted
+	// ProtectedNames are storage servers given by name: the driver
+	// resolves them and protects their addresses too.
+	ProtectedNames []string
+	Externals      []string // this host's physical network interfaces, sorted
 }
 
 // RouterDesired is one router as this host runs it.
@@ -125,7 +128,7 @@ func desiredRouting(sn *statedb.Snapshot, host string, physnets map[string]strin
 	if apiPort != 0 {
 		d.AllowTCP = []uint16{apiPort}
 	}
-	d.Protected = protectedPrefixes(sn)
+	d.Protected, d.ProtectedNames = protectedPrefixes(sn)
 	for _, iface := range physnets {
 		if !slices.Contains(d.Externals, iface) {
 			d.Externals = append(d.Externals, iface)
@@ -236,9 +239,10 @@ func routerIface(sn *statedb.Snapshot, host string, p *statedb.Port) (RouterIfac
 
 // protectedPrefixes are the addresses tenants must not reach except on
 // the API port: every member's API, Raft and gossip host, and the storage
-// server when it is given as an address.
-func protectedPrefixes(sn *statedb.Snapshot) []netip.Prefix {
+// servers (names are returned apart, for the driver to resolve).
+func protectedPrefixes(sn *statedb.Snapshot) ([]netip.Prefix, []string) {
 	seen := map[netip.Prefix]bool{}
+	var names []string
 	add := func(hostport string) {
 		h := hostport
 		if x, _, err := net.SplitHostPort(hostport); err == nil {
@@ -246,6 +250,8 @@ func protectedPrefixes(sn *statedb.Snapshot) []netip.Prefix {
 		}
 		if a, err := netip.ParseAddr(h); err == nil && a.Is4() {
 			seen[netip.PrefixFrom(a, 32)] = true
+		} else if err != nil && h != "" && !slices.Contains(names, h) {
+			names = append(names, h)
 		}
 	}
 	for _, m := range sn.Members() {
@@ -265,7 +271,8 @@ func protectedPrefixes(sn *statedb.Snapshot) []netip.Prefix {
 		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	return out
+	slices.Sort(names)
+	return out, names
 }
 
 // apiPort is the port of this host's API address.
