@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/peerstack/peerstack/hv/netdev"
@@ -23,7 +24,13 @@ func (n *Node) agentRouting(log *slog.Logger, opts AgentOptions) agent.Routing {
 	if opts.NetworkDriver != nil {
 		return nil
 	}
-	m, err := router.New(router.Config{HostNS: opts.NetNS, Logger: log})
+	// Router namespaces are machine-wide names: several daemons on one
+	// machine (tests, a cluster in a box) must not collect each other's.
+	id := strings.ReplaceAll(n.id.NodeID, "-", "")
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	m, err := router.New(router.Config{HostNS: opts.NetNS, NSPrefix: router.DefaultNSPrefix + id + "-", Logger: log})
 	if err != nil {
 		log.Error("routing disabled", "err", err)
 		return nil

@@ -153,3 +153,82 @@ func TestRouterGatewayFixedIP(t *testing.T) {
 	neutronError(t, e.admin.Do("PUT", url, map[string]any{"router": map[string]any{"external_gateway_info": map[string]any{"network_id": "nope"}}}),
 		404, "NetworkNotFound")
 }
+
+// TestRoutingBadInput: malformed and refused router and floating IP
+// requests get Neutron's status and type and apply nothing.
+func TestRoutingBadInput(t *testing.T) {
+	e := newEnv(t)
+	extID, _ := extNet(t, e)
+	netID, subID := netWithSubnet(t, e.demo, "n1", "10.0.1.0/24")
+	r := create(t, e.demo, "routers", "router", map[string]any{"name": "r1"})
+	rid := str(r, "id")
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/routers/"+rid, map[string]any{"router": map[string]any{
+		"external_gateway_info": map[string]any{"network_id": extID}}}), 200)
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": subID}), 200)
+	vm := create(t, e.demo, "ports", "port", map[string]any{"network_id": netID, "device_id": "vm", "device_owner": "compute:nova"})
+	f := create(t, e.demo, "floatingips", "floatingip", map[string]any{"floating_network_id": extID})
+	fid := str(f, "id")
+	router := func(body string) string { return `{"router":` + body + `}` }
+	fip := func(body string) string { return `{"floatingip":` + body + `}` }
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		typ                      string
+	}{
+		{"router not an object", "POST", "/routers", `{"router":[]}`, 400, "InvalidInput"},
+		{"router name not a string", "POST", "/routers", router(`{"name":5}`), 400, "InvalidInput"},
+		{"router name too long", "POST", "/routers", router(fmt.Sprintf(`{"name":%q}`, strings.Repeat("r", 300))), 400, "InvalidInput"},
+		{"new router with routes", "POST", "/routers", router(`{"routes":[{"destination":"10.9.0.0/24","nexthop":"10.0.1.9"}]}`), 400, "InvalidInput"},
+		{"gateway not an object", "PUT", "/routers/" + rid, router(`{"external_gateway_info":"ext"}`), 400, "InvalidInput"},
+		{"gateway without network", "PUT", "/routers/" + rid, router(`{"external_gateway_info":{"enable_snat":true}}`), 400, "InvalidInput"},
+		{"gateway on a tenant network", "PUT", "/routers/" + rid, router(fmt.Sprintf(`{"external_gateway_info":{"network_id":%q}}`, netID)), 400, "BadRequest"},
+		{"gateway fixed ip by tenant", "PUT", "/routers/" + rid, router(fmt.Sprintf(`{"external_gateway_info":{"network_id":%q,"external_fixed_ips":[{"ip_address":"203.0.113.150"}]}}`, extID)), 403, "PolicyNotAuthorized"},
+		{"route garbage", "PUT", "/routers/" + rid, router(`{"routes":[{"destination":"x","nexthop":"10.0.1.9"}]}`), 400, "InvalidInput"},
+		{"route not connected", "PUT", "/routers/" + rid, router(`{"routes":[{"destination":"10.9.0.0/24","nexthop":"192.0.2.1"}]}`), 400, "InvalidRoutes"},
+		{"router project change", "PUT", "/routers/" + rid, router(`{"project_id":"x"}`), 400, "InvalidInput"},
+		{"distributed false", "PUT", "/routers/" + rid, router(`{"distributed":false}`), 400, "InvalidInput"},
+		{"interface both", "PUT", "/routers/" + rid + "/add_router_interface", fmt.Sprintf(`{"subnet_id":%q,"port_id":%q}`, subID, vm["id"]), 400, "BadRequest"},
+		{"interface missing subnet", "PUT", "/routers/" + rid + "/add_router_interface", `{"subnet_id":"nope"}`, 404, "SubnetNotFound"},
+		{"interface port in use", "PUT", "/routers/" + rid + "/add_router_interface", fmt.Sprintf(`{"port_id":%q}`, vm["id"]), 409, "PortInUse"},
+		{"interface malformed", "PUT", "/routers/" + rid + "/add_router_interface", `{"subnet_id":`, 400, "InvalidInput"},
+		{"router with interfaces", "DELETE", "/routers/" + rid, "", 409, "RouterInUse"},
+		{"missing router", "PUT", "/routers/nope", router(`{"name":"x"}`), 404, "RouterNotFound"},
+
+		{"fip without network", "POST", "/floatingips", fip(`{}`), 400, "InvalidInput"},
+		{"fip on missing network", "POST", "/floatingips", fip(`{"floating_network_id":"nope"}`), 404, "NetworkNotFound"},
+		{"fip on a tenant network", "POST", "/floatingips", fip(fmt.Sprintf(`{"floating_network_id":%q}`, netID)), 400, "BadRequest"},
+		{"fip with subnet", "POST", "/floatingips", fip(fmt.Sprintf(`{"floating_network_id":%q,"subnet_id":"x"}`, extID)), 400, "InvalidInput"},
+		{"fip port not a string", "PUT", "/floatingips/" + fid, fip(`{"port_id":7}`), 400, "InvalidInput"},
+		{"fip missing port", "PUT", "/floatingips/" + fid, fip(`{"port_id":"nope"}`), 404, "PortNotFound"},
+		{"fip wrong fixed ip", "PUT", "/floatingips/" + fid, fip(fmt.Sprintf(`{"port_id":%q,"fixed_ip_address":"10.0.1.200"}`, vm["id"])), 400, "BadRequest"},
+		{"fip on the router's port", "PUT", "/floatingips/" + fid, fip(`{"port_id":"` + routerPort(t, e, rid) + `"}`), 400, "BadRequest"},
+		{"fip address change", "PUT", "/floatingips/" + fid, fip(`{"floating_ip_address":"203.0.113.160"}`), 400, "InvalidInput"},
+		{"fip port deleted directly", "DELETE", "/ports/" + routerPort(t, e, rid), "", 409, "ServicePortInUse"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.b.Index()
+			var body any
+			if tt.body != "" {
+				body = tt.body
+			}
+			r := e.demo.Do(tt.method, "/network/v2.0"+tt.path, body)
+			neutronError(t, r, tt.status, tt.typ)
+			for _, a := range e.b.AppliedSince(before) {
+				if a.Err == nil {
+					t.Errorf("%s %s = %d but command %d was applied", tt.method, tt.path, r.Status, a.Type)
+				}
+			}
+		})
+	}
+}
+
+// routerPort is the id of a router's first interface port.
+func routerPort(t *testing.T, e *env, routerID string) string {
+	t.Helper()
+	ps := items(mustStatus(t, e.demo.Do("GET", "/network/v2.0/ports?device_id="+routerID+"&device_owner=network:router_interface", nil), 200), "ports")
+	if len(ps) == 0 {
+		t.Fatal("router has no interface port")
+	}
+	return str(ps[0], "id")
+}
