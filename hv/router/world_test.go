@@ -181,26 +181,28 @@ func (ns *tns) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	return c, err
 }
 
-// peerOf connects from ns to addr (retrying until the deadline) and returns
-// the source address the listener l saw.
+// peerOf connects from ns to addr (retrying until the deadline: a loaded
+// machine may lose the first handshakes) and returns the source address
+// the listener l saw.
 func (ns *tns) peerOf(tb testing.TB, l net.Listener, addr string) (string, error) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		c, err := ns.dial(addr, time.Second)
+		c, err := ns.dial(addr, 2*time.Second)
 		if err != nil {
 			last = err
 			continue
 		}
-		defer c.Close()
-		l.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		l.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
 		s, err := l.Accept()
+		c.Close()
 		if err != nil {
-			return "", err
+			last = err
+			continue
 		}
-		defer s.Close()
 		h, _, _ := net.SplitHostPort(s.RemoteAddr().String())
+		s.Close()
 		return h, nil
 	}
 	return "", last
