@@ -62,6 +62,7 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.IntVar(&f.cfg.BcryptCost, "bcrypt-cost", 12, "bcrypt cost for passwords")
 	fl.StringVar(&f.cfg.Agent.Network, "network", "netdev", "tenant networking: netdev (needs CAP_NET_ADMIN, CAP_NET_RAW) or none")
 	fl.StringVar(&f.cfg.Agent.NetNS, "netns", "", "network namespace path for tenant devices (default: the daemon's)")
+	fl.StringToStringVar(&f.cfg.Agent.Physnets, "physnet", nil, "map a physical (provider) network to this host's interface: name=iface (repeatable)")
 	fl.StringVar(&f.cfg.Agent.QEMUBinary, "qemu", "", "QEMU binary (default: qemu-system-x86_64 in PATH)")
 	fl.StringVar(&f.cfg.Agent.Accel, "accel", "", "kvm or tcg (default: detect)")
 	fl.DurationVar(&f.cfg.Agent.ResyncInterval, "resync-interval", 10*time.Second, "agent full resync period")

@@ -45,6 +45,11 @@ type AgentOptions struct {
 	// NetNS is the network namespace (a path such as /run/netns/x) the
 	// host's devices live in; "" is the daemon's own.
 	NetNS string
+	// Physnets maps physical network names to this host's interfaces
+	// (--physnet); the agent records it in the state at start.
+	Physnets map[string]string
+	// RoutingDriver, when set, replaces hv/router (tests pass a fake).
+	RoutingDriver agent.Routing
 
 	// Images makes image files available; nil: the image service
 	// (Node.EnsureImage).
@@ -108,6 +113,7 @@ func (n *Node) runAgents(ctx context.Context) {
 	}
 	if nw != nil {
 		cfg.Network, cfg.VTEPs, cfg.Firewall = nw, nodeVTEPs{n}, fw
+		cfg.Routing, cfg.Physnets = n.agentRouting(log, opts), opts.Physnets
 	}
 	if cfg.ResyncInterval == 0 && n.cfg.Fast {
 		cfg.ResyncInterval = time.Second
@@ -350,10 +356,10 @@ func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
 func toNetdev(d agent.NetDesired) netdev.Desired {
 	out := netdev.Desired{LocalVTEP: d.LocalVTEP}
 	for _, s := range d.Networks {
-		nw := netdev.Network{ID: s.ID, VNI: s.VNI, MTU: s.MTU, Remotes: s.Remotes}
+		nw := netdev.Network{ID: s.ID, VNI: s.VNI, MTU: s.MTU, Routed: s.Routed, Remotes: s.Remotes}
 		for _, p := range s.Ports {
 			nw.Ports = append(nw.Ports, netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-				Gateway: p.Gateway, DNS: p.DNS, Hostname: p.Hostname, DHCP: p.DHCP})
+				Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP})
 		}
 		for _, m := range s.MACs {
 			nw.MACs = append(nw.MACs, netdev.RemoteMAC{MAC: m.MAC, VTEP: m.VTEP})

@@ -57,21 +57,26 @@ const (
 	OwnerCompute         = "compute:nova"
 )
 
-// Network is a tenant network: one VXLAN segment.
+// Network is a tenant network (one VXLAN segment) or a provider network.
 type Network struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	ProjectID    string    `json:"project_id"`
-	Description  string    `json:"description"`
-	AdminStateUp bool      `json:"admin_state_up"`
-	Shared       bool      `json:"shared"`
-	External     bool      `json:"router_external"`
-	MTU          int       `json:"mtu"`
-	VNI          uint32    `json:"vni"`
-	Tags         []string  `json:"tags"`
-	Revision     int       `json:"revision_number"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	ProjectID    string `json:"project_id"`
+	Description  string `json:"description"`
+	AdminStateUp bool   `json:"admin_state_up"`
+	Shared       bool   `json:"shared"`
+	External     bool   `json:"router_external"`
+	MTU          int    `json:"mtu"`
+	VNI          uint32 `json:"vni"`
+	// Provider networks (flat, vlan) map to an interface of each host
+	// through PhysicalNetwork; they have no VNI. "" is a VXLAN segment.
+	NetworkType     string    `json:"network_type,omitempty"`
+	PhysicalNetwork string    `json:"physical_network,omitempty"`
+	VLAN            int       `json:"vlan,omitempty"`
+	Tags            []string  `json:"tags"`
+	Revision        int       `json:"revision_number"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // IPRange is an allocation pool.

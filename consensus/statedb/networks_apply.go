@@ -121,7 +121,14 @@ func applyCreateNetwork(t *Txn, c *Command) error {
 	if err := validMTU(n.MTU); err != nil {
 		return err
 	}
-	if n.VNI == 0 {
+	if n.NetworkType == NetTypeVXLAN {
+		n.NetworkType = ""
+	}
+	if n.NetworkType != "" {
+		if err := checkProvider(sn, n); err != nil {
+			return err
+		}
+	} else if n.VNI == 0 {
 		vni, ok := freeVNI(sn)
 		if !ok {
 			return Errorf(KindConflict, msgNoVNI)
@@ -616,6 +623,12 @@ func applyDeletePort(t *Txn, c *Command) error {
 	if !ok {
 		return Errorf(KindNotFound, msgPortNotFound, d.ID)
 	}
+	if servicePort(t.read(), p) {
+		return Errorf(KindConflict, "Port %s cannot be deleted directly via the port API: has device owner %s.", p.ID, p.DeviceOwner)
+	}
+	if err := releaseFloatingIPs(t, c.Time, p.ID); err != nil {
+		return err
+	}
 	return t.delete(tblPorts, p)
 }
 
@@ -668,6 +681,9 @@ func deletePortsOfDevice(t *Txn, deviceID string) error {
 		return nil
 	}
 	for _, p := range t.read().PortsOfDevice(deviceID) {
+		if err := releaseFloatingIPs(t, cmdTime(t), p.ID); err != nil {
+			return err
+		}
 		if err := t.delete(tblPorts, p); err != nil {
 			return err
 		}

@@ -20,6 +20,7 @@ type lease struct {
 	Mask     net.IPMask
 	Gateway  net.IP
 	DNS      []net.IP
+	Routes   []*dhcpv4.Route // option 121, the default route first
 	Hostname string
 	MTU      int
 	ServerID net.IP
@@ -36,6 +37,17 @@ func leaseFor(p Port, mtu int, t time.Duration) lease {
 		if d4 := d.To4(); d4 != nil {
 			l.DNS = append(l.DNS, d4)
 		}
+	}
+	// With option 121 clients ignore option 3 (RFC 3442): the default
+	// route goes in it too.
+	for i, r := range p.Routes {
+		if i >= len(p.RouteVia) || r.IP.To4() == nil || p.RouteVia[i].To4() == nil {
+			continue
+		}
+		if len(l.Routes) == 0 && l.Gateway != nil {
+			l.Routes = append(l.Routes, &dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: l.Gateway})
+		}
+		l.Routes = append(l.Routes, &dhcpv4.Route{Dest: &net.IPNet{IP: r.IP.To4(), Mask: r.Mask}, Router: p.RouteVia[i].To4()})
 	}
 	return l
 }
@@ -82,6 +94,9 @@ func buildReply(req *dhcpv4.DHCPv4, l lease) *dhcpv4.DHCPv4 {
 		}
 		if len(l.DNS) > 0 {
 			mods = append(mods, dhcpv4.WithDNS(l.DNS...))
+		}
+		if len(l.Routes) > 0 {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(l.Routes...)))
 		}
 		if l.Hostname != "" {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(l.Hostname)))

@@ -182,7 +182,7 @@ func Diff(actual Actual, desired Desired, prefix string) []Op {
 func plumbed(d Desired) []Network {
 	var nets []Network
 	for _, n := range d.Networks {
-		if len(n.Ports) == 0 {
+		if len(n.Ports) == 0 && !n.Routed {
 			continue
 		}
 		n.Ports = slices.Clone(n.Ports)

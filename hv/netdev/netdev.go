@@ -48,6 +48,8 @@ type Port struct {
 	Prefix   int              // subnet prefix length
 	Gateway  net.IP           // may be nil
 	DNS      []net.IP         // may be empty
+	Routes   []net.IPNet      // host routes (option 121) via RouteVia, same order
+	RouteVia []net.IP         //
 	Hostname string           // option 12; may be empty
 	DHCP     bool             // the subnet has enable_dhcp
 }
@@ -63,13 +65,14 @@ type Network struct {
 	ID      string
 	VNI     uint32
 	MTU     int         // overlay MTU; 0 means DefaultMTU
+	Routed  bool        // plumb it even without local ports (a router here needs it)
 	Ports   []Port      // local ports
 	Remotes []net.IP    // remote VTEPs with ports on this network (flood entries)
 	MACs    []RemoteMAC // remote port MACs
 }
 
 // Desired is everything this host must have. A network with no local ports
-// is not plumbed at all (no bridge, no VXLAN device).
+// is not plumbed at all (no bridge, no VXLAN device) unless it is Routed.
 type Desired struct {
 	LocalVTEP   net.IP // this host's underlay address, source of VXLAN packets
 	UnderlayDev string // optional: device the VXLAN devices send through

@@ -97,6 +97,14 @@ type Config struct {
 	Firewall   Firewall   // nil: ports are not filtered
 	Volumes    Volumes    // nil: volume operations fail with ErrNoVolumeStore
 	Images     ImageSource
+	// Routing runs this host's share of the routers (nil: no routing);
+	// Physnets maps physical network names to this host's interfaces.
+	Routing  Routing
+	Physnets map[string]string
+	// FIPHandover is how long a floating IP that moved here waits for the
+	// old host to report it withdrawn before this host takes it anyway
+	// (the old host may be dead). Default 10 s.
+	FIPHandover time.Duration
 
 	// ResyncInterval is the period of full resyncs, jittered by ±20 %.
 	// Default 10 s.
@@ -119,18 +127,19 @@ type Agent struct {
 
 	wake chan struct{} // buffered(1): a sync is wanted
 
-	mu        sync.Mutex
-	busy      map[string]bool      // keys of objects with an operation in flight
-	seq       uint64               // operations ended so far
-	lastDone  map[string]uint64    // key → seq when its last operation ended
-	backoff   map[string]time.Time // "key/op" → no retry before
-	exitWhy   map[string]string    // instance id → why its QEMU exited (from events)
-	netState  netState
-	fwState   fwState
-	host      hostCache
-	orphans   map[string]bool // VM ids already logged as unknown to the state
-	wg        sync.WaitGroup  // operations in flight
-	lastStats Stats
+	mu         sync.Mutex
+	busy       map[string]bool      // keys of objects with an operation in flight
+	seq        uint64               // operations ended so far
+	lastDone   map[string]uint64    // key → seq when its last operation ended
+	backoff    map[string]time.Time // "key/op" → no retry before
+	exitWhy    map[string]string    // instance id → why its QEMU exited (from events)
+	netState   netState
+	fwState    fwState
+	routeState routingState
+	host       hostCache
+	orphans    map[string]bool // VM ids already logged as unknown to the state
+	wg         sync.WaitGroup  // operations in flight
+	lastStats  Stats
 }
 
 // hostCache is the last list of VMs read from the hypervisor.
@@ -165,6 +174,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = 10 * time.Second
+	}
+	if cfg.FIPHandover <= 0 {
+		cfg.FIPHandover = 10 * time.Second
 	}
 	if cfg.DetachTimeout <= 0 {
 		cfg.DetachTimeout = 2 * time.Minute
@@ -326,6 +338,7 @@ func (a *Agent) sync(ctx context.Context, full bool) {
 
 	netReady := a.syncNetworks(ctx, sn, full, seen)
 	a.syncFirewall(ctx, sn, full)
+	a.syncRouting(ctx, sn, full, seen)
 	a.syncInstances(ctx, sn, actual, netReady, seen)
 	a.syncVolumes(ctx, sn, seen)
 }

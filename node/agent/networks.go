@@ -33,6 +33,7 @@ type NetSegment struct {
 	ID      string
 	VNI     uint32
 	MTU     int
+	Routed  bool        // plumbed for a router here even without local ports
 	Ports   []NetPort   // local ports, by id
 	Remotes []net.IP    // VTEPs of the other hosts with ports on it, sorted
 	MACs    []RemoteMAC // each remote port's MAC → its host's VTEP, by MAC
@@ -47,6 +48,8 @@ type NetPort struct {
 	Prefix   int
 	Gateway  net.IP
 	DNS      []net.IP
+	Routes   []net.IPNet // the subnet's host routes, via RouteVia
+	RouteVia []net.IP
 	Hostname string // the server's host name
 	DHCP     bool   // the subnet has enable_dhcp
 }
@@ -69,6 +72,12 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 	for _, p := range sn.PortsOnHost(host) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 	}
+	routed := routedNetworks(sn, host)
+	for id := range routed {
+		if _, ok := byNet[id]; !ok {
+			byNet[id] = nil
+		}
+	}
 	if len(byNet) > 0 && d.LocalVTEP == nil {
 		return NetDesired{}, []string{"this host's VTEP address is unknown: no network is plumbed"}
 	}
@@ -78,7 +87,11 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			problems = append(problems, fmt.Sprintf("network %s of %d local ports not found", netID, len(local)))
 			continue
 		}
-		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+		if n.IsProvider() {
+			problems = append(problems, fmt.Sprintf("network %s is a %s provider network: its %d local ports are not plumbed", n.ID, n.NetworkType, len(local)))
+			continue
+		}
+		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU, Routed: routed[n.ID]}
 		for _, p := range local {
 			np, err := localPort(sn, p, tap)
 			if err != nil {
@@ -87,7 +100,7 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			}
 			seg.Ports = append(seg.Ports, np)
 		}
-		if len(seg.Ports) == 0 {
+		if len(seg.Ports) == 0 && !seg.Routed {
 			continue
 		}
 		slices.SortFunc(seg.Ports, func(a, b NetPort) int { return strings.Compare(a.ID, b.ID) })
@@ -156,6 +169,13 @@ func localPort(sn *statedb.Snapshot, p *statedb.Port, tap func(string) string) (
 		for _, d := range s.DNSNameservers {
 			if a, err := netip.ParseAddr(d); err == nil {
 				np.DNS = append(np.DNS, net.IP(a.AsSlice()))
+			}
+		}
+		for _, r := range s.HostRoutes {
+			_, dst, err1 := net.ParseCIDR(r.Destination)
+			via := net.ParseIP(r.NextHop)
+			if err1 == nil && dst.IP.To4() != nil && via.To4() != nil {
+				np.Routes, np.RouteVia = append(np.Routes, *dst), append(np.RouteVia, via.To4())
 			}
 		}
 		break

@@ -18,7 +18,7 @@ func (s *service) versions(c *rest.Ctx) (any, error) {
 func (s *service) resources(c *rest.Ctx) (any, error) {
 	b := base(c, s.b.State()) + "/network/v2.0/"
 	out := []map[string]any{}
-	for _, r := range [][2]string{{"network", "networks"}, {"subnet", "subnets"}, {"port", "ports"}} {
+	for _, r := range [][2]string{{"network", "networks"}, {"subnet", "subnets"}, {"port", "ports"}, {"router", "routers"}, {"floatingip", "floatingips"}} {
 		out = append(out, map[string]any{"name": r[0], "collection": r[1],
 			"links": []map[string]string{{"rel": "self", "href": b + r[1]}}})
 	}
@@ -37,7 +37,12 @@ type extension struct {
 // extensions lists what this server implements, no more.
 var extensions = []extension{
 	{"Neutron external network", "external-net", "Adds external network attribute to network resource.", "2013-01-14T10:00:00-00:00", nil},
-	{"Provider Network", "provider", "Expose mapping of virtual networks to physical networks (admin only); here always vxlan.", "2012-09-07T10:00:00-00:00", nil},
+	{"Provider Network", "provider", "Expose mapping of virtual networks to physical networks (admin only): vxlan, flat and vlan.", "2012-09-07T10:00:00-00:00", nil},
+	{"Neutron L3 Router", "router", "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.", "2012-07-20T10:00:00-00:00", nil},
+	{"Neutron L3 Configurable external gateway mode", "ext-gw-mode", "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway", "2013-03-28T10:00:00-00:00", nil},
+	{"Neutron Extra Route", "extraroute", "Extra routes configuration for L3 router", "2013-02-01T10:00:00-00:00", nil},
+	{"Distributed Virtual Router", "dvr", "Enables configuration of Distributed Virtual Routers; here every router is distributed.", "2014-06-1T10:00:00-00:00", nil},
+	{"Floating IP Port Details Extension", "fip-port-details", "Add port_details attribute to Floating IP resource", "2018-04-09T10:00:00-00:00", nil},
 	{"Port Binding", "binding", "Expose port bindings of a virtual port to external application.", "2014-02-03T10:00:00-00:00", nil},
 	{"Network MTU", "net-mtu", "Provides MTU attribute for a network resource.", "2015-03-25T10:00:00-00:00", nil},
 	{"Network MTU (writable)", "net-mtu-writable", "Provides a writable MTU attribute for a network resource.", "2017-07-12T00:00:00-00:00", nil},

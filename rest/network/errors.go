@@ -19,7 +19,7 @@ type apiError struct {
 func (e *apiError) Error() string { return e.msg }
 
 func notFound(kind, id string) error {
-	return &apiError{status: http.StatusNotFound, typ: kind + "NotFound", msg: fmt.Sprintf("%s %s could not be found.", kind, id)}
+	return &apiError{status: http.StatusNotFound, typ: strings.ReplaceAll(kind, " ", "") + "NotFound", msg: fmt.Sprintf("%s %s could not be found.", kind, id)}
 }
 
 func forbidden(kind string) error {
@@ -84,12 +84,39 @@ var conflictTypes = []struct{ prefix, typ string }{
 	{"Unable to complete operation for network", "MacAddressInUse"},
 	{"Unable to generate a unique MAC", "MacAddressGenerationFailure"},
 	{"Gateway ip", "GatewayConflictWithAllocationPools"},
+	{"Router interface for subnet", "RouterInterfaceInUseByFloatingIP"},
+	{"Router ", "RouterInUse"},
+	{"Gateway cannot be updated for router", "RouterExternalGatewayInUseByFloatingIp"},
+	{"Cannot associate floating IP", "FloatingIPPortAlreadyAssociated"},
+	{"Port ", "ServicePortInUse"},
+	{"Unable to complete operation on port", "PortInUse"},
+	{"Unable to create the flat network", "FlatNetworkInUse"},
+	{"Unable to create the network. The VLAN", "VlanIdInUse"},
+}
+
+// otherTypes name the Neutron types of 400 and 404 state errors whose
+// messages do not follow the generic pattern (consensus/statedb
+// routers_apply.go and floatingips_apply.go).
+var otherTypes = []struct {
+	status      int
+	prefix, typ string
+}{
+	{http.StatusNotFound, "Floating IP ", "FloatingIPNotFound"},
+	{http.StatusNotFound, "External network ", "ExternalGatewayForFloatingIPNotFound"},
+	{http.StatusNotFound, "Router ", "RouterInterfaceNotFoundForSubnet"},
+	{http.StatusBadRequest, "Bad ", "BadRequest"},
+	{http.StatusBadRequest, "Invalid format for routes", "InvalidRoutes"},
 }
 
 // classify names the Neutron error type of a state error.
 func classify(status int, msg string) string {
 	if typ, ok := secGroupErrorType(msg); ok && status < http.StatusInternalServerError {
 		return typ
+	}
+	for _, o := range otherTypes {
+		if status == o.status && strings.HasPrefix(msg, o.prefix) && !(o.prefix == "Router " && strings.Contains(msg, "could not be found")) {
+			return o.typ
+		}
 	}
 	switch status {
 	case http.StatusNotFound:

@@ -53,6 +53,8 @@ func Service(b rest.Backend) rest.Service {
 	}
 	routes = append(routes, s.tagRoutes()...)
 	routes = append(routes, s.secGroupRoutes()...)
+	routes = append(routes, s.routerRoutes()...)
+	routes = append(routes, s.floatingIPRoutes()...)
 	for i := range routes {
 		routes[i].Handler = wrap(routes[i].Handler)
 	}
@@ -194,6 +196,11 @@ var (
 	portSpec     = rest.Spec{"admin_state_up": rest.PyBool, "port_security_enabled": rest.PyBool}
 	secGroupSpec = rest.Spec{"stateful": rest.PyBool}
 	secRuleSpec  = rest.Spec{"port_range_min": rest.PyInt, "port_range_max": rest.PyInt}
+	routerSpec   = rest.Spec{
+		"admin_state_up": rest.PyBool, "distributed": rest.PyBool, "ha": rest.PyBool,
+		"external_gateway_info.enable_snat": rest.PyBool,
+	}
+	floatingIPSpec = rest.Spec{}
 )
 
 // invalidInput turns a JSON type error into Neutron's 400.

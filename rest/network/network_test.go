@@ -25,8 +25,8 @@ func TestNetworkDiscovery(t *testing.T) {
 		}
 	}
 	res := mustStatus(t, e.anon.Do("GET", "/network/v2.0/", nil), 200)
-	if got := len(items(res, "resources")); got != 3 {
-		t.Errorf("resources = %v; want networks, subnets, ports", res)
+	if got := len(items(res, "resources")); got != 5 {
+		t.Errorf("resources = %v; want networks, subnets, ports, routers, floatingips", res)
 	}
 	neutronError(t, e.anon.Do("GET", "/network/v2.0/networks", nil), 401, "HTTPUnauthorized")
 	ext := mustStatus(t, e.demo.Do("GET", "/network/v2.0/extensions", nil), 200)
@@ -34,13 +34,13 @@ func TestNetworkDiscovery(t *testing.T) {
 	for _, x := range items(ext, "extensions") {
 		aliases = append(aliases, str(x, "alias"))
 	}
-	for _, want := range []string{"external-net", "provider", "binding", "net-mtu", "standard-attr-tag"} {
+	for _, want := range []string{"external-net", "provider", "binding", "net-mtu", "standard-attr-tag", "router", "ext-gw-mode", "extraroute", "dvr"} {
 		if !slices.Contains(aliases, want) {
 			t.Errorf("extensions %v lack %s", aliases, want)
 		}
 	}
 	mustStatus(t, e.demo.Do("GET", "/network/v2.0/extensions/provider", nil), 200)
-	neutronError(t, e.demo.Do("GET", "/network/v2.0/extensions/router", nil), 404, "ExtensionNotFound")
+	neutronError(t, e.demo.Do("GET", "/network/v2.0/extensions/l3-ha", nil), 404, "ExtensionNotFound")
 }
 
 var (

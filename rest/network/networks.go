@@ -28,9 +28,18 @@ func networkView(sn *statedb.Snapshot, n *statedb.Network, admin bool) view {
 		"created_at": fmtTime(n.CreatedAt), "updated_at": fmtTime(n.UpdatedAt), "revision_number": n.Revision,
 	}
 	if admin {
-		v["provider:network_type"] = "vxlan"
-		v["provider:segmentation_id"] = n.VNI
+		switch n.NetworkType {
+		case statedb.NetTypeFlat:
+			v["provider:network_type"], v["provider:segmentation_id"] = n.NetworkType, nil
+		case statedb.NetTypeVLAN:
+			v["provider:network_type"], v["provider:segmentation_id"] = n.NetworkType, n.VLAN
+		default:
+			v["provider:network_type"], v["provider:segmentation_id"] = statedb.NetTypeVXLAN, n.VNI
+		}
 		v["provider:physical_network"] = nil
+		if n.PhysicalNetwork != "" {
+			v["provider:physical_network"] = n.PhysicalNetwork
+		}
 	}
 	return v
 }
@@ -51,27 +60,57 @@ type networkInput struct {
 	Tags            *[]string `json:"tags"`
 }
 
+// providerSpec is a validated set of provider attributes.
+type providerSpec struct {
+	typ     string // "" (vxlan), flat or vlan
+	physnet string
+	vlan    int
+	vni     uint32 // vxlan: 0 = allocate
+}
+
 // provider validates mtu (Neutron's type:non_negative) and the provider
-// attributes and returns the requested VNI (0 = allocate). Only vxlan
-// segments exist here.
-func (in *networkInput) provider() (uint32, error) {
+// attributes: vxlan (the default, with an optional VNI), flat (a physical
+// network) or vlan (a physical network and a VLAN id).
+func (in *networkInput) provider() (providerSpec, error) {
 	if in.MTU != nil && *in.MTU < 0 {
-		return 0, badRequest("Invalid input for mtu. Reason: '%d' should be non-negative.", *in.MTU)
+		return providerSpec{}, badRequest("Invalid input for mtu. Reason: '%d' should be non-negative.", *in.MTU)
 	}
-	if in.NetworkType != nil && *in.NetworkType != "vxlan" {
-		return 0, badRequest("Invalid input for operation: network_type value '%s' not supported.", *in.NetworkType)
+	typ := statedb.NetTypeVXLAN
+	if in.NetworkType != nil {
+		typ = *in.NetworkType
 	}
-	if in.PhysicalNetwork != nil && *in.PhysicalNetwork != "" {
-		return 0, badRequest("Invalid input for operation: provider:physical_network specified for vxlan network.")
+	physnet := strOr(in.PhysicalNetwork, "")
+	switch typ {
+	case statedb.NetTypeVXLAN:
+		if physnet != "" {
+			return providerSpec{}, badRequest("Invalid input for operation: provider:physical_network specified for vxlan network.")
+		}
+		if in.SegmentationID == nil {
+			return providerSpec{}, nil
+		}
+		id := *in.SegmentationID
+		if id < int64(statedb.MinRequestVNI) || id > int64(statedb.MaxVNI) {
+			return providerSpec{}, badRequest("Invalid input for operation: segmentation_id %d out of range (%d through %d).", id, statedb.MinRequestVNI, statedb.MaxVNI)
+		}
+		return providerSpec{vni: uint32(id)}, nil
+	case statedb.NetTypeFlat, statedb.NetTypeVLAN:
+		if physnet == "" {
+			return providerSpec{}, badRequest("Invalid input for operation: provider:physical_network is required for %s provider network.", typ)
+		}
+		spec := providerSpec{typ: typ, physnet: physnet}
+		if typ == statedb.NetTypeFlat {
+			if in.SegmentationID != nil {
+				return providerSpec{}, badRequest("Invalid input for operation: segmentation_id specified for flat network.")
+			}
+			return spec, nil
+		}
+		if in.SegmentationID == nil || *in.SegmentationID < 1 || *in.SegmentationID > 4094 {
+			return providerSpec{}, badRequest("Invalid input for operation: segmentation_id out of range (1 through 4094) or missing for vlan network.")
+		}
+		spec.vlan = int(*in.SegmentationID)
+		return spec, nil
 	}
-	if in.SegmentationID == nil {
-		return 0, nil
-	}
-	id := *in.SegmentationID
-	if id < int64(statedb.MinRequestVNI) || id > int64(statedb.MaxVNI) {
-		return 0, badRequest("Invalid input for operation: segmentation_id %d out of range (%d through %d).", id, statedb.MinRequestVNI, statedb.MaxVNI)
-	}
-	return uint32(id), nil
+	return providerSpec{}, badRequest("Invalid input for operation: network_type value '%s' not supported.", typ)
 }
 
 func (in *networkInput) hasProvider() bool {
@@ -140,14 +179,14 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 			return nil, err
 		}
 	}
-	vni, err := in.provider()
+	spec, err := in.provider()
 	if err != nil {
 		return nil, err
 	}
 	n := statedb.Network{
 		ID: s.b.NewID(), Name: strOr(in.Name, ""), ProjectID: project, Description: strOr(in.Description, ""),
 		AdminStateUp: boolOr(in.AdminStateUp, true), Shared: boolOr(in.Shared, false), External: boolOr(in.External, false),
-		VNI: vni, Tags: []string{},
+		VNI: spec.vni, NetworkType: spec.typ, PhysicalNetwork: spec.physnet, VLAN: spec.vlan, Tags: []string{},
 	}
 	if in.MTU != nil {
 		n.MTU = *in.MTU
@@ -192,10 +231,14 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 			return nil, err
 		}
 	}
-	vni, err := in.provider()
+	spec, err := in.provider()
 	if err != nil {
 		return nil, err
 	}
+	if in.hasProvider() && (spec.typ != n.NetworkType || spec.physnet != n.PhysicalNetwork || spec.vlan != n.VLAN) {
+		return nil, badRequest("Invalid input for operation: the provider type and physical network of a network cannot be changed.")
+	}
+	vni := spec.vni
 	u := statedb.UpdateNetworkCmd{ID: n.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
 		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags}
 	if vni != 0 {

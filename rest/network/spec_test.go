@@ -21,6 +21,8 @@ func TestSpecsCoverInputs(t *testing.T) {
 		{reflect.TypeOf(portInput{}), portSpec},
 		{reflect.TypeOf(secGroupInput{}), secGroupSpec},
 		{reflect.TypeOf(secRuleInput{}), secRuleSpec},
+		{reflect.TypeOf(routerInput{}), routerSpec},
+		{reflect.TypeOf(floatingIPInput{}), floatingIPSpec},
 	} {
 		for i := 0; i < tc.typ.NumField(); i++ {
 			f := tc.typ.Field(i)

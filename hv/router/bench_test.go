@@ -1,0 +1,111 @@
+package router
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// BenchmarkFloatingIPApply: one Apply that adds (or removes) a floating IP
+// on a host running one router, i.e. state change → NAT, route and proxy
+// ARP in place. Prints the time and the writes per apply.
+func BenchmarkFloatingIPApply(b *testing.B) {
+	needRoot(b)
+	w := newWorld(b, 1, 100, 200)
+	a := w.hosts[0]
+	gw := &Gateway{Iface: "eth0", SNAT: true}
+	fip := FloatingIP{netip.MustParseAddr("203.0.113.120"), netip.MustParseAddr("10.0.1.5")}
+	without := Desired{Routers: []Router{r1(gw)}, HostMAC: a.mac, Externals: []string{"eth0"}}
+	with := Desired{Routers: []Router{r1(gw, fip)}, HostMAC: a.mac, Externals: []string{"eth0"}}
+	if _, err := a.mgr.Apply(b.Context(), without); err != nil {
+		b.Fatal(err)
+	}
+	writes := 0
+	b.ResetTimer()
+	for i := range b.N {
+		d := with
+		if i%2 == 1 {
+			d = without
+		}
+		st, err := a.mgr.Apply(b.Context(), d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		writes += st.Writes
+	}
+	b.ReportMetric(float64(writes)/float64(b.N), "writes/apply")
+}
+
+// BenchmarkThroughput: TCP throughput (iperf3, 3 s) between namespaces on
+// one host: "routed" east-west between two subnets of a router (no NAT),
+// "fip-out" from a VM through its floating IP to the LAN, "fip-in" from
+// the LAN to the VM's floating IP, "snat" from a VM without one.
+func BenchmarkThroughput(b *testing.B) {
+	needRoot(b)
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.Fatalf("iperf3 is required (apt-get install iperf3): %v", err)
+	}
+	w := newWorld(b, 1, 100, 200)
+	a := w.hosts[0]
+	vm1 := w.vm(b, a, "psbr100", vm1MAC, "10.0.1.5/24", "10.0.1.1")
+	vm2 := w.vm(b, a, "psbr100", vm2MAC, "10.0.1.6/24", "10.0.1.1")
+	vm3 := w.vm(b, a, "psbr200", vm3MAC, "10.0.2.5/24", "10.0.2.1")
+	fip := FloatingIP{netip.MustParseAddr("203.0.113.120"), netip.MustParseAddr("10.0.1.5")}
+	if _, err := a.mgr.Apply(b.Context(), Desired{Routers: []Router{r1(&Gateway{Iface: "eth0", SNAT: true}, fip)},
+		HostMAC: a.mac, Externals: []string{"eth0"}}); err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name           string
+		server, client *tns
+		addr           string
+	}{
+		{"routed", vm3, vm1, "10.0.2.5"},
+		{"fip-out", w.lan, vm1, "203.0.113.1"},
+		{"fip-in", vm1, w.lan, "203.0.113.120"},
+		{"snat", w.lan, vm2, "203.0.113.1"},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				gbps, err := iperf(b, c.server, c.client, c.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(gbps, "Gbit/s")
+			}
+		})
+	}
+}
+
+// iperf runs an iperf3 server in server and a 3 s client in client.
+func iperf(b *testing.B, server, client *tns, addr string) (float64, error) {
+	srv := exec.Command("ip", "netns", "exec", server.name, "iperf3", "-s", "-1", "-B", "0.0.0.0")
+	if err := srv.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	type result struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	var last string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := client.run(b, "iperf3", "-c", addr, "-t", "3", "-J")
+		var res result
+		if jerr := json.Unmarshal([]byte(out), &res); jerr != nil || err != nil || res.Error != "" {
+			last = fmt.Sprintf("%v %v %s", err, jerr, res.Error) // the server may not listen yet
+			continue
+		}
+		return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	}
+	return 0, fmt.Errorf("iperf3 client: %s", last)
+}

@@ -1,0 +1,337 @@
+package router
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Tables. Each is rebuilt as a whole, in one atomic transaction, when its
+// content changes; a chain "stamp" holds one rule whose user data is the
+// hash of the content, so an unchanged table costs no write.
+const (
+	tblRouter = "peerstack-r"    // in a router namespace (ip): NAT
+	tblHost   = "peerstack-r"    // in the host namespace (inet): guard, masquerade
+	tblBridge = "peerstack-r-br" // in the host namespace (bridge): anycast gateway
+	stampName = "stamp"
+)
+
+// nftRule is a rule as a list of expressions.
+type nftRule []expr.Any
+
+// nftChain is a base chain and its rules.
+type nftChain struct {
+	name     string
+	hook     *nftables.ChainHook
+	prio     *nftables.ChainPriority
+	typ      nftables.ChainType
+	rules    []nftRule
+	hashSeed any // what the rules were built from (hashed)
+}
+
+// syncTable makes table name of family hold exactly chains: nothing is
+// written when its stamp matches; otherwise the table is deleted and
+// rebuilt in one transaction. No chains deletes the table. It returns the
+// number of transactions written (0 or 1).
+func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, chains []nftChain) (int, error) {
+	seed := make([]any, 0, len(chains))
+	for _, c := range chains {
+		seed = append(seed, []any{c.name, c.hashSeed})
+	}
+	raw, _ := json.Marshal(seed)
+	sum := sha256.Sum256(raw)
+	want := sum[:16]
+
+	tables, err := conn.ListTablesOfFamily(family)
+	if err != nil {
+		return 0, fmt.Errorf("list nftables tables: %w", err)
+	}
+	var have *nftables.Table
+	for _, t := range tables {
+		if t.Name == name {
+			have = t
+		}
+	}
+	if have != nil && len(chains) > 0 {
+		rules, err := conn.GetRules(have, &nftables.Chain{Name: stampName, Table: have})
+		if err == nil && len(rules) == 1 && bytes.Equal(rules[0].UserData, want) {
+			return 0, nil
+		}
+	}
+	if have == nil && len(chains) == 0 {
+		return 0, nil
+	}
+	if have != nil {
+		conn.DelTable(have)
+	}
+	if len(chains) > 0 {
+		t := conn.AddTable(&nftables.Table{Family: family, Name: name})
+		st := conn.AddChain(&nftables.Chain{Name: stampName, Table: t})
+		conn.AddRule(&nftables.Rule{Table: t, Chain: st, UserData: want,
+			Exprs: []expr.Any{&expr.Counter{}}})
+		for _, c := range chains {
+			policy := nftables.ChainPolicyAccept
+			ch := conn.AddChain(&nftables.Chain{Name: c.name, Table: t, Hooknum: c.hook, Priority: c.prio, Type: c.typ, Policy: &policy})
+			for _, r := range c.rules {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+			}
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		return 0, fmt.Errorf("write nftables table %s: %w", name, err)
+	}
+	return 1, nil
+}
+
+// ---- expression helpers ----
+
+func ifnameBytes(name string) []byte {
+	b := make([]byte, 16)
+	copy(b, name)
+	return b
+}
+
+// matchIf matches the input (in) or output interface name; a name ending
+// in "*" matches the prefix.
+func matchIf(in bool, name string) []expr.Any {
+	key := expr.MetaKeyOIFNAME
+	if in {
+		key = expr.MetaKeyIIFNAME
+	}
+	data := ifnameBytes(name)
+	if n := len(name); n > 0 && name[n-1] == '*' {
+		data = []byte(name[:n-1])
+	}
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
+	}
+}
+
+func matchIPv4() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+	}
+}
+
+// matchAddr matches the IPv4 source (src) or destination against a prefix.
+func matchAddr(src bool, p netip.Prefix) []expr.Any {
+	off := uint32(16)
+	if src {
+		off = 12
+	}
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
+	a := p.Masked().Addr().As4()
+	if p.Bits() < 32 {
+		mask := net.CIDRMask(p.Bits(), 32)
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]})
+}
+
+func matchTCPDport(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+}
+
+func matchEstablished() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// OpenMark is the packet mark bit an operator sets (in a chain of their
+// own that runs before priority 0) to let tenant traffic through the
+// guard on purpose.
+const OpenMark = 0x00100000
+
+func matchMark(bit uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+func verdict(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
+
+func rule(parts ...[]expr.Any) nftRule {
+	var r nftRule
+	for _, p := range parts {
+		r = append(r, p...)
+	}
+	return r
+}
+
+func one(e ...expr.Any) []expr.Any { return e }
+
+// nat translates the source (snat) or destination to addr.
+func nat(snat bool, addr netip.Addr) []expr.Any {
+	typ := expr.NATTypeDestNAT
+	if snat {
+		typ = expr.NATTypeSourceNAT
+	}
+	a := addr.As4()
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: a[:]},
+		&expr.NAT{Type: typ, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+	}
+}
+
+// ---- the tables ----
+
+// routerChains is the NAT of one router namespace: floating IPs 1:1, then
+// SNAT of everything else leaving through the gateway to the transit
+// address (the host masquerades it to its own external address).
+func routerChains(r Router, transit netip.Addr) []nftChain {
+	if r.Gateway == nil {
+		return nil
+	}
+	var pre, post []nftRule
+	for _, f := range r.FloatingIPs {
+		pre = append(pre, rule(matchAddr(false, netip.PrefixFrom(f.Addr, 32)), nat(false, f.Fixed)))
+		post = append(post, rule(matchIf(false, extInNS), matchAddr(true, netip.PrefixFrom(f.Fixed, 32)), nat(true, f.Addr)))
+	}
+	if r.Gateway.SNAT {
+		post = append(post, rule(matchIf(false, extInNS), nat(true, transit)))
+	}
+	seed := []any{r.FloatingIPs, r.Gateway.SNAT, transit}
+	return []nftChain{
+		{name: "pre", hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityNATDest, typ: nftables.ChainTypeNAT, rules: pre, hashSeed: seed},
+		{name: "post", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource, typ: nftables.ChainTypeNAT, rules: post, hashSeed: seed},
+	}
+}
+
+// hostChains guard the host from its tenants and masquerade the routers'
+// transit addresses out of the external interfaces. Traffic entering from
+// a router namespace may reach the host itself only on the allowed TCP
+// ports (and as replies), and may not reach the protected prefixes (the
+// cluster's hosts and storage) except on those ports.
+func hostChains(d Desired, externals []string) []nftChain {
+	if len(d.Routers) == 0 {
+		return nil
+	}
+	var input, fwd, post []nftRule
+	input = append(input, rule(matchMark(OpenMark), one(verdict(expr.VerdictAccept))))
+	fwd = append(fwd, rule(matchMark(OpenMark), one(verdict(expr.VerdictAccept))))
+	input = append(input, rule(matchIf(true, extRootPrefix+"*"), matchEstablished(), one(verdict(expr.VerdictAccept))))
+	for _, p := range d.AllowTCP {
+		input = append(input, rule(matchIf(true, extRootPrefix+"*"), matchTCPDport(p), one(verdict(expr.VerdictAccept))))
+	}
+	input = append(input, rule(matchIf(true, extRootPrefix+"*"), one(verdict(expr.VerdictDrop))))
+	for _, pfx := range d.Protected {
+		if !pfx.Addr().Is4() {
+			continue
+		}
+		for _, p := range d.AllowTCP {
+			fwd = append(fwd, rule(matchIf(true, extRootPrefix+"*"), matchIPv4(), matchAddr(false, pfx), matchTCPDport(p), one(verdict(expr.VerdictAccept))))
+		}
+		fwd = append(fwd, rule(matchIf(true, extRootPrefix+"*"), matchIPv4(), matchAddr(false, pfx), one(verdict(expr.VerdictDrop))))
+	}
+	for _, ext := range externals {
+		post = append(post, rule(matchIf(false, ext), matchIPv4(), matchAddr(true, transitNet), one(&expr.Masq{})))
+	}
+	seed := []any{d.AllowTCP, d.Protected, externals}
+	return []nftChain{
+		{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: input, hashSeed: seed},
+		{name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: fwd, hashSeed: seed},
+		{name: "post", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource, typ: nftables.ChainTypeNAT, rules: post, hashSeed: seed},
+	}
+}
+
+// bridgeChains keep each anycast gateway off the overlays: ARP for the
+// gateway address and ARP from the gateway MAC never enter or leave a VXLAN
+// port, and frames the gateway routed onto an overlay leave with this
+// host's own MAC as source, so no other host learns the gateway MAC behind
+// the tunnel.
+func bridgeChains(d Desired) []nftChain {
+	var fwd []nftRule
+	type gw struct {
+		Overlay string
+		MAC     string
+		IP      netip.Addr
+	}
+	var seed []gw
+	seen := map[gw]bool{}
+	for _, r := range d.Routers {
+		for _, i := range r.Interfaces {
+			g := gw{i.Overlay, i.MAC.String(), i.Address.Addr()}
+			if i.Overlay == "" || seen[g] {
+				continue
+			}
+			seen[g] = true
+			seed = append(seed, g)
+		}
+	}
+	if len(seed) == 0 {
+		return nil
+	}
+	arpType := one(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)})
+	for _, g := range seed {
+		mac, _ := net.ParseMAC(g.MAC)
+		srcMAC := one(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac})
+		ip := g.IP.As4()
+		arpTarget := one(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip[:]})
+		for _, in := range []bool{true, false} {
+			fwd = append(fwd,
+				rule(matchIf(in, g.Overlay), arpType, arpTarget, one(verdict(expr.VerdictDrop))),
+				rule(matchIf(in, g.Overlay), srcMAC, arpType, one(verdict(expr.VerdictDrop))))
+		}
+		fwd = append(fwd, rule(matchIf(true, g.Overlay), srcMAC, one(verdict(expr.VerdictDrop))))
+		fwd = append(fwd, rule(matchIf(false, g.Overlay), srcMAC, one(
+			&expr.Immediate{Register: 1, Data: d.HostMAC},
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6})))
+	}
+	hostMAC := d.HostMAC.String()
+	return []nftChain{{name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter,
+		typ: nftables.ChainTypeFilter, rules: fwd, hashSeed: []any{seed, hostMAC}}}
+}
+
+// transitNet holds the routers' transit addresses (one per router on a
+// host, NATed to the host's external address).
+var transitNet = netip.MustParsePrefix("169.254.64.0/18")
+
+// transitAddrs gives each router a transit address: a hash of its id into
+// transitNet, probing past collisions in id order, so a router keeps its
+// address while others come and go (unless they collide).
+func transitAddrs(ids []string) map[string]netip.Addr {
+	out := map[string]netip.Addr{}
+	used := map[netip.Addr]bool{}
+	base := binary.BigEndian.Uint32(transitNet.Addr().AsSlice())
+	size := uint32(1) << (32 - transitNet.Bits())
+	for _, id := range ids {
+		h := sha256.Sum256([]byte(id))
+		n := binary.BigEndian.Uint32(h[:4]) % (size - 2)
+		for {
+			var b [4]byte
+			binary.BigEndian.PutUint32(b[:], base+1+n)
+			a := netip.AddrFrom4(b)
+			if !used[a] {
+				used[a], out[id] = true, a
+				break
+			}
+			n = (n + 1) % (size - 2)
+		}
+	}
+	return out
+}
