@@ -7,6 +7,7 @@
 package consensus
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -48,8 +49,14 @@ type Config struct {
 	ServerTLS     *tls.Config
 	ClientTLS     *tls.Config
 	Forwarder     Forwarder
-	Fast          bool // tight timers for tests
+	Timers        Timers
 	Logger        *slog.Logger
+}
+
+// Timers are Raft's timeouts. Zero fields take the defaults: 500 ms
+// heartbeat and election timeouts, a 250 ms leader lease.
+type Timers struct {
+	Heartbeat, Election, LeaderLease time.Duration
 }
 
 // Node is one Raft member with its state store.
@@ -77,17 +84,10 @@ func New(cfg Config) (*Node, error) {
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{cfg.Logger.With("sub", "raft")}})
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
-	if cfg.Fast {
-		rc.HeartbeatTimeout = 100 * time.Millisecond
-		rc.ElectionTimeout = 100 * time.Millisecond
-		rc.LeaderLeaseTimeout = 50 * time.Millisecond
-		rc.CommitTimeout = 2 * time.Millisecond
-	} else {
-		rc.HeartbeatTimeout = 500 * time.Millisecond
-		rc.ElectionTimeout = 500 * time.Millisecond
-		rc.LeaderLeaseTimeout = 250 * time.Millisecond
-		rc.CommitTimeout = 2 * time.Millisecond
-	}
+	rc.HeartbeatTimeout = cmp.Or(cfg.Timers.Heartbeat, 500*time.Millisecond)
+	rc.ElectionTimeout = cmp.Or(cfg.Timers.Election, 500*time.Millisecond)
+	rc.LeaderLeaseTimeout = cmp.Or(cfg.Timers.LeaderLease, 250*time.Millisecond)
+	rc.CommitTimeout = 2 * time.Millisecond
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 

@@ -107,9 +107,6 @@ func (n *Node) runAgents(ctx context.Context) {
 	if nw != nil {
 		cfg.Network, cfg.VTEPs = nw, nodeVTEPs{n}
 	}
-	if cfg.ResyncInterval == 0 && n.cfg.Fast {
-		cfg.ResyncInterval = time.Second
-	}
 	ag, err := agent.New(cfg)
 	if err != nil {
 		log.Error("agent not started", "err", err)
