@@ -120,7 +120,15 @@ func planMembership(selfID string, members []*statedb.Member, conf []consensus.S
 		}
 	}
 	for _, s := range conf {
-		if s.Voter && dead(s.ID) && s.ID != selfID && len(spare) > 0 && wanted[s.ID] {
+		if !s.Voter || !dead(s.ID) || s.ID == selfID || !wanted[s.ID] {
+			continue
+		}
+		switch {
+		case nVoters >= voters:
+			// Live voters already make the target (a new host took the
+			// free vote): the dead one only weighs on the quorum.
+			p.demote = append(p.demote, s)
+		case len(spare) > 0:
 			p.promote = append(p.promote, spare[0])
 			spare = spare[1:]
 			p.demote = append(p.demote, s)
