@@ -50,7 +50,10 @@ type Config struct {
 	ClientTLS     *tls.Config
 	Forwarder     Forwarder
 	Timers        Timers
-	Logger        *slog.Logger
+	// Links, when set, decides which peers are reachable (fault
+	// injection). nil: all of them.
+	Links  Links
+	Logger *slog.Logger
 }
 
 // Timers are Raft's timeouts. Zero fields take the defaults: 500 ms
@@ -100,7 +103,7 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
-	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
+	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS, cfg.Links)
 	if err != nil {
 		logs.Close()
 		return nil, err

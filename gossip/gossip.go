@@ -57,6 +57,9 @@ type Config struct {
 	// Timers tune the failure detector; the zero value keeps memberlist's
 	// LAN defaults.
 	Timers Timers
+	// Links, when set, decides which peers are reachable (fault
+	// injection: a partition). nil: all of them.
+	Links  Links
 	Logger *slog.Logger // nil discards
 
 	EventBuffer int           // Events capacity; <= 0 means 256
@@ -203,8 +206,23 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Ping = hooks{g}
 	mc.Logger = log.New(&logWriter{log: logger.With("source", "memberlist")}, "", 0)
 	cfg.Timers.apply(mc)
+	var linked *linkedTransport
+	if cfg.Links != nil {
+		t, port, err := newLinkedTransport(mc.BindAddr, mc.BindPort, cfg.Links, mc.Logger)
+		if err != nil {
+			return nil, err
+		}
+		linked, mc.Transport = t, t
+		if mc.BindPort == 0 {
+			mc.BindPort = port
+			mc.AdvertisePort = cmp.Or(cfg.AdvertisePort, port)
+		}
+	}
 	list, err := memberlist.Create(mc)
 	if err != nil {
+		if linked != nil {
+			_ = linked.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	// Create filled in the bound port; nothing else writes mc now.

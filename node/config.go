@@ -78,9 +78,17 @@ type Config struct {
 	// SchedulerGate, when set, is waited on before each scheduling plan
 	// (for benchmarks that build a backlog first). nil: always open.
 	SchedulerGate leader.Gate
+	// Links, when set, decides which peers Raft and gossip can reach
+	// (fault injection: nodetest's partitions). nil: all of them.
+	Links Links
 	// LeaderRoutines run next to the built-in leader routines while this
 	// host leads, each in its own goroutine (node/leader).
 	LeaderRoutines []leader.Routine
+}
+
+// Links says which peer addresses (Raft or gossip) this host can reach.
+type Links interface {
+	Up(addr string) bool
 }
 
 // HostSource tells which hosts are alive and what they offer.

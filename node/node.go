@@ -316,7 +316,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
 		ServerTLS: mtlsServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
-		Timers: n.cfg.Timers.Raft, Logger: n.log.With("sub", "raft"),
+		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
 		return err
@@ -332,7 +332,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
-		SecretKey: gossipKey, Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Logger: n.log.With("sub", "gossip"), Now: n.clock,
+		SecretKey: gossipKey, Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)

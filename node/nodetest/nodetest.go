@@ -37,6 +37,10 @@ type Cluster struct {
 	// AdminPassword of the bootstrap admin.
 	AdminPassword string
 	Opts          Options
+
+	netMu sync.Mutex
+	group map[int]int    // node index → partition group; nil: no partition
+	addrs map[string]int // Raft and gossip address → node index
 }
 
 // Options tune the cluster.
@@ -179,7 +183,7 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 	cfg := node.Config{
 		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token,
-		Timers: Timers, DeadGrace: DeadGrace, Logger: log,
+		Timers: Timers, DeadGrace: DeadGrace, Links: links{c, idx}, Logger: log,
 		VCPUs: 8, RAMMB: 16384, DiskGB: 200, Agent: c.Opts.Agent(idx),
 	}
 	if cfg.Agent.ResyncInterval == 0 {
@@ -445,6 +449,63 @@ func (c *Cluster) OpenStackEnv(t testing.TB, i int) []string {
 	}
 	return env
 }
+
+// Partition cuts the Raft and gossip traffic between the given groups of
+// node indexes: a node reaches only the nodes of its own group. Nodes in
+// no group keep all their links. The API (forwarded writes, joins) is not
+// cut.
+func (c *Cluster) Partition(groups ...[]int) {
+	c.t.Helper()
+	addrs := map[string]int{}
+	c.mu.Lock()
+	for i, n := range c.nodes {
+		if n != nil {
+			addrs[n.Consensus().Addr()] = i
+			addrs[fmt.Sprintf("127.0.0.1:%d", n.Gossip().Port())] = i
+		}
+	}
+	c.mu.Unlock()
+	group := map[int]int{}
+	for g, ids := range groups {
+		for _, i := range ids {
+			group[i] = g
+		}
+	}
+	c.netMu.Lock()
+	c.group, c.addrs = group, addrs
+	c.netMu.Unlock()
+}
+
+// Heal ends a partition.
+func (c *Cluster) Heal() {
+	c.netMu.Lock()
+	c.group = nil
+	c.netMu.Unlock()
+}
+
+// linkUp reports whether node i reaches the node at addr.
+func (c *Cluster) linkUp(i int, addr string) bool {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	if c.group == nil {
+		return true
+	}
+	j, ok := c.addrs[addr]
+	if !ok {
+		return true
+	}
+	gi, iok := c.group[i]
+	gj, jok := c.group[j]
+	return !iok || !jok || gi == gj
+}
+
+// links is node i's view of the cluster network (node.Config.Links).
+type links struct {
+	c *Cluster
+	i int
+}
+
+func (l links) Up(addr string) bool { return l.c.linkUp(l.i, addr) }
 
 // Gate is a scheduler gate (node.Config.SchedulerGate) that a test shuts
 // to build a backlog of pending instances and opens to place it. The
