@@ -10,7 +10,8 @@ import (
 // TestImportDirections enforces the import rules of docs/architecture.md: imports point
 // down only; consensus, gossip, hv/* and consensus/statedb import nothing
 // else of the project; the scheduler only the state types; rest never node
-// or hv; nothing but main and tests imports node.
+// or hv; nothing but main and tests imports node; the leader routines
+// only consensus, gossip, the state, the scheduler and token keys.
 func TestImportDirections(t *testing.T) {
 	const mod = "github.com/peerstack/peerstack"
 	out, err := exec.Command("go", "list", "-json", "./...").Output()
@@ -43,6 +44,11 @@ func TestImportDirections(t *testing.T) {
 			return to == "consensus/statedb"
 		case from == "node/identity":
 			return false
+		case from == "node/leader":
+			// Leader routines decide and propose: consensus, gossip, the
+			// state types, the pure scheduler and token keys; never the
+			// host (hv), the API (rest) or the agents.
+			return to == "consensus" || to == "consensus/statedb" || to == "gossip" || to == "node/scheduler" || to == "node/identity"
 		case under(from, "node/agent"):
 			return to == "consensus/statedb"
 		case from == "node/imagecache":

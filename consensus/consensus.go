@@ -7,6 +7,7 @@
 package consensus
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -48,8 +49,17 @@ type Config struct {
 	ServerTLS     *tls.Config
 	ClientTLS     *tls.Config
 	Forwarder     Forwarder
-	Fast          bool // tight timers for tests
-	Logger        *slog.Logger
+	Timers        Timers
+	// Links, when set, decides which peers are reachable (fault
+	// injection). nil: all of them.
+	Links  Links
+	Logger *slog.Logger
+}
+
+// Timers are Raft's timeouts. Zero fields take the defaults: 500 ms
+// heartbeat and election timeouts, a 250 ms leader lease.
+type Timers struct {
+	Heartbeat, Election, LeaderLease time.Duration
 }
 
 // Node is one Raft member with its state store.
@@ -77,17 +87,10 @@ func New(cfg Config) (*Node, error) {
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{cfg.Logger.With("sub", "raft")}})
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
-	if cfg.Fast {
-		rc.HeartbeatTimeout = 100 * time.Millisecond
-		rc.ElectionTimeout = 100 * time.Millisecond
-		rc.LeaderLeaseTimeout = 50 * time.Millisecond
-		rc.CommitTimeout = 2 * time.Millisecond
-	} else {
-		rc.HeartbeatTimeout = 500 * time.Millisecond
-		rc.ElectionTimeout = 500 * time.Millisecond
-		rc.LeaderLeaseTimeout = 250 * time.Millisecond
-		rc.CommitTimeout = 2 * time.Millisecond
-	}
+	rc.HeartbeatTimeout = cmp.Or(cfg.Timers.Heartbeat, 500*time.Millisecond)
+	rc.ElectionTimeout = cmp.Or(cfg.Timers.Election, 500*time.Millisecond)
+	rc.LeaderLeaseTimeout = cmp.Or(cfg.Timers.LeaderLease, 250*time.Millisecond)
+	rc.CommitTimeout = 2 * time.Millisecond
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
@@ -100,7 +103,7 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
-	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
+	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS, cfg.Links)
 	if err != nil {
 		logs.Close()
 		return nil, err

@@ -15,9 +15,18 @@ type tlsStream struct {
 	net.Listener
 	advertise net.Addr
 	client    *tls.Config
+	links     Links // nil: every peer is reachable
 }
 
-func newTLSStream(bind string, advertise string, server, client *tls.Config) (*tlsStream, error) {
+// Links says which peers this node can reach (fault injection: a
+// partition). Dialling a peer that is not up fails, and a connection to
+// it fails at its next write once the link goes down. Both sides of a
+// partition must agree, as inbound connections are not filtered.
+type Links interface {
+	Up(addr string) bool
+}
+
+func newTLSStream(bind string, advertise string, server, client *tls.Config, links Links) (*tlsStream, error) {
 	ln, err := tls.Listen("tcp", bind, server)
 	if err != nil {
 		return nil, fmt.Errorf("listen raft %s: %w", bind, err)
@@ -31,12 +40,46 @@ func newTLSStream(bind string, advertise string, server, client *tls.Config) (*t
 		}
 		adv = a
 	}
-	return &tlsStream{Listener: ln, advertise: adv, client: client}, nil
+	return &tlsStream{Listener: ln, advertise: adv, client: client, links: links}, nil
 }
 
 func (s *tlsStream) Addr() net.Addr { return s.advertise }
 
 func (s *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	return tls.DialWithDialer(d, "tcp", string(addr), s.client)
+	if s.links == nil {
+		d := &net.Dialer{Timeout: timeout}
+		return tls.DialWithDialer(d, "tcp", string(addr), s.client)
+	}
+	if !s.links.Up(string(addr)) {
+		return nil, fmt.Errorf("dial %s: link down", addr)
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(addr), s.client)
+	if err != nil {
+		return nil, err
+	}
+	return &linkedConn{Conn: c, addr: string(addr), links: s.links}, nil
+}
+
+// linkedConn fails (and closes) once the link to its peer is down.
+type linkedConn struct {
+	net.Conn
+	addr  string
+	links Links
+}
+
+func (c *linkedConn) Write(b []byte) (int, error) {
+	if !c.links.Up(c.addr) {
+		c.Conn.Close()
+		return 0, fmt.Errorf("write to %s: link down", c.addr)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *linkedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err == nil && !c.links.Up(c.addr) {
+		c.Conn.Close()
+		return 0, fmt.Errorf("read from %s: link down", c.addr)
+	}
+	return n, err
 }

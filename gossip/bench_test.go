@@ -8,8 +8,8 @@ import (
 )
 
 // BenchmarkMetaPropagation measures the time from UpdateMeta on one node
-// until every node's Members shows the new value, over loopback with Fast
-// timers.
+// until every node's Members shows the new value, over loopback with the
+// tight test timers.
 func BenchmarkMetaPropagation(b *testing.B) {
 	for _, n := range []int{10, 50} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {

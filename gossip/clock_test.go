@@ -150,7 +150,7 @@ func TestClockSkewOlderPeer(t *testing.T) {
 		m, ok := memberOf(g, nodeName(1))
 		return ok && m.State == StateAlive
 	})
-	// Several probe rounds (100 ms each with Fast).
+	// Several probe rounds (100 ms each with testTimers).
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		if m, _ := memberOf(g, nodeName(1)); !m.ClockMeasuredAt.IsZero() {

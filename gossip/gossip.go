@@ -54,9 +54,12 @@ type Config struct {
 	// gossip is encrypted and unencrypted gossip is refused.
 	SecretKey []byte
 	Meta      Meta // NodeID may be empty; it is set to Config.NodeID
-	// Fast sets tight timers for tests: probe every 100ms, gossip every
-	// 20ms, push/pull every second, a short suspicion and TCP timeout.
-	Fast   bool
+	// Timers tune the failure detector; the zero value keeps memberlist's
+	// LAN defaults.
+	Timers Timers
+	// Links, when set, decides which peers are reachable (fault
+	// injection: a partition). nil: all of them.
+	Links  Links
 	Logger *slog.Logger // nil discards
 
 	EventBuffer int           // Events capacity; <= 0 means 256
@@ -67,13 +70,49 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Timers tune memberlist's failure detection and dissemination. Each
+// zero field keeps memberlist's LAN default.
+type Timers struct {
+	ProbeInterval, ProbeTimeout time.Duration
+	GossipInterval              time.Duration
+	PushPullInterval            time.Duration
+	TCPTimeout                  time.Duration
+	GossipToTheDeadTime         time.Duration
+	// DeadNodeReclaimTime lets a host restarted on a new port take its
+	// name back once its old self has been dead this long (default: never).
+	DeadNodeReclaimTime time.Duration
+	// SuspicionMult and SuspicionMaxTimeoutMult scale how long a member
+	// stays suspect before it is declared dead.
+	SuspicionMult, SuspicionMaxTimeoutMult int
+}
+
+func (t Timers) apply(mc *memberlist.Config) {
+	set := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&mc.ProbeInterval, t.ProbeInterval)
+	set(&mc.ProbeTimeout, t.ProbeTimeout)
+	set(&mc.GossipInterval, t.GossipInterval)
+	set(&mc.PushPullInterval, t.PushPullInterval)
+	set(&mc.TCPTimeout, t.TCPTimeout)
+	set(&mc.GossipToTheDeadTime, t.GossipToTheDeadTime)
+	set(&mc.DeadNodeReclaimTime, t.DeadNodeReclaimTime)
+	if t.SuspicionMult > 0 {
+		mc.SuspicionMult = t.SuspicionMult
+	}
+	if t.SuspicionMaxTimeoutMult > 0 {
+		mc.SuspicionMaxTimeoutMult = t.SuspicionMaxTimeoutMult
+	}
+}
+
 // LogValue keeps the key out of logs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("node_id", c.NodeID),
 		slog.String("bind", fmt.Sprintf("%s:%d", c.BindAddr, c.BindPort)),
 		slog.String("advertise", fmt.Sprintf("%s:%d", c.AdvertiseAddr, c.AdvertisePort)),
-		slog.Bool("fast", c.Fast),
 	)
 }
 
@@ -166,20 +205,24 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Conflict = hooks{g}
 	mc.Ping = hooks{g}
 	mc.Logger = log.New(&logWriter{log: logger.With("source", "memberlist")}, "", 0)
-	if cfg.Fast {
-		mc.ProbeInterval = 100 * time.Millisecond
-		mc.ProbeTimeout = 50 * time.Millisecond
-		mc.GossipInterval = 20 * time.Millisecond
-		mc.SuspicionMult = 4
-		mc.SuspicionMaxTimeoutMult = 4
-		mc.PushPullInterval = time.Second
-		mc.TCPTimeout = time.Second
-		mc.GossipToTheDeadTime = 2 * time.Second
-		// Let a restarted test node take its name back on a new port.
-		mc.DeadNodeReclaimTime = 200 * time.Millisecond
+	cfg.Timers.apply(mc)
+	var linked *linkedTransport
+	if cfg.Links != nil {
+		t, port, err := newLinkedTransport(mc.BindAddr, mc.BindPort, cfg.Links, mc.Logger)
+		if err != nil {
+			return nil, err
+		}
+		linked, mc.Transport = t, t
+		if mc.BindPort == 0 {
+			mc.BindPort = port
+			mc.AdvertisePort = cmp.Or(cfg.AdvertisePort, port)
+		}
 	}
 	list, err := memberlist.Create(mc)
 	if err != nil {
+		if linked != nil {
+			_ = linked.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	// Create filled in the bound port; nothing else writes mc now.

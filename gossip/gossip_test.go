@@ -40,10 +40,20 @@ func testMeta(id string) Meta {
 	}
 }
 
+// testTimers are tight timers for loopback: probe every 100ms, gossip
+// every 20ms, push/pull every second, a short suspicion and TCP timeout.
+var testTimers = Timers{
+	ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, GossipInterval: 20 * time.Millisecond,
+	SuspicionMult: 4, SuspicionMaxTimeoutMult: 4, PushPullInterval: time.Second, TCPTimeout: time.Second,
+	GossipToTheDeadTime: 2 * time.Second,
+	// Let a restarted test node take its name back on a new port.
+	DeadNodeReclaimTime: 200 * time.Millisecond,
+}
+
 func testConfig(id string) Config {
 	return Config{
 		NodeID: id, BindAddr: "127.0.0.1", SecretKey: testKey,
-		Meta: testMeta(id), Fast: true, Logger: testLogger(),
+		Meta: testMeta(id), Timers: testTimers, Logger: testLogger(),
 	}
 }
 

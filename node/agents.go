@@ -115,9 +115,6 @@ func (n *Node) runAgents(ctx context.Context) {
 		cfg.Network, cfg.VTEPs, cfg.Firewall = nw, nodeVTEPs{n}, fw
 		cfg.Routing, cfg.Physnets = n.agentRouting(log, opts), opts.Physnets
 	}
-	if cfg.ResyncInterval == 0 && n.cfg.Fast {
-		cfg.ResyncInterval = time.Second
-	}
 	ag, err := agent.New(cfg)
 	if err != nil {
 		log.Error("agent not started", "err", err)

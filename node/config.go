@@ -15,7 +15,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/leader"
 )
 
 // Default listen addresses (docs/install.md: ports).
@@ -43,9 +46,13 @@ type Config struct {
 	Voters        int    // Raft voters to keep (3 or 5)
 	BcryptCost    int
 	JoinToken     string // join an existing cluster instead of bootstrapping
-	Fast          bool   // tight timers for tests
-	DeadGrace     time.Duration
-	Logger        *slog.Logger
+	// DeadGrace is how long a voter may be gone from gossip before the
+	// leader hands its vote to a healthy nonvoter (default 30 s).
+	DeadGrace time.Duration
+	// Timers are the daemon's periods and Raft and gossip timeouts; zero
+	// fields take the defaults.
+	Timers Timers
+	Logger *slog.Logger
 	// Storage is the cluster storage backend for a new cluster:
 	// "nfs://server/export[/path]", or "" for a local directory per host.
 	Storage string
@@ -65,6 +72,44 @@ type Config struct {
 	// blobs no local disk uses and the cluster does not count on
 	// (--image-cache-size). Zero means DefaultImageCacheSize.
 	ImageCacheSize int64
+
+	// HostSource, when set, wraps where the scheduler and the hypervisor
+	// API read host liveness and capacity (gossip, given as live): for
+	// benchmarks that simulate many hosts, whose member records must still
+	// exist in the state. nil: gossip.
+	HostSource func(live HostSource) HostSource
+	// SchedulerGate, when set, is waited on before each scheduling plan
+	// (for benchmarks that build a backlog first). nil: always open.
+	SchedulerGate leader.Gate
+	// Links, when set, decides which peers Raft and gossip can reach
+	// (fault injection: nodetest's partitions). nil: all of them.
+	Links Links
+	// LeaderRoutines run next to the built-in leader routines while this
+	// host leads, each in its own goroutine (node/leader).
+	LeaderRoutines []leader.Routine
+}
+
+// Links says which peer addresses (Raft or gossip) this host can reach.
+type Links interface {
+	Up(addr string) bool
+}
+
+// HostSource tells which hosts are alive and what they offer.
+type HostSource = leader.HostSource
+
+// Timers are the daemon's periods and timeouts. The zero value means the
+// defaults; tests pass tight ones.
+type Timers struct {
+	// Leader is the period of each leader routine's full pass (membership,
+	// key rotation, scheduling, volumes, images); default 1 s. Gossip
+	// events wake them early.
+	Leader time.Duration
+	// GossipHeal is the period of the loop that rejoins members gossip
+	// lost; default 2 s.
+	GossipHeal time.Duration
+	// Raft and Gossip tune consensus and memberlist.
+	Raft   consensus.Timers
+	Gossip gossip.Timers
 }
 
 func (c *Config) setDefaults() error {
@@ -105,9 +150,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DeadGrace == 0 {
 		c.DeadGrace = 30 * time.Second
-		if c.Fast {
-			c.DeadGrace = time.Second
-		}
+	}
+	if c.Timers.Leader <= 0 {
+		c.Timers.Leader = time.Second
+	}
+	if c.Timers.GossipHeal <= 0 {
+		c.Timers.GossipHeal = 2 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

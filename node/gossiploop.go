@@ -33,10 +33,7 @@ func (n *Node) gossipPeers() []string {
 // declare this host dead), and keeps node.json's peer list current. It
 // also logs members whose clocks cross the skew limit (ClockWatch).
 func (n *Node) gossipLoop(ctx context.Context) {
-	interval := 2 * time.Second
-	if n.cfg.Fast {
-		interval = 200 * time.Millisecond
-	}
+	interval := n.cfg.Timers.GossipHeal
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	watch := membership.NewClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
@@ -35,10 +34,7 @@ type images struct {
 // nothing that can fail; the cache needs its directory.
 func (n *Node) imageParts() (*imagecache.Cache, *imagecache.Copier, error) {
 	n.img.once.Do(func() {
-		resync := time.Duration(0)
-		if n.cfg.Fast {
-			resync = time.Second
-		}
+		resync := n.cfg.Agent.ResyncInterval // the agent's full-sync period; 0 = the cache's default
 		log := n.log.With("sub", "images")
 		cp, err := imagecache.NewCopier(imagecache.CopierConfig{
 			State: n.raft.Store(), Proposer: nodeProposer{n}, Alive: n.imageAliveHosts, Logger: log, Now: n.Now,

@@ -44,9 +44,11 @@ type Node struct {
 	apiSeconds   *prometheus.HistogramVec // by service; see metrics.go
 	pwc          *pwCache
 	accelOnce    sync.Once
-	compute      computeState
 	accelVal     string
 	img          images // image cache and copier (images.go)
+	// hosts is where the scheduler and the hypervisor API read host
+	// liveness and capacity: gossip, unless Config.HostSource wraps it.
+	hosts HostSource
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -304,7 +306,9 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.caPEM = caPEM
 	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
+		// A copy: the HTTP/2 set-up writes NextProtos into it on first
+		// use, while Raft's dials read the original.
+		TLSClientConfig: clientTLS.Clone(), MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
 	}}
 	n.id.APIAddr = advertised(n.cfg.AdvertiseAddr, apiLn.Addr())
 
@@ -316,7 +320,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
 		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
-		Fast: n.cfg.Fast, Logger: n.log.With("sub", "raft"),
+		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
 		return err
@@ -332,12 +336,16 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
-		SecretKey: gossipKey, Meta: n.buildMeta(), Fast: n.cfg.Fast, Logger: n.log.With("sub", "gossip"), Now: n.clock,
+		SecretKey: gossipKey, Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
 	}
 	n.gossip = g
+	n.hosts = g
+	if n.cfg.HostSource != nil {
+		n.hosts = n.cfg.HostSource(g)
+	}
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
 	n.updateMeta(ctx)
 
@@ -382,7 +390,7 @@ func (n *Node) startLoops() {
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
-	go func() { defer n.wg.Done(); n.leaderLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.runLeader(ctx) }()
 	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.metaLoop(ctx) }()
 }

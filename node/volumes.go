@@ -84,34 +84,3 @@ func volumeBackendOf(p string) string {
 func (n *Node) CheckStorage(ctx context.Context, backend string) error {
 	return storage.ProbeNFS(ctx, backend, nil)
 }
-
-// volumesLeaderTick runs leader-only volumes work once per leader tick:
-// it releases attachments whose server is gone (deleted with the volume
-// attached) and hands the volumes of hosts that left the cluster to this
-// host (shared storage) or marks them lost (local storage). The state
-// machine re-checks both, so a stale view proposes nothing harmful.
-func (n *Node) volumesLeaderTick(ctx context.Context) {
-	sn := n.State()
-	goneHosts := map[string]bool{}
-	for _, v := range sn.Volumes() {
-		if a := v.Attachment(); a != nil {
-			if _, ok := sn.Instance(a.ServerID); !ok {
-				n.proposeVolume(ctx, statedb.CmdReleaseVolume, statedb.ReleaseVolumeCmd{VolumeID: v.ID, AttachmentID: a.ID},
-					"release the volume of a deleted server", v.ID)
-			}
-		}
-		if _, ok := sn.Member(v.Host); !ok && v.Host != "" {
-			goneHosts[v.Host] = true
-		}
-	}
-	for host := range goneHosts {
-		n.proposeVolume(ctx, statedb.CmdVolumeHostGone, statedb.VolumeHostGoneCmd{HostID: host, NewHostID: n.ID()},
-			"hand over the volumes of a host that left", host)
-	}
-}
-
-func (n *Node) proposeVolume(ctx context.Context, t statedb.CmdType, payload any, what, id string) {
-	if _, err := rest.Propose(ctx, n, t, payload); err != nil && ctx.Err() == nil {
-		n.log.Warn("volumes: "+what, "id", id, "err", err)
-	}
-}

@@ -39,23 +39,32 @@ type agEnv struct {
 func newAgEnv(t testing.TB, fa *FakeAgents, opts Options) *agEnv {
 	t.Helper()
 	opts.Agent = fa.Options
+	edit := opts.Config
+	opts.Config = func(i int, cfg *node.Config) {
+		cfg.HostSource = func(live node.HostSource) node.HostSource { return agBigHosts{live} }
+		if edit != nil {
+			edit(i, cfg)
+		}
+	}
 	c := NewCluster(t, 3, opts)
 	e := &agEnv{t: t, c: c, fa: fa, hc: c.HTTPClient(), token: c.AdminToken(0), idx: map[string]int{}}
 	for i := range 3 {
 		e.idx[c.Node(i).ID()] = i
-		// Room for a few hundred m1.tiny per host (the real 8 vCPUs × 4
-		// would cap the cluster at 96).
-		n := c.Node(i)
-		n.SetHostSourceForTest(func() []gossip.Member {
-			ms := n.Gossip().Members()
-			for j := range ms {
-				ms[j].Meta.VCPUs, ms[j].Meta.RAMMB = 128, 1<<20
-			}
-			return ms
-		})
 	}
 	e.seed(t.Context())
 	return e
+}
+
+// agBigHosts reports the live hosts with room for a few hundred m1.tiny
+// each (the real 8 vCPUs × 4 would cap the cluster at 96).
+type agBigHosts struct{ live node.HostSource }
+
+func (h agBigHosts) Members() []gossip.Member {
+	ms := h.live.Members()
+	for j := range ms {
+		ms[j].Meta.VCPUs, ms[j].Meta.RAMMB = 128, 1<<20
+	}
+	return ms
 }
 
 // seed makes an active public image and a network with a DHCP subnet,

@@ -47,7 +47,7 @@ type clockHost struct {
 func (h *clockHost) config(token string, offset time.Duration) node.Config {
 	return node.Config{
 		DataDir: h.dir, Name: "skewed", APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		AdvertiseAddr: "127.0.0.1", Voters: 3, BcryptCost: 4, JoinToken: token, Fast: true,
+		AdvertiseAddr: "127.0.0.1", Voters: 3, BcryptCost: 4, JoinToken: token, Timers: Timers, DeadGrace: DeadGrace,
 		Logger: slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelInfo})).With("host", "skewed"),
 		VCPUs:  8, RAMMB: 16384, DiskGB: 200, Agent: node.AgentOptions{Disabled: true}, ClockOffset: offset,
 	}

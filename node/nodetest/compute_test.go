@@ -379,10 +379,29 @@ func cpPercentile(d []time.Duration, p float64) time.Duration {
 	return d[min(len(d)-1, int(float64(len(d))*p))]
 }
 
+// cpSimHosts is a host source (node.Config.HostSource) that reports the
+// simulated hosts alive with capacity, next to the real ones.
+type cpSimHosts struct {
+	mu    sync.Mutex
+	fakes []gossip.Member
+}
+
+func (s *cpSimHosts) wrap(live node.HostSource) node.HostSource { return cpSimView{live, s} }
+
+type cpSimView struct {
+	live node.HostSource
+	sim  *cpSimHosts
+}
+
+func (v cpSimView) Members() []gossip.Member {
+	v.sim.mu.Lock()
+	defer v.sim.mu.Unlock()
+	return append(v.live.Members(), v.sim.fakes...)
+}
+
 // cpFakeHosts registers n simulated hosts (member records through Raft)
-// and makes every node's host source report them alive with capacity,
-// next to the real hosts.
-func cpFakeHosts(b *testing.B, c *Cluster, n int) {
+// and has sim report them alive with capacity.
+func cpFakeHosts(b *testing.B, c *Cluster, sim *cpSimHosts, n int) {
 	b.Helper()
 	leader := c.Node(c.Leader(10 * time.Second))
 	ctx := context.Background()
@@ -414,9 +433,9 @@ func cpFakeHosts(b *testing.B, c *Cluster, n int) {
 	for err := range errs {
 		b.Fatalf("register simulated host: %v", err)
 	}
-	for _, nd := range c.Running() {
-		nd.SetHostSourceForTest(func() []gossip.Member { return append(nd.Gossip().Members(), fakes...) })
-	}
+	sim.mu.Lock()
+	sim.fakes = fakes
+	sim.mu.Unlock()
 }
 
 // cpPlacedWatcher records when watched instances got a host on node n.
@@ -475,13 +494,16 @@ func (w *cpPlacedWatcher) accepted(at time.Time, ids ...string) {
 
 // BenchmarkPlaceThroughRaft: 3 in-process hosts scheduling onto 10,000
 // simulated hosts. "throughput" builds a backlog of 10,000 pending m1.tiny
-// instances (500 per command, scheduler paused; creates/s) and reports
-// placements committed per second from resuming the scheduler to the last
+// instances (500 per command, scheduler gate shut; creates/s) and reports
+// placements committed per second from opening the gate to the last
 // placement; "latency" creates servers one at a time through the API of a
 // follower (8 clients) and reports accepted → placement committed.
 func BenchmarkPlaceThroughRaft(b *testing.B) {
-	c := NewCluster(b, 3)
-	cpFakeHosts(b, c, 10000)
+	sim, gate := &cpSimHosts{}, &Gate{}
+	c := NewCluster(b, 3, Options{Config: func(_ int, cfg *node.Config) {
+		cfg.HostSource, cfg.SchedulerGate = sim.wrap, gate
+	}})
+	cpFakeHosts(b, c, sim, 10000)
 	ctx := b.Context()
 	p, _ := c.Any().State().ProjectByName("admin")
 	tiny, _ := c.Any().State().Flavor("1")
@@ -490,9 +512,7 @@ func BenchmarkPlaceThroughRaft(b *testing.B) {
 			leader := c.Node(c.Leader(10 * time.Second))
 			const total, per = 10000, 500
 			var backlog []string
-			for _, nd := range c.Running() {
-				nd.PauseSchedulerForTest(true)
-			}
+			gate.Shut()
 			w := cpWatchPlacements(ctx, leader, total)
 			created := time.Now()
 			for k := 0; k < total; k += per {
@@ -513,9 +533,7 @@ func BenchmarkPlaceThroughRaft(b *testing.B) {
 			// The backlog is in; place it all.
 			start := time.Now()
 			w.accepted(start, backlog...)
-			for _, nd := range c.Running() {
-				nd.PauseSchedulerForTest(false)
-			}
+			gate.Open()
 			select {
 			case <-w.done:
 			case <-time.After(2 * time.Minute):

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node"
 	"github.com/peerstack/peerstack/node/agent/agenttest"
 )
@@ -35,6 +37,10 @@ type Cluster struct {
 	// AdminPassword of the bootstrap admin.
 	AdminPassword string
 	Opts          Options
+
+	netMu sync.Mutex
+	group map[int]int    // node index → partition group; nil: no partition
+	addrs map[string]int // Raft and gossip address → node index
 }
 
 // Options tune the cluster.
@@ -48,7 +54,28 @@ type Options struct {
 	// the cluster never runs real QEMU or touches host devices unless a
 	// test asks for it here.
 	Agent func(i int) node.AgentOptions
+	// Config, when set, edits node i's configuration before each start
+	// (a host source, a scheduler gate, extra leader routines).
+	Config func(i int, cfg *node.Config)
 }
+
+// Timers are the tight timers every test node runs with.
+var Timers = node.Timers{
+	Leader:     100 * time.Millisecond,
+	GossipHeal: 200 * time.Millisecond,
+	Raft:       consensus.Timers{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 50 * time.Millisecond},
+	Gossip: gossip.Timers{
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, GossipInterval: 20 * time.Millisecond,
+		SuspicionMult: 4, SuspicionMaxTimeoutMult: 4, PushPullInterval: time.Second, TCPTimeout: time.Second,
+		GossipToTheDeadTime: 2 * time.Second,
+		// Let a restarted node take its name back on a new port.
+		DeadNodeReclaimTime: 200 * time.Millisecond,
+	},
+}
+
+// DeadGrace is how long a test node's voter may be gone before the leader
+// hands its vote on.
+const DeadGrace = time.Second
 
 // FakeAgents hands each node index its own agenttest fakes and keeps them
 // across the node's restarts, as a host's VMs outlive its daemon. The zero
@@ -153,11 +180,19 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 		}
 	}
 	c.mu.Unlock()
-	return node.Config{
+	cfg := node.Config{
 		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token, Fast: true, Logger: log,
+		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token,
+		Timers: Timers, DeadGrace: DeadGrace, Links: links{c, idx}, Logger: log,
 		VCPUs: 8, RAMMB: 16384, DiskGB: 200, Agent: c.Opts.Agent(idx),
 	}
+	if cfg.Agent.ResyncInterval == 0 {
+		cfg.Agent.ResyncInterval = time.Second
+	}
+	if c.Opts.Config != nil {
+		c.Opts.Config(idx, &cfg)
+	}
+	return cfg
 }
 
 // add starts the next node, bootstrapping (empty token) or joining; edit,
@@ -413,4 +448,104 @@ func (c *Cluster) OpenStackEnv(t testing.TB, i int) []string {
 		}
 	}
 	return env
+}
+
+// Partition cuts the Raft and gossip traffic between the given groups of
+// node indexes: a node reaches only the nodes of its own group. Nodes in
+// no group keep all their links. The API (forwarded writes, joins) is not
+// cut.
+func (c *Cluster) Partition(groups ...[]int) {
+	c.t.Helper()
+	addrs := map[string]int{}
+	c.mu.Lock()
+	for i, n := range c.nodes {
+		if n != nil {
+			addrs[n.Consensus().Addr()] = i
+			addrs[fmt.Sprintf("127.0.0.1:%d", n.Gossip().Port())] = i
+		}
+	}
+	c.mu.Unlock()
+	group := map[int]int{}
+	for g, ids := range groups {
+		for _, i := range ids {
+			group[i] = g
+		}
+	}
+	c.netMu.Lock()
+	c.group, c.addrs = group, addrs
+	c.netMu.Unlock()
+}
+
+// Heal ends a partition.
+func (c *Cluster) Heal() {
+	c.netMu.Lock()
+	c.group = nil
+	c.netMu.Unlock()
+}
+
+// linkUp reports whether node i reaches the node at addr.
+func (c *Cluster) linkUp(i int, addr string) bool {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	if c.group == nil {
+		return true
+	}
+	j, ok := c.addrs[addr]
+	if !ok {
+		return true
+	}
+	gi, iok := c.group[i]
+	gj, jok := c.group[j]
+	return !iok || !jok || gi == gj
+}
+
+// links is node i's view of the cluster network (node.Config.Links).
+type links struct {
+	c *Cluster
+	i int
+}
+
+func (l links) Up(addr string) bool { return l.c.linkUp(l.i, addr) }
+
+// Gate is a scheduler gate (node.Config.SchedulerGate) that a test shuts
+// to build a backlog of pending instances and opens to place it. The
+// zero value is open.
+type Gate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed when the gate opens; nil while open
+}
+
+// Shut holds every scheduler waiting on g.
+func (g *Gate) Shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open == nil {
+		g.open = make(chan struct{})
+	}
+}
+
+// Open lets the schedulers go on.
+func (g *Gate) Open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open != nil {
+		close(g.open)
+		g.open = nil
+	}
+}
+
+// Wait implements leader.Gate.
+func (g *Gate) Wait(ctx context.Context) error {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+		return nil
+	}
 }
