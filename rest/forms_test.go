@@ -277,3 +277,11 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+// TestDecisionZeroDenies: a policy that returns an unset Decision forbids.
+func TestDecisionZeroDenies(t *testing.T) {
+	var d rest.Decision
+	if d == rest.Allow || d != rest.Forbidden {
+		t.Fatalf("zero Decision = %d; want Forbidden (%d), never Allow (%d)", d, rest.Forbidden, rest.Allow)
+	}
+}

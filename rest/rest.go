@@ -33,13 +33,14 @@ const (
 	Admin
 )
 
-// Decision is the outcome of authorization.
+// Decision is the outcome of authorization. Its zero value denies: a
+// policy that forgets to decide forbids rather than allows.
 type Decision int
 
 const (
-	Allow Decision = iota
-	NotFound
-	Forbidden
+	Forbidden Decision = iota // deny openly
+	Allow
+	NotFound // deny and hide that the object exists
 )
 
 // Credential is the verified identity behind a request.
