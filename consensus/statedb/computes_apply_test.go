@@ -533,4 +533,3 @@ func BenchmarkApplyPlaceInstances(b *testing.B) {
 		})
 	}
 }
-
