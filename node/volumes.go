@@ -8,6 +8,7 @@ import (
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/hv/storage"
+	"github.com/peerstack/peerstack/node/scheduler"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/volume"
 )
@@ -86,11 +87,15 @@ func (n *Node) CheckStorage(ctx context.Context, backend string) error {
 }
 
 // volumesLeaderTick runs leader-only volumes work once per leader tick:
-// it releases attachments whose server is gone (deleted with the volume
-// attached) and hands the volumes of hosts that left the cluster to this
-// host (shared storage) or marks them lost (local storage). The state
-// machine re-checks both, so a stale view proposes nothing harmful.
+// it chooses the hosts of new volumes on local storage, releases
+// attachments whose server is gone (deleted with the volume attached) and
+// hands the volumes of hosts that left the cluster to this host (shared
+// storage) or marks them lost (local storage). The state machine re-checks
+// all three, so a stale view proposes nothing harmful.
 func (n *Node) volumesLeaderTick(ctx context.Context) {
+	for _, p := range scheduler.PlanVolumes(n.State(), schedulerHosts(n.gossipMembers())) {
+		n.proposeVolume(ctx, statedb.CmdPlaceVolume, p, "place a volume", p.VolumeID)
+	}
 	sn := n.State()
 	goneHosts := map[string]bool{}
 	for _, v := range sn.Volumes() {

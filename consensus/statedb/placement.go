@@ -1,6 +1,9 @@
 package statedb
 
-import "math"
+import (
+	"math"
+	"sort"
+)
 
 // Placement: the one rule that decides whether an instance (or a volume on
 // local storage) may go on a host. The leader's scheduler (node/scheduler)
@@ -191,4 +194,59 @@ func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string
 		}
 	}
 	return c
+}
+
+// Volumes on local storage are placed by the same capacity rule, on disk
+// only: a volume of SizeGB fits a host whose disk holds it beside the
+// claims of the instances placed there and the local volumes it already
+// has. (Instance placement does not count volumes: their files are not the
+// instances' disks.)
+
+// Unplaced reports whether v waits for the leader to choose its host: it is
+// creating on local storage and has none.
+func Unplaced(sn *Snapshot, v *Volume) bool {
+	return v.Status == VolumeCreating && v.Host == "" && !sn.VolumeShared(v)
+}
+
+// UnplacedVolumes lists the volumes waiting for a host, oldest first. (An
+// empty Host is not indexed: this scans the volumes.)
+func (sn *Snapshot) UnplacedVolumes() []*Volume {
+	var out []*Volume
+	for _, v := range sn.Volumes() {
+		if Unplaced(sn, v) {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
+			return out[a].CreatedAt.Before(out[b].CreatedAt)
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out
+}
+
+// VolumeClaimOn is what the volumes on host's local storage take of it.
+func (sn *Snapshot) VolumeClaimOn(host string) HostCap {
+	var c HostCap
+	for _, v := range sn.VolumesOnHost(host) {
+		if !sn.VolumeShared(v) {
+			c.DiskGB += max(v.SizeGB, 0)
+		}
+	}
+	return c
+}
+
+// VolumeNeed is what volume v claims of its host's resources.
+func VolumeNeed(v *Volume) HostCap { return HostCap{DiskGB: v.SizeGB} }
+
+// VolumeFits is the placement rule for a volume on local storage: host is
+// an enabled member and v fits beside its instances' claims and its local
+// volumes, with total its physical totals.
+func (sn *Snapshot) VolumeFits(v *Volume, host string, total HostCap, r Ratios) bool {
+	if m, ok := sn.Member(host); !ok || m.Disabled {
+		return false
+	}
+	used := sn.ClaimsOn(host).Add(sn.VolumeClaimOn(host))
+	return Fits(total, used, VolumeNeed(v), r)
 }

@@ -108,3 +108,57 @@ func PinnedNoHost(sn *statedb.Snapshot, i *statedb.Instance, pin string) string 
 	return fmt.Sprintf("%s Boot volume %s is on host %s's local storage, and that host cannot take the server.",
 		statedb.NoValidHost, i.RootVolume, name)
 }
+
+// PlanVolumes chooses the hosts of the volumes waiting for one on local
+// storage (statedb.UnplacedVolumes), oldest first: with Place, among the
+// live, enabled members, by free disk beside the claims of their instances
+// and local volumes (statedb.Snapshot.VolumeFits is the rule the state
+// machine re-checks). A volume no host has room for gets a Failure.
+func PlanVolumes(sn *statedb.Snapshot, live []Live) []statedb.PlaceVolumeCmd {
+	vols := sn.UnplacedVolumes()
+	if len(vols) == 0 {
+		return nil
+	}
+	var settings statedb.Settings
+	if cfg, ok := sn.Cluster(); ok {
+		settings = cfg.Settings
+	}
+	opts := Options{Ratios: settings.Ratios}
+	if settings.Weigher == "pack" {
+		opts.Weigher = Pack
+	}
+	byID := make(map[string]Live, len(live))
+	for _, l := range live {
+		byID[l.ID] = l
+	}
+	claims := sn.Claims()
+	var hosts []Host
+	caps := map[string]statedb.HostCap{}
+	for _, m := range sn.MembersByID() {
+		l, ok := byID[m.ID]
+		if !ok {
+			continue
+		}
+		used := claims[m.ID].Add(sn.VolumeClaimOn(m.ID))
+		hosts = append(hosts, Host{ID: m.ID, Name: m.Name, Alive: l.Alive, Enabled: !m.Disabled,
+			VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB,
+			UsedVCPUs: used.VCPUs, UsedRAMMB: used.RAMMB, UsedDiskGB: used.DiskGB})
+		caps[m.ID] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
+	}
+	reqs := make([]Request, len(vols))
+	for i, v := range vols {
+		n := statedb.VolumeNeed(v)
+		reqs[i] = Request{InstanceID: v.ID, VCPUs: n.VCPUs, RAMMB: n.RAMMB, DiskGB: n.DiskGB}
+	}
+	placed, failed := Place(hosts, nil, reqs, opts)
+	out := make([]statedb.PlaceVolumeCmd, 0, len(vols))
+	for _, p := range placed {
+		out = append(out, statedb.PlaceVolumeCmd{VolumeID: p.InstanceID, HostID: p.HostID, HostCap: caps[p.HostID], Ratios: settings.Ratios})
+	}
+	for _, f := range failed {
+		v, _ := sn.Volume(f.InstanceID)
+		out = append(out, statedb.PlaceVolumeCmd{VolumeID: f.InstanceID,
+			Failure: fmt.Sprintf("%s No host has room for a volume of %d GB on its local storage.", statedb.NoValidHost, v.SizeGB)})
+	}
+	return out
+}
