@@ -162,38 +162,53 @@ func (c *Constraints) Allows(host string) bool {
 // PlacementConstraints returns inst's constraints in this state. Members
 // not placed in the state but in ahead (instance id → host of a plan
 // still in flight) count on that host.
-//
-// Only a reserved boot volume (one with inst's boot attachment) pins: an
-// entry from before reservations placed such servers anywhere, and replay
-// must reach the same state (docs/checklist-command.md).
 func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string) Constraints {
-	var c Constraints
-	if v, ok := sn.Volume(inst.RootVolume); ok && bootAttachment(v, inst) != nil {
-		c.Pin = sn.BootVolumeHost(inst)
-	}
+	c := Constraints{Pin: sn.PlacementPin(inst)}
 	if inst.GroupID == "" {
 		return c
 	}
 	c.Group = inst.GroupID
-	g, ok := sn.ServerGroup(inst.GroupID)
-	if !ok {
-		c.NoGroup = true
-		return c
+	var ok bool
+	c.Policy, c.Members, ok = sn.GroupPlacement(inst.GroupID, inst.ID, ahead)
+	c.NoGroup = !ok
+	return c
+}
+
+// PlacementPin is the host inst must go on, "" for any: where its boot
+// volume's file lives on local storage. Only a reserved boot volume (one
+// with inst's boot attachment) pins: an entry from before reservations
+// placed such servers anywhere, and replay must reach the same state
+// (docs/checklist-command.md).
+func (sn *Snapshot) PlacementPin(inst *Instance) string {
+	if v, ok := sn.Volume(inst.RootVolume); ok && bootAttachment(v, inst) != nil {
+		return sn.BootVolumeHost(inst)
 	}
-	c.Policy, c.Members = g.Policy, map[string]int{}
-	for _, id := range g.Members {
-		if id == inst.ID {
+	return ""
+}
+
+// GroupPlacement returns server group id's policy and where its members
+// other than except run: host id → count, members placed only in ahead
+// (a plan in flight) counting on that host. ok is false when the group
+// does not exist.
+func (sn *Snapshot) GroupPlacement(id, except string, ahead map[string]string) (policy string, members map[string]int, ok bool) {
+	g, ok := sn.ServerGroup(id)
+	if !ok {
+		return "", nil, false
+	}
+	members = map[string]int{}
+	for _, m := range g.Members {
+		if m == except {
 			continue
 		}
-		host := ahead[id]
-		if m, ok := sn.Instance(id); ok && m.Host != "" {
-			host = m.Host
+		host := ahead[m]
+		if i, ok := sn.Instance(m); ok && i.Host != "" {
+			host = i.Host
 		}
 		if host != "" {
-			c.Members[host]++
+			members[host]++
 		}
 	}
-	return c
+	return g.Policy, members, true
 }
 
 // Volumes on local storage are placed by the same capacity rule, on disk

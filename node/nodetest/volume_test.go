@@ -295,9 +295,11 @@ func TestVolumeOpenStackCLI(t *testing.T) {
 	var vol map[string]any
 	oscJSON(t, env, &vol, "volume", "create", "--size", "1", "v1")
 	id, _ := vol["id"].(string)
-	if vol["name"] != "v1" || vol["size"] != float64(1) || vol["type"] != "local" || vol["status"] != "creating" ||
-		vol["os-vol-host-attr:host"] != nil {
-		t.Fatalf("volume create printed %v; want creating, no host chosen yet", vol)
+	// The client shows the volume as it reads it back: creating, maybe
+	// already placed, or even made.
+	if vol["name"] != "v1" || vol["size"] != float64(1) || vol["type"] != "local" ||
+		vol["status"] != "creating" && vol["status"] != "available" {
+		t.Fatalf("volume create printed %v", vol)
 	}
 	waitStatus(c, id, statedb.VolumeAvailable)
 	v, _ := fn.State().Volume(id)

@@ -162,10 +162,11 @@ func (p *planner) pull(x int32) {
 	nx.max = m
 }
 
-// find returns the host of the first node in t, in weigher order, whose host
-// fits n and that policy allows with g's members (see best); -1 if none. Subtrees whose maxima cannot hold n
-// are not entered, so without a group the walk leaves the direct path only
-// for hosts that pass on each dimension's maximum but miss the combination.
+// find returns the host of the first node in t, in weigher order, whose
+// host fits n and that policy allows with g's members (see best); -1 if
+// none. Subtrees whose maxima cannot hold n are not entered, so without a
+// group the walk leaves the direct path only for hosts that pass on each
+// dimension's maximum but miss the combination.
 func (p *planner) find(t int32, n statedb.Room, g *groupState, policy string) int32 {
 	for t >= 0 {
 		nt := p.n(t)

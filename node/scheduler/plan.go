@@ -19,9 +19,9 @@ type Live struct {
 // oldest pending instances) on the members of sn that live reports, with
 // claims and groups from sn plus the placements of the plans still in
 // flight (inflight: instance id → host, "" for a failure), and returns the
-// plan to commit. Each instance's constraints come from
-// statedb.PlacementConstraints, the same call the state machine makes when
-// it applies the plan.
+// plan to commit. Each instance's constraints come from the state as
+// statedb.Snapshot.PlacementConstraints, which the state machine applies,
+// reads them.
 func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight map[string]string) statedb.PlaceInstancesCmd {
 	// Placements in flight that the snapshot does not show yet.
 	ahead := map[string]string{}
@@ -65,12 +65,17 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 	reqs := make([]Request, 0, len(batch))
 	pins := map[string]string{} // instance id → its pin
 	for _, i := range batch {
-		cons := sn.PlacementConstraints(i, ahead)
-		if _, done := groups[cons.Group]; cons.Group != "" && !cons.NoGroup && !done {
-			groups[cons.Group] = Group{ID: cons.Group, Policy: cons.Policy, Hosts: cons.Members}
+		// statedb.Snapshot.PlacementConstraints, with each group's members
+		// counted once per batch (the batch's own are pending, so none is
+		// placed or ahead).
+		pin := sn.PlacementPin(i)
+		if _, done := groups[i.GroupID]; i.GroupID != "" && !done {
+			if policy, members, ok := sn.GroupPlacement(i.GroupID, "", ahead); ok {
+				groups[i.GroupID] = Group{ID: i.GroupID, Policy: policy, Hosts: members}
+			}
 		}
-		if cons.Pin != "" {
-			pins[i.ID] = cons.Pin
+		if pin != "" {
+			pins[i.ID] = pin
 		}
 		c := i.Claim()
 		az := i.AZ
@@ -78,7 +83,7 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 			az = ""
 		}
 		reqs = append(reqs, Request{InstanceID: i.ID, VCPUs: c.VCPUs, RAMMB: c.RAMMB, DiskGB: c.DiskGB,
-			AZ: az, Arch: i.Arch, Group: cons.Group, Pin: cons.Pin})
+			AZ: az, Arch: i.Arch, Group: i.GroupID, Pin: pin})
 	}
 	placements, failures := Place(hosts, groups, reqs, opts)
 	cmd := statedb.PlaceInstancesCmd{PlanIndex: sn.Index, HostCaps: map[string]statedb.HostCap{}, Ratios: settings.Ratios}
