@@ -93,10 +93,13 @@ func (n *Node) CheckStorage(ctx context.Context, backend string) error {
 // storage) or marks them lost (local storage). The state machine re-checks
 // all three, so a stale view proposes nothing harmful.
 func (n *Node) volumesLeaderTick(ctx context.Context) {
-	for _, p := range scheduler.PlanVolumes(n.State(), schedulerHosts(n.gossipMembers())) {
-		n.proposeVolume(ctx, statedb.CmdPlaceVolume, p, "place a volume", p.VolumeID)
-	}
 	sn := n.State()
+	if len(sn.UnplacedVolumes()) > 0 {
+		for _, p := range scheduler.PlanVolumes(sn, schedulerHosts(n.gossipMembers())) {
+			n.proposeVolume(ctx, statedb.CmdPlaceVolume, p, "place a volume", p.VolumeID)
+		}
+		sn = n.State()
+	}
 	goneHosts := map[string]bool{}
 	for _, v := range sn.Volumes() {
 		if a := v.Attachment(); a != nil {
