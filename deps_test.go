@@ -38,7 +38,9 @@ func TestImportDirections(t *testing.T) {
 			return true
 		case from == "node":
 			return to != "node/nodetest"
-		case from == "node/scheduler", from == "consensus/statedb", under(from, "hv"), from == "gossip":
+		case from == "node/scheduler":
+			return to == "consensus/statedb" // the state types and their placement rule
+		case from == "consensus/statedb", under(from, "hv"), from == "gossip":
 			return false
 		case from == "consensus":
 			return to == "consensus/statedb"

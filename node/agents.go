@@ -310,6 +310,15 @@ func (v *nodeVolumes) Create(ctx context.Context, vol *statedb.Volume, image *ag
 	return nil
 }
 
+// Path is where this host's current store keeps vol's file.
+func (v *nodeVolumes) Path(vol *statedb.Volume) (string, error) {
+	st, err := v.store(vol)
+	if err != nil {
+		return "", err
+	}
+	return st.Path(statedb.VolumeFileBase(vol.ID), vol.Format)
+}
+
 func (v *nodeVolumes) Delete(ctx context.Context, vol *statedb.Volume) error {
 	st, err := v.store(vol)
 	if err != nil {

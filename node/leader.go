@@ -22,7 +22,8 @@ func (n *Node) newLeader() *leader.Leader {
 		leader.Keys{State: n.raft, Proposer: prop, Now: n.Now, Interval: t.Leader, Logger: log}.Routine(),
 		leader.Scheduler{Store: n.raft.Store(), Hosts: n.hosts, Proposer: prop, Gate: n.cfg.SchedulerGate,
 			Interval: t.Leader, Logger: log}.Routine(),
-		leader.Volumes{SelfID: n.id.NodeID, State: n.raft, Proposer: prop, Interval: t.Leader, Logger: log}.Routine(),
+		leader.Volumes{SelfID: n.id.NodeID, Store: n.raft.Store(), Hosts: n.hosts, Proposer: prop, Interval: t.Leader,
+			Logger: log}.Routine(),
 		n.imageRoutine(),
 	}
 	routines = append(routines, n.cfg.LeaderRoutines...)

@@ -98,4 +98,7 @@ type ReportVolumeCmd struct {
 	AttachmentState string `json:"attachment_state,omitempty"` // attached, detached
 	Device          string `json:"device,omitempty"`
 	Error           string `json:"error,omitempty"`
+	// Path is where the host made the file of a volume placed on its local
+	// storage without one (status available after creating).
+	Path string `json:"path,omitempty"`
 }

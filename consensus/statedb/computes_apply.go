@@ -1,7 +1,6 @@
 package statedb
 
 import (
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -214,9 +213,7 @@ func applyCreateServerGroup(t *Txn, c *Command) error {
 	if err != nil {
 		return err
 	}
-	switch g.Policy {
-	case "affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity":
-	default:
+	if !ValidPolicy(g.Policy) {
 		return Errorf(KindInvalid, "Invalid server group policy %q.", g.Policy)
 	}
 	if g.ID == "" || g.ProjectID == "" {
@@ -569,39 +566,6 @@ func applyUpdateInstance(t *Txn, c *Command) error {
 
 // ---- scheduler plans and agent reports ----
 
-// NoValidHost is Nova's fault message when no host fits an instance.
-const NoValidHost = "No valid host was found. There are not enough hosts available."
-
-// withDefaults fills zero, negative, NaN or infinite ratios with Nova's
-// defaults (CPU 4, RAM 1, disk 1), exactly as the scheduler does.
-func (r Ratios) withDefaults() Ratios {
-	fix := func(v, def float64) float64 {
-		if v > 0 && !math.IsInf(v, 0) {
-			return v
-		}
-		return def
-	}
-	return Ratios{CPU: fix(r.CPU, 4), RAM: fix(r.RAM, 1), Disk: fix(r.Disk, 1)}
-}
-
-// fitsCap reports whether used+need stays within ⌊total × ratio⌋ for vCPU,
-// RAM and disk: the same rule as the scheduler's Fits.
-func fitsCap(total, used, need HostCap, r Ratios) bool {
-	r = r.withDefaults()
-	limit := func(t int, ratio float64) float64 {
-		if t <= 0 {
-			return 0
-		}
-		return math.Floor(float64(t) * ratio)
-	}
-	ok := func(t, u, n int, ratio float64) bool {
-		return n >= 0 && float64(max(u, 0))+float64(n) <= limit(t, ratio)
-	}
-	return ok(total.VCPUs, used.VCPUs, need.VCPUs, r.CPU) &&
-		ok(total.RAMMB, used.RAMMB, need.RAMMB, r.RAM) &&
-		ok(total.DiskGB, used.DiskGB, need.DiskGB, r.Disk)
-}
-
 func applyPlaceInstances(t *Txn, c *Command) error {
 	p, err := decode[PlaceInstancesCmd](c)
 	if err != nil {
@@ -631,7 +595,8 @@ func applyPlaceInstances(t *Txn, c *Command) error {
 		}
 		need := inst.Claim()
 		u := claimsOn(pl.HostID)
-		if !fitsCap(total, u, need, p.Ratios) || !groupAllows(sn, inst, pl.HostID) || !bootVolumeAllows(sn, inst, pl.HostID) {
+		// The placement rule (placement.go), as the scheduler applied it.
+		if cons := sn.PlacementConstraints(inst, nil); !Fits(total, u, need, p.Ratios) || !cons.Allows(pl.HostID) {
 			continue // stays pending; the leader plans it again
 		}
 		used[pl.HostID] = u.Add(need)
@@ -665,38 +630,6 @@ func applyPlaceInstances(t *Txn, c *Command) error {
 		}
 	}
 	return nil
-}
-
-// groupAllows re-checks the hard server-group policies against where the
-// group's members run now, so a plan computed before another one committed
-// cannot break affinity or anti-affinity.
-func groupAllows(sn *Snapshot, inst *Instance, host string) bool {
-	if inst.GroupID == "" {
-		return true
-	}
-	g, ok := sn.ServerGroup(inst.GroupID)
-	if !ok {
-		return false
-	}
-	if g.Policy != "affinity" && g.Policy != "anti-affinity" {
-		return true
-	}
-	for _, id := range g.Members {
-		if id == inst.ID {
-			continue
-		}
-		m, ok := sn.Instance(id)
-		if !ok || m.Host == "" {
-			continue
-		}
-		if g.Policy == "anti-affinity" && m.Host == host {
-			return false
-		}
-		if g.Policy == "affinity" && m.Host != host {
-			return false
-		}
-	}
-	return true
 }
 
 func applyReportInstance(t *Txn, c *Command) error {

@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/peerstack/peerstack/node/scheduler"
 )
 
 // cstore is a store with an auto-incrementing index for compute tests.
@@ -533,26 +531,5 @@ func BenchmarkApplyPlaceInstances(b *testing.B) {
 			}
 			b.ReportMetric(float64(spent.Nanoseconds())/float64(b.N*per)/1000, "µs/placement")
 		})
-	}
-}
-
-// TestFitsCapMatchesScheduler holds the FSM's capacity rule to the
-// scheduler's Fits on random inputs: if they disagreed, the FSM would
-// reject plans the scheduler keeps making (or accept ones it never would).
-func TestFitsCapMatchesScheduler(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
-	ratios := []Ratios{{}, {CPU: 4, RAM: 1, Disk: 1}, {CPU: 1.5, RAM: 0.9, Disk: 2}, {CPU: -1, RAM: 16, Disk: 0.5}}
-	for range 20000 {
-		total := HostCap{VCPUs: rng.IntN(20) - 2, RAMMB: rng.IntN(5000) - 100, DiskGB: rng.IntN(100) - 5}
-		used := HostCap{VCPUs: rng.IntN(30) - 3, RAMMB: rng.IntN(6000) - 100, DiskGB: rng.IntN(120) - 5}
-		need := HostCap{VCPUs: rng.IntN(10) - 1, RAMMB: rng.IntN(3000) - 10, DiskGB: rng.IntN(50) - 1}
-		r := ratios[rng.IntN(len(ratios))]
-		h := scheduler.Host{VCPUs: total.VCPUs, RAMMB: total.RAMMB, DiskGB: total.DiskGB,
-			UsedVCPUs: used.VCPUs, UsedRAMMB: used.RAMMB, UsedDiskGB: used.DiskGB}
-		req := scheduler.Request{VCPUs: need.VCPUs, RAMMB: need.RAMMB, DiskGB: need.DiskGB}
-		want := scheduler.Fits(h, req, scheduler.Ratios{CPU: r.CPU, RAM: r.RAM, Disk: r.Disk})
-		if got := fitsCap(total, used, need, r); got != want {
-			t.Fatalf("fitsCap(%+v, %+v, %+v, %+v) = %v; scheduler.Fits says %v", total, used, need, r, got, want)
-		}
 	}
 }

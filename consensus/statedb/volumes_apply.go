@@ -19,6 +19,7 @@ const (
 	CmdResetVolumeStatus CmdType = 186 // ResetVolumeStatusCmd (admin)
 	CmdReleaseVolume     CmdType = 187 // ReleaseVolumeCmd (leader: the server is gone)
 	CmdVolumeHostGone    CmdType = 188 // VolumeHostGoneCmd (leader: Volume.Host left)
+	CmdPlaceVolume       CmdType = 189 // PlaceVolumeCmd (leader: a local volume's host)
 )
 
 // Volume statuses (Cinder's names).
@@ -63,11 +64,30 @@ func VolumeBackendType(storage string) string {
 }
 
 // CreateVolumeCmd creates a volume in status creating. The proposer fills
-// ID, ProjectID, UserID, SizeGB, VolumeType, Format, Host (the member that
-// took the request: its agent creates the file), Path, CreatedAt and the
-// optional fields; apply resets the status and attachments.
+// ID, ProjectID, UserID, SizeGB, VolumeType, Format, CreatedAt and the
+// optional fields; apply resets the status and attachments. On shared
+// storage it also fills Host (the member whose agent creates the file) and
+// Path. On local storage it leaves both empty: the leader places the
+// volume (PlaceVolumeCmd) and the agent of the chosen host makes the file
+// where its store keeps it and reports the path (ReportVolumeCmd.Path).
+// (Entries from before placement name the host and path; they stay valid.)
 type CreateVolumeCmd struct {
 	Volume Volume `json:"volume"`
+}
+
+// PlaceVolumeCmd records the leader's choice of host for a volume on local
+// storage that is still creating and has none: apply accepts it only if
+// the host is an enabled member whose disk, under Ratios and with HostCap
+// its totals, holds the volume beside the claims of its instances and the
+// local volumes it already has (the placement rule, placement.go), and
+// otherwise leaves the volume unplaced for the leader to try again. With
+// Failure set the volume goes to error with that reason instead.
+type PlaceVolumeCmd struct {
+	VolumeID string  `json:"volume_id"`
+	HostID   string  `json:"host_id,omitempty"`
+	HostCap  HostCap `json:"host_cap"`
+	Ratios   Ratios  `json:"ratios"`
+	Failure  string  `json:"failure,omitempty"`
 }
 
 // UpdateVolumeCmd changes a volume's name, description or metadata; nil
@@ -156,6 +176,7 @@ var volumeApply = map[CmdType]applyFunc{
 	CmdResetVolumeStatus: applyResetVolumeStatus,
 	CmdReleaseVolume:     applyReleaseVolume,
 	CmdVolumeHostGone:    applyVolumeHostGone,
+	CmdPlaceVolume:       applyPlaceVolume,
 	CmdReportVolume:      applyReportVolume,
 }
 
@@ -187,9 +208,10 @@ func applyCreateVolume(t *Txn, c *Command) error {
 		return err
 	}
 	v := r.Volume
+	unplaced := v.Host == "" && v.Path == "" && !t.read().VolumeShared(&v)
 	switch {
-	case v.ID == "" || v.ProjectID == "" || v.Host == "":
-		return Errorf(KindInvalid, "a volume needs an id, a project and a host")
+	case v.ID == "" || v.ProjectID == "" || v.Host == "" && !unplaced:
+		return Errorf(KindInvalid, "a volume needs an id, a project and a host (or, on local storage, neither host nor path)")
 	case v.SizeGB <= 0:
 		return Errorf(KindInvalid, "Invalid input received: volume size must be a positive number of GB, not %d.", v.SizeGB)
 	case v.Format != "qcow2" && v.Format != "raw":
@@ -198,7 +220,7 @@ func applyCreateVolume(t *Txn, c *Command) error {
 	if _, ok := t.read().Volume(v.ID); ok {
 		return Errorf(KindConflict, "volume %s already exists", v.ID)
 	}
-	if _, ok := t.read().Member(v.Host); !ok {
+	if _, ok := t.read().Member(v.Host); !ok && !unplaced {
 		return Errorf(KindInvalid, "host %s is not a member of the cluster", v.Host)
 	}
 	v.Status = VolumeCreating
@@ -212,6 +234,29 @@ func applyCreateVolume(t *Txn, c *Command) error {
 	}
 	v.UpdatedAt = c.Time
 	return t.insert(tblVolumes, &v)
+}
+
+func applyPlaceVolume(t *Txn, c *Command) error {
+	r, err := decode[PlaceVolumeCmd](c)
+	if err != nil {
+		return err
+	}
+	sn := t.read()
+	old, ok := sn.Volume(r.VolumeID)
+	if !ok || !Unplaced(sn, old) {
+		return nil // deleted or placed meanwhile: a stale or repeated choice
+	}
+	v := copyVolume(old)
+	v.UpdatedAt = c.Time
+	if r.Failure != "" {
+		v.Status, v.ErrorReason = VolumeError, r.Failure
+		return t.insert(tblVolumes, v)
+	}
+	if !sn.VolumeFits(v, r.HostID, r.HostCap, r.Ratios) {
+		return nil // stays unplaced; the leader chooses again
+	}
+	v.Host = r.HostID
+	return t.insert(tblVolumes, v)
 }
 
 func applyUpdateVolume(t *Txn, c *Command) error {
@@ -264,6 +309,10 @@ func applyDeleteVolume(t *Txn, c *Command) error {
 		if inst.RootVolume == v.ID {
 			return Errorf(KindInvalid, "Invalid volume: volume %s is the root disk of server %s.", v.ID, inst.ID)
 		}
+	}
+	if v.Host == "" {
+		// Never placed (local storage, no host found): there is no file.
+		return t.delete(tblVolumes, v)
 	}
 	v.Status, v.ErrorReason = VolumeDeleting, ""
 	v.UpdatedAt = c.Time
@@ -543,7 +592,8 @@ func applyVolumeHostGone(t *Txn, c *Command) error {
 //
 // File reports (no AttachmentID) come from Volume.Host, or while attached
 // from the attachment's host for an extend:
-//   - creating → available, or error with Error as the reason;
+//   - creating → available, or error with Error as the reason; a volume
+//     placed without a path takes the report's Path;
 //   - extending → available (in-use while attached); error → error_extending
 //     with the old size back (in-use, with the reason, while attached);
 //   - deleting → deleted (the record is removed), or error_deleting.
@@ -601,7 +651,7 @@ func reportFile(v *Volume, r *ReportVolumeCmd) (changed, drop bool) {
 	if v.Status == VolumeExtending && a != nil {
 		owner = a.HostID
 	}
-	if r.HostID != owner {
+	if owner == "" || r.HostID != owner {
 		return false, false
 	}
 	status := r.Status
@@ -609,7 +659,12 @@ func reportFile(v *Volume, r *ReportVolumeCmd) (changed, drop bool) {
 		status = VolumeError
 	}
 	switch {
+	case v.Status == VolumeCreating && status == VolumeAvailable && v.Path == "" && r.Path == "":
+		v.Status, v.ErrorReason = VolumeError, "host "+r.HostID+" made the volume but did not say where"
 	case v.Status == VolumeCreating && status == VolumeAvailable:
+		if v.Path == "" {
+			v.Path = r.Path // placed on local storage: where the host's store put it
+		}
 		v.Status, v.ErrorReason = VolumeAvailable, ""
 	case v.Status == VolumeCreating && status == VolumeError:
 		v.Status, v.ErrorReason = VolumeError, reason(r.Error, "creating the volume failed")

@@ -57,20 +57,6 @@ func (sn *Snapshot) BootVolumeHost(inst *Instance) string {
 	return v.Host
 }
 
-// bootVolumeAllows reports whether inst may be placed on host as far as
-// its boot volume is concerned.
-// Only a reserved boot volume (one with inst's boot attachment) pins: an
-// entry from before reservations placed such servers anywhere, and replay
-// must reach the same state (docs/checklist-command.md).
-func bootVolumeAllows(sn *Snapshot, inst *Instance, host string) bool {
-	v, ok := sn.Volume(inst.RootVolume)
-	if !ok || bootAttachment(v, inst) == nil {
-		return true
-	}
-	pin := sn.BootVolumeHost(inst)
-	return pin == "" || pin == host
-}
-
 // rootOf returns the instance that boots from volume id, if any.
 func rootOf(sn *Snapshot, id string) (*Instance, bool) {
 	for _, inst := range sn.Instances() {

@@ -20,6 +20,9 @@ type Volumes interface {
 	Delete(ctx context.Context, v *statedb.Volume) error
 	// Extend grows v's file to v.SizeGB.
 	Extend(ctx context.Context, v *statedb.Volume) error
+	// Path is where this host's store keeps the file of v, a volume placed
+	// here on local storage without a path yet.
+	Path(v *statedb.Volume) (string, error)
 }
 
 // volOp is what the volume reconciler does.
@@ -168,9 +171,14 @@ func (a *Agent) reportAttachment(ctx context.Context, act volAction, state, errM
 	return a.report(ctx, statedb.CmdReportVolume, rep)
 }
 
-// createVolume makes a volume's file, from its image when it has one.
+// createVolume makes a volume's file, from its image when it has one. A
+// volume placed here without a path (local storage) gets the one this
+// host's store keeps it at, and the report tells the state.
 func (a *Agent) createVolume(ctx context.Context, v *statedb.Volume) error {
-	err := a.doCreateVolume(ctx, v)
+	v, err := a.volumeWithPath(v)
+	if err == nil {
+		err = a.doCreateVolume(ctx, v)
+	}
 	if err != nil && ctx.Err() != nil {
 		return err
 	}
@@ -179,8 +187,27 @@ func (a *Agent) createVolume(ctx context.Context, v *statedb.Volume) error {
 		_ = a.reportVolume(ctx, v, statedb.VolumeError, err)
 		return err
 	}
-	a.log.Info("volume created", "volume", v.ID, "size_gb", v.SizeGB)
-	return a.reportVolume(ctx, v, statedb.VolumeAvailable, nil)
+	a.log.Info("volume created", "volume", v.ID, "size_gb", v.SizeGB, "path", v.Path)
+	return a.report(ctx, statedb.CmdReportVolume, statedb.ReportVolumeCmd{VolumeID: v.ID, HostID: a.cfg.HostID,
+		Status: statedb.VolumeAvailable, Path: v.Path})
+}
+
+// volumeWithPath returns v, or for a volume without a path a copy with
+// the path this host's store keeps it at.
+func (a *Agent) volumeWithPath(v *statedb.Volume) (*statedb.Volume, error) {
+	if v.Path != "" {
+		return v, nil
+	}
+	if a.cfg.Volumes == nil {
+		return v, fmt.Errorf("create volume %s: %w", v.ID, ErrNoVolumeStore)
+	}
+	p, err := a.cfg.Volumes.Path(v)
+	if err != nil {
+		return v, fmt.Errorf("create volume %s: where to: %w", v.ID, err)
+	}
+	cp := *v
+	cp.Path = p
+	return &cp, nil
 }
 
 func (a *Agent) doCreateVolume(ctx context.Context, v *statedb.Volume) error {

@@ -298,3 +298,25 @@ func TestAgentVolumeDetachYieldsToStop(t *testing.T) {
 		t.Errorf("VM disks = %v; want none", vm.Disks)
 	}
 }
+
+// TestAgentVolumePlacedWithoutPath: a volume on local storage placed on
+// this host without a path is made where this host's store keeps it, and
+// the report tells the state that path. Before placement no agent acts.
+func TestAgentVolumePlacedWithoutPath(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.apply(statedb.CmdCreateVolume, statedb.CreateVolumeCmd{Volume: statedb.Volume{ID: "v-p", ProjectID: "proj", SizeGB: 2, Format: "qcow2"}})
+	h.settle()
+	if calls := h.vols.Calls(); len(calls) != 0 {
+		t.Fatalf("volume calls before placement = %v; want none", calls)
+	}
+	h.apply(statedb.CmdPlaceVolume, statedb.PlaceVolumeCmd{VolumeID: "v-p", HostID: hostA,
+		HostCap: statedb.HostCap{VCPUs: 4, RAMMB: 4096, DiskGB: 100}})
+	v := h.waitVolume("v-p", statedb.VolumeAvailable)
+	if want, _ := h.vols.Path(v); v.Path != want || v.Host != hostA {
+		t.Fatalf("volume = %+v; want on %s at %s", v, hostA, want)
+	}
+	if size, _, ok := h.vols.File(v.Path); !ok || size != 2 {
+		t.Fatalf("file at %s = %d GB (%v); want 2 GB", v.Path, size, ok)
+	}
+}

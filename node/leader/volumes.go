@@ -6,26 +6,64 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/scheduler"
 )
 
-// Volumes is the leader's volume work: it releases attachments whose
-// server is gone (deleted with the volume attached) and hands the volumes
-// of hosts that left the cluster to this host (shared storage) or marks
-// them lost (local storage). The state machine re-checks both, so a stale
-// view proposes nothing harmful.
+// Volumes is the leader's volume work: it chooses the hosts of new volumes
+// on local storage (the placement rule, through the scheduler), releases
+// attachments whose server is gone (deleted with the volume attached) and
+// hands the volumes of hosts that left the cluster to this host (shared
+// storage) or marks them lost (local storage). The state machine re-checks
+// all three, so a stale view proposes nothing harmful.
 type Volumes struct {
 	SelfID   string
-	State    StateSource
+	Store    Store      // the state, and when it changes
+	Hosts    HostSource // liveness and capacity (gossip)
 	Proposer Proposer
 	Interval time.Duration
 	Logger   *slog.Logger
 }
 
-// Routine is the volume work as a leader routine.
-func (v Volumes) Routine() Routine { return Every("volumes", v.Interval, v.tick) }
+// Routine is the volume work as a leader routine: a full pass every
+// Interval, and at once when the state changes while a volume waits for a
+// host, so a new volume is placed within a Raft round trip.
+func (v Volumes) Routine() Routine {
+	return Routine{Name: "volumes", Run: func(ctx context.Context, hints <-chan struct{}) error {
+		t := time.NewTicker(v.Interval)
+		defer t.Stop()
+		for {
+			changed := v.Store.Changed()
+			v.tick(ctx)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-t.C:
+					break wait
+				case <-hints:
+					break wait
+				case <-changed:
+					// Only a waiting volume needs the fast path; other
+					// changes wait for the next full pass.
+					if len(v.Store.Snapshot().UnplacedVolumes()) > 0 {
+						break wait
+					}
+					changed = v.Store.Changed()
+				}
+			}
+		}
+	}}
+}
 
 func (v Volumes) tick(ctx context.Context) {
-	sn := v.State.State()
+	sn := v.Store.Snapshot()
+	if len(sn.UnplacedVolumes()) > 0 {
+		for _, p := range scheduler.PlanVolumes(sn, schedulerHosts(v.Hosts.Members())) {
+			v.propose(ctx, statedb.CmdPlaceVolume, p, "place a volume", p.VolumeID)
+		}
+		sn = v.Store.Snapshot()
+	}
 	goneHosts := map[string]bool{}
 	for _, vol := range sn.Volumes() {
 		if a := vol.Attachment(); a != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand"
 	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // benchHosts returns n alive hosts in one zone, half empty, half partly used.
@@ -51,7 +53,7 @@ func BenchmarkPlace10kHosts(b *testing.B) {
 	for i := range grouped {
 		g := fmt.Sprintf("g%d", i%10)
 		grouped[i].Group = g
-		groups[g] = Group{ID: g, Policy: AntiAffinity, Hosts: map[string]int{hosts[i].ID: 1}}
+		groups[g] = Group{ID: g, Policy: statedb.PolicyAntiAffinity, Hosts: map[string]int{hosts[i].ID: 1}}
 	}
 	for _, bc := range []struct {
 		name   string

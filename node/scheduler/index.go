@@ -12,6 +12,8 @@ package scheduler
 import (
 	"cmp"
 	"slices"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // levels is the number of pool levels.
@@ -51,7 +53,7 @@ func (p *planner) matches(k poolKey, h int32) bool {
 type tnode struct {
 	l, r int32
 	prio uint32
-	max  [3]int64 // largest free capacity per dimension in the subtree
+	max  statedb.Room // largest free capacity per dimension in the subtree
 }
 
 // forest holds the trees of one Place call. A node number is
@@ -88,7 +90,7 @@ func (p *planner) tree(k poolKey) int32 {
 	var keys []sortKey
 	for i := range p.hosts {
 		if h := &p.hosts[i]; !h.dup && p.matches(k, int32(i)) {
-			ram := h.free[dimRAM]
+			ram := h.free[statedb.DimRAM]
 			if !p.pack {
 				ram = -ram // Spread: most free RAM first
 			}
@@ -160,24 +162,23 @@ func (p *planner) pull(x int32) {
 	nx.max = m
 }
 
-// find returns the host of the first node in t, in weigher order, whose host
-// fits n and is not in skip; -1 if none. Subtrees whose maxima cannot hold n
-// are not entered, so with skip empty the walk leaves the direct path only
-// for hosts that pass on each dimension's maximum but miss the combination.
-func (p *planner) find(t int32, n [3]int64, skip map[int32]int) int32 {
+// find returns the host of the first node in t, in weigher order, whose
+// host fits n and that policy allows with g's members (see best); -1 if
+// none. Subtrees whose maxima cannot hold n are not entered, so without a
+// group the walk leaves the direct path only for hosts that pass on each
+// dimension's maximum but miss the combination.
+func (p *planner) find(t int32, n statedb.Room, g *groupState, policy string) int32 {
 	for t >= 0 {
 		nt := p.n(t)
-		if !fitsIn(nt.max, n) {
+		if !nt.max.Holds(n) {
 			return -1
 		}
-		if h := p.find(nt.l, n, skip); h >= 0 {
+		if h := p.find(nt.l, n, g, policy); h >= 0 {
 			return h
 		}
 		h := t / levels
-		if fitsIn(p.hosts[h].free, n) {
-			if _, in := skip[h]; !in {
-				return h
-			}
+		if p.hosts[h].free.Holds(n) && p.groupAllows(g, policy, h) {
+			return h
 		}
 		t = nt.r
 	}

@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 var (
 	testAZs    = []string{"", "nova", "az2", "az3"}
 	testArches = []string{"x86_64", "x86_64", "x86_64", "aarch64", ""}
-	policies   = []string{"", Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity}
+	policies   = []string{"", statedb.PolicyAffinity, statedb.PolicyAntiAffinity, statedb.PolicySoftAffinity, statedb.PolicySoftAntiAffinity}
 )
 
 // randomHosts returns n hosts with mixed sizes, usage, zones, arches, some
@@ -85,7 +87,7 @@ func randomRequests(rng *rand.Rand, n int, groups map[string]Group) []Request {
 // refPlace is the brute-force reference: every request scans every host and
 // sorts nothing, written independently from the indexed implementation.
 func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options) ([]Placement, []Failure) {
-	r := opt.Ratios.withDefaults()
+	r := opt.Ratios.WithDefaults()
 	type cand struct {
 		h    Host
 		free [3]float64
@@ -126,7 +128,7 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 			continue
 		}
 		switch g.Policy {
-		case "", Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity:
+		case "", statedb.PolicyAffinity, statedb.PolicyAntiAffinity, statedb.PolicySoftAffinity, statedb.PolicySoftAntiAffinity:
 		default:
 			fs = append(fs, Failure{q.InstanceID, "Invalid server group policy " + g.Policy + "."})
 			continue
@@ -143,9 +145,9 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 				w = c.free[1]
 			}
 			switch g.Policy {
-			case SoftAffinity:
+			case statedb.PolicySoftAffinity:
 				return [2]float64{-float64(m[c.h.ID]), w}
-			case SoftAntiAffinity:
+			case statedb.PolicySoftAntiAffinity:
 				return [2]float64{float64(m[c.h.ID]), w}
 			}
 			return [2]float64{0, w}
@@ -155,8 +157,9 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 			if need[0] < 0 || need[1] < 0 || need[2] < 0 ||
 				need[0] > c.free[0] || need[1] > c.free[1] || need[2] > c.free[2] ||
 				(q.AZ != "" && c.h.AZ != q.AZ) || (q.Arch != "" && c.h.Arch != q.Arch) ||
-				(g.Policy == Affinity && total > 0 && m[c.h.ID] == 0) ||
-				(g.Policy == AntiAffinity && m[c.h.ID] > 0) {
+				(q.Pin != "" && c.h.ID != q.Pin) ||
+				(g.Policy == statedb.PolicyAffinity && total > m[c.h.ID]) ||
+				(g.Policy == statedb.PolicyAntiAffinity && m[c.h.ID] > 0) {
 				continue
 			}
 			if best == nil {
@@ -169,7 +172,7 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 			}
 		}
 		if best == nil {
-			fs = append(fs, Failure{q.InstanceID, NoValidHost})
+			fs = append(fs, Failure{q.InstanceID, statedb.NoValidHost})
 			continue
 		}
 		for d := range need {
@@ -189,7 +192,7 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 // maximum free RAM among the hosts that fit at that point.
 func checkPlan(t *testing.T, hosts []Host, reqs []Request, opt Options, ps []Placement, fs []Failure) {
 	t.Helper()
-	r := opt.Ratios.withDefaults()
+	r := opt.Ratios.WithDefaults()
 	byID := map[string]*Host{}
 	for i := range hosts {
 		h := &hosts[i]
@@ -246,7 +249,10 @@ func checkPlan(t *testing.T, hosts []Host, reqs []Request, opt Options, ps []Pla
 		if !fitsNow(h, q) {
 			t.Errorf("placement %v over-commits or breaks a filter on %+v", p, *h)
 		}
-		if opt.Weigher == Spread && q.Group == "" {
+		if q.Pin != "" && p.HostID != q.Pin {
+			t.Errorf("placement %v; want the pinned host %s", p, q.Pin)
+		}
+		if opt.Weigher == Spread && q.Group == "" && q.Pin == "" {
 			for _, o := range byID {
 				if fitsNow(o, q) && freeRAM(o) > freeRAM(h) {
 					t.Errorf("placement %v: host %s has %v MB free, more than the chosen %v", p, o.ID, freeRAM(o), freeRAM(h))
@@ -268,7 +274,7 @@ func TestPlaceProperties(t *testing.T) {
 	if testing.Short() {
 		seeds = 50
 	}
-	ratios := []Ratios{{}, {CPU: 1, RAM: 1.5, Disk: 2}, {CPU: 16, RAM: 0.9, Disk: 1}}
+	ratios := []statedb.Ratios{{}, {CPU: 1, RAM: 1.5, Disk: 2}, {CPU: 16, RAM: 0.9, Disk: 1}}
 	for seed := range int64(seeds) {
 		rng := rand.New(rand.NewSource(seed))
 		hosts := randomHosts(rng, 1+rng.Intn(150))
@@ -280,6 +286,14 @@ func TestPlaceProperties(t *testing.T) {
 			groups = randomGroups(rng, hosts)
 		}
 		reqs := randomRequests(rng, 1+rng.Intn(300), groups)
+		for i := range reqs {
+			switch rng.Intn(8) {
+			case 0:
+				reqs[i].Pin = hosts[rng.Intn(len(hosts))].ID
+			case 1:
+				reqs[i].Pin = "unknown"
+			}
+		}
 		opt := Options{Ratios: ratios[rng.Intn(len(ratios))], Weigher: Weigher(rng.Intn(2))}
 		wp, wf := refPlace(hosts, groups, reqs, opt)
 		want := result{wp, wf}

@@ -5,11 +5,16 @@
 // affinity) and weighers (spread or pack by free RAM).
 //
 // Placement is a pure function of its input. The package does no I/O, reads
-// no clock, uses no randomness and imports nothing but the standard library:
-// the leader converts its state into [Host], [Group] and [Request] values and
-// commits the returned [Placement]s as claims through Raft. The FSM re-checks
-// every claim with [Fits] against the state the plan is applied to, so a
-// stale plan can never over-commit a host.
+// no clock, uses no randomness and imports nothing but the standard library
+// and consensus/statedb, whose placement rule (statedb.Headroom,
+// Room.Holds, statedb.GroupAllows, host pins) it applies: the rule is
+// written once, there, and the state machine re-checks every claim of a
+// plan with it against the state the plan is applied to, so a stale plan
+// can never over-commit a host or break a constraint, and a fresh one is
+// never refused. [Plan] turns a state snapshot and host liveness into
+// [Host], [Group] and [Request] values, runs [Place] and returns the
+// statedb.PlaceInstancesCmd the leader commits through Raft; it must stay
+// free of I/O too.
 //
 // # Cost
 //
@@ -31,6 +36,8 @@
 // Both strategies choose from the same total order and give identical
 // plans; the tests hold both to a brute-force reference.
 //
+// A pinned request (Request.Pin) considers its one host only.
+//
 // Server groups: anti-affinity and soft-anti-affinity skip member hosts
 // during the same tree descent (cost grows with the members met on the
 // way); affinity with existing members and soft-affinity scan the group's
@@ -38,26 +45,15 @@
 package scheduler
 
 import (
-	"math"
 	"slices"
 	"strconv"
 	"strings"
-)
 
-// NoValidHost is the Failure reason when no host passes the filters, in
-// Nova's words.
-const NoValidHost = "No valid host was found. There are not enough hosts available."
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
 
 // DefaultAZ is the availability zone of a host that names none.
 const DefaultAZ = "nova"
-
-// Server-group policies.
-const (
-	Affinity         = "affinity"
-	AntiAffinity     = "anti-affinity"
-	SoftAffinity     = "soft-affinity"
-	SoftAntiAffinity = "soft-anti-affinity"
-)
 
 // Host is one hypervisor as the scheduler sees it: liveness from gossip,
 // physical totals, and the claims already committed against it.
@@ -73,14 +69,6 @@ type Host struct {
 	UsedVCPUs, UsedRAMMB, UsedDiskGB int // committed claims; negative counts as 0
 }
 
-// Ratios are the over-commit allocation ratios. A field that is zero,
-// negative, NaN or infinite takes its default from DefaultRatios.
-type Ratios struct{ CPU, RAM, Disk float64 }
-
-// DefaultRatios returns Nova's default allocation ratios: 4 vCPUs per core,
-// no over-commit of RAM or disk.
-func DefaultRatios() Ratios { return Ratios{CPU: 4, RAM: 1, Disk: 1} }
-
 // Request is one instance to place.
 type Request struct {
 	InstanceID string
@@ -90,12 +78,15 @@ type Request struct {
 	AZ    string // "" = any
 	Arch  string // "" = any (image hw_architecture)
 	Group string // server group id, "" = none; must be a key of groups
+	// Pin is the only host the instance may go on ("" = any): where its
+	// local boot volume lives (statedb.Constraints.Pin).
+	Pin string
 }
 
 // Group is a server group and where its members already run.
 type Group struct {
 	ID     string
-	Policy string         // Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity or ""
+	Policy string         // a statedb.Policy… constant, or ""
 	Hosts  map[string]int // host id → members already placed there
 }
 
@@ -119,10 +110,10 @@ func (w Weigher) String() string {
 	return "Weigher(" + strconv.Itoa(int(w)) + ")"
 }
 
-// Options tune Place. The zero value spreads with DefaultRatios; a Weigher
-// other than Pack spreads.
+// Options tune Place. The zero value spreads with statedb.DefaultRatios; a
+// Weigher other than Pack spreads.
 type Options struct {
-	Ratios  Ratios
+	Ratios  statedb.Ratios
 	Weigher Weigher
 }
 
@@ -146,79 +137,20 @@ func Place(hosts []Host, groups map[string]Group, reqs []Request, opt Options) (
 	return place(hosts, groups, reqs, opt, len(reqs) <= linearMax)
 }
 
+// demand is what req claims; ok is false for negative sizes.
+func demand(req Request) (statedb.Room, bool) {
+	return statedb.HostCap{VCPUs: req.VCPUs, RAMMB: req.RAMMB, DiskGB: req.DiskGB}.Demand()
+}
+
 // linearMax is the largest batch placed by scanning every host per request
 // instead of building trees: over 10,000 hosts a scan costs about 70 µs and
 // ranking the IDs and building the tree about 2 ms.
 const linearMax = 16
 
-// Fits reports whether req fits host h under ratios r: for vCPU, RAM and
-// disk, used + requested ≤ ⌊total × ratio⌋. It checks capacity only, not
-// liveness, zone or architecture; the FSM uses it to validate a plan by
-// adding each claim to the host before checking the next.
-func Fits(h Host, req Request, r Ratios) bool {
-	n, ok := demand(req)
-	return ok && fitsIn(free(&h, r.withDefaults()), n)
-}
-
-// Resource dimensions of a [3]int64.
-const (
-	dimCPU = iota
-	dimRAM
-	dimDisk
-)
-
-// maxLimit caps capacities so that sums of claims cannot overflow.
-const maxLimit = 1 << 62
-
-func (r Ratios) withDefaults() Ratios {
-	d := DefaultRatios()
-	fix := func(v, def float64) float64 {
-		if v > 0 && !math.IsInf(v, 0) {
-			return v
-		}
-		return def
-	}
-	return Ratios{CPU: fix(r.CPU, d.CPU), RAM: fix(r.RAM, d.RAM), Disk: fix(r.Disk, d.Disk)}
-}
-
-// limit is ⌊total × ratio⌋, the most that may be claimed.
-func limit(total int, ratio float64) int64 {
-	if total <= 0 {
-		return 0
-	}
-	v := math.Floor(float64(total) * ratio)
-	if v >= maxLimit {
-		return maxLimit
-	}
-	return int64(v)
-}
-
-// free is what h can still accept under r (negative if over-committed).
-func free(h *Host, r Ratios) [3]int64 {
-	used := func(u int) int64 { return int64(max(u, 0)) }
-	return [3]int64{
-		dimCPU:  limit(h.VCPUs, r.CPU) - used(h.UsedVCPUs),
-		dimRAM:  limit(h.RAMMB, r.RAM) - used(h.UsedRAMMB),
-		dimDisk: limit(h.DiskGB, r.Disk) - used(h.UsedDiskGB),
-	}
-}
-
-// demand is what req claims; ok is false for negative sizes.
-func demand(req Request) (n [3]int64, ok bool) {
-	if req.VCPUs < 0 || req.RAMMB < 0 || req.DiskGB < 0 {
-		return n, false
-	}
-	return [3]int64{int64(req.VCPUs), int64(req.RAMMB), int64(req.DiskGB)}, true
-}
-
-func fitsIn(free, need [3]int64) bool {
-	return need[dimCPU] <= free[dimCPU] && need[dimRAM] <= free[dimRAM] && need[dimDisk] <= free[dimDisk]
-}
-
 // host is an eligible host during one Place call. It holds no pointers, so
 // ten thousand of them cost the garbage collector nothing.
 type host struct {
-	free [3]int64
+	free statedb.Room
 	tree [levels]int32 // index in planner.roots per level, -1 if none built
 	src  int32         // index in planner.in
 	rank int32         // position in ID order, once planner.ranked
@@ -228,9 +160,14 @@ type host struct {
 // groupState is a server group with the placements of this batch added.
 type groupState struct {
 	policy string
-	total  int           // members anywhere, including hosts not eligible
-	on     map[int32]int // eligible host index → members
+	total  int // members anywhere, including hosts not eligible
+	// on counts members per eligible host index, and those on hosts not
+	// eligible under elsewhere, so statedb.GroupAllows sees them all.
+	on map[int32]int
 }
+
+// elsewhere is the groupState.on key of members on hosts not eligible.
+const elsewhere = -1
 
 type planner struct {
 	in     []Host
@@ -266,7 +203,7 @@ func place(hosts []Host, groups map[string]Group, reqs []Request, opt Options, l
 }
 
 func newPlanner(in []Host, groups map[string]Group, opt Options, linear bool) *planner {
-	r := opt.Ratios.withDefaults()
+	r := opt.Ratios.WithDefaults()
 	p := &planner{
 		in:     in,
 		hosts:  make([]host, 0, len(in)),
@@ -277,7 +214,9 @@ func newPlanner(in []Host, groups map[string]Group, opt Options, linear bool) *p
 	}
 	for i := range in {
 		if h := &in[i]; h.Alive && h.Enabled {
-			p.hosts = append(p.hosts, host{free: free(h, r), tree: [levels]int32{-1, -1, -1, -1}, src: int32(i)})
+			total := statedb.HostCap{VCPUs: h.VCPUs, RAMMB: h.RAMMB, DiskGB: h.DiskGB}
+			used := statedb.HostCap{VCPUs: h.UsedVCPUs, RAMMB: h.UsedRAMMB, DiskGB: h.UsedDiskGB}
+			p.hosts = append(p.hosts, host{free: statedb.Headroom(total, used, r), tree: [levels]int32{-1, -1, -1, -1}, src: int32(i)})
 		}
 	}
 	if !linear {
@@ -343,7 +282,7 @@ func (p *planner) first(h int32) bool {
 
 // better reports whether host a comes before host b in weigher order.
 func (p *planner) better(a, b int32) bool {
-	ra, rb := p.hosts[a].free[dimRAM], p.hosts[b].free[dimRAM]
+	ra, rb := p.hosts[a].free[statedb.DimRAM], p.hosts[b].free[statedb.DimRAM]
 	if ra != rb {
 		return (ra > rb) != p.pack
 	}
@@ -366,9 +305,7 @@ func (p *planner) group(id string) (g *groupState, reason string) {
 	if !ok {
 		return nil, "Instance group " + id + " could not be found."
 	}
-	switch src.Policy {
-	case "", Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity:
-	default:
+	if src.Policy != "" && !statedb.ValidPolicy(src.Policy) {
 		return nil, "Invalid server group policy " + src.Policy + "."
 	}
 	g = &groupState{policy: src.Policy, on: make(map[int32]int)}
@@ -377,9 +314,11 @@ func (p *planner) group(id string) (g *groupState, reason string) {
 			continue
 		}
 		g.total += n
-		if h := p.lookup(id); h >= 0 {
-			g.on[h] += n
+		h := p.lookup(id)
+		if h < 0 {
+			h = elsewhere
 		}
+		g.on[h] += n
 	}
 	p.groups[id] = g
 	return g, ""
@@ -399,7 +338,7 @@ func (p *planner) choose(req Request) (int32, string) {
 func (p *planner) choose1(req Request) (int32, string) {
 	n, ok := demand(req)
 	if !ok {
-		return -1, NoValidHost
+		return -1, statedb.NoValidHost
 	}
 	g, reason := p.group(req.Group)
 	if reason != "" {
@@ -408,42 +347,64 @@ func (p *planner) choose1(req Request) (int32, string) {
 	k := keyOf(req)
 	h := int32(-1)
 	switch {
+	case req.Pin != "":
+		h = p.pinned(req.Pin, g, k, n)
 	case g == nil || g.policy == "":
-		h = p.best(k, n, nil)
-	case g.policy == Affinity && g.total > 0:
+		h = p.best(k, n, nil, "")
+	case g.policy == statedb.PolicyAffinity && g.total > 0:
 		h = p.bestMember(g, k, n, 0)
-	case g.policy == Affinity:
-		h = p.best(k, n, nil)
-	case g.policy == AntiAffinity:
-		h = p.best(k, n, g.on)
-	case g.policy == SoftAffinity:
+	case g.policy == statedb.PolicyAffinity:
+		h = p.best(k, n, nil, "")
+	case g.policy == statedb.PolicyAntiAffinity:
+		h = p.best(k, n, g, g.policy)
+	case g.policy == statedb.PolicySoftAffinity:
 		if h = p.bestMember(g, k, n, +1); h < 0 {
-			h = p.best(k, n, nil)
+			h = p.best(k, n, nil, "")
 		}
-	case g.policy == SoftAntiAffinity:
-		if h = p.best(k, n, g.on); h < 0 {
+	case g.policy == statedb.PolicySoftAntiAffinity:
+		// Members' hosts are avoided as anti-affinity would, while others fit.
+		if h = p.best(k, n, g, statedb.PolicyAntiAffinity); h < 0 {
 			h = p.bestMember(g, k, n, -1)
 		}
 	}
 	if h < 0 {
-		return -1, NoValidHost
+		return -1, statedb.NoValidHost
 	}
 	return h, ""
 }
 
+// pinned returns the host with ID pin if it is eligible, matches k, fits n
+// and g's hard policy allows it; -1 otherwise.
+func (p *planner) pinned(pin string, g *groupState, k poolKey, n statedb.Room) int32 {
+	h := p.lookup(pin)
+	if h < 0 || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, "", h) {
+		return -1
+	}
+	return h
+}
+
+// groupAllows applies statedb.GroupAllows to host h with g's members and
+// policy (or, when policy is not "", that policy instead); nil g allows all.
+func (p *planner) groupAllows(g *groupState, policy string, h int32) bool {
+	if g == nil {
+		return true
+	}
+	if policy == "" {
+		policy = g.policy
+	}
+	return statedb.GroupAllows(policy, g.on, h)
+}
+
 // best returns the first host in weigher order that matches k, fits n and
-// is not in skip; -1 if none.
-func (p *planner) best(k poolKey, n [3]int64, skip map[int32]int) int32 {
+// that policy allows with g's members (any host for a nil g); -1 if none.
+func (p *planner) best(k poolKey, n statedb.Room, g *groupState, policy string) int32 {
 	if !p.linear {
-		return p.find(p.tree(k), n, skip)
+		return p.find(p.tree(k), n, g, policy)
 	}
 	best := int32(-1)
 	for i := range p.hosts {
 		h := int32(i)
-		if p.hosts[h].dup || !fitsIn(p.hosts[h].free, n) || !p.matches(k, h) {
-			continue
-		}
-		if _, in := skip[h]; in {
+		if p.hosts[h].dup || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, policy, h) {
 			continue
 		}
 		if best < 0 || p.better(h, best) {
@@ -453,13 +414,13 @@ func (p *planner) best(k poolKey, n [3]int64, skip map[int32]int) int32 {
 	return best
 }
 
-// bestMember picks among the group's member hosts that match k and fit n:
-// by member count (most first if pref is +1, fewest first if -1, ignored if
-// 0), then weigher order; -1 if none.
-func (p *planner) bestMember(g *groupState, k poolKey, n [3]int64, pref int) int32 {
+// bestMember picks among the group's eligible member hosts that match k,
+// fit n and g's policy allows: by member count (most first if pref is +1,
+// fewest first if -1, ignored if 0), then weigher order; -1 if none.
+func (p *planner) bestMember(g *groupState, k poolKey, n statedb.Room, pref int) int32 {
 	best := int32(-1)
 	for h, c := range g.on {
-		if !fitsIn(p.hosts[h].free, n) || !p.matches(k, h) {
+		if h == elsewhere || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, "", h) {
 			continue
 		}
 		if d := pref * (c - g.on[best]); best < 0 || d > 0 || d == 0 && p.better(h, best) {
@@ -470,7 +431,7 @@ func (p *planner) bestMember(g *groupState, k poolKey, n [3]int64, pref int) int
 }
 
 // claim takes n from host h, keeping every built tree in order.
-func (p *planner) claim(h int32, n [3]int64) {
+func (p *planner) claim(h int32, n statedb.Room) {
 	hs := &p.hosts[h]
 	for l, t := range hs.tree {
 		if t >= 0 {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // result bundles Place's two results so messages read Place(%v) = %v; want %v.
@@ -55,7 +57,7 @@ func placed(pairs ...string) []Placement {
 func failed(ids ...string) []Failure {
 	var out []Failure
 	for _, id := range ids {
-		out = append(out, Failure{InstanceID: id, Reason: NoValidHost})
+		out = append(out, Failure{InstanceID: id, Reason: statedb.NoValidHost})
 	}
 	return out
 }
@@ -132,14 +134,14 @@ func TestPlace(t *testing.T) {
 			name:  "vCPU ratio 1 leaves no over-commit",
 			hosts: []Host{hostOf("a", 4, 8192, 100)},
 			reqs:  []Request{req("i1", 5, 512, 1), req("i2", 4, 512, 1)},
-			opt:   Options{Ratios: Ratios{CPU: 1}},
+			opt:   Options{Ratios: statedb.Ratios{CPU: 1}},
 			want:  result{P: placed("i2", "a"), F: failed("i1")},
 		},
 		{
 			name:  "RAM ratio 1.5 over-commits RAM",
 			hosts: []Host{hostOf("a", 8, 1000, 100)},
 			reqs:  []Request{req("i1", 1, 1500, 1), req("i2", 1, 1, 1)},
-			opt:   Options{Ratios: Ratios{RAM: 1.5}},
+			opt:   Options{Ratios: statedb.Ratios{RAM: 1.5}},
 			want:  result{P: placed("i1", "a"), F: failed("i2")},
 		},
 		{
@@ -152,7 +154,7 @@ func TestPlace(t *testing.T) {
 			name:  "disk filter with ratio 2",
 			hosts: []Host{hostOf("a", 8, 8192, 10)},
 			reqs:  []Request{req("i1", 1, 1, 15), req("i2", 1, 1, 6), req("i3", 1, 1, 5)},
-			opt:   Options{Ratios: Ratios{Disk: 2}},
+			opt:   Options{Ratios: statedb.Ratios{Disk: 2}},
 			want:  result{P: placed("i1", "a", "i3", "a"), F: failed("i2")},
 		},
 		{
@@ -196,56 +198,56 @@ func TestPlace(t *testing.T) {
 		{
 			name:   "affinity: only the host with members",
 			hosts:  []Host{a, used(b, 0, 4096, 0), c},
-			groups: group("g", Affinity, map[string]int{"b": 1}),
+			groups: group("g", statedb.PolicyAffinity, map[string]int{"b": 1}),
 			reqs:   []Request{inGroup(small, "g"), inGroup(req("i2", 1, 4096, 1), "g"), inGroup(req("i3", 1, 1, 1), "g")},
 			want:   result{P: placed("i1", "b", "i3", "b"), F: failed("i2")},
 		},
 		{
 			name:   "affinity: members only on a dead host",
 			hosts:  []Host{a, with(b, func(h *Host) { h.Alive = false })},
-			groups: group("g", Affinity, map[string]int{"b": 2}),
+			groups: group("g", statedb.PolicyAffinity, map[string]int{"b": 2}),
 			reqs:   []Request{inGroup(small, "g")},
 			want:   result{F: failed("i1")},
 		},
 		{
 			name:   "affinity: first of the batch chooses, the rest follow",
 			hosts:  []Host{a, b, c},
-			groups: group("g", Affinity, nil),
+			groups: group("g", statedb.PolicyAffinity, nil),
 			reqs:   []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 1024, 1), "g"), req("i3", 1, 1024, 1), inGroup(req("i4", 1, 1024, 1), "g")},
 			want:   result{P: placed("i1", "a", "i2", "a", "i3", "b", "i4", "a")},
 		},
 		{
 			name:   "anti-affinity: hosts without members, counting the batch",
 			hosts:  []Host{a, b, c},
-			groups: group("g", AntiAffinity, map[string]int{"a": 1, "gone": 3}),
+			groups: group("g", statedb.PolicyAntiAffinity, map[string]int{"a": 1, "gone": 3}),
 			reqs:   []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 1024, 1), "g"), inGroup(req("i3", 1, 1024, 1), "g"), req("i4", 1, 1024, 1)},
 			want:   result{P: placed("i1", "b", "i2", "c", "i4", "a"), F: failed("i3")},
 		},
 		{
 			name:   "soft-affinity prefers member hosts and falls back",
 			hosts:  []Host{a, used(b, 0, 4096, 0), used(c, 0, 7168, 0)},
-			groups: group("g", SoftAffinity, map[string]int{"b": 1, "c": 2}),
+			groups: group("g", statedb.PolicySoftAffinity, map[string]int{"b": 1, "c": 2}),
 			reqs:   []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 2048, 1), "g"), inGroup(req("i3", 1, 4096, 1), "g")},
 			want:   result{P: placed("i1", "c", "i2", "b", "i3", "a")},
 		},
 		{
 			name:   "soft-affinity with no members spreads, then sticks",
 			hosts:  []Host{a, b},
-			groups: group("g", SoftAffinity, nil),
+			groups: group("g", statedb.PolicySoftAffinity, nil),
 			reqs:   []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 1024, 1), "g")},
 			want:   result{P: placed("i1", "a", "i2", "a")},
 		},
 		{
 			name:   "soft-anti-affinity avoids members, then takes the fewest",
 			hosts:  []Host{a, b, c},
-			groups: group("g", SoftAntiAffinity, map[string]int{"a": 2, "b": 1}),
+			groups: group("g", statedb.PolicySoftAntiAffinity, map[string]int{"a": 2, "b": 1}),
 			reqs:   []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 1024, 1), "g"), inGroup(req("i3", 1, 1024, 1), "g")},
 			want:   result{P: placed("i1", "c", "i2", "b", "i3", "c")},
 		},
 		{
 			name:   "group missing from groups fails closed",
 			hosts:  []Host{a},
-			groups: group("g", AntiAffinity, nil),
+			groups: group("g", statedb.PolicyAntiAffinity, nil),
 			reqs:   []Request{inGroup(small, "nope")},
 			want:   result{F: []Failure{{InstanceID: "i1", Reason: "Instance group nope could not be found."}}},
 		},
@@ -296,27 +298,37 @@ func TestPlace(t *testing.T) {
 	}
 }
 
-func TestFits(t *testing.T) {
-	h := used(hostOf("a", 2, 1000, 10), 6, 500, 5)
-	tests := []struct {
-		req  Request
-		r    Ratios
-		want bool
-	}{
-		{req("i", 2, 500, 5), Ratios{}, true},
-		{req("i", 3, 1, 1), Ratios{}, false},
-		{req("i", 1, 501, 1), Ratios{}, false},
-		{req("i", 1, 1, 6), Ratios{}, false},
-		{req("i", 1, 1000, 1), Ratios{RAM: 1.5}, true},
-		{req("i", 1, 1001, 1), Ratios{RAM: 1.5}, false},
-		{req("i", 0, 0, 15), Ratios{Disk: 2}, true},
-		{req("i", 1, 1, 1), Ratios{CPU: 3}, false},
-		{req("i", -1, 1, 1), Ratios{}, false},
-		{req("i", 0, 0, 0), Ratios{CPU: -1, RAM: 0}, true},
-	}
-	for _, tc := range tests {
-		if got := Fits(h, tc.req, tc.r); got != tc.want {
-			t.Errorf("Fits(%v, %v, %v) = %v; want %v", h, tc.req, tc.r, got, tc.want)
+func TestPlacePinned(t *testing.T) {
+	a, b, c := hostOf("a", 4, 8192, 100), hostOf("b", 4, 8192, 100), hostOf("c", 4, 8192, 100)
+	pin := func(r Request, h string) Request { r.Pin = h; return r }
+	for _, linear := range []bool{true, false} {
+		for _, tc := range []struct {
+			name   string
+			hosts  []Host
+			groups map[string]Group
+			reqs   []Request
+			want   result
+		}{
+			{"the pin only, even against the weigher", []Host{a, used(b, 0, 4096, 0), c},
+				nil, []Request{pin(req("i1", 1, 1024, 1), "b"), pin(req("i2", 1, 4096, 1), "b")},
+				result{P: placed("i1", "b"), F: failed("i2")}},
+			{"a pin on a dead, disabled or unknown host", []Host{with(a, func(h *Host) { h.Alive = false }), with(b, func(h *Host) { h.Enabled = false }), c},
+				nil, []Request{pin(req("i1", 1, 1, 1), "a"), pin(req("i2", 1, 1, 1), "b"), pin(req("i3", 1, 1, 1), "z")},
+				result{F: failed("i1", "i2", "i3")}},
+			{"a pin keeps the hard group policy", []Host{a, b, c},
+				group("g", statedb.PolicyAntiAffinity, map[string]int{"a": 1}),
+				[]Request{inGroup(pin(req("i1", 1, 1, 1), "a"), "g"), inGroup(pin(req("i2", 1, 1, 1), "b"), "g"), inGroup(pin(req("i3", 1, 1, 1), "b"), "g")},
+				result{P: placed("i2", "b"), F: failed("i1", "i3")}},
+			{"a pin in another zone", []Host{a, with(b, func(h *Host) { h.AZ = "z2" })},
+				nil, []Request{func() Request { r := pin(req("i1", 1, 1, 1), "b"); r.AZ = "z1"; return r }()},
+				result{F: failed("i1")}},
+		} {
+			t.Run(fmt.Sprint(tc.name, " linear=", linear), func(t *testing.T) {
+				ps, fs := place(tc.hosts, tc.groups, tc.reqs, Options{}, linear)
+				if got := (result{ps, fs}); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("Place(%v) = %v; want %v", tc.reqs, got, tc.want)
+				}
+			})
 		}
 	}
 }
@@ -344,7 +356,7 @@ func TestPlaceDeterministic(t *testing.T) {
 
 func TestPlaceDoesNotModifyInput(t *testing.T) {
 	hosts := []Host{hostOf("a", 8, 8192, 100), hostOf("b", 8, 8192, 100)}
-	groups := group("g", AntiAffinity, map[string]int{"a": 1})
+	groups := group("g", statedb.PolicyAntiAffinity, map[string]int{"a": 1})
 	reqs := []Request{inGroup(req("i1", 1, 1024, 1), "g"), inGroup(req("i2", 1, 1024, 1), "g")}
 	wantHosts := append([]Host(nil), hosts...)
 	placeAll(t, hosts, groups, reqs, Options{})
@@ -364,8 +376,9 @@ func TestWeigherString(t *testing.T) {
 	}
 }
 
-// TestImportsStdlibOnly keeps the package a pure function: no project or
-// third-party imports in non-test files.
+// TestImportsStdlibOnly keeps the package a pure function: no imports in
+// non-test files but the standard library and the state types (whose
+// placement rule it applies).
 func TestImportsStdlibOnly(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -382,8 +395,8 @@ func TestImportsStdlibOnly(t *testing.T) {
 		}
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
-			if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") {
-				t.Errorf("%s imports %q; the scheduler may import only the standard library", name, path)
+			if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") && path != "github.com/peerstack/peerstack/consensus/statedb" {
+				t.Errorf("%s imports %q; the scheduler may import only the standard library and consensus/statedb", name, path)
 			}
 		}
 	}

@@ -69,7 +69,30 @@ func (e *env) create(c *resttest.Client, p *statedb.Project, name string, size i
 	if r.Status != http.StatusAccepted {
 		e.t.Fatalf("create %s = %d %s; want 202", name, r.Status, r.Body)
 	}
-	return str(r.JSON(e.t), "volume", "id")
+	id := str(r.JSON(e.t), "volume", "id")
+	e.place(id)
+	return id
+}
+
+// place chooses host1 for a volume on local storage that has no host yet,
+// as the leader would.
+func (e *env) place(id string) {
+	e.t.Helper()
+	if v := e.vol(id); v.Host == "" {
+		e.b.MustApply(e.t, statedb.CmdPlaceVolume, statedb.PlaceVolumeCmd{VolumeID: id, HostID: "host1",
+			HostCap: statedb.HostCap{VCPUs: 64, RAMMB: 1 << 20, DiskGB: 1 << 20}})
+	}
+}
+
+// made is host1's report that it made volume id's file (at the path its
+// store keeps it, for a volume placed without one).
+func (e *env) made(id string) statedb.ReportVolumeCmd {
+	e.t.Helper()
+	r := statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", Status: statedb.VolumeAvailable}
+	if v := e.vol(id); v.Path == "" {
+		r.Path, _ = e.b.VolumePath(statedb.VolumeFileBase(v.ID), v.Format)
+	}
+	return r
 }
 
 // report applies a host agent report, as the host would.
@@ -82,7 +105,7 @@ func (e *env) report(r statedb.ReportVolumeCmd) {
 func (e *env) available(c *resttest.Client, p *statedb.Project, name string, size int) string {
 	e.t.Helper()
 	id := e.create(c, p, name, size)
-	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", Status: statedb.VolumeAvailable})
+	e.report(e.made(id))
 	return id
 }
 

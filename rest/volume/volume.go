@@ -29,11 +29,11 @@ import (
 // implements it.
 type Backend interface {
 	rest.Backend
-	// HostID is the member id of the host serving the request: its agent
-	// creates the files of the volumes created through it.
+	// HostID is the member id of the host serving the request: with shared
+	// storage its agent creates the files of the volumes created through it.
 	HostID() string
 	// VolumePath is where this host's storage backend keeps the volume
-	// file name ("vol-<id>") in format: a path or an nfs:// URL.
+	// file name ("vol-<id>") in format: an nfs:// URL (shared storage only).
 	VolumePath(name, format string) (string, error)
 }
 

@@ -167,7 +167,8 @@ type createInput struct {
 }
 
 // createVolume serves POST /volumes: 202 with the new volume, in status
-// creating; the agent on this host makes its file.
+// creating; the agent on its host makes its file (this host with shared
+// storage, the one placement chooses with local storage).
 func (s *service) createVolume(c *rest.Ctx) (any, error) {
 	project, err := s.project(c)
 	if err != nil {
@@ -221,7 +222,7 @@ func (s *service) createVolume(c *rest.Ctx) (any, error) {
 	}
 	v := statedb.Volume{
 		ID: s.b.NewID(), Name: str(name), Description: str(desc), ProjectID: project, UserID: c.Cred.UserID,
-		SizeGB: size, VolumeType: vt.Name, Format: volumeFormat, AZ: AZ, Host: s.b.HostID(),
+		SizeGB: size, VolumeType: vt.Name, Format: volumeFormat, AZ: AZ,
 		Metadata: r.Metadata, CreatedAt: s.b.Now().UTC().Truncate(time.Microsecond),
 	}
 	if ref := str(firstOf(r.ImageRef, r.ImageID)); ref != "" {
@@ -234,8 +235,14 @@ func (s *service) createVolume(c *rest.Ctx) (any, error) {
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
 	}
-	if v.Path, err = s.b.VolumePath(statedb.VolumeFileBase(v.ID), v.Format); err != nil {
-		return nil, fmt.Errorf("volume path on host %s: %w", v.Host, err)
+	// Shared storage: any host can make the file, so the one serving the
+	// request does. Local storage: the leader places the volume on a host
+	// with room, whose agent makes the file and reports where.
+	if sn.VolumeShared(&v) {
+		v.Host = s.b.HostID()
+		if v.Path, err = s.b.VolumePath(statedb.VolumeFileBase(v.ID), v.Format); err != nil {
+			return nil, fmt.Errorf("volume path on host %s: %w", v.Host, err)
+		}
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateVolume, statedb.CreateVolumeCmd{Volume: v}); err != nil {
 		return nil, err

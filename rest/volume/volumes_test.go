@@ -53,7 +53,7 @@ func TestVolumeOSCSequence(t *testing.T) {
 	if id == "" || str(v, "name") != "vol1" || str(v, "status") != "creating" || get(v, "size") != float64(1) ||
 		str(v, "volume_type") != "local" || str(v, "bootable") != "false" || get(v, "metadata") == nil ||
 		str(v, "availability_zone") != "nova" || str(v, "os-vol-tenant-attr:tenant_id") != e.seed.Project.ID ||
-		str(v, "os-vol-host-attr:host") != "host1@local#local" || get(v, "attachments") == nil ||
+		get(v, "os-vol-host-attr:host") != nil || get(v, "attachments") == nil ||
 		get(v, "encrypted") != false || get(v, "multiattach") != false || str(v, "user_id") != e.seed.Admin.ID {
 		t.Fatalf("created volume = %s", r.Body)
 	}
@@ -63,15 +63,23 @@ func TestVolumeOSCSequence(t *testing.T) {
 	if str(v, "links", 0, "href") != e.url+e.base+"/volumes/"+id {
 		t.Fatalf("links = %v", get(v, "links"))
 	}
+	// Local storage: the leader chooses the host, and the host's agent
+	// the path.
 	st := e.vol(id)
-	if st.Host != "host1" || st.Path != "/data/host1/volumes/vol-"+id+".qcow2" || st.Format != "qcow2" ||
-		st.CreatedAt.Before(before) || st.Status != statedb.VolumeCreating {
-		t.Fatalf("state volume = %+v; want on host1 at its path, creating", st)
+	if st.Host != "" || st.Path != "" || st.Format != "qcow2" || st.CreatedAt.Before(before) || st.Status != statedb.VolumeCreating {
+		t.Fatalf("state volume = %+v; want creating without a host or path", st)
+	}
+	e.place(id)
+	if r := e.admin.Do("GET", e.base+"/volumes/"+id, nil); str(r.JSON(t), "volume", "os-vol-host-attr:host") != "host1@local#local" {
+		t.Fatalf("placed volume = %s; want on host1", r.Body)
 	}
 
 	// Extending before the host made the file is refused.
 	fault(t, e.admin.Do("POST", e.base+"/volumes/"+id+"/action", `{"os-extend":{"new_size":2}}`), 400, "badRequest", "current status is: creating")
-	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", Status: statedb.VolumeAvailable})
+	e.report(e.made(id))
+	if st := e.vol(id); st.Host != "host1" || st.Path != "/data/host1/volumes/vol-"+id+".qcow2" {
+		t.Fatalf("state volume = %+v; want on host1 at the path it reported", st)
+	}
 
 	// openstack volume list
 	r = e.admin.Do("GET", e.base+"/volumes/detail", nil)

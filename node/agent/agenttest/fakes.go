@@ -139,6 +139,11 @@ func (s *Volumes) Create(ctx context.Context, v *statedb.Volume, image *agent.Di
 	return nil
 }
 
+// Path implements agent.Volumes: /fake/volumes/<file name>.
+func (s *Volumes) Path(v *statedb.Volume) (string, error) {
+	return "/fake/volumes/" + v.FileName(), nil
+}
+
 // Delete implements agent.Volumes.
 func (s *Volumes) Delete(ctx context.Context, v *statedb.Volume) error {
 	s.mu.Lock()

@@ -1,0 +1,267 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// The scheduler and the state machine apply one placement rule
+// (statedb/placement.go). These tests hold them to it from both sides on
+// random clusters: whatever Plan places, the PlaceInstances apply accepts
+// when nothing changed in between; and a placement the state machine is
+// handed directly is accepted exactly when a reference written out here
+// (capacity under ratios, boot-volume pin, hard group policy) allows it.
+
+// agreeEnv is a state store with an auto-incrementing index.
+type agreeEnv struct {
+	t   *testing.T
+	s   *statedb.Store
+	idx uint64
+}
+
+func (e *agreeEnv) apply(typ statedb.CmdType, payload any) error {
+	e.t.Helper()
+	e.idx++
+	c, err := statedb.NewCommand(typ, fmt.Sprint("r", e.idx), time.Unix(int64(e.idx), 0).UTC(), payload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	raw, _ := c.Encode()
+	return e.s.Apply(e.idx, raw).Err
+}
+
+func (e *agreeEnv) must(typ statedb.CmdType, payload any) {
+	e.t.Helper()
+	if err := e.apply(typ, payload); err != nil {
+		e.t.Fatalf("apply %d: %v", typ, err)
+	}
+}
+
+// agreeScenario is a random cluster: members (some disabled), what the
+// host source reports for them, groups of each policy, instances already
+// placed, and pending ones, some booting from a volume on a host's local
+// storage.
+type agreeScenario struct {
+	env    *agreeEnv
+	live   []Live
+	caps   map[string]statedb.HostCap
+	ratios statedb.Ratios
+}
+
+// agreeSeeds is how many random clusters each test runs.
+func agreeSeeds() int64 {
+	if testing.Short() {
+		return 30
+	}
+	return 150
+}
+
+var agreeRatios = []statedb.Ratios{{}, {CPU: 1, RAM: 1.5, Disk: 2}, {CPU: 16, RAM: 0.9, Disk: 1}}
+
+// newAgreeScenario builds the scenario of seed; the same seed builds the
+// same state.
+func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
+	rng := rand.New(rand.NewSource(seed))
+	e := &agreeEnv{t: t, s: statedb.NewStore()}
+	sc := &agreeScenario{env: e, caps: map[string]statedb.HostCap{}, ratios: agreeRatios[rng.Intn(len(agreeRatios))]}
+	nHosts := 1 + rng.Intn(8)
+	hostID := func(i int) string { return fmt.Sprintf("h%d", i) }
+	e.must(statedb.CmdBootstrap, statedb.BootstrapCmd{
+		Config:     statedb.ClusterConfig{ClusterID: "c", Settings: statedb.Settings{Ratios: sc.ratios}},
+		Member:     statedb.Member{ID: hostID(0), Name: "name-" + hostID(0)},
+		Project:    statedb.Project{ID: "p", Name: "admin"},
+		Admin:      statedb.User{ID: "u", Name: "admin"},
+		Assignment: statedb.Assignment{ProjectID: "p", UserID: "u", RoleID: "r"},
+		SigningKey: statedb.SigningKey{ID: "k"},
+	})
+	e.must(statedb.CmdCreateImage, statedb.Image{ID: "img", Name: "img", ProjectID: "p", Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"})
+	for i := range nHosts {
+		id := hostID(i)
+		if i > 0 {
+			e.must(statedb.CmdRegisterMember, statedb.Member{ID: id, Name: "name-" + id})
+		}
+		if rng.Intn(8) == 0 {
+			e.must(statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: id, Disabled: true, Reason: "test"})
+		}
+		l := Live{ID: id, Alive: rng.Intn(8) != 0, VCPUs: 1 << rng.Intn(4), RAMMB: 1024 << rng.Intn(4), DiskGB: 10 * (1 + rng.Intn(10))}
+		if rng.Intn(6) != 0 { // some members are unknown to the host source
+			sc.live = append(sc.live, l)
+		}
+		sc.caps[id] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
+	}
+	policies := []string{statedb.PolicyAffinity, statedb.PolicyAntiAffinity, statedb.PolicySoftAffinity, statedb.PolicySoftAntiAffinity}
+	nGroups := rng.Intn(4)
+	for g := range nGroups {
+		e.must(statedb.CmdCreateServerGroup, statedb.ServerGroup{ID: fmt.Sprint("g", g), Name: "g", ProjectID: "p", Policy: policies[rng.Intn(len(policies))]})
+	}
+	flavors := []statedb.Flavor{
+		{ID: "1", VCPUs: 1, RAMMB: 512, DiskGB: 1},
+		{ID: "2", VCPUs: 1, RAMMB: 1024, DiskGB: 10},
+		{ID: "3", VCPUs: 2, RAMMB: 2048, DiskGB: 20, EphemeralGB: 5, SwapMB: 512},
+		{ID: "4", VCPUs: 4, RAMMB: 4096, DiskGB: 40},
+	}
+	for i := range 1 + rng.Intn(30) {
+		id := fmt.Sprint("i", i)
+		ic := statedb.InstanceCreate{Instance: statedb.Instance{ID: id, Name: id, ProjectID: "p",
+			Flavor: flavors[rng.Intn(len(flavors))], ImageID: "img"}}
+		if nGroups > 0 && rng.Intn(2) == 0 {
+			ic.Instance.GroupID = fmt.Sprint("g", rng.Intn(nGroups))
+		}
+		if rng.Intn(4) == 0 { // boots from a new volume on a host's local storage: pinned there
+			h := hostID(rng.Intn(nHosts))
+			ic.Instance.ImageID = ""
+			ic.Root = &statedb.RootDisk{AttachmentID: "a-" + id, New: &statedb.Volume{ID: "v-" + id, SizeGB: 1, Format: "qcow2",
+				ImageID: "img", Host: h, Path: "/var/lib/peerstack/volumes/vol-v-" + id + ".qcow2"}}
+		}
+		e.must(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
+		if rng.Intn(3) == 0 { // already placed, wherever the state machine lets it
+			h := hostID(rng.Intn(nHosts))
+			e.must(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: id, HostID: h}},
+				HostCaps: map[string]statedb.HostCap{h: sc.caps[h]}, Ratios: sc.ratios})
+		}
+	}
+	return sc
+}
+
+// refAllows is the placement rule written out independently: the host is
+// a member and enabled, the claims fit under the ratios (floating point),
+// the boot volume's local host is the host, and the hard group policy
+// holds against where the other members run now.
+func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total statedb.HostCap, r statedb.Ratios) bool {
+	if m, ok := sn.Member(host); !ok || m.Disabled {
+		return false
+	}
+	d := statedb.DefaultRatios()
+	ratio := func(v, def float64) float64 {
+		if v > 0 && !math.IsInf(v, 0) {
+			return v
+		}
+		return def
+	}
+	used := statedb.HostCap{}
+	for _, o := range sn.Instances() {
+		if o.Host == host {
+			used = used.Add(o.Claim())
+		}
+	}
+	need := inst.Claim()
+	fits := func(t, u, n int, rt float64) bool {
+		return n >= 0 && float64(max(u, 0)+n) <= math.Floor(float64(max(t, 0))*rt)
+	}
+	if !fits(total.VCPUs, used.VCPUs, need.VCPUs, ratio(r.CPU, d.CPU)) ||
+		!fits(total.RAMMB, used.RAMMB, need.RAMMB, ratio(r.RAM, d.RAM)) ||
+		!fits(total.DiskGB, used.DiskGB, need.DiskGB, ratio(r.Disk, d.Disk)) {
+		return false
+	}
+	if v, ok := sn.Volume(inst.RootVolume); ok {
+		if a := v.Attachment(); a != nil && a.ServerID == inst.ID && !sn.VolumeShared(v) && v.Host != host {
+			return false
+		}
+	}
+	if inst.GroupID != "" {
+		g, ok := sn.ServerGroup(inst.GroupID)
+		if !ok {
+			return false
+		}
+		for _, id := range g.Members {
+			o, ok := sn.Instance(id)
+			if !ok || id == inst.ID || o.Host == "" {
+				continue
+			}
+			if g.Policy == statedb.PolicyAffinity && o.Host != host || g.Policy == statedb.PolicyAntiAffinity && o.Host == host {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestPlanAgreesWithStateMachine: every placement of a plan made from the
+// current state is accepted, every failure recorded, nothing left pending
+// that the plan covered.
+func TestPlanAgreesWithStateMachine(t *testing.T) {
+	pinned, grouped := 0, 0
+	for seed := range agreeSeeds() {
+		sc := newAgreeScenario(t, seed)
+		sn := sc.env.s.Snapshot()
+		batch := sn.PendingInstances()
+		cmd := Plan(sn, sc.live, batch, nil)
+		// The plan obeys the reference rule, placement by placement, on
+		// a twin of the state that takes them one at a time.
+		twin := newAgreeScenario(t, seed)
+		for _, p := range cmd.Placements {
+			tsn := twin.env.s.Snapshot()
+			inst, _ := tsn.Instance(p.InstanceID)
+			if !refAllows(tsn, inst, p.HostID, cmd.HostCaps[p.HostID], cmd.Ratios) {
+				t.Fatalf("seed %d: plan puts %s on %s, which the rule forbids", seed, p.InstanceID, p.HostID)
+			}
+			twin.env.must(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{p},
+				HostCaps: map[string]statedb.HostCap{p.HostID: cmd.HostCaps[p.HostID]}, Ratios: cmd.Ratios})
+			if tsn.PlacementConstraints(inst, nil).Pin != "" {
+				pinned++
+			}
+			if inst.GroupID != "" {
+				grouped++
+			}
+		}
+		sc.env.must(statedb.CmdPlaceInstances, cmd)
+		after := sc.env.s.Snapshot()
+		for _, p := range cmd.Placements {
+			if inst, _ := after.Instance(p.InstanceID); inst.Host != p.HostID {
+				t.Fatalf("seed %d: the state machine refused %s on %s from a plan of the current state (plan %+v)", seed, p.InstanceID, p.HostID, cmd)
+			}
+		}
+		for _, f := range cmd.Failures {
+			if inst, _ := after.Instance(f.InstanceID); inst.VMState != statedb.VMError {
+				t.Fatalf("seed %d: failure %+v not recorded: %+v", seed, f, inst)
+			}
+		}
+		if n := len(cmd.Placements) + len(cmd.Failures); n != len(batch) {
+			t.Fatalf("seed %d: plan covers %d of %d pending instances", seed, n, len(batch))
+		}
+	}
+	if pinned == 0 || grouped == 0 {
+		t.Fatalf("scenarios placed %d pinned and %d grouped instances; want some of each", pinned, grouped)
+	}
+}
+
+// TestStateMachineEnforcesRule: single placements of random pending
+// instances on random hosts are accepted exactly when the reference rule
+// allows them.
+func TestStateMachineEnforcesRule(t *testing.T) {
+	accepted, refused := 0, 0
+	for seed := range agreeSeeds() {
+		sc := newAgreeScenario(t, seed)
+		rng := rand.New(rand.NewSource(-seed))
+		for range 20 {
+			sn := sc.env.s.Snapshot()
+			pending := sn.PendingInstances()
+			if len(pending) == 0 {
+				break
+			}
+			inst := pending[rng.Intn(len(pending))]
+			host := fmt.Sprint("h", rng.Intn(len(sc.caps)+1)) // sometimes not a member
+			total := sc.caps[host]
+			want := refAllows(sn, inst, host, total, sc.ratios)
+			sc.env.must(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: inst.ID, HostID: host}},
+				HostCaps: map[string]statedb.HostCap{host: total}, Ratios: sc.ratios})
+			got, _ := sc.env.s.Snapshot().Instance(inst.ID)
+			if (got.Host == host) != want {
+				t.Fatalf("seed %d: %s on %s: state machine accepted=%v; the rule says %v", seed, inst.ID, host, got.Host == host, want)
+			}
+			if want {
+				accepted++
+			} else {
+				refused++
+			}
+		}
+	}
+	if accepted < 30 || refused < 30 {
+		t.Fatalf("%d accepted and %d refused probes; want plenty of both", accepted, refused)
+	}
+}
