@@ -1,8 +1,10 @@
 package volume
 
 import (
+	"context"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -99,6 +101,13 @@ func (s *service) attach(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v.Status == statedb.VolumeCreating {
+		// A volume created a moment ago is still being placed and made on
+		// its host (well under a second). Clients send create and attach
+		// back to back; give the create a short while to finish instead of
+		// refusing at once. Still creating after that: the FSM says why.
+		v = s.waitCreated(c, v)
+	}
 	cmd := statedb.AttachVolumeCmd{VolumeID: v.ID, ServerID: inst.ID, AttachmentID: s.b.NewID(), Device: dev}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdAttachVolume, cmd); err != nil {
 		return nil, err
@@ -109,6 +118,31 @@ func (s *service) attach(c *rest.Ctx) (any, error) {
 		return map[string]any{"volumeAttachment": novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev}}, nil
 	}
 	return map[string]any{"volumeAttachment": attachmentJSON(got)}, nil
+}
+
+// createWait bounds how long an attach waits for a volume still being created.
+const createWait = 10 * time.Second
+
+// waitCreated polls the local state until v leaves creating, createWait
+// passes or the client goes away, and returns the latest v.
+func (s *service) waitCreated(c *rest.Ctx, v *statedb.Volume) *statedb.Volume {
+	ctx, cancel := context.WithTimeout(c.Context(), createWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return v
+		case <-t.C:
+		}
+		if cur, ok := s.b.State().Volume(v.ID); !ok || cur.Status != statedb.VolumeCreating {
+			if ok {
+				return cur
+			}
+			return v
+		}
+	}
 }
 
 // listAttachments serves GET /servers/{id}/os-volume_attachments.

@@ -3,6 +3,7 @@ package volume_test
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -222,5 +223,31 @@ func TestOSDetach(t *testing.T) {
 	e.report(statedb.ReportVolumeCmd{VolumeID: id, HostID: "host1", AttachmentID: att.ID, AttachmentState: "detached"})
 	if v := e.vol(id); v.Status != statedb.VolumeAvailable || v.Attachment() != nil {
 		t.Fatalf("after detach: %+v", v)
+	}
+}
+
+// TestAttachRightAfterCreate: `volume create` then `server add volume` at
+// once — the volume is still being made on its host. The attach waits for
+// the create to finish instead of refusing, then attaches.
+func TestAttachRightAfterCreate(t *testing.T) {
+	e := newEnv(t, "")
+	srv := e.server(e.demoP, "vm1", "host1")
+	id := e.create(e.demo, e.demoP, "vol1", 1)
+	if st := e.vol(id).Status; st != statedb.VolumeCreating {
+		t.Fatalf("volume right after create = %s; want creating", st)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(200 * time.Millisecond) // the host makes the file meanwhile
+		e.report(e.made(id))
+	}()
+	r := e.demo.Do("POST", attPath(srv, ""), `{"volumeAttachment": {"volumeId": "`+id+`"}}`)
+	<-done
+	if r.Status != http.StatusOK {
+		t.Fatalf("attach during create = %d %s; want 200", r.Status, r.Body)
+	}
+	if v := e.vol(id); v.Status != statedb.VolumeAttaching || v.Attachment() == nil {
+		t.Fatalf("after attach: %+v; want attaching", v)
 	}
 }
