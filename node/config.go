@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,6 +66,9 @@ type Config struct {
 	// blobs no local disk uses and the cluster does not count on
 	// (--image-cache-size). Zero means DefaultImageCacheSize.
 	ImageCacheSize int64
+	// TrustedProxies may set X-Forwarded-For and X-Forwarded-Proto
+	// (--trusted-proxies); default none.
+	TrustedProxies []netip.Prefix
 }
 
 func (c *Config) setDefaults() error {
