@@ -109,7 +109,7 @@ func TestTokensAcrossHosts(t *testing.T) {
 
 	// Lockout: failures through different hosts add up; the right password
 	// is then refused on every host. (The cloud admin is locked out per
-	// source address instead: see TestAdminLockedOutPerSource.)
+	// source address instead; rest/identity tests that.)
 	c.addUser(t, "lou", "pw-lou")
 	attempts := 6
 	if cfg, ok := c.Node(0).State().Cluster(); ok && cfg.Settings.LockoutAttempts > 0 {
@@ -196,5 +196,48 @@ func TestLoginOnMinority(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("write on the minority = %d (Retry-After %q) %s; want 503 with Retry-After",
 			resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// TestProjectAdminIsNotCloudAdmin: the admin role on a project other than
+// the admin project rules that project only: no other user's record, no
+// cluster views or settings, no metrics; the cloud admin has them all.
+func TestProjectAdminIsNotCloudAdmin(t *testing.T) {
+	c := NewCluster(t, 1)
+	n := c.Node(0)
+	u := c.addUser(t, "pam", "pw-pam")
+	sn := n.State()
+	role, _ := sn.RoleByName("admin")
+	p := statedb.Project{ID: strings.ReplaceAll(n.NewID(), "-", ""), Name: "demo", DomainID: statedb.DefaultDomainID,
+		Enabled: true, Tags: []string{}, CreatedAt: n.Now()}
+	if _, err := rest.Propose(t.Context(), n, statedb.CmdCreateProject, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rest.Propose(t.Context(), n, statedb.CmdGrantRole, statedb.Assignment{
+		ID: statedb.AssignmentID(p.ID, u.ID, role.ID), ProjectID: p.ID, UserID: u.ID, RoleID: role.ID}); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"pam","domain":{"name":"Default"},"password":"pw-pam"}}},"scope":{"project":{"name":"demo","domain":{"name":"Default"}}}}}`
+	resp, err := c.HTTPClient().Post(c.URL(0)+"/identity/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pam's login on demo = %d", resp.StatusCode)
+	}
+	pam, admin := resp.Header.Get("X-Subject-Token"), c.AdminToken(0)
+	au, _ := sn.UserByName("admin")
+	for _, path := range []string{"/identity/v3/users/" + au.ID, "/cluster/v1/members", "/cluster/v1/status", "/cluster/v1/settings", "/metrics"} {
+		if st := c.call(t, 0, "GET", path, pam, ""); st != http.StatusForbidden {
+			t.Errorf("project admin GET %s = %d; want 403", path, st)
+		}
+		if st := c.call(t, 0, "GET", path, admin, ""); st != http.StatusOK {
+			t.Errorf("cloud admin GET %s = %d; want 200", path, st)
+		}
+	}
+	// Within demo, pam administers: she sees the project.
+	if st := c.call(t, 0, "GET", "/identity/v3/projects/"+p.ID, pam, ""); st != http.StatusOK {
+		t.Errorf("project admin GET her project = %d; want 200", st)
 	}
 }
