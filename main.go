@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -18,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/peerstack/peerstack/node"
-	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/client"
 	"github.com/peerstack/peerstack/rest/cluster"
 )
@@ -76,6 +77,32 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	_ = fl.MarkHidden("clock-offset")
 }
 
+// parseProxies parses --trusted-proxies: comma-separated addresses and
+// CIDR prefixes.
+func parseProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -90,7 +117,7 @@ func runAgent(f *agentFlags, out io.Writer) error {
 		return err
 	}
 	f.cfg.Logger = log
-	if f.cfg.TrustedProxies, err = rest.ParseProxies(f.proxies); err != nil {
+	if f.cfg.TrustedProxies, err = parseProxies(f.proxies); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	if tok := os.Getenv("PEERSTACK_JOIN_TOKEN"); tok != "" && f.cfg.JoinToken == "" {

@@ -144,31 +144,6 @@ type ServerOptions struct {
 	Limits Limits
 }
 
-// ParseProxies parses a comma-separated list of addresses and prefixes.
-func ParseProxies(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if !strings.Contains(f, "/") {
-			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
 // reqInfo is what the server learned about a request before routing it.
 type reqInfo struct {
 	source        netip.Addr // the client, past trusted proxies
