@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -45,6 +47,7 @@ type agentFlags struct {
 	cfg      node.Config
 	logLevel string
 	fast     bool
+	proxies  string
 }
 
 func addAgentFlags(c *cobra.Command, f *agentFlags) {
@@ -57,6 +60,7 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.StringVar(&f.cfg.VTEPAddr, "vtep-addr", "", "VXLAN tunnel endpoint IP (default: the advertise address)")
 	fl.StringVar(&f.cfg.Name, "name", "", "host name in the cluster (default: the OS host name)")
 	fl.StringVar(&f.cfg.PublicURL, "public-url", "", "base URL clients use, for the catalog (e.g. https://cloud.example:8470)")
+	fl.StringVar(&f.proxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto headers are believed (default: none)")
 	fl.StringVar(&f.cfg.Storage, "storage", "", "cluster storage for a new cluster: nfs://server/export[/path] (default: a local directory on each host)")
 	fl.IntVar(&f.cfg.Voters, "voters", 3, "Raft voters to keep (3 or 5; 1 for a single host)")
 	fl.IntVar(&f.cfg.BcryptCost, "bcrypt-cost", 12, "bcrypt cost for passwords")
@@ -74,6 +78,32 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	_ = fl.MarkHidden("clock-offset")
 }
 
+// parseProxies parses --trusted-proxies: comma-separated addresses and
+// CIDR prefixes.
+func parseProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -88,6 +118,9 @@ func runAgent(f *agentFlags, out io.Writer) error {
 		return err
 	}
 	f.cfg.Logger = log
+	if f.cfg.TrustedProxies, err = parseProxies(f.proxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	if tok := os.Getenv("PEERSTACK_JOIN_TOKEN"); tok != "" && f.cfg.JoinToken == "" {
 		// The service's env file carries the token of a join not yet done;
 		// once the data dir holds a member, the token is spent.
@@ -107,7 +140,9 @@ func runAgent(f *agentFlags, out io.Writer) error {
 	if n.AdminPassword != "" {
 		fmt.Fprintf(out, "\npeerstack: bootstrapped cluster %s on host %s\n", n.ClusterID(), n.Name())
 		fmt.Fprintf(out, "  API:            https://%s\n", n.APIAddr())
-		fmt.Fprintf(out, "  admin password: %s   (shown once; also in clouds.yaml)\n", n.AdminPassword)
+		// The password itself goes only to the root-only clouds.yaml, never
+		// to the terminal or the journal.
+		fmt.Fprintf(out, "  admin password: in %s (readable by root only)\n", n.CloudsYAML())
 		fmt.Fprintf(out, "  clouds.yaml:    %s\n", n.CloudsYAML())
 		fmt.Fprintf(out, "  try:            export OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=peerstack; openstack token issue\n\n", n.CloudsYAML())
 	} else {

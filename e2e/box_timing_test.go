@@ -55,7 +55,14 @@ func (s *scenario) apiSeconds() map[int]float64 {
 		if !s.b.Alive(h) {
 			continue
 		}
-		resp, err := hc.Get("https://" + s.b.Host(h).APIAddr + "/metrics")
+		// /metrics needs a cloud-admin token.
+		tok, err := adminToken(hc, s.b.Host(h).APIAddr, s.b.AdminPassword())
+		if err != nil {
+			continue
+		}
+		req, _ := http.NewRequest("GET", "https://"+s.b.Host(h).APIAddr+"/metrics", nil)
+		req.Header.Set("X-Auth-Token", tok)
+		resp, err := hc.Do(req)
 		if err != nil {
 			continue
 		}

@@ -186,11 +186,16 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-var passwordRE = regexp.MustCompile(`admin password: (\S+)`)
+var passwordRE = regexp.MustCompile(`password: "([^"]*)"`)
 
-// AdminPassword extracts the bootstrap password from the daemon output.
+// AdminPassword reads the bootstrap password from the clouds.yaml in p's
+// data dir (the daemon prints only where it is).
 func (p *Proc) AdminPassword() string {
-	m := passwordRE.FindStringSubmatch(p.out.String())
+	data, err := os.ReadFile(filepath.Join(p.DataDir, "clouds.yaml"))
+	if err != nil {
+		return ""
+	}
+	m := passwordRE.FindStringSubmatch(string(data))
 	if m == nil {
 		return ""
 	}

@@ -30,7 +30,10 @@ func TestThreeProcesses(t *testing.T) {
 	root := t.TempDir()
 	a := StartDaemon(t, "alpha", filepath.Join(root, "a"), "agent")
 	if a.AdminPassword() == "" {
-		t.Fatalf("bootstrap printed no admin password:\n%s", a.Output())
+		t.Fatalf("bootstrap wrote no admin password to clouds.yaml:\n%s", a.Output())
+	}
+	if strings.Contains(a.Output(), a.AdminPassword()) {
+		t.Fatalf("the daemon printed the admin password:\n%s", a.Output())
 	}
 	procs := []*Proc{a}
 	for _, name := range []string{"beta", "gamma"} {

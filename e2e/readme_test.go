@@ -133,8 +133,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if !strings.Contains(runOut.String(), "admin password:") {
-		t.Fatalf("make run did not print the admin password:\n%s", runOut.String())
+	if !strings.Contains(runOut.String(), "admin password: in ") {
+		t.Fatalf("make run did not say where the admin password is:\n%s", runOut.String())
 	}
 
 	// Shell two: the walkthrough, line by line, stopping at the first failure.

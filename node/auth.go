@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -11,6 +12,9 @@ import (
 	"github.com/peerstack/peerstack/rest"
 	restidentity "github.com/peerstack/peerstack/rest/identity"
 )
+
+// adminProjectName names the project whose admin role is cloud-wide.
+const adminProjectName = "admin"
 
 // errBadToken is what every token failure looks like from outside.
 var errBadToken = errors.New("invalid token")
@@ -71,6 +75,9 @@ func (n *Node) Authenticate(_ context.Context, token string) (*rest.Credential, 
 		cred.Roles = append(cred.Roles, r.Name)
 		cred.RoleIDs = append(cred.RoleIDs, r.ID)
 	}
+	if p, ok := sn.ProjectByName(adminProjectName); !ok || p.ID != c.ProjectID {
+		cred.ProjectAdminOnly = true // an admin role here rules this project only
+	}
 	return cred, nil
 }
 
@@ -88,7 +95,11 @@ func (n *Node) Authorize(c *rest.Credential, access rest.Access, owner string, p
 	default:
 		a = identity.Admin
 	}
-	switch identity.Authorize(identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}, a, owner, public) {
+	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}
+	if p, ok := n.State().ProjectByName(adminProjectName); ok {
+		ic.AdminProjectID = p.ID
+	}
+	switch identity.Authorize(ic, a, owner, public) {
 	case identity.Allow:
 		return rest.Allow
 	case identity.NotFound:
@@ -116,21 +127,34 @@ func (n *Node) IssueToken(c restidentity.Claims) (string, error) {
 	return identity.Sign(identity.Key{ID: active.ID, Secret: active.Secret}, ic)
 }
 
-// HashPassword hashes with the configured bcrypt cost.
-func (n *Node) HashPassword(pw string) (string, error) {
-	return identity.HashPassword(pw, n.cfg.BcryptCost)
+// errPoolFull is the API's answer when the bcrypt pool is full.
+func errPoolFull() error {
+	return &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
+		Msg: "Too many passwords are being checked on this host; retry shortly.", Header: http.Header{"Retry-After": {"1"}}}
 }
 
-// CheckPassword compares a password with its hash; recent successes are
-// answered from a keyed cache so repeated logins skip bcrypt.
-func (n *Node) CheckPassword(hash, pw string) bool {
+// HashPassword hashes with the configured bcrypt cost, in the password
+// pool.
+func (n *Node) HashPassword(pw string) (string, error) {
+	h, err := n.pwc.pool.Hash(context.Background(), pw, n.cfg.BcryptCost)
+	if errors.Is(err, identity.ErrPoolFull) {
+		return "", errPoolFull()
+	}
+	return h, err
+}
+
+// CheckPassword compares a password with its hash in the password pool;
+// recent successes are answered from a keyed cache so repeated logins skip
+// bcrypt. A full pool is an error.
+func (n *Node) CheckPassword(ctx context.Context, hash, pw string) (bool, error) {
 	now := time.Now()
 	if n.pwc.check(hash, pw, now) {
-		return true
+		return true, nil
 	}
-	if !identity.CheckPassword(hash, pw) {
-		return false
+	ok, err := n.pwc.pool.Check(ctx, hash, pw)
+	if err != nil || !ok {
+		return false, err
 	}
 	n.pwc.remember(hash, pw, now)
-	return true
+	return true, nil
 }

@@ -33,7 +33,7 @@ func (n *Node) mountServices(srv *rest.Server) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
 	}))
-	srv.Handle("/metrics", n.metricsHandler())
+	srv.HandleAdmin("/metrics", n.metricsHandler(), n)
 }
 
 // forwarder sends writes to the leader over the internal mTLS API.

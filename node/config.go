@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -87,6 +88,9 @@ type Config struct {
 	// LeaderRoutines run next to the built-in leader routines while this
 	// host leads, each in its own goroutine (node/leader).
 	LeaderRoutines []leader.Routine
+	// TrustedProxies may set X-Forwarded-For and X-Forwarded-Proto
+	// (--trusted-proxies); default none.
+	TrustedProxies []netip.Prefix
 }
 
 // Links says which peer addresses (Raft or gossip) this host can reach.

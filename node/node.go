@@ -349,12 +349,18 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
 	n.updateMeta(ctx)
 
-	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"))
+	base := n.cfg.PublicURL
+	if base == "" {
+		base = "https://" + n.id.APIAddr
+	}
+	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"),
+		rest.ServerOptions{BaseURL: base, TrustedProxies: n.cfg.TrustedProxies})
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
-	n.api = &http.Server{Handler: srv.Handler(), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)}
-	n.apiLn = tls.NewListener(apiLn, serverTLS)
+	n.api = rest.HTTPServer(srv.Handler(), rest.Limits{})
+	n.api.TLSConfig = serverTLS
+	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
+	n.apiLn = tls.NewListener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
 	go func() {
 		if err := n.api.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("api server stopped", "err", err)

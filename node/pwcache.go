@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"github.com/peerstack/peerstack/node/identity"
 )
 
 // pwCache remembers recent successful password checks so a client that
@@ -20,10 +22,17 @@ type pwCache struct {
 	entries map[[32]byte]time.Time
 	ttl     time.Duration
 	max     int
+	// pool runs every bcrypt of this host (checks and hashes).
+	pool *identity.Pool
 }
 
+// pwPoolQueue is how many password checks may wait for a worker; more
+// are refused with 503.
+const pwPoolQueue = 64
+
 func newPWCache(ttl time.Duration, max int) *pwCache {
-	c := &pwCache{entries: map[[32]byte]time.Time{}, ttl: ttl, max: max}
+	c := &pwCache{entries: map[[32]byte]time.Time{}, ttl: ttl, max: max,
+		pool: identity.NewPool(identity.DefaultPoolWorkers(), pwPoolQueue)}
 	_, _ = rand.Read(c.key[:])
 	return c
 }

@@ -56,10 +56,17 @@ type Credential struct {
 	ExpiresAt time.Time
 	Methods   []string
 	AppCredID string
+	// ProjectAdminOnly is set when the token is scoped to a project other
+	// than the admin project: an admin role there is not cloud-wide.
+	ProjectAdminOnly bool
 }
 
-// IsAdmin reports whether the credential carries the admin role.
+// IsAdmin reports whether the credential carries the cloud-wide admin
+// role (the admin role on the admin project).
 func (c *Credential) IsAdmin() bool {
+	if c.ProjectAdminOnly {
+		return false
+	}
 	for _, r := range c.Roles {
 		if r == "admin" {
 			return true
@@ -84,12 +91,15 @@ type Backend interface {
 	NewID() string
 }
 
-// Propose builds a command with a fresh request id and applies it.
+// Propose builds a command with a fresh request id and applies it. Inside
+// a request it waits at most the server's write deadline.
 func Propose(ctx context.Context, b Backend, t statedb.CmdType, payload any) (uint64, error) {
 	cmd, err := statedb.NewCommand(t, b.NewID(), b.Now(), payload)
 	if err != nil {
 		return 0, err
 	}
+	ctx, cancel := writeContext(ctx)
+	defer cancel()
 	return b.Apply(ctx, cmd)
 }
 
@@ -252,7 +262,8 @@ func StatusOf(err error) (int, string, http.Header) {
 		return http.StatusInternalServerError, se.Msg, nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoLeader) {
-		return http.StatusServiceUnavailable, "The cluster has no leader right now; retry.", http.Header{"Retry-After": {"1"}}
+		return http.StatusServiceUnavailable, "No Raft leader committed the change in time (this host may be cut off from " +
+			"the majority of the cluster); it may or may not have been applied. Retry later.", http.Header{"Retry-After": {"2"}}
 	}
 	return http.StatusInternalServerError, "An unexpected error prevented the server from fulfilling your request.", nil
 }
@@ -285,31 +296,25 @@ func NewRequestID() string {
 	return "req-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// BaseURL returns scheme://host of the request as the client reached us.
-func BaseURL(r *http.Request) string {
-	scheme := "https"
-	if r.TLS == nil {
-		scheme = "http"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-		scheme = p
-	}
-	return scheme + "://" + r.Host
-}
-
 // Server builds the HTTP handler from services.
 type Server struct {
 	router  *mux.Router
 	auth    Authenticator
 	log     *slog.Logger
+	opts    ServerOptions
 	observe func(path string, status int, d time.Duration)
 }
 
-// NewServer returns an empty server.
-func NewServer(auth Authenticator, log *slog.Logger) *Server {
+// NewServer returns an empty server; opts, at most one, sets the base URL,
+// trusted proxies and limits.
+func NewServer(auth Authenticator, log *slog.Logger, opts ...ServerOptions) *Server {
 	r := mux.NewRouter()
 	r.SkipClean(true)
 	s := &Server{router: r, auth: auth, log: log}
+	if len(opts) > 0 {
+		s.opts = opts[0]
+	}
+	s.opts.Limits = s.opts.Limits.withDefaults()
 	return s
 }
 
@@ -336,8 +341,35 @@ func (s *Server) Mount(svc Service) {
 	}
 }
 
-// Handle registers a plain handler (metrics, health).
+// Handle registers a plain handler (health).
 func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }
+
+// Authorizer is the policy HandleAdmin asks.
+type Authorizer interface {
+	Authorize(c *Credential, access Access, ownerProject string, public bool) Decision
+}
+
+// HandleAdmin registers a plain handler (metrics) that needs a token the
+// policy allows Admin access.
+func (s *Server) HandleAdmin(path string, h http.Handler, pol Authorizer) {
+	s.router.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := r.Header.Get("X-Auth-Token")
+		if tok == "" {
+			KeystoneErrors(w, http.StatusUnauthorized, Title(http.StatusUnauthorized), "The request you have made requires authentication.")
+			return
+		}
+		cred, err := s.auth.Authenticate(r.Context(), tok)
+		if err != nil {
+			KeystoneErrors(w, http.StatusUnauthorized, Title(http.StatusUnauthorized), "The request you have made requires authentication.")
+			return
+		}
+		if pol.Authorize(cred, Admin, "", false) != Allow {
+			KeystoneErrors(w, http.StatusForbidden, Title(http.StatusForbidden), "You are not authorized to perform the requested action.")
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := NewRequestID()
@@ -368,7 +400,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = mux.SetURLVars(r, match.Vars)
-	match.Handler.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqIDKey{}, reqID)))
+	ctx := context.WithValue(r.Context(), reqIDKey{}, reqID)
+	ctx = context.WithValue(ctx, reqInfoKey{}, s.requestInfo(r))
+	if r.Body != nil && r.Body != http.NoBody && strings.HasPrefix(r.Header.Get("Content-Type"), "application/octet-stream") {
+		// A streamed upload: a rolling deadline per chunk replaces the
+		// server's ReadTimeout.
+		r.Body = &streamBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: s.opts.Limits.StreamIdle}
+	}
+	match.Handler.ServeHTTP(sw, r.WithContext(ctx))
 }
 
 type reqIDKey struct{}
@@ -390,6 +429,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -450,11 +492,11 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 			fail(err)
 			return
 		}
-		writeValue(w, v)
+		writeValue(w, v, s.opts.Limits.StreamIdle)
 	}
 }
 
-func writeValue(w http.ResponseWriter, v any) {
+func writeValue(w http.ResponseWriter, v any, streamIdle time.Duration) {
 	resp, ok := v.(*Response)
 	if !ok {
 		WriteJSON(w, http.StatusOK, v)
@@ -473,7 +515,7 @@ func writeValue(w http.ResponseWriter, v any) {
 	switch {
 	case resp.Raw != nil:
 		w.WriteHeader(status)
-		_, _ = io.Copy(w, resp.Raw)
+		copyStream(w, resp.Raw, streamIdle)
 	case resp.Body != nil:
 		WriteJSON(w, status, resp.Body)
 	default:

@@ -37,6 +37,7 @@ const (
 	CmdLoginFailed       CmdType = 34
 	CmdLoginSucceeded    CmdType = 35
 	CmdUpdateRole        CmdType = 36
+	CmdLoginAttempt      CmdType = 37
 
 	// Compute: 50-99 (compute.go). Images: 100-129 (images.go).
 	// Networks: 130-179 (networks.go). Volumes: 180-219 (volumes.go).
@@ -119,6 +120,7 @@ var identityApply = map[CmdType]applyFunc{
 	CmdRevokeToken:       applyRevokeToken,
 	CmdLoginFailed:       applyLoginFailed,
 	CmdLoginSucceeded:    applyLoginSucceeded,
+	CmdLoginAttempt:      applyLoginAttempt,
 }
 
 // requestRecord remembers the outcome of an applied request so a retry of

@@ -582,3 +582,43 @@ func applyLoginSucceeded(t *Txn, c *Command) error {
 	cp.FailedLogins, cp.LastFailure = 0, time.Time{}
 	return t.insert(tblUsers, &cp)
 }
+
+// ErrAccountLocked is the message of the KindForbidden error a login
+// attempt on a locked account gets. It names no user.
+const ErrAccountLocked = "The account is locked."
+
+// applyLoginAttempt reserves one password check for a user under the
+// cluster's lockout settings, before the password is checked: a locked
+// user is refused; an expired lock starts the count again; otherwise the
+// attempt counts as a failure until a CmdLoginSucceeded resets it. Since
+// apply is serial, N parallel guesses reserve at most LockoutAttempts
+// checks, whatever snapshot each proposer read. A missing user or lockout
+// turned off reserves nothing and refuses nothing.
+func applyLoginAttempt(t *Txn, c *Command) error {
+	r, err := decode[LoginCmd](c)
+	if err != nil {
+		return err
+	}
+	sn := t.read()
+	u, ok := sn.User(r.UserID)
+	if !ok {
+		return nil
+	}
+	var st Settings
+	if cfg, ok := sn.Cluster(); ok {
+		st = cfg.Settings
+	}
+	if st.LockoutAttempts <= 0 {
+		return nil
+	}
+	cp := *u
+	if cp.FailedLogins >= st.LockoutAttempts {
+		if st.LockoutDuration <= 0 || c.Time.Sub(cp.LastFailure) < st.LockoutDuration {
+			return Errorf(KindForbidden, "%s", ErrAccountLocked)
+		}
+		cp.FailedLogins = 0
+	}
+	cp.FailedLogins++
+	cp.LastFailure = c.Time
+	return t.insert(tblUsers, &cp)
+}

@@ -17,10 +17,16 @@ const (
 type Credential struct {
 	UserID, ProjectID string
 	Roles             []string // role names on ProjectID
+	// AdminProjectID is the admin project: the admin role held there is
+	// cloud-wide; held on any other project it rules that project only.
+	AdminProjectID string
 }
 
-// IsAdmin reports whether c holds the admin role, which is cloud-wide.
-func (c Credential) IsAdmin() bool { return c.UserID != "" && slices.Contains(c.Roles, RoleAdmin) }
+// IsAdmin reports whether c is a cloud administrator: the admin role on
+// the admin project.
+func (c Credential) IsAdmin() bool {
+	return c.UserID != "" && c.ProjectID != "" && c.ProjectID == c.AdminProjectID && slices.Contains(c.Roles, RoleAdmin)
+}
 
 // Access is what a request does to an object. The zero value is invalid.
 type Access int
@@ -59,8 +65,9 @@ func (d Decision) String() string {
 // ownerProject ("" for global objects such as flavors and hosts); public
 // objects are readable by everyone. Rules, first match wins:
 //   - unauthenticated or unknown access: Forbidden
-//   - admin role: Allow everything in every project
+//   - admin role on the admin project: Allow everything in every project
 //   - Admin access: Forbidden
+//   - admin role on another project: as member of that project
 //   - global object: Read Allow, Write Forbidden
 //   - public object: Read Allow
 //   - another project's object: NotFound, so existence does not leak;
@@ -86,7 +93,7 @@ func Authorize(c Credential, access Access, ownerProject string, public bool) De
 			return Forbidden
 		}
 		return NotFound
-	case slices.Contains(c.Roles, RoleMember):
+	case slices.Contains(c.Roles, RoleMember), slices.Contains(c.Roles, RoleAdmin):
 		return Allow
 	case slices.Contains(c.Roles, RoleReader):
 		return allowIf(access == Read)

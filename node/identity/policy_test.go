@@ -12,7 +12,7 @@ func TestAuthorize(t *testing.T) {
 		F = Forbidden
 	)
 	cred := func(project string, roles ...string) Credential {
-		return Credential{UserID: "u1", ProjectID: project, Roles: roles}
+		return Credential{UserID: "u1", ProjectID: project, Roles: roles, AdminProjectID: "p1"}
 	}
 	type where struct {
 		owner  string
@@ -47,7 +47,14 @@ func TestAuthorize(t *testing.T) {
 		want map[where][3]Decision
 	}{
 		{"admin", cred("p1", "admin"), all(A)},
-		{"admin scoped elsewhere", cred("p9", "reader", "admin"), all(A)},
+		{"admin of the admin project", cred("p1", "reader", "admin"), all(A)},
+		// The admin role on another project rules that project only.
+		{"admin of another project", cred("p2", "admin"), map[where][3]Decision{
+			own: {N, N, F}, ownPub: {A, F, F}, foreign: {A, A, F},
+			foreignPb: {A, A, F}, global: {A, F, F}, globalPub: {A, F, F}}},
+		{"admin unscoped", cred("", "admin"), map[where][3]Decision{
+			own: {N, N, F}, ownPub: {A, F, F}, foreign: {N, N, F},
+			foreignPb: {A, F, F}, global: {A, F, F}, globalPub: {A, F, F}}},
 		{"member", cred("p1", "member"), projectRole([3]Decision{A, A, F})},
 		{"reader", cred("p1", "reader"), projectRole([3]Decision{A, F, F})},
 		{"reader+member", cred("p1", "reader", "member"), projectRole([3]Decision{A, A, F})},
@@ -75,7 +82,7 @@ func TestAuthorize(t *testing.T) {
 }
 
 func TestAuthorizeInvalidAccess(t *testing.T) {
-	admin := Credential{UserID: "u1", ProjectID: "p1", Roles: []string{RoleAdmin}}
+	admin := Credential{UserID: "u1", ProjectID: "p1", Roles: []string{RoleAdmin}, AdminProjectID: "p1"}
 	for _, a := range []Access{0, -1, Admin + 1} {
 		if got := Authorize(admin, a, "p1", false); got != Forbidden {
 			t.Errorf("Authorize(admin, %v) = %v; want %v", a, got, Forbidden)
@@ -88,8 +95,10 @@ func TestIsAdmin(t *testing.T) {
 		c    Credential
 		want bool
 	}{
-		{Credential{UserID: "u", Roles: []string{"admin"}}, true},
-		{Credential{UserID: "u", ProjectID: "p", Roles: []string{"member", "admin"}}, true},
+		{Credential{UserID: "u", ProjectID: "a", AdminProjectID: "a", Roles: []string{"admin"}}, true},
+		{Credential{UserID: "u", ProjectID: "a", AdminProjectID: "a", Roles: []string{"member", "admin"}}, true},
+		{Credential{UserID: "u", ProjectID: "p", AdminProjectID: "a", Roles: []string{"member", "admin"}}, false},
+		{Credential{UserID: "u", Roles: []string{"admin"}}, false},
 		{Credential{UserID: "u", Roles: []string{"Admin", "administrator", "member"}}, false},
 		{Credential{UserID: "u"}, false},
 		{Credential{Roles: []string{"admin"}}, false},

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,9 +28,9 @@ type sentBody struct {
 
 // recordingProxy sits in front of one host as plain HTTP and keeps every
 // JSON body a client sends, so a test can see which forms the client
-// really uses ("mtu": "1400" or 1400). The host builds its catalog from
-// the Host header and X-Forwarded-Proto, so every service is reached
-// through the proxy.
+// really uses ("mtu": "1400" or 1400). The host's catalog names its own
+// address (never the Host header), so the proxy rewrites that address to
+// its own in every answer, and every service is reached through it.
 type recordingProxy struct {
 	srv  *httptest.Server
 	mu   sync.Mutex
@@ -50,6 +51,21 @@ func newRecordingProxy(t *testing.T, c *Cluster, i int) *recordingProxy {
 			r.Out.Host = r.In.Host
 		},
 		Transport: c.HTTPClient().Transport,
+		ModifyResponse: func(resp *http.Response) error {
+			raw, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			raw = bytes.ReplaceAll(raw, []byte(c.URL(i)), []byte(p.srv.URL))
+			resp.Body = io.NopCloser(bytes.NewReader(raw))
+			resp.ContentLength = int64(len(raw))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(raw)))
+			if loc := resp.Header.Get("Location"); loc != "" {
+				resp.Header.Set("Location", strings.Replace(loc, c.URL(i), p.srv.URL, 1))
+			}
+			return nil
+		},
 	}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && (r.Method == http.MethodPost || r.Method == http.MethodPut) {

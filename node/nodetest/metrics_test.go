@@ -41,7 +41,16 @@ func TestMetrics(t *testing.T) {
 		n, _ := strconv.Atoi(g[1])
 		return n
 	}
-	before := get("/metrics", false)
+	// Without a cloud-admin token /metrics is refused.
+	resp, err := hc.Get(c.URL(0) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /metrics without a token = %d; want 401", resp.StatusCode)
+	}
+	before := get("/metrics", true)
 	if !regexp.MustCompile(`(?m)^peerstack_raft_is_leader 1$`).MatchString(before) {
 		t.Fatalf("metrics lack peerstack_raft_is_leader 1:\n%s", before)
 	}
@@ -49,7 +58,7 @@ func TestMetrics(t *testing.T) {
 		get("/compute/v2.1/flavors", true)
 	}
 	get("/image/v2/images", true)
-	after := get("/metrics", false)
+	after := get("/metrics", true)
 	if d := count(after, "compute") - count(before, "compute"); d != 3 {
 		t.Errorf("compute requests counted %d; want 3", d)
 	}

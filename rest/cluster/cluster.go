@@ -141,7 +141,8 @@ func (h *handlers) versions(c *rest.Ctx) (any, error) {
 }
 
 func (h *handlers) members(c *rest.Ctx) (any, error) {
-	if err := rest.Check(h.b, c, rest.Read, "", false, "members"); err != nil {
+	// Addresses and capacity are for cloud administrators only.
+	if err := rest.Check(h.b, c, rest.Admin, "", false, "members"); err != nil {
 		return nil, err
 	}
 	members := h.b.Members()
@@ -156,7 +157,7 @@ func (h *handlers) members(c *rest.Ctx) (any, error) {
 }
 
 func (h *handlers) status(c *rest.Ctx) (any, error) {
-	if err := rest.Check(h.b, c, rest.Read, "", false, "status"); err != nil {
+	if err := rest.Check(h.b, c, rest.Admin, "", false, "status"); err != nil {
 		return nil, err
 	}
 	return map[string]any{"status": h.b.Status()}, nil

@@ -51,7 +51,8 @@ func SettingsService(b SettingsBackend) rest.Service {
 type settingsHandlers struct{ b SettingsBackend }
 
 func (h *settingsHandlers) show(c *rest.Ctx) (any, error) {
-	if err := rest.Check(h.b, c, rest.Read, "", false, "settings"); err != nil {
+	// The storage URL and limits are for cloud administrators only.
+	if err := rest.Check(h.b, c, rest.Admin, "", false, "settings"); err != nil {
 		return nil, err
 	}
 	return h.view()

@@ -3,6 +3,7 @@ package identity
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"slices"
 	"time"
 
@@ -256,8 +257,15 @@ func (s *service) createAppCred(c *rest.Ctx) (any, error) {
 		if secret, err = newSecret(); err != nil {
 			return nil, err
 		}
+	} else if len(secret) < minSecretLen {
+		return nil, rest.BadRequest("Invalid input for field 'secret': the secret must be at least %d characters.", minSecretLen)
 	}
-	if a.SecretHash, err = s.b.HashPassword(secret); err != nil {
+	a.SecretHash, err = s.b.HashPassword(secret)
+	var he *rest.HTTPError
+	if errors.As(err, &he) {
+		return nil, err // the hashing pool is full
+	}
+	if err != nil {
 		return nil, rest.BadRequest("Invalid input for field 'secret': the secret is not acceptable (at most 72 bytes).")
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateAppCred, a); err != nil {

@@ -37,7 +37,7 @@ func TestAppCredentials(t *testing.T) {
 		t.Errorf("created = %v", ac)
 	}
 	stored, _ := e.b.State().AppCredential(id)
-	if stored.SecretHash == secret || !e.b.CheckPassword(stored.SecretHash, secret) {
+	if stored.SecretHash == secret || !e.checkPW(stored.SecretHash, secret) {
 		t.Errorf("stored secret hash = %q; want a bcrypt hash", stored.SecretHash)
 	}
 	if r := c.Do("GET", base+"/"+id, nil); r.Status != http.StatusOK || get(r.JSON(t), "application_credential", "secret") != nil {
@@ -97,15 +97,15 @@ func TestAppCredentials(t *testing.T) {
 
 	// Given secret, one role, an expiry.
 	exp := e.b.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05")
-	r = c.Do("POST", base, `{"application_credential":{"name":"short","secret":"my-secret","roles":[{"name":"reader"}],"expires_at":"`+exp+`"}}`)
+	r = c.Do("POST", base, `{"application_credential":{"name":"short","secret":"my-secret-of-16+","roles":[{"name":"reader"}],"expires_at":"`+exp+`"}}`)
 	if r.Status != http.StatusCreated {
 		t.Fatalf("create short = %d %s", r.Status, r.Body)
 	}
 	short := r.JSON(t)["application_credential"].(map[string]any)
-	if short["secret"] != "my-secret" || short["expires_at"] != exp+".000000" || str(short, "roles", 0, "name") != "reader" {
+	if short["secret"] != "my-secret-of-16+" || short["expires_at"] != exp+".000000" || str(short, "roles", 0, "name") != "reader" {
 		t.Errorf("short = %v", short)
 	}
-	r = e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret"))
+	r = e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret-of-16+"))
 	if r.Status != http.StatusCreated {
 		t.Fatalf("auth short = %d %s", r.Status, r.Body)
 	}
@@ -119,12 +119,12 @@ func TestAppCredentials(t *testing.T) {
 
 	// Losing a role the credential carries disables it.
 	e.b.MustApply(t, statedb.CmdRevokeRole, statedb.Assignment{ProjectID: demo.ID, UserID: alice.ID, RoleID: e.seed.Roles["reader"].ID})
-	keystoneError(t, e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret")), http.StatusUnauthorized, "")
+	keystoneError(t, e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret-of-16+")), http.StatusUnauthorized, "")
 	e.b.Grant(t, demo.ID, alice.ID, "reader")
 
 	// Expiry.
 	e.b.Advance(2 * time.Hour)
-	keystoneError(t, e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret")), http.StatusUnauthorized, "")
+	keystoneError(t, e.anon.Do("POST", "/identity/v3/auth/tokens", appCredAuth(short["id"].(string), "my-secret-of-16+")), http.StatusUnauthorized, "")
 
 	// Deleting a credential stops it and its tokens.
 	c = e.as("alice", "pw-alice", "demo")

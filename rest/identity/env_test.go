@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 // project and application credential still valid).
 type fakeBackend struct {
 	*resttest.Backend
+	checks atomic.Int64 // password and secret checks run
 }
 
 var errFakeToken = errors.New("fake: invalid token")
@@ -108,7 +110,10 @@ func (f *fakeBackend) Authenticate(_ context.Context, tok string) (*rest.Credent
 }
 
 func (f *fakeBackend) HashPassword(pw string) (string, error) { return resttest.HashPassword(pw) }
-func (f *fakeBackend) CheckPassword(hash, pw string) bool     { return resttest.CheckPassword(hash, pw) }
+func (f *fakeBackend) CheckPassword(_ context.Context, hash, pw string) (bool, error) {
+	f.checks.Add(1)
+	return resttest.CheckPassword(hash, pw), nil
+}
 
 var _ identity.Backend = (*fakeBackend)(nil)
 
@@ -242,3 +247,6 @@ func parseKeystoneTime(t *testing.T, s string) time.Time {
 	}
 	return ts
 }
+
+// checkPW compares a password with a hash outside any request.
+func (e *env) checkPW(hash, pw string) bool { return resttest.CheckPassword(hash, pw) }

@@ -5,13 +5,15 @@
 // the shapes the openstack client 6.0 and gophercloud v2 expect.
 //
 // It owns decoding, policy checks and encoding only. It must not sign or
-// verify tokens, hash passwords or keep state of its own: the Backend does
+// verify tokens, hash passwords or keep state of its own beyond the
+// in-memory throttle of failed logins of this host: the Backend does
 // those, and every write is a statedb command proposed through
 // rest.Propose, with IDs, hashes and timestamps computed here so apply
 // stays deterministic.
 package identity
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -30,7 +32,9 @@ type Backend interface {
 	rest.Authenticator                   // verifies tokens locally (X-Subject-Token)
 	IssueToken(c Claims) (string, error) // signs with the active key from the state
 	HashPassword(pw string) (string, error)
-	CheckPassword(hash, pw string) bool
+	// CheckPassword compares a password with a hash. It may refuse to
+	// run (an error) when too many checks are queued.
+	CheckPassword(ctx context.Context, hash, pw string) (bool, error)
 }
 
 // Claims is what an issued token asserts. Times are UTC, whole microseconds.
@@ -66,7 +70,7 @@ const timeFormatNoZ = "2006-01-02T15:04:05.000000"
 
 // Service returns the identity routes under /identity.
 func Service(b Backend) rest.Service {
-	s := &service{b: b}
+	s := &service{b: b, thr: rest.NewThrottle(throttleForget)}
 	const (
 		get, post, put, patch, del, head = http.MethodGet, http.MethodPost, http.MethodPut,
 			http.MethodPatch, http.MethodDelete, http.MethodHead
@@ -126,7 +130,8 @@ func Service(b Backend) rest.Service {
 }
 
 type service struct {
-	b Backend
+	b   Backend
+	thr *rest.Throttle // failed logins per source, user and credential
 
 	dummyOnce sync.Once
 	dummyHash string // compared against for unknown users, to even out timing
@@ -151,8 +156,8 @@ func settings(sn *statedb.Snapshot) statedb.Settings {
 	return st
 }
 
-// base is the URL clients reach us at: the configured public URL, else the
-// scheme and host of the request.
+// base is the URL clients reach us at: the configured public URL, else
+// this host's own (never the request's Host header).
 func base(c *rest.Ctx, sn *statedb.Snapshot) string {
 	if u := settings(sn).PublicURL; u != "" {
 		return strings.TrimRight(u, "/")

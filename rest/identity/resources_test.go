@@ -222,8 +222,8 @@ func TestSelfPasswordChange(t *testing.T) {
 
 	idx := e.b.Index()
 	keystoneError(t, c.Do("POST", path, change("wrong", "new-pw")), http.StatusUnauthorized, "")
-	if w := e.writesSince(idx); len(w) != 1 || w[0] != statedb.CmdLoginFailed {
-		t.Errorf("writes after a wrong original password = %v; want one failed login", w)
+	if w := e.writesSince(idx); len(w) != 1 || w[0] != statedb.CmdLoginAttempt {
+		t.Errorf("writes after a wrong original password = %v; want one login attempt", w)
 	}
 	keystoneError(t, c.Do("POST", "/identity/v3/users/"+bob.ID+"/password", change("pw-bob", "x")), http.StatusForbidden, "")
 	keystoneError(t, c.Do("POST", path, `{"user":{"password":"x"}}`), http.StatusBadRequest, "original_password")

@@ -29,7 +29,7 @@ type authResult struct {
 }
 
 // issueToken serves POST /v3/auth/tokens. Nothing is written except the
-// failed-login counter of a password user.
+// failed-login counter of a password user (login.go).
 func (s *service) issueToken(c *rest.Ctx) (any, error) {
 	var raw json.RawMessage
 	if err := c.Decode(&raw); err != nil {
@@ -45,7 +45,7 @@ func (s *service) issueToken(c *rest.Ctx) (any, error) {
 	case methodPassword:
 		res, err = s.authPassword(c, sn, req)
 	case methodAppCred:
-		res, err = s.authAppCred(sn, req)
+		res, err = s.authAppCred(c, sn, req)
 	case methodToken:
 		res, err = s.authToken(c, sn, req)
 	default:
@@ -76,122 +76,6 @@ func (s *service) issueToken(c *rest.Ctx) (any, error) {
 		Header: http.Header{"X-Subject-Token": {tok}},
 		Body:   s.tokenBody(c, sn, cl, res.user, res.project, res.appCred, !nocat),
 	}, nil
-}
-
-func (s *service) authPassword(c *rest.Ctx, sn *statedb.Snapshot, req *authRequest) (*authResult, error) {
-	u, ok := findUser(sn, req.user)
-	if !ok {
-		s.b.CheckPassword(s.dummy(), req.password) // same cost as a real check
-		return nil, errUnauthorized()
-	}
-	if err := s.checkPassword(c, sn, u, req.password); err != nil {
-		return nil, err
-	}
-	p, roles, err := resolveScope(sn, u, req.scope)
-	if err != nil {
-		return nil, err
-	}
-	return &authResult{user: u, project: p, roles: roles, methods: []string{methodPassword}}, nil
-}
-
-// checkPassword verifies a user's password with Keystone's lockout rules:
-// a locked account is refused before the password is checked; a lock that
-// has expired resets the counter; each wrong password counts a failure; a
-// success after failures resets the counter. A disabled user fails after
-// the password check, as in Keystone.
-func (s *service) checkPassword(c *rest.Ctx, sn *statedb.Snapshot, u *statedb.User, pw string) error {
-	st := settings(sn)
-	failures := u.FailedLogins
-	if st.LockoutAttempts > 0 && failures >= st.LockoutAttempts {
-		if st.LockoutDuration <= 0 || s.b.Now().Sub(u.LastFailure) < st.LockoutDuration {
-			return rest.Unauthorized("The account is locked for user: " + u.ID + ".")
-		}
-		if err := s.recordLogin(c, statedb.CmdLoginSucceeded, u.ID); err != nil {
-			return err
-		}
-		failures = 0
-	}
-	hash := u.PasswordHash
-	if hash == "" {
-		hash = s.dummy()
-	}
-	if !s.b.CheckPassword(hash, pw) || u.PasswordHash == "" {
-		if err := s.recordLogin(c, statedb.CmdLoginFailed, u.ID); err != nil {
-			return err
-		}
-		return errUnauthorized()
-	}
-	if !u.Enabled {
-		return errUnauthorized()
-	}
-	if failures > 0 {
-		return s.recordLogin(c, statedb.CmdLoginSucceeded, u.ID)
-	}
-	return nil
-}
-
-func (s *service) recordLogin(c *rest.Ctx, t statedb.CmdType, userID string) error {
-	_, err := rest.Propose(c.Context(), s.b, t, statedb.LoginCmd{UserID: userID})
-	return err
-}
-
-func (s *service) authAppCred(sn *statedb.Snapshot, req *authRequest) (*authResult, error) {
-	ref := req.appCred
-	var ac *statedb.AppCredential
-	if ref.ID != "" {
-		ac, _ = sn.AppCredential(ref.ID)
-	} else if u, ok := findUser(sn, ref.User); ok {
-		for _, a := range sn.AppCredentials(u.ID) {
-			if a.Name == ref.Name {
-				ac = a
-			}
-		}
-	}
-	if ac == nil {
-		s.b.CheckPassword(s.dummy(), req.secret)
-		return nil, errUnauthorized()
-	}
-	if !s.b.CheckPassword(ac.SecretHash, req.secret) {
-		return nil, errUnauthorized()
-	}
-	if !ac.ExpiresAt.IsZero() && !s.b.Now().Before(ac.ExpiresAt) {
-		return nil, errUnauthorized()
-	}
-	u, ok := sn.User(ac.UserID)
-	if !ok || !u.Enabled {
-		return nil, errUnauthorized()
-	}
-	p, ok := sn.Project(ac.ProjectID)
-	if !ok || !p.Enabled {
-		return nil, errUnauthorized()
-	}
-	// The credential's roles must all still be held.
-	held := map[string]*statedb.Role{}
-	for _, r := range sn.UserRoles(u.ID, p.ID) {
-		held[r.ID] = r
-	}
-	var roles []RoleRef
-	for _, id := range ac.RoleIDs {
-		r, ok := held[id]
-		if !ok {
-			return nil, errUnauthorized()
-		}
-		roles = append(roles, RoleRef{ID: r.ID, Name: r.Name})
-	}
-	if len(roles) == 0 {
-		return nil, errUnauthorized()
-	}
-	switch req.scope.kind {
-	case scopeUnsupported:
-		return nil, errUnauthorized()
-	case scopeProject:
-		// An application credential is bound to its project.
-		if sp, ok := findProject(sn, req.scope); !ok || sp.ID != p.ID {
-			return nil, errUnauthorized()
-		}
-	}
-	return &authResult{user: u, project: p, roles: roles, methods: []string{methodAppCred},
-		appCred: ac, expires: ac.ExpiresAt}, nil
 }
 
 // authToken rescopes an existing token. The new token expires no later

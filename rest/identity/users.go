@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"errors"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
 )
@@ -56,6 +57,10 @@ func (s *service) hash(pw string) (string, error) {
 		return "", rest.BadRequest("Invalid input for field 'password': the password must not be empty.")
 	}
 	h, err := s.b.HashPassword(pw)
+	var he *rest.HTTPError
+	if errors.As(err, &he) {
+		return "", err // the hashing pool is full
+	}
 	if err != nil {
 		return "", rest.BadRequest("Invalid input for field 'password': the password is not acceptable (at most 72 bytes).")
 	}
@@ -248,7 +253,7 @@ func (s *service) changePassword(c *rest.Ctx) (any, error) {
 	if in.Password == nil {
 		return nil, expecting("password", "user")
 	}
-	if err := s.checkPassword(c, sn, u, *in.OriginalPassword); err != nil {
+	if err := s.checkPassword(c, sn, u, *in.OriginalPassword, "src/"+rest.Source(c.R).String()); err != nil {
 		return nil, err
 	}
 	h, err := s.hash(*in.Password)

@@ -16,7 +16,14 @@ import (
 // ends.
 func NewServer(t testing.TB, auth rest.Authenticator, svcs ...rest.Service) *httptest.Server {
 	t.Helper()
-	srv := rest.NewServer(auth, Logger(t))
+	return NewServerOpts(t, rest.ServerOptions{}, auth, svcs...)
+}
+
+// NewServerOpts is NewServer with server options (trusted proxies, base
+// URL, limits).
+func NewServerOpts(t testing.TB, opts rest.ServerOptions, auth rest.Authenticator, svcs ...rest.Service) *httptest.Server {
+	t.Helper()
+	srv := rest.NewServer(auth, Logger(t), opts)
 	for _, s := range svcs {
 		srv.Mount(s)
 	}
