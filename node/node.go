@@ -302,7 +302,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.caPEM = caPEM
 	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
+		TLSClientConfig: clientTLS.Clone(), MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
 	}}
 	n.id.APIAddr = advertised(n.cfg.AdvertiseAddr, apiLn.Addr())
 
