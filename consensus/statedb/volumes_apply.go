@@ -7,20 +7,6 @@ import (
 	"strings"
 )
 
-// Volume commands: 180-189 and 191-219 (190 is CmdReportVolume in
-// agent_cmds.go). Never renumber.
-const (
-	CmdCreateVolume      CmdType = 180 // CreateVolumeCmd
-	CmdUpdateVolume      CmdType = 181 // UpdateVolumeCmd
-	CmdDeleteVolume      CmdType = 182 // DeleteVolumeCmd
-	CmdExtendVolume      CmdType = 183 // ExtendVolumeCmd
-	CmdAttachVolume      CmdType = 184 // AttachVolumeCmd
-	CmdDetachVolume      CmdType = 185 // DetachVolumeCmd
-	CmdResetVolumeStatus CmdType = 186 // ResetVolumeStatusCmd (admin)
-	CmdReleaseVolume     CmdType = 187 // ReleaseVolumeCmd (leader: the server is gone)
-	CmdVolumeHostGone    CmdType = 188 // VolumeHostGoneCmd (leader: Volume.Host left)
-)
-
 // Volume statuses (Cinder's names).
 const (
 	VolumeCreating       = "creating"
@@ -143,18 +129,6 @@ type VolumeHostGoneCmd struct {
 }
 
 // volumeApply maps this resource's commands to their apply functions.
-var volumeApply = map[CmdType]applyFunc{
-	CmdCreateVolume:      applyCreateVolume,
-	CmdUpdateVolume:      applyUpdateVolume,
-	CmdDeleteVolume:      applyDeleteVolume,
-	CmdExtendVolume:      applyExtendVolume,
-	CmdAttachVolume:      applyAttachVolume,
-	CmdDetachVolume:      applyDetachVolume,
-	CmdResetVolumeStatus: applyResetVolumeStatus,
-	CmdReleaseVolume:     applyReleaseVolume,
-	CmdVolumeHostGone:    applyVolumeHostGone,
-	CmdReportVolume:      applyReportVolume,
-}
 
 // copyVolume returns a deep copy to modify inside a transaction.
 func copyVolume(v *Volume) *Volume {
