@@ -10,7 +10,6 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/identity"
-	"github.com/peerstack/peerstack/rest"
 )
 
 // keyRotation is how often the leader rotates the token signing key.
@@ -230,7 +229,7 @@ func (n *Node) rotateKeys(ctx context.Context) {
 	if life == 0 {
 		life = time.Hour
 	}
-	_, err = rest.Propose(ctx, n, statedb.CmdRotateSigningKeys, statedb.RotateSigningKeysCmd{
+	_, err = n.raft.Propose(ctx, statedb.CmdRotateSigningKeys, statedb.RotateSigningKeysCmd{
 		New: statedb.SigningKey{ID: key.ID, Secret: key.Secret, CreatedAt: now}, RetireOldAt: now.Add(life + 5*time.Minute),
 	})
 	if err != nil {

@@ -314,7 +314,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
 		ServerTLS: mtlsServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
-		Fast: n.cfg.Fast, Logger: n.log.With("sub", "raft"),
+		Timers: raftTimers(n.cfg.Fast), Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
 		return err
@@ -459,3 +459,13 @@ func (n *Node) Now() time.Time { return n.clock().UTC() }
 
 // NewID returns a new uuid (rest.Backend).
 func (n *Node) NewID() string { return uuid.NewString() }
+
+// raftTimers are Raft's timeouts: the defaults, or tight ones for
+// in-process test clusters.
+func raftTimers(fast bool) consensus.Timers {
+	if !fast {
+		return consensus.DefaultTimers()
+	}
+	return consensus.Timers{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond,
+		LeaderLease: 50 * time.Millisecond, Commit: 2 * time.Millisecond}
+}
