@@ -128,8 +128,6 @@ type VolumeHostGoneCmd struct {
 	NewHostID string `json:"new_host_id,omitempty"`
 }
 
-// volumeApply maps this resource's commands to their apply functions.
-
 // copyVolume returns a deep copy to modify inside a transaction.
 func copyVolume(v *Volume) *Volume {
 	cp := *v
