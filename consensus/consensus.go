@@ -68,7 +68,7 @@ type Config struct {
 // Timers are Raft's timeouts.
 type Timers struct {
 	Heartbeat   time.Duration // a follower without contact this long starts an election
-	Election    time.Duration // a candidate without a quorum this long retries
+	Election    time.Duration // a candidate without a leader this long starts another election
 	LeaderLease time.Duration // a leader without quorum contact this long steps down
 	Commit      time.Duration // the longest the leader waits to batch entries
 }
