@@ -7,7 +7,6 @@
 package consensus
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -46,20 +45,53 @@ type Config struct {
 	DataDir       string // raft.db and snapshots/ live here
 	BindAddr      string // raft listen address, host:port
 	AdvertiseAddr string // optional
-	ServerTLS     *tls.Config
-	ClientTLS     *tls.Config
-	Forwarder     Forwarder
-	Timers        Timers
+	// ServerTLS and ClientTLS are the mutual-TLS configs of the Raft
+	// stream; the node keeps its own clones.
+	ServerTLS *tls.Config
+	ClientTLS *tls.Config
+	Forwarder Forwarder
+	Timers    Timers // zero fields take DefaultTimers' values
+	// Now and NewID stamp the commands Propose builds; nil means time.Now
+	// and random 128-bit hex ids.
+	Now   func() time.Time
+	NewID func() string
+	// Commands is the command registry; nil means statedb.Commands().
+	Commands *statedb.Registry
+	// OnFatal is called once, from the state machine, when a committed
+	// entry cannot be applied by this build (*statedb.FatalError). The
+	// state machine applies nothing after it either way. nil panics, which
+	// stops the daemon loudly: its state must not silently fork.
+	OnFatal func(error)
 	// Links, when set, decides which peers are reachable (fault
 	// injection). nil: all of them.
 	Links  Links
 	Logger *slog.Logger
 }
 
-// Timers are Raft's timeouts. Zero fields take the defaults: 500 ms
-// heartbeat and election timeouts, a 250 ms leader lease.
+// Timers are Raft's timeouts.
 type Timers struct {
-	Heartbeat, Election, LeaderLease time.Duration
+	Heartbeat   time.Duration // a follower without contact this long starts an election
+	Election    time.Duration // a candidate without a leader this long starts another election
+	LeaderLease time.Duration // a leader without quorum contact this long steps down
+	Commit      time.Duration // the longest the leader waits to batch entries
+}
+
+// DefaultTimers suit hosts on one LAN.
+func DefaultTimers() Timers {
+	return Timers{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
+		LeaderLease: 250 * time.Millisecond, Commit: 2 * time.Millisecond}
+}
+
+func (t Timers) withDefaults() Timers {
+	d := DefaultTimers()
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&t.Heartbeat, &d.Heartbeat}, {&t.Election, &d.Election}, {&t.LeaderLease, &d.LeaderLease}, {&t.Commit, &d.Commit},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	return t
 }
 
 // Node is one Raft member with its state store.
@@ -67,6 +99,7 @@ type Node struct {
 	cfg    Config
 	raft   *raft.Raft
 	store  *statedb.Store
+	fsm    *fsm
 	trans  *raft.NetworkTransport
 	logs   *raftboltdb.BoltStore
 	notify chan bool
@@ -79,6 +112,18 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewID == nil {
+		cfg.NewID = randomID
+	}
+	if cfg.Commands == nil {
+		cfg.Commands = statedb.Commands()
+	}
+	if cfg.OnFatal == nil {
+		cfg.OnFatal = func(err error) { panic(err) }
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft data dir: %w", err)
 	}
@@ -87,10 +132,12 @@ func New(cfg Config) (*Node, error) {
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{cfg.Logger.With("sub", "raft")}})
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
-	rc.HeartbeatTimeout = cmp.Or(cfg.Timers.Heartbeat, 500*time.Millisecond)
-	rc.ElectionTimeout = cmp.Or(cfg.Timers.Election, 500*time.Millisecond)
-	rc.LeaderLeaseTimeout = cmp.Or(cfg.Timers.LeaderLease, 250*time.Millisecond)
-	rc.CommitTimeout = 2 * time.Millisecond
+	tm := cfg.Timers.withDefaults()
+	rc.HeartbeatTimeout, rc.ElectionTimeout = tm.Heartbeat, tm.Election
+	rc.LeaderLeaseTimeout, rc.CommitTimeout = tm.LeaderLease, tm.Commit
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft timers: %w", err)
+	}
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
@@ -111,14 +158,15 @@ func New(cfg Config) (*Node, error) {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 5, Timeout: 5 * time.Second, Logger: rc.Logger,
 	})
-	store := statedb.NewStore()
-	r, err := raft.NewRaft(rc, &fsm{store: store}, logs, logs, snaps, trans)
+	store := statedb.NewStoreFor(cfg.Commands)
+	f := newFSM(store, cfg.OnFatal, cfg.Logger)
+	r, err := raft.NewRaft(rc, f, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		logs.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	return &Node{cfg: cfg, raft: r, store: store, trans: trans, logs: logs, notify: notify, log: cfg.Logger}, nil
+	return &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger}, nil
 }
 
 // Addr is the Raft address others reach this node at.
@@ -140,6 +188,10 @@ func (n *Node) Bootstrap() error {
 	}
 	return nil
 }
+
+// Halted returns the *statedb.FatalError the state machine stopped at, or
+// nil while it runs.
+func (n *Node) Halted() error { return n.fsm.halted() }
 
 // Store returns the local state store.
 func (n *Node) Store() *statedb.Store { return n.store }
@@ -223,7 +275,8 @@ func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) 
 			return idx, n.WaitIndex(ctx, idx)
 		}
 		var se *statedb.Error
-		if errors.As(err, &se) || errors.Is(err, ErrShutdown) {
+		var fe *statedb.FatalError
+		if errors.As(err, &se) || errors.As(err, &fe) || errors.Is(err, ErrShutdown) {
 			if idx > 0 {
 				_ = n.WaitIndex(ctx, idx)
 			}
@@ -259,8 +312,16 @@ func (n *Node) applyOnce(ctx context.Context, data []byte) (uint64, error) {
 }
 
 // ApplyLeader applies encoded command data on the leader. It is what the
-// internal API calls for forwarded writes.
+// internal API calls for forwarded writes. A command is admitted into the
+// log only if this build can apply it and every member's version knows it
+// (statedb.Registry.Admit); a refusal is a *statedb.Error for the proposer.
 func (n *Node) ApplyLeader(ctx context.Context, data []byte) (uint64, error) {
+	if err := n.fsm.halted(); err != nil {
+		return 0, err
+	}
+	if _, err := n.store.Registry().Admit(n.store.Snapshot(), data); err != nil {
+		return 0, err
+	}
 	f := n.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrRaftShutdown) {
@@ -275,15 +336,20 @@ func (n *Node) ApplyLeader(ctx context.Context, data []byte) (uint64, error) {
 	return res.Index, res.Err
 }
 
-// WaitIndex blocks until the local FSM has applied idx.
+// WaitIndex blocks until the local FSM has applied idx. It fails at once
+// if the FSM has stopped (Halted).
 func (n *Node) WaitIndex(ctx context.Context, idx uint64) error {
 	for {
 		ch := n.store.Changed()
 		if n.store.AppliedIndex() >= idx {
 			return nil
 		}
+		if err := n.fsm.halted(); err != nil {
+			return err
+		}
 		select {
 		case <-ch:
+		case <-n.fsm.haltCh:
 		case <-ctx.Done():
 			return fmt.Errorf("wait for index %d: %w", idx, ctx.Err())
 		}

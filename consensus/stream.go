@@ -10,7 +10,10 @@ import (
 )
 
 // tlsStream is a raft.StreamLayer over mutual TLS: both ends present a
-// certificate from the cluster CA.
+// certificate from the cluster CA. It keeps its own clones of the configs
+// it is given: a *tls.Config must not be shared with another user (an
+// http.Transport writes into the config it holds when it sets up HTTP/2),
+// and Dial reads the client config from Raft's goroutines.
 type tlsStream struct {
 	net.Listener
 	advertise net.Addr
@@ -27,6 +30,10 @@ type Links interface {
 }
 
 func newTLSStream(bind string, advertise string, server, client *tls.Config, links Links) (*tlsStream, error) {
+	if server == nil || client == nil {
+		return nil, fmt.Errorf("raft stream on %s: server and client TLS configs are required", bind)
+	}
+	server, client = server.Clone(), client.Clone()
 	ln, err := tls.Listen("tcp", bind, server)
 	if err != nil {
 		return nil, fmt.Errorf("listen raft %s: %w", bind, err)

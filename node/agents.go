@@ -17,7 +17,6 @@ import (
 	"github.com/peerstack/peerstack/hv/qemu"
 	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/agent"
-	"github.com/peerstack/peerstack/rest"
 )
 
 // AgentOptions configure the per-host agent (node/agent): which hypervisor,
@@ -244,7 +243,7 @@ type nodeProposer struct{ n *Node }
 func (p nodeProposer) Propose(ctx context.Context, t statedb.CmdType, payload any) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := rest.Propose(ctx, p.n, t, payload)
+	_, err := p.n.raft.Propose(ctx, t, payload)
 	return err
 }
 

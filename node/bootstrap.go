@@ -43,7 +43,7 @@ func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []b
 			},
 		},
 		Member: statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
-			GossipAddr: n.id.GossipAddr, JoinedAt: now},
+			GossipAddr: n.id.GossipAddr, JoinedAt: now, Version: Version},
 		Project:    project,
 		Admin:      admin,
 		Roles:      roles,

@@ -150,7 +150,7 @@ func (n *Node) Leave(ctx context.Context) error {
 			return fmt.Errorf("leave: hand over leadership: %w", err)
 		}
 	}
-	if _, err := rest.Propose(ctx, n, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID}); err != nil {
+	if _, err := n.raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID}); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	n.mu.Lock()
@@ -248,7 +248,7 @@ func (n *Node) metaLoop(ctx context.Context) {
 func (n *Node) registerLoop(ctx context.Context) {
 	for {
 		m, ok := n.State().Member(n.id.NodeID)
-		if ok && m.APIAddr == n.id.APIAddr && m.RaftAddr == n.id.RaftAddr && m.GossipAddr == n.id.GossipAddr && m.Name == n.id.Name {
+		if ok && m.APIAddr == n.id.APIAddr && m.RaftAddr == n.id.RaftAddr && m.GossipAddr == n.id.GossipAddr && m.Name == n.id.Name && m.Version == Version {
 			return
 		}
 		n.mu.Lock()
@@ -258,13 +258,13 @@ func (n *Node) registerLoop(ctx context.Context) {
 			return
 		}
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		rec := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr, GossipAddr: n.id.GossipAddr}
+		rec := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr, GossipAddr: n.id.GossipAddr, Version: Version}
 		if ok {
 			rec.JoinedAt = m.JoinedAt
 		} else {
 			rec.JoinedAt = n.Now()
 		}
-		_, err := rest.Propose(actx, n, statedb.CmdRegisterMember, rec)
+		_, err := n.raft.Propose(actx, statedb.CmdRegisterMember, rec)
 		cancel()
 		if err == nil {
 			return

@@ -32,7 +32,7 @@ const (
 
 // Version is this build's version; release builds set it with
 // -ldflags '-X github.com/peerstack/peerstack/node.Version=…'.
-var Version = "0.1.0"
+var Version = "0.2.0"
 
 // Config configures one daemon.
 type Config struct {

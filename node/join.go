@@ -77,7 +77,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 		APIAddr:    advertised(n.cfg.AdvertiseAddr, ln.Addr()),
 		RaftAddr:   advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
 		GossipAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(gossipAddr)),
-		CSR:        csrPEM, Hosts: n.certHosts(),
+		CSR:        csrPEM, Hosts: n.certHosts(), Version: Version,
 	}
 	resp, err := membership.SendJoin(ctx, tok, req, n.clock, n.cfg.MaxClockSkew, n.log)
 	if err != nil {

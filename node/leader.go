@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/leader"
-	"github.com/peerstack/peerstack/rest"
 )
 
 // newLeader wires the leader-only routines (node/leader) to this host's
@@ -15,7 +13,7 @@ import (
 func (n *Node) newLeader() *leader.Leader {
 	t := n.cfg.Timers
 	log := n.log.With("sub", "leader")
-	prop := leaderProposer{n}
+	prop := n.raft // leader routines propose through consensus
 	routines := []leader.Routine{
 		leader.Membership{SelfID: n.id.NodeID, Raft: n.raft, State: n.raft, Gossip: n.gossip, Voters: n.cfg.Voters,
 			DeadGrace: n.cfg.DeadGrace, Interval: t.Leader, Logger: log}.Routine(),
@@ -48,13 +46,6 @@ func (n *Node) runLeader(ctx context.Context) {
 	}()
 	l.Run(ctx)
 	<-done
-}
-
-// leaderProposer proposes the leader routines' commands through Raft.
-type leaderProposer struct{ n *Node }
-
-func (p leaderProposer) Propose(ctx context.Context, t statedb.CmdType, payload any) (uint64, error) {
-	return rest.Propose(ctx, p.n, t, payload)
 }
 
 // imageRoutine runs the image copier (which hosts hold which images) as a

@@ -320,7 +320,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
 		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
-		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Logger: n.log.With("sub", "raft"),
+		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
 		return err
@@ -476,3 +476,13 @@ func (n *Node) Now() time.Time { return n.clock().UTC() }
 
 // NewID returns a new uuid (rest.Backend).
 func (n *Node) NewID() string { return uuid.NewString() }
+
+// raftTimers are Raft's timeouts: the defaults, or tight ones for
+// in-process test clusters.
+func raftTimers(fast bool) consensus.Timers {
+	if !fast {
+		return consensus.DefaultTimers()
+	}
+	return consensus.Timers{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond,
+		LeaderLease: 50 * time.Millisecond, Commit: 2 * time.Millisecond}
+}

@@ -2,21 +2,11 @@ package statedb
 
 import "time"
 
-// Commands that connect the leader's scheduler and the host agents to the
-// state. Their payloads are fixed here so both sides code against one
-// contract; the apply functions live with their resource.
-const (
-	// CmdPlaceInstances records a scheduler plan (compute block).
-	CmdPlaceInstances CmdType = 60
-	// CmdReportInstance is a host agent's report of an instance's actual state.
-	CmdReportInstance CmdType = 61
-	// CmdReportImageHolder records that a host holds an image's blob.
-	CmdReportImageHolder CmdType = 110
-	// CmdReportPort is a host agent's report of a port's status.
-	CmdReportPort CmdType = 140
-	// CmdReportVolume is a host agent's report on a volume or its attachment.
-	CmdReportVolume CmdType = 190
-)
+// Payloads of the commands that connect the leader's scheduler and the host
+// agents to the state (PlaceInstances, ReportInstance, ReportImageHolder,
+// ReportPort, ReportVolume). They are fixed here so both sides code against
+// one contract; numbers and apply functions are rows of the registry
+// (registry.go), apply functions live with their resource.
 
 // HostCap is what the scheduler believed a host offers when it planned.
 type HostCap struct {

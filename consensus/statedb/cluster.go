@@ -55,6 +55,11 @@ type Member struct {
 	Disabled   bool      `json:"disabled"`
 	DisabledBy string    `json:"disabled_reason,omitempty"`
 	JoinedAt   time.Time `json:"joined_at"`
+	// Version is the software version the host last registered with ("" =
+	// not reported, which counts as older than every version). A host
+	// re-registers when it starts with a new binary; the leader's version
+	// gate (CmdSpec.MinVersion) reads it.
+	Version string `json:"version,omitempty"`
 }
 
 // JoinToken is a single-use invitation; only a hash of its secret is kept.

@@ -2,45 +2,7 @@ package statedb
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
-)
-
-// CmdType numbers a command. Numbers are part of the Raft log format: never
-// reuse or renumber one; add new commands at the end of their block.
-type CmdType uint16
-
-const (
-	// Cluster: 1-19.
-	CmdBootstrap        CmdType = 1
-	CmdRegisterMember   CmdType = 2
-	CmdRemoveMember     CmdType = 3
-	CmdCreateJoinToken  CmdType = 4
-	CmdConsumeJoinToken CmdType = 5
-	CmdSetHostEnabled   CmdType = 6
-
-	// Identity: 20-49.
-	CmdCreateProject     CmdType = 20
-	CmdUpdateProject     CmdType = 21
-	CmdDeleteProject     CmdType = 22
-	CmdCreateUser        CmdType = 23
-	CmdUpdateUser        CmdType = 24
-	CmdDeleteUser        CmdType = 25
-	CmdCreateRole        CmdType = 26
-	CmdDeleteRole        CmdType = 27
-	CmdGrantRole         CmdType = 28
-	CmdRevokeRole        CmdType = 29
-	CmdCreateAppCred     CmdType = 30
-	CmdDeleteAppCred     CmdType = 31
-	CmdRotateSigningKeys CmdType = 32
-	CmdRevokeToken       CmdType = 33
-	CmdLoginFailed       CmdType = 34
-	CmdLoginSucceeded    CmdType = 35
-	CmdUpdateRole        CmdType = 36
-	CmdLoginAttempt      CmdType = 37
-
-	// Compute: 50-99 (compute.go). Images: 100-129 (images.go).
-	// Networks: 130-179 (networks.go). Volumes: 180-219 (volumes.go).
 )
 
 // Command is the envelope of every Raft log entry. The proposer fills in
@@ -51,6 +13,10 @@ type Command struct {
 	ReqID string          `json:"req"`
 	Time  time.Time       `json:"time"`
 	Data  json.RawMessage `json:"data"`
+
+	// payload is Data decoded into the registered payload type, set once
+	// the command passed the registry (see decode).
+	payload any
 }
 
 // NewCommand encodes payload into a command. reqID must be unique per
@@ -73,56 +39,6 @@ type Result struct {
 	Deduped bool // the request was applied before; Index is the original one
 }
 
-type applyFunc func(t *Txn, c *Command) error
-
-// applyTable maps each command to its apply function: one entry per
-// command, each resource file contributing its own map.
-var applyTable = mergeApply(coreApply, identityApply, computeApply, imageApply, networkApply, secGroupApply, routingApply, volumeApply)
-
-func mergeApply(parts ...map[CmdType]applyFunc) map[CmdType]applyFunc {
-	out := map[CmdType]applyFunc{}
-	for _, p := range parts {
-		for k, v := range p {
-			if _, dup := out[k]; dup {
-				panic(fmt.Sprintf("statedb: command %d registered twice", k)) // a programming error
-			}
-			out[k] = v
-		}
-	}
-	return out
-}
-
-var coreApply = map[CmdType]applyFunc{
-	CmdBootstrap:        applyBootstrap,
-	CmdRegisterMember:   applyRegisterMember,
-	CmdRemoveMember:     applyRemoveMember,
-	CmdCreateJoinToken:  applyCreateJoinToken,
-	CmdConsumeJoinToken: applyConsumeJoinToken,
-	CmdSetHostEnabled:   applySetHostEnabled,
-	CmdUpdateSettings:   applyUpdateSettings,
-}
-
-var identityApply = map[CmdType]applyFunc{
-	CmdCreateProject:     applyCreateProject,
-	CmdUpdateProject:     applyUpdateProject,
-	CmdDeleteProject:     applyDeleteProject,
-	CmdCreateUser:        applyCreateUser,
-	CmdUpdateUser:        applyUpdateUser,
-	CmdDeleteUser:        applyDeleteUser,
-	CmdCreateRole:        applyCreateRole,
-	CmdUpdateRole:        applyUpdateRole,
-	CmdDeleteRole:        applyDeleteRole,
-	CmdGrantRole:         applyGrantRole,
-	CmdRevokeRole:        applyRevokeRole,
-	CmdCreateAppCred:     applyCreateAppCred,
-	CmdDeleteAppCred:     applyDeleteAppCred,
-	CmdRotateSigningKeys: applyRotateSigningKeys,
-	CmdRevokeToken:       applyRevokeToken,
-	CmdLoginFailed:       applyLoginFailed,
-	CmdLoginSucceeded:    applyLoginSucceeded,
-	CmdLoginAttempt:      applyLoginAttempt,
-}
-
 // requestRecord remembers the outcome of an applied request so a retry of
 // the same ReqID (after a leader change) is answered, not applied twice.
 type requestRecord struct {
@@ -134,7 +50,9 @@ type requestRecord struct {
 
 const requestRetention = 50000 // log entries a request record is kept for
 
-func applyCommand(t *Txn, c *Command) Result {
+// applyCommand applies a command that passed the registry (spec is its
+// row; c.payload is set).
+func applyCommand(t *Txn, spec CmdSpec, c *Command) Result {
 	if c.ReqID != "" {
 		if rec, ok := get[requestRecord](t.read(), tblRequests, c.ReqID); ok {
 			res := Result{Index: rec.Index, Deduped: true}
@@ -144,11 +62,7 @@ func applyCommand(t *Txn, c *Command) Result {
 			return res
 		}
 	}
-	fn, ok := applyTable[c.Type]
-	if !ok {
-		return Result{Err: Errorf(KindInternal, "unknown command type %d", c.Type)}
-	}
-	if err := fn(t, c); err != nil {
+	if err := spec.apply(t, c); err != nil {
 		return Result{Err: err}
 	}
 	recordRequest(t.txn, c, t.Index, nil)
@@ -181,9 +95,17 @@ func pruneRequests(t *Txn) {
 	}
 }
 
-// decode unmarshals a command payload; a failure is a bad request from the
-// proposer, not a crash.
+// decode returns the payload of a command as a *T. A command that passed
+// the registry carries it decoded already (the FSM stops on one that does
+// not decode); T must then be the registered payload type. A command built
+// by hand (apply unit tests) is decoded here, a failure being a bad request.
 func decode[T any](c *Command) (*T, error) {
+	if c.payload != nil {
+		if v, ok := c.payload.(*T); ok {
+			return v, nil
+		}
+		return nil, Errorf(KindInternal, "command %d: apply decodes a %T but the registry says %T", c.Type, new(T), c.payload)
+	}
 	v := new(T)
 	if err := json.Unmarshal(c.Data, v); err != nil {
 		return nil, Errorf(KindInvalid, "decode command %d: %v", c.Type, err)

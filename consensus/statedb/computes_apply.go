@@ -6,40 +6,6 @@ import (
 	"time"
 )
 
-// Compute commands (50-59 and 62-99; 60 and 61 are in agent_cmds.go).
-const (
-	CmdCreateFlavor        CmdType = 50
-	CmdDeleteFlavor        CmdType = 51
-	CmdSetFlavorAccess     CmdType = 52
-	CmdSetFlavorExtraSpecs CmdType = 53
-	CmdCreateKeypair       CmdType = 54
-	CmdDeleteKeypair       CmdType = 55
-	CmdCreateInstances     CmdType = 56
-	CmdDeleteInstance      CmdType = 57
-	CmdInstanceAction      CmdType = 58
-	CmdUpdateInstance      CmdType = 59
-	CmdCreateServerGroup   CmdType = 62
-	CmdDeleteServerGroup   CmdType = 63
-)
-
-// computeApply maps this resource's commands to their apply functions.
-var computeApply = map[CmdType]applyFunc{
-	CmdCreateFlavor:        applyCreateFlavor,
-	CmdDeleteFlavor:        applyDeleteFlavor,
-	CmdSetFlavorAccess:     applySetFlavorAccess,
-	CmdSetFlavorExtraSpecs: applySetFlavorExtraSpecs,
-	CmdCreateKeypair:       applyCreateKeypair,
-	CmdDeleteKeypair:       applyDeleteKeypair,
-	CmdCreateInstances:     applyCreateInstances,
-	CmdDeleteInstance:      applyDeleteInstance,
-	CmdInstanceAction:      applyInstanceAction,
-	CmdUpdateInstance:      applyUpdateInstance,
-	CmdCreateServerGroup:   applyCreateServerGroup,
-	CmdDeleteServerGroup:   applyDeleteServerGroup,
-	CmdPlaceInstances:      applyPlaceInstances,
-	CmdReportInstance:      applyReportInstance,
-}
-
 // ---- flavors ----
 
 func applyCreateFlavor(t *Txn, c *Command) error {

@@ -2,23 +2,6 @@ package statedb
 
 import "slices"
 
-// Image commands. 110 is CmdReportImageHolder (agent_cmds.go); its apply
-// lives here too.
-const (
-	CmdCreateImage       CmdType = 100
-	CmdUpdateImage       CmdType = 101
-	CmdDeleteImage       CmdType = 102
-	CmdStartImageUpload  CmdType = 103
-	CmdFinishImageUpload CmdType = 104
-	CmdKillImage         CmdType = 105
-	CmdAddImageTag       CmdType = 106
-	CmdRemoveImageTag    CmdType = 107
-	CmdAddImageMember    CmdType = 108
-	CmdUpdateImageMember CmdType = 109
-	CmdRemoveImageMember CmdType = 111
-	CmdSetImageCopies    CmdType = 112 // SetImageCopiesCmd (leader: hosts that should hold the blob)
-)
-
 // Image statuses, as Glance names them.
 const (
 	ImageQueued  = "queued"
@@ -45,23 +28,6 @@ const (
 	imageMaxName    = 255
 	imageMaxTag     = 255
 )
-
-// imageApply maps this resource's commands to their apply functions.
-var imageApply = map[CmdType]applyFunc{
-	CmdCreateImage:       applyCreateImage,
-	CmdUpdateImage:       applyUpdateImage,
-	CmdDeleteImage:       applyDeleteImage,
-	CmdStartImageUpload:  applyStartImageUpload,
-	CmdFinishImageUpload: applyFinishImageUpload,
-	CmdKillImage:         applyKillImage,
-	CmdAddImageTag:       applyAddImageTag,
-	CmdRemoveImageTag:    applyRemoveImageTag,
-	CmdAddImageMember:    applyAddImageMember,
-	CmdUpdateImageMember: applyUpdateImageMember,
-	CmdRemoveImageMember: applyRemoveImageMember,
-	CmdReportImageHolder: applyReportImageHolder,
-	CmdSetImageCopies:    applySetImageCopies,
-}
 
 // ValidImageDiskFormat reports whether f is a disk format peerstack accepts
 // ("" = not set yet).

@@ -17,20 +17,6 @@ var networkTables = []table{
 	idTable(tblPorts, func() any { return &Port{} }, "NetworkID", "DeviceID", "HostID", "ProjectID", "MAC"),
 }
 
-// Network commands: 130-139 and 141-179 (140 is CmdReportPort in
-// agent_cmds.go). Never renumber.
-const (
-	CmdCreateNetwork CmdType = 130 // Network; VNI 0 = allocate, MTU 0 = Settings.MTU
-	CmdUpdateNetwork CmdType = 131 // UpdateNetworkCmd
-	CmdDeleteNetwork CmdType = 132 // DeleteCmd
-	CmdCreateSubnet  CmdType = 133 // CreateSubnetCmd
-	CmdUpdateSubnet  CmdType = 134 // UpdateSubnetCmd
-	CmdDeleteSubnet  CmdType = 135 // DeleteCmd
-	CmdCreatePort    CmdType = 136 // CreatePortCmd
-	CmdUpdatePort    CmdType = 137 // UpdatePortCmd
-	CmdDeletePort    CmdType = 138 // DeleteCmd
-)
-
 // VNI range the FSM allocates tenant segments from; an administrator may
 // ask for any VNI in [MinRequestVNI, MaxVNI].
 const (

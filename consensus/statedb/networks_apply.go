@@ -6,20 +6,6 @@ import (
 	"time"
 )
 
-// networkApply maps this resource's commands to their apply functions.
-var networkApply = map[CmdType]applyFunc{
-	CmdCreateNetwork: applyCreateNetwork,
-	CmdUpdateNetwork: applyUpdateNetwork,
-	CmdDeleteNetwork: applyDeleteNetwork,
-	CmdCreateSubnet:  applyCreateSubnet,
-	CmdUpdateSubnet:  applyUpdateSubnet,
-	CmdDeleteSubnet:  applyDeleteSubnet,
-	CmdCreatePort:    applyCreatePort,
-	CmdUpdatePort:    applyUpdatePort,
-	CmdDeletePort:    applyDeletePort,
-	CmdReportPort:    applyReportPort,
-}
-
 // Messages of network command failures. The API maps them to Neutron
 // error types by their leading words, so keep those stable.
 const (

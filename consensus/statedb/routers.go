@@ -24,34 +24,6 @@ var routingTables = []table{
 	idTable(tblHostNets, func() any { return &HostNetworks{} }),
 }
 
-// Routing commands: 165-179. Never renumber.
-const (
-	CmdCreateRouter          CmdType = 165 // CreateRouterCmd
-	CmdUpdateRouter          CmdType = 166 // UpdateRouterCmd
-	CmdDeleteRouter          CmdType = 167 // DeleteCmd
-	CmdAddRouterInterface    CmdType = 168 // RouterInterfaceCmd
-	CmdRemoveRouterInterface CmdType = 169 // RouterInterfaceCmd
-	CmdCreateFloatingIP      CmdType = 170 // CreateFloatingIPCmd
-	CmdUpdateFloatingIP      CmdType = 171 // UpdateFloatingIPCmd
-	CmdDeleteFloatingIP      CmdType = 172 // DeleteCmd
-	CmdReportFloatingIP      CmdType = 173 // ReportFloatingIPCmd (host agent)
-	CmdSetHostNetworks       CmdType = 174 // HostNetworks (host agent, at start)
-)
-
-// routingApply maps the routing commands to their apply functions.
-var routingApply = map[CmdType]applyFunc{
-	CmdCreateRouter:          applyCreateRouter,
-	CmdUpdateRouter:          applyUpdateRouter,
-	CmdDeleteRouter:          applyDeleteRouter,
-	CmdAddRouterInterface:    applyAddRouterInterface,
-	CmdRemoveRouterInterface: applyRemoveRouterInterface,
-	CmdCreateFloatingIP:      applyCreateFloatingIP,
-	CmdUpdateFloatingIP:      applyUpdateFloatingIP,
-	CmdDeleteFloatingIP:      applyDeleteFloatingIP,
-	CmdReportFloatingIP:      applyReportFloatingIP,
-	CmdSetHostNetworks:       applySetHostNetworks,
-}
-
 // Provider network types. A network with NetworkType "" is a tenant VXLAN
 // segment.
 const (

@@ -22,17 +22,6 @@ var secGroupTables = []table{
 	idTable(tblSecRules, func() any { return &SecurityGroupRule{} }, "GroupID", "RemoteGroupID", "ProjectID"),
 }
 
-// Security group commands: 150-164. Never renumber.
-const (
-	CmdCreateSecGroup        CmdType = 150 // CreateSecGroupCmd
-	CmdUpdateSecGroup        CmdType = 151 // UpdateSecGroupCmd
-	CmdDeleteSecGroup        CmdType = 152 // DeleteCmd
-	CmdCreateSecGroupRule    CmdType = 153 // SecurityGroupRule
-	CmdDeleteSecGroupRule    CmdType = 154 // DeleteCmd
-	CmdEnsureDefaultSecGroup CmdType = 155 // EnsureDefaultSecGroupCmd
-	CmdSetServerSecGroup     CmdType = 156 // SetServerSecGroupCmd
-)
-
 // Rule directions and ether types.
 const (
 	Ingress = "ingress"

@@ -7,16 +7,6 @@ import (
 	"time"
 )
 
-// secGroupApply maps the security group commands to their apply functions.
-var secGroupApply = map[CmdType]applyFunc{
-	CmdCreateSecGroup:        applyCreateSecGroup,
-	CmdUpdateSecGroup:        applyUpdateSecGroup,
-	CmdDeleteSecGroup:        applyDeleteSecGroup,
-	CmdCreateSecGroupRule:    applyCreateSecGroupRule,
-	CmdDeleteSecGroupRule:    applyDeleteSecGroupRule,
-	CmdEnsureDefaultSecGroup: applyEnsureDefaultSecGroup,
-	CmdSetServerSecGroup:     applySetServerSecGroup,
-}
 
 // CreateSecGroupCmd creates a group with Neutron's two egress rules
 // (IPv4 and IPv6 anywhere), whose ids derive from the group's.

@@ -7,11 +7,8 @@ import (
 	"strings"
 )
 
-// Cluster settings an admin changes at runtime (PATCH /cluster/v1/settings).
-// The command is the cluster block's; see docs/checklist-command.md.
-
-// CmdUpdateSettings patches the cluster's Settings (UpdateSettingsCmd).
-const CmdUpdateSettings CmdType = 7
+// Cluster settings an admin changes at runtime (PATCH /cluster/v1/settings)
+// with CmdUpdateSettings; see docs/checklist-command.md.
 
 // Defaults of the settings whose zero value means "default".
 const (

@@ -75,19 +75,23 @@ func schema() *memdb.DBSchema {
 // Store is the in-memory indexed state. Reads take immutable snapshots;
 // writes happen only through Apply (called by the Raft FSM) and Restore.
 type Store struct {
+	reg     *Registry
 	mu      sync.Mutex // guards db swap, applied and waitCh
 	db      *memdb.MemDB
 	applied uint64
 	waitCh  chan struct{}
 }
 
-// NewStore returns an empty store.
-func NewStore() *Store {
+// NewStore returns an empty store applying this build's commands.
+func NewStore() *Store { return NewStoreFor(Commands()) }
+
+// NewStoreFor returns an empty store applying the commands of reg.
+func NewStoreFor(reg *Registry) *Store {
 	db, err := memdb.NewMemDB(schema())
 	if err != nil {
 		panic(fmt.Sprintf("statedb: invalid schema: %v", err)) // a programming error
 	}
-	return &Store{db: db, waitCh: make(chan struct{})}
+	return &Store{reg: reg, db: db, waitCh: make(chan struct{})}
 }
 
 // Snapshot returns an immutable view of the current state.
@@ -122,20 +126,25 @@ func (s *Store) setApplied(idx uint64) {
 	s.mu.Unlock()
 }
 
+// Registry returns the commands this store applies.
+func (s *Store) Registry() *Registry { return s.reg }
+
 // Apply applies one encoded command at the given Raft index. Business
-// failures are returned as *Error values inside Result; a command that does
-// not decode is a bug and is also reported in Result so the FSM stays alive.
+// failures are returned as *Error values inside Result. An entry this
+// build cannot apply (it does not decode, its type is unknown, its payload
+// does not decode into the registered type) returns a *FatalError and
+// changes nothing, not even the applied index: the caller must stop
+// applying (see admit.go).
 func (s *Store) Apply(index uint64, data []byte) Result {
-	var cmd Command
-	if err := json.Unmarshal(data, &cmd); err != nil {
-		s.setApplied(index)
-		return Result{Index: index, Err: Errorf(KindInternal, "decode command: %v", err)}
+	cmd, spec, perr := s.reg.parse(data)
+	if perr != nil {
+		return Result{Index: index, Err: &FatalError{Index: index, Msg: perr.msg}}
 	}
 	s.mu.Lock()
 	db := s.db
 	s.mu.Unlock()
 	txn := db.Txn(true)
-	res := applyCommand(&Txn{txn: txn, Index: index, Cmd: &cmd}, &cmd)
+	res := applyCommand(&Txn{txn: txn, Index: index, Cmd: cmd}, spec, cmd)
 	if !res.Deduped {
 		res.Index = index
 	}
@@ -145,7 +154,7 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 		txn.Abort()
 		// Record the failure so a retried request gets the same answer.
 		rec := db.Txn(true)
-		recordRequest(rec, &cmd, index, res.Err)
+		recordRequest(rec, cmd, index, res.Err)
 		rec.Commit()
 	} else {
 		txn.Commit()

@@ -7,21 +7,6 @@ import (
 	"strings"
 )
 
-// Volume commands: 180-189 and 191-219 (190 is CmdReportVolume in
-// agent_cmds.go). Never renumber.
-const (
-	CmdCreateVolume      CmdType = 180 // CreateVolumeCmd
-	CmdUpdateVolume      CmdType = 181 // UpdateVolumeCmd
-	CmdDeleteVolume      CmdType = 182 // DeleteVolumeCmd
-	CmdExtendVolume      CmdType = 183 // ExtendVolumeCmd
-	CmdAttachVolume      CmdType = 184 // AttachVolumeCmd
-	CmdDetachVolume      CmdType = 185 // DetachVolumeCmd
-	CmdResetVolumeStatus CmdType = 186 // ResetVolumeStatusCmd (admin)
-	CmdReleaseVolume     CmdType = 187 // ReleaseVolumeCmd (leader: the server is gone)
-	CmdVolumeHostGone    CmdType = 188 // VolumeHostGoneCmd (leader: Volume.Host left)
-	CmdPlaceVolume       CmdType = 189 // PlaceVolumeCmd (leader: a local volume's host)
-)
-
 // Volume statuses (Cinder's names).
 const (
 	VolumeCreating       = "creating"
@@ -163,21 +148,6 @@ type ReleaseVolumeCmd struct {
 type VolumeHostGoneCmd struct {
 	HostID    string `json:"host_id"`
 	NewHostID string `json:"new_host_id,omitempty"`
-}
-
-// volumeApply maps this resource's commands to their apply functions.
-var volumeApply = map[CmdType]applyFunc{
-	CmdCreateVolume:      applyCreateVolume,
-	CmdUpdateVolume:      applyUpdateVolume,
-	CmdDeleteVolume:      applyDeleteVolume,
-	CmdExtendVolume:      applyExtendVolume,
-	CmdAttachVolume:      applyAttachVolume,
-	CmdDetachVolume:      applyDetachVolume,
-	CmdResetVolumeStatus: applyResetVolumeStatus,
-	CmdReleaseVolume:     applyReleaseVolume,
-	CmdVolumeHostGone:    applyVolumeHostGone,
-	CmdPlaceVolume:       applyPlaceVolume,
-	CmdReportVolume:      applyReportVolume,
 }
 
 // copyVolume returns a deep copy to modify inside a transaction.

@@ -123,7 +123,7 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 	}
 	if err := a.Proposer.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{
 		ID: req.NodeID, Name: req.Name, APIAddr: req.APIAddr, RaftAddr: req.RaftAddr,
-		GossipAddr: req.GossipAddr, JoinedAt: a.now(),
+		GossipAddr: req.GossipAddr, JoinedAt: a.now(), Version: req.Version,
 	}); err != nil {
 		return nil, err
 	}

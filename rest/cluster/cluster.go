@@ -84,6 +84,10 @@ type JoinRequest struct {
 	// (RFC 3339); the member refuses a joiner whose clock is too far off.
 	// Zero (from an older joiner) skips the check.
 	Time time.Time `json:"time,omitzero"`
+	// Version is the joiner's software version, recorded in its member
+	// record from the start (the leader's version gate reads it). Empty
+	// from an older joiner: it registers its version once it runs.
+	Version string `json:"version,omitempty"`
 }
 
 // JoinResponse carries what a new member needs to start.

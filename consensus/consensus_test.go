@@ -1,0 +1,318 @@
+package consensus
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+func TestSingleNodeProposeUsesConfiguredClockAndIDs(t *testing.T) {
+	c := newTestCluster(t)
+	clock := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	ids := 0
+	n := c.add("n1", func(cfg *Config) {
+		cfg.Now = func() time.Time { return clock }
+		cfg.NewID = func() string { mu.Lock(); defer mu.Unlock(); ids++; return "fixed" }
+	})
+	c.start()
+	ctx := testCtx(t)
+
+	// The token expires an hour after the configured clock: valid only if
+	// Propose stamped the command with it, not with the wall clock.
+	idx, err := n.Propose(ctx, statedb.CmdCreateJoinToken, statedb.JoinToken{ID: "t1", SecretHash: "h", ExpiresAt: clock.Add(time.Hour)})
+	if err != nil {
+		t.Fatalf("propose: %v", err)
+	}
+	if n.store.AppliedIndex() < idx {
+		t.Fatalf("Propose returned before the local state applied index %d", idx)
+	}
+	if _, ok := n.State().JoinToken("t1"); !ok {
+		t.Fatal("join token not in the state after Propose")
+	}
+	// Same request id again: the FSM answers the first outcome.
+	again, err := n.Propose(ctx, statedb.CmdCreateJoinToken, statedb.JoinToken{ID: "t2", SecretHash: "h", ExpiresAt: clock.Add(time.Hour)})
+	if err != nil || again != idx {
+		t.Fatalf("retry with the same id = %d, %v; want deduplicated at %d", again, err, idx)
+	}
+	if _, ok := n.State().JoinToken("t2"); ok || ids != 2 {
+		t.Fatalf("deduplicated proposal applied (ids drawn %d)", ids)
+	}
+}
+
+func TestThreeNodesForwardToLeader(t *testing.T) {
+	c := newTestCluster(t)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		c.add(id, nil)
+	}
+	leader := c.start()
+	ctx := testCtx(t)
+
+	follower := c.follower(leader)
+	idx, err := follower.Propose(ctx, statedb.CmdCreateProject, project(1))
+	if err != nil {
+		t.Fatalf("propose on a follower: %v", err)
+	}
+	// Read-your-writes on the follower that proposed.
+	if _, ok := follower.State().Project("p1"); !ok {
+		t.Fatal("the proposing follower does not see its own write")
+	}
+	for _, n := range c.nodes {
+		if err := n.WaitIndex(ctx, idx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := n.State().Project("p1"); !ok {
+			t.Fatalf("%s lacks the project at index %d", n.cfg.NodeID, idx)
+		}
+	}
+	// A business error comes back through forwarding as a *statedb.Error.
+	dup := project(2)
+	dup.Name = "project-1"
+	if _, err := follower.Propose(ctx, statedb.CmdCreateProject, dup); !errors.Is(err, statedb.ErrConflict) {
+		t.Fatalf("duplicate name via a follower: err = %v; want conflict", err)
+	}
+	if n := follower.Halted(); n != nil {
+		t.Fatalf("a business error stopped the state machine: %v", n)
+	}
+}
+
+// TestLeaderRefusesUndecodablePayload: a payload that does not decode into
+// its registered type never enters the log, from the leader or forwarded.
+func TestLeaderRefusesUndecodablePayload(t *testing.T) {
+	c := newTestCluster(t)
+	c.add("n1", nil)
+	c.add("n2", nil)
+	leader := c.start()
+	follower := c.follower(leader)
+	ctx := testCtx(t)
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	last := leader.raft.LastIndex()
+
+	bad := &statedb.Command{Type: statedb.CmdCreateProject, ReqID: "bad", Time: time.Now(), Data: json.RawMessage(`{"enabled":"yes"}`)}
+	data, _ := bad.Encode()
+	if _, err := leader.ApplyLeader(ctx, data); !errors.Is(err, statedb.ErrInvalid) {
+		t.Fatalf("leader: err = %v; want invalid", err)
+	}
+	if _, err := follower.Apply(ctx, bad); !errors.Is(err, statedb.ErrInvalid) || !strings.Contains(err.Error(), "CreateProject") {
+		t.Fatalf("forwarded: err = %v; want invalid naming the command", err)
+	}
+	unknown := &statedb.Command{Type: 9999, ReqID: "unknown", Time: time.Now(), Data: json.RawMessage(`{}`)}
+	if _, err := follower.Apply(ctx, unknown); !errors.Is(err, statedb.ErrConflict) {
+		t.Fatalf("unknown type forwarded: err = %v; want conflict", err)
+	}
+	if got := leader.raft.LastIndex(); got != last {
+		t.Fatalf("refused commands reached the log: last index %d -> %d", last, got)
+	}
+	for _, n := range c.nodes {
+		if err := n.Halted(); err != nil {
+			t.Fatalf("%s halted: %v", n.cfg.NodeID, err)
+		}
+	}
+}
+
+// futureRegistry is a newer build's registry: it knows command 999.
+func futureRegistry(t *testing.T, since string) *statedb.Registry {
+	t.Helper()
+	spec := statedb.Cmd[statedb.DeleteCmd](999, "Future", func(*statedb.Txn, *statedb.Command) error { return nil })
+	if since != "" {
+		spec = spec.Since(since)
+	}
+	reg, err := statedb.Commands().With(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+// TestUnknownCommandHaltsFSM: a leader on a newer build admits a command
+// the older followers do not know (no version gate on it). The followers
+// stop their state machines loudly at that entry instead of skipping it;
+// the stop is observable and sticky.
+func TestUnknownCommandHaltsFSM(t *testing.T) {
+	c := newTestCluster(t)
+	fatal := make(chan error, 4)
+	c.add("n1", func(cfg *Config) { cfg.Commands = futureRegistry(t, "") })
+	for _, id := range []string{"n2", "n3"} {
+		c.add(id, func(cfg *Config) { cfg.OnFatal = func(err error) { fatal <- err } })
+	}
+	c.start()
+	leader := c.nodes[0]
+	c.makeLeader(leader)
+	ctx := testCtx(t)
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := leader.Propose(ctx, 999, statedb.DeleteCmd{ID: "x"})
+	if err != nil {
+		t.Fatalf("the newer leader refused its own command: %v", err)
+	}
+	for range 2 {
+		select {
+		case err := <-fatal:
+			var fe *statedb.FatalError
+			if !errors.As(err, &fe) || fe.Index != idx || !strings.Contains(fe.Msg, "unknown command type 999") {
+				t.Fatalf("OnFatal got %v; want a FatalError at index %d", err, idx)
+			}
+		case <-ctx.Done():
+			t.Fatal("no follower stopped at the unknown command")
+		}
+	}
+	for _, n := range c.nodes[1:] {
+		if n.Halted() == nil {
+			t.Fatalf("%s: Halted() = nil after the stop", n.cfg.NodeID)
+		}
+		if n.store.AppliedIndex() >= idx {
+			t.Fatalf("%s applied past the unknown entry", n.cfg.NodeID)
+		}
+		// It stays stopped: later entries are not applied, waits fail.
+		if err := n.WaitIndex(ctx, idx); err == nil {
+			t.Fatalf("%s: WaitIndex succeeded on a stopped state machine", n.cfg.NodeID)
+		}
+	}
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes[1:] {
+		if _, ok := n.State().Project("p2"); ok {
+			t.Fatalf("%s applied an entry after stopping", n.cfg.NodeID)
+		}
+	}
+	select {
+	case err := <-fatal:
+		t.Fatalf("OnFatal called twice: %v", err)
+	default:
+	}
+}
+
+// TestOnFatalDefaultPanics: without OnFatal the state machine panics, as
+// the process must not run on with a state it cannot keep in step.
+func TestOnFatalDefaultPanics(t *testing.T) {
+	pki := newTestPKI(t)
+	n, err := New(Config{NodeID: "p", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", ServerTLS: pki.server, ClientTLS: pki.client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic on an unknown command")
+		}
+		if n.Halted() == nil {
+			t.Fatal("Halted() = nil after the panic")
+		}
+	}()
+	n.fsm.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: []byte(`{"type":9999,"data":{}}`)})
+}
+
+// TestVersionGateThroughLeader: with members at 0.2.0 and 0.3.0, a command
+// gated at 0.3.0 is refused (409, from the leader or forwarded) until the
+// old member re-registers with 0.3.0.
+func TestVersionGateThroughLeader(t *testing.T) {
+	c := newTestCluster(t)
+	for _, id := range []string{"n1", "n2"} {
+		c.add(id, func(cfg *Config) { cfg.Commands = futureRegistry(t, "0.3.0") })
+	}
+	leader := c.start()
+	follower := c.follower(leader)
+	ctx := testCtx(t)
+	register := func(id, version string) {
+		t.Helper()
+		if _, err := leader.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{ID: id, Name: id, Version: version}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("n1", "0.3.0")
+	register("n2", "0.2.0")
+	for _, n := range []*Node{leader, follower} {
+		_, err := n.Propose(ctx, 999, statedb.DeleteCmd{ID: "x"})
+		if !errors.Is(err, statedb.ErrConflict) || !strings.Contains(err.Error(), "0.3.0") || !strings.Contains(err.Error(), "n2") {
+			t.Fatalf("gated command via %s with n2 at 0.2.0: err = %v; want a conflict naming n2", n.cfg.NodeID, err)
+		}
+	}
+	register("n2", "0.3.0")
+	if _, err := follower.Propose(ctx, 999, statedb.DeleteCmd{ID: "x"}); err != nil {
+		t.Fatalf("gated command with every member at 0.3.0: %v", err)
+	}
+}
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { s.cancelled = true; return nil }
+func (s *memSink) Close() error  { return nil }
+
+// TestFSMSnapshotRestore persists the FSM's snapshot and restores it into a
+// fresh FSM: same state, same index. (Every table's rows are covered by
+// statedb's TestSnapshotRoundTripEveryTable; this is the Raft framing.)
+func TestFSMSnapshotRestore(t *testing.T) {
+	c := newTestCluster(t)
+	n := c.add("n1", nil)
+	c.start()
+	ctx := testCtx(t)
+	for i := range 5 {
+		if _, err := n.Propose(ctx, statedb.CmdCreateProject, project(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := n.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil || sink.cancelled {
+		t.Fatalf("persist: %v (cancelled %v)", err, sink.cancelled)
+	}
+	fresh := newFSM(statedb.NewStore(), func(err error) { t.Errorf("fatal: %v", err) }, n.log)
+	if err := fresh.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fresh.store.AppliedIndex(), n.store.AppliedIndex(); got != want {
+		t.Fatalf("restored index %d; want %d", got, want)
+	}
+	if got, want := dump(t, fresh.store), dump(t, n.store); got != want {
+		t.Fatalf("restored state differs:\n%s\nwant\n%s", got, want)
+	}
+	// A snapshot of an unknown format is refused, not half-restored.
+	if err := fresh.Restore(io.NopCloser(strings.NewReader(`{"version":99,"index":1}`))); err == nil {
+		t.Fatal("restore accepted snapshot version 99")
+	}
+}
+
+func dump(t *testing.T, s *statedb.Store) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := s.Snapshot().Dump(json.NewEncoder(&b)); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestTimersDefaultAndValidate(t *testing.T) {
+	got := Timers{Heartbeat: time.Second}.withDefaults()
+	want := DefaultTimers()
+	want.Heartbeat = time.Second
+	if got != want {
+		t.Fatalf("withDefaults = %+v; want %+v", got, want)
+	}
+	pki := newTestPKI(t)
+	_, err := New(Config{NodeID: "bad", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", ServerTLS: pki.server, ClientTLS: pki.client,
+		Timers: Timers{Heartbeat: 100 * time.Millisecond, LeaderLease: time.Second}})
+	if err == nil {
+		t.Fatal("New accepted a leader lease longer than the heartbeat timeout")
+	}
+}
