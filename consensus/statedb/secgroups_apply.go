@@ -7,7 +7,6 @@ import (
 	"time"
 )
 
-
 // CreateSecGroupCmd creates a group with Neutron's two egress rules
 // (IPv4 and IPv6 anywhere), whose ids derive from the group's.
 type CreateSecGroupCmd struct {
