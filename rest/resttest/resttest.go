@@ -13,9 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peerstack/peerstack/node/identity"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,42 +143,29 @@ func (b *Backend) Advance(d time.Duration) {
 // NewID returns a random UUID.
 func (b *Backend) NewID() string { return uuid.NewString() }
 
-// Authorize is a small fixed policy, close to the node's:
-//   - no credential or an unknown access: Forbidden
-//   - admin role: Allow
-//   - Admin access: Forbidden
-//   - global object (owner ""): Read Allow, Write Forbidden
-//   - public object: Read Allow
-//   - another project's object: NotFound (Forbidden for Write on a public one)
-//   - own project: member Read/Write, reader Read, otherwise Forbidden
+// Authorize decides with the real policy (node/identity.Authorize), as
+// the node does: the admin role is cloud-wide unless the credential is
+// marked ProjectAdminOnly (scoped to a project other than the admin one).
 func (b *Backend) Authorize(c *rest.Credential, access rest.Access, owner string, public bool) rest.Decision {
-	switch {
-	case c == nil || c.UserID == "" || access < rest.Read || access > rest.Admin:
+	if c == nil || access < rest.Read || access > rest.Admin {
 		return rest.Forbidden
-	case c.IsAdmin():
-		return rest.Allow
-	case access == rest.Admin:
-		return rest.Forbidden
-	case owner == "":
-		return allowIf(access == rest.Read)
-	case public && access == rest.Read:
-		return rest.Allow
-	case owner != c.ProjectID:
-		if public {
-			return rest.Forbidden
-		}
-		return rest.NotFound
-	case slices.Contains(c.Roles, "member"):
-		return rest.Allow
-	case slices.Contains(c.Roles, "reader"):
-		return allowIf(access == rest.Read)
 	}
-	return rest.Forbidden
-}
-
-func allowIf(ok bool) rest.Decision {
-	if ok {
+	a := identity.Admin
+	switch access {
+	case rest.Read:
+		a = identity.Read
+	case rest.Write:
+		a = identity.Write
+	}
+	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}
+	if !c.ProjectAdminOnly {
+		ic.AdminProjectID = c.ProjectID
+	}
+	switch identity.Authorize(ic, a, owner, public) {
+	case identity.Allow:
 		return rest.Allow
+	case identity.NotFound:
+		return rest.NotFound
 	}
 	return rest.Forbidden
 }
