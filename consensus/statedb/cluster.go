@@ -43,6 +43,9 @@ type Settings struct {
 	// one, most recent first. Volumes keep their own URL (Volume.Path);
 	// image blobs on the share ("shared" holder) may be on any of these.
 	FormerStorage []string `json:"former_storage,omitempty"`
+	// Quotas are the cluster's default quota limits by resource name
+	// (quotas.go); a resource not named uses its built-in default.
+	Quotas map[string]int64 `json:"quotas,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

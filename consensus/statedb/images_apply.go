@@ -129,7 +129,7 @@ func validateImageFields(img *Image) error {
 			return Errorf(KindInvalid, "image tags must be 1 to %d characters", imageMaxTag)
 		}
 	}
-	return nil
+	return CheckImageProperties(img.Properties)
 }
 
 // imageDedupe keeps the first occurrence of each string, in order.
