@@ -52,8 +52,9 @@ func Service(b rest.Backend) rest.Service {
 		{Method: del, Path: "/v2.0/ports/{id}", Auth: token, Handler: s.deletePort},
 	}
 	routes = append(routes, s.tagRoutes()...)
+	routes = append(routes, s.quotaRoutes()...)
 	for i := range routes {
-		routes[i].Handler = wrap(routes[i].Handler)
+		routes[i].Handler = wrap(overQuota409(routes[i].Handler))
 	}
 	return rest.Service{Prefix: "/network", Errors: neutronErrors, Routes: routes}
 }
