@@ -74,6 +74,7 @@ func (n *Node) leading(ctx context.Context) {
 		n.imagesLeaderTick(ctx)
 		n.networksLeaderTick(ctx)
 		n.volumesLeaderTick(ctx)
+		n.quotasLeaderTick(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -46,6 +46,11 @@ type Settings struct {
 	// Quotas are the cluster's default quota limits by resource name
 	// (quotas.go); a resource not named uses its built-in default.
 	Quotas map[string]int64 `json:"quotas,omitempty"`
+	// QuotasEnforced turns on quota and hard-limit checks in apply. It is
+	// set at bootstrap, by CmdEnableQuotas (the leader proposes it once
+	// after an upgrade) and by any quota command, so log entries written
+	// before quotas existed replay exactly as they applied then.
+	QuotasEnforced bool `json:"quotas_enforced,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

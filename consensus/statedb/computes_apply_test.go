@@ -334,8 +334,6 @@ func TestPlansNeverOverCommit(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 1))
 			hosts := []string{"h0", "h1", "h2", "h3"}
 			cs := newCStore(t, hosts...)
-			// Placement, not quotas, is under test: p1 is unlimited.
-			cs.must(CmdSetQuotas, SetQuotasCmd{ProjectID: "p1", Limits: map[string]int64{QuotaInstances: Unlimited, QuotaCores: Unlimited, QuotaRAM: Unlimited}})
 			flavors := []Flavor{
 				{ID: "s", Name: "s", VCPUs: 1, RAMMB: 256, DiskGB: 1},
 				{ID: "m", Name: "m", VCPUs: 2, RAMMB: 1024, DiskGB: 5},

@@ -129,7 +129,7 @@ func validateImageFields(img *Image) error {
 			return Errorf(KindInvalid, "image tags must be 1 to %d characters", imageMaxTag)
 		}
 	}
-	return CheckImageProperties(img.Properties)
+	return nil
 }
 
 // imageDedupe keeps the first occurrence of each string, in order.
@@ -160,6 +160,9 @@ func applyCreateImage(t *Txn, c *Command) error {
 	}
 	img.Tags = imageDedupe(img.Tags)
 	if err := validateImageFields(img); err != nil {
+		return err
+	}
+	if err := checkImageLimits(t, img); err != nil {
 		return err
 	}
 	img.Status = ImageQueued
@@ -243,6 +246,9 @@ func applyUpdateImage(t *Txn, c *Command) error {
 		img.Properties[k] = v
 	}
 	if err := validateImageFields(img); err != nil {
+		return err
+	}
+	if err := checkImageLimits(t, img); err != nil {
 		return err
 	}
 	img.UpdatedAt = c.Time

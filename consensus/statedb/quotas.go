@@ -19,7 +19,10 @@ import (
 // default (BuiltinQuota). -1 is unlimited.
 //
 // Commands 191-199: 191 CmdSetQuotas, 192 CmdDeleteQuotas, 193
-// CmdSetDefaultQuotas.
+// CmdSetDefaultQuotas, 194 CmdEnableQuotas.
+//
+// Checks run only once Settings.QuotasEnforced is set, so entries written
+// before quotas existed replay as they applied.
 const tblQuotas = "quotas"
 
 const (
@@ -28,6 +31,9 @@ const (
 	// CmdSetDefaultQuotas sets cluster default limits (Settings.Quotas)
 	// from a SetQuotasCmd without a project.
 	CmdSetDefaultQuotas CmdType = 193
+	// CmdEnableQuotas turns enforcement on (no payload); the leader
+	// proposes it once on a cluster bootstrapped before quotas existed.
+	CmdEnableQuotas CmdType = 194
 )
 
 var quotaTables = []table{idTable(tblQuotas, func() any { return &QuotaSet{} })}
@@ -36,6 +42,7 @@ var quotaApply = map[CmdType]applyFunc{
 	CmdSetQuotas:        applySetQuotas,
 	CmdDeleteQuotas:     applyDeleteQuotas,
 	CmdSetDefaultQuotas: applySetDefaultQuotas,
+	CmdEnableQuotas:     applyEnableQuotas,
 }
 
 // KindOverQuota is a create refused because the project would exceed a
@@ -167,6 +174,26 @@ func CheckQuotaLimits(limits map[string]int64) error {
 	return nil
 }
 
+// QuotasEnforced reports whether apply checks quotas and hard limits.
+func (sn *Snapshot) QuotasEnforced() bool {
+	cfg, ok := sn.Cluster()
+	return ok && cfg.Settings.QuotasEnforced
+}
+
+// enableQuotas sets Settings.QuotasEnforced (a no-op before bootstrap:
+// nothing can be created then).
+func enableQuotas(t *Txn) error {
+	old, ok := t.read().Cluster()
+	if !ok || old.Settings.QuotasEnforced {
+		return nil
+	}
+	cfg := *old
+	cfg.Settings.QuotasEnforced = true
+	return t.insert(tblMeta, &cfg)
+}
+
+func applyEnableQuotas(t *Txn, _ *Command) error { return enableQuotas(t) }
+
 func applySetQuotas(t *Txn, c *Command) error {
 	r, err := decode[SetQuotasCmd](c)
 	if err != nil {
@@ -176,6 +203,9 @@ func applySetQuotas(t *Txn, c *Command) error {
 		return Errorf(KindInvalid, "a quota set needs a project")
 	}
 	if err := CheckQuotaLimits(r.Limits); err != nil {
+		return err
+	}
+	if err := enableQuotas(t); err != nil {
 		return err
 	}
 	qs := &QuotaSet{ID: r.ProjectID, Limits: map[string]int64{}}
@@ -199,6 +229,7 @@ func applySetDefaultQuotas(t *Txn, c *Command) error {
 		return Errorf(KindConflict, "the cluster is not bootstrapped")
 	}
 	cfg := *old
+	cfg.Settings.QuotasEnforced = true
 	cfg.Settings.Quotas = maps.Clone(old.Settings.Quotas)
 	if cfg.Settings.Quotas == nil {
 		cfg.Settings.Quotas = map[string]int64{}

@@ -43,3 +43,11 @@ func CheckImageProperties(props map[string]string) error {
 	}
 	return nil
 }
+
+// checkImageLimits is the image hard limits inside apply.
+func checkImageLimits(t *Txn, img *Image) error {
+	if !t.read().QuotasEnforced() {
+		return nil
+	}
+	return CheckImageProperties(img.Properties)
+}

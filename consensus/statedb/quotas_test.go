@@ -101,6 +101,7 @@ func TestQuotaRefusesEachCreate(t *testing.T) {
 
 func TestImagePropertyLimits(t *testing.T) {
 	ns := newQuotaStore(t)
+	ns.must(CmdEnableQuotas, struct{}{})
 	big := map[string]string{}
 	for i := range 3 {
 		big[fmt.Sprint("k", i)] = strings.Repeat("x", MaxImagePropertyBytes/3)
@@ -246,5 +247,24 @@ func (ns *netStore) deleteSomething(rng *rand.Rand, sn *Snapshot) {
 			_ = ns.do(CmdDeleteVolume, DeleteVolumeCmd{ID: v.ID})
 			_ = ns.do(CmdReportVolume, ReportVolumeCmd{VolumeID: v.ID, HostID: "h1", Status: VolumeDeleted})
 		}
+	}
+}
+
+// TestQuotasOffUntilEnabled: entries written before quotas existed must
+// replay as they applied, so nothing is checked until enforcement is on.
+func TestQuotasOffUntilEnabled(t *testing.T) {
+	ns := newQuotaStore(t)
+	var cmd CreateInstancesCmd
+	for i := range 12 {
+		cmd.Instances = append(cmd.Instances, newInst(fmt.Sprint("old", i), "p1", tiny))
+	}
+	ns.must(CmdCreateInstances, cmd) // 12 > the default 10: an old log entry
+	if ns.s.Snapshot().QuotasEnforced() {
+		t.Fatal("enforced before any quota command")
+	}
+	ns.must(CmdEnableQuotas, struct{}{})
+	err := ns.do(CmdCreateInstances, CreateInstancesCmd{Instances: []InstanceCreate{newInst("new", "p1", tiny)}})
+	if want := "Quota exceeded for instances: Requested 1, but already used 12 of 10 instances"; err == nil || err.Error() != want {
+		t.Fatalf("after enable: %v, want %q", err, want)
 	}
 }
