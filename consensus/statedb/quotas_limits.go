@@ -6,7 +6,7 @@ package statedb
 // to grow the state by more than a few tens of KB per object. The REST
 // services check these before proposing (and answer 400 or 413); apply
 // checks them again so no command can carry more. docs/limits.md lists
-// them for users.
+// them for users, with the per-field limits each API enforces itself.
 const (
 	// MaxImageProperties is the most extra properties an image may carry.
 	MaxImageProperties = 128
@@ -16,16 +16,6 @@ const (
 	// MaxServerMetadataItems bounds a server's metadata items; the
 	// metadata_items quota may be set lower, never higher.
 	MaxServerMetadataItems = 128
-	// MaxMetadataKey and MaxMetadataValue bound one metadata item.
-	MaxMetadataKey   = 255
-	MaxMetadataValue = 255
-	// MaxUserDataBytes bounds a server's user data, decoded.
-	MaxUserDataBytes = 65535
-	// MaxInstancesPerRequest bounds max_count of one server create.
-	MaxInstancesPerRequest = 100
-	// MaxNameLength and MaxDescriptionLength bound names and descriptions.
-	MaxNameLength        = 255
-	MaxDescriptionLength = 255
 )
 
 // CheckImageProperties enforces the image property limits. It is the
