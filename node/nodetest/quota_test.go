@@ -78,7 +78,7 @@ func qtStatus(err error) int {
 // every host's state agrees.
 func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	fa := &FakeAgents{ResyncInterval: 200 * time.Millisecond}
-	c := NewCluster(t, 3, Options{Agent: fa.Options})
+	c := NewCluster(t, 3, Options{Agent: fa.Options, Quotas: true})
 	ctx := t.Context()
 	img := cpSeedImage(ctx, t, c.Any())
 	project := qtAdminProject(t, c)
@@ -153,7 +153,7 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 // TestQuotaGophercloud drives the three quota APIs with gophercloud's
 // quota packages through a follower.
 func TestQuotaGophercloud(t *testing.T) {
-	c := NewCluster(t, 3)
+	c := NewCluster(t, 3, Options{Quotas: true})
 	ctx := t.Context()
 	project := qtAdminProject(t, c)
 	q := qtConnect(ctx, t, c, c.Follower())
@@ -232,11 +232,12 @@ func TestQuotaGophercloud(t *testing.T) {
 }
 
 // TestQuotaOpenStackCLI runs the real openstack client 6.0: quota show,
-// set, show --default, list --detail and limits show --absolute. (Its
+// set, show --default, set --class default, list --detail and limits
+// show --absolute. (Its
 // quota command has no delete or --usage; those are covered through
 // gophercloud above.)
 func TestQuotaOpenStackCLI(t *testing.T) {
-	c := NewCluster(t, 3)
+	c := NewCluster(t, 3, Options{Quotas: true})
 	o := newCPCLI(t, c, c.Follower())
 
 	var show map[string]any
@@ -268,6 +269,14 @@ func TestQuotaOpenStackCLI(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(detail), "network") {
 		t.Errorf("quota list --detail --network = %v", detail)
 	}
+	// Cluster defaults through the default quota class. (The client's
+	// "quota show --class default" looks the class up as a project and
+	// fails before asking; show --default reads the same values.)
+	o.run("quota", "set", "--class", "--instances", "12", "--volumes", "4", "default")
+	o.json(&def, "quota", "show", "--default", "admin")
+	if def["instances"] != 12.0 || def["volumes"] != 4.0 {
+		t.Errorf("quota show --default after the class set = %v", def)
+	}
 	var abs []map[string]any
 	o.json(&abs, "limits", "show", "--absolute")
 	got := map[string]any{}
@@ -287,7 +296,7 @@ func TestQuotaOpenStackCLI(t *testing.T) {
 // is refused before Raft (no image in the state, no log growth beyond
 // what the idle cluster writes) and the heap stays within 10 MB of idle.
 func TestQuotaAbuseImageProperties(t *testing.T) {
-	c := NewCluster(t, 3)
+	c := NewCluster(t, 3, Options{Quotas: true})
 	f := c.Follower()
 	ic := newImageClient(t, c, f)
 	var body strings.Builder
