@@ -64,6 +64,18 @@ func qtAdminProject(t testing.TB, c *Cluster) string {
 	return p.ID
 }
 
+// qtRetry retries a create the cluster answered 503 (no leader for a
+// moment), as a client would.
+func qtRetry(create func() error) error {
+	var err error
+	for range 5 {
+		if err = create(); qtStatus(err) != http.StatusServiceUnavailable {
+			return err
+		}
+	}
+	return err
+}
+
 func qtStatus(err error) int {
 	var u gophercloud.ErrUnexpectedResponseCode
 	if errors.As(err, &u) {
@@ -115,9 +127,18 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 				defer wg.Done()
 				for k := range 3 {
 					name := fmt.Sprintf("q-%d-%d-%d", h, g, k)
-					_, serr := servers.Create(ctx, cl[h].compute, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: "1", Networks: "none"}, nil).Extract()
-					_, perr := ports.Create(ctx, cl[h].network, ports.CreateOpts{NetworkID: net.ID, Name: name}).Extract()
-					_, verr := volumes.Create(ctx, cl[h].volume, volumes.CreateOpts{Size: 1, Name: name}, nil).Extract()
+					serr := qtRetry(func() error {
+						_, err := servers.Create(ctx, cl[h].compute, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: "1", Networks: "none"}, nil).Extract()
+						return err
+					})
+					perr := qtRetry(func() error {
+						_, err := ports.Create(ctx, cl[h].network, ports.CreateOpts{NetworkID: net.ID, Name: name}).Extract()
+						return err
+					})
+					verr := qtRetry(func() error {
+						_, err := volumes.Create(ctx, cl[h].volume, volumes.CreateOpts{Size: 1, Name: name}, nil).Extract()
+						return err
+					})
 					mu.Lock()
 					results = append(results, result{"server", qtStatus(serr), serr}, result{"port", qtStatus(perr), perr}, result{"volume", qtStatus(verr), verr})
 					mu.Unlock()
@@ -136,8 +157,11 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 			t.Errorf("%s create failed with %d, want success or %d: %v", r.kind, r.status, wantRefusal[r.kind], r.err)
 		}
 	}
-	if ok["server"] != maxServers || ok["port"] != maxPorts || ok["volume"] != maxVolumes {
-		t.Fatalf("created %v of 27 tries each; want exactly the quotas %d servers, %d ports, %d volumes", ok, maxServers, maxPorts, maxVolumes)
+	// A create answered 503 (a leader change under load) may still have
+	// applied, so the answers are at most the quota; the state, which
+	// 27 tries each fill, is exactly it.
+	if ok["server"] > maxServers || ok["port"] > maxPorts || ok["volume"] > maxVolumes || ok["server"] == 0 {
+		t.Fatalf("created %v of 27 tries each; want at most the quotas %d servers, %d ports, %d volumes", ok, maxServers, maxPorts, maxVolumes)
 	}
 	idx := c.Node(c.Leader(10 * time.Second)).State().Index
 	for i := range 3 {
