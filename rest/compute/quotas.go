@@ -287,3 +287,13 @@ func sortedQuotaKeys(m map[string]int64) []string {
 	slices.Sort(out)
 	return out
 }
+
+// metadataLimit is the metadata items a project's servers may carry: its
+// metadata_items quota, never more than the hard limit.
+func (s *service) metadataLimit(projectID string) int {
+	n := s.b.State().QuotaLimit(projectID, statedb.QuotaMetadataItems)
+	if n < 0 || n > statedb.MaxServerMetadataItems {
+		n = statedb.MaxServerMetadataItems
+	}
+	return int(n)
+}

@@ -138,3 +138,24 @@ func TestComputeQuotaDefaultsAndLimits(t *testing.T) {
 		t.Errorf("over quota = %d %s", r.Status, r.Body)
 	}
 }
+
+func TestComputeMetadataItemsQuota(t *testing.T) {
+	e := newEnv(t)
+	img := e.image(e.demo.ID, "private", 0, 0, nil, true)
+	id := e.createServer(e.member, map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1", "networks": "none", "metadata": map[string]any{"a": "1"}})
+	if r := e.admin.Do("PUT", api+"/os-quota-sets/"+e.demo.ID, map[string]any{"quota_set": map[string]any{"metadata_items": 2}}); r.Status != 200 {
+		t.Fatalf("PUT = %d %s", r.Status, r.Body)
+	}
+	if r := e.member.Do("POST", api+"/servers/"+id+"/metadata", map[string]any{"metadata": map[string]any{"b": "2"}}); r.Status != 200 {
+		t.Fatalf("second item = %d %s", r.Status, r.Body)
+	}
+	r := e.member.Do("POST", api+"/servers/"+id+"/metadata", map[string]any{"metadata": map[string]any{"c": "3"}})
+	if r.Status != 403 || errMessage(t, r, "forbidden") == "" {
+		t.Fatalf("third item over metadata_items = %d %s, want 403", r.Status, r.Body)
+	}
+	r = e.member.Do("POST", api+"/servers", map[string]any{"server": map[string]any{"name": "vm2", "imageRef": img, "flavorRef": "1", "networks": "none",
+		"metadata": map[string]any{"a": "1", "b": "2", "c": "3"}}})
+	if r.Status != 403 || errMessage(t, r, "forbidden") != "Quota exceeded for metadata_items: Requested 3, but already used 0 of 2 metadata_items" {
+		t.Fatalf("create with 3 items = %d %s, want 403", r.Status, r.Body)
+	}
+}
