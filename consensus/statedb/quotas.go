@@ -330,11 +330,11 @@ func OverQuotaResource(err error) string {
 	if e.Kind != KindOverQuota {
 		return ""
 	}
-	rest, ok := strings.CutPrefix(e.Msg, overQuotaPrefix)
+	tail, ok := strings.CutPrefix(e.Msg, overQuotaPrefix)
 	if !ok {
 		return ""
 	}
-	res, _, _ := strings.Cut(rest, ":")
+	res, _, _ := strings.Cut(tail, ":")
 	return res
 }
 
@@ -346,8 +346,8 @@ func overQuota(resource string, requested, used, limit int64) error {
 		overQuotaPrefix, resource, requested, used, limit, resource)}
 }
 
-// sortedKeys returns a map's keys in order, for deterministic checks.
-func sortedKeys[V any](m map[string]V) []string {
+// quotaSortedKeys returns a map's keys in order, for deterministic checks.
+func quotaSortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

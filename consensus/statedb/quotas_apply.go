@@ -88,7 +88,7 @@ func quotaCreateInstances(t *Txn, r *CreateInstancesCmd) error {
 			groupProject[inst.GroupID] = inst.ProjectID
 		}
 	}
-	for _, p := range sortedKeys(per) {
+	for _, p := range quotaSortedKeys(per) {
 		s := per[p]
 		if err := checkQuota(t, p, users[p],
 			charge{QuotaInstances, s.instances}, charge{QuotaCores, s.cores}, charge{QuotaRAM, s.ram},
@@ -96,7 +96,7 @@ func quotaCreateInstances(t *Txn, r *CreateInstancesCmd) error {
 			return err
 		}
 	}
-	for _, id := range sortedKeys(groups) {
+	for _, id := range quotaSortedKeys(groups) {
 		if !sn.QuotasEnforced() {
 			break
 		}
