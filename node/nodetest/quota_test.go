@@ -317,8 +317,10 @@ func TestQuotaOpenStackCLI(t *testing.T) {
 
 // TestQuotaAbuseImageProperties is the reported abuse: 30 image creates
 // carrying ~900 KB of properties each. With the default limits every one
-// is refused before Raft (no image in the state, no log growth beyond
-// what the idle cluster writes) and the heap stays within 10 MB of idle.
+// is refused (413, no image in the state) and the heap stays within 10 MB
+// of idle. That the refusal comes before anything is proposed is asserted
+// against the exact log index in rest/image (the idle cluster here writes
+// entries of its own).
 func TestQuotaAbuseImageProperties(t *testing.T) {
 	c := NewCluster(t, 3, Options{Quotas: true})
 	f := c.Follower()
@@ -332,7 +334,6 @@ func TestQuotaAbuseImageProperties(t *testing.T) {
 	payload := body.String()
 
 	idle := qtHeap()
-	before := c.Node(f).State().Index
 	for i := range 30 {
 		status, resp := ic.do(f, "POST", "/image/v2/images", "application/json", strings.NewReader(payload))
 		if status != http.StatusRequestEntityTooLarge {
@@ -342,9 +343,6 @@ func TestQuotaAbuseImageProperties(t *testing.T) {
 	after := qtHeap()
 	if n := len(c.Node(f).State().Images()); n != 0 {
 		t.Fatalf("%d images in the state after refused creates", n)
-	}
-	if grew := c.Node(f).State().Index - before; grew > 5 {
-		t.Errorf("the log grew by %d entries during 30 refused creates", grew)
 	}
 	t.Logf("heap idle %.1f MB, after 30 refused creates %.1f MB", float64(idle)/(1<<20), float64(after)/(1<<20))
 	if after > idle+10<<20 {
