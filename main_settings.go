@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,7 +38,7 @@ func settingsCmd() *cobra.Command {
 
 	set := &cobra.Command{
 		Use:   "set KEY=VALUE...",
-		Short: "Change cluster-wide settings (admin): storage, image-copies, image-size-limit",
+		Short: "Change cluster-wide settings (admin): storage, image-copies, image-size-limit, quota.*",
 		Long: `Change cluster-wide settings (admin). Only the keys given change.
 
   storage=nfs://server/export[/path]  new volumes and images go to this NFS share;
@@ -45,6 +47,9 @@ func settingsCmd() *cobra.Command {
   image-copies=N                      hosts holding each image with local storage (>= 1)
   image-size-limit=SIZE               largest image upload: bytes, or with a unit
                                       (KiB, MiB, GiB, TiB; KB, MB, GB, TB); 0 = the default
+  quota.RESOURCE=N                    default quota of every project without its own, e.g.
+                                      quota.instances=20 quota.gigabytes=500 (-1 = unlimited;
+                                      resources in docs/limits.md)
 
 Volumes and images made before a storage change stay where they were made.`,
 		Args: cobra.MinimumNArgs(1),
@@ -109,7 +114,20 @@ func parseSettingsArgs(args []string) (map[string]any, error) {
 			}
 			patch["image_size_limit"] = n
 		default:
-			return nil, fmt.Errorf("unknown setting %q: the settings are storage, image-copies and image-size-limit", k)
+			if res, ok := strings.CutPrefix(k, "quota."); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < -1 {
+					return nil, fmt.Errorf("%s=%s: want a whole number >= 0, or -1 for unlimited", k, v)
+				}
+				q, _ := patch["quotas"].(map[string]int64)
+				if q == nil {
+					q = map[string]int64{}
+					patch["quotas"] = q
+				}
+				q[strings.ReplaceAll(res, "-", "_")] = n
+				continue
+			}
+			return nil, fmt.Errorf("unknown setting %q: the settings are storage, image-copies, image-size-limit and quota.RESOURCE", k)
 		}
 	}
 	return patch, nil
@@ -178,5 +196,8 @@ func printSettings(w io.Writer, format string, s cluster.Settings) error {
 	}
 	fmt.Fprintf(tw, "image copies:\t%d\n", s.ImageCopies)
 	fmt.Fprintf(tw, "image size limit:\t%s (%d bytes)\n", formatBytes(s.ImageSizeLimit), s.ImageSizeLimit)
+	for _, k := range slices.Sorted(maps.Keys(s.Quotas)) {
+		fmt.Fprintf(tw, "default quota %s:\t%d\n", k, s.Quotas[k])
+	}
 	return tw.Flush()
 }

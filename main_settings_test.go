@@ -62,6 +62,9 @@ func TestParseSettingsArgs(t *testing.T) {
 		{[]string{"image-copies=two"}, nil},
 		{[]string{"image-size-limit=big"}, nil},
 		{[]string{"image-copies=2", "image_copies=3"}, nil},
+		{[]string{"quota.instances=20", "quota.key_pairs=-1"}, map[string]any{"quotas": map[string]int64{"instances": 20, "key_pairs": -1}}},
+		{[]string{"quota.instances=-2"}, nil},
+		{[]string{"quota.instances=many"}, nil},
 	} {
 		got, err := parseSettingsArgs(tc.args)
 		if tc.want == nil {

@@ -40,6 +40,7 @@ func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []b
 				Voters: n.cfg.Voters, TokenLifetime: time.Hour, LockoutAttempts: 6, LockoutDuration: 5 * time.Minute,
 				PublicURL: n.cfg.PublicURL, JoinTokenTimeout: time.Hour, Storage: n.cfg.Storage,
 				Ratios: statedb.Ratios{CPU: 4, RAM: 1, Disk: 1}, Weigher: "spread", MTU: 1450, ImageCopies: 2,
+				QuotasEnforced: true,
 			},
 		},
 		Member: statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,

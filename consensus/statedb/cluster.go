@@ -43,6 +43,14 @@ type Settings struct {
 	// one, most recent first. Volumes keep their own URL (Volume.Path);
 	// image blobs on the share ("shared" holder) may be on any of these.
 	FormerStorage []string `json:"former_storage,omitempty"`
+	// Quotas are the cluster's default quota limits by resource name
+	// (quotas.go); a resource not named uses its built-in default.
+	Quotas map[string]int64 `json:"quotas,omitempty"`
+	// QuotasEnforced turns on quota and hard-limit checks in apply. It is
+	// set at bootstrap, by CmdEnableQuotas (the leader proposes it once
+	// after an upgrade) and by any quota command, so log entries written
+	// before quotas existed replay exactly as they applied then.
+	QuotasEnforced bool `json:"quotas_enforced,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

@@ -145,6 +145,9 @@ func applyCreateKeypair(t *Txn, c *Command) error {
 	if _, ok := t.read().Keypair(k.UserID, k.Name); ok {
 		return Errorf(KindConflict, "Key pair '%s' already exists.", k.Name)
 	}
+	if err := quotaCreateKeypair(t, k); err != nil {
+		return err
+	}
 	if k.Type == "" {
 		k.Type = "ssh"
 	}
@@ -187,6 +190,9 @@ func applyCreateServerGroup(t *Txn, c *Command) error {
 	}
 	if _, ok := t.read().ServerGroup(g.ID); ok {
 		return Errorf(KindConflict, "Server group %s already exists.", g.ID)
+	}
+	if err := checkQuota(t, g.ProjectID, "", charge{QuotaServerGroups, 1}); err != nil {
+		return err
 	}
 	g.Members = []string{}
 	if g.CreatedAt.IsZero() {
@@ -250,6 +256,9 @@ func applyCreateInstances(t *Txn, c *Command) error {
 	}
 	if len(r.Instances) == 0 {
 		return Errorf(KindInvalid, "no instances to create")
+	}
+	if err := quotaCreateInstances(t, r); err != nil {
+		return err
 	}
 	for i := range r.Instances {
 		if err := createInstance(t, c.Time, &r.Instances[i]); err != nil {

@@ -131,6 +131,9 @@ func applyCreateImage(t *Txn, c *Command) error {
 	if err := validateImageFields(img); err != nil {
 		return err
 	}
+	if err := checkImageLimits(t, img); err != nil {
+		return err
+	}
 	img.Status = ImageQueued
 	img.Size, img.VirtualSize = 0, 0
 	img.Checksum, img.HashAlgo, img.HashValue, img.SHA256 = "", "", "", ""
@@ -212,6 +215,9 @@ func applyUpdateImage(t *Txn, c *Command) error {
 		img.Properties[k] = v
 	}
 	if err := validateImageFields(img); err != nil {
+		return err
+	}
+	if err := checkImageLimits(t, img); err != nil {
 		return err
 	}
 	img.UpdatedAt = c.Time

@@ -92,6 +92,9 @@ func applyCreateNetwork(t *Txn, c *Command) error {
 	if _, ok := sn.Network(n.ID); ok {
 		return Errorf(KindConflict, "Network %s already exists.", n.ID)
 	}
+	if err := checkQuota(t, n.ProjectID, "", charge{QuotaNetworks, 1}); err != nil {
+		return err
+	}
 	if err := validName255("network", n.Name); err != nil {
 		return err
 	}
@@ -298,6 +301,9 @@ func applyCreateSubnet(t *Txn, c *Command) error {
 	if _, ok := sn.Subnet(s.ID); ok {
 		return Errorf(KindConflict, "Subnet %s already exists.", s.ID)
 	}
+	if err := checkQuota(t, s.ProjectID, "", charge{QuotaSubnets, 1}); err != nil {
+		return err
+	}
 	if _, ok := sn.Network(s.NetworkID); !ok {
 		return Errorf(KindNotFound, msgNetworkNotFound, s.NetworkID)
 	}
@@ -454,6 +460,9 @@ func applyCreatePort(t *Txn, c *Command) error {
 		return err
 	}
 	if err := validDescription(cmd.Description); err != nil {
+		return err
+	}
+	if err := checkQuota(t, cmd.ProjectID, "", charge{QuotaPorts, 1}); err != nil {
 		return err
 	}
 	p, err := createPort(t, c.Time, cmd.PortRequest)

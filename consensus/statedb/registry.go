@@ -121,6 +121,12 @@ const (
 	CmdVolumeHostGone    CmdType = 188 // leader: Volume.Host left
 	CmdPlaceVolume       CmdType = 189 // leader: a local volume's host
 	CmdReportVolume      CmdType = 190 // a host agent's report
+
+	// Quotas: 191-199.
+	CmdSetQuotas        CmdType = 191 // admin: a project's limits
+	CmdDeleteQuotas     CmdType = 192 // admin: a project back to the defaults
+	CmdSetDefaultQuotas CmdType = 193 // admin: the cluster's default limits
+	CmdEnableQuotas     CmdType = 194 // leader, once: enforcement on for a cluster made before quotas
 )
 
 // wave2 is the release that added security groups, routing, login
@@ -238,6 +244,12 @@ var commands = mustRegistry(
 	Cmd[ReleaseVolumeCmd](CmdReleaseVolume, "ReleaseVolume", applyReleaseVolume),
 	Cmd[VolumeHostGoneCmd](CmdVolumeHostGone, "VolumeHostGone", applyVolumeHostGone),
 	Cmd[PlaceVolumeCmd](CmdPlaceVolume, "PlaceVolume", applyPlaceVolume).Since(wave2),
+
+	// Quotas.
+	Cmd[SetQuotasCmd](CmdSetQuotas, "SetQuotas", applySetQuotas).Since(wave2),
+	Cmd[DeleteCmd](CmdDeleteQuotas, "DeleteQuotas", applyDeleteQuotas).Since(wave2),
+	Cmd[SetQuotasCmd](CmdSetDefaultQuotas, "SetDefaultQuotas", applySetDefaultQuotas).Since(wave2),
+	Cmd[struct{}](CmdEnableQuotas, "EnableQuotas", applyEnableQuotas).Since(wave2),
 	Cmd[ReportVolumeCmd](CmdReportVolume, "ReportVolume", applyReportVolume),
 )
 

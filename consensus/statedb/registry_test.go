@@ -102,6 +102,10 @@ var goldenCommands = map[CmdType]string{
 	188: "VolumeHostGone",
 	189: "PlaceVolume",
 	190: "ReportVolume",
+	191: "SetQuotas",
+	192: "DeleteQuotas",
+	193: "SetDefaultQuotas",
+	194: "EnableQuotas",
 }
 
 func TestCommandNumbers(t *testing.T) {

@@ -193,6 +193,9 @@ func applyCreateVolume(t *Txn, c *Command) error {
 	if _, ok := t.read().Member(v.Host); !ok && !unplaced {
 		return Errorf(KindInvalid, "host %s is not a member of the cluster", v.Host)
 	}
+	if err := quotaCreateVolume(t, v.ProjectID, true, int64(v.SizeGB), int64(v.SizeGB)); err != nil {
+		return err
+	}
 	v.Status = VolumeCreating
 	v.Attachments = []VolumeAttachment{}
 	v.ErrorReason, v.PrevSizeGB = "", 0
@@ -309,6 +312,9 @@ func applyExtendVolume(t *Txn, c *Command) error {
 	}
 	if r.NewSizeGB <= v.SizeGB {
 		return Errorf(KindInvalid, "Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, r.NewSizeGB)
+	}
+	if err := quotaCreateVolume(t, v.ProjectID, false, int64(r.NewSizeGB), int64(r.NewSizeGB-v.SizeGB)); err != nil {
+		return err
 	}
 	v.PrevSizeGB, v.SizeGB = v.SizeGB, r.NewSizeGB
 	v.Status, v.ErrorReason = VolumeExtending, ""

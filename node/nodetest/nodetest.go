@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node"
 	"github.com/peerstack/peerstack/node/agent/agenttest"
+	"github.com/peerstack/peerstack/rest"
 )
 
 // Cluster is a set of in-process nodes.
@@ -57,6 +59,10 @@ type Options struct {
 	// Config, when set, edits node i's configuration before each start
 	// (a host source, a scheduler gate, extra leader routines).
 	Config func(i int, cfg *node.Config)
+	// Quotas keeps the built-in default quotas on the admin project.
+	// Without it the admin project is unlimited, so tests of other
+	// features may create any number of servers, ports and volumes.
+	Quotas bool
 }
 
 // Timers are the tight timers every test node runs with.
@@ -159,7 +165,31 @@ func NewCluster(t testing.TB, n int, opts ...Options) *Cluster {
 		c.Join(t.Context())
 	}
 	c.WaitMembers(n, 20*time.Second)
+	if !c.Opts.Quotas {
+		c.unlimitAdmin(t)
+	}
 	return c
+}
+
+// unlimitAdmin lifts every quota of the admin project.
+func (c *Cluster) unlimitAdmin(t testing.TB) {
+	t.Helper()
+	n := c.nodes[0]
+	p, ok := n.State().ProjectByName("admin")
+	if !ok {
+		t.Fatal("no admin project")
+	}
+	limits := map[string]int64{}
+	for _, rs := range [][]string{statedb.ComputeQuotas(), statedb.NetworkQuotas(), statedb.VolumeQuotas()} {
+		for _, r := range rs {
+			if statedb.QuotaCeiling(r) == 0 {
+				limits[r] = statedb.Unlimited
+			}
+		}
+	}
+	if _, err := rest.Propose(t.Context(), n, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: p.ID, Limits: limits}); err != nil {
+		t.Fatalf("lift the admin project's quotas: %v", err)
+	}
 }
 
 func (c *Cluster) config(dir, name, token string) node.Config {

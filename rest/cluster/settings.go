@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ type Settings struct {
 	FormerStorage  []string `json:"former_storage"` // earlier nfs:// backends, most recent first
 	ImageCopies    int      `json:"image_copies"`
 	ImageSizeLimit int64    `json:"image_size_limit"` // bytes
+	// Quotas are the default quota limits an admin set for the cluster
+	// (resources not named use their built-in defaults; docs/limits.md).
+	Quotas map[string]int64 `json:"quotas,omitempty"`
 }
 
 // SettingsBackend is the daemon side of the settings API.
@@ -75,6 +79,7 @@ func SettingsOf(s *statedb.Settings) Settings {
 	return Settings{
 		Storage: s.Storage, StorageType: statedb.VolumeBackendType(s.Storage), FormerStorage: former,
 		ImageCopies: s.EffectiveImageCopies(), ImageSizeLimit: s.EffectiveImageSizeLimit(),
+		Quotas: maps.Clone(s.Quotas),
 	}
 }
 
@@ -88,6 +93,11 @@ func (h *settingsHandlers) update(c *rest.Ctx) (any, error) {
 	if err := c.Decode(&raw); err != nil {
 		return nil, err
 	}
+	quotas, err := decodeQuotaDefaults(raw)
+	if err != nil {
+		return nil, err
+	}
+	delete(raw, "quotas")
 	patch, err := DecodeSettingsPatch(raw)
 	if err != nil {
 		return nil, err
@@ -102,6 +112,11 @@ func (h *settingsHandlers) update(c *rest.Ctx) (any, error) {
 		cancel()
 		if err != nil {
 			return nil, rest.BadRequest("Invalid storage %s: %v", *patch.Storage, err)
+		}
+	}
+	if len(quotas) > 0 {
+		if _, err := rest.Propose(c.Context(), h.b, statedb.CmdSetDefaultQuotas, statedb.SetQuotasCmd{Limits: quotas}); err != nil {
+			return nil, err
 		}
 	}
 	if patch != (statedb.UpdateSettingsCmd{}) {
@@ -150,10 +165,27 @@ func DecodeSettingsPatch(raw map[string]json.RawMessage) (statedb.UpdateSettings
 			}
 			p.ImageSizeLimit = &n
 		default:
-			return p, rest.BadRequest("Unknown setting %q: the settings are storage, image_copies and image_size_limit.", k)
+			return p, rest.BadRequest("Unknown setting %q: the settings are storage, image_copies, image_size_limit and quotas.", k)
 		}
 	}
 	return p, nil
+}
+
+// decodeQuotaDefaults reads the optional "quotas" field of a settings
+// patch: {resource: limit}, -1 unlimited (docs/limits.md).
+func decodeQuotaDefaults(raw map[string]json.RawMessage) (map[string]int64, error) {
+	v, ok := raw["quotas"]
+	if !ok {
+		return nil, nil
+	}
+	var q map[string]int64
+	if err := json.Unmarshal(v, &q); err != nil || q == nil {
+		return nil, rest.BadRequest("Invalid setting quotas: want an object of quota resources and integer limits (-1 = unlimited).")
+	}
+	if err := statedb.CheckQuotaLimits(q); err != nil {
+		return nil, rest.BadRequest("Invalid setting quotas: %v", err)
+	}
+	return q, nil
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {

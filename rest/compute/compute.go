@@ -154,6 +154,10 @@ func Services(b Backend) []rest.Service {
 		{Method: put, Path: "/os-services/disable-log-reason", Auth: tok, Handler: s.disableService},
 	}
 	api = append(api, s.secGroupRoutes()...)
+	api = append(api, s.quotaRoutes()...)
+	for i := range api {
+		api[i].Handler = overQuotaAs403(api[i].Handler)
+	}
 	return []rest.Service{
 		{Prefix: "/compute", Errors: NovaErrors, Routes: []rest.Route{
 			{Method: get, Path: "", Auth: rest.Public, Handler: s.versions},

@@ -208,7 +208,7 @@ func (s *service) setMetadata(c *rest.Ctx, replace bool) (any, error) {
 		return nil, err
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateInstance, statedb.UpdateInstanceCmd{
-		ID: inst.ID, Metadata: md, ReplaceMetadata: replace, MaxMetadata: maxMetadata}); err != nil {
+		ID: inst.ID, Metadata: md, ReplaceMetadata: replace, MaxMetadata: s.metadataLimit(inst.ProjectID)}); err != nil {
 		return nil, err
 	}
 	got, ok := s.b.State().Instance(inst.ID)
@@ -256,7 +256,7 @@ func (s *service) putMetadataItem(c *rest.Ctx) (any, error) {
 		return nil, rest.BadRequest("Request body and URI mismatch")
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateInstance, statedb.UpdateInstanceCmd{
-		ID: inst.ID, Metadata: md, MaxMetadata: maxMetadata}); err != nil {
+		ID: inst.ID, Metadata: md, MaxMetadata: s.metadataLimit(inst.ProjectID)}); err != nil {
 		return nil, err
 	}
 	return map[string]any{"meta": md}, nil

@@ -187,6 +187,9 @@ func (s *service) create(c *rest.Ctx) (any, error) {
 	if len(img.Properties) > maxProps {
 		return nil, tooLarge("An image may have at most %d extra properties.", maxProps)
 	}
+	if err := statedb.CheckImageProperties(img.Properties); err != nil {
+		return nil, tooLarge("%s", err.Error())
+	}
 	if err := validateAttrs(c, &img, true); err != nil {
 		return nil, err
 	}

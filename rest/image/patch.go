@@ -90,6 +90,9 @@ func (t *patchTarget) apply(op patchOp) error {
 	if len(t.props) > maxProps {
 		return tooLarge("An image may have at most %d extra properties.", maxProps)
 	}
+	if err := statedb.CheckImageProperties(t.props); err != nil {
+		return tooLarge("%s", err.Error())
+	}
 	return nil
 }
 

@@ -55,8 +55,9 @@ func Service(b rest.Backend) rest.Service {
 	routes = append(routes, s.secGroupRoutes()...)
 	routes = append(routes, s.routerRoutes()...)
 	routes = append(routes, s.floatingIPRoutes()...)
+	routes = append(routes, s.quotaRoutes()...)
 	for i := range routes {
-		routes[i].Handler = wrap(routes[i].Handler)
+		routes[i].Handler = wrap(overQuota409(routes[i].Handler))
 	}
 	return rest.Service{Prefix: "/network", Errors: neutronErrors, Routes: routes}
 }

@@ -74,7 +74,7 @@ func Service(b Backend, opts Options) rest.Service {
 		public, token       = rest.Public, rest.Token
 	)
 	vols := "/v3/{project_id}/volumes"
-	return rest.Service{
+	svc := rest.Service{
 		Prefix: "/volume",
 		Errors: cinderErrors,
 		Wrap:   versionHeaders("volume", volumeVersion, "X-OpenStack-Volume-API-Version", cinderErrors),
@@ -95,6 +95,11 @@ func Service(b Backend, opts Options) rest.Service {
 			{Method: get, Path: "/v3/{project_id}/os-availability-zone", Auth: token, Handler: s.listAZs},
 		},
 	}
+	svc.Routes = append(svc.Routes, s.quotaRoutes()...)
+	for i := range svc.Routes {
+		svc.Routes[i].Handler = overQuotaAs413(svc.Routes[i].Handler)
+	}
+	return svc
 }
 
 func newService(b Backend, opts Options) *service {
