@@ -23,6 +23,7 @@ import (
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
 // Node is one running daemon.
@@ -344,7 +345,9 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"))
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
-	n.api = &http.Server{Handler: srv.Handler(), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
+	dash := dashboard.New(computeBackend{n}, authenticator{n}, n.log.With("sub", "dashboard"))
+	srv.Mount(dash.Service())
+	n.api = &http.Server{Handler: dash.Wrap(srv.Handler()), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)}
 	n.apiLn = tls.NewListener(apiLn, serverTLS)
 	go func() {

@@ -1,0 +1,184 @@
+package dashboard
+
+// The serial console is offered the way Nova offers it: POST
+// /compute/v2.1/servers/{id}/remote-consoles with protocol serial answers a
+// ws(s):// URL on this host carrying a short-lived token, so the link from
+// `openstack console url show --serial` and the dashboard's console tab are
+// the same thing. The WebSocket streams the server's console log as the host
+// that runs it writes it (read through the same path as `openstack console
+// log show`, so it works across hosts over the internal mTLS API). It is
+// read-only: keystrokes are not sent to the guest.
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/compute"
+)
+
+var sha256New = sha256.New
+
+// consoleLines is how much of the log one poll reads.
+const consoleLines = 1000
+
+// Service is the remote-console API, mounted next to compute's. Nova serves
+// it from microversion 2.6; it is answered whatever version is asked, so
+// clients that negotiate a lower maximum can still use it.
+func (d *Dashboard) Service() rest.Service {
+	return rest.Service{Prefix: "/compute/v2.1", Errors: compute.NovaErrors, Routes: []rest.Route{
+		{Method: http.MethodPost, Path: "/servers/{server_id}/remote-consoles", Auth: rest.Token, Handler: d.remoteConsole},
+	}}
+}
+
+func (d *Dashboard) remoteConsole(c *rest.Ctx) (any, error) {
+	id := c.Var("server_id")
+	inst, ok := d.b.State().Instance(id)
+	if !ok {
+		if c.Cred == nil {
+			return nil, rest.Unauthorized("The request you have made requires authentication.")
+		}
+		return nil, rest.NotFoundf("Instance %s could not be found.", id)
+	}
+	if err := rest.Check(d.b, c, rest.Write, inst.ProjectID, false, "Instance "+id); err != nil {
+		return nil, err
+	}
+	var req struct {
+		RemoteConsole *struct {
+			Protocol string `json:"protocol"`
+			Type     string `json:"type"`
+		} `json:"remote_console"`
+	}
+	if err := c.Decode(&req); err != nil {
+		return nil, err
+	}
+	rc := req.RemoteConsole
+	if rc == nil {
+		return nil, rest.BadRequest("Invalid input for field/attribute remote_console. Value: None. None is not of type 'object'")
+	}
+	if rc.Protocol != "serial" || rc.Type != "serial" {
+		return nil, &rest.HTTPError{Status: http.StatusBadRequest,
+			Msg: fmt.Sprintf("Unavailable console type %s: only protocol serial with type serial is offered.", rc.Protocol+"/"+rc.Type)}
+	}
+	if inst.Host == "" {
+		return nil, rest.Conflictf("Instance %s has no host yet; its console is not available.", id)
+	}
+	u := rest.BaseURL(c.R)
+	u = "ws" + strings.TrimPrefix(u, "http") + "/dashboard/console?token=" + d.consoleToken(id, d.b.Now().Add(d.tokenTTL))
+	return map[string]any{"remote_console": map[string]string{"protocol": "serial", "type": "serial", "url": u}}, nil
+}
+
+// consoleToken binds an instance and an expiry under the process key.
+func (d *Dashboard) consoleToken(instanceID string, exp time.Time) string {
+	msg := instanceID + "." + strconv.FormatInt(exp.Unix(), 10)
+	return base64.RawURLEncoding.EncodeToString([]byte(msg)) + "." + hex.EncodeToString(d.sign(msg))
+}
+
+var errBadConsoleToken = errors.New("console token invalid or expired")
+
+func (d *Dashboard) verifyConsoleToken(tok string) (string, error) {
+	enc, mac, ok := strings.Cut(tok, ".")
+	if !ok {
+		return "", errBadConsoleToken
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return "", errBadConsoleToken
+	}
+	got, err := hex.DecodeString(mac)
+	if err != nil || !hmac.Equal(got, d.sign(string(raw))) {
+		return "", errBadConsoleToken
+	}
+	id, expS, ok := strings.Cut(string(raw), ".")
+	exp, err := strconv.ParseInt(expS, 10, 64)
+	if !ok || err != nil || d.b.Now().Unix() > exp {
+		return "", errBadConsoleToken
+	}
+	return id, nil
+}
+
+// console serves the WebSocket: text messages of new console output.
+func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
+	id, err := d.verifyConsoleToken(r.URL.Query().Get("token"))
+	if err != nil {
+		compute.NovaErrors(w, http.StatusUnauthorized, "", "The console token is invalid or expired; ask for a new console URL.")
+		return
+	}
+	if _, ok := d.b.State().Instance(id); !ok {
+		compute.NovaErrors(w, http.StatusNotFound, "", fmt.Sprintf("Instance %s could not be found.", id))
+		return
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		d.log.Debug("console upgrade refused", "instance", id, "err", err)
+		return
+	}
+	d.sessions.Add(1)
+	defer d.sessions.Add(-1)
+	defer conn.CloseNow()
+	ctx := conn.CloseRead(r.Context())
+	t := time.NewTicker(d.poll)
+	defer t.Stop()
+	var last, lastErr string
+	for {
+		inst, ok := d.b.State().Instance(id)
+		if !ok {
+			_ = conn.Close(websocket.StatusNormalClosure, "server deleted")
+			return
+		}
+		if inst.Host != "" {
+			out, err := d.b.ConsoleOutput(ctx, inst, consoleLines)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil:
+				if msg := err.Error(); msg != lastErr {
+					lastErr = msg
+					if conn.Write(ctx, websocket.MessageText, []byte("\r\n[console unavailable: "+msg+"]\r\n")) != nil {
+						return
+					}
+				}
+			default:
+				lastErr = ""
+				if delta := consoleDelta(last, out); delta != "" {
+					if conn.Write(ctx, websocket.MessageText, []byte(delta)) != nil {
+						return
+					}
+				}
+				last = out
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// consoleDelta is what cur adds to prev, two reads of the same log's tail.
+// Each read starts at a line start, so when the tail has moved on, cur
+// begins with the end of prev from some line of prev: the longest such
+// overlap is dropped. With nothing in common (trimmed, or more new lines
+// than one read holds) cur is sent whole.
+func consoleDelta(prev, cur string) string {
+	if strings.HasPrefix(cur, prev) {
+		return cur[len(prev):]
+	}
+	for i := 1; i < len(prev); i++ {
+		if prev[i-1] == '\n' && strings.HasPrefix(cur, prev[i:]) {
+			return cur[len(prev)-i:]
+		}
+	}
+	return cur
+}
