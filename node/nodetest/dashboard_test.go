@@ -215,6 +215,10 @@ func TestDashboardBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("server-create")))
 	e.waitJS("server ACTIVE", `window.notReloaded === true && (document.querySelector('[data-server="web1"]') || {}).textContent === "ACTIVE"`)
 	e.shot("servers")
+	if unlabeled := eval[[]string](e, "labels", `[...document.querySelectorAll("#main input, #main select, #main button")]
+		.filter(x => !(x.labels && x.labels.length) && !x.getAttribute("aria-label") && !x.textContent.trim()).map(x => x.outerHTML)`); len(unlabeled) > 0 {
+		t.Fatalf("controls without a label: %v", unlabeled)
+	}
 
 	// The console streams the boot marker.
 	e.run("open console", chromedp.Click(chromedp.CSS(`button[aria-label="Console web1"]`)))
@@ -293,4 +297,13 @@ func TestDashboardBrowser(t *testing.T) {
 	e.run("alice hosts", chromedp.Navigate(e.c.URL(0)+"/#hosts"))
 	e.waitJS("hosts hidden from alice", mainText("shown to administrators"))
 	e.shot("non-admin")
+
+	// On a phone the page does not scroll sideways: wide tables scroll in
+	// their own box.
+	e.run("phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(e.c.URL(0)+"/#servers"))
+	e.waitJS("phone servers view", `document.querySelector("#server-name") !== null`)
+	if w := eval[[]int](e, "widths", `[document.documentElement.scrollWidth, window.innerWidth]`); w[0] > w[1] {
+		t.Fatalf("page is %d px wide in a %d px phone viewport", w[0], w[1])
+	}
+	e.shot("phone-servers")
 }

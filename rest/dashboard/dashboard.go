@@ -11,6 +11,8 @@ package dashboard
 
 import (
 	"bytes"
+	"compress/gzip"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/subtle"
@@ -19,12 +21,14 @@ import (
 	"encoding/json"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
+	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"context"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
 )
@@ -59,6 +63,7 @@ type Dashboard struct {
 	tokenTTL time.Duration
 	sessions atomic.Int64
 	static   http.Handler
+	gz       map[string][]byte // static file name → gzip of it, made once
 }
 
 // Option changes a Dashboard's defaults.
@@ -76,7 +81,7 @@ func New(b Backend, auth rest.Authenticator, log *slog.Logger, opts ...Option) *
 		panic(err) // the embedded tree is fixed at build time
 	}
 	d := &Dashboard{b: b, auth: auth, log: log, key: key, poll: 500 * time.Millisecond, tokenTTL: 10 * time.Minute,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(sub))}
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(sub)), gz: gzipAll(sub)}
 	for _, o := range opts {
 		o(d)
 	}
@@ -95,7 +100,8 @@ func (d *Dashboard) Wrap(api http.Handler) http.Handler {
 			d.index(w, r)
 		case strings.HasPrefix(p, "/dashboard/static/"):
 			w.Header().Set("Cache-Control", "no-cache")
-			d.static.ServeHTTP(w, r)
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			d.serveStatic(w, r)
 		case p == "/dashboard/login":
 			d.login(api, w, r)
 		case p == "/dashboard/logout":
@@ -116,6 +122,45 @@ func (d *Dashboard) Wrap(api http.Handler) http.Handler {
 			api.ServeHTTP(w, r)
 		}
 	})
+}
+
+// gzipAll compresses the text assets once; xterm.js shrinks about 4×.
+func gzipAll(sub fs.FS) map[string][]byte {
+	out := map[string][]byte{}
+	_ = fs.WalkDir(sub, ".", func(name string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() || !(strings.HasSuffix(name, ".js") || strings.HasSuffix(name, ".css")) {
+			return err
+		}
+		raw, err := fs.ReadFile(sub, name)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		_, _ = zw.Write(raw)
+		_ = zw.Close()
+		out[name] = buf.Bytes()
+		return nil
+	})
+	return out
+}
+
+// serveStatic answers with the gzip form when the client takes it.
+func (d *Dashboard) serveStatic(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, "/dashboard/static/")
+	body, ok := d.gz[name]
+	if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) || !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		d.static.ServeHTTP(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+	h.Set("Content-Encoding", "gzip")
+	h.Set("Vary", "Accept-Encoding")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
 }
 
 func safeMethod(m string) bool {
