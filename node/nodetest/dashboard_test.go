@@ -225,6 +225,31 @@ func TestDashboardBrowser(t *testing.T) {
 	e.waitJS("boot marker in console", `(document.querySelector("#terminal .xterm-rows") || {textContent: ""}).textContent.includes("PEERSTACK-BOOT")`)
 	e.shot("console")
 
+	// A volume: create, attach to the server, detach.
+	e.run("volumes view", chromedp.Navigate(e.c.URL(0)+"/#volumes"))
+	e.waitJS("volume form", `document.querySelector("#volume-name") !== null`)
+	e.run("create volume", chromedp.SetValue(chromedp.ID("volume-name"), "vol1"), chromedp.Click(chromedp.Search(`//button[text()="Create volume"]`)))
+	e.waitJS("volume available", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("available"))`)
+	e.run("attach", chromedp.Click(chromedp.CSS(`select[aria-label="Server to attach vol1"] ~ button`)))
+	e.waitJS("volume in-use", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("in-use") && r.innerText.includes("web1"))`)
+	e.shot("volumes-attached")
+	e.run("detach", chromedp.Click(chromedp.CSS(`button[aria-label="Detach vol1"]`)))
+	e.waitJS("volume detached", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("available"))`)
+
+	// An image upload shows its progress.
+	file := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(file, bytes.Repeat([]byte{0x5a}, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.run("images view", chromedp.Navigate(e.c.URL(0)+"/#images"))
+	e.waitJS("image form", `document.querySelector("#image-name") !== null`)
+	e.run("upload image", chromedp.SetValue(chromedp.ID("image-name"), "uploaded"), chromedp.SetValue(chromedp.ID("image-format"), "raw"),
+		chromedp.SetUploadFiles(chromedp.ID("image-file"), []string{file}), chromedp.Click(chromedp.Search(`//button[text()="Upload"]`)))
+	e.waitJS("image active", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("uploaded") && r.innerText.includes("active"))
+		&& document.querySelector("#image-progress").value === 100`)
+	e.run("back to servers", chromedp.Navigate(e.c.URL(0)+"/#servers"))
+	e.waitJS("servers again", `document.querySelector('[data-server="web1"]') !== null`)
+
 	// Stop it; the console log still shows for the stopped server.
 	e.run("stop", chromedp.Click(chromedp.CSS(`button[aria-label="Stop web1"]`)))
 	e.waitJS("server SHUTOFF", `(document.querySelector('[data-server="web1"]') || {}).textContent === "SHUTOFF"`)

@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   const $ = (s) => document.querySelector(s);
-  let session = null, timer = null, term = null, sock = null, view = "", joinToken = "";
+  let session = null, timer = null, term = null, sock = null, view = "", joinToken = "", uploadPct = null;
   // errs keeps the last error of each place the user acted, so the
   // periodic redraw does not wipe it before it is read.
   const errs = {};
@@ -139,13 +139,13 @@
       const err = errBox("images-form");
       const nameI = h("input", { required: true }), fileI = h("input", { type: "file", required: true });
       const fmt = select(["qcow2", "raw", "iso"], (x) => x, (x) => x);
-      const prog = h("progress", { max: 100, value: 0, "aria-label": "Upload progress", hidden: true });
+      const prog = h("progress", { id: "image-progress", max: 100, value: uploadPct || 0, "aria-label": "Upload progress", hidden: uploadPct === null });
       const form = h("form", { class: "inline card", "aria-label": "Upload image" }, field("image-name", "Name", nameI),
         field("image-format", "Disk format", fmt), field("image-file", "File", fileI), h("button", { type: "submit", text: "Upload" }), prog);
       form.addEventListener("submit", act(err, async () => {
         const r = await api("POST", "/image/v2/images", { name: nameI.value, disk_format: fmt.value, container_format: "bare" });
-        prog.hidden = false;
-        await upload("/image/v2/images/" + r.id + "/file", fileI.files[0], prog);
+        uploadPct = 0; prog.hidden = false;
+        await upload("/image/v2/images/" + r.id + "/file", fileI.files[0]);
       }));
       main.append(h("h1", { text: "Images" }), form, err, table("Images", ["Name", "Status", "Format", "Size", "Visibility"],
         im.images.map((i) => [i.name, h("span", { class: "status-" + i.status, text: i.status }), i.disk_format || "-", i.size === null ? "-" : i.size, i.visibility])));
@@ -215,14 +215,15 @@
     }
     throw new Error("Server did not become ACTIVE; volume not attached.");
   }
-  function upload(path, file, prog) {
+  function upload(path, file) {
     return new Promise((resolve, reject) => {
       const x = new XMLHttpRequest();
       x.open("PUT", path);
       x.setRequestHeader("Content-Type", "application/octet-stream");
       x.setRequestHeader("X-CSRF-Token", csrf());
-      x.upload.onprogress = (e) => { if (e.lengthComputable) prog.value = Math.round(100 * e.loaded / e.total); };
-      x.onload = () => (x.status < 300 ? resolve() : reject(new Error(errMsg(x.status, x.responseText))));
+      const show = (pct) => { uploadPct = pct; const p = $("#image-progress"); if (p) { p.hidden = false; p.value = pct; } };
+      x.upload.onprogress = (e) => { if (e.lengthComputable) show(Math.round(100 * e.loaded / e.total)); };
+      x.onload = () => (x.status < 300 ? (show(100), resolve()) : reject(new Error(errMsg(x.status, x.responseText))));
       x.onerror = () => reject(new Error("Upload failed: network error."));
       x.send(file);
     });
