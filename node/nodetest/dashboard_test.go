@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/coder/websocket"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -331,4 +332,65 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("page is %d px wide in a %d px phone viewport", w[0], w[1])
 	}
 	e.shot("phone-servers")
+}
+
+// TestDashboardConsoleCLI asks the real openstack client for a serial
+// console URL from the host that does not run the server, then reads the
+// boot marker through that URL: the console crosses hosts.
+func TestDashboardConsoleCLI(t *testing.T) {
+	fa := &FakeAgents{}
+	c := NewCluster(t, 2, Options{Agent: fa.Options})
+	n := c.Node(0)
+	p, _ := n.State().ProjectByName("admin")
+	img := n.NewID()
+	for _, step := range []struct {
+		typ     statedb.CmdType
+		payload any
+	}{
+		{statedb.CmdCreateImage, statedb.Image{ID: img, Name: "guest", ProjectID: p.ID, Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"}},
+		{statedb.CmdStartImageUpload, statedb.ImageUploadCmd{ID: img, HostID: n.ID()}},
+		{statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: img, Size: 1 << 20, VirtualSize: 1 << 20,
+			SHA256: strings.Repeat("cd", 32), Holders: []string{n.ID(), c.Node(1).ID()}}},
+	} {
+		if _, err := rest.Propose(t.Context(), n, step.typ, step.payload); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
+	}
+	e := &dashEnv{t: t, c: c, hc: c.HTTPClient(), token: c.AdminToken(0)}
+	id := e.api("POST", "/compute/v2.1/servers", map[string]any{"server": map[string]any{
+		"name": "cli1", "imageRef": img, "flavorRef": "1", "networks": "none"}})["server"].(map[string]any)["id"].(string)
+	var host string
+	c.Eventually(60*time.Second, "server ACTIVE", func() bool {
+		inst, ok := n.State().Instance(id)
+		host = inst.Host
+		return ok && inst.VMState == statedb.VMActive
+	})
+	other := 0
+	if host == c.Node(0).ID() {
+		other = 1
+	}
+	t.Logf("server on %s; asking host %d (%s)", host, other, c.Node(other).ID())
+	cli := newCPCLI(t, c, other)
+	var out map[string]string
+	cli.json(&out, "console", "url", "show", "--serial", "cli1")
+	u := out["url"]
+	if !strings.HasPrefix(u, "wss://"+c.Node(other).APIAddr()+"/dashboard/console?token=") || out["type"] != "serial" {
+		t.Fatalf("console url show --serial = %v; want a wss:// URL on host %d", out, other)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: e.hc})
+	if err != nil {
+		t.Fatalf("dial %s: %v", u, err)
+	}
+	defer conn.CloseNow()
+	var got strings.Builder
+	for !strings.Contains(got.String(), "PEERSTACK-BOOT hostname=cli1") {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("read console (so far %q): %v", got.String(), err)
+		}
+		got.Write(msg)
+	}
+	t.Logf("read %q through %s", got.String(), u[:strings.Index(u, "?")])
 }

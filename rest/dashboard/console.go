@@ -10,12 +10,15 @@ package dashboard
 // read-only: keystrokes are not sent to the guest.
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -77,6 +80,54 @@ func (d *Dashboard) remoteConsole(c *rest.Ctx) (any, error) {
 	u = "ws" + strings.TrimPrefix(u, "http") + "/dashboard/console?token=" + d.consoleToken(id, d.b.Now().Add(d.tokenTTL))
 	return map[string]any{"remote_console": map[string]string{"protocol": "serial", "type": "serial", "url": u}}, nil
 }
+
+// serialAction answers the pre-2.6 form of the same request, the server
+// action {"os-getSerialConsole": {"type": "serial"}} that clients use at
+// microversion 2.1, with {"console": {"type", "url"}}. It reports false,
+// leaving r as it was, for every other request.
+func (d *Dashboard) serialAction(api http.Handler, w http.ResponseWriter, r *http.Request) bool {
+	tail, ok := strings.CutPrefix(r.URL.Path, "/compute/v2.1/servers/")
+	id, ok2 := strings.CutSuffix(tail, "/action")
+	if r.Method != http.MethodPost || !ok || !ok2 || id == "" || strings.Contains(id, "/") {
+		return false
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxActionBody+1))
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	if err != nil || len(raw) > maxActionBody {
+		return false // the compute API reports it
+	}
+	var action map[string]json.RawMessage
+	if json.Unmarshal(raw, &action) != nil || len(action) != 1 || action["os-getSerialConsole"] == nil {
+		return false
+	}
+	var req struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(action["os-getSerialConsole"], &req) != nil || req.Type != "serial" {
+		compute.NovaErrors(w, http.StatusBadRequest, "", fmt.Sprintf("Invalid input for field/attribute type. Value: %s. It must be serial", action["os-getSerialConsole"]))
+		return true
+	}
+	sub := r.Clone(r.Context())
+	sub.URL.Path = "/compute/v2.1/servers/" + id + "/remote-consoles"
+	sub.URL.RawPath = ""
+	body := `{"remote_console":{"protocol":"serial","type":"serial"}}`
+	sub.Body, sub.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+	rec := newRecorder()
+	api.ServeHTTP(rec, sub)
+	var out struct {
+		RemoteConsole struct{ URL string } `json:"remote_console"`
+	}
+	if rec.status != http.StatusOK || json.Unmarshal(rec.body.Bytes(), &out) != nil {
+		copyResponse(w, rec)
+		return true
+	}
+	rest.WriteJSON(w, http.StatusOK, map[string]any{"console": map[string]string{"type": "serial", "url": out.RemoteConsole.URL}})
+	return true
+}
+
+// maxActionBody bounds the server action bodies looked at for the serial
+// console.
+const maxActionBody = 64 << 10
 
 // consoleToken binds an instance and an expiry under the process key.
 func (d *Dashboard) consoleToken(instanceID string, exp time.Time) string {

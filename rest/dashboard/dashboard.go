@@ -119,6 +119,9 @@ func (d *Dashboard) Wrap(api http.Handler) http.Handler {
 					r.Header.Set("X-Auth-Token", c.Value)
 				}
 			}
+			if d.serialAction(api, w, r) {
+				return
+			}
 			api.ServeHTTP(w, r)
 		}
 	})

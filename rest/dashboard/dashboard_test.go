@@ -271,3 +271,30 @@ func TestConsoleDelta(t *testing.T) {
 		}
 	}
 }
+
+// TestSerialConsoleAction covers the pre-2.6 server action form clients
+// send at microversion 2.1.
+func TestSerialConsoleAction(t *testing.T) {
+	e := newEnv(t)
+	path := "/compute/v2.1/servers/" + e.inst + "/action"
+	r := e.demo.Do("POST", path, map[string]any{"os-getSerialConsole": map[string]any{"type": "serial"}})
+	var out struct{ Console struct{ Type, URL string } }
+	if r.Status != http.StatusOK {
+		t.Fatalf("os-getSerialConsole = %d %s", r.Status, r.Body)
+	}
+	r.Decode(t, &out)
+	if out.Console.Type != "serial" || !strings.Contains(out.Console.URL, "/dashboard/console?token=") {
+		t.Fatalf("os-getSerialConsole = %s", r.Body)
+	}
+	if r := e.demo.Do("POST", path, map[string]any{"os-getSerialConsole": map[string]any{"type": "novnc"}}); r.Status != http.StatusBadRequest {
+		t.Fatalf("os-getSerialConsole novnc = %d %s; want 400", r.Status, r.Body)
+	}
+	if r := e.other.Do("POST", path, map[string]any{"os-getSerialConsole": map[string]any{"type": "serial"}}); r.Status != http.StatusNotFound {
+		t.Fatalf("other project's os-getSerialConsole = %d %s; want 404", r.Status, r.Body)
+	}
+	// Other actions pass through to the compute API untouched (not mounted
+	// here: 404 from the router, body intact).
+	if r := e.demo.Do("POST", path, map[string]any{"os-stop": nil}); r.Status != http.StatusNotFound {
+		t.Fatalf("os-stop = %d %s; want the router's 404", r.Status, r.Body)
+	}
+}
