@@ -221,6 +221,15 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("controls without a label: %v", unlabeled)
 	}
 
+	// A redraw keeps what is being typed and where the focus is.
+	n := eval[int](e, "type a draft", `(() => { const x = document.querySelector("#server-name"); x.value = "draft"; x.focus();
+		return Number(document.body.dataset.redraws); })()`)
+	e.waitJS("two redraws", fmt.Sprintf(`Number(document.body.dataset.redraws) > %d`, n+1))
+	if got := eval[string](e, "draft kept", `document.querySelector("#server-name").value + "|" + document.activeElement.id`); got != "draft|server-name" {
+		t.Fatalf("after redraws: value|focus = %q; want draft|server-name", got)
+	}
+	eval[bool](e, "clear draft", `(document.querySelector("#server-name").value = "", document.activeElement.blur(), true)`)
+
 	// The console streams the boot marker.
 	e.run("open console", chromedp.Click(chromedp.CSS(`button[aria-label="Console web1"]`)))
 	e.waitJS("boot marker in console", `(document.querySelector("#terminal .xterm-rows") || {textContent: ""}).textContent.includes("PEERSTACK-BOOT")`)

@@ -141,11 +141,12 @@
       const fmt = select(["qcow2", "raw", "iso"], (x) => x, (x) => x);
       const prog = h("progress", { id: "image-progress", max: 100, value: uploadPct || 0, "aria-label": "Upload progress", hidden: uploadPct === null });
       const form = h("form", { class: "inline card", "aria-label": "Upload image" }, field("image-name", "Name", nameI),
-        field("image-format", "Disk format", fmt), field("image-file", "File", fileI), h("button", { type: "submit", text: "Upload" }), prog);
+        field("image-format", "Disk format", fmt), field("image-file", "File", fileI), h("button", { type: "submit", id: "image-upload", text: "Upload" }), prog);
       form.addEventListener("submit", act(err, async () => {
         const r = await api("POST", "/image/v2/images", { name: nameI.value, disk_format: fmt.value, container_format: "bare" });
         uploadPct = 0; prog.hidden = false;
-        await upload("/image/v2/images/" + r.id + "/file", fileI.files[0]);
+        try { await upload("/image/v2/images/" + r.id + "/file", fileI.files[0]); } finally { fileI.value = ""; }
+        nameI.value = "";
       }));
       main.append(h("h1", { text: "Images" }), form, err, table("Images", ["Name", "Status", "Format", "Size", "Visibility"],
         im.images.map((i) => [i.name, h("span", { class: "status-" + i.status, text: i.status }), i.disk_format || "-", i.size === null ? "-" : i.size, i.visibility])));
@@ -175,7 +176,7 @@
       const err = errBox("volumes-form");
       const nameI = h("input", { required: true }), sizeI = h("input", { type: "number", min: 1, value: 1, required: true });
       const form = h("form", { class: "inline card", "aria-label": "Create volume" }, field("volume-name", "Name", nameI),
-        field("volume-size", "Size (GB)", sizeI), h("button", { type: "submit", text: "Create volume" }));
+        field("volume-size", "Size (GB)", sizeI), h("button", { type: "submit", id: "volume-create", text: "Create volume" }));
       form.addEventListener("submit", act(err, async () => { await api("POST", vol("volumes"), { volume: { name: nameI.value, size: Number(sizeI.value) } }); nameI.value = ""; }));
       const name = (id) => (sv.servers.find((s) => s.id === id) || { name: id }).name;
       main.append(h("h1", { text: "Volumes" }), form, err, table("Volumes", ["Name", "Status", "Size", "Attached to", "Actions"], vl.volumes.map((v) => {
@@ -187,7 +188,7 @@
             onclick: act(e, () => api("DELETE", cmp("servers/" + att[0].server_id + "/os-volume_attachments/" + v.id))) });
         } else {
           const s = select(sv.servers, (x) => x.id, (x) => x.name); s.setAttribute("aria-label", "Server to attach " + (v.name || v.id));
-          ctl = h("span", {}, s, h("button", { type: "button", class: "secondary", text: "Attach",
+          ctl = h("span", {}, s, h("button", { type: "button", class: "secondary", "aria-label": "Attach " + (v.name || v.id), text: "Attach",
             onclick: act(e, () => api("POST", cmp("servers/" + s.value + "/os-volume_attachments"), { volumeAttachment: { volumeId: v.id } })) }));
         }
         return [v.name || v.id, h("span", { class: "status-" + v.status, text: v.status }), v.size + " GB", att.map((a) => name(a.server_id)).join(", ") || "-", h("div", { class: "actions" }, ctl, e)];
@@ -198,10 +199,10 @@
       const st = (await api("GET", "/cluster/v1/status")).status;
       const err = errBox("join-token");
       const out = h("input", { readonly: true, id: "join-token", "aria-label": "Join token", size: 40, value: joinToken });
-      const copy = h("button", { type: "button", class: "secondary", text: "Copy", onclick: () => { out.select(); navigator.clipboard ? navigator.clipboard.writeText(out.value) : document.execCommand("copy"); } });
+      const copy = h("button", { type: "button", class: "secondary", id: "join-token-copy", text: "Copy", onclick: () => { out.select(); navigator.clipboard ? navigator.clipboard.writeText(out.value) : document.execCommand("copy"); } });
       main.append(h("h1", { text: "Cluster" }), table("Cluster status", ["Cluster", "Leader", "Raft term", "Commit index", "Applied index", "Members"],
         [[st.cluster_id, st.leader.name || "-", st.term, st.commit_index, st.applied_index, st.members]]),
-        h("div", { class: "card" }, h("h2", { text: "Join token" }), h("button", { type: "button", text: "Create join token",
+        h("div", { class: "card" }, h("h2", { text: "Join token" }), h("button", { type: "button", id: "join-token-create", text: "Create join token",
           onclick: act(err, async () => { joinToken = (await api("POST", "/cluster/v1/tokens", { ttl: "1h" })).token.token; }) }), " ", out, " ", copy, err));
     },
   };
@@ -260,15 +261,25 @@
     const main = $("#main");
     const name = (location.hash || "#servers").slice(1);
     const fn = views[name] || views.servers;
-    const active = document.activeElement;
-    const typing = active && main.contains(active) && (active.tagName === "INPUT" || active.tagName === "SELECT") && name === view;
-    if (typing) return;
+    // A file being chosen cannot be carried over: wait until it is sent.
+    if (name === view && [...main.querySelectorAll("input[type=file]")].some((f) => f.files.length)) return;
     const consoleArea = $("#console-area");
     const fresh = h("div");
     try { await fn(fresh); } catch (e) { fresh.replaceChildren(h("p", { class: "error", role: "alert", text: e.message })); }
     if (name !== (location.hash || "#servers").slice(1)) return;
     const keep = name === view && consoleArea && (term || consoleArea.childElementCount) ? consoleArea : null;
+    // Carry what the user typed or picked, and the focus, into the new copy.
+    const kept = name === view ? [...main.querySelectorAll("input[id], select[id]")].filter((x) => x.type !== "file").map((x) => [x.id, x.value]) : [];
+    // Focus is found again by id, else by accessible name, so keyboard users
+    // keep their place across redraws.
+    const ae = document.activeElement;
+    const focusSel = name === view && ae && ae !== main && main.contains(ae) ? (ae.id ? "#" + CSS.escape(ae.id)
+      : ae.getAttribute("aria-label") ? '[aria-label="' + CSS.escape(ae.getAttribute("aria-label")) + '"]'
+      : null) : null;
     main.replaceChildren(...fresh.childNodes);
+    for (const [id, v] of kept) { const x = document.getElementById(id); if (x && x.type !== "file" && !x.readOnly) x.value = v; }
+    if (focusSel) { const x = main.querySelector(focusSel); if (x) x.focus(); }
+    document.body.dataset.redraws = Number(document.body.dataset.redraws || 0) + 1;
     if (keep) { const slot = $("#console-area"); if (slot) slot.replaceWith(keep); }
     view = name;
     for (const a of document.querySelectorAll("header nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === "#" + name) && a.setAttribute("aria-current", "page");
