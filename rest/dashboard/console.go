@@ -92,7 +92,8 @@ func (d *Dashboard) serialAction(api http.Handler, w http.ResponseWriter, r *htt
 		return false
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxActionBody+1))
-	r.Body = io.NopCloser(bytes.NewReader(raw))
+	// Put back what was read in front of what was not.
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(raw), r.Body), r.Body}
 	if err != nil || len(raw) > maxActionBody {
 		return false // the compute API reports it
 	}
@@ -123,6 +124,11 @@ func (d *Dashboard) serialAction(api http.Handler, w http.ResponseWriter, r *htt
 	}
 	rest.WriteJSON(w, http.StatusOK, map[string]any{"console": map[string]string{"type": "serial", "url": out.RemoteConsole.URL}})
 	return true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // maxActionBody bounds the server action bodies looked at for the serial
