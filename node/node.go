@@ -345,7 +345,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"))
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
-	dash := dashboard.New(computeBackend{n}, authenticator{n}, n.log.With("sub", "dashboard"))
+	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))
 	srv.Mount(dash.Service())
 	n.api = &http.Server{Handler: dash.Wrap(srv.Handler()), TLSConfig: serverTLS, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)}

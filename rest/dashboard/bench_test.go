@@ -16,7 +16,7 @@ import (
 // connection each time, as a first visit does.
 func BenchmarkFirstLoad(b *testing.B) {
 	be := &fakeBackend{Backend: resttest.New(), consoles: map[string]string{}}
-	d := New(be, be, resttest.Logger(nil))
+	d := New(be, resttest.Logger(nil))
 	api := rest.NewServer(be, resttest.Logger(nil))
 	srv := httptest.NewTLSServer(d.Wrap(api.Handler()))
 	defer srv.Close()

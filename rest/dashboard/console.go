@@ -12,7 +12,6 @@ package dashboard
 import (
 	"bytes"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -29,8 +28,6 @@ import (
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/compute"
 )
-
-var sha256New = sha256.New
 
 // consoleLines is how much of the log one poll reads.
 const consoleLines = 1000

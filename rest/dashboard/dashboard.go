@@ -5,8 +5,8 @@
 // remote-console API for the serial console and the console WebSocket.
 //
 // It must not import node or hv, and it keeps no state of its own beyond a
-// per-process key for console tokens: pages read and change the cluster
-// only through the same API the CLI uses, dispatched in process.
+// per-process key for console tokens and the count of open consoles: pages
+// read and change the cluster only through the same API the CLI uses.
 package dashboard
 
 import (
@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
@@ -56,7 +57,6 @@ type Backend interface {
 // Dashboard serves the pages and the console.
 type Dashboard struct {
 	b        Backend
-	auth     rest.Authenticator
 	log      *slog.Logger
 	key      []byte // signs console tokens; per process
 	poll     time.Duration
@@ -73,14 +73,14 @@ type Option func(*Dashboard)
 func WithConsolePoll(d time.Duration) Option { return func(x *Dashboard) { x.poll = d } }
 
 // New returns a dashboard for the daemon behind b.
-func New(b Backend, auth rest.Authenticator, log *slog.Logger, opts ...Option) *Dashboard {
+func New(b Backend, log *slog.Logger, opts ...Option) *Dashboard {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	sub, err := fs.Sub(staticFS, "static")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	d := &Dashboard{b: b, auth: auth, log: log, key: key, poll: 500 * time.Millisecond, tokenTTL: 10 * time.Minute,
+	d := &Dashboard{b: b, log: log, key: key, poll: 500 * time.Millisecond, tokenTTL: 10 * time.Minute,
 		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(sub)), gz: gzipAll(sub)}
 	for _, o := range opts {
 		o(d)
@@ -325,7 +325,7 @@ func copyResponse(w http.ResponseWriter, rec *recorder) {
 
 // sign returns the MAC of msg under the dashboard's key.
 func (d *Dashboard) sign(msg string) []byte {
-	m := hmac.New(sha256New, d.key)
+	m := hmac.New(sha256.New, d.key)
 	m.Write([]byte(msg))
 	return m.Sum(nil)
 }
