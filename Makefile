@@ -77,3 +77,15 @@ demo-down:
 # features exist run: cluster formation, identity, leader kill, cleanup.
 e2e: deps build guest-image
 	PEERSTACK_E2E_FULL=1 $(GO) test -count=1 -timeout 30m -run '^TestClusterInABox$$' -v ./e2e
+
+.PHONY: xterm
+# Refresh the dashboard's vendored xterm.js (checked in; the build never
+# fetches it): make xterm XTERM_VERSION=6.0.0
+XTERM_VERSION ?= 6.0.0
+xterm:
+	rm -rf build/xterm && mkdir -p build/xterm
+	cd build/xterm && npm install --no-save --ignore-scripts @xterm/xterm@$(XTERM_VERSION)
+	sed '/^\/\/# sourceMappingURL=/d' build/xterm/node_modules/@xterm/xterm/lib/xterm.js > rest/dashboard/static/xterm.js
+	cp build/xterm/node_modules/@xterm/xterm/css/xterm.css rest/dashboard/static/xterm.css
+	cp build/xterm/node_modules/@xterm/xterm/LICENSE rest/dashboard/static/XTERM-LICENSE
+	sed -i 's/@xterm\/xterm [0-9.]*/@xterm\/xterm $(XTERM_VERSION)/' rest/dashboard/static/XTERM.md

@@ -23,6 +23,7 @@ import (
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
+	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
 // Node is one running daemon.
@@ -357,7 +358,9 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		rest.ServerOptions{BaseURL: base, TrustedProxies: n.cfg.TrustedProxies})
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
-	n.api = rest.HTTPServer(srv.Handler(), rest.Limits{})
+	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))
+	srv.Mount(dash.Service())
+	n.api = rest.HTTPServer(dash.Wrap(srv.Handler()), rest.Limits{})
 	n.api.TLSConfig = serverTLS
 	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
 	n.apiLn = tls.NewListener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)

@@ -3,12 +3,13 @@
 #   scripts/deps.sh run    what the daemon needs to run VMs, networks and volumes,
 #                          plus the openstack client that `make run` tells you to use
 #   scripts/deps.sh guest  what `make guest-image` needs to build the test guest
-#   scripts/deps.sh test   all of the above plus what the tests need (NFS server, tools)
+#   scripts/deps.sh test   all of the above plus what the tests need (NFS server, headless
+#                          Chromium for the dashboard tests, tools)
 set -euo pipefail
 what=${1:-test}
 run_pkgs="qemu-system-x86 qemu-utils qemu-block-extra iproute2 python3-openstackclient"
 guest_pkgs="busybox-static cpio grub-pc-bin grub-common xorriso mtools qemu-utils"
-test_pkgs="$run_pkgs $guest_pkgs nfs-ganesha nfs-ganesha-vfs rpcbind socat libnfs-utils iputils-ping lintian debootstrap qemu-user qemu-system-arm qemu-efi-aarch64"
+test_pkgs="$run_pkgs $guest_pkgs chromium chromium-driver nfs-ganesha nfs-ganesha-vfs rpcbind socat libnfs-utils iputils-ping lintian debootstrap qemu-user qemu-system-arm qemu-efi-aarch64"
 case "$what" in
   run) pkgs=$run_pkgs ;;
   guest) pkgs=$guest_pkgs ;;
