@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 
 	"github.com/peerstack/peerstack/node/leader"
 )
@@ -50,14 +49,7 @@ func (n *Node) runLeader(ctx context.Context) {
 }
 
 // imageRoutine runs the image copier (which hosts hold which images) as a
-// leader routine: it ticks on its own period and soon after state changes.
+// leader routine, once per leader period and on gossip hints.
 func (n *Node) imageRoutine() leader.Routine {
-	return leader.Routine{Name: "images", Run: func(ctx context.Context, _ <-chan struct{}) error {
-		c := n.imageCopier()
-		if c == nil {
-			return errors.New("image copier not available")
-		}
-		c.Run(ctx)
-		return ctx.Err()
-	}}
+	return leader.Every("images", n.cfg.Timers.Leader, func(ctx context.Context) { n.imageCopier().Tick(ctx) })
 }

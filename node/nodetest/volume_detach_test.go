@@ -1,6 +1,7 @@
 package nodetest
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest"
 )
 
 // volumeAPI sends a Block Storage request for the admin project to node i.
@@ -62,6 +64,7 @@ func TestVolumeDetachGiveUpFakeAgents(t *testing.T) {
 	}
 	e.waitAll([]string{srv}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
 	h := e.hostOf(srv) // local storage: the volume must live on the server's host
+	onlyHost(t, e.c, h) // so placement puts the volume there, as an operator would by disabling the others
 	vol := newAPIVolume(t, e.c, h, e.token, "dv1")
 	att := "/servers/" + srv + "/os-volume_attachments"
 	if st, body := e.do(h, "POST", att, map[string]any{"volumeAttachment": map[string]any{"volumeId": vol}}); st != http.StatusOK {
@@ -159,6 +162,20 @@ func TestVolumeDetachQEMU(t *testing.T) {
 		t.Logf("round %d (%s): remove volume right after attach → available in %s (TCG)", round, when, time.Since(start).Round(time.Millisecond))
 		if v, _ := e.c.Node(0).State().Volume(vol); len(v.Attachments) != 0 || v.ErrorReason != "" {
 			t.Errorf("volume after detach = %+v; want no attachment and no reason", v)
+		}
+	}
+}
+
+// onlyHost disables every host but node i's (openstack compute service set
+// --disable), so placement can choose only it.
+func onlyHost(t *testing.T, c *Cluster, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := c.Node(i)
+	for _, m := range n.State().Members() {
+		if _, err := rest.Propose(ctx, n, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: m.ID, Disabled: m.ID != n.ID(), Reason: "test: one host"}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
