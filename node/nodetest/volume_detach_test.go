@@ -63,7 +63,7 @@ func TestVolumeDetachGiveUpFakeAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitAll([]string{srv}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
-	h := e.hostOf(srv) // local storage: the volume must live on the server's host
+	h := e.hostOf(srv)  // local storage: the volume must live on the server's host
 	onlyHost(t, e.c, h) // so placement puts the volume there, as an operator would by disabling the others
 	vol := newAPIVolume(t, e.c, h, e.token, "dv1")
 	att := "/servers/" + srv + "/os-volume_attachments"
