@@ -1,16 +1,12 @@
 package nodetest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestRoutingOpenstackCLI runs the real openstack client 6.0 against a
@@ -19,38 +15,10 @@ import (
 // floating IPs created, moved between fixed IPs and deleted, and the
 // refusals Neutron gives.
 func TestRoutingOpenstackCLI(t *testing.T) {
-	bin, err := exec.LookPath("openstack")
-	if err != nil {
-		t.Fatalf("the openstack client is required (python3-openstackclient): %v", err)
-	}
 	c := NewCluster(t, 3)
 	env := c.OpenStackEnv(t, c.Follower())
-	exe := func(args ...string) (string, string, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		return stdout.String(), stderr.String(), err
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := exe(args...)
-		if err != nil {
-			t.Fatalf("openstack %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
-		}
-		return out
-	}
-	fails := func(want string, args ...string) {
-		t.Helper()
-		out, errOut, err := exe(args...)
-		if err == nil || !strings.Contains(errOut, want) {
-			t.Errorf("openstack %s = %v\nstdout: %s\nstderr: %s\nwant a failure saying %q", strings.Join(args, " "), err, out, errOut, want)
-		}
-	}
+	osc := newOSC(t, env)
+	run, fails := osc.run, osc.fails
 	obj := func(args ...string) map[string]any {
 		t.Helper()
 		var m map[string]any

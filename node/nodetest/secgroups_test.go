@@ -1,13 +1,10 @@
 package nodetest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,39 +22,11 @@ import (
 // follower: security groups and rules with the options people use, port
 // security on ports, and Neutron's refusals.
 func TestSecGroupOpenstackCLI(t *testing.T) {
-	bin, err := exec.LookPath("openstack")
-	if err != nil {
-		t.Fatalf("the openstack client is required (python3-openstackclient): %v", err)
-	}
 	c := NewCluster(t, 3)
 	f := c.Follower()
 	env := c.OpenStackEnv(t, f)
-	exe := func(args ...string) (string, string, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		return stdout.String(), stderr.String(), err
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := exe(args...)
-		if err != nil {
-			t.Fatalf("openstack %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
-		}
-		return out
-	}
-	fails := func(want string, args ...string) {
-		t.Helper()
-		out, errOut, err := exe(args...)
-		if err == nil || !strings.Contains(errOut, want) {
-			t.Errorf("openstack %s: err %v, stderr %q, stdout %q; want a failure saying %q", strings.Join(args, " "), err, errOut, out, want)
-		}
-	}
+	osc := newOSC(t, env)
+	run, fails := osc.run, osc.fails
 	asJSON := func(out string, v any) {
 		t.Helper()
 		if err := json.Unmarshal([]byte(out), v); err != nil {
