@@ -76,7 +76,7 @@ type applyFunc func(t *Txn, c *Command) error
 
 // applyTable maps each command to its apply function: one entry per
 // command, each resource file contributing its own map.
-var applyTable = mergeApply(coreApply, identityApply, computeApply, imageApply, networkApply, secGroupApply, routingApply, volumeApply)
+var applyTable = mergeApply(coreApply, identityApply, computeApply, imageApply, networkApply, secGroupApply, routingApply, volumeApply, instanceActionApply)
 
 func mergeApply(parts ...map[CmdType]applyFunc) map[CmdType]applyFunc {
 	out := map[CmdType]applyFunc{}
