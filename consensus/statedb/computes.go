@@ -99,6 +99,7 @@ type Instance struct {
 	LockedBy     string   `json:"locked_by,omitempty"`
 	LockedReason string   `json:"locked_reason,omitempty"`
 	Tags         []string `json:"tags,omitempty"`
+	Description  string   `json:"description,omitempty"`
 
 	// Desired power: "running", "stopped", "paused", "suspended" or
 	// "deleted"; the agent converges.

@@ -15,11 +15,13 @@ import (
 // finishes when the host agent reports the instance out of its task state
 // (or at once for actions without one, such as lock).
 const (
-	CmdServerAction CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
+	CmdServerAction    CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
+	CmdSetInstanceTags CmdType = 65 // server tags
 )
 
 var instanceActionApply = map[CmdType]applyFunc{
-	CmdServerAction: applyServerAction,
+	CmdServerAction:    applyServerAction,
+	CmdSetInstanceTags: applySetInstanceTags,
 }
 
 const (
@@ -330,4 +332,57 @@ func applyServerAction(t *Txn, c *Command) error {
 		return err
 	}
 	return recordAction(t, c, &cp, r.Action, r.By, r.Action == ActionLock || r.Action == ActionUnlock)
+}
+
+// MaxInstanceTags is Nova's limit of tags per server.
+const MaxInstanceTags = 50
+
+// SetInstanceTagsCmd replaces a server's tags (Replace), or adds Add and
+// removes Remove (each must exist).
+type SetInstanceTagsCmd struct {
+	ID      string   `json:"id"`
+	Replace bool     `json:"replace,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Add     []string `json:"add,omitempty"`
+	Remove  []string `json:"remove,omitempty"`
+	By      ActionBy `json:"by"`
+}
+
+func applySetInstanceTags(t *Txn, c *Command) error {
+	r, err := decode[SetInstanceTagsCmd](c)
+	if err != nil {
+		return err
+	}
+	inst, err := instanceOf(t, r.ID)
+	if err != nil {
+		return err
+	}
+	tags := slices.Clone(inst.Tags)
+	if r.Replace {
+		tags = nil
+		for _, tag := range r.Tags {
+			if !slices.Contains(tags, tag) {
+				tags = append(tags, tag)
+			}
+		}
+	}
+	for _, tag := range r.Add {
+		if !slices.Contains(tags, tag) {
+			tags = append(tags, tag)
+		}
+	}
+	for _, tag := range r.Remove {
+		i := slices.Index(tags, tag)
+		if i < 0 {
+			return Errorf(KindNotFound, "Tag %s could not be found.", tag)
+		}
+		tags = slices.Delete(tags, i, i+1)
+	}
+	if len(tags) > MaxInstanceTags {
+		return Errorf(KindInvalid, "Instance %s has too many tags: the limit is %d", inst.ID, MaxInstanceTags)
+	}
+	sort.Strings(tags)
+	cp := *inst
+	cp.Tags, cp.UpdatedAt = tags, c.Time
+	return t.insert(tblInstances, &cp)
 }
