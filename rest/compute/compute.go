@@ -162,6 +162,7 @@ func Services(b Backend) []rest.Service {
 		{Method: put, Path: "/os-services/enable", Auth: tok, Handler: s.enableService},
 		{Method: put, Path: "/os-services/disable", Auth: tok, Handler: s.disableService},
 		{Method: put, Path: "/os-services/disable-log-reason", Auth: tok, Handler: s.disableService},
+		{Method: put, Path: "/os-services/{service_id}", Auth: tok, Handler: s.updateService},
 	}
 	api = append(api, s.secGroupRoutes()...)
 	return []rest.Service{
