@@ -89,6 +89,7 @@ type InstanceAction struct {
 	UpdatedAt  time.Time     `json:"updated_at"`
 	Message    string        `json:"message,omitempty"`
 	Events     []ActionEvent `json:"events"`
+	Seq        uint64        `json:"seq"` // log index that recorded it: orders actions of the same instant
 }
 
 // ActionEvent is one step of an action.
@@ -148,6 +149,9 @@ func (sn *Snapshot) InstanceActions(instanceID string) []*InstanceAction {
 		if !out[a].StartTime.Equal(out[b].StartTime) {
 			return out[a].StartTime.After(out[b].StartTime)
 		}
+		if out[a].Seq != out[b].Seq {
+			return out[a].Seq > out[b].Seq
+		}
 		return out[a].ID > out[b].ID
 	})
 	return out
@@ -200,7 +204,7 @@ func recordAction(t *Txn, c *Command, inst *Instance, action string, by ActionBy
 		ev.Event = map[string]string{"create": "conductor_schedule_and_build_instances", "delete": "compute_terminate_instance"}[action]
 	}
 	a := &InstanceAction{ID: id, InstanceID: inst.ID, Action: action, RequestID: reqID, UserID: user,
-		ProjectID: project, StartTime: c.Time, UpdatedAt: c.Time, Events: []ActionEvent{ev}}
+		ProjectID: project, StartTime: c.Time, UpdatedAt: c.Time, Events: []ActionEvent{ev}, Seq: t.Index}
 	old := t.read().InstanceActions(inst.ID)
 	for len(old) >= maxActionsPerInstance {
 		if err := t.delete(tblInstanceActions, old[len(old)-1]); err != nil {
