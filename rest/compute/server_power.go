@@ -27,18 +27,20 @@ var powerActions = map[string]string{
 	"lock": statedb.ActionLock, "unlock": statedb.ActionUnlock,
 }
 
-// powerAction serves pause, unpause, suspend, resume, lock and unlock:
-// each takes null (lock from 2.73 an optional {"locked_reason": …}).
+// powerAction serves pause, unpause, suspend, resume, lock and unlock.
+// As in Nova only lock from 2.73 validates its body ({"lock": null} or
+// {"lock": {"locked_reason": …}}); the others, and lock before 2.73,
+// ignore theirs.
 func (s *service) powerAction(c *rest.Ctx, inst *statedb.Instance, action string, raw json.RawMessage) (any, error) {
 	cmd := statedb.ServerActionCmd{ID: inst.ID, Action: powerActions[action], By: s.actionBy(c)}
-	if string(raw) != "null" {
+	if action == "lock" && atLeast(c, 2, 73) && string(raw) != "null" {
 		var m map[string]json.RawMessage
 		if json.Unmarshal(raw, &m) != nil || m == nil {
-			return nil, rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s is not of type 'null'", action, raw, raw)
+			return nil, rest.BadRequest("Invalid input for field/attribute lock. Value: %s. %s is not of type 'object', 'null'", raw, raw)
 		}
 		for k, v := range m {
-			if action != "lock" || k != "locked_reason" || !atLeast(c, 2, 73) {
-				return nil, rest.BadRequest("Invalid input for field/attribute %s. Additional properties are not allowed ('%s' was unexpected)", action, k)
+			if k != "locked_reason" {
+				return nil, rest.BadRequest("Invalid input for field/attribute lock. Additional properties are not allowed ('%s' was unexpected)", k)
 			}
 			var reason string
 			if json.Unmarshal(v, &reason) != nil {
