@@ -1,9 +1,11 @@
 // Package compute serves the Nova compute v2.1 API under /compute:
-// version discovery and microversion negotiation, flavors (with access
-// lists and extra specs), keypairs, servers and their actions, metadata and
-// console output, server groups, availability zones, and the admin views of
-// hosts: hypervisors, os-hosts and os-services. Shapes follow what the
-// openstack client 6.0 and gophercloud v2 read at microversion 2.1.
+// version discovery and microversion negotiation (2.1-2.79, see
+// microversion.go), flavors (with access lists and extra specs), keypairs,
+// servers and their actions (power, pause, suspend, lock), tags, instance
+// actions, metadata and console output, server groups, availability
+// zones, usage (os-simple-tenant-usage), and the admin views of hosts:
+// hypervisors, os-hosts and os-services. Shapes follow what the openstack
+// client 6.0, openstacksdk and gophercloud v2 read.
 //
 // It owns decoding, validation, policy checks and encoding only. Every
 // write is one statedb command proposed through rest.Propose, with ids,
