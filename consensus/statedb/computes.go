@@ -93,8 +93,8 @@ type Instance struct {
 	Host       string `json:"host,omitempty"`       // member id
 	Placements int    `json:"placements,omitempty"` // accepted placements: an audit counter, never above 1
 
-	// Locked servers refuse actions from anyone but an admin (lock.go
-	// semantics of Nova); LockedBy is "owner" or "admin".
+	// A locked server refuses actions from anyone but an admin, as in
+	// Nova; LockedBy is "owner" or "admin" (instance_actions.go).
 	Locked       bool     `json:"locked,omitempty"`
 	LockedBy     string   `json:"locked_by,omitempty"`
 	LockedReason string   `json:"locked_reason,omitempty"`
