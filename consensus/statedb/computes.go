@@ -19,6 +19,7 @@ var computeTables = []table{
 	idTable(tblKeypairs, func() any { return &Keypair{} }, "UserID"),
 	idTable(tblInstances, func() any { return &Instance{} }, "ProjectID", "Host", "TaskState"),
 	idTable(tblServerGroups, func() any { return &ServerGroup{} }, "ProjectID"),
+	instanceActionTables[0], instanceActionTables[1],
 }
 
 // Flavor is a Nova flavor.
@@ -92,7 +93,16 @@ type Instance struct {
 	Host       string `json:"host,omitempty"`       // member id
 	Placements int    `json:"placements,omitempty"` // accepted placements: an audit counter, never above 1
 
-	// Desired power: "running", "stopped" or "deleted"; the agent converges.
+	// A locked server refuses actions from anyone but an admin, as in
+	// Nova; LockedBy is "owner" or "admin" (instance_actions.go).
+	Locked       bool     `json:"locked,omitempty"`
+	LockedBy     string   `json:"locked_by,omitempty"`
+	LockedReason string   `json:"locked_reason,omitempty"`
+	Tags         []string `json:"tags,omitempty"`
+	Description  string   `json:"description,omitempty"`
+
+	// Desired power: "running", "stopped", "paused", "suspended" or
+	// "deleted"; the agent converges.
 	Desired    string `json:"desired"`
 	RebootSeq  int    `json:"reboot_seq,omitempty"` // bumped per reboot request
 	RebootHard bool   `json:"reboot_hard,omitempty"`

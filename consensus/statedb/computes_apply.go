@@ -241,6 +241,8 @@ type InstanceCreate struct {
 	// transaction (volumes_boot.go). Without it an Instance.RootVolume is
 	// used as it is (entries written before boot volumes were reserved).
 	Root *RootDisk `json:"root,omitempty"`
+	// RequestID is the API request that created it (its create action).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // NICRequest is one NIC: an existing port to bind, or a port to create.
@@ -338,7 +340,10 @@ func createInstance(t *Txn, now time.Time, ic *InstanceCreate) error {
 	inst.RebootSeq, inst.RebootDone, inst.RebootHard = 0, 0, false
 	inst.Fault, inst.LaunchedAt, inst.Placements = nil, time.Time{}, 0
 	inst.CreatedAt, inst.UpdatedAt = now, now
-	return t.insert(tblInstances, &inst)
+	if err := t.insert(tblInstances, &inst); err != nil {
+		return err
+	}
+	return recordAction(t, &Command{ReqID: "create/" + inst.ID, Time: now}, &inst, "create", ActionBy{RequestID: ic.RequestID}, false)
 }
 
 // instanceOf returns an instance or Nova's not-found error.
@@ -368,7 +373,10 @@ func applyDeleteInstance(t *Txn, c *Command) error {
 	}
 	cp := *inst
 	cp.Desired, cp.TaskState, cp.UpdatedAt = DesiredDeleted, TaskDeleting, c.Time
-	return t.insert(tblInstances, &cp)
+	if err := t.insert(tblInstances, &cp); err != nil {
+		return err
+	}
+	return recordAction(t, c, &cp, "delete", ActionBy{}, false)
 }
 
 // removeInstance drops an instance record and what hangs off it: the ports
@@ -377,6 +385,9 @@ func applyDeleteInstance(t *Txn, c *Command) error {
 // (releaseRootVolume). Other volume attachments are released by the
 // volumes leader loop (ReleaseVolumeCmd) once the server is gone.
 func removeInstance(t *Txn, now time.Time, inst *Instance) error {
+	if err := recordUsage(t, now, inst); err != nil {
+		return err
+	}
 	if err := releaseRootVolume(t, now, inst); err != nil {
 		return err
 	}
@@ -420,9 +431,10 @@ const (
 
 // InstanceActionCmd asks for a power change; the agent converges.
 type InstanceActionCmd struct {
-	ID     string `json:"id"`
-	Action string `json:"action"`         // stop, start, reboot
-	Hard   bool   `json:"hard,omitempty"` // reboot only
+	ID     string   `json:"id"`
+	Action string   `json:"action"`         // stop, start, reboot
+	Hard   bool     `json:"hard,omitempty"` // reboot only
+	By     ActionBy `json:"by,omitempty"`
 }
 
 func applyInstanceAction(t *Txn, c *Command) error {
@@ -440,6 +452,9 @@ func applyInstanceAction(t *Txn, c *Command) error {
 	}
 	if inst.Desired == DesiredDeleted {
 		return Errorf(KindConflict, "Cannot '%s' instance %s while it is in task_state %s", nova, inst.ID, TaskDeleting)
+	}
+	if inst.Locked && !r.By.Admin {
+		return LockedError(inst.ID)
 	}
 	inState := func(states ...string) bool { return slices.Contains(states, inst.VMState) }
 	cp := *inst
@@ -477,7 +492,10 @@ func applyInstanceAction(t *Txn, c *Command) error {
 		}
 	}
 	cp.UpdatedAt = c.Time
-	return t.insert(tblInstances, &cp)
+	if err := t.insert(tblInstances, &cp); err != nil {
+		return err
+	}
+	return recordAction(t, c, &cp, nova, r.By, false)
 }
 
 func vmStateConflict(action string, inst *Instance) error {
@@ -644,5 +662,8 @@ func applyReportInstance(t *Txn, c *Command) error {
 		cp.LaunchedAt = r.LaunchedAt
 	}
 	cp.UpdatedAt = c.Time
-	return t.insert(tblInstances, &cp)
+	if err := t.insert(tblInstances, &cp); err != nil {
+		return err
+	}
+	return finishActions(t, c.Time, inst, &cp)
 }

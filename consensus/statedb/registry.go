@@ -60,6 +60,8 @@ const (
 	CmdReportInstance      CmdType = 61 // a host agent's report
 	CmdCreateServerGroup   CmdType = 62
 	CmdDeleteServerGroup   CmdType = 63
+	CmdServerAction        CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
+	CmdSetInstanceTags     CmdType = 65 // server tags
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -184,6 +186,8 @@ var commands = mustRegistry(
 	Cmd[ReportInstanceCmd](CmdReportInstance, "ReportInstance", applyReportInstance),
 	Cmd[ServerGroup](CmdCreateServerGroup, "CreateServerGroup", applyCreateServerGroup),
 	Cmd[DeleteCmd](CmdDeleteServerGroup, "DeleteServerGroup", applyDeleteServerGroup),
+	Cmd[ServerActionCmd](CmdServerAction, "ServerAction", applyServerAction).Since(wave2),
+	Cmd[SetInstanceTagsCmd](CmdSetInstanceTags, "SetInstanceTags", applySetInstanceTags).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

@@ -51,6 +51,8 @@ var goldenCommands = map[CmdType]string{
 	61:  "ReportInstance",
 	62:  "CreateServerGroup",
 	63:  "DeleteServerGroup",
+	64:  "ServerAction",
+	65:  "SetInstanceTags",
 	100: "CreateImage",
 	101: "UpdateImage",
 	102: "DeleteImage",

@@ -285,6 +285,7 @@ func (d *Driver) start(ctx context.Context, v *vm, s Spec) (err error) {
 	if p := d.liveProc(v); p != nil {
 		return fmt.Errorf("%w: vm %s (pid %d)", ErrAlreadyRunning, v.uuid, p.pid)
 	}
+	args = incomingArgs(v.paths, args) // resume a suspended VM (pause.go)
 	for _, disk := range append([]Disk{s.RootDisk}, s.ExtraDisks...) {
 		if strings.HasPrefix(disk.Path, "nfs://") {
 			continue // QEMU reports NFS errors itself (see qemu.log in the error)
@@ -386,6 +387,9 @@ func (d *Driver) start(ctx context.Context, v *vm, s Spec) (err error) {
 	}
 	if !strings.EqualFold(got, v.uuid) {
 		return fmt.Errorf("vm %s: query-uuid answered %q", v.uuid, got)
+	}
+	if err := finishIncoming(ctx, v.paths, mon); err != nil {
+		return fmt.Errorf("vm %s: %w", v.uuid, err)
 	}
 	d.log.Info("vm started", "uuid", v.uuid, "pid", pr.pid, "accel", d.accel)
 	return nil

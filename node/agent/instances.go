@@ -19,6 +19,10 @@ const (
 	opReboot instOp = "reboot" // reboot a running VM
 	opDelete instOp = "delete" // remove the VM and its files, report gone
 	opReport instOp = "report" // only tell the state what the host shows
+
+	opPause   instOp = "pause"   // freeze a running VM (pause.go)
+	opUnpause instOp = "unpause" // thaw a paused VM
+	opSuspend instOp = "suspend" // save a VM's memory and end its process
 )
 
 // instAction is one step of the instance diff.
@@ -83,8 +87,34 @@ func diffInstances(host string, insts []*statedb.Instance, actual map[string]VMS
 			case needsReport(inst, rep):
 				act(opReport, "not running")
 			}
+		case statedb.DesiredPaused:
+			rep.VMState, rep.PowerState = statedb.VMPaused, statedb.PowerPaused
+			switch {
+			case st.State == VMRunning:
+				act(opPause, "pause requested")
+			case st.State == VMPaused:
+				if needsReport(inst, rep) {
+					act(opReport, "paused")
+				}
+			default:
+				rep.VMState, rep.PowerState = statedb.VMStopped, statedb.PowerShutdown
+				if needsReport(inst, rep) {
+					act(opReport, "paused server stopped outside the agent")
+				}
+			}
+		case statedb.DesiredSuspended:
+			rep.VMState, rep.PowerState = statedb.VMSuspended, statedb.PowerSuspended
+			switch {
+			case running:
+				act(opSuspend, "suspend requested")
+			case needsReport(inst, rep):
+				act(opReport, "suspended")
+			}
 		default: // running
 			switch {
+			case st.State == VMPaused && inst.TaskState == statedb.TaskUnpausing:
+				rep.VMState, rep.PowerState = statedb.VMActive, statedb.PowerRunning
+				act(opUnpause, "unpause requested")
 			case rebootDue && running:
 				rep.VMState, rep.PowerState, rep.RebootDone = statedb.VMActive, statedb.PowerRunning, inst.RebootSeq
 				out = append(out, instAction{Op: opReboot, Inst: inst, Hard: inst.RebootHard, Report: rep, Why: "reboot requested"})
@@ -96,11 +126,14 @@ func diffInstances(host string, insts []*statedb.Instance, actual map[string]VMS
 				if needsReport(inst, rep) {
 					act(opReport, "running")
 				}
-			case inst.VMState == statedb.VMBuilding || inst.TaskState == statedb.TaskPoweringOn:
+			case inst.VMState == statedb.VMBuilding || inst.TaskState == statedb.TaskPoweringOn || inst.TaskState == statedb.TaskResuming:
 				rep.VMState, rep.PowerState = statedb.VMActive, statedb.PowerRunning
 				why := "new server"
-				if inst.TaskState == statedb.TaskPoweringOn {
+				switch inst.TaskState {
+				case statedb.TaskPoweringOn:
 					why = "start requested"
+				case statedb.TaskResuming:
+					why = "resume requested"
 				}
 				act(opStart, why)
 			case inst.VMState == statedb.VMError:
@@ -165,6 +198,8 @@ func (a *Agent) syncInstances(ctx context.Context, sn *statedb.Snapshot, actual 
 			op = func(ctx context.Context) error { return a.reboot(ctx, act) }
 		case opDelete:
 			op = func(ctx context.Context) error { return a.delete(ctx, act) }
+		case opPause, opUnpause, opSuspend:
+			op = func(ctx context.Context) error { return a.pauseOp(ctx, act) }
 		}
 		if op == nil {
 			continue

@@ -19,7 +19,7 @@ func TestVersionDiscovery(t *testing.T) {
 			t.Fatalf("GET %s versions = %v; want v2.0 and v2.1", p, vs)
 		}
 		v21 := vs[1].(map[string]any)
-		if v21["id"] != "v2.1" || v21["status"] != "CURRENT" || v21["version"] != "2.1" || v21["min_version"] != "2.1" {
+		if v21["id"] != "v2.1" || v21["status"] != "CURRENT" || v21["version"] != "2.79" || v21["min_version"] != "2.1" {
 			t.Fatalf("GET %s v2.1 = %v", p, v21)
 		}
 		self := v21["links"].([]any)[0].(map[string]any)
@@ -33,7 +33,7 @@ func TestVersionDiscovery(t *testing.T) {
 			t.Fatalf("GET %s = %d", p, r.Status)
 		}
 		v := r.JSON(t)["version"].(map[string]any)
-		if v["id"] != "v2.1" || v["version"] != "2.1" {
+		if v["id"] != "v2.1" || v["version"] != "2.79" {
 			t.Fatalf("GET %s = %v", p, v)
 		}
 	}
@@ -44,19 +44,22 @@ func TestMicroversion(t *testing.T) {
 	tests := []struct {
 		hdr    []string
 		status int
+		echo   string
 	}{
-		{nil, 200},
-		{[]string{"X-OpenStack-Nova-API-Version", "2.1"}, 200},
-		{[]string{"OpenStack-API-Version", "compute 2.1"}, 200},
-		{[]string{"OpenStack-API-Version", "volume 3.0, compute 2.1"}, 200},
-		{[]string{"OpenStack-API-Version", "compute latest"}, 200},
-		{[]string{"X-OpenStack-Nova-API-Version", "2.2"}, 406},
-		{[]string{"OpenStack-API-Version", "compute 2.95"}, 406},
-		{[]string{"X-OpenStack-Nova-API-Version", "3.0"}, 406},
-		{[]string{"X-OpenStack-Nova-API-Version", "2.0"}, 406},
-		{[]string{"OpenStack-API-Version", "compute 2"}, 400},
-		{[]string{"X-OpenStack-Nova-API-Version", "two"}, 400},
-		{[]string{"OpenStack-API-Version", "volume 3.70"}, 200}, // not ours: base version
+		{nil, 200, "2.1"},
+		{[]string{"X-OpenStack-Nova-API-Version", "2.1"}, 200, "2.1"},
+		{[]string{"OpenStack-API-Version", "compute 2.1"}, 200, "2.1"},
+		{[]string{"OpenStack-API-Version", "volume 3.0, compute 2.47"}, 200, "2.47"},
+		{[]string{"OpenStack-API-Version", "compute latest"}, 200, "2.79"},
+		{[]string{"X-OpenStack-Nova-API-Version", "2.2"}, 200, "2.2"},
+		{[]string{"X-OpenStack-Nova-API-Version", "2.79"}, 200, "2.79"},
+		{[]string{"X-OpenStack-Nova-API-Version", "2.80"}, 406, "2.1"},
+		{[]string{"OpenStack-API-Version", "compute 2.95"}, 406, "2.1"},
+		{[]string{"X-OpenStack-Nova-API-Version", "3.0"}, 406, "2.1"},
+		{[]string{"X-OpenStack-Nova-API-Version", "2.0"}, 406, "2.1"},
+		{[]string{"OpenStack-API-Version", "compute 2"}, 400, "2.1"},
+		{[]string{"X-OpenStack-Nova-API-Version", "two"}, 400, "2.1"},
+		{[]string{"OpenStack-API-Version", "volume 3.70"}, 200, "2.1"}, // not ours: base version
 	}
 	for _, tt := range tests {
 		r := e.admin.Do("GET", api+"/flavors", nil, tt.hdr...)
@@ -64,10 +67,10 @@ func TestMicroversion(t *testing.T) {
 			t.Errorf("GET /flavors with %v = %d %s; want %d", tt.hdr, r.Status, r.Body, tt.status)
 			continue
 		}
-		if got := r.Header.Get("OpenStack-API-Version"); got != "compute 2.1" {
-			t.Errorf("with %v: OpenStack-API-Version = %q; want compute 2.1", tt.hdr, got)
+		if got := r.Header.Get("OpenStack-API-Version"); got != "compute "+tt.echo {
+			t.Errorf("with %v: OpenStack-API-Version = %q; want compute %s", tt.hdr, got, tt.echo)
 		}
-		if got := r.Header.Get("X-OpenStack-Nova-API-Version"); got != "2.1" {
+		if got := r.Header.Get("X-OpenStack-Nova-API-Version"); got != tt.echo {
 			t.Errorf("with %v: X-OpenStack-Nova-API-Version = %q", tt.hdr, got)
 		}
 		if got := r.Header.Get("Vary"); !strings.Contains(got, "OpenStack-API-Version") || !strings.Contains(got, "X-OpenStack-Nova-API-Version") {

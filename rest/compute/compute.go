@@ -1,9 +1,11 @@
 // Package compute serves the Nova compute v2.1 API under /compute:
-// version discovery and microversion negotiation, flavors (with access
-// lists and extra specs), keypairs, servers and their actions, metadata and
-// console output, server groups, availability zones, and the admin views of
-// hosts: hypervisors, os-hosts and os-services. Shapes follow what the
-// openstack client 6.0 and gophercloud v2 read at microversion 2.1.
+// version discovery and microversion negotiation (2.1-2.79, see
+// microversion.go), flavors (with access lists and extra specs), keypairs,
+// servers and their actions (power, pause, suspend, lock), tags, instance
+// actions, metadata and console output, server groups, availability
+// zones, usage (os-simple-tenant-usage), and the admin views of hosts:
+// hypervisors, os-hosts and os-services. Shapes follow what the openstack
+// client 6.0, openstacksdk and gophercloud v2 read.
 //
 // It owns decoding, validation, policy checks and encoding only. Every
 // write is one statedb command proposed through rest.Propose, with ids,
@@ -17,11 +19,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -65,10 +65,11 @@ type Host struct {
 	Arch           string
 }
 
-// Microversions: only the base version is offered.
+// Microversions: 2.1 up to maxVersion (microversion.go says what each
+// step changes here).
 const (
 	minVersion = "2.1"
-	maxVersion = "2.1"
+	maxVersion = "2.79"
 )
 
 // Time formats: Nova's created/updated carry a zone, OS-SRV-USG fields
@@ -130,6 +131,17 @@ func Services(b Backend) []rest.Service {
 		{Method: put, Path: sv + "/metadata/{key}", Auth: tok, Handler: s.putMetadataItem},
 		{Method: del, Path: sv + "/metadata/{key}", Auth: tok, Handler: s.deleteMetadataItem},
 
+		{Method: get, Path: sv + "/os-instance-actions", Auth: tok, Handler: s.listInstanceActions},
+		{Method: get, Path: sv + "/os-instance-actions/{request_id}", Auth: tok, Handler: s.getInstanceAction},
+		{Method: get, Path: sv + "/tags", Auth: tok, Handler: s.listTags},
+		{Method: put, Path: sv + "/tags", Auth: tok, Handler: s.replaceTags},
+		{Method: del, Path: sv + "/tags", Auth: tok, Handler: s.deleteAllTags},
+		{Method: get, Path: sv + "/tags/{tag}", Auth: tok, Handler: s.checkTag},
+		{Method: put, Path: sv + "/tags/{tag}", Auth: tok, Handler: s.addTag},
+		{Method: del, Path: sv + "/tags/{tag}", Auth: tok, Handler: s.deleteTag},
+		{Method: get, Path: "/os-simple-tenant-usage", Auth: tok, Handler: s.listUsage},
+		{Method: get, Path: "/os-simple-tenant-usage/{tenant_id}", Auth: tok, Handler: s.getUsage},
+
 		{Method: get, Path: "/os-server-groups", Auth: tok, Handler: s.listServerGroups},
 		{Method: post, Path: "/os-server-groups", Auth: tok, Handler: s.createServerGroup},
 		{Method: get, Path: "/os-server-groups/{group_id}", Auth: tok, Handler: s.getServerGroup},
@@ -152,6 +164,7 @@ func Services(b Backend) []rest.Service {
 		{Method: put, Path: "/os-services/enable", Auth: tok, Handler: s.enableService},
 		{Method: put, Path: "/os-services/disable", Auth: tok, Handler: s.disableService},
 		{Method: put, Path: "/os-services/disable-log-reason", Auth: tok, Handler: s.disableService},
+		{Method: put, Path: "/os-services/{service_id}", Auth: tok, Handler: s.updateService},
 	}
 	api = append(api, s.secGroupRoutes()...)
 	api = append(api, s.quotaRoutes()...)
@@ -186,57 +199,6 @@ func NovaErrors(w http.ResponseWriter, status int, _ string, msg string) {
 		key = "computeFault"
 	}
 	rest.WriteJSON(w, status, map[string]any{key: map[string]any{"code": status, "message": msg}})
-}
-
-// Microversion negotiates the compute microversion: no header means 2.1,
-// "latest" the maximum, a malformed one is 400 and one outside
-// [min, max] is 406. Responses echo the version used.
-func Microversion(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("OpenStack-API-Version", "compute "+maxVersion)
-		h.Set("X-OpenStack-Nova-API-Version", maxVersion)
-		h.Add("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
-		if status, msg := checkVersion(requestedVersion(r.Header)); status != 0 {
-			NovaErrors(w, status, "", msg)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// requestedVersion reads the compute version from OpenStack-API-Version
-// (which may name several services) or the legacy Nova header.
-func requestedVersion(h http.Header) string {
-	for _, v := range h.Values("OpenStack-API-Version") {
-		for _, part := range strings.Split(v, ",") {
-			f := strings.Fields(part)
-			if len(f) == 2 && strings.EqualFold(f[0], "compute") {
-				return f[1]
-			}
-		}
-	}
-	return strings.TrimSpace(h.Get("X-OpenStack-Nova-API-Version"))
-}
-
-var versionRE = regexp.MustCompile(`^([1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
-
-// checkVersion returns 0 for an acceptable version, else a status and
-// Nova's message.
-func checkVersion(v string) (int, string) {
-	if v == "" || strings.EqualFold(v, "latest") {
-		return 0, ""
-	}
-	m := versionRE.FindStringSubmatch(v)
-	if m == nil {
-		return http.StatusBadRequest, fmt.Sprintf("API Version String %s is of invalid format. Must be of format MajorNum.MinorNum.", v)
-	}
-	major, err1 := strconv.Atoi(m[1])
-	minor, err2 := strconv.Atoi(m[2])
-	if err1 != nil || err2 != nil || major != 2 || minor != 1 {
-		return http.StatusNotAcceptable, fmt.Sprintf("Version %s is not supported by the API. Minimum is %s and maximum is %s.", v, minVersion, maxVersion)
-	}
-	return 0, ""
 }
 
 // ---- shared helpers ----

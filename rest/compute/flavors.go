@@ -28,6 +28,9 @@ type flavorView struct {
 	IsPublic   bool    `json:"os-flavor-access:is_public"`
 	RxTxFactor float64 `json:"rxtx_factor"`
 	Links      []link  `json:"links"`
+	// From 2.55 and 2.61 (present, possibly null or empty).
+	Description *any               `json:"description,omitempty"`
+	ExtraSpecs  *map[string]string `json:"extra_specs,omitempty"`
 }
 
 type flavorBrief struct {
@@ -45,9 +48,24 @@ func (s *service) flavorView(c *rest.Ctx, sn *statedb.Snapshot, f *statedb.Flavo
 	if rx == 0 {
 		rx = 1
 	}
-	return flavorView{ID: f.ID, Name: f.Name, RAM: f.RAMMB, Disk: f.DiskGB, VCPUs: f.VCPUs, Swap: swap,
+	v := flavorView{ID: f.ID, Name: f.Name, RAM: f.RAMMB, Disk: f.DiskGB, VCPUs: f.VCPUs, Swap: swap,
 		Ephemeral: f.EphemeralGB, Disabled: f.Disabled, IsPublic: f.Public, RxTxFactor: rx,
 		Links: flavorLinks(c, sn, f.ID)}
+	if atLeast(c, 2, 55) {
+		var d any
+		if f.Description != "" {
+			d = f.Description
+		}
+		v.Description = &d
+	}
+	if atLeast(c, 2, 61) {
+		es := map[string]string{}
+		for k, x := range f.ExtraSpecs {
+			es[k] = x
+		}
+		v.ExtraSpecs = &es
+	}
+	return v
 }
 
 func flavorLinks(c *rest.Ctx, sn *statedb.Snapshot, id string) []link {
@@ -210,15 +228,16 @@ func (s *service) getFlavor(c *rest.Ctx) (any, error) {
 
 // flavorCreateReq is Nova's flavor create body at 2.1.
 type flavorCreateReq struct {
-	Name       *string         `json:"name"`
-	ID         json.RawMessage `json:"id"`
-	RAM        json.RawMessage `json:"ram"`
-	VCPUs      json.RawMessage `json:"vcpus"`
-	Disk       json.RawMessage `json:"disk"`
-	Swap       json.RawMessage `json:"swap"`
-	Ephemeral  json.RawMessage `json:"OS-FLV-EXT-DATA:ephemeral"`
-	RxTxFactor json.RawMessage `json:"rxtx_factor"`
-	IsPublic   json.RawMessage `json:"os-flavor-access:is_public"`
+	Name        *string         `json:"name"`
+	ID          json.RawMessage `json:"id"`
+	RAM         json.RawMessage `json:"ram"`
+	VCPUs       json.RawMessage `json:"vcpus"`
+	Disk        json.RawMessage `json:"disk"`
+	Swap        json.RawMessage `json:"swap"`
+	Ephemeral   json.RawMessage `json:"OS-FLV-EXT-DATA:ephemeral"`
+	RxTxFactor  json.RawMessage `json:"rxtx_factor"`
+	IsPublic    json.RawMessage `json:"os-flavor-access:is_public"`
+	Description *string         `json:"description"` // 2.55
 }
 
 var flavorIDRE = regexp.MustCompile(`^[a-zA-Z0-9. _-]+$`)
@@ -234,6 +253,15 @@ func (s *service) createFlavor(c *rest.Ctx) (any, error) {
 	f, err := s.flavorFromRequest(&req)
 	if err != nil {
 		return nil, err
+	}
+	if req.Description != nil {
+		if !atLeast(c, 2, 55) {
+			return nil, rest.BadRequest("Invalid input for field/attribute flavor. Additional properties are not allowed ('description' was unexpected)")
+		}
+		if len([]rune(*req.Description)) > 65535 {
+			return nil, rest.BadRequest("Invalid input for field/attribute description. Value: %s. It is too long", *req.Description)
+		}
+		f.Description = *req.Description
 	}
 	if !f.Public && c.Cred.ProjectID != "" {
 		f.Projects = []string{c.Cred.ProjectID}

@@ -281,7 +281,7 @@ func (s *service) listServices(c *rest.Ctx) (any, error) {
 		if (host != "" && h.Name != host) || (binary != "" && binary != "nova-compute") {
 			continue
 		}
-		out = append(out, serviceView(h, now))
+		out = append(out, versionedService(c, h, serviceView(h, now)))
 	}
 	return map[string]any{"services": out}, nil
 }

@@ -17,6 +17,9 @@ func (s *service) deleteServer(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkLocked(c, inst); err != nil {
+		return nil, err
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: inst.ID}); err != nil {
 		return nil, err
 	}
@@ -38,6 +41,9 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 		return nil, rest.BadRequest("Exactly one action is required in the request body.")
 	}
 	for action, raw := range body {
+		if _, ok := powerActions[action]; ok {
+			return s.powerAction(c, inst, action, raw)
+		}
 		switch action {
 		case "os-stop", "os-start":
 			if string(raw) != "null" && string(raw) != "{}" {
@@ -80,6 +86,7 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 }
 
 func (s *service) proposeAction(c *rest.Ctx, cmd statedb.InstanceActionCmd) (any, error) {
+	cmd.By = s.actionBy(c)
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdInstanceAction, cmd); err != nil {
 		return nil, err
 	}

@@ -11,13 +11,20 @@ import (
 
 var groupPolicies = []string{"affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"}
 
-func groupView(g *statedb.ServerGroup) map[string]any {
+// groupView renders a group: "policies" and "metadata" up to 2.63,
+// "policy" and "rules" from 2.64.
+func groupView(c *rest.Ctx, g *statedb.ServerGroup) map[string]any {
 	members := g.Members
 	if members == nil {
 		members = []string{}
 	}
-	return map[string]any{"id": g.ID, "name": g.Name, "policies": []string{g.Policy}, "members": members,
-		"metadata": map[string]string{}, "project_id": g.ProjectID, "user_id": g.UserID}
+	out := map[string]any{"id": g.ID, "name": g.Name, "members": members, "project_id": g.ProjectID, "user_id": g.UserID}
+	if atLeast(c, 2, 64) {
+		out["policy"], out["rules"] = g.Policy, map[string]any{}
+	} else {
+		out["policies"], out["metadata"] = []string{g.Policy}, map[string]string{}
+	}
+	return out
 }
 
 func (s *service) listServerGroups(c *rest.Ctx) (any, error) {
@@ -58,7 +65,7 @@ func (s *service) listServerGroups(c *rest.Ctx) (any, error) {
 	out := make([]map[string]any, 0, len(gs))
 	for _, g := range gs {
 		if rest.Visible(s.b, c, g.ProjectID, false) {
-			out = append(out, groupView(g))
+			out = append(out, groupView(c, g))
 		}
 	}
 	return map[string]any{"server_groups": out}, nil
@@ -81,7 +88,7 @@ func (s *service) getServerGroup(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"server_group": groupView(g)}, nil
+	return map[string]any{"server_group": groupView(c, g)}, nil
 }
 
 func (s *service) createServerGroup(c *rest.Ctx) (any, error) {
@@ -92,11 +99,27 @@ func (s *service) createServerGroup(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var req struct {
-		Name     *string  `json:"name"`
-		Policies []string `json:"policies"`
+		Name     *string        `json:"name"`
+		Policies []string       `json:"policies"`
+		Policy   *string        `json:"policy"` // 2.64
+		Rules    map[string]any `json:"rules"`  // 2.64
 	}
 	if err := decodeBody(c, "server_group", &req); err != nil {
 		return nil, err
+	}
+	if atLeast(c, 2, 64) {
+		if req.Policies != nil {
+			return nil, rest.BadRequest("Invalid input for field/attribute server_group. Additional properties are not allowed ('policies' was unexpected)")
+		}
+		if req.Policy == nil {
+			return nil, rest.BadRequest("Invalid input for field/attribute server_group. 'policy' is a required property")
+		}
+		if len(req.Rules) > 0 {
+			return nil, rest.BadRequest("Invalid input for field/attribute rules. Value: %v. Server group rules are not supported", req.Rules)
+		}
+		req.Policies = []string{*req.Policy}
+	} else if req.Policy != nil || req.Rules != nil {
+		return nil, rest.BadRequest("Invalid input for field/attribute server_group. Additional properties are not allowed ('policy' was unexpected)")
 	}
 	if req.Name == nil {
 		return nil, rest.BadRequest("Invalid input for field/attribute server_group. 'name' is a required property")
@@ -116,7 +139,7 @@ func (s *service) createServerGroup(c *rest.Ctx) (any, error) {
 	if !ok {
 		return nil, rest.NotFoundf("Instance group %s could not be found.", g.ID)
 	}
-	return &rest.Response{Status: http.StatusOK, Body: map[string]any{"server_group": groupView(got)}}, nil
+	return &rest.Response{Status: http.StatusOK, Body: map[string]any{"server_group": groupView(c, got)}}, nil
 }
 
 func (s *service) deleteServerGroup(c *rest.Ctx) (any, error) {

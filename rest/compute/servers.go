@@ -38,6 +38,8 @@ type serverCreateReq struct {
 	ReturnReservationID json.RawMessage `json:"return_reservation_id"`
 	SecurityGroups      json.RawMessage `json:"security_groups"`
 	UserData            *string         `json:"user_data"`
+	Tags                json.RawMessage `json:"tags"`        // 2.52
+	Description         *string         `json:"description"` // 2.19
 }
 
 // nicWant is one requested NIC before it is turned into port requests.
@@ -58,6 +60,8 @@ type serverPlan struct {
 	KeyName        string
 	KeyData        string
 	UserData       string
+	Tags           []string // 2.52
+	Description    string   // 2.19
 	Metadata       map[string]string
 	AZ             string
 	GroupID        string
@@ -154,6 +158,7 @@ func (s *service) parseServerCreate(c *rest.Ctx, sn *statedb.Snapshot, env map[s
 		func() error { return parseMetadata(req.Metadata, p.Metadata) },
 		func() error { return parseMisc(&req, p) },
 		func() error { return s.parseHints(c, sn, hints, p) },
+		func() error { return parseVersioned(c, &req, p) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -570,8 +575,9 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 			ImageID: p.ImageID, RootVolume: p.RootVolume, KeyName: p.KeyName, KeyData: p.KeyData,
 			UserData: p.UserData, Metadata: maps(p.Metadata), AZ: p.AZ, GroupID: p.GroupID, ConfigDrive: p.ConfigDrive,
 			LaunchIndex: i, Reservation: resID, Arch: p.Arch, SecurityGroups: p.SecurityGroups,
+			Tags: p.Tags, Description: p.Description,
 		}
-		ic := statedb.InstanceCreate{Instance: inst}
+		ic := statedb.InstanceCreate{Instance: inst, RequestID: c.ReqID}
 		root, err := s.rootDisk(c, sn, p)
 		if err != nil {
 			return cmd, nil, err

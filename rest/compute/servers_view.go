@@ -30,6 +30,10 @@ func novaStatus(i *statedb.Instance) string {
 			return "SHUTOFF"
 		}
 		return "ACTIVE"
+	case statedb.VMPaused:
+		return "PAUSED"
+	case statedb.VMSuspended:
+		return "SUSPENDED"
 	case statedb.VMError:
 		return "ERROR"
 	case statedb.VMDeleted:
@@ -191,6 +195,7 @@ func (v *viewCtx) server(i *statedb.Instance) map[string]any {
 		}
 		out["fault"] = f
 	}
+	v.versionedFields(i, out, host)
 	return out
 }
 

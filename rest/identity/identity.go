@@ -90,6 +90,12 @@ func Service(b Backend) rest.Service {
 			{Method: head, Path: "/v3/auth/tokens", Auth: token, Handler: s.checkToken},
 			{Method: del, Path: "/v3/auth/tokens", Auth: token, Handler: s.revokeToken},
 			{Method: get, Path: "/v3/auth/catalog", Auth: token, Handler: s.authCatalog},
+			{Method: get, Path: "/v3/services", Auth: token, Handler: s.listCatalogServices},
+			{Method: get, Path: "/v3/services/{service_id}", Auth: token, Handler: s.getCatalogService},
+			{Method: get, Path: "/v3/endpoints", Auth: token, Handler: s.listEndpoints},
+			{Method: get, Path: "/v3/endpoints/{endpoint_id}", Auth: token, Handler: s.getEndpoint},
+			{Method: get, Path: "/v3/regions", Auth: token, Handler: s.listRegions},
+			{Method: get, Path: "/v3/regions/{region_id}", Auth: token, Handler: s.getRegion},
 			{Method: get, Path: "/v3/auth/projects", Auth: token, Handler: s.authProjects},
 			{Method: get, Path: "/v3/auth/domains", Auth: token, Handler: s.authDomains},
 

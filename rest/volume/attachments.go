@@ -25,7 +25,7 @@ func ComputeService(b Backend) rest.Service {
 	return rest.Service{
 		Prefix: "/compute/v2.1",
 		Errors: novaErrors,
-		Wrap:   versionHeaders("compute", computeVersion, "X-OpenStack-Nova-API-Version", novaErrors),
+		Wrap:   computeVersions(novaErrors),
 		Routes: []rest.Route{
 			{Method: get, Path: atts, Auth: token, Handler: s.listAttachments},
 			{Method: post, Path: atts, Auth: token, Handler: s.attach},
@@ -41,6 +41,9 @@ type novaAttachment struct {
 	VolumeID string `json:"volumeId"`
 	ServerID string `json:"serverId"`
 	Device   string `json:"device"`
+	// From 2.70 and 2.79 (compute_versions.go).
+	Tag                 *any  `json:"tag,omitempty"`
+	DeleteOnTermination *bool `json:"delete_on_termination,omitempty"`
 }
 
 func attachmentJSON(v *statedb.Volume) novaAttachment {
@@ -115,9 +118,9 @@ func (s *service) attach(c *rest.Ctx) (any, error) {
 	got, ok := s.b.State().Volume(v.ID)
 	if !ok || got.Attachment() == nil || got.Attachment().ID != cmd.AttachmentID {
 		// Detached (or deleted) again already: answer with what we asked.
-		return map[string]any{"volumeAttachment": novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev}}, nil
+		return map[string]any{"volumeAttachment": versionedAttachment(c, novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev})}, nil
 	}
-	return map[string]any{"volumeAttachment": attachmentJSON(got)}, nil
+	return map[string]any{"volumeAttachment": versionedAttachment(c, attachmentJSON(got))}, nil
 }
 
 // createWait bounds how long an attach waits for a volume still being created.
@@ -154,7 +157,7 @@ func (s *service) listAttachments(c *rest.Ctx) (any, error) {
 	}
 	out := []novaAttachment{}
 	for _, v := range sn.VolumesAttachedTo(inst.ID) {
-		out = append(out, attachmentJSON(v))
+		out = append(out, versionedAttachment(c, attachmentJSON(v)))
 	}
 	return map[string]any{"volumeAttachments": out}, nil
 }
@@ -180,7 +183,7 @@ func (s *service) showAttachment(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"volumeAttachment": attachmentJSON(v)}, nil
+	return map[string]any{"volumeAttachment": versionedAttachment(c, attachmentJSON(v))}, nil
 }
 
 // detach serves DELETE /servers/{id}/os-volume_attachments/{volume}: 202;

@@ -44,6 +44,7 @@ type VM struct {
 	Disks       []agent.Disk // attached volumes (spec.json's extra disks)
 	Starts      int          // process starts (boots after a Start, not resets)
 	Boots       int          // boots, counting resets
+	Suspended   bool         // memory saved by Suspend; the next Start resumes it
 }
 
 // Hypervisor is a recording fake of agent.Hypervisor. VMs are records in
@@ -321,7 +322,7 @@ func (h *Hypervisor) Start(ctx context.Context, spec agent.VMSpec) error {
 	if err == nil {
 		v := h.vms[spec.ID]
 		switch {
-		case v != nil && v.State == agent.VMRunning:
+		case v != nil && (v.State == agent.VMRunning || v.State == agent.VMPaused):
 			err = fmt.Errorf("vm %s (pid %d): %w", spec.ID, v.PID, agent.ErrAlreadyRunning)
 		case spec.Root.Path == "":
 			err = fmt.Errorf("vm %s: no root disk", spec.ID)
@@ -331,7 +332,10 @@ func (h *Hypervisor) Start(ctx context.Context, spec agent.VMSpec) error {
 			v.State, v.PID, v.Reason, v.Spec = agent.VMRunning, h.nextPID, "", spec
 			v.Disks = slices.Clone(spec.ExtraDisks)
 			v.Starts++
-			v.Boots++
+			if !v.Suspended {
+				v.Boots++
+			}
+			v.Suspended = false
 		}
 	}
 	delay := h.StartDelay
