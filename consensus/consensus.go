@@ -264,6 +264,9 @@ func (n *Node) appliedIndex(commit uint64) uint64 {
 // deduplicates, so a command is applied at most once. Business failures come
 // back as *statedb.Error.
 func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) {
+	if err := n.cfg.Commands.Gate(n.store.Snapshot(), cmd.Type); err != nil {
+		return 0, err
+	}
 	data, err := cmd.Encode()
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)

@@ -228,7 +228,12 @@ func TestVersionGateThroughLeader(t *testing.T) {
 	ctx := testCtx(t)
 	register := func(id, version string) {
 		t.Helper()
-		if _, err := leader.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{ID: id, Name: id, Version: version}); err != nil {
+		idx, err := leader.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{ID: id, Name: id, Version: version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every host gates on its own state first: let the follower see it.
+		if err := follower.WaitIndex(ctx, idx); err != nil {
 			t.Fatal(err)
 		}
 	}

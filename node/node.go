@@ -479,13 +479,3 @@ func (n *Node) Now() time.Time { return n.clock().UTC() }
 
 // NewID returns a new uuid (rest.Backend).
 func (n *Node) NewID() string { return uuid.NewString() }
-
-// raftTimers are Raft's timeouts: the defaults, or tight ones for
-// in-process test clusters.
-func raftTimers(fast bool) consensus.Timers {
-	if !fast {
-		return consensus.DefaultTimers()
-	}
-	return consensus.Timers{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond,
-		LeaderLease: 50 * time.Millisecond, Commit: 2 * time.Millisecond}
-}

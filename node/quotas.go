@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -14,7 +15,13 @@ func (n *Node) quotasLeaderTick(ctx context.Context) {
 	if _, ok := sn.Cluster(); !ok || sn.QuotasEnforced() {
 		return
 	}
-	if _, err := n.raft.Propose(ctx, statedb.CmdEnableQuotas, struct{}{}); err != nil && ctx.Err() == nil {
+	_, err := n.raft.Propose(ctx, statedb.CmdEnableQuotas, struct{}{})
+	switch {
+	case err == nil, ctx.Err() != nil:
+	case errors.Is(err, statedb.ErrConflict):
+		// A host still runs an older version: enforcement waits for it.
+		n.log.Debug("quotas: enforcement waits for every host to be upgraded", "err", err)
+	default:
 		n.log.Warn("quotas: enable enforcement", "err", err)
 	}
 }

@@ -79,6 +79,19 @@ func (r *Registry) Admit(sn *Snapshot, data []byte) (*Command, error) {
 	return c, nil
 }
 
+// Gate refuses command type t while a member of sn is older than its
+// MinVersion. Every host checks it on its own state before proposing, so
+// a command never reaches a leader that may not know it (during a rolling
+// upgrade an older leader has no admission check of its own); the leader
+// checks again in Admit. Unknown types pass here: the leader decides.
+func (r *Registry) Gate(sn *Snapshot, t CmdType) error {
+	spec, ok := r.Lookup(t)
+	if !ok {
+		return nil
+	}
+	return checkVersions(sn, spec)
+}
+
 // checkVersions refuses a gated command while a member runs an older
 // version than its MinVersion, or has not reported one.
 func checkVersions(sn *Snapshot, spec CmdSpec) error {

@@ -31,9 +31,10 @@ func (v Volumes) Routine() Routine {
 	return Routine{Name: "volumes", Run: func(ctx context.Context, hints <-chan struct{}) error {
 		t := time.NewTicker(v.Interval)
 		defer t.Stop()
+		tried := map[string]bool{} // unplaced volumes the last pass planned for
 		for {
 			changed := v.Store.Changed()
-			v.tick(ctx)
+			tried = v.tick(ctx)
 		wait:
 			for {
 				select {
@@ -44,21 +45,40 @@ func (v Volumes) Routine() Routine {
 				case <-hints:
 					break wait
 				case <-changed:
-					// Only a waiting volume needs the fast path; other
-					// changes wait for the next full pass.
-					if len(v.Store.Snapshot().UnplacedVolumes()) > 0 {
+					// Only a volume the last pass did not see yet takes the
+					// fast path; one that could not be placed waits for the
+					// next full pass, so a stuck volume cannot make every
+					// applied entry cost a pass. Re-arm before looking, so
+					// a volume created meanwhile still wakes us.
+					changed = v.Store.Changed()
+					if hasNew(v.Store.Snapshot().UnplacedVolumes(), tried) {
 						break wait
 					}
-					changed = v.Store.Changed()
 				}
 			}
 		}
 	}}
 }
 
-func (v Volumes) tick(ctx context.Context) {
+// hasNew reports whether vols holds a volume not in seen.
+func hasNew(vols []*statedb.Volume, seen map[string]bool) bool {
+	for _, vol := range vols {
+		if !seen[vol.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+// tick does one pass and returns the ids of the volumes that were waiting
+// for a host when it planned.
+func (v Volumes) tick(ctx context.Context) map[string]bool {
 	sn := v.Store.Snapshot()
-	if len(sn.UnplacedVolumes()) > 0 {
+	tried := map[string]bool{}
+	if unplaced := sn.UnplacedVolumes(); len(unplaced) > 0 {
+		for _, vol := range unplaced {
+			tried[vol.ID] = true
+		}
 		for _, p := range scheduler.PlanVolumes(sn, schedulerHosts(v.Hosts.Members())) {
 			v.propose(ctx, statedb.CmdPlaceVolume, p, "place a volume", p.VolumeID)
 		}
@@ -80,6 +100,7 @@ func (v Volumes) tick(ctx context.Context) {
 		v.propose(ctx, statedb.CmdVolumeHostGone, statedb.VolumeHostGoneCmd{HostID: host, NewHostID: v.SelfID},
 			"hand over the volumes of a host that left", host)
 	}
+	return tried
 }
 
 func (v Volumes) propose(ctx context.Context, t statedb.CmdType, payload any, what, id string) {

@@ -419,7 +419,7 @@ func cpFakeHosts(b *testing.B, c *Cluster, sim *cpSimHosts, n int) {
 					return
 				}
 				id := fmt.Sprintf("sim-%05d", i)
-				if _, err := rest.Propose(ctx, leader, statedb.CmdRegisterMember, statedb.Member{ID: id, Name: id}); err != nil {
+				if _, err := rest.Propose(ctx, leader, statedb.CmdRegisterMember, statedb.Member{ID: id, Name: id, Version: node.Version}); err != nil {
 					errs <- err
 					return
 				}

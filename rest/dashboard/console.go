@@ -11,6 +11,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"encoding/base64"
 	"encoding/hex"
@@ -204,14 +205,14 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 			case err != nil:
 				if msg := err.Error(); msg != lastErr {
 					lastErr = msg
-					if conn.Write(ctx, websocket.MessageText, []byte("\r\n[console unavailable: "+msg+"]\r\n")) != nil {
+					if writeWithin(ctx, conn, []byte("\r\n[console unavailable: "+msg+"]\r\n")) != nil {
 						return
 					}
 				}
 			default:
 				lastErr = ""
 				if delta := consoleDelta(last, out); delta != "" {
-					if conn.Write(ctx, websocket.MessageText, []byte(delta)) != nil {
+					if writeWithin(ctx, conn, []byte(delta)) != nil {
 						return
 					}
 				}
@@ -241,4 +242,14 @@ func consoleDelta(prev, cur string) string {
 		}
 	}
 	return cur
+}
+
+// consoleWriteTimeout bounds one console write: a browser that stays
+// connected but stops reading is dropped instead of holding the session.
+const consoleWriteTimeout = 10 * time.Second
+
+func writeWithin(ctx context.Context, conn *websocket.Conn, b []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, consoleWriteTimeout)
+	defer cancel()
+	return conn.Write(ctx, websocket.MessageText, b)
 }

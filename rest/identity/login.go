@@ -138,8 +138,11 @@ func (s *service) checkPassword(c *rest.Ctx, sn *statedb.Snapshot, u *statedb.Us
 			reserved = true
 		case errors.Is(err, statedb.ErrForbidden):
 			return errLocked()
-		case errors.As(err, &se):
+		case errors.As(err, &se) && !errors.Is(err, statedb.ErrConflict):
 			return err
+		// Refused as a conflict (a member still runs a version without
+		// login reservations, during a rolling upgrade) or no leader: the
+		// local lockout state decides, as before reservations existed.
 		case u.FailedLogins >= st.LockoutAttempts &&
 			(st.LockoutDuration <= 0 || s.b.Now().Sub(u.LastFailure) < st.LockoutDuration):
 			return errLocked() // locked as far as this host knows
