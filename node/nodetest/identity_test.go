@@ -88,6 +88,15 @@ func TestTokensAcrossHosts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// Host 2 signs with the new key once it has applied the rotation.
+	c.Eventually(5*time.Second, "rotation applied on every host", func() bool {
+		for _, h := range c.Running() {
+			if _, ok := h.State().SigningKey(key.ID); !ok {
+				return false
+			}
+		}
+		return true
+	})
 	after := c.AdminToken(2)
 	if !strings.HasPrefix(after, "ps1."+key.ID+".") {
 		t.Fatalf("token after rotation %q is not signed with the new key %s", after[:20], key.ID)
