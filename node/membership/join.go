@@ -49,6 +49,8 @@ type Admitter struct {
 	Members      func() []gossip.Member
 	MaxClockSkew time.Duration
 	Logger       *slog.Logger
+	// Commands is the command registry; nil: this build's.
+	Commands *statedb.Registry
 }
 
 // tokenLag bounds the wait for a join token this host has not applied yet
@@ -104,6 +106,9 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
 	}
 	if err := a.checkClock(req, received); err != nil {
+		return nil, err
+	}
+	if err := a.checkVersion(req); err != nil {
 		return nil, err
 	}
 	if err := a.Proposer.Propose(ctx, statedb.CmdConsumeJoinToken, statedb.ConsumeJoinTokenCmd{
@@ -234,4 +239,24 @@ func SendJoin(ctx context.Context, tok JoinToken, req cluster.JoinRequest, clock
 		return &jr, nil
 	}
 	return nil, fmt.Errorf("join: no member in the token is reachable: %w", errors.Join(errs...))
+}
+
+// checkVersion refuses a joiner too old to apply the cluster's log: one
+// older than the newest command version the members may already have
+// used. It comes before the token is consumed, so the same token works
+// once the joining host is upgraded.
+func (a *Admitter) checkVersion(req cluster.JoinRequest) error {
+	reg := a.Commands
+	if reg == nil {
+		reg = statedb.Commands()
+	}
+	floor := reg.JoinFloor(a.State())
+	if floor == "" || statedb.CompareVersions(req.Version, floor) >= 0 {
+		return nil
+	}
+	have := req.Version
+	if have == "" {
+		have = "a version that does not report itself"
+	}
+	return rest.Conflictf("this cluster's state holds changes made by peerstack %s; the joining host runs %s and could not apply them. Install peerstack %s or newer on it, then join again with the same token", floor, have, floor)
 }

@@ -148,3 +148,30 @@ func TestAdmitJoin(t *testing.T) {
 		t.Fatalf("join with an expired token = %v; want 403 expired", err)
 	}
 }
+
+// TestJoinRefusesOldVersion: once the members run a version whose
+// commands may be in the log, a joiner older than it is refused before its
+// token is used.
+func TestJoinRefusesOldVersion(t *testing.T) {
+	a := newAdmission(t)
+	ctx := context.Background()
+	if err := a.st.Apply(statedb.CmdRegisterMember, statedb.Member{ID: "m1", Name: "first", APIAddr: "10.0.0.1:8470",
+		GossipAddr: "10.0.0.1:7946", Version: "0.2.0"}); err != nil {
+		t.Fatal(err)
+	}
+	tok := a.token(time.Hour)
+	old := a.request(tok, "h2", a.now)
+	old.Version = "0.1.0"
+	_, err := a.adm.Join(ctx, old)
+	if status(err) != http.StatusConflict || !strings.Contains(err.Error(), "0.2.0 or newer") {
+		t.Fatalf("join at 0.1.0 into a 0.2.0 cluster = %v; want 409 naming the version needed", err)
+	}
+	if _, ok := a.st.Snapshot().Member("n-h2"); ok {
+		t.Fatal("a refused joiner was recorded as a member")
+	}
+	upgraded := a.request(tok, "h2", a.now)
+	upgraded.Version = "0.2.1"
+	if _, err := a.adm.Join(ctx, upgraded); err != nil {
+		t.Fatalf("join at 0.2.1 with the same token: %v", err)
+	}
+}
