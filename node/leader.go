@@ -22,7 +22,7 @@ func (n *Node) newLeader() *leader.Leader {
 		leader.Volumes{SelfID: n.id.NodeID, Store: n.raft.Store(), Hosts: n.hosts, Proposer: prop, Interval: t.Leader,
 			Logger: log}.Routine(),
 		n.imageRoutine(),
-		leader.Every("quotas", t.Leader, n.quotasLeaderTick),
+		leader.Quotas{State: n.raft, Proposer: prop, Interval: t.Leader, Logger: log}.Routine(),
 	}
 	routines = append(routines, n.cfg.LeaderRoutines...)
 	return leader.New(leader.Config{Raft: n.raft, Routines: routines, Logger: log})
