@@ -166,7 +166,57 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	return &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger}, nil
+	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger}
+	n.electAloneSoon(tm)
+	return n, nil
+}
+
+// electAloneSoon shortens the wait before the first election while this
+// node is the only voter of its configuration (a new cluster, or a
+// one-host cluster restarting): nobody else can lead, so waiting a full
+// heartbeat timeout (500-1000 ms by default) only delays the first write.
+// The heartbeat timeout drops to the leader lease (the shortest Raft
+// accepts) until this node leads, then returns to tm.
+func (n *Node) electAloneSoon(tm Timers) {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil || n.raft.State() == raft.Leader {
+		return
+	}
+	servers := f.Configuration().Servers
+	if len(servers) != 1 || servers[0].ID != raft.ServerID(n.cfg.NodeID) || servers[0].Suffrage != raft.Voter {
+		return
+	}
+	if tm.LeaderLease >= tm.Heartbeat {
+		return
+	}
+	ch := make(chan raft.Observation, 4)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		st, ok := o.Data.(raft.RaftState)
+		return ok && st == raft.Leader
+	})
+	n.raft.RegisterObserver(obs)
+	set := func(hb, el time.Duration) error {
+		rc := n.raft.ReloadableConfig()
+		rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
+		return n.raft.ReloadConfig(rc)
+	}
+	if err := set(tm.LeaderLease, tm.LeaderLease); err != nil {
+		n.raft.DeregisterObserver(obs)
+		n.log.Debug("raft: keep the default first election wait", "err", err)
+		return
+	}
+	go func() {
+		defer n.raft.DeregisterObserver(obs)
+		t := time.NewTimer(10 * tm.Heartbeat)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		if err := set(tm.Heartbeat, tm.Election); err != nil {
+			n.log.Warn("raft: restore timers after the first election", "err", err)
+		}
+	}()
 }
 
 // Addr is the Raft address others reach this node at.
@@ -186,6 +236,7 @@ func (n *Node) Bootstrap() error {
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("bootstrap raft: %w", err)
 	}
+	n.electAloneSoon(n.cfg.Timers.withDefaults())
 	return nil
 }
 

@@ -321,3 +321,39 @@ func TestTimersDefaultAndValidate(t *testing.T) {
 		t.Fatal("New accepted a leader lease longer than the heartbeat timeout")
 	}
 }
+
+// TestSoleVoterElectsSoonThenRestoresTimers: a node alone in its
+// configuration (a new cluster, a one-host cluster restarting) waits only
+// the leader lease before electing itself, then runs with its configured
+// timers again, so later followers see the usual heartbeat timeout.
+func TestSoleVoterElectsSoonThenRestoresTimers(t *testing.T) {
+	c := newTestCluster(t)
+	tm := Timers{Heartbeat: 2 * time.Second, Election: 2 * time.Second, LeaderLease: 50 * time.Millisecond}
+	n := c.add("solo", func(cfg *Config) { cfg.Timers = tm })
+	start := time.Now()
+	if err := n.Bootstrap(); err != nil {
+		t.Fatal(err)
+	}
+	if hb := n.raft.ReloadableConfig().HeartbeatTimeout; !n.IsLeader() && hb != tm.LeaderLease {
+		t.Fatalf("bootstrapped sole voter waits %v before its election; want the lease %v", hb, tm.LeaderLease)
+	}
+	waitFor(t, "the sole voter to lead", n.IsLeader)
+	t.Logf("bootstrap -> leader in %v (heartbeat timeout %v)", time.Since(start), tm.Heartbeat)
+	waitFor(t, "timers restored", func() bool {
+		rc := n.raft.ReloadableConfig()
+		return rc.HeartbeatTimeout == tm.Heartbeat && rc.ElectionTimeout == tm.Election
+	})
+	// Restart from the same data: still alone, it leads again and restores.
+	dir := n.cfg.DataDir
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	m := c.add("solo", func(cfg *Config) { cfg.Timers = tm; cfg.DataDir = dir })
+	if hb := m.raft.ReloadableConfig().HeartbeatTimeout; !m.IsLeader() && hb != tm.LeaderLease {
+		t.Fatalf("restarted sole voter waits %v before its election; want the lease %v", hb, tm.LeaderLease)
+	}
+	waitFor(t, "the restarted sole voter to lead", m.IsLeader)
+	waitFor(t, "timers restored after the restart", func() bool {
+		return m.raft.ReloadableConfig().HeartbeatTimeout == tm.Heartbeat
+	})
+}
