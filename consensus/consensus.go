@@ -155,6 +155,8 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, err
 	}
+	watch := &leaderWatch{tm: tm}
+	stream.gone = watch.peerGone
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 5, Timeout: 5 * time.Second, Logger: rc.Logger,
 	})
@@ -167,6 +169,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger}
+	watch.node.Store(n)
 	n.electAloneSoon(tm)
 	return n, nil
 }
@@ -470,6 +473,9 @@ func (n *Node) TransferLeadership() error {
 // Shutdown stops Raft and closes its files.
 func (n *Node) Shutdown() error {
 	err := n.raft.Shutdown().Error()
+	// Close pooled connections too, as a process exit would: peers see
+	// them end at once (a follower then elects sooner, see leadergone.go).
+	n.trans.CloseStreams()
 	n.trans.Close()
 	if cerr := n.logs.Close(); err == nil {
 		err = cerr

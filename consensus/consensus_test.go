@@ -357,3 +357,58 @@ func TestSoleVoterElectsSoonThenRestoresTimers(t *testing.T) {
 		return m.raft.ReloadableConfig().HeartbeatTimeout == tm.Heartbeat
 	})
 }
+
+// TestFollowersElectSoonWhenLeaderConnectionsEnd: when the leader's
+// process stops, its connections to the followers end and they elect a
+// new leader after the leader lease rather than their (here long)
+// heartbeat timeout; afterwards every survivor runs its configured timers.
+func TestFollowersElectSoonWhenLeaderConnectionsEnd(t *testing.T) {
+	c := newTestCluster(t)
+	// The leader heartbeats every tenth of the heartbeat timeout, which
+	// must stay under the lease or an idle leader steps down.
+	tm := Timers{Heartbeat: 15 * time.Second, Election: 15 * time.Second, LeaderLease: 3 * time.Second}
+	for _, id := range []string{"a", "b", "c"} {
+		c.add(id, func(cfg *Config) { cfg.Timers = tm })
+	}
+	old := c.start()
+	ctx := testCtx(t)
+	if _, err := old.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := old.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	var survivors []*Node
+	for _, n := range c.nodes {
+		if n != old {
+			survivors = append(survivors, n)
+		}
+	}
+	// Without the hint no survivor could start an election before its
+	// heartbeat timeout.
+	var nl *Node
+	for nl == nil {
+		for _, n := range survivors {
+			if n.IsLeader() {
+				nl = n
+			}
+		}
+		if nl == nil && time.Since(start) > tm.Heartbeat-time.Second {
+			t.Fatalf("no new leader %v after the old one stopped: the followers waited for their heartbeat timeout", time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("leader stopped -> new leader in %v (heartbeat timeout %v, lease %v)", time.Since(start), tm.Heartbeat, tm.LeaderLease)
+	if _, err := nl.Propose(ctx, statedb.CmdCreateProject, project(2)); err != nil {
+		t.Fatalf("write after failover: %v", err)
+	}
+	waitFor(t, "configured timers back on every survivor", func() bool {
+		for _, n := range survivors {
+			if n.raft.ReloadableConfig().HeartbeatTimeout != tm.Heartbeat {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -19,6 +19,18 @@ type tlsStream struct {
 	advertise net.Addr
 	client    *tls.Config
 	links     Links // nil: every peer is reachable
+	// gone, when set, is told the certificate name and IP of a peer whose
+	// inbound connection ended.
+	gone func(name, ip string)
+}
+
+// Accept wraps inbound connections so their end is reported to gone.
+func (s *tlsStream) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil || s.gone == nil {
+		return c, err
+	}
+	return &notifyConn{Conn: c, gone: s.gone}, nil
 }
 
 // Links says which peers this node can reach (fault injection: a
