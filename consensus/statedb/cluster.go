@@ -78,6 +78,10 @@ type JoinToken struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	UsedAt     time.Time `json:"used_at,omitempty"`
 	UsedBy     string    `json:"used_by,omitempty"`
+	// UsedKey is a hash of the public key the joining host asked a
+	// certificate for: only the same host (same id and key) may repeat a
+	// join whose answer it lost.
+	UsedKey string `json:"used_key,omitempty"`
 }
 
 // BootstrapCmd creates the cluster: config, the first member and the
@@ -243,6 +247,8 @@ type ConsumeJoinTokenCmd struct {
 	ID         string `json:"id"`
 	SecretHash string `json:"secret_hash"`
 	NodeID     string `json:"node_id"`
+	// KeyHash identifies the key of the joining host's certificate request.
+	KeyHash string `json:"key_hash,omitempty"`
 }
 
 func applyConsumeJoinToken(t *Txn, c *Command) error {
@@ -255,14 +261,23 @@ func applyConsumeJoinToken(t *Txn, c *Command) error {
 		return Errorf(KindForbidden, "join token is not valid for this cluster")
 	}
 	if !jt.UsedAt.IsZero() {
+		if jt.RetriedBy(r.NodeID, r.KeyHash) {
+			return nil // the same host retrying a join whose answer it lost
+		}
 		return Errorf(KindForbidden, "join token was already used")
 	}
 	if !c.Time.Before(jt.ExpiresAt) {
 		return Errorf(KindForbidden, "join token expired at %s", jt.ExpiresAt.Format(time.RFC3339))
 	}
 	cp := *jt
-	cp.UsedAt, cp.UsedBy = c.Time, r.NodeID
+	cp.UsedAt, cp.UsedBy, cp.UsedKey = c.Time, r.NodeID, r.KeyHash
 	return t.insert(tblJoinTokens, &cp)
+}
+
+// RetriedBy reports whether a used token was used by the host with this
+// node id and certificate key, which may repeat its join.
+func (jt *JoinToken) RetriedBy(nodeID, keyHash string) bool {
+	return !jt.UsedAt.IsZero() && jt.UsedBy != "" && jt.UsedKey != "" && jt.UsedBy == nodeID && jt.UsedKey == keyHash
 }
 
 // JoinToken returns a join token by id.

@@ -112,7 +112,7 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		return nil, err
 	}
 	if err := a.Proposer.Propose(ctx, statedb.CmdConsumeJoinToken, statedb.ConsumeJoinTokenCmd{
-		ID: req.TokenID, SecretHash: HashSecret(req.Secret), NodeID: req.NodeID,
+		ID: req.TokenID, SecretHash: HashSecret(req.Secret), NodeID: req.NodeID, KeyHash: CSRKeyHash(req.CSR),
 	}); err != nil {
 		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
@@ -154,6 +154,8 @@ func (a *Admitter) precheckToken(ctx context.Context, req cluster.JoinRequest) e
 		switch {
 		case ok && subtle.ConstantTimeCompare([]byte(jt.SecretHash), []byte(HashSecret(req.Secret))) != 1:
 			return invalid
+		case ok && jt.RetriedBy(req.NodeID, CSRKeyHash(req.CSR)):
+			return nil // the same host retrying: its first answer was lost
 		case ok && !jt.UsedAt.IsZero():
 			return rest.Forbiddenf("join token was already used")
 		case ok && !a.now().Before(jt.ExpiresAt):

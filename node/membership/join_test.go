@@ -175,3 +175,35 @@ func TestJoinRefusesOldVersion(t *testing.T) {
 		t.Fatalf("join at 0.2.1 with the same token: %v", err)
 	}
 }
+
+// TestJoinRetryAfterLostAnswer: a host whose join answer was lost (a
+// timeout under load) repeats it with the same token and key and is
+// admitted again; the used token gives nothing to anyone else, even one
+// naming the same node id with another key.
+func TestJoinRetryAfterLostAnswer(t *testing.T) {
+	a := newAdmission(t)
+	ctx := context.Background()
+	tok := a.token(time.Hour)
+	req := a.request(tok, "h2", a.now)
+	if _, err := a.adm.Join(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.adm.Join(ctx, req)
+	if err != nil {
+		t.Fatalf("the same host repeating its join = %v; want admitted", err)
+	}
+	if _, err := membership.ParseCert(resp.Cert); err != nil {
+		t.Fatal(err)
+	}
+	thief := a.request(tok, "h2", a.now) // same node id and name, a new key
+	if _, err := a.adm.Join(ctx, thief); status(err) != http.StatusForbidden {
+		t.Fatalf("a used token with another key = %v; want 403", err)
+	}
+	other := a.request(tok, "h3", a.now)
+	if _, err := a.adm.Join(ctx, other); status(err) != http.StatusForbidden {
+		t.Fatalf("a used token for another host = %v; want 403", err)
+	}
+	if n := len(a.st.Snapshot().Members()); n != 2 {
+		t.Fatalf("%d members; want 2", n)
+	}
+}

@@ -125,6 +125,21 @@ func NewKeyAndCSR(nodeID string) (keyPEM, csrPEM string, err error) {
 	return keyPEM, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), err
 }
 
+// CSRKeyHash is the hex sha256 of the public key in a PEM certificate
+// request, or "" if it does not parse.
+func CSRKeyHash(csrPEM string) string {
+	b, _ := pem.Decode([]byte(csrPEM))
+	if b == nil {
+		return ""
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
+
 // Sign issues a node certificate (server and client auth) for the CSR's
 // key with the given SANs.
 func (c *CA) Sign(csrPEM, nodeID string, hosts []string) (string, error) {
