@@ -5,7 +5,7 @@ BIN := bin/peerstack
 DATA ?= ./data
 PKGS := ./...
 
-.PHONY: all build run test test-unit bench lint deps deps-run deps-guest guest-image clean
+.PHONY: all build run test test-unit bench bench-all lint deps deps-run deps-guest guest-image clean
 
 all: build
 
@@ -38,7 +38,12 @@ test: deps build guest-image
 test-unit: build
 	$(GO) test -race -count=1 -short $(PKGS)
 
+# bench: the control-plane table (joins, writes, failover, placements)
+# measured between real processes; bench-all: every benchmark.
 bench: build
+	GO=$(GO) sh scripts/benchtable.sh
+
+bench-all: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m $(PKGS)
 
 lint:

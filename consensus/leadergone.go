@@ -72,7 +72,7 @@ func (w *leaderWatch) peerGone(name, ip string) {
 		return
 	}
 	addr, id := r.LeaderWithID()
-	if id == "" || (string(id) != name && !sameHost(string(addr), ip)) {
+	if id == "" || !w.isLeader(r, string(id), string(addr), name, ip) {
 		return
 	}
 	peer := string(id)
@@ -118,6 +118,24 @@ func (w *leaderWatch) set(r *raft.Raft, hb, el time.Duration) error {
 	rc := r.ReloadableConfig()
 	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
 	return r.ReloadConfig(rc)
+}
+
+// isLeader reports whether a peer with certificate name and IP ip is the
+// leader id at addr. Host certificates name their node id, so a name that
+// is a member's id decides; only a certificate naming no member (shared
+// test certificates) falls back to comparing IPs.
+func (w *leaderWatch) isLeader(r *raft.Raft, id, addr, name, ip string) bool {
+	if name == id {
+		return true
+	}
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == name {
+				return false
+			}
+		}
+	}
+	return sameHost(addr, ip)
 }
 
 // sameHost reports whether the Raft address addr is on IP ip.

@@ -162,9 +162,11 @@ func BenchmarkWrites(b *testing.B) {
 		fs := fsyncFloor(b, filepath.Dir(follower.DataDir), n)
 		rtt := rttFloor(b, n)
 		floor := percentile(fs, 0.5) + percentile(rtt, 0.5)
-		fmt.Printf("writes via a follower: p50 %v p99 %v (target 2ms) | fresh TLS each: p50 %v p99 %v (target 6ms) | list p50 %v p99 %v (target 0.5ms) | via the leader p50 %v | floor fsync p50 %v + loopback rtt p50 %v = %v\n",
-			percentile(warm, 0.5), percentile(warm, 0.99), percentile(cold, 0.5), percentile(cold, 0.99),
-			percentile(reads, 0.5), percentile(reads, 0.99), percentile(direct, 0.5), percentile(fs, 0.5), percentile(rtt, 0.5), floor)
+		BenchRow("write through a follower, kept connection (p50)", percentile(warm, 0.5), "<= 2ms", "fsync+rtt", floor)
+		BenchRow("write through a follower, kept connection (p99)", percentile(warm, 0.99), "-", "fsync+rtt", floor)
+		BenchRow("write through a follower, fresh TLS each (p50)", percentile(cold, 0.5), "<= 6ms", "fsync+rtt", floor)
+		BenchRow("write through the leader (p50)", percentile(direct, 0.5), "-", "fsync+rtt", floor)
+		BenchRow("list through a follower (p50)", percentile(reads, 0.5), "<= 0.5ms", "loopback rtt", percentile(rtt, 0.5))
 		b.ReportMetric(float64(percentile(warm, 0.5).Microseconds())/1000, "write-p50-ms")
 		b.ReportMetric(float64(percentile(cold, 0.5).Microseconds())/1000, "write-fresh-tls-p50-ms")
 		b.ReportMetric(float64(percentile(reads, 0.5).Microseconds())/1000, "list-p50-ms")

@@ -541,6 +541,8 @@ func BenchmarkPlaceThroughRaft(b *testing.B) {
 			}
 			el := time.Since(start)
 			b.ReportMetric(float64(total)/el.Seconds(), "placements/s")
+			fmt.Printf("BENCHROW\tplacements committed through Raft, 10,000 hosts\t%.0f/s\t>= 25000/s\tcreates committed %.0f/s\t-\n",
+				float64(total)/el.Seconds(), float64(total)/start.Sub(created).Seconds())
 		}
 	})
 	b.Run("latency", func(b *testing.B) {
