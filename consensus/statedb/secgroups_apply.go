@@ -42,6 +42,12 @@ func applyCreateSecGroup(t *Txn, c *Command) error {
 	if err := ensureDefaultSecGroup(t, c.Time, g.ProjectID); err != nil {
 		return err
 	}
+	// Counted after the default group is made, so it is included; a new
+	// group's two egress rules are charged with it (Neutron reserves them
+	// in the same transaction).
+	if err := checkQuota(t, g.ProjectID, "", charge{QuotaSecurityGroups, 1}, charge{QuotaSecurityGroupRules, 2}); err != nil {
+		return err
+	}
 	return insertSecGroup(t, c.Time, &g, false)
 }
 
@@ -74,6 +80,12 @@ func insertSecGroup(t *Txn, now time.Time, g *SecurityGroup, isDefault bool) err
 }
 
 // ensureDefaultSecGroup creates a project's default group if it has none.
+// It is never refused for quota: the group is made on the project's
+// behalf by whatever first needs it (a port create, a group list), and a
+// project whose security_group or security_group_rule limit is already
+// used up must still get working ports. Its group and four rules count
+// towards the project's usage from then on, as in Neutron, whose default
+// group is created internally, past the API's quota check.
 func ensureDefaultSecGroup(t *Txn, now time.Time, projectID string) error {
 	if projectID == "" {
 		return nil
@@ -218,6 +230,9 @@ func applyCreateSecGroupRule(t *Txn, c *Command) error {
 		if sameRule(o, r) {
 			return Errorf(KindConflict, MsgSecRuleExists, o.ID)
 		}
+	}
+	if err := checkQuota(t, g.ProjectID, "", charge{QuotaSecurityGroupRules, 1}); err != nil {
+		return err
 	}
 	r.ProjectID = g.ProjectID
 	r.Revision = 1
