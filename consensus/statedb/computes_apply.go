@@ -227,9 +227,11 @@ func applyDeleteServerGroup(t *Txn, c *Command) error {
 // ---- instances: create, delete, actions, updates ----
 
 // CreateInstancesCmd creates one or more instances (min_count/max_count)
-// with their ports in one transaction: all of them or nothing.
+// with their ports in one transaction: all of them or nothing, or, when
+// quota allows fewer than all but at least MinCount, the first that fit.
 type CreateInstancesCmd struct {
 	Instances []InstanceCreate `json:"instances"`
+	MinCount  int              `json:"min_count,omitempty"`
 }
 
 // InstanceCreate is one instance of a CreateInstancesCmd. The instance

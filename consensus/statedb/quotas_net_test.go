@@ -201,3 +201,45 @@ func (ns *netStore) deleteNetworkService(rng *rand.Rand, sn *Snapshot) {
 		}
 	}
 }
+
+// TestQuotaMinCount: a server create over quota keeps the first
+// instances that fit when at least MinCount do, else is refused whole.
+func TestQuotaMinCount(t *testing.T) {
+	ns := newQuotaStore(t)
+	ns.must(CmdSetQuotas, SetQuotasCmd{ProjectID: "p1", Limits: map[string]int64{QuotaInstances: 4, QuotaPorts: 3}})
+	batch := func(prefix string, n, minCount int, withPorts bool) CreateInstancesCmd {
+		cmd := CreateInstancesCmd{MinCount: minCount}
+		for i := range n {
+			ic := newInst(fmt.Sprintf("%s-%d", prefix, i+1), "p1", tiny)
+			ic.Instance.Name = ic.Instance.ID
+			if withPorts {
+				ic.NICs = []NICRequest{{Create: &PortRequest{ID: ic.Instance.ID + "-port", NetworkID: "net"}}}
+			}
+			cmd.Instances = append(cmd.Instances, ic)
+		}
+		return cmd
+	}
+	count := func() int { return len(ns.s.Snapshot().InstancesOfProject("p1")) }
+	// Ports bind first: 3 of 5 fit.
+	ns.must(CmdCreateInstances, batch("a", 5, 2, true))
+	if n := count(); n != 3 {
+		t.Fatalf("%d instances after a port-capped create, want 3", n)
+	}
+	if _, ok := ns.s.Snapshot().Instance("a-4"); ok {
+		t.Fatal("the instances kept are not the first ones")
+	}
+	// One instance left, min 2: refused whole, naming what was asked.
+	err := ns.do(CmdCreateInstances, batch("b", 3, 2, false))
+	if want := "Quota exceeded for instances: Requested 3, but already used 3 of 4 instances"; err == nil || err.Error() != want {
+		t.Fatalf("min over quota: %v, want %q", err, want)
+	}
+	// Without MinCount it is all or nothing.
+	if err := ns.do(CmdCreateInstances, batch("c", 2, 0, false)); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("no min count: %v, want over quota", err)
+	}
+	// Capped to one: the lone server loses its "-1".
+	ns.must(CmdCreateInstances, batch("d", 3, 1, false))
+	if i, ok := ns.s.Snapshot().Instance("d-1"); !ok || i.Name != "d" || count() != 4 {
+		t.Fatalf("lone capped server %+v, %d instances; want named d, 4 in all", i, count())
+	}
+}
