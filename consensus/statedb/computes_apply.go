@@ -421,6 +421,9 @@ func removeInstance(t *Txn, now time.Time, inst *Instance) error {
 			}
 		}
 	}
+	if err := dropOrphanSecGroups(t, inst.ProjectID); err != nil {
+		return err
+	}
 	return t.delete(tblInstances, inst)
 }
 

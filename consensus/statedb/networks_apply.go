@@ -624,7 +624,10 @@ func applyDeletePort(t *Txn, c *Command) error {
 	if err := releaseFloatingIPs(t, c.Time, p.ID); err != nil {
 		return err
 	}
-	return t.delete(tblPorts, p)
+	if err := t.delete(tblPorts, p); err != nil {
+		return err
+	}
+	return dropOrphanSecGroups(t, p.ProjectID)
 }
 
 // applyReportPort records a port status reported by the agent of the host
