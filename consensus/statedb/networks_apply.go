@@ -170,6 +170,9 @@ type UpdateNetworkCmd struct {
 	MTU          *int      `json:"mtu,omitempty"`
 	VNI          *uint32   `json:"vni,omitempty"`
 	Tags         *[]string `json:"tags,omitempty"`
+	// PortSecurity is the default of the network's new ports; existing
+	// ports keep theirs.
+	PortSecurity *bool `json:"port_security_enabled,omitempty"`
 }
 
 func applyUpdateNetwork(t *Txn, c *Command) error {
@@ -228,6 +231,9 @@ func applyUpdateNetwork(t *Txn, c *Command) error {
 			return err
 		}
 		n.Tags = slices.Clone(*u.Tags)
+	}
+	if u.PortSecurity != nil {
+		n.PortSecurityDisabled = !*u.PortSecurity
 	}
 	n.Revision++
 	n.UpdatedAt = c.Time
@@ -512,7 +518,7 @@ func createPort(t *Txn, now time.Time, req PortRequest) (*Port, error) {
 	if p.FixedIPs == nil {
 		p.FixedIPs = []FixedIP{}
 	}
-	if err := setPortSecurity(t, now, p, req.PortSecurity); err != nil {
+	if err := setPortSecurity(t, now, p, n, req.PortSecurity); err != nil {
 		return nil, err
 	}
 	if err := t.insert(tblPorts, p); err != nil {

@@ -343,19 +343,21 @@ func applySetServerSecGroup(t *Txn, c *Command) error {
 }
 
 // PortSecurity is the security part of a port request: groups (nil =
-// the project's default group, unless NoGroups), port security (on
-// unless Disabled) and allowed address pairs.
+// the project's default group, unless NoGroups), port security (off if
+// Disabled, on if Enabled, else the network's default) and allowed
+// address pairs.
 type PortSecurity struct {
 	SecurityGroups []string      `json:"security_groups,omitempty"`
 	NoGroups       bool          `json:"no_security_groups,omitempty"`
 	Disabled       bool          `json:"port_security_disabled,omitempty"`
+	Enabled        bool          `json:"port_security_enabled,omitempty"`
 	AddressPairs   []AddressPair `json:"allowed_address_pairs,omitempty"`
 }
 
 // setPortSecurity fills a new port's security attributes. Ports of the
 // network service itself (device owner "network:…") get no groups.
-func setPortSecurity(t *Txn, now time.Time, p *Port, req PortSecurity) error {
-	p.PortSecurityEnabled = !req.Disabled
+func setPortSecurity(t *Txn, now time.Time, p *Port, n *Network, req PortSecurity) error {
+	p.PortSecurityEnabled = !req.Disabled && (req.Enabled || !n.PortSecurityDisabled)
 	p.SecurityGroups = []string{}
 	p.AllowedAddressPairs = []AddressPair{}
 	groups := req.SecurityGroups

@@ -22,7 +22,7 @@ func networkView(sn *statedb.Snapshot, n *statedb.Network, admin bool) view {
 		"tenant_id": n.ProjectID, "project_id": n.ProjectID,
 		"admin_state_up": n.AdminStateUp, "status": "ACTIVE", "subnets": subnets,
 		"shared": n.Shared, "router:external": n.External, "mtu": n.MTU,
-		"port_security_enabled": true, "availability_zones": []string{"nova"},
+		"port_security_enabled": !n.PortSecurityDisabled, "availability_zones": []string{"nova"},
 		"availability_zone_hints": []string{}, "ipv4_address_scope": nil, "ipv6_address_scope": nil,
 		"l2_adjacency": true, "tags": tagsOf(n.Tags),
 		"created_at": fmtTime(n.CreatedAt), "updated_at": fmtTime(n.UpdatedAt), "revision_number": n.Revision,
@@ -58,6 +58,8 @@ type networkInput struct {
 	PhysicalNetwork *string   `json:"provider:physical_network"`
 	SegmentationID  *int64    `json:"provider:segmentation_id"`
 	Tags            *[]string `json:"tags"`
+	// PortSecurity is the default of the network's new ports.
+	PortSecurity *bool `json:"port_security_enabled"`
 }
 
 // providerSpec is a validated set of provider attributes.
@@ -187,6 +189,7 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 		ID: s.b.NewID(), Name: strOr(in.Name, ""), ProjectID: project, Description: strOr(in.Description, ""),
 		AdminStateUp: boolOr(in.AdminStateUp, true), Shared: boolOr(in.Shared, false), External: boolOr(in.External, false),
 		VNI: spec.vni, NetworkType: spec.typ, PhysicalNetwork: spec.physnet, VLAN: spec.vlan, Tags: []string{},
+		PortSecurityDisabled: !boolOr(in.PortSecurity, true),
 	}
 	if in.MTU != nil {
 		n.MTU = *in.MTU
@@ -240,7 +243,7 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 	}
 	vni := spec.vni
 	u := statedb.UpdateNetworkCmd{ID: n.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
-		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags}
+		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags, PortSecurity: in.PortSecurity}
 	if vni != 0 {
 		u.VNI = &vni
 	}

@@ -409,6 +409,8 @@ func (in *portSecurityInput) create() statedb.PortSecurity {
 		ps.Disabled = true
 		ps.NoGroups = ps.NoGroups || in.SecurityGroups == nil
 	}
+	// Unset, the network's port_security_enabled decides.
+	ps.Enabled = in.PortSecurityEnabled != nil && *in.PortSecurityEnabled
 	if in.AllowedAddressPairs != nil {
 		ps.AddressPairs = *in.AllowedAddressPairs
 	}
