@@ -229,6 +229,8 @@ func applyDeleteServerGroup(t *Txn, c *Command) error {
 // CreateInstancesCmd creates one or more instances (min_count/max_count)
 // with their ports in one transaction: all of them or nothing, or, when
 // quota allows fewer than all but at least MinCount, the first that fit.
+// MinCount only acts while quotas are enforced, which their gated command
+// turns on once every host runs a release that knows MinCount.
 type CreateInstancesCmd struct {
 	Instances []InstanceCreate `json:"instances"`
 	MinCount  int              `json:"min_count,omitempty"`

@@ -129,6 +129,7 @@ func applyCreateNetwork(t *Txn, c *Command) error {
 	if n.Tags == nil {
 		n.Tags = []string{}
 	}
+	n.PortSecurityDisabled = false // only SetNetworkPortSecurity sets it
 	n.Revision = 1
 	n.CreatedAt, n.UpdatedAt = c.Time, c.Time
 	return t.insert(tblNetworks, n)
@@ -170,9 +171,6 @@ type UpdateNetworkCmd struct {
 	MTU          *int      `json:"mtu,omitempty"`
 	VNI          *uint32   `json:"vni,omitempty"`
 	Tags         *[]string `json:"tags,omitempty"`
-	// PortSecurity is the default of the network's new ports; existing
-	// ports keep theirs.
-	PortSecurity *bool `json:"port_security_enabled,omitempty"`
 }
 
 func applyUpdateNetwork(t *Txn, c *Command) error {
@@ -231,9 +229,6 @@ func applyUpdateNetwork(t *Txn, c *Command) error {
 			return err
 		}
 		n.Tags = slices.Clone(*u.Tags)
-	}
-	if u.PortSecurity != nil {
-		n.PortSecurityDisabled = !*u.PortSecurity
 	}
 	n.Revision++
 	n.UpdatedAt = c.Time

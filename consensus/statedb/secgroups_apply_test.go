@@ -164,6 +164,10 @@ func TestSecGroupDeleteAndPorts(t *testing.T) {
 func TestNetworkPortSecurityDefault(t *testing.T) {
 	ns := newNetStore(t, 1450)
 	ns.must(CmdCreateNetwork, Network{ID: "n1", ProjectID: "p1", PortSecurityDisabled: true})
+	if ns.network("n1").PortSecurityDisabled {
+		t.Fatal("network create took port security from its payload: a host of an older release would not")
+	}
+	ns.must(CmdSetNetPortSecurity, SetNetworkPortSecurityCmd{ID: "n1", Enabled: false})
 	ns.must(CmdCreateSubnet, CreateSubnetCmd{Subnet: Subnet{ID: "s1", NetworkID: "n1", ProjectID: "p1", IPVersion: 4, CIDR: "10.0.0.0/24"}, GatewayAuto: true, PoolsAuto: true})
 	ns.must(CmdCreatePort, CreatePortCmd{PortRequest: PortRequest{ID: "off", ProjectID: "p1", NetworkID: "n1"}})
 	if p := ns.port("off"); p.PortSecurityEnabled || len(p.SecurityGroups) != 0 {
@@ -178,8 +182,7 @@ func TestNetworkPortSecurityDefault(t *testing.T) {
 	if p := ns.port("on"); !p.PortSecurityEnabled || len(p.SecurityGroups) != 1 {
 		t.Fatalf("port asking for port security: %v %v, want on in the default group", p.PortSecurityEnabled, p.SecurityGroups)
 	}
-	on := true
-	ns.must(CmdUpdateNetwork, UpdateNetworkCmd{ID: "n1", PortSecurity: &on})
+	ns.must(CmdSetNetPortSecurity, SetNetworkPortSecurityCmd{ID: "n1", Enabled: true})
 	if ns.network("n1").PortSecurityDisabled {
 		t.Fatal("network update did not enable port security")
 	}

@@ -11,7 +11,8 @@ import "slices"
 // those keep filtering their ports exactly as before, since deleting a
 // project must not change what running servers can reach, and go in the
 // command that deletes their last port. The project's own quota limits
-// go with it too. Rules of other groups naming a removed group as their
+// go with it too, and its address groups once no remaining rule names
+// them. Rules of other groups naming a removed group as their
 // remote group go with it: the group had no members, so they matched
 // nothing.
 
@@ -38,9 +39,6 @@ func dropOrphanSecGroups(t *Txn, projectID string) error {
 		return nil
 	}
 	groups := sn.SecGroupsOfProject(projectID)
-	if len(groups) == 0 {
-		return nil
-	}
 	used := map[string]bool{}
 	for _, p := range sn.Ports() {
 		for _, g := range p.SecurityGroups {
@@ -70,6 +68,14 @@ func dropOrphanSecGroups(t *Txn, projectID string) error {
 	for _, id := range slices.Compact(touched) {
 		if g, ok := t.read().SecGroup(id); ok {
 			if err := touchSecGroup(t, g, cmdTime(t)); err != nil {
+				return err
+			}
+		}
+	}
+	// Address groups go once no rule names them.
+	for _, ag := range listBy[AddressGroup](t.read(), tblAddrGroups, "ProjectID", projectID) {
+		if len(t.read().SecRulesOfAddressGroup(ag.ID)) == 0 {
+			if err := t.delete(tblAddrGroups, ag); err != nil {
 				return err
 			}
 		}

@@ -189,7 +189,6 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 		ID: s.b.NewID(), Name: strOr(in.Name, ""), ProjectID: project, Description: strOr(in.Description, ""),
 		AdminStateUp: boolOr(in.AdminStateUp, true), Shared: boolOr(in.Shared, false), External: boolOr(in.External, false),
 		VNI: spec.vni, NetworkType: spec.typ, PhysicalNetwork: spec.physnet, VLAN: spec.vlan, Tags: []string{},
-		PortSecurityDisabled: !boolOr(in.PortSecurity, true),
 	}
 	if in.MTU != nil {
 		n.MTU = *in.MTU
@@ -199,6 +198,14 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateNetwork, n); err != nil {
 		return nil, err
+	}
+	if in.PortSecurity != nil && !*in.PortSecurity {
+		if err := s.setNetPortSecurity(c, n.ID, false); err != nil {
+			// Refused (a host too old for it): do not leave a network
+			// that would secure its ports.
+			_, _ = rest.Propose(c.Context(), s.b, statedb.CmdDeleteNetwork, statedb.DeleteCmd{ID: n.ID})
+			return nil, err
+		}
 	}
 	sn := s.b.State()
 	got, ok := sn.Network(n.ID)
@@ -243,12 +250,17 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 	}
 	vni := spec.vni
 	u := statedb.UpdateNetworkCmd{ID: n.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
-		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags, PortSecurity: in.PortSecurity}
+		Shared: in.Shared, External: in.External, MTU: in.MTU, Tags: in.Tags}
 	if vni != 0 {
 		u.VNI = &vni
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateNetwork, u); err != nil {
 		return nil, err
+	}
+	if in.PortSecurity != nil && *in.PortSecurity == n.PortSecurityDisabled {
+		if err := s.setNetPortSecurity(c, n.ID, *in.PortSecurity); err != nil {
+			return nil, err
+		}
 	}
 	sn = s.b.State()
 	got, ok := sn.Network(n.ID)
@@ -273,4 +285,11 @@ func (s *service) deleteNetwork(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	return noContent(), nil
+}
+
+// setNetPortSecurity proposes a network's port_security_enabled (its own
+// command: see statedb.SetNetworkPortSecurityCmd).
+func (s *service) setNetPortSecurity(c *rest.Ctx, id string, enabled bool) error {
+	_, err := rest.Propose(c.Context(), s.b, statedb.CmdSetNetPortSecurity, statedb.SetNetworkPortSecurityCmd{ID: id, Enabled: enabled})
+	return err
 }
