@@ -293,6 +293,27 @@ func TestQuotaOpenStackCLI(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(detail), "network") {
 		t.Errorf("quota list --detail --network = %v", detail)
 	}
+	// Routers and security groups are counted; their limits set and shown.
+	o.run("quota", "set", "--routers", "2", "--floating-ips", "3", "--secgroups", "4", "--secgroup-rules", "20", "admin")
+	o.json(&show, "quota", "show", "admin")
+	for k, v := range map[string]float64{"routers": 2, "floating-ips": 3, "secgroups": 4, "secgroup-rules": 20} {
+		if show[k] != v {
+			t.Errorf("after set, quota show %s = %v, want %v (%v)", k, show[k], v, show)
+		}
+	}
+	o.run("router", "create", "r1")
+	o.run("security", "group", "create", "web")
+	o.json(&detail, "quota", "list", "--detail", "--network")
+	used := map[string]any{}
+	for _, row := range detail {
+		used[fmt.Sprint(row["Resource"])] = row["In Use"]
+	}
+	// web and the admin project's default group; their 2 + 4 rules.
+	for k, v := range map[string]float64{"routers": 1, "security_groups": 2, "security_group_rules": 6, "floating_ips": 0} {
+		if used[k] != v {
+			t.Errorf("quota list --detail --network: %s in use = %v, want %v (%v)", k, used[k], v, detail)
+		}
+	}
 	// Cluster defaults through the default quota class. (The client's
 	// "quota show --class default" looks the class up as a project and
 	// fails before asking; show --default reads the same values.)
