@@ -167,22 +167,36 @@ func (s *service) addAddresses(c *rest.Ctx) (any, error)    { return s.changeAdd
 func (s *service) removeAddresses(c *rest.Ctx) (any, error) { return s.changeAddresses(c, true) }
 
 // changeAddresses serves add_addresses and remove_addresses: a body of
+// {"addresses": [...]} (Neutron's API reference and openstacksdk) or
 // {"address_group": {"addresses": [...]}}, answered with the group.
 func (s *service) changeAddresses(c *rest.Ctx, remove bool) (any, error) {
 	g, err := s.readAddrGroup(c, s.b.State(), c.Var("id"), rest.Write)
 	if err != nil {
 		return nil, err
 	}
-	var in addrGroupInput
-	if err := decodeBody(c, "address_group", rest.Spec{}, &in); err != nil {
-		return nil, err
+	var body struct {
+		Addresses *[]string `json:"addresses"`
+		Group     *struct {
+			Addresses *[]string `json:"addresses"`
+		} `json:"address_group"`
 	}
-	if in.Addresses == nil || in.Name != nil || in.Description != nil {
-		return nil, badRequest("Invalid input for operation: the body must be {\"address_group\": {\"addresses\": [...]}}.")
+	if err := c.Decode(&body); err != nil {
+		var he *rest.HTTPError
+		if errors.As(err, &he) && he.Status != http.StatusBadRequest {
+			return nil, err
+		}
+		return nil, badRequest("Malformed request body: %v", err)
 	}
-	u := statedb.UpdateAddressGroupCmd{ID: g.ID, Add: *in.Addresses}
+	addrs := body.Addresses
+	if addrs == nil && body.Group != nil {
+		addrs = body.Group.Addresses
+	}
+	if addrs == nil {
+		return nil, badRequest("Invalid input for operation: the body must be {\"addresses\": [...]}.")
+	}
+	u := statedb.UpdateAddressGroupCmd{ID: g.ID, Add: *addrs}
 	if remove {
-		u = statedb.UpdateAddressGroupCmd{ID: g.ID, Remove: *in.Addresses}
+		u = statedb.UpdateAddressGroupCmd{ID: g.ID, Remove: *addrs}
 	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateAddressGroup, u); err != nil {
 		return nil, err

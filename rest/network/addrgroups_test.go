@@ -28,14 +28,16 @@ func TestAddressGroupsOSCWire(t *testing.T) {
 	neutronError(t, e.other.Do("GET", "/network/v2.0/address-groups/"+id, nil), 404, "AddressGroupNotFound")
 
 	one := "/network/v2.0/address-groups/" + id
-	g = obj(mustStatus(t, c.Do("PUT", one+"/add_addresses", `{"address_group": {"addresses": ["192.0.2.9", "2001:db8::/64"]}}`), 200), "address_group")
+	// openstacksdk sends {"addresses": [...]}; the wrapped form works too.
+	g = obj(mustStatus(t, c.Do("PUT", one+"/add_addresses", `{"addresses": ["192.0.2.9"]}`), 200), "address_group")
+	g = obj(mustStatus(t, c.Do("PUT", one+"/add_addresses", `{"address_group": {"addresses": ["2001:db8::/64"]}}`), 200), "address_group")
 	if fmt.Sprint(g["addresses"]) != "[10.0.0.0/24 192.0.2.9/32 2001:db8::/64]" {
 		t.Fatalf("after add = %v", g["addresses"])
 	}
-	neutronError(t, c.Do("PUT", one+"/add_addresses", `{"address_group": {"addresses": ["10.0.0.0/24"]}}`), 400, "AddressesAlreadyExist")
-	neutronError(t, c.Do("PUT", one+"/remove_addresses", `{"address_group": {"addresses": ["198.51.100.0/24"]}}`), 404, "AddressesNotFound")
-	neutronError(t, c.Do("PUT", one+"/add_addresses", `{"address_group": {"addresses": ["not-an-ip"]}}`), 400, "InvalidInput")
-	g = obj(mustStatus(t, c.Do("PUT", one+"/remove_addresses", `{"address_group": {"addresses": ["192.0.2.9/32"]}}`), 200), "address_group")
+	neutronError(t, c.Do("PUT", one+"/add_addresses", `{"addresses": ["10.0.0.0/24"]}`), 400, "AddressesAlreadyExist")
+	neutronError(t, c.Do("PUT", one+"/remove_addresses", `{"addresses": ["198.51.100.0/24"]}`), 404, "AddressesNotFound")
+	neutronError(t, c.Do("PUT", one+"/add_addresses", `{"addresses": ["not-an-ip"]}`), 400, "InvalidInput")
+	g = obj(mustStatus(t, c.Do("PUT", one+"/remove_addresses", `{"addresses": ["192.0.2.9/32"]}`), 200), "address_group")
 	if fmt.Sprint(g["addresses"]) != "[10.0.0.0/24 2001:db8::/64]" {
 		t.Fatalf("after remove = %v", g["addresses"])
 	}
@@ -43,7 +45,7 @@ func TestAddressGroupsOSCWire(t *testing.T) {
 	if g["name"] != "hq" || g["description"] != "head office" {
 		t.Errorf("after set = %v", g)
 	}
-	neutronError(t, e.reader.Do("PUT", one+"/add_addresses", `{"address_group": {"addresses": ["10.9.0.0/16"]}}`), 403, "PolicyNotAuthorized")
+	neutronError(t, e.reader.Do("PUT", one+"/add_addresses", `{"addresses": ["10.9.0.0/16"]}`), 403, "PolicyNotAuthorized")
 
 	sg := create(t, c, "security-groups", "security_group", map[string]any{"name": "sg"})
 	body := fmt.Sprintf(`{"security_group_rule": {"direction": "ingress", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22, "security_group_id": %q, "remote_address_group_id": %q, "ethertype": "IPv4"}}`, sg["id"], id)
