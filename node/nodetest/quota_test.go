@@ -18,6 +18,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/limits"
 	cquotas "github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/routers"
 	nquotas "github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/quotas"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -84,7 +85,7 @@ func qtStatus(err error) int {
 	return 0
 }
 
-// TestQuotaConcurrentCreatesThreeHosts creates servers, ports and volumes
+// TestQuotaConcurrentCreatesThreeHosts creates servers, ports, volumes and routers
 // through all three hosts at once, more than the quotas allow: exactly the
 // limit is created, every refusal is the service's over-quota error, and
 // every host's state agrees.
@@ -96,12 +97,12 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	project := qtAdminProject(t, c)
 	cl := []*qtClients{qtConnect(ctx, t, c, 0), qtConnect(ctx, t, c, 1), qtConnect(ctx, t, c, 2)}
 
-	const maxServers, maxPorts, maxVolumes = 5, 7, 4
+	const maxServers, maxPorts, maxVolumes, maxRouters = 5, 7, 4, 3
 	unl := -1
 	if _, err := cquotas.Update(ctx, cl[0].compute, project, cquotas.UpdateOpts{Instances: gophercloud.IntToPointer(maxServers), Cores: &unl, RAM: &unl}).Extract(); err != nil {
 		t.Fatalf("compute quota update: %v", err)
 	}
-	if _, err := nquotas.Update(ctx, cl[1].network, project, nquotas.UpdateOpts{Port: gophercloud.IntToPointer(maxPorts)}).Extract(); err != nil {
+	if _, err := nquotas.Update(ctx, cl[1].network, project, nquotas.UpdateOpts{Port: gophercloud.IntToPointer(maxPorts), Router: gophercloud.IntToPointer(maxRouters)}).Extract(); err != nil {
 		t.Fatalf("network quota update: %v", err)
 	}
 	if _, err := bsquotas.Update(ctx, cl[2].volume, project, bsquotas.UpdateOpts{Volumes: gophercloud.IntToPointer(maxVolumes)}).Extract(); err != nil {
@@ -139,8 +140,13 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 						_, err := volumes.Create(ctx, cl[h].volume, volumes.CreateOpts{Size: 1, Name: name}, nil).Extract()
 						return err
 					})
+					rerr := qtRetry(func() error {
+						_, err := routers.Create(ctx, cl[h].network, routers.CreateOpts{Name: name}).Extract()
+						return err
+					})
 					mu.Lock()
-					results = append(results, result{"server", qtStatus(serr), serr}, result{"port", qtStatus(perr), perr}, result{"volume", qtStatus(verr), verr})
+					results = append(results, result{"server", qtStatus(serr), serr}, result{"port", qtStatus(perr), perr}, result{"volume", qtStatus(verr), verr},
+						result{"router", qtStatus(rerr), rerr})
 					mu.Unlock()
 				}
 			}()
@@ -148,7 +154,7 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	}
 	wg.Wait()
 	ok := map[string]int{}
-	wantRefusal := map[string]int{"server": http.StatusForbidden, "port": http.StatusConflict, "volume": http.StatusRequestEntityTooLarge}
+	wantRefusal := map[string]int{"server": http.StatusForbidden, "port": http.StatusConflict, "volume": http.StatusRequestEntityTooLarge, "router": http.StatusConflict}
 	for _, r := range results {
 		switch {
 		case r.err == nil:
@@ -160,15 +166,15 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	// A create answered 503 (a leader change under load) may still have
 	// applied, so the answers are at most the quota; the state, which
 	// 27 tries each fill, is exactly it.
-	if ok["server"] > maxServers || ok["port"] > maxPorts || ok["volume"] > maxVolumes || ok["server"] == 0 {
-		t.Fatalf("created %v of 27 tries each; want at most the quotas %d servers, %d ports, %d volumes", ok, maxServers, maxPorts, maxVolumes)
+	if ok["server"] > maxServers || ok["port"] > maxPorts || ok["volume"] > maxVolumes || ok["router"] > maxRouters || ok["server"] == 0 {
+		t.Fatalf("created %v of 27 tries each; want at most the quotas %d servers, %d ports, %d volumes, %d routers", ok, maxServers, maxPorts, maxVolumes, maxRouters)
 	}
 	idx := c.Node(c.Leader(10 * time.Second)).State().Index
 	for i := range 3 {
 		c.Eventually(10*time.Second, fmt.Sprintf("host %d catches up", i), func() bool { return c.Node(i).State().Index >= idx })
 		sn := c.Node(i).State()
-		u := sn.QuotaUsages(project, "", []string{statedb.QuotaInstances, statedb.QuotaPorts, statedb.QuotaVolumes})
-		if u[statedb.QuotaInstances] != maxServers || u[statedb.QuotaPorts] != maxPorts || u[statedb.QuotaVolumes] != maxVolumes {
+		u := sn.QuotaUsages(project, "", []string{statedb.QuotaInstances, statedb.QuotaPorts, statedb.QuotaVolumes, statedb.QuotaRouters})
+		if u[statedb.QuotaInstances] != maxServers || u[statedb.QuotaPorts] != maxPorts || u[statedb.QuotaVolumes] != maxVolumes || u[statedb.QuotaRouters] != maxRouters {
 			t.Errorf("host %d counts %v", i, u)
 		}
 	}
