@@ -11,9 +11,13 @@ import (
 // Commands 157-159; the table is one of secGroupTables.
 const tblAddrGroups = "address_groups"
 
-// MaxAddressGroupAddresses bounds the prefixes of one address group (a
-// hard limit: every host holds and expands them).
-const MaxAddressGroupAddresses = 1024
+// Hard limits (Neutron has no address group quota; every host holds and
+// expands the groups): prefixes per group, groups per project. Over the
+// second a create is refused as over quota (Neutron's 409 OverQuota).
+const (
+	MaxAddressGroupAddresses  = 1024
+	MaxAddressGroupsOfProject = 100
+)
 
 // AddressGroup is a named list of normalised CIDRs, sorted.
 type AddressGroup struct {
@@ -78,6 +82,9 @@ func applyCreateAddressGroup(t *Txn, c *Command) error {
 	}
 	if _, ok := t.read().AddressGroup(g.ID); ok {
 		return Errorf(KindConflict, "Address group %s already exists.", g.ID)
+	}
+	if n := int64(len(listBy[AddressGroup](t.read(), tblAddrGroups, "ProjectID", g.ProjectID))); n >= MaxAddressGroupsOfProject {
+		return overQuota("address_group", 1, n, MaxAddressGroupsOfProject)
 	}
 	if err := validName255("address group", g.Name); err != nil {
 		return err

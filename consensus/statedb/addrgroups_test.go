@@ -1,6 +1,8 @@
 package statedb
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -61,4 +63,22 @@ func TestProjectDeleteAddressGroups(t *testing.T) {
 	if _, ok := sn.SecRule("r"); ok {
 		t.Error("the deleted project's rule was kept")
 	}
+}
+
+func TestAddressGroupsPerProject(t *testing.T) {
+	ns := newNetStore(t, 1450)
+	for i := range MaxAddressGroupsOfProject {
+		ns.must(CmdCreateAddressGroup, CreateAddressGroupCmd{AddressGroup{ID: fmt.Sprint("ag", i), Name: "a", ProjectID: "p1"}})
+	}
+	err := ns.do(CmdCreateAddressGroup, CreateAddressGroupCmd{AddressGroup{ID: "one-more", Name: "a", ProjectID: "p1"}})
+	if !errors.Is(err, ErrOverQuota) || OverQuotaResource(err) != "address_group" {
+		t.Fatalf("address group %d: %v, want over quota", MaxAddressGroupsOfProject+1, err)
+	}
+	ns.must(CmdCreateAddressGroup, CreateAddressGroupCmd{AddressGroup{ID: "elsewhere", Name: "a", ProjectID: "p2"}})
+	many := make([]string, MaxAddressGroupAddresses+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)
+	}
+	wantErr(t, ns.do(CmdCreateAddressGroup, CreateAddressGroupCmd{AddressGroup{ID: "big", Name: "a", ProjectID: "p2", Addresses: many}}),
+		KindInvalid, "An address group may hold at most")
 }
