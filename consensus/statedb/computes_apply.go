@@ -227,9 +227,13 @@ func applyDeleteServerGroup(t *Txn, c *Command) error {
 // ---- instances: create, delete, actions, updates ----
 
 // CreateInstancesCmd creates one or more instances (min_count/max_count)
-// with their ports in one transaction: all of them or nothing.
+// with their ports in one transaction: all of them or nothing, or, when
+// quota allows fewer than all but at least MinCount, the first that fit.
+// MinCount only acts while quotas are enforced, which their gated command
+// turns on once every host runs a release that knows MinCount.
 type CreateInstancesCmd struct {
 	Instances []InstanceCreate `json:"instances"`
+	MinCount  int              `json:"min_count,omitempty"`
 }
 
 // InstanceCreate is one instance of a CreateInstancesCmd. The instance
@@ -418,6 +422,9 @@ func removeInstance(t *Txn, now time.Time, inst *Instance) error {
 				return err
 			}
 		}
+	}
+	if err := dropOrphanSecGroups(t, inst.ProjectID); err != nil {
+		return err
 	}
 	return t.delete(tblInstances, inst)
 }

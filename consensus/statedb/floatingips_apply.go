@@ -62,6 +62,9 @@ func applyCreateFloatingIP(t *Txn, c *Command) error {
 	if !ok {
 		return Errorf(KindNotFound, msgNetworkNotFound, f.FloatingNetworkID)
 	}
+	if err := checkQuota(t, f.ProjectID, "", charge{QuotaFloatingIPs, 1}); err != nil {
+		return err
+	}
 	if !n.External {
 		return Errorf(KindInvalid, "Bad floatingip request: Network %s is not a valid external network.", n.ID)
 	}

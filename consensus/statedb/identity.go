@@ -266,7 +266,10 @@ func applyDeleteProject(t *Txn, c *Command) error {
 			return err
 		}
 	}
-	return t.delete(tblProjects, p)
+	if err := t.delete(tblProjects, p); err != nil {
+		return err
+	}
+	return dropProjectLeftovers(t, p.ID) // secgroups_project.go
 }
 
 func applyCreateUser(t *Txn, c *Command) error {

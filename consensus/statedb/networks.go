@@ -63,6 +63,10 @@ type Network struct {
 	Revision        int       `json:"revision_number"`
 	CreatedAt       time.Time `json:"created_at"`
 	UpdatedAt       time.Time `json:"updated_at"`
+
+	// PortSecurityDisabled: the network's new ports default to port
+	// security off (Neutron's network port_security_enabled false).
+	PortSecurityDisabled bool `json:"port_security_disabled,omitempty"`
 }
 
 // IPRange is an allocation pool.

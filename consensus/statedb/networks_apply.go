@@ -129,6 +129,7 @@ func applyCreateNetwork(t *Txn, c *Command) error {
 	if n.Tags == nil {
 		n.Tags = []string{}
 	}
+	n.PortSecurityDisabled = false // only SetNetworkPortSecurity sets it
 	n.Revision = 1
 	n.CreatedAt, n.UpdatedAt = c.Time, c.Time
 	return t.insert(tblNetworks, n)
@@ -512,7 +513,7 @@ func createPort(t *Txn, now time.Time, req PortRequest) (*Port, error) {
 	if p.FixedIPs == nil {
 		p.FixedIPs = []FixedIP{}
 	}
-	if err := setPortSecurity(t, now, p, req.PortSecurity); err != nil {
+	if err := setPortSecurity(t, now, p, n, req.PortSecurity); err != nil {
 		return nil, err
 	}
 	if err := t.insert(tblPorts, p); err != nil {
@@ -624,7 +625,10 @@ func applyDeletePort(t *Txn, c *Command) error {
 	if err := releaseFloatingIPs(t, c.Time, p.ID); err != nil {
 		return err
 	}
-	return t.delete(tblPorts, p)
+	if err := t.delete(tblPorts, p); err != nil {
+		return err
+	}
+	return dropOrphanSecGroups(t, p.ProjectID)
 }
 
 // applyReportPort records a port status reported by the agent of the host

@@ -262,6 +262,9 @@ func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
 // key_pairs belong to users: userID names whose are counted ("" counts
 // none). Per-item resources (metadata_items, server_group_members,
 // per_volume_gigabytes) and resources that do not exist yet count 0.
+// A project's default security group and its rules count like any other
+// (Neutron counts them too) although creating them is never refused
+// (secgroups_apply.go).
 func (sn *Snapshot) QuotaUsage(projectID, userID, resource string) int64 {
 	var n int64
 	switch resource {
@@ -287,6 +290,14 @@ func (sn *Snapshot) QuotaUsage(projectID, userID, resource string) int64 {
 		n = int64(len(listBy[Subnet](sn, tblSubnets, "ProjectID", projectID)))
 	case QuotaPorts:
 		n = int64(len(sn.PortsOfProject(projectID)))
+	case QuotaRouters:
+		n = int64(len(listBy[Router](sn, tblRouters, "ProjectID", projectID)))
+	case QuotaFloatingIPs:
+		n = int64(len(listBy[FloatingIP](sn, tblFloatingIPs, "ProjectID", projectID)))
+	case QuotaSecurityGroups:
+		n = int64(len(sn.SecGroupsOfProject(projectID)))
+	case QuotaSecurityGroupRules:
+		n = int64(len(listBy[SecurityGroupRule](sn, tblSecRules, "ProjectID", projectID)))
 	case QuotaVolumes:
 		n = int64(len(sn.VolumesOfProject(projectID)))
 	case QuotaGigabytes:

@@ -1,5 +1,10 @@
 package statedb
 
+import (
+	"errors"
+	"strings"
+)
+
 // The quota checks each create command runs before it writes: counted
 // from the transaction's own view, so whatever the log ordered before this
 // command is included and nothing is reserved.
@@ -48,16 +53,40 @@ func checkPerItem(sn *Snapshot, projectID, resource string, n int64) error {
 
 // quotaCreateInstances checks a whole server create: instances, cores,
 // RAM, the ports and boot volumes it makes, metadata items per server and
-// members per server group.
+// members per server group. Over quota with MinCount set below the
+// number asked for, it keeps the largest leading part that fits (at least
+// MinCount), as Nova caps max_count to the headroom when min_count fits;
+// if not even MinCount fits, the error names the whole request, as Nova's
+// does.
 func quotaCreateInstances(t *Txn, r *CreateInstancesCmd) error {
+	err := quotaInstancesFit(t, r.Instances)
+	if err == nil || !errors.Is(err, ErrOverQuota) || r.MinCount <= 0 || r.MinCount >= len(r.Instances) {
+		return err
+	}
+	for k := len(r.Instances) - 1; k >= r.MinCount; k-- {
+		if quotaInstancesFit(t, r.Instances[:k]) == nil {
+			if k == 1 {
+				// Nova names a lone server as asked, without "-1".
+				inst := &r.Instances[0].Instance
+				inst.Name = strings.TrimSuffix(inst.Name, "-1")
+			}
+			r.Instances = r.Instances[:k]
+			return nil
+		}
+	}
+	return err
+}
+
+// quotaInstancesFit checks instances as one server create's charges.
+func quotaInstancesFit(t *Txn, instances []InstanceCreate) error {
 	sn := t.read()
 	type sums struct{ instances, cores, ram, ports, volumes, gb int64 }
 	per := map[string]*sums{}
 	users := map[string]string{}
 	groups := map[string]int64{}
 	groupProject := map[string]string{}
-	for i := range r.Instances {
-		ic := &r.Instances[i]
+	for i := range instances {
+		ic := &instances[i]
 		inst := &ic.Instance
 		s := per[inst.ProjectID]
 		if s == nil {

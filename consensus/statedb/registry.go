@@ -98,6 +98,10 @@ const (
 	CmdDeleteSecGroupRule    CmdType = 154
 	CmdEnsureDefaultSecGroup CmdType = 155
 	CmdSetServerSecGroup     CmdType = 156
+	CmdCreateAddressGroup    CmdType = 157
+	CmdUpdateAddressGroup    CmdType = 158
+	CmdDeleteAddressGroup    CmdType = 159
+	CmdSetNetPortSecurity    CmdType = 160
 
 	// Routers and floating IPs: 165-179.
 	CmdCreateRouter          CmdType = 165
@@ -224,6 +228,10 @@ var commands = mustRegistry(
 	Cmd[DeleteCmd](CmdDeleteSecGroupRule, "DeleteSecGroupRule", applyDeleteSecGroupRule).Since(wave2),
 	Cmd[EnsureDefaultSecGroupCmd](CmdEnsureDefaultSecGroup, "EnsureDefaultSecGroup", applyEnsureDefaultSecGroup).Since(wave2),
 	Cmd[SetServerSecGroupCmd](CmdSetServerSecGroup, "SetServerSecGroup", applySetServerSecGroup).Since(wave2),
+	Cmd[CreateAddressGroupCmd](CmdCreateAddressGroup, "CreateAddressGroup", applyCreateAddressGroup).Since(wave2),
+	Cmd[UpdateAddressGroupCmd](CmdUpdateAddressGroup, "UpdateAddressGroup", applyUpdateAddressGroup).Since(wave2),
+	Cmd[DeleteCmd](CmdDeleteAddressGroup, "DeleteAddressGroup", applyDeleteAddressGroup).Since(wave2),
+	Cmd[SetNetworkPortSecurityCmd](CmdSetNetPortSecurity, "SetNetworkPortSecurity", applySetNetworkPortSecurity).Since(wave2),
 
 	// Routers and floating IPs.
 	Cmd[CreateRouterCmd](CmdCreateRouter, "CreateRouter", applyCreateRouter).Since(wave2),

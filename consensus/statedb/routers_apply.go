@@ -109,6 +109,9 @@ func applyCreateRouter(t *Txn, c *Command) error {
 	if err := validTags(r.Tags); err != nil {
 		return err
 	}
+	if err := checkQuota(t, r.ProjectID, "", charge{QuotaRouters, 1}); err != nil {
+		return err
+	}
 	if r.Tags == nil {
 		r.Tags = []string{}
 	}

@@ -19,7 +19,8 @@ const (
 
 var secGroupTables = []table{
 	idTable(tblSecGroups, func() any { return &SecurityGroup{} }, "ProjectID", "Name"),
-	idTable(tblSecRules, func() any { return &SecurityGroupRule{} }, "GroupID", "RemoteGroupID", "ProjectID"),
+	idTable(tblSecRules, func() any { return &SecurityGroupRule{} }, "GroupID", "RemoteGroupID", "ProjectID", "RemoteAddressGroupID"),
+	idTable(tblAddrGroups, func() any { return &AddressGroup{} }, "ProjectID"), // addrgroups.go
 }
 
 // Rule directions and ether types.
@@ -52,8 +53,9 @@ type SecurityGroup struct {
 // of its group. Protocol is "" (any), a name Neutron knows, or a number
 // 0-255 as a string. PortMin/PortMax are the port range for TCP, UDP,
 // SCTP and DCCP, or the ICMP type and code; nil means any. RemoteIP is a
-// normalised CIDR, RemoteGroupID a group whose members' addresses match;
-// both empty means anywhere.
+// normalised CIDR, RemoteGroupID a group whose members' addresses match,
+// RemoteAddressGroupID an address group's prefixes; all empty means
+// anywhere.
 type SecurityGroupRule struct {
 	ID            string    `json:"id"`
 	GroupID       string    `json:"security_group_id"`
@@ -69,6 +71,8 @@ type SecurityGroupRule struct {
 	Revision      int       `json:"revision_number"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+
+	RemoteAddressGroupID string `json:"remote_address_group_id,omitempty"`
 }
 
 // AddressPair is an extra address (and optionally MAC) a port may send
@@ -185,6 +189,7 @@ const (
 	MsgSecRuleICMPCode    = "ICMP code (port-range-max) %d is provided but ICMP type (port-range-min) is missing."
 	MsgSecRulePortsNoProt = "Must also specify protocol if port range is given."
 	MsgSecRuleRemoteBoth  = "Only remote_ip_prefix or remote_group_id may be provided."
+	MsgSecRuleRemoteMany  = "Only one of remote_ip_prefix, remote_group_id or remote_address_group_id may be provided."
 	MsgSecRuleConflict    = "Conflicting value ethertype %s for CIDR %s"
 	MsgSecRuleDirection   = "Invalid input for direction. Reason: %s is not in [ingress, egress]."
 	MsgSecRuleEtherType   = "Invalid input for ethertype. Reason: %s is not in [IPv4, IPv6]."
@@ -256,6 +261,9 @@ func NormalizeRule(r *SecurityGroupRule) error {
 	if r.RemoteIP != "" && r.RemoteGroupID != "" {
 		return Errorf(KindInvalid, MsgSecRuleRemoteBoth)
 	}
+	if r.RemoteAddressGroupID != "" && (r.RemoteIP != "" || r.RemoteGroupID != "") {
+		return Errorf(KindInvalid, MsgSecRuleRemoteMany)
+	}
 	if r.RemoteIP != "" {
 		pfx, err := parsePrefix(r.RemoteIP)
 		if err != nil {
@@ -294,5 +302,5 @@ func sameRule(a, b *SecurityGroupRule) bool {
 	eq := func(x, y *int) bool { return (x == nil && y == nil) || (x != nil && y != nil && *x == *y) }
 	return a.Direction == b.Direction && a.EtherType == b.EtherType && pa == pb &&
 		eq(a.PortMin, b.PortMin) && eq(a.PortMax, b.PortMax) && a.RemoteIP == b.RemoteIP &&
-		a.RemoteGroupID == b.RemoteGroupID
+		a.RemoteGroupID == b.RemoteGroupID && a.RemoteAddressGroupID == b.RemoteAddressGroupID
 }

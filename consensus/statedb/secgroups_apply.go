@@ -42,6 +42,12 @@ func applyCreateSecGroup(t *Txn, c *Command) error {
 	if err := ensureDefaultSecGroup(t, c.Time, g.ProjectID); err != nil {
 		return err
 	}
+	// Counted after the default group is made, so it is included; a new
+	// group's two egress rules are charged with it (Neutron reserves them
+	// in the same transaction).
+	if err := checkQuota(t, g.ProjectID, "", charge{QuotaSecurityGroups, 1}, charge{QuotaSecurityGroupRules, 2}); err != nil {
+		return err
+	}
 	return insertSecGroup(t, c.Time, &g, false)
 }
 
@@ -74,6 +80,12 @@ func insertSecGroup(t *Txn, now time.Time, g *SecurityGroup, isDefault bool) err
 }
 
 // ensureDefaultSecGroup creates a project's default group if it has none.
+// It is never refused for quota: the group is made on the project's
+// behalf by whatever first needs it (a port create, a group list), and a
+// project whose security_group or security_group_rule limit is already
+// used up must still get working ports. Its group and four rules count
+// towards the project's usage from then on, as in Neutron, whose default
+// group is created internally, past the API's quota check.
 func ensureDefaultSecGroup(t *Txn, now time.Time, projectID string) error {
 	if projectID == "" {
 		return nil
@@ -214,10 +226,19 @@ func applyCreateSecGroupRule(t *Txn, c *Command) error {
 			return Errorf(KindNotFound, MsgSecGroupNotFound, r.RemoteGroupID)
 		}
 	}
+	if r.RemoteAddressGroupID != "" {
+		ag, ok := sn.AddressGroup(r.RemoteAddressGroupID)
+		if !ok || ag.ProjectID != g.ProjectID {
+			return Errorf(KindNotFound, MsgAddrGroupNotFound, r.RemoteAddressGroupID)
+		}
+	}
 	for _, o := range sn.SecRulesOf(g.ID) {
 		if sameRule(o, r) {
 			return Errorf(KindConflict, MsgSecRuleExists, o.ID)
 		}
+	}
+	if err := checkQuota(t, g.ProjectID, "", charge{QuotaSecurityGroupRules, 1}); err != nil {
+		return err
 	}
 	r.ProjectID = g.ProjectID
 	r.Revision = 1
@@ -328,19 +349,21 @@ func applySetServerSecGroup(t *Txn, c *Command) error {
 }
 
 // PortSecurity is the security part of a port request: groups (nil =
-// the project's default group, unless NoGroups), port security (on
-// unless Disabled) and allowed address pairs.
+// the project's default group, unless NoGroups), port security (off if
+// Disabled, on if Enabled, else the network's default) and allowed
+// address pairs.
 type PortSecurity struct {
 	SecurityGroups []string      `json:"security_groups,omitempty"`
 	NoGroups       bool          `json:"no_security_groups,omitempty"`
 	Disabled       bool          `json:"port_security_disabled,omitempty"`
+	Enabled        bool          `json:"port_security_enabled,omitempty"`
 	AddressPairs   []AddressPair `json:"allowed_address_pairs,omitempty"`
 }
 
 // setPortSecurity fills a new port's security attributes. Ports of the
 // network service itself (device owner "network:…") get no groups.
-func setPortSecurity(t *Txn, now time.Time, p *Port, req PortSecurity) error {
-	p.PortSecurityEnabled = !req.Disabled
+func setPortSecurity(t *Txn, now time.Time, p *Port, n *Network, req PortSecurity) error {
+	p.PortSecurityEnabled = !req.Disabled && (req.Enabled || !n.PortSecurityDisabled)
 	p.SecurityGroups = []string{}
 	p.AllowedAddressPairs = []AddressPair{}
 	groups := req.SecurityGroups
@@ -459,4 +482,33 @@ func updatePortSecurity(t *Txn, now time.Time, p *Port, u UpdatePortSecurity) er
 		p.AllowedAddressPairs = []AddressPair{}
 	}
 	return nil
+}
+
+// SetNetworkPortSecurityCmd sets a network's port_security_enabled: the
+// default of the ports created on it later (existing ports keep theirs).
+// A command of its own, gated, rather than a field of network create and
+// update: a host of a release before it would ignore the field and make
+// the network's ports differently.
+type SetNetworkPortSecurityCmd struct {
+	ID      string `json:"id"`
+	Enabled bool   `json:"enabled"`
+}
+
+func applySetNetworkPortSecurity(t *Txn, c *Command) error {
+	cmd, err := decode[SetNetworkPortSecurityCmd](c)
+	if err != nil {
+		return err
+	}
+	old, ok := t.read().Network(cmd.ID)
+	if !ok {
+		return Errorf(KindNotFound, msgNetworkNotFound, cmd.ID)
+	}
+	if old.PortSecurityDisabled == !cmd.Enabled {
+		return nil
+	}
+	n := *old
+	n.PortSecurityDisabled = !cmd.Enabled
+	n.Revision++
+	n.UpdatedAt = c.Time
+	return t.insert(tblNetworks, &n)
 }

@@ -157,3 +157,37 @@ func TestSecGroupDeleteAndPorts(t *testing.T) {
 		t.Fatal("refused port stored")
 	}
 }
+
+// TestNetworkPortSecurityDefault: a network's port security is the
+// default of its new ports; a port may still ask for its own, and
+// changing the network leaves existing ports alone.
+func TestNetworkPortSecurityDefault(t *testing.T) {
+	ns := newNetStore(t, 1450)
+	ns.must(CmdCreateNetwork, Network{ID: "n1", ProjectID: "p1", PortSecurityDisabled: true})
+	if ns.network("n1").PortSecurityDisabled {
+		t.Fatal("network create took port security from its payload: a host of an older release would not")
+	}
+	ns.must(CmdSetNetPortSecurity, SetNetworkPortSecurityCmd{ID: "n1", Enabled: false})
+	ns.must(CmdCreateSubnet, CreateSubnetCmd{Subnet: Subnet{ID: "s1", NetworkID: "n1", ProjectID: "p1", IPVersion: 4, CIDR: "10.0.0.0/24"}, GatewayAuto: true, PoolsAuto: true})
+	ns.must(CmdCreatePort, CreatePortCmd{PortRequest: PortRequest{ID: "off", ProjectID: "p1", NetworkID: "n1"}})
+	if p := ns.port("off"); p.PortSecurityEnabled || len(p.SecurityGroups) != 0 {
+		t.Fatalf("port on a network without port security: %v %v, want off with no groups", p.PortSecurityEnabled, p.SecurityGroups)
+	}
+	if _, ok := ns.s.Snapshot().DefaultSecGroup("p1"); ok {
+		t.Error("a port without port security made the default group")
+	}
+	wantErr(t, ns.do(CmdCreatePort, CreatePortCmd{PortRequest: PortRequest{ID: "g", ProjectID: "p1", NetworkID: "n1",
+		PortSecurity: PortSecurity{SecurityGroups: []string{DefaultSecGroupID("p1")}}}}), KindInvalid, "Port security must be enabled")
+	ns.must(CmdCreatePort, CreatePortCmd{PortRequest: PortRequest{ID: "on", ProjectID: "p1", NetworkID: "n1", PortSecurity: PortSecurity{Enabled: true}}})
+	if p := ns.port("on"); !p.PortSecurityEnabled || len(p.SecurityGroups) != 1 {
+		t.Fatalf("port asking for port security: %v %v, want on in the default group", p.PortSecurityEnabled, p.SecurityGroups)
+	}
+	ns.must(CmdSetNetPortSecurity, SetNetworkPortSecurityCmd{ID: "n1", Enabled: true})
+	if ns.network("n1").PortSecurityDisabled {
+		t.Fatal("network update did not enable port security")
+	}
+	ns.must(CmdCreatePort, CreatePortCmd{PortRequest: PortRequest{ID: "later", ProjectID: "p1", NetworkID: "n1"}})
+	if !ns.port("later").PortSecurityEnabled || ns.port("off").PortSecurityEnabled {
+		t.Fatal("after enabling on the network: new ports on, existing ports unchanged expected")
+	}
+}

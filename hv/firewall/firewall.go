@@ -113,7 +113,14 @@ func (m *Manager) inNS(fn func() error) error {
 
 func (m *Manager) conn() (*nftables.Conn, error) {
 	// A batch gets one acknowledgement per message: make room for them.
-	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error { return c.SetReadBuffer(8 << 20) })}
+	// The batch itself is one sendmsg, which the kernel refuses (EMSGSIZE)
+	// beyond the send buffer: ports with a thousand rules each need MBs.
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		if err := c.SetWriteBuffer(32 << 20); err != nil {
+			return err
+		}
+		return c.SetReadBuffer(8 << 20)
+	})}
 	if m.cfg.NetNS != 0 {
 		opts = append(opts, nftables.WithNetNSFd(m.cfg.NetNS))
 	}

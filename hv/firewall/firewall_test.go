@@ -338,3 +338,23 @@ func TestIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestThousandRules: ports with 1,000 rules each go in one transaction
+// (the batch is MBs: the netlink send buffer must hold it), and applying
+// the same again writes nothing.
+func TestThousandRules(t *testing.T) {
+	h := newHost(t)
+	vm1, vm2 := h.addVM(t, 1), h.addVM(t, 2)
+	rules := []Rule{anyV4}
+	for i := range 1000 {
+		rules = append(rules, Rule{Ingress: true, Proto: ProtoTCP, PortMin: 10000 + i, PortMax: 10000 + i,
+			RemoteIP: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32)})
+	}
+	ports := []Port{h.port(vm1, true, rules...), h.port(vm2, true, rules...)}
+	if st := h.apply(t, nil, ports...); st.Tx != 1 {
+		t.Fatalf("apply stats %+v; want one transaction", st)
+	}
+	if st := h.apply(t, nil, ports...); st.Writes() != 0 {
+		t.Fatalf("second apply stats %+v; want no writes", st)
+	}
+}

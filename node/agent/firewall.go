@@ -166,9 +166,10 @@ func fwPort(sn *statedb.Snapshot, p *statedb.Port, n *statedb.Network, tap func(
 		// As in Neutron, one stateless group makes the port stateless.
 		fp.Stateful = fp.Stateful && g.Stateful
 		for _, r := range sn.SecRulesOf(gid) {
-			fr, ok := fwRule(r)
-			if ok && !slices.Contains(fp.Rules, fr) {
-				fp.Rules = append(fp.Rules, fr)
+			for _, fr := range fwRules(sn, r) { // firewall_addrgroups.go
+				if !slices.Contains(fp.Rules, fr) {
+					fp.Rules = append(fp.Rules, fr)
+				}
 			}
 		}
 	}

@@ -62,3 +62,36 @@ func TestAgentDesiredFirewall(t *testing.T) {
 		t.Errorf("networks = %+v", d.Networks)
 	}
 }
+
+// TestAgentFirewallAddressGroups: a rule naming an address group is one
+// rule per prefix of its ether type; an empty group allows nothing.
+func TestAgentFirewallAddressGroups(t *testing.T) {
+	p22 := 22
+	sn := snapshotOf(t, map[string][]any{
+		"networks": {&statedb.Network{ID: "n", VNI: 1001}},
+		"ports": {&statedb.Port{ID: "a", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:01", PortSecurityEnabled: true,
+			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.1"}}, SecurityGroups: []string{"web"}}},
+		"secgroups": {&statedb.SecurityGroup{ID: "web", Stateful: true}},
+		"address_groups": {
+			&statedb.AddressGroup{ID: "office", Addresses: []string{"192.0.2.0/24", "198.51.100.7/32", "2001:db8::/64"}},
+			&statedb.AddressGroup{ID: "empty", Addresses: []string{}},
+		},
+		"secgroup_rules": {
+			&statedb.SecurityGroupRule{ID: "r1", GroupID: "web", Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortMin: &p22, PortMax: &p22, RemoteAddressGroupID: "office"},
+			&statedb.SecurityGroupRule{ID: "r2", GroupID: "web", Direction: "ingress", EtherType: "IPv6", RemoteAddressGroupID: "office"},
+			&statedb.SecurityGroupRule{ID: "r3", GroupID: "web", Direction: "ingress", EtherType: "IPv4", RemoteAddressGroupID: "empty"},
+		},
+	})
+	d, problems := desiredFirewall(sn, "me", func(id string) string { return "tap" + id })
+	if len(problems) != 0 || len(d.Ports) != 1 {
+		t.Fatalf("ports %+v problems %v", d.Ports, problems)
+	}
+	got := map[string]FwRule{}
+	for _, r := range d.Ports[0].Rules {
+		got[r.RemoteIP.String()] = r
+	}
+	if len(got) != 3 || got["192.0.2.0/24"].Proto != 6 || got["192.0.2.0/24"].PortMin != 22 || got["198.51.100.7/32"].Proto != 6 ||
+		!got["2001:db8::/64"].IPv6 || got["2001:db8::/64"].Proto != -1 {
+		t.Fatalf("rules = %+v; want tcp/22 from the two IPv4 prefixes and any from the IPv6 one, nothing for the empty group", d.Ports[0].Rules)
+	}
+}

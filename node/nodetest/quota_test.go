@@ -18,6 +18,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/limits"
 	cquotas "github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/routers"
 	nquotas "github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/quotas"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -84,7 +85,7 @@ func qtStatus(err error) int {
 	return 0
 }
 
-// TestQuotaConcurrentCreatesThreeHosts creates servers, ports and volumes
+// TestQuotaConcurrentCreatesThreeHosts creates servers, ports, volumes and routers
 // through all three hosts at once, more than the quotas allow: exactly the
 // limit is created, every refusal is the service's over-quota error, and
 // every host's state agrees.
@@ -96,12 +97,12 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	project := qtAdminProject(t, c)
 	cl := []*qtClients{qtConnect(ctx, t, c, 0), qtConnect(ctx, t, c, 1), qtConnect(ctx, t, c, 2)}
 
-	const maxServers, maxPorts, maxVolumes = 5, 7, 4
+	const maxServers, maxPorts, maxVolumes, maxRouters = 5, 7, 4, 3
 	unl := -1
 	if _, err := cquotas.Update(ctx, cl[0].compute, project, cquotas.UpdateOpts{Instances: gophercloud.IntToPointer(maxServers), Cores: &unl, RAM: &unl}).Extract(); err != nil {
 		t.Fatalf("compute quota update: %v", err)
 	}
-	if _, err := nquotas.Update(ctx, cl[1].network, project, nquotas.UpdateOpts{Port: gophercloud.IntToPointer(maxPorts)}).Extract(); err != nil {
+	if _, err := nquotas.Update(ctx, cl[1].network, project, nquotas.UpdateOpts{Port: gophercloud.IntToPointer(maxPorts), Router: gophercloud.IntToPointer(maxRouters)}).Extract(); err != nil {
 		t.Fatalf("network quota update: %v", err)
 	}
 	if _, err := bsquotas.Update(ctx, cl[2].volume, project, bsquotas.UpdateOpts{Volumes: gophercloud.IntToPointer(maxVolumes)}).Extract(); err != nil {
@@ -139,8 +140,13 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 						_, err := volumes.Create(ctx, cl[h].volume, volumes.CreateOpts{Size: 1, Name: name}, nil).Extract()
 						return err
 					})
+					rerr := qtRetry(func() error {
+						_, err := routers.Create(ctx, cl[h].network, routers.CreateOpts{Name: name}).Extract()
+						return err
+					})
 					mu.Lock()
-					results = append(results, result{"server", qtStatus(serr), serr}, result{"port", qtStatus(perr), perr}, result{"volume", qtStatus(verr), verr})
+					results = append(results, result{"server", qtStatus(serr), serr}, result{"port", qtStatus(perr), perr}, result{"volume", qtStatus(verr), verr},
+						result{"router", qtStatus(rerr), rerr})
 					mu.Unlock()
 				}
 			}()
@@ -148,7 +154,7 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	}
 	wg.Wait()
 	ok := map[string]int{}
-	wantRefusal := map[string]int{"server": http.StatusForbidden, "port": http.StatusConflict, "volume": http.StatusRequestEntityTooLarge}
+	wantRefusal := map[string]int{"server": http.StatusForbidden, "port": http.StatusConflict, "volume": http.StatusRequestEntityTooLarge, "router": http.StatusConflict}
 	for _, r := range results {
 		switch {
 		case r.err == nil:
@@ -160,15 +166,15 @@ func TestQuotaConcurrentCreatesThreeHosts(t *testing.T) {
 	// A create answered 503 (a leader change under load) may still have
 	// applied, so the answers are at most the quota; the state, which
 	// 27 tries each fill, is exactly it.
-	if ok["server"] > maxServers || ok["port"] > maxPorts || ok["volume"] > maxVolumes || ok["server"] == 0 {
-		t.Fatalf("created %v of 27 tries each; want at most the quotas %d servers, %d ports, %d volumes", ok, maxServers, maxPorts, maxVolumes)
+	if ok["server"] > maxServers || ok["port"] > maxPorts || ok["volume"] > maxVolumes || ok["router"] > maxRouters || ok["server"] == 0 {
+		t.Fatalf("created %v of 27 tries each; want at most the quotas %d servers, %d ports, %d volumes, %d routers", ok, maxServers, maxPorts, maxVolumes, maxRouters)
 	}
 	idx := c.Node(c.Leader(10 * time.Second)).State().Index
 	for i := range 3 {
 		c.Eventually(10*time.Second, fmt.Sprintf("host %d catches up", i), func() bool { return c.Node(i).State().Index >= idx })
 		sn := c.Node(i).State()
-		u := sn.QuotaUsages(project, "", []string{statedb.QuotaInstances, statedb.QuotaPorts, statedb.QuotaVolumes})
-		if u[statedb.QuotaInstances] != maxServers || u[statedb.QuotaPorts] != maxPorts || u[statedb.QuotaVolumes] != maxVolumes {
+		u := sn.QuotaUsages(project, "", []string{statedb.QuotaInstances, statedb.QuotaPorts, statedb.QuotaVolumes, statedb.QuotaRouters})
+		if u[statedb.QuotaInstances] != maxServers || u[statedb.QuotaPorts] != maxPorts || u[statedb.QuotaVolumes] != maxVolumes || u[statedb.QuotaRouters] != maxRouters {
 			t.Errorf("host %d counts %v", i, u)
 		}
 	}
@@ -292,6 +298,27 @@ func TestQuotaOpenStackCLI(t *testing.T) {
 	o.json(&detail, "quota", "list", "--detail", "--network")
 	if !strings.Contains(fmt.Sprint(detail), "network") {
 		t.Errorf("quota list --detail --network = %v", detail)
+	}
+	// Routers and security groups are counted; their limits set and shown.
+	o.run("quota", "set", "--routers", "2", "--floating-ips", "3", "--secgroups", "4", "--secgroup-rules", "20", "admin")
+	o.json(&show, "quota", "show", "admin")
+	for k, v := range map[string]float64{"routers": 2, "floating-ips": 3, "secgroups": 4, "secgroup-rules": 20} {
+		if show[k] != v {
+			t.Errorf("after set, quota show %s = %v, want %v (%v)", k, show[k], v, show)
+		}
+	}
+	o.run("router", "create", "r1")
+	o.run("security", "group", "create", "web")
+	o.json(&detail, "quota", "list", "--detail", "--network")
+	used := map[string]any{}
+	for _, row := range detail {
+		used[fmt.Sprint(row["Resource"])] = row["In Use"]
+	}
+	// web and the admin project's default group; their 2 + 4 rules.
+	for k, v := range map[string]float64{"routers": 1, "security_groups": 2, "security_group_rules": 6, "floating_ips": 0} {
+		if used[k] != v {
+			t.Errorf("quota list --detail --network: %s in use = %v, want %v (%v)", k, used[k], v, detail)
+		}
 	}
 	// Cluster defaults through the default quota class. (The client's
 	// "quota show --class default" looks the class up as a project and

@@ -1,6 +1,7 @@
 package compute_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/peerstack/peerstack/rest/resttest"
@@ -132,8 +133,8 @@ func TestComputeQuotaDefaultsAndLimits(t *testing.T) {
 	if r := e.member.Do("GET", api+"/limits?tenant_id="+e.other.ID, nil); r.Status != 403 {
 		t.Errorf("member limits of another project = %d, want 403", r.Status)
 	}
-	// max_count 2 more would be 4 of 3.
-	r = e.member.Do("POST", api+"/servers", map[string]any{"server": map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1", "max_count": 2, "networks": "none"}})
+	// min_count 2 more would be 4 of 3: refused, naming the whole request.
+	r = e.member.Do("POST", api+"/servers", map[string]any{"server": map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1", "min_count": 2, "max_count": 2, "networks": "none"}})
 	if r.Status != 403 || errMessage(t, r, "forbidden") != "Quota exceeded for instances: Requested 2, but already used 2 of 3 instances" {
 		t.Errorf("over quota = %d %s", r.Status, r.Body)
 	}
@@ -157,5 +158,43 @@ func TestComputeMetadataItemsQuota(t *testing.T) {
 		"metadata": map[string]any{"a": "1", "b": "2", "c": "3"}}})
 	if r.Status != 403 || errMessage(t, r, "forbidden") != "Quota exceeded for metadata_items: Requested 3, but already used 0 of 2 metadata_items" {
 		t.Fatalf("create with 3 items = %d %s, want 403", r.Status, r.Body)
+	}
+}
+
+// TestComputeQuotaPartialFit: as Nova, a create whose max_count does not
+// fit but whose min_count does makes as many as fit; one whose min_count
+// does not fit is refused whole.
+func TestComputeQuotaPartialFit(t *testing.T) {
+	e := newEnv(t)
+	if r := e.admin.Do("PUT", api+"/os-quota-sets/"+e.demo.ID, map[string]any{"quota_set": map[string]any{"instances": 5, "cores": 20, "ram": -1}}); r.Status != 200 {
+		t.Fatalf("set quota = %d %s", r.Status, r.Body)
+	}
+	img := e.image(e.demo.ID, "private", 0, 0, nil, true)
+	names := func() []string {
+		var out []string
+		for _, i := range e.b.State().InstancesOfProject(e.demo.ID) {
+			out = append(out, i.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	e.createServer(e.member, map[string]any{"name": "a", "imageRef": img, "flavorRef": "1", "networks": "none"})
+	// 4 left: min 2, max 6 makes 4.
+	e.createServer(e.member, map[string]any{"name": "b", "imageRef": img, "flavorRef": "1", "min_count": 2, "max_count": 6, "networks": "none"})
+	if got := names(); !slices.Equal(got, []string{"a", "b-1", "b-2", "b-3", "b-4"}) {
+		t.Fatalf("servers after a capped create = %v", got)
+	}
+	r := e.member.Do("POST", api+"/servers", map[string]any{"server": map[string]any{"name": "c", "imageRef": img, "flavorRef": "1", "min_count": 1, "max_count": 3, "networks": "none"}})
+	if r.Status != 403 || errMessage(t, r, "forbidden") != "Quota exceeded for instances: Requested 3, but already used 5 of 5 instances" {
+		t.Fatalf("create with nothing left = %d %s", r.Status, r.Body)
+	}
+	// Cores bind too (flavor 3 has 2 vCPUs): instances 6, cores 12 with 5
+	// used leaves 3 cores, room for one: it keeps its plain name.
+	if r := e.admin.Do("PUT", api+"/os-quota-sets/"+e.demo.ID, map[string]any{"quota_set": map[string]any{"instances": 10, "cores": 8}}); r.Status != 200 {
+		t.Fatalf("set quota = %d %s", r.Status, r.Body)
+	}
+	e.createServer(e.member, map[string]any{"name": "d", "imageRef": img, "flavorRef": "3", "max_count": 4, "networks": "none"})
+	if got := names(); len(got) != 6 || !slices.Contains(got, "d") {
+		t.Fatalf("servers after a core-capped create = %v, want one more named d", got)
 	}
 }

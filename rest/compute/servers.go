@@ -100,6 +100,9 @@ func (s *service) createServer(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Min < p.Max {
+		cmd.MinCount = p.Min // quota may cap the count, never below min_count
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateInstances, cmd); err != nil {
 		return nil, err
 	}

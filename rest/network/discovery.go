@@ -54,6 +54,8 @@ var extensions = []extension{
 	{"Pagination support", "pagination", "Extension that indicates that pagination is enabled.", "2016-06-12T00:00:00-00:00", nil},
 	{"security-group", "security-group", "The security groups extension.", "2012-10-05T10:00:00-00:00", nil},
 	{"Stateful security group", "stateful-security-group", "Indicates if the security group is stateful or not", "2020-06-26T00:00:00-00:00", nil},
+	{"Address group", "address-group", "Support address group", "2020-07-15T10:00:00-00:00", nil},
+	{"Remote address group id field for security group rules", "security-groups-remote-address-group", "Add new field of remote address group id in security group rules", "2020-07-15T10:00:00-00:00", nil},
 	{"Port Security", "port-security", "Provides port security", "2012-07-23T10:00:00-00:00", nil},
 	{"Allowed Address Pairs", "allowed-address-pairs", "Provides allowed address pairs", "2013-07-23T10:00:00-00:00", nil},
 	{"Sorting support", "sorting", "Extension that indicates that sorting is enabled.", "2016-06-12T00:00:00-00:00", nil},

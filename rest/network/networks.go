@@ -22,7 +22,7 @@ func networkView(sn *statedb.Snapshot, n *statedb.Network, admin bool) view {
 		"tenant_id": n.ProjectID, "project_id": n.ProjectID,
 		"admin_state_up": n.AdminStateUp, "status": "ACTIVE", "subnets": subnets,
 		"shared": n.Shared, "router:external": n.External, "mtu": n.MTU,
-		"port_security_enabled": true, "availability_zones": []string{"nova"},
+		"port_security_enabled": !n.PortSecurityDisabled, "availability_zones": []string{"nova"},
 		"availability_zone_hints": []string{}, "ipv4_address_scope": nil, "ipv6_address_scope": nil,
 		"l2_adjacency": true, "tags": tagsOf(n.Tags),
 		"created_at": fmtTime(n.CreatedAt), "updated_at": fmtTime(n.UpdatedAt), "revision_number": n.Revision,
@@ -58,6 +58,8 @@ type networkInput struct {
 	PhysicalNetwork *string   `json:"provider:physical_network"`
 	SegmentationID  *int64    `json:"provider:segmentation_id"`
 	Tags            *[]string `json:"tags"`
+	// PortSecurity is the default of the network's new ports.
+	PortSecurity *bool `json:"port_security_enabled"`
 }
 
 // providerSpec is a validated set of provider attributes.
@@ -197,6 +199,14 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateNetwork, n); err != nil {
 		return nil, err
 	}
+	if in.PortSecurity != nil && !*in.PortSecurity {
+		if err := s.setNetPortSecurity(c, n.ID, false); err != nil {
+			// Refused (a host too old for it): do not leave a network
+			// that would secure its ports.
+			_, _ = rest.Propose(c.Context(), s.b, statedb.CmdDeleteNetwork, statedb.DeleteCmd{ID: n.ID})
+			return nil, err
+		}
+	}
 	sn := s.b.State()
 	got, ok := sn.Network(n.ID)
 	if !ok {
@@ -247,6 +257,11 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateNetwork, u); err != nil {
 		return nil, err
 	}
+	if in.PortSecurity != nil && *in.PortSecurity == n.PortSecurityDisabled {
+		if err := s.setNetPortSecurity(c, n.ID, *in.PortSecurity); err != nil {
+			return nil, err
+		}
+	}
 	sn = s.b.State()
 	got, ok := sn.Network(n.ID)
 	if !ok {
@@ -270,4 +285,11 @@ func (s *service) deleteNetwork(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	return noContent(), nil
+}
+
+// setNetPortSecurity proposes a network's port_security_enabled (its own
+// command: see statedb.SetNetworkPortSecurityCmd).
+func (s *service) setNetPortSecurity(c *rest.Ctx, id string, enabled bool) error {
+	_, err := rest.Propose(c.Context(), s.b, statedb.CmdSetNetPortSecurity, statedb.SetNetworkPortSecurityCmd{ID: id, Enabled: enabled})
+	return err
 }

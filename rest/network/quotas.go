@@ -13,9 +13,10 @@ import (
 )
 
 // Network quotas as Neutron serves them: /v2.0/quotas/{project} with
-// /details (used, limit, reserved) and /default. Routers, floating IPs and
-// security groups have limits but count 0 used until those resources
-// exist. The FSM enforces the limits inside each create command.
+// /details (used, limit, reserved) and /default, for networks, subnets,
+// ports, routers, floating IPs, security groups and their rules. The FSM
+// counts and enforces the limits inside each create command; a project's
+// default security group is counted but never refused.
 
 func (s *service) quotaRoutes() []rest.Route {
 	const tok = rest.Token

@@ -19,7 +19,7 @@ import (
 
 func (s *service) secGroupRoutes() []rest.Route {
 	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
-	return []rest.Route{
+	return append([]rest.Route{
 		{Method: get, Path: "/v2.0/security-groups", Auth: rest.Token, Handler: s.listSecGroups},
 		{Method: post, Path: "/v2.0/security-groups", Auth: rest.Token, Handler: s.createSecGroup},
 		{Method: get, Path: "/v2.0/security-groups/{id}", Auth: rest.Token, Handler: s.getSecGroup},
@@ -29,7 +29,7 @@ func (s *service) secGroupRoutes() []rest.Route {
 		{Method: post, Path: "/v2.0/security-group-rules", Auth: rest.Token, Handler: s.createSecRule},
 		{Method: get, Path: "/v2.0/security-group-rules/{id}", Auth: rest.Token, Handler: s.getSecRule},
 		{Method: del, Path: "/v2.0/security-group-rules/{id}", Auth: rest.Token, Handler: s.deleteSecRule},
-	}
+	}, s.addrGroupRoutes()...)
 }
 
 func secGroupNotFound(id string) error {
@@ -50,6 +50,7 @@ var secGroupErrorTypes = []struct{ prefix, typ string }{
 	{"ICMP code (port-range-max)", "SecurityGroupMissingIcmpType"},
 	{"Must also specify protocol", "SecurityGroupProtocolRequiredWithPorts"},
 	{"Only remote_ip_prefix or remote_group_id", "SecurityGroupRemoteGroupAndRemoteIpPrefix"},
+	{"Only one of remote_ip_prefix, remote_group_id", "SecurityGroupMultipleRemoteEntites"},
 	{"Conflicting value ethertype", "SecurityGroupRuleParameterConflict"},
 	{"Security group rule already exists", "SecurityGroupRuleExists"},
 	{"Security Group ", "SecurityGroupInUse"},
@@ -65,6 +66,9 @@ var secGroupErrorTypes = []struct{ prefix, typ string }{
 
 // secGroupErrorType names the Neutron type of a security group failure.
 func secGroupErrorType(msg string) (string, bool) {
+	if typ, ok := addrGroupErrorType(msg); ok {
+		return typ, true
+	}
 	for _, t := range secGroupErrorTypes {
 		if strings.HasPrefix(msg, t.prefix) {
 			return t.typ, true
@@ -95,6 +99,9 @@ func secRuleView(r *statedb.SecurityGroupRule) view {
 	}
 	if r.RemoteGroupID != "" {
 		v["remote_group_id"] = r.RemoteGroupID
+	}
+	if r.RemoteAddressGroupID != "" {
+		v["remote_address_group_id"] = r.RemoteAddressGroupID
 	}
 	return v
 }
@@ -303,6 +310,7 @@ type secRuleInput struct {
 	RemoteIP      *string         `json:"remote_ip_prefix"`
 	RemoteGroupID *string         `json:"remote_group_id"`
 	Description   *string         `json:"description"`
+	RemoteAGID    *string         `json:"remote_address_group_id"`
 	ProjectID     *string         `json:"project_id"`
 	TenantID      *string         `json:"tenant_id"`
 }
@@ -350,9 +358,15 @@ func (s *service) createSecRule(c *rest.Ctx) (any, error) {
 	}
 	r := statedb.SecurityGroupRule{ID: s.b.NewID(), GroupID: g.ID, ProjectID: g.ProjectID, Direction: *in.Direction,
 		EtherType: strOr(in.EtherType, ""), Protocol: proto, PortMin: in.PortMin, PortMax: in.PortMax,
-		RemoteIP: strOr(in.RemoteIP, ""), RemoteGroupID: strOr(in.RemoteGroupID, ""), Description: strOr(in.Description, "")}
+		RemoteIP: strOr(in.RemoteIP, ""), RemoteGroupID: strOr(in.RemoteGroupID, ""), Description: strOr(in.Description, ""),
+		RemoteAddressGroupID: strOr(in.RemoteAGID, "")}
 	if r.RemoteGroupID != "" {
 		if _, err := s.readSecGroup(c, sn, r.RemoteGroupID); err != nil {
+			return nil, err
+		}
+	}
+	if r.RemoteAddressGroupID != "" {
+		if _, err := s.readAddrGroup(c, sn, r.RemoteAddressGroupID, rest.Read); err != nil {
 			return nil, err
 		}
 	}
@@ -409,6 +423,8 @@ func (in *portSecurityInput) create() statedb.PortSecurity {
 		ps.Disabled = true
 		ps.NoGroups = ps.NoGroups || in.SecurityGroups == nil
 	}
+	// Unset, the network's port_security_enabled decides.
+	ps.Enabled = in.PortSecurityEnabled != nil && *in.PortSecurityEnabled
 	if in.AllowedAddressPairs != nil {
 		ps.AddressPairs = *in.AllowedAddressPairs
 	}

@@ -180,3 +180,40 @@ func TestPortSecurityAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkPortSecurityOSCWire replays `openstack network create
+// --disable-port-security nosec`, `port create --network nosec`, a port
+// asking for port security, and `network set --enable-port-security`.
+func TestNetworkPortSecurityOSCWire(t *testing.T) {
+	e := newEnv(t)
+	c := e.demo
+	n := obj(mustStatus(t, c.Do("POST", "/network/v2.0/networks", `{"network": {"name": "nosec", "admin_state_up": true, "port_security_enabled": false}}`), 201), "network")
+	if n["port_security_enabled"] != false {
+		t.Fatalf("network = %v; want port_security_enabled false", n)
+	}
+	create(t, c, "subnets", "subnet", map[string]any{"network_id": n["id"], "cidr": "10.5.0.0/24", "ip_version": 4})
+	p := obj(mustStatus(t, c.Do("POST", "/network/v2.0/ports", fmt.Sprintf(`{"port": {"network_id": %q, "name": "p1", "admin_state_up": true}}`, n["id"])), 201), "port")
+	if p["port_security_enabled"] != false || len(p["security_groups"].([]any)) != 0 {
+		t.Fatalf("port on nosec = %v %v; want port security off, no groups", p["port_security_enabled"], p["security_groups"])
+	}
+	neutronError(t, c.Do("POST", "/network/v2.0/ports", fmt.Sprintf(`{"port": {"network_id": %q, "security_groups": ["default"]}}`, n["id"])), 400, "PortSecurityAndIPRequiredForSecurityGroups")
+	on := obj(mustStatus(t, c.Do("POST", "/network/v2.0/ports", fmt.Sprintf(`{"port": {"network_id": %q, "port_security_enabled": true}}`, n["id"])), 201), "port")
+	if on["port_security_enabled"] != true || len(on["security_groups"].([]any)) != 1 {
+		t.Fatalf("port asking for port security = %v %v; want on, the default group", on["port_security_enabled"], on["security_groups"])
+	}
+	u := obj(mustStatus(t, c.Do("PUT", "/network/v2.0/networks/"+str(n, "id"), `{"network": {"port_security_enabled": true}}`), 200), "network")
+	if u["port_security_enabled"] != true {
+		t.Fatalf("after network set --enable-port-security: %v", u["port_security_enabled"])
+	}
+	if got := obj(mustStatus(t, c.Do("GET", "/network/v2.0/ports/"+str(p, "id"), nil), 200), "port"); got["port_security_enabled"] != false {
+		t.Errorf("an existing port followed the network: %v", got["port_security_enabled"])
+	}
+	later := create(t, c, "ports", "port", map[string]any{"network_id": n["id"]})
+	if later["port_security_enabled"] != true {
+		t.Errorf("new port after enabling = %v", later["port_security_enabled"])
+	}
+	def := create(t, c, "networks", "network", map[string]any{"name": "plain"})
+	if def["port_security_enabled"] != true {
+		t.Errorf("a network created without the attribute = %v; want true", def["port_security_enabled"])
+	}
+}
