@@ -1,0 +1,79 @@
+package faults
+
+import (
+	"strings"
+	"testing"
+)
+
+func op(kind, key, value string, call, ret int64, outcome, got string, rev, host int) Op {
+	return Op{Kind: kind, Key: key, Value: value, Call: call, Return: ret, Outcome: outcome, Got: got, Rev: rev, Host: host}
+}
+
+// The register checker must reject a read of an overwritten value and
+// accept the same history when the overwrite's outcome is unknown.
+func TestLinearizabilityChecker(t *testing.T) {
+	dir := t.TempDir()
+	stale := []Op{
+		op(opWrite, "r", "a", 0, 10, outOK, "", 0, 1),
+		op(opWrite, "r", "b", 20, 30, outOK, "", 0, 2),
+		op(opRead, "r", "", 40, 50, outOK, "a", 0, 3),
+	}
+	if _, bad := checkLinearizable(stale, initDesc, dir, 0); len(bad) != 1 || !strings.Contains(bad[0], dir) {
+		t.Errorf("stale read: %v; want one violation naming %s", bad, dir)
+	}
+	ok := []Op{
+		op(opWrite, "r", "a", 0, 10, outOK, "", 0, 1),
+		op(opWrite, "r", "b", 20, 30, outInfo, "", 0, 2),
+		op(opRead, "r", "", 40, 50, outOK, "a", 0, 3),
+		op(opRead, "r", "", 60, 70, outOK, "b", 0, 3),
+		op(opRead, "q", "", 60, 70, outOK, initDesc, 0, 3),
+	}
+	if _, bad := checkLinearizable(ok, initDesc, dir, 0); len(bad) != 0 {
+		t.Errorf("indeterminate write: %v; want none", bad)
+	}
+}
+
+// Answers must agree on each revision's value and never go back on one
+// host unless it restarted.
+func TestVersionChecker(t *testing.T) {
+	ops := []Op{
+		op(opGet, "r", "", 0, 10, outOK, "a", 2, 1),
+		op(opGet, "r", "", 20, 30, outOK, "b", 2, 2),
+		op(opGet, "r", "", 40, 50, outOK, "x", 1, 1),
+	}
+	for i := range ops {
+		ops[i].Seq = i + 1
+	}
+	bad := checkVersions(ops, nil)
+	if len(bad) != 2 || !strings.Contains(strings.Join(bad, "\n"), "divergent") || !strings.Contains(strings.Join(bad, "\n"), "stale answer on h1") {
+		t.Errorf("got %q; want a divergence and a stale answer", bad)
+	}
+	if bad := checkVersions(ops, map[int][]int64{1: {35}}); len(bad) != 1 {
+		t.Errorf("after a restart: %q; want only the divergence", bad)
+	}
+}
+
+// Lost, duplicate, phantom and double-allocated resources are found.
+func TestResourceChecker(t *testing.T) {
+	vni := 1000
+	st := finalState{Networks: map[string]netInfo{
+		"n1": {ID: "n1", Name: "p-c0-1", VNI: &vni},
+		"n2": {ID: "n2", Name: "p-c0-1", VNI: &vni},
+		"n3": {ID: "n3", Name: "p-c9-9"},
+		"n4": {ID: "n4", Name: "p-c0-4"},
+	}, Ports: map[string]portInfo{}}
+	ops := []Op{
+		{Kind: opCreate, Key: "p-c0-1", ID: "n1", Outcome: outOK},
+		{Kind: opCreate, Key: "p-c0-2", ID: "n5", Outcome: outOK},
+		{Kind: opCreate, Key: "p-c0-4", ID: "n4", Outcome: outOK},
+		{Kind: opDelete, ID: "n4", Outcome: outOK},
+		{Kind: opPort, ID: "port1", Outcome: outOK},
+	}
+	got := strings.Join(checkResources(ops, "p", st), "\n")
+	for _, want := range []string{"double allocation: VNI 1000", "duplicate: network p-c0-1", "phantom network p-c9-9",
+		"lost create: network p-c0-2", "lost delete: network n4", "lost create: port port1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}
