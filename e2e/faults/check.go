@@ -112,9 +112,10 @@ func checkLinearizable(ops []Op, init, dir string, timeout time.Duration) (strin
 // revision of a network has one description wherever it was read (the
 // hosts apply one log), and a host never answers with an older revision
 // than it answered before (its state only moves forward), except across
-// a restart of that host, which restarts are listed for.
-func checkVersions(ops []Op, restarts map[int][]int64) []string {
-	var bad []string
+// a restart of that host (the times it was killed are in restarts): a
+// restarted daemon serves its API before it has caught up with the log,
+// so its first answers may be older. Those are counted, not failed.
+func checkVersions(ops []Op, restarts map[int][]int64) (bad []string, afterRestart int) {
 	type kr struct {
 		key string
 		rev int
@@ -161,6 +162,8 @@ func checkVersions(ops []Op, restarts map[int][]int64) []string {
 				continue
 			}
 			if restartedBetween(restarts[k.host], best.Return, b.Call) {
+				afterRestart++
+				best = Op{}
 				continue
 			}
 			bad = append(bad, fmt.Sprintf("stale answer on h%d: %s at revision %d (op %d) after the same host answered revision %d (op %d)",
@@ -169,7 +172,7 @@ func checkVersions(ops []Op, restarts map[int][]int64) []string {
 		}
 	}
 	sort.Strings(bad)
-	return bad
+	return bad, afterRestart
 }
 
 func restartedBetween(at []int64, from, to int64) bool {
@@ -343,4 +346,27 @@ func briefOK(n netInfo, ok bool) string {
 		return "nothing"
 	}
 	return brief(n)
+}
+
+// checkMinority checks that no host cut from a majority of the voters
+// (or paused) acknowledged a write (an update, create, delete or port)
+// while it was cut: a write invoked a second after the cut (time for a
+// cut leader's lease to lapse) and answered before the heal must have
+// failed. It is also the proof that the partitions and pauses really cut.
+func checkMinority(ops []Op, events []NemesisEvent) []string {
+	var bad []string
+	for _, ev := range events {
+		if ev.Err != "" || len(ev.Cut) == 0 {
+			continue
+		}
+		from, to := int64(ev.Start+time.Second), int64(ev.Heal)
+		for _, op := range ops {
+			if op.Outcome != outOK || op.Kind == opGet || op.Call < from || op.Return > to ||
+				!slices.Contains(ev.Cut, fmt.Sprintf("h%d", op.Host)) {
+				continue
+			}
+			bad = append(bad, fmt.Sprintf("%s of %v (voters %v): h%d acknowledged %s (op %d) while cut off", ev.Kind, ev.Hosts, ev.Voters, op.Host, op.Kind, op.Seq))
+		}
+	}
+	return bad
 }

@@ -3,6 +3,7 @@ package faults
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func op(kind, key, value string, call, ret int64, outcome, got string, rev, host int) Op {
@@ -44,12 +45,12 @@ func TestVersionChecker(t *testing.T) {
 	for i := range ops {
 		ops[i].Seq = i + 1
 	}
-	bad := checkVersions(ops, nil)
+	bad, _ := checkVersions(ops, nil)
 	if len(bad) != 2 || !strings.Contains(strings.Join(bad, "\n"), "divergent") || !strings.Contains(strings.Join(bad, "\n"), "stale answer on h1") {
 		t.Errorf("got %q; want a divergence and a stale answer", bad)
 	}
-	if bad := checkVersions(ops, map[int][]int64{1: {35}}); len(bad) != 1 {
-		t.Errorf("after a restart: %q; want only the divergence", bad)
+	if bad, n := checkVersions(ops, map[int][]int64{1: {35}}); len(bad) != 1 || n != 1 {
+		t.Errorf("after a restart: %q, %d excused; want only the divergence, 1 excused", bad, n)
 	}
 }
 
@@ -75,5 +76,28 @@ func TestResourceChecker(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
+	}
+}
+
+// A side is cut when it holds no majority of the voters, whatever its
+// number of hosts; a write it acknowledges while cut is a violation.
+func TestMinorityChecker(t *testing.T) {
+	voters := []string{"h1", "h2", "h3"}
+	if got := cutOff([]string{"h1", "h3"}, []string{"h2", "h4", "h5"}, voters); strings.Join(got, ",") != "h2,h4,h5" {
+		t.Errorf("two voters of three against the rest: cut %v; want h2,h4,h5", got)
+	}
+	if got := cutOff([]string{"h4"}, []string{"h1", "h2", "h3", "h5"}, voters); strings.Join(got, ",") != "h4" {
+		t.Errorf("a non-voter alone: cut %v; want h4", got)
+	}
+	ev := NemesisEvent{Kind: nemPartitionSplit, Hosts: []string{"h1", "h3"}, Voters: voters, Cut: []string{"h2", "h4", "h5"},
+		Start: 10 * time.Second, Heal: 20 * time.Second}
+	ops := []Op{
+		{Seq: 1, Kind: opWrite, Host: 2, Call: int64(12 * time.Second), Return: int64(13 * time.Second), Outcome: outOK},
+		{Seq: 2, Kind: opWrite, Host: 1, Call: int64(12 * time.Second), Return: int64(13 * time.Second), Outcome: outOK},
+		{Seq: 3, Kind: opGet, Host: 4, Call: int64(12 * time.Second), Return: int64(13 * time.Second), Outcome: outOK},
+		{Seq: 4, Kind: opWrite, Host: 4, Call: int64(10 * time.Second), Return: int64(10200 * time.Millisecond), Outcome: outOK},
+	}
+	if bad := checkMinority(ops, []NemesisEvent{ev}); len(bad) != 1 || !strings.Contains(bad[0], "h2 acknowledged write (op 1)") {
+		t.Errorf("got %q; want only op 1", bad)
 	}
 }

@@ -40,11 +40,16 @@ const nftTable = "peerstack_faults"
 
 // NemesisEvent is one fault as it happened.
 type NemesisEvent struct {
-	Kind  string        `json:"kind"`
-	Hosts []string      `json:"hosts"` // the hosts cut, killed or paused
-	Start time.Duration `json:"start_ns"`
-	Heal  time.Duration `json:"heal_ns"`
-	Err   string        `json:"err,omitempty"`
+	Kind  string   `json:"kind"`
+	Hosts []string `json:"hosts"` // the hosts cut, killed or paused
+	// Voters are the Raft voters when the fault began; Cut the hosts
+	// that could not reach a majority of them (or were paused) while it
+	// held: none of them may acknowledge a write.
+	Voters []string      `json:"voters"`
+	Cut    []string      `json:"cut"`
+	Start  time.Duration `json:"start_ns"`
+	Heal   time.Duration `json:"heal_ns"`
+	Err    string        `json:"err,omitempty"`
 }
 
 // nemesis injects faults into a box. It is used by one goroutine.
@@ -76,6 +81,48 @@ func (n *nemesis) leader(ctx context.Context) int {
 	return 0
 }
 
+// voters asks the hosts, in random order, for the Raft voters.
+func (n *nemesis) voters(ctx context.Context) []string {
+	for _, i := range n.rnd.Perm(len(n.cl)) {
+		ms, err := n.cl[i].members(ctx)
+		if err != nil {
+			continue
+		}
+		var out []string
+		for _, m := range ms {
+			if m.RaftRole == "leader" || m.RaftRole == "voter" {
+				out = append(out, m.Name)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	return nil
+}
+
+// cutOff returns the hosts of side a and side b that do not hold a
+// majority of the voters.
+func cutOff(a, b, voters []string) []string {
+	count := func(side []string) int {
+		k := 0
+		for _, h := range side {
+			if slices.Contains(voters, h) {
+				k++
+			}
+		}
+		return k
+	}
+	var cut []string
+	if 2*count(a) <= len(voters) {
+		cut = append(cut, a...)
+	}
+	if 2*count(b) <= len(voters) {
+		cut = append(cut, b...)
+	}
+	sort.Strings(cut)
+	return cut
+}
+
 // run injects one fault after another until ctx ends, each held for
 // hold and followed by a quiet period; it returns what it did. A fault
 // that cannot be healed (a host that does not restart) ends the run
@@ -102,7 +149,14 @@ func (n *nemesis) run(ctx context.Context, hold, quiet func() time.Duration, rec
 // inject applies one fault, holds it and heals it.
 func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (NemesisEvent, error) {
 	hosts := len(n.b.Hosts)
-	ev := NemesisEvent{Kind: kind}
+	ev := NemesisEvent{Kind: kind, Voters: n.voters(ctx)}
+	names := func(idx []int) []string {
+		var out []string
+		for _, i := range idx {
+			out = append(out, n.b.Host(i).Name)
+		}
+		return out
+	}
 	var heal func(context.Context) error
 	var err error
 	switch kind {
@@ -121,6 +175,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			}
 		}
 		ev.Hosts = []string{n.b.Host(victim).Name}
+		ev.Cut = cutOff(ev.Hosts, names(rest), ev.Voters)
 		err = n.partition([][]int{{victim}, rest})
 		heal = func(context.Context) error { return n.healNet() }
 	case nemPartitionSplit:
@@ -134,9 +189,8 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			}
 		}
 		sort.Ints(minority)
-		for _, i := range minority {
-			ev.Hosts = append(ev.Hosts, n.b.Host(i).Name)
-		}
+		ev.Hosts = names(minority)
+		ev.Cut = cutOff(ev.Hosts, names(majority), ev.Voters)
 		err = n.partition([][]int{minority, majority})
 		heal = func(context.Context) error { return n.healNet() }
 	case nemPartitionRing:
@@ -160,6 +214,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 	case nemPause:
 		victim := 1 + n.rnd.IntN(hosts)
 		ev.Hosts = []string{n.b.Host(victim).Name}
+		ev.Cut = ev.Hosts
 		err = n.b.SignalHost(victim, syscall.SIGSTOP)
 		heal = func(context.Context) error { return n.b.SignalHost(victim, syscall.SIGCONT) }
 	default:

@@ -28,12 +28,13 @@ func (r *Result) check(w *workload, states []finalState, logf func(string, ...an
 			for _, h := range ev.Hosts {
 				var i int
 				fmt.Sscanf(h, "h%d", &i)
-				restarts[i] = append(restarts[i], int64(ev.Heal))
+				restarts[i] = append(restarts[i], int64(ev.Start)) // killed just before
 			}
 		}
 	}
 	linSummary, lin := checkLinearizable(r.Ops, initDesc, dir, 2*time.Minute)
-	vers := checkVersions(r.Ops, restarts)
+	vers, staleAfterRestart := checkVersions(r.Ops, restarts)
+	vers = append(vers, checkMinority(r.Ops, r.Nemeses)...)
 	var res, hosts []string
 	if len(states) > 0 {
 		res = checkResources(r.Ops, w.prefix, states[0])
@@ -46,6 +47,8 @@ func (r *Result) check(w *workload, states []finalState, logf func(string, ...an
 	r.Failures = append(r.Failures, res...)
 	r.Failures = append(r.Failures, hosts...)
 	r.Summary = r.table(linSummary, len(lin), len(vers), len(res), len(hosts), states)
+	r.Summary += fmt.Sprintf("known, not failed: %d answers older than the same host gave before it restarted; %d valid tokens refused (401)\n",
+		staleAfterRestart, r.count401())
 	if len(r.Failures) == 0 {
 		_ = os.RemoveAll(dir)
 		return
@@ -147,8 +150,20 @@ func (r *Result) table(lin string, nLin, nVers, nRes, nHosts int, states []final
 	}
 	sort.Strings(ks)
 	fmt.Fprintf(&sb, "operations acknowledged/attempted: %s\n", strings.Join(ks, ", "))
+	refused := map[string]int{}
+	for _, op := range r.Ops {
+		if op.Outcome != outOK {
+			refused[fmt.Sprintf("%s %s", op.Kind, outcomeCode(op))]++
+		}
+	}
+	var rs []string
+	for k, n := range refused {
+		rs = append(rs, fmt.Sprintf("%s ×%d", k, n))
+	}
+	sort.Strings(rs)
+	fmt.Fprintf(&sb, "not acknowledged: %s\n", strings.Join(rs, ", "))
 	fmt.Fprintf(&sb, "linearizability: %s (%d violations)\n", lin, nLin)
-	fmt.Fprintf(&sb, "register answers (one value per revision, monotonic per host): %d violations\n", nVers)
+	fmt.Fprintf(&sb, "register answers (one value per revision, monotonic per host) and cut-off hosts acknowledging nothing: %d violations\n", nVers)
 	fmt.Fprintf(&sb, "resources (lost creates/deletes, duplicates, phantoms, double VNI/IP/MAC, capacity): %d violations\n", nRes)
 	applied := "-"
 	if len(states) > 0 {
@@ -156,4 +171,30 @@ func (r *Result) table(lin string, nLin, nVers, nRes, nHosts int, states []final
 	}
 	fmt.Fprintf(&sb, "hosts after heal (same applied index %s, networks, ports): %d differences\n", applied, nHosts)
 	return sb.String()
+}
+
+// outcomeCode names why an operation was not acknowledged: its status,
+// or "timeout"/"no answer".
+func outcomeCode(op Op) string {
+	switch {
+	case op.Status != 0:
+		return fmt.Sprint(op.Status)
+	case strings.Contains(op.Err, "deadline") || strings.Contains(op.Err, "canceled"):
+		return "timeout"
+	default:
+		return "no-answer"
+	}
+}
+
+// count401 counts operations refused as unauthenticated: every client
+// holds a valid admin token for the whole run, so each is a host that
+// answered before it knew its own keys and users (just restarted).
+func (r *Result) count401() int {
+	n := 0
+	for _, op := range r.Ops {
+		if op.Status == 401 {
+			n++
+		}
+	}
+	return n
 }
