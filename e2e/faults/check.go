@@ -222,7 +222,7 @@ func checkResources(ops []Op, prefix string, st finalState) []string {
 	var bad []string
 	deleted := map[string]string{} // id → outcome of a delete
 	for _, op := range ops {
-		if op.Kind == opDelete && op.Outcome != outFail {
+		if (op.Kind == opDelete || op.Kind == opUnport) && op.Outcome != outFail {
 			if deleted[op.ID] != outOK {
 				deleted[op.ID] = op.Outcome
 			}
@@ -242,7 +242,11 @@ func checkResources(ops []Op, prefix string, st finalState) []string {
 			if _, ok := st.Networks[op.ID]; ok {
 				bad = append(bad, fmt.Sprintf("lost delete: network %s deleted by h%d (op %d) still exists", op.ID, op.Host, op.Seq))
 			}
-		case op.Kind == opPort && op.Outcome == outOK:
+		case op.Kind == opUnport && op.Outcome == outOK:
+			if _, ok := st.Ports[op.ID]; ok {
+				bad = append(bad, fmt.Sprintf("lost delete: port %s deleted by h%d (op %d) still exists", op.ID, op.Host, op.Seq))
+			}
+		case op.Kind == opPort && op.Outcome == outOK && deleted[op.ID] == "":
 			if _, ok := st.Ports[op.ID]; !ok {
 				bad = append(bad, fmt.Sprintf("lost create: port %s acknowledged by h%d (op %d) is gone", op.ID, op.Host, op.Seq))
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/quotas"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
@@ -160,6 +161,12 @@ func setup(ctx context.Context, w *workload) error {
 		return fmt.Errorf("create port network: %w", err)
 	}
 	w.portNet = pn.ID
+	// Networks leaked by indeterminate creates and ports would hit the
+	// default quotas in a long run: the admin project gets none.
+	unlimited := -1
+	if _, err := quotas.Update(ctx, nc, pn.ProjectID, quotas.UpdateOpts{Network: &unlimited, Port: &unlimited}).Extract(); err != nil {
+		return fmt.Errorf("lift the admin project's quotas: %w", err)
+	}
 	if _, err := subnets.Create(ctx, nc, subnets.CreateOpts{NetworkID: pn.ID, CIDR: "10.250.0.0/21", IPVersion: gophercloud.IPv4}).Extract(); err != nil {
 		return fmt.Errorf("create port subnet: %w", err)
 	}

@@ -21,6 +21,7 @@ const (
 	opCreate = "create" // POST a uniquely named network
 	opDelete = "delete" // DELETE a network this client created
 	opPort   = "port"   // POST a port on the shared network (an IP and MAC allocation)
+	opUnport = "unport" // DELETE a port this client created
 )
 
 // Outcomes of an operation.
@@ -112,6 +113,7 @@ type client struct {
 	rnd   *rand.Rand
 	n     int
 	live  []string // ids of networks it created (acknowledged)
+	ports []string // ids of ports it created (acknowledged)
 	procs func() int
 }
 
@@ -147,6 +149,8 @@ func (c *client) step(ctx context.Context) {
 		} else {
 			op.Kind, op.Key = opCreate, fmt.Sprintf("%s-c%d-%d", w.prefix, c.id, c.n)
 		}
+	case len(c.ports) >= w.maxLive:
+		op.Kind, op.ID = opUnport, c.ports[c.rnd.IntN(len(c.ports))]
 	default:
 		op.Kind = opPort
 	}
@@ -159,7 +163,7 @@ func (c *client) step(ctx context.Context) {
 	if err != nil {
 		op.Err = trim(err.Error(), 300)
 	}
-	if ctx.Err() != nil && op.Outcome == outInfo && op.Kind != opWrite && op.Kind != opCreate && op.Kind != opDelete && op.Kind != opPort {
+	if ctx.Err() != nil && op.Outcome == outInfo && (op.Kind == opRead || op.Kind == opGet) {
 		return // a read cut by the end of the run says nothing
 	}
 	switch {
@@ -170,6 +174,10 @@ func (c *client) step(ctx context.Context) {
 		c.live = removeString(c.live, op.ID)
 	case op.Kind == opDelete && op.Status == 404:
 		// The host did not know it (yet): try again another time.
+	case op.Kind == opPort && op.Outcome == outOK:
+		c.ports = append(c.ports, op.ID)
+	case op.Kind == opUnport && op.Outcome != outFail:
+		c.ports = removeString(c.ports, op.ID)
 	}
 	w.hist.add(op)
 	if op.Outcome == outInfo {
@@ -207,6 +215,8 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 		return err
 	case opDelete:
 		return networks.Delete(ctx, hc.net, op.ID).ExtractErr()
+	case opUnport:
+		return ports.Delete(ctx, hc.net, op.ID).ExtractErr()
 	case opPort:
 		p, err := ports.Create(ctx, hc.net, ports.CreateOpts{NetworkID: w.portNet}).Extract()
 		if err == nil {
