@@ -50,6 +50,8 @@ type NemesisEvent struct {
 	Start  time.Duration `json:"start_ns"`
 	Heal   time.Duration `json:"heal_ns"`
 	Err    string        `json:"err,omitempty"`
+	// Note says what a restarted host reported as it began to serve.
+	Note string `json:"note,omitempty"`
 }
 
 // nemesis injects faults into a box. It is used by one goroutine.
@@ -210,12 +212,21 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		}
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		n.b.KillHost(victim)
-		heal = func(ctx context.Context) error { return n.b.StartHost(ctx, victim, "agent") }
+		err = n.unreachable(ctx, victim)
+		heal = func(ctx context.Context) error {
+			if err := n.b.StartHost(ctx, victim, "agent"); err != nil {
+				return err
+			}
+			ev.Note = n.caughtUp(ctx, victim)
+			return nil
+		}
 	case nemPause:
 		victim := 1 + n.rnd.IntN(hosts)
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		ev.Cut = ev.Hosts
-		err = n.b.SignalHost(victim, syscall.SIGSTOP)
+		if err = n.b.SignalHost(victim, syscall.SIGSTOP); err == nil {
+			err = n.unreachable(ctx, victim)
+		}
 		heal = func(context.Context) error { return n.b.SignalHost(victim, syscall.SIGCONT) }
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
@@ -224,6 +235,11 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 	n.onFault(kind)
 	defer n.onFault("")
 	n.logf("nemesis %s %s for %.1fs", kind, strings.Join(ev.Hosts, ","), hold.Seconds())
+	defer func() {
+		if ev.Note != "" {
+			n.logf("  %s", ev.Note)
+		}
+	}()
 	if err != nil {
 		ev.Err = err.Error()
 	}
@@ -283,14 +299,65 @@ func (n *nemesis) ring(perm []int) error {
 	return n.applyDrops(drops)
 }
 
+// applyDrops installs the drops and reads them back: a partition that
+// is not in the kernel's ruleset is an error, not a silent no-op.
 func (n *nemesis) applyDrops(drops map[int][]string) error {
 	var errs []error
 	for i, addrs := range drops {
-		if err := dropFrom(n.b.Host(i).NS, addrs); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", n.b.Host(i).Name, err))
+		h := n.b.Host(i)
+		if err := dropFrom(h.NS, addrs); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
+			continue
+		}
+		got, err := dropsIn(h.NS)
+		want := slices.Compact(slices.Sorted(slices.Values(addrs)))
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, want) {
+			errs = append(errs, fmt.Errorf("%s drops %v, want %v (%v)", h.Name, got, want, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unreachable checks that host i's API no longer answers (it was killed
+// or paused): the proof that the fault took.
+func (n *nemesis) unreachable(ctx context.Context, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := n.cl[i-1].status(ctx); err == nil {
+		return fmt.Errorf("%s still answers after the fault", n.b.Host(i).Name)
+	}
+	return nil
+}
+
+// caughtUp reports how a just restarted host serves: for how long it
+// refuses a valid token, and how far its state is behind the others'
+// when it first answers.
+func (n *nemesis) caughtUp(ctx context.Context, i int) string {
+	t0 := time.Now()
+	name := n.b.Host(i).Name
+	var st status
+	var err error
+	for {
+		if st, err = n.cl[i-1].status(ctx); err == nil || time.Since(t0) > 10*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Sprintf("%s restarted; no status for 10 s: %v", name, err)
+	}
+	var others uint64
+	for _, c := range n.cl {
+		if c.idx == i {
+			continue
+		}
+		if o, err := c.status(ctx); err == nil {
+			others = max(others, o.AppliedIndex)
+		}
+	}
+	return fmt.Sprintf("%s restarted: its status answered after %.2fs, at applied index %d (commit %d); the others at %d",
+		name, time.Since(t0).Seconds(), st.AppliedIndex, st.CommitIndex, others)
 }
 
 // healNet removes the partition table from every host namespace.
