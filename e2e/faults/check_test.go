@@ -1,6 +1,9 @@
 package faults
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +102,40 @@ func TestMinorityChecker(t *testing.T) {
 	}
 	if bad := checkMinority(ops, []NemesisEvent{ev}); len(bad) != 1 || !strings.Contains(bad[0], "h2 acknowledged write (op 1)") {
 		t.Errorf("got %q; want only op 1", bad)
+	}
+}
+
+// A failing run leaves one folder with the history, the faults, the
+// final states, the visualization, the data dirs and the logs.
+func TestFailureFolder(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "h1")
+	logs := filepath.Join(t.TempDir(), "logs")
+	for _, d := range []string{data, logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(data, "raft.db"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &Result{Seed: 9, LogDir: logs, Ops: []Op{
+		op(opWrite, "r", "a", 0, 10, outOK, "", 0, 1),
+		op(opRead, "r", "", 20, 30, outOK, "b", 0, 2),
+	}}
+	st := finalState{Host: "h1", Networks: map[string]netInfo{}, Ports: map[string]portInfo{}}
+	r.check(&workload{prefix: "p"}, []finalState{st}, []string{data}, t.Logf)
+	if len(r.Failures) < 2 {
+		t.Fatalf("failures %q; want the folder line and a linearizability violation", r.Failures)
+	}
+	m := regexp.MustCompile(`in (/\S+)$`).FindStringSubmatch(r.Failures[0])
+	if m == nil {
+		t.Fatalf("first failure names no folder: %q", r.Failures[0])
+	}
+	t.Cleanup(func() { os.RemoveAll(m[1]) })
+	for _, f := range []string{"history.json", "nemeses.json", "final.json", "failures.txt", "summary.txt",
+		"linearizability.html", "h1/raft.db", "logs"} {
+		if _, err := os.Stat(filepath.Join(m[1], f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

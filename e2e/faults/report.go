@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -14,9 +15,9 @@ import (
 
 // check runs every checker on the history and the final states, fills
 // Failures and Summary, and on a failure writes the history, the faults,
-// the final states and the visualization into a new directory named in
-// the first failure line.
-func (r *Result) check(w *workload, states []finalState, logf func(string, ...any)) {
+// the final states, the visualization, the daemons' data dirs and logs
+// into a new directory named in the first failure line.
+func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf func(string, ...any)) {
 	dir, err := os.MkdirTemp("", "peerstack-faults-")
 	if err != nil {
 		r.Failures = append(r.Failures, fmt.Sprintf("history directory: %v", err))
@@ -67,8 +68,15 @@ func (r *Result) check(w *workload, states []finalState, logf func(string, ...an
 	write("final.json", states)
 	_ = os.WriteFile(filepath.Join(dir, "failures.txt"), []byte(strings.Join(r.Failures, "\n")+"\n"), 0o644)
 	_ = os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(r.Summary), 0o644)
-	r.Failures = append([]string{fmt.Sprintf("seed %d failed; history, faults, final states and visualization in %s; daemon logs in %s",
-		r.Seed, dir, r.LogDir)}, r.Failures...)
+	// The daemons' data dirs and logs join the history, so the folder is
+	// the whole evidence (the box removes its data dirs at teardown).
+	for _, d := range append(dataDirs, r.LogDir) {
+		if out, err := exec.Command("cp", "-a", d, dir).CombinedOutput(); err != nil {
+			logf("copy %s: %v: %s", d, err, out)
+		}
+	}
+	r.Failures = append([]string{fmt.Sprintf("seed %d failed; history, faults, final states, visualization, data dirs and logs in %s",
+		r.Seed, dir)}, r.Failures...)
 }
 
 // table summarises the run per fault kind: operations attempted and

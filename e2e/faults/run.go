@@ -136,7 +136,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Failures = append(res.Failures, err.Error())
 	}
 	res.Ops, res.Nemeses = hist.ops, hist.nem
-	res.check(w, states, logf)
+	var dataDirs []string
+	for _, h := range b.Hosts {
+		dataDirs = append(dataDirs, h.DataDir)
+	}
+	res.check(w, states, dataDirs, logf)
 	return res, nil
 }
 
