@@ -186,11 +186,12 @@ func restartedBetween(at []int64, from, to int64) bool {
 
 // netInfo is a network as the final state shows it.
 type netInfo struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Rev  int    `json:"revision_number"`
-	Desc string `json:"description"`
-	VNI  *int   `json:"provider:segmentation_id"`
+	ID   string   `json:"id"`
+	Name string   `json:"name"`
+	Rev  int      `json:"revision_number"`
+	Desc string   `json:"description"`
+	VNI  *int     `json:"provider:segmentation_id"`
+	Tags []string `json:"tags"`
 }
 
 // portInfo is a port as the final state shows it.
@@ -339,7 +340,7 @@ func compareHosts(states []finalState) []string {
 
 // sameNet reports whether two hosts agree on a network.
 func sameNet(n, m netInfo) bool {
-	return n.ID == m.ID && n.Name == m.Name && n.Rev == m.Rev && n.Desc == m.Desc &&
+	return n.ID == m.ID && n.Name == m.Name && n.Rev == m.Rev && n.Desc == m.Desc && slices.Equal(n.Tags, m.Tags) &&
 		(n.VNI == nil) == (m.VNI == nil) && (n.VNI == nil || *n.VNI == *m.VNI)
 }
 
@@ -370,6 +371,42 @@ func checkMinority(ops []Op, events []NemesisEvent) []string {
 				continue
 			}
 			bad = append(bad, fmt.Sprintf("%s of %v (voters %v): h%d acknowledged %s (op %d) while cut off", ev.Kind, ev.Hosts, ev.Voters, op.Host, op.Kind, op.Seq))
+		}
+	}
+	return bad
+}
+
+// checkTags checks the set: every acknowledged tag add is in the set
+// network's tags after the heal, and no tag nobody added is.
+func checkTags(ops []Op, tagNet string, st finalState) []string {
+	if tagNet == "" {
+		return nil
+	}
+	n, ok := st.Networks[tagNet]
+	if !ok {
+		return []string{fmt.Sprintf("the set network %s is gone", tagNet)}
+	}
+	var bad []string
+	asked := map[string]bool{}
+	lost := 0
+	for _, op := range ops {
+		if op.Kind != opTag || op.Outcome == outFail {
+			continue
+		}
+		asked[op.Value] = true
+		if op.Outcome == outOK && !slices.Contains(n.Tags, op.Value) {
+			lost++
+			if lost <= 5 {
+				bad = append(bad, fmt.Sprintf("lost tag add: %q acknowledged by h%d (op %d) is not in the set", op.Value, op.Host, op.Seq))
+			}
+		}
+	}
+	if lost > 5 {
+		bad = append(bad, fmt.Sprintf("… %d acknowledged tag adds lost in all", lost))
+	}
+	for _, t := range n.Tags {
+		if !asked[t] {
+			bad = append(bad, fmt.Sprintf("phantom tag %q in the set", t))
 		}
 	}
 	return bad

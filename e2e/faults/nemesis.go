@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -160,6 +162,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		return out
 	}
 	var heal func(context.Context) error
+	watch := func() {} // called while the fault holds
 	var err error
 	switch kind {
 	case nemPartitionOne, nemPartitionLeader:
@@ -224,10 +227,30 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		victim := 1 + n.rnd.IntN(hosts)
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		ev.Cut = ev.Hosts
+		ns := n.b.Host(victim).NS
 		if err = n.b.SignalHost(victim, syscall.SIGSTOP); err == nil {
-			err = n.unreachable(ctx, victim)
+			resent := 0
+			err = waitStopped(ctx, ns, func() { resent++; _ = n.b.SignalHost(victim, syscall.SIGSTOP) })
+			if resent > 0 {
+				ev.Note = fmt.Sprintf("%s stopped only after %d more SIGSTOPs", ev.Hosts[0], resent)
+			}
 		}
-		heal = func(context.Context) error { return n.b.SignalHost(victim, syscall.SIGCONT) }
+		// Something else on the machine may resume it (seen in runs on
+		// a shared machine): stop it again, and do not count the window
+		// as cut.
+		resumed := 0
+		watch = func() {
+			if ok, _ := stopped(ns); !ok {
+				resumed++
+				_ = n.b.SignalHost(victim, syscall.SIGSTOP)
+			}
+		}
+		heal = func(context.Context) error {
+			if resumed > 0 && ev.Err == "" {
+				ev.Err = fmt.Sprintf("resumed from outside %d times during the pause; stopped again", resumed)
+			}
+			return n.b.SignalHost(victim, syscall.SIGCONT)
+		}
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
 	}
@@ -239,14 +262,27 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		if ev.Note != "" {
 			n.logf("  %s", ev.Note)
 		}
+		if ev.Err != "" {
+			n.logf("  fault error: %s", ev.Err)
+		}
 	}()
 	if err != nil {
 		ev.Err = err.Error()
 	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(hold):
+	end := time.After(hold)
+	tick := time.NewTicker(100 * time.Millisecond)
+hold:
+	for {
+		select {
+		case <-ctx.Done():
+			break hold
+		case <-end:
+			break hold
+		case <-tick.C:
+			watch()
+		}
 	}
+	tick.Stop()
 	// Healing must happen even when the run is over.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
@@ -325,7 +361,7 @@ func (n *nemesis) unreachable(ctx context.Context, i int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if _, err := n.cl[i-1].status(ctx); err == nil {
-		return fmt.Errorf("%s still answers after the fault", n.b.Host(i).Name)
+		return fmt.Errorf("%s still answers after the fault (processes: %s)", n.b.Host(i).Name, procStates(n.b.Host(i).NS))
 	}
 	return nil
 }
@@ -466,4 +502,64 @@ func dropsIn(ns string) ([]string, error) {
 		return nil
 	})
 	return out, err
+}
+
+// stopped reports whether every process of namespace ns is stopped
+// (state T), and their states.
+func stopped(ns string) (bool, string) {
+	states := procStates(ns)
+	if states == "" {
+		return false, "no process"
+	}
+	for _, p := range strings.Split(states, "; ") {
+		if !strings.Contains(p, " state T ") && !strings.Contains(p, " state t ") {
+			return false, states
+		}
+	}
+	return true, states
+}
+
+// waitStopped waits (a second at most, calling again every 100 ms)
+// until namespace ns's processes are all stopped: the proof that a pause
+// took.
+func waitStopped(ctx context.Context, ns string, again func()) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		ok, states := stopped(ns)
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not stopped a second after SIGSTOP: %s", states)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		again()
+	}
+}
+
+// procStates lists the processes of namespace ns with their state
+// letter (T: stopped), for a fault that did not take.
+func procStates(ns string) string {
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return err.Error()
+	}
+	var list []string
+	for _, pid := range strings.Fields(string(out)) {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp …
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		comm := string(stat[strings.IndexByte(string(stat), '(')+1 : strings.LastIndexByte(string(stat), ')')])
+		if len(f) >= 3 {
+			list = append(list, fmt.Sprintf("%s %s state %s pgrp %s", pid, comm, f[0], f[2]))
+		}
+	}
+	return strings.Join(list, "; ")
 }

@@ -39,6 +39,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	var res, hosts []string
 	if len(states) > 0 {
 		res = checkResources(r.Ops, w.prefix, states[0])
+		res = append(res, checkTags(r.Ops, w.tagNet, states[0])...)
 		hosts = compareHosts(states)
 	} else {
 		hosts = []string{"no final state could be read"}
@@ -170,9 +171,16 @@ func (r *Result) table(lin string, nLin, nVers, nRes, nHosts int, states []final
 	}
 	sort.Strings(rs)
 	fmt.Fprintf(&sb, "not acknowledged: %s\n", strings.Join(rs, ", "))
+	var faultErrs []string
+	for _, ev := range r.Nemeses {
+		if ev.Err != "" {
+			faultErrs = append(faultErrs, fmt.Sprintf("%s %v: %s", ev.Kind, ev.Hosts, ev.Err))
+		}
+	}
+	fmt.Fprintf(&sb, "faults that did not fully hold (not checked as cuts): %d %v\n", len(faultErrs), faultErrs)
 	fmt.Fprintf(&sb, "linearizability: %s (%d violations)\n", lin, nLin)
 	fmt.Fprintf(&sb, "register answers (one value per revision, monotonic per host) and cut-off hosts acknowledging nothing: %d violations\n", nVers)
-	fmt.Fprintf(&sb, "resources (lost creates/deletes, duplicates, phantoms, double VNI/IP/MAC, capacity): %d violations\n", nRes)
+	fmt.Fprintf(&sb, "resources (lost creates/deletes/tag adds, duplicates, phantoms, double VNI/IP/MAC, capacity): %d violations\n", nRes)
 	applied := "-"
 	if len(states) > 0 {
 		applied = fmt.Sprint(states[0].Applied)

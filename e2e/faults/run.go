@@ -26,7 +26,10 @@ type Config struct {
 	Duration time.Duration // of the faulty phase
 	Seed     uint64        // picks operations, hosts, faults and their timing
 	Nemeses  []string      // default all
-	Log      io.Writer     // progress; nil discards
+	// Tags adds the set workload (tag adds on one network). Off by
+	// default: concurrent adds lose tags (docs/faults.md).
+	Tags bool
+	Log  io.Writer // progress; nil discards
 }
 
 // Result is what a run found.
@@ -60,7 +63,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	res := &Result{Seed: cfg.Seed}
-	logf("seed %d: %d hosts, %d clients, %s of faults (%v)", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses)
+	logf("seed %d: %d hosts, %d clients, %s of faults (%v), tags %v", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses, cfg.Tags)
 	b, err := e2e.StartBox(ctx, e2e.BoxOptions{Hosts: cfg.Hosts, Kind: "test", Bin: cfg.Bin, Log: cfg.Log})
 	if err != nil {
 		return nil, fmt.Errorf("start box: %w", err)
@@ -83,7 +86,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	w := &workload{cl: cl, regs: map[string]string{}, prefix: fmt.Sprintf("fz%d", cfg.Seed%100000),
 		timeout: 3 * time.Second, maxLive: 5}
-	if err := setup(ctx, w); err != nil {
+	if err := setup(ctx, w, cfg.Tags); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	hist := &history{t0: time.Now()}
@@ -146,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // setup creates the register networks and the shared network for ports
 // through h1, and waits until every host has them.
-func setup(ctx context.Context, w *workload) error {
+func setup(ctx context.Context, w *workload, tags bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	nc := w.cl[0].net
@@ -165,6 +168,13 @@ func setup(ctx context.Context, w *workload) error {
 		return fmt.Errorf("create port network: %w", err)
 	}
 	w.portNet = pn.ID
+	if tags {
+		tn, err := networks.Create(ctx, nc, networks.CreateOpts{Name: w.prefix + "set"}).Extract()
+		if err != nil {
+			return fmt.Errorf("create the set network: %w", err)
+		}
+		w.tagNet = tn.ID
+	}
 	// Networks leaked by indeterminate creates and ports would hit the
 	// default quotas in a long run: the admin project gets none.
 	unlimited := -1

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/attributestags"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 )
@@ -22,6 +23,7 @@ const (
 	opDelete = "delete" // DELETE a network this client created
 	opPort   = "port"   // POST a port on the shared network (an IP and MAC allocation)
 	opUnport = "unport" // DELETE a port this client created
+	opTag    = "tag"    // PUT /networks/{id}/tags/{tag}: add a unique tag to the set network
 )
 
 // Outcomes of an operation.
@@ -99,6 +101,7 @@ type workload struct {
 	regs     map[string]string // register name → network id
 	regNames []string
 	portNet  string
+	tagNet   string // the set network; "" without tag operations
 	prefix   string // of created networks' names
 	timeout  time.Duration
 	maxLive  int // networks a client keeps before it deletes
@@ -136,6 +139,8 @@ func (c *client) step(ctx context.Context) {
 	op := Op{Client: c.id, Proc: c.proc, Host: hc.idx, Nemesis: w.hist.fault()}
 	r := c.rnd.IntN(100)
 	switch {
+	case r < 10 && w.tagNet != "":
+		op.Kind, op.Key, op.Value = opTag, "tags", fmt.Sprintf("c%d-%d", c.id, c.n)
 	case r < 30:
 		op.Kind, op.Key, op.Value = opWrite, w.regNames[c.rnd.IntN(len(w.regNames))], fmt.Sprintf("c%d-%d", c.id, c.n)
 	case r < 50:
@@ -217,6 +222,8 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 		return networks.Delete(ctx, hc.net, op.ID).ExtractErr()
 	case opUnport:
 		return ports.Delete(ctx, hc.net, op.ID).ExtractErr()
+	case opTag:
+		return attributestags.Add(ctx, hc.net, "networks", w.tagNet, op.Value).ExtractErr()
 	case opPort:
 		p, err := ports.Create(ctx, hc.net, ports.CreateOpts{NetworkID: w.portNet}).Extract()
 		if err == nil {
