@@ -31,8 +31,9 @@ run: deps-run build
 # guests do not compete with the hypervisor tests' guests for the CPU.
 test: deps build guest-image
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 40m $$($(GO) list $(PKGS) | grep -v /e2e$$)
+	$(GO) test -race -count=1 -timeout 40m $$($(GO) list $(PKGS) | grep -v '/e2e\(/faults\)\?$$')
 	PEERSTACK_E2E_FULL=1 $(GO) test -race -count=1 -timeout 40m ./e2e
+	$(GO) test -race -count=1 -timeout 15m ./e2e/faults
 	$(MAKE) test-arm64
 
 test-unit: build
@@ -97,3 +98,10 @@ xterm:
 	cp build/xterm/node_modules/@xterm/xterm/css/xterm.css rest/dashboard/static/xterm.css
 	cp build/xterm/node_modules/@xterm/xterm/LICENSE rest/dashboard/static/XTERM-LICENSE
 	sed -i 's/@xterm\/xterm [0-9.]*/@xterm\/xterm $(XTERM_VERSION)/' rest/dashboard/static/XTERM.md
+
+.PHONY: faults
+# The fault suite (docs/faults.md): five daemons in a box under partitions,
+# crashes and pauses for DURATION; FAULTS_SEED replays a run.
+DURATION ?= 5m
+faults: build
+	FAULTS_DURATION=$(DURATION) FAULTS_SEED=$(FAULTS_SEED) $(GO) test -count=1 -timeout 3h -run '^TestFaults$$' -v ./e2e/faults

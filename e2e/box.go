@@ -465,6 +465,19 @@ func (b *Box) KillHost(i int) {
 	}
 }
 
+// SignalHost sends sig to host i's daemon (its whole process group):
+// SIGSTOP and SIGCONT pause and resume it without the box noticing.
+func (b *Box) SignalHost(i int, sig syscall.Signal) error {
+	h := b.Host(i)
+	h.mu.Lock()
+	cmd := h.cmd
+	h.mu.Unlock()
+	if cmd == nil || cmd.Process == nil || !b.Alive(i) {
+		return fmt.Errorf("signal %s: not running", h.Name)
+	}
+	return syscall.Kill(-cmd.Process.Pid, sig)
+}
+
 // Alive reports whether host i's daemon runs.
 func (b *Box) Alive(i int) bool {
 	h := b.Host(i)
