@@ -57,6 +57,7 @@ type Node struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	left     chan struct{}
+	ready    readiness // caught up with the cluster since start (ready.go)
 }
 
 // Start creates, joins or resumes a cluster member, depending on the data
@@ -360,7 +361,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.mountServices(srv)
 	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))
 	srv.Mount(dash.Service())
-	n.api = rest.HTTPServer(dash.Wrap(srv.Handler()), rest.Limits{})
+	n.api = rest.HTTPServer(n.readyGate(dash.Wrap(srv.Handler())), rest.Limits{})
 	n.api.TLSConfig = serverTLS
 	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
 	n.apiLn = tls.NewListener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
@@ -395,7 +396,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go func() { defer n.wg.Done(); n.watchReady(ctx) }()
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
