@@ -89,6 +89,7 @@ const (
 	CmdUpdatePort    CmdType = 137
 	CmdDeletePort    CmdType = 138
 	CmdReportPort    CmdType = 140 // a host agent's report
+	CmdTagResource   CmdType = 141 // add or remove one tag of a network, subnet or port
 
 	// Security groups: 150-164.
 	CmdCreateSecGroup        CmdType = 150
@@ -219,6 +220,7 @@ var commands = mustRegistry(
 	Cmd[UpdatePortCmd](CmdUpdatePort, "UpdatePort", applyUpdatePort),
 	Cmd[DeleteCmd](CmdDeletePort, "DeletePort", applyDeletePort),
 	Cmd[ReportPortCmd](CmdReportPort, "ReportPort", applyReportPort),
+	Cmd[TagResourceCmd](CmdTagResource, "TagResource", applyTagResource).Since(wave2),
 
 	// Security groups.
 	Cmd[CreateSecGroupCmd](CmdCreateSecGroup, "CreateSecGroup", applyCreateSecGroup).Since(wave2),

@@ -76,6 +76,7 @@ var goldenCommands = map[CmdType]string{
 	137: "UpdatePort",
 	138: "DeletePort",
 	140: "ReportPort",
+	141: "TagResource",
 	150: "CreateSecGroup",
 	151: "UpdateSecGroup",
 	152: "DeleteSecGroup",

@@ -111,10 +111,10 @@ func checkLinearizable(ops []Op, init, dir string, timeout time.Duration) (strin
 // checkVersions checks what every answer said about a register: one
 // revision of a network has one description wherever it was read (the
 // hosts apply one log), and a host never answers with an older revision
-// than it answered before (its state only moves forward), except across
-// a restart of that host (the times it was killed are in restarts): a
-// restarted daemon serves its API before it has caught up with the log,
-// so its first answers may be older. Those are counted, not failed.
+// than it answered before (its state only moves forward). Older answers
+// after a restart of that host (the times it was killed are in restarts)
+// are returned as a count, which the report fails on: a restarted daemon
+// must serve only once it has caught up with the log.
 func checkVersions(ops []Op, restarts map[int][]int64) (bad []string, afterRestart int) {
 	type kr struct {
 		key string

@@ -48,8 +48,16 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	r.Failures = append(r.Failures, vers...)
 	r.Failures = append(r.Failures, res...)
 	r.Failures = append(r.Failures, hosts...)
+	// A restarted host serves only once it has caught up: an answer older
+	// than it gave before, or a valid token refused, is a failure.
+	if staleAfterRestart > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d answers older than the same host gave before it restarted", staleAfterRestart))
+	}
+	if n := r.count401(); n > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d valid tokens refused (401)", n))
+	}
 	r.Summary = r.table(linSummary, len(lin), len(vers), len(res), len(hosts), states)
-	r.Summary += fmt.Sprintf("known, not failed: %d answers older than the same host gave before it restarted; %d valid tokens refused (401)\n",
+	r.Summary += fmt.Sprintf("after restarts: %d answers older than the same host gave before it restarted; %d valid tokens refused (401)\n",
 		staleAfterRestart, r.count401())
 	if len(r.Failures) == 0 {
 		_ = os.RemoveAll(dir)

@@ -2,6 +2,7 @@ package network
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 
@@ -13,6 +14,8 @@ import (
 // /v2.0/<coll>/{id}/tags.
 type taggable struct {
 	coll, kind string
+	// tagKind names the resource in statedb.TagResourceCmd.
+	tagKind string
 	// read finds the object the caller may see: owner, public and tags.
 	read func(s *service, c *rest.Ctx, sn *statedb.Snapshot, id string) (owner string, public bool, tags []string, err error)
 	// cmd builds the update that sets the tags.
@@ -20,7 +23,7 @@ type taggable struct {
 }
 
 var taggables = []taggable{
-	{"networks", "Network",
+	{"networks", "Network", statedb.TagNetwork,
 		func(s *service, c *rest.Ctx, sn *statedb.Snapshot, id string) (string, bool, []string, error) {
 			n, err := s.readNetwork(c, sn, id)
 			if err != nil {
@@ -31,7 +34,7 @@ var taggables = []taggable{
 		func(id string, tags []string) (statedb.CmdType, any) {
 			return statedb.CmdUpdateNetwork, statedb.UpdateNetworkCmd{ID: id, Tags: &tags}
 		}},
-	{"subnets", "Subnet",
+	{"subnets", "Subnet", statedb.TagSubnet,
 		func(s *service, c *rest.Ctx, sn *statedb.Snapshot, id string) (string, bool, []string, error) {
 			sub, err := s.readSubnet(c, sn, id)
 			if err != nil {
@@ -42,7 +45,7 @@ var taggables = []taggable{
 		func(id string, tags []string) (statedb.CmdType, any) {
 			return statedb.CmdUpdateSubnet, statedb.UpdateSubnetCmd{ID: id, Tags: &tags}
 		}},
-	{"ports", "Port",
+	{"ports", "Port", statedb.TagPort,
 		func(s *service, c *rest.Ctx, sn *statedb.Snapshot, id string) (string, bool, []string, error) {
 			p, err := s.readPort(c, sn, id)
 			if err != nil {
@@ -157,7 +160,7 @@ func (s *service) addTag(tg taggable) rest.HandlerFunc {
 		}
 		tag := c.Var("tag")
 		if !slices.Contains(tags, tag) {
-			if err := s.setTags(c, tg, id, append(slices.Clone(tags), tag)); err != nil {
+			if _, err := rest.Propose(c.Context(), s.b, statedb.CmdTagResource, statedb.TagResourceCmd{Kind: tg.tagKind, ID: id, Tag: tag}); err != nil {
 				return nil, err
 			}
 		}
@@ -175,8 +178,11 @@ func (s *service) removeTag(tg taggable) rest.HandlerFunc {
 		if !slices.Contains(tags, tag) {
 			return nil, tagNotFound(c)
 		}
-		left := slices.DeleteFunc(slices.Clone(tags), func(t string) bool { return t == tag })
-		if err := s.setTags(c, tg, id, left); err != nil {
+		_, err = rest.Propose(c.Context(), s.b, statedb.CmdTagResource, statedb.TagResourceCmd{Kind: tg.tagKind, ID: id, Tag: tag, Remove: true})
+		if errors.Is(err, statedb.ErrNotFound) {
+			return nil, tagNotFound(c) // removed by another request meanwhile
+		}
+		if err != nil {
 			return nil, err
 		}
 		return noContent(), nil
