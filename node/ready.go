@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/peerstack/peerstack/rest"
 )
 
 // A restarted host has only its last snapshot until a leader tells it the
@@ -58,16 +61,29 @@ func (n *Node) Ready() bool {
 }
 
 // watchReady marks the host ready once it has a leader and has applied
-// every entry it knows to be committed.
+// everything the leader had committed when asked. The local commit index
+// alone will not do: after a restart it grows one replication batch at a
+// time, so "applied up to it" can hold while the host is still thousands
+// of entries behind.
 func (n *Node) watchReady(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
+	var target uint64 // the leader's commit index, once learnt
 	for {
-		id, _ := n.raft.Leader()
 		st := n.raft.Status()
-		if id != "" && st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex {
+		id, _ := n.raft.Leader()
+		if target == 0 && id != "" {
+			if id == n.id.NodeID {
+				target = st.CommitIndex
+			} else if idx, err := n.leaderCommit(ctx, id); err == nil {
+				target = idx
+			} else {
+				n.log.Debug("ask the leader for its commit index", "err", err)
+			}
+		}
+		if target > 0 && st.AppliedIndex >= target {
 			n.ready.set()
-			n.log.Debug("caught up with the cluster; serving the API", "applied", st.AppliedIndex)
+			n.log.Debug("caught up with the cluster; serving the API", "applied", st.AppliedIndex, "leader_commit", target)
 			return
 		}
 		select {
@@ -76,6 +92,53 @@ func (n *Node) watchReady(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// leaderCommit asks the leader for its commit index over the internal
+// API.
+func (n *Node) leaderCommit(ctx context.Context, leaderID string) (uint64, error) {
+	addr := n.apiAddrOf(leaderID)
+	if addr == "" {
+		return 0, fmt.Errorf("leader %s: no API address known", leaderID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/internal/v1/commit", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		CommitIndex uint64 `json:"commit_index"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("leader %s: commit index: status %d", leaderID, resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body); err != nil {
+		return 0, fmt.Errorf("leader %s: commit index: %w", leaderID, err)
+	}
+	if body.CommitIndex == 0 {
+		return 0, fmt.Errorf("leader %s: commit index 0", leaderID)
+	}
+	return body.CommitIndex, nil
+}
+
+// commitService answers other hosts' question "what have you committed?"
+// while this host leads (409 otherwise: ask the leader).
+func (n *Node) commitService() rest.Service {
+	return rest.Service{Prefix: "/internal/v1", Errors: rest.KeystoneErrors, Routes: []rest.Route{{
+		Method: http.MethodGet, Path: "/commit", Auth: rest.Internal,
+		Handler: func(*rest.Ctx) (any, error) {
+			if !n.raft.IsLeader() {
+				return nil, rest.Conflictf("host %s is not the leader", n.Name())
+			}
+			return map[string]uint64{"commit_index": n.raft.Status().CommitIndex}, nil
+		},
+	}}}
 }
 
 // readyGate holds public API requests until the host is ready.

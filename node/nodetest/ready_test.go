@@ -27,7 +27,10 @@ func TestRestartedHostServesOnlyCaughtUp(t *testing.T) {
 	// the test heals the cluster.
 	c.Partition([]int{victim}, others)
 	c.Stop(victim)
-	for i := range 20 {
+	// More entries than one replication batch (64), so a host that took
+	// its own commit index for the cluster's would open early.
+	const missed = 300
+	for i := range missed {
 		createProject(ctx, t, c.Node(others[0]), fmt.Sprintf("while-down-%d", i))
 	}
 	c.Restart(ctx, victim)
@@ -71,7 +74,7 @@ func TestRestartedHostServesOnlyCaughtUp(t *testing.T) {
 	for _, p := range body.Projects {
 		seen[p.Name] = true
 	}
-	for i := range 20 {
+	for i := range missed {
 		if !seen[fmt.Sprintf("while-down-%d", i)] {
 			t.Fatalf("the restarted host's first answer misses while-down-%d (%d projects listed)", i, len(body.Projects))
 		}
