@@ -261,7 +261,7 @@ func applyConsumeJoinToken(t *Txn, c *Command) error {
 		return Errorf(KindForbidden, "join token is not valid for this cluster")
 	}
 	if !jt.UsedAt.IsZero() {
-		if jt.RetriedBy(r.NodeID, r.KeyHash) {
+		if jt.RetriedBy(r.NodeID, r.KeyHash, c.Time) {
 			return nil // the same host retrying a join whose answer it lost
 		}
 		return Errorf(KindForbidden, "join token was already used")
@@ -274,10 +274,18 @@ func applyConsumeJoinToken(t *Txn, c *Command) error {
 	return t.insert(tblJoinTokens, &cp)
 }
 
+// JoinRetryWindow is how long after its first use a join token may be
+// used again by the same host (a join whose answer it lost).
+const JoinRetryWindow = 10 * time.Minute
+
 // RetriedBy reports whether a used token was used by the host with this
-// node id and certificate key, which may repeat its join.
-func (jt *JoinToken) RetriedBy(nodeID, keyHash string) bool {
-	return !jt.UsedAt.IsZero() && jt.UsedBy != "" && jt.UsedKey != "" && jt.UsedBy == nodeID && jt.UsedKey == keyHash
+// node id and certificate key, which may repeat its join at now: before
+// the token expires and within JoinRetryWindow of its use. (A member of
+// a release before UsedKey keeps no key and refuses every repeat; it
+// writes nothing either way, so the states stay equal.)
+func (jt *JoinToken) RetriedBy(nodeID, keyHash string, now time.Time) bool {
+	return !jt.UsedAt.IsZero() && jt.UsedBy != "" && jt.UsedKey != "" && jt.UsedBy == nodeID && jt.UsedKey == keyHash &&
+		now.Before(jt.ExpiresAt) && now.Sub(jt.UsedAt) < JoinRetryWindow
 }
 
 // JoinToken returns a join token by id.

@@ -154,7 +154,7 @@ func (a *Admitter) precheckToken(ctx context.Context, req cluster.JoinRequest) e
 		switch {
 		case ok && subtle.ConstantTimeCompare([]byte(jt.SecretHash), []byte(HashSecret(req.Secret))) != 1:
 			return invalid
-		case ok && jt.RetriedBy(req.NodeID, CSRKeyHash(req.CSR)):
+		case ok && jt.RetriedBy(req.NodeID, CSRKeyHash(req.CSR), a.now()):
 			return nil // the same host retrying: its first answer was lost
 		case ok && !jt.UsedAt.IsZero():
 			return rest.Forbiddenf("join token was already used")

@@ -206,4 +206,9 @@ func TestJoinRetryAfterLostAnswer(t *testing.T) {
 	if n := len(a.st.Snapshot().Members()); n != 2 {
 		t.Fatalf("%d members; want 2", n)
 	}
+	// Long after, the token has done its work: no more repeats.
+	a.now = a.now.Add(statedb.JoinRetryWindow)
+	if _, err := a.adm.Join(ctx, a.request(tok, "h2", a.now)); status(err) != http.StatusForbidden {
+		t.Fatalf("a repeat after the retry window = %v; want 403", err)
+	}
 }

@@ -1,7 +1,9 @@
 package network
 
 import (
+	"context"
 	"sort"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -196,14 +198,22 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 	if in.Tags != nil {
 		n.Tags = *in.Tags
 	}
+	if in.PortSecurity != nil && !*in.PortSecurity {
+		if err := statedb.Commands().Gate(s.b.State(), statedb.CmdSetNetPortSecurity); err != nil {
+			return nil, err // a host too old for it: refuse before creating anything
+		}
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateNetwork, n); err != nil {
 		return nil, err
 	}
 	if in.PortSecurity != nil && !*in.PortSecurity {
 		if err := s.setNetPortSecurity(c, n.ID, false); err != nil {
-			// Refused (a host too old for it): do not leave a network
-			// that would secure its ports.
-			_, _ = rest.Propose(c.Context(), s.b, statedb.CmdDeleteNetwork, statedb.DeleteCmd{ID: n.ID})
+			// Refused after all, or the client gave up: do not leave a
+			// network that would secure its ports. The clean-up outlives
+			// the request.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Context()), 30*time.Second)
+			defer cancel()
+			_, _ = rest.Propose(ctx, s.b, statedb.CmdDeleteNetwork, statedb.DeleteCmd{ID: n.ID})
 			return nil, err
 		}
 	}
@@ -254,10 +264,16 @@ func (s *service) updateNetwork(c *rest.Ctx) (any, error) {
 	if vni != 0 {
 		u.VNI = &vni
 	}
+	changePS := in.PortSecurity != nil && *in.PortSecurity == n.PortSecurityDisabled
+	if changePS {
+		if err := statedb.Commands().Gate(s.b.State(), statedb.CmdSetNetPortSecurity); err != nil {
+			return nil, err // refuse before changing anything else
+		}
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateNetwork, u); err != nil {
 		return nil, err
 	}
-	if in.PortSecurity != nil && *in.PortSecurity == n.PortSecurityDisabled {
+	if changePS {
 		if err := s.setNetPortSecurity(c, n.ID, *in.PortSecurity); err != nil {
 			return nil, err
 		}

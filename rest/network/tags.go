@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -179,7 +180,8 @@ func (s *service) removeTag(tg taggable) rest.HandlerFunc {
 			return nil, tagNotFound(c)
 		}
 		_, err = rest.Propose(c.Context(), s.b, statedb.CmdTagResource, statedb.TagResourceCmd{Kind: tg.tagKind, ID: id, Tag: tag, Remove: true})
-		if errors.Is(err, statedb.ErrNotFound) {
+		var se *statedb.Error
+		if errors.As(err, &se) && se.Kind == statedb.KindNotFound && strings.HasPrefix(se.Msg, "Tag ") {
 			return nil, tagNotFound(c) // removed by another request meanwhile
 		}
 		if err != nil {

@@ -39,7 +39,7 @@ func (b *Backend) Bootstrap(t testing.TB, settings statedb.Settings, adminPasswo
 	key := statedb.SigningKey{ID: "k1", Secret: []byte(strings.Repeat("s", 32)), CreatedAt: now}
 	b.MustApply(t, statedb.CmdBootstrap, statedb.BootstrapCmd{
 		Config:     statedb.ClusterConfig{ClusterID: "test", CreatedAt: now, Settings: settings},
-		Member:     statedb.Member{ID: "host1", Name: "host1", JoinedAt: now},
+		Member:     statedb.Member{ID: "host1", Name: "host1", JoinedAt: now, Version: MemberVersion},
 		Project:    project,
 		Admin:      admin,
 		Roles:      roles,
@@ -140,3 +140,7 @@ func (b *Backend) Token(userID, projectID string) string {
 	c.ExpiresAt = c.IssuedAt.Add(time.Hour)
 	return b.Mint(c)
 }
+
+// MemberVersion is the software version the seeded member reports: new
+// enough for every command of this build that handlers gate themselves.
+const MemberVersion = "0.2.0"
