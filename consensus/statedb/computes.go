@@ -101,6 +101,11 @@ type Instance struct {
 	Tags         []string `json:"tags,omitempty"`
 	Description  string   `json:"description,omitempty"`
 
+	// Day-2 actions (day2_compute.go): the image a rescue boots from, the
+	// image a snapshot under way fills.
+	RescueImage   string `json:"rescue_image,omitempty"`
+	SnapshotImage string `json:"snapshot_image,omitempty"`
+
 	// Desired power: "running", "stopped", "paused", "suspended" or
 	// "deleted"; the agent converges.
 	Desired    string `json:"desired"`

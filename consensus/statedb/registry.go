@@ -62,6 +62,9 @@ const (
 	CmdDeleteServerGroup   CmdType = 63
 	CmdServerAction        CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
 	CmdSetInstanceTags     CmdType = 65 // server tags
+	CmdRescueServer        CmdType = 70 // rescue, unrescue
+	CmdSnapshotServer      CmdType = 71 // createImage
+	CmdFinishSnapshot      CmdType = 72 // a host agent's report that a snapshot ended
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -188,6 +191,9 @@ var commands = mustRegistry(
 	Cmd[DeleteCmd](CmdDeleteServerGroup, "DeleteServerGroup", applyDeleteServerGroup),
 	Cmd[ServerActionCmd](CmdServerAction, "ServerAction", applyServerAction).Since(wave2),
 	Cmd[SetInstanceTagsCmd](CmdSetInstanceTags, "SetInstanceTags", applySetInstanceTags).Since(wave2),
+	Cmd[RescueCmd](CmdRescueServer, "RescueServer", applyRescueServer).Since(wave2),
+	Cmd[SnapshotServerCmd](CmdSnapshotServer, "SnapshotServer", applySnapshotServer).Since(wave2),
+	Cmd[FinishSnapshotCmd](CmdFinishSnapshot, "FinishSnapshot", applyFinishSnapshot).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),
