@@ -45,6 +45,7 @@ type VM struct {
 	Starts      int          // process starts (boots after a Start, not resets)
 	Boots       int          // boots, counting resets
 	Suspended   bool         // memory saved by Suspend; the next Start resumes it
+	Rescue      *agent.Disk  // the rescue image booted instead of the root disk (day2.go)
 }
 
 // Hypervisor is a recording fake of agent.Hypervisor. VMs are records in
