@@ -78,6 +78,12 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 			return s.consoleOutput(c, inst, raw)
 		case "addSecurityGroup", "removeSecurityGroup":
 			return s.serverSecGroupAction(c, inst, action, raw)
+		case "rescue":
+			return s.rescue(c, inst, raw)
+		case "unrescue":
+			return s.unrescue(c, inst, raw)
+		case "createImage":
+			return s.createImage(c, inst, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}

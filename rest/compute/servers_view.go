@@ -34,6 +34,8 @@ func novaStatus(i *statedb.Instance) string {
 		return "PAUSED"
 	case statedb.VMSuspended:
 		return "SUSPENDED"
+	case statedb.VMRescued:
+		return "RESCUE"
 	case statedb.VMError:
 		return "ERROR"
 	case statedb.VMDeleted:
