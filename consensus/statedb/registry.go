@@ -65,6 +65,7 @@ const (
 	CmdRescueServer        CmdType = 70 // rescue, unrescue
 	CmdSnapshotServer      CmdType = 71 // createImage
 	CmdFinishSnapshot      CmdType = 72 // a host agent's report that a snapshot ended
+	CmdResizeServer        CmdType = 73 // resize, confirmResize, revertResize
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -194,6 +195,7 @@ var commands = mustRegistry(
 	Cmd[RescueCmd](CmdRescueServer, "RescueServer", applyRescueServer).Since(wave2),
 	Cmd[SnapshotServerCmd](CmdSnapshotServer, "SnapshotServer", applySnapshotServer).Since(wave2),
 	Cmd[FinishSnapshotCmd](CmdFinishSnapshot, "FinishSnapshot", applyFinishSnapshot).Since(wave2),
+	Cmd[ResizeCmd](CmdResizeServer, "ResizeServer", applyResizeServer).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

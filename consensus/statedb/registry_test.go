@@ -56,6 +56,7 @@ var goldenCommands = map[CmdType]string{
 	70:  "RescueServer",
 	71:  "SnapshotServer",
 	72:  "FinishSnapshot",
+	73:  "ResizeServer",
 	100: "CreateImage",
 	101: "UpdateImage",
 	102: "DeleteImage",
