@@ -70,3 +70,18 @@ func (im nodeImages) SaveImage(ctx context.Context, path string) (agent.SavedIma
 	return agent.SavedImage{Size: sums.Size, VirtualSize: info.VirtualSize, MD5: sums.MD5, SHA256: sums.SHA256,
 		SHA512: sums.SHA512, Holders: holders}, nil
 }
+
+var _ agent.ServerResizer = (*qemuHV)(nil)
+
+// PrepareResize implements agent.ServerResizer.
+func (h *qemuHV) PrepareResize(ctx context.Context, id string, rootGB int) error {
+	return h.d.PrepareResize(ctx, id, rootGB)
+}
+
+// RevertResize implements agent.ServerResizer.
+func (h *qemuHV) RevertResize(ctx context.Context, id string) error { return h.d.RevertResize(ctx, id) }
+
+// ConfirmResize implements agent.ServerResizer.
+func (h *qemuHV) ConfirmResize(ctx context.Context, id string) error {
+	return h.d.ConfirmResize(ctx, id)
+}

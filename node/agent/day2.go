@@ -51,6 +51,9 @@ func diffDay2(host string, inst *statedb.Instance, st VMStatus) (out []instActio
 	if inst.Desired == statedb.DesiredDeleted {
 		return nil, false
 	}
+	if out, ok := diffResize(host, inst, st); ok {
+		return out, true
+	}
 	running := st.State == VMRunning || st.State == VMPaused
 	rep := baseReport(host, inst)
 	act := func(op instOp, why string) { out = append(out, instAction{Op: op, Inst: inst, Report: rep, Why: why}) }

@@ -208,6 +208,14 @@ func (a *Agent) syncInstances(ctx context.Context, sn *statedb.Snapshot, actual 
 			op = func(ctx context.Context) error { return a.rescueOp(ctx, act) }
 		case opSnapshot:
 			op = func(ctx context.Context) error { return a.snapshotOp(ctx, act) }
+		case opResize, opRevertResize:
+			plan := a.planStart(sn, act.Inst, net)
+			if plan.wait {
+				continue
+			}
+			op = func(ctx context.Context) error { return a.resizeOp(ctx, act, plan) }
+		case opConfirmResize:
+			op = func(ctx context.Context) error { return a.confirmResizeOp(ctx, act) }
 		}
 		if op == nil {
 			continue

@@ -97,3 +97,62 @@ func (a AnyImage) SaveImage(ctx context.Context, path string) (agent.SavedImage,
 	return agent.SavedImage{Size: 1 << 20, VirtualSize: 1 << 30, MD5: hexSum[:32], SHA256: hexSum,
 		SHA512: hexSum + hexSum, Holders: []string{""}}, nil
 }
+
+// PrepareResize implements agent.ServerResizer: the VM stops, its old
+// root disk is kept (once) and the disk grows to rootGB.
+func (h *Hypervisor) PrepareResize(ctx context.Context, id string, rootGB int) error {
+	h.mu.Lock()
+	c, err := h.record("PrepareResize", id, fmt.Sprint(rootGB))
+	if err == nil {
+		v := h.vms[id]
+		switch {
+		case v == nil:
+			err = fmt.Errorf("vm %s not found", id)
+		case v.Rescue != nil:
+			err = fmt.Errorf("vm %s is in rescue mode", id)
+		default:
+			v.State, v.PID, v.Reason = agent.VMShutoff, 0, "resize"
+			v.ResizeKept = true
+			if rootGB > v.RootGB {
+				v.RootGB = rootGB
+			}
+		}
+	}
+	h.mu.Unlock()
+	h.notify(c)
+	return err
+}
+
+// RevertResize implements agent.ServerResizer: the VM stops and its kept
+// root disk is back (RootGB 0: as created).
+func (h *Hypervisor) RevertResize(ctx context.Context, id string) error {
+	h.mu.Lock()
+	c, err := h.record("RevertResize", id, "")
+	if err == nil {
+		if v := h.vms[id]; v == nil {
+			err = fmt.Errorf("vm %s not found", id)
+		} else {
+			v.State, v.PID, v.Reason = agent.VMShutoff, 0, "revert resize"
+			if v.ResizeKept {
+				v.ResizeKept, v.RootGB = false, 0
+			}
+		}
+	}
+	h.mu.Unlock()
+	h.notify(c)
+	return err
+}
+
+// ConfirmResize implements agent.ServerResizer.
+func (h *Hypervisor) ConfirmResize(ctx context.Context, id string) error {
+	h.mu.Lock()
+	c, err := h.record("ConfirmResize", id, "")
+	if err == nil {
+		if v := h.vms[id]; v != nil {
+			v.ResizeKept = false
+		}
+	}
+	h.mu.Unlock()
+	h.notify(c)
+	return err
+}
