@@ -84,6 +84,10 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 			return s.unrescue(c, inst, raw)
 		case "createImage":
 			return s.createImage(c, inst, raw)
+		case "resize":
+			return s.resize(c, inst, raw)
+		case "confirmResize", "revertResize":
+			return s.resizeDecision(c, inst, action, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}

@@ -1,0 +1,133 @@
+package compute_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// TestRescueSnapshotResizeForms sends rescue, unrescue, createImage,
+// resize, confirmResize and revertResize in the forms clients use and in
+// bad ones: status codes, Nova's messages, and the state each leaves.
+func TestRescueSnapshotResizeForms(t *testing.T) {
+	e := newEnv(t)
+	img := e.image(e.demo.ID, "private", 0, 0, map[string]string{"hw_architecture": "x86_64", "image_type": "base"}, true)
+	id := e.createServer(e.member, map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1", "networks": "none"})
+	e.place(id, "host1", true)
+	action := func(body any, hdr ...string) (int, string) {
+		r := e.member.Do("POST", api+"/servers/"+id+"/action", body, hdr...)
+		return r.Status, string(r.Body)
+	}
+	inst := func() *statedb.Instance {
+		i, _ := e.b.State().Instance(id)
+		return i
+	}
+	for _, tc := range []struct {
+		body any
+		code int
+		msg  string
+	}{
+		{map[string]any{"rescue": "now"}, 400, "is not of type 'object', 'null'"},
+		{map[string]any{"rescue": map[string]any{"rescue_image_ref": "x"}}, 400, "is not a 'uuid'"},
+		{map[string]any{"rescue": map[string]any{"rescue_image_ref": e.b.NewID()}}, 400, "could not be found"},
+		{map[string]any{"rescue": map[string]any{"adminPass": 5}}, 400, "adminPass"},
+		{map[string]any{"unrescue": nil}, 409, "Cannot 'unrescue' instance " + id + " while it is in vm_state active"},
+		{map[string]any{"unrescue": map[string]any{"x": 1}}, 400, "It takes no arguments"},
+		{map[string]any{"createImage": map[string]any{}}, 400, "'name' is a required property"},
+		{map[string]any{"createImage": map[string]any{"name": " x"}}, 400, "whitespace"},
+		{map[string]any{"createImage": map[string]any{"name": "x", "metadata": "no"}}, 400, "metadata"},
+		{map[string]any{"resize": map[string]any{}}, 400, "'flavorRef' is a required property"},
+		{map[string]any{"resize": map[string]any{"flavorRef": []int{2}}}, 400, "is not of type 'string', 'integer'"},
+		{map[string]any{"resize": map[string]any{"flavorRef": "1"}}, 400, "When resizing, instances must change flavor!"},
+		{map[string]any{"resize": map[string]any{"flavorRef": "2", "OS-DCF:diskConfig": "BIG"}}, 400, "is not one of ['AUTO', 'MANUAL']"},
+		{map[string]any{"confirmResize": nil}, 409, "Cannot 'confirmResize' instance " + id + " while it is in vm_state active"},
+		{map[string]any{"revertResize": nil}, 409, "Cannot 'revertResize' instance " + id + " while it is in vm_state active"},
+	} {
+		if st, body := action(tc.body); st != tc.code || !strings.Contains(body, tc.msg) {
+			t.Errorf("%v = %d %s; want %d with %q", tc.body, st, body, tc.code, tc.msg)
+		}
+	}
+	if i := inst(); i.TaskState != "" || i.VMState != statedb.VMActive || len(e.b.State().Images()) != 1 {
+		t.Fatalf("refused actions changed the server: %s/%q, %d images", i.VMState, i.TaskState, len(e.b.State().Images()))
+	}
+
+	// rescue {null} → 200 {}; the server is rescuing from its own image.
+	if st, body := action(map[string]any{"rescue": nil}); st != 200 || strings.Contains(body, "adminPass") {
+		t.Fatalf("rescue = %d %s", st, body)
+	}
+	if i := inst(); i.TaskState != statedb.TaskRescuing || i.RescueImage != img || i.Desired != statedb.DesiredRescued {
+		t.Fatalf("after rescue: %+v", i)
+	}
+	e.report(id, "host1", statedb.VMRescued, statedb.PowerRunning)
+	if st, body := action(map[string]any{"createImage": map[string]any{"name": "x"}}); st != 409 || !strings.Contains(body, "vm_state rescued") {
+		t.Fatalf("createImage while rescued = %d %s", st, body)
+	}
+	if st, body := action(map[string]any{"unrescue": nil}); st != 202 {
+		t.Fatalf("unrescue = %d %s", st, body)
+	}
+	e.report(id, "host1", statedb.VMActive, statedb.PowerRunning)
+
+	// createImage at 2.1: Location; at 2.45: {image_id}.
+	r := e.member.Do("POST", api+"/servers/"+id+"/action", map[string]any{"createImage": map[string]any{"name": "snap1", "metadata": map[string]string{"k": "v"}}})
+	loc := r.Header.Get("Location")
+	if r.Status != 202 || !strings.Contains(loc, "/image/v2/images/") {
+		t.Fatalf("createImage at 2.1 = %d %s, Location %q", r.Status, r.Body, loc)
+	}
+	snap, ok := e.b.State().Image(loc[strings.LastIndex(loc, "/")+1:])
+	if !ok || snap.Status != statedb.ImageQueued || snap.Properties["k"] != "v" || snap.Properties["image_type"] != "snapshot" ||
+		snap.Properties["instance_uuid"] != id || snap.Properties["hw_architecture"] != "x86_64" || snap.MinDiskGB != 1 || snap.Visibility != "private" {
+		t.Fatalf("snapshot image = %+v", snap)
+	}
+	if i := inst(); i.TaskState != statedb.TaskImageSnapshot || i.SnapshotImage != snap.ID {
+		t.Fatalf("after createImage: %s %s", i.TaskState, i.SnapshotImage)
+	}
+	if st, body := action(map[string]any{"createImage": map[string]any{"name": "snap2"}}); st != 409 || !strings.Contains(body, "task_state image_snapshot") {
+		t.Fatalf("second createImage = %d %s", st, body)
+	}
+	e.b.MustApply(t, statedb.CmdFinishSnapshot, statedb.FinishSnapshotCmd{InstanceID: id, HostID: "host1", ImageID: snap.ID, Error: "disk full"})
+	if i := inst(); i.TaskState != "" || i.VMState != statedb.VMActive {
+		t.Fatalf("after a failed snapshot: %s/%q", i.VMState, i.TaskState)
+	}
+	if a := e.b.State().InstanceActions(id)[0]; a.Action != "createImage" || a.Events[0].Result != statedb.ResultError || a.Message != "disk full" {
+		t.Fatalf("createImage action = %+v", a)
+	}
+	st, body := action(map[string]any{"createImage": map[string]any{"name": "snap3"}}, "OpenStack-API-Version", "compute 2.45")
+	if st != 202 || !strings.Contains(body, `"image_id"`) {
+		t.Fatalf("createImage at 2.45 = %d %s", st, body)
+	}
+	e.b.MustApply(t, statedb.CmdFinishSnapshot, statedb.FinishSnapshotCmd{InstanceID: id, HostID: "host1", ImageID: inst().SnapshotImage})
+
+	// resize with a number, then revert; with a string, then confirm.
+	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": 2}}); st != 202 {
+		t.Fatalf("resize = %d %s", st, body)
+	}
+	if i := inst(); i.TaskState != statedb.TaskResizePrep || i.Flavor.ID != "2" || i.Claim().RAMMB != 128+2048 {
+		t.Fatalf("after resize: %s %s claim %+v", i.TaskState, i.Flavor.ID, i.Claim())
+	}
+	e.report(id, "host1", statedb.VMResized, statedb.PowerRunning)
+	if st, body := action(map[string]any{"revertResize": nil}); st != 202 {
+		t.Fatalf("revertResize = %d %s", st, body)
+	}
+	e.report(id, "host1", statedb.VMActive, statedb.PowerRunning)
+	if i := inst(); i.Flavor.ID != "1" || i.Resize != nil || i.Claim().RAMMB != 128 {
+		t.Fatalf("after revert: flavor %s resize %+v", i.Flavor.ID, i.Resize)
+	}
+	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": "3"}}); st != 202 {
+		t.Fatalf("resize = %d %s", st, body)
+	}
+	e.report(id, "host1", statedb.VMResized, statedb.PowerRunning)
+	if st, body := action(map[string]any{"confirmResize": nil}); st != 204 {
+		t.Fatalf("confirmResize = %d %s", st, body)
+	}
+	if st, body := action(map[string]any{"confirmResize": nil}); st != 409 {
+		t.Fatalf("second confirmResize = %d %s", st, body)
+	}
+	e.report(id, "host1", statedb.VMActive, statedb.PowerRunning)
+	if i := inst(); i.Flavor.ID != "3" || i.Resize != nil {
+		t.Fatalf("after confirm: flavor %s resize %+v", i.Flavor.ID, i.Resize)
+	}
+	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": "2"}}); st != 400 || !strings.Contains(body, "Unable to resize disk down") {
+		t.Fatalf("resize down = %d %s", st, body)
+	}
+}
