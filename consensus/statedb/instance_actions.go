@@ -242,8 +242,9 @@ func finishActions(t *Txn, now time.Time, before, after *Instance) error {
 	return nil
 }
 
-// recordUsage keeps the usage of an instance being removed, and drops its
-// action history.
+// recordUsage keeps the usage of an instance being removed, and its
+// action history with every event ended (listable by the deleted
+// server's id, as Nova's from 2.21).
 func recordUsage(t *Txn, now time.Time, inst *Instance) error {
 	start := inst.LaunchedAt
 	if start.IsZero() {
@@ -255,12 +256,7 @@ func recordUsage(t *Txn, now time.Time, inst *Instance) error {
 	if err := t.insert(tblInstanceUsage, u); err != nil {
 		return err
 	}
-	for _, a := range listBy[InstanceAction](t.read(), tblInstanceActions, "InstanceID", inst.ID) {
-		if err := t.delete(tblInstanceActions, a); err != nil {
-			return err
-		}
-	}
-	return nil
+	return finishDeletedActions(t, now, inst)
 }
 
 // LockedError is Nova's 409 for acting on a locked server.

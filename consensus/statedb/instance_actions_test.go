@@ -95,7 +95,16 @@ func TestDeletedInstanceLeavesUsage(t *testing.T) {
 	if len(us) != 1 || us[0].ID != "a" || !us[0].StartedAt.Equal(t0) || !us[0].TerminatedAt.After(t0) || us[0].VCPUs != 1 {
 		t.Fatalf("usage = %+v", us)
 	}
-	if len(sn.InstanceActions("a")) != 0 {
-		t.Fatal("actions of a removed instance were kept")
+	acts := sn.InstanceActions("a")
+	if len(acts) == 0 || acts[0].Action != "delete" {
+		t.Fatalf("actions of a removed instance = %+v; want its history, delete first", acts)
+	}
+	for _, a := range acts {
+		if !a.Finished() {
+			t.Fatalf("action %s of a removed instance left open: %+v", a.Action, a.Events)
+		}
+	}
+	if p, ok := sn.DeletedInstanceProject("a"); !ok || p != "p1" {
+		t.Fatalf("DeletedInstanceProject = %q, %v", p, ok)
 	}
 }
