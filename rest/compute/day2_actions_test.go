@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest/resttest"
 )
 
 // TestRescueSnapshotResizeForms sends rescue, unrescue, createImage,
@@ -129,5 +130,43 @@ func TestRescueSnapshotResizeForms(t *testing.T) {
 	}
 	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": "2"}}); st != 400 || !strings.Contains(body, "Unable to resize disk down") {
 		t.Fatalf("resize down = %d %s", st, body)
+	}
+}
+
+// TestDeletedServerActions lists the actions of a deleted server: from
+// 2.21 for its project and admins, not before, not for other projects.
+func TestDeletedServerActions(t *testing.T) {
+	e := newEnv(t)
+	img := e.image(e.demo.ID, "private", 0, 0, nil, true)
+	id := e.createServer(e.member, map[string]any{"name": "gone", "imageRef": img, "flavorRef": "1", "networks": "none"})
+	e.place(id, "host1", true)
+	if r := e.member.Do("DELETE", api+"/servers/"+id, nil); r.Status != 204 {
+		t.Fatalf("delete = %d %s", r.Status, r.Body)
+	}
+	e.b.MustApply(t, statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: id, HostID: "host1", Gone: true})
+	if _, ok := e.b.State().Instance(id); ok {
+		t.Fatal("server not removed")
+	}
+	path := api + "/servers/" + id + "/os-instance-actions"
+	if r := e.member.Do("GET", path, nil); r.Status != 404 {
+		t.Fatalf("actions of a deleted server at 2.1 = %d %s; want 404", r.Status, r.Body)
+	}
+	for _, who := range []string{"member", "admin"} {
+		cl := map[string]*resttest.Client{"member": e.member, "admin": e.admin}[who]
+		r := cl.Do("GET", path, nil, "OpenStack-API-Version", "compute 2.21")
+		var out struct {
+			InstanceActions []map[string]any `json:"instanceActions"`
+		}
+		r.Decode(t, &out)
+		if r.Status != 200 || len(out.InstanceActions) != 2 || out.InstanceActions[0]["action"] != "delete" {
+			t.Fatalf("%s: actions of a deleted server at 2.21 = %d %s", who, r.Status, r.Body)
+		}
+		req := out.InstanceActions[0]["request_id"].(string) // events: admins only before 2.51
+		if r := cl.Do("GET", path+"/"+req, nil, "OpenStack-API-Version", "compute 2.21"); r.Status != 200 || who == "admin" && !strings.Contains(string(r.Body), "Success") {
+			t.Fatalf("%s: delete action of a deleted server = %d %s", who, r.Status, r.Body)
+		}
+	}
+	if r := e.alien.Do("GET", path, nil, "OpenStack-API-Version", "compute 2.21"); r.Status != 404 {
+		t.Fatalf("another project's deleted server actions = %d %s; want 404", r.Status, r.Body)
 	}
 }
