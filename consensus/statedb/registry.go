@@ -66,6 +66,8 @@ const (
 	CmdSnapshotServer      CmdType = 71 // createImage
 	CmdFinishSnapshot      CmdType = 72 // a host agent's report that a snapshot ended
 	CmdResizeServer        CmdType = 73 // resize, confirmResize, revertResize
+	CmdSetInstanceDesc     CmdType = 74 // server description (2.19)
+	CmdSetFlavorDesc       CmdType = 75 // flavor description (2.55)
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -196,6 +198,8 @@ var commands = mustRegistry(
 	Cmd[SnapshotServerCmd](CmdSnapshotServer, "SnapshotServer", applySnapshotServer).Since(wave2),
 	Cmd[FinishSnapshotCmd](CmdFinishSnapshot, "FinishSnapshot", applyFinishSnapshot).Since(wave2),
 	Cmd[ResizeCmd](CmdResizeServer, "ResizeServer", applyResizeServer).Since(wave2),
+	Cmd[SetDescriptionCmd](CmdSetInstanceDesc, "SetInstanceDescription", applySetInstanceDescription).Since(wave2),
+	Cmd[SetDescriptionCmd](CmdSetFlavorDesc, "SetFlavorDescription", applySetFlavorDescription).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

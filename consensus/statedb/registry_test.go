@@ -57,6 +57,8 @@ var goldenCommands = map[CmdType]string{
 	71:  "SnapshotServer",
 	72:  "FinishSnapshot",
 	73:  "ResizeServer",
+	74:  "SetInstanceDescription",
+	75:  "SetFlavorDescription",
 	100: "CreateImage",
 	101: "UpdateImage",
 	102: "DeleteImage",
