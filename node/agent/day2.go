@@ -129,7 +129,9 @@ func (a *Agent) snapshotOp(ctx context.Context, act instAction) error {
 		if ctx.Err() != nil {
 			return err
 		}
-		// The image went (deleted meanwhile): the snapshot is moot.
+		// The image went (deleted meanwhile), or an earlier try on this
+		// host died with it saving: the snapshot is moot either way.
+		_ = a.report(ctx, statedb.CmdKillImage, statedb.ImageUploadCmd{ID: imageID, HostID: a.cfg.HostID})
 		fin.Error = fmt.Sprintf("image %s: %v", imageID, err)
 		_ = a.report(ctx, statedb.CmdFinishSnapshot, fin)
 		return fmt.Errorf("snapshot %s: %w", inst.ID, err)

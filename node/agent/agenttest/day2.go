@@ -156,3 +156,8 @@ func (h *Hypervisor) ConfirmResize(ctx context.Context, id string) error {
 	h.notify(c)
 	return err
 }
+
+// SaveImage implements agent.ImageSaver as AnyImage does.
+func (im *Images) SaveImage(ctx context.Context, path string) (agent.SavedImage, error) {
+	return AnyImage{}.SaveImage(ctx, path)
+}
