@@ -85,6 +85,11 @@ func applyResizeServer(t *Txn, c *Command) error {
 		case f.EphemeralGB < old.EphemeralGB:
 			return Errorf(KindInvalid, "Resize error: Unable to resize ephemeral disk down.")
 		}
+		// The project's usage counts the new flavor from now on.
+		if err := checkQuota(t, inst.ProjectID, "", charge{QuotaCores, int64(f.VCPUs - old.VCPUs)},
+			charge{QuotaRAM, int64(f.RAMMB - old.RAMMB)}); err != nil {
+			return err
+		}
 		var ratios Ratios
 		if cfg, ok := t.read().Cluster(); ok {
 			ratios = cfg.Settings.Ratios

@@ -131,6 +131,17 @@ func TestRescueSnapshotResizeForms(t *testing.T) {
 	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": "2"}}); st != 400 || !strings.Contains(body, "Unable to resize disk down") {
 		t.Fatalf("resize down = %d %s", st, body)
 	}
+	// A resize counts against the project's cores and RAM.
+	if r := e.admin.Do("PUT", api+"/os-quota-sets/"+e.demo.ID, map[string]any{"quota_set": map[string]any{"cores": 2}}); r.Status != 200 {
+		t.Fatalf("set quota = %d %s", r.Status, r.Body)
+	}
+	e.b.MustApply(t, statedb.CmdCreateFlavor, statedb.Flavor{ID: "4", Name: "wide", VCPUs: 4, RAMMB: 4096, DiskGB: 40, Public: true})
+	if st, body := action(map[string]any{"resize": map[string]any{"flavorRef": "4"}}); st != 403 || !strings.Contains(body, "cores") {
+		t.Fatalf("resize over the cores quota = %d %s", st, body)
+	}
+	if i := inst(); i.Flavor.ID != "3" || i.TaskState != "" {
+		t.Fatalf("refused resize changed the server: %s %q", i.Flavor.ID, i.TaskState)
+	}
 }
 
 // TestDeletedServerActions lists the actions of a deleted server: from
