@@ -43,3 +43,14 @@ func (sn *Snapshot) DeletedInstanceProject(id string) (string, bool) {
 	}
 	return u.ProjectID, true
 }
+
+// everyMemberAtLeast reports whether every member reported version v or
+// newer. Apply functions may branch on it: it reads only the state.
+func everyMemberAtLeast(sn *Snapshot, v string) bool {
+	for _, m := range sn.Members() {
+		if CompareVersions(m.Version, v) < 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -178,6 +178,9 @@ func TestComputeRescueBackToBack(t *testing.T) {
 		t.Fatalf("delete while rescuing = %d %v", st, body)
 	}
 	gone(a)
+	if acts := n.State().InstanceActions(a); len(acts) < 3 || acts[0].Action != "delete" || !acts[0].Finished() {
+		t.Fatalf("history of the deleted server = %+v; want delete, rescue, create, all ended", acts)
+	}
 
 	b := boot("b2b-snap")
 	st, body := action(b, map[string]any{"createImage": map[string]any{"name": "b2b", "metadata": map[string]any{"k": "v"}}})

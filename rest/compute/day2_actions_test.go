@@ -148,6 +148,11 @@ func TestRescueSnapshotResizeForms(t *testing.T) {
 // 2.21 for its project and admins, not before, not for other projects.
 func TestDeletedServerActions(t *testing.T) {
 	e := newEnv(t)
+	for _, m := range e.b.State().Members() { // every host runs a release that keeps the history
+		cp := *m
+		cp.Version = "0.2.0"
+		e.b.MustApply(t, statedb.CmdRegisterMember, cp)
+	}
 	img := e.image(e.demo.ID, "private", 0, 0, nil, true)
 	id := e.createServer(e.member, map[string]any{"name": "gone", "imageRef": img, "flavorRef": "1", "networks": "none"})
 	e.place(id, "host1", true)
