@@ -101,6 +101,12 @@ type Instance struct {
 	Tags         []string `json:"tags,omitempty"`
 	Description  string   `json:"description,omitempty"`
 
+	// Day-2 actions (day2_compute.go): the image a rescue boots from, the
+	// image a snapshot under way fills.
+	RescueImage   string       `json:"rescue_image,omitempty"`
+	SnapshotImage string       `json:"snapshot_image,omitempty"`
+	Resize        *ResizeState `json:"resize,omitempty"` // day2_resize.go
+
 	// Desired power: "running", "stopped", "paused", "suspended" or
 	// "deleted"; the agent converges.
 	Desired    string `json:"desired"`
@@ -211,12 +217,12 @@ func (i *Instance) Pending() bool {
 // Claim is what the instance claims on its host: the flavor's vCPUs and
 // RAM, and its root (unless it boots from a volume), ephemeral and swap
 // disk rounded up to whole GB.
+// During a resize it claims both flavors.
 func (i *Instance) Claim() HostCap {
-	disk := i.Flavor.EphemeralGB + (i.Flavor.SwapMB+1023)/1024
-	if i.RootVolume == "" {
-		disk += i.Flavor.DiskGB
+	if i.Resize != nil {
+		return i.flavorClaim(i.Resize.OldFlavor).Add(i.flavorClaim(i.Resize.NewFlavor))
 	}
-	return HostCap{VCPUs: i.Flavor.VCPUs, RAMMB: i.Flavor.RAMMB, DiskGB: disk}
+	return i.flavorClaim(i.Flavor)
 }
 
 // Add returns the sum of two claims.

@@ -668,6 +668,7 @@ func applyReportInstance(t *Txn, c *Command) error {
 	if cp.LaunchedAt.IsZero() && !r.LaunchedAt.IsZero() {
 		cp.LaunchedAt = r.LaunchedAt
 	}
+	resizeReported(inst, &cp)
 	cp.UpdatedAt = c.Time
 	if err := t.insert(tblInstances, &cp); err != nil {
 		return err

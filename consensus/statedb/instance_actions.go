@@ -242,8 +242,10 @@ func finishActions(t *Txn, now time.Time, before, after *Instance) error {
 	return nil
 }
 
-// recordUsage keeps the usage of an instance being removed, and drops its
-// action history.
+// recordUsage keeps the usage of an instance being removed, and its
+// action history with every event ended (listable by the deleted
+// server's id, as Nova's from 2.21) once every member runs a release
+// that keeps it.
 func recordUsage(t *Txn, now time.Time, inst *Instance) error {
 	start := inst.LaunchedAt
 	if start.IsZero() {
@@ -255,12 +257,17 @@ func recordUsage(t *Txn, now time.Time, inst *Instance) error {
 	if err := t.insert(tblInstanceUsage, u); err != nil {
 		return err
 	}
-	for _, a := range listBy[InstanceAction](t.read(), tblInstanceActions, "InstanceID", inst.ID) {
-		if err := t.delete(tblInstanceActions, a); err != nil {
-			return err
+	if !everyMemberAtLeast(t.read(), wave2) {
+		// A host of an older release drops the history here: so does
+		// every host until none is older, or their states would differ.
+		for _, a := range listBy[InstanceAction](t.read(), tblInstanceActions, "InstanceID", inst.ID) {
+			if err := t.delete(tblInstanceActions, a); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return nil
+	return finishDeletedActions(t, now, inst)
 }
 
 // LockedError is Nova's 409 for acting on a locked server.

@@ -62,6 +62,12 @@ const (
 	CmdDeleteServerGroup   CmdType = 63
 	CmdServerAction        CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
 	CmdSetInstanceTags     CmdType = 65 // server tags
+	CmdRescueServer        CmdType = 70 // rescue, unrescue
+	CmdSnapshotServer      CmdType = 71 // createImage
+	CmdFinishSnapshot      CmdType = 72 // a host agent's report that a snapshot ended
+	CmdResizeServer        CmdType = 73 // resize, confirmResize, revertResize
+	CmdSetInstanceDesc     CmdType = 74 // server description (2.19)
+	CmdSetFlavorDesc       CmdType = 75 // flavor description (2.55)
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -193,6 +199,12 @@ var commands = mustRegistry(
 	Cmd[DeleteCmd](CmdDeleteServerGroup, "DeleteServerGroup", applyDeleteServerGroup),
 	Cmd[ServerActionCmd](CmdServerAction, "ServerAction", applyServerAction).Since(wave2),
 	Cmd[SetInstanceTagsCmd](CmdSetInstanceTags, "SetInstanceTags", applySetInstanceTags).Since(wave2),
+	Cmd[RescueCmd](CmdRescueServer, "RescueServer", applyRescueServer).Since(wave2),
+	Cmd[SnapshotServerCmd](CmdSnapshotServer, "SnapshotServer", applySnapshotServer).Since(wave2),
+	Cmd[FinishSnapshotCmd](CmdFinishSnapshot, "FinishSnapshot", applyFinishSnapshot).Since(wave2),
+	Cmd[ResizeCmd](CmdResizeServer, "ResizeServer", applyResizeServer).Since(wave2),
+	Cmd[SetDescriptionCmd](CmdSetInstanceDesc, "SetInstanceDescription", applySetInstanceDescription).Since(wave2),
+	Cmd[SetDescriptionCmd](CmdSetFlavorDesc, "SetFlavorDescription", applySetFlavorDescription).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

@@ -54,6 +54,9 @@ type Spec struct {
 	ConfigDrive string // path of the config-drive ISO, optional (read-only virtio-blk)
 	NICs        []NIC  // at most MaxNICs
 	ExtraDisks  []Disk // volumes attached at boot; device ids "vol-<ID>", same as hot-plugged ones
+	// Rescue mode (rescue.go): RootDisk is the rescue disk and this, the
+	// VM's own root disk, comes right after it (vdb, serial "root").
+	RescuedRoot *Disk `json:",omitempty"`
 }
 
 // Guest architectures.
@@ -203,6 +206,13 @@ func (s Spec) normalize() (Spec, error) {
 	var err error
 	if s.RootDisk, err = s.RootDisk.normalize("root disk"); err != nil {
 		return s, err
+	}
+	if s.RescuedRoot != nil {
+		r, err := s.RescuedRoot.normalize("rescued root disk")
+		if err != nil {
+			return s, err
+		}
+		s.RescuedRoot = &r
 	}
 	if s.Ephemeral != "" && !filepath.IsAbs(s.Ephemeral) {
 		return s, invalid("ephemeral disk %q: not an absolute path", s.Ephemeral)
@@ -415,6 +425,11 @@ func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 		"-blockdev", mustJSON(s.RootDisk.blockdev("root")),
 		"-device", "virtio-blk-pci,drive=root,id=disk-root,bootindex=0",
 	)
+	if s.RescuedRoot != nil {
+		args = append(args,
+			"-blockdev", mustJSON(s.RescuedRoot.blockdev("rescued-root")),
+			"-device", "virtio-blk-pci,drive=rescued-root,id=disk-rescued-root,serial="+RescueRootID)
+	}
 	if s.Ephemeral != "" {
 		eph := Disk{Path: s.Ephemeral, Format: "qcow2"}
 		args = append(args,

@@ -62,6 +62,10 @@ func diffInstances(host string, insts []*statedb.Instance, actual map[string]VMS
 		}
 		running := st.State == VMRunning || st.State == VMPaused
 		rebootDue := inst.RebootSeq > inst.RebootDone
+		if acts, ok := diffDay2(host, inst, st); ok {
+			out = append(out, acts...)
+			continue
+		}
 		rep := baseReport(host, inst)
 		act := func(op instOp, why string) {
 			out = append(out, instAction{Op: op, Inst: inst, Report: rep, Why: why})
@@ -200,6 +204,18 @@ func (a *Agent) syncInstances(ctx context.Context, sn *statedb.Snapshot, actual 
 			op = func(ctx context.Context) error { return a.delete(ctx, act) }
 		case opPause, opUnpause, opSuspend:
 			op = func(ctx context.Context) error { return a.pauseOp(ctx, act) }
+		case opRescue, opUnrescue:
+			op = func(ctx context.Context) error { return a.rescueOp(ctx, act) }
+		case opSnapshot:
+			op = func(ctx context.Context) error { return a.snapshotOp(ctx, act) }
+		case opResize, opRevertResize:
+			plan := a.planStart(sn, act.Inst, net)
+			if plan.wait {
+				continue
+			}
+			op = func(ctx context.Context) error { return a.resizeOp(ctx, act, plan) }
+		case opConfirmResize:
+			op = func(ctx context.Context) error { return a.confirmResizeOp(ctx, act) }
 		}
 		if op == nil {
 			continue

@@ -102,6 +102,7 @@ func Services(b Backend) []rest.Service {
 		{Method: get, Path: "/flavors", Auth: tok, Handler: s.listFlavors},
 		{Method: get, Path: "/flavors/detail", Auth: tok, Handler: s.listFlavorsDetail},
 		{Method: post, Path: "/flavors", Auth: tok, Handler: s.createFlavor},
+		{Method: put, Path: fl, Auth: tok, Handler: s.updateFlavor},
 		{Method: get, Path: fl, Auth: tok, Handler: s.getFlavor},
 		{Method: del, Path: fl, Auth: tok, Handler: s.deleteFlavor},
 		{Method: post, Path: fl + "/action", Auth: tok, Handler: s.flavorAction},

@@ -94,27 +94,11 @@ func hypervisorDetail(h hostUsage) map[string]any {
 }
 
 func (s *service) listHypervisors(c *rest.Ctx) (any, error) {
-	if err := s.requireAdmin(c, "Hypervisors"); err != nil {
-		return nil, err
-	}
-	hs := s.hostUsages(s.b.State())
-	out := make([]map[string]any, 0, len(hs))
-	for _, h := range hs {
-		out = append(out, hypervisorBrief(h))
-	}
-	return map[string]any{"hypervisors": out}, nil
+	return s.listHypervisorViews(c, hypervisorBrief)
 }
 
 func (s *service) listHypervisorsDetail(c *rest.Ctx) (any, error) {
-	if err := s.requireAdmin(c, "Hypervisors"); err != nil {
-		return nil, err
-	}
-	hs := s.hostUsages(s.b.State())
-	out := make([]map[string]any, 0, len(hs))
-	for _, h := range hs {
-		out = append(out, hypervisorDetail(h))
-	}
-	return map[string]any{"hypervisors": out}, nil
+	return s.listHypervisorViews(c, hypervisorDetail)
 }
 
 func (s *service) getHypervisor(c *rest.Ctx) (any, error) {
@@ -122,9 +106,14 @@ func (s *service) getHypervisor(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	id := c.Var("hv_id")
-	for _, h := range s.hostUsages(s.b.State()) {
-		if h.ID == id || h.Name == id {
-			return map[string]any{"hypervisor": hypervisorDetail(h)}, nil
+	sn := s.b.State()
+	for _, h := range s.hostUsages(sn) {
+		if hypervisorMatches(c, h, id) {
+			v, err := s.versionedHypervisor(c, sn, h, hypervisorDetail(h))
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"hypervisor": v}, nil
 		}
 	}
 	return nil, rest.NotFoundf("Hypervisor with ID %s could not be found.", id)
@@ -132,6 +121,9 @@ func (s *service) getHypervisor(c *rest.Ctx) (any, error) {
 
 // matchHypervisors finds hypervisors whose host name contains pattern.
 func (s *service) matchHypervisors(c *rest.Ctx) ([]hostUsage, error) {
+	if atLeast(c, 2, 53) {
+		return nil, rest.NotFoundf("The resource could not be found.")
+	}
 	if err := s.requireAdmin(c, "Hypervisors"); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ type keypairView struct {
 	PublicKey   string `json:"public_key"`
 	Fingerprint string `json:"fingerprint"`
 	UserID      string `json:"user_id,omitempty"`
+	Type        string `json:"type,omitempty"` // 2.2
 	PrivateKey  string `json:"private_key,omitempty"`
 	CreatedAt   string `json:"created_at,omitempty"`
 }
@@ -36,10 +37,18 @@ func (s *service) listKeypairs(c *rest.Ctx) (any, error) {
 	if err := s.keypairOwner(c, rest.Read); err != nil {
 		return nil, err
 	}
-	ks := s.b.State().Keypairs(c.Cred.UserID)
+	user, err := s.keypairUser(c, c.Query("user_id"), "index")
+	if err != nil {
+		return nil, err
+	}
+	ks := s.b.State().Keypairs(user)
 	out := make([]map[string]keypairView, 0, len(ks))
 	for _, k := range ks {
-		out = append(out, map[string]keypairView{"keypair": {Name: k.Name, PublicKey: k.PublicKey, Fingerprint: k.Fingerprint}})
+		v := keypairView{Name: k.Name, PublicKey: k.PublicKey, Fingerprint: k.Fingerprint}
+		if atLeast(c, 2, 2) {
+			v.Type = keypairTypeOf(k.Type)
+		}
+		out = append(out, map[string]keypairView{"keypair": v})
 	}
 	return map[string]any{"keypairs": out}, nil
 }
@@ -48,15 +57,23 @@ func (s *service) getKeypair(c *rest.Ctx) (any, error) {
 	if err := s.keypairOwner(c, rest.Read); err != nil {
 		return nil, err
 	}
-	name := c.Var("name")
-	k, ok := s.b.State().Keypair(c.Cred.UserID, name)
-	if !ok {
-		return nil, rest.NotFoundf("Keypair %s not found for user %s", name, c.Cred.UserID)
+	user, err := s.keypairUser(c, c.Query("user_id"), "show")
+	if err != nil {
+		return nil, err
 	}
-	return map[string]any{"keypair": map[string]any{
+	name := c.Var("name")
+	k, ok := s.b.State().Keypair(user, name)
+	if !ok {
+		return nil, rest.NotFoundf("Keypair %s not found for user %s", name, user)
+	}
+	view := map[string]any{
 		"name": k.Name, "public_key": k.PublicKey, "fingerprint": k.Fingerprint, "user_id": k.UserID,
 		"created_at": fmtUSG(k.CreatedAt), "updated_at": nil, "deleted": false, "deleted_at": nil,
-	}}, nil
+	}
+	if atLeast(c, 2, 2) {
+		view["type"] = keypairTypeOf(k.Type)
+	}
+	return map[string]any{"keypair": view}, nil
 }
 
 func (s *service) createKeypair(c *rest.Ctx) (any, error) {
@@ -66,6 +83,8 @@ func (s *service) createKeypair(c *rest.Ctx) (any, error) {
 	var req struct {
 		Name      *string `json:"name"`
 		PublicKey *string `json:"public_key"`
+		Type      *string `json:"type"`    // 2.2
+		UserID    *string `json:"user_id"` // 2.10
 	}
 	if err := decodeBody(c, "keypair", &req); err != nil {
 		return nil, err
@@ -79,8 +98,26 @@ func (s *service) createKeypair(c *rest.Ctx) (any, error) {
 	if strings.ContainsAny(*req.Name, "/\\") {
 		return nil, rest.BadRequest("Keypair data is invalid: Keypair name contains unsafe characters")
 	}
-	k := statedb.Keypair{Name: *req.Name, UserID: c.Cred.UserID, Type: "ssh", CreatedAt: s.b.Now()}
+	if req.UserID != nil && !atLeast(c, 2, 10) {
+		return nil, rest.BadRequest("Invalid input for field/attribute keypair. Additional properties are not allowed ('user_id' was unexpected)")
+	}
+	named := ""
+	if req.UserID != nil {
+		named = *req.UserID
+	}
+	user, err := s.keypairUser(c, named, "create")
+	if err != nil {
+		return nil, err
+	}
+	typ, err := keypairType(c, req.Type)
+	if err != nil {
+		return nil, err
+	}
+	k := statedb.Keypair{Name: *req.Name, UserID: user, Type: typ, CreatedAt: s.b.Now()}
 	view := keypairView{Name: k.Name, UserID: k.UserID}
+	if atLeast(c, 2, 2) {
+		view.Type = typ
+	}
 	if req.PublicKey != nil {
 		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(*req.PublicKey))
 		if err != nil {
@@ -104,7 +141,7 @@ func (s *service) createKeypair(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	view.PublicKey, view.Fingerprint = k.PublicKey, k.Fingerprint
-	return map[string]any{"keypair": view}, nil
+	return keypairCreated(c, view), nil
 }
 
 // generateKey makes an ed25519 key pair: the public key in authorized_keys
@@ -130,12 +167,16 @@ func (s *service) deleteKeypair(c *rest.Ctx) (any, error) {
 	if err := s.keypairOwner(c, rest.Write); err != nil {
 		return nil, err
 	}
-	name := c.Var("name")
-	if _, ok := s.b.State().Keypair(c.Cred.UserID, name); !ok {
-		return nil, rest.NotFoundf("Keypair %s not found for user %s", name, c.Cred.UserID)
-	}
-	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteKeypair, statedb.DeleteKeypairCmd{UserID: c.Cred.UserID, Name: name}); err != nil {
+	user, err := s.keypairUser(c, c.Query("user_id"), "delete")
+	if err != nil {
 		return nil, err
 	}
-	return accepted(), nil
+	name := c.Var("name")
+	if _, ok := s.b.State().Keypair(user, name); !ok {
+		return nil, rest.NotFoundf("Keypair %s not found for user %s", name, user)
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteKeypair, statedb.DeleteKeypairCmd{UserID: user, Name: name}); err != nil {
+		return nil, err
+	}
+	return keypairDeleted(c), nil
 }

@@ -15,16 +15,19 @@ import (
 // What each microversion after 2.1 changes here (the others change
 // nothing this API serves, or remove what it never served):
 //
+//	2.2   keypair "type"; keypair create 201, delete 204
 //	2.9   server views carry "locked"
+//	2.10  admins act on another user's keypairs (user_id)
 //	2.16  server views carry host_status (admins)
-//	2.19  server views carry "description" (always null here)
+//	2.19  server "description": at create, in PUT and in views
 //	2.26  server tags: /servers/{id}/tags and "tags" in server views
 //	2.37  server create requires "networks" (a list, "auto" or "none")
 //	2.40  usage pagination (limit, marker)
 //	2.47  server views embed the flavor instead of linking it
 //	2.51  instance action events for non-admins too
 //	2.52  tags at server create
-//	2.55  flavor "description"
+//	2.53  services and hypervisors named by UUIDs; hypervisor list filters
+//	2.55  flavor "description" at create, in views, PUT /flavors/{id}
 //	2.58  instance action updated_at and pagination
 //	2.62  instance action events carry host/hostId
 //	2.63  server views carry trusted_image_certificates (null)

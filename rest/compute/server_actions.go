@@ -78,6 +78,16 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 			return s.consoleOutput(c, inst, raw)
 		case "addSecurityGroup", "removeSecurityGroup":
 			return s.serverSecGroupAction(c, inst, action, raw)
+		case "rescue":
+			return s.rescue(c, inst, raw)
+		case "unrescue":
+			return s.unrescue(c, inst, raw)
+		case "createImage":
+			return s.createImage(c, inst, raw)
+		case "resize":
+			return s.resize(c, inst, raw)
+		case "confirmResize", "revertResize":
+			return s.resizeDecision(c, inst, action, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}
@@ -147,8 +157,8 @@ func (s *service) internalConsole(c *rest.Ctx) (any, error) {
 	return map[string]string{"output": out}, nil
 }
 
-// updateServer serves PUT /servers/{id}: rename (the other 2.1 fields are
-// accepted and ignored).
+// updateServer serves PUT /servers/{id}: rename, and from 2.19 the
+// description (the other 2.1 fields are accepted and ignored).
 func (s *service) updateServer(c *rest.Ctx) (any, error) {
 	sn := s.b.State()
 	inst, err := s.server(c, sn, rest.Write)
@@ -156,13 +166,19 @@ func (s *service) updateServer(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var req struct {
-		Name       *string `json:"name"`
-		AccessIPv4 *string `json:"accessIPv4"`
-		AccessIPv6 *string `json:"accessIPv6"`
-		DiskConfig *string `json:"OS-DCF:diskConfig"`
+		Name       *string         `json:"name"`
+		AccessIPv4 *string         `json:"accessIPv4"`
+		AccessIPv6 *string         `json:"accessIPv6"`
+		DiskConfig *string         `json:"OS-DCF:diskConfig"`
+		Desc       json.RawMessage `json:"description"` // 2.19
 	}
 	if err := decodeBody(c, "server", &req); err != nil {
 		return nil, err
+	}
+	if len(req.Desc) > 0 {
+		if err := s.setServerDescription(c, inst, req.Desc); err != nil {
+			return nil, err
+		}
 	}
 	if req.Name != nil {
 		if err := validName("name", *req.Name); err != nil {

@@ -87,11 +87,11 @@ func (s *service) instanceActionView(c *rest.Ctx, a *statedb.InstanceAction) map
 // listInstanceActions serves GET /servers/{id}/os-instance-actions.
 func (s *service) listInstanceActions(c *rest.Ctx) (any, error) {
 	sn := s.b.State()
-	inst, err := s.server(c, sn, rest.Read)
+	id, err := s.actionsServer(c, sn)
 	if err != nil {
 		return nil, err
 	}
-	acts := sn.InstanceActions(inst.ID)
+	acts := sn.InstanceActions(id)
 	if atLeast(c, 2, 58) {
 		if m := c.Query("marker"); m != "" {
 			i := indexOfAction(acts, m)
@@ -131,12 +131,12 @@ func indexOfAction(acts []*statedb.InstanceAction, reqID string) int {
 // still for admins only).
 func (s *service) getInstanceAction(c *rest.Ctx) (any, error) {
 	sn := s.b.State()
-	inst, err := s.server(c, sn, rest.Read)
+	id, err := s.actionsServer(c, sn)
 	if err != nil {
 		return nil, err
 	}
 	reqID := c.Var("request_id")
-	a, ok := sn.InstanceAction(inst.ID, reqID)
+	a, ok := sn.InstanceAction(id, reqID)
 	if !ok {
 		return nil, rest.NotFoundf("Action %s not found", reqID)
 	}

@@ -353,7 +353,7 @@ func TestServerLifecycle(t *testing.T) {
 		{map[string]any{"reboot": map[string]any{}}, 400, "", "ACTIVE"},
 		{map[string]any{"reboot": map[string]any{"type": "WARM"}}, 400, "", "ACTIVE"},
 		{map[string]any{"os-stop": nil, "os-start": nil}, 400, "", "ACTIVE"},
-		{map[string]any{"resize": map[string]any{"flavorRef": "2"}}, 400, "", "ACTIVE"},
+		{map[string]any{"resize": map[string]any{"flavorRef": "nope"}}, 400, "", "ACTIVE"},
 		{map[string]any{"os-stop": "now"}, 400, "", "ACTIVE"},
 	}
 	for i, st := range steps {

@@ -25,6 +25,8 @@ func novaStatus(i *statedb.Instance) string {
 			return "REBOOT"
 		case statedb.TaskRebootingHard:
 			return "HARD_REBOOT"
+		case statedb.TaskResizePrep:
+			return "RESIZE"
 		}
 		if i.VMState == statedb.VMStopped {
 			return "SHUTOFF"
@@ -34,6 +36,13 @@ func novaStatus(i *statedb.Instance) string {
 		return "PAUSED"
 	case statedb.VMSuspended:
 		return "SUSPENDED"
+	case statedb.VMRescued:
+		return "RESCUE"
+	case statedb.VMResized:
+		if i.TaskState == statedb.TaskResizeReverting {
+			return "REVERT_RESIZE"
+		}
+		return "VERIFY_RESIZE"
 	case statedb.VMError:
 		return "ERROR"
 	case statedb.VMDeleted:

@@ -45,6 +45,9 @@ type VM struct {
 	Starts      int          // process starts (boots after a Start, not resets)
 	Boots       int          // boots, counting resets
 	Suspended   bool         // memory saved by Suspend; the next Start resumes it
+	Rescue      *agent.Disk  // the rescue image booted instead of the root disk (day2.go)
+	ResizeKept  bool         // a resize kept the old root disk for a revert
+	RootGB      int          // the root disk's size as the last resize left it
 }
 
 // Hypervisor is a recording fake of agent.Hypervisor. VMs are records in
