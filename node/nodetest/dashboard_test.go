@@ -402,4 +402,35 @@ func TestDashboardConsoleCLI(t *testing.T) {
 		got.Write(msg)
 	}
 	t.Logf("read %q through %s", got.String(), u[:strings.Index(u, "?")])
+
+	// The console is interactive across hosts: typing goes through this
+	// host's internal mTLS attach to the host that runs the server. (Until
+	// the session has attached, typing is dropped: type again.)
+	msgs := make(chan string, 16)
+	go func() {
+		defer close(msgs)
+		for {
+			_, msg, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			msgs <- string(msg)
+		}
+	}()
+	got.Reset()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for !strings.Contains(got.String(), "you typed: uname") {
+		if err := conn.Write(ctx, websocket.MessageText, []byte("uname\r")); err != nil {
+			t.Fatalf("type: %v", err)
+		}
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("console closed before the answer (so far %q)", got.String())
+			}
+			got.WriteString(m)
+		case <-tick.C:
+		}
+	}
 }
