@@ -86,11 +86,15 @@ func TestConsoleInteractivePipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := pipeReader(guest)
-	readUntil(t, ctx, g, "root\r")
+	if got := readUntil(t, ctx, g, "root\r"); got != "root\r" {
+		t.Fatalf("console got %q; want exactly what was typed", got)
+	}
 	if err := conn.Write(ctx, websocket.MessageBinary, []byte{0x03, 0xff}); err != nil {
 		t.Fatal(err)
 	}
-	readUntil(t, ctx, g, "\x03\xff")
+	if got := readUntil(t, ctx, g, "\x03\xff"); got != "\x03\xff" {
+		t.Fatalf("console got %q; want exactly what was sent", got)
+	}
 	go guest.Write([]byte("\xff\xfe raw bytes\r\n"))
 	readUntil(t, ctx, ws, "\xff\xfe raw bytes")
 
