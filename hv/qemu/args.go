@@ -375,8 +375,9 @@ func mustJSON(v any) string {
 // The VM gets: the accelerator (TCG adds -cpu max, KVM -cpu host), the
 // machine of its architecture (pc on x86_64; virt with UEFI firmware on
 // aarch64), no
-// default devices and no user config, no display, the serial console appended
-// to a file, a QMP socket, a pidfile, the root disk on virtio-blk with
+// default devices and no user config, no display, the serial console on a
+// unix socket that QEMU also appends to a log file,
+// a QMP socket, a pidfile, the root disk on virtio-blk with
 // bootindex=0, the flavor's ephemeral disk (if any) right after it on
 // virtio-blk (serial ephemeral0, so it is vdb as in Nova), the config drive
 // as a read-only virtio-blk disk (serial config-2), one virtio-net-pci per NIC on a tap with a fixed MAC and no
@@ -412,7 +413,7 @@ func BuildArgs(s Spec, p Paths, accel Accel) ([]string, error) {
 		"-nodefaults",
 		"-no-user-config",
 		"-display", "none",
-		"-chardev", "file,id=console,path=" + p.ConsoleLog() + ",append=on",
+		"-chardev", "socket,id=console,path=" + p.ConsoleSocket() + ",server=on,wait=off,logfile=" + p.ConsoleLog() + ",logappend=on",
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + p.QMPSocket() + ",server=on,wait=off",
 		"-pidfile", p.PIDFile(),

@@ -1,8 +1,9 @@
 package qemu
 
-// The serial console goes to <dir>/console.log, written by QEMU itself
-// (chardev file, append=on), so the VM keeps logging while peerstack is down
-// or restarting. The size cap is kept by a goroutine per running VM that
+// The serial console goes to <dir>/console.log, written by QEMU itself (the
+// console chardev's logfile, logappend=on; VMs started before the console
+// had a socket use chardev file, append=on), so the VM keeps logging while
+// peerstack is down or restarting. Typing into it: consolesock.go. The size cap is kept by a goroutine per running VM that
 // checks the file every few seconds and, above Config.ConsoleLimit, drops the
 // oldest part so the newest half of the limit remains:
 //

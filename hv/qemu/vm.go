@@ -23,6 +23,7 @@ type vm struct {
 	proc     *proc                 // the live QEMU, nil when none is known
 	lastExit string                // why the last QEMU ended
 	detaches map[string]*detachJob // disk id → DetachDisk in progress
+	console  *consoleHub           // the shared connection to the serial console socket, nil when unused
 }
 
 // proc is one QEMU process of a vm, from start (or adoption) to exit.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
@@ -233,6 +234,23 @@ func TestDashboardBrowser(t *testing.T) {
 	// The console streams the boot marker.
 	e.run("open console", chromedp.Click(chromedp.CSS(`button[aria-label="Console web1"]`)))
 	e.waitJS("boot marker in console", `(document.querySelector("#terminal .xterm-rows") || {textContent: ""}).textContent.includes("PEERSTACK-BOOT")`)
+	// Keystrokes reach the guest's console and its answer comes back.
+	// Typed as a browser does for a user: text input, then Enter.
+	// (chromedp.SendKeys sends each key as keyDown with text plus char,
+	// which xterm.js takes as two keystrokes.)
+	e.run("type into console", chromedp.Focus(chromedp.CSS(`#terminal textarea`)), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, input.InsertText, input.InsertTextParams{Text: "uname"}); err != nil {
+			return err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, tg, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter",
+				WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	e.waitJS("typed line answered", `(document.querySelector("#terminal .xterm-rows") || {textContent: ""}).textContent.includes("you typed: uname")`)
 	e.shot("console")
 
 	// A volume: create, attach to the server, detach.
@@ -402,4 +420,35 @@ func TestDashboardConsoleCLI(t *testing.T) {
 		got.Write(msg)
 	}
 	t.Logf("read %q through %s", got.String(), u[:strings.Index(u, "?")])
+
+	// The console is interactive across hosts: typing goes through this
+	// host's internal mTLS attach to the host that runs the server. (Until
+	// the session has attached, typing is dropped: type again.)
+	msgs := make(chan string, 16)
+	go func() {
+		defer close(msgs)
+		for {
+			_, msg, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			msgs <- string(msg)
+		}
+	}()
+	got.Reset()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for !strings.Contains(got.String(), "you typed: uname") {
+		if err := conn.Write(ctx, websocket.MessageText, []byte("uname\r")); err != nil {
+			t.Fatalf("type: %v", err)
+		}
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("console closed before the answer (so far %q)", got.String())
+			}
+			got.WriteString(m)
+		case <-tick.C:
+		}
+	}
 }

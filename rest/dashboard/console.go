@@ -4,10 +4,13 @@ package dashboard
 // /compute/v2.1/servers/{id}/remote-consoles with protocol serial answers a
 // ws(s):// URL on this host carrying a short-lived token, so the link from
 // `openstack console url show --serial` and the dashboard's console tab are
-// the same thing. The WebSocket streams the server's console log as the host
-// that runs it writes it (read through the same path as `openstack console
-// log show`, so it works across hosts over the internal mTLS API). It is
-// read-only: keystrokes are not sent to the guest.
+// the same thing. The WebSocket is the server's serial console: what the
+// guest writes comes out, what the client sends is typed into it, on
+// whichever host runs the server (across hosts over the internal mTLS API,
+// see attach.go). When the console cannot be attached (the server is
+// stopped, or it runs with a log-only console), the WebSocket follows the
+// console log instead, read through the same path as `openstack console log
+// show`.
 
 import (
 	"bytes"
@@ -162,7 +165,13 @@ func (d *Dashboard) verifyConsoleToken(tok string) (string, error) {
 	return id, nil
 }
 
-// console serves the WebSocket: text messages of new console output.
+// console serves the WebSocket. Output goes out as binary messages; every
+// message received (text or binary) is typed into the console. The session
+// starts with the tail of the log, then attaches to the console on the host
+// that runs the server. While it cannot attach (the server is stopped, its
+// host unreachable, or its console read-only) it follows the log as
+// `openstack console log show` reads it, drops what is typed, and tries to
+// attach again every few seconds.
 func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 	id, err := d.verifyConsoleToken(r.URL.Query().Get("token"))
 	if err != nil {
@@ -173,12 +182,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 		compute.NovaErrors(w, http.StatusNotFound, "", fmt.Sprintf("Instance %s could not be found.", id))
 		return
 	}
-	// A console stays open for as long as the user watches: lift the API
-	// server's read and write timeouts from this connection (they would
-	// cut it mid-session); the WebSocket's own context ends it.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
+	noTimeouts(w)
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		d.log.Debug("console upgrade refused", "instance", id, "err", err)
@@ -187,15 +191,61 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 	d.sessions.Add(1)
 	defer d.sessions.Add(-1)
 	defer conn.CloseNow()
-	ctx := conn.CloseRead(r.Context())
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	input := readInput(ctx, cancel, conn)
 	t := time.NewTicker(d.poll)
 	defer t.Stop()
 	var last, lastErr string
+	var nextAttach time.Time
 	for {
 		inst, ok := d.b.State().Instance(id)
 		if !ok {
 			_ = conn.Close(websocket.StatusNormalClosure, "server deleted")
 			return
+		}
+		if inst.Host != "" && !time.Now().Before(nextAttach) {
+			nextAttach = time.Now().Add(attachRetry)
+			rw, err := d.b.OpenConsole(ctx, inst)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil:
+				if msg := readOnlyNotice(err); msg != lastErr {
+					lastErr = msg
+					if writeWithin(ctx, conn, consoleNotice(msg)) != nil {
+						return
+					}
+				}
+			default:
+				// Attached first, then the log: output in between may
+				// show twice, but none is lost.
+				if out, err := d.b.ConsoleOutput(ctx, inst, consoleLines); err == nil {
+					if delta := consoleDelta(last, out); delta != "" && writeWithin(ctx, conn, []byte(delta)) != nil {
+						rw.Close()
+						return
+					}
+				}
+				if lastErr != "" && writeWithin(ctx, conn, consoleNotice("console attached")) != nil {
+					rw.Close()
+					return
+				}
+				lastErr = ""
+				err := pipeConsole(ctx, conn, rw, input)
+				rw.Close()
+				if err != nil {
+					return // the WebSocket ended
+				}
+				lastErr = "console closed; showing its log"
+				if writeWithin(ctx, conn, consoleNotice(lastErr)) != nil {
+					return
+				}
+				// Everything up to here was seen live.
+				if out, err := d.b.ConsoleOutput(ctx, inst, consoleLines); err == nil {
+					last = out
+				}
+				continue
+			}
 		}
 		if inst.Host != "" {
 			out, err := d.b.ConsoleOutput(ctx, inst, consoleLines)
@@ -203,14 +253,13 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 			case err != nil && ctx.Err() != nil:
 				return
 			case err != nil:
-				if msg := err.Error(); msg != lastErr {
+				if msg := "console unavailable: " + err.Error(); msg != lastErr {
 					lastErr = msg
-					if writeWithin(ctx, conn, []byte("\r\n[console unavailable: "+msg+"]\r\n")) != nil {
+					if writeWithin(ctx, conn, consoleNotice(msg)) != nil {
 						return
 					}
 				}
 			default:
-				lastErr = ""
 				if delta := consoleDelta(last, out); delta != "" {
 					if writeWithin(ctx, conn, []byte(delta)) != nil {
 						return
@@ -222,6 +271,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-input: // not attached: typing goes nowhere
 		case <-t.C:
 		}
 	}
@@ -251,5 +301,5 @@ const consoleWriteTimeout = 10 * time.Second
 func writeWithin(ctx context.Context, conn *websocket.Conn, b []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, consoleWriteTimeout)
 	defer cancel()
-	return conn.Write(ctx, websocket.MessageText, b)
+	return conn.Write(ctx, websocket.MessageBinary, b)
 }

@@ -2,7 +2,9 @@
 // port: the embedded single-page app (HTML, JS, CSS and xterm.js, no CDN),
 // the cookie login that turns a Keystone token into an HttpOnly session
 // cookie, the CSRF check on every change made with that cookie, Nova's
-// remote-console API for the serial console and the console WebSocket.
+// remote-console API for the serial console, the console WebSocket and the
+// internal host-to-host endpoint that attaches to a console on the host that
+// runs the server.
 //
 // It must not import node or hv, and it keeps no state of its own beyond a
 // per-process key for console tokens and the count of open consoles: pages
@@ -20,6 +22,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"io/fs"
 	"log/slog"
 	"mime"
@@ -52,6 +55,14 @@ type Backend interface {
 	// ConsoleOutput returns the last length lines (-1: all) of an
 	// instance's console log from the host that runs it.
 	ConsoleOutput(ctx context.Context, inst *statedb.Instance, length int) (string, error)
+	// OpenConsole attaches to an instance's serial console on the host
+	// that runs it: reads are the guest's output, writes are typed into
+	// it, Close detaches. It fails wrapping ErrConsoleReadOnly when the
+	// console can only be read from its log.
+	OpenConsole(ctx context.Context, inst *statedb.Instance) (io.ReadWriteCloser, error)
+	// OpenLocalConsole is OpenConsole for an instance that runs on this
+	// host, asked for by another host.
+	OpenLocalConsole(ctx context.Context, instanceID string) (io.ReadWriteCloser, error)
 }
 
 // Dashboard serves the pages and the console.
@@ -108,6 +119,13 @@ func (d *Dashboard) Wrap(api http.Handler) http.Handler {
 			d.logout(api, w, r)
 		case p == "/dashboard/console":
 			d.console(w, r)
+		case strings.HasPrefix(p, "/internal/v1/instances/") && strings.HasSuffix(p, "/console/attach"):
+			id := strings.TrimSuffix(strings.TrimPrefix(p, "/internal/v1/instances/"), "/console/attach")
+			if id == "" || strings.Contains(id, "/") {
+				api.ServeHTTP(w, r)
+				return
+			}
+			d.internalAttach(w, r, id)
 		default:
 			if r.Header.Get("X-Auth-Token") == "" {
 				if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {

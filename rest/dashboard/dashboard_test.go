@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,11 +21,52 @@ import (
 	"github.com/peerstack/peerstack/rest/resttest"
 )
 
-// fakeBackend serves console logs from a map.
+// fakeBackend serves console logs from a map and interactive consoles
+// from pipes whose other end the test holds as the guest.
 type fakeBackend struct {
 	*resttest.Backend
 	mu       sync.Mutex
 	consoles map[string]string
+	guests   map[string]chan net.Conn // instance → where OpenConsole hands the guest's end
+}
+
+func (f *fakeBackend) OpenConsole(_ context.Context, inst *statedb.Instance) (io.ReadWriteCloser, error) {
+	return f.OpenLocalConsole(context.Background(), inst.ID)
+}
+
+func (f *fakeBackend) OpenLocalConsole(_ context.Context, id string) (io.ReadWriteCloser, error) {
+	f.mu.Lock()
+	ch := f.guests[id]
+	f.mu.Unlock()
+	if ch == nil {
+		return nil, fmt.Errorf("vm %s: %w: started before interactive consoles", id, ErrConsoleReadOnly)
+	}
+	mine, guest := net.Pipe()
+	select {
+	case ch <- guest:
+		return mine, nil
+	default:
+		return nil, errors.New("vm not running")
+	}
+}
+
+// interactive makes the console of id attachable; each attach sends the
+// guest's end of the pipe to the returned channel.
+func (f *fakeBackend) interactive(id string) chan net.Conn {
+	ch := make(chan net.Conn, 1)
+	f.mu.Lock()
+	if f.guests == nil {
+		f.guests = map[string]chan net.Conn{}
+	}
+	f.guests[id] = ch
+	f.mu.Unlock()
+	return ch
+}
+
+func (f *fakeBackend) readOnly(id string) {
+	f.mu.Lock()
+	delete(f.guests, id)
+	f.mu.Unlock()
 }
 
 func (f *fakeBackend) ConsoleOutput(_ context.Context, inst *statedb.Instance, _ int) (string, error) {
@@ -117,6 +160,9 @@ func TestConsoleStreamsAndCleansUp(t *testing.T) {
 			t.Fatalf("read console: %v", err)
 		}
 		return string(msg)
+	}
+	if got := read(); !strings.Contains(got, "read-only console") {
+		t.Fatalf("first message = %q; want the read-only notice", got)
 	}
 	if got := read(); got != "PEERSTACK-BOOT hostname=vm\n" {
 		t.Fatalf("first message = %q", got)

@@ -238,14 +238,19 @@
     const r = await api("POST", cmp("servers/" + s.id + "/remote-consoles"), { remote_console: { protocol: "serial", type: "serial" } });
     const area = $("#console-area"); area.replaceChildren();
     const box = h("div", { id: "terminal", role: "log", "aria-label": "Serial console of " + s.name });
-    area.append(h("div", { class: "card" }, h("h2", { text: "Console: " + s.name + " (read-only)" }),
+    area.append(h("div", { class: "card" }, h("h2", { text: "Console: " + s.name }),
       h("button", { type: "button", class: "secondary", text: "Close console", onclick: () => { closeConsole(); area.replaceChildren(); } }), box));
-    term = new Terminal({ convertEol: true, disableStdin: true, scrollback: 5000, fontSize: 13 });
+    term = new Terminal({ convertEol: true, scrollback: 5000, fontSize: 13 });
     term.open(box);
     sock = new WebSocket(r.remote_console.url);
-    sock.onopen = () => term && term.write("[connected to the serial console log of " + s.name + "]\r\n");
+    sock.binaryType = "arraybuffer";
+    const ws = sock;
+    // Keystrokes go to the guest as text messages; its output arrives as
+    // binary messages of raw console bytes.
+    term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(d); });
+    sock.onopen = () => { if (term) { term.write("[connected to the serial console of " + s.name + "]\r\n"); term.focus(); } };
     sock.onerror = () => term && term.write("\r\n[console connection failed]\r\n");
-    sock.onmessage = (ev) => term && term.write(ev.data);
+    sock.onmessage = (ev) => term && term.write(typeof ev.data === "string" ? ev.data : new Uint8Array(ev.data));
     sock.onclose = (ev) => term && term.write("\r\n[console closed" + (ev.reason ? ": " + ev.reason : "") + "]\r\n");
   }
   async function showLog(s) {
