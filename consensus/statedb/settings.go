@@ -2,10 +2,10 @@ package statedb
 
 import (
 	"fmt"
-	"time"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Cluster settings an admin changes at runtime (PATCH /cluster/v1/settings)
