@@ -29,6 +29,7 @@ func (n *Node) mountServices(srv *rest.Server) {
 	n.mountImages(srv)
 	n.mountNetworks(srv)
 	n.mountVolumes(srv)
+	n.mountHostFail(srv)
 	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")

@@ -23,6 +23,7 @@ func (n *Node) newLeader() *leader.Leader {
 			Logger: log}.Routine(),
 		n.imageRoutine(),
 		leader.Every("quotas", t.Leader, n.quotasLeaderTick),
+		n.failoverRoutine(log),
 	}
 	routines = append(routines, n.cfg.LeaderRoutines...)
 	return leader.New(leader.Config{Raft: n.raft, Routines: routines, Logger: log})

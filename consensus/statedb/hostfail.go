@@ -119,12 +119,12 @@ func (sn *Snapshot) LocalDisks(inst *Instance) string {
 	ids := map[string]bool{}
 	for _, v := range vols {
 		ids[v.ID] = true
-		if !strings.HasPrefix(v.Path, "nfs://") {
+		if !sn.VolumeShared(v) {
 			return "volume " + v.ID + " is on the host's local storage"
 		}
 	}
 	if !ids[inst.RootVolume] {
-		if v, ok := sn.Volume(inst.RootVolume); !ok || !strings.HasPrefix(v.Path, "nfs://") {
+		if v, ok := sn.Volume(inst.RootVolume); !ok || !sn.VolumeShared(v) {
 			return "its boot volume is not on shared storage"
 		}
 	}

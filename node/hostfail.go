@@ -1,0 +1,203 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/leader"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// Host-failure wiring (docs/ha.md): the lease route the leader answers,
+// the leader's failover routine, the agent's fence and the guard process.
+
+// leaseAnswer is the leader's answer to a lease renewal.
+type leaseAnswer struct {
+	Leader string `json:"leader"`
+	Commit uint64 `json:"commit_index"`
+}
+
+// mountHostFail registers POST /internal/v1/lease: a host renews its
+// lease with the leader, which records when it heard from it.
+func (n *Node) mountHostFail(srv *rest.Server) {
+	srv.Mount(rest.Service{Prefix: "/internal/v1/lease", Routes: []rest.Route{
+		{Method: "POST", Path: "/internal/v1/lease", Auth: rest.Internal, Handler: n.serveLease},
+	}})
+}
+
+func (n *Node) serveLease(c *rest.Ctx) (any, error) {
+	if len(c.R.TLS.PeerCertificates) == 0 {
+		return nil, rest.Forbiddenf("a cluster client certificate is required")
+	}
+	host := c.R.TLS.PeerCertificates[0].Subject.CommonName
+	if !n.raft.IsLeader() {
+		return nil, rest.Conflictf("host %s is not the leader", n.id.Name)
+	}
+	// The commit index is read before the contact is recorded: a host that
+	// applied it has seen everything this leader had decided about it.
+	commit := n.raft.Status().CommitIndex
+	n.contacts.Heard(host)
+	return leaseAnswer{Leader: n.id.NodeID, Commit: commit}, nil
+}
+
+// renewLease makes one lease round trip with the leader.
+func (n *Node) renewLease(ctx context.Context) (uint64, error) {
+	id, _ := n.raft.Leader()
+	if id == "" {
+		return 0, fmt.Errorf("lease: no leader")
+	}
+	if id == n.id.NodeID {
+		if !n.raft.IsLeader() {
+			return 0, fmt.Errorf("lease: no longer the leader")
+		}
+		commit := n.raft.Status().CommitIndex
+		n.contacts.Heard(id)
+		return commit, nil
+	}
+	addr := n.apiAddrOf(id)
+	if addr == "" {
+		return 0, fmt.Errorf("lease: leader %s has no known address", id)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/lease", bytes.NewReader([]byte("{}")))
+	if err != nil {
+		return 0, fmt.Errorf("lease: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("lease from %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return 0, fmt.Errorf("lease from %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("lease from %s: status %d", addr, resp.StatusCode)
+	}
+	var a leaseAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return 0, fmt.Errorf("lease from %s: %w", addr, err)
+	}
+	if a.Leader != id {
+		return 0, fmt.Errorf("lease: %s answered for %s, not the leader %s", addr, a.Leader, id)
+	}
+	return a.Commit, nil
+}
+
+// failoverRoutine is the leader's host-failure routine.
+func (n *Node) failoverRoutine(log *slog.Logger) leader.Routine {
+	return leader.Failover{SelfID: n.id.NodeID, State: n.raft, Gossip: n.hosts, Contacts: n.contacts,
+		Proposer: n.raft, Interval: n.cfg.Timers.Leader, Logger: log}.Routine()
+}
+
+// fenceTimeout is T_fence from the cluster settings.
+func (n *Node) fenceTimeout() time.Duration {
+	if cfg, ok := n.State().Cluster(); ok {
+		return cfg.Settings.EffectiveFenceTimeout()
+	}
+	return statedb.DefaultFenceTimeout
+}
+
+// heartbeatPath is the guard's heartbeat file.
+func (n *Node) heartbeatPath() string { return filepath.Join(n.cfg.DataDir, "fence-heartbeat.json") }
+
+// newFence is the agent's fence; with a guard command the heartbeat file
+// is written and the guard kept running.
+func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions) *agent.Fence {
+	cfg := agent.FenceConfig{
+		Renew: n.renewLease, Applied: func() uint64 { return n.raft.Status().AppliedIndex },
+		Timeout: n.fenceTimeout, Interval: opts.FenceInterval, Logger: log.With("sub", "fence"),
+	}
+	if len(opts.GuardCommand) > 0 {
+		path := n.heartbeatPath()
+		cfg.Heartbeat = func(deadline time.Duration, vms []agent.GuardVM) error {
+			return agent.WriteHeartbeat(path, deadline, vms)
+		}
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.keepGuard(ctx, log, opts.GuardCommand, path) }()
+	}
+	return agent.NewFence(cfg)
+}
+
+// keepGuard runs the guard process and starts it again when it exits,
+// until ctx ends. The guard lives in its own session, so it outlives the
+// daemon; when ctx ends it is left running (a restarted daemon takes it
+// over through the lock the guard holds).
+func (n *Node) keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbeat string) {
+	lock := heartbeat + ".lock"
+	for ctx.Err() == nil {
+		if guardRunning(lock) {
+			if !sleepCtx(ctx, 2*time.Second) {
+				return
+			}
+			continue
+		}
+		args := append(append([]string{}, command[1:]...), "--heartbeat", heartbeat, "--lock", lock)
+		cmd := exec.Command(command[0], args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			log.Error("fence guard not started", "err", err)
+		} else {
+			log.Info("fence guard started", "pid", cmd.Process.Pid)
+			go func() { _ = cmd.Wait() }()
+		}
+		if !sleepCtx(ctx, 2*time.Second) {
+			return
+		}
+	}
+}
+
+// guardRunning reports whether a guard holds the lock file.
+func guardRunning(lock string) bool {
+	f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// RunGuard is `peerstack fence-guard`: it takes the lock (exiting when
+// another guard holds it) and guards the heartbeat file until ctx ends.
+func RunGuard(ctx context.Context, heartbeat, lock string, log *slog.Logger) error {
+	f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("fence guard: %w", err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("fence guard: another guard holds %s", lock)
+	}
+	log.Info("fence guard running", "heartbeat", heartbeat, "pid", os.Getpid())
+	agent.Guard(ctx, agent.GuardConfig{File: heartbeat, Logger: log})
+	return nil
+}
