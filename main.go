@@ -39,7 +39,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
-	root.AddCommand(settingsCmd(), initCmd())
+	root.AddCommand(settingsCmd(), initCmd(), fenceGuardCmd())
 	return root
 }
 
@@ -130,6 +130,7 @@ func runAgent(f *agentFlags, out io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	f.cfg.Agent.GuardCommand = guardCommand()
 	n, err := node.Start(ctx, f.cfg)
 	if err != nil {
 		return err

@@ -3,10 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +20,7 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/agent"
 	"github.com/peerstack/peerstack/node/leader"
+	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
 )
 
@@ -200,4 +204,76 @@ func RunGuard(ctx context.Context, heartbeat, lock string, log *slog.Logger) err
 	log.Info("fence guard running", "heartbeat", heartbeat, "pid", os.Getpid())
 	agent.Guard(ctx, agent.GuardConfig{File: heartbeat, Logger: log})
 	return nil
+}
+
+// ErrDuplicateHost is why a daemon refuses to start: another daemon with
+// the same host identity (a copied data dir) answers at the address this
+// identity last had.
+var ErrDuplicateHost = errors.New("another daemon runs with this host's identity")
+
+// checkDuplicate dials the API address this identity last advertised and
+// refuses to start when a daemon there presents this host's own
+// certificate: two daemons with one id would run the same VMs. A daemon
+// that cannot be reached (the usual restart) passes.
+func (n *Node) checkDuplicate(ctx context.Context, clientTLS *tls.Config) error {
+	addr := n.id.APIAddr
+	if addr == "" {
+		return nil
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: clientTLS.Clone()}
+	dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	st := conn.(*tls.Conn).ConnectionState()
+	if len(st.PeerCertificates) > 0 && st.PeerCertificates[0].Subject.CommonName == n.id.NodeID {
+		return fmt.Errorf("%w: host %s (id %s) already answers at %s; this data dir %s is a copy of that host's. "+
+			"Refusing to start, so no VM runs twice: stop the other daemon, or join this machine with an empty data dir",
+			ErrDuplicateHost, n.id.Name, n.id.NodeID, addr, n.cfg.DataDir)
+	}
+	return nil
+}
+
+// checkDuplicateOf is checkDuplicate with this host's certificates.
+// own is the API listener this daemon bound: the identity's address is
+// not dialled when it is that listener (a restart on the same machine).
+func (n *Node) checkDuplicateOf(ctx context.Context, own net.Addr, caPEM, certPEM, keyPEM string) error {
+	if isOwnAddr(n.id.APIAddr, own) {
+		return nil
+	}
+	_, clientTLS, err := membership.TLSConfigs(caPEM, certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	return n.checkDuplicate(ctx, clientTLS)
+}
+
+// isOwnAddr reports whether addr (host:port) is the listener ln: same
+// port, and the listener's IP or, for a wildcard listener, a local one.
+func isOwnAddr(addr string, ln net.Addr) bool {
+	h, p, err := net.SplitHostPort(addr)
+	tcp, ok := ln.(*net.TCPAddr)
+	if err != nil || !ok || p != fmt.Sprint(tcp.Port) {
+		return false
+	}
+	ip := net.ParseIP(h)
+	if tcp.IP.Equal(ip) {
+		return true
+	}
+	if !tcp.IP.IsUnspecified() {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -227,6 +227,9 @@ func (n *Node) resume(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := n.checkDuplicateOf(ctx, ln.Addr(), caPEM, certPEM, keyPEM); err != nil {
+		return err
+	}
 	if err := n.startParts(ctx, ln, caPEM, certPEM, keyPEM, gossipKey, false); err != nil {
 		return err
 	}

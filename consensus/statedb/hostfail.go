@@ -365,10 +365,15 @@ func moveInstance(t *Txn, c *Command, inst *Instance, host string) error {
 			}
 		}
 	}
-	if requested {
-		return recordAction(t, c, &cp, action, by, false)
+	if !requested {
+		by = ActionBy{Admin: true}
 	}
-	return recordAction(t, c, &cp, action, ActionBy{Admin: true}, false)
+	// One command moves many servers: each action needs its own id.
+	per := *c
+	if per.ReqID != "" {
+		per.ReqID += "-" + inst.ID
+	}
+	return recordAction(t, &per, &cp, action, by, false)
 }
 
 // Bounds of Settings.FenceTimeout.

@@ -138,8 +138,11 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		}
 		v := Judge(Silence(now, w.start, sightings...), tFence)
 		h, had := sn.HostHealth(m.ID)
+		// A host is back only on evidence: a young term's silence is
+		// short because the term is, not because the host spoke.
+		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down
 		switch {
-		case !v.Down && had:
+		case back && had:
 			f.propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: m.ID}, "host is back", m.Name)
 		case v.Down && (!had || (v.Fenced && !h.Fenced)):
 			what := "host is down"

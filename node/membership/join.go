@@ -100,6 +100,10 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
 	}
+	if m, ok := a.State().Member(req.NodeID); ok {
+		return nil, rest.Conflictf("host id %s is already a member (host %q): a joining host needs a new identity; "+
+			"join from an empty data dir, not a copy of a member's", req.NodeID, m.Name)
+	}
 	if other, ok := a.State().MemberByName(req.Name); ok && other.ID != req.NodeID {
 		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
 	}
