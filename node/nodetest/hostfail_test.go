@@ -1,8 +1,8 @@
 package nodetest
 
 import (
-	"os"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
