@@ -78,6 +78,8 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 			return s.consoleOutput(c, inst, raw)
 		case "addSecurityGroup", "removeSecurityGroup":
 			return s.serverSecGroupAction(c, inst, action, raw)
+		case "evacuate":
+			return s.evacuate(c, inst, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}
