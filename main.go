@@ -306,6 +306,7 @@ func statusCmd() *cobra.Command {
 
 func leaveCmd() *cobra.Command {
 	var dataDir string
+	var evacuate bool
 	c := &cobra.Command{
 		Use:   "leave",
 		Short: "Take this host out of the cluster gracefully (its daemon then stops)",
@@ -320,6 +321,12 @@ func leaveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if evacuate {
+				fmt.Fprintln(c.OutOrStdout(), "peerstack: stopping this host's servers and restarting them on other hosts")
+				if err := cl.Do(ctx, "POST", "/drain", nil, nil); err != nil {
+					return err
+				}
+			}
 			if err := cl.Do(ctx, "POST", "/leave", nil, nil); err != nil {
 				return err
 			}
@@ -328,6 +335,7 @@ func leaveCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", node.DefaultDataDir, "this host's data dir (to find its daemon)")
+	c.Flags().BoolVar(&evacuate, "evacuate", false, "first stop this host's servers and restart them on other hosts (every disk must be on shared storage)")
 	return c
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,7 +37,7 @@ type leaseAnswer struct {
 // mountHostFail registers POST /internal/v1/lease: a host renews its
 // lease with the leader, which records when it heard from it.
 func (n *Node) mountHostFail(srv *rest.Server) {
-	srv.Mount(rest.Service{Prefix: "/internal/v1/lease", Routes: []rest.Route{
+	srv.Mount(rest.Service{Prefix: "", Errors: rest.KeystoneErrors, Routes: []rest.Route{
 		{Method: "POST", Path: "/internal/v1/lease", Auth: rest.Internal, Handler: n.serveLease},
 	}})
 }
@@ -276,4 +277,125 @@ func isOwnAddr(addr string, ln net.Addr) bool {
 		}
 	}
 	return false
+}
+
+// mountDrain registers POST /cluster/v1/drain (admin): this host stops
+// the VMs of its servers and the leader restarts them on other hosts, so
+// that it can leave (`peerstack leave --evacuate`).
+func (n *Node) mountDrain(srv *rest.Server) {
+	srv.Mount(rest.Service{Prefix: "", Errors: rest.KeystoneErrors, Routes: []rest.Route{
+		{Method: "POST", Path: "/cluster/v1/drain", Auth: rest.Token, Handler: func(c *rest.Ctx) (any, error) {
+			if err := rest.Check(n, c, rest.Admin, "", false, "member"); err != nil {
+				return nil, err
+			}
+			if err := n.Drain(c.Context()); err != nil {
+				return nil, err
+			}
+			return map[string]any{"drained": true}, nil
+		}},
+	}})
+}
+
+// Drain moves every server off this host: placements are disabled, each
+// server's disks must all be on shared storage (a local disk would be
+// lost: refused before anything changes), its VM is stopped here, and
+// once none runs the host declares itself draining, which the leader
+// treats as fenced. It returns when no server is placed here any more, or
+// with the reasons of those no other host could take (the host then stays
+// disabled, and its word is withdrawn).
+func (n *Node) Drain(ctx context.Context) error {
+	sn := n.State()
+	var local []string
+	for _, i := range sn.InstancesOnHost(n.id.NodeID) {
+		if i.Desired == statedb.DesiredDeleted {
+			continue
+		}
+		if why := sn.LocalDisks(i); why != "" {
+			local = append(local, fmt.Sprintf("%s (%s): %s", i.Name, i.ID, why))
+		}
+	}
+	if len(local) > 0 {
+		return rest.Conflictf("host %s cannot move %d servers without losing data; delete or move them first: %s",
+			n.id.Name, len(local), strings.Join(local, "; "))
+	}
+	if _, err := n.raft.Propose(ctx, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: n.id.NodeID, Disabled: true,
+		Reason: "leaving the cluster"}); err != nil {
+		return fmt.Errorf("drain: disable placements: %w", err)
+	}
+	n.mu.Lock()
+	rt := n.cfg.Agent.rt
+	n.mu.Unlock()
+	if rt != nil {
+		vms, err := rt.hv.List(ctx)
+		if err != nil {
+			return fmt.Errorf("drain: list vms: %w", err)
+		}
+		placed := map[string]bool{}
+		for _, i := range n.State().InstancesOnHost(n.id.NodeID) {
+			placed[i.ID] = true
+		}
+		for _, v := range vms {
+			if placed[v.ID] && (v.State == agent.VMRunning || v.State == agent.VMPaused) {
+				if err := rt.hv.Stop(ctx, v.ID); err != nil {
+					return fmt.Errorf("drain: stop %s: %w", v.ID, err)
+				}
+			}
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			vms, err := rt.hv.List(ctx)
+			if err != nil {
+				return fmt.Errorf("drain: list vms: %w", err)
+			}
+			running := 0
+			for _, v := range vms {
+				if v.State == agent.VMRunning || v.State == agent.VMPaused {
+					running++
+				}
+			}
+			if running == 0 {
+				break
+			}
+			if time.Now().After(deadline) || !sleepCtx(ctx, 200*time.Millisecond) {
+				return fmt.Errorf("drain: %d VMs still run on host %s", running, n.id.Name)
+			}
+		}
+	}
+	if _, err := n.raft.Propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: n.id.NodeID, Draining: true}); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var left []string
+		done := true
+		for _, i := range n.State().InstancesOnHost(n.id.NodeID) {
+			done = false
+			if i.VMState == statedb.VMError && i.Fault != nil {
+				left = append(left, fmt.Sprintf("%s: %s", i.Name, i.Fault.Message))
+			}
+		}
+		if done {
+			return nil
+		}
+		if len(left) > 0 || time.Now().After(deadline) || !sleepCtx(ctx, 200*time.Millisecond) {
+			if _, err := n.raft.Propose(context.WithoutCancel(ctx), statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: n.id.NodeID}); err != nil {
+				n.log.Warn("drain: withdraw the draining state", "err", err)
+			}
+			return rest.Conflictf("host %s could not move every server: %s", n.id.Name, strings.Join(left, "; "))
+		}
+	}
+}
+
+// checkLeaveEmpty refuses a leave while servers are placed on this host:
+// they would be stranded on a host that is gone.
+func (n *Node) checkLeaveEmpty() error {
+	var names []string
+	for _, i := range n.State().InstancesOnHost(n.id.NodeID) {
+		names = append(names, i.Name)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return rest.Conflictf("host %s runs %d servers (%s); move them first, or run `peerstack leave --evacuate` to restart them on other hosts",
+		n.id.Name, len(names), strings.Join(names, ", "))
 }

@@ -38,6 +38,10 @@ type HostHealth struct {
 	DownSince time.Time `json:"down_since,omitempty"` // proposer time of the first down verdict
 	Fenced    bool      `json:"fenced,omitempty"`
 	FencedAt  time.Time `json:"fenced_at,omitempty"`
+	// Draining: the host itself stopped its VMs to leave the cluster
+	// (`peerstack leave --evacuate`); it counts as fenced, and only the
+	// host clears it.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Evacuation is an admin's request (Nova's evacuate) to restart a server
@@ -147,6 +151,9 @@ type SetHostHealthCmd struct {
 	ID     string `json:"id"`
 	Down   bool   `json:"down"`
 	Fenced bool   `json:"fenced,omitempty"` // needs Down
+	// Draining is the host's own word that its VMs are stopped (it
+	// implies Down and Fenced).
+	Draining bool `json:"draining,omitempty"`
 }
 
 func applySetHostHealth(t *Txn, c *Command) error {
@@ -156,6 +163,9 @@ func applySetHostHealth(t *Txn, c *Command) error {
 	}
 	sn := t.read()
 	old, had := sn.HostHealth(r.ID)
+	if r.Draining {
+		r.Down, r.Fenced = true, true
+	}
 	if !r.Down {
 		if had {
 			return t.delete(tblHostHealth, old)
@@ -173,6 +183,7 @@ func applySetHostHealth(t *Txn, c *Command) error {
 	if r.Fenced && !h.Fenced {
 		h.Fenced, h.FencedAt = true, c.Time
 	}
+	h.Draining = h.Draining || r.Draining
 	return t.insert(tblHostHealth, h)
 }
 

@@ -142,6 +142,8 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		// short because the term is, not because the host spoke.
 		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down
 		switch {
+		case had && h.Draining:
+			// the host drains itself to leave: its word, not silence, counts
 		case back && had:
 			f.propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: m.ID}, "host is back", m.Name)
 		case v.Down && (!had || (v.Fenced && !h.Fenced)):
@@ -151,7 +153,7 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 			}
 			f.propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: m.ID, Down: true, Fenced: v.Fenced}, what, m.Name)
 		}
-		if !v.Fenced {
+		if !v.Fenced && !(had && h.Draining) {
 			continue
 		}
 		sn = f.State.State()

@@ -126,3 +126,63 @@ func copyTree(src, dst string) error {
 		return os.WriteFile(target, b, info.Mode().Perm())
 	})
 }
+
+// TestHostFailureLeaveWithServers: leave is refused while the host has
+// servers; a drain (`peerstack leave --evacuate`) refuses to move a
+// server with a local disk without changing anything, and otherwise stops
+// the host's VMs and gets them restarted elsewhere, after which the host
+// leaves.
+func TestHostFailureLeaveWithServers(t *testing.T) {
+	e, fa := newHAEnv(t)
+	var ha, local string
+	x := -1
+	for k := 0; ha == "" || local == ""; k++ {
+		if k > 40 {
+			t.Fatal("could not place both servers on one host other than node 0")
+		}
+		id := e.bfv(1+k%2, "lv-"+string(rune('a'+k)), false)
+		e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
+		if h := e.hostOf(id); h != 0 && (x == -1 || h == x) && ha == "" {
+			ha, x = id, h
+		}
+		if x == -1 {
+			continue
+		}
+		lid, err := e.create(x, "lv-local-"+string(rune('a'+k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitAll([]string{lid}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
+		if e.hostOf(lid) == x && local == "" {
+			local = lid
+		}
+	}
+	leave := func(path string) (int, map[string]any) {
+		return apiCall(t, e.c, "POST", e.c.URL(x)+"/cluster/v1/"+path, e.c.AdminToken(x), "")
+	}
+	if st, body := leave("leave"); st != http.StatusConflict || !strings.Contains(jsonString(body), "--evacuate") {
+		t.Fatalf("leave with servers = %d %v; want 409 pointing at --evacuate", st, body)
+	}
+	if st, body := leave("drain"); st != http.StatusConflict || !strings.Contains(jsonString(body), "without losing data") {
+		t.Fatalf("drain with a local-disk server = %d %v; want 409", st, body)
+	}
+	xid := e.c.Node(x).ID()
+	if m, _ := e.c.Node(0).State().Member(xid); m.Disabled || e.c.Node(0).State().HostDown(xid) {
+		t.Fatal("a refused drain changed the host")
+	}
+	e.deleteServer(local)
+	if st, body := leave("drain"); st != http.StatusOK {
+		t.Fatalf("drain = %d %v", st, body)
+	}
+	i := mustInst(e, ha)
+	if i.Host == xid || i.Host == "" {
+		t.Fatalf("after the drain the server is on %q; want another host", i.Host)
+	}
+	if fa.Hypervisor(x).Count("Stop", ha) == 0 {
+		t.Fatal("the draining host never stopped the server's VM before it moved")
+	}
+	e.waitAll([]string{ha}, "ACTIVE elsewhere", agIs(statedb.VMActive, statedb.PowerRunning))
+	if st, body := leave("leave"); st != http.StatusAccepted {
+		t.Fatalf("leave after the drain = %d %v", st, body)
+	}
+}

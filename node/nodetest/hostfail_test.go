@@ -120,6 +120,12 @@ func TestHostFailureRestartsHAServersElsewhere(t *testing.T) {
 	if !slices.Contains(fa.Hypervisor(newHost).Running(), ha) {
 		t.Fatalf("HA server placed on node %d but its fake hypervisor runs %v", newHost, fa.Hypervisor(newHost).Running())
 	}
+	// Healthy hosts renew their leases: none fenced itself.
+	for _, id := range ids {
+		if h := e.hostOf(id); h != dead && fa.Hypervisor(h).Count("Stop", id) != 0 {
+			t.Fatalf("server %s on healthy node %d was stopped: its host fenced itself", id, h)
+		}
+	}
 	if h, ok := e.c.Node(0).State().HostHealth(deadID); !ok || !h.Fenced {
 		t.Fatalf("failed host health = %+v; want fenced", h)
 	}
