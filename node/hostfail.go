@@ -153,8 +153,15 @@ func (n *Node) keepGuard(ctx context.Context, log *slog.Logger, command []string
 		args := append(append([]string{}, command[1:]...), "--heartbeat", heartbeat, "--lock", lock)
 		cmd := exec.Command(command[0], args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
+		// Its own log file, not the daemon's output: a guard that held the
+		// daemon's stdout or stderr open would outlive it there too.
+		logf, err := os.OpenFile(filepath.Join(filepath.Dir(heartbeat), "fence-guard.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err == nil {
+			cmd.Stdout, cmd.Stderr = logf, logf
+			err = cmd.Start()
+			logf.Close()
+		}
+		if err != nil {
 			log.Error("fence guard not started", "err", err)
 		} else {
 			log.Info("fence guard started", "pid", cmd.Process.Pid)
@@ -203,6 +210,17 @@ func RunGuard(ctx context.Context, heartbeat, lock string, log *slog.Logger) err
 		return fmt.Errorf("fence guard: another guard holds %s", lock)
 	}
 	log.Info("fence guard running", "heartbeat", heartbeat, "pid", os.Getpid())
+	// The guard ends with the data dir (the host was removed).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for sleepCtx(ctx, time.Second) {
+			if _, err := os.Stat(filepath.Dir(heartbeat)); errors.Is(err, os.ErrNotExist) {
+				log.Info("fence guard: the data dir is gone; exiting")
+				cancel()
+			}
+		}
+	}()
 	agent.Guard(ctx, agent.GuardConfig{File: heartbeat, Logger: log})
 	return nil
 }
