@@ -18,7 +18,7 @@ const hfTFence = statedb.MinFenceTimeout
 
 // newHAEnv is a 3-host cluster with fake agents on shared (NFS) storage
 // and T_fence at hfTFence.
-func newHAEnv(t *testing.T) (*agEnv, *FakeAgents) {
+func newHAEnv(t testing.TB) (*agEnv, *FakeAgents) {
 	t.Helper()
 	fa := &FakeAgents{}
 	opts := quiet()
@@ -182,4 +182,35 @@ func mustInst(e *agEnv, id string) *statedb.Instance {
 		e.t.Fatalf("server %s missing", id)
 	}
 	return i
+}
+
+// BenchmarkHostFailover measures, in-process with fake hypervisors, a
+// host's daemon stopping for good → its HA server's VM started on another
+// host, with T_fence at hfTFence (margin statedb.FenceMargin).
+func BenchmarkHostFailover(b *testing.B) {
+	for range b.N {
+		e, fa := newHAEnv(b)
+		var ids []string
+		for k := range 3 {
+			ids = append(ids, e.bfv(k, "bench-"+string(rune('a'+k)), false))
+		}
+		e.waitAll(ids, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
+		ha, dead := e.serverOffNode0(ids)
+		stopped := time.Now()
+		e.c.Stop(dead)
+		var started time.Duration
+		e.c.Eventually(60*time.Second, "HA server started elsewhere", func() bool {
+			for i := range 3 {
+				if i != dead && fa.Hypervisor(i).Count("Start", ha) > 0 {
+					started = time.Since(stopped)
+					return true
+				}
+			}
+			return false
+		})
+		b.ReportMetric(started.Seconds(), "s-poweroff-to-started")
+		b.ReportMetric(hfTFence.Seconds(), "s-T_fence")
+		b.ReportMetric(statedb.FenceMargin(hfTFence).Seconds(), "s-margin")
+		e.c.StopAll()
+	}
 }
