@@ -167,10 +167,24 @@ func applySetHostHealth(t *Txn, c *Command) error {
 		r.Down, r.Fenced = true, true
 	}
 	if !r.Down {
-		if had {
-			return t.delete(tblHostHealth, old)
+		if !had {
+			return nil
 		}
-		return nil
+		// The host is back before it was fenced: evacuations of its
+		// servers are void, the servers run there.
+		for _, ev := range listBy[Evacuation](sn, tblEvacuations, "Host", r.ID) {
+			if err := t.delete(tblEvacuations, ev); err != nil {
+				return err
+			}
+			if inst, ok := sn.Instance(ev.ID); ok && inst.TaskState == TaskRebuilding {
+				cp := *inst
+				cp.TaskState, cp.UpdatedAt = "", c.Time
+				if err := t.insert(tblInstances, &cp); err != nil {
+					return err
+				}
+			}
+		}
+		return t.delete(tblHostHealth, old)
 	}
 	if _, ok := sn.Member(r.ID); !ok {
 		return Errorf(KindNotFound, "host %s not found", r.ID)

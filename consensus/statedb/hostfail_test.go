@@ -122,6 +122,13 @@ func TestEvacuateAndLocalDelete(t *testing.T) {
 	if err := cs.do(CmdEvacuateInstance, EvacuateCmd{ID: "a", By: ActionBy{Admin: true}}); !errors.As(err, &e) || e.Kind != KindConflict {
 		t.Fatalf("second evacuate: err = %v; want a conflict", err)
 	}
+	// The host comes back before it is fenced: the request is void.
+	cs.must(CmdSetHostHealth, SetHostHealthCmd{ID: "h1"})
+	if _, ok := cs.s.Snapshot().Evacuation("a"); ok || cs.inst("a").TaskState != "" {
+		t.Fatalf("after the host came back: evacuation kept or task %q; want both cleared", cs.inst("a").TaskState)
+	}
+	cs.must(CmdSetHostHealth, SetHostHealthCmd{ID: "h1", Down: true})
+	cs.must(CmdEvacuateInstance, EvacuateCmd{ID: "a", TargetHost: "h2", By: ActionBy{Admin: true}})
 	cs.must(CmdDeleteInstance, DeleteCmd{ID: "d"})
 	cs.must(CmdSetHostHealth, SetHostHealthCmd{ID: "h1", Down: true, Fenced: true})
 	caps := map[string]HostCap{"h2": {VCPUs: 8, RAMMB: 8192, DiskGB: 80}}
