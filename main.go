@@ -39,7 +39,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
-	root.AddCommand(settingsCmd(), initCmd())
+	root.AddCommand(settingsCmd(), initCmd(), fenceGuardCmd())
 	return root
 }
 
@@ -130,6 +130,7 @@ func runAgent(f *agentFlags, out io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	f.cfg.Agent.GuardCommand = guardCommand()
 	n, err := node.Start(ctx, f.cfg)
 	if err != nil {
 		return err
@@ -305,6 +306,7 @@ func statusCmd() *cobra.Command {
 
 func leaveCmd() *cobra.Command {
 	var dataDir string
+	var evacuate bool
 	c := &cobra.Command{
 		Use:   "leave",
 		Short: "Take this host out of the cluster gracefully (its daemon then stops)",
@@ -319,6 +321,12 @@ func leaveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if evacuate {
+				fmt.Fprintln(c.OutOrStdout(), "peerstack: stopping this host's servers and restarting them on other hosts")
+				if err := cl.Do(ctx, "POST", "/drain", nil, nil); err != nil {
+					return err
+				}
+			}
 			if err := cl.Do(ctx, "POST", "/leave", nil, nil); err != nil {
 				return err
 			}
@@ -327,6 +335,7 @@ func leaveCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", node.DefaultDataDir, "this host's data dir (to find its daemon)")
+	c.Flags().BoolVar(&evacuate, "evacuate", false, "first stop this host's servers and restart them on other hosts (every disk must be on shared storage)")
 	return c
 }
 

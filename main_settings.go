@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -113,6 +114,18 @@ func parseSettingsArgs(args []string) (map[string]any, error) {
 				return nil, fmt.Errorf("image-size-limit=%s: %w", v, err)
 			}
 			patch["image_size_limit"] = n
+		case "fence-timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return nil, fmt.Errorf("fence-timeout=%s: want a duration such as 10s (0 = the default)", v)
+			}
+			patch["fence_timeout"] = d.Seconds()
+		case "ha":
+			on, err := strconv.ParseBool(strings.NewReplacer("on", "true", "off", "false").Replace(v))
+			if err != nil {
+				return nil, fmt.Errorf("ha=%s: want on or off", v)
+			}
+			patch["ha_disabled"] = !on
 		default:
 			if res, ok := strings.CutPrefix(k, "quota."); ok {
 				n, err := strconv.ParseInt(v, 10, 64)
@@ -196,6 +209,11 @@ func printSettings(w io.Writer, format string, s cluster.Settings) error {
 	}
 	fmt.Fprintf(tw, "image copies:\t%d\n", s.ImageCopies)
 	fmt.Fprintf(tw, "image size limit:\t%s (%d bytes)\n", formatBytes(s.ImageSizeLimit), s.ImageSizeLimit)
+	fence := "10s (the default)"
+	if s.FenceTimeout > 0 {
+		fence = fmt.Sprintf("%gs", s.FenceTimeout)
+	}
+	fmt.Fprintf(tw, "fence timeout:\t%s, HA %s\n", fence, map[bool]string{false: "on", true: "off"}[s.HADisabled])
 	for _, k := range slices.Sorted(maps.Keys(s.Quotas)) {
 		fmt.Fprintf(tw, "default quota %s:\t%d\n", k, s.Quotas[k])
 	}

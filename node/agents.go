@@ -50,6 +50,12 @@ type AgentOptions struct {
 	// RoutingDriver, when set, replaces hv/router (tests pass a fake).
 	RoutingDriver agent.Routing
 
+	// GuardCommand starts the fence guard (`peerstack fence-guard`), which
+	// outlives the daemon; nil: no guard (in-process clusters).
+	// FenceInterval is the period of lease renewals (default 1 s).
+	GuardCommand  []string
+	FenceInterval time.Duration
+
 	// Images makes image files available; nil: the image service
 	// (Node.EnsureImage).
 	Images agent.ImageSource
@@ -109,6 +115,7 @@ func (n *Node) runAgents(ctx context.Context) {
 	cfg := agent.Config{
 		HostID: n.id.NodeID, State: n.raft.Store(), Proposer: nodeProposer{n}, Hypervisor: hv,
 		Images: images, Volumes: vols, ResyncInterval: opts.ResyncInterval, DetachTimeout: opts.DetachTimeout, Logger: log,
+		Fence: n.newFence(ctx, log, opts),
 	}
 	if nw != nil {
 		cfg.Network, cfg.VTEPs, cfg.Firewall = nw, nodeVTEPs{n}, fw

@@ -30,6 +30,8 @@ func (n *Node) mountServices(srv *rest.Server) {
 	n.mountImages(srv)
 	n.mountNetworks(srv)
 	n.mountVolumes(srv)
+	n.mountHostFail(srv)
+	n.mountDrain(srv)
 	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -145,6 +147,9 @@ func (n *Node) Status() cluster.Status {
 func (n *Node) Leave(ctx context.Context) error {
 	if len(n.State().Members()) <= 1 {
 		return rest.BadRequest("the last host of a cluster cannot leave it")
+	}
+	if err := n.checkLeaveEmpty(); err != nil {
+		return err
 	}
 	if n.raft.IsLeader() {
 		if err := n.raft.TransferLeadership(); err != nil {

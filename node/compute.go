@@ -43,7 +43,8 @@ func (b computeBackend) Hosts() []compute.Host {
 	for _, m := range b.hosts.Members() {
 		live[m.Name] = m
 	}
-	members := b.State().Members()
+	sn := b.State()
+	members := sn.Members()
 	out := make([]compute.Host, 0, len(members))
 	for _, m := range members {
 		h := compute.Host{ID: m.ID, Name: m.Name, Disabled: m.Disabled, DisabledReason: m.DisabledBy}
@@ -52,7 +53,7 @@ func (b computeBackend) Hosts() []compute.Host {
 		}
 		if g, ok := live[m.ID]; ok {
 			h.VCPUs, h.RAMMB, h.DiskGB = g.Meta.VCPUs, g.Meta.RAMMB, g.Meta.DiskGB
-			h.Up = g.State == gossip.StateAlive && !g.Meta.Leaving
+			h.Up = g.State == gossip.StateAlive && !g.Meta.Leaving && !sn.HostDown(m.ID)
 			h.Accel, h.Arch = g.Meta.Accel, g.Meta.Arch
 		}
 		out = append(out, h)

@@ -23,6 +23,7 @@ func (n *Node) newLeader() *leader.Leader {
 			Logger: log}.Routine(),
 		n.imageRoutine(),
 		leader.Quotas{State: n.raft, Proposer: prop, Interval: t.Leader, Logger: log}.Routine(),
+		n.failoverRoutine(log),
 	}
 	routines = append(routines, n.cfg.LeaderRoutines...)
 	return leader.New(leader.Config{Raft: n.raft, Routines: routines, Logger: log})

@@ -21,6 +21,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/dashboard"
@@ -50,6 +51,9 @@ type Node struct {
 	// hosts is where the scheduler and the hypervisor API read host
 	// liveness and capacity: gossip, unless Config.HostSource wraps it.
 	hosts HostSource
+	// contacts is when, as leader, this host last heard a lease renewal
+	// from each host (hostfail.go).
+	contacts *leader.Contacts
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -69,7 +73,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000)}
+	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000),
+		contacts: leader.NewContacts(nil)}
 	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
 		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	n.apiSeconds = newAPISeconds()
@@ -221,6 +226,9 @@ func (n *Node) resume(ctx context.Context) (err error) {
 	}()
 	caPEM, certPEM, keyPEM, gossipKey, err := n.readSecrets()
 	if err != nil {
+		return err
+	}
+	if err := n.checkDuplicateOf(ctx, ln.Addr(), caPEM, certPEM, keyPEM); err != nil {
 		return err
 	}
 	if err := n.startParts(ctx, ln, caPEM, certPEM, keyPEM, gossipKey, false); err != nil {

@@ -51,6 +51,10 @@ type Settings struct {
 	// after an upgrade) and by any quota command, so log entries written
 	// before quotas existed replay exactly as they applied then.
 	QuotasEnforced bool `json:"quotas_enforced,omitempty"`
+	// FenceTimeout is T_fence (hostfail.go): 0 = DefaultFenceTimeout.
+	// HADisabled turns automatic restart of a failed host's servers off.
+	FenceTimeout time.Duration `json:"fence_timeout,omitempty"`
+	HADisabled   bool          `json:"ha_disabled,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

@@ -24,6 +24,9 @@ const (
 	CmdConsumeJoinToken CmdType = 5
 	CmdSetHostEnabled   CmdType = 6
 	CmdUpdateSettings   CmdType = 7
+	CmdSetHostHealth    CmdType = 8  // leader: a host is down, fenced or back
+	CmdFailoverInstance CmdType = 9  // leader: restart a fenced host's servers elsewhere
+	CmdEvacuateInstance CmdType = 10 // admin: Nova's evacuate
 
 	// Identity: 20-49.
 	CmdCreateProject     CmdType = 20
@@ -161,6 +164,9 @@ var commands = mustRegistry(
 	Cmd[ConsumeJoinTokenCmd](CmdConsumeJoinToken, "ConsumeJoinToken", applyConsumeJoinToken),
 	Cmd[SetHostEnabledCmd](CmdSetHostEnabled, "SetHostEnabled", applySetHostEnabled),
 	Cmd[UpdateSettingsCmd](CmdUpdateSettings, "UpdateSettings", applyUpdateSettings),
+	Cmd[SetHostHealthCmd](CmdSetHostHealth, "SetHostHealth", applySetHostHealth).Since(wave2),
+	Cmd[FailoverCmd](CmdFailoverInstance, "FailoverInstance", applyFailoverInstances).Since(wave2),
+	Cmd[EvacuateCmd](CmdEvacuateInstance, "EvacuateInstance", applyEvacuateInstance).Since(wave2),
 
 	// Identity.
 	Cmd[Project](CmdCreateProject, "CreateProject", applyCreateProject),

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Cluster settings an admin changes at runtime (PATCH /cluster/v1/settings)
@@ -31,6 +32,10 @@ type UpdateSettingsCmd struct {
 	ImageCopies *int `json:"image_copies,omitempty"`
 	// ImageSizeLimit is the largest image upload in bytes; 0 = the default.
 	ImageSizeLimit *int64 `json:"image_size_limit,omitempty"`
+	// FenceTimeout is T_fence (docs/ha.md), 2 s to 10 min; 0 = the default.
+	FenceTimeout *time.Duration `json:"fence_timeout,omitempty"`
+	// HADisabled turns automatic restart of a failed host's servers off.
+	HADisabled *bool `json:"ha_disabled,omitempty"`
 }
 
 // MaxImageCopies bounds ImageCopies to something a cluster can mean.
@@ -58,8 +63,12 @@ func applyUpdateSettings(t *Txn, c *Command) error {
 	if r.ImageSizeLimit != nil && *r.ImageSizeLimit < 0 {
 		return Errorf(KindInvalid, "image_size_limit must be >= 0 bytes (0 = the default), not %d", *r.ImageSizeLimit)
 	}
+	if err := checkHASettings(r); err != nil {
+		return err
+	}
 	cfg := *old
 	s := &cfg.Settings
+	setHASettings(s, r)
 	s.FormerStorage = slices.Clone(s.FormerStorage)
 	if r.Storage != nil && storage != s.Storage {
 		s.FormerStorage = formerStorage(s.FormerStorage, s.Storage, storage)

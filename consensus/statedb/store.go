@@ -37,7 +37,7 @@ func idTable(name string, newObj func() any, extra ...string) table {
 
 // tables lists every table of the state: each resource file contributes
 // its own list.
-var tables = concat(coreTables, identityTables, computeTables, imageTables, networkTables, secGroupTables, routingTables, volumeTables, quotaTables)
+var tables = concat(coreTables, identityTables, computeTables, imageTables, networkTables, secGroupTables, routingTables, volumeTables, quotaTables, hostFailTables)
 
 var coreTables = []table{
 	idTable(tblMeta, func() any { return &ClusterConfig{} }),

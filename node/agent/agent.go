@@ -115,8 +115,11 @@ type Config struct {
 	DetachTimeout time.Duration
 	// Parallel bounds concurrent operations. Default 8.
 	Parallel int
-	Logger   *slog.Logger
-	Now      func() time.Time // default time.Now
+	// Fence, when set, kills this host's HA VMs when it loses quorum
+	// contact and holds them back until it caught up (fence.go).
+	Fence  *Fence
+	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
 }
 
 // Agent converges one host. Create it with New and run it with Run.
@@ -227,6 +230,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	var evWG sync.WaitGroup
 	evWG.Add(1)
 	go func() { defer evWG.Done(); a.readEvents(ctx) }()
+	if a.cfg.Fence != nil {
+		evWG.Add(1)
+		go func() { defer evWG.Done(); a.runFence(ctx) }()
+	}
 	defer evWG.Wait()
 	defer a.wg.Wait()
 

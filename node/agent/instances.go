@@ -176,6 +176,8 @@ func needsReport(inst *statedb.Instance, rep statedb.ReportInstanceCmd) bool {
 func (a *Agent) syncInstances(ctx context.Context, sn *statedb.Snapshot, actual map[string]VMStatus, net netReadiness, seen uint64) {
 	insts := sn.InstancesOnHost(a.cfg.HostID)
 	a.noteOrphans(insts, actual)
+	insts, moved := a.fenceView(sn, insts, actual)
+	a.removeMoved(ctx, seen, moved)
 	for _, act := range diffInstances(a.cfg.HostID, insts, actual) {
 		act := act
 		id := act.Inst.ID

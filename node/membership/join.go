@@ -102,6 +102,10 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
 	}
+	if m, ok := a.State().Member(req.NodeID); ok && !a.repeat(req, m) {
+		return nil, rest.Conflictf("host id %s is already a member (host %q): a joining host needs a new identity; "+
+			"join from an empty data dir, not a copy of a member's", req.NodeID, m.Name)
+	}
 	if other, ok := a.State().MemberByName(req.Name); ok && other.ID != req.NodeID {
 		return nil, rest.Conflictf("a host named %q is already a member; choose another --name", req.Name)
 	}
@@ -261,4 +265,13 @@ func (a *Admitter) checkVersion(req cluster.JoinRequest) error {
 		have = "a version that does not report itself"
 	}
 	return rest.Conflictf("this cluster's state holds changes made by peerstack %s; the joining host runs %s and could not apply them. Install peerstack %s or newer on it, then join again with the same token", floor, have, floor)
+}
+
+// repeat reports whether req repeats the join that registered member m:
+// the same host (node id and certificate key) with the same token, within
+// the retry window, at the same addresses. Its first answer was lost.
+func (a *Admitter) repeat(req cluster.JoinRequest, m *statedb.Member) bool {
+	jt, ok := a.State().JoinToken(req.TokenID)
+	return ok && jt.RetriedBy(req.NodeID, CSRKeyHash(req.CSR), a.now()) &&
+		m.APIAddr == req.APIAddr && m.RaftAddr == req.RaftAddr && m.GossipAddr == req.GossipAddr
 }

@@ -24,6 +24,11 @@ type Settings struct {
 	// Quotas are the default quota limits an admin set for the cluster
 	// (resources not named use their built-in defaults; docs/limits.md).
 	Quotas map[string]int64 `json:"quotas,omitempty"`
+	// FenceTimeout is T_fence in seconds as set (absent: the default,
+	// 10 s); HADisabled turns automatic restart of a failed host's
+	// servers off (docs/ha.md).
+	FenceTimeout float64 `json:"fence_timeout,omitempty"`
+	HADisabled   bool    `json:"ha_disabled,omitempty"`
 }
 
 // SettingsBackend is the daemon side of the settings API.
@@ -79,6 +84,7 @@ func SettingsOf(s *statedb.Settings) Settings {
 	return Settings{
 		Storage: s.Storage, StorageType: statedb.VolumeBackendType(s.Storage), FormerStorage: former,
 		ImageCopies: s.EffectiveImageCopies(), ImageSizeLimit: s.EffectiveImageSizeLimit(),
+		FenceTimeout: s.FenceTimeout.Seconds(), HADisabled: s.HADisabled,
 		Quotas: maps.Clone(s.Quotas),
 	}
 }
@@ -164,8 +170,12 @@ func DecodeSettingsPatch(raw map[string]json.RawMessage) (statedb.UpdateSettings
 				return p, rest.BadRequest("Invalid setting image_size_limit: want a number of bytes >= 0 (0 = the default).")
 			}
 			p.ImageSizeLimit = &n
+		case "fence_timeout", "ha_disabled":
+			if err := decodeHASetting(&p, k, v); err != nil {
+				return p, err
+			}
 		default:
-			return p, rest.BadRequest("Unknown setting %q: the settings are storage, image_copies, image_size_limit and quotas.", k)
+			return p, rest.BadRequest("Unknown setting %q: the settings are storage, image_copies, image_size_limit, fence_timeout, ha_disabled and quotas.", k)
 		}
 	}
 	return p, nil
@@ -195,4 +205,26 @@ func sortedKeys(m map[string]json.RawMessage) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// decodeHASetting reads fence_timeout (seconds, 0 = the default) and
+// ha_disabled (a boolean) into p.
+func decodeHASetting(p *statedb.UpdateSettingsCmd, k string, v json.RawMessage) error {
+	if k == "ha_disabled" {
+		var b bool
+		if err := json.Unmarshal(v, &b); err != nil {
+			return rest.BadRequest("Invalid setting ha_disabled: want true or false.")
+		}
+		p.HADisabled = &b
+		return nil
+	}
+	var secs float64
+	err := json.Unmarshal(v, &secs)
+	d := time.Duration(secs * float64(time.Second))
+	if err != nil || secs < 0 || (d != 0 && (d < statedb.MinFenceTimeout || d > statedb.MaxFenceTimeout)) {
+		return rest.BadRequest("Invalid setting fence_timeout: want seconds from %g to %g, or 0 for the default.",
+			statedb.MinFenceTimeout.Seconds(), statedb.MaxFenceTimeout.Seconds())
+	}
+	p.FenceTimeout = &d
+	return nil
 }

@@ -88,6 +88,8 @@ func (s *service) serverAction(c *rest.Ctx) (any, error) {
 			return s.resize(c, inst, raw)
 		case "confirmResize", "revertResize":
 			return s.resizeDecision(c, inst, action, raw)
+		case "evacuate":
+			return s.evacuate(c, inst, raw)
 		default:
 			return nil, rest.BadRequest("There is no such action: %s", action)
 		}

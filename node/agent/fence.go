@@ -1,0 +1,298 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+// Self-fencing (docs/ha.md). A host that has had no quorum contact for
+// T_fence kills the VMs of its HA servers, so the leader, which waits
+// T_fence plus a margin on its own clock before it restarts them elsewhere,
+// never has one server running on two hosts. Quorum contact is a lease
+// round trip with the leader (FenceConfig.Renew): its send time counts, so
+// the leader, which records the renewal when it receives it, has always
+// heard from this host at least as late as this host believes.
+
+// FenceConfig configures a Fence.
+type FenceConfig struct {
+	// Renew makes one lease round trip with the Raft leader, which
+	// records that it heard from this host, and returns the leader's
+	// commit index at that moment.
+	Renew func(ctx context.Context) (commit uint64, err error)
+	// Applied is the index the local state has applied.
+	Applied func() uint64
+	// Timeout is T_fence, read on each check (a cluster setting).
+	Timeout func() time.Duration
+	// Mono reads a monotonic clock that the guard process shares (the
+	// host's CLOCK_MONOTONIC); default MonoNow.
+	Mono func() time.Duration
+	// Heartbeat, when set, is called after each fresh contact with the
+	// fence deadline (on Mono's clock) and the pids of the HA servers'
+	// VMs, for the guard that outlives the daemon (Guard).
+	Heartbeat func(deadline time.Duration, vms []GuardVM) error
+	// Interval is the period of lease renewals; default 1 s. A renewal
+	// waits at most Interval.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Fence tracks this host's quorum contact and fences its HA servers when
+// it is lost. Its zero value is not usable; see NewFence.
+type Fence struct {
+	cfg FenceConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	lastAck  time.Duration   // Mono time of the send of the last acknowledged renewal
+	haveAck  bool            // an ack arrived since the start or the last fence
+	want     uint64          // the leader's commit index at that ack
+	caughtUp bool            // contact since start/fence, and the state applied up to want
+	fenced   bool            // HA VMs were killed and contact is not back yet
+	killed   map[string]bool // HA servers this fence killed, restarted once caught up
+	ha       []GuardVM       // HA VMs running here, from the last sync
+	started  time.Duration
+}
+
+// GuardVM is a QEMU process the guard kills when the fence deadline
+// passes.
+type GuardVM struct {
+	ID  string `json:"id"`
+	PID int    `json:"pid"`
+}
+
+// NewFence returns a Fence; the agent runs it (Config.Fence).
+func NewFence(cfg FenceConfig) *Fence {
+	if cfg.Mono == nil {
+		cfg.Mono = MonoNow
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := &Fence{cfg: cfg, log: cfg.Logger, killed: map[string]bool{}}
+	// A restarted daemon counts from its start: a restart within T_fence
+	// keeps the VMs (the guard holds the deadline of the previous run).
+	f.started = cfg.Mono()
+	f.lastAck = f.started
+	return f
+}
+
+// MonoNow reads CLOCK_MONOTONIC: the same clock in the daemon and in the
+// guard, and it runs on while a process is stopped.
+func MonoNow() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("agent: CLOCK_MONOTONIC: " + err.Error()) // cannot fail on Linux
+	}
+	return time.Duration(ts.Nano())
+}
+
+// CaughtUp reports whether this host may start and keep HA servers: it
+// had contact with the leader since it started (or since it fenced) and
+// its state has applied what the leader had committed then, and that
+// contact is not older than T_fence.
+func (f *Fence) CaughtUp() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.caughtUp && !f.fenced && f.cfg.Mono()-f.lastAck <= f.cfg.Timeout()
+}
+
+// Fenced reports whether the fence has killed the HA VMs and contact is
+// not back yet.
+func (f *Fence) Fenced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fenced
+}
+
+// Check runs one renewal and one deadline check; Run calls it every
+// Interval. Past the deadline, kill stops the VMs of HA servers as the
+// last syncs saw them, on every check until contact is back.
+func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []GuardVM)) {
+	// The deadline is checked before the renewal: a daemon that was
+	// stopped past it (SIGSTOP, a hang) fences even if the leader answers
+	// at once, and then has to catch up.
+	f.mu.Lock()
+	t := f.cfg.Timeout()
+	expired := f.cfg.Mono()-f.lastAck > t
+	justFenced := expired && !f.fenced
+	var victims []GuardVM
+	if expired {
+		f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
+		victims, f.ha = f.ha, nil
+		for _, v := range victims {
+			f.killed[v.ID] = true
+		}
+	}
+	f.mu.Unlock()
+	if justFenced {
+		f.log.Error("fence: no quorum contact for T_fence; killing the VMs of this host's HA servers",
+			"t_fence", t, "vms", len(victims))
+	}
+	if len(victims) > 0 {
+		kill(ctx, victims)
+	}
+
+	sent := f.cfg.Mono()
+	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
+	commit, err := f.cfg.Renew(rctx)
+	cancel()
+	f.mu.Lock()
+	if err == nil && sent >= f.lastAck {
+		f.lastAck, f.haveAck = sent, true
+		if !f.caughtUp {
+			f.want = max(f.want, commit)
+		}
+	}
+	if f.haveAck && !f.caughtUp && f.cfg.Applied() >= f.want {
+		f.caughtUp, f.fenced = true, false
+		f.log.Info("fence: in contact with the cluster and caught up; HA servers may run here", "applied", f.want)
+	}
+	deadline, ha := f.lastAck+t, f.ha
+	f.mu.Unlock()
+	if err != nil && f.Fenced() {
+		f.log.Debug("fence: still no quorum contact", "err", err)
+	}
+	if err == nil && f.cfg.Heartbeat != nil {
+		if err := f.cfg.Heartbeat(deadline, ha); err != nil {
+			f.log.Warn("fence: write the guard's heartbeat", "err", err)
+		}
+	}
+}
+
+// runFence renews the lease every Interval until ctx ends, and wakes the
+// reconcilers when the host has caught up.
+func (a *Agent) runFence(ctx context.Context) {
+	f := a.cfg.Fence
+	t := time.NewTicker(f.cfg.Interval)
+	defer t.Stop()
+	for {
+		before := f.CaughtUp()
+		f.Check(ctx, a.killVMs)
+		if f.CaughtUp() != before {
+			a.poke()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// setHA records the HA VMs running here (each sync).
+func (f *Fence) setHA(vms []GuardVM) {
+	f.mu.Lock()
+	f.ha = vms
+	f.mu.Unlock()
+}
+
+// wasKilled tells whether the fence killed server id; running again
+// forgets it.
+func (f *Fence) wasKilled(id string, running bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := f.killed[id]
+	if running {
+		delete(f.killed, id)
+	}
+	return k
+}
+
+// fenceView is what the instance reconciler may act on under the fence:
+// before this host caught up, no HA server of it (nothing is started and
+// nothing reported; running VMs are left as they are); after, an HA server
+// the fence killed is asked to start again, as a start request would. It
+// also records the HA VMs that run, for the fence and the guard, and
+// returns the VMs that must go: servers placed on another host or gone
+// from the state while this host was cut off.
+func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actual map[string]VMStatus) (
+	[]*statedb.Instance, []string) {
+	f := a.cfg.Fence
+	if f == nil {
+		return insts, nil
+	}
+	caught := f.CaughtUp()
+	var out []*statedb.Instance
+	var ha []GuardVM
+	placed := map[string]bool{}
+	for _, inst := range insts {
+		placed[inst.ID] = true
+		if !sn.HA(inst) {
+			out = append(out, inst)
+			continue
+		}
+		st, ok := actual[inst.ID]
+		running := ok && (st.State == VMRunning || st.State == VMPaused)
+		if running {
+			ha = append(ha, GuardVM{ID: inst.ID, PID: st.PID})
+		}
+		if !caught {
+			continue
+		}
+		if f.wasKilled(inst.ID, running) && inst.Desired == statedb.DesiredRunning && !running {
+			cp := *inst
+			cp.TaskState = statedb.TaskPoweringOn // killed by the fence, not by its owner
+			inst = &cp
+		}
+		out = append(out, inst)
+	}
+	f.setHA(ha)
+	if !caught {
+		return out, nil
+	}
+	var gone []string
+	for id, st := range actual {
+		if placed[id] || st.State == VMMissing {
+			continue
+		}
+		if other, ok := sn.Instance(id); ok && other.Host == a.cfg.HostID {
+			continue
+		}
+		gone = append(gone, id)
+	}
+	return out, gone
+}
+
+// killVMs SIGKILLs the QEMUs of vms; a VM without a pid (a hypervisor that
+// reports none) is stopped through the hypervisor.
+func (a *Agent) killVMs(ctx context.Context, vms []GuardVM) {
+	for _, v := range vms {
+		if v.PID > 0 {
+			if !procOwns(v.PID, v.ID) {
+				continue // gone already (the guard), or the pid is another process now
+			}
+			if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+				a.log.Error("fence: kill vm", "instance", v.ID, "pid", v.PID, "err", err)
+			}
+			continue
+		}
+		if err := a.cfg.Hypervisor.Stop(ctx, v.ID); err != nil {
+			a.log.Error("fence: stop vm", "instance", v.ID, "err", err)
+		}
+	}
+	a.markDirty()
+	a.poke()
+}
+
+// removeMoved deletes the VMs of servers that run elsewhere now or were
+// deleted while this host was cut off (their files on this host only:
+// shared volumes are never touched).
+func (a *Agent) removeMoved(ctx context.Context, seen uint64, ids []string) {
+	for _, id := range ids {
+		a.launch(ctx, seen, "remove-moved", []string{id}, func(ctx context.Context) error {
+			a.log.Warn("vm of a server that is not placed on this host (moved or deleted while this host was cut off); removing it",
+				"instance", id)
+			return a.cfg.Hypervisor.Delete(ctx, id)
+		})
+	}
+}

@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The guard is a small process apart from the daemon (`peerstack
+// fence-guard`, in its own session) that holds the fence when the daemon
+// cannot: SIGKILLed, hung or SIGSTOPped. The daemon writes a heartbeat
+// file after each fresh quorum contact: the fence deadline on the host's
+// CLOCK_MONOTONIC and the pids of its HA servers' QEMUs. Past the
+// deadline the guard SIGKILLs those pids, so the VMs stop on time whatever
+// became of the daemon.
+
+// Heartbeat is the file the daemon writes and the guard reads.
+type Heartbeat struct {
+	// Deadline is the fence deadline, in nanoseconds of CLOCK_MONOTONIC.
+	Deadline int64     `json:"deadline_mono_ns"`
+	VMs      []GuardVM `json:"vms"`
+}
+
+// WriteHeartbeat replaces the heartbeat file atomically.
+func WriteHeartbeat(path string, deadline time.Duration, vms []GuardVM) error {
+	b, err := json.Marshal(Heartbeat{Deadline: int64(deadline), VMs: vms})
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// GuardConfig configures Guard.
+type GuardConfig struct {
+	File string // the heartbeat file
+	// Mono is CLOCK_MONOTONIC (nil: MonoNow).
+	Mono func() time.Duration
+	// Kill kills a pid (nil: SIGKILL); Owns tells whether pid is still the
+	// QEMU of instance id (nil: its command line names the id), so a
+	// reused pid is never killed.
+	Kill     func(pid int) error
+	Owns     func(pid int, id string) bool
+	Interval time.Duration // default 100 ms
+	Logger   *slog.Logger
+}
+
+// Guard watches the heartbeat file until ctx ends and kills the VMs it
+// lists once its deadline passed. A missing file means nothing to guard.
+func Guard(ctx context.Context, cfg GuardConfig) {
+	if cfg.Mono == nil {
+		cfg.Mono = MonoNow
+	}
+	if cfg.Kill == nil {
+		cfg.Kill = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+	}
+	if cfg.Owns == nil {
+		cfg.Owns = procOwns
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(cfg.Interval)
+	defer t.Stop()
+	killed := map[int]bool{}
+	for {
+		guardOnce(cfg, killed)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// guardOnce is one check of the heartbeat; killed remembers the pids
+// already killed for this deadline.
+func guardOnce(cfg GuardConfig, killed map[int]bool) {
+	b, err := os.ReadFile(cfg.File)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var hb Heartbeat
+	if err == nil {
+		err = json.Unmarshal(b, &hb)
+	}
+	if err != nil {
+		cfg.Logger.Warn("fence guard: unreadable heartbeat; keeping the last verdict", "file", cfg.File, "err", err)
+		return
+	}
+	if cfg.Mono() <= time.Duration(hb.Deadline) {
+		clear(killed)
+		return
+	}
+	for _, vm := range hb.VMs {
+		if vm.PID <= 0 || killed[vm.PID] || !cfg.Owns(vm.PID, vm.ID) {
+			continue
+		}
+		killed[vm.PID] = true
+		if err := cfg.Kill(vm.PID); err != nil && !errors.Is(err, syscall.ESRCH) {
+			cfg.Logger.Error("fence guard: kill", "instance", vm.ID, "pid", vm.PID, "err", err)
+			continue
+		}
+		cfg.Logger.Error("fence guard: the daemon has had no quorum contact past T_fence; killed the VM of an HA server",
+			"instance", vm.ID, "pid", vm.PID)
+	}
+}
+
+// procOwns tells whether process pid's command line names instance id.
+func procOwns(pid int, id string) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return err == nil && strings.Contains(string(b), id)
+}

@@ -1,0 +1,266 @@
+package leader
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/scheduler"
+)
+
+// Host failure (docs/ha.md): the leader watches when it last heard from
+// each host, on its own monotonic clock, through gossip and the hosts'
+// lease renewals (Contacts). Silent for half of T_fence: the host is down
+// (its compute service shows "down"). Silent for T_fence plus the margin:
+// the host has fenced itself, so the leader declares it fenced and
+// restarts its HA servers elsewhere through the placement rule.
+
+// Contacts records when this host, as leader, last received a lease
+// renewal from each host. Times are from time.Now (monotonic).
+type Contacts struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	now  func() time.Time
+}
+
+// NewContacts returns an empty record; now is the clock (nil: time.Now).
+func NewContacts(now func() time.Time) *Contacts {
+	if now == nil {
+		now = time.Now
+	}
+	return &Contacts{last: map[string]time.Time{}, now: now}
+}
+
+// Heard records a renewal from host id, received now.
+func (c *Contacts) Heard(id string) {
+	c.mu.Lock()
+	c.last[id] = c.now()
+	c.mu.Unlock()
+}
+
+// Last returns when host id was last heard from.
+func (c *Contacts) Last(id string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.last[id]
+	return t, ok
+}
+
+// Failover is the leader's host-failure routine.
+type Failover struct {
+	SelfID   string
+	State    StateSource
+	Gossip   HostSource
+	Contacts *Contacts
+	Proposer Proposer
+	// Now is the leader's monotonic clock (nil: time.Now).
+	Now      func() time.Time
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Routine is the failover as a leader routine. A new leader counts every
+// host's silence from its own election at the earliest: it cannot know
+// what the previous leader heard.
+func (f Failover) Routine() Routine {
+	return Routine{Name: "failover", Run: func(ctx context.Context, hints <-chan struct{}) error {
+		now := f.now()
+		w := &watch{start: now, seen: map[string]time.Time{}}
+		return Every("failover", f.Interval, func(ctx context.Context) { f.tick(ctx, w) }).Run(ctx, hints)
+	}}
+}
+
+func (f Failover) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
+}
+
+// watch is one leadership term's view of the hosts.
+type watch struct {
+	start time.Time            // when this host started leading
+	seen  map[string]time.Time // when gossip last showed each host alive
+}
+
+// Verdict is what the leader concludes from a host's silence.
+type Verdict struct {
+	Down, Fenced bool
+}
+
+// Judge is the liveness rule: down after half of T_fence of silence,
+// fenced after T_fence plus the margin.
+func Judge(silent, tFence time.Duration) Verdict {
+	return Verdict{Down: silent > tFence/2, Fenced: silent > tFence+statedb.FenceMargin(tFence)}
+}
+
+// Silence is how long the leader has not heard from a host: since the
+// latest of the term's start, the last gossip sighting and the last lease
+// renewal.
+func Silence(now, start time.Time, sightings ...time.Time) time.Duration {
+	last := start
+	for _, t := range sightings {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return now.Sub(last)
+}
+
+func (f Failover) tick(ctx context.Context, w *watch) {
+	now := f.now()
+	sn := f.State.State()
+	tFence := statedb.DefaultFenceTimeout
+	if cfg, ok := sn.Cluster(); ok {
+		tFence = cfg.Settings.EffectiveFenceTimeout()
+	}
+	live := f.Gossip.Members()
+	for _, g := range live {
+		if g.State == gossip.StateAlive {
+			w.seen[g.Name] = now
+		}
+	}
+	for _, m := range sn.MembersByID() {
+		if m.ID == f.SelfID {
+			continue
+		}
+		var sightings []time.Time
+		if t, ok := w.seen[m.ID]; ok {
+			sightings = append(sightings, t)
+		}
+		if t, ok := f.Contacts.Last(m.ID); ok {
+			sightings = append(sightings, t)
+		}
+		v := Judge(Silence(now, w.start, sightings...), tFence)
+		h, had := sn.HostHealth(m.ID)
+		// A host is back only on evidence: a young term's silence is
+		// short because the term is, not because the host spoke.
+		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down
+		switch {
+		case had && h.Draining:
+			// the host drains itself to leave: its word, not silence, counts
+		case back && had:
+			f.propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: m.ID}, "host is back", m.Name)
+		case v.Down && (!had || (v.Fenced && !h.Fenced)):
+			what := "host is down"
+			if v.Fenced {
+				what = "host is fenced: silent past T_fence and the margin"
+			}
+			f.propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: m.ID, Down: true, Fenced: v.Fenced}, what, m.Name)
+		}
+		if !v.Fenced && !(had && h.Draining) {
+			continue
+		}
+		sn = f.State.State()
+		if !sn.HostFenced(m.ID) {
+			continue
+		}
+		if cmd, ok := PlanFailover(sn, live, m.ID); ok {
+			f.propose(ctx, statedb.CmdFailoverInstance, cmd,
+				fmt.Sprintf("failover: %d moved, %d stranded, %d deleted", len(cmd.Moves), len(cmd.Stranded), len(cmd.Deleted)), m.Name)
+		}
+	}
+}
+
+func (f Failover) propose(ctx context.Context, t statedb.CmdType, payload any, what, host string) {
+	if _, err := f.Proposer.Propose(ctx, t, payload); err != nil {
+		if ctx.Err() == nil {
+			f.Logger.Warn("host failure: proposal failed", "what", what, "host", host, "err", err)
+		}
+		return
+	}
+	f.Logger.Info("host failure: "+what, "host", host)
+}
+
+// PlanFailover decides what happens to the servers of fenced host from:
+// deletes that waited for it finish; HA servers and servers an admin asked
+// to evacuate are placed on live hosts through the scheduler (group
+// policy and capacity as for a new server); the others, and those no host
+// can take, stay in ERROR with a fault saying why. ok is false when there
+// is nothing new to propose.
+func PlanFailover(sn *statedb.Snapshot, live []gossip.Member, from string) (statedb.FailoverCmd, bool) {
+	cmd := statedb.FailoverCmd{From: from, HostCaps: map[string]statedb.HostCap{}}
+	if cfg, ok := sn.Cluster(); ok {
+		cmd.Ratios = cfg.Settings.Ratios
+	}
+	hostName := from
+	if m, ok := sn.Member(from); ok {
+		hostName = m.Name
+	}
+	strand := func(i *statedb.Instance, reason string) {
+		if i.VMState == statedb.VMError && i.Fault != nil && i.Fault.Message == reason {
+			return // said already
+		}
+		cmd.Stranded = append(cmd.Stranded, statedb.PlacementFailure{InstanceID: i.ID, Reason: reason})
+	}
+	var free []*statedb.Instance                 // the scheduler chooses
+	targeted := map[string][]*statedb.Instance{} // an admin named the host
+	insts := sn.InstancesOnHost(from)
+	sort.Slice(insts, func(a, b int) bool { return insts[a].ID < insts[b].ID })
+	for _, i := range insts {
+		ev, evacuate := sn.Evacuation(i.ID)
+		switch {
+		case i.Desired == statedb.DesiredDeleted:
+			cmd.Deleted = append(cmd.Deleted, i.ID)
+		case evacuate && ev.TargetHost != "":
+			targeted[ev.TargetHost] = append(targeted[ev.TargetHost], i)
+		case evacuate || sn.HA(i):
+			free = append(free, i)
+		default:
+			strand(i, fmt.Sprintf("Host %s failed; the server was not restarted elsewhere: %s.", hostName, notHAReason(sn, i)))
+		}
+	}
+	plan := func(batch []*statedb.Instance, hosts []gossip.Member) {
+		if len(batch) == 0 {
+			return
+		}
+		p := scheduler.Plan(sn, schedulerHosts(hosts), batch, nil)
+		for _, pl := range p.Placements {
+			cmd.Moves = append(cmd.Moves, pl)
+			cmd.HostCaps[pl.HostID] = p.HostCaps[pl.HostID]
+		}
+		for _, fl := range p.Failures {
+			if i, ok := sn.Instance(fl.InstanceID); ok {
+				strand(i, fmt.Sprintf("Host %s failed and no other host can take the server: %s", hostName, fl.Reason))
+			}
+		}
+	}
+	var up []gossip.Member
+	for _, g := range live {
+		if g.Name != from && !sn.HostDown(g.Name) {
+			up = append(up, g)
+		}
+	}
+	plan(free, up)
+	targets := make([]string, 0, len(targeted))
+	for t := range targeted {
+		targets = append(targets, t)
+	}
+	sort.Strings(targets)
+	for _, t := range targets {
+		var only []gossip.Member
+		for _, g := range up {
+			if g.Name == t {
+				only = append(only, g)
+			}
+		}
+		plan(targeted[t], only)
+	}
+	return cmd, len(cmd.Moves)+len(cmd.Stranded)+len(cmd.Deleted) > 0
+}
+
+// notHAReason says why a server is not restarted elsewhere.
+func notHAReason(sn *statedb.Snapshot, i *statedb.Instance) string {
+	if cfg, ok := sn.Cluster(); ok && cfg.Settings.HADisabled {
+		return "high availability is off for the cluster (setting ha_disabled)"
+	}
+	if statedb.HAOptOut(i) {
+		return "its metadata " + statedb.HAMetadataKey + " turns high availability off"
+	}
+	return sn.LocalDisks(i)
+}

@@ -1,0 +1,89 @@
+package leader
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+func TestJudgeTimers(t *testing.T) {
+	const tf = 10 * time.Second
+	margin := statedb.FenceMargin(tf)
+	if margin != 2500*time.Millisecond {
+		t.Fatalf("FenceMargin(10 s) = %v; want 2 s + 5 %%", margin)
+	}
+	for _, c := range []struct {
+		silent       time.Duration
+		down, fenced bool
+	}{
+		{tf / 2, false, false},
+		{tf/2 + time.Millisecond, true, false},
+		{tf + margin, true, false},
+		{tf + margin + time.Millisecond, true, true},
+	} {
+		if v := Judge(c.silent, tf); v.Down != c.down || v.Fenced != c.fenced {
+			t.Errorf("Judge(%v) = %+v; want down %v fenced %v", c.silent, v, c.down, c.fenced)
+		}
+	}
+	now := time.Unix(1000, 0)
+	// A new leader counts from its election at the earliest, even when it
+	// last heard from the host long before.
+	if s := Silence(now, now.Add(-time.Second), now.Add(-100*time.Second)); s != time.Second {
+		t.Errorf("Silence from a term 1 s old = %v; want 1 s", s)
+	}
+	if s := Silence(now, now.Add(-time.Minute), now.Add(-3*time.Second), now.Add(-2*time.Second)); s != 2*time.Second {
+		t.Errorf("Silence with sightings 3 s and 2 s ago = %v; want the latest, 2 s", s)
+	}
+}
+
+// haState has hosts h1-h3 and, on h1, an HA server (boot volume on NFS),
+// a server with an image overlay and a server being deleted.
+func haState(t *testing.T) *pinState {
+	p := newPinState(t)
+	for _, id := range []string{"ha", "doomed"} {
+		ic := statedb.InstanceCreate{Instance: statedb.Instance{ID: id, Name: id, ProjectID: "p",
+			Flavor: statedb.Flavor{ID: "1", VCPUs: 1, RAMMB: 128, DiskGB: 1}}}
+		ic.Root = &statedb.RootDisk{AttachmentID: "a-" + id, New: &statedb.Volume{ID: "v-" + id, SizeGB: 1, Format: "qcow2",
+			ImageID: "img", Host: "h1", Path: "nfs://nas/export/volume-v-" + id + ".qcow2"}}
+		p.apply(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
+	}
+	p.server("local", "", "")
+	caps := map[string]statedb.HostCap{"h1": {VCPUs: 8, RAMMB: 16384, DiskGB: 100}}
+	p.apply(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{HostCaps: caps,
+		Placements: []statedb.PlacementRec{{InstanceID: "ha", HostID: "h1"}, {InstanceID: "doomed", HostID: "h1"}, {InstanceID: "local", HostID: "h1"}}})
+	p.apply(statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: "doomed"})
+	return p
+}
+
+func TestPlanFailover(t *testing.T) {
+	p := haState(t)
+	sn := p.s.Snapshot()
+	cmd, ok := PlanFailover(sn, liveHosts("h1", "h2", "h3"), "h1")
+	if !ok || len(cmd.Moves) != 1 || cmd.Moves[0].InstanceID != "ha" || cmd.Moves[0].HostID == "h1" {
+		t.Fatalf("moves = %+v; want ha moved off h1", cmd.Moves)
+	}
+	if len(cmd.Deleted) != 1 || cmd.Deleted[0] != "doomed" {
+		t.Fatalf("deleted = %v; want the server being deleted", cmd.Deleted)
+	}
+	if len(cmd.Stranded) != 1 || cmd.Stranded[0].InstanceID != "local" || !strings.Contains(cmd.Stranded[0].Reason, "local disk") {
+		t.Fatalf("stranded = %+v; want the image-booted server, naming its local disk", cmd.Stranded)
+	}
+	// Applied (host fenced), nothing is left to propose.
+	p.apply(statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: "h1", Down: true, Fenced: true})
+	p.apply(statedb.CmdFailoverInstance, cmd)
+	if cmd, ok := PlanFailover(p.s.Snapshot(), liveHosts("h1", "h2", "h3"), "h1"); ok {
+		t.Fatalf("second plan = %+v; want nothing new", cmd)
+	}
+	// No live host: the HA server is stranded with the scheduler's reason.
+	p2 := haState(t)
+	cmd, _ = PlanFailover(p2.s.Snapshot(), liveHosts("h1"), "h1")
+	found := false
+	for _, s := range cmd.Stranded {
+		found = found || (s.InstanceID == "ha" && strings.Contains(s.Reason, "no other host"))
+	}
+	if len(cmd.Moves) != 0 || !found {
+		t.Fatalf("plan with no other host = %+v; want ha stranded", cmd)
+	}
+}

@@ -1,0 +1,71 @@
+package compute
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/rest"
+)
+
+// evacuate serves the admin action {"evacuate": {...}}: restart a server
+// of a host that is down on another host. Body by microversion, as Nova:
+// "host" (optional, a compute host name), "adminPass" (accepted and
+// ignored: the disk is not rebuilt), "onSharedStorage" (required up to
+// 2.13, refused after), "force" (2.29-2.67). Up to 2.13 the answer is
+// {"adminPass": null}; after, no body. The server restarts once the
+// leader declares its host fenced (docs/ha.md).
+func (s *service) evacuate(c *rest.Ctx, inst *statedb.Instance, raw json.RawMessage) (any, error) {
+	if err := s.requireAdmin(c, "os_compute_api:os-evacuate"); err != nil {
+		return nil, err
+	}
+	var req struct {
+		Host            *string `json:"host"`
+		AdminPass       *string `json:"adminPass"`
+		OnSharedStorage *bool   `json:"onSharedStorage"`
+		Force           *bool   `json:"force"`
+	}
+	if string(raw) == "null" {
+		return nil, rest.BadRequest("Invalid input for field/attribute evacuate. Value: None. None is not of type 'object'")
+	}
+	if err := decodeStrict("evacuate", raw, &req); err != nil {
+		return nil, err
+	}
+	legacy := !atLeast(c, 2, 14)
+	switch {
+	case legacy && req.OnSharedStorage == nil:
+		return nil, rest.BadRequest("Invalid input for field/attribute evacuate. 'onSharedStorage' is a required property")
+	case !legacy && req.OnSharedStorage != nil:
+		return nil, rest.BadRequest("Invalid input for field/attribute evacuate. Additional properties are not allowed ('onSharedStorage' was unexpected)")
+	case req.Force != nil && (!atLeast(c, 2, 29) || atLeast(c, 2, 68)):
+		return nil, rest.BadRequest("Invalid input for field/attribute evacuate. Additional properties are not allowed ('force' was unexpected)")
+	case req.Host != nil && (*req.Host == "" || len(*req.Host) > 255):
+		return nil, rest.BadRequest("Invalid input for field/attribute host. Value: %s. It must be 1 to 255 characters", *req.Host)
+	}
+	sn := s.b.State()
+	cmd := statedb.EvacuateCmd{ID: inst.ID, By: s.actionBy(c)}
+	if req.Host != nil {
+		m, ok := sn.MemberByName(*req.Host)
+		if !ok {
+			return nil, rest.NotFoundf("Compute host %s could not be found.", *req.Host)
+		}
+		if m.ID == inst.Host {
+			return nil, rest.BadRequest("The target host can't be the same one.")
+		}
+		cmd.TargetHost = m.ID
+	}
+	if inst.Host != "" && !sn.HostDown(inst.Host) {
+		name := inst.Host
+		if m, ok := sn.Member(inst.Host); ok {
+			name = m.Name
+		}
+		return nil, rest.BadRequest("Compute service of %s is still in use.", name)
+	}
+	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdEvacuateInstance, cmd); err != nil {
+		return nil, err
+	}
+	if legacy {
+		return map[string]any{"adminPass": nil}, nil
+	}
+	return &rest.Response{Status: http.StatusOK}, nil
+}
