@@ -24,6 +24,7 @@ const (
 	CmdConsumeJoinToken CmdType = 5
 	CmdSetHostEnabled   CmdType = 6
 	CmdUpdateSettings   CmdType = 7
+	CmdRemoveHost       CmdType = 13 // admin: remove a member and revoke its certificates
 
 	// Identity: 20-49.
 	CmdCreateProject     CmdType = 20
@@ -44,6 +45,9 @@ const (
 	CmdLoginSucceeded    CmdType = 35
 	CmdUpdateRole        CmdType = 36
 	CmdLoginAttempt      CmdType = 37 // reserve a password check before it runs
+	CmdRevokeRoleTokens  CmdType = 38 // revoke a grant and its user's tokens
+	CmdDeleteRoleTokens  CmdType = 39 // delete a role and its holders' tokens
+	CmdUpdateRoleTokens  CmdType = 40 // update a role; a rename revokes its holders' tokens
 
 	// Compute: 50-99.
 	CmdCreateFlavor        CmdType = 50
@@ -150,6 +154,7 @@ var commands = mustRegistry(
 	Cmd[ConsumeJoinTokenCmd](CmdConsumeJoinToken, "ConsumeJoinToken", applyConsumeJoinToken),
 	Cmd[SetHostEnabledCmd](CmdSetHostEnabled, "SetHostEnabled", applySetHostEnabled),
 	Cmd[UpdateSettingsCmd](CmdUpdateSettings, "UpdateSettings", applyUpdateSettings),
+	Cmd[RemoveHostCmd](CmdRemoveHost, "RemoveHost", applyRemoveHost).Since(wave2),
 
 	// Identity.
 	Cmd[Project](CmdCreateProject, "CreateProject", applyCreateProject),
@@ -170,6 +175,9 @@ var commands = mustRegistry(
 	Cmd[LoginCmd](CmdLoginSucceeded, "LoginSucceeded", applyLoginSucceeded),
 	Cmd[Role](CmdUpdateRole, "UpdateRole", applyUpdateRole),
 	Cmd[LoginCmd](CmdLoginAttempt, "LoginAttempt", applyLoginAttempt).Since(wave2),
+	Cmd[RevokeRoleCmd](CmdRevokeRoleTokens, "RevokeRoleTokens", applyRevokeRoleTokens).Since(wave2),
+	Cmd[DeleteRoleCmd](CmdDeleteRoleTokens, "DeleteRoleTokens", applyDeleteRoleTokens).Since(wave2),
+	Cmd[UpdateRoleCmd](CmdUpdateRoleTokens, "UpdateRoleTokens", applyUpdateRoleTokens).Since(wave2),
 
 	// Compute.
 	Cmd[Flavor](CmdCreateFlavor, "CreateFlavor", applyCreateFlavor),
