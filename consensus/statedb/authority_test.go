@@ -211,3 +211,24 @@ func TestRoleChangesRevokeTokensInOneEntry(t *testing.T) {
 		t.Fatalf("revoking a grant that is gone: %v; want not found", err)
 	}
 }
+
+// FuzzCheckForwarded: whatever bytes a member sends to the internal apply
+// endpoint, the leader's origin check neither panics nor admits a user
+// command without the caller's identity.
+func FuzzCheckForwarded(f *testing.F) {
+	sn := NewStore().Snapshot()
+	f.Add([]byte(`{"type":28,"req":"r","time":"2026-01-01T00:00:00Z","data":{"project_id":"p1","user_id":"u2","role_id":"r1"}}`))
+	f.Add([]byte(`{"type":136,"req":"r","caller":{"user":"u2","project":"p2","writer":true},"data":{"network_id":"n1","project_id":"p2"}}`))
+	f.Add([]byte(`{"type":56,"data":{"instances":[{"instance":{"project_id":"p9"},"nics":[null]}]}}`))
+	f.Add([]byte(`{"type":61,"data":{"host_id":"h1"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := Commands().CheckForwarded(sn, data, Origin{Host: "h2"})
+		c, spec, perr := Commands().parse(data)
+		if perr != nil || err != nil {
+			return
+		}
+		if by, _ := spec.Proposers(); c.Caller != nil || by&ByHost == 0 {
+			t.Fatalf("admitted %s (caller %+v) from a host without a token", spec, c.Caller)
+		}
+	})
+}
