@@ -110,6 +110,7 @@ func TestHostCertificateIsNotAdmin(t *testing.T) {
 		{"GrantRole with the host certificate alone", statedb.CmdGrantRole, nil, "", grant},
 		{"GrantRole claiming the admin without a token", statedb.CmdGrantRole, &statedb.Caller{UserID: "admin", ProjectID: adminProject.ID, Admin: true, Writer: true}, "", grant},
 		{"GrantRole claiming the admin with mallory's token", statedb.CmdGrantRole, &statedb.Caller{UserID: mal.ID, ProjectID: adminProject.ID, Admin: true, Writer: true}, tok, grant},
+		{"GrantRole claiming the admin with a made-up token", statedb.CmdGrantRole, &statedb.Caller{UserID: "admin", ProjectID: adminProject.ID, Admin: true, Writer: true}, "ps1.made.up", grant},
 		{"GrantRole as mallory", statedb.CmdGrantRole, mallory, tok, grant},
 		{"a network in another project as mallory", statedb.CmdCreateNetwork, mallory, tok, statedb.Network{ID: "forged", Name: "forged", ProjectID: other.ID}},
 		{"a report for another host", statedb.CmdReportPort, nil, "", statedb.ReportPortCmd{PortID: "x", HostID: c.Node(ld).ID(), Status: "ACTIVE"}},
