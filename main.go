@@ -1,5 +1,5 @@
 // Command peerstack is the single binary of a peerstack cluster: the daemon
-// (`agent`, `join`) and the operator CLI (`token`, `members`, `status`,
+// (`agent`, `join`) and the operator CLI (`token`, `members [remove]`, `status`,
 // `leave`).
 package main
 
@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -275,7 +276,30 @@ func membersCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "table", "table or json")
+	c.AddCommand(membersRemoveCmd())
 	return c
+}
+
+// membersRemoveCmd removes another member (dead or compromised) and
+// revokes its certificates: every host refuses them from then on.
+func membersRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove <member-id>",
+		Short: "Remove another host from the cluster and revoke its certificates (admin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			cl, err := connect(ctx, client.Options{})
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(ctx, "DELETE", "/members/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "peerstack: member %s removed; its certificates are revoked\n", args[0])
+			return nil
+		},
+	}
 }
 
 func statusCmd() *cobra.Command {

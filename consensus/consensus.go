@@ -55,6 +55,10 @@ type Config struct {
 	// and random 128-bit hex ids.
 	Now   func() time.Time
 	NewID func() string
+	// CallerOf, when set, names the API caller a command proposed with ctx
+	// acts for (nil: none); Apply stamps it into commands that carry no
+	// caller yet (statedb.Caller).
+	CallerOf func(ctx context.Context) *statedb.Caller
 	// Commands is the command registry; nil means statedb.Commands().
 	Commands *statedb.Registry
 	// OnFatal is called once, from the state machine, when a committed
@@ -321,6 +325,16 @@ func (n *Node) Apply(ctx context.Context, cmd *statedb.Command) (uint64, error) 
 	if err := n.cfg.Commands.Gate(n.store.Snapshot(), cmd.Type); err != nil {
 		return 0, err
 	}
+	if cmd.Caller == nil && n.cfg.CallerOf != nil {
+		// Only user commands carry a caller: a host command proposed while
+		// serving a request (an image fetched for a download) is the
+		// host's own.
+		if spec, ok := n.cfg.Commands.Lookup(cmd.Type); ok {
+			if by, known := spec.Proposers(); known && by&statedb.ByUser != 0 {
+				cmd.Caller = n.cfg.CallerOf(ctx)
+			}
+		}
+	}
 	data, err := cmd.Encode()
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
@@ -376,9 +390,11 @@ func (n *Node) ApplyLeader(ctx context.Context, data []byte) (uint64, error) {
 	if err := n.fsm.halted(); err != nil {
 		return 0, err
 	}
-	if _, err := n.store.Registry().Admit(n.store.Snapshot(), data); err != nil {
+	sn := n.store.Snapshot()
+	if _, err := n.store.Registry().Admit(sn, data); err != nil {
 		return 0, err
 	}
+	data = n.store.Registry().ForLog(sn, data)
 	f := n.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrRaftShutdown) {

@@ -35,7 +35,9 @@ func (n *Node) bootstrapCommand(clusterID, caPEM, caKeyPEM string, gossipKey []b
 		Enabled: true, DefaultProjectID: project.ID, CreatedAt: now}
 	b := statedb.BootstrapCmd{
 		Config: statedb.ClusterConfig{
-			ClusterID: clusterID, CACertPEM: caPEM, CAKeyPEM: caKeyPEM, GossipKey: gossipKey, CreatedAt: now,
+			// The CA key and the gossip key stay on the members' disks
+			// (node/certs.go), out of the log, snapshots and backups.
+			ClusterID: clusterID, CACertPEM: caPEM, CreatedAt: now,
 			Settings: statedb.Settings{
 				Voters: n.cfg.Voters, TokenLifetime: time.Hour, LockoutAttempts: 6, LockoutDuration: 5 * time.Minute,
 				PublicURL: n.cfg.PublicURL, JoinTokenTimeout: time.Hour, Storage: n.cfg.Storage,

@@ -52,6 +52,10 @@ func (f forwarder) Forward(ctx context.Context, leaderID string, data []byte) (u
 		return 0, fmt.Errorf("forward: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if cred := rest.CredentialFrom(ctx); cred != nil {
+		// The leader re-checks a user command against its caller's token.
+		req.Header.Set("X-Auth-Token", cred.Token)
+	}
 	resp, err := f.n.client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
@@ -60,6 +64,10 @@ func (f forwarder) Forward(ctx context.Context, leaderID string, data []byte) (u
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		// Final: retrying cannot make the command admissible.
+		return 0, statedb.Errorf(statedb.KindForbidden, "%s", forbiddenMessage(body))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("forward to leader %s: status %d", addr, resp.StatusCode)
@@ -80,12 +88,27 @@ func (n *Node) apiAddrOf(id string) string {
 	return ""
 }
 
-// ApplyForwarded applies a command forwarded by a follower (leader only).
-func (n *Node) ApplyForwarded(ctx context.Context, data []byte) (uint64, error) {
+// ApplyForwarded applies a command forwarded by a follower (leader only):
+// fromHost is the member its certificate names; token, when the command
+// was proposed for an API caller, is that caller's token, verified here so
+// the command's authority comes from the caller, not the certificate.
+func (n *Node) ApplyForwarded(ctx context.Context, data []byte, fromHost, token string) (uint64, error) {
 	if !n.raft.IsLeader() {
 		return 0, errors.New("not the leader")
 	}
-	return n.raft.ApplyLeader(ctx, data)
+	if _, revoked := n.State().RevokedHost(fromHost); revoked {
+		// A connection made before the revocation applied.
+		return 0, statedb.Errorf(statedb.KindForbidden, "The certificate of member %s is revoked.", fromHost)
+	}
+	from := statedb.Origin{Host: fromHost}
+	if token != "" {
+		// A token that does not verify proves no caller: a user command
+		// is then refused, a host command stands on its own.
+		if cred, err := n.Authenticate(ctx, token); err == nil {
+			from.Caller = callerOfCred(cred)
+		}
+	}
+	return n.raft.ApplyForwarded(ctx, data, from)
 }
 
 // Members lists the cluster's hosts with Raft role and gossip state.

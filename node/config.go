@@ -65,6 +65,10 @@ type Config struct {
 	// one's: a joining host beyond it is refused, a member beyond it is
 	// logged. Zero means DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
+	// CertTTL is how long the host certificates this host signs (its own,
+	// renewed, and joining hosts') are valid; zero means
+	// membership.DefaultCertTTL. Hosts renew at two thirds of it.
+	CertTTL time.Duration
 	// ClockOffset shifts this daemon's wall clock, to inject clock skew
 	// in tests (--clock-offset, hidden). Zero in production.
 	ClockOffset time.Duration

@@ -17,7 +17,7 @@ import (
 func (n *Node) admitter() *membership.Admitter {
 	return &membership.Admitter{
 		SelfID: n.id.NodeID, SelfName: n.id.Name, State: n.State, Proposer: nodeProposer{n}, Clock: n.clock,
-		Members: n.gossip.Members, MaxClockSkew: n.cfg.MaxClockSkew, Logger: n.log,
+		Members: n.gossip.Members, MaxClockSkew: n.cfg.MaxClockSkew, CertTTL: n.cfg.CertTTL, Secrets: n.clusterSecrets, Logger: n.log,
 	}
 }
 
@@ -88,6 +88,9 @@ func (n *Node) join(ctx context.Context) (err error) {
 	}
 	written = true
 	if err := n.writeSecrets(resp.CACert, resp.Cert, keyPEM, resp.GossipKey); err != nil {
+		return err
+	}
+	if err := n.writeCAKey(resp.CAKey); err != nil {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID, Peers: resp.Peers}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,7 @@ type Node struct {
 	apiLn  net.Listener
 	client *http.Client // mTLS client for host-to-host calls
 	caPEM  string
+	certs  *membership.Keypair // this host's certificate, renewed by certLoop
 
 	// Bootstrap only: the generated admin password, shown once.
 	AdminPassword string
@@ -174,6 +176,7 @@ func (n *Node) bootstrap(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	ca.TTL = n.cfg.CertTTL
 	certPEM, err := ca.Sign(csrPEM, nodeID, n.certHosts())
 	if err != nil {
 		return err
@@ -182,6 +185,9 @@ func (n *Node) bootstrap(ctx context.Context) (err error) {
 	_, _ = rand.Read(gossipKey)
 	created = append(created, n.tlsDir(), filepath.Join(n.cfg.DataDir, "raft"), filepath.Join(n.cfg.DataDir, "gossip.key"))
 	if err := n.writeSecrets(ca.CertPEM(), certPEM, keyPEM, gossipKey); err != nil {
+		return err
+	}
+	if err := n.writeCAKey(caKeyPEM); err != nil {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: clusterID}
@@ -310,10 +316,16 @@ func (n *Node) certHosts() []string {
 
 // startParts starts Raft, gossip and the API server.
 func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPEM, keyPEM string, gossipKey []byte, bootstrap bool) error {
-	serverTLS, clientTLS, err := membership.TLSConfigs(caPEM, certPEM, keyPEM)
+	n.certs = &membership.Keypair{}
+	if err := n.certs.Set(caPEM, certPEM, keyPEM); err != nil {
+		return err
+	}
+	serverTLS, clientTLS, err := membership.TLSConfigsFor(caPEM, n.certs)
 	if err != nil {
 		return err
 	}
+	var state atomic.Pointer[consensus.Node] // set once Raft runs
+	serverTLS, clientTLS = refuseRevoked(serverTLS, &state), refuseRevoked(clientTLS, &state)
 	n.caPEM = caPEM
 	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		// A copy: the HTTP/2 set-up writes NextProtos into it on first
@@ -329,13 +341,14 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	rn, err := consensus.New(consensus.Config{
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
-		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n},
+		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf,
 		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
 		return err
 	}
 	n.raft = rn
+	state.Store(rn)
 	n.id.RaftAddr = rn.Addr()
 	if bootstrap {
 		if err := rn.Bootstrap(); err != nil {
@@ -404,8 +417,9 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(7)
+	n.wg.Add(8)
 	go func() { defer n.wg.Done(); n.watchReady(ctx) }()
+	go func() { defer n.wg.Done(); n.certLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()

@@ -91,6 +91,22 @@ type Backend interface {
 	NewID() string
 }
 
+type credKey struct{}
+
+// CredentialFrom returns the verified caller of the request ctx belongs
+// to, or nil (no token, or not a request).
+func CredentialFrom(ctx context.Context) *Credential {
+	c, _ := ctx.Value(credKey{}).(*Credential)
+	return c
+}
+
+// WithCredential returns ctx carrying cred as the verified caller: what
+// the server does for every token-authenticated request, for code that
+// proposes on a caller's behalf outside one.
+func WithCredential(ctx context.Context, cred *Credential) context.Context {
+	return context.WithValue(ctx, credKey{}, cred)
+}
+
 // Propose builds a command with a fresh request id and applies it. Inside
 // a request it waits at most the server's write deadline.
 func Propose(ctx context.Context, b Backend, t statedb.CmdType, payload any) (uint64, error) {
@@ -475,6 +491,7 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 				return
 			}
 			c.Cred = cred
+			c.R = r.WithContext(WithCredential(r.Context(), cred))
 		case Internal:
 			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 				fail(Forbiddenf("a cluster client certificate is required"))

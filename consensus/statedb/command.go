@@ -13,6 +13,9 @@ type Command struct {
 	ReqID string          `json:"req"`
 	Time  time.Time       `json:"time"`
 	Data  json.RawMessage `json:"data"`
+	// Caller is who a user command was proposed for (authority.go); nil
+	// for host and leader commands.
+	Caller *Caller `json:"caller,omitempty"`
 
 	// payload is Data decoded into the registered payload type, set once
 	// the command passed the registry (see decode).
@@ -61,6 +64,9 @@ func applyCommand(t *Txn, spec CmdSpec, c *Command) Result {
 			}
 			return res
 		}
+	}
+	if err := checkCaller(t, spec, c); err != nil {
+		return Result{Err: err}
 	}
 	if err := spec.apply(t, c); err != nil {
 		return Result{Err: err}

@@ -27,6 +27,7 @@ const (
 	CmdSetHostHealth    CmdType = 8  // leader: a host is down, fenced or back
 	CmdFailoverInstance CmdType = 9  // leader: restart a fenced host's servers elsewhere
 	CmdEvacuateInstance CmdType = 10 // admin: Nova's evacuate
+	CmdRemoveHost       CmdType = 13 // admin: remove a member and revoke its certificates
 
 	// Identity: 20-49.
 	CmdCreateProject     CmdType = 20
@@ -47,6 +48,9 @@ const (
 	CmdLoginSucceeded    CmdType = 35
 	CmdUpdateRole        CmdType = 36
 	CmdLoginAttempt      CmdType = 37 // reserve a password check before it runs
+	CmdRevokeRoleTokens  CmdType = 38 // revoke a grant and its user's tokens
+	CmdDeleteRoleTokens  CmdType = 39 // delete a role and its holders' tokens
+	CmdUpdateRoleTokens  CmdType = 40 // update a role; a rename revokes its holders' tokens
 
 	// Compute: 50-99.
 	CmdCreateFlavor        CmdType = 50
@@ -167,6 +171,7 @@ var commands = mustRegistry(
 	Cmd[SetHostHealthCmd](CmdSetHostHealth, "SetHostHealth", applySetHostHealth).Since(wave2),
 	Cmd[FailoverCmd](CmdFailoverInstance, "FailoverInstance", applyFailoverInstances).Since(wave2),
 	Cmd[EvacuateCmd](CmdEvacuateInstance, "EvacuateInstance", applyEvacuateInstance).Since(wave2),
+	Cmd[RemoveHostCmd](CmdRemoveHost, "RemoveHost", applyRemoveHost).Since(wave2),
 
 	// Identity.
 	Cmd[Project](CmdCreateProject, "CreateProject", applyCreateProject),
@@ -187,6 +192,9 @@ var commands = mustRegistry(
 	Cmd[LoginCmd](CmdLoginSucceeded, "LoginSucceeded", applyLoginSucceeded),
 	Cmd[Role](CmdUpdateRole, "UpdateRole", applyUpdateRole),
 	Cmd[LoginCmd](CmdLoginAttempt, "LoginAttempt", applyLoginAttempt).Since(wave2),
+	Cmd[RevokeRoleCmd](CmdRevokeRoleTokens, "RevokeRoleTokens", applyRevokeRoleTokens).Since(wave2),
+	Cmd[DeleteRoleCmd](CmdDeleteRoleTokens, "DeleteRoleTokens", applyDeleteRoleTokens).Since(wave2),
+	Cmd[UpdateRoleCmd](CmdUpdateRoleTokens, "UpdateRoleTokens", applyUpdateRoleTokens).Since(wave2),
 
 	// Compute.
 	Cmd[Flavor](CmdCreateFlavor, "CreateFlavor", applyCreateFlavor),

@@ -44,6 +44,7 @@ var coreTables = []table{
 	idTable(tblMembers, func() any { return &Member{} }, "Name"),
 	idTable(tblJoinTokens, func() any { return &JoinToken{} }),
 	idTable(tblRequests, func() any { return &requestRecord{} }),
+	idTable(tblRevokedHosts, func() any { return &RevokedHost{} }),
 }
 
 var identityTables = []table{

@@ -48,7 +48,14 @@ type Admitter struct {
 	// Members is the gossip view (clock measurements); nil: none.
 	Members      func() []gossip.Member
 	MaxClockSkew time.Duration
-	Logger       *slog.Logger
+	// CertTTL is how long joining hosts' certificates are valid; zero
+	// means DefaultCertTTL.
+	CertTTL time.Duration
+	// Secrets returns the cluster CA's key and the gossip key as this host
+	// keeps them, outside the replicated state; nil (or empty values)
+	// means the state's copies (clusters made before they left it).
+	Secrets func() (caKeyPEM string, gossipKey []byte, err error)
+	Logger  *slog.Logger
 	// Commands is the command registry; nil: this build's.
 	Commands *statedb.Registry
 }
@@ -121,11 +128,25 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
 	}
-	ca, err := LoadCA(cfg.CACertPEM, cfg.CAKeyPEM)
+	caKey, gossipKey := cfg.CAKeyPEM, cfg.GossipKey
+	if a.Secrets != nil {
+		k, g, err := a.Secrets()
+		if err != nil {
+			return nil, err
+		}
+		if k != "" {
+			caKey = k
+		}
+		if len(g) > 0 {
+			gossipKey = g
+		}
+	}
+	ca, err := LoadCA(cfg.CACertPEM, caKey)
 	if err != nil {
 		return nil, err
 	}
 	ca.Now = a.Clock
+	ca.TTL = a.CertTTL
 	cert, err := ca.Sign(req.CSR, req.NodeID, req.Hosts)
 	if err != nil {
 		return nil, rest.BadRequest("%v", err)
@@ -143,8 +164,8 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		}
 	}
 	a.Logger.Info("host joined", "node", req.NodeID, "name", req.Name, "api", req.APIAddr)
-	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: cfg.GossipKey, Peers: peers,
-		Time: a.Clock()}, nil
+	return &cluster.JoinResponse{ClusterID: cfg.ClusterID, CACert: cfg.CACertPEM, Cert: cert, GossipKey: gossipKey, CAKey: caKey,
+		Peers: peers, Time: a.Clock()}, nil
 }
 
 // precheckToken refuses, without writing anything, a join whose token is

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,12 @@ const NodeCertName = "peerstack-node"
 // The clock skew limit must stay well below it.
 const CertBackdate = time.Hour
 
+// DefaultCertTTL is how long a host certificate is valid: a day. Hosts
+// renew theirs when two thirds of it have passed (node's certificate
+// loop), so a certificate that leaks or outlives its host's membership is
+// soon worthless.
+const DefaultCertTTL = 24 * time.Hour
+
 // CA is the cluster certificate authority: it signs host certificates.
 type CA struct {
 	cert    *x509.Certificate
@@ -33,10 +40,20 @@ type CA struct {
 	certPEM string
 	// Now is the signer's clock; nil means time.Now.
 	Now func() time.Time
+	// TTL is how long the certificates it signs are valid from now;
+	// 0 means DefaultCertTTL.
+	TTL time.Duration
 }
 
 // CertPEM is the CA certificate.
 func (c *CA) CertPEM() string { return c.certPEM }
+
+func (c *CA) ttl() time.Duration {
+	if c.TTL > 0 {
+		return c.TTL
+	}
+	return DefaultCertTTL
+}
 
 func (c *CA) clock() time.Time {
 	if c.Now != nil {
@@ -159,7 +176,7 @@ func (c *CA) Sign(csrPEM, nodeID string, hosts []string) (string, error) {
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"peerstack"}},
 		NotBefore:    now.Add(-CertBackdate),
-		NotAfter:     now.AddDate(10, 0, 0),
+		NotAfter:     now.Add(c.ttl()),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{NodeCertName, "localhost"},
@@ -194,32 +211,66 @@ func Fingerprint(cert *x509.Certificate) string {
 
 // TLSConfigs builds the server and client TLS configs of a node.
 func TLSConfigs(caPEM, certPEM, keyPEM string) (server, client *tls.Config, err error) {
-	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
-	if err != nil {
-		return nil, nil, fmt.Errorf("load node certificate: %w", err)
+	kp := &Keypair{}
+	if err := kp.Set(caPEM, certPEM, keyPEM); err != nil {
+		return nil, nil, err
 	}
+	server, client, err = TLSConfigsFor(caPEM, kp)
+	return server, client, err
+}
+
+// TLSConfigsFor builds the server and client TLS configs of a node that
+// present whatever certificate kp holds at each handshake, so a renewed
+// certificate is used from the next connection on.
+func TLSConfigsFor(caPEM string, kp *Keypair) (server, client *tls.Config, err error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
 		return nil, nil, errors.New("load cluster CA: no certificate")
 	}
-	// Send the CA with the chain so a joining host can pin its fingerprint.
-	if cb, _ := pem.Decode([]byte(caPEM)); cb != nil {
-		pair.Certificate = append(pair.Certificate, cb.Bytes)
-	}
 	server = &tls.Config{
-		Certificates: []tls.Certificate{pair},
-		ClientCAs:    pool,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.current(), nil },
+		ClientCAs:      pool,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		MinVersion:     tls.VersionTLS12,
 	}
 	client = &tls.Config{
-		Certificates: []tls.Certificate{pair},
-		RootCAs:      pool,
-		ServerName:   NodeCertName,
-		MinVersion:   tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.current(), nil },
+		RootCAs:              pool,
+		ServerName:           NodeCertName,
+		MinVersion:           tls.VersionTLS12,
 	}
 	return server, client, nil
 }
+
+// Keypair is a host's current certificate and key, replaced whole when
+// the host renews its certificate.
+type Keypair struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+// Set loads a certificate and key (PEM) as the current pair; the CA is
+// sent with the chain so a joining host can pin its fingerprint.
+func (k *Keypair) Set(caPEM, certPEM, keyPEM string) error {
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return fmt.Errorf("load node certificate: %w", err)
+	}
+	if cb, _ := pem.Decode([]byte(caPEM)); cb != nil {
+		pair.Certificate = append(pair.Certificate, cb.Bytes)
+	}
+	k.p.Store(&pair)
+	return nil
+}
+
+// Leaf is the current certificate, parsed; nil before Set.
+func (k *Keypair) Leaf() *x509.Certificate {
+	if c := k.p.Load(); c != nil {
+		return c.Leaf
+	}
+	return nil
+}
+
+func (k *Keypair) current() *tls.Certificate { return k.p.Load() }
 
 // MTLSServer is the server config for Raft: client certificates required.
 func MTLSServer(s *tls.Config) *tls.Config {

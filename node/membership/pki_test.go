@@ -114,7 +114,7 @@ func TestMutualTLSAndPinning(t *testing.T) {
 	}
 	// A client without a certificate cannot reach the Raft server config.
 	noCert := client.Clone()
-	noCert.Certificates = nil
+	noCert.Certificates, noCert.GetClientCertificate = nil, nil
 	if err := handshake(t, MTLSServer(server), noCert); err == nil {
 		t.Fatal("Raft server accepted a client without a certificate")
 	}

@@ -89,7 +89,7 @@ func (e *agEnv) seed(ctx context.Context) {
 		{statedb.CmdCreateSubnet, statedb.CreateSubnetCmd{Subnet: statedb.Subnet{ID: n.NewID(), Name: "agsub", NetworkID: e.net,
 			ProjectID: p.ID, IPVersion: 4, CIDR: "10.40.0.0/22", EnableDHCP: true}, GatewayAuto: true, PoolsAuto: true}},
 	} {
-		if _, err := rest.Propose(ctx, n, step.typ, step.payload); err != nil {
+		if _, err := rest.Propose(adminContext(ctx, e.t, n), n, step.typ, step.payload); err != nil {
 			e.t.Fatalf("seed %d: %v", step.typ, err)
 		}
 	}

@@ -21,7 +21,7 @@ func quiet() Options { return Options{Logger: slog.New(slog.NewTextHandler(io.Di
 // writeLoad runs n writes through host h with conc concurrent clients and
 // reports writes/s and latency percentiles.
 func writeLoad(b *testing.B, h *node.Node, n, conc int, prefix string) {
-	ctx := context.Background()
+	ctx := adminContext(context.Background(), b, h)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -114,7 +114,7 @@ func BenchmarkLeaderLoss(b *testing.B) {
 			break
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := rest.Propose(ctx, h, statedb.CmdCreateProject, statedb.Project{ID: "after", Name: "after", Enabled: true})
+		_, err := rest.Propose(adminContext(ctx, b, h), h, statedb.CmdCreateProject, statedb.Project{ID: "after", Name: "after", Enabled: true})
 		cancel()
 		if err != nil {
 			b.Fatal(err)

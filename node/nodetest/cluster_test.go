@@ -16,7 +16,7 @@ import (
 func createProject(ctx context.Context, t *testing.T, n *node.Node, name string) string {
 	t.Helper()
 	id := strings.ReplaceAll(n.NewID(), "-", "")
-	_, err := rest.Propose(ctx, n, statedb.CmdCreateProject, statedb.Project{ID: id, Name: name, Enabled: true, CreatedAt: n.Now()})
+	_, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdCreateProject, statedb.Project{ID: id, Name: name, Enabled: true, CreatedAt: n.Now()})
 	if err != nil {
 		t.Fatalf("create project %s through %s: %v", name, n.Name(), err)
 	}
@@ -208,7 +208,7 @@ func TestForwardedWriteErrors(t *testing.T) {
 	ctx := t.Context()
 	f := c.Node(c.Follower())
 	createProject(ctx, t, f, "dup")
-	_, err := rest.Propose(ctx, f, statedb.CmdCreateProject, statedb.Project{ID: "x1", Name: "dup", Enabled: true})
+	_, err := rest.Propose(adminContext(ctx, t, f), f, statedb.CmdCreateProject, statedb.Project{ID: "x1", Name: "dup", Enabled: true})
 	if !errors.Is(err, statedb.ErrConflict) {
 		t.Fatalf("duplicate through a follower: err = %v; want a conflict", err)
 	}
@@ -223,7 +223,7 @@ func TestExactlyOnceRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i1, err := f.Apply(ctx, cmd)
+	i1, err := f.Apply(adminContext(ctx, t, f), cmd)
 	if err != nil {
 		t.Fatal(err)
 	}

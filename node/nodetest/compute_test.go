@@ -102,7 +102,7 @@ func cpSeedImage(ctx context.Context, t testing.TB, n *node.Node) string {
 		{statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: id, Size: 1 << 20, VirtualSize: 1 << 20,
 			SHA256: strings.Repeat("ab", 32), Holders: []string{n.ID()}}},
 	} {
-		if _, err := rest.Propose(ctx, n, step.typ, step.payload); err != nil {
+		if _, err := rest.Propose(adminContext(ctx, t, n), n, step.typ, step.payload); err != nil {
 			t.Fatalf("seed image: %v", err)
 		}
 	}
@@ -137,6 +137,8 @@ func cpWaitPlaced(c *Cluster, n *node.Node, ids []string) map[string]*statedb.In
 }
 
 // report proposes an agent report for an instance as its host would.
+// cpReport proposes an agent's report through n, the instance's host (a
+// host may report only for itself).
 func cpReport(ctx context.Context, t testing.TB, n *node.Node, inst *statedb.Instance, vmState string, power int, gone bool) {
 	t.Helper()
 	_, err := rest.Propose(ctx, n, statedb.CmdReportInstance, statedb.ReportInstanceCmd{
@@ -264,7 +266,7 @@ func TestComputeScheduling(t *testing.T) {
 
 	// The host's agent reports: ACTIVE, then gone after delete.
 	first := placed[ids[0]]
-	cpReport(ctx, t, c.Node(1), first, statedb.VMActive, statedb.PowerRunning, false)
+	cpReport(ctx, t, c.ByID(first.Host), first, statedb.VMActive, statedb.PowerRunning, false)
 	c.Eventually(10*time.Second, "ACTIVE through node 2", func() bool {
 		_, body := a.do(2, "GET", "/servers/"+first.ID, nil)
 		return body["server"].(map[string]any)["status"] == "ACTIVE"
@@ -272,7 +274,7 @@ func TestComputeScheduling(t *testing.T) {
 	if st, _ := a.do(2, "DELETE", "/servers/"+first.ID, nil); st != 204 {
 		t.Fatalf("delete = %d", st)
 	}
-	cpReport(ctx, t, c.Node(0), first, "", 0, true)
+	cpReport(ctx, t, c.ByID(first.Host), first, "", 0, true)
 	c.Eventually(10*time.Second, "deleted server gone", func() bool {
 		st, _ := a.do(1, "GET", "/servers/"+first.ID, nil)
 		return st == 404

@@ -57,7 +57,7 @@ func newDashEnv(t *testing.T) *dashEnv {
 		{statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: img, Size: 1 << 20, VirtualSize: 1 << 20,
 			SHA256: strings.Repeat("cd", 32), Holders: []string{n.ID()}}},
 	} {
-		if _, err := rest.Propose(t.Context(), n, step.typ, step.payload); err != nil {
+		if _, err := rest.Propose(adminContext(t.Context(), t, n), n, step.typ, step.payload); err != nil {
 			t.Fatalf("seed: %v", err)
 		}
 	}
@@ -379,7 +379,7 @@ func TestDashboardConsoleCLI(t *testing.T) {
 		{statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: img, Size: 1 << 20, VirtualSize: 1 << 20,
 			SHA256: strings.Repeat("cd", 32), Holders: []string{n.ID(), c.Node(1).ID()}}},
 	} {
-		if _, err := rest.Propose(t.Context(), n, step.typ, step.payload); err != nil {
+		if _, err := rest.Propose(adminContext(t.Context(), t, n), n, step.typ, step.payload); err != nil {
 			t.Fatalf("seed: %v", err)
 		}
 	}

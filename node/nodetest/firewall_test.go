@@ -97,7 +97,7 @@ func TestAgentFirewallInNamespace(t *testing.T) {
 	// A rule added to the group rewrites the port's ingress chain.
 	n := c.Node(0)
 	p80 := 80
-	if _, err := rest.Propose(t.Context(), n, statedb.CmdCreateSecGroupRule, statedb.SecurityGroupRule{ID: n.NewID(),
+	if _, err := rest.Propose(adminContext(t.Context(), t, n), n, statedb.CmdCreateSecGroupRule, statedb.SecurityGroupRule{ID: n.NewID(),
 		GroupID: port.SecurityGroups[0], Direction: statedb.Ingress, Protocol: "tcp", PortMin: &p80, PortMax: &p80}); err != nil {
 		t.Fatal(err)
 	}

@@ -171,7 +171,7 @@ func TestPartitionLeaderAway(t *testing.T) {
 	p, _ := n.State().ProjectByName("admin")
 	tiny, _ := n.State().Flavor("1")
 	id := n.NewID()
-	if _, err := rest.Propose(ctx, n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{
+	if _, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{
 		{Instance: statedb.Instance{ID: id, Name: "in-majority", ProjectID: p.ID, Flavor: *tiny}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -440,10 +440,11 @@ func BenchmarkPortCreate(b *testing.B) {
 		})
 	})
 	nodes := c.Running()
+	actx := adminContext(ctx, b, nodes[0]) // forwarded writes carry a caller
 	b.Run("raft", func(b *testing.B) {
 		run(b, func(w int, netID string) error {
 			h := nodes[w%len(nodes)]
-			_, err := rest.Propose(ctx, h, statedb.CmdCreatePort, statedb.CreatePortCmd{
+			_, err := rest.Propose(actx, h, statedb.CmdCreatePort, statedb.CreatePortCmd{
 				PortRequest: statedb.PortRequest{ID: h.NewID(), NetworkID: netID, ProjectID: "bench"}, AdminStateUp: true})
 			return err
 		})

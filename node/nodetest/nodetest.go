@@ -187,7 +187,7 @@ func (c *Cluster) unlimitAdmin(t testing.TB) {
 			}
 		}
 	}
-	if _, err := rest.Propose(t.Context(), n, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: p.ID, Limits: limits}); err != nil {
+	if _, err := rest.Propose(adminContext(t.Context(), t, n), n, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: p.ID, Limits: limits}); err != nil {
 		t.Fatalf("lift the admin project's quotas: %v", err)
 	}
 }
@@ -251,7 +251,8 @@ func (c *Cluster) add(ctx context.Context, token string, edit ...func(*node.Conf
 // Token creates a join token through a running node.
 func (c *Cluster) Token(ctx context.Context) string {
 	c.t.Helper()
-	tok, _, err := c.Any().CreateJoinToken(ctx, time.Hour)
+	n := c.Any()
+	tok, _, err := n.CreateJoinToken(adminContext(ctx, c.t, n), time.Hour)
 	if err != nil {
 		c.t.Fatalf("create join token: %v", err)
 	}

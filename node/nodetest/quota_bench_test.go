@@ -24,7 +24,7 @@ import (
 func BenchmarkQuotaCreates(b *testing.B) {
 	c := NewCluster(b, 3, quiet())
 	h := c.Node(c.Follower())
-	ctx := context.Background()
+	ctx := adminContext(context.Background(), b, h)
 	flavor, _ := h.State().FlavorByName("m1.tiny")
 	if flavor == nil {
 		b.Fatal("no m1.tiny flavor")
@@ -73,7 +73,7 @@ func BenchmarkQuotaCreates(b *testing.B) {
 // createLoad proposes n commands through h with conc concurrent clients
 // and reports creates/s and latency percentiles.
 func createLoad(b *testing.B, h *node.Node, n, conc int, cmd func(i int) (statedb.CmdType, any)) {
-	ctx := context.Background()
+	ctx := adminContext(context.Background(), b, h)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup

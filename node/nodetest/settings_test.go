@@ -225,7 +225,7 @@ func TestSettingsStorageChange(t *testing.T) {
 
 	// Volume A still lives and works on the host's local storage.
 	srvID := n.NewID()
-	_, err := rest.Propose(ctx, n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
+	_, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
 		Instance: statedb.Instance{ID: srvID, Name: "vm-settings", ProjectID: p.ID, UserID: "u", ImageID: idX,
 			Flavor: statedb.Flavor{ID: "1", Name: "m1.tiny", VCPUs: 1, RAMMB: 128, DiskGB: 1}}}}})
 	if err != nil {

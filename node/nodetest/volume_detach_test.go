@@ -174,7 +174,7 @@ func onlyHost(t *testing.T, c *Cluster, i int) {
 	defer cancel()
 	n := c.Node(i)
 	for _, m := range n.State().Members() {
-		if _, err := rest.Propose(ctx, n, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: m.ID, Disabled: m.ID != n.ID(), Reason: "test: one host"}); err != nil {
+		if _, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: m.ID, Disabled: m.ID != n.ID(), Reason: "test: one host"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -48,7 +48,8 @@ func apiCall(t *testing.T, c *Cluster, method, url, token, body string) (int, ma
 	return resp.StatusCode, m
 }
 
-// report proposes an agent report through node n, as its agent would.
+// report proposes an agent report through node n, as its agent would (a
+// host may report only for itself).
 func report(ctx context.Context, t *testing.T, n *node.Node, r statedb.ReportVolumeCmd) {
 	t.Helper()
 	if _, err := rest.Propose(ctx, n, statedb.CmdReportVolume, r); err != nil {
@@ -81,12 +82,12 @@ func waitStatus(c *Cluster, id, status string) {
 func activeServer(ctx context.Context, t *testing.T, c *Cluster, n *node.Node, projectID, host string) string {
 	t.Helper()
 	for _, m := range n.State().Members() {
-		if _, err := rest.Propose(ctx, n, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: m.ID, Disabled: m.ID != host, Reason: "volume test"}); err != nil {
+		if _, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: m.ID, Disabled: m.ID != host, Reason: "volume test"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	id := n.NewID()
-	_, err := rest.Propose(ctx, n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
+	_, err := rest.Propose(adminContext(ctx, t, n), n, statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
 		Instance: statedb.Instance{ID: id, Name: "vm-" + id[:8], ProjectID: projectID, UserID: "u",
 			Flavor: statedb.Flavor{ID: "1", Name: "m1.tiny", VCPUs: 1, RAMMB: 128, DiskGB: 1}}}}})
 	if err != nil {
@@ -99,7 +100,7 @@ func activeServer(ctx context.Context, t *testing.T, c *Cluster, n *node.Node, p
 	if inst, _ := n.State().Instance(id); inst.Host != host {
 		t.Fatalf("server placed on %s; want %s", inst.Host, host)
 	}
-	if _, err := rest.Propose(ctx, n, statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: id, HostID: host,
+	if _, err := rest.Propose(ctx, c.ByID(host), statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: id, HostID: host,
 		VMState: "active", PowerState: statedb.PowerRunning}); err != nil {
 		t.Fatalf("report server active: %v", err)
 	}
@@ -147,7 +148,7 @@ func TestVolumeAPIStateTransitions(t *testing.T) {
 	// Only the volume's host may report it made.
 	other := c.Running()[(vi+1)%len(c.Running())]
 	report(ctx, t, other, statedb.ReportVolumeCmd{VolumeID: id, HostID: other.ID(), Status: statedb.VolumeAvailable, Path: "/elsewhere"})
-	report(ctx, t, fn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeAvailable, Path: path})
+	report(ctx, t, vn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeAvailable, Path: path})
 	waitStatus(c, id, statedb.VolumeAvailable)
 	if v, _ = fn.State().Volume(id); v.Path != path {
 		t.Fatalf("volume path = %q; want %q, reported by its host", v.Path, path)
@@ -164,7 +165,7 @@ func TestVolumeAPIStateTransitions(t *testing.T) {
 	waitStatus(c, id, statedb.VolumeAttaching)
 	v, _ = fn.State().Volume(id)
 	att := v.Attachment()
-	report(ctx, t, fn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), AttachmentID: att.ID, AttachmentState: statedb.AttachAttached})
+	report(ctx, t, vn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), AttachmentID: att.ID, AttachmentState: statedb.AttachAttached})
 	waitStatus(c, id, statedb.VolumeInUse)
 
 	// Online extend: the attachment's host resizes.
@@ -173,16 +174,16 @@ func TestVolumeAPIStateTransitions(t *testing.T) {
 		t.Fatalf("extend = %d %v", st, body)
 	}
 	waitStatus(c, id, statedb.VolumeExtending)
-	report(ctx, t, fn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeAvailable})
+	report(ctx, t, vn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeAvailable})
 	waitVolume(c, id, "in-use at 2 GB", func(v *statedb.Volume, ok bool) bool {
 		return ok && v.Status == statedb.VolumeInUse && v.SizeGB == 2
 	})
 
 	// The server is deleted with the volume attached: the leader releases it.
-	if _, err := rest.Propose(ctx, fn, statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: srv}); err != nil {
+	if _, err := rest.Propose(adminContext(ctx, t, fn), fn, statedb.CmdDeleteInstance, statedb.DeleteCmd{ID: srv}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rest.Propose(ctx, fn, statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: srv, HostID: vn.ID(), Gone: true}); err != nil {
+	if _, err := rest.Propose(ctx, vn, statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: srv, HostID: vn.ID(), Gone: true}); err != nil {
 		t.Fatal(err)
 	}
 	waitVolume(c, id, "released", func(v *statedb.Volume, ok bool) bool {
@@ -195,7 +196,7 @@ func TestVolumeAPIStateTransitions(t *testing.T) {
 		t.Fatalf("delete = %d %v", st, body)
 	}
 	waitStatus(c, id, statedb.VolumeDeleting)
-	report(ctx, t, fn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeDeleted})
+	report(ctx, t, vn, statedb.ReportVolumeCmd{VolumeID: id, HostID: vn.ID(), Status: statedb.VolumeDeleted})
 	waitVolume(c, id, "gone", func(_ *statedb.Volume, ok bool) bool { return !ok })
 }
 

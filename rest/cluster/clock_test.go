@@ -31,8 +31,10 @@ func (b *clockBackend) Status() cluster.Status { return cluster.Status{} }
 func (b *clockBackend) CreateJoinToken(context.Context, time.Duration) (string, time.Time, error) {
 	return "", time.Time{}, rest.BadRequest("not here")
 }
-func (b *clockBackend) Leave(context.Context) error { return rest.BadRequest("not here") }
-func (b *clockBackend) ApplyForwarded(context.Context, []byte) (uint64, error) {
+func (b *clockBackend) Leave(context.Context) error              { return rest.BadRequest("not here") }
+func (b *clockBackend) RemoveHost(context.Context, string) error { return nil }
+
+func (b *clockBackend) ApplyForwarded(context.Context, []byte, string, string) (uint64, error) {
 	return 0, rest.BadRequest("not here")
 }
 func (b *clockBackend) ClockSkews() map[string]time.Duration { return b.skews }

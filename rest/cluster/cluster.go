@@ -92,11 +92,16 @@ type JoinRequest struct {
 
 // JoinResponse carries what a new member needs to start.
 type JoinResponse struct {
-	ClusterID string   `json:"cluster_id"`
-	CACert    string   `json:"ca_cert"`
-	Cert      string   `json:"cert"`
-	GossipKey []byte   `json:"gossip_key"`
-	Peers     []string `json:"peers"` // gossip addresses
+	ClusterID string `json:"cluster_id"`
+	CACert    string `json:"ca_cert"`
+	Cert      string `json:"cert"`
+	GossipKey []byte `json:"gossip_key"`
+	// CAKey is the cluster CA's private key (PEM), which every member
+	// keeps on its disk to sign host certificates (joins, renewals); it
+	// is not in the replicated state. Sent only to a joiner that proved
+	// the join token's secret, over TLS pinned to the CA.
+	CAKey string   `json:"ca_key,omitempty"`
+	Peers []string `json:"peers"` // gossip addresses
 	// Time is the member's wall clock as it answered, so the joiner can
 	// check the member's clock too.
 	Time time.Time `json:"time,omitzero"`
@@ -110,10 +115,17 @@ type Backend interface {
 	CreateJoinToken(ctx context.Context, ttl time.Duration) (string, time.Time, error)
 	Join(ctx context.Context, req JoinRequest) (*JoinResponse, error)
 	Leave(ctx context.Context) error
+	// RemoveHost removes another member and revokes its certificates.
+	RemoveHost(ctx context.Context, id string) error
 	// ClockSkews maps member ids to how far their clocks are ahead of
 	// this host's; members not measured are absent.
 	ClockSkews() map[string]time.Duration
-	ApplyForwarded(ctx context.Context, data []byte) (uint64, error)
+	// ApplyForwarded applies a command another member forwarded (leader
+	// only): fromHost is the member id its client certificate names, token
+	// the API caller's token it forwarded ("" for host commands). A
+	// command its origin may not propose is a *statedb.Error of
+	// KindForbidden.
+	ApplyForwarded(ctx context.Context, data []byte, fromHost, token string) (uint64, error)
 }
 
 // Service returns the /cluster/v1 and /internal/v1 routes.
@@ -130,6 +142,7 @@ func Service(b Backend) rest.Service {
 			{Method: "POST", Path: "/cluster/v1/tokens", Auth: rest.Token, Handler: h.createToken},
 			{Method: "POST", Path: "/cluster/v1/join", Auth: rest.Public, Handler: h.join},
 			{Method: "POST", Path: "/cluster/v1/leave", Auth: rest.Token, Handler: h.leave},
+			{Method: "DELETE", Path: "/cluster/v1/members/{member_id}", Auth: rest.Token, Handler: h.removeMember},
 			{Method: "POST", Path: "/internal/v1/apply", Auth: rest.Internal, Handler: h.apply},
 		},
 	}
@@ -221,6 +234,18 @@ func (h *handlers) leave(c *rest.Ctx) (any, error) {
 	return &rest.Response{Status: http.StatusAccepted}, nil
 }
 
+// removeMember removes a member that cannot leave by itself (dead,
+// compromised) and revokes its certificates.
+func (h *handlers) removeMember(c *rest.Ctx) (any, error) {
+	if err := rest.Check(h.b, c, rest.Admin, "", false, "member"); err != nil {
+		return nil, err
+	}
+	if err := h.b.RemoveHost(c.Context(), c.Var("member_id")); err != nil {
+		return nil, err
+	}
+	return &rest.Response{Status: http.StatusNoContent}, nil
+}
+
 // ApplyResult is the internal API's answer to a forwarded write.
 type ApplyResult struct {
 	Index   uint64       `json:"index"`
@@ -233,10 +258,16 @@ func (h *handlers) apply(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, rest.BadRequest("read command: %v", err)
 	}
-	idx, err := h.b.ApplyForwarded(c.Context(), data)
+	// The verified chain's leaf names the sending member (wrap checked
+	// that a chain exists).
+	from := c.R.TLS.VerifiedChains[0][0].Subject.CommonName
+	idx, err := h.b.ApplyForwarded(c.Context(), data, from, c.R.Header.Get("X-Auth-Token"))
 	var se *statedb.Error
 	if err != nil && !errors.As(err, &se) {
 		return nil, rest.Unavailable(err.Error())
+	}
+	if se != nil && se.Kind == statedb.KindForbidden {
+		return nil, rest.Forbiddenf("%s", se.Msg)
 	}
 	res := ApplyResult{Index: idx}
 	if se != nil {

@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"time"
+
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
 )
@@ -119,6 +121,12 @@ func (s *service) updateRole(c *rest.Ctx) (any, error) {
 	if in.Description != nil {
 		r.Description = *in.Description
 	}
+	if oneEntry(sn, statedb.CmdUpdateRoleTokens) {
+		if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateRoleTokens, statedb.UpdateRoleCmd{Role: r, TokensExpireAt: tokensExpire(s.b, sn)}); err != nil {
+			return nil, err
+		}
+		return map[string]any{"role": roleJSON(c, s.b.State(), &r)}, nil
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdUpdateRole, r); err != nil {
 		return nil, err
 	}
@@ -141,6 +149,12 @@ func (s *service) deleteRole(c *rest.Ctx) (any, error) {
 	}
 	if err := s.requireAdmin(c, "role"); err != nil {
 		return nil, err
+	}
+	if oneEntry(sn, statedb.CmdDeleteRoleTokens) {
+		if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteRoleTokens, statedb.DeleteRoleCmd{ID: r.ID, TokensExpireAt: tokensExpire(s.b, sn)}); err != nil {
+			return nil, err
+		}
+		return noContent(), nil
 	}
 	holders := roleHolders(sn, r.ID)
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdDeleteRole, statedb.DeleteCmd{ID: r.ID}); err != nil {
@@ -236,6 +250,12 @@ func (s *service) revokeGrant(c *rest.Ctx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if oneEntry(sn, statedb.CmdRevokeRoleTokens) {
+		if _, err := rest.Propose(c.Context(), s.b, statedb.CmdRevokeRoleTokens, statedb.RevokeRoleCmd{Assignment: a, TokensExpireAt: tokensExpire(s.b, sn)}); err != nil {
+			return nil, err
+		}
+		return noContent(), nil
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdRevokeRole, a); err != nil {
 		return nil, err
 	}
@@ -320,4 +340,17 @@ func assignmentJSON(c *rest.Ctx, sn *statedb.Snapshot, a *statedb.Assignment, na
 			"assignment": v3URL(c, sn, "projects/"+a.ProjectID+"/users/"+a.UserID+"/roles/"+a.RoleID),
 		},
 	}
+}
+
+// oneEntry reports whether the cluster applies role change t, which
+// revokes the affected tokens in the same log entry. While a host older
+// than the command remains (a rolling upgrade) the role change and the
+// revocation go as two proposals, as that release did.
+func oneEntry(sn *statedb.Snapshot, t statedb.CmdType) bool {
+	return statedb.Commands().Gate(sn, t) == nil
+}
+
+// tokensExpire is when tokens issued until now expire anyway.
+func tokensExpire(b rest.Backend, sn *statedb.Snapshot) time.Time {
+	return b.Now().Add(settings(sn).TokenLifetime)
 }
