@@ -105,6 +105,14 @@ func host(fields ...string) authority { return authority{by: ByHost, host: field
 
 var leaderOnly = authority{by: ByLeader}
 
+// withHost lets a member also propose a user command about itself: the
+// payload fields named must name the sending member.
+func withHost(a authority, fields ...string) authority {
+	a.by |= ByHost
+	a.host = append(a.host, fields...)
+	return a
+}
+
 // authorities is the authority row of every command.
 var authorities = map[CmdType]authority{
 	CmdBootstrap:        leaderOnly,
@@ -165,12 +173,15 @@ var authorities = map[CmdType]authority{
 	CmdSetInstanceDesc:     user(owned(tblInstances, "ID")),
 	CmdSetFlavorDesc:       user(adminOnly),
 
-	CmdCreateImage:       user(project("ProjectID")),
-	CmdUpdateImage:       user(owned(tblImages, "ID")),
-	CmdDeleteImage:       user(owned(tblImages, "ID")),
-	CmdStartImageUpload:  user(owned(tblImages, "ID")),
-	CmdFinishImageUpload: user(owned(tblImages, "ID")),
-	CmdKillImage:         user(owned(tblImages, "ID"), also(ByLeader)),
+	CmdCreateImage: user(project("ProjectID")),
+	CmdUpdateImage: user(owned(tblImages, "ID")),
+	CmdDeleteImage: user(owned(tblImages, "ID")),
+	// A host saving a server snapshot into the image store uploads it
+	// itself (naming itself as the uploading host).
+	CmdStartImageUpload: withHost(user(owned(tblImages, "ID")), "HostID"),
+	// (its payload names no host: any member may finish an upload)
+	CmdFinishImageUpload: withHost(user(owned(tblImages, "ID"))),
+	CmdKillImage:         withHost(user(owned(tblImages, "ID"), also(ByLeader)), "HostID"),
 	CmdAddImageTag:       user(owned(tblImages, "ID")),
 	CmdRemoveImageTag:    user(owned(tblImages, "ID")),
 	CmdAddImageMember:    user(owned(tblImages, "ImageID")),
