@@ -316,6 +316,18 @@ func TestImageCacheSize(t *testing.T) {
 	idA, idB := ic.upload(0, "cache-a", "raw", dataA), ic.upload(0, "cache-b", "raw", dataB)
 	c.waitHolders(idA, 1)
 	c.waitHolders(idB, 1)
+	// Eviction keeps a copy the cluster counts on: wait until the leader
+	// has recorded which copies it counts on (host0's uploads).
+	c.Eventually(10*time.Second, "the copies the cluster counts on recorded everywhere", func() bool {
+		for _, n := range c.Running() {
+			for _, id := range []string{idA, idB} {
+				if img, ok := n.State().Image(id); !ok || !slices.Equal(img.DesiredHolders, []string{c.Node(0).ID()}) {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	ensure := func(i int, id string, data []byte) {
 		t.Helper()
 		p, _, err := c.Node(i).EnsureImage(ctx, id)
