@@ -128,6 +128,13 @@ func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions
 	}
 	if len(opts.GuardCommand) > 0 {
 		path := n.heartbeatPath()
+		// Until the agent's first sync, the previous run's HA VMs stay in
+		// the heartbeat: the guard must still kill them.
+		if hb, err := agent.ReadHeartbeat(path); err != nil {
+			log.Warn("fence: previous heartbeat unreadable; guarding no VM until the first sync", "err", err)
+		} else {
+			cfg.Initial = hb.VMs
+		}
 		cfg.Heartbeat = func(deadline time.Duration, vms []agent.GuardVM) error {
 			return agent.WriteHeartbeat(path, deadline, vms)
 		}
