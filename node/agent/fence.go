@@ -228,7 +228,9 @@ func (f *Fence) wasKilled(id string, running bool) bool {
 // fenceView is what the instance reconciler may act on under the fence:
 // before this host caught up, no HA server of it (nothing is started and
 // nothing reported; running VMs are left as they are); after, an HA server
-// the fence killed is asked to start again, as a start request would. It
+// the fence killed is asked to start again, as a start request would, but
+// no HA server that does not run is started while the state has this host
+// down, fenced or draining (the leader may be moving it elsewhere). It
 // also records the HA VMs that run, for the fence and the guard, and
 // returns the VMs that must go: servers placed on another host or gone
 // from the state while this host was cut off.
@@ -239,6 +241,12 @@ func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actua
 		return insts, nil
 	}
 	caught := f.CaughtUp()
+	// While the state says this host is down, fenced or draining, no HA
+	// server is started (or restarted) here.
+	held := false
+	if h, ok := sn.HostHealth(a.cfg.HostID); ok && (h.Down || h.Fenced || h.Draining) {
+		held = true
+	}
 	var out []*statedb.Instance
 	var ha []GuardVM
 	placed := map[string]bool{}
@@ -254,6 +262,11 @@ func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actua
 			ha = append(ha, GuardVM{ID: inst.ID, PID: st.PID})
 		}
 		if !caught {
+			continue
+		}
+		if !running && held {
+			// The leader may be failing it over right now: it starts here
+			// again only after the leader's "back" verdict.
 			continue
 		}
 		if f.wasKilled(inst.ID, running) && inst.Desired == statedb.DesiredRunning && !running {

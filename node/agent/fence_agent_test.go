@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/agent"
 	"github.com/peerstack/peerstack/node/agent/agenttest"
 )
@@ -59,4 +60,35 @@ func TestAgentRenewsLeaseBeforeRecover(t *testing.T) {
 	if !slow.sawLease {
 		t.Fatal("the agent recovered its VMs before it renewed its lease")
 	}
+}
+
+// TestAgentHoldsHAServersWhileHostDown: while the state has this host
+// down (the leader may be failing its servers over), its agent starts no
+// HA server, even in contact and caught up; the "back" verdict lets it.
+func TestAgentHoldsHAServersWhileHostDown(t *testing.T) {
+	h := newHarness(t)
+	h.imageRecord()
+	h.fence = agent.NewFence(agent.FenceConfig{
+		Renew:    func(context.Context) (uint64, error) { return 1, nil },
+		Applied:  func() uint64 { return 1 },
+		Timeout:  func() time.Duration { return 10 * time.Second },
+		Interval: 20 * time.Millisecond,
+	})
+	h.apply(statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: hostA, Down: true, Fenced: true})
+	h.run()
+	h.eventually("fence caught up", h.fence.CaughtUp)
+	h.server("i-1", hostA, noNICs, func(ic *statedb.InstanceCreate) {
+		withNewBootVolume("root-1", true)(ic)
+		ic.Root.New.Path = "nfs://192.0.2.9/export/root-1.qcow2"
+	})
+	if !h.st.Snapshot().HA(h.inst("i-1")) {
+		t.Fatal("the server on an NFS boot volume is not HA")
+	}
+	syncs := h.ag.Stats().Syncs
+	h.eventually("three syncs", func() bool { return h.ag.Stats().Syncs >= syncs+3 })
+	if n := h.hv.Count("Start", "i-1"); n != 0 {
+		t.Fatalf("HA server started %d times on a host the state has fenced", n)
+	}
+	h.apply(statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: hostA})
+	h.waitState("i-1", statedb.VMActive, statedb.PowerRunning)
 }
