@@ -16,7 +16,7 @@ import (
 // kills the HA servers' QEMUs once the daemon stops renewing the heartbeat
 // file past T_fence (docs/ha.md). It is not meant to be run by hand.
 func fenceGuardCmd() *cobra.Command {
-	var heartbeat, lock, logLevel string
+	var heartbeat, lock, dataDir, logLevel string
 	c := &cobra.Command{
 		Use:    "fence-guard",
 		Short:  "Kill this host's HA VMs when its daemon loses quorum contact (started by the daemon)",
@@ -30,11 +30,12 @@ func fenceGuardCmd() *cobra.Command {
 			// SIGTERM and SIGINT are ignored: the guard must outlive a
 			// daemon stop; only SIGKILL ends it.
 			signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-			return node.RunGuard(context.Background(), heartbeat, lock, log.With("sub", "fence-guard", "pid", os.Getpid()))
+			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, log.With("sub", "fence-guard", "pid", os.Getpid()))
 		},
 	}
 	c.Flags().StringVar(&heartbeat, "heartbeat", "", "the heartbeat file the daemon writes")
 	c.Flags().StringVar(&lock, "lock", "", "the lock file that keeps one guard per host")
+	c.Flags().StringVar(&dataDir, "data-dir", "", "the daemon's data dir: the guard exits once its identity is gone or has left")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = c.MarkFlagRequired("heartbeat")
 	_ = c.MarkFlagRequired("lock")

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,6 +142,8 @@ func (p *Proc) start(t testing.TB) {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
+		// The fence guard runs in its own session: the group kill misses it.
+		killGuard(p.DataDir)
 		if t.Failed() {
 			t.Logf("--- %s output ---\n%s", p.Name, out.String())
 		}
@@ -254,4 +259,40 @@ func LastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// guardPIDFiles are where the fence guard of the daemon of dataDir writes
+// its pid: next to its heartbeat, in /run/peerstack named after a hash of
+// the data dir's absolute path, or in the data dir when /run is not
+// writable (the daemon's rule, node/hostfail.go).
+func guardPIDFiles(dataDir string) []string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return []string{
+		filepath.Join("/run/peerstack", "fence-heartbeat-"+hex.EncodeToString(sum[:8])+".json.pid"),
+		filepath.Join(dataDir, "fence-heartbeat.json.pid"),
+	}
+}
+
+// killGuard SIGKILLs the fence guard of the daemon of dataDir, by the pid
+// in its pidfile, when that pid is still a fence guard of this data dir.
+func killGuard(dataDir string) {
+	for _, f := range guardPIDFiles(dataDir) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "fence-guard") || !strings.Contains(string(cmdline), dataDir) {
+			continue // gone, or the pid is another process now
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }

@@ -100,7 +100,15 @@ func (n *Node) runAgents(ctx context.Context) {
 	n.cfg.Agent.rt = &agentRuntime{hv: hv}
 	n.mu.Unlock()
 
+	// The lease is renewed as soon as Raft is up, while the state catches
+	// up: the guard's deadline runs from the previous run's last renewal.
+	fence := n.newFence(ctx, log, opts)
+	pre, stopPre := context.WithCancel(ctx)
+	preDone := make(chan struct{})
+	go func() { defer close(preDone); fence.Run(pre, nil, nil) }()
 	n.waitCaughtUp(ctx, log)
+	stopPre()
+	<-preDone
 	if ctx.Err() != nil {
 		return
 	}
@@ -115,7 +123,7 @@ func (n *Node) runAgents(ctx context.Context) {
 	cfg := agent.Config{
 		HostID: n.id.NodeID, State: n.raft.Store(), Proposer: nodeProposer{n}, Hypervisor: hv,
 		Images: images, Volumes: vols, ResyncInterval: opts.ResyncInterval, DetachTimeout: opts.DetachTimeout, Logger: log,
-		Fence: n.newFence(ctx, log, opts),
+		Fence: fence,
 	}
 	if nw != nil {
 		cfg.Network, cfg.VTEPs, cfg.Firewall = nw, nodeVTEPs{n}, fw

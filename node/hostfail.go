@@ -3,7 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -116,8 +119,32 @@ func (n *Node) fenceTimeout() time.Duration {
 	return statedb.DefaultFenceTimeout
 }
 
+// guardRunDir holds the guards' heartbeat files: a tmpfs, reset at boot
+// like CLOCK_MONOTONIC, that a full data disk does not fill.
+const guardRunDir = "/run/peerstack"
+
 // heartbeatPath is the guard's heartbeat file.
-func (n *Node) heartbeatPath() string { return filepath.Join(n.cfg.DataDir, "fence-heartbeat.json") }
+func (n *Node) heartbeatPath() string { return heartbeatPathIn(guardRunDir, n.cfg.DataDir) }
+
+// heartbeatPathIn is the heartbeat file of the daemon of dataDir: in
+// runDir, named after the data dir's absolute path (one host may run
+// several daemons), or in the data dir when runDir is not writable. The
+// guard's lock (".lock") and pid (".pid") files sit next to it.
+func heartbeatPathIn(runDir, dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	if err := os.MkdirAll(runDir, 0o700); err == nil {
+		if f, err := os.CreateTemp(runDir, ".probe-*"); err == nil {
+			f.Close()
+			_ = os.Remove(f.Name())
+			return filepath.Join(runDir, "fence-heartbeat-"+hex.EncodeToString(sum[:8])+".json")
+		}
+	}
+	return filepath.Join(dataDir, "fence-heartbeat.json")
+}
 
 // newFence is the agent's fence; with a guard command the heartbeat file
 // is written and the guard kept running.
@@ -128,11 +155,18 @@ func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions
 	}
 	if len(opts.GuardCommand) > 0 {
 		path := n.heartbeatPath()
+		// Until the agent's first sync, the previous run's HA VMs stay in
+		// the heartbeat: the guard must still kill them.
+		if hb, err := agent.ReadHeartbeat(path); err != nil {
+			log.Warn("fence: previous heartbeat unreadable; guarding no VM until the first sync", "err", err)
+		} else {
+			cfg.Initial = hb.VMs
+		}
 		cfg.Heartbeat = func(deadline time.Duration, vms []agent.GuardVM) error {
 			return agent.WriteHeartbeat(path, deadline, vms)
 		}
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.keepGuard(ctx, log, opts.GuardCommand, path) }()
+		go func() { defer n.wg.Done(); n.keepGuard(ctx, log, opts.GuardCommand, path, n.cfg.DataDir) }()
 	}
 	return agent.NewFence(cfg)
 }
@@ -141,7 +175,7 @@ func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions
 // until ctx ends. The guard lives in its own session, so it outlives the
 // daemon; when ctx ends it is left running (a restarted daemon takes it
 // over through the lock the guard holds).
-func (n *Node) keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbeat string) {
+func (n *Node) keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbeat, dataDir string) {
 	lock := heartbeat + ".lock"
 	for ctx.Err() == nil {
 		if guardRunning(lock) {
@@ -150,12 +184,12 @@ func (n *Node) keepGuard(ctx context.Context, log *slog.Logger, command []string
 			}
 			continue
 		}
-		args := append(append([]string{}, command[1:]...), "--heartbeat", heartbeat, "--lock", lock)
+		args := append(append([]string{}, command[1:]...), "--heartbeat", heartbeat, "--lock", lock, "--data-dir", dataDir)
 		cmd := exec.Command(command[0], args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		// Its own log file, not the daemon's output: a guard that held the
 		// daemon's stdout or stderr open would outlive it there too.
-		logf, err := os.OpenFile(filepath.Join(filepath.Dir(heartbeat), "fence-guard.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		logf, err := os.OpenFile(filepath.Join(dataDir, "fence-guard.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err == nil {
 			cmd.Stdout, cmd.Stderr = logf, logf
 			err = cmd.Start()
@@ -199,8 +233,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // RunGuard is `peerstack fence-guard`: it takes the lock (exiting when
-// another guard holds it) and guards the heartbeat file until ctx ends.
-func RunGuard(ctx context.Context, heartbeat, lock string, log *slog.Logger) error {
+// another guard holds it), writes its pid to heartbeat+".pid" and guards
+// the heartbeat file until ctx ends, or until the host is gone: dataDir
+// (when set) has no identity any more or has left the cluster, or the
+// heartbeat file it saw has been removed.
+func RunGuard(ctx context.Context, heartbeat, lock, dataDir string, log *slog.Logger) error {
 	f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("fence guard: %w", err)
@@ -209,20 +246,52 @@ func RunGuard(ctx context.Context, heartbeat, lock string, log *slog.Logger) err
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return fmt.Errorf("fence guard: another guard holds %s", lock)
 	}
+	pidfile := heartbeat + ".pid"
+	if err := os.WriteFile(pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("fence guard: %w", err)
+	}
+	defer os.Remove(pidfile)
 	log.Info("fence guard running", "heartbeat", heartbeat, "pid", os.Getpid())
-	// The guard ends with the data dir (the host was removed).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	_, err = os.Stat(heartbeat)
+	seen := err == nil
 	go func() {
 		for sleepCtx(ctx, time.Second) {
-			if _, err := os.Stat(filepath.Dir(heartbeat)); errors.Is(err, os.ErrNotExist) {
-				log.Info("fence guard: the data dir is gone; exiting")
+			if why := guardDone(heartbeat, dataDir, &seen); why != "" {
+				log.Info("fence guard: exiting", "why", why)
 				cancel()
+				return
 			}
 		}
 	}()
 	agent.Guard(ctx, agent.GuardConfig{File: heartbeat, Logger: log})
 	return nil
+}
+
+// guardDone tells why the guard should exit ("" = it should not): the
+// host's identity is gone or has left, or the heartbeat file was removed
+// after the guard saw it (seen remembers that).
+func guardDone(heartbeat, dataDir string, seen *bool) string {
+	if dataDir != "" {
+		id, err := loadIdentity(dataDir)
+		switch {
+		case errors.Is(err, errNoIdentity):
+			return "the host's identity is gone from " + dataDir
+		case err == nil && id.Left:
+			return "the host left the cluster"
+		}
+	} else if _, err := os.Stat(filepath.Dir(heartbeat)); errors.Is(err, os.ErrNotExist) {
+		return "the heartbeat's directory is gone"
+	}
+	_, err := os.Stat(heartbeat)
+	switch {
+	case err == nil:
+		*seen = true
+	case errors.Is(err, os.ErrNotExist) && *seen:
+		return "the heartbeat file was removed"
+	}
+	return ""
 }
 
 // ErrDuplicateHost is why a daemon refuses to start: another daemon with

@@ -357,6 +357,29 @@ func moveInstance(t *Txn, c *Command, inst *Instance, host string) error {
 	cp := *inst
 	cp.Host, cp.UpdatedAt = host, c.Time
 	cp.RebootSeq, cp.RebootDone = max(cp.RebootSeq, cp.RebootDone), max(cp.RebootSeq, cp.RebootDone)
+	// Day-2 work under way died with the host: a resize ends on the
+	// flavor the server had when it was done (the old one if it was still
+	// being prepared), a rescue ends (the server boots its own disk), and
+	// a snapshot being taken is killed; nothing stays in VERIFY_RESIZE or
+	// queued.
+	if rs := inst.Resize; rs != nil {
+		if inst.TaskState == TaskResizePrep {
+			cp.Flavor = rs.OldFlavor
+		}
+		cp.Resize = nil
+	}
+	cp.RescueImage = ""
+	snapshot := inst.SnapshotImage
+	cp.SnapshotImage = ""
+	if snapshot != "" {
+		if img, ok := t.read().Image(snapshot); ok && (img.Status == ImageQueued || img.Status == ImageSaving) {
+			ki := copyImage(img)
+			ki.Status, ki.UploadHost, ki.UpdatedAt = ImageKilled, "", c.Time
+			if err := t.insert(tblImages, ki); err != nil {
+				return err
+			}
+		}
+	}
 	switch inst.Desired {
 	case DesiredStopped:
 		cp.VMState, cp.TaskState, cp.PowerState = VMStopped, "", PowerShutdown
@@ -371,6 +394,11 @@ func moveInstance(t *Txn, c *Command, inst *Instance, host string) error {
 	cp.Fault = &Fault{Code: 500, Message: why, Created: c.Time}
 	if err := t.insert(tblInstances, &cp); err != nil {
 		return err
+	}
+	if snapshot != "" {
+		if err := finishNamedAction(t, c.Time, &cp, ActionCreateImage, "the server's host failed during the snapshot"); err != nil {
+			return err
+		}
 	}
 	if err := bindPorts(t, c.Time, inst.ID, host); err != nil {
 		return err

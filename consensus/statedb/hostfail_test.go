@@ -143,3 +143,37 @@ func TestEvacuateAndLocalDelete(t *testing.T) {
 		t.Fatal("server deleted on a fenced host still exists")
 	}
 }
+
+// TestFailoverClearsDay2State: a server moved off a fenced host leaves no
+// resize waiting for a confirm, no rescue and no snapshot queued behind.
+func TestFailoverClearsDay2State(t *testing.T) {
+	cs := newCStore(t, "h1", "h2")
+	cs.haOn("a", "h1", false)
+	cs.haOn("b", "h1", false)
+	big := tiny
+	big.ID, big.Name, big.RAMMB = "big", "big", tiny.RAMMB*2
+	a := cs.inst("a")
+	a.VMState, a.Flavor, a.Resize = VMResized, big, &ResizeState{OldFlavor: tiny, NewFlavor: big}
+	a.SnapshotImage = "snap-a"
+	cs.seed(tblInstances, a)
+	cs.seed(tblImages, &Image{ID: "snap-a", Name: "snap-a", ProjectID: "p1", Status: ImageQueued})
+	b := cs.inst("b")
+	b.TaskState, b.Flavor, b.Resize = TaskResizePrep, big, &ResizeState{OldFlavor: tiny, NewFlavor: big}
+	b.Desired, b.RescueImage = DesiredRescued, "img-rescue"
+	cs.seed(tblInstances, b)
+	cs.must(CmdSetHostHealth, SetHostHealthCmd{ID: "h1", Down: true, Fenced: true})
+	caps := map[string]HostCap{"h2": {VCPUs: 8, RAMMB: 8192, DiskGB: 80}}
+	cs.must(CmdFailoverInstance, FailoverCmd{From: "h1", Moves: []PlacementRec{{"a", "h2"}, {"b", "h2"}}, HostCaps: caps})
+	a, b = cs.inst("a"), cs.inst("b")
+	if a.Host != "h2" || a.Resize != nil || a.Flavor.ID != "big" || a.SnapshotImage != "" || a.VMState == VMResized {
+		t.Fatalf("a after failover: host %q resize %+v flavor %q snapshot %q vm %q; want h2, no resize, the new flavor, no snapshot",
+			a.Host, a.Resize, a.Flavor.ID, a.SnapshotImage, a.VMState)
+	}
+	if img, _ := cs.s.Snapshot().Image("snap-a"); img.Status != ImageKilled {
+		t.Errorf("snapshot image of the moved server = %s; want killed", img.Status)
+	}
+	if b.Host != "h2" || b.Resize != nil || b.Flavor.ID != tiny.ID || b.RescueImage != "" || b.Desired != DesiredRunning {
+		t.Fatalf("b after failover: host %q resize %+v flavor %q rescue %q desired %q; want h2, no resize, the old flavor, no rescue, running",
+			b.Host, b.Resize, b.Flavor.ID, b.RescueImage, b.Desired)
+	}
+}

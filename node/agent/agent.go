@@ -217,6 +217,14 @@ func (a *Agent) Stats() Stats {
 // ctx ends. It returns once every operation it started has finished. VMs
 // keep running after it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	var evWG sync.WaitGroup
+	defer evWG.Wait()
+	// The lease is renewed from the start: recovering the VMs can take
+	// long, and the guard's deadline runs from the last renewal.
+	if a.cfg.Fence != nil {
+		evWG.Add(1)
+		go func() { defer evWG.Done(); a.runFence(ctx) }()
+	}
 	recovered, err := a.cfg.Hypervisor.Recover(ctx)
 	if err != nil {
 		// Nothing is changed below for VMs the hypervisor cannot see: List
@@ -227,14 +235,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("recovered vm", "instance", st.ID, "state", st.State, "pid", st.PID)
 	}
 
-	var evWG sync.WaitGroup
 	evWG.Add(1)
 	go func() { defer evWG.Done(); a.readEvents(ctx) }()
-	if a.cfg.Fence != nil {
-		evWG.Add(1)
-		go func() { defer evWG.Done(); a.runFence(ctx) }()
-	}
-	defer evWG.Wait()
 	defer a.wg.Wait()
 
 	timer := time.NewTimer(a.jitter())

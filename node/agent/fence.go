@@ -37,6 +37,11 @@ type FenceConfig struct {
 	// fence deadline (on Mono's clock) and the pids of the HA servers'
 	// VMs, for the guard that outlives the daemon (Guard).
 	Heartbeat func(deadline time.Duration, vms []GuardVM) error
+	// Initial are the HA VMs the previous run's heartbeat listed
+	// (ReadHeartbeat). Until the agent's first sync they are the VMs the
+	// fence and the guard kill, so a heartbeat written before that sync
+	// never drops them.
+	Initial []GuardVM
 	// Interval is the period of lease renewals; default 1 s. A renewal
 	// waits at most Interval.
 	Interval time.Duration
@@ -56,7 +61,7 @@ type Fence struct {
 	caughtUp bool            // contact since start/fence, and the state applied up to want
 	fenced   bool            // HA VMs were killed and contact is not back yet
 	killed   map[string]bool // HA servers this fence killed, restarted once caught up
-	ha       []GuardVM       // HA VMs running here, from the last sync
+	ha       []GuardVM       // HA VMs running here, from the last sync (Initial before it)
 	started  time.Duration
 }
 
@@ -78,7 +83,7 @@ func NewFence(cfg FenceConfig) *Fence {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	f := &Fence{cfg: cfg, log: cfg.Logger, killed: map[string]bool{}}
+	f := &Fence{cfg: cfg, log: cfg.Logger, killed: map[string]bool{}, ha: cfg.Initial}
 	// A restarted daemon counts from its start: a restart within T_fence
 	// keeps the VMs (the guard holds the deadline of the previous run).
 	f.started = cfg.Mono()
@@ -172,14 +177,26 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 // runFence renews the lease every Interval until ctx ends, and wakes the
 // reconcilers when the host has caught up.
 func (a *Agent) runFence(ctx context.Context) {
-	f := a.cfg.Fence
+	a.cfg.Fence.Run(ctx, a.killVMs, a.poke)
+}
+
+// Run renews the lease every Interval until ctx ends: kill stops the HA
+// VMs past the deadline (nil: SIGKILL their pids) and changed, when set,
+// is called when CaughtUp changes. The daemon runs it from the moment
+// Raft is up, before its state caught up and before the agent recovered
+// its VMs, so a restart renews within T_fence of the previous run's
+// last renewal; the agent then runs it for the rest of its life.
+func (f *Fence) Run(ctx context.Context, kill func(ctx context.Context, vms []GuardVM), changed func()) {
+	if kill == nil {
+		kill = func(_ context.Context, vms []GuardVM) { killPIDs(f.log, vms) }
+	}
 	t := time.NewTicker(f.cfg.Interval)
 	defer t.Stop()
 	for {
 		before := f.CaughtUp()
-		f.Check(ctx, a.killVMs)
-		if f.CaughtUp() != before {
-			a.poke()
+		f.Check(ctx, kill)
+		if changed != nil && f.CaughtUp() != before {
+			changed()
 		}
 		select {
 		case <-ctx.Done():
@@ -211,7 +228,9 @@ func (f *Fence) wasKilled(id string, running bool) bool {
 // fenceView is what the instance reconciler may act on under the fence:
 // before this host caught up, no HA server of it (nothing is started and
 // nothing reported; running VMs are left as they are); after, an HA server
-// the fence killed is asked to start again, as a start request would. It
+// the fence killed is asked to start again, as a start request would, but
+// no HA server that does not run is started while the state has this host
+// down, fenced or draining (the leader may be moving it elsewhere). It
 // also records the HA VMs that run, for the fence and the guard, and
 // returns the VMs that must go: servers placed on another host or gone
 // from the state while this host was cut off.
@@ -222,6 +241,12 @@ func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actua
 		return insts, nil
 	}
 	caught := f.CaughtUp()
+	// While the state says this host is down, fenced or draining, no HA
+	// server is started (or restarted) here.
+	held := false
+	if h, ok := sn.HostHealth(a.cfg.HostID); ok && (h.Down || h.Fenced || h.Draining) {
+		held = true
+	}
 	var out []*statedb.Instance
 	var ha []GuardVM
 	placed := map[string]bool{}
@@ -237,6 +262,11 @@ func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actua
 			ha = append(ha, GuardVM{ID: inst.ID, PID: st.PID})
 		}
 		if !caught {
+			continue
+		}
+		if !running && held {
+			// The leader may be failing it over right now: it starts here
+			// again only after the leader's "back" verdict.
 			continue
 		}
 		if f.wasKilled(inst.ID, running) && inst.Desired == statedb.DesiredRunning && !running {
@@ -266,22 +296,28 @@ func (a *Agent) fenceView(sn *statedb.Snapshot, insts []*statedb.Instance, actua
 // killVMs SIGKILLs the QEMUs of vms; a VM without a pid (a hypervisor that
 // reports none) is stopped through the hypervisor.
 func (a *Agent) killVMs(ctx context.Context, vms []GuardVM) {
+	killPIDs(a.log, vms)
 	for _, v := range vms {
-		if v.PID > 0 {
-			if !procOwns(v.PID, v.ID) {
-				continue // gone already (the guard), or the pid is another process now
+		if v.PID <= 0 {
+			if err := a.cfg.Hypervisor.Stop(ctx, v.ID); err != nil {
+				a.log.Error("fence: stop vm", "instance", v.ID, "err", err)
 			}
-			if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-				a.log.Error("fence: kill vm", "instance", v.ID, "pid", v.PID, "err", err)
-			}
-			continue
-		}
-		if err := a.cfg.Hypervisor.Stop(ctx, v.ID); err != nil {
-			a.log.Error("fence: stop vm", "instance", v.ID, "err", err)
 		}
 	}
 	a.markDirty()
 	a.poke()
+}
+
+// killPIDs SIGKILLs the QEMUs of vms that have a pid still owned by them.
+func killPIDs(log *slog.Logger, vms []GuardVM) {
+	for _, v := range vms {
+		if v.PID <= 0 || !procOwns(v.PID, v.ID) {
+			continue // no pid, gone already (the guard), or the pid is another process now
+		}
+		if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+			log.Error("fence: kill vm", "instance", v.ID, "pid", v.PID, "err", err)
+		}
+	}
 }
 
 // removeMoved deletes the VMs of servers that run elsewhere now or were

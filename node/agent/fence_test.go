@@ -172,3 +172,32 @@ func TestGuardKillsOnlyPastDeadlineAndOwnedPids(t *testing.T) {
 		t.Fatalf("killed %v on an unreadable heartbeat", killed)
 	}
 }
+
+// TestFenceKeepsPreviousVMsUntilFirstSync: a restarted daemon's
+// heartbeats list the previous run's HA VMs until the agent's first sync
+// (never an empty list the guard would kill nothing from), then the sync's.
+func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
+	clock := &fenceClock{now: time.Hour}
+	prev := []GuardVM{{ID: "a", PID: 11}}
+	var beats [][]GuardVM
+	f := NewFence(FenceConfig{
+		Renew:   func(context.Context) (uint64, error) { return 1, nil },
+		Applied: func() uint64 { return 1 },
+		Timeout: func() time.Duration { return 10 * time.Second },
+		Mono:    clock.Now,
+		Heartbeat: func(_ time.Duration, vms []GuardVM) error {
+			beats = append(beats, vms)
+			return nil
+		},
+		Initial: prev,
+	})
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if len(beats) != 1 || len(beats[0]) != 1 || beats[0][0] != prev[0] {
+		t.Fatalf("heartbeat before the first sync = %v; want the previous run's %v", beats, prev)
+	}
+	f.setHA(nil) // the first sync: no HA VM runs here any more
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if len(beats) != 2 || len(beats[1]) != 0 {
+		t.Fatalf("heartbeat after the first sync = %v; want the sync's (none)", beats)
+	}
+}

@@ -46,6 +46,23 @@ func WriteHeartbeat(path string, deadline time.Duration, vms []GuardVM) error {
 	return nil
 }
 
+// ReadHeartbeat reads the heartbeat file; a missing file is an empty
+// heartbeat.
+func ReadHeartbeat(path string) (Heartbeat, error) {
+	var hb Heartbeat
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return hb, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &hb)
+	}
+	if err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	return hb, nil
+}
+
 // GuardConfig configures Guard.
 type GuardConfig struct {
 	File string // the heartbeat file

@@ -41,6 +41,8 @@ type harness struct {
 	detachTimeout time.Duration
 	// parallel is the agent's Parallel; 0 takes its default.
 	parallel int
+	// fence is the agent's Fence (nil: none).
+	fence *agent.Fence
 }
 
 func newHarness(t *testing.T) *harness {
@@ -81,6 +83,7 @@ func (h *harness) run() {
 	ag, err := agent.New(agent.Config{
 		HostID: h.hostID, State: h.st, Proposer: h.prop, Hypervisor: hv, Network: h.net, VTEPs: h.vteps,
 		Volumes: h.vols, Images: h.imgs, ResyncInterval: 200 * time.Millisecond, DetachTimeout: h.detachTimeout, Parallel: h.parallel, Logger: logger(),
+		Fence: h.fence,
 	})
 	if err != nil {
 		h.t.Fatal(err)

@@ -1,6 +1,8 @@
 package nodetest
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -10,7 +12,6 @@ import (
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node"
-	"github.com/peerstack/peerstack/rest"
 )
 
 // hfTFence is T_fence in these tests: the smallest the setting takes.
@@ -30,9 +31,22 @@ func newHAEnv(t testing.TB) (*agEnv, *FakeAgents) {
 		cfg.Agent.FenceInterval = 200 * time.Millisecond
 	}
 	e := newAgEnv(t, fa, opts)
-	d := hfTFence
-	if _, err := rest.Propose(t.Context(), e.c.Node(0), statedb.CmdUpdateSettings, statedb.UpdateSettingsCmd{FenceTimeout: &d}); err != nil {
+	// An admin's settings change (a host may not propose one itself).
+	body := fmt.Sprintf(`{"fence_timeout":%g}`, hfTFence.Seconds())
+	req, err := http.NewRequest("PATCH", e.c.URL(0)+"/cluster/v1/settings", strings.NewReader(body))
+	if err != nil {
 		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", e.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("set fence_timeout: %d %s", resp.StatusCode, raw)
 	}
 	return e, fa
 }
