@@ -231,8 +231,13 @@ func (h *consoleHub) attach() (net.Conn, bool) {
 		for {
 			n, err := c.end.Read(buf)
 			if n > 0 {
+				// A guest that stops reading its serial input (paused)
+				// must not wedge the hub: a write that cannot finish in
+				// consoleWriteTimeout drops this client.
 				h.wmu.Lock()
+				_ = h.conn.SetWriteDeadline(time.Now().Add(consoleWriteTimeout))
 				_, werr := h.conn.Write(buf[:n])
+				_ = h.conn.SetWriteDeadline(time.Time{})
 				h.wmu.Unlock()
 				if werr != nil {
 					return
@@ -245,6 +250,10 @@ func (h *consoleHub) attach() (net.Conn, bool) {
 	}()
 	return theirs, true
 }
+
+// consoleWriteTimeout bounds one write of a client's keystrokes to the
+// guest's console.
+const consoleWriteTimeout = 5 * time.Second
 
 // detach removes a client; the last one to leave closes the connection,
 // so QEMU accepts the next one.
