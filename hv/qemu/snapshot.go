@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -71,10 +72,49 @@ func (d *Driver) SnapshotRoot(ctx context.Context, uuid, dest string) (err error
 	return nil
 }
 
+type jobInfo struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Error  string `json:"error"`
+}
+
+// endJob cancels block job id if it still runs, waits (up to 10 s) until
+// it has concluded and dismisses it, so its id can be used again: a job
+// left behind (an error path, a daemon restart mid-copy) would otherwise
+// refuse every later snapshot of the VM with "job ID in use".
+func endJob(ctx context.Context, mon *Monitor, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	canceled := false
+	for {
+		var jobs []jobInfo
+		if err := mon.run(ctx, "query-jobs", nil, &jobs); err != nil {
+			return
+		}
+		i := slices.IndexFunc(jobs, func(j jobInfo) bool { return j.ID == id })
+		switch {
+		case i < 0:
+			return
+		case jobs[i].Status == "concluded":
+			_ = mon.run(ctx, "job-dismiss", map[string]any{"id": id}, nil)
+			return
+		case !canceled:
+			_ = mon.run(ctx, "job-cancel", map[string]any{"id": id}, nil)
+			canceled = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // backupJob copies block node device to a new qcow2 at dest with a
 // drive-backup job and waits for it to end.
 func backupJob(ctx context.Context, mon *Monitor, device, dest string) error {
 	job := "snapshot-" + device
+	endJob(ctx, mon, job) // one an earlier try left behind
 	err := mon.run(ctx, "drive-backup", map[string]any{
 		"job-id": job, "device": device, "target": dest, "format": "qcow2",
 		"sync": "full", "mode": "absolute-paths", "auto-dismiss": false,
@@ -82,16 +122,12 @@ func backupJob(ctx context.Context, mon *Monitor, device, dest string) error {
 	if err != nil {
 		return err
 	}
-	dismiss := func() { _ = mon.run(context.WithoutCancel(ctx), "job-dismiss", map[string]any{"id": job}, nil) }
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var jobs []struct {
-			ID     string `json:"id"`
-			Status string `json:"status"`
-			Error  string `json:"error"`
-		}
+		var jobs []jobInfo
 		if err := mon.run(ctx, "query-jobs", nil, &jobs); err != nil {
+			endJob(ctx, mon, job)
 			return err
 		}
 		found := false
@@ -101,7 +137,7 @@ func backupJob(ctx context.Context, mon *Monitor, device, dest string) error {
 			}
 			found = true
 			if j.Status == "concluded" {
-				dismiss()
+				endJob(ctx, mon, job)
 				if j.Error != "" {
 					return fmt.Errorf("backup job: %s", j.Error)
 				}
@@ -113,8 +149,7 @@ func backupJob(ctx context.Context, mon *Monitor, device, dest string) error {
 		}
 		select {
 		case <-ctx.Done():
-			_ = mon.run(context.WithoutCancel(ctx), "job-cancel", map[string]any{"id": job}, nil)
-			dismiss()
+			endJob(ctx, mon, job)
 			return fmt.Errorf("backup job: %w", ctx.Err())
 		case <-tick.C:
 		}
