@@ -3,6 +3,7 @@ package compute
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -54,6 +55,12 @@ func (s *service) evacuate(c *rest.Ctx, inst *statedb.Instance, raw json.RawMess
 		}
 		cmd.TargetHost = m.ID
 	}
+	if inst.Host != "" && !sn.HostDown(inst.Host) && !s.shownUp(inst.Host) {
+		// The service list already shows the host down (its gossip went
+		// silent) but the leader's verdict has not reached this host's
+		// state yet: wait for it, as a user who saw "down" expects.
+		sn = s.waitHostDown(c, inst.Host, evacuateVerdictWait)
+	}
 	if inst.Host != "" && !sn.HostDown(inst.Host) {
 		name := inst.Host
 		if m, ok := sn.Member(inst.Host); ok {
@@ -68,4 +75,35 @@ func (s *service) evacuate(c *rest.Ctx, inst *statedb.Instance, raw json.RawMess
 		return map[string]any{"adminPass": nil}, nil
 	}
 	return &rest.Response{Status: http.StatusOK}, nil
+}
+
+// evacuateVerdictWait bounds how long an evacuate waits for the leader's
+// "down" verdict on a host the service list already shows down.
+const evacuateVerdictWait = 15 * time.Second
+
+// shownUp reports whether the service list shows host up.
+func (s *service) shownUp(host string) bool {
+	for _, h := range s.b.Hosts() {
+		if h.ID == host {
+			return h.Up
+		}
+	}
+	return false
+}
+
+// waitHostDown polls the state until it records host down, or max passes,
+// and returns the last state read.
+func (s *service) waitHostDown(c *rest.Ctx, host string, max time.Duration) *statedb.Snapshot {
+	deadline := time.Now().Add(max)
+	for {
+		sn := s.b.State()
+		if sn.HostDown(host) || time.Now().After(deadline) {
+			return sn
+		}
+		select {
+		case <-c.Context().Done():
+			return sn
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
