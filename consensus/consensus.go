@@ -486,9 +486,25 @@ func (n *Node) TransferLeadership() error {
 	return n.raft.LeadershipTransfer().Error()
 }
 
-// Shutdown stops Raft and closes its files.
+// shutdownWait bounds how long Shutdown waits for Raft's goroutines.
+const shutdownWait = 30 * time.Second
+
+// Shutdown stops Raft and closes its files. If Raft's goroutines have not
+// all ended within shutdownWait, it closes the transport (which may
+// unblock them), leaves the log files open for them and returns an
+// error, rather than hang the caller.
 func (n *Node) Shutdown() error {
-	err := n.raft.Shutdown().Error()
+	done := make(chan error, 1)
+	go func() { done <- n.raft.Shutdown().Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(shutdownWait):
+		n.trans.CloseStreams()
+		n.trans.Close()
+		n.log.Error("raft did not stop within the shutdown wait; its log files stay open", "wait", shutdownWait)
+		return fmt.Errorf("raft shutdown: not done after %v", shutdownWait)
+	}
 	// Close pooled connections too, as a process exit would: peers see
 	// them end at once (a follower then elects sooner, see leadergone.go).
 	n.trans.CloseStreams()
