@@ -478,6 +478,18 @@ func (b *Box) SignalHost(i int, sig syscall.Signal) error {
 	return syscall.Kill(-cmd.Process.Pid, sig)
 }
 
+// Pid returns the pid of host i's daemon (also its process group), or
+// 0 when it does not run.
+func (b *Box) Pid(i int) int {
+	h := b.Host(i)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil || h.cmd.Process == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
+
 // Alive reports whether host i's daemon runs.
 func (b *Box) Alive(i int) bool {
 	h := b.Host(i)

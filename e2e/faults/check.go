@@ -376,24 +376,27 @@ func checkMinority(ops []Op, events []NemesisEvent) []string {
 	return bad
 }
 
-// checkTags checks the set: every acknowledged tag add is in the set
+// checkTags checks the sets: every acknowledged tag add is in its set
 // network's tags after the heal, and no tag nobody added is.
-func checkTags(ops []Op, tagNet string, st finalState) []string {
-	if tagNet == "" {
-		return nil
-	}
-	n, ok := st.Networks[tagNet]
-	if !ok {
-		return []string{fmt.Sprintf("the set network %s is gone", tagNet)}
-	}
+func checkTags(ops []Op, tagNets []string, st finalState) []string {
 	var bad []string
-	asked := map[string]bool{}
+	asked := map[string]map[string]bool{}
+	for _, id := range tagNets {
+		if _, ok := st.Networks[id]; !ok {
+			bad = append(bad, fmt.Sprintf("the set network %s is gone", id))
+		}
+		asked[id] = map[string]bool{}
+	}
 	lost := 0
 	for _, op := range ops {
 		if op.Kind != opTag || op.Outcome == outFail {
 			continue
 		}
-		asked[op.Value] = true
+		n, ok := st.Networks[op.Key]
+		if !ok || asked[op.Key] == nil {
+			continue
+		}
+		asked[op.Key][op.Value] = true
 		if op.Outcome == outOK && !slices.Contains(n.Tags, op.Value) {
 			lost++
 			if lost <= 5 {
@@ -404,9 +407,11 @@ func checkTags(ops []Op, tagNet string, st finalState) []string {
 	if lost > 5 {
 		bad = append(bad, fmt.Sprintf("… %d acknowledged tag adds lost in all", lost))
 	}
-	for _, t := range n.Tags {
-		if !asked[t] {
-			bad = append(bad, fmt.Sprintf("phantom tag %q in the set", t))
+	for _, id := range tagNets {
+		for _, t := range st.Networks[id].Tags {
+			if !asked[id][t] {
+				bad = append(bad, fmt.Sprintf("phantom tag %q in set network %s", t, id))
+			}
 		}
 	}
 	return bad

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -227,10 +228,13 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		victim := 1 + n.rnd.IntN(hosts)
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		ev.Cut = ev.Hosts
-		ns := n.b.Host(victim).NS
+		// The daemon's process group, not the whole namespace: the
+		// fence guard runs in its own session on purpose (it is the
+		// watchdog that must keep running while the daemon is stuck).
+		ns, pgrp := n.b.Host(victim).NS, n.b.Pid(victim)
 		if err = n.b.SignalHost(victim, syscall.SIGSTOP); err == nil {
 			resent := 0
-			err = waitStopped(ctx, ns, func() { resent++; _ = n.b.SignalHost(victim, syscall.SIGSTOP) })
+			err = waitStopped(ctx, ns, pgrp, func() { resent++; _ = n.b.SignalHost(victim, syscall.SIGSTOP) })
 			if resent > 0 {
 				ev.Note = fmt.Sprintf("%s stopped only after %d more SIGSTOPs", ev.Hosts[0], resent)
 			}
@@ -240,7 +244,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		// as cut.
 		resumed := 0
 		watch = func() {
-			if ok, _ := stopped(ns); !ok {
+			if ok, _ := stopped(ns, pgrp); !ok {
 				resumed++
 				_ = n.b.SignalHost(victim, syscall.SIGSTOP)
 			}
@@ -504,28 +508,33 @@ func dropsIn(ns string) ([]string, error) {
 	return out, err
 }
 
-// stopped reports whether every process of namespace ns is stopped
-// (state T), and their states.
-func stopped(ns string) (bool, string) {
+// stopped reports whether every process of namespace ns in process
+// group pgrp is stopped (state T), and the states of all of them.
+func stopped(ns string, pgrp int) (bool, string) {
 	states := procStates(ns)
-	if states == "" {
-		return false, "no process"
-	}
+	in := 0
 	for _, p := range strings.Split(states, "; ") {
+		if !strings.HasSuffix(p, fmt.Sprintf(" pgrp %d", pgrp)) {
+			continue
+		}
+		in++
 		if !strings.Contains(p, " state T ") && !strings.Contains(p, " state t ") {
 			return false, states
 		}
+	}
+	if in == 0 {
+		return false, "no process in group " + strconv.Itoa(pgrp) + ": " + states
 	}
 	return true, states
 }
 
 // waitStopped waits (a second at most, calling again every 100 ms)
-// until namespace ns's processes are all stopped: the proof that a pause
-// took.
-func waitStopped(ctx context.Context, ns string, again func()) error {
+// until the processes of group pgrp in namespace ns are all stopped: the
+// proof that a pause took.
+func waitStopped(ctx context.Context, ns string, pgrp int, again func()) error {
 	deadline := time.Now().Add(time.Second)
 	for {
-		ok, states := stopped(ns)
+		ok, states := stopped(ns, pgrp)
 		if ok {
 			return nil
 		}

@@ -39,7 +39,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	var res, hosts []string
 	if len(states) > 0 {
 		res = checkResources(r.Ops, w.prefix, states[0])
-		res = append(res, checkTags(r.Ops, w.tagNet, states[0])...)
+		res = append(res, checkTags(r.Ops, w.tagNets, states[0])...)
 		hosts = compareHosts(states)
 	} else {
 		hosts = []string{"no final state could be read"}

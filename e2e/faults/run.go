@@ -26,8 +26,8 @@ type Config struct {
 	Duration time.Duration // of the faulty phase
 	Seed     uint64        // picks operations, hosts, faults and their timing
 	Nemeses  []string      // default all
-	// Tags adds the set workload (tag adds on one network). Off by
-	// default: concurrent adds lose tags (docs/faults.md).
+	// Tags adds the set workload (concurrent tag adds on a few
+	// networks, checked as sets).
 	Tags bool
 	Log  io.Writer // progress; nil discards
 }
@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	w := &workload{cl: cl, regs: map[string]string{}, prefix: fmt.Sprintf("fz%d", cfg.Seed%100000),
 		timeout: 3 * time.Second, maxLive: 5}
-	if err := setup(ctx, w, cfg.Tags); err != nil {
+	if err := setup(ctx, w, cfg.Tags, cfg.Duration); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	hist := &history{t0: time.Now()}
@@ -149,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // setup creates the register networks and the shared network for ports
 // through h1, and waits until every host has them.
-func setup(ctx context.Context, w *workload, tags bool) error {
+func setup(ctx context.Context, w *workload, tags bool, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	nc := w.cl[0].net
@@ -168,18 +168,22 @@ func setup(ctx context.Context, w *workload, tags bool) error {
 		return fmt.Errorf("create port network: %w", err)
 	}
 	w.portNet = pn.ID
-	if tags {
-		tn, err := networks.Create(ctx, nc, networks.CreateOpts{Name: w.prefix + "set"}).Extract()
-		if err != nil {
-			return fmt.Errorf("create the set network: %w", err)
-		}
-		w.tagNet = tn.ID
-	}
 	// Networks leaked by indeterminate creates and ports would hit the
 	// default quotas in a long run: the admin project gets none.
 	unlimited := -1
 	if _, err := quotas.Update(ctx, nc, pn.ProjectID, quotas.UpdateOpts{Network: &unlimited, Port: &unlimited}).Extract(); err != nil {
 		return fmt.Errorf("lift the admin project's quotas: %w", err)
+	}
+	if tags {
+		// A network holds at most 50 tags, and the clients add about ten
+		// a second: enough sets that none fills up.
+		for i := range 4 + int(d/(3*time.Second)) {
+			tn, err := networks.Create(ctx, nc, networks.CreateOpts{Name: fmt.Sprintf("%sset%d", w.prefix, i)}).Extract()
+			if err != nil {
+				return fmt.Errorf("create set network %d: %w", i, err)
+			}
+			w.tagNets = append(w.tagNets, tn.ID)
+		}
 	}
 	if _, err := subnets.Create(ctx, nc, subnets.CreateOpts{NetworkID: pn.ID, CIDR: "10.250.0.0/21", IPVersion: gophercloud.IPv4}).Extract(); err != nil {
 		return fmt.Errorf("create port subnet: %w", err)

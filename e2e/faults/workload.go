@@ -101,8 +101,8 @@ type workload struct {
 	regs     map[string]string // register name → network id
 	regNames []string
 	portNet  string
-	tagNet   string // the set network; "" without tag operations
-	prefix   string // of created networks' names
+	tagNets  []string // the set networks; none without tag operations
+	prefix   string   // of created networks' names
 	timeout  time.Duration
 	maxLive  int // networks a client keeps before it deletes
 	hist     *history
@@ -139,8 +139,8 @@ func (c *client) step(ctx context.Context) {
 	op := Op{Client: c.id, Proc: c.proc, Host: hc.idx, Nemesis: w.hist.fault()}
 	r := c.rnd.IntN(100)
 	switch {
-	case r < 10 && w.tagNet != "":
-		op.Kind, op.Key, op.Value = opTag, "tags", fmt.Sprintf("c%d-%d", c.id, c.n)
+	case r < 10 && len(w.tagNets) > 0:
+		op.Kind, op.Key, op.Value = opTag, w.tagNets[c.rnd.IntN(len(w.tagNets))], fmt.Sprintf("c%d-%d", c.id, c.n)
 	case r < 30:
 		op.Kind, op.Key, op.Value = opWrite, w.regNames[c.rnd.IntN(len(w.regNames))], fmt.Sprintf("c%d-%d", c.id, c.n)
 	case r < 50:
@@ -223,7 +223,7 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 	case opUnport:
 		return ports.Delete(ctx, hc.net, op.ID).ExtractErr()
 	case opTag:
-		return attributestags.Add(ctx, hc.net, "networks", w.tagNet, op.Value).ExtractErr()
+		return attributestags.Add(ctx, hc.net, "networks", op.Key, op.Value).ExtractErr()
 	case opPort:
 		p, err := ports.Create(ctx, hc.net, ports.CreateOpts{NetworkID: w.portNet}).Extract()
 		if err == nil {
