@@ -65,6 +65,7 @@ func (d *Dashboard) internalAttach(w http.ResponseWriter, r *http.Request, id st
 		d.log.Debug("internal console upgrade refused", "instance", id, "err", err)
 		return
 	}
+	conn.SetReadLimit(maxConsoleMessage)
 	defer conn.CloseNow()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -73,6 +74,11 @@ func (d *Dashboard) internalAttach(w http.ResponseWriter, r *http.Request, id st
 		_ = conn.Close(websocket.StatusNormalClosure, "console closed")
 	}
 }
+
+// maxConsoleMessage bounds one WebSocket message of console input: a
+// paste arrives as one message, and the library's 32 KiB default closed
+// the session on a pasted script.
+const maxConsoleMessage = 1 << 20
 
 // noTimeouts lifts the API server's read and write timeouts from a
 // connection that becomes a console: they would cut it mid-session; the

@@ -114,6 +114,38 @@ func TestConsoleInteractivePipe(t *testing.T) {
 	e.waitSessions(0)
 }
 
+// A paste larger than the WebSocket library's default message limit
+// (32 KiB) reaches the guest whole and keeps the session open.
+func TestConsoleLargePaste(t *testing.T) {
+	e := newEnv(t)
+	guests := e.b.interactive(e.inst)
+	_, u := e.consoleURL(e.demo, e.inst)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conn, _, err := e.dial(ctx, u)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.CloseNow()
+	var guest net.Conn
+	select {
+	case guest = <-guests:
+	case <-ctx.Done():
+		t.Fatal("the session did not attach to the console")
+	}
+	paste := strings.Repeat("echo 0123456789abcdef\r", 100<<10/24) + "END\r"
+	if err := conn.Write(ctx, websocket.MessageText, []byte(paste)); err != nil {
+		t.Fatal(err)
+	}
+	g := pipeReader(guest)
+	if got := readUntil(t, ctx, g, "END\r"); got != paste {
+		t.Fatalf("console got %d bytes; want the %d-byte paste exactly", len(got), len(paste))
+	}
+	ws := wsReader(conn)
+	go guest.Write([]byte("still here\r\n"))
+	readUntil(t, ctx, ws, "still here")
+}
+
 // The browser closing the WebSocket detaches from the console.
 func TestConsoleClientCloseDetaches(t *testing.T) {
 	e := newEnv(t)

@@ -188,6 +188,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 		d.log.Debug("console upgrade refused", "instance", id, "err", err)
 		return
 	}
+	conn.SetReadLimit(maxConsoleMessage)
 	d.sessions.Add(1)
 	defer d.sessions.Add(-1)
 	defer conn.CloseNow()
