@@ -554,6 +554,15 @@ func (d *Driver) Delete(ctx context.Context, uuid string) error {
 	if err := os.RemoveAll(v.paths.Dir); err != nil {
 		return fmt.Errorf("vm %s: %w", v.uuid, err)
 	}
+	// Sockets too long a path for the VM's directory live in
+	// ShortSocketDir under a hashed name: gone with the VM as well.
+	for _, sock := range []string{v.paths.QMPSocket(), v.paths.ConsoleSocket()} {
+		if filepath.Dir(sock) != v.paths.Dir {
+			if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("vm %s: %w", v.uuid, err)
+			}
+		}
+	}
 	d.mu.Lock()
 	delete(d.vms, v.uuid)
 	d.mu.Unlock()

@@ -585,3 +585,45 @@ func TestDetectAccel(t *testing.T) {
 		t.Errorf("detectAccel on a busy host = %s (%s); idle it said %s (%s)", busy, whyBusy, a, why)
 	}
 }
+
+// A VM whose directory path is too long for a unix socket keeps its QMP
+// and console sockets in ShortSocketDir; Delete removes them with the
+// directory.
+func TestDeleteRemovesShortSockets(t *testing.T) {
+	long := filepath.Join(stateDir(t), strings.Repeat("d", 120))
+	if err := os.MkdirAll(long, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDriver(t, long)
+	uuid := "0b5d6c3e-3c1a-4f5e-9a55-1f6d2c3b4a51"
+	p := d.Paths(uuid)
+	socks := []string{p.QMPSocket(), p.ConsoleSocket()}
+	for _, s := range socks {
+		if filepath.Dir(s) != ShortSocketDir {
+			t.Fatalf("socket %s not in %s: the directory path is not long enough for this test", s, ShortSocketDir)
+		}
+	}
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(ShortSocketDir, 0o700); err != nil {
+		if os.Geteuid() != 0 {
+			t.Skipf("not root: cannot create %s: %v", ShortSocketDir, err)
+		}
+		t.Fatal(err)
+	}
+	for _, s := range socks {
+		if err := os.WriteFile(s, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(s) })
+	}
+	if err := d.Delete(t.Context(), uuid); err != nil {
+		t.Fatalf("Delete = %v", err)
+	}
+	for _, s := range socks {
+		if _, err := os.Stat(s); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after Delete: %v; want gone", s, err)
+		}
+	}
+}
