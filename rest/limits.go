@@ -268,6 +268,8 @@ func copyStream(w http.ResponseWriter, r io.Reader, idle time.Duration) {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
 			}
+			// A stream of small events must reach the client as written.
+			_ = rc.Flush()
 		}
 		if err != nil {
 			return

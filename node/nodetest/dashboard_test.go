@@ -215,6 +215,7 @@ func TestDashboardBrowser(t *testing.T) {
 	e.run("create server",
 		chromedp.SetValue(chromedp.ID("server-name"), "web1"),
 		chromedp.Click(chromedp.ID("server-create")))
+	e.waitJS("event stream open", `document.body.dataset.events === "open"`)
 	e.waitJS("server ACTIVE", `window.notReloaded === true && (document.querySelector('[data-server="web1"]') || {}).textContent === "ACTIVE"`)
 	e.shot("servers")
 	if unlabeled := eval[[]string](e, "labels", `[...document.querySelectorAll("#main input, #main select, #main button")]

@@ -36,12 +36,14 @@ import (
 // consoleLines is how much of the log one poll reads.
 const consoleLines = 1000
 
-// Service is the remote-console API, mounted next to compute's. Nova serves
-// it from microversion 2.6; it is answered whatever version is asked, so
-// clients that negotiate a lower maximum can still use it.
+// Service is the remote-console API, mounted next to compute's, and the
+// dashboard's event stream. Nova serves the remote console from
+// microversion 2.6; it is answered whatever version is asked, so clients
+// that negotiate a lower maximum can still use it.
 func (d *Dashboard) Service() rest.Service {
-	return rest.Service{Prefix: "/compute/v2.1", Errors: compute.NovaErrors, Routes: []rest.Route{
-		{Method: http.MethodPost, Path: "/servers/{server_id}/remote-consoles", Auth: rest.Token, Handler: d.remoteConsole},
+	return rest.Service{Errors: compute.NovaErrors, Routes: []rest.Route{
+		{Method: http.MethodPost, Path: "/compute/v2.1/servers/{server_id}/remote-consoles", Auth: rest.Token, Handler: d.remoteConsole},
+		{Method: http.MethodGet, Path: EventsPath, Auth: rest.Token, Handler: d.events},
 	}}
 }
 

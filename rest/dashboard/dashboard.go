@@ -67,14 +67,16 @@ type Backend interface {
 
 // Dashboard serves the pages and the console.
 type Dashboard struct {
-	b        Backend
-	log      *slog.Logger
-	key      []byte // signs console tokens; per process
-	poll     time.Duration
-	tokenTTL time.Duration
-	sessions atomic.Int64
-	static   http.Handler
-	gz       map[string][]byte // static file name → gzip of it, made once
+	b         Backend
+	log       *slog.Logger
+	key       []byte // signs console tokens; per process
+	poll      time.Duration
+	tokenTTL  time.Duration
+	sessions  atomic.Int64
+	streams   atomic.Int64  // open event streams
+	eventPoll time.Duration // how often an event stream looks at the state's index
+	static    http.Handler
+	gz        map[string][]byte // static file name → gzip of it, made once
 }
 
 // Option changes a Dashboard's defaults.
@@ -82,6 +84,10 @@ type Option func(*Dashboard)
 
 // WithConsolePoll sets how often a console session looks for new output.
 func WithConsolePoll(d time.Duration) Option { return func(x *Dashboard) { x.poll = d } }
+
+// WithEventPoll sets how often an event stream looks for a new state
+// index (default 250 ms).
+func WithEventPoll(d time.Duration) Option { return func(x *Dashboard) { x.eventPoll = d } }
 
 // New returns a dashboard for the daemon behind b.
 func New(b Backend, log *slog.Logger, opts ...Option) *Dashboard {
@@ -91,7 +97,7 @@ func New(b Backend, log *slog.Logger, opts ...Option) *Dashboard {
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	d := &Dashboard{b: b, log: log, key: key, poll: 500 * time.Millisecond, tokenTTL: 10 * time.Minute,
+	d := &Dashboard{b: b, log: log, key: key, poll: 500 * time.Millisecond, eventPoll: 250 * time.Millisecond, tokenTTL: 10 * time.Minute,
 		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(sub)), gz: gzipAll(sub)}
 	for _, o := range opts {
 		o(d)

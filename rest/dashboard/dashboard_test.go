@@ -109,7 +109,7 @@ func newEnv(t *testing.T) *env {
 	if inst, _ := b.State().Instance("i1"); inst.Host != "host1" {
 		t.Fatalf("instance not placed: %+v", inst)
 	}
-	d := New(b, resttest.Logger(t), WithConsolePoll(10*time.Millisecond))
+	d := New(b, resttest.Logger(t), WithConsolePoll(10*time.Millisecond), WithEventPoll(10*time.Millisecond))
 	api := rest.NewServer(b, resttest.Logger(t))
 	api.Mount(d.Service())
 	srv := httptest.NewServer(d.Wrap(api.Handler()))

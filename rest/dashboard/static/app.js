@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   const $ = (s) => document.querySelector(s);
-  let session = null, timer = null, term = null, sock = null, view = "", joinToken = "", uploadPct = null;
+  let session = null, timer = null, events = null, pending = false, term = null, sock = null, view = "", joinToken = "", uploadPct = null;
   // errs keeps the last error of each place the user acted, so the
   // periodic redraw does not wipe it before it is read.
   const errs = {};
@@ -290,15 +290,31 @@
     for (const a of document.querySelectorAll("header nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === "#" + name) && a.setAttribute("aria-current", "page");
   }
   function showLogin() {
-    session = null; joinToken = ""; clearInterval(timer); closeConsole();
+    session = null; joinToken = ""; clearInterval(timer); stopEvents(); closeConsole();
     $("#app").hidden = true; $("#login").hidden = false; $("#login-user").focus();
   }
   function showApp() {
     $("#login").hidden = true; $("#app").hidden = false;
     $("#who").textContent = session.user + " @ " + session.project;
     if (!location.hash) location.hash = isAdmin() ? "#hosts" : "#servers";
-    refresh(); clearInterval(timer); timer = setInterval(refresh, 2000);
+    refresh(); listen();
+    // Health, load and clock skew travel by gossip, not the replicated
+    // state: those still refresh on a timer.
+    clearInterval(timer); timer = setInterval(refresh, 10000);
   }
+  // The host pushes a "change" event whenever the replicated state moves
+  // on; bursts of changes redraw once.
+  function listen() {
+    stopEvents();
+    events = new EventSource("/dashboard/events");
+    events.onopen = () => { document.body.dataset.events = "open"; };
+    events.addEventListener("change", () => {
+      if (pending) return;
+      pending = true;
+      setTimeout(() => { pending = false; if (session) refresh(); }, 100);
+    });
+  }
+  function stopEvents() { if (events) { events.close(); events = null; } }
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("#login-error").textContent = "";
