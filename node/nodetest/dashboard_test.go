@@ -27,7 +27,7 @@ import (
 // dashEnv is one host with fake agents, a seeded image and a headless
 // Chromium driving its dashboard.
 type dashEnv struct {
-	t     *testing.T
+	t     testing.TB
 	c     *Cluster
 	hc    *http.Client
 	token string
@@ -35,7 +35,7 @@ type dashEnv struct {
 	shots string
 }
 
-func newDashEnv(t *testing.T) *dashEnv {
+func newDashEnv(t testing.TB) *dashEnv {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
