@@ -56,27 +56,36 @@ func (e *env) waitSessions(n int) {
 	}
 }
 
+// attachInteractive makes the demo server's console interactive, opens
+// its WebSocket as its owner and returns it with the guest's end of the
+// console; the connection closes with the test.
+func (e *env) attachInteractive(ctx context.Context) (*websocket.Conn, net.Conn) {
+	e.t.Helper()
+	guests := e.b.interactive(e.inst)
+	_, u := e.consoleURL(e.demo, e.inst)
+	conn, _, err := e.dial(ctx, u)
+	if err != nil {
+		e.t.Fatalf("dial: %v", err)
+	}
+	e.t.Cleanup(func() { conn.CloseNow() })
+	select {
+	case guest := <-guests:
+		return conn, guest
+	case <-ctx.Done():
+		e.t.Fatal("the session did not attach to the console")
+		return nil, nil
+	}
+}
+
 // Keystrokes from the WebSocket (text, as xterm.js sends them, or binary)
 // reach the console, and console output comes back; the guest's console
 // ending falls back to the log.
 func TestConsoleInteractivePipe(t *testing.T) {
 	e := newEnv(t)
 	e.b.setConsole(e.inst, "PEERSTACK-BOOT hostname=vm\n")
-	guests := e.b.interactive(e.inst)
-	_, u := e.consoleURL(e.demo, e.inst)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	conn, _, err := e.dial(ctx, u)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
-	var guest net.Conn
-	select {
-	case guest = <-guests:
-	case <-ctx.Done():
-		t.Fatal("the session did not attach to the console")
-	}
+	conn, guest := e.attachInteractive(ctx)
 	ws := wsReader(conn)
 	readUntil(t, ctx, ws, "PEERSTACK-BOOT hostname=vm\n") // the log so far
 
@@ -118,21 +127,9 @@ func TestConsoleInteractivePipe(t *testing.T) {
 // (32 KiB) reaches the guest whole and keeps the session open.
 func TestConsoleLargePaste(t *testing.T) {
 	e := newEnv(t)
-	guests := e.b.interactive(e.inst)
-	_, u := e.consoleURL(e.demo, e.inst)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	conn, _, err := e.dial(ctx, u)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
-	var guest net.Conn
-	select {
-	case guest = <-guests:
-	case <-ctx.Done():
-		t.Fatal("the session did not attach to the console")
-	}
+	conn, guest := e.attachInteractive(ctx)
 	paste := strings.Repeat("echo 0123456789abcdef\r", 100<<10/24) + "END\r"
 	if err := conn.Write(ctx, websocket.MessageText, []byte(paste)); err != nil {
 		t.Fatal(err)
