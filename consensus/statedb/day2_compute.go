@@ -133,29 +133,10 @@ func applySnapshotServer(t *Txn, c *Command) error {
 	if inst.RootVolume != "" {
 		return Errorf(KindConflict, "Snapshots of volume-backed servers are not supported: snapshot the boot volume %s instead", inst.RootVolume)
 	}
-	in := r.Image
-	if in.ID == "" || in.ProjectID == "" {
-		return Errorf(KindInvalid, "image needs an id and an owner")
-	}
-	if _, ok := t.read().Image(in.ID); ok {
-		return Errorf(KindConflict, "Image with identifier %s already exists!", in.ID)
-	}
-	img := copyImage(&in)
-	if img.Visibility == "" {
-		img.Visibility = "private"
-	}
-	img.Tags = imageDedupe(img.Tags)
-	if err := validateImageFields(img); err != nil {
+	img, err := newQueuedImage(t, c, &r.Image, "private")
+	if err != nil {
 		return err
 	}
-	if err := checkImageLimits(t, img); err != nil {
-		return err
-	}
-	img.Status = ImageQueued
-	img.Size, img.VirtualSize = 0, 0
-	img.Checksum, img.HashAlgo, img.HashValue, img.SHA256 = "", "", "", ""
-	img.Holders, img.DesiredHolders, img.Members, img.UploadHost = nil, nil, nil, ""
-	img.CreatedAt, img.UpdatedAt = c.Time, c.Time
 	if err := t.insert(tblImages, img); err != nil {
 		return err
 	}

@@ -117,29 +117,40 @@ func applyCreateImage(t *Txn, c *Command) error {
 	if err != nil {
 		return err
 	}
+	img, err := newQueuedImage(t, c, in, "shared")
+	if err != nil {
+		return err
+	}
+	return t.insert(tblImages, img)
+}
+
+// newQueuedImage checks a new image's record (owner, unused id, fields,
+// limits) and returns it queued, with nothing uploaded and no holders;
+// visibility is the default when the request names none.
+func newQueuedImage(t *Txn, c *Command, in *Image, visibility string) (*Image, error) {
 	if in.ID == "" || in.ProjectID == "" {
-		return Errorf(KindInvalid, "image needs an id and an owner")
+		return nil, Errorf(KindInvalid, "image needs an id and an owner")
 	}
 	if _, ok := t.read().Image(in.ID); ok {
-		return Errorf(KindConflict, "Image with identifier %s already exists!", in.ID)
+		return nil, Errorf(KindConflict, "Image with identifier %s already exists!", in.ID)
 	}
 	img := copyImage(in)
 	if img.Visibility == "" {
-		img.Visibility = "shared"
+		img.Visibility = visibility
 	}
 	img.Tags = imageDedupe(img.Tags)
 	if err := validateImageFields(img); err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkImageLimits(t, img); err != nil {
-		return err
+		return nil, err
 	}
 	img.Status = ImageQueued
 	img.Size, img.VirtualSize = 0, 0
 	img.Checksum, img.HashAlgo, img.HashValue, img.SHA256 = "", "", "", ""
 	img.Holders, img.DesiredHolders, img.Members, img.UploadHost = nil, nil, nil, ""
 	img.CreatedAt, img.UpdatedAt = c.Time, c.Time
-	return t.insert(tblImages, img)
+	return img, nil
 }
 
 // UpdateImageCmd changes the mutable attributes of an image; nil fields
