@@ -11,7 +11,9 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,6 +77,7 @@ func memMB(pid int, file, field string) float64 {
 type leaderStatus struct {
 	Status struct {
 		Leader struct{ ID, Name string } `json:"leader"`
+		Term   uint64                    `json:"term"`
 	} `json:"status"`
 }
 
@@ -96,63 +99,128 @@ func BenchmarkProcessCluster(b *testing.B) {
 		b.ReportMetric(anon, "idle-anon-MB-max")
 		b.ReportMetric(pss, "idle-PSS-MB-max")
 
-		pw := procs[0].AdminPassword()
-		tok, err := adminToken(hc, procs[0].APIAddr, pw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		req, _ := http.NewRequest("GET", "https://"+procs[0].APIAddr+"/cluster/v1/status", nil)
-		req.Header.Set("X-Auth-Token", tok)
-		resp, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var st leaderStatus
-		_ = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		var leader *Proc
-		var other *Proc
-		for _, p := range procs {
-			if p.Name == st.Status.Leader.Name {
-				leader = p
-			} else if other == nil {
-				other = p
-			}
-		}
-		if leader == nil {
-			b.Fatalf("leader %q not found", st.Status.Leader.Name)
-		}
-		otok, err := adminToken(hc, other.APIAddr, pw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		leader.Kill()
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		for i := 0; ; i++ {
-			body := fmt.Sprintf(`{"project":{"name":"after-kill-%d","enabled":true}}`, i)
-			req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+other.APIAddr+"/identity/v3/projects", bytes.NewReader([]byte(body)))
-			req.Header.Set("X-Auth-Token", otok)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := hc.Do(req)
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusCreated {
-					break
-				}
-			}
-			if ctx.Err() != nil {
-				b.Fatal("no write accepted within 30 s of the leader's death")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		cancel()
-		took := time.Since(start)
+		took := killLeaderAndWrite(b, procs, hc)
 		b.ReportMetric(float64(took.Milliseconds()), "leader-kill-to-write-ms")
 		BenchRow("leader kill -9 -> write accepted through a survivor", took, "<= 1s", "heartbeat timeout", 500*time.Millisecond)
 		fmt.Printf("BENCHROW\tidle RSS per daemon, 3 hosts (max)\t%.1f MB\t<= 25 MB\t-\t-\n", max)
 		fmt.Printf("BENCHROW\t  of which anonymous (heap, stacks; the rest is the binary's shared pages)\t%.1f MB\t-\t-\t-\n", anon)
 		fmt.Printf("BENCHROW\tidle PSS per daemon (shared pages split with the fence guard)\t%.1f MB\t-\t-\t-\n", pss)
+	}
+}
+
+// clusterStatus asks a host for the cluster's status as it sees it.
+func clusterStatus(hc *http.Client, addr, tok string) (leaderStatus, error) {
+	var st leaderStatus
+	req, _ := http.NewRequest("GET", "https://"+addr+"/cluster/v1/status", nil)
+	req.Header.Set("X-Auth-Token", tok)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// killLeaderAndWrite SIGKILLs the leader and returns the time until a
+// write through another host is accepted.
+func killLeaderAndWrite(b *testing.B, procs []*Proc, hc *http.Client) time.Duration {
+	b.Helper()
+	pw := procs[0].AdminPassword()
+	tok, err := adminToken(hc, procs[0].APIAddr, pw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := clusterStatus(hc, procs[0].APIAddr, tok)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var leader, other *Proc
+	for _, p := range procs {
+		if p.Name == st.Status.Leader.Name {
+			leader = p
+		} else if other == nil {
+			other = p
+		}
+	}
+	if leader == nil {
+		b.Fatalf("leader %q not found", st.Status.Leader.Name)
+	}
+	otok, err := adminToken(hc, other.APIAddr, pw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	leader.Kill()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; ; i++ {
+		body := fmt.Sprintf(`{"project":{"name":"after-kill-%d","enabled":true}}`, i)
+		req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+other.APIAddr+"/identity/v3/projects", bytes.NewReader([]byte(body)))
+		req.Header.Set("X-Auth-Token", otok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusCreated {
+				return time.Since(start)
+			}
+		}
+		if ctx.Err() != nil {
+			b.Fatal("no write accepted within 30 s of the leader's death")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkFailoverUnderLoad: three real daemons with production timers
+// while two other processes keep both cores busy. It counts the elections
+// that happen with no failure (the Raft term moving on while every daemon
+// runs: spurious), then SIGKILLs the leader under the same load.
+func BenchmarkFailoverUnderLoad(b *testing.B) {
+	for range b.N {
+		procs, hc := procCluster(b)
+		tok, err := adminToken(hc, procs[0].APIAddr, procs[0].AdminPassword())
+		if err != nil {
+			b.Fatal(err)
+		}
+		var burners []*exec.Cmd
+		for range runtime.NumCPU() {
+			c := exec.Command("sh", "-c", "while :; do :; done")
+			if err := c.Start(); err != nil {
+				b.Fatal(err)
+			}
+			burners = append(burners, c)
+		}
+		stopBurners := func() {
+			for _, c := range burners {
+				_ = c.Process.Kill()
+				_ = c.Wait()
+			}
+			burners = nil
+		}
+		b.Cleanup(stopBurners)
+		terms := func() uint64 {
+			var top uint64
+			for _, p := range procs {
+				if st, err := clusterStatus(hc, p.APIAddr, tok); err == nil {
+					top = max(top, st.Status.Term)
+				}
+			}
+			return top
+		}
+		const watch = 20 * time.Second
+		first := terms()
+		time.Sleep(watch)
+		spurious := terms() - first
+		took := killLeaderAndWrite(b, procs, hc)
+		stopBurners()
+		b.ReportMetric(float64(spurious), "spurious-elections")
+		b.ReportMetric(float64(took.Milliseconds()), "leader-kill-to-write-ms")
+		fmt.Printf("BENCHROW\telections with no failure, %d CPU burners, %v watched\t%d\t0\t-\t-\n", runtime.NumCPU(), watch, spurious)
+		BenchRow("leader kill -9 -> write through a survivor, CPU saturated", took, "<= 1s", "heartbeat timeout", 500*time.Millisecond)
 	}
 }
