@@ -75,6 +75,7 @@ const (
 	CmdResizeServer        CmdType = 73 // resize, confirmResize, revertResize
 	CmdSetInstanceDesc     CmdType = 74 // server description (2.19)
 	CmdSetFlavorDesc       CmdType = 75 // flavor description (2.55)
+	CmdAttachVolumeTagged  CmdType = 76 // attach with a tag (2.49) or delete_on_termination (2.79)
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -219,6 +220,7 @@ var commands = mustRegistry(
 	Cmd[ResizeCmd](CmdResizeServer, "ResizeServer", applyResizeServer).Since(wave2),
 	Cmd[SetDescriptionCmd](CmdSetInstanceDesc, "SetInstanceDescription", applySetInstanceDescription).Since(wave2),
 	Cmd[SetDescriptionCmd](CmdSetFlavorDesc, "SetFlavorDescription", applySetFlavorDescription).Since(wave2),
+	Cmd[AttachVolumeCmd](CmdAttachVolumeTagged, "AttachVolumeTagged", applyAttachVolume).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

@@ -66,6 +66,7 @@ var goldenCommands = map[CmdType]string{
 	73:  "ResizeServer",
 	74:  "SetInstanceDescription",
 	75:  "SetFlavorDescription",
+	76:  "AttachVolumeTagged",
 	100: "CreateImage",
 	101: "UpdateImage",
 	102: "DeleteImage",

@@ -45,10 +45,12 @@ type VolumeAttachment struct {
 	Device     string    `json:"device"`
 	State      string    `json:"state"` // attaching, attached, detaching
 	AttachedAt time.Time `json:"attached_at"`
-	// DeleteOnTermination is set on a boot volume's attachment (device
-	// RootDevice, made by server create): deleting the server deletes the
-	// volume; without it the volume stays, available.
+	// DeleteOnTermination: deleting the server deletes the volume; without
+	// it the volume stays, available. Set by server create on a boot
+	// volume's attachment, or asked for at attach (compute 2.79).
 	DeleteOnTermination bool `json:"delete_on_termination,omitempty"`
+	// Tag is the device tag given at attach (compute 2.49), "" for none.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Volume returns a volume by id.

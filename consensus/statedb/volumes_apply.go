@@ -105,12 +105,21 @@ type ExtendVolumeCmd struct {
 // placed and active or stopped, and with local storage the server runs on
 // the volume's host. Device is a hint ("/dev/vdX"); apply picks the first
 // free one from /dev/vdb when it is empty or taken.
+//
+// Tag and DeleteOnTermination are applied only from an AttachVolumeTagged
+// command (hosts that know them): an AttachVolume entry applies the same
+// way on every version.
 type AttachVolumeCmd struct {
-	VolumeID     string `json:"volume_id"`
-	ServerID     string `json:"server_id"`
-	AttachmentID string `json:"attachment_id"`
-	Device       string `json:"device,omitempty"`
+	VolumeID            string `json:"volume_id"`
+	ServerID            string `json:"server_id"`
+	AttachmentID        string `json:"attachment_id"`
+	Device              string `json:"device,omitempty"`
+	Tag                 string `json:"tag,omitempty"`
+	DeleteOnTermination bool   `json:"delete_on_termination,omitempty"`
 }
+
+// maxAttachTag is Nova's limit on a device tag.
+const maxAttachTag = 60
 
 // DetachVolumeCmd asks for a volume's detach from a server: the attachment
 // goes to detaching and the agent on its host unplugs it, asking the guest
@@ -406,7 +415,14 @@ func applyAttachVolume(t *Txn, c *Command) error {
 	if err != nil {
 		return err
 	}
-	v.Attachments = []VolumeAttachment{{ID: r.AttachmentID, ServerID: inst.ID, HostID: inst.Host, Device: dev, State: AttachAttaching}}
+	att := VolumeAttachment{ID: r.AttachmentID, ServerID: inst.ID, HostID: inst.Host, Device: dev, State: AttachAttaching}
+	if c.Type == CmdAttachVolumeTagged {
+		if len(r.Tag) > maxAttachTag || strings.ContainsAny(r.Tag, "/,") {
+			return Errorf(KindInvalid, "Invalid input for field/attribute tag. Value: %s. A tag has at most %d characters and no '/' or ','.", r.Tag, maxAttachTag)
+		}
+		att.Tag, att.DeleteOnTermination = r.Tag, r.DeleteOnTermination
+	}
+	v.Attachments = []VolumeAttachment{att}
 	v.Status, v.ErrorReason = VolumeAttaching, ""
 	v.UpdatedAt = c.Time
 	return t.insert(tblVolumes, v)
@@ -500,7 +516,16 @@ func applyReleaseVolume(t *Txn, c *Command) error {
 	if _, ok := t.read().Instance(a.ServerID); ok {
 		return Errorf(KindConflict, "server %s still exists; detach the volume instead", a.ServerID)
 	}
-	dropAttachment(v)
+	if a.DeleteOnTermination {
+		// Attached with delete_on_termination: goes with its server, as a
+		// boot volume does (releaseRootVolume).
+		v.Attachments = []VolumeAttachment{}
+		if v.Status != VolumeDeleting {
+			v.Status, v.ErrorReason, v.PrevSizeGB = VolumeDeleting, "", 0
+		}
+	} else {
+		dropAttachment(v)
+	}
 	v.UpdatedAt = c.Time
 	return t.insert(tblVolumes, v)
 }

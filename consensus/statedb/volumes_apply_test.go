@@ -500,3 +500,37 @@ func TestVolumeBackendType(t *testing.T) {
 		}
 	}
 }
+
+// An attach with a tag and delete_on_termination keeps both; the volume
+// then goes with its server. The same fields in a plain AttachVolume entry
+// are ignored, so that entry applies alike on hosts that do not know them.
+func TestVolumeAttachTaggedDeleteOnTermination(t *testing.T) {
+	e := newVolEnv(t, "nfs://srv/export")
+	e.putInstance(activeServer("s1", "host2"))
+	for _, id := range []string{"v1", "v2"} {
+		e.create(id, "host1")
+		e.report(ReportVolumeCmd{VolumeID: id, HostID: "host1", Status: VolumeAvailable})
+	}
+	if err := e.apply(CmdAttachVolumeTagged, AttachVolumeCmd{VolumeID: "v1", ServerID: "s1", AttachmentID: "a1", Tag: "bad/tag"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("tag with a slash = %v; want invalid", err)
+	}
+	e.must(CmdAttachVolumeTagged, AttachVolumeCmd{VolumeID: "v1", ServerID: "s1", AttachmentID: "a1", Tag: "data", DeleteOnTermination: true})
+	e.must(CmdAttachVolume, AttachVolumeCmd{VolumeID: "v2", ServerID: "s1", AttachmentID: "a2", Tag: "ignored", DeleteOnTermination: true})
+	if a := e.vol("v1").Attachment(); a.Tag != "data" || !a.DeleteOnTermination {
+		t.Fatalf("tagged attachment = %+v; want tag data, delete on termination", a)
+	}
+	if a := e.vol("v2").Attachment(); a.Tag != "" || a.DeleteOnTermination {
+		t.Fatalf("plain attach took the new fields: %+v", a)
+	}
+	for _, id := range []string{"v1", "v2"} {
+		a := e.vol(id).Attachment()
+		e.report(ReportVolumeCmd{VolumeID: id, HostID: "host2", AttachmentID: a.ID, AttachmentState: AttachAttached})
+	}
+	e.dropInstance("s1")
+	e.must(CmdReleaseVolume, ReleaseVolumeCmd{VolumeID: "v1", AttachmentID: "a1"})
+	e.must(CmdReleaseVolume, ReleaseVolumeCmd{VolumeID: "v2", AttachmentID: "a2"})
+	if v := e.wantStatus("v1", VolumeDeleting); len(v.Attachments) != 0 {
+		t.Fatalf("delete-on-termination volume still attached: %+v", v.Attachments)
+	}
+	e.wantStatus("v2", VolumeAvailable)
+}

@@ -251,3 +251,47 @@ func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestAttachDeleteOnTerminationCLI: `openstack server add volume --tag
+// --enable-delete-on-termination` at microversion 2.79 through a follower;
+// the volume shows both and goes with its server.
+func TestAttachDeleteOnTerminationCLI(t *testing.T) {
+	if _, err := exec.LookPath("openstack"); err != nil {
+		t.Fatalf("the openstack client is needed (apt-get install python3-openstackclient): %v", err)
+	}
+	fa := &FakeAgents{}
+	e := newAgEnv(t, fa, quiet())
+	f := e.c.Follower()
+	env := append(e.c.OpenStackEnv(t, f), "OS_COMPUTE_API_VERSION=2.79")
+	onlyHost(t, e.c, f) // local storage: server and volumes on one host
+
+	var srv, vol map[string]any
+	oscJSON(t, env, &srv, "server", "create", "--image", e.image, "--flavor", "1", "--network", e.net, "--wait", "dot-cli")
+	keep := map[string]string{}
+	for _, name := range []string{"goes", "stays"} {
+		oscJSON(t, env, &vol, "volume", "create", "--size", "1", name)
+		keep[name], _ = vol["id"].(string)
+		waitVolume(e.c, keep[name], name+" available", func(v *statedb.Volume, ok bool) bool {
+			return ok && v.Status == statedb.VolumeAvailable
+		})
+	}
+	var att map[string]any
+	oscJSON(t, env, &att, "server", "add", "volume", "--tag", "data", "--enable-delete-on-termination", "dot-cli", "goes")
+	if att["Tag"] != "data" || att["Delete On Termination"] != true {
+		t.Fatalf("server add volume printed %v; want tag data, delete on termination", att)
+	}
+	osc(t, env, "server", "add", "volume", "dot-cli", "stays")
+	for _, id := range keep {
+		waitVolume(e.c, id, "in-use", func(v *statedb.Volume, ok bool) bool { return ok && v.Status == statedb.VolumeInUse })
+	}
+	var list []map[string]any
+	oscJSON(t, env, &list, "server", "volume", "list", "dot-cli")
+	if len(list) != 2 {
+		t.Fatalf("server volume list = %v; want two", list)
+	}
+	osc(t, env, "server", "delete", "--wait", "dot-cli")
+	waitVolume(e.c, keep["goes"], "deleted with its server", func(_ *statedb.Volume, ok bool) bool { return !ok })
+	waitVolume(e.c, keep["stays"], "available", func(v *statedb.Volume, ok bool) bool {
+		return ok && v.Status == statedb.VolumeAvailable && len(v.Attachments) == 0
+	})
+}

@@ -34,7 +34,8 @@ import (
 //	2.64  server groups have "policy" and "rules" instead of "policies"
 //	2.71  server views carry server_groups
 //	2.73  lock takes locked_reason; server views carry it
-//	2.79  volume attachments carry delete_on_termination (rest/volume)
+//	2.49  volume attach takes a device tag (rest/volume)
+//	2.79  volume attach takes and attachments carry delete_on_termination (rest/volume)
 
 // version is a compute microversion.
 type version struct{ major, minor int }

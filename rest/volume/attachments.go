@@ -2,6 +2,8 @@ package volume
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"regexp"
 	"time"
@@ -44,11 +46,14 @@ type novaAttachment struct {
 	// From 2.70 and 2.79 (compute_versions.go).
 	Tag                 *any  `json:"tag,omitempty"`
 	DeleteOnTermination *bool `json:"delete_on_termination,omitempty"`
+
+	tag string // what the attachment holds, shown by microversion
+	dot bool
 }
 
 func attachmentJSON(v *statedb.Volume) novaAttachment {
 	a := v.Attachment()
-	return novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: a.ServerID, Device: a.Device}
+	return novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: a.ServerID, Device: a.Device, tag: a.Tag, dot: a.DeleteOnTermination}
 }
 
 // readServer finds a server the caller may act on; missing and hidden ones
@@ -77,8 +82,10 @@ var devicePathRE = regexp.MustCompile(`^/dev/[a-z]+[a-z0-9]*$`)
 func (s *service) attach(c *rest.Ctx) (any, error) {
 	var in struct {
 		VolumeAttachment *struct {
-			VolumeID *string `json:"volumeId"`
-			Device   *string `json:"device"`
+			VolumeID *string         `json:"volumeId"`
+			Device   *string         `json:"device"`
+			Tag      *string         `json:"tag"`                   // from 2.49
+			DoT      json.RawMessage `json:"delete_on_termination"` // from 2.79
 		} `json:"volumeAttachment"`
 	}
 	if err := c.Decode(&in); err != nil {
@@ -94,6 +101,25 @@ func (s *service) attach(c *rest.Ctx) (any, error) {
 	dev := str(r.Device)
 	if dev != "" && !devicePathRE.MatchString(dev) {
 		return nil, rest.BadRequest("The supplied device path (%s) is invalid.", dev)
+	}
+	minor, _ := c.R.Context().Value(computeMinorKey{}).(int)
+	if r.Tag != nil && minor < 49 {
+		return nil, rest.BadRequest("Invalid input for field/attribute volumeAttachment. Value: %s. Additional properties are not allowed ('tag' was unexpected)", "{...}")
+	}
+	var dot bool
+	if len(r.DoT) > 0 {
+		if minor < 79 {
+			return nil, rest.BadRequest("Invalid input for field/attribute volumeAttachment. Value: %s. Additional properties are not allowed ('delete_on_termination' was unexpected)", "{...}")
+		}
+		b, err := rest.NovaBool.Bool("delete_on_termination", r.DoT)
+		if err != nil {
+			var fe *rest.FormError
+			if errors.As(err, &fe) {
+				return nil, rest.BadRequest("Invalid input for field/attribute %s. Value: %s. %s", fe.Field, fe.Shown(), fe.Reason)
+			}
+			return nil, err
+		}
+		dot = b
 	}
 	sn := s.b.State()
 	inst, err := s.readServer(c, sn, rest.Write)
@@ -112,13 +138,19 @@ func (s *service) attach(c *rest.Ctx) (any, error) {
 		v = s.waitCreated(c, v)
 	}
 	cmd := statedb.AttachVolumeCmd{VolumeID: v.ID, ServerID: inst.ID, AttachmentID: s.b.NewID(), Device: dev}
-	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdAttachVolume, cmd); err != nil {
+	typ := statedb.CmdAttachVolume
+	if str(r.Tag) != "" || dot {
+		// Only hosts that know these fields may apply them.
+		typ, cmd.Tag, cmd.DeleteOnTermination = statedb.CmdAttachVolumeTagged, str(r.Tag), dot
+	}
+	if _, err := rest.Propose(c.Context(), s.b, typ, cmd); err != nil {
 		return nil, err
 	}
 	got, ok := s.b.State().Volume(v.ID)
 	if !ok || got.Attachment() == nil || got.Attachment().ID != cmd.AttachmentID {
 		// Detached (or deleted) again already: answer with what we asked.
-		return map[string]any{"volumeAttachment": versionedAttachment(c, novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev})}, nil
+		return map[string]any{"volumeAttachment": versionedAttachment(c, novaAttachment{ID: v.ID, VolumeID: v.ID, ServerID: inst.ID, Device: dev,
+			tag: cmd.Tag, dot: cmd.DeleteOnTermination})}, nil
 	}
 	return map[string]any{"volumeAttachment": versionedAttachment(c, attachmentJSON(got))}, nil
 }

@@ -12,9 +12,9 @@ import (
 
 // The os-volume_attachments routes live under /compute/v2.1, so they take
 // the compute microversions the compute API offers (2.1 to
-// computeMaxVersion): from 2.70 an attachment shows its "tag" (null
-// here), from 2.79 its delete_on_termination (false: only boot volumes
-// go with their server).
+// computeMaxVersion): an attach takes a "tag" from 2.49 and
+// delete_on_termination from 2.79; an attachment shows its tag (null for
+// none) from 2.70 and its delete_on_termination from 2.79.
 const computeMaxMinor = 79
 
 type computeMinorKey struct{}
@@ -67,12 +67,15 @@ func computeVersions(errw rest.ErrorWriter) func(http.Handler) http.Handler {
 func versionedAttachment(c *rest.Ctx, a novaAttachment) novaAttachment {
 	minor, _ := c.R.Context().Value(computeMinorKey{}).(int)
 	if minor >= 70 {
-		var tag any
-		a.Tag = &tag
+		var t any
+		if a.tag != "" {
+			t = a.tag
+		}
+		a.Tag = &t
 	}
 	if minor >= 79 {
-		f := false
-		a.DeleteOnTermination = &f
+		dot := a.dot
+		a.DeleteOnTermination = &dot
 	}
 	return a
 }

@@ -39,3 +39,40 @@ func TestAttachmentsComputeVersions(t *testing.T) {
 		}
 	}
 }
+
+// An attach takes a tag from 2.49 and delete_on_termination from 2.79 (in
+// the forms clients send: JSON booleans or strings), refuses them before,
+// and the attachment shows what was asked.
+func TestAttachTagAndDeleteOnTermination(t *testing.T) {
+	e := newEnv(t, "")
+	srv := e.server(e.demoP, "vm1", "host1")
+	id := e.available(e.demo, e.demoP, "vol1", 1)
+	for _, c := range []struct{ version, body string }{
+		{"2.48", `{"volumeAttachment": {"volumeId": "` + id + `", "tag": "data"}}`},
+		{"2.78", `{"volumeAttachment": {"volumeId": "` + id + `", "delete_on_termination": true}}`},
+		{"2.79", `{"volumeAttachment": {"volumeId": "` + id + `", "delete_on_termination": "maybe"}}`},
+		{"2.79", `{"volumeAttachment": {"volumeId": "` + id + `", "tag": "a/b"}}`},
+	} {
+		if r := e.demo.Do("POST", attPath(srv, ""), c.body, "OpenStack-API-Version", "compute "+c.version); r.Status != http.StatusBadRequest {
+			t.Fatalf("attach at %s with %s = %d %s; want 400", c.version, c.body, r.Status, r.Body)
+		}
+	}
+	if v := e.vol(id); v.Attachment() != nil {
+		t.Fatalf("a refused attach left an attachment: %+v", v.Attachment())
+	}
+	r := e.demo.Do("POST", attPath(srv, ""), `{"volumeAttachment": {"volumeId": "`+id+`", "tag": "data", "delete_on_termination": "True"}}`,
+		"OpenStack-API-Version", "compute 2.79")
+	if r.Status != http.StatusOK {
+		t.Fatalf("attach with tag and delete_on_termination = %d %s", r.Status, r.Body)
+	}
+	if a := r.JSON(t)["volumeAttachment"].(map[string]any); a["tag"] != "data" || a["delete_on_termination"] != true {
+		t.Fatalf("attach answer = %s; want tag data, delete_on_termination true", r.Body)
+	}
+	if a := e.vol(id).Attachment(); a == nil || a.Tag != "data" || !a.DeleteOnTermination {
+		t.Fatalf("stored attachment = %+v", a)
+	}
+	one := e.demo.Do("GET", attPath(srv, "/"+id), nil, "X-OpenStack-Nova-API-Version", "2.79").JSON(t)["volumeAttachment"].(map[string]any)
+	if one["tag"] != "data" || one["delete_on_termination"] != true {
+		t.Fatalf("attachment at 2.79 = %v", one)
+	}
+}
