@@ -90,6 +90,7 @@ func (n *Node) dialConsole(ctx context.Context, addr, instanceID string) (io.Rea
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr.DialTLSContext = n.conns.DialTLS(withProtos(tr.TLSClientConfig, "http/1.1")) // tracked: cut if that host is revoked
 	u := "wss://" + addr + dashboard.InternalConsolePath(url.PathEscape(instanceID))
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
