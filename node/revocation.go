@@ -1,11 +1,17 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/membership"
 )
 
@@ -54,4 +60,99 @@ func (n *Node) cutRevokedLoop(ctx context.Context) {
 		case <-changed:
 		}
 	}
+}
+
+// removeSelf takes this host out of the cluster for leave: its member
+// record goes and its certificate is revoked in one entry
+// (statedb.RemoveHostCmd, what `members remove` proposes), so a host that
+// left is refused at once rather than when its certificate expires. While
+// a member runs a release without that command, it only removes the
+// record, as before; revoked says which was done.
+//
+// The entry cuts this host off as it commits: the members close its
+// connections (Raft's too) once they apply it, so the answer to the
+// forwarded proposal may never come, and this host may never apply the
+// entry itself. The proposal therefore also counts as done as soon as a
+// member refuses this host's certificate: members refuse only what a
+// committed entry revoked.
+func (n *Node) removeSelf(ctx context.Context) (revoked bool, err error) {
+	sn := n.State()
+	var peers []string
+	legacy := false
+	spec, _ := statedb.Commands().Lookup(statedb.CmdRemoveHost)
+	for _, m := range sn.Members() {
+		if statedb.CompareVersions(m.Version, spec.MinVersion) < 0 {
+			legacy = true
+		}
+		if m.ID != n.id.NodeID && m.APIAddr != "" {
+			peers = append(peers, m.APIAddr)
+		}
+	}
+	if legacy {
+		_, err := n.raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID})
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.raft.Propose(ctx, statedb.CmdRemoveHost, statedb.RemoveHostCmd{ID: n.id.NodeID, Reason: "left the cluster"})
+		done <- err
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil && n.refusedBy(ctx, peers) {
+				err = nil
+			}
+			return err == nil, err
+		case <-tick.C:
+			if n.refusedBy(ctx, peers) {
+				cancel()
+				<-done
+				return true, nil
+			}
+		}
+	}
+}
+
+// refusedBy reports whether one of the hosts at addrs refuses this host's
+// certificate now.
+func (n *Node) refusedBy(ctx context.Context, addrs []string) bool {
+	tr, ok := n.client.Transport.(*http.Transport)
+	if !ok {
+		return false
+	}
+	cfg := withProtos(tr.TLSClientConfig, "http/1.1")
+	for _, addr := range addrs {
+		if refuses(ctx, addr, cfg) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuses makes one request to addr's internal API over a new connection
+// and reports whether the server refused the client certificate (with
+// TLS 1.3 that shows at the first read, as a bad-certificate alert).
+func refuses(ctx context.Context, addr string, cfg *tls.Config) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
+	if err == nil {
+		defer c.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			_ = c.SetDeadline(dl)
+		}
+		if _, err = fmt.Fprintf(c, "GET /internal/v1/commit HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err == nil {
+			var resp *http.Response
+			if resp, err = http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				resp.Body.Close()
+				return false
+			}
+		}
+	}
+	return strings.Contains(err.Error(), "tls: bad certificate")
 }

@@ -122,7 +122,7 @@ var authorities = map[CmdType]authority{
 	CmdConsumeJoinToken: host(),
 	CmdSetHostEnabled:   user(adminOnly, also(ByLeader)),
 	CmdUpdateSettings:   user(adminOnly),
-	CmdRemoveHost:       user(adminOnly),
+	CmdRemoveHost:       withHost(user(adminOnly), "ID"), // or a leaving host, itself
 	// The leader's verdicts; a host marks itself draining (and back).
 	CmdSetHostHealth:    {by: ByLeader | ByHost, host: []string{"ID"}},
 	CmdFailoverInstance: leaderOnly,

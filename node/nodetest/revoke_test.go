@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // hostTLS is host i's own client TLS config (its certificate), as a
@@ -128,6 +130,45 @@ func TestRevokeClosesOpenConnections(t *testing.T) {
 		conn.Close()
 		if err == nil {
 			t.Errorf("a new connection to host%d with the removed host's certificate was answered", to)
+		}
+	}
+}
+
+// TestLeaveRevokes: a host that leaves is removed and revoked in one
+// entry, so its certificate is refused by every remaining host as soon as
+// they apply it (the leave answers 202), and a connection it held is cut.
+func TestLeaveRevokes(t *testing.T) {
+	c := NewCluster(t, 3)
+	ld := c.Leader(10 * time.Second)
+	f := c.Follower()
+	other := 3 - ld - f
+	fid := c.Node(f).ID()
+	cfg := c.hostTLS(t, f)
+	api, br := openAPIConn(t, c.Node(other).APIAddr(), cfg)
+
+	if st, body := apiCall(t, c, "POST", c.URL(f)+"/cluster/v1/leave", c.AdminToken(f), ""); st != http.StatusAccepted {
+		t.Fatalf("leave = %d %v; want 202", st, body)
+	}
+	c.Eventually(10*time.Second, "the leaving host revoked on every remaining host", func() bool {
+		for _, i := range []int{ld, other} {
+			sn := c.Node(i).State()
+			if _, ok := sn.RevokedHost(fid); !ok {
+				return false
+			}
+			if _, ok := sn.Member(fid); ok {
+				return false
+			}
+		}
+		return true
+	})
+	if ok, err := closedWithin(api, br, 10*time.Second); !ok {
+		t.Errorf("the left host's open API connection is still open (%v)", err)
+	}
+	report := statedb.ReportPortCmd{PortID: "nope", HostID: fid, Status: "ACTIVE"}
+	for _, to := range []int{ld, other} {
+		st, err := c.tryForge(t, f, to, statedb.CmdReportPort, report)
+		if err == nil {
+			t.Errorf("the left host's certificate to host%d: answered %d; want a refused handshake", to, st)
 		}
 	}
 }
