@@ -49,6 +49,9 @@ type Config struct {
 	// stream; the node keeps its own clones.
 	ServerTLS *tls.Config
 	ClientTLS *tls.Config
+	// TLSConns, when set, makes the stream's TLS connections (see
+	// TLSConns); nil: plain ones.
+	TLSConns  TLSConns
 	Forwarder Forwarder
 	Timers    Timers // zero fields take DefaultTimers' values
 	// Now and NewID stamp the commands Propose builds; nil means time.Now
@@ -154,7 +157,7 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
-	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS, cfg.Links)
+	stream, err := newTLSStream(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS, cfg.Links, cfg.TLSConns)
 	if err != nil {
 		logs.Close()
 		return nil, err

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -17,18 +18,38 @@ import (
 type tlsStream struct {
 	net.Listener
 	advertise net.Addr
+	server    *tls.Config
 	client    *tls.Config
 	links     Links // nil: every peer is reachable
+	conns     TLSConns
 	// gone, when set, is told the certificate name and IP of a peer whose
 	// inbound connection ended.
 	gone func(name, ip string)
 }
 
-// Accept wraps inbound connections so their end is reported to gone.
+// TLSConns makes the TLS side of Raft's connections, so that whoever
+// runs the node can keep track of them (and cut those of a peer whose
+// certificate it no longer accepts). nil: plain tls.Server and tls.Client.
+type TLSConns interface {
+	Server(raw net.Conn, cfg *tls.Config) *tls.Conn
+	Client(raw net.Conn, cfg *tls.Config) *tls.Conn
+}
+
+type plainTLS struct{}
+
+func (plainTLS) Server(raw net.Conn, cfg *tls.Config) *tls.Conn { return tls.Server(raw, cfg) }
+func (plainTLS) Client(raw net.Conn, cfg *tls.Config) *tls.Conn { return tls.Client(raw, cfg) }
+
+// Accept wraps inbound connections in TLS and so their end is reported to
+// gone.
 func (s *tlsStream) Accept() (net.Conn, error) {
-	c, err := s.Listener.Accept()
-	if err != nil || s.gone == nil {
-		return c, err
+	raw, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := net.Conn(s.conns.Server(raw, s.server))
+	if s.gone == nil {
+		return c, nil
 	}
 	return &notifyConn{Conn: c, gone: s.gone}, nil
 }
@@ -41,12 +62,15 @@ type Links interface {
 	Up(addr string) bool
 }
 
-func newTLSStream(bind string, advertise string, server, client *tls.Config, links Links) (*tlsStream, error) {
+func newTLSStream(bind string, advertise string, server, client *tls.Config, links Links, conns TLSConns) (*tlsStream, error) {
 	if server == nil || client == nil {
 		return nil, fmt.Errorf("raft stream on %s: server and client TLS configs are required", bind)
 	}
+	if conns == nil {
+		conns = plainTLS{}
+	}
 	server, client = server.Clone(), client.Clone()
-	ln, err := tls.Listen("tcp", bind, server)
+	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("listen raft %s: %w", bind, err)
 	}
@@ -59,24 +83,36 @@ func newTLSStream(bind string, advertise string, server, client *tls.Config, lin
 		}
 		adv = a
 	}
-	return &tlsStream{Listener: ln, advertise: adv, client: client, links: links}, nil
+	return &tlsStream{Listener: ln, advertise: adv, server: server, client: client, links: links, conns: conns}, nil
 }
 
 func (s *tlsStream) Addr() net.Addr { return s.advertise }
 
 func (s *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	if s.links == nil {
-		d := &net.Dialer{Timeout: timeout}
-		return tls.DialWithDialer(d, "tcp", string(addr), s.client)
-	}
-	if !s.links.Up(string(addr)) {
+	if s.links != nil && !s.links.Up(string(addr)) {
 		return nil, fmt.Errorf("dial %s: link down", addr)
 	}
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(addr), s.client)
+	c, err := s.dialTLS(string(addr), timeout)
+	if err != nil || s.links == nil {
+		return c, err
+	}
+	return &linkedConn{Conn: c, addr: string(addr), links: s.links}, nil
+}
+
+// dialTLS dials addr and completes the handshake, both within timeout.
+func (s *tlsStream) dialTLS(addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &linkedConn{Conn: c, addr: string(addr), links: s.links}, nil
+	c := s.conns.Client(raw, s.client)
+	if err := c.HandshakeContext(ctx); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("raft tls handshake with %s: %w", addr, err)
+	}
+	return c, nil
 }
 
 // linkedConn fails (and closes) once the link to its peer is down.

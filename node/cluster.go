@@ -165,8 +165,9 @@ func (n *Node) Status() cluster.Status {
 }
 
 // Leave removes this host from the cluster gracefully: leadership moves
-// away, the member record goes, the leader drops it from Raft, gossip says
-// goodbye and the daemon stops (Left is closed).
+// away, the member record goes and its certificate is revoked (one entry,
+// see removeSelf), the leader drops it from Raft, gossip says goodbye and
+// the daemon stops (Left is closed).
 func (n *Node) Leave(ctx context.Context) error {
 	if len(n.State().Members()) <= 1 {
 		return rest.BadRequest("the last host of a cluster cannot leave it")
@@ -179,20 +180,22 @@ func (n *Node) Leave(ctx context.Context) error {
 			return fmt.Errorf("leave: hand over leadership: %w", err)
 		}
 	}
-	if _, err := n.raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID}); err != nil {
+	revoked, err := n.removeSelf(ctx)
+	if err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	n.mu.Lock()
 	n.id.Left = true
-	err := saveIdentity(n.cfg.DataDir, n.id)
+	err = saveIdentity(n.cfg.DataDir, n.id)
 	n.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	go func() {
 		// Let the leader drop us from Raft before gossip says goodbye.
+		// (Revoked, the others have already cut us off and drop us anyway.)
 		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
+		for !revoked && time.Now().Before(deadline) {
 			conf, err := n.raft.Configuration()
 			in := false
 			for _, s := range conf {

@@ -78,6 +78,7 @@ func (b computeBackend) ConsoleOutput(ctx context.Context, inst *statedb.Instanc
 	if err != nil {
 		return "", fmt.Errorf("console of %s: %w", inst.ID, err)
 	}
+	req.Header.Set(compute.ConsoleGrantHeader, compute.ConsoleGrantFrom(ctx))
 	resp, err := b.client.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("console of %s from %s: %w", inst.ID, addr, err)

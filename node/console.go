@@ -20,6 +20,7 @@ import (
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/hv/qemu"
+	"github.com/peerstack/peerstack/rest/compute"
 	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
@@ -90,8 +91,10 @@ func (n *Node) dialConsole(ctx context.Context, addr, instanceID string) (io.Rea
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr.DialTLSContext = n.conns.DialTLS(withProtos(tr.TLSClientConfig, "http/1.1")) // tracked: cut if that host is revoked
 	u := "wss://" + addr + dashboard.InternalConsolePath(url.PathEscape(instanceID))
-	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr},
+		HTTPHeader: http.Header{compute.ConsoleGrantHeader: {compute.ConsoleGrantFrom(ctx)}}})
 	if err != nil {
 		tr.CloseIdleConnections()
 		if resp != nil {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,6 +39,7 @@ type Node struct {
 	client *http.Client // mTLS client for host-to-host calls
 	caPEM  string
 	certs  *membership.Keypair // this host's certificate, renewed by certLoop
+	conns  *membership.Conns   // TLS connections with members, cut at revocation (revocation.go)
 
 	// Bootstrap only: the generated admin password, shown once.
 	AdminPassword string
@@ -326,11 +326,13 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	var state atomic.Pointer[consensus.Node] // set once Raft runs
 	serverTLS, clientTLS = refuseRevoked(serverTLS, &state), refuseRevoked(clientTLS, &state)
+	n.conns = trackConns(&state)
 	n.caPEM = caPEM
 	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		// A copy: the HTTP/2 set-up writes NextProtos into it on first
 		// use, while Raft's dials read the original.
 		TLSClientConfig: clientTLS.Clone(), MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
+		DialTLSContext: n.conns.DialTLS(withProtos(clientTLS, "h2", "http/1.1")),
 	}}
 	n.id.APIAddr = advertised(n.cfg.AdvertiseAddr, apiLn.Addr())
 
@@ -341,7 +343,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	rn, err := consensus.New(consensus.Config{
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
-		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf,
+		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf, TLSConns: n.conns,
 		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
@@ -385,7 +387,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.api = rest.HTTPServer(n.readyGate(dash.Wrap(srv.Handler())), rest.Limits{})
 	n.api.TLSConfig = serverTLS
 	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
-	n.apiLn = tls.NewListener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
+	n.apiLn = n.conns.Listener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
 	go func() {
 		if err := n.api.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("api server stopped", "err", err)
@@ -417,7 +419,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(8)
+	n.wg.Add(9)
+	go func() { defer n.wg.Done(); n.cutRevokedLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.watchReady(ctx) }()
 	go func() { defer n.wg.Done(); n.certLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()

@@ -72,6 +72,9 @@ type authority struct {
 	// newMember: the host field may also name a member not yet in the
 	// state (the join flow registers the joiner).
 	newMember bool
+	// upload: for forwarded ByHost commands, the payload field naming an
+	// image whose upload the sender must be holding (Image.UploadHost).
+	upload string
 }
 
 func user(opts ...func(*authority)) authority {
@@ -113,6 +116,13 @@ func withHost(a authority, fields ...string) authority {
 	return a
 }
 
+// holdingUpload limits a host's command about an image upload ("ID") to
+// the host holding that upload.
+func holdingUpload(a authority) authority {
+	a.upload = "ID"
+	return a
+}
+
 // authorities is the authority row of every command.
 var authorities = map[CmdType]authority{
 	CmdBootstrap:        leaderOnly,
@@ -122,7 +132,7 @@ var authorities = map[CmdType]authority{
 	CmdConsumeJoinToken: host(),
 	CmdSetHostEnabled:   user(adminOnly, also(ByLeader)),
 	CmdUpdateSettings:   user(adminOnly),
-	CmdRemoveHost:       user(adminOnly),
+	CmdRemoveHost:       withHost(user(adminOnly), "ID"), // or a leaving host, itself
 	// The leader's verdicts; a host marks itself draining (and back).
 	CmdSetHostHealth:    {by: ByLeader | ByHost, host: []string{"ID"}},
 	CmdFailoverInstance: leaderOnly,
@@ -179,9 +189,9 @@ var authorities = map[CmdType]authority{
 	// A host saving a server snapshot into the image store uploads it
 	// itself (naming itself as the uploading host).
 	CmdStartImageUpload: withHost(user(owned(tblImages, "ID")), "HostID"),
-	// (its payload names no host: any member may finish an upload)
-	CmdFinishImageUpload: withHost(user(owned(tblImages, "ID"))),
-	CmdKillImage:         withHost(user(owned(tblImages, "ID"), also(ByLeader)), "HostID"),
+	// Only the host holding the upload may finish or kill it.
+	CmdFinishImageUpload: holdingUpload(withHost(user(owned(tblImages, "ID")))),
+	CmdKillImage:         holdingUpload(withHost(user(owned(tblImages, "ID"), also(ByLeader)), "HostID")),
 	CmdAddImageTag:       user(owned(tblImages, "ID")),
 	CmdRemoveImageTag:    user(owned(tblImages, "ID")),
 	CmdAddImageMember:    user(owned(tblImages, "ImageID")),
@@ -304,6 +314,12 @@ func (r *Registry) CheckForwarded(sn *Snapshot, data []byte, from Origin) error 
 			continue
 		}
 		return Errorf(KindForbidden, "Host %s may not propose %s for host %q.", from.Host, spec.Name, id)
+	}
+	if a.upload != "" {
+		id, _ := stringField(c.payload, a.upload)
+		if img, ok := sn.Image(id); !ok || img.UploadHost != from.Host {
+			return Errorf(KindForbidden, "Host %s may not propose %s for image %q: it does not hold that image's upload.", from.Host, spec.Name, id)
+		}
 	}
 	return nil
 }

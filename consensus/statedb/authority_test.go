@@ -38,6 +38,14 @@ func TestCheckForwarded(t *testing.T) {
 	ns := newNetStore(t, 1450)
 	ns.must(CmdRegisterMember, Member{ID: "h2", Name: "host2"})
 	ns.must(CmdCreateProject, Project{ID: "p2", Name: "other", Enabled: true})
+	for id, host := range map[string]string{"img-h1": "h1", "img-h2": "h2", "img-queued": ""} {
+		img := imgFixture(id)
+		img.ProjectID = "p1"
+		ns.must(CmdCreateImage, img)
+		if host != "" {
+			ns.must(CmdStartImageUpload, ImageUploadCmd{ID: id, HostID: host})
+		}
+	}
 	sn := ns.s.Snapshot()
 	mallory := &Caller{UserID: "u2", ProjectID: "p2", Writer: true}
 	admin := &Caller{UserID: "u1", ProjectID: "p1", Admin: true, Writer: true}
@@ -66,6 +74,12 @@ func TestCheckForwarded(t *testing.T) {
 		{"removing another member", callerCmd(t, CmdRemoveMember, nil, RemoveMemberCmd{ID: "h1"}), Origin{Host: "h2"}, false},
 		{"a leader's command from a follower", callerCmd(t, CmdRotateSigningKeys, nil, RotateSigningKeysCmd{}), Origin{Host: "h2"}, false},
 		{"settings by a host", callerCmd(t, CmdUpdateSettings, nil, UpdateSettingsCmd{}), Origin{Host: "h2"}, false},
+		{"finishing the upload it holds", callerCmd(t, CmdFinishImageUpload, nil, FinishImageUploadCmd{ID: "img-h2"}), Origin{Host: "h2"}, true},
+		{"finishing another host's upload", callerCmd(t, CmdFinishImageUpload, nil, FinishImageUploadCmd{ID: "img-h1"}), Origin{Host: "h2"}, false},
+		{"finishing an image nobody uploads", callerCmd(t, CmdFinishImageUpload, nil, FinishImageUploadCmd{ID: "img-queued"}), Origin{Host: "h2"}, false},
+		{"killing the upload it holds", callerCmd(t, CmdKillImage, nil, ImageUploadCmd{ID: "img-h2", HostID: "h2"}), Origin{Host: "h2"}, true},
+		{"killing another host's upload", callerCmd(t, CmdKillImage, nil, ImageUploadCmd{ID: "img-h1", HostID: "h2"}), Origin{Host: "h2"}, false},
+		{"finishing with the owner's token", callerCmd(t, CmdFinishImageUpload, admin, FinishImageUploadCmd{ID: "img-h1"}), Origin{Host: "h2", Caller: admin}, true},
 	}
 	for _, tc := range cases {
 		err := Commands().CheckForwarded(sn, tc.data, tc.from)

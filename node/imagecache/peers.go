@@ -75,6 +75,7 @@ func (p HTTPPeers) blobClient() *http.Client {
 	tr = tr.Clone()
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.DialTLSContext = nil // the shared client's dialer offers h2; TLSClientConfig below does not
 	if tr.TLSClientConfig != nil {
 		tr.TLSClientConfig.NextProtos = nil
 	}

@@ -134,7 +134,11 @@ func (s *service) consoleOutput(c *rest.Ctx, inst *statedb.Instance, raw json.Ra
 	if inst.Host == "" {
 		return nil, rest.Conflictf("Cannot 'get_console_output' instance %s while it is in vm_state %s", inst.ID, inst.VMState)
 	}
-	out, err := s.b.ConsoleOutput(c.Context(), inst, length)
+	ctx := c.Context()
+	if g, err := MintConsoleGrant(s.b.State(), inst.ID, s.b.HostID(), s.b.Now()); err == nil {
+		ctx = WithConsoleGrant(ctx, g) // for the host that runs it
+	}
+	out, err := s.b.ConsoleOutput(ctx, inst, length)
 	if err != nil {
 		return nil, &rest.HTTPError{Status: http.StatusConflict, Msg: "Unable to get console output: " + err.Error()}
 	}
@@ -142,8 +146,12 @@ func (s *service) consoleOutput(c *rest.Ctx, inst *statedb.Instance, raw json.Ra
 }
 
 // internalConsole serves the host-to-host console request:
-// POST /internal/v1/instances/{id}/console?length=N.
+// POST /internal/v1/instances/{id}/console?length=N, for a member holding
+// a grant for the instance (CheckConsoleCaller).
 func (s *service) internalConsole(c *rest.Ctx) (any, error) {
+	if err := CheckConsoleCaller(s.b.State(), c.R, c.Var("instance_id"), s.b.Now()); err != nil {
+		return nil, rest.Forbiddenf("%v", err)
+	}
 	length := -1
 	if l := c.Query("length"); l != "" {
 		n, err := strconv.Atoi(l)

@@ -38,12 +38,12 @@ func InternalConsolePath(instanceID string) string {
 const attachRetry = 2 * time.Second
 
 // internalAttach serves GET /internal/v1/instances/{id}/console/attach:
-// another host's console session for an instance that runs here. Only
-// hosts of the cluster (a client certificate from the cluster CA) may call
-// it, as every /internal/v1 route.
+// another host's console session for an instance that runs here. Only a
+// member holding a grant for the instance may call it (one its console
+// session minted, compute.CheckConsoleCaller).
 func (d *Dashboard) internalAttach(w http.ResponseWriter, r *http.Request, id string) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		compute.NovaErrors(w, http.StatusForbidden, "", "a cluster client certificate is required")
+	if err := compute.CheckConsoleCaller(d.b.State(), r, id, d.b.Now()); err != nil {
+		compute.NovaErrors(w, http.StatusForbidden, "", err.Error())
 		return
 	}
 	if r.Method != http.MethodGet {

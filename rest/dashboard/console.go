@@ -209,7 +209,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 		}
 		if inst.Host != "" && !time.Now().Before(nextAttach) {
 			nextAttach = time.Now().Add(attachRetry)
-			rw, err := d.b.OpenConsole(ctx, inst)
+			rw, err := d.b.OpenConsole(d.granted(ctx, id), inst)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return
@@ -223,7 +223,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 			default:
 				// Attached first, then the log: output in between may
 				// show twice, but none is lost.
-				if out, err := d.b.ConsoleOutput(ctx, inst, consoleLines); err == nil {
+				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
 					if delta := consoleDelta(last, out); delta != "" && writeWithin(ctx, conn, []byte(delta)) != nil {
 						rw.Close()
 						return
@@ -244,14 +244,14 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 				// Everything up to here was seen live.
-				if out, err := d.b.ConsoleOutput(ctx, inst, consoleLines); err == nil {
+				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
 					last = out
 				}
 				continue
 			}
 		}
 		if inst.Host != "" {
-			out, err := d.b.ConsoleOutput(ctx, inst, consoleLines)
+			out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return
@@ -278,6 +278,18 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 	}
+}
+
+// granted is ctx with a console grant for this host to reach instance
+// id's console on the host that runs it: minted here, inside a session
+// opened with a console token the remote-console API handed out.
+func (d *Dashboard) granted(ctx context.Context, id string) context.Context {
+	g, err := compute.MintConsoleGrant(d.b.State(), id, d.b.HostID(), d.b.Now())
+	if err != nil {
+		d.log.Debug("console grant", "instance", id, "err", err)
+		return ctx
+	}
+	return compute.WithConsoleGrant(ctx, g)
 }
 
 // consoleDelta is what cur adds to prev, two reads of the same log's tail.

@@ -63,6 +63,8 @@ type Backend interface {
 	// OpenLocalConsole is OpenConsole for an instance that runs on this
 	// host, asked for by another host.
 	OpenLocalConsole(ctx context.Context, instanceID string) (io.ReadWriteCloser, error)
+	// HostID is the member id of this host (console grants name it).
+	HostID() string
 }
 
 // Dashboard serves the pages and the console.

@@ -354,3 +354,5 @@ func TestSerialConsoleAction(t *testing.T) {
 		t.Fatalf("passed-through action: status %d, body %q", rec.Code, seen)
 	}
 }
+
+func (b *fakeBackend) HostID() string { return "host-1" }
