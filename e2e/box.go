@@ -44,6 +44,9 @@ type BoxOptions struct {
 	// LogLevel is the daemons' --log-level (default from
 	// PEERSTACK_BOX_LOG_LEVEL, else info).
 	LogLevel string
+	// LAN adds a LAN namespace bridged to every host's interface lan0,
+	// which the hosts map as physnet1 (box_lan.go).
+	LAN bool
 }
 
 // BoxHost is one simulated host.
@@ -74,6 +77,7 @@ type Box struct {
 	Storage string // the --storage URL, or ""
 	Hosts   []*BoxHost
 	Bin     string
+	LAN     *BoxLAN // nil without BoxOptions.LAN
 
 	logLevel string
 	log      io.Writer
@@ -257,6 +261,11 @@ func StartBox(ctx context.Context, opts BoxOptions) (box *Box, err error) {
 			return b, err
 		}
 	}
+	if opts.LAN {
+		if err := b.startLAN(ctx); err != nil {
+			return b, err
+		}
+	}
 	if err := b.StartHost(ctx, 1, "agent"); err != nil {
 		return b, err
 	}
@@ -350,6 +359,9 @@ func (b *Box) StartHost(ctx context.Context, i int, args ...string) error {
 		"--raft-addr", h.Addr+":8471", "--gossip-addr", h.Addr+":7946", "--bcrypt-cost", "4", "--log-level", b.logLevel)
 	if i == 1 && args[0] == "agent" && b.Storage != "" && !h.started {
 		full = append(full, "--storage", b.Storage)
+	}
+	if b.LAN != nil {
+		full = append(full, "--physnet", BoxPhysnet+"="+boxLANIface)
 	}
 	want := "https://" + h.APIAddr
 	cmd, err := b.spawnDaemon(ctx, h.Name, h.LogFile, full, want, func(cmd *exec.Cmd, done chan struct{}) {

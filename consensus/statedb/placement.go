@@ -2,6 +2,7 @@ package statedb
 
 import (
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -18,10 +19,11 @@ import (
 //   - capacity: for vCPU, RAM and disk, used + requested ≤ ⌊total × ratio⌋
 //     under the cluster's over-commit Ratios (Fits, Headroom, Room.Holds);
 //   - constraints: a host pin (the host an instance's local boot volume
-//     lives on; later migration and evacuation targets) and the hard
-//     server-group policies (Constraints.Allows, GroupAllows). Soft
-//     policies are preferences of the scheduler's weighing, never a reason
-//     to refuse.
+//     lives on; later migration and evacuation targets), the hard
+//     server-group policies (Constraints.Allows, GroupAllows) and the
+//     physical networks its ports sit on directly, each of which the host
+//     must map to an interface (MapsPhysnets). Soft policies are
+//     preferences of the scheduler's weighing, never a reason to refuse.
 
 // NoValidHost is Nova's fault message when no host fits an instance.
 const NoValidHost = "No valid host was found. There are not enough hosts available."
@@ -152,18 +154,66 @@ type Constraints struct {
 	// NoGroup is set when the instance names a group that does not exist:
 	// no host is allowed.
 	NoGroup bool
+	// Physnets are the physical networks the instance's ports sit on
+	// directly (PlacementPhysnets); HostPhysnets is what each host maps
+	// (host id → physical network → interface), filled only when
+	// Physnets is not empty.
+	Physnets     []string
+	HostPhysnets map[string]map[string]string
 }
 
 // Allows reports whether the constraints let the instance go on host.
 func (c *Constraints) Allows(host string) bool {
-	return !c.NoGroup && (c.Pin == "" || c.Pin == host) && GroupAllows(c.Policy, c.Members, host)
+	return !c.NoGroup && (c.Pin == "" || c.Pin == host) && GroupAllows(c.Policy, c.Members, host) &&
+		MapsPhysnets(c.HostPhysnets[host], c.Physnets)
+}
+
+// MapsPhysnets is the physical-network rule: a host whose mapping is mapped
+// (physical network → interface, as its agent reported it in
+// HostNetworks) may take an instance whose ports need the physical networks
+// need only if it maps every one of them. A host without the mapping could
+// not plug the port: its agent gives it no external ports.
+func MapsPhysnets(mapped map[string]string, need []string) bool {
+	for _, p := range need {
+		if mapped[p] == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// PlacementPhysnets lists, sorted and without repeats, the physical
+// networks inst's ports sit on directly: those of its ports' flat or vlan
+// (provider) networks. Ports on VXLAN networks need nothing of a host,
+// so only a port straight on a provider network constrains placement.
+// (Provider networks and host mappings came with the release that added
+// this rule, so no earlier log entry places such a port.)
+func (sn *Snapshot) PlacementPhysnets(inst *Instance) []string {
+	var out []string
+	for _, id := range inst.PortIDs {
+		p, ok := sn.Port(id)
+		if !ok {
+			continue
+		}
+		if n, ok := sn.Network(p.NetworkID); ok && n.PhysicalNetwork != "" && !slices.Contains(out, n.PhysicalNetwork) {
+			out = append(out, n.PhysicalNetwork)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // PlacementConstraints returns inst's constraints in this state. Members
 // not placed in the state but in ahead (instance id → host of a plan
 // still in flight) count on that host.
 func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string) Constraints {
-	c := Constraints{Pin: sn.PlacementPin(inst)}
+	c := Constraints{Pin: sn.PlacementPin(inst), Physnets: sn.PlacementPhysnets(inst)}
+	if len(c.Physnets) > 0 {
+		c.HostPhysnets = map[string]map[string]string{}
+		for _, h := range list[HostNetworks](sn, tblHostNets) {
+			c.HostPhysnets[h.ID] = h.Physnets
+		}
+	}
 	if inst.GroupID == "" {
 		return c
 	}

@@ -15,7 +15,8 @@ import (
 // random clusters: whatever Plan places, the PlaceInstances apply accepts
 // when nothing changed in between; and a placement the state machine is
 // handed directly is accepted exactly when a reference written out here
-// (capacity under ratios, boot-volume pin, hard group policy) allows it.
+// (capacity under ratios, boot-volume pin, hard group policy, physical
+// networks of ports on provider networks) allows it.
 
 // agreeEnv is a state store with an auto-incrementing index.
 type agreeEnv struct {
@@ -80,10 +81,17 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 		SigningKey: statedb.SigningKey{ID: "k"},
 	})
 	e.must(statedb.CmdCreateImage, statedb.Image{ID: "img", Name: "img", ProjectID: "p", Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"})
+	e.must(statedb.CmdCreateNetwork, statedb.Network{ID: "ext", ProjectID: "p", External: true, NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
 	for i := range nHosts {
 		id := hostID(i)
 		if i > 0 {
 			e.must(statedb.CmdRegisterMember, statedb.Member{ID: id, Name: "name-" + id})
+		}
+		switch rng.Intn(3) { // some hosts map physnet1, some another, some none
+		case 0:
+			e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: map[string]string{"physnet1": "eth0"}})
+		case 1:
+			e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: map[string]string{"physnet2": "eth0"}})
 		}
 		if rng.Intn(8) == 0 {
 			e.must(statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: id, Disabled: true, Reason: "test"})
@@ -112,6 +120,9 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 		if nGroups > 0 && rng.Intn(2) == 0 {
 			ic.Instance.GroupID = fmt.Sprint("g", rng.Intn(nGroups))
 		}
+		if rng.Intn(4) == 0 { // a port straight on the flat network
+			ic.NICs = []statedb.NICRequest{{Create: &statedb.PortRequest{ID: "port-" + id, NetworkID: "ext"}}}
+		}
 		if rng.Intn(4) == 0 { // boots from a new volume on a host's local storage: pinned there
 			h := hostID(rng.Intn(nHosts))
 			ic.Instance.ImageID = ""
@@ -130,8 +141,9 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 
 // refAllows is the placement rule written out independently: the host is
 // a member and enabled, the claims fit under the ratios (floating point),
-// the boot volume's local host is the host, and the hard group policy
-// holds against where the other members run now.
+// the boot volume's local host is the host, the hard group policy holds
+// against where the other members run now, and the host maps the physical
+// network of every port on a provider network.
 func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total statedb.HostCap, r statedb.Ratios) bool {
 	if m, ok := sn.Member(host); !ok || m.Disabled {
 		return false
@@ -163,6 +175,14 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 			return false
 		}
 	}
+	for _, id := range inst.PortIDs {
+		p, _ := sn.Port(id)
+		if n, _ := sn.Network(p.NetworkID); n.PhysicalNetwork != "" {
+			if hn, ok := sn.HostNetworks(host); !ok || hn.Physnets[n.PhysicalNetwork] == "" {
+				return false
+			}
+		}
+	}
 	if inst.GroupID != "" {
 		g, ok := sn.ServerGroup(inst.GroupID)
 		if !ok {
@@ -185,7 +205,7 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 // current state is accepted, every failure recorded, nothing left pending
 // that the plan covered.
 func TestPlanAgreesWithStateMachine(t *testing.T) {
-	pinned, grouped := 0, 0
+	pinned, grouped, external := 0, 0, 0
 	for seed := range agreeSeeds() {
 		sc := newAgreeScenario(t, seed)
 		sn := sc.env.s.Snapshot()
@@ -208,6 +228,9 @@ func TestPlanAgreesWithStateMachine(t *testing.T) {
 			if inst.GroupID != "" {
 				grouped++
 			}
+			if len(tsn.PlacementPhysnets(inst)) > 0 {
+				external++
+			}
 		}
 		sc.env.must(statedb.CmdPlaceInstances, cmd)
 		after := sc.env.s.Snapshot()
@@ -225,8 +248,8 @@ func TestPlanAgreesWithStateMachine(t *testing.T) {
 			t.Fatalf("seed %d: plan covers %d of %d pending instances", seed, n, len(batch))
 		}
 	}
-	if pinned == 0 || grouped == 0 {
-		t.Fatalf("scenarios placed %d pinned and %d grouped instances; want some of each", pinned, grouped)
+	if pinned == 0 || grouped == 0 || external == 0 {
+		t.Fatalf("scenarios placed %d pinned, %d grouped and %d external instances; want some of each", pinned, grouped, external)
 	}
 }
 

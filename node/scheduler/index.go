@@ -50,6 +50,14 @@ func (p *planner) matches(k poolKey, h int32) bool {
 	return k.level&2 == 0 || in.Arch == k.arch
 }
 
+// mapsNeed reports whether host h maps the physical networks of the
+// request being placed (statedb.MapsPhysnets). It is a filter beside the
+// pools, not part of them: a pool's tree serves every request of its zone
+// and architecture.
+func (p *planner) mapsNeed(h int32) bool {
+	return len(p.need) == 0 || statedb.MapsPhysnets(p.in[p.hosts[h].src].Physnets, p.need)
+}
+
 type tnode struct {
 	l, r int32
 	prio uint32
@@ -163,7 +171,8 @@ func (p *planner) pull(x int32) {
 }
 
 // find returns the host of the first node in t, in weigher order, whose
-// host fits n and that policy allows with g's members (see best); -1 if
+// host fits n, maps the request's physical networks and that policy allows
+// with g's members (see best); -1 if
 // none. Subtrees whose maxima cannot hold n are not entered, so without a
 // group the walk leaves the direct path only for hosts that pass on each
 // dimension's maximum but miss the combination.
@@ -177,7 +186,7 @@ func (p *planner) find(t int32, n statedb.Room, g *groupState, policy string) in
 			return h
 		}
 		h := t / levels
-		if p.hosts[h].free.Holds(n) && p.groupAllows(g, policy, h) {
+		if p.hosts[h].free.Holds(n) && p.groupAllows(g, policy, h) && p.mapsNeed(h) {
 			return h
 		}
 		t = nt.r

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -54,16 +55,22 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 			continue
 		}
 		used := claims[m.ID].Add(extra[m.ID])
+		var physnets map[string]string
+		if hn, ok := sn.HostNetworks(m.ID); ok {
+			physnets = hn.Physnets
+		}
 		hosts = append(hosts, Host{
 			ID: m.ID, Name: m.Name, Alive: l.Alive, Enabled: !m.Disabled,
 			Arch: l.Arch, VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB,
 			UsedVCPUs: used.VCPUs, UsedRAMMB: used.RAMMB, UsedDiskGB: used.DiskGB,
+			Physnets: physnets,
 		})
 		caps[m.ID] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
 	}
 	groups := map[string]Group{}
 	reqs := make([]Request, 0, len(batch))
-	pins := map[string]string{} // instance id → its pin
+	pins := map[string]string{}    // instance id → its pin
+	needs := map[string][]string{} // instance id → its physical networks
 	for _, i := range batch {
 		// statedb.Snapshot.PlacementConstraints, with each group's members
 		// counted once per batch (the batch's own are pending, so none is
@@ -77,13 +84,17 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		if pin != "" {
 			pins[i.ID] = pin
 		}
+		physnets := sn.PlacementPhysnets(i)
+		if len(physnets) > 0 {
+			needs[i.ID] = physnets
+		}
 		c := i.Claim()
 		az := i.AZ
 		if az == DefaultAZ {
 			az = ""
 		}
 		reqs = append(reqs, Request{InstanceID: i.ID, VCPUs: c.VCPUs, RAMMB: c.RAMMB, DiskGB: c.DiskGB,
-			AZ: az, Arch: i.Arch, Group: i.GroupID, Pin: pin})
+			AZ: az, Arch: i.Arch, Group: i.GroupID, Pin: pin, Physnets: physnets})
 	}
 	placements, failures := Place(hosts, groups, reqs, opts)
 	cmd := statedb.PlaceInstancesCmd{PlanIndex: sn.Index, HostCaps: map[string]statedb.HostCap{}, Ratios: settings.Ratios}
@@ -97,6 +108,8 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 			if i, ok := sn.Instance(f.InstanceID); ok {
 				reason = PinnedNoHost(sn, i, pin)
 			}
+		} else if need, ok := needs[f.InstanceID]; ok && reason == statedb.NoValidHost {
+			reason = PhysnetNoHost(need)
 		}
 		cmd.Failures = append(cmd.Failures, statedb.PlacementFailure{InstanceID: f.InstanceID, Reason: reason})
 	}
@@ -112,6 +125,14 @@ func PinnedNoHost(sn *statedb.Snapshot, i *statedb.Instance, pin string) string 
 	}
 	return fmt.Sprintf("%s Boot volume %s is on host %s's local storage, and that host cannot take the server.",
 		statedb.NoValidHost, i.RootVolume, name)
+}
+
+// PhysnetNoHost is the fault of a server whose ports sit directly on
+// provider networks when no host that maps their physical networks can
+// take it.
+func PhysnetNoHost(need []string) string {
+	return fmt.Sprintf("%s Its ports need physical networks %s, and no host that maps them (--physnet) can take it.",
+		statedb.NoValidHost, strings.Join(need, ", "))
 }
 
 // PlanVolumes chooses the hosts of the volumes waiting for one on local

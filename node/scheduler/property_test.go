@@ -34,6 +34,14 @@ func randomHosts(rng *rand.Rand, n int) []Host {
 			DiskGB:  10 * (1 + rng.Intn(100)), // 10..1000
 		}
 		h.Name = h.ID
+		switch rng.Intn(4) { // what the host maps (statedb.HostNetworks)
+		case 0:
+			h.Physnets = map[string]string{"physnet1": "eth0"}
+		case 1:
+			h.Physnets = map[string]string{"physnet1": "eth0", "physnet2": "eth1"}
+		case 2:
+			h.Physnets = map[string]string{"physnet2": "eth1"}
+		}
 		// Usage between nothing and a little past full (ratios may be lower
 		// than what the claims were made under).
 		h.UsedVCPUs = rng.Intn(h.VCPUs*4 + 2)
@@ -79,9 +87,25 @@ func randomRequests(rng *rand.Rand, n int, groups map[string]Group) []Request {
 		if groups != nil && rng.Intn(3) == 0 {
 			r.Group = fmt.Sprintf("g%d", rng.Intn(len(groups)))
 		}
+		switch rng.Intn(6) { // ports straight on provider networks
+		case 0:
+			r.Physnets = []string{"physnet1"}
+		case 1:
+			r.Physnets = []string{"physnet1", "physnet2"}
+		}
 		reqs[i] = r
 	}
 	return reqs
+}
+
+// refMaps reports whether host h maps every physical network q needs.
+func refMaps(h Host, q Request) bool {
+	for _, p := range q.Physnets {
+		if _, ok := h.Physnets[p]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // refPlace is the brute-force reference: every request scans every host and
@@ -157,7 +181,7 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 			if need[0] < 0 || need[1] < 0 || need[2] < 0 ||
 				need[0] > c.free[0] || need[1] > c.free[1] || need[2] > c.free[2] ||
 				(q.AZ != "" && c.h.AZ != q.AZ) || (q.Arch != "" && c.h.Arch != q.Arch) ||
-				(q.Pin != "" && c.h.ID != q.Pin) ||
+				(q.Pin != "" && c.h.ID != q.Pin) || !refMaps(c.h, q) ||
 				(g.Policy == statedb.PolicyAffinity && total > m[c.h.ID]) ||
 				(g.Policy == statedb.PolicyAntiAffinity && m[c.h.ID] > 0) {
 				continue
@@ -230,7 +254,7 @@ func checkPlan(t *testing.T, hosts []Host, reqs []Request, opt Options, ps []Pla
 			!over(max(h.UsedRAMMB, 0)+q.RAMMB, h.RAMMB, r.RAM) &&
 			!over(max(h.UsedDiskGB, 0)+q.DiskGB, h.DiskGB, r.Disk) &&
 			(q.AZ == "" || q.AZ == h.AZ || q.AZ == "nova" && h.AZ == "") &&
-			(q.Arch == "" || q.Arch == h.Arch)
+			(q.Arch == "" || q.Arch == h.Arch) && refMaps(*h, q)
 	}
 	freeRAM := func(h *Host) float64 { return math.Floor(float64(h.RAMMB)*r.RAM) - float64(max(h.UsedRAMMB, 0)) }
 	// Replay in request order: placements are in request order too.

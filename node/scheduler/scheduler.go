@@ -7,7 +7,7 @@
 // Placement is a pure function of its input. The package does no I/O, reads
 // no clock, uses no randomness and imports nothing but the standard library
 // and consensus/statedb, whose placement rule (statedb.Headroom,
-// Room.Holds, statedb.GroupAllows, host pins) it applies: the rule is
+// Room.Holds, statedb.GroupAllows, host pins, statedb.MapsPhysnets) it applies: the rule is
 // written once, there, and the state machine re-checks every claim of a
 // plan with it against the state the plan is applied to, so a stale plan
 // can never over-commit a host or break a constraint, and a fresh one is
@@ -36,7 +36,10 @@
 // Both strategies choose from the same total order and give identical
 // plans; the tests hold both to a brute-force reference.
 //
-// A pinned request (Request.Pin) considers its one host only.
+// A pinned request (Request.Pin) considers its one host only. A request
+// whose ports need physical networks (Request.Physnets) skips the hosts
+// that do not map them during the same descent, as anti-affinity skips
+// member hosts.
 //
 // Server groups: anti-affinity and soft-anti-affinity skip member hosts
 // during the same tree descent (cost grows with the members met on the
@@ -67,6 +70,10 @@ type Host struct {
 
 	VCPUs, RAMMB, DiskGB             int // physical totals
 	UsedVCPUs, UsedRAMMB, UsedDiskGB int // committed claims; negative counts as 0
+
+	// Physnets is what the host maps: physical network → interface
+	// (statedb.HostNetworks).
+	Physnets map[string]string
 }
 
 // Request is one instance to place.
@@ -81,6 +88,10 @@ type Request struct {
 	// Pin is the only host the instance may go on ("" = any): where its
 	// local boot volume lives (statedb.Constraints.Pin).
 	Pin string
+	// Physnets are the physical networks the instance's ports sit on
+	// directly; only hosts mapping all of them fit
+	// (statedb.MapsPhysnets).
+	Physnets []string
 }
 
 // Group is a server group and where its members already run.
@@ -178,6 +189,8 @@ type planner struct {
 	linear bool
 	src    map[string]Group
 	groups map[string]*groupState
+	// need is the physical networks of the request being placed.
+	need []string
 	forest
 }
 
@@ -345,6 +358,7 @@ func (p *planner) choose1(req Request) (int32, string) {
 		return -1, reason
 	}
 	k := keyOf(req)
+	p.need = req.Physnets
 	h := int32(-1)
 	switch {
 	case req.Pin != "":
@@ -373,11 +387,12 @@ func (p *planner) choose1(req Request) (int32, string) {
 	return h, ""
 }
 
-// pinned returns the host with ID pin if it is eligible, matches k, fits n
+// pinned returns the host with ID pin if it is eligible, matches k, maps
+// the request's physical networks, fits n
 // and g's hard policy allows it; -1 otherwise.
 func (p *planner) pinned(pin string, g *groupState, k poolKey, n statedb.Room) int32 {
 	h := p.lookup(pin)
-	if h < 0 || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, "", h) {
+	if h < 0 || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.mapsNeed(h) || !p.groupAllows(g, "", h) {
 		return -1
 	}
 	return h
@@ -395,7 +410,8 @@ func (p *planner) groupAllows(g *groupState, policy string, h int32) bool {
 	return statedb.GroupAllows(policy, g.on, h)
 }
 
-// best returns the first host in weigher order that matches k, fits n and
+// best returns the first host in weigher order that matches k, maps the
+// request's physical networks, fits n and
 // that policy allows with g's members (any host for a nil g); -1 if none.
 func (p *planner) best(k poolKey, n statedb.Room, g *groupState, policy string) int32 {
 	if !p.linear {
@@ -404,7 +420,7 @@ func (p *planner) best(k poolKey, n statedb.Room, g *groupState, policy string) 
 	best := int32(-1)
 	for i := range p.hosts {
 		h := int32(i)
-		if p.hosts[h].dup || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, policy, h) {
+		if p.hosts[h].dup || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.mapsNeed(h) || !p.groupAllows(g, policy, h) {
 			continue
 		}
 		if best < 0 || p.better(h, best) {
@@ -420,7 +436,7 @@ func (p *planner) best(k poolKey, n statedb.Room, g *groupState, policy string) 
 func (p *planner) bestMember(g *groupState, k poolKey, n statedb.Room, pref int) int32 {
 	best := int32(-1)
 	for h, c := range g.on {
-		if h == elsewhere || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.groupAllows(g, "", h) {
+		if h == elsewhere || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.mapsNeed(h) || !p.groupAllows(g, "", h) {
 			continue
 		}
 		if d := pref * (c - g.on[best]); best < 0 || d > 0 || d == 0 && p.better(h, best) {

@@ -333,6 +333,60 @@ func TestPlacePinned(t *testing.T) {
 	}
 }
 
+// TestPlacePhysnets: a request whose ports sit on provider networks goes
+// only to a host mapping all their physical networks, whatever the weigher
+// prefers, pinned or grouped, and fails when none does.
+func TestPlacePhysnets(t *testing.T) {
+	maps := func(h Host, nets ...string) Host {
+		h.Physnets = map[string]string{}
+		for i, n := range nets {
+			h.Physnets[n] = fmt.Sprint("eth", i)
+		}
+		return h
+	}
+	need := func(r Request, nets ...string) Request { r.Physnets = nets; return r }
+	// a has the most free RAM, so the weigher prefers it.
+	a, b, c := hostOf("a", 4, 16384, 100), maps(hostOf("b", 4, 8192, 100), "physnet1"), maps(hostOf("c", 4, 4096, 100), "physnet1", "physnet2")
+	for _, linear := range []bool{true, false} {
+		for _, tc := range []struct {
+			name   string
+			hosts  []Host
+			groups map[string]Group
+			reqs   []Request
+			want   result
+		}{
+			{"no need goes by the weigher", []Host{a, b, c}, nil,
+				[]Request{req("i1", 1, 1024, 1)}, result{P: placed("i1", "a")}},
+			{"physnet1 skips the host without it", []Host{a, b, c}, nil,
+				[]Request{need(req("i1", 1, 1024, 1), "physnet1")}, result{P: placed("i1", "b")}},
+			{"two physnets need a host with both", []Host{a, b, c}, nil,
+				[]Request{need(req("i1", 1, 1024, 1), "physnet1", "physnet2")}, result{P: placed("i1", "c")}},
+			{"the only mapping host full", []Host{a, used(b, 0, 8192, 0)}, nil,
+				[]Request{need(req("i1", 1, 1024, 1), "physnet1")}, result{F: failed("i1")}},
+			{"no host maps it", []Host{a, b, c}, nil,
+				[]Request{need(req("i1", 1, 1024, 1), "physnet3")}, result{F: failed("i1")}},
+			{"a pin on a host without the mapping", []Host{a, b, c}, nil,
+				[]Request{func() Request { r := need(req("i1", 1, 1, 1), "physnet1"); r.Pin = "a"; return r }()}, result{F: failed("i1")}},
+			{"affinity with a member on a host without the mapping", []Host{a, b, c},
+				group("g", statedb.PolicyAffinity, map[string]int{"a": 1}),
+				[]Request{inGroup(need(req("i1", 1, 1, 1), "physnet1"), "g")}, result{F: failed("i1")}},
+			{"soft affinity falls back to a mapping host", []Host{a, b, c},
+				group("g", statedb.PolicySoftAffinity, map[string]int{"a": 1}),
+				[]Request{inGroup(need(req("i1", 1, 1, 1), "physnet1"), "g")}, result{P: placed("i1", "b")}},
+			{"anti-affinity among the mapping hosts", []Host{a, b, c},
+				group("g", statedb.PolicyAntiAffinity, map[string]int{"b": 1}),
+				[]Request{inGroup(need(req("i1", 1, 1, 1), "physnet1"), "g")}, result{P: placed("i1", "c")}},
+		} {
+			t.Run(fmt.Sprint(tc.name, " linear=", linear), func(t *testing.T) {
+				ps, fs := place(tc.hosts, tc.groups, tc.reqs, Options{}, linear)
+				if got := (result{ps, fs}); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("Place(%v) = %v; want %v", tc.reqs, got, tc.want)
+				}
+			})
+		}
+	}
+}
+
 func TestPlaceDeterministic(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	hosts := randomHosts(rng, 300)

@@ -90,3 +90,74 @@ func TestServerSecurityGroups(t *testing.T) {
 		t.Errorf("delete = %d %s", r.Status, r.Body)
 	}
 }
+
+// TestServerGroupsOnNetworkWithoutPortSecurity: on a network whose port
+// security is off, a lone default group (by name, or by id as the
+// openstack client sends it) is dropped as Nova drops it, and any other
+// group is refused with Nova's 400; nothing is created.
+func TestServerGroupsOnNetworkWithoutPortSecurity(t *testing.T) {
+	e := newEnv(t)
+	img := e.image(e.demo.ID, "private", 1, 64, nil, true)
+	open := e.network(e.demo.ID, "open", false, true)
+	e.b.MustApply(t, statedb.CmdSetNetPortSecurity, statedb.SetNetworkPortSecurityCmd{ID: open, Enabled: false})
+	guarded := e.network(e.demo.ID, "guarded", false, true)
+	r := e.member.Do("POST", api+"/os-security-groups", `{"security_group": {"name": "web", "description": "w"}}`)
+	if r.Status != 200 {
+		t.Fatalf("create group = %d %s", r.Status, r.Body)
+	}
+	web := r.JSON(t)["security_group"].(map[string]any)["id"].(string)
+	defaultID := statedb.DefaultSecGroupID(e.demo.ID)
+	server := func(groups []string, nets ...string) map[string]any {
+		body := map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1"}
+		var ns []map[string]string
+		for _, n := range nets {
+			ns = append(ns, map[string]string{"uuid": n})
+		}
+		body["networks"] = ns
+		if groups != nil {
+			var gs []map[string]string
+			for _, g := range groups {
+				gs = append(gs, map[string]string{"name": g})
+			}
+			body["security_groups"] = gs
+		}
+		return body
+	}
+	for _, tc := range []struct {
+		name   string
+		groups []string
+		nets   []string
+		want   map[string][]string // network → its port's groups
+	}{
+		{"no group", nil, []string{open}, map[string][]string{open: {}}},
+		{"default by name", []string{"default"}, []string{open}, map[string][]string{open: {}}},
+		{"default by id", []string{defaultID}, []string{open}, map[string][]string{open: {}}},
+		{"default on both networks", []string{"default"}, []string{open, guarded},
+			map[string][]string{open: {}, guarded: {defaultID}}},
+		{"web where port security is on", []string{"web"}, []string{guarded}, map[string][]string{guarded: {web}}},
+	} {
+		id := e.createServer(e.member, server(tc.groups, tc.nets...))
+		ports := e.b.State().PortsOfDevice(id)
+		if len(ports) != len(tc.want) {
+			t.Fatalf("%s: %d ports; want %d", tc.name, len(ports), len(tc.want))
+		}
+		for _, p := range ports {
+			if want := tc.want[p.NetworkID]; !slices.Equal(p.SecurityGroups, want) {
+				t.Errorf("%s: port on %s has groups %v; want %v", tc.name, p.NetworkID, p.SecurityGroups, want)
+			}
+		}
+	}
+	before := len(e.b.State().Instances())
+	for _, groups := range [][]string{{"web"}, {web}, {"default", "web"}} {
+		for _, nets := range [][]string{{open}, {guarded, open}} {
+			r := e.member.Do("POST", api+"/servers", map[string]any{"server": server(groups, nets...)})
+			msg, _ := r.JSON(t)["badRequest"].(map[string]any)
+			if r.Status != 400 || msg == nil || msg["message"] != "Network requires port_security_enabled and subnet associated in order to apply security groups." || msg["code"] != float64(400) {
+				t.Errorf("groups %v on %v = %d %s; want Nova's 400 SecurityGroupCannotBeApplied", groups, nets, r.Status, r.Body)
+			}
+		}
+	}
+	if n := len(e.b.State().Instances()); n != before {
+		t.Errorf("refused creates left %d servers", n-before)
+	}
+}

@@ -567,6 +567,9 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 		return cmd, nil, err
 	}
 	p.SecurityGroups = groupNames
+	if groups, err = groupsForNICs(sn, c.Cred.ProjectID, p.NICs, groups); err != nil {
+		return cmd, nil, err
+	}
 	ids := make([]string, 0, p.Max)
 	for i := range p.Max {
 		name := p.Name
@@ -604,6 +607,24 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 		ids = append(ids, inst.ID)
 	}
 	return cmd, ids, nil
+}
+
+// groupsForNICs is Nova's rule for the groups of a server's new ports: a
+// lone default group is dropped (Neutron gives a port it anyway where port
+// security is on, and a port without port security can have none), and
+// any other group on a network whose port security is off refuses the
+// create. Nova drops "default" by name; the openstack client resolves the
+// name and sends the group's id, so the id counts as the name here.
+func groupsForNICs(sn *statedb.Snapshot, project string, nics []nicWant, groups []string) ([]string, error) {
+	if len(groups) == 1 && groups[0] == statedb.DefaultSecGroupID(project) {
+		return nil, nil
+	}
+	for _, w := range nics {
+		if n, ok := sn.Network(w.NetworkID); len(groups) > 0 && ok && n.PortSecurityDisabled {
+			return nil, rest.BadRequest("Network requires port_security_enabled and subnet associated in order to apply security groups.")
+		}
+	}
+	return groups, nil
 }
 
 func maps(m map[string]string) map[string]string {
