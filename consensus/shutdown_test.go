@@ -2,12 +2,15 @@ package consensus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -206,5 +209,15 @@ func TestTransferLeadershipReturnsOnShutdown(t *testing.T) {
 			t.Fatalf("round %d: TransferLeadership did not return within %v of Shutdown", round, shutdownBound)
 		}
 		n = c.add("solo", func(cfg *Config) { cfg.Timers = tm; cfg.DataDir = dir })
+	}
+}
+
+// TestNoPipelinedReplication: the transport refuses Raft's replication
+// pipeline (see noPipelining), so the leader replicates with one bounded
+// AppendEntries call at a time and no replication goroutine can wedge.
+func TestNoPipelinedReplication(t *testing.T) {
+	n := newTestCluster(t).add("a", nil)
+	if _, err := n.trans.AppendEntriesPipeline("b", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: %v; want raft.ErrPipelineReplicationNotSupported", err)
 	}
 }
