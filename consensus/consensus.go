@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -101,6 +102,29 @@ func (t Timers) withDefaults() Timers {
 	return t
 }
 
+// noPipelining turns off Raft's pipelined replication: the leader sends
+// a follower its next entries once the previous batch is answered
+// (batches hold up to MaxAppendEntries entries, so throughput on a LAN
+// barely changes).
+//
+// hashicorp/raft's pipeline can deadlock the replication goroutine for
+// good. The pipeline's decoder goroutine hands each answer to the leader's
+// consumer over a channel (unbuffered with the default two RPCs in
+// flight). The consumer stops at the first answer that is not a success or
+// carries a newer term, which a leadership change produces. If one more
+// request was in flight, the decoder then waits forever to hand over its
+// answer, and the sender, if it sends once more before it notices the
+// consumer is gone (its select picks a new entry or the commit timer over
+// the closed finish channel), waits forever for the decoder to take the
+// request. Only closing the pipeline frees them, and the sender closes it
+// on its way out. The stuck goroutine belongs to Raft's routine group, so
+// the node keeps working but raft.Shutdown waits for it forever: a former
+// leader's Shutdown hung this way. A value below 2 makes the transport
+// refuse pipelines (raft.ErrPipelineReplicationNotSupported), which Raft
+// handles by replicating with one AppendEntries call at a time; each call
+// is bounded by the transport's timeout.
+const noPipelining = 1
+
 // Node is one Raft member with its state store.
 type Node struct {
 	cfg    Config
@@ -111,6 +135,9 @@ type Node struct {
 	logs   *raftboltdb.BoltStore
 	notify chan bool
 	log    *slog.Logger
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when Shutdown begins
 }
 
 // New opens (or creates) the Raft data in cfg.DataDir and starts the node.
@@ -166,6 +193,7 @@ func New(cfg Config) (*Node, error) {
 	stream.gone = watch.peerGone
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 5, Timeout: 5 * time.Second, Logger: rc.Logger,
+		MaxRPCsInFlight: noPipelining,
 	})
 	store := statedb.NewStoreFor(cfg.Commands)
 	f := newFSM(store, cfg.OnFatal, cfg.Logger)
@@ -175,7 +203,7 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger}
+	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger, stopped: make(chan struct{})}
 	watch.node.Store(n)
 	n.electAloneSoon(tm)
 	return n, nil
@@ -222,6 +250,8 @@ func (n *Node) electAloneSoon(tm Timers) {
 		select {
 		case <-ch:
 		case <-t.C:
+		case <-n.stopped:
+			return
 		}
 		if err := set(tm.Heartbeat, tm.Election); err != nil {
 			n.log.Warn("raft: restore timers after the first election", "err", err)
@@ -274,7 +304,7 @@ func (n *Node) Leader() (id, addr string) {
 
 // Barrier waits until every preceding log entry is applied (leader only).
 func (n *Node) Barrier(ctx context.Context) error {
-	return n.raft.Barrier(timeoutOf(ctx, 10*time.Second)).Error()
+	return n.await(n.raft.Barrier(timeoutOf(ctx, 10*time.Second)))
 }
 
 // Status is a summary of this node's Raft state.
@@ -399,7 +429,7 @@ func (n *Node) ApplyLeader(ctx context.Context, data []byte) (uint64, error) {
 	}
 	data = n.store.Registry().ForLog(sn, data)
 	f := n.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		if errors.Is(err, raft.ErrRaftShutdown) {
 			return 0, ErrShutdown
 		}
@@ -454,7 +484,7 @@ func (n *Node) Configuration() ([]Server, error) {
 
 // AddVoter adds or promotes a voter (leader only).
 func (n *Node) AddVoter(id, addr string) error {
-	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
+	if err := n.await(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second)); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)
 	}
 	return nil
@@ -462,7 +492,7 @@ func (n *Node) AddVoter(id, addr string) error {
 
 // AddNonvoter adds a nonvoter (leader only).
 func (n *Node) AddNonvoter(id, addr string) error {
-	if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
+	if err := n.await(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second)); err != nil {
 		return fmt.Errorf("add nonvoter %s: %w", id, err)
 	}
 	return nil
@@ -470,7 +500,7 @@ func (n *Node) AddNonvoter(id, addr string) error {
 
 // DemoteVoter turns a voter into a nonvoter (leader only).
 func (n *Node) DemoteVoter(id string) error {
-	if err := n.raft.DemoteVoter(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+	if err := n.await(n.raft.DemoteVoter(raft.ServerID(id), 0, 10*time.Second)); err != nil {
 		return fmt.Errorf("demote %s: %w", id, err)
 	}
 	return nil
@@ -478,7 +508,7 @@ func (n *Node) DemoteVoter(id string) error {
 
 // RemoveServer removes a member from Raft (leader only).
 func (n *Node) RemoveServer(id string) error {
-	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+	if err := n.await(n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second)); err != nil {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
 	return nil
@@ -486,7 +516,29 @@ func (n *Node) RemoveServer(id string) error {
 
 // TransferLeadership asks another voter to take over (used on leave).
 func (n *Node) TransferLeadership() error {
-	return n.raft.LeadershipTransfer().Error()
+	return n.await(n.raft.LeadershipTransfer())
+}
+
+// await returns f's error, or raft.ErrRaftShutdown once Shutdown has
+// begun. Raft does not answer every future it took when it stops: a
+// leadership transfer still queued for the main loop, or entries already
+// handed to the state machine goroutine, are never answered, and their
+// Error would wait forever. The goroutine waiting for such a future is
+// left behind (one per call caught by a shutdown).
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stopped:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // shutdownWait bounds how long Shutdown waits for Raft's goroutines.
@@ -497,6 +549,7 @@ const shutdownWait = 30 * time.Second
 // unblock them), leaves the log files open for them and returns an
 // error, rather than hang the caller.
 func (n *Node) Shutdown() error {
+	n.stopOnce.Do(func() { close(n.stopped) })
 	done := make(chan error, 1)
 	go func() { done <- n.raft.Shutdown().Error() }()
 	var err error
