@@ -83,6 +83,10 @@ type Instance struct {
 	LaunchIndex int               `json:"launch_index"`
 	Reservation string            `json:"reservation_id"`
 	Arch        string            `json:"arch,omitempty"` // from the image's hw_architecture
+	// RequestedHost is the member id an admin asked the first placement
+	// to use (compute 2.74 host, or availability_zone "nova:host"); only
+	// a CreateInstancesOnHost entry sets it.
+	RequestedHost string `json:"requested_host,omitempty"`
 
 	// CreatedPorts are the PortIDs server create made: they go with the
 	// instance, while ports the caller passed in are only unbound.

@@ -267,6 +267,12 @@ func applyCreateInstances(t *Txn, c *Command) error {
 		return err
 	}
 	for i := range r.Instances {
+		inst := &r.Instances[i].Instance
+		if c.Type != CmdCreateInstancesOnHost {
+			inst.RequestedHost = "" // a CreateInstances entry applies alike on every version
+		} else if _, ok := t.read().Member(inst.RequestedHost); !ok {
+			return Errorf(KindInvalid, "Compute host %s could not be found.", inst.RequestedHost)
+		}
 		if err := createInstance(t, c.Time, &r.Instances[i]); err != nil {
 			return err
 		}

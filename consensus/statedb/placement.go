@@ -229,12 +229,28 @@ func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string
 // with inst's boot attachment) pins: an entry from before reservations
 // placed such servers anywhere, and replay must reach the same state
 // (docs/checklist-command.md).
+//
+// A host an admin requested at create (Instance.RequestedHost) pins the
+// first placement only (a failover or evacuation goes anywhere); when it
+// differs from the boot volume's host the pin is NoHostPin, which no host
+// matches.
 func (sn *Snapshot) PlacementPin(inst *Instance) string {
+	pin := ""
 	if v, ok := sn.Volume(inst.RootVolume); ok && bootAttachment(v, inst) != nil {
-		return sn.BootVolumeHost(inst)
+		pin = sn.BootVolumeHost(inst)
 	}
-	return ""
+	if inst.RequestedHost != "" && inst.Host == "" {
+		if pin != "" && pin != inst.RequestedHost {
+			return NoHostPin
+		}
+		return inst.RequestedHost
+	}
+	return pin
 }
+
+// NoHostPin is a pin no host matches: the requested host and the boot
+// volume's host differ.
+const NoHostPin = "(no host: the requested host is not the boot volume's)"
 
 // GroupPlacement returns server group id's policy and where its members
 // other than except run: host id → count, members placed only in ahead

@@ -53,29 +53,30 @@ const (
 	CmdUpdateRoleTokens  CmdType = 40 // update a role; a rename revokes its holders' tokens
 
 	// Compute: 50-99.
-	CmdCreateFlavor        CmdType = 50
-	CmdDeleteFlavor        CmdType = 51
-	CmdSetFlavorAccess     CmdType = 52
-	CmdSetFlavorExtraSpecs CmdType = 53
-	CmdCreateKeypair       CmdType = 54
-	CmdDeleteKeypair       CmdType = 55
-	CmdCreateInstances     CmdType = 56
-	CmdDeleteInstance      CmdType = 57
-	CmdInstanceAction      CmdType = 58
-	CmdUpdateInstance      CmdType = 59
-	CmdPlaceInstances      CmdType = 60 // the leader's scheduler plan
-	CmdReportInstance      CmdType = 61 // a host agent's report
-	CmdCreateServerGroup   CmdType = 62
-	CmdDeleteServerGroup   CmdType = 63
-	CmdServerAction        CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
-	CmdSetInstanceTags     CmdType = 65 // server tags
-	CmdRescueServer        CmdType = 70 // rescue, unrescue
-	CmdSnapshotServer      CmdType = 71 // createImage
-	CmdFinishSnapshot      CmdType = 72 // a host agent's report that a snapshot ended
-	CmdResizeServer        CmdType = 73 // resize, confirmResize, revertResize
-	CmdSetInstanceDesc     CmdType = 74 // server description (2.19)
-	CmdSetFlavorDesc       CmdType = 75 // flavor description (2.55)
-	CmdAttachVolumeTagged  CmdType = 76 // attach with a tag (2.49) or delete_on_termination (2.79)
+	CmdCreateFlavor          CmdType = 50
+	CmdDeleteFlavor          CmdType = 51
+	CmdSetFlavorAccess       CmdType = 52
+	CmdSetFlavorExtraSpecs   CmdType = 53
+	CmdCreateKeypair         CmdType = 54
+	CmdDeleteKeypair         CmdType = 55
+	CmdCreateInstances       CmdType = 56
+	CmdDeleteInstance        CmdType = 57
+	CmdInstanceAction        CmdType = 58
+	CmdUpdateInstance        CmdType = 59
+	CmdPlaceInstances        CmdType = 60 // the leader's scheduler plan
+	CmdReportInstance        CmdType = 61 // a host agent's report
+	CmdCreateServerGroup     CmdType = 62
+	CmdDeleteServerGroup     CmdType = 63
+	CmdServerAction          CmdType = 64 // pause, unpause, suspend, resume, lock, unlock
+	CmdSetInstanceTags       CmdType = 65 // server tags
+	CmdRescueServer          CmdType = 70 // rescue, unrescue
+	CmdSnapshotServer        CmdType = 71 // createImage
+	CmdFinishSnapshot        CmdType = 72 // a host agent's report that a snapshot ended
+	CmdResizeServer          CmdType = 73 // resize, confirmResize, revertResize
+	CmdSetInstanceDesc       CmdType = 74 // server description (2.19)
+	CmdSetFlavorDesc         CmdType = 75 // flavor description (2.55)
+	CmdAttachVolumeTagged    CmdType = 76 // attach with a tag (2.49) or delete_on_termination (2.79)
+	CmdCreateInstancesOnHost CmdType = 77 // server create on a host the admin names (2.74, nova:host)
 
 	// Images: 100-129.
 	CmdCreateImage       CmdType = 100
@@ -221,6 +222,7 @@ var commands = mustRegistry(
 	Cmd[SetDescriptionCmd](CmdSetInstanceDesc, "SetInstanceDescription", applySetInstanceDescription).Since(wave2),
 	Cmd[SetDescriptionCmd](CmdSetFlavorDesc, "SetFlavorDescription", applySetFlavorDescription).Since(wave2),
 	Cmd[AttachVolumeCmd](CmdAttachVolumeTagged, "AttachVolumeTagged", applyAttachVolume).Since(wave2),
+	Cmd[CreateInstancesCmd](CmdCreateInstancesOnHost, "CreateInstancesOnHost", applyCreateInstances).Since(wave2),
 
 	// Images.
 	Cmd[Image](CmdCreateImage, "CreateImage", applyCreateImage),

@@ -67,6 +67,7 @@ var goldenCommands = map[CmdType]string{
 	74:  "SetInstanceDescription",
 	75:  "SetFlavorDescription",
 	76:  "AttachVolumeTagged",
+	77:  "CreateInstancesOnHost",
 	100: "CreateImage",
 	101: "UpdateImage",
 	102: "DeleteImage",

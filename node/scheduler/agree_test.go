@@ -15,8 +15,9 @@ import (
 // random clusters: whatever Plan places, the PlaceInstances apply accepts
 // when nothing changed in between; and a placement the state machine is
 // handed directly is accepted exactly when a reference written out here
-// (capacity under ratios, boot-volume pin, hard group policy, physical
-// networks of ports on provider networks) allows it.
+// (capacity under ratios, boot-volume pin, the host an admin requested,
+// hard group policy, physical networks of ports on provider networks)
+// allows it.
 
 // agreeEnv is a state store with an auto-incrementing index.
 type agreeEnv struct {
@@ -129,7 +130,11 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 			ic.Root = &statedb.RootDisk{AttachmentID: "a-" + id, New: &statedb.Volume{ID: "v-" + id, SizeGB: 1, Format: "qcow2",
 				ImageID: "img", Host: h, Path: "/var/lib/peerstack/volumes/vol-v-" + id + ".qcow2"}}
 		}
-		e.must(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
+		typ := statedb.CmdCreateInstances
+		if rng.Intn(5) == 0 { // an admin named its host
+			typ, ic.Instance.RequestedHost = statedb.CmdCreateInstancesOnHost, hostID(rng.Intn(nHosts))
+		}
+		e.must(typ, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
 		if rng.Intn(3) == 0 { // already placed, wherever the state machine lets it
 			h := hostID(rng.Intn(nHosts))
 			e.must(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: id, HostID: h}},
@@ -174,6 +179,9 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 		if a := v.Attachment(); a != nil && a.ServerID == inst.ID && !sn.VolumeShared(v) && v.Host != host {
 			return false
 		}
+	}
+	if inst.RequestedHost != "" && inst.Host == "" && inst.RequestedHost != host {
+		return false
 	}
 	for _, id := range inst.PortIDs {
 		p, _ := sn.Port(id)

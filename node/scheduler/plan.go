@@ -116,12 +116,18 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 	return cmd
 }
 
-// PinnedNoHost is the fault of a server whose boot volume's host (local
-// storage) cannot take it.
+// PinnedNoHost is the fault of a server pinned to a host that cannot take
+// it: the host an admin requested, or its boot volume's (local storage).
 func PinnedNoHost(sn *statedb.Snapshot, i *statedb.Instance, pin string) string {
 	name := pin
 	if m, ok := sn.Member(pin); ok {
 		name = m.Name
+	}
+	switch {
+	case pin == statedb.NoHostPin:
+		return fmt.Sprintf("%s The requested host is not the host of boot volume %s (local storage).", statedb.NoValidHost, i.RootVolume)
+	case pin == i.RequestedHost:
+		return fmt.Sprintf("%s The requested host %s cannot take the server.", statedb.NoValidHost, name)
 	}
 	return fmt.Sprintf("%s Boot volume %s is on host %s's local storage, and that host cannot take the server.",
 		statedb.NoValidHost, i.RootVolume, name)

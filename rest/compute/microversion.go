@@ -35,6 +35,7 @@ import (
 //	2.71  server views carry server_groups
 //	2.73  lock takes locked_reason; server views carry it
 //	2.49  volume attach takes a device tag (rest/volume)
+//	2.74  server create takes host and hypervisor_hostname (admin; requested_host.go)
 //	2.79  volume attach takes and attachments carry delete_on_termination (rest/volume)
 
 // version is a compute microversion.

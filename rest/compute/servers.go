@@ -38,8 +38,10 @@ type serverCreateReq struct {
 	ReturnReservationID json.RawMessage `json:"return_reservation_id"`
 	SecurityGroups      json.RawMessage `json:"security_groups"`
 	UserData            *string         `json:"user_data"`
-	Tags                json.RawMessage `json:"tags"`        // 2.52
-	Description         *string         `json:"description"` // 2.19
+	Tags                json.RawMessage `json:"tags"`                // 2.52
+	Description         *string         `json:"description"`         // 2.19
+	Host                *string         `json:"host"`                // 2.74
+	HypervisorHostname  *string         `json:"hypervisor_hostname"` // 2.74
 }
 
 // nicWant is one requested NIC before it is turned into port requests.
@@ -76,6 +78,9 @@ type serverPlan struct {
 	BootImage  *statedb.Image
 	BootSizeGB int
 	BootDelete bool // the boot volume's delete_on_termination
+	// RequestedHost is the member an admin asked for (2.74 host, or
+	// availability_zone "nova:host"); "" for any.
+	RequestedHost string
 }
 
 // createServer serves POST /servers: validate, then one CreateInstances
@@ -103,7 +108,11 @@ func (s *service) createServer(c *rest.Ctx) (any, error) {
 	if p.Min < p.Max {
 		cmd.MinCount = p.Min // quota may cap the count, never below min_count
 	}
-	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateInstances, cmd); err != nil {
+	typ := statedb.CmdCreateInstances
+	if p.RequestedHost != "" {
+		typ = statedb.CmdCreateInstancesOnHost // only hosts that honour the pin may apply it
+	}
+	if _, err := rest.Propose(c.Context(), s.b, typ, cmd); err != nil {
 		return nil, err
 	}
 	if p.ReturnResID {
@@ -160,6 +169,7 @@ func (s *service) parseServerCreate(c *rest.Ctx, sn *statedb.Snapshot, env map[s
 		func() error { return parseUserData(req.UserData, p) },
 		func() error { return parseMetadata(req.Metadata, p.Metadata) },
 		func() error { return parseMisc(&req, p) },
+		func() error { return s.parseRequestedHost(c, sn, &req, p) },
 		func() error { return s.parseHints(c, sn, hints, p) },
 		func() error { return parseVersioned(c, &req, p) },
 	}
@@ -468,7 +478,7 @@ func parseMetadata(raw json.RawMessage, dst map[string]string) error {
 }
 
 func parseMisc(req *serverCreateReq, p *serverPlan) error {
-	if az := req.AvailabilityZone; az != nil && *az != "" && *az != "nova" {
+	if az := req.AvailabilityZone; az != nil && *az != "" && *az != "nova" && !strings.Contains(*az, ":") {
 		return rest.BadRequest("The requested availability zone is not available")
 	}
 	if d := req.DiskConfig; d != nil && *d != "AUTO" && *d != "MANUAL" {
@@ -581,7 +591,7 @@ func (s *service) buildCreate(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) 
 			ImageID: p.ImageID, RootVolume: p.RootVolume, KeyName: p.KeyName, KeyData: p.KeyData,
 			UserData: p.UserData, Metadata: maps(p.Metadata), AZ: p.AZ, GroupID: p.GroupID, ConfigDrive: p.ConfigDrive,
 			LaunchIndex: i, Reservation: resID, Arch: p.Arch, SecurityGroups: p.SecurityGroups,
-			Tags: p.Tags, Description: p.Description,
+			Tags: p.Tags, Description: p.Description, RequestedHost: p.RequestedHost,
 		}
 		ic := statedb.InstanceCreate{Instance: inst, RequestID: c.ReqID}
 		root, err := s.rootDisk(c, sn, p)
