@@ -227,8 +227,11 @@ func TestExactlyOnceRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same request again (as after a leader change) is not applied twice.
-	i2, err := c.Node(c.Leader(time.Second)).Apply(ctx, cmd)
+	// The same request again (as after a leader change) is not applied
+	// twice. With the caller's token: under load the host asked may have
+	// lost the leadership meanwhile and forward it.
+	l := c.Node(c.Leader(time.Second))
+	i2, err := l.Apply(adminContext(ctx, t, l), cmd)
 	if err != nil || i2 != i1 {
 		t.Fatalf("retry: index %d err %v; want index %d and no error", i2, err, i1)
 	}
