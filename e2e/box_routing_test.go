@@ -54,16 +54,6 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 		t.Fatalf("start box: %v", err)
 	}
 	var routerNS []string // prefixes of this box's router namespaces
-	for _, h := range b.Hosts {
-		raw, err := os.ReadFile(filepath.Join(h.DataDir, "node.json"))
-		var id struct {
-			NodeID string `json:"node_id"`
-		}
-		if err != nil || json.Unmarshal(raw, &id) != nil || id.NodeID == "" {
-			t.Fatalf("node id of %s: %v", h.Name, err)
-		}
-		routerNS = append(routerNS, routerNSPrefix(id.NodeID))
-	}
 	t.Cleanup(func() {
 		if err := b.Down(context.Background()); err != nil {
 			t.Errorf("box teardown: %v", err)
@@ -78,6 +68,16 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 		}
 		t.Logf("logs of every daemon and console: %s", b.LogDir)
 	})
+	for _, h := range b.Hosts {
+		raw, err := os.ReadFile(filepath.Join(h.DataDir, "node.json"))
+		var id struct {
+			NodeID string `json:"node_id"`
+		}
+		if err != nil || json.Unmarshal(raw, &id) != nil || id.NodeID == "" {
+			t.Fatalf("node id of %s: %v", h.Name, err)
+		}
+		routerNS = append(routerNS, routerNSPrefix(id.NodeID))
+	}
 	s, err := newScenario(ctx, b, out)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +133,7 @@ type routingRun struct {
 	lan *BoxLAN
 
 	net, grp, defaultGroup, fip, fipID string
+	tok                                string // admin token for api, fetched once (outside timed windows)
 }
 
 func (r *routingRun) osc(args ...string) string {
@@ -252,7 +253,7 @@ func pingUntil(addr string) string {
 // webUntil is a probe script: HTTP GETs of vm1's page, each given 300 ms
 // (a dropped SYN is not retransmitted sooner), until one answers.
 func webUntil(addr string) string {
-	return "until curl -s -m 0.3 http://" + addr + ":8080/ | grep -q PEERSTACK-HTTP-VM1; do :; done"
+	return "until curl -s --connect-timeout 0.3 -m 5 http://" + addr + ":8080/ | grep -q PEERSTACK-HTTP-VM1; do sleep 0.05; done"
 }
 
 // blocked checks that check fails from the LAN namespace, twice.
@@ -273,10 +274,12 @@ func (r *routingRun) api(method, path, body string, want int, v any) error {
 		return err
 	}
 	api := r.s.b.Host(1).APIAddr
-	tok, err := adminToken(hc, api, r.s.b.AdminPassword())
-	if err != nil {
-		return err
+	if r.tok == "" {
+		if r.tok, err = adminToken(hc, api, r.s.b.AdminPassword()); err != nil {
+			return err
+		}
 	}
+	tok := r.tok
 	req, err := http.NewRequestWithContext(r.s.ctx, method, "https://"+api+"/network/v2.0"+path, strings.NewReader(body))
 	if err != nil {
 		return err

@@ -155,17 +155,27 @@ type Constraints struct {
 	// no host is allowed.
 	NoGroup bool
 	// Physnets are the physical networks the instance's ports sit on
-	// directly (PlacementPhysnets); HostPhysnets is what each host maps
-	// (host id → physical network → interface), filled only when
-	// Physnets is not empty.
+	// directly (PlacementPhysnets); hostPhysnets looks up what a host maps
+	// (physical network → interface) in the same state, one host at a
+	// time: an apply over thousands of hosts asks only about the host it
+	// places on. Set only when Physnets is not empty.
 	Physnets     []string
-	HostPhysnets map[string]map[string]string
+	hostPhysnets func(host string) map[string]string
 }
 
 // Allows reports whether the constraints let the instance go on host.
 func (c *Constraints) Allows(host string) bool {
-	return !c.NoGroup && (c.Pin == "" || c.Pin == host) && GroupAllows(c.Policy, c.Members, host) &&
-		MapsPhysnets(c.HostPhysnets[host], c.Physnets)
+	if c.NoGroup || c.Pin != "" && c.Pin != host || !GroupAllows(c.Policy, c.Members, host) {
+		return false
+	}
+	if len(c.Physnets) == 0 {
+		return true
+	}
+	var mapped map[string]string
+	if c.hostPhysnets != nil {
+		mapped = c.hostPhysnets(host)
+	}
+	return MapsPhysnets(mapped, c.Physnets)
 }
 
 // MapsPhysnets is the physical-network rule: a host whose mapping is mapped
@@ -209,9 +219,11 @@ func (sn *Snapshot) PlacementPhysnets(inst *Instance) []string {
 func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string) Constraints {
 	c := Constraints{Pin: sn.PlacementPin(inst), Physnets: sn.PlacementPhysnets(inst)}
 	if len(c.Physnets) > 0 {
-		c.HostPhysnets = map[string]map[string]string{}
-		for _, h := range list[HostNetworks](sn, tblHostNets) {
-			c.HostPhysnets[h.ID] = h.Physnets
+		c.hostPhysnets = func(host string) map[string]string {
+			if h, ok := sn.HostNetworks(host); ok {
+				return h.Physnets
+			}
+			return nil
 		}
 	}
 	if inst.GroupID == "" {

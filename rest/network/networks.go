@@ -203,6 +203,14 @@ func (s *service) createNetwork(c *rest.Ctx) (any, error) {
 			return nil, err // a host too old for it: refuse before creating anything
 		}
 	}
+	if n.PhysicalNetwork != "" {
+		// Placement reads a provider network's physical network and the
+		// hosts' mappings, which a host of an older release ignores: such
+		// a host would place its servers differently.
+		if err := statedb.Commands().Gate(s.b.State(), statedb.CmdSetHostNetworks); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdCreateNetwork, n); err != nil {
 		return nil, err
 	}
