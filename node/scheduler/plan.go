@@ -107,6 +107,9 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		if pin, ok := pins[f.InstanceID]; ok && reason == statedb.NoValidHost {
 			if i, ok := sn.Instance(f.InstanceID); ok {
 				reason = PinnedNoHost(sn, i, pin)
+				if need, ok := needs[f.InstanceID]; ok {
+					reason += fmt.Sprintf(" Its ports also need physical networks %s there (--physnet).", strings.Join(need, ", "))
+				}
 			}
 		} else if need, ok := needs[f.InstanceID]; ok && reason == statedb.NoValidHost {
 			reason = PhysnetNoHost(need)
