@@ -343,7 +343,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	rn, err := consensus.New(consensus.Config{
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
-		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf, TLSConns: n.conns,
+		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf, TLSConns: n.conns.Raft(),
 		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {

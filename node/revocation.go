@@ -43,23 +43,53 @@ func withProtos(cfg *tls.Config, protos ...string) *tls.Config {
 
 // cutRevokedLoop closes the connections of revoked members whenever an
 // applied entry adds to the revocation list (and once at start, for
-// revocations applied while catching up).
+// revocations applied while catching up). Raft's connections with a
+// revoked member go once the member has left the Raft configuration,
+// which the leader changes after the revocation applies: until no revoked
+// peer's Raft connection is left, the loop looks again every second.
 func (n *Node) cutRevokedLoop(ctx context.Context) {
 	seen := -1
+	pending := false // Raft connections of revoked members kept for now
 	for {
 		changed := n.raft.Store().Changed()
-		if k := len(n.State().RevokedHosts()); k != seen {
+		if k := len(n.State().RevokedHosts()); k != seen || pending {
 			seen = k
-			if cut := n.conns.CloseRevoked(); cut > 0 {
+			inRaft := n.raftServers()
+			if cut := n.conns.CloseRevoked(func(id string) bool { return inRaft[id] }); cut > 0 {
 				n.log.Info("closed connections of revoked members", "connections", cut)
 			}
+			pending = false
+			for id := range inRaft {
+				if _, revoked := n.State().RevokedHost(id); revoked {
+					pending = true
+				}
+			}
+		}
+		var again <-chan time.Time
+		if pending {
+			again = time.After(time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-again:
 		}
 	}
+}
+
+// raftServers is the set of member ids in the Raft configuration; on an
+// error, empty (every revoked connection may go).
+func (n *Node) raftServers() map[string]bool {
+	out := map[string]bool{}
+	servers, err := n.raft.Configuration()
+	if err != nil {
+		return out
+	}
+	for _, s := range servers {
+		out[s.ID] = true
+	}
+	return out
 }
 
 // removeSelf takes this host out of the cluster for leave: its member

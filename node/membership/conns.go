@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 )
 
 // Conns keeps the TLS connections a host has open with other members (its
@@ -32,6 +33,7 @@ type trackedConn struct {
 	net.Conn
 	owner *Conns
 	peer  string // member id of the verified peer certificate; "" until then or without one
+	raft  bool   // one of Raft's connections (RaftConns)
 }
 
 func (t *trackedConn) Close() error {
@@ -45,8 +47,8 @@ func (c *Conns) revoked(id string) bool { return c.Revoked != nil && c.Revoked(i
 
 // wrap makes raw tracked and returns the config its TLS side uses: cfg,
 // plus the revocation check and the recording of the peer's member id.
-func (c *Conns) wrap(raw net.Conn, cfg *tls.Config) (*trackedConn, *tls.Config) {
-	t := &trackedConn{Conn: raw, owner: c}
+func (c *Conns) wrap(raw net.Conn, cfg *tls.Config, raft bool) (*trackedConn, *tls.Config) {
+	t := &trackedConn{Conn: raw, owner: c, raft: raft}
 	cc := cfg.Clone()
 	prev := cc.VerifyConnection
 	cc.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -78,13 +80,33 @@ func (c *Conns) wrap(raw net.Conn, cfg *tls.Config) (*trackedConn, *tls.Config) 
 
 // Server returns the server side of a tracked TLS connection over raw.
 func (c *Conns) Server(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := c.wrap(raw, cfg)
+	t, cc := c.wrap(raw, cfg, false)
 	return tls.Server(t, cc)
 }
 
 // Client returns the client side of a tracked TLS connection over raw.
 func (c *Conns) Client(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := c.wrap(raw, cfg)
+	t, cc := c.wrap(raw, cfg, false)
+	return tls.Client(t, cc)
+}
+
+// Raft returns the connection maker for Raft's stream: its connections
+// are tracked as Raft's, which CloseRevoked keeps while their peer is
+// still in the Raft configuration.
+func (c *Conns) Raft() RaftConns { return RaftConns{c} }
+
+// RaftConns makes Raft's tracked TLS connections (consensus.TLSConns).
+type RaftConns struct{ c *Conns }
+
+// Server returns the server side of a tracked Raft connection over raw.
+func (r RaftConns) Server(raw net.Conn, cfg *tls.Config) *tls.Conn {
+	t, cc := r.c.wrap(raw, cfg, true)
+	return tls.Server(t, cc)
+}
+
+// Client returns the client side of a tracked Raft connection over raw.
+func (r RaftConns) Client(raw net.Conn, cfg *tls.Config) *tls.Conn {
+	t, cc := r.c.wrap(raw, cfg, true)
 	return tls.Client(t, cc)
 }
 
@@ -120,13 +142,21 @@ func (c *Conns) DialTLS(cfg *tls.Config) func(ctx context.Context, network, addr
 			return nil, err
 		}
 		tc := c.Client(raw, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
+		// The transport's TLSHandshakeTimeout does not reach a custom
+		// dialer: a peer that accepts but never answers (a paused daemon)
+		// must not hold the dial for good.
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = tc.Close()
 			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 		}
 		return tc, nil
 	}
 }
+
+// handshakeTimeout bounds DialTLS's handshake.
+const handshakeTimeout = 10 * time.Second
 
 // Open reports how many tracked connections are open.
 func (c *Conns) Open() int {
@@ -139,11 +169,21 @@ func (c *Conns) Open() int {
 // and returns how many it closed. It closes the raw connection under the
 // TLS one, which ends any read or write in progress at once; the owner's
 // own Close then finds it closed.
-func (c *Conns) CloseRevoked() int {
+//
+// Raft's connections with a peer still in the Raft configuration (inRaft)
+// stay: the leader removes a revoked member from the configuration a
+// moment later, and cutting a voter's connections before that can cost the
+// leader its quorum for good (a two-host cluster removing one host would
+// keep two voters and never elect again). Call it again once the
+// configuration changed.
+func (c *Conns) CloseRevoked(inRaft func(memberID string) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
 	for t := range c.open {
+		if t.raft && inRaft != nil && inRaft(t.peer) {
+			continue
+		}
 		if t.peer != "" && c.revoked(t.peer) {
 			_ = t.Conn.Close()
 			delete(c.open, t)

@@ -111,14 +111,14 @@ func TestCloseRevokedCutsEstablishedConnections(t *testing.T) {
 	if err := roundTrip(c); err != nil {
 		t.Fatalf("before the revocation: %v", err)
 	}
-	if n := serverConns.CloseRevoked(); n != 0 {
+	if n := serverConns.CloseRevoked(nil); n != 0 {
 		t.Fatalf("closed %d connections with nobody revoked", n)
 	}
 	if err := roundTrip(c); err != nil {
 		t.Fatalf("after a sweep with nobody revoked: %v", err)
 	}
 	rev.revoke("b")
-	if n := serverConns.CloseRevoked(); n != 1 {
+	if n := serverConns.CloseRevoked(nil); n != 1 {
 		t.Fatalf("closed %d connections; want b's one", n)
 	}
 	waitClosed(t, c, "b's connection to a")
@@ -152,7 +152,7 @@ func TestCloseRevokedCutsEstablishedConnections(t *testing.T) {
 		t.Fatalf("tracking %d connections; want 1", clientConns.Open())
 	}
 	revB.revoke("a")
-	if n := clientConns.CloseRevoked(); n != 1 {
+	if n := clientConns.CloseRevoked(nil); n != 1 {
 		t.Fatalf("closed %d connections; want the one to a", n)
 	}
 	if err := roundTrip(dc); err == nil {
@@ -189,4 +189,61 @@ func TestConnsForgetClosed(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Raft's connection with a revoked member stays while the member is still
+// in the Raft configuration (its vote may be needed until the leader
+// removes it) and goes at the next sweep after that; a non-Raft
+// connection of the same member goes at once.
+func TestCloseRevokedKeepsRaftWhileInConfiguration(t *testing.T) {
+	aServer, bClient := memberTLS(t)
+	rev := &revocations{m: map[string]bool{}}
+	conns := &Conns{Revoked: rev.has}
+	rawRaft, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raftSide := conns.Raft()
+	go func() {
+		for {
+			raw, err := rawRaft.Accept()
+			if err != nil {
+				return
+			}
+			c := raftSide.Server(raw, aServer)
+			go func() { _, _ = io.Copy(c, c) }()
+		}
+	}()
+	rawAPI, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoServer(t, conns.Listener(rawAPI, aServer))
+	t.Cleanup(func() { rawRaft.Close() })
+	var cs []*tls.Conn
+	for _, addr := range []string{rawRaft.Addr().String(), rawAPI.Addr().String()} {
+		c, err := tls.Dial("tcp", addr, bClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := roundTrip(c); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	rev.revoke("b")
+	inRaft := map[string]bool{"b": true}
+	if n := conns.CloseRevoked(func(id string) bool { return inRaft[id] }); n != 1 {
+		t.Fatalf("closed %d connections while b is a Raft server; want only the API one", n)
+	}
+	waitClosed(t, cs[1], "b's API connection")
+	if err := roundTrip(cs[0]); err != nil {
+		t.Fatalf("b's Raft connection was cut while b is still in the configuration: %v", err)
+	}
+	delete(inRaft, "b")
+	if n := conns.CloseRevoked(func(id string) bool { return inRaft[id] }); n != 1 {
+		t.Fatalf("closed %d connections after b left the configuration; want its Raft one", n)
+	}
+	waitClosed(t, cs[0], "b's Raft connection")
 }

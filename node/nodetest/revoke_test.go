@@ -8,10 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node"
 )
 
 // hostTLS is host i's own client TLS config (its certificate), as a
@@ -170,5 +173,42 @@ func TestLeaveRevokes(t *testing.T) {
 		if err == nil {
 			t.Errorf("the left host's certificate to host%d: answered %d; want a refused handshake", to, st)
 		}
+	}
+}
+
+// TestRemoveFromTwoHosts: in a two-host cluster, removing the other host
+// (members remove) or the other host leaving must leave the remaining one
+// leading alone, writable. Cutting the removed host's Raft connections as
+// soon as its revocation applied — before the leader took it out of the
+// Raft configuration — made the leader lose its quorum for good.
+func TestRemoveFromTwoHosts(t *testing.T) {
+	for _, how := range []string{"members remove", "leave"} {
+		t.Run(how, func(t *testing.T) {
+			c := NewCluster(t, 2, Options{Config: func(i int, cfg *node.Config) {
+				// Production timers: a 250 ms leader lease, the membership
+				// routine every second.
+				cfg.Timers.Raft = consensus.Timers{}
+				cfg.Timers.Leader = time.Second
+			}})
+			ld := c.Leader(10 * time.Second)
+			f := 1 - ld
+			fid := c.Node(f).ID()
+			switch how {
+			case "members remove":
+				if st := c.send(t, ld, "DELETE", "/cluster/v1/members/"+fid, c.AdminToken(ld), ""); st != http.StatusNoContent {
+					t.Fatalf("members remove = %d; want 204", st)
+				}
+			default:
+				if st, body := apiCall(t, c, "POST", c.URL(f)+"/cluster/v1/leave", c.AdminToken(f), ""); st != http.StatusAccepted {
+					t.Fatalf("leave = %d %v; want 202", st, body)
+				}
+			}
+			rn := c.Node(ld).Consensus()
+			c.Eventually(20*time.Second, "the remaining host alone in the Raft configuration, leading", func() bool {
+				conf, err := rn.Configuration()
+				return err == nil && len(conf) == 1 && conf[0].ID == c.Node(ld).ID() && rn.IsLeader()
+			})
+			createProject(t.Context(), t, c.Node(ld), "after-"+strings.ReplaceAll(how, " ", "-"))
+		})
 	}
 }
