@@ -101,8 +101,8 @@ func Judge(silent, tFence time.Duration) Verdict {
 }
 
 // Silence is how long the leader has not heard from a host: since the
-// latest of the term's start, the last gossip sighting and the last lease
-// renewal.
+// latest of the term's start, the last answered gossip probe and the last
+// lease renewal.
 func Silence(now, start time.Time, sightings ...time.Time) time.Duration {
 	last := start
 	for _, t := range sightings {
