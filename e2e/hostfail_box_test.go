@@ -27,11 +27,14 @@ import (
 //   - the server's new host has its daemon SIGSTOPped (QEMU and the fence
 //     guard keep running): the guard must kill the QEMU before the leader
 //     restarts the server elsewhere (checked from /proc), and SIGCONT must
-//     not bring a second writer back.
+//     not bring a second writer back;
+//   - the server's host is cut off from the other hosts but still reaches
+//     the NAS: its own fence must kill the QEMU before the restart
+//     elsewhere, and once reconnected it must not run it again.
 //
 // After each case the log is read from the NAS's export and checked: the
 // writers' records never interleave and every record a guest printed as
-// written is still there. Figures (from the power-off or SIGSTOP): QEMU
+// written is still there. Figures (from the failure): QEMU
 // started elsewhere, ACTIVE in the API, guest READY, writing again. T_fence
 // is the production default (10 s; fenced after 12.5 s of silence).
 func TestBoxHostFailure(t *testing.T) {
@@ -66,6 +69,7 @@ type hostFail struct {
 	records  int               // records on the disk at the last check
 	cases    []hfCase
 	stopped  int // host whose daemon is SIGSTOPped, 0 if none
+	cut      int // host cut off from the others, 0 if none
 }
 
 // hfCase is one failover's figures.
@@ -107,6 +111,9 @@ func (hf *hostFail) steps() []boxStep {
 		{name: "daemon SIGSTOPped: guard kills, then restart", run: hf.stepStop},
 		{name: "SIGCONT: the stopped host runs nothing twice", run: hf.stepCont},
 		{name: "log on the NAS: one writer at a time (again)", run: hf.stepCheckLog},
+		{name: "partition, NAS reachable: self-fence, restart", run: hf.stepPartition},
+		{name: "partition healed: runs nothing twice", run: hf.stepHeal},
+		{name: "log on the NAS: one writer at a time (last)", run: hf.stepCheckLog},
 		{name: "delete the server and its volume", run: hf.stepDelete},
 	}
 }
@@ -341,6 +348,9 @@ func (hf *hostFail) stepCheckLog(s *scenario, _ int) (string, error) {
 	for _, h := range s.b.Hosts {
 		hf.keepConsole(h.Index)
 	}
+	for key, c := range hf.consoles {
+		_ = os.WriteFile(filepath.Join(s.b.LogDir, "hostfail-console-"+strings.ReplaceAll(key, "/", "-")+".log"), []byte(c), 0o644)
+	}
 	raw, err := hf.readLog(s.ctx)
 	if err != nil {
 		return "NAS", err
@@ -494,6 +504,81 @@ func (hf *hostFail) stepCont(s *scenario, _ int) (string, error) {
 	return s.b.Host(h).Name, hf.noSecondWriter()
 }
 
+// routes adds or deletes ("add", "del") the blackhole routes that cut
+// host i off from the other hosts, both ways (it can send them nothing,
+// not even replies), while it still reaches the NAS.
+func (hf *hostFail) routes(i int, verb string) error {
+	for _, h := range hf.s.b.Hosts {
+		if h.Index == i {
+			continue
+		}
+		if err := ip(hf.s.ctx, "-n", hf.s.b.Host(i).NS, "route", verb, "blackhole", h.Addr+"/32"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stepPartition cuts the server's host off from the other hosts while it
+// still reaches the NAS: the dangerous case, where only its own fence
+// stops its guest from writing alongside the restarted one.
+func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
+	old := hf.host
+	pid, err := hf.serverQEMU(old)
+	if err != nil {
+		return "", err
+	}
+	api := hf.liveOther(old)
+	token, err := hf.adminToken(api)
+	if err != nil {
+		return "", err
+	}
+	ft := &failoverTimes{oldHost: old, oldPID: pid}
+	logs := s.b.logSizes()
+	ft.t0 = time.Now()
+	if err := hf.routes(old, "add"); err != nil {
+		return "", err
+	}
+	hf.cut = old
+	fmt.Fprintf(s.out, "cut %s off from the other hosts (blackhole routes); it still reaches the NAS %s\n", s.b.Host(old).Name, s.b.NASAddr)
+	if err := hf.failover("partition", ft, api, token, logs); err != nil {
+		return s.b.Host(old).Name, err
+	}
+	if ft.oldDead == 0 || ft.oldDead >= ft.newStart {
+		return s.b.Host(old).Name, fmt.Errorf("two QEMUs of %s: the old one on %s was last seen alive %.2fs after the cut "+
+			"and dead at %.2fs, the new one on %s started at %.2fs",
+			hf.id, s.b.Host(old).Name, ft.oldAlive.Seconds(), ft.oldDead.Seconds(), s.b.Host(ft.newHost).Name, ft.newStart.Seconds())
+	}
+	if !strings.Contains(readFrom(s.b.Host(old).LogFile, logs[old]), "fence: no quorum contact for T_fence") {
+		return s.b.Host(old).Name, fmt.Errorf("the old QEMU died, but %s's log does not say its fence killed it", s.b.Host(old).Name)
+	}
+	fmt.Fprintf(s.out, "old QEMU killed by the cut-off host's fence (daemon or guard) %.2fs after the cut, %.2fs before the new QEMU started on %s\n",
+		ft.oldDead.Seconds(), (ft.newStart - ft.oldDead).Seconds(), s.b.Host(ft.newHost).Name)
+	hf.keepConsole(old)
+	return s.b.Host(old).Name, nil
+}
+
+func (hf *hostFail) stepHeal(s *scenario, _ int) (string, error) {
+	h := hf.cut
+	if h == 0 {
+		return "", errors.New("no host is cut off")
+	}
+	st, err := os.Stat(s.b.Host(h).LogFile)
+	if err != nil {
+		return "", err
+	}
+	t0 := time.Now()
+	if err := hf.routes(h, "del"); err != nil {
+		return s.b.Host(h).Name, err
+	}
+	hf.cut = 0
+	if err := hf.waitCaughtUp(h, st.Size()); err != nil {
+		return s.b.Host(h).Name, err
+	}
+	fmt.Fprintf(s.out, "%s reconnected and caught up after %.1fs; its copy of the server is gone\n", s.b.Host(h).Name, time.Since(t0).Seconds())
+	return s.b.Host(h).Name, hf.noSecondWriter()
+}
+
 func (hf *hostFail) stepDelete(s *scenario, h int) (string, error) {
 	if _, err := s.osc(h, "server", "delete", "--wait", hf.id); err != nil {
 		return "", err
@@ -528,14 +613,15 @@ func (hf *hostFail) figures() string {
 		}
 		return fmt.Sprintf("%.1f", d.Seconds())
 	}
-	fmt.Fprintf(&b, "%-15s %-7s %9s %6s %7s %9s %8s %8s %8s\n", "FAILURE", "FROM→TO", "OLD DEAD", "DOWN", "FENCED", "NEW QEMU", "ACTIVE", "READY", "WRITING")
+	fmt.Fprintf(&b, "%-15s %-7s %9s %6s %7s %9s %8s %8s %8s %13s\n", "FAILURE", "FROM→TO", "OLD DEAD", "DOWN", "FENCED", "NEW QEMU", "ACTIVE", "READY", "WRITING", "GUEST UPTIME")
 	for _, c := range hf.cases {
 		ft := c.ft
-		fmt.Fprintf(&b, "%-15s %-7s %9s %6s %7s %9s %8s %8s %8s\n", c.name,
+		fmt.Fprintf(&b, "%-15s %-7s %9s %6s %7s %9s %8s %8s %8s %13s\n", c.name,
 			fmt.Sprintf("h%d→h%d", ft.oldHost, ft.newHost), secs(ft.oldDead), secs(ft.down), secs(ft.fenced),
-			secs(ft.newStart), secs(ft.active), secs(ft.ready), secs(ft.writing))
+			secs(ft.newStart), secs(ft.active), secs(ft.ready), secs(ft.writing), cmpOr(ft.uptime, "-"))
 	}
-	b.WriteString("(seconds from the power-off or SIGSTOP; T_fence 10 s, fenced after 12.5 s of silence)\n")
+	b.WriteString("(seconds from the power-off, SIGSTOP or cut; T_fence 10 s, fenced after 12.5 s of silence;\n" +
+		" GUEST UPTIME is the new guest's own uptime at READY: the rest of NEW QEMU→READY is firmware and GRUB under TCG)\n")
 	return b.String()
 }
 

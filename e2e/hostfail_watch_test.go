@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +39,7 @@ type failoverTimes struct {
 	ready    time.Duration // PEERSTACK-READY on its new console
 	writing  time.Duration // its first log record on the new console
 	newBoot  string        // the guest boot id of the new writer
+	uptime   string        // the new guest's own uptime at READY (seconds)
 	down     time.Duration // a leader's "down" verdict (from its log)
 	fenced   time.Duration // a leader's "fenced" verdict (from its log)
 }
@@ -233,13 +235,16 @@ func (hf *hostFail) pollNew(ft *failoverTimes, known []string, el time.Duration)
 	}
 	// READY comes before the writer's first line (the writer starts in the
 	// background of the user data): look after the guest's last boot.
-	if ft.ready == 0 && strings.Contains(c[max(strings.LastIndex(c, "PEERSTACK-BOOT"), 0):], "PEERSTACK-READY") {
-		ft.ready = el
+	if m := readyRE.FindStringSubmatch(c[max(strings.LastIndex(c, "PEERSTACK-BOOT"), 0):]); ft.ready == 0 && m != nil {
+		ft.ready, ft.uptime = el, m[1]
 	}
 	if ft.writing == 0 && strings.Contains(c[strings.Index(c, "boot="+ft.newBoot):], "guestio log slot=") {
 		ft.writing = el
 	}
 }
+
+// readyRE is the guest's READY line, with its uptime.
+var readyRE = regexp.MustCompile(`PEERSTACK-READY hostname=\S+ uptime=([0-9.]+)`)
 
 // verdicts finds, in the daemons' logs written since offs (per host), when
 // a leader declared host down and fenced, relative to t0.
@@ -283,9 +288,9 @@ func (ft *failoverTimes) String() string {
 		}
 		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
-	return fmt.Sprintf("old QEMU %d on h%d dead %s (alive at %s); down %s, fenced %s; QEMU %d started on h%d %s; API ACTIVE there %s; guest READY %s; writing again %s",
+	return fmt.Sprintf("old QEMU %d on h%d dead %s (alive at %s); down %s, fenced %s; QEMU %d started on h%d %s; API ACTIVE there %s; guest READY %s (its uptime %ss); writing again %s",
 		ft.oldPID, ft.oldHost, secs(ft.oldDead), secs(ft.oldAlive), secs(ft.down), secs(ft.fenced), ft.newPID, ft.newHost, secs(ft.newStart),
-		secs(ft.active), secs(ft.ready), secs(ft.writing))
+		secs(ft.active), secs(ft.ready), cmpOr(ft.uptime, "?"), secs(ft.writing))
 }
 
 // freezeAndKill SIGSTOPs then SIGKILLs every process of host i: those in
