@@ -30,7 +30,9 @@ import (
 //     not bring a second writer back;
 //   - the server's host is cut off from the other hosts but still reaches
 //     the NAS: its own fence must kill the QEMU before the restart
-//     elsewhere, and once reconnected it must not run it again.
+//     elsewhere, and once reconnected it must not run it again;
+//   - then from the leader alone (the third host still vouches for it in
+//     gossip): the same must happen.
 //
 // After each case the log is read from the NAS's export and checked: the
 // writers' records never interleave and every record a guest printed as
@@ -68,8 +70,9 @@ type hostFail struct {
 	consoles map[string]string // every console seen, by "<host>/<boot>"
 	records  int               // records on the disk at the last check
 	cases    []hfCase
-	stopped  int // host whose daemon is SIGSTOPped, 0 if none
-	cut      int // host cut off from the others, 0 if none
+	stopped  int   // host whose daemon is SIGSTOPped, 0 if none
+	cut      int   // host cut off, 0 if none
+	cutFrom  []int // the hosts it is cut off from
 }
 
 // hfCase is one failover's figures.
@@ -113,6 +116,9 @@ func (hf *hostFail) steps() []boxStep {
 		{name: "log on the NAS: one writer at a time (again)", run: hf.stepCheckLog},
 		{name: "partition, NAS reachable: self-fence, restart", run: hf.stepPartition},
 		{name: "partition healed: runs nothing twice", run: hf.stepHeal},
+		{name: "log on the NAS: one writer at a time (third)", run: hf.stepCheckLog},
+		{name: "cut from the leader only (or leader from one)", run: hf.stepCutFromLeader},
+		{name: "cut healed: runs nothing twice", run: hf.stepHeal},
 		{name: "log on the NAS: one writer at a time (last)", run: hf.stepCheckLog},
 		{name: "delete the server and its volume", run: hf.stepDelete},
 	}
@@ -504,25 +510,23 @@ func (hf *hostFail) stepCont(s *scenario, _ int) (string, error) {
 	return s.b.Host(h).Name, hf.noSecondWriter()
 }
 
-// routes adds or deletes ("add", "del") the blackhole routes that cut
-// host i off from the other hosts, both ways (it can send them nothing,
-// not even replies), while it still reaches the NAS.
-func (hf *hostFail) routes(i int, verb string) error {
-	for _, h := range hf.s.b.Hosts {
-		if h.Index == i {
-			continue
-		}
-		if err := ip(hf.s.ctx, "-n", hf.s.b.Host(i).NS, "route", verb, "blackhole", h.Addr+"/32"); err != nil {
-			return err
+// routes adds or deletes ("add", "del") blackhole routes that cut host i
+// off from the hosts from, both ways (neither side can send the other
+// anything, not even replies); the NAS stays reachable.
+func (hf *hostFail) routes(i int, from []int, verb string) error {
+	for _, j := range from {
+		for _, r := range [][2]int{{i, j}, {j, i}} {
+			if err := ip(hf.s.ctx, "-n", hf.s.b.Host(r[0]).NS, "route", verb, "blackhole", hf.s.b.Host(r[1]).Addr+"/32"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// stepPartition cuts the server's host off from the other hosts while it
-// still reaches the NAS: the dangerous case, where only its own fence
-// stops its guest from writing alongside the restarted one.
-func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
+// cutOff cuts the server's host off from the hosts from and waits for the
+// failover; how names the case.
+func (hf *hostFail) cutOff(s *scenario, from []int, name string) (string, error) {
 	old := hf.host
 	pid, err := hf.serverQEMU(old)
 	if err != nil {
@@ -536,12 +540,17 @@ func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
 	ft := &failoverTimes{oldHost: old, oldPID: pid}
 	logs := s.b.logSizes()
 	ft.t0 = time.Now()
-	if err := hf.routes(old, "add"); err != nil {
+	if err := hf.routes(old, from, "add"); err != nil {
 		return "", err
 	}
-	hf.cut = old
-	fmt.Fprintf(s.out, "cut %s off from the other hosts (blackhole routes); it still reaches the NAS %s\n", s.b.Host(old).Name, s.b.NASAddr)
-	if err := hf.failover("partition", ft, api, token, logs); err != nil {
+	hf.cut, hf.cutFrom = old, from
+	var names []string
+	for _, j := range from {
+		names = append(names, s.b.Host(j).Name)
+	}
+	fmt.Fprintf(s.out, "cut %s off from %s (blackhole routes both ways); it still reaches the NAS %s\n",
+		s.b.Host(old).Name, strings.Join(names, ", "), s.b.NASAddr)
+	if err := hf.failover(name, ft, api, token, logs); err != nil {
 		return s.b.Host(old).Name, err
 	}
 	if ft.oldDead == 0 || ft.oldDead >= ft.newStart {
@@ -558,6 +567,51 @@ func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
 	return s.b.Host(old).Name, nil
 }
 
+// stepPartition cuts the server's host off from the other hosts while it
+// still reaches the NAS: the dangerous case, where only its own fence
+// stops its guest from writing alongside the restarted one.
+func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
+	var others []int
+	for _, h := range s.b.Hosts {
+		if h.Index != hf.host {
+			others = append(others, h.Index)
+		}
+	}
+	return hf.cutOff(s, others, "partition")
+}
+
+// stepCutFromLeader cuts the server's host off from the leader alone: the
+// third host still reaches both and vouches for it in gossip, but the
+// host cannot renew its lease, fences itself, and the leader must restart
+// its server elsewhere. When the server's host leads, the case is the
+// leader cut off from one follower: it keeps its quorum, so nothing may
+// move (the writer keeps writing there).
+func (hf *hostFail) stepCutFromLeader(s *scenario, _ int) (string, error) {
+	l, err := s.leader(hf.liveOther(hf.host))
+	if err != nil {
+		return "", err
+	}
+	if l != hf.host {
+		return hf.cutOff(s, []int{l}, "cut from leader")
+	}
+	f := hf.liveOther(l)
+	if err := hf.routes(l, []int{f}, "add"); err != nil {
+		return "", err
+	}
+	hf.cut, hf.cutFrom = l, []int{f}
+	fmt.Fprintf(s.out, "the server's host %s leads: cut it off from %s only; nothing may move\n", s.b.Host(l).Name, s.b.Host(f).Name)
+	pid, err := hf.serverQEMU(l)
+	if err != nil {
+		return "", err
+	}
+	// A negative check: it waits past T_fence + margin and a few ticks.
+	time.Sleep(18 * time.Second)
+	if got, err := hf.serverQEMU(l); err != nil || got != pid {
+		return s.b.Host(l).Name, fmt.Errorf("the leader's server moved or restarted while only a follower was cut off: QEMU %d, now %d (%v)", pid, got, err)
+	}
+	return s.b.Host(l).Name, hf.noSecondWriter()
+}
+
 func (hf *hostFail) stepHeal(s *scenario, _ int) (string, error) {
 	h := hf.cut
 	if h == 0 {
@@ -568,10 +622,14 @@ func (hf *hostFail) stepHeal(s *scenario, _ int) (string, error) {
 		return "", err
 	}
 	t0 := time.Now()
-	if err := hf.routes(h, "del"); err != nil {
+	if err := hf.routes(h, hf.cutFrom, "del"); err != nil {
 		return s.b.Host(h).Name, err
 	}
-	hf.cut = 0
+	hf.cut, hf.cutFrom = 0, nil
+	if h == hf.host {
+		// The leader cut off from one follower kept its server.
+		return s.b.Host(h).Name, hf.noSecondWriter()
+	}
 	if err := hf.waitCaughtUp(h, st.Size()); err != nil {
 		return s.b.Host(h).Name, err
 	}
