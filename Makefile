@@ -53,7 +53,7 @@ lint:
 
 guest-image: deps-guest build/guest.qcow2
 
-build/guest.qcow2: scripts/build-guest-image.sh scripts/guestio/main.go
+build/guest.qcow2: scripts/build-guest-image.sh $(wildcard scripts/guestio/*.go)
 	scripts/build-guest-image.sh build
 
 clean:

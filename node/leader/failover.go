@@ -14,8 +14,8 @@ import (
 )
 
 // Host failure (docs/ha.md): the leader watches when it last heard from
-// each host, on its own monotonic clock, through gossip and the hosts'
-// lease renewals (Contacts). Silent for half of T_fence: the host is down
+// each host, on its own monotonic clock, through the hosts' lease
+// renewals (Contacts) and the gossip probes they answered. Silent for half of T_fence: the host is down
 // (its compute service shows "down"). Silent for T_fence plus the margin:
 // the host has fenced itself, so the leader declares it fenced and
 // restarts its HA servers elsewhere through the placement rule.
@@ -70,7 +70,7 @@ type Failover struct {
 func (f Failover) Routine() Routine {
 	return Routine{Name: "failover", Run: func(ctx context.Context, hints <-chan struct{}) error {
 		now := f.now()
-		w := &watch{start: now, seen: map[string]time.Time{}}
+		w := &watch{start: now, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
 		return Every("failover", f.Interval, func(ctx context.Context) { f.tick(ctx, w) }).Run(ctx, hints)
 	}}
 }
@@ -84,8 +84,9 @@ func (f Failover) now() time.Time {
 
 // watch is one leadership term's view of the hosts.
 type watch struct {
-	start time.Time            // when this host started leading
-	seen  map[string]time.Time // when gossip last showed each host alive
+	start  time.Time            // when this host started leading
+	seen   map[string]time.Time // when gossip last showed that each host spoke
+	probed map[string]time.Time // each host's last answered probe, as gossip reported it
 }
 
 // Verdict is what the leader concludes from a host's silence.
@@ -100,8 +101,8 @@ func Judge(silent, tFence time.Duration) Verdict {
 }
 
 // Silence is how long the leader has not heard from a host: since the
-// latest of the term's start, the last gossip sighting and the last lease
-// renewal.
+// latest of the term's start, the last answered gossip probe and the last
+// lease renewal.
 func Silence(now, start time.Time, sightings ...time.Time) time.Duration {
 	last := start
 	for _, t := range sightings {
@@ -121,7 +122,7 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 	}
 	live := f.Gossip.Members()
 	for _, g := range live {
-		if g.State == gossip.StateAlive {
+		if sighted(w, g) {
 			w.seen[g.Name] = now
 		}
 	}
@@ -165,6 +166,33 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 				fmt.Sprintf("failover: %d moved, %d stranded, %d deleted", len(cmd.Moves), len(cmd.Stranded), len(cmd.Deleted)), m.Name)
 		}
 	}
+}
+
+// sighted reports whether gossip shows that host g spoke since the last
+// tick. Its "alive" state alone is no such evidence: memberlist keeps a
+// dead host alive until its suspicion timeout ends (about 5 s here,
+// which every failover would wait on top of T_fence and the margin), and
+// keeps it alive for as long as other hosts answer indirect probes for
+// it, even while this leader cannot reach it (that host fences itself
+// for want of lease renewals, but its servers would never be restarted).
+// Evidence is a direct probe of this host that g answered: its time
+// (ClockMeasuredAt, on gossip's clock) changed since the last tick. It is
+// counted at this tick, after the fact, so the silence is never
+// undercounted. A member whose acks carry no probe time (an older build,
+// or none answered since it rejoined) counts as sighted while alive, as
+// before.
+func sighted(w *watch, g gossip.Member) bool {
+	if g.State != gossip.StateAlive {
+		return false
+	}
+	if g.ClockMeasuredAt.IsZero() {
+		return true
+	}
+	if last, ok := w.probed[g.Name]; ok && last.Equal(g.ClockMeasuredAt) {
+		return false
+	}
+	w.probed[g.Name] = g.ClockMeasuredAt
+	return true
 }
 
 func (f Failover) propose(ctx context.Context, t statedb.CmdType, payload any, what, host string) {

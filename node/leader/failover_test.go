@@ -1,11 +1,14 @@
 package leader
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/gossip"
 )
 
 func TestJudgeTimers(t *testing.T) {
@@ -85,5 +88,83 @@ func TestPlanFailover(t *testing.T) {
 	}
 	if len(cmd.Moves) != 0 || !found {
 		t.Fatalf("plan with no other host = %+v; want ha stranded", cmd)
+	}
+}
+
+// fakeGossip is a HostSource whose members a test sets.
+type fakeGossip struct{ members []gossip.Member }
+
+func (g *fakeGossip) Members() []gossip.Member { return g.members }
+
+// applyProposer applies proposals to a pinState and records their types.
+type applyProposer struct {
+	p     *pinState
+	types []statedb.CmdType
+}
+
+func (a *applyProposer) Propose(_ context.Context, t statedb.CmdType, payload any) (uint64, error) {
+	a.p.apply(t, payload)
+	a.types = append(a.types, t)
+	return a.p.idx, nil
+}
+
+type pinSource struct{ p *pinState }
+
+func (s pinSource) State() *statedb.Snapshot { return s.p.s.Snapshot() }
+
+// TestFailoverCountsAnsweredProbesNotGossipState: gossip keeps a dead host
+// "alive" for its suspicion timeout, and for as long as other hosts answer
+// indirect probes for it. Only a direct probe the host answered (its probe
+// time moves) is a sighting; so a host that stopped renewing its lease and
+// answering probes is down after T_fence/2 and fenced after T_fence plus
+// the margin, its HA server moved, although gossip still says alive. A host
+// answering probes without renewing is not down, nor is an alive member
+// that reports no probe time (an older build).
+func TestFailoverCountsAnsweredProbesNotGossipState(t *testing.T) {
+	p := haState(t)
+	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h4", Name: "name-h4"})
+	t0 := time.Unix(5000, 0)
+	now := t0
+	clock := func() time.Time { return now }
+	g := &fakeGossip{}
+	contacts := NewContacts(clock)
+	prop := &applyProposer{p: p}
+	f := Failover{SelfID: "h2", State: pinSource{p}, Gossip: g, Contacts: contacts, Proposer: prop, Now: clock,
+		Logger: slog.New(slog.DiscardHandler)}
+	w := &watch{start: t0, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
+	member := func(id string, probed time.Time) gossip.Member {
+		return gossip.Member{Name: id, State: gossip.StateAlive, ClockMeasuredAt: probed,
+			Meta: gossip.Meta{VCPUs: 8, RAMMB: 16384, DiskGB: 100}}
+	}
+	dead := t0.Add(-time.Second) // h1's last answered probe
+	var downAt, fencedAt time.Duration
+	for tick := 1; tick <= 16; tick++ {
+		now = t0.Add(time.Duration(tick) * time.Second)
+		// h1 is dead but gossip still lists it alive; h3 renews its lease;
+		// h4 answers probes only; h2 is the leader.
+		contacts.Heard("h3")
+		g.members = []gossip.Member{member("h1", dead), member("h2", time.Time{}), member("h3", time.Time{}), member("h4", now.Add(-time.Hour))}
+		f.tick(context.Background(), w)
+		sn := p.s.Snapshot()
+		if downAt == 0 && sn.HostDown("h1") {
+			downAt = now.Sub(t0)
+		}
+		if fencedAt == 0 && sn.HostFenced("h1") {
+			fencedAt = now.Sub(t0)
+		}
+		for _, h := range []string{"h3", "h4"} {
+			if sn.HostDown(h) {
+				t.Fatalf("tick %d: %s is down; it renews its lease or answers probes", tick, h)
+			}
+		}
+	}
+	// The term's first tick (1 s) counts any probe time as new; from then
+	// on h1 is silent: down on the first tick past T_fence/2 (5 s), fenced
+	// on the first past T_fence + margin (12.5 s).
+	if downAt != 7*time.Second || fencedAt != 14*time.Second {
+		t.Errorf("h1 down after %v, fenced after %v; want 7 s and 14 s", downAt, fencedAt)
+	}
+	if i, ok := p.s.Snapshot().Instance("ha"); !ok || i.Host == "h1" || i.Host == "" {
+		t.Fatalf("HA server after h1 was fenced: %+v; want it placed on another host", i)
 	}
 }

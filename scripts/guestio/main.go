@@ -6,9 +6,11 @@
 // clears every block, which under TCG costs as much as the write itself).
 //
 //	guestio write|read DEVICE BYTES [BLOCK]
+//	guestio log DEVICE OFFSET [INTERVAL] [SLOTS]
 //
-// It prints "guestio <op> <device> <bytes> <block> <seconds>" on success;
-// a write ends with fdatasync, inside the timed span.
+// write and read print "guestio <op> <device> <bytes> <block> <seconds>"
+// on success; a write ends with fdatasync, inside the timed span. log is
+// the host-failure tests' single-writer log (log.go).
 package main
 
 import (
@@ -28,8 +30,11 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "log" {
+		return runLog(args[1:])
+	}
 	if len(args) < 3 || len(args) > 4 {
-		return errors.New("usage: guestio write|read DEVICE BYTES [BLOCK]")
+		return errors.New("usage: guestio write|read DEVICE BYTES [BLOCK] | guestio log DEVICE OFFSET [INTERVAL] [SLOTS]")
 	}
 	op, dev := args[0], args[1]
 	total, err := strconv.ParseInt(args[2], 10, 64)
