@@ -58,6 +58,11 @@ func TestImportDirections(t *testing.T) {
 			return to == "consensus" || to == "consensus/statedb" || to == "gossip" || to == "node/scheduler" || to == "node/identity"
 		case under(from, "node/agent"):
 			return to == "consensus/statedb"
+		case from == "node/hostfail":
+			// This host's lease, guard, duplicate check and drain: Raft's
+			// status, the state, the agents' hypervisor and fence types
+			// and the API's routes; never the daemon (node).
+			return to == "consensus" || to == "consensus/statedb" || to == "node/agent" || to == "rest"
 		case from == "node/imagecache":
 			return to == "consensus/statedb" || to == "hv/storage"
 		case from == "node/membership":

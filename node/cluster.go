@@ -30,8 +30,8 @@ func (n *Node) mountServices(srv *rest.Server) {
 	n.mountImages(srv)
 	n.mountNetworks(srv)
 	n.mountVolumes(srv)
-	n.mountHostFail(srv)
-	n.mountDrain(srv)
+	srv.Mount(n.lease.Service())
+	srv.Mount(n.drain.Service(n))
 	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -171,7 +171,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	if len(n.State().Members()) <= 1 {
 		return rest.BadRequest("the last host of a cluster cannot leave it")
 	}
-	if err := n.checkLeaveEmpty(); err != nil {
+	if err := n.drain.CheckLeaveEmpty(); err != nil {
 		return err
 	}
 	if n.raft.IsLeader() {

@@ -22,6 +22,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/hostfail"
 	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
@@ -56,6 +57,8 @@ type Node struct {
 	// contacts is when, as leader, this host last heard a lease renewal
 	// from each host (hostfail.go).
 	contacts *leader.Contacts
+	lease    *hostfail.Lease   // lease renewals with the leader (hostfail.go)
+	drain    *hostfail.Drainer // drain before leaving (hostfail.go)
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -371,6 +374,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
 	n.updateMeta(ctx)
+	n.wireHostFail()
 
 	base := n.cfg.PublicURL
 	if base == "" {
