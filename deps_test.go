@@ -63,6 +63,9 @@ func TestImportDirections(t *testing.T) {
 			// status, the state, the agents' hypervisor and fence types
 			// and the API's routes; never the daemon (node).
 			return to == "consensus" || to == "consensus/statedb" || to == "node/agent" || to == "rest"
+		case from == "node/readiness":
+			// The catch-up gate: Raft's status and the API's routes.
+			return to == "consensus" || to == "rest"
 		case from == "node/imagecache":
 			return to == "consensus/statedb" || to == "hv/storage"
 		case from == "node/membership":

@@ -24,7 +24,7 @@ import (
 func (n *Node) mountServices(srv *rest.Server) {
 	srv.Mount(cluster.Service(n))
 	srv.Mount(cluster.SettingsService(n))
-	srv.Mount(n.commitService())
+	srv.Mount(n.ready.CommitService())
 	srv.Mount(restidentity.Service(n))
 	n.mountCompute(srv)
 	n.mountImages(srv)

@@ -13,6 +13,7 @@ import (
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/imagecache"
+	"github.com/peerstack/peerstack/node/readiness"
 	"github.com/peerstack/peerstack/rest"
 	restimage "github.com/peerstack/peerstack/rest/image"
 )
@@ -78,7 +79,7 @@ func (n *Node) runImageCache(ctx context.Context) {
 		log.Error("image cache not started", "err", err)
 		return
 	}
-	n.waitCaughtUp(ctx, log)
+	readiness.WaitCaughtUp(ctx, n.raft, log)
 	if err := c.Run(ctx); err != nil {
 		log.Error("image cache stopped", "err", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/peerstack/peerstack/node/hostfail"
 	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
+	"github.com/peerstack/peerstack/node/readiness"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/dashboard"
 )
@@ -66,7 +67,7 @@ type Node struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	left     chan struct{}
-	ready    readiness // caught up with the cluster since start (ready.go)
+	ready    *readiness.Gate // caught up with the cluster since start
 }
 
 // Start creates, joins or resumes a cluster member, depending on the data
@@ -375,6 +376,8 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
 	n.updateMeta(ctx)
 	n.wireHostFail()
+	n.ready = &readiness.Gate{SelfID: n.id.NodeID, SelfName: n.id.Name, Raft: rn, AddrOf: n.apiAddrOf, Client: n.client,
+		Logger: n.log}
 
 	base := n.cfg.PublicURL
 	if base == "" {
@@ -386,7 +389,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.mountServices(srv)
 	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))
 	srv.Mount(dash.Service())
-	n.api = rest.HTTPServer(n.readyGate(dash.Wrap(srv.Handler())), rest.Limits{})
+	n.api = rest.HTTPServer(n.ready.Wrap(dash.Wrap(srv.Handler())), rest.Limits{})
 	n.api.TLSConfig = serverTLS
 	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
 	n.apiLn = tls.NewListener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
@@ -422,7 +425,7 @@ func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(8)
-	go func() { defer n.wg.Done(); n.watchReady(ctx) }()
+	go func() { defer n.wg.Done(); n.ready.Watch(ctx) }()
 	go func() { defer n.wg.Done(); n.certLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
@@ -452,6 +455,10 @@ func (n *Node) Consensus() *consensus.Node { return n.raft }
 
 // Gossip exposes gossip for tests.
 func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Ready reports whether the host has caught up with the cluster since it
+// started.
+func (n *Node) Ready() bool { return n.ready != nil && n.ready.Ready() }
 
 // Left is closed when this host has left the cluster through the API.
 func (n *Node) Left() <-chan struct{} { return n.left }
