@@ -67,7 +67,8 @@ func TestImportDirections(t *testing.T) {
 			// The catch-up gate: Raft's status and the API's routes.
 			return to == "consensus" || to == "rest"
 		case from == "node/imagecache":
-			return to == "consensus/statedb" || to == "hv/storage"
+			// The blob side of the images API is the cache's.
+			return to == "consensus/statedb" || to == "hv/storage" || to == "rest/image"
 		case from == "node/membership":
 			return to == "consensus/statedb" || to == "gossip" || to == "rest" || to == "rest/cluster"
 		case under(from, "rest"):
