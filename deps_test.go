@@ -58,8 +58,17 @@ func TestImportDirections(t *testing.T) {
 			return to == "consensus" || to == "consensus/statedb" || to == "gossip" || to == "node/scheduler" || to == "node/identity"
 		case under(from, "node/agent"):
 			return to == "consensus/statedb"
+		case from == "node/hostfail":
+			// This host's lease, guard, duplicate check and drain: Raft's
+			// status, the state, the agents' hypervisor and fence types
+			// and the API's routes; never the daemon (node).
+			return to == "consensus" || to == "consensus/statedb" || to == "node/agent" || to == "rest"
+		case from == "node/readiness":
+			// The catch-up gate: Raft's status and the API's routes.
+			return to == "consensus" || to == "rest"
 		case from == "node/imagecache":
-			return to == "consensus/statedb" || to == "hv/storage"
+			// The blob side of the images API is the cache's.
+			return to == "consensus/statedb" || to == "hv/storage" || to == "rest/image"
 		case from == "node/membership":
 			return to == "consensus/statedb" || to == "gossip" || to == "rest" || to == "rest/cluster"
 		case under(from, "rest"):

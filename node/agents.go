@@ -17,6 +17,7 @@ import (
 	"github.com/peerstack/peerstack/hv/qemu"
 	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/readiness"
 )
 
 // AgentOptions configure the per-host agent (node/agent): which hypervisor,
@@ -106,7 +107,7 @@ func (n *Node) runAgents(ctx context.Context) {
 	pre, stopPre := context.WithCancel(ctx)
 	preDone := make(chan struct{})
 	go func() { defer close(preDone); fence.Run(pre, nil, nil) }()
-	n.waitCaughtUp(ctx, log)
+	readiness.WaitCaughtUp(ctx, n.raft, log)
 	stopPre()
 	<-preDone
 	if ctx.Err() != nil {
@@ -136,29 +137,6 @@ func (n *Node) runAgents(ctx context.Context) {
 	}
 	if err := ag.Run(ctx); err != nil {
 		log.Error("agent stopped", "err", err)
-	}
-}
-
-// waitCaughtUp waits (up to 30 s) until this host has a leader and has
-// applied everything it knows is committed, so the agent does not act on
-// a state that is still replaying after a restart.
-func (n *Node) waitCaughtUp(ctx context.Context, log *slog.Logger) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		id, _ := n.raft.Leader()
-		st := n.raft.Status()
-		if id != "" && st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex {
-			return
-		}
-		if time.Now().After(deadline) {
-			log.Warn("state not caught up after 30s; starting the agent anyway", "applied", st.AppliedIndex, "commit", st.CommitIndex)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 

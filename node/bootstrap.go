@@ -11,6 +11,7 @@ import (
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/identity"
+	"github.com/peerstack/peerstack/node/membership"
 )
 
 // bootstrapCommand builds the command that seeds a new cluster's state.
@@ -75,7 +76,7 @@ func defaultFlavors(now time.Time) []statedb.Flavor {
 // data dir, so `openstack --os-cloud peerstack` works with no edits.
 func (n *Node) writeClientFiles(password string) error {
 	caPath := filepath.Join(n.cfg.DataDir, "ca.pem")
-	if err := writeFileAtomic(caPath, []byte(n.caPEM), 0o644); err != nil {
+	if err := membership.WriteFileAtomic(caPath, []byte(n.caPEM), 0o644); err != nil {
 		return err
 	}
 	absCA, _ := filepath.Abs(caPath)
@@ -99,7 +100,7 @@ clouds:
     identity_api_version: 3
     cacert: %s
 `, filepath.Join(mustAbs(n.cfg.DataDir), "clouds.yaml"), authURL, password, absCA)
-	return writeFileAtomic(filepath.Join(n.cfg.DataDir, "clouds.yaml"), []byte(clouds), 0o600)
+	return membership.WriteFileAtomic(filepath.Join(n.cfg.DataDir, "clouds.yaml"), []byte(clouds), 0o600)
 }
 
 func mustAbs(p string) string {

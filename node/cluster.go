@@ -15,6 +15,7 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/hv/qemu"
+	"github.com/peerstack/peerstack/node/membership"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/cluster"
 	restidentity "github.com/peerstack/peerstack/rest/identity"
@@ -24,14 +25,14 @@ import (
 func (n *Node) mountServices(srv *rest.Server) {
 	srv.Mount(cluster.Service(n))
 	srv.Mount(cluster.SettingsService(n))
-	srv.Mount(n.commitService())
+	srv.Mount(n.ready.CommitService())
 	srv.Mount(restidentity.Service(n))
 	n.mountCompute(srv)
 	n.mountImages(srv)
 	n.mountNetworks(srv)
 	n.mountVolumes(srv)
-	n.mountHostFail(srv)
-	n.mountDrain(srv)
+	srv.Mount(n.lease.Service())
+	srv.Mount(n.drain.Service(n))
 	srv.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -114,38 +115,12 @@ func (n *Node) ApplyForwarded(ctx context.Context, data []byte, fromHost, token 
 // Members lists the cluster's hosts with Raft role and gossip state.
 func (n *Node) Members() []cluster.Member {
 	conf, _ := n.raft.Configuration()
-	roles := map[string]string{}
-	leaderID, _ := n.raft.Leader()
+	servers := make([]membership.RaftServer, 0, len(conf))
 	for _, s := range conf {
-		switch {
-		case s.ID == leaderID:
-			roles[s.ID] = "leader"
-		case s.Voter:
-			roles[s.ID] = "voter"
-		default:
-			roles[s.ID] = "nonvoter"
-		}
+		servers = append(servers, membership.RaftServer{ID: s.ID, Voter: s.Voter})
 	}
-	gm := map[string]gossip.Member{}
-	for _, m := range n.gossip.Members() {
-		gm[m.Name] = m
-	}
-	var out []cluster.Member
-	for _, m := range n.State().Members() {
-		cm := cluster.Member{ID: m.ID, Name: m.Name, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, GossipAddr: m.GossipAddr,
-			RaftRole: "none", GossipState: "dead", Disabled: m.Disabled}
-		if r, ok := roles[m.ID]; ok {
-			cm.RaftRole = r
-		}
-		if g, ok := gm[m.ID]; ok {
-			cm.GossipState = string(g.State)
-			cm.VTEPAddr, cm.Accel, cm.Arch, cm.Version = g.Meta.VTEPAddr, g.Meta.Accel, g.Meta.Arch, g.Meta.SWVersion
-			cm.Capacity = cluster.Capacity{VCPUs: g.Meta.VCPUs, RAMMB: g.Meta.RAMMB, DiskGB: g.Meta.DiskGB,
-				UsedVCPUs: g.Meta.UsedVCPUs, UsedRAMMB: g.Meta.UsedRAMMB, UsedDiskGB: g.Meta.UsedDiskGB}
-		}
-		out = append(out, cm)
-	}
-	return out
+	leaderID, _ := n.raft.Leader()
+	return membership.MemberList(n.State().Members(), servers, leaderID, n.gossip.Members())
 }
 
 // Status summarises Raft from this host's point of view.
@@ -164,56 +139,35 @@ func (n *Node) Status() cluster.Status {
 	return s
 }
 
-// Leave removes this host from the cluster gracefully: leadership moves
-// away, the member record goes and its certificate is revoked (one entry,
-// see removeSelf), the leader drops it from Raft, gossip says goodbye and
-// the daemon stops (Left is closed).
+// Leave removes this host from the cluster gracefully (membership.Leaver):
+// leadership moves away, the member record goes and its certificate is
+// revoked (one entry, see removeSelf), the leader drops it from Raft,
+// gossip says goodbye and the daemon stops (Left is closed).
 func (n *Node) Leave(ctx context.Context) error {
-	if len(n.State().Members()) <= 1 {
-		return rest.BadRequest("the last host of a cluster cannot leave it")
-	}
-	if err := n.checkLeaveEmpty(); err != nil {
-		return err
-	}
-	if n.raft.IsLeader() {
-		if err := n.raft.TransferLeadership(); err != nil {
-			return fmt.Errorf("leave: hand over leadership: %w", err)
-		}
-	}
-	revoked, err := n.removeSelf(ctx)
-	if err != nil {
-		return fmt.Errorf("leave: %w", err)
-	}
-	n.mu.Lock()
-	n.id.Left = true
-	err = saveIdentity(n.cfg.DataDir, n.id)
-	n.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	go func() {
-		// Let the leader drop us from Raft before gossip says goodbye.
-		// (Revoked, the others have already cut us off and drop us anyway.)
-		deadline := time.Now().Add(10 * time.Second)
-		for !revoked && time.Now().Before(deadline) {
+	l := &membership.Leaver{HostID: n.id.NodeID, Raft: n.raft, CheckEmpty: n.drain.CheckLeaveEmpty, Remove: n.removeSelf,
+		MarkLeft: func() error {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.id.Left = true
+			return saveIdentity(n.cfg.DataDir, n.id)
+		},
+		InRaft: func() (bool, error) {
 			conf, err := n.raft.Configuration()
 			in := false
 			for _, s := range conf {
 				in = in || s.ID == n.id.NodeID
 			}
-			if err == nil && !in {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		m := n.buildMeta()
-		m.Leaving = true
-		_ = n.gossip.UpdateMeta(context.Background(), m)
-		_ = n.gossip.Leave(2 * time.Second)
-		n.log.Info("left the cluster", "node", n.id.NodeID)
-		close(n.left)
-	}()
-	return nil
+			return in, err
+		},
+		Goodbye: func() {
+			m := n.buildMeta()
+			m.Leaving = true
+			_ = n.gossip.UpdateMeta(context.Background(), m)
+			_ = n.gossip.Leave(2 * time.Second)
+			n.log.Info("left the cluster", "node", n.id.NodeID)
+			close(n.left)
+		}}
+	return l.Leave(ctx)
 }
 
 // buildMeta is this host's gossip metadata.
@@ -278,36 +232,14 @@ func (n *Node) metaLoop(ctx context.Context) {
 
 // registerLoop keeps this host's member record in step with its addresses.
 func (n *Node) registerLoop(ctx context.Context) {
-	for {
-		m, ok := n.State().Member(n.id.NodeID)
-		if ok && m.APIAddr == n.id.APIAddr && m.RaftAddr == n.id.RaftAddr && m.GossipAddr == n.id.GossipAddr && m.Name == n.id.Name && m.Version == Version {
-			return
-		}
+	self := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
+		GossipAddr: n.id.GossipAddr, Version: Version}
+	left := func() bool {
 		n.mu.Lock()
-		left := n.id.Left
-		n.mu.Unlock()
-		if left {
-			return
-		}
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		rec := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr, GossipAddr: n.id.GossipAddr, Version: Version}
-		if ok {
-			rec.JoinedAt = m.JoinedAt
-		} else {
-			rec.JoinedAt = n.Now()
-		}
-		_, err := n.raft.Propose(actx, statedb.CmdRegisterMember, rec)
-		cancel()
-		if err == nil {
-			return
-		}
-		n.log.Debug("register member: retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
+		defer n.mu.Unlock()
+		return n.id.Left
 	}
+	membership.Register(ctx, n.raft, self, left, n.Now, n.log)
 }
 
 // hostCapacity reads vCPUs, RAM and disk for instances from the host.

@@ -20,6 +20,7 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/leader"
+	"github.com/peerstack/peerstack/node/membership"
 )
 
 // Default listen addresses (docs/install.md: ports).
@@ -281,18 +282,7 @@ func LocalAPIAddr(dataDir string) (string, error) {
 	return id.APIAddr, nil
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
 func saveIdentity(dataDir string, id *identityFile) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
-	return writeFileAtomic(identityPath(dataDir), b, 0o600)
+	return membership.WriteFileAtomic(identityPath(dataDir), b, 0o600)
 }

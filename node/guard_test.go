@@ -4,33 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/hostfail"
 )
-
-func TestHeartbeatPathInRunDirOrDataDir(t *testing.T) {
-	run, d1, d2 := t.TempDir(), t.TempDir(), t.TempDir()
-	p1, p2 := heartbeatPathIn(run, d1), heartbeatPathIn(run, d2)
-	if filepath.Dir(p1) != run || filepath.Dir(p2) != run || p1 == p2 {
-		t.Fatalf("heartbeats %s and %s; want two files in %s", p1, p2, run)
-	}
-	if again := heartbeatPathIn(run, d1+"/."); again != p1 {
-		t.Fatalf("heartbeat of the same data dir = %s, then %s", p1, again)
-	}
-	// A run dir that cannot be made (its parent is a file): the data dir.
-	file := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if p := heartbeatPathIn(filepath.Join(file, "run"), d1); filepath.Dir(p) != d1 {
-		t.Fatalf("heartbeat with no writable run dir = %s; want it in %s", p, d1)
-	}
-}
 
 // guardRig runs RunGuard over a data dir with an identity and a fresh
 // heartbeat, and waits until the guard wrote its pidfile.
@@ -40,7 +21,7 @@ func guardRig(t *testing.T) (dataDir, heartbeat string, done <-chan error) {
 	if err := saveIdentity(dataDir, &identityFile{NodeID: "n1", ClusterID: "c1", Name: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	heartbeat = heartbeatPathIn(t.TempDir(), dataDir)
+	heartbeat = hostfail.HeartbeatPath(t.TempDir(), dataDir)
 	if err := agent.WriteHeartbeat(heartbeat, agent.MonoNow()+time.Hour, nil); err != nil {
 		t.Fatal(err)
 	}

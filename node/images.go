@@ -2,17 +2,15 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"sync"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
-	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/imagecache"
+	"github.com/peerstack/peerstack/node/readiness"
 	"github.com/peerstack/peerstack/rest"
 	restimage "github.com/peerstack/peerstack/rest/image"
 )
@@ -78,7 +76,7 @@ func (n *Node) runImageCache(ctx context.Context) {
 		log.Error("image cache not started", "err", err)
 		return
 	}
-	n.waitCaughtUp(ctx, log)
+	readiness.WaitCaughtUp(ctx, n.raft, log)
 	if err := c.Run(ctx); err != nil {
 		log.Error("image cache stopped", "err", err)
 	}
@@ -109,10 +107,18 @@ func (n *Node) EnsureImage(ctx context.Context, imageID string) (path string, fo
 }
 
 // mountImages registers the images API.
-func (n *Node) mountImages(srv *rest.Server) { srv.Mount(restimage.Service(imageAPI{n})) }
+func (n *Node) mountImages(srv *rest.Server) { srv.Mount(restimage.Service(newImageAPI(n))) }
 
-// imageAPI is the node seen as rest/image's Backend.
-type imageAPI struct{ *Node }
+// imageAPI is the node seen as rest/image's Backend: the state from the
+// node, the bytes from the image cache.
+type imageAPI struct {
+	*Node
+	imagecache.BlobAPI
+}
+
+func newImageAPI(n *Node) imageAPI {
+	return imageAPI{Node: n, BlobAPI: imagecache.BlobAPI{Cache: n.imageCache}}
+}
 
 func (a imageAPI) HostID() string { return a.id.NodeID }
 
@@ -122,81 +128,4 @@ func (a imageAPI) MaxImageSize() int64 {
 		return cfg.Settings.EffectiveImageSizeLimit()
 	}
 	return statedb.DefaultImageSizeLimit
-}
-
-// NewBlob starts an upload's blob in this host's store.
-func (a imageAPI) NewBlob(context.Context) (restimage.BlobWriter, error) {
-	c, err := a.imageCache()
-	if err != nil {
-		return nil, err
-	}
-	u, err := c.NewUpload()
-	if err != nil {
-		return nil, err
-	}
-	return uploadBlob{u}, nil
-}
-
-// uploadBlob adapts imagecache.Upload to restimage.BlobWriter.
-type uploadBlob struct{ *imagecache.Upload }
-
-func (u uploadBlob) Inspect() (restimage.Inspection, error) {
-	f, err := storage.BlobInspectFile(u.TempPath())
-	return restimage.Inspection{Format: f.Format, VirtualSize: f.VirtualSize, BackingFile: f.BackingFile, DataFile: f.DataFile}, err
-}
-
-func (u uploadBlob) Commit(ctx context.Context) (restimage.BlobResult, error) {
-	sums, holders, err := u.Upload.Commit(ctx)
-	return restimage.BlobResult{Size: sums.Size, MD5: sums.MD5, SHA256: sums.SHA256, SHA512: sums.SHA512, Holders: holders}, err
-}
-
-// OpenImage opens an image's bytes for download: the local copy, else the
-// share, else a stream from a holder.
-func (a imageAPI) OpenImage(ctx context.Context, img *statedb.Image) (io.ReadCloser, error) {
-	c, err := a.imageCache()
-	if err != nil {
-		return nil, err
-	}
-	return c.Open(ctx, img)
-}
-
-// DropBlob removes a local blob no image record and no local disk uses.
-func (a imageAPI) DropBlob(_ context.Context, sum string) error {
-	c, err := a.imageCache()
-	if err != nil {
-		return err
-	}
-	return c.DropBlob(sum)
-}
-
-func (a imageAPI) OpenLocalBlob(sum string) (io.ReadCloser, int64, error) {
-	c, err := a.imageCache()
-	if err != nil {
-		return nil, 0, err
-	}
-	f, size, err := c.OpenLocal(sum)
-	switch {
-	case errors.Is(err, storage.ErrBlobNotFound):
-		return nil, 0, fmt.Errorf("%w: %v", restimage.ErrNoBlob, err)
-	case err != nil:
-		return nil, 0, err
-	}
-	return f, size, nil
-}
-
-// VerifyBlob re-hashes a local blob a peer found corrupt; a corrupt copy
-// goes, and this host stops being a holder of its images.
-func (a imageAPI) VerifyBlob(ctx context.Context, sum string) error {
-	c, err := a.imageCache()
-	if err != nil {
-		return err
-	}
-	err = c.Verify(ctx, sum)
-	switch {
-	case errors.Is(err, storage.ErrBlobNotFound):
-		return fmt.Errorf("%w: %v", restimage.ErrNoBlob, err)
-	case errors.Is(err, storage.ErrBlobCorrupt):
-		return fmt.Errorf("%w: %v", restimage.ErrCorrupt, err)
-	}
-	return err
 }

@@ -17,7 +17,7 @@ import (
 func (n *Node) admitter() *membership.Admitter {
 	return &membership.Admitter{
 		SelfID: n.id.NodeID, SelfName: n.id.Name, State: n.State, Proposer: nodeProposer{n}, Clock: n.clock,
-		Members: n.gossip.Members, MaxClockSkew: n.cfg.MaxClockSkew, CertTTL: n.cfg.CertTTL, Secrets: n.clusterSecrets, Logger: n.log,
+		Members: n.gossip.Members, MaxClockSkew: n.cfg.MaxClockSkew, CertTTL: n.cfg.CertTTL, Secrets: func() (string, []byte, error) { cfg, _ := n.State().Cluster(); return n.files.Secrets(cfg) }, Logger: n.log,
 	}
 }
 
@@ -58,7 +58,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 			ln.Close()
 			n.shutdownParts()
 			if written {
-				for _, p := range []string{n.tlsDir(), filepath.Join(n.cfg.DataDir, "raft"),
+				for _, p := range []string{n.files.TLSDir(), filepath.Join(n.cfg.DataDir, "raft"),
 					filepath.Join(n.cfg.DataDir, "gossip.key"), identityPath(n.cfg.DataDir)} {
 					os.RemoveAll(p)
 				}
@@ -90,7 +90,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 	if err := n.writeSecrets(resp.CACert, resp.Cert, keyPEM, resp.GossipKey); err != nil {
 		return err
 	}
-	if err := n.writeCAKey(resp.CAKey); err != nil {
+	if err := n.files.WriteCAKey(resp.CAKey); err != nil {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID, Peers: resp.Peers}

@@ -21,8 +21,10 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/hostfail"
 	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
+	"github.com/peerstack/peerstack/node/readiness"
 	"github.com/peerstack/peerstack/rest"
 	"github.com/peerstack/peerstack/rest/dashboard"
 )
@@ -38,7 +40,8 @@ type Node struct {
 	apiLn  net.Listener
 	client *http.Client // mTLS client for host-to-host calls
 	caPEM  string
-	certs  *membership.Keypair // this host's certificate, renewed by certLoop
+	certs  *membership.Keypair // this host's certificate, renewed by membership.CertRenewer
+	files  membership.Files    // where this host keeps its secrets
 	conns  *membership.Conns   // TLS connections with members, cut at revocation (revocation.go)
 
 	// Bootstrap only: the generated admin password, shown once.
@@ -56,6 +59,8 @@ type Node struct {
 	// contacts is when, as leader, this host last heard a lease renewal
 	// from each host (hostfail.go).
 	contacts *leader.Contacts
+	lease    *hostfail.Lease   // lease renewals with the leader (hostfail.go)
+	drain    *hostfail.Drainer // drain before leaving (hostfail.go)
 
 	mu       sync.Mutex
 	metaNow  gossip.Meta
@@ -63,7 +68,7 @@ type Node struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	left     chan struct{}
-	ready    readiness // caught up with the cluster since start (ready.go)
+	ready    *readiness.Gate // caught up with the cluster since start
 }
 
 // Start creates, joins or resumes a cluster member, depending on the data
@@ -75,7 +80,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000),
+	n := &Node{cfg: cfg, log: cfg.Logger, files: membership.Files{DataDir: cfg.DataDir}, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000),
 		contacts: leader.NewContacts(nil)}
 	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
 		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
@@ -104,8 +109,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return n, n.bootstrap(ctx)
 	}
 }
-
-func (n *Node) tlsDir() string { return filepath.Join(n.cfg.DataDir, "tls") }
 
 // keepPort reuses the port a host had before when asked for port 0, so a
 // restarted host keeps its addresses.
@@ -183,11 +186,11 @@ func (n *Node) bootstrap(ctx context.Context) (err error) {
 	}
 	gossipKey := make([]byte, 32)
 	_, _ = rand.Read(gossipKey)
-	created = append(created, n.tlsDir(), filepath.Join(n.cfg.DataDir, "raft"), filepath.Join(n.cfg.DataDir, "gossip.key"))
+	created = append(created, n.files.TLSDir(), filepath.Join(n.cfg.DataDir, "raft"), filepath.Join(n.cfg.DataDir, "gossip.key"))
 	if err := n.writeSecrets(ca.CertPEM(), certPEM, keyPEM, gossipKey); err != nil {
 		return err
 	}
-	if err := n.writeCAKey(caKeyPEM); err != nil {
+	if err := n.files.WriteCAKey(caKeyPEM); err != nil {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: clusterID}
@@ -256,19 +259,19 @@ func (n *Node) resume(ctx context.Context) (err error) {
 }
 
 func (n *Node) writeSecrets(caPEM, certPEM, keyPEM string, gossipKey []byte) error {
-	if err := os.MkdirAll(n.tlsDir(), 0o700); err != nil {
+	if err := os.MkdirAll(n.files.TLSDir(), 0o700); err != nil {
 		return fmt.Errorf("tls dir: %w", err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
 	}{
-		{filepath.Join(n.tlsDir(), "ca.crt"), []byte(caPEM)},
-		{filepath.Join(n.tlsDir(), "node.crt"), []byte(certPEM)},
-		{filepath.Join(n.tlsDir(), "node.key"), []byte(keyPEM)},
+		{filepath.Join(n.files.TLSDir(), "ca.crt"), []byte(caPEM)},
+		{filepath.Join(n.files.TLSDir(), "node.crt"), []byte(certPEM)},
+		{filepath.Join(n.files.TLSDir(), "node.key"), []byte(keyPEM)},
 		{filepath.Join(n.cfg.DataDir, "gossip.key"), []byte(hex.EncodeToString(gossipKey))},
 	} {
-		if err := writeFileAtomic(f.name, f.data, 0o600); err != nil {
+		if err := membership.WriteFileAtomic(f.name, f.data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -287,9 +290,9 @@ func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKey []byte, e
 		}
 		return string(b)
 	}
-	caPEM = read(filepath.Join(n.tlsDir(), "ca.crt"))
-	certPEM = read(filepath.Join(n.tlsDir(), "node.crt"))
-	keyPEM = read(filepath.Join(n.tlsDir(), "node.key"))
+	caPEM = read(filepath.Join(n.files.TLSDir(), "ca.crt"))
+	certPEM = read(filepath.Join(n.files.TLSDir(), "node.crt"))
+	keyPEM = read(filepath.Join(n.files.TLSDir(), "node.key"))
 	gk := read(filepath.Join(n.cfg.DataDir, "gossip.key"))
 	if err != nil {
 		return
@@ -373,6 +376,9 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
 	n.updateMeta(ctx)
+	n.wireHostFail()
+	n.ready = &readiness.Gate{SelfID: n.id.NodeID, SelfName: n.id.Name, Raft: rn, AddrOf: n.apiAddrOf, Client: n.client,
+		Logger: n.log}
 
 	base := n.cfg.PublicURL
 	if base == "" {
@@ -384,7 +390,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.mountServices(srv)
 	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))
 	srv.Mount(dash.Service())
-	n.api = rest.HTTPServer(n.readyGate(dash.Wrap(srv.Handler())), rest.Limits{})
+	n.api = rest.HTTPServer(n.ready.Wrap(dash.Wrap(srv.Handler())), rest.Limits{})
 	n.api.TLSConfig = serverTLS
 	n.api.ErrorLog = slog.NewLogLogger(n.log.With("sub", "http").Handler(), slog.LevelDebug)
 	n.apiLn = n.conns.Listener(rest.LimitListener(apiLn, rest.Limits{}), serverTLS)
@@ -421,8 +427,12 @@ func (n *Node) startLoops() {
 	n.cancel = cancel
 	n.wg.Add(9)
 	go func() { defer n.wg.Done(); n.cutRevokedLoop(ctx) }()
-	go func() { defer n.wg.Done(); n.watchReady(ctx) }()
-	go func() { defer n.wg.Done(); n.certLoop(ctx) }()
+	go func() { defer n.wg.Done(); n.ready.Watch(ctx) }()
+	go func() {
+		defer n.wg.Done()
+		(&membership.CertRenewer{HostID: n.id.NodeID, State: n.State, Files: n.files, Clock: n.clock, TTL: n.cfg.CertTTL,
+			Hosts: n.certHosts, Keypair: n.certs, Logger: n.log}).Run(ctx)
+	}()
 	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
@@ -451,6 +461,10 @@ func (n *Node) Consensus() *consensus.Node { return n.raft }
 
 // Gossip exposes gossip for tests.
 func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Ready reports whether the host has caught up with the cluster since it
+// started.
+func (n *Node) Ready() bool { return n.ready != nil && n.ready.Ready() }
 
 // Left is closed when this host has left the cluster through the API.
 func (n *Node) Left() <-chan struct{} { return n.left }

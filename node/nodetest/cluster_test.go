@@ -174,7 +174,7 @@ func TestJoinTokenRules(t *testing.T) {
 		t.Fatalf("malformed token: err = %v; want 'malformed'", err)
 	}
 	// Expired token.
-	exp, _, err := c.Node(0).CreateJoinToken(ctx, time.Millisecond)
+	exp, _, err := c.Node(0).CreateJoinToken(adminContext(ctx, t, c.Node(0)), time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,48 @@
+package membership
+
+import (
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+)
+
+func TestFilesSecretsPreferTheDiskOverTheState(t *testing.T) {
+	f := Files{DataDir: t.TempDir()}
+	if err := os.MkdirAll(f.TLSDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := &statedb.ClusterConfig{CAKeyPEM: "state-key", GossipKey: []byte("state-gossip")}
+	// An older cluster: only the state holds them.
+	if k, g, err := f.Secrets(old); err != nil || k != "state-key" || string(g) != "state-gossip" {
+		t.Fatalf("secrets from the state = %q, %q, %v", k, g, err)
+	}
+	if _, _, err := f.Secrets(nil); err == nil {
+		t.Fatal("no CA key anywhere: want an error")
+	}
+	if err := f.WriteCAKey("disk-key"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.DataDir, "gossip.key"), []byte(hex.EncodeToString([]byte("disk-gossip"))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k, g, err := f.Secrets(old); err != nil || k != "disk-key" || string(g) != "disk-gossip" {
+		t.Fatalf("secrets from the disk = %q, %q, %v", k, g, err)
+	}
+	if fi, err := os.Stat(filepath.Join(f.TLSDir(), "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %v, %v; want mode 0600", fi, err)
+	}
+	if err := f.WriteCAKey(""); err != nil {
+		t.Fatalf("empty CA key: %v", err)
+	}
+}
+
+func TestRenewAtTwoThirds(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got, want := renewAt(issued, issued.Add(24*time.Hour)), issued.Add(16*time.Hour); !got.Equal(want) {
+		t.Fatalf("renewAt = %v; want %v", got, want)
+	}
+}
