@@ -130,18 +130,25 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		if m.ID == f.SelfID {
 			continue
 		}
-		var sightings []time.Time
+		var sightings, renewals []time.Time
 		if t, ok := w.seen[m.ID]; ok {
 			sightings = append(sightings, t)
 		}
 		if t, ok := f.Contacts.Last(m.ID); ok {
-			sightings = append(sightings, t)
+			sightings, renewals = append(sightings, t), append(renewals, t)
 		}
 		v := Judge(Silence(now, w.start, sightings...), tFence)
+		// The fenced verdict rests on lease renewals alone, as the host's
+		// own fence does: a host that answers gossip but cannot renew (its
+		// lease path broken, its agent hung) has killed its HA servers'
+		// VMs at T_fence, and they must run again elsewhere.
+		v.Fenced = Judge(Silence(now, w.start, renewals...), tFence).Fenced
+		v.Down = v.Down || v.Fenced
 		h, had := sn.HostHealth(m.ID)
 		// A host is back only on evidence: a young term's silence is
 		// short because the term is, not because the host spoke.
-		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down
+		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down &&
+			!Judge(Silence(now, time.Time{}, renewals...), tFence).Fenced
 		switch {
 		case had && h.Draining:
 			// the host drains itself to leave: its word, not silence, counts
@@ -177,22 +184,18 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 // for want of lease renewals, but its servers would never be restarted).
 // Evidence is a direct probe of this host that g answered: its time
 // (ClockMeasuredAt, on gossip's clock) changed since the last tick. It is
-// counted at this tick, after the fact, so the silence is never
-// undercounted. A member whose acks carry no probe time (an older build,
-// or none answered since it rejoined) counts as sighted while alive, as
-// before.
+// counted at this tick, after the fact: up to a tick later than the
+// answer, which errs towards a later verdict, the safe side. A member
+// with no probe time (none answered since it rejoined) is not sighted;
+// the first probe time a term sees is only recorded (it may be from
+// before the term: a young term must not lift a verdict on it).
 func sighted(w *watch, g gossip.Member) bool {
-	if g.State != gossip.StateAlive {
+	if g.State != gossip.StateAlive || g.ClockMeasuredAt.IsZero() {
 		return false
 	}
-	if g.ClockMeasuredAt.IsZero() {
-		return true
-	}
-	if last, ok := w.probed[g.Name]; ok && last.Equal(g.ClockMeasuredAt) {
-		return false
-	}
+	last, ok := w.probed[g.Name]
 	w.probed[g.Name] = g.ClockMeasuredAt
-	return true
+	return ok && !last.Equal(g.ClockMeasuredAt)
 }
 
 func (f Failover) propose(ctx context.Context, t statedb.CmdType, payload any, what, host string) {
