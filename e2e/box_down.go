@@ -190,6 +190,9 @@ func (b *Box) Down(ctx context.Context) error {
 	for i := range b.Hosts {
 		b.KillHost(i + 1)
 	}
+	for _, h := range b.Hosts {
+		removeGuardFiles(h.DataDir)
+	}
 	return teardown(ctx, st, b.log)
 }
 

@@ -277,6 +277,19 @@ func guardPIDFiles(dataDir string) []string {
 	}
 }
 
+// removeGuardFiles removes the fence-guard files of the daemon of
+// dataDir (heartbeat, its temporary copy, lock and pidfile, in /run and
+// the data dir), once that daemon and its guard are gone: named after a
+// hash of the data dir, they would pile up run after run.
+func removeGuardFiles(dataDir string) {
+	for _, pidfile := range guardPIDFiles(dataDir) {
+		hb := strings.TrimSuffix(pidfile, ".pid")
+		for _, f := range []string{hb, hb + ".tmp", hb + ".lock", hb + ".pid"} {
+			_ = os.Remove(f)
+		}
+	}
+}
+
 // killGuard SIGKILLs the fence guard of the daemon of dataDir, by the pid
 // in its pidfile, when that pid is still a fence guard of this data dir.
 func killGuard(dataDir string) {

@@ -48,7 +48,6 @@ func TestBoxHostFailure(t *testing.T) {
 	defer cancel()
 	t0 := time.Now()
 	s, up := startTestBox(t, ctx, "qemu-system-x86_64", "qemu-img", "openstack", "ganesha.nfsd", "rpcbind", "nfs-ls")
-	t.Cleanup(func() { removeHeartbeats(s.b) })
 	hf := &hostFail{s: s}
 	rows, err := s.runSteps(hf.steps(), true, false)
 	rows = append([]stepResult{up}, rows...)
@@ -470,10 +469,8 @@ func (hf *hostFail) stepStop(s *scenario, _ int) (string, error) {
 	// Never two writers: the guard killed the old QEMU before the new one
 	// started (the old one was seen dead at oldDead, at most 20 ms after
 	// it died; the new one's start is from /proc, to 10 ms).
-	if ft.oldDead == 0 || ft.oldDead >= ft.newStart {
-		return s.b.Host(old).Name, fmt.Errorf("two QEMUs of %s: the old one on %s was last seen alive %.2fs after the SIGSTOP "+
-			"and dead at %.2fs, the new one on %s started at %.2fs",
-			hf.id, s.b.Host(old).Name, ft.oldAlive.Seconds(), ft.oldDead.Seconds(), s.b.Host(ft.newHost).Name, ft.newStart.Seconds())
+	if err := hf.overlap(ft, old, "SIGSTOP"); err != nil {
+		return s.b.Host(old).Name, err
 	}
 	guard, _ := os.ReadFile(filepath.Join(s.b.Host(old).DataDir, "fence-guard.log"))
 	if !strings.Contains(string(guard), "killed the VM of an HA server") {
@@ -553,10 +550,8 @@ func (hf *hostFail) cutOff(s *scenario, from []int, name string) (string, error)
 	if err := hf.failover(name, ft, api, token, logs); err != nil {
 		return s.b.Host(old).Name, err
 	}
-	if ft.oldDead == 0 || ft.oldDead >= ft.newStart {
-		return s.b.Host(old).Name, fmt.Errorf("two QEMUs of %s: the old one on %s was last seen alive %.2fs after the cut "+
-			"and dead at %.2fs, the new one on %s started at %.2fs",
-			hf.id, s.b.Host(old).Name, ft.oldAlive.Seconds(), ft.oldDead.Seconds(), s.b.Host(ft.newHost).Name, ft.newStart.Seconds())
+	if err := hf.overlap(ft, old, "cut"); err != nil {
+		return s.b.Host(old).Name, err
 	}
 	if !strings.Contains(readFrom(s.b.Host(old).LogFile, logs[old]), "fence: no quorum contact for T_fence") {
 		return s.b.Host(old).Name, fmt.Errorf("the old QEMU died, but %s's log does not say its fence killed it", s.b.Host(old).Name)
@@ -681,17 +676,4 @@ func (hf *hostFail) figures() string {
 	b.WriteString("(seconds from the power-off, SIGSTOP or cut; T_fence 10 s, fenced after 12.5 s of silence;\n" +
 		" GUEST UPTIME is the new guest's own uptime at READY: the rest of NEW QEMU→READY is firmware and GRUB under TCG)\n")
 	return b.String()
-}
-
-// removeHeartbeats removes the fence guards' files of the box's hosts in
-// /run/peerstack (a killed guard leaves them behind).
-func removeHeartbeats(b *Box) {
-	for _, h := range b.Hosts {
-		for _, pidfile := range guardPIDFiles(h.DataDir) {
-			hb := strings.TrimSuffix(pidfile, ".pid")
-			for _, f := range []string{hb, hb + ".tmp", hb + ".lock", hb + ".pid"} {
-				_ = os.Remove(f)
-			}
-		}
-	}
 }

@@ -338,3 +338,24 @@ func (b *Box) freezeAndKill(i int) ([]string, error) {
 	b.KillHost(i) // reaps the daemon (our child) and waits for it
 	return killed, nil
 }
+
+// overlap checks the timing evidence of never two writers: the new QEMU
+// must have started after the old one was last seen alive. The old one
+// died between oldAlive and oldDead (the 20 ms poll can stall under
+// load); a new start inside that window proves nothing either way, and is
+// reported: the disk log's single-writer check decides then.
+func (hf *hostFail) overlap(ft *failoverTimes, old int, what string) error {
+	s := hf.s
+	switch {
+	case ft.newStart == 0:
+		return fmt.Errorf("the new QEMU of %s on %s: no start time read from /proc", hf.id, s.b.Host(ft.newHost).Name)
+	case ft.oldDead == 0 || ft.oldAlive >= ft.newStart:
+		return fmt.Errorf("two QEMUs of %s: the old one on %s was last seen alive %.2fs after the %s "+
+			"and dead at %.2fs, the new one on %s started at %.2fs",
+			hf.id, s.b.Host(old).Name, ft.oldAlive.Seconds(), what, ft.oldDead.Seconds(), s.b.Host(ft.newHost).Name, ft.newStart.Seconds())
+	case ft.oldDead >= ft.newStart:
+		fmt.Fprintf(s.out, "the old QEMU died between %.2fs and %.2fs, the new one started at %.2fs: inconclusive by timing (a stalled poll); the disk log decides\n",
+			ft.oldAlive.Seconds(), ft.oldDead.Seconds(), ft.newStart.Seconds())
+	}
+	return nil
+}
