@@ -516,16 +516,7 @@ func applyReleaseVolume(t *Txn, c *Command) error {
 	if _, ok := t.read().Instance(a.ServerID); ok {
 		return Errorf(KindConflict, "server %s still exists; detach the volume instead", a.ServerID)
 	}
-	if a.DeleteOnTermination {
-		// Attached with delete_on_termination: goes with its server, as a
-		// boot volume does (releaseRootVolume).
-		v.Attachments = []VolumeAttachment{}
-		if v.Status != VolumeDeleting {
-			v.Status, v.ErrorReason, v.PrevSizeGB = VolumeDeleting, "", 0
-		}
-	} else {
-		dropAttachment(v)
-	}
+	releaseAttachment(v, a) // as a boot volume's (releaseRootVolume)
 	v.UpdatedAt = c.Time
 	return t.insert(tblVolumes, v)
 }

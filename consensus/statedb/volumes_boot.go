@@ -223,16 +223,22 @@ func releaseRootVolume(t *Txn, now time.Time, inst *Instance) error {
 		return nil
 	}
 	v := copyVolume(old)
-	if a.DeleteOnTermination {
-		v.Attachments = []VolumeAttachment{}
-		if v.Status != VolumeDeleting {
-			// A file operation in flight (creating, extending) finishes
-			// first: the host agent serialises the volume's operations.
-			v.Status, v.ErrorReason, v.PrevSizeGB = VolumeDeleting, "", 0
-		}
-	} else {
-		dropAttachment(v)
-	}
+	releaseAttachment(v, a)
 	v.UpdatedAt = now
 	return t.insert(tblVolumes, v)
+}
+
+// releaseAttachment lets go of v's attachment a to a server being
+// removed: with DeleteOnTermination the volume is deleted (a file
+// operation in flight, creating or extending, finishes first: the host
+// agent serialises the volume's operations), else it is detached.
+func releaseAttachment(v *Volume, a *VolumeAttachment) {
+	if !a.DeleteOnTermination {
+		dropAttachment(v)
+		return
+	}
+	v.Attachments = []VolumeAttachment{}
+	if v.Status != VolumeDeleting {
+		v.Status, v.ErrorReason, v.PrevSizeGB = VolumeDeleting, "", 0
+	}
 }
