@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
 // metricsHandler exposes Raft and membership gauges for Prometheus. The
@@ -47,9 +49,10 @@ var apiServices = map[string]bool{"identity": true, "compute": true, "image": tr
 	"network": true, "cluster": true, "internal": true}
 
 // observeRequest records one answered API request; scrapes of /metrics
-// itself are left out, so watching does not change the figure.
+// itself are left out, so watching does not change the figure, and so are
+// the dashboard's event streams, which last as long as a page is open.
 func (n *Node) observeRequest(path string, _ int, d time.Duration) {
-	if path == "/metrics" {
+	if path == "/metrics" || path == dashboard.EventsPath {
 		return
 	}
 	svc, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")

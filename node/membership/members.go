@@ -77,8 +77,8 @@ type Leaver struct {
 	// Goodbye tells gossip this host leaves and stops the daemon.
 	Goodbye func()
 	// Remove takes this host's member record out (and, where the cluster
-	// allows, revokes its certificate in the same entry: revoked). nil:
-	// propose RemoveMember.
+	// allows, revokes its certificate in the same entry). nil: propose
+	// RemoveMember.
 	Remove func(ctx context.Context) (revoked bool, err error)
 }
 
@@ -97,10 +97,8 @@ func (l *Leaver) Leave(ctx context.Context) error {
 			return fmt.Errorf("leave: hand over leadership: %w", err)
 		}
 	}
-	revoked := false
 	if l.Remove != nil {
-		var err error
-		if revoked, err = l.Remove(ctx); err != nil {
+		if _, err := l.Remove(ctx); err != nil {
 			return fmt.Errorf("leave: %w", err)
 		}
 	} else if _, err := l.Raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: l.HostID}); err != nil {
@@ -110,10 +108,13 @@ func (l *Leaver) Leave(ctx context.Context) error {
 		return err
 	}
 	go func() {
-		// Let the leader drop us from Raft before gossip says goodbye.
-		// (Revoked, the others have cut this host off and drop it anyway.)
+		// Let the leader drop us from Raft before gossip says goodbye and
+		// the daemon stops — revoked too: the members keep this host's Raft
+		// connections until the leader has taken it out of the
+		// configuration, and stopping before that could leave a two-host
+		// cluster without a quorum.
 		deadline := time.Now().Add(10 * time.Second)
-		for !revoked && time.Now().Before(deadline) {
+		for time.Now().Before(deadline) {
 			if in, err := l.InRaft(); err == nil && !in {
 				break
 			}

@@ -129,7 +129,7 @@ func PinnedNoHost(sn *statedb.Snapshot, i *statedb.Instance, pin string) string 
 	switch {
 	case pin == statedb.NoHostPin:
 		return fmt.Sprintf("%s The requested host is not the host of boot volume %s (local storage).", statedb.NoValidHost, i.RootVolume)
-	case pin == i.RequestedHost:
+	case pin == i.RequestedHost && i.Host == "":
 		return fmt.Sprintf("%s The requested host %s cannot take the server.", statedb.NoValidHost, name)
 	}
 	return fmt.Sprintf("%s Boot volume %s is on host %s's local storage, and that host cannot take the server.",

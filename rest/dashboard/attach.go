@@ -92,7 +92,9 @@ func noTimeouts(w http.ResponseWriter) {
 // readInput reads the WebSocket's messages (text or binary: keystrokes)
 // into the returned channel until the connection ends, then cancels.
 func readInput(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn) <-chan []byte {
-	input := make(chan []byte, 64)
+	// A few messages at most wait for the console: each may be a 1 MiB
+	// paste, and a guest that does not read holds them.
+	input := make(chan []byte, 4)
 	go func() {
 		defer cancel()
 		for {

@@ -303,18 +303,35 @@
     clearInterval(timer); timer = setInterval(refresh, 10000);
   }
   // The host pushes a "change" event whenever the replicated state moves
-  // on; bursts of changes redraw once.
+  // on; bursts of changes redraw at most once a second. A hidden tab lets
+  // go of its stream (browsers allow six connections per host), and a
+  // stream the host refused (a 503 while it catches up) is opened again
+  // with back-off: a browser does not retry those by itself.
+  let lastDraw = 0, backoff = 1000, retry = null;
   function listen() {
     stopEvents();
+    if (!session || document.hidden) return;
     events = new EventSource("/dashboard/events");
-    events.onopen = () => { document.body.dataset.events = "open"; };
+    events.onopen = () => { document.body.dataset.events = "open"; backoff = 1000; };
+    events.onerror = () => {
+      if (!events || events.readyState !== EventSource.CLOSED) return;
+      delete document.body.dataset.events;
+      events = null;
+      retry = setTimeout(listen, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    };
     events.addEventListener("change", () => {
       if (pending) return;
       pending = true;
-      setTimeout(() => { pending = false; if (session) refresh(); }, 100);
+      setTimeout(() => { pending = false; lastDraw = Date.now(); if (session) refresh(); }, Math.max(100, 1000 - (Date.now() - lastDraw)));
     });
   }
-  function stopEvents() { if (events) { events.close(); events = null; } }
+  function stopEvents() {
+    clearTimeout(retry);
+    if (events) { events.close(); events = null; }
+    delete document.body.dataset.events;
+  }
+  document.addEventListener("visibilitychange", () => { if (document.hidden) stopEvents(); else if (session) { refresh(); listen(); } });
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("#login-error").textContent = "";
