@@ -109,7 +109,8 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 		a.Logger.Warn("join refused", "name", req.Name, "api", req.APIAddr, "token", req.TokenID, "err", err)
 		return nil, err
 	}
-	if m, ok := a.State().Member(req.NodeID); ok && !a.repeat(req, m) {
+	m, registered := a.State().Member(req.NodeID)
+	if registered && !a.repeat(req, m) {
 		return nil, rest.Conflictf("host id %s is already a member (host %q): a joining host needs a new identity; "+
 			"join from an empty data dir, not a copy of a member's", req.NodeID, m.Name)
 	}
@@ -151,11 +152,16 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 	if err != nil {
 		return nil, rest.BadRequest("%v", err)
 	}
-	if err := a.Proposer.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{
-		ID: req.NodeID, Name: req.Name, APIAddr: req.APIAddr, RaftAddr: req.RaftAddr,
-		GossipAddr: req.GossipAddr, JoinedAt: a.now(), Version: req.Version,
-	}); err != nil {
-		return nil, err
+	// A repeated join (its first answer was lost) finds the host already
+	// registered: registering it again would be a command for another
+	// member, which a host may not forward.
+	if !registered {
+		if err := a.Proposer.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{
+			ID: req.NodeID, Name: req.Name, APIAddr: req.APIAddr, RaftAddr: req.RaftAddr,
+			GossipAddr: req.GossipAddr, JoinedAt: a.now(), Version: req.Version,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	var peers []string
 	for _, m := range a.State().Members() {

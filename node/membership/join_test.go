@@ -188,9 +188,24 @@ func TestJoinRetryAfterLostAnswer(t *testing.T) {
 	if _, err := a.adm.Join(ctx, req); err != nil {
 		t.Fatal(err)
 	}
+	registers := func() int {
+		n := 0
+		for _, p := range a.adm.Proposer.(*agenttest.Proposer).Proposals() {
+			if p.Type == statedb.CmdRegisterMember {
+				n++
+			}
+		}
+		return n
+	}
+	before := registers()
 	resp, err := a.adm.Join(ctx, req)
 	if err != nil {
 		t.Fatalf("the same host repeating its join = %v; want admitted", err)
+	}
+	// Already registered: registering it again would be a host command
+	// for another member, which the leader refuses from a follower.
+	if n := registers() - before; n != 0 {
+		t.Fatalf("the repeated join proposed RegisterMember %d times; want none", n)
 	}
 	if _, err := membership.ParseCert(resp.Cert); err != nil {
 		t.Fatal(err)

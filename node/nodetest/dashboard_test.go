@@ -79,12 +79,20 @@ func newDashEnv(t testing.TB) *dashEnv {
 	return e
 }
 
-// run runs browser actions with a deadline, failing the test on error.
+// run runs browser actions with a deadline, failing the test on error. A
+// node that a redraw replaced between being found and being clicked (the
+// views redraw on every pushed state change, as a user would see) is
+// looked up again: the actions did nothing yet.
 func (e *dashEnv) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	err := chromedp.Do(ctx, actions...)
+	for try := 0; err != nil && strings.Contains(err.Error(), "Could not find node with given id") && try < 5; try++ {
+		time.Sleep(100 * time.Millisecond)
+		err = chromedp.Do(ctx, actions...)
+	}
+	if err != nil {
 		body, _ := chromedp.Run(e.ctx, chromedp.Evaluate[string](`document.body.innerText`))
 		e.t.Fatalf("%s: %v\npage text: %s", what, err, body)
 	}
