@@ -51,7 +51,7 @@ func TestBoxHostFailure(t *testing.T) {
 		t.Log("PEERSTACK_E2E_FULL unset: the host-failure box runs with the full e2e set (make test, make e2e)")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	t0 := time.Now()
 	s, up := startTestBox(t, ctx, "qemu-system-x86_64", "qemu-img", "openstack", "ganesha.nfsd", "rpcbind", "nfs-ls")
