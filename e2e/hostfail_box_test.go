@@ -28,11 +28,18 @@ import (
 //     guard keep running): the guard must kill the QEMU before the leader
 //     restarts the server elsewhere (checked from /proc), and SIGCONT must
 //     not bring a second writer back;
+//   - the server's host has its daemon SIGKILLed and not restarted (QEMU
+//     and guard keep running): the guard must kill the QEMU before the
+//     restart elsewhere; the daemon started again runs nothing twice;
 //   - the server's host is cut off from the other hosts but still reaches
 //     the NAS: its own fence must kill the QEMU before the restart
 //     elsewhere, and once reconnected it must not run it again;
-//   - then from the leader alone (the third host still vouches for it in
-//     gossip): the same must happen.
+//   - the server's host has its daemon SIGKILLed and started again within
+//     T_fence: nothing moves (same QEMU, same guest boot, no fence
+//     verdict), and if it led, the leadership moves off it;
+//   - then the server's host, now a follower, is cut off from the leader
+//     alone (the third host still vouches for it in gossip): the same as
+//     for the partition must happen.
 //
 // After each case the log is read from the NAS's export and checked: the
 // writers' records never interleave and every record a guest printed as
@@ -69,9 +76,11 @@ type hostFail struct {
 	consoles map[string]string // every console seen, by "<host>/<boot>"
 	records  int               // records on the disk at the last check
 	cases    []hfCase
-	stopped  int   // host whose daemon is SIGSTOPped, 0 if none
-	cut      int   // host cut off, 0 if none
-	cutFrom  []int // the hosts it is cut off from
+	stopped  int      // host whose daemon is SIGSTOPped, 0 if none
+	killed   int      // host whose daemon is SIGKILLed, 0 if none
+	kept     []string // the cases where nothing moved, with their figures
+	cut      int      // host cut off, 0 if none
+	cutFrom  []int    // the hosts it is cut off from
 }
 
 // hfCase is one failover's figures.
@@ -113,10 +122,14 @@ func (hf *hostFail) steps() []boxStep {
 		{name: "daemon SIGSTOPped: guard kills, then restart", run: hf.stepStop},
 		{name: "SIGCONT: the stopped host runs nothing twice", run: hf.stepCont},
 		{name: "log on the NAS: one writer at a time (again)", run: hf.stepCheckLog},
+		{name: "daemon SIGKILLed: guard kills, then restart", run: hf.stepKill},
+		{name: "log on the NAS: one writer at a time (third)", run: hf.stepCheckLog},
+		{name: "killed daemon started again: nothing twice", run: hf.stepRestartKilled},
 		{name: "partition, NAS reachable: self-fence, restart", run: hf.stepPartition},
 		{name: "partition healed: runs nothing twice", run: hf.stepHeal},
-		{name: "log on the NAS: one writer at a time (third)", run: hf.stepCheckLog},
-		{name: "cut from the leader only (or leader from one)", run: hf.stepCutFromLeader},
+		{name: "log on the NAS: one writer at a time (fourth)", run: hf.stepCheckLog},
+		{name: "daemon SIGKILLed, back within T_fence: stays", run: hf.stepKillBack},
+		{name: "cut from the leader only (server's host follows)", run: hf.stepCutFromLeader},
 		{name: "cut healed: runs nothing twice", run: hf.stepHeal},
 		{name: "log on the NAS: one writer at a time (last)", run: hf.stepCheckLog},
 		{name: "delete the server and its volume", run: hf.stepDelete},
@@ -578,15 +591,19 @@ func (hf *hostFail) stepPartition(s *scenario, _ int) (string, error) {
 // stepCutFromLeader cuts the server's host off from the leader alone: the
 // third host still reaches both and vouches for it in gossip, but the
 // host cannot renew its lease, fences itself, and the leader must restart
-// its server elsewhere. When the server's host leads, the case is the
-// leader cut off from one follower: it keeps its quorum, so nothing may
-// move (the writer keeps writing there).
+// its server elsewhere. The step before (a quick daemon restart on the
+// server's host) leaves that host a follower; should it lead again all
+// the same, the case run is the leader cut off from one follower: it
+// keeps its quorum, so nothing may move (the writer keeps writing
+// there). The output and the figures say which variant ran.
 func (hf *hostFail) stepCutFromLeader(s *scenario, _ int) (string, error) {
 	l, err := s.leader(hf.liveOther(hf.host))
 	if err != nil {
 		return "", err
 	}
 	if l != hf.host {
+		fmt.Fprintf(s.out, "variant: the server's host %s follows; cutting it off from the leader %s\n",
+			s.b.Host(hf.host).Name, s.b.Host(l).Name)
 		return hf.cutOff(s, []int{l}, "cut from leader")
 	}
 	f := hf.liveOther(l)
@@ -594,7 +611,9 @@ func (hf *hostFail) stepCutFromLeader(s *scenario, _ int) (string, error) {
 		return "", err
 	}
 	hf.cut, hf.cutFrom = l, []int{f}
-	fmt.Fprintf(s.out, "the server's host %s leads: cut it off from %s only; nothing may move\n", s.b.Host(l).Name, s.b.Host(f).Name)
+	hf.kept = append(hf.kept, fmt.Sprintf("cut from the leader: the other variant ran (the server's host %s led): the leader cut off from %s, nothing moved",
+		s.b.Host(l).Name, s.b.Host(f).Name))
+	fmt.Fprintf(s.out, "variant: the server's host %s leads: cut it off from %s only; nothing may move\n", s.b.Host(l).Name, s.b.Host(f).Name)
 	pid, err := hf.serverQEMU(l)
 	if err != nil {
 		return "", err
@@ -673,7 +692,10 @@ func (hf *hostFail) figures() string {
 			fmt.Sprintf("h%d→h%d", ft.oldHost, ft.newHost), secs(ft.oldDead), secs(ft.down), secs(ft.fenced),
 			secs(ft.newStart), secs(ft.active), secs(ft.ready), secs(ft.writing), cmpOr(ft.uptime, "-"))
 	}
-	b.WriteString("(seconds from the power-off, SIGSTOP or cut; T_fence 10 s, fenced after 12.5 s of silence;\n" +
+	for _, k := range hf.kept {
+		b.WriteString(k + "\n")
+	}
+	b.WriteString("(seconds from the power-off, SIGSTOP, SIGKILL or cut; T_fence 10 s, fenced after 12.5 s of silence;\n" +
 		" GUEST UPTIME is the new guest's own uptime at READY: the rest of NEW QEMU→READY is firmware and GRUB under TCG)\n")
 	return b.String()
 }
