@@ -20,7 +20,7 @@ import (
 // connect failed or timed out; a reset after connecting, as a TLS server
 // gives on plain text, is OPEN; http: the answer was HTTP).
 // guard?via=IP&A:P… asks the guest at IP to probe instead and relays its
-// answer.
+// answer (with nc: busybox wget crashes on the static build).
 func guestWeb(marker string) string {
 	return `mkdir -p /www/cgi-bin && echo ` + marker + ` > /www/index.html
 cat > /www/cgi-bin/guard <<'GUARD'
@@ -29,7 +29,7 @@ echo "Content-Type: text/plain"
 echo
 q=$QUERY_STRING
 case "$q" in
-via=*) v=${q#via=}; wget -q -T 60 -O - "http://${v%%&*}:8080/cgi-bin/guard?${v#*&}"; exit 0;;
+via=*) v=${q#via=}; printf 'GET /cgi-bin/guard?%s HTTP/1.0\r\n\r\n' "${v#*&}" | timeout 60 nc -w 4 ${v%%&*} 8080; exit 0;;
 esac
 d=$(mktemp -d); n=0
 for t in $(echo "$q" | tr '&' ' '); do
