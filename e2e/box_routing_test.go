@@ -28,6 +28,14 @@ import (
 //     again) and printed;
 //   - vm2, in another group, does not answer vm1 until a rule of its group
 //     names vm1's group as the remote group;
+//   - neither guest (vm1 with its floating IP, vm2 through SNAT) can open
+//     a connection to any host's Raft or gossip port or to the NAS's NFS
+//     and rpcbind ports, which the underlay reaches; both reach every
+//     host's API;
+//   - the floating IP moves to vm2 on the other host and back (CLI, then
+//     timed through the API): the LAN reaches the new VM only, only the
+//     new VM's host answers ARP for the address, and the time from the
+//     move to the first answer is printed;
 //   - removing the floating IP, the servers and the router leaves no router
 //     namespace of this box on the machine.
 func TestBoxRoutingSecurityGroups(t *testing.T) {
@@ -45,11 +53,11 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 	if _, err := os.Stat(guestImage()); err != nil {
 		t.Fatalf("guest image missing (run `make guest-image`): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 17*time.Minute)
 	defer cancel()
 	out := testWriter{t}
 	t0 := time.Now()
-	b, err := StartBox(ctx, BoxOptions{Hosts: 2, LAN: true, Kind: "test", Bin: Binary(t), Log: out})
+	b, err := StartBox(ctx, BoxOptions{Hosts: 2, LAN: true, NFS: true, Kind: "test", Bin: Binary(t), Log: out})
 	if err != nil {
 		t.Fatalf("start box: %v", err)
 	}
@@ -88,6 +96,9 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 	r.snat()
 	r.floatingIP()
 	r.remoteGroup()
+	r.openGroupB()
+	r.guard()
+	r.moveFIP()
 	r.teardown(routerNS)
 	fmt.Fprintf(out, "routing box test: %.1fs in all\n", time.Since(t0).Seconds())
 }
@@ -159,13 +170,11 @@ func (r *routingRun) lanSh(ctx context.Context, script string) (string, error) {
 	return sh(ctx, "ip", "netns", "exec", r.lan.NS, "bash", "-c", script)
 }
 
-// vm1Data is vm1's user data: a web server on 8080, a ping of the LAN
-// gateway until it answers (SNAT), then a watch of vm2 that prints each
-// change between answering and not.
+// vm1Data is vm1's user data: a web server on 8080 (guestWeb), a ping of
+// the LAN gateway until it answers (SNAT), then a watch of vm2 that prints
+// each change between answering and not.
 func vm1Data(lan string) string {
-	return `#!/bin/sh
-mkdir -p /www && echo PEERSTACK-HTTP-VM1 > /www/index.html && httpd -p 8080 -h /www
-i=0
+	return "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM1") + `i=0
 while [ $i -lt 300 ]; do
   if ping -c1 -W1 ` + lan + ` >/dev/null 2>&1; then echo "PEERSTACK-SNAT-OK"; break; fi
   i=$((i+1)); sleep 1
@@ -202,7 +211,7 @@ func (r *routingRun) setup() {
 	r.grp = fmt.Sprint(r.obj("server", "group", "create", "--policy", "anti-affinity", "rt-grp")["id"])
 	for _, vm := range []struct{ name, ip, group, data string }{
 		{"rt-vm1", rtVM1, "default", vm1Data(r.lan.Gateway)},
-		{"rt-vm2", rtVM2, "rt-b", "#!/bin/sh\nexit 0\n"},
+		{"rt-vm2", rtVM2, "rt-b", "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM2") + "exit 0\n"},
 	} {
 		ud := filepath.Join(s.dir, vm.name+".userdata")
 		if err := os.WriteFile(ud, []byte(vm.data), 0o644); err != nil {
@@ -252,9 +261,7 @@ func pingUntil(addr string) string {
 
 // webUntil is a probe script: HTTP GETs of vm1's page, each given 300 ms
 // (a dropped SYN is not retransmitted sooner), until one answers.
-func webUntil(addr string) string {
-	return "until curl -s --connect-timeout 0.3 -m 5 http://" + addr + ":8080/ | grep -q PEERSTACK-HTTP-VM1; do sleep 0.05; done"
-}
+func webUntil(addr string) string { return webUntilMarker(addr, "PEERSTACK-HTTP-VM1") }
 
 // blocked checks that check fails from the LAN namespace, twice.
 func (r *routingRun) blocked(check string) error {

@@ -102,7 +102,12 @@ func ifnameBytes(name string) []byte {
 
 // matchIf matches the input (in) or output interface name; a name ending
 // in "*" matches the prefix.
-func matchIf(in bool, name string) []expr.Any {
+func matchIf(in bool, name string) []expr.Any { return matchIfOp(in, name, expr.CmpOpEq) }
+
+// matchIfNot matches any interface name but name (or its prefix).
+func matchIfNot(in bool, name string) []expr.Any { return matchIfOp(in, name, expr.CmpOpNeq) }
+
+func matchIfOp(in bool, name string, op expr.CmpOp) []expr.Any {
 	key := expr.MetaKeyOIFNAME
 	if in {
 		key = expr.MetaKeyIIFNAME
@@ -113,7 +118,7 @@ func matchIf(in bool, name string) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
+		&expr.Cmp{Op: op, Register: 1, Data: data},
 	}
 }
 
@@ -220,11 +225,11 @@ func routerChains(r Router, transit netip.Addr) []nftChain {
 }
 
 // hostChains guard the host from its tenants and masquerade the routers'
-// transit addresses out of the external interfaces. Traffic entering from
+// transit addresses out of every interface but the routers' own. Traffic entering from
 // a router namespace may reach the host itself only on the allowed TCP
 // ports (and as replies), and may not reach the protected prefixes (the
 // cluster's hosts and storage) except on those ports.
-func hostChains(d Desired, externals []string) []nftChain {
+func hostChains(d Desired) []nftChain {
 	if len(d.Routers) == 0 {
 		return nil
 	}
@@ -245,10 +250,12 @@ func hostChains(d Desired, externals []string) []nftChain {
 		}
 		fwd = append(fwd, rule(matchIf(true, extRootPrefix+"*"), matchIPv4(), matchAddr(false, pfx), one(verdict(expr.VerdictDrop))))
 	}
-	for _, ext := range externals {
-		post = append(post, rule(matchIf(false, ext), matchIPv4(), matchAddr(true, transitNet), one(&expr.Masq{})))
-	}
-	seed := []any{d.AllowTCP, d.Protected, externals}
+	// Masquerade wherever the host routes the transit addresses out, not
+	// only on the external interfaces: where the cluster's addresses are
+	// on an underlay of their own, a VM reaching another member's API
+	// leaves by it, and the answer must come back to this host.
+	post = append(post, rule(matchIfNot(false, extRootPrefix+"*"), matchIPv4(), matchAddr(true, transitNet), one(&expr.Masq{})))
+	seed := []any{d.AllowTCP, d.Protected, "masquerade out of all but " + extRootPrefix}
 	return []nftChain{
 		{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: input, hashSeed: seed},
 		{name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: fwd, hashSeed: seed},

@@ -72,6 +72,21 @@ func sysctl(w *writer, key, val string) error {
 	return nil
 }
 
+// noIPv6 turns IPv6 off in the calling thread's namespace, for the
+// interfaces there and those still to come (a kernel without IPv6 has
+// nothing to turn off).
+func noIPv6(w *writer) error {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return nil
+	}
+	for _, k := range []string{"net/ipv6/conf/default/disable_ipv6", "net/ipv6/conf/all/disable_ipv6"} {
+		if err := sysctl(w, k, "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ensureNamedNS opens the named namespace, creating it when missing.
 func ensureNamedNS(w *writer, name string) (netns.NsHandle, error) {
 	if h, err := netns.GetFromName(name); err == nil {

@@ -265,7 +265,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err != nil {
 		return *st, fmt.Errorf("nftables: %w", err)
 	}
-	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals))
+	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d))
 	w.addN(n, "table inet %s", tblHost)
 	if err != nil {
 		return *st, err
@@ -316,6 +316,14 @@ func (m *Manager) applyRouter(host *hostNS, w *writer, r Router, name string, tr
 		return err
 	}
 	if err := inNS(rns, func() error { return sysctl(w, "net/ipv4/ip_forward", "1") }); err != nil {
+		return err
+	}
+	// Routers are IPv4 only. With IPv6 on, a new interface would send
+	// duplicate address detection and multicast listener reports from the
+	// gateway MAC before the bridge table that keeps that MAC off the
+	// overlays is in place, and other hosts would learn it behind their
+	// tunnels. Set before the interfaces exist, so they start without it.
+	if err := inNS(rns, func() error { return noIPv6(w) }); err != nil {
 		return err
 	}
 	wantNSLinks := map[string]bool{}

@@ -2,8 +2,10 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +80,13 @@ func TestAnycastGatewayEastWest(t *testing.T) {
 		if n.HardwareAddr.String() == gwMAC2.String() || n.HardwareAddr.String() == gwMAC1.String() {
 			t.Errorf("host A learnt a gateway MAC %s behind the overlay", n.HardwareAddr)
 		}
+	}
+
+	// Routers are IPv4 only: no interface of theirs holds an IPv6 address
+	// (which would send from the gateway MAC before the bridge table is in
+	// place).
+	if out, err := exec.Command("ip", "-n", a.mgr.NSName("r1-0000-1111"), "-6", "-o", "addr", "show").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("router namespace has IPv6 addresses (%v):\n%s", err, out)
 	}
 
 	// Without its local router, vm1 gets no gateway: host B's copy does
@@ -172,6 +181,42 @@ func TestFloatingIPSNATAndMove(t *testing.T) {
 	}
 	if src, err := w.lan.peerOf(t, l2, fip.String()+":9001"); err != nil || src != "203.0.113.1" {
 		t.Errorf("after the move the LAN reached vm2 from %q (%v)", src, err)
+	}
+}
+
+// TestSNATToClusterOnSeparateUnderlay: the hosts' cluster addresses are
+// on an underlay apart from the external network. A VM without a floating
+// IP reaches another host's API there under its own host's underlay
+// address (so the answer finds its way back), and still not the other
+// host's gossip port.
+func TestSNATToClusterOnSeparateUnderlay(t *testing.T) {
+	needRoot(t)
+	w := newWorld(t, 2, 100, 200)
+	a, b := w.hosts[0], w.hosts[1]
+	ul := newTNS(t, "ul")
+	ul.bridge(t, "ulbr", 0)
+	for i, h := range w.hosts {
+		wire(t, h.ns, "ul0", "", 0, ul, fmt.Sprintf("ulh%d", i), "ulbr")
+		h.ns.addr(t, "ul0", fmt.Sprintf("10.0.0.%d/24", 11+i))
+	}
+	vm1 := w.vm(t, a, "psbr100", vm1MAC, "10.0.1.5/24", "10.0.1.1")
+	gw := &Gateway{Iface: "eth0", SNAT: true}
+	d := Desired{Routers: []Router{r1(gw)}, AllowTCP: []uint16{8774}, Externals: []string{"eth0"},
+		Protected: []netip.Prefix{netip.MustParsePrefix("10.0.0.11/32"), netip.MustParsePrefix("10.0.0.12/32")}}
+	a.apply(t, d)
+	b.apply(t, d)
+	if st := a.apply(t, d); st.Writes != 0 {
+		t.Errorf("second apply on A: %d writes; want none", st.Writes)
+	}
+
+	api := b.ns.listen(t, "10.0.0.12:8774")
+	if src, err := vm1.peerOf(t, api, "10.0.0.12:8774"); err != nil || src != "10.0.0.11" {
+		t.Errorf("vm1 reached host B's API on the underlay from %q (%v); want host A's underlay address", src, err)
+	}
+	b.ns.listen(t, "10.0.0.12:7946")
+	if c, err := vm1.dial("10.0.0.12:7946", 2*time.Second); err == nil {
+		c.Close()
+		t.Error("vm1 opened a connection to host B's gossip port on the underlay")
 	}
 }
 
