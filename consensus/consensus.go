@@ -132,6 +132,7 @@ type Node struct {
 	store  *statedb.Store
 	fsm    *fsm
 	trans  *raft.NetworkTransport
+	stream *tlsStream
 	logs   *raftboltdb.BoltStore
 	notify chan bool
 	log    *slog.Logger
@@ -203,7 +204,7 @@ func New(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, logs: logs, notify: notify, log: cfg.Logger, stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, stream: stream, logs: logs, notify: notify, log: cfg.Logger, stopped: make(chan struct{})}
 	watch.node.Store(n)
 	n.electAloneSoon(tm)
 	return n, nil
@@ -565,6 +566,12 @@ func (n *Node) Shutdown() error {
 	// them end at once (a follower then elects sooner, see leadergone.go).
 	n.trans.CloseStreams()
 	n.trans.Close()
+	// An RPC handler still answering (a heartbeat saving the term) must
+	// finish before the log closes under it.
+	if !n.stream.in.drain(5 * time.Second) {
+		n.log.Error("raft RPC handlers still running 5 s after shutdown; its log files stay open")
+		return errors.Join(err, errors.New("raft shutdown: RPC handlers still running"))
+	}
 	if cerr := n.logs.Close(); err == nil {
 		err = cerr
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,6 +26,71 @@ type tlsStream struct {
 	// gone, when set, is told the certificate name and IP of a peer whose
 	// inbound connection ended.
 	gone func(name, ip string)
+	in   inbound
+}
+
+// inbound tracks the accepted connections whose Raft handler has not
+// returned yet: the transport's handler goroutines answer RPCs (a
+// heartbeat writes the current term) outside Raft's own goroutines, so
+// Raft's Shutdown does not wait for them, and closing the log under one
+// makes Raft panic ("failed to save current term: database not open").
+type inbound struct {
+	mu   sync.Mutex
+	open map[*inboundConn]struct{}
+}
+
+// inboundConn is an accepted connection; the transport's handler closes it
+// when it returns (deferred), which is what forgets it.
+type inboundConn struct {
+	net.Conn
+	owner *inbound
+	once  sync.Once
+}
+
+func (c *inboundConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.owner.mu.Lock()
+		delete(c.owner.open, c)
+		c.owner.mu.Unlock()
+	})
+	return err
+}
+
+func (in *inbound) add(c net.Conn) net.Conn {
+	ic := &inboundConn{Conn: c, owner: in}
+	in.mu.Lock()
+	if in.open == nil {
+		in.open = map[*inboundConn]struct{}{}
+	}
+	in.open[ic] = struct{}{}
+	in.mu.Unlock()
+	return ic
+}
+
+// drain closes the accepted connections under their handlers (a handler
+// reading the next RPC returns at once; one answering an RPC finishes it
+// first) and waits at most wait until every handler has returned. It
+// reports whether they all did.
+func (in *inbound) drain(wait time.Duration) bool {
+	in.mu.Lock()
+	for c := range in.open {
+		_ = c.Conn.Close()
+	}
+	in.mu.Unlock()
+	deadline := time.Now().Add(wait)
+	for {
+		in.mu.Lock()
+		n := len(in.open)
+		in.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TLSConns makes the TLS side of Raft's connections, so that whoever
@@ -48,10 +114,10 @@ func (s *tlsStream) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	c := net.Conn(s.conns.Server(raw, s.server))
-	if s.gone == nil {
-		return c, nil
+	if s.gone != nil {
+		c = &notifyConn{Conn: c, gone: s.gone}
 	}
-	return &notifyConn{Conn: c, gone: s.gone}, nil
+	return s.in.add(c), nil
 }
 
 // Links says which peers this node can reach (fault injection: a
