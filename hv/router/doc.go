@@ -24,7 +24,9 @@
 //     "peerstack-r" DNATs each floating IP to its fixed address and SNATs
 //     the fixed address back, and SNATs all other egress to the transit
 //     address, which the host table "peerstack-r" masquerades to the
-//     host's own address on the external interface. Overlapping tenant
+//     host's own address on the external interface (and, for traffic
+//     routed out of a router towards the cluster's protected addresses,
+//     on whichever interface leads there). Overlapping tenant
 //     CIDRs of different routers never meet: each router is its own
 //     namespace and leaves it under its own transit address.
 //   - a floating IP gets a /32 route to its router's veth and a proxy ARP

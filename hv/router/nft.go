@@ -104,9 +104,6 @@ func ifnameBytes(name string) []byte {
 // in "*" matches the prefix.
 func matchIf(in bool, name string) []expr.Any { return matchIfOp(in, name, expr.CmpOpEq) }
 
-// matchIfNot matches any interface name but name (or its prefix).
-func matchIfNot(in bool, name string) []expr.Any { return matchIfOp(in, name, expr.CmpOpNeq) }
-
 func matchIfOp(in bool, name string, op expr.CmpOp) []expr.Any {
 	key := expr.MetaKeyOIFNAME
 	if in {
@@ -225,11 +222,13 @@ func routerChains(r Router, transit netip.Addr) []nftChain {
 }
 
 // hostChains guard the host from its tenants and masquerade the routers'
-// transit addresses out of every interface but the routers' own. Traffic entering from
-// a router namespace may reach the host itself only on the allowed TCP
-// ports (and as replies), and may not reach the protected prefixes (the
-// cluster's hosts and storage) except on those ports.
-func hostChains(d Desired) []nftChain {
+// transit addresses out of the external interfaces, and towards the
+// protected prefixes (the cluster's hosts) wherever the host routes those.
+// Traffic entering from a router namespace may reach the host itself only
+// on the allowed TCP ports (and as replies), and may not reach the
+// protected prefixes (the cluster's hosts and storage) except on those
+// ports.
+func hostChains(d Desired, externals []string) []nftChain {
 	if len(d.Routers) == 0 {
 		return nil
 	}
@@ -250,12 +249,21 @@ func hostChains(d Desired) []nftChain {
 		}
 		fwd = append(fwd, rule(matchIf(true, extRootPrefix+"*"), matchIPv4(), matchAddr(false, pfx), one(verdict(expr.VerdictDrop))))
 	}
-	// Masquerade wherever the host routes the transit addresses out, not
-	// only on the external interfaces: where the cluster's addresses are
-	// on an underlay of their own, a VM reaching another member's API
-	// leaves by it, and the answer must come back to this host.
-	post = append(post, rule(matchIfNot(false, extRootPrefix+"*"), matchIPv4(), matchAddr(true, transitNet), one(&expr.Masq{})))
-	seed := []any{d.AllowTCP, d.Protected, "masquerade out of all but " + extRootPrefix}
+	for _, ext := range externals {
+		post = append(post, rule(matchIf(false, ext), matchIPv4(), matchAddr(true, transitNet), one(&expr.Masq{})))
+	}
+	// Where the cluster's addresses sit on an underlay of their own, a VM
+	// reaching another member's API (the forward rules above allow only
+	// those ports) leaves by it: masquerade that too, so the answer comes
+	// back to this host. Only traffic routed out of a router namespace
+	// (iifname), never bridged traffic, and only towards the protected
+	// prefixes: tenants must not reach other networks as the host.
+	for _, pfx := range d.Protected {
+		if pfx.Addr().Is4() {
+			post = append(post, rule(matchIf(true, extRootPrefix+"*"), matchIPv4(), matchAddr(true, transitNet), matchAddr(false, pfx), one(&expr.Masq{})))
+		}
+	}
+	seed := []any{d.AllowTCP, d.Protected, externals, "masquerade: externals, and protected via " + extRootPrefix}
 	return []nftChain{
 		{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: input, hashSeed: seed},
 		{name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter, typ: nftables.ChainTypeFilter, rules: fwd, hashSeed: seed},

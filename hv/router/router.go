@@ -265,7 +265,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err != nil {
 		return *st, fmt.Errorf("nftables: %w", err)
 	}
-	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d))
+	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals))
 	w.addN(n, "table inet %s", tblHost)
 	if err != nil {
 		return *st, err

@@ -218,6 +218,15 @@ func TestSNATToClusterOnSeparateUnderlay(t *testing.T) {
 		c.Close()
 		t.Error("vm1 opened a connection to host B's gossip port on the underlay")
 	}
+	// An address on the underlay that is not the cluster's (a management
+	// box, say) is not reached as the host: only the cluster's addresses
+	// get the masquerade there.
+	b.ns.addr(t, "ul0", "10.0.0.50/24")
+	b.ns.listen(t, "10.0.0.50:8774")
+	if c, err := vm1.dial("10.0.0.50:8774", 2*time.Second); err == nil {
+		c.Close()
+		t.Error("vm1 opened a connection to a non-cluster address on the underlay (masqueraded as host A)")
+	}
 }
 
 // TestOverlappingCIDRs: two routers on one host with the same tenant CIDR
