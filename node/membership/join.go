@@ -155,11 +155,14 @@ func (a *Admitter) Join(ctx context.Context, req cluster.JoinRequest) (*cluster.
 	// A repeated join (its first answer was lost) finds the host already
 	// registered: registering it again would be a command for another
 	// member, which a host may not forward.
+	// This host's state may not show it yet although the leader's does
+	// (the first attempt committed, its answer was lost): a refusal is
+	// then only that, and the record the first attempt wrote stands.
 	if !registered {
 		if err := a.Proposer.Propose(ctx, statedb.CmdRegisterMember, statedb.Member{
 			ID: req.NodeID, Name: req.Name, APIAddr: req.APIAddr, RaftAddr: req.RaftAddr,
 			GossipAddr: req.GossipAddr, JoinedAt: a.now(), Version: req.Version,
-		}); err != nil {
+		}); err != nil && !a.registeredAs(ctx, req) {
 			return nil, err
 		}
 	}
@@ -292,6 +295,23 @@ func (a *Admitter) checkVersion(req cluster.JoinRequest) error {
 		have = "a version that does not report itself"
 	}
 	return rest.Conflictf("this cluster's state holds changes made by peerstack %s; the joining host runs %s and could not apply them. Install peerstack %s or newer on it, then join again with the same token", floor, have, floor)
+}
+
+// registeredAs waits (at most 5 s) for this host's state to show the
+// joiner registered at the addresses it asks for, and reports whether it
+// does.
+func (a *Admitter) registeredAs(ctx context.Context, req cluster.JoinRequest) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m, ok := a.State().Member(req.NodeID); ok &&
+			m.APIAddr == req.APIAddr && m.RaftAddr == req.RaftAddr && m.GossipAddr == req.GossipAddr {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // repeat reports whether req repeats the join that registered member m:

@@ -227,3 +227,35 @@ func TestJoinRetryAfterLostAnswer(t *testing.T) {
 		t.Fatalf("a repeat after the retry window = %v; want 403", err)
 	}
 }
+
+// lateStateProposer applies RegisterMember and then answers as the leader
+// would to a second one for an existing member: this host's state lagged,
+// the first attempt had committed.
+type lateStateProposer struct{ *agenttest.Proposer }
+
+func (p lateStateProposer) Propose(ctx context.Context, t statedb.CmdType, payload any) error {
+	err := p.Proposer.Propose(ctx, t, payload)
+	if t == statedb.CmdRegisterMember && err == nil {
+		m := payload.(statedb.Member)
+		return statedb.Errorf(statedb.KindForbidden, "Host m1 may not propose RegisterMember for host %q.", m.ID)
+	}
+	return err
+}
+
+// A join whose RegisterMember the leader refuses because the joiner is
+// already registered — at the very addresses it asks for — is admitted:
+// the record stands. A refusal for anything else is still a refusal.
+func TestJoinAdmittedWhenAlreadyRegisteredAsAsked(t *testing.T) {
+	a := newAdmission(t)
+	a.adm.Proposer = lateStateProposer{&agenttest.Proposer{State: a.st}}
+	tok := a.token(time.Hour)
+	if _, err := a.adm.Join(context.Background(), a.request(tok, "h2", a.now)); err != nil {
+		t.Fatalf("join whose RegisterMember committed but was answered 403 = %v; want admitted", err)
+	}
+	a.adm.Proposer = &agenttest.Proposer{State: a.st}
+	tok3 := a.token(time.Hour)
+	a.adm.Proposer.(*agenttest.Proposer).FailWith(statedb.Errorf(statedb.KindForbidden, "no"))
+	if _, err := a.adm.Join(context.Background(), a.request(tok3, "h3", a.now)); err == nil {
+		t.Fatal("a join whose proposals all fail was admitted")
+	}
+}
