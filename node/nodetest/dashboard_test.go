@@ -80,15 +80,16 @@ func newDashEnv(t testing.TB) *dashEnv {
 }
 
 // run runs browser actions with a deadline, failing the test on error. A
-// node that a redraw replaced between being found and being clicked (the
+// node that a redraw replaced between being found and being used (the
 // views redraw on every pushed state change, as a user would see) is
-// looked up again: the actions did nothing yet.
+// looked up again: the actions did nothing yet. Chromium words it "Could
+// not find node with given id" or "No node with given id found".
 func (e *dashEnv) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
 	defer cancel()
 	err := chromedp.Do(ctx, actions...)
-	for try := 0; err != nil && strings.Contains(err.Error(), "Could not find node with given id") && try < 5; try++ {
+	for try := 0; err != nil && strings.Contains(err.Error(), "ode with given id") && try < 5; try++ {
 		time.Sleep(100 * time.Millisecond)
 		err = chromedp.Do(ctx, actions...)
 	}
