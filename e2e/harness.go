@@ -290,9 +290,10 @@ func removeGuardFiles(dataDir string) {
 	}
 }
 
-// killGuard SIGKILLs the fence guard of the daemon of dataDir, by the pid
-// in its pidfile, when that pid is still a fence guard of this data dir.
-func killGuard(dataDir string) {
+// guardPID returns the pid in a pidfile of the fence guard of the daemon
+// of dataDir, and that pidfile, when the pid is still a fence guard of
+// this data dir (not gone, not another process now); 0 otherwise.
+func guardPID(dataDir string) (int, string) {
 	for _, f := range guardPIDFiles(dataDir) {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -303,9 +304,17 @@ func killGuard(dataDir string) {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), "fence-guard") || !strings.Contains(string(cmdline), dataDir) {
-			continue // gone, or the pid is another process now
+		if err == nil && strings.Contains(string(cmdline), "fence-guard") && strings.Contains(string(cmdline), dataDir) {
+			return pid, f
 		}
+	}
+	return 0, ""
+}
+
+// killGuard SIGKILLs the fence guard of the daemon of dataDir, by the pid
+// in its pidfile, when that pid is still a fence guard of this data dir.
+func killGuard(dataDir string) {
+	if pid, _ := guardPID(dataDir); pid > 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

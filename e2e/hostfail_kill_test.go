@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -18,19 +17,8 @@ import (
 // that pid is still a fence guard of h's data dir) and its heartbeat file.
 func (hf *hostFail) guardOf(h int) (int, string, error) {
 	dd := hf.s.b.Host(h).DataDir
-	for _, f := range guardPIDFiles(dd) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-		if err == nil && strings.Contains(string(cmdline), "fence-guard") && strings.Contains(string(cmdline), dd) && procRunning(pid) {
-			return pid, strings.TrimSuffix(f, ".pid"), nil
-		}
+	if pid, f := guardPID(dd); pid > 0 && procRunning(pid) {
+		return pid, strings.TrimSuffix(f, ".pid"), nil
 	}
 	return 0, "", fmt.Errorf("no fence guard runs for %s (pidfiles %v)", hf.s.b.Host(h).Name, guardPIDFiles(dd))
 }

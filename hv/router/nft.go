@@ -102,9 +102,7 @@ func ifnameBytes(name string) []byte {
 
 // matchIf matches the input (in) or output interface name; a name ending
 // in "*" matches the prefix.
-func matchIf(in bool, name string) []expr.Any { return matchIfOp(in, name, expr.CmpOpEq) }
-
-func matchIfOp(in bool, name string, op expr.CmpOp) []expr.Any {
+func matchIf(in bool, name string) []expr.Any {
 	key := expr.MetaKeyOIFNAME
 	if in {
 		key = expr.MetaKeyIIFNAME
@@ -115,7 +113,7 @@ func matchIfOp(in bool, name string, op expr.CmpOp) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
-		&expr.Cmp{Op: op, Register: 1, Data: data},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
 	}
 }
 

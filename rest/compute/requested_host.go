@@ -61,10 +61,11 @@ func (s *service) parseRequestedHost(c *rest.Ctx, sn *statedb.Snapshot, req *ser
 
 // memberByName returns the id of the member named (or with id) name, or "".
 func memberByName(sn *statedb.Snapshot, name string) string {
-	for _, m := range sn.Members() {
-		if m.Name == name || m.ID == name {
-			return m.ID
-		}
+	if m, ok := sn.MemberByName(name); ok {
+		return m.ID
+	}
+	if m, ok := sn.Member(name); ok {
+		return m.ID
 	}
 	return ""
 }
