@@ -181,9 +181,13 @@ func (c *Ctx) Query(name string) string { return c.R.URL.Query().Get(name) }
 // MaxBody is the default JSON request body limit.
 const MaxBody = 1 << 20
 
-// Decode reads a JSON body into v with a size limit.
-func (c *Ctx) Decode(v any) error {
-	body := http.MaxBytesReader(c.W, c.R.Body, MaxBody)
+// Decode reads a JSON body into v with the default size limit.
+func (c *Ctx) Decode(v any) error { return c.DecodeLimit(v, MaxBody) }
+
+// DecodeLimit reads a JSON body of at most limit bytes into v; a longer
+// body is refused with 413 once limit bytes have been read.
+func (c *Ctx) DecodeLimit(v any, limit int64) error {
+	body := http.MaxBytesReader(c.W, c.R.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {

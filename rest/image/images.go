@@ -118,11 +118,28 @@ func checkProperty(key, value string) error {
 	return nil
 }
 
+// maxImageBody bounds image create and update bodies. The hard limits on
+// properties (32 KiB) and tags (128 of 255 bytes) keep every valid body far
+// below it; a bigger one is refused before it is read further, so a flood
+// of oversized creates costs the daemon little memory.
+const maxImageBody = 256 << 10
+
+// decodeImageBody reads an image create or update body of at most
+// maxImageBody bytes, naming the limits when it is over.
+func decodeImageBody(c *rest.Ctx, v any) error {
+	err := c.DecodeLimit(v, maxImageBody)
+	var he *rest.HTTPError
+	if errors.As(err, &he) && he.Status == http.StatusRequestEntityTooLarge {
+		return &rest.HTTPError{Status: he.Status, Msg: fmt.Sprintf("Request body too large: image bodies are limited to %d bytes, an image's extra properties to %d bytes.", maxImageBody, statedb.MaxImagePropertyBytes)}
+	}
+	return err
+}
+
 // create serves POST /v2/images: a flat JSON body; unknown string keys
 // become extra properties.
 func (s *service) create(c *rest.Ctx) (any, error) {
 	var body map[string]json.RawMessage
-	if err := c.Decode(&body); err != nil {
+	if err := decodeImageBody(c, &body); err != nil {
 		return nil, err
 	}
 	if body == nil {

@@ -185,7 +185,7 @@ func (s *service) update(c *rest.Ctx) (any, error) {
 		return nil, err
 	}
 	var ops []patchOp
-	if err := c.Decode(&ops); err != nil {
+	if err := decodeImageBody(c, &ops); err != nil {
 		return nil, err
 	}
 	t := targetOf(img)

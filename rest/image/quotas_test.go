@@ -44,4 +44,18 @@ func TestImagePropertyBytesLimit(t *testing.T) {
 	if after := e.b.State().Index; after != before {
 		t.Fatalf("a refused patch reached the state: index %d -> %d", before, after)
 	}
+
+	// A patch body over the image body limit is refused before it is read
+	// to its end, naming the limits.
+	ops = ops[:0]
+	for i := range 5 {
+		ops = append(ops, map[string]any{"op": "add", "path": fmt.Sprint("/q", i), "value": strings.Repeat("z", 60000)})
+	}
+	r = e.demo.Do("PATCH", "/image/v2/images/"+id, ops, "Content-Type", patchCT)
+	if r.Status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.Body), "262144") {
+		t.Fatalf("patch over the body limit = %d %s, want 413 naming 262144 bytes", r.Status, r.Body)
+	}
+	if after := e.b.State().Index; after != before {
+		t.Fatalf("a refused patch reached the state: index %d -> %d", before, after)
+	}
 }
