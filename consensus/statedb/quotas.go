@@ -266,46 +266,40 @@ func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
 // (Neutron counts them too) although creating them is never refused
 // (secgroups_apply.go).
 func (sn *Snapshot) QuotaUsage(projectID, userID, resource string) int64 {
-	var n int64
 	switch resource {
 	case QuotaInstances:
-		n = int64(len(sn.InstancesOfProject(projectID)))
-	case QuotaCores, QuotaRAM:
-		for _, i := range sn.InstancesOfProject(projectID) {
-			if resource == QuotaCores {
-				n += int64(i.Flavor.VCPUs)
-			} else {
-				n += int64(i.Flavor.RAMMB)
-			}
-		}
+		return sumBy(sn, tblInstances, "ProjectID", projectID, func(*Instance) int64 { return 1 })
+	case QuotaCores:
+		return sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 { return int64(i.Flavor.VCPUs) })
+	case QuotaRAM:
+		return sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 { return int64(i.Flavor.RAMMB) })
 	case QuotaKeyPairs:
-		if userID != "" {
-			n = int64(len(sn.Keypairs(userID)))
+		if userID == "" {
+			return 0
 		}
+		return sumBy(sn, tblKeypairs, "UserID", userID, func(*Keypair) int64 { return 1 })
 	case QuotaServerGroups:
-		n = int64(len(sn.ServerGroupsOfProject(projectID)))
+		return sumBy(sn, tblServerGroups, "ProjectID", projectID, func(*ServerGroup) int64 { return 1 })
 	case QuotaNetworks:
-		n = int64(len(listBy[Network](sn, tblNetworks, "ProjectID", projectID)))
+		return sumBy(sn, tblNetworks, "ProjectID", projectID, func(*Network) int64 { return 1 })
 	case QuotaSubnets:
-		n = int64(len(listBy[Subnet](sn, tblSubnets, "ProjectID", projectID)))
+		return sumBy(sn, tblSubnets, "ProjectID", projectID, func(*Subnet) int64 { return 1 })
 	case QuotaPorts:
-		n = int64(len(sn.PortsOfProject(projectID)))
+		return sumBy(sn, tblPorts, "ProjectID", projectID, func(*Port) int64 { return 1 })
 	case QuotaRouters:
-		n = int64(len(listBy[Router](sn, tblRouters, "ProjectID", projectID)))
+		return sumBy(sn, tblRouters, "ProjectID", projectID, func(*Router) int64 { return 1 })
 	case QuotaFloatingIPs:
-		n = int64(len(listBy[FloatingIP](sn, tblFloatingIPs, "ProjectID", projectID)))
+		return sumBy(sn, tblFloatingIPs, "ProjectID", projectID, func(*FloatingIP) int64 { return 1 })
 	case QuotaSecurityGroups:
-		n = int64(len(sn.SecGroupsOfProject(projectID)))
+		return sumBy(sn, tblSecGroups, "ProjectID", projectID, func(*SecurityGroup) int64 { return 1 })
 	case QuotaSecurityGroupRules:
-		n = int64(len(listBy[SecurityGroupRule](sn, tblSecRules, "ProjectID", projectID)))
+		return sumBy(sn, tblSecRules, "ProjectID", projectID, func(*SecurityGroupRule) int64 { return 1 })
 	case QuotaVolumes:
-		n = int64(len(sn.VolumesOfProject(projectID)))
+		return sumBy(sn, tblVolumes, "ProjectID", projectID, func(*Volume) int64 { return 1 })
 	case QuotaGigabytes:
-		for _, v := range sn.VolumesOfProject(projectID) {
-			n += int64(v.SizeGB)
-		}
+		return sumBy(sn, tblVolumes, "ProjectID", projectID, func(v *Volume) int64 { return int64(v.SizeGB) })
 	}
-	return n
+	return 0
 }
 
 // QuotaUsages counts a project's usage of each of resources.

@@ -280,6 +280,20 @@ func listBy[T any](sn *Snapshot, tbl, index, val string) []*T {
 	return out
 }
 
+// sumBy adds up f over the rows of tbl whose index equals val, without
+// collecting them (quota counting runs inside every create's apply).
+func sumBy[T any](sn *Snapshot, tbl, index, val string, f func(*T) int64) int64 {
+	it, err := sn.txn.Get(tbl, index, val)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for o := it.Next(); o != nil; o = it.Next() {
+		n += f(o.(*T))
+	}
+	return n
+}
+
 func firstBy[T any](sn *Snapshot, tbl, index, val string) (*T, bool) {
 	o, err := sn.txn.First(tbl, index, val)
 	if err != nil || o == nil {

@@ -17,10 +17,12 @@ import (
 // BenchmarkQuotaCreates measures server and port creates through Raft (a
 // follower forwarding to the leader, 3 in-process hosts) with quotas on
 // (finite limits: every create counts the project's usage inside apply)
-// and off (unlimited: no counting), in the same run. Each op is one
-// create in a fresh project; run with -benchtime=Nx for N creates.
+// and off (unlimited: no counting), in the same run. The two modes take
+// turns in rounds, each going first every other round, so a machine whose
+// load drifts during the run weighs on both alike; each mode keeps one project, whose usage grows round by
+// round. Run with -benchtime=Nx for N creates per mode and kind.
 //
-//	go test -run '^$' -bench QuotaCreates -benchtime=1000x ./node/nodetest/
+//	go test -run '^$' -bench QuotaCreates -benchtime=1200x ./node/nodetest/
 func BenchmarkQuotaCreates(b *testing.B) {
 	c := NewCluster(b, 3, quiet())
 	h := c.Node(c.Follower())
@@ -29,12 +31,13 @@ func BenchmarkQuotaCreates(b *testing.B) {
 	if flavor == nil {
 		b.Fatal("no m1.tiny flavor")
 	}
-	run := 0
+	modes := []string{"quotas-on", "quotas-off"}
 	for _, kind := range []string{"servers", "ports"} {
-		for _, mode := range []string{"quotas-on", "quotas-off"} {
-			b.Run(kind+"/"+mode, func(b *testing.B) {
-				run++
-				project := fmt.Sprintf("bench-%s-%s-%d", kind, mode, run)
+		b.Run(kind, func(b *testing.B) {
+			projects := map[string]string{}
+			for _, mode := range modes {
+				project := fmt.Sprintf("bench-%s-%s-%d", kind, mode, b.N)
+				projects[mode] = project
 				limit := int64(1 << 40)
 				if mode == "quotas-off" {
 					limit = statedb.Unlimited
@@ -46,8 +49,8 @@ func BenchmarkQuotaCreates(b *testing.B) {
 				if _, err := rest.Propose(ctx, h, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: project, Limits: limits}); err != nil {
 					b.Fatal(err)
 				}
-				netID := project + "-net"
 				if kind == "ports" {
+					netID := project + "-net"
 					if _, err := rest.Propose(ctx, h, statedb.CmdCreateNetwork, statedb.Network{ID: netID, Name: netID, ProjectID: project}); err != nil {
 						b.Fatal(err)
 					}
@@ -56,23 +59,63 @@ func BenchmarkQuotaCreates(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.ResetTimer()
-				createLoad(b, h, b.N, 8, func(i int) (statedb.CmdType, any) {
-					id := fmt.Sprintf("%s-%d", project, i)
-					if kind == "ports" {
-						return statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: id, NetworkID: netID, ProjectID: project}, AdminStateUp: true}
-					}
-					return statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{Instance: statedb.Instance{
-						ID: id, Name: id, ProjectID: project, UserID: "bench", Flavor: *flavor}}}}
-				})
-			})
-		}
+			}
+			const rounds = 6
+			elapsed := map[string]time.Duration{}
+			lats := map[string][]time.Duration{}
+			done := map[string]int{}
+			b.ResetTimer()
+			for r := range rounds {
+				order := modes
+				if r%2 == 1 {
+					order = []string{modes[1], modes[0]}
+				}
+				for _, mode := range order {
+					project := projects[mode]
+					n := b.N/rounds + boolInt(r < b.N%rounds)
+					first := done[mode]
+					el, lat := createLoad(b, h, n, 8, func(i int) (statedb.CmdType, any) {
+						id := fmt.Sprintf("%s-%d", project, first+i)
+						if kind == "ports" {
+							return statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: id, NetworkID: project + "-net", ProjectID: project}, AdminStateUp: true}
+						}
+						return statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{Instance: statedb.Instance{
+							ID: id, Name: id, ProjectID: project, UserID: "bench", Flavor: *flavor}}}}
+					})
+					done[mode] += n
+					elapsed[mode] += el
+					lats[mode] = append(lats[mode], lat...)
+				}
+			}
+			b.StopTimer()
+			rate := map[string]float64{}
+			for _, mode := range modes {
+				rate[mode] = float64(done[mode]) / elapsed[mode].Seconds()
+				l := lats[mode]
+				sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+				b.ReportMetric(rate[mode], mode+"-creates/s")
+				b.ReportMetric(float64(l[len(l)/2].Microseconds())/1000, mode+"-p50-ms")
+			}
+			ratio := rate["quotas-on"] / rate["quotas-off"]
+			b.ReportMetric(ratio, "on/off")
+			if b.N >= 600 {
+				fmt.Printf("BENCHROW\t%s created through Raft, quotas on vs off (same run, alternating rounds)\t%.2f×\t>= 0.95×\t%.0f/s vs %.0f/s\t-\n",
+					kind, ratio, rate["quotas-on"], rate["quotas-off"])
+			}
+		})
 	}
 }
 
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
 // createLoad proposes n commands through h with conc concurrent clients
-// and reports creates/s and latency percentiles.
-func createLoad(b *testing.B, h *node.Node, n, conc int, cmd func(i int) (statedb.CmdType, any)) {
+// and returns the time they took and each one's latency.
+func createLoad(b *testing.B, h *node.Node, n, conc int, cmd func(i int) (statedb.CmdType, any)) (time.Duration, []time.Duration) {
 	ctx := adminContext(context.Background(), b, h)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
@@ -98,9 +141,5 @@ func createLoad(b *testing.B, h *node.Node, n, conc int, cmd func(i int) (stated
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(n)/el.Seconds(), "creates/s")
-	b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
+	return time.Since(start), lat
 }
