@@ -273,14 +273,17 @@ func applyCreateInstances(t *Txn, c *Command) error {
 		} else if _, ok := t.read().Member(inst.RequestedHost); !ok {
 			return Errorf(KindInvalid, "Compute host %s could not be found.", inst.RequestedHost)
 		}
-		if err := createInstance(t, c.Time, &r.Instances[i]); err != nil {
+		if err := createInstance(t, c.Time, &r.Instances[i], c.Type == CmdCreateInstancesPlacedBoot); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func createInstance(t *Txn, now time.Time, ic *InstanceCreate) error {
+// createInstance creates one instance of a CreateInstances command;
+// placedBoot lets a new boot volume on local storage come without a host
+// or path (its server's placement chooses them).
+func createInstance(t *Txn, now time.Time, ic *InstanceCreate, placedBoot bool) error {
 	inst := ic.Instance
 	sn := t.read()
 	switch {
@@ -341,7 +344,7 @@ func createInstance(t *Txn, now time.Time, ic *InstanceCreate) error {
 		inst.AZ = "nova"
 	}
 	if ic.Root != nil {
-		if err := reserveRootVolume(t, now, &inst, ic.Root); err != nil {
+		if err := reserveRootVolume(t, now, &inst, ic.Root, placedBoot); err != nil {
 			return err
 		}
 	}
@@ -632,6 +635,9 @@ func applyPlaceInstances(t *Txn, c *Command) error {
 		cp.VMState, cp.TaskState, cp.PowerState, cp.UpdatedAt = VMError, "", PowerNoState, c.Time
 		cp.Fault = &Fault{Code: 500, Message: reason, Created: c.Time}
 		if err := t.insert(tblInstances, &cp); err != nil {
+			return err
+		}
+		if err := failBootVolume(t, c.Time, &cp, reason); err != nil {
 			return err
 		}
 	}

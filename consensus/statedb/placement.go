@@ -296,9 +296,11 @@ func (sn *Snapshot) GroupPlacement(id, except string, ahead map[string]string) (
 // instances' disks.)
 
 // Unplaced reports whether v waits for the leader to choose its host: it is
-// creating on local storage and has none.
+// creating on local storage and has none. A boot volume made with its
+// server (reserved by the server's attachment) is not: it goes where the
+// server is placed.
 func Unplaced(sn *Snapshot, v *Volume) bool {
-	return v.Status == VolumeCreating && v.Host == "" && !sn.VolumeShared(v)
+	return v.Status == VolumeCreating && v.Host == "" && len(v.Attachments) == 0 && !sn.VolumeShared(v)
 }
 
 // UnplacedVolumes lists the volumes waiting for a host, oldest first. (An

@@ -518,7 +518,7 @@ func applyReleaseVolume(t *Txn, c *Command) error {
 	}
 	releaseAttachment(v, a) // as a boot volume's (releaseRootVolume)
 	v.UpdatedAt = c.Time
-	return t.insert(tblVolumes, v)
+	return putReleased(t, v)
 }
 
 // dropAttachment removes the attachment; the volume becomes available

@@ -78,8 +78,10 @@ func bootAttachment(v *Volume, inst *Instance) *VolumeAttachment {
 }
 
 // reserveRootVolume creates or reserves inst's boot volume (see RootDisk)
-// inside the instance's create transaction.
-func reserveRootVolume(t *Txn, now time.Time, inst *Instance, r *RootDisk) error {
+// inside the instance's create transaction. With placedBoot a new volume
+// on local storage may come without host and path: placeBootVolume gives
+// it its server's host, whose agent chooses the path.
+func reserveRootVolume(t *Txn, now time.Time, inst *Instance, r *RootDisk, placedBoot bool) error {
 	if r.AttachmentID == "" {
 		return Errorf(KindInvalid, "the boot volume of instance %s needs an attachment id", inst.ID)
 	}
@@ -103,8 +105,9 @@ func reserveRootVolume(t *Txn, now time.Time, inst *Instance, r *RootDisk) error
 		return t.insert(tblVolumes, cp)
 	}
 	v := *r.New
+	withServer := placedBoot && v.Host == "" && v.Path == "" && !sn.VolumeShared(&v)
 	switch {
-	case v.ID == "" || v.Host == "" || v.Path == "":
+	case v.ID == "" || (v.Host == "" || v.Path == "") && !withServer:
 		return Errorf(KindInvalid, "the boot volume of instance %s needs an id, a host and a path", inst.ID)
 	case v.SizeGB <= 0:
 		return Errorf(KindInvalid, "Invalid input received: volume size must be a positive number of GB, not %d.", v.SizeGB)
@@ -118,7 +121,7 @@ func reserveRootVolume(t *Txn, now time.Time, inst *Instance, r *RootDisk) error
 	if _, ok := sn.Volume(v.ID); ok {
 		return Errorf(KindConflict, "volume %s already exists", v.ID)
 	}
-	if _, ok := sn.Member(v.Host); !ok {
+	if _, ok := sn.Member(v.Host); !ok && !withServer {
 		return Errorf(KindInvalid, "host %s is not a member of the cluster", v.Host)
 	}
 	if _, ok := sn.Image(v.ImageID); !ok {
@@ -160,10 +163,29 @@ func placeBootVolume(t *Txn, now time.Time, inst *Instance) error {
 	case a.State == AttachAttached:
 		a.HostID, v.UpdatedAt = inst.Host, now
 		return t.insert(tblVolumes, v)
+	case v.Status == VolumeCreating && v.Host == "":
+		// Made with its server (local storage): on the server's host,
+		// whose agent makes the file and reports where.
+		inst.TaskState = TaskBlockDeviceMapping
+		v.Host, v.UpdatedAt = inst.Host, now
+		return t.insert(tblVolumes, v)
 	case v.Status == VolumeCreating:
 		inst.TaskState = TaskBlockDeviceMapping
 	}
 	return nil
+}
+
+// failBootVolume marks the boot volume of inst, whose placement failed,
+// as failed too when it was to be made with the server on its host: no
+// host will make it. (Deleting the server then removes or frees it.)
+func failBootVolume(t *Txn, now time.Time, inst *Instance, reason string) error {
+	old, ok := t.read().Volume(inst.RootVolume)
+	if !ok || bootAttachment(old, inst) == nil || old.Status != VolumeCreating || old.Host != "" {
+		return nil
+	}
+	v := copyVolume(old)
+	v.Status, v.ErrorReason, v.UpdatedAt = VolumeError, "its server could not be placed: "+reason, now
+	return t.insert(tblVolumes, v)
 }
 
 // settleBootVolume finishes the reservation of a new boot volume whose
@@ -225,6 +247,15 @@ func releaseRootVolume(t *Txn, now time.Time, inst *Instance) error {
 	v := copyVolume(old)
 	releaseAttachment(v, a)
 	v.UpdatedAt = now
+	return putReleased(t, v)
+}
+
+// putReleased writes a volume whose attachment was released; one being
+// deleted that never had a host has no file, so its record goes at once.
+func putReleased(t *Txn, v *Volume) error {
+	if v.Status == VolumeDeleting && v.Host == "" {
+		return t.delete(tblVolumes, v)
+	}
 	return t.insert(tblVolumes, v)
 }
 

@@ -3,6 +3,7 @@ package nodetest
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -71,29 +72,32 @@ func (e *agEnv) deleteServer(id string) {
 }
 
 // TestBootFromVolumeFakeAgents boots servers from new volumes on a
-// 3-host cluster with local storage: the host that took the request makes
-// the volume from the image and runs the server; deleting the server
-// keeps or deletes the volume per delete_on_termination.
+// 3-host cluster with local storage: the server's placement chooses the
+// volume's host (whichever host took the request), whose agent makes the
+// volume from the image and runs the server; deleting the server keeps or
+// deletes the volume per delete_on_termination.
 func TestBootFromVolumeFakeAgents(t *testing.T) {
 	fa := &FakeAgents{}
 	e := newAgEnv(t, fa, quiet())
 	project, _ := e.c.Node(0).State().ProjectByName("admin")
 	hostID := func(i int) string { return e.c.Node(i).ID() }
 
-	// Kept: through node 1, whose agent makes the file and runs the VM.
+	// Kept: through node 1; the host the server is placed on makes the
+	// file and runs the VM.
 	id := e.bfv(1, "bfv-keep", false)
 	e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
 	v := e.rootOf(id)
-	if h := e.hostOf(id); h != 1 || v.Host != hostID(1) {
-		t.Fatalf("server on node %d, volume on %s; want both on node 1 (%s)", h, v.Host, hostID(1))
+	h := e.hostOf(id)
+	if h < 0 || v.Host != hostID(h) {
+		t.Fatalf("server on node %d, volume on %s; want the volume on the server's host", h, v.Host)
 	}
-	if a := v.Attachment(); v.Status != statedb.VolumeInUse || a == nil || a.State != statedb.AttachAttached || a.HostID != hostID(1) || a.Device != statedb.RootDevice {
-		t.Fatalf("boot volume = %s %+v; want in-use, attached on node 1 as %s", v.Status, a, statedb.RootDevice)
+	if a := v.Attachment(); v.Status != statedb.VolumeInUse || a == nil || a.State != statedb.AttachAttached || a.HostID != hostID(h) || a.Device != statedb.RootDevice {
+		t.Fatalf("boot volume = %s %+v; want in-use, attached on node %d as %s", v.Status, a, h, statedb.RootDevice)
 	}
-	if size, from, ok := fa.Volumes(1).File(v.Path); !ok || size != 1 || from != "/fake/images/"+e.image+".qcow2" {
-		t.Fatalf("volume file on node 1 = %d GB from %q (%v); want 1 GB from the image", size, from, ok)
+	if size, from, ok := fa.Volumes(h).File(v.Path); !ok || size != 1 || from != "/fake/images/"+e.image+".qcow2" {
+		t.Fatalf("volume file on node %d = %d GB from %q (%v); want 1 GB from the image", h, size, from, ok)
 	}
-	vm, _ := fa.Hypervisor(1).VM(id)
+	vm, _ := fa.Hypervisor(h).VM(id)
 	if vm.Spec.Root.Path != v.Path || vm.RootDisk != nil {
 		t.Fatalf("vm root = %+v (overlay %v); want the boot volume %s", vm.Spec.Root, vm.RootDisk, v.Path)
 	}
@@ -113,7 +117,7 @@ func TestBootFromVolumeFakeAgents(t *testing.T) {
 	waitVolume(e.c, v.ID, "available, detached", func(v *statedb.Volume, ok bool) bool {
 		return ok && v.Status == statedb.VolumeAvailable && len(v.Attachments) == 0
 	})
-	if _, _, ok := fa.Volumes(1).File(v.Path); !ok {
+	if _, _, ok := fa.Volumes(h).File(v.Path); !ok {
 		t.Fatal("the kept volume's file was removed")
 	}
 
@@ -121,20 +125,23 @@ func TestBootFromVolumeFakeAgents(t *testing.T) {
 	id = e.bfv(2, "bfv-drop", true)
 	e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
 	v = e.rootOf(id)
-	if h := e.hostOf(id); h != 2 || v.Host != hostID(2) {
-		t.Fatalf("server on node %d, volume on %s; want both on node 2", h, v.Host)
+	if h = e.hostOf(id); h < 0 || v.Host != hostID(h) {
+		t.Fatalf("server on node %d, volume on %s; want the volume on the server's host", h, v.Host)
 	}
+	before := fa.Volumes(h).Calls()
 	e.deleteServer(id)
 	waitVolume(e.c, v.ID, "deleted", func(_ *statedb.Volume, ok bool) bool { return !ok })
-	if _, _, ok := fa.Volumes(2).File(v.Path); ok {
+	if _, _, ok := fa.Volumes(h).File(v.Path); ok {
 		t.Fatal("the volume's file is still there after delete_on_termination")
 	}
-	if calls := fa.Volumes(2).Calls(); !slices.Equal(calls, []string{"Create:" + v.ID, "Delete:" + v.ID}) {
-		t.Fatalf("volume calls on node 2 = %v; want one create and one delete", calls)
+	if calls := fa.Volumes(h).Calls(); !slices.Contains(before, "Create:"+v.ID) || !slices.Equal(calls[len(before):], []string{"Delete:" + v.ID}) {
+		t.Fatalf("volume calls on node %d = %v; want its create, then one delete", h, calls)
 	}
 
 	// The volume cannot be made: the server goes to ERROR with the cause.
-	fa.Volumes(0).Fail("Create", errors.New("no space left on device"))
+	for i := range 3 {
+		fa.Volumes(i).Fail("Create", errors.New("no space left on device"))
+	}
 	id = e.bfv(0, "bfv-fail", false)
 	e.waitAll([]string{id}, "ERROR", agIs(statedb.VMError, statedb.PowerNoState))
 	st, show = e.do(1, "GET", "/servers/"+id, nil)
@@ -144,13 +151,57 @@ func TestBootFromVolumeFakeAgents(t *testing.T) {
 		t.Fatalf("server show = %d %v; want ERROR with the volume's failure as fault", st, show)
 	}
 	v = e.rootOf(id)
-	if v.Status != statedb.VolumeError || fa.Hypervisor(0).Count("Start", id) != 0 {
-		t.Fatalf("volume %s, %d starts; want error and no start", v.Status, fa.Hypervisor(0).Count("Start", id))
+	if v.Status != statedb.VolumeError || fa.Hypervisor(0).Count("Start", id)+fa.Hypervisor(1).Count("Start", id)+fa.Hypervisor(2).Count("Start", id) != 0 {
+		t.Fatalf("volume %s; want error and no start", v.Status)
 	}
 	e.deleteServer(id)
 	waitVolume(e.c, v.ID, "error, detached", func(v *statedb.Volume, ok bool) bool {
 		return ok && v.Status == statedb.VolumeError && len(v.Attachments) == 0
 	})
+}
+
+// TestBootFromVolumePlacedByScheduler: the host that takes the request
+// does not decide where a boot volume on local storage lives. Through a
+// disabled host (which takes no servers) a boot-from-volume server still
+// lands on an enabled one, with its volume made there; created and
+// deleted back to back, it leaves no volume behind.
+func TestBootFromVolumePlacedByScheduler(t *testing.T) {
+	fa := &FakeAgents{}
+	e := newAgEnv(t, fa, quiet())
+	if st, body := e.do(0, "PUT", "/os-services/disable", map[string]any{"host": "host1", "binary": "nova-compute"}); st != http.StatusOK {
+		t.Fatalf("disable host1 = %d %v", st, body)
+	}
+	e.c.Eventually(10*time.Second, "host1 disabled everywhere", func() bool {
+		m, ok := e.c.Node(1).State().MemberByName("host1")
+		return ok && m.Disabled
+	})
+	for range 3 {
+		id := e.bfv(1, "bfv-away", true)
+		e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
+		v := e.rootOf(id)
+		h := e.hostOf(id)
+		if h == 1 || v.Host != e.c.Node(h).ID() || v.Status != statedb.VolumeInUse {
+			t.Fatalf("server on node %d, volume %s on %s; want both on an enabled host (not node 1)", h, v.Status, v.Host)
+		}
+		if _, _, ok := fa.Volumes(h).File(v.Path); !ok {
+			t.Fatalf("no volume file at %s on node %d", v.Path, h)
+		}
+		e.deleteServer(id)
+		waitVolume(e.c, v.ID, "deleted with its server", func(_ *statedb.Volume, ok bool) bool { return !ok })
+	}
+	// Create then delete at once, before it can be placed or its volume
+	// made: nothing stays behind.
+	var vols []string
+	for i := range 5 {
+		id := e.bfv(i%3, fmt.Sprint("bfv-quick-", i), true)
+		vols = append(vols, e.rootOf(id).ID)
+		if st, body := e.do(i%3, "DELETE", "/servers/"+id, nil); st != http.StatusNoContent {
+			t.Fatalf("delete %s = %d %v", id, st, body)
+		}
+	}
+	for _, id := range vols {
+		waitVolume(e.c, id, "gone with its server", func(_ *statedb.Volume, ok bool) bool { return !ok })
+	}
 }
 
 // TestBootFromVolumeOpenStackCLI drives boot from volume with the real
@@ -173,8 +224,8 @@ func TestBootFromVolumeOpenStackCLI(t *testing.T) {
 		t.Fatalf("server create printed status %v image %v; want ACTIVE, booted from volume", srv["status"], srv["image"])
 	}
 	v := e.rootOf(id)
-	if v.Host != e.c.Node(f).ID() || e.hostOf(id) != f {
-		t.Fatalf("volume on %s, server on node %d; want both on the follower %d", v.Host, e.hostOf(id), f)
+	if h := e.hostOf(id); h < 0 || v.Host != e.c.Node(h).ID() {
+		t.Fatalf("volume on %s, server on node %d; want the volume on the server's host", v.Host, h)
 	}
 	oscJSON(t, env, &srv, "server", "show", "bfv-cli")
 	if !strings.Contains(jsonString(srv["volumes_attached"]), v.ID) {

@@ -189,6 +189,25 @@ func volumeType(sn *statedb.Snapshot) string {
 	return statedb.VolumeBackendType(storage)
 }
 
+// placedBoot reports whether new boot volume v of plan p is made with its
+// server: on local storage, with no host requested, once every member
+// runs a release that applies CreateInstancesPlacedBoot.
+func placedBoot(sn *statedb.Snapshot, v *statedb.Volume, p *serverPlan) bool {
+	return !sn.VolumeShared(v) && p.RequestedHost == "" &&
+		statedb.Commands().Gate(sn, statedb.CmdCreateInstancesPlacedBoot) == nil
+}
+
+// placesBootVolume reports whether cmd makes a boot volume whose host its
+// server's placement chooses.
+func placesBootVolume(cmd statedb.CreateInstancesCmd) bool {
+	for _, ic := range cmd.Instances {
+		if ic.Root != nil && ic.Root.New != nil && ic.Root.New.Host == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // rootDisk is the boot volume part of one instance's create: the volume
 // to make from p.BootImage, or the reservation of p.RootVolume.
 func (s *service) rootDisk(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) (*statedb.RootDisk, error) {
@@ -202,8 +221,18 @@ func (s *service) rootDisk(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) (*s
 	v := &statedb.Volume{
 		ID: s.b.NewID(), ProjectID: c.Cred.ProjectID, UserID: c.Cred.UserID, SizeGB: p.BootSizeGB,
 		VolumeType: volumeType(sn), Format: bootVolumeFormat, Bootable: true, ImageID: p.BootImage.ID,
-		Host: s.b.HostID(), AZ: p.AZ, Metadata: map[string]string{},
+		AZ: p.AZ, Metadata: map[string]string{},
 	}
+	if placedBoot(sn, v, p) {
+		// Local storage: the server's placement chooses the volume's host
+		// and that host's agent its path (CreateInstancesPlacedBoot).
+		r.New = v
+		return r, nil
+	}
+	// Shared storage (any host can make the file, so this one names it),
+	// or a cluster with a member of a release that places boot volumes
+	// only this way, or a host an admin requested.
+	v.Host = s.b.HostID()
 	path, err := s.b.VolumePath(statedb.VolumeFileBase(v.ID), v.Format)
 	if err != nil {
 		return nil, fmt.Errorf("boot volume path on host %s: %w", v.Host, err)

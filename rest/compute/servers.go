@@ -109,8 +109,11 @@ func (s *service) createServer(c *rest.Ctx) (any, error) {
 		cmd.MinCount = p.Min // quota may cap the count, never below min_count
 	}
 	typ := statedb.CmdCreateInstances
-	if p.RequestedHost != "" {
+	switch {
+	case p.RequestedHost != "":
 		typ = statedb.CmdCreateInstancesOnHost // only hosts that honour the pin may apply it
+	case placesBootVolume(cmd):
+		typ = statedb.CmdCreateInstancesPlacedBoot // only hosts that place such volumes may apply it
 	}
 	if _, err := rest.Propose(c.Context(), s.b, typ, cmd); err != nil {
 		return nil, err
