@@ -1,12 +1,11 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -99,90 +98,56 @@ func (n *Node) raftServers() map[string]bool {
 // a member runs a release without that command, it only removes the
 // record, as before; revoked says which was done.
 //
-// The entry cuts this host off as it commits: the members close its
-// connections (Raft's too) once they apply it, so the answer to the
-// forwarded proposal may never come, and this host may never apply the
-// entry itself. The proposal therefore also counts as done as soon as a
-// member refuses this host's certificate: members refuse only what a
-// committed entry revoked.
+// The entry cuts this host off as it commits, so the answer to the
+// proposal may never come: membership.SelfRemoval says when the removal
+// is proven otherwise (this host applied it, or a majority of the other
+// voters refuse its certificate).
 func (n *Node) removeSelf(ctx context.Context) (revoked bool, err error) {
 	sn := n.State()
-	var peers []string
 	legacy := false
 	spec, _ := statedb.Commands().Lookup(statedb.CmdRemoveHost)
 	for _, m := range sn.Members() {
 		if statedb.CompareVersions(m.Version, spec.MinVersion) < 0 {
 			legacy = true
 		}
-		if m.ID != n.id.NodeID && m.APIAddr != "" {
-			peers = append(peers, m.APIAddr)
-		}
 	}
 	if legacy {
 		_, err := n.raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: n.id.NodeID})
 		return false, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := n.raft.Propose(ctx, statedb.CmdRemoveHost, statedb.RemoveHostCmd{ID: n.id.NodeID, Reason: "left the cluster"})
-		done <- err
-	}()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err != nil && n.refusedBy(ctx, peers) {
-				err = nil
+	servers, err := n.raft.Configuration()
+	if err != nil {
+		return false, fmt.Errorf("raft configuration: %w", err)
+	}
+	var voters []membership.Voter
+	for _, s := range servers {
+		if s.Voter && s.ID != n.id.NodeID {
+			m, _ := sn.Member(s.ID)
+			v := membership.Voter{ID: s.ID}
+			if m != nil {
+				v.APIAddr = m.APIAddr
 			}
-			return err == nil, err
-		case <-tick.C:
-			if n.refusedBy(ctx, peers) {
-				cancel()
-				<-done
-				return true, nil
-			}
+			voters = append(voters, v)
 		}
 	}
-}
-
-// refusedBy reports whether one of the hosts at addrs refuses this host's
-// certificate now.
-func (n *Node) refusedBy(ctx context.Context, addrs []string) bool {
 	tr, ok := n.client.Transport.(*http.Transport)
 	if !ok {
-		return false
+		return false, errors.New("remove this host: no TLS client")
 	}
-	cfg := withProtos(tr.TLSClientConfig, "http/1.1")
-	for _, addr := range addrs {
-		if refuses(ctx, addr, cfg) {
-			return true
-		}
+	r := &membership.SelfRemoval{
+		Propose: func(ctx context.Context) error {
+			_, err := n.raft.Propose(ctx, statedb.CmdRemoveHost, statedb.RemoveHostCmd{ID: n.id.NodeID, Reason: "left the cluster"})
+			return err
+		},
+		Applied: func() bool {
+			_, ok := n.State().RevokedHost(n.id.NodeID)
+			return ok
+		},
+		Voters: voters, ClientTLS: tr.TLSClientConfig}
+	proof, err := r.Run(ctx)
+	if err != nil {
+		return false, err
 	}
-	return false
-}
-
-// refuses makes one request to addr's internal API over a new connection
-// and reports whether the server refused the client certificate (with
-// TLS 1.3 that shows at the first read, as a bad-certificate alert).
-func refuses(ctx context.Context, addr string, cfg *tls.Config) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
-	if err == nil {
-		defer c.Close()
-		if dl, ok := ctx.Deadline(); ok {
-			_ = c.SetDeadline(dl)
-		}
-		if _, err = fmt.Fprintf(c, "GET /internal/v1/commit HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err == nil {
-			var resp *http.Response
-			if resp, err = http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-				resp.Body.Close()
-				return false
-			}
-		}
-	}
-	return strings.Contains(err.Error(), "tls: bad certificate")
+	n.log.Info("removed and revoked this host", "proof", string(proof))
+	return true, nil
 }

@@ -23,8 +23,10 @@ type Conns struct {
 	// Revoked reports whether a member id is revoked; nil: none is.
 	Revoked func(memberID string) bool
 
-	mu   sync.Mutex
-	open map[*trackedConn]struct{}
+	mu       sync.Mutex
+	open     map[*trackedConn]struct{}
+	tickets  ticketKeys             // shared by every server-side connection (resume.go)
+	sessions tls.ClientSessionCache // client-side sessions, per remote address (resume.go)
 }
 
 // trackedConn is the raw connection under a tracked TLS connection: closing
@@ -46,8 +48,9 @@ func (t *trackedConn) Close() error {
 func (c *Conns) revoked(id string) bool { return c.Revoked != nil && c.Revoked(id) }
 
 // wrap makes raw tracked and returns the config its TLS side uses: cfg,
-// plus the revocation check and the recording of the peer's member id.
-func (c *Conns) wrap(raw net.Conn, cfg *tls.Config, raft bool) (*trackedConn, *tls.Config) {
+// plus the revocation check, the recording of the peer's member id and
+// the shared session-resumption state (resume.go).
+func (c *Conns) wrap(raw net.Conn, cfg *tls.Config, raft, server bool) (*trackedConn, *tls.Config) {
 	t := &trackedConn{Conn: raw, owner: c, raft: raft}
 	cc := cfg.Clone()
 	prev := cc.VerifyConnection
@@ -74,19 +77,20 @@ func (c *Conns) wrap(raw net.Conn, cfg *tls.Config, raft bool) (*trackedConn, *t
 		c.open = map[*trackedConn]struct{}{}
 	}
 	c.open[t] = struct{}{}
+	c.resumption(cc, raw, server)
 	c.mu.Unlock()
 	return t, cc
 }
 
 // Server returns the server side of a tracked TLS connection over raw.
 func (c *Conns) Server(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := c.wrap(raw, cfg, false)
+	t, cc := c.wrap(raw, cfg, false, true)
 	return tls.Server(t, cc)
 }
 
 // Client returns the client side of a tracked TLS connection over raw.
 func (c *Conns) Client(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := c.wrap(raw, cfg, false)
+	t, cc := c.wrap(raw, cfg, false, false)
 	return tls.Client(t, cc)
 }
 
@@ -100,13 +104,13 @@ type RaftConns struct{ c *Conns }
 
 // Server returns the server side of a tracked Raft connection over raw.
 func (r RaftConns) Server(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := r.c.wrap(raw, cfg, true)
+	t, cc := r.c.wrap(raw, cfg, true, true)
 	return tls.Server(t, cc)
 }
 
 // Client returns the client side of a tracked Raft connection over raw.
 func (r RaftConns) Client(raw net.Conn, cfg *tls.Config) *tls.Conn {
-	t, cc := r.c.wrap(raw, cfg, true)
+	t, cc := r.c.wrap(raw, cfg, true, false)
 	return tls.Client(t, cc)
 }
 

@@ -13,7 +13,7 @@ import (
 
 // memberTLS returns the server and client configs of two members of one
 // cluster ("a" and "b").
-func memberTLS(t *testing.T) (aServer, bClient *tls.Config) {
+func memberTLS(t testing.TB) (aServer, bClient *tls.Config) {
 	t.Helper()
 	ca, caKey, err := NewCA("cluster-1")
 	if err != nil {

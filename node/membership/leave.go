@@ -1,0 +1,179 @@
+package membership
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Voter is another voting member: its member id and API address.
+type Voter struct{ ID, APIAddr string }
+
+// SelfRemoval proposes the entry that removes and revokes the leaving
+// host, and decides when that entry is known to have applied.
+//
+// The entry cuts this host off as it commits: the members close its
+// connections once they apply it, so the answer to the forwarded proposal
+// may never come, and this host may never apply the entry itself. The
+// removal is proven by any of:
+//   - the proposal answered: the leader applied it;
+//   - this host applied the revocation itself (Applied);
+//   - a majority of the other voting members refuse this host's
+//     certificate, each identified by the certificate it presented in a
+//     completed TLS 1.3 handshake, whose keys also protect the refusal.
+//
+// One refusal is not enough: a member refuses a certificate for other
+// reasons too (a skewed clock, a broken or lying host — the bad-certificate
+// alert says nothing about why), and believing it would make this host
+// stop and mark itself left while it is still a member.
+type SelfRemoval struct {
+	// Propose proposes the removal and returns once the leader applied it.
+	Propose func(ctx context.Context) error
+	// Applied reports whether this host's own state holds its revocation.
+	Applied func() bool
+	// Voters are the other voting members of the Raft configuration.
+	Voters []Voter
+	// ClientTLS is this host's client config (its certificate, the CA).
+	ClientTLS *tls.Config
+	// Timeout bounds the whole removal (default 30 s).
+	Timeout time.Duration
+}
+
+// Proof says how a removal was proven applied.
+type Proof string
+
+// The proofs Run accepts.
+const (
+	ProofLeader  Proof = "the leader answered the proposal"
+	ProofApplied Proof = "this host applied it"
+	ProofVoters  Proof = "a majority of the other voters refuse this host's certificate"
+)
+
+const (
+	// probeEvery is how often the voters are asked again.
+	probeEvery = 200 * time.Millisecond
+	// proposeGrace is how long the voters are still asked after the
+	// proposal failed: a cut connection may hide a committed entry.
+	proposeGrace = 5 * time.Second
+	// probeTimeout bounds one probe.
+	probeTimeout = 2 * time.Second
+)
+
+// Run proposes the removal and returns how it was proven applied, or the
+// proposal's error (or the timeout) when it never is.
+func (s *SelfRemoval) Run(ctx context.Context) (Proof, error) {
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Propose(pctx) }()
+
+	confirmed := map[string]bool{}
+	var proposeErr error
+	var graceEnd <-chan time.Time
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err == nil {
+				return ProofLeader, nil
+			}
+			proposeErr, done = err, nil
+			graceEnd = time.After(proposeGrace)
+		case <-tick.C:
+		case <-graceEnd:
+			return "", fmt.Errorf("remove this host: %w (and no majority of the voting members refuses its certificate)", proposeErr)
+		case <-ctx.Done():
+			if proposeErr != nil {
+				return "", fmt.Errorf("remove this host: %w", proposeErr)
+			}
+			return "", fmt.Errorf("remove this host: not proven applied: %w", ctx.Err())
+		}
+		if p := s.proven(ctx, confirmed); p != "" {
+			return p, nil
+		}
+	}
+}
+
+// proven asks the voters not yet confirmed and reports how the removal is
+// proven ("": not yet); confirmed collects the voters that refused.
+func (s *SelfRemoval) proven(ctx context.Context, confirmed map[string]bool) Proof {
+	if s.Applied != nil && s.Applied() {
+		return ProofApplied
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, v := range s.Voters {
+		if confirmed[v.ID] || v.APIAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if by, refused := RefusedBy(ctx, v.APIAddr, s.ClientTLS); refused && by == v.ID {
+				mu.Lock()
+				confirmed[v.ID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(s.Voters) > 0 && len(confirmed) > len(s.Voters)/2 {
+		return ProofVoters
+	}
+	return ""
+}
+
+// RefusedBy makes one request to the internal API at addr over a new
+// connection (a full handshake) and reports whether the server refused the
+// client certificate, and which member refused it: the common name of the
+// server certificate cfg verified. Only a refusal after a completed TLS
+// 1.3 handshake counts (the client certificate is checked after the
+// server's, and the alert travels under the handshake's keys); an earlier
+// failure proves nothing about who refused.
+func RefusedBy(ctx context.Context, addr string, cfg *tls.Config) (memberID string, refused bool) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	cc := cfg.Clone()
+	cc.ClientSessionCache = nil // a full handshake: the certificate is presented again
+	cc.NextProtos = []string{"http/1.1"}
+	c, err := (&tls.Dialer{Config: cc}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", false
+	}
+	defer c.Close()
+	tc := c.(*tls.Conn)
+	cs := tc.ConnectionState()
+	if !cs.HandshakeComplete || cs.Version != tls.VersionTLS13 || len(cs.VerifiedChains) == 0 {
+		return "", false
+	}
+	by := cs.PeerCertificates[0].Subject.CommonName
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err = fmt.Fprintf(c, "GET /internal/v1/commit HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err == nil {
+		var resp *http.Response
+		if resp, err = http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+			resp.Body.Close()
+			return by, false
+		}
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && strings.Contains(oe.Err.Error(), "bad certificate") {
+		return by, true
+	}
+	return by, false
+}
