@@ -175,6 +175,7 @@ var authorities = map[CmdType]authority{
 	CmdPlaceInstances:            leaderOnly,
 	CmdReportInstance:            host("HostID"),
 	CmdCreateServerGroup:         user(project("ProjectID")),
+	CmdCreateGroupWithRules:      user(project("ProjectID")),
 	CmdDeleteServerGroup:         user(owned(tblServerGroups, "ID")),
 	CmdServerAction:              user(owned(tblInstances, "ID")),
 	CmdSetInstanceTags:           user(owned(tblInstances, "ID")),

@@ -145,6 +145,11 @@ type ServerGroup struct {
 	Policy    string    `json:"policy"` // affinity, anti-affinity, soft-affinity, soft-anti-affinity
 	Members   []string  `json:"members"`
 	CreatedAt time.Time `json:"created_at"`
+
+	// MaxServerPerHost is Nova's max_server_per_host rule (2.64): with
+	// anti-affinity, up to this many members may run on one host; 0 is
+	// no rule (one per host). Only CreateServerGroupWithRules sets it.
+	MaxServerPerHost int `json:"max_server_per_host,omitempty"`
 }
 
 // Flavor returns a flavor by id.

@@ -185,6 +185,13 @@ func applyCreateServerGroup(t *Txn, c *Command) error {
 	if !ValidPolicy(g.Policy) {
 		return Errorf(KindInvalid, "Invalid server group policy %q.", g.Policy)
 	}
+	if c.Type != CmdCreateGroupWithRules {
+		g.MaxServerPerHost = 0 // a CreateServerGroup entry applies alike on every version
+	} else if g.Policy != PolicyAntiAffinity {
+		return Errorf(KindInvalid, "Only anti-affinity policy supports rules.")
+	} else if g.MaxServerPerHost < 1 {
+		return Errorf(KindInvalid, "Invalid input for field/attribute max_server_per_host. Value: %d. %d is less than the minimum of 1", g.MaxServerPerHost, g.MaxServerPerHost)
+	}
 	if g.ID == "" || g.ProjectID == "" {
 		return Errorf(KindInvalid, "a server group needs an id and a project")
 	}

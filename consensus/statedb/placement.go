@@ -20,7 +20,8 @@ import (
 //     under the cluster's over-commit Ratios (Fits, Headroom, Room.Holds);
 //   - constraints: a host pin (the host an instance's local boot volume
 //     lives on; later migration and evacuation targets), the hard
-//     server-group policies (Constraints.Allows, GroupAllows) and the
+//     server-group policies with anti-affinity's max_server_per_host rule
+//     (Constraints.Allows, GroupAllows) and the
 //     physical networks its ports sit on directly, each of which the host
 //     must map to an interface (MapsPhysnets). Soft policies are
 //     preferences of the scheduler's weighing, never a reason to refuse.
@@ -126,9 +127,11 @@ func Fits(total, used, need HostCap, r Ratios) bool {
 // GroupAllows is the hard server-group rule: members counts the group's
 // other members per host (any key type: host ids, or a scheduler's host
 // indexes). Affinity allows a host only while every member runs there (or
-// none runs anywhere); anti-affinity only a host no member runs on. Other
-// policies, soft ones included, allow every host.
-func GroupAllows[K comparable](policy string, members map[K]int, host K) bool {
+// none runs anywhere); anti-affinity only a host with fewer than
+// maxPerHost members (its max_server_per_host rule; below 1, as without
+// the rule, means 1: no member there). Other policies, soft ones included,
+// allow every host, and ignore maxPerHost.
+func GroupAllows[K comparable](policy string, maxPerHost int, members map[K]int, host K) bool {
 	switch policy {
 	case PolicyAffinity:
 		for k, n := range members {
@@ -137,7 +140,7 @@ func GroupAllows[K comparable](policy string, members map[K]int, host K) bool {
 			}
 		}
 	case PolicyAntiAffinity:
-		return members[host] <= 0
+		return members[host] < max(maxPerHost, 1)
 	}
 	return true
 }
@@ -148,8 +151,10 @@ type Constraints struct {
 	// its boot volume's file lives on (local storage).
 	Pin string
 	// Group is the instance's server group ("" for none), Policy its
-	// policy and Members where its other members run: host id → count.
+	// policy, MaxPerHost its max_server_per_host rule (0 for none) and
+	// Members where its other members run: host id → count.
 	Group, Policy string
+	MaxPerHost    int
 	Members       map[string]int
 	// NoGroup is set when the instance names a group that does not exist:
 	// no host is allowed.
@@ -165,7 +170,7 @@ type Constraints struct {
 
 // Allows reports whether the constraints let the instance go on host.
 func (c *Constraints) Allows(host string) bool {
-	if c.NoGroup || c.Pin != "" && c.Pin != host || !GroupAllows(c.Policy, c.Members, host) {
+	if c.NoGroup || c.Pin != "" && c.Pin != host || !GroupAllows(c.Policy, c.MaxPerHost, c.Members, host) {
 		return false
 	}
 	if len(c.Physnets) == 0 {
@@ -230,9 +235,12 @@ func (sn *Snapshot) PlacementConstraints(inst *Instance, ahead map[string]string
 		return c
 	}
 	c.Group = inst.GroupID
-	var ok bool
-	c.Policy, c.Members, ok = sn.GroupPlacement(inst.GroupID, inst.ID, ahead)
-	c.NoGroup = !ok
+	g, members, ok := sn.GroupPlacement(inst.GroupID, inst.ID, ahead)
+	if !ok {
+		c.NoGroup = true
+		return c
+	}
+	c.Policy, c.MaxPerHost, c.Members = g.Policy, g.MaxServerPerHost, members
 	return c
 }
 
@@ -264,14 +272,14 @@ func (sn *Snapshot) PlacementPin(inst *Instance) string {
 // volume's host differ.
 const NoHostPin = "(no host: the requested host is not the boot volume's)"
 
-// GroupPlacement returns server group id's policy and where its members
-// other than except run: host id → count, members placed only in ahead
-// (a plan in flight) counting on that host. ok is false when the group
-// does not exist.
-func (sn *Snapshot) GroupPlacement(id, except string, ahead map[string]string) (policy string, members map[string]int, ok bool) {
-	g, ok := sn.ServerGroup(id)
+// GroupPlacement returns server group id (its policy and rule) and where
+// its members other than except run: host id → count, members placed only
+// in ahead (a plan in flight) counting on that host. ok is false when the
+// group does not exist.
+func (sn *Snapshot) GroupPlacement(id, except string, ahead map[string]string) (g *ServerGroup, members map[string]int, ok bool) {
+	g, ok = sn.ServerGroup(id)
 	if !ok {
-		return "", nil, false
+		return nil, nil, false
 	}
 	members = map[string]int{}
 	for _, m := range g.Members {
@@ -286,7 +294,7 @@ func (sn *Snapshot) GroupPlacement(id, except string, ahead map[string]string) (
 			members[host]++
 		}
 	}
-	return g.Policy, members, true
+	return g, members, true
 }
 
 // Volumes on local storage are placed by the same capacity rule, on disk

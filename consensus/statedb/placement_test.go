@@ -63,23 +63,33 @@ func TestFitsReference(t *testing.T) {
 func TestGroupAllows(t *testing.T) {
 	for _, tc := range []struct {
 		policy  string
+		max     int
 		members map[string]int
 		host    string
 		want    bool
 	}{
-		{"", map[string]int{"a": 1}, "a", true},
-		{PolicyAffinity, nil, "a", true},
-		{PolicyAffinity, map[string]int{"a": 2}, "a", true},
-		{PolicyAffinity, map[string]int{"a": 2}, "b", false},
-		{PolicyAffinity, map[string]int{"a": 1, "b": 1}, "a", false},
-		{PolicyAffinity, map[string]int{"a": 1, "b": 0}, "a", true},
-		{PolicyAntiAffinity, map[string]int{"a": 1}, "a", false},
-		{PolicyAntiAffinity, map[string]int{"a": 1}, "b", true},
-		{PolicySoftAffinity, map[string]int{"a": 1}, "b", true},
-		{PolicySoftAntiAffinity, map[string]int{"a": 1}, "a", true},
+		{"", 0, map[string]int{"a": 1}, "a", true},
+		{PolicyAffinity, 0, nil, "a", true},
+		{PolicyAffinity, 0, map[string]int{"a": 2}, "a", true},
+		{PolicyAffinity, 0, map[string]int{"a": 2}, "b", false},
+		{PolicyAffinity, 0, map[string]int{"a": 1, "b": 1}, "a", false},
+		{PolicyAffinity, 0, map[string]int{"a": 1, "b": 0}, "a", true},
+		{PolicyAffinity, 3, map[string]int{"a": 1}, "b", false}, // the rule is anti-affinity's only
+		{PolicyAntiAffinity, 0, map[string]int{"a": 1}, "a", false},
+		{PolicyAntiAffinity, 0, map[string]int{"a": 1}, "b", true},
+		{PolicyAntiAffinity, 1, map[string]int{"a": 1}, "a", false},
+		{PolicyAntiAffinity, -4, map[string]int{"a": 1}, "a", false},
+		{PolicyAntiAffinity, 2, map[string]int{"a": 1}, "a", true},
+		{PolicyAntiAffinity, 2, map[string]int{"a": 2}, "a", false},
+		{PolicyAntiAffinity, 2, map[string]int{"a": 2}, "b", true},
+		{PolicyAntiAffinity, 3, map[string]int{"a": 2, "b": 3}, "a", true},
+		{PolicyAntiAffinity, 3, map[string]int{"a": 2, "b": 3}, "b", false},
+		{PolicySoftAffinity, 0, map[string]int{"a": 1}, "b", true},
+		{PolicySoftAntiAffinity, 0, map[string]int{"a": 1}, "a", true},
+		{PolicySoftAntiAffinity, 2, map[string]int{"a": 5}, "a", true},
 	} {
-		if got := GroupAllows(tc.policy, tc.members, tc.host); got != tc.want {
-			t.Errorf("GroupAllows(%q, %v, %q) = %v; want %v", tc.policy, tc.members, tc.host, got, tc.want)
+		if got := GroupAllows(tc.policy, tc.max, tc.members, tc.host); got != tc.want {
+			t.Errorf("GroupAllows(%q, %d, %v, %q) = %v; want %v", tc.policy, tc.max, tc.members, tc.host, got, tc.want)
 		}
 	}
 	c := Constraints{Pin: "a"}

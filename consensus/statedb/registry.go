@@ -77,6 +77,7 @@ const (
 	CmdSetFlavorDesc         CmdType = 75 // flavor description (2.55)
 	CmdAttachVolumeTagged    CmdType = 76 // attach with a tag (2.49) or delete_on_termination (2.79)
 	CmdCreateInstancesOnHost CmdType = 77 // server create on a host the admin names (2.74, nova:host)
+	CmdCreateGroupWithRules  CmdType = 78 // server group with rules (2.64 max_server_per_host)
 	// server create whose new boot volume on local storage has no host or
 	// path yet: the server's placement chooses its host, that host's agent
 	// its path
@@ -227,6 +228,7 @@ var commands = mustRegistry(
 	Cmd[SetDescriptionCmd](CmdSetFlavorDesc, "SetFlavorDescription", applySetFlavorDescription).Since(wave2),
 	Cmd[AttachVolumeCmd](CmdAttachVolumeTagged, "AttachVolumeTagged", applyAttachVolume).Since(wave2),
 	Cmd[CreateInstancesCmd](CmdCreateInstancesOnHost, "CreateInstancesOnHost", applyCreateInstances).Since(wave2),
+	Cmd[ServerGroup](CmdCreateGroupWithRules, "CreateServerGroupWithRules", applyCreateServerGroup).Since(wave2),
 	Cmd[CreateInstancesCmd](CmdCreateInstancesPlacedBoot, "CreateInstancesPlacedBoot", applyCreateInstances).Since(wave2),
 
 	// Images.

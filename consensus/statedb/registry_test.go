@@ -68,6 +68,7 @@ var goldenCommands = map[CmdType]string{
 	75:  "SetFlavorDescription",
 	76:  "AttachVolumeTagged",
 	77:  "CreateInstancesOnHost",
+	78:  "CreateServerGroupWithRules",
 	79:  "CreateInstancesPlacedBoot",
 	100: "CreateImage",
 	101: "UpdateImage",

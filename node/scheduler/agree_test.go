@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 // when nothing changed in between; and a placement the state machine is
 // handed directly is accepted exactly when a reference written out here
 // (capacity under ratios, boot-volume pin, the host an admin requested,
-// hard group policy, physical networks of ports on provider networks)
-// allows it.
+// hard group policy with anti-affinity's max_server_per_host rule,
+// physical networks of ports on provider networks) allows it.
 
 // agreeEnv is a state store with an auto-incrementing index.
 type agreeEnv struct {
@@ -106,7 +107,13 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 	policies := []string{statedb.PolicyAffinity, statedb.PolicyAntiAffinity, statedb.PolicySoftAffinity, statedb.PolicySoftAntiAffinity}
 	nGroups := rng.Intn(4)
 	for g := range nGroups {
-		e.must(statedb.CmdCreateServerGroup, statedb.ServerGroup{ID: fmt.Sprint("g", g), Name: "g", ProjectID: "p", Policy: policies[rng.Intn(len(policies))]})
+		sg := statedb.ServerGroup{ID: fmt.Sprint("g", g), Name: "g", ProjectID: "p", Policy: policies[rng.Intn(len(policies))]}
+		if sg.Policy == statedb.PolicyAntiAffinity && rng.Intn(4) != 0 { // max_server_per_host 1..3
+			sg.MaxServerPerHost = 1 + rng.Intn(3)
+			e.must(statedb.CmdCreateGroupWithRules, sg)
+			continue
+		}
+		e.must(statedb.CmdCreateServerGroup, sg)
 	}
 	flavors := []statedb.Flavor{
 		{ID: "1", VCPUs: 1, RAMMB: 512, DiskGB: 1},
@@ -196,14 +203,25 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 		if !ok {
 			return false
 		}
+		here := 0 // other members on host
 		for _, id := range g.Members {
 			o, ok := sn.Instance(id)
 			if !ok || id == inst.ID || o.Host == "" {
 				continue
 			}
-			if g.Policy == statedb.PolicyAffinity && o.Host != host || g.Policy == statedb.PolicyAntiAffinity && o.Host == host {
+			if g.Policy == statedb.PolicyAffinity && o.Host != host {
 				return false
 			}
+			if o.Host == host {
+				here++
+			}
+		}
+		limit := 1
+		if g.MaxServerPerHost > 1 {
+			limit = g.MaxServerPerHost
+		}
+		if g.Policy == statedb.PolicyAntiAffinity && here >= limit {
+			return false
 		}
 	}
 	return true
@@ -213,7 +231,7 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 // current state is accepted, every failure recorded, nothing left pending
 // that the plan covered.
 func TestPlanAgreesWithStateMachine(t *testing.T) {
-	pinned, grouped, external := 0, 0, 0
+	pinned, grouped, external, stacked := 0, 0, 0, 0
 	for seed := range agreeSeeds() {
 		sc := newAgreeScenario(t, seed)
 		sn := sc.env.s.Snapshot()
@@ -235,6 +253,9 @@ func TestPlanAgreesWithStateMachine(t *testing.T) {
 			}
 			if inst.GroupID != "" {
 				grouped++
+				if g, members, _ := tsn.GroupPlacement(inst.GroupID, inst.ID, nil); g.MaxServerPerHost > 1 && members[p.HostID] > 0 {
+					stacked++ // anti-affinity beside another member, under the rule
+				}
 			}
 			if len(tsn.PlacementPhysnets(inst)) > 0 {
 				external++
@@ -256,16 +277,21 @@ func TestPlanAgreesWithStateMachine(t *testing.T) {
 			t.Fatalf("seed %d: plan covers %d of %d pending instances", seed, n, len(batch))
 		}
 	}
-	if pinned == 0 || grouped == 0 || external == 0 {
-		t.Fatalf("scenarios placed %d pinned, %d grouped and %d external instances; want some of each", pinned, grouped, external)
+	// Spreading stacks members only where other hosts cannot take them:
+	// the short run's few clusters may show none.
+	if pinned == 0 || grouped == 0 || external == 0 || stacked == 0 && !testing.Short() {
+		t.Fatalf("scenarios placed %d pinned, %d grouped (%d beside a member under max_server_per_host) and %d external instances; want some of each",
+			pinned, grouped, stacked, external)
 	}
 }
 
 // TestStateMachineEnforcesRule: single placements of random pending
-// instances on random hosts are accepted exactly when the reference rule
+// instances on random hosts (often a member of a group on a host where
+// another member runs) are accepted exactly when the reference rule
 // allows them.
 func TestStateMachineEnforcesRule(t *testing.T) {
 	accepted, refused := 0, 0
+	ruled := map[bool]int{} // probes beside a member of a group with max_server_per_host > 1
 	for seed := range agreeSeeds() {
 		sc := newAgreeScenario(t, seed)
 		rng := rand.New(rand.NewSource(-seed))
@@ -275,10 +301,31 @@ func TestStateMachineEnforcesRule(t *testing.T) {
 			if len(pending) == 0 {
 				break
 			}
+			var beside []*statedb.Instance // pending members of groups with members placed
+			for _, i := range pending {
+				if _, m, ok := sn.GroupPlacement(i.GroupID, i.ID, nil); ok && len(m) > 0 {
+					beside = append(beside, i)
+				}
+			}
 			inst := pending[rng.Intn(len(pending))]
+			if len(beside) > 0 && rng.Intn(2) == 0 {
+				inst = beside[rng.Intn(len(beside))]
+			}
 			host := fmt.Sprint("h", rng.Intn(len(sc.caps)+1)) // sometimes not a member
+			g, members, grouped := sn.GroupPlacement(inst.GroupID, inst.ID, nil)
+			if grouped && len(members) > 0 && rng.Intn(3) != 0 { // often beside a member
+				hosts := make([]string, 0, len(members))
+				for h := range members {
+					hosts = append(hosts, h)
+				}
+				slices.Sort(hosts)
+				host = hosts[rng.Intn(len(hosts))]
+			}
 			total := sc.caps[host]
 			want := refAllows(sn, inst, host, total, sc.ratios)
+			if grouped && g.MaxServerPerHost > 1 && members[host] > 0 {
+				ruled[want]++
+			}
 			sc.env.must(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: inst.ID, HostID: host}},
 				HostCaps: map[string]statedb.HostCap{host: total}, Ratios: sc.ratios})
 			got, _ := sc.env.s.Snapshot().Instance(inst.ID)
@@ -292,7 +339,8 @@ func TestStateMachineEnforcesRule(t *testing.T) {
 			}
 		}
 	}
-	if accepted < 30 || refused < 30 {
-		t.Fatalf("%d accepted and %d refused probes; want plenty of both", accepted, refused)
+	if accepted < 30 || refused < 30 || !testing.Short() && (ruled[true] == 0 || ruled[false] == 0) {
+		t.Fatalf("%d accepted and %d refused probes (beside a member under max_server_per_host: %d allowed, %d refused); want plenty of both, some of each",
+			accepted, refused, ruled[true], ruled[false])
 	}
 }

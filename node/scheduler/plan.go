@@ -77,8 +77,8 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		// placed or ahead).
 		pin := sn.PlacementPin(i)
 		if _, done := groups[i.GroupID]; i.GroupID != "" && !done {
-			if policy, members, ok := sn.GroupPlacement(i.GroupID, "", ahead); ok {
-				groups[i.GroupID] = Group{ID: i.GroupID, Policy: policy, Hosts: members}
+			if g, members, ok := sn.GroupPlacement(i.GroupID, "", ahead); ok {
+				groups[i.GroupID] = Group{ID: i.GroupID, Policy: g.Policy, MaxPerHost: g.MaxServerPerHost, Hosts: members}
 			}
 		}
 		if pin != "" {

@@ -59,6 +59,9 @@ func randomGroups(rng *rand.Rand, hosts []Host) map[string]Group {
 	groups := make(map[string]Group)
 	for i := range 1 + rng.Intn(6) {
 		g := Group{ID: fmt.Sprintf("g%d", i), Policy: policies[rng.Intn(len(policies))], Hosts: map[string]int{}}
+		if rng.Intn(3) == 0 { // max_server_per_host; only anti-affinity heeds it
+			g.MaxPerHost = rng.Intn(4)
+		}
 		for range rng.Intn(4) {
 			if rng.Intn(5) == 0 || len(hosts) == 0 {
 				g.Hosts["unknown"] += 1 + rng.Intn(2)
@@ -183,7 +186,7 @@ func refPlace(hosts []Host, groups map[string]Group, reqs []Request, opt Options
 				(q.AZ != "" && c.h.AZ != q.AZ) || (q.Arch != "" && c.h.Arch != q.Arch) ||
 				(q.Pin != "" && c.h.ID != q.Pin) || !refMaps(c.h, q) ||
 				(g.Policy == statedb.PolicyAffinity && total > m[c.h.ID]) ||
-				(g.Policy == statedb.PolicyAntiAffinity && m[c.h.ID] > 0) {
+				(g.Policy == statedb.PolicyAntiAffinity && m[c.h.ID] >= max(g.MaxPerHost, 1)) {
 				continue
 			}
 			if best == nil {

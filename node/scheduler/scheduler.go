@@ -41,8 +41,9 @@
 // that do not map them during the same descent, as anti-affinity skips
 // member hosts.
 //
-// Server groups: anti-affinity and soft-anti-affinity skip member hosts
-// during the same tree descent (cost grows with the members met on the
+// Server groups: anti-affinity (with max_server_per_host, a host at its
+// limit) and soft-anti-affinity skip member hosts during the same tree
+// descent (cost grows with the members met on the
 // way); affinity with existing members and soft-affinity scan the group's
 // member hosts, which are few.
 package scheduler
@@ -97,8 +98,12 @@ type Request struct {
 // Group is a server group and where its members already run.
 type Group struct {
 	ID     string
-	Policy string         // a statedb.Policy… constant, or ""
-	Hosts  map[string]int // host id → members already placed there
+	Policy string // a statedb.Policy… constant, or ""
+	// MaxPerHost is anti-affinity's max_server_per_host rule: up to this
+	// many members per host; 0 (no rule) means one. Other policies ignore
+	// it (statedb.GroupAllows).
+	MaxPerHost int
+	Hosts      map[string]int // host id → members already placed there
 }
 
 // Weigher orders the hosts that pass the filters.
@@ -170,8 +175,9 @@ type host struct {
 
 // groupState is a server group with the placements of this batch added.
 type groupState struct {
-	policy string
-	total  int // members anywhere, including hosts not eligible
+	policy     string
+	maxPerHost int
+	total      int // members anywhere, including hosts not eligible
 	// on counts members per eligible host index, and those on hosts not
 	// eligible under elsewhere, so statedb.GroupAllows sees them all.
 	on map[int32]int
@@ -321,7 +327,7 @@ func (p *planner) group(id string) (g *groupState, reason string) {
 	if src.Policy != "" && !statedb.ValidPolicy(src.Policy) {
 		return nil, "Invalid server group policy " + src.Policy + "."
 	}
-	g = &groupState{policy: src.Policy, on: make(map[int32]int)}
+	g = &groupState{policy: src.Policy, maxPerHost: src.MaxPerHost, on: make(map[int32]int)}
 	for id, n := range src.Hosts {
 		if n <= 0 {
 			continue
@@ -398,16 +404,17 @@ func (p *planner) pinned(pin string, g *groupState, k poolKey, n statedb.Room) i
 	return h
 }
 
-// groupAllows applies statedb.GroupAllows to host h with g's members and
-// policy (or, when policy is not "", that policy instead); nil g allows all.
+// groupAllows applies statedb.GroupAllows to host h with g's members,
+// policy and rule (or, when policy is not "", that policy instead, without
+// the rule); nil g allows all.
 func (p *planner) groupAllows(g *groupState, policy string, h int32) bool {
 	if g == nil {
 		return true
 	}
-	if policy == "" {
-		policy = g.policy
+	if policy == "" || policy == g.policy {
+		return statedb.GroupAllows(g.policy, g.maxPerHost, g.on, h)
 	}
-	return statedb.GroupAllows(policy, g.on, h)
+	return statedb.GroupAllows(policy, 0, g.on, h)
 }
 
 // best returns the first host in weigher order that matches k, maps the

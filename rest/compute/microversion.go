@@ -31,7 +31,8 @@ import (
 //	2.58  instance action updated_at and pagination
 //	2.62  instance action events carry host/hostId
 //	2.63  server views carry trusted_image_certificates (null)
-//	2.64  server groups have "policy" and "rules" instead of "policies"
+//	2.64  server groups have "policy" and "rules" (anti-affinity's
+//	      max_server_per_host) instead of "policies"
 //	2.71  server views carry server_groups
 //	2.73  lock takes locked_reason; server views carry it
 //	2.49  volume attach takes a device tag (rest/volume)
