@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"testing"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -98,4 +99,84 @@ func BenchmarkPlaceOneAt10k(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "placements/s")
+}
+
+// BenchmarkPlacePhysnet10k places 1,000 requests over 10,000 hosts of which
+// 1 % map physical network physnet1, each request needing it (and a batch
+// where one request in ten does), next to the same requests with no
+// physical network in the same run: the baseline. "ms/1k" is the cost of
+// placing 1,000 requests, "×base" its ratio to the unconstrained batch.
+// Requests the mapping hosts cannot hold fail, as they would.
+func BenchmarkPlacePhysnet10k(b *testing.B) {
+	hosts := benchHosts(10000)
+	for i := range hosts {
+		if i%100 == 37 {
+			hosts[i].Physnets = map[string]string{"physnet1": "eth1"}
+		} else if i%100 == 38 {
+			hosts[i].Physnets = map[string]string{"physnet2": "eth2"}
+		}
+	}
+	base := benchRequests(1000)
+	all := append([]Request(nil), base...)
+	tenth := append([]Request(nil), base...)
+	for i := range all {
+		all[i].Physnets = []string{"physnet1"}
+		if i%10 == 0 {
+			tenth[i].Physnets = []string{"physnet1"}
+		}
+	}
+	byID := map[string]Host{}
+	for _, h := range hosts {
+		byID[h.ID] = h
+	}
+	timeOf := func(reqs []Request, opt Options, linear bool, n int) time.Duration {
+		start := time.Now()
+		for range n {
+			place(hosts, nil, reqs, opt, linear)
+		}
+		return time.Since(start)
+	}
+	for _, bc := range []struct {
+		name   string
+		reqs   []Request
+		opt    Options
+		linear bool
+	}{
+		{"spread-all-need", all, Options{}, false},
+		{"pack-all-need", all, Options{Weigher: Pack}, false},
+		{"spread-tenth-need", tenth, Options{}, false},
+		{"spread-16-all-need", all[:linearMax], Options{}, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			baseReqs := base[:len(bc.reqs)]
+			need := map[string]bool{}
+			for _, r := range bc.reqs {
+				need[r.InstanceID] = len(r.Physnets) > 0
+			}
+			timeOf(baseReqs, bc.opt, bc.linear, 1) // warm
+			var spent time.Duration
+			n := 0
+			for b.Loop() {
+				start := time.Now()
+				p, f := place(hosts, nil, bc.reqs, bc.opt, bc.linear)
+				spent += time.Since(start)
+				if len(p)+len(f) != len(bc.reqs) || len(p) == 0 {
+					b.Fatalf("placed %d, failed %d of %d", len(p), len(f), len(bc.reqs))
+				}
+				for _, pl := range p {
+					if need[pl.InstanceID] && byID[pl.HostID].Physnets["physnet1"] == "" {
+						b.Fatalf("%s needs physnet1, placed on %s", pl.InstanceID, pl.HostID)
+					}
+				}
+				n++
+			}
+			baseSpent := timeOf(baseReqs, bc.opt, bc.linear, n)
+			per := func(d time.Duration) float64 {
+				return float64(d.Nanoseconds()) / 1e6 / float64(n) * 1000 / float64(len(bc.reqs))
+			}
+			b.ReportMetric(per(spent), "ms/1k")
+			b.ReportMetric(per(baseSpent), "base-ms/1k")
+			b.ReportMetric(float64(spent)/float64(baseSpent), "×base")
+		})
+	}
 }
