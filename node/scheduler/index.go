@@ -13,22 +13,22 @@ package scheduler
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // poolKey names a pool. level bit 0 means az is set, bit 1 that arch is set;
-// need is the physical networks every host of the pool maps, sorted and
-// joined by needSep ("" = none).
+// need is the physical networks every host of the pool maps (needs of
+// them, sorted, without repeats): the name itself for one, each name
+// prefixed by its length for more, so no two sets share a key.
 type poolKey struct {
 	level    uint8
 	az, arch string
+	needs    int
 	need     string
 }
-
-// needSep joins physical network names in a poolKey; names are printable.
-const needSep = "\x00"
 
 // keyOf returns req's pool and its physical networks, sorted without
 // repeats.
@@ -43,14 +43,24 @@ func keyOf(req Request) (poolKey, []string) {
 		k.arch = req.Arch
 	}
 	need := req.Physnets
+	for i := 1; i < len(need); i++ {
+		if need[i-1] >= need[i] { // as Plan passes them, sorted and unique, this never copies
+			need = slices.Compact(slices.Sorted(slices.Values(need)))
+			break
+		}
+	}
+	k.needs = len(need)
 	switch {
 	case len(need) == 1:
 		k.need = need[0]
 	case len(need) > 1:
-		if !slices.IsSortedFunc(need, func(a, b string) int { return cmp.Compare(a, b) + 1 }) { // not strictly increasing
-			need = slices.Compact(slices.Sorted(slices.Values(need)))
+		var b strings.Builder
+		for _, n := range need {
+			b.WriteString(strconv.Itoa(len(n)))
+			b.WriteByte(':')
+			b.WriteString(n)
 		}
-		k.need = strings.Join(need, needSep)
+		k.need = b.String()
 	}
 	return k, need
 }

@@ -75,7 +75,8 @@ type Host struct {
 	UsedVCPUs, UsedRAMMB, UsedDiskGB int // committed claims; negative counts as 0
 
 	// Physnets is what the host maps: physical network → interface
-	// (statedb.HostNetworks).
+	// (statedb.HostNetworks). Only the networks some request needs
+	// matter; Plan fills in just the hosts mapping one of those.
 	Physnets map[string]string
 }
 
