@@ -21,7 +21,7 @@ const (
 var routingTables = []table{
 	idTable(tblRouters, func() any { return &Router{} }, "ProjectID"),
 	idTable(tblFloatingIPs, func() any { return &FloatingIP{} }, "ProjectID", "PortID", "RouterID", "FloatingNetworkID"),
-	idTable(tblHostNets, func() any { return &HostNetworks{} }),
+	withIndex(idTable(tblHostNets, func() any { return &HostNetworks{} }), idxPhysnet, physnetIndexer{}),
 }
 
 // Provider network types. A network with NetworkType "" is a tenant VXLAN

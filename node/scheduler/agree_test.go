@@ -84,16 +84,14 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 	})
 	e.must(statedb.CmdCreateImage, statedb.Image{ID: "img", Name: "img", ProjectID: "p", Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"})
 	e.must(statedb.CmdCreateNetwork, statedb.Network{ID: "ext", ProjectID: "p", External: true, NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	e.must(statedb.CmdCreateNetwork, statedb.Network{ID: "ext2", ProjectID: "p", External: true, NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet2"})
 	for i := range nHosts {
 		id := hostID(i)
 		if i > 0 {
 			e.must(statedb.CmdRegisterMember, statedb.Member{ID: id, Name: "name-" + id})
 		}
-		switch rng.Intn(3) { // some hosts map physnet1, some another, some none
-		case 0:
-			e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: map[string]string{"physnet1": "eth0"}})
-		case 1:
-			e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: map[string]string{"physnet2": "eth0"}})
+		if m := randomMapping(rng); m != nil { // some hosts map physnet1, some physnet2, some both, some none
+			e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: m})
 		}
 		if rng.Intn(8) == 0 {
 			e.must(statedb.CmdSetHostEnabled, statedb.SetHostEnabledCmd{ID: id, Disabled: true, Reason: "test"})
@@ -128,9 +126,7 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 		if nGroups > 0 && rng.Intn(2) == 0 {
 			ic.Instance.GroupID = fmt.Sprint("g", rng.Intn(nGroups))
 		}
-		if rng.Intn(4) == 0 { // a port straight on the flat network
-			ic.NICs = []statedb.NICRequest{{Create: &statedb.PortRequest{ID: "port-" + id, NetworkID: "ext"}}}
-		}
+		ic.NICs = randomNICs(rng, id)
 		if rng.Intn(4) == 0 { // boots from a new volume on a host's local storage: pinned there
 			h := hostID(rng.Intn(nHosts))
 			ic.Instance.ImageID = ""
@@ -149,6 +145,47 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 		}
 	}
 	return sc
+}
+
+// randomMapping is what a host might report: physnet1, physnet2, both or
+// nothing (nil).
+func randomMapping(rng *rand.Rand) map[string]string {
+	switch rng.Intn(4) {
+	case 0:
+		return map[string]string{"physnet1": "eth0"}
+	case 1:
+		return map[string]string{"physnet2": "eth0"}
+	case 2:
+		return map[string]string{"physnet1": "eth0", "physnet2": "eth1"}
+	}
+	return nil
+}
+
+// randomNICs gives a server a port straight on flat network ext (physnet1)
+// one time in four, and then one on ext2 (physnet2) one time in three.
+func randomNICs(rng *rand.Rand, id string) []statedb.NICRequest {
+	if rng.Intn(4) != 0 {
+		return nil
+	}
+	nics := []statedb.NICRequest{{Create: &statedb.PortRequest{ID: "port-" + id, NetworkID: "ext"}}}
+	if rng.Intn(3) == 0 {
+		nics = append(nics, statedb.NICRequest{Create: &statedb.PortRequest{ID: "port2-" + id, NetworkID: "ext2"}})
+	}
+	return nics
+}
+
+// refMapsPorts: host reported a mapping to an interface for the physical
+// network of every port of inst on a provider network.
+func refMapsPorts(sn *statedb.Snapshot, inst *statedb.Instance, host string) bool {
+	for _, id := range inst.PortIDs {
+		p, _ := sn.Port(id)
+		if n, _ := sn.Network(p.NetworkID); n.PhysicalNetwork != "" {
+			if hn, ok := sn.HostNetworks(host); !ok || hn.Physnets[n.PhysicalNetwork] == "" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // refAllows is the placement rule written out independently: the host is
@@ -190,13 +227,8 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 	if inst.RequestedHost != "" && inst.Host == "" && inst.RequestedHost != host {
 		return false
 	}
-	for _, id := range inst.PortIDs {
-		p, _ := sn.Port(id)
-		if n, _ := sn.Network(p.NetworkID); n.PhysicalNetwork != "" {
-			if hn, ok := sn.HostNetworks(host); !ok || hn.Physnets[n.PhysicalNetwork] == "" {
-				return false
-			}
-		}
+	if !refMapsPorts(sn, inst, host) {
+		return false
 	}
 	if inst.GroupID != "" {
 		g, ok := sn.ServerGroup(inst.GroupID)
@@ -342,5 +374,112 @@ func TestStateMachineEnforcesRule(t *testing.T) {
 	if accepted < 30 || refused < 30 || !testing.Short() && (ruled[true] == 0 || ruled[false] == 0) {
 		t.Fatalf("%d accepted and %d refused probes (beside a member under max_server_per_host: %d allowed, %d refused); want plenty of both, some of each",
 			accepted, refused, ruled[true], ruled[false])
+	}
+}
+
+// TestPlanAgreesAcrossPhysnetChanges: between scheduling rounds, hosts
+// change what they map, leave (still reported alive, as gossip may lag),
+// join and report, or rejoin without reporting again (their old report
+// stands). Each round's plan, made from the state after the changes, puts
+// every server with ports on provider networks on a host mapping them, is
+// accepted whole by the state machine, and fails a server needing
+// physical networks only when no live, enabled member maps them all and
+// stays empty.
+func TestPlanAgreesAcrossPhysnetChanges(t *testing.T) {
+	external, refusedNeed := 0, 0
+	for seed := range agreeSeeds() {
+		sc := newAgreeScenario(t, seed)
+		e := sc.env
+		rng := rand.New(rand.NewSource(seed + 1<<20))
+		next := len(sc.caps)
+		var removed []string
+		for round := range 4 {
+			for range 1 + rng.Intn(3) {
+				switch rng.Intn(4) {
+				case 0: // a member changes what it maps
+					id := fmt.Sprint("h", rng.Intn(next))
+					if _, ok := e.s.Snapshot().Member(id); ok {
+						e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: randomMapping(rng)})
+					}
+				case 1: // a member leaves
+					id := fmt.Sprint("h", 1+rng.Intn(next))
+					if _, ok := e.s.Snapshot().Member(id); ok {
+						e.must(statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: id})
+						removed = append(removed, id)
+					}
+				case 2: // a new host joins and reports
+					id := fmt.Sprint("h", next)
+					next++
+					e.must(statedb.CmdRegisterMember, statedb.Member{ID: id, Name: "name-" + id})
+					if m := randomMapping(rng); m != nil {
+						e.must(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: id, Physnets: m})
+					}
+					l := Live{ID: id, Alive: true, VCPUs: 4, RAMMB: 8192, DiskGB: 100}
+					sc.live = append(sc.live, l)
+					sc.caps[id] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
+				case 3: // a host that left rejoins, not reported yet
+					if len(removed) > 0 {
+						id := removed[len(removed)-1]
+						removed = removed[:len(removed)-1]
+						e.must(statedb.CmdRegisterMember, statedb.Member{ID: id, Name: "name-" + id})
+					}
+				}
+			}
+			for j := range 1 + rng.Intn(6) {
+				id := fmt.Sprintf("r%d-%d", round, j)
+				e.must(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
+					Instance: statedb.Instance{ID: id, Name: id, ProjectID: "p", ImageID: "img",
+						Flavor: statedb.Flavor{ID: "1", VCPUs: 1, RAMMB: 512, DiskGB: 1}},
+					NICs: randomNICs(rng, id)}}})
+			}
+			sn := e.s.Snapshot()
+			batch := sn.PendingInstances()
+			cmd := Plan(sn, sc.live, batch, nil)
+			for _, p := range cmd.Placements {
+				inst, _ := sn.Instance(p.InstanceID)
+				if _, ok := sn.Member(p.HostID); !ok {
+					t.Fatalf("seed %d round %d: %s placed on %s, not a member", seed, round, p.InstanceID, p.HostID)
+				}
+				if !refMapsPorts(sn, inst, p.HostID) {
+					t.Fatalf("seed %d round %d: %s placed on %s, which does not map its physical networks", seed, round, p.InstanceID, p.HostID)
+				}
+				if len(sn.PlacementPhysnets(inst)) > 0 {
+					external++
+				}
+			}
+			used := map[string]bool{} // hosts this plan places on
+			for _, p := range cmd.Placements {
+				used[p.HostID] = true
+			}
+			for _, f := range cmd.Failures {
+				inst, _ := sn.Instance(f.InstanceID)
+				if len(sn.PlacementPhysnets(inst)) == 0 || inst.Flavor.ID != "1" || sn.PlacementPin(inst) != "" || inst.GroupID != "" {
+					continue
+				}
+				refusedNeed++
+				// Any host holds the smallest flavor when empty.
+				for _, l := range sc.live {
+					m, ok := sn.Member(l.ID)
+					if ok && l.Alive && !m.Disabled && refMapsPorts(sn, inst, l.ID) && sn.Claims()[l.ID] == (statedb.HostCap{}) && !used[l.ID] {
+						t.Fatalf("seed %d round %d: %s failed (%s) though empty member %s maps its physical networks", seed, round, f.InstanceID, f.Reason, l.ID)
+					}
+				}
+			}
+			e.must(statedb.CmdPlaceInstances, cmd)
+			after := e.s.Snapshot()
+			for _, p := range cmd.Placements {
+				if inst, _ := after.Instance(p.InstanceID); inst.Host != p.HostID {
+					t.Fatalf("seed %d round %d: the state machine refused %s on %s from a plan of the current state", seed, round, p.InstanceID, p.HostID)
+				}
+			}
+			for _, f := range cmd.Failures {
+				if inst, _ := after.Instance(f.InstanceID); inst.VMState != statedb.VMError {
+					t.Fatalf("seed %d round %d: failure %+v not recorded", seed, round, f)
+				}
+			}
+		}
+	}
+	if external < 20 || refusedNeed == 0 {
+		t.Fatalf("rounds placed %d servers needing physical networks and failed %d; want plenty placed and some failed", external, refusedNeed)
 	}
 }

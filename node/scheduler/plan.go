@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -45,28 +46,6 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 	for _, l := range live {
 		byID[l.ID] = l
 	}
-	claims := sn.Claims()
-	members := sn.MembersByID()
-	hosts := make([]Host, 0, len(members))
-	caps := make(map[string]statedb.HostCap, len(members))
-	for _, m := range members {
-		l, ok := byID[m.ID]
-		if !ok {
-			continue
-		}
-		used := claims[m.ID].Add(extra[m.ID])
-		var physnets map[string]string
-		if hn, ok := sn.HostNetworks(m.ID); ok {
-			physnets = hn.Physnets
-		}
-		hosts = append(hosts, Host{
-			ID: m.ID, Name: m.Name, Alive: l.Alive, Enabled: !m.Disabled,
-			Arch: l.Arch, VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB,
-			UsedVCPUs: used.VCPUs, UsedRAMMB: used.RAMMB, UsedDiskGB: used.DiskGB,
-			Physnets: physnets,
-		})
-		caps[m.ID] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
-	}
 	groups := map[string]Group{}
 	reqs := make([]Request, 0, len(batch))
 	pins := map[string]string{}    // instance id → its pin
@@ -96,6 +75,33 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		reqs = append(reqs, Request{InstanceID: i.ID, VCPUs: c.VCPUs, RAMMB: c.RAMMB, DiskGB: c.DiskGB,
 			AZ: az, Arch: i.Arch, Group: i.GroupID, Pin: pin, Physnets: physnets})
 	}
+	// What the hosts map matters only for the physical networks the batch
+	// needs: only the hosts mapping one of them are read (through the
+	// state's index), the rest get none, which MapsPhysnets treats alike.
+	mapped := map[string]map[string]string{}
+	for _, name := range neededPhysnets(needs) {
+		for _, hn := range sn.HostsMapping([]string{name}) {
+			mapped[hn.ID] = hn.Physnets
+		}
+	}
+	claims := sn.Claims()
+	members := sn.MembersByID()
+	hosts := make([]Host, 0, len(members))
+	caps := make(map[string]statedb.HostCap, len(members))
+	for _, m := range members {
+		l, ok := byID[m.ID]
+		if !ok {
+			continue
+		}
+		used := claims[m.ID].Add(extra[m.ID])
+		hosts = append(hosts, Host{
+			ID: m.ID, Name: m.Name, Alive: l.Alive, Enabled: !m.Disabled,
+			Arch: l.Arch, VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB,
+			UsedVCPUs: used.VCPUs, UsedRAMMB: used.RAMMB, UsedDiskGB: used.DiskGB,
+			Physnets: mapped[m.ID],
+		})
+		caps[m.ID] = statedb.HostCap{VCPUs: l.VCPUs, RAMMB: l.RAMMB, DiskGB: l.DiskGB}
+	}
 	placements, failures := Place(hosts, groups, reqs, opts)
 	cmd := statedb.PlaceInstancesCmd{PlanIndex: sn.Index, HostCaps: map[string]statedb.HostCap{}, Ratios: settings.Ratios}
 	for _, p := range placements {
@@ -117,6 +123,17 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		cmd.Failures = append(cmd.Failures, statedb.PlacementFailure{InstanceID: f.InstanceID, Reason: reason})
 	}
 	return cmd
+}
+
+// neededPhysnets lists, sorted without repeats, the physical networks of
+// needs.
+func neededPhysnets(needs map[string][]string) []string {
+	var out []string
+	for _, need := range needs {
+		out = append(out, need...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // PinnedNoHost is the fault of a server pinned to a host that cannot take

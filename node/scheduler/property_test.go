@@ -34,13 +34,17 @@ func randomHosts(rng *rand.Rand, n int) []Host {
 			DiskGB:  10 * (1 + rng.Intn(100)), // 10..1000
 		}
 		h.Name = h.ID
-		switch rng.Intn(4) { // what the host maps (statedb.HostNetworks)
+		switch rng.Intn(5) { // what the host maps (statedb.HostNetworks)
 		case 0:
 			h.Physnets = map[string]string{"physnet1": "eth0"}
 		case 1:
 			h.Physnets = map[string]string{"physnet1": "eth0", "physnet2": "eth1"}
 		case 2:
 			h.Physnets = map[string]string{"physnet2": "eth1"}
+		case 3: // rare: a few hosts map physnet3; an empty interface maps nothing
+			if rng.Intn(8) == 0 {
+				h.Physnets = map[string]string{"physnet3": "eth2", "physnet1": ""}
+			}
 		}
 		// Usage between nothing and a little past full (ratios may be lower
 		// than what the claims were made under).
@@ -90,11 +94,17 @@ func randomRequests(rng *rand.Rand, n int, groups map[string]Group) []Request {
 		if groups != nil && rng.Intn(3) == 0 {
 			r.Group = fmt.Sprintf("g%d", rng.Intn(len(groups)))
 		}
-		switch rng.Intn(6) { // ports straight on provider networks
+		switch rng.Intn(8) { // ports straight on provider networks
 		case 0:
 			r.Physnets = []string{"physnet1"}
 		case 1:
 			r.Physnets = []string{"physnet1", "physnet2"}
+		case 2: // as a caller might pass them: unsorted, repeated
+			r.Physnets = []string{"physnet2", "physnet1", "physnet2"}
+		case 3:
+			r.Physnets = []string{"physnet3"}
+		case 4:
+			r.Physnets = []string{"physnet3", "physnet1"}
 		}
 		reqs[i] = r
 	}
@@ -104,7 +114,7 @@ func randomRequests(rng *rand.Rand, n int, groups map[string]Group) []Request {
 // refMaps reports whether host h maps every physical network q needs.
 func refMaps(h Host, q Request) bool {
 	for _, p := range q.Physnets {
-		if _, ok := h.Physnets[p]; !ok {
+		if h.Physnets[p] == "" { // mapped to no interface
 			return false
 		}
 	}

@@ -18,13 +18,14 @@
 //
 // # Cost
 //
-// For each distinct (availability zone, architecture) constraint a batch
-// uses, Place keeps a treap of eligible hosts ordered best-first by the
-// weigher score (free RAM after ratios, then host ID), where every subtree
-// also records the largest free vCPU, RAM and disk it contains. The best
-// host for a request is the first host in that order that fits, found by a
-// descent that skips every subtree whose maxima cannot hold the request, and
-// a claim re-keys the host in O(log N). This is exact, not a heuristic: the
+// For each distinct (availability zone, architecture, physical networks)
+// constraint a batch uses, Place keeps a treap of the eligible hosts that
+// meet it, ordered best-first by the weigher score (free RAM after ratios,
+// then host ID), where every subtree also records the largest free vCPU,
+// RAM and disk it contains. The best host for a request is the first host
+// in that order that fits, found by a descent that skips every subtree
+// whose maxima cannot hold the request, and a claim re-keys the host in
+// O(log N) in each tree holding it. This is exact, not a heuristic: the
 // top host lacking vCPU or disk only costs the walk past it. (Only when the
 // subtree maxima of different dimensions keep coming from different hosts,
 // none of which fits, does the walk grow toward O(N).) A plain heap
@@ -37,9 +38,11 @@
 // plans; the tests hold both to a brute-force reference.
 //
 // A pinned request (Request.Pin) considers its one host only. A request
-// whose ports need physical networks (Request.Physnets) skips the hosts
-// that do not map them during the same descent, as anti-affinity skips
-// member hosts.
+// whose ports need physical networks (Request.Physnets) only ever visits
+// hosts that map them: its tree holds just those (built from a per-call
+// list of the hosts mapping each physical network, starting from the
+// rarest one it needs), and a small batch scans just those, so its cost
+// follows the hosts mapping the networks, not the cluster.
 //
 // Server groups: anti-affinity (with max_server_per_host, a host at its
 // limit) and soft-anti-affinity skip member hosts during the same tree
@@ -73,7 +76,8 @@ type Host struct {
 	UsedVCPUs, UsedRAMMB, UsedDiskGB int // committed claims; negative counts as 0
 
 	// Physnets is what the host maps: physical network → interface
-	// (statedb.HostNetworks).
+	// (statedb.HostNetworks). Only the networks some request needs
+	// matter; Plan fills in just the hosts mapping one of those.
 	Physnets map[string]string
 }
 
@@ -166,11 +170,11 @@ const linearMax = 16
 // host is an eligible host during one Place call. It holds no pointers, so
 // ten thousand of them cost the garbage collector nothing.
 type host struct {
-	free statedb.Room
-	tree [levels]int32 // index in planner.roots per level, -1 if none built
-	src  int32         // index in planner.in
-	rank int32         // position in ID order, once planner.ranked
-	dup  bool          // a later host with an ID already seen: never chosen
+	free  statedb.Room
+	first int32 // the host's first tree node (forest.nodes), -1 if none
+	src   int32 // index in planner.in
+	rank  int32 // position in ID order, once planner.ranked
+	dup   bool  // a later host with an ID already seen: never chosen
 }
 
 // groupState is a server group with the placements of this batch added.
@@ -235,7 +239,7 @@ func newPlanner(in []Host, groups map[string]Group, opt Options, linear bool) *p
 		if h := &in[i]; h.Alive && h.Enabled {
 			total := statedb.HostCap{VCPUs: h.VCPUs, RAMMB: h.RAMMB, DiskGB: h.DiskGB}
 			used := statedb.HostCap{VCPUs: h.UsedVCPUs, RAMMB: h.UsedRAMMB, DiskGB: h.UsedDiskGB}
-			p.hosts = append(p.hosts, host{free: statedb.Headroom(total, used, r), tree: [levels]int32{-1, -1, -1, -1}, src: int32(i)})
+			p.hosts = append(p.hosts, host{free: statedb.Headroom(total, used, r), first: -1, src: int32(i)})
 		}
 	}
 	if !linear {
@@ -363,8 +367,8 @@ func (p *planner) choose1(req Request) (int32, string) {
 	if reason != "" {
 		return -1, reason
 	}
-	k := keyOf(req)
-	p.need = req.Physnets
+	k, need := keyOf(req)
+	p.need = need
 	h := int32(-1)
 	switch {
 	case req.Pin != "":
@@ -422,11 +426,20 @@ func (p *planner) groupAllows(g *groupState, policy string, h int32) bool {
 // that policy allows with g's members (any host for a nil g); -1 if none.
 func (p *planner) best(k poolKey, n statedb.Room, g *groupState, policy string) int32 {
 	if !p.linear {
-		return p.find(p.tree(k), n, g, policy)
+		return p.find(p.tree(k, p.need), n, g, policy)
+	}
+	// Only hosts mapping the request's physical networks are visited.
+	cands, all := p.candidates(p.need)
+	count := len(cands)
+	if all {
+		count = len(p.hosts)
 	}
 	best := int32(-1)
-	for i := range p.hosts {
+	for i := range count {
 		h := int32(i)
+		if !all {
+			h = cands[i]
+		}
 		if p.hosts[h].dup || !p.hosts[h].free.Holds(n) || !p.matches(k, h) || !p.mapsNeed(h) || !p.groupAllows(g, policy, h) {
 			continue
 		}
@@ -456,17 +469,15 @@ func (p *planner) bestMember(g *groupState, k poolKey, n statedb.Room, pref int)
 // claim takes n from host h, keeping every built tree in order.
 func (p *planner) claim(h int32, n statedb.Room) {
 	hs := &p.hosts[h]
-	for l, t := range hs.tree {
-		if t >= 0 {
-			p.roots[t] = p.remove(p.roots[t], node(h, l))
-		}
+	for x := hs.first; x >= 0; x = p.nodes[x].next {
+		t := p.nodes[x].tree
+		p.roots[t] = p.remove(p.roots[t], x)
 	}
 	for d := range n {
 		hs.free[d] -= n[d]
 	}
-	for l, t := range hs.tree {
-		if t >= 0 {
-			p.roots[t] = p.insert(p.roots[t], node(h, l))
-		}
+	for x := hs.first; x >= 0; x = p.nodes[x].next {
+		t := p.nodes[x].tree
+		p.roots[t] = p.insert(p.roots[t], x)
 	}
 }
