@@ -136,6 +136,8 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 		typ := statedb.CmdCreateInstances
 		if rng.Intn(5) == 0 { // an admin named its host
 			typ, ic.Instance.RequestedHost = statedb.CmdCreateInstancesOnHost, hostID(rng.Intn(nHosts))
+		} else if ic.Root != nil && rng.Intn(2) == 0 { // the volume goes where the server is placed
+			typ, ic.Root.New.Host, ic.Root.New.Path = statedb.CmdCreateInstancesPlacedBoot, "", ""
 		}
 		e.must(typ, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
 		if rng.Intn(3) == 0 { // already placed, wherever the state machine lets it
@@ -220,7 +222,7 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 		return false
 	}
 	if v, ok := sn.Volume(inst.RootVolume); ok {
-		if a := v.Attachment(); a != nil && a.ServerID == inst.ID && !sn.VolumeShared(v) && v.Host != host {
+		if a := v.Attachment(); a != nil && a.ServerID == inst.ID && !sn.VolumeShared(v) && v.Host != "" && v.Host != host { // a volume made with its server has no host yet
 			return false
 		}
 	}
@@ -339,16 +341,37 @@ func TestStateMachineEnforcesRule(t *testing.T) {
 					beside = append(beside, i)
 				}
 			}
+			var underRule []*statedb.Instance // those of them under max_server_per_host > 1
+			for _, i := range beside {
+				if g, _, _ := sn.GroupPlacement(i.GroupID, i.ID, nil); g.MaxServerPerHost > 1 {
+					underRule = append(underRule, i)
+				}
+			}
 			inst := pending[rng.Intn(len(pending))]
-			if len(beside) > 0 && rng.Intn(2) == 0 {
+			switch {
+			case len(underRule) > 0 && rng.Intn(3) == 0:
+				inst = underRule[rng.Intn(len(underRule))]
+			case len(beside) > 0 && rng.Intn(2) == 0:
 				inst = beside[rng.Intn(len(beside))]
 			}
 			host := fmt.Sprint("h", rng.Intn(len(sc.caps)+1)) // sometimes not a member
 			g, members, grouped := sn.GroupPlacement(inst.GroupID, inst.ID, nil)
 			if grouped && len(members) > 0 && rng.Intn(3) != 0 { // often beside a member
 				hosts := make([]string, 0, len(members))
-				for h := range members {
+				for h, n := range members {
+					// Under max_server_per_host, half the time only hosts
+					// with room left under the rule: such probes are
+					// otherwise rare beside the refusals of capacity and
+					// physical networks.
+					if g.MaxServerPerHost > 1 && n >= g.MaxServerPerHost && rng.Intn(2) == 0 {
+						continue
+					}
 					hosts = append(hosts, h)
+				}
+				if len(hosts) == 0 {
+					for h := range members {
+						hosts = append(hosts, h)
+					}
 				}
 				slices.Sort(hosts)
 				host = hosts[rng.Intn(len(hosts))]
