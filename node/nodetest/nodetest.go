@@ -211,7 +211,7 @@ func (c *Cluster) config(dir, name, token string) node.Config {
 	}
 	c.mu.Unlock()
 	cfg := node.Config{
-		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		DataDir: dir, Name: name, APIAddr: "127.0.0.1:0", RaftAddr: testAddr(), GossipAddr: testAddr(),
 		AdvertiseAddr: "127.0.0.1", Voters: c.Opts.Voters, BcryptCost: c.Opts.BcryptCost, JoinToken: token,
 		Timers: Timers, DeadGrace: DeadGrace, Links: links{c, idx}, Logger: log,
 		VCPUs: 8, RAMMB: 16384, DiskGB: 200, Agent: c.Opts.Agent(idx),
