@@ -63,6 +63,10 @@ func TestImportDirections(t *testing.T) {
 			// status, the state, the agents' hypervisor and fence types
 			// and the API's routes; never the daemon (node).
 			return to == "consensus" || to == "consensus/statedb" || to == "node/agent" || to == "rest"
+		case from == "node/access":
+			// Who a request is, from the local state: token keys and
+			// policy (node/identity), the API's credential types.
+			return to == "consensus/statedb" || to == "node/identity" || to == "rest" || to == "rest/identity"
 		case from == "node/readiness":
 			// The catch-up gate: Raft's status and the API's routes.
 			return to == "consensus" || to == "rest"

@@ -21,6 +21,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/node/access"
 	"github.com/peerstack/peerstack/node/hostfail"
 	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
@@ -49,10 +50,12 @@ type Node struct {
 
 	applyLatency prometheus.Histogram
 	apiSeconds   *prometheus.HistogramVec // by service; see metrics.go
-	pwc          *pwCache
-	accelOnce    sync.Once
-	accelVal     string
-	img          images // image cache and copier (images.go)
+	// Access verifies tokens, decides the API's policy, signs tokens and
+	// checks passwords, from the local state (node/access).
+	*access.Access
+	accelOnce sync.Once
+	accelVal  string
+	img       images // image cache and copier (images.go)
 	// hosts is where the scheduler and the hypervisor API read host
 	// liveness and capacity: gossip, unless Config.HostSource wraps it.
 	hosts HostSource
@@ -80,8 +83,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, files: membership.Files{DataDir: cfg.DataDir}, left: make(chan struct{}), pwc: newPWCache(10*time.Minute, 10000),
+	n := &Node{cfg: cfg, log: cfg.Logger, files: membership.Files{DataDir: cfg.DataDir}, left: make(chan struct{}),
 		contacts: leader.NewContacts(nil)}
+	n.Access = access.New(n.State, n.Now, cfg.BcryptCost)
 	n.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "peerstack", Name: "apply_seconds",
 		Help: "Latency of writes through Raft as seen by this host.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	n.apiSeconds = newAPISeconds()
@@ -384,7 +388,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	if base == "" {
 		base = "https://" + n.id.APIAddr
 	}
-	srv := rest.NewServer(authenticator{n}, n.log.With("sub", "api"),
+	srv := rest.NewServer(n.Access, n.log.With("sub", "api"),
 		rest.ServerOptions{BaseURL: base, TrustedProxies: n.cfg.TrustedProxies})
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)

@@ -1,4 +1,11 @@
-package node
+// Package access decides who a request is and what it may do, from the
+// local state alone: it verifies tokens (signature, expiry, revocation,
+// a user, project or application credential gone), makes the one policy
+// decision every API request passes, signs new tokens with the active key
+// and runs this host's bcrypt work in a bounded pool behind a cache of
+// recent successes. It reads the state; it never writes it, and it makes
+// no network call.
+package access
 
 import (
 	"context"
@@ -13,11 +20,25 @@ import (
 	restidentity "github.com/peerstack/peerstack/rest/identity"
 )
 
-// adminProjectName names the project whose admin role is cloud-wide.
-const adminProjectName = "admin"
+// AdminProjectName names the project whose admin role is cloud-wide.
+const AdminProjectName = "admin"
 
-// errBadToken is what every token failure looks like from outside.
-var errBadToken = errors.New("invalid token")
+// ErrBadToken is what every token failure looks like from outside.
+var ErrBadToken = errors.New("invalid token")
+
+// Access answers the API's identity questions from the local state.
+type Access struct {
+	state      func() *statedb.Snapshot
+	now        func() time.Time
+	bcryptCost int
+	pw         *pwCache
+}
+
+// New returns the access decisions over the state that state returns at
+// the time now returns, hashing new passwords at bcryptCost.
+func New(state func() *statedb.Snapshot, now func() time.Time, bcryptCost int) *Access {
+	return &Access{state: state, now: now, bcryptCost: bcryptCost, pw: newPWCache(10*time.Minute, 10000)}
+}
 
 // stateKeys verifies tokens with the signing keys of one state snapshot.
 type stateKeys struct {
@@ -33,38 +54,31 @@ func (k stateKeys) VerifyKey(id string) ([]byte, bool) {
 	return key.Secret, true
 }
 
-// authenticator verifies tokens locally, with no Raft round trip.
-type authenticator struct{ n *Node }
-
-func (a authenticator) Authenticate(ctx context.Context, token string) (*rest.Credential, error) {
-	return a.n.Authenticate(ctx, token)
-}
-
 // Authenticate verifies a token's signature, expiry and revocation against
 // the local state.
-func (n *Node) Authenticate(_ context.Context, token string) (*rest.Credential, error) {
-	sn := n.State()
-	now := n.Now()
+func (a *Access) Authenticate(_ context.Context, token string) (*rest.Credential, error) {
+	sn := a.state()
+	now := a.now()
 	c, err := identity.Verify(token, stateKeys{sn: sn, now: now}, now)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadToken, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
 	}
 	if sn.TokenRevoked(c.AuditID, c.UserID, c.IssuedAt) {
-		return nil, fmt.Errorf("%w: revoked", errBadToken)
+		return nil, fmt.Errorf("%w: revoked", ErrBadToken)
 	}
 	u, ok := sn.User(c.UserID)
 	if !ok || !u.Enabled {
-		return nil, fmt.Errorf("%w: user gone or disabled", errBadToken)
+		return nil, fmt.Errorf("%w: user gone or disabled", ErrBadToken)
 	}
 	if c.ProjectID != "" {
 		if p, ok := sn.Project(c.ProjectID); !ok || !p.Enabled {
-			return nil, fmt.Errorf("%w: project gone or disabled", errBadToken)
+			return nil, fmt.Errorf("%w: project gone or disabled", ErrBadToken)
 		}
 	}
 	if c.AppCredID != "" {
 		ac, ok := sn.AppCredential(c.AppCredID)
 		if !ok || (!ac.ExpiresAt.IsZero() && !now.Before(ac.ExpiresAt)) {
-			return nil, fmt.Errorf("%w: application credential gone", errBadToken)
+			return nil, fmt.Errorf("%w: application credential gone", ErrBadToken)
 		}
 	}
 	cred := &rest.Credential{
@@ -75,31 +89,31 @@ func (n *Node) Authenticate(_ context.Context, token string) (*rest.Credential, 
 		cred.Roles = append(cred.Roles, r.Name)
 		cred.RoleIDs = append(cred.RoleIDs, r.ID)
 	}
-	if p, ok := sn.ProjectByName(adminProjectName); !ok || p.ID != c.ProjectID {
+	if p, ok := sn.ProjectByName(AdminProjectName); !ok || p.ID != c.ProjectID {
 		cred.ProjectAdminOnly = true // an admin role here rules this project only
 	}
 	return cred, nil
 }
 
 // Authorize is the one policy function every request passes (rest.Backend).
-func (n *Node) Authorize(c *rest.Credential, access rest.Access, owner string, public bool) rest.Decision {
+func (a *Access) Authorize(c *rest.Credential, access rest.Access, owner string, public bool) rest.Decision {
 	if c == nil {
 		return rest.Forbidden
 	}
-	var a identity.Access
+	var want identity.Access
 	switch access {
 	case rest.Read:
-		a = identity.Read
+		want = identity.Read
 	case rest.Write:
-		a = identity.Write
+		want = identity.Write
 	default:
-		a = identity.Admin
+		want = identity.Admin
 	}
 	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}
-	if p, ok := n.State().ProjectByName(adminProjectName); ok {
+	if p, ok := a.state().ProjectByName(AdminProjectName); ok {
 		ic.AdminProjectID = p.ID
 	}
-	switch identity.Authorize(ic, a, owner, public) {
+	switch identity.Authorize(ic, want, owner, public) {
 	case identity.Allow:
 		return rest.Allow
 	case identity.NotFound:
@@ -109,9 +123,9 @@ func (n *Node) Authorize(c *rest.Credential, access rest.Access, owner string, p
 }
 
 // IssueToken signs claims with the active key (rest/identity.Backend).
-func (n *Node) IssueToken(c restidentity.Claims) (string, error) {
+func (a *Access) IssueToken(c restidentity.Claims) (string, error) {
 	var active *statedb.SigningKey
-	for _, k := range n.State().SigningKeys() {
+	for _, k := range a.state().SigningKeys() {
 		if k.RetireAt.IsZero() && (active == nil || k.CreatedAt.After(active.CreatedAt)) {
 			active = k
 		}
@@ -135,8 +149,8 @@ func errPoolFull() error {
 
 // HashPassword hashes with the configured bcrypt cost, in the password
 // pool.
-func (n *Node) HashPassword(pw string) (string, error) {
-	h, err := n.pwc.pool.Hash(context.Background(), pw, n.cfg.BcryptCost)
+func (a *Access) HashPassword(pw string) (string, error) {
+	h, err := a.pw.pool.Hash(context.Background(), pw, a.bcryptCost)
 	if errors.Is(err, identity.ErrPoolFull) {
 		return "", errPoolFull()
 	}
@@ -146,15 +160,15 @@ func (n *Node) HashPassword(pw string) (string, error) {
 // CheckPassword compares a password with its hash in the password pool;
 // recent successes are answered from a keyed cache so repeated logins skip
 // bcrypt. A full pool is an error.
-func (n *Node) CheckPassword(ctx context.Context, hash, pw string) (bool, error) {
+func (a *Access) CheckPassword(ctx context.Context, hash, pw string) (bool, error) {
 	now := time.Now()
-	if n.pwc.check(hash, pw, now) {
+	if a.pw.check(hash, pw, now) {
 		return true, nil
 	}
-	ok, err := n.pwc.pool.Check(ctx, hash, pw)
+	ok, err := a.pw.pool.Check(ctx, hash, pw)
 	if err != nil || !ok {
 		return false, err
 	}
-	n.pwc.remember(hash, pw, now)
+	a.pw.remember(hash, pw, now)
 	return true, nil
 }
