@@ -6,7 +6,7 @@ set -eu
 GO=${GO:-go}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-$GO test -run '^$' -bench 'BenchmarkJoin$|BenchmarkWrites$|BenchmarkProcessCluster$|BenchmarkFailoverUnderLoad$' -benchtime 1x -timeout 30m ./e2e | tee "$out" >/dev/null
+$GO test -run '^$' -bench 'BenchmarkJoin$|BenchmarkWrites$|BenchmarkProcessCluster$|BenchmarkProcessClusterState$|BenchmarkFailoverUnderLoad$' -benchtime 1x -timeout 30m ./e2e | tee "$out" >/dev/null
 $GO test -run '^$' -bench 'BenchmarkPlaceThroughRaft/throughput' -benchtime 1x -timeout 30m ./node/nodetest | tee -a "$out" >/dev/null
 printf 'what\tfigure\ttarget\tbaseline (same run)\tratio\n' >"$out.rows"
 grep '^BENCHROW' "$out" | cut -f2- >>"$out.rows"
