@@ -51,7 +51,7 @@ func (n *Node) failoverRoutine(log *slog.Logger) leader.Routine {
 func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions) *agent.Fence {
 	fence, keep := hostfail.NewFence(hostfail.FenceConfig{
 		Renew: n.lease.Renew, Applied: func() uint64 { return n.raft.Status().AppliedIndex },
-		Timeout: func() time.Duration {
+		Setting: func() time.Duration {
 			if cfg, ok := n.State().Cluster(); ok {
 				return cfg.Settings.EffectiveFenceTimeout()
 			}
