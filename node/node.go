@@ -69,6 +69,8 @@ type Node struct {
 	wg       sync.WaitGroup
 	left     chan struct{}
 	ready    *readiness.Gate // caught up with the cluster since start
+	// fenceTimeouts is what this host's fence counts (hostfail.go).
+	fenceTimeouts *hostfail.FenceTimeouts
 }
 
 // Start creates, joins or resumes a cluster member, depending on the data

@@ -59,10 +59,11 @@ type FenceConfig struct {
 	Logger       *slog.Logger
 }
 
-// NewFence makes the agent's fence. With a guard command it also returns
-// the loop that keeps the guard running, for the caller to run in a
-// goroutine it owns until its context ends; otherwise keep is nil.
-func NewFence(cfg FenceConfig) (fence *agent.Fence, keep func(context.Context)) {
+// NewFence makes the agent's fence and the fence timeouts it counts
+// (FenceTimeouts). With a guard command it also returns the loop that
+// keeps the guard running, for the caller to run in a goroutine it owns
+// until its context ends; otherwise keep is nil.
+func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, keep func(context.Context)) {
 	log := cfg.Logger
 	var guardDeadline time.Duration
 	var initial []agent.GuardVM
@@ -77,7 +78,7 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, keep func(context.Context)) 
 			initial, guardDeadline = hb.VMs, time.Duration(hb.Deadline)
 		}
 	}
-	timeouts := NewFenceTimeouts(cfg.Setting, agent.MonoNow, guardDeadline)
+	timeouts = NewFenceTimeouts(cfg.Setting, agent.MonoNow, guardDeadline)
 	fc := agent.FenceConfig{
 		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Mono: agent.MonoNow,
 		Timeout: timeouts.Timeout, Interval: cfg.Interval, Initial: initial, Logger: log.With("sub", "fence"),
@@ -92,7 +93,7 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, keep func(context.Context)) 
 		}
 		keep = func(ctx context.Context) { keepGuard(ctx, log, cfg.GuardCommand, path, cfg.DataDir) }
 	}
-	return agent.NewFence(fc), keep
+	return agent.NewFence(fc), timeouts, keep
 }
 
 // keepGuard runs the guard process and starts it again when it exits,
