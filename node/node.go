@@ -427,7 +427,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(9)
+	n.wg.Add(10)
+	go func() { defer n.wg.Done(); n.drain.Run(ctx) }()
 	go func() { defer n.wg.Done(); n.cutRevokedLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.ready.Watch(ctx) }()
 	go func() {
