@@ -45,7 +45,7 @@ func (t *FenceTimeouts) Timeout() time.Duration {
 // Renew wraps a lease renewal (Lease.Renew): it reports the timeout this
 // host fences on and, once the leader acknowledged it, adopts the
 // setting.
-func (t *FenceTimeouts) Renew(renew func(context.Context, time.Duration) (uint64, error)) func(context.Context) (uint64, error) {
+func (t *FenceTimeouts) Renew(renew func(context.Context, FenceReport) (uint64, error)) func(context.Context) (uint64, error) {
 	return func(ctx context.Context) (uint64, error) {
 		report, next := t.report()
 		commit, err := renew(ctx, report)
@@ -58,14 +58,14 @@ func (t *FenceTimeouts) Renew(renew func(context.Context, time.Duration) (uint64
 	}
 }
 
-// report is the timeout to report with a renewal sent now, and the
-// setting to adopt once it is acknowledged.
-func (t *FenceTimeouts) report() (report, next time.Duration) {
-	next = t.setting()
+// report is the report of a renewal sent now, and the setting to adopt
+// once it is acknowledged.
+func (t *FenceTimeouts) report() (FenceReport, time.Duration) {
+	next := t.setting()
 	now := t.mono()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return max(next, t.adopted, t.guard-now), next
+	return FenceReport{Timeout: max(next, t.adopted, t.guard-now), Sent: now}, next
 }
 
 // Wrote records that the guard's heartbeat now holds deadline.

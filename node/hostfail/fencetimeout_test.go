@@ -15,8 +15,11 @@ func TestFenceTimeoutsReportAndAdopt(t *testing.T) {
 	ft := NewFenceTimeouts(func() time.Duration { return setting }, func() time.Duration { return mono }, 0)
 	var reported []time.Duration
 	fail := false
-	renew := ft.Renew(func(_ context.Context, d time.Duration) (uint64, error) {
-		reported = append(reported, d)
+	renew := ft.Renew(func(_ context.Context, r FenceReport) (uint64, error) {
+		if r.Sent != mono {
+			t.Errorf("report sent at %v; want %v", r.Sent, mono)
+		}
+		reported = append(reported, r.Timeout)
 		if fail {
 			return 0, errors.New("cut off")
 		}

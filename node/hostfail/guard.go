@@ -45,7 +45,7 @@ func HeartbeatPath(runDir, dataDir string) string {
 type FenceConfig struct {
 	// Renew is one lease round trip reporting this host's fence timeout
 	// (Lease.Renew).
-	Renew func(context.Context, time.Duration) (uint64, error)
+	Renew func(context.Context, FenceReport) (uint64, error)
 	// Applied is the index this host's state has applied.
 	Applied func() uint64
 	// Setting is T_fence from the cluster settings; the fence adopts it

@@ -33,6 +33,7 @@ type Contacts struct {
 type contact struct {
 	at           time.Time
 	fenceTimeout time.Duration // 0: not reported (a host of an older release)
+	sent         time.Duration // the host's send time of the report
 }
 
 // NewContacts returns an empty record; now is the clock (nil: time.Now).
@@ -44,11 +45,18 @@ func NewContacts(now func() time.Time) *Contacts {
 }
 
 // Heard records a renewal from host id, received now, with the fence
-// timeout it reported (0: none).
-func (c *Contacts) Heard(id string, fenceTimeout time.Duration) {
+// timeout it reported and the host's send time of it (0, 0: none). A
+// renewal sent before the last one recorded (late, or the host's clock
+// restarted with a reboot) keeps the longer of the two reports: either
+// may be the one the host fences on.
+func (c *Contacts) Heard(id string, fenceTimeout, sent time.Duration) {
 	c.mu.Lock()
-	c.last[id] = contact{at: c.now(), fenceTimeout: fenceTimeout}
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	l := contact{at: c.now(), fenceTimeout: fenceTimeout, sent: sent}
+	if prev, ok := c.last[id]; ok && sent < prev.sent && prev.fenceTimeout > 0 && fenceTimeout > 0 {
+		l.fenceTimeout = max(fenceTimeout, prev.fenceTimeout)
+	}
+	c.last[id] = l
 }
 
 // Last returns when host id was last heard from.

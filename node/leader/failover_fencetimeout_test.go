@@ -47,8 +47,8 @@ func fencedAfter(p *pinState, g *fakeGossip, f *Failover, now *time.Time, w *wat
 	t0 := *now
 	for i := 1; i <= limit; i++ {
 		*now = t0.Add(time.Duration(i) * time.Second)
-		f.Contacts.Heard("h3", report)
-		f.Contacts.Heard("h2", report)
+		f.Contacts.Heard("h3", report, 0)
+		f.Contacts.Heard("h2", report, 0)
 		g.members = []gossip.Member{aliveMember("h2", time.Time{}), aliveMember("h3", time.Time{})}
 		f.tick(context.Background(), w)
 		if p.s.Snapshot().HostFenced("h1") {
@@ -66,7 +66,7 @@ func TestFailoverWaitsTheFenceTimeoutTheHostReported(t *testing.T) {
 	p, g, f, now, _ := fenceTimeoutSetup(t)
 	t0 := *now
 	w := &watch{start: t0, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
-	f.Contacts.Heard("h1", 30*time.Second) // h1's last renewal
+	f.Contacts.Heard("h1", 30*time.Second, 0) // h1's last renewal
 	p.fenceTimeout(5 * time.Second)
 	got := fencedAfter(p, g, f, now, w, 5*time.Second, 60)
 	want := 30*time.Second + statedb.FenceMargin(30*time.Second) // 33.5 s: the first tick past it is 34 s
@@ -111,7 +111,7 @@ func TestFailoverNewLeaderWaitsTheBoundUntilSettled(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		*now2 = now2.Add(time.Second)
 		for _, h := range []string{"h1", "h2", "h3"} {
-			f2.Contacts.Heard(h, 5*time.Second)
+			f2.Contacts.Heard(h, 5*time.Second, 0)
 		}
 		f2.tick(context.Background(), w2)
 	}
@@ -131,7 +131,7 @@ func TestFailoverNewLeaderWaitsTheBoundUntilSettled(t *testing.T) {
 func TestFailoverRaisedFenceTimeoutWaitsTheLonger(t *testing.T) {
 	p, g, f, now, _ := fenceTimeoutSetup(t)
 	w := &watch{start: *now, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
-	f.Contacts.Heard("h1", 30*time.Second)
+	f.Contacts.Heard("h1", 30*time.Second, 0)
 	p.fenceTimeout(60 * time.Second)
 	got := fencedAfter(p, g, f, now, w, 60*time.Second, 120)
 	if want := 60*time.Second + statedb.FenceMargin(60*time.Second); got <= want || got > want+time.Second {
@@ -151,9 +151,9 @@ func TestFailoverReturningHostBackOnlyOnCurrentTimeout(t *testing.T) {
 	tick := func(h1 time.Duration) {
 		*now = now.Add(time.Second)
 		for _, h := range []string{"h2", "h3"} {
-			f.Contacts.Heard(h, 5*time.Second)
+			f.Contacts.Heard(h, 5*time.Second, 0)
 		}
-		f.Contacts.Heard("h1", h1)
+		f.Contacts.Heard("h1", h1, 0)
 		g.members = []gossip.Member{aliveMember("h1", time.Time{}), aliveMember("h2", time.Time{}), aliveMember("h3", time.Time{})}
 		f.tick(context.Background(), w)
 	}
@@ -165,5 +165,50 @@ func TestFailoverReturningHostBackOnlyOnCurrentTimeout(t *testing.T) {
 	tick(5 * time.Second)
 	if p.s.Snapshot().HostDown("h1") {
 		t.Fatalf("h1 reporting 5 s not declared back")
+	}
+}
+
+// While the bound is not settled (h3 still reports the old 30 s), a host
+// that reported the lowered 5 s in this term fences on 5 s: the leader
+// waits 5 s plus the margin for it, not the bound.
+func TestFailoverReportedShorterTimeoutBeatsTheBound(t *testing.T) {
+	p, g, f, now, _ := fenceTimeoutSetup(t)
+	p.fenceTimeout(5 * time.Second)
+	t0 := *now
+	w := &watch{start: t0, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
+	f.Contacts.Heard("h1", 5*time.Second, 0) // h1's last renewal, on the new value
+	var got time.Duration
+	for i := 1; i <= 40 && got == 0; i++ {
+		*now = t0.Add(time.Duration(i) * time.Second)
+		f.Contacts.Heard("h2", 5*time.Second, 0)
+		f.Contacts.Heard("h3", 30*time.Second, 0)
+		g.members = []gossip.Member{aliveMember("h2", time.Time{}), aliveMember("h3", time.Time{})}
+		f.tick(context.Background(), w)
+		if p.s.Snapshot().HostFenced("h1") {
+			got = now.Sub(t0)
+		}
+	}
+	if cfg, _ := p.s.Snapshot().Cluster(); cfg.Settings.FenceTimeoutBound != 30*time.Second {
+		t.Fatalf("bound %v; want 30 s kept while h3 reports 30 s", cfg.Settings.FenceTimeoutBound)
+	}
+	if want := 5*time.Second + statedb.FenceMargin(5*time.Second); got <= want || got > want+time.Second {
+		t.Fatalf("h1 (reported 5 s) fenced after %v; want the first tick past %v", got, want)
+	}
+}
+
+// A renewal that arrives after a newer one (sent earlier) must not
+// replace the newer report with a shorter one; the next in order does.
+func TestContactsLateRenewalKeepsTheLongerReport(t *testing.T) {
+	now := time.Unix(100, 0)
+	c := NewContacts(func() time.Time { return now })
+	c.Heard("h1", 60*time.Second, 20*time.Second) // newer, after a raise
+	now = now.Add(time.Second)
+	c.Heard("h1", 5*time.Second, 19*time.Second) // late, from before it
+	if r, at, ok := c.Reported("h1"); !ok || r != 60*time.Second || !at.Equal(now) {
+		t.Fatalf("after a late renewal: %v at %v (%v); want 60 s, heard now", r, at, ok)
+	}
+	c.Heard("h1", 5*time.Second, 21*time.Second)
+	if r, _, _ := c.Reported("h1"); r != 5*time.Second {
+		t.Fatalf("after the next renewal in order: %v; want 5 s", r)
 	}
 }
