@@ -135,16 +135,23 @@ func (d *Drainer) kickLocked() chan struct{} {
 }
 
 // Run carries out the drains Start asks for until ctx ends; a drain
-// under way then fails.
+// under way then fails. Between drains it withdraws a draining state
+// that a previous run of the daemon left (it stopped during a drain, or
+// before the host left): nothing here carries that drain on.
 func (d *Drainer) Run(ctx context.Context) {
 	d.mu.Lock()
 	kick := d.kickLocked()
 	d.mu.Unlock()
+	check := time.NewTicker(5 * time.Second)
+	defer check.Stop()
+	d.withdrawLeftover(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			d.finish(errors.New("the daemon stopped during the drain"))
 			return
+		case <-check.C:
+			d.withdrawLeftover(ctx)
 		case <-kick:
 			d.mu.Lock()
 			caller := d.caller
@@ -164,6 +171,26 @@ func (d *Drainer) Run(ctx context.Context) {
 			d.finish(err)
 		}
 	}
+}
+
+// withdrawLeftover clears this host's draining state when no drain of
+// this run of the daemon set it (the state may still be catching up at
+// start: Run checks again every few seconds). The host stays disabled,
+// as after a failed drain.
+func (d *Drainer) withdrawLeftover(ctx context.Context) {
+	d.mu.Lock()
+	mine := d.st.Status != ""
+	d.mu.Unlock()
+	if h, ok := d.Raft.State().HostHealth(d.HostID); mine || !ok || !h.Draining {
+		return
+	}
+	if _, err := d.Raft.Propose(ctx, statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: d.HostID}); err != nil {
+		if ctx.Err() == nil {
+			d.Logger.Warn("drain: withdraw a previous run's draining state", "err", err)
+		}
+		return
+	}
+	d.Logger.Warn("drain: withdrew the draining state a previous run of the daemon left; run the drain again to move the servers")
 }
 
 // finish ends the drain under way: drained, or failed with err.

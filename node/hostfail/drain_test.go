@@ -94,3 +94,57 @@ func TestDrainRunsInBackgroundAndEnds(t *testing.T) {
 		t.Fatalf("drain when the daemon stopped = %+v; want failed, saying so", st)
 	}
 }
+
+// recordRaft applies what is proposed to a real store.
+type recordRaft struct {
+	store *statedb.Store
+	mu    sync.Mutex
+	idx   uint64
+	types []statedb.CmdType
+}
+
+func (r *recordRaft) State() *statedb.Snapshot { return r.store.Snapshot() }
+
+func (r *recordRaft) Propose(_ context.Context, t statedb.CmdType, payload any) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.idx++
+	c, err := statedb.NewCommand(t, "", time.Unix(int64(r.idx), 0).UTC(), payload)
+	if err != nil {
+		return 0, err
+	}
+	b, _ := c.Encode()
+	r.types = append(r.types, t)
+	return r.idx, r.store.Apply(r.idx, b).Err
+}
+
+// A draining state left by a previous run of the daemon (it stopped
+// mid-drain) is withdrawn: the host does not stay draining for good.
+func TestDrainWithdrawsALeftoverDrainingState(t *testing.T) {
+	r := &recordRaft{store: statedb.NewStore()}
+	if _, err := r.Propose(context.Background(), statedb.CmdRegisterMember, statedb.Member{ID: "h1", Name: "host1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Propose(context.Background(), statedb.CmdSetHostHealth, statedb.SetHostHealthCmd{ID: "h1", Draining: true}); err != nil {
+		t.Fatal(err)
+	}
+	d := &Drainer{HostID: "h1", HostName: "host1", Raft: r, Hypervisor: func() agent.Hypervisor { return nil }, Logger: slog.New(slog.DiscardHandler)}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := r.State().HostHealth("h1"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leftover draining state was not withdrawn")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if st := d.Status(); st.Status != DrainNone {
+		t.Fatalf("status = %+v; want none (no drain ran here)", st)
+	}
+}
