@@ -347,7 +347,7 @@ func leaveCmd() *cobra.Command {
 			}
 			if evacuate {
 				fmt.Fprintln(c.OutOrStdout(), "peerstack: stopping this host's servers and restarting them on other hosts")
-				if err := cl.Do(ctx, "POST", "/drain", nil, nil); err != nil {
+				if err := drainHost(ctx, cl); err != nil {
 					return err
 				}
 			}
@@ -361,6 +361,35 @@ func leaveCmd() *cobra.Command {
 	c.Flags().StringVar(&dataDir, "data-dir", node.DefaultDataDir, "this host's data dir (to find its daemon)")
 	c.Flags().BoolVar(&evacuate, "evacuate", false, "first stop this host's servers and restart them on other hosts (every disk must be on shared storage)")
 	return c
+}
+
+// drainHost starts this host's drain and waits until it is over: the
+// daemon answers the request once the drain is under way and shows its
+// progress at GET /drain.
+func drainHost(ctx context.Context, cl *client.Client) error {
+	var out struct {
+		Drain struct {
+			Status  string `json:"status"` // draining, drained or failed
+			Message string `json:"message"`
+		} `json:"drain"`
+	}
+	if err := cl.Do(ctx, "POST", "/drain", nil, &out); err != nil {
+		return err
+	}
+	for out.Drain.Status == "draining" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %w", ctx.Err())
+		case <-time.After(time.Second):
+		}
+		if err := cl.Do(ctx, "GET", "/drain", nil, &out); err != nil {
+			return err
+		}
+	}
+	if out.Drain.Status != "drained" {
+		return fmt.Errorf("drain %s: %s", out.Drain.Status, out.Drain.Message)
+	}
+	return nil
 }
 
 func versionCmd() *cobra.Command {

@@ -49,9 +49,9 @@ func (n *Node) failoverRoutine(log *slog.Logger) leader.Routine {
 // newFence is the agent's fence; with a guard command the guard is kept
 // running until ctx ends.
 func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions) *agent.Fence {
-	fence, keep := hostfail.NewFence(hostfail.FenceConfig{
+	fence, timeouts, keep := hostfail.NewFence(hostfail.FenceConfig{
 		Renew: n.lease.Renew, Applied: func() uint64 { return n.raft.Status().AppliedIndex },
-		Timeout: func() time.Duration {
+		Setting: func() time.Duration {
 			if cfg, ok := n.State().Cluster(); ok {
 				return cfg.Settings.EffectiveFenceTimeout()
 			}
@@ -59,11 +59,26 @@ func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions
 		},
 		Interval: opts.FenceInterval, GuardCommand: opts.GuardCommand, DataDir: n.cfg.DataDir, Logger: log,
 	})
+	n.mu.Lock()
+	n.fenceTimeouts = timeouts
+	n.mu.Unlock()
 	if keep != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); keep(ctx) }()
 	}
 	return fence
+}
+
+// FenceTimeout is the T_fence this host's fence counts now: the setting
+// as of its last acknowledged lease renewal (0 before its agent runs).
+func (n *Node) FenceTimeout() time.Duration {
+	n.mu.Lock()
+	ft := n.fenceTimeouts
+	n.mu.Unlock()
+	if ft == nil {
+		return 0
+	}
+	return ft.Timeout()
 }
 
 // RunGuard is `peerstack fence-guard`: it guards the heartbeat file (see

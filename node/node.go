@@ -72,6 +72,8 @@ type Node struct {
 	wg       sync.WaitGroup
 	left     chan struct{}
 	ready    *readiness.Gate // caught up with the cluster since start
+	// fenceTimeouts is what this host's fence counts (hostfail.go).
+	fenceTimeouts *hostfail.FenceTimeouts
 }
 
 // Start creates, joins or resumes a cluster member, depending on the data
@@ -429,7 +431,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(9)
+	n.wg.Add(10)
+	go func() { defer n.wg.Done(); n.drain.Run(ctx) }()
 	go func() { defer n.wg.Done(); n.cutRevokedLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.ready.Watch(ctx) }()
 	go func() {

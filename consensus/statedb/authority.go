@@ -137,6 +137,9 @@ var authorities = map[CmdType]authority{
 	CmdSetHostHealth:    {by: ByLeader | ByHost, host: []string{"ID"}},
 	CmdFailoverInstance: leaderOnly,
 	CmdEvacuateInstance: user(adminOnly),
+	// Changing T_fence safely (fencetimeout.go).
+	CmdUpdateHASettings:   user(adminOnly),
+	CmdSettleFenceTimeout: leaderOnly,
 
 	CmdCreateProject:     user(adminOnly),
 	CmdUpdateProject:     user(adminOnly),

@@ -55,6 +55,11 @@ type Settings struct {
 	// HADisabled turns automatic restart of a failed host's servers off.
 	FenceTimeout time.Duration `json:"fence_timeout,omitempty"`
 	HADisabled   bool          `json:"ha_disabled,omitempty"`
+	// FenceTimeoutBound is the longest fence timeout a host may still
+	// fence on after FenceTimeout changed (0 once settled); FenceGen
+	// counts the changes (fencetimeout.go).
+	FenceTimeoutBound time.Duration `json:"fence_timeout_bound,omitempty"`
+	FenceGen          uint64        `json:"fence_gen,omitempty"`
 }
 
 // Member is a host of the cluster as recorded in the state.

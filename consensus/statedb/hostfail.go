@@ -445,7 +445,7 @@ func checkHASettings(r *UpdateSettingsCmd) error {
 
 func setHASettings(s *Settings, r *UpdateSettingsCmd) {
 	if r.FenceTimeout != nil {
-		s.FenceTimeout = *r.FenceTimeout
+		setFenceTimeout(s, *r.FenceTimeout)
 	}
 	if r.HADisabled != nil {
 		s.HADisabled = *r.HADisabled

@@ -29,6 +29,10 @@ const (
 	CmdEvacuateInstance CmdType = 10 // admin: Nova's evacuate
 	CmdRemoveHost       CmdType = 13 // admin: remove a member and revoke its certificates
 
+	// Host failure: changing T_fence safely (fencetimeout.go).
+	CmdUpdateHASettings   CmdType = 11 // admin: settings with fence_timeout or ha_disabled
+	CmdSettleFenceTimeout CmdType = 12 // leader: every host fences on the current T_fence
+
 	// Identity: 20-49.
 	CmdCreateProject     CmdType = 20
 	CmdUpdateProject     CmdType = 21
@@ -178,6 +182,8 @@ var commands = mustRegistry(
 	Cmd[SetHostHealthCmd](CmdSetHostHealth, "SetHostHealth", applySetHostHealth).Since(wave2),
 	Cmd[FailoverCmd](CmdFailoverInstance, "FailoverInstance", applyFailoverInstances).Since(wave2),
 	Cmd[EvacuateCmd](CmdEvacuateInstance, "EvacuateInstance", applyEvacuateInstance).Since(wave2),
+	Cmd[UpdateSettingsCmd](CmdUpdateHASettings, "UpdateHASettings", applyUpdateHASettings).Since(wave2),
+	Cmd[SettleFenceTimeoutCmd](CmdSettleFenceTimeout, "SettleFenceTimeout", applySettleFenceTimeout).Since(wave2),
 	Cmd[RemoveHostCmd](CmdRemoveHost, "RemoveHost", applyRemoveHost).Since(wave2),
 
 	// Identity.

@@ -22,6 +22,8 @@ var goldenCommands = map[CmdType]string{
 	8:   "SetHostHealth",
 	9:   "FailoverInstance",
 	10:  "EvacuateInstance",
+	11:  "UpdateHASettings",
+	12:  "SettleFenceTimeout",
 	13:  "RemoveHost",
 	20:  "CreateProject",
 	21:  "UpdateProject",

@@ -33,6 +33,9 @@ type UpdateSettingsCmd struct {
 	// ImageSizeLimit is the largest image upload in bytes; 0 = the default.
 	ImageSizeLimit *int64 `json:"image_size_limit,omitempty"`
 	// FenceTimeout is T_fence (docs/ha.md), 2 s to 10 min; 0 = the default.
+	// It and HADisabled are proposed with CmdUpdateHASettings, which an
+	// older release cannot apply (fencetimeout.go); CmdUpdateSettings
+	// entries already in a log with them replay as they applied.
 	FenceTimeout *time.Duration `json:"fence_timeout,omitempty"`
 	// HADisabled turns automatic restart of a failed host's servers off.
 	HADisabled *bool `json:"ha_disabled,omitempty"`

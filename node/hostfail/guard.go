@@ -43,12 +43,14 @@ func HeartbeatPath(runDir, dataDir string) string {
 
 // FenceConfig is what the agent's fence is made from.
 type FenceConfig struct {
-	// Renew is one lease round trip (Lease.Renew).
-	Renew func(context.Context) (uint64, error)
+	// Renew is one lease round trip reporting this host's fence timeout
+	// (Lease.Renew).
+	Renew func(context.Context, FenceReport) (uint64, error)
 	// Applied is the index this host's state has applied.
 	Applied func() uint64
-	// Timeout is T_fence from the cluster settings.
-	Timeout  func() time.Duration
+	// Setting is T_fence from the cluster settings; the fence adopts it
+	// at a renewal (FenceTimeouts).
+	Setting  func() time.Duration
 	Interval time.Duration
 	// GuardCommand, when set, is the guard process to keep running (with
 	// its arguments); the fence then writes its heartbeat file.
@@ -57,30 +59,41 @@ type FenceConfig struct {
 	Logger       *slog.Logger
 }
 
-// NewFence makes the agent's fence. With a guard command it also returns
-// the loop that keeps the guard running, for the caller to run in a
-// goroutine it owns until its context ends; otherwise keep is nil.
-func NewFence(cfg FenceConfig) (fence *agent.Fence, keep func(context.Context)) {
+// NewFence makes the agent's fence and the fence timeouts it counts
+// (FenceTimeouts). With a guard command it also returns the loop that
+// keeps the guard running, for the caller to run in a goroutine it owns
+// until its context ends; otherwise keep is nil.
+func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, keep func(context.Context)) {
 	log := cfg.Logger
-	fc := agent.FenceConfig{
-		Renew: cfg.Renew, Applied: cfg.Applied,
-		Timeout: cfg.Timeout, Interval: cfg.Interval, Logger: log.With("sub", "fence"),
-	}
+	var guardDeadline time.Duration
+	var initial []agent.GuardVM
+	path := ""
 	if len(cfg.GuardCommand) > 0 {
-		path := HeartbeatPath(RunDir, cfg.DataDir)
+		path = HeartbeatPath(RunDir, cfg.DataDir)
 		// Until the agent's first sync, the previous run's HA VMs stay in
 		// the heartbeat: the guard must still kill them.
 		if hb, err := agent.ReadHeartbeat(path); err != nil {
 			log.Warn("fence: previous heartbeat unreadable; guarding no VM until the first sync", "err", err)
 		} else {
-			fc.Initial = hb.VMs
+			initial, guardDeadline = hb.VMs, time.Duration(hb.Deadline)
 		}
+	}
+	timeouts = NewFenceTimeouts(cfg.Setting, agent.MonoNow, guardDeadline)
+	fc := agent.FenceConfig{
+		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Mono: agent.MonoNow,
+		Timeout: timeouts.Timeout, Interval: cfg.Interval, Initial: initial, Logger: log.With("sub", "fence"),
+	}
+	if path != "" {
 		fc.Heartbeat = func(deadline time.Duration, vms []agent.GuardVM) error {
-			return agent.WriteHeartbeat(path, deadline, vms)
+			if err := agent.WriteHeartbeat(path, deadline, vms); err != nil {
+				return err
+			}
+			timeouts.Wrote(deadline)
+			return nil
 		}
 		keep = func(ctx context.Context) { keepGuard(ctx, log, cfg.GuardCommand, path, cfg.DataDir) }
 	}
-	return agent.NewFence(fc), keep
+	return agent.NewFence(fc), timeouts, keep
 }
 
 // keepGuard runs the guard process and starts it again when it exits,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/rest"
@@ -25,12 +26,23 @@ type Lease struct {
 	SelfID   string
 	SelfName string
 	Raft     RaftStatus
-	// Heard records, on the leader, that a host renewed its lease.
-	Heard func(host string)
+	// Heard records, on the leader, that a host renewed its lease and the
+	// fence timeout it reported with its send time (0: none, a host of an
+	// older release).
+	Heard func(host string, fenceTimeout, sent time.Duration)
 	// AddrOf is a host's API address ("" when unknown).
 	AddrOf func(id string) string
 	// Client is the mTLS client for host-to-host calls.
 	Client *http.Client
+}
+
+// FenceReport is what a lease renewal carries: the fence timeout this
+// host fences on from this renewal on (FenceTimeouts), and when it sent
+// the renewal on its CLOCK_MONOTONIC, which orders the renewals of one
+// host (a late one must not replace a newer report).
+type FenceReport struct {
+	Timeout time.Duration `json:"fence_timeout_ns,omitempty"`
+	Sent    time.Duration `json:"sent_mono_ns,omitempty"`
 }
 
 // leaseAnswer is the leader's answer to a lease renewal.
@@ -52,19 +64,27 @@ func (l *Lease) serve(c *rest.Ctx) (any, error) {
 		return nil, rest.Forbiddenf("a cluster client certificate is required")
 	}
 	host := c.R.TLS.PeerCertificates[0].Subject.CommonName
+	var req FenceReport
+	if err := c.Decode(&req); err != nil {
+		return nil, err
+	}
+	if req.Timeout < 0 || req.Sent < 0 {
+		return nil, rest.BadRequest("Invalid fence report %+v.", req)
+	}
 	if !l.Raft.IsLeader() {
 		return nil, rest.Conflictf("host %s is not the leader", l.SelfName)
 	}
 	// The commit index is read before the contact is recorded: a host that
 	// applied it has seen everything this leader had decided about it.
 	commit := l.Raft.Status().CommitIndex
-	l.Heard(host)
+	l.Heard(host, req.Timeout, req.Sent)
 	return leaseAnswer{Leader: l.SelfID, Commit: commit}, nil
 }
 
-// Renew makes one lease round trip with the leader and returns the
-// leader's commit index.
-func (l *Lease) Renew(ctx context.Context) (uint64, error) {
+// Renew makes one lease round trip with the leader, reporting the fence
+// timeout this host fences on from then, and returns the leader's commit
+// index.
+func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 	id, _ := l.Raft.Leader()
 	if id == "" {
 		return 0, fmt.Errorf("lease: no leader")
@@ -74,14 +94,18 @@ func (l *Lease) Renew(ctx context.Context) (uint64, error) {
 			return 0, fmt.Errorf("lease: no longer the leader")
 		}
 		commit := l.Raft.Status().CommitIndex
-		l.Heard(id)
+		l.Heard(id, r.Timeout, r.Sent)
 		return commit, nil
 	}
 	addr := l.AddrOf(id)
 	if addr == "" {
 		return 0, fmt.Errorf("lease: leader %s has no known address", id)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/lease", bytes.NewReader([]byte("{}")))
+	body, err := json.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("lease: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/lease", bytes.NewReader(body))
 	if err != nil {
 		return 0, fmt.Errorf("lease: %w", err)
 	}
@@ -91,7 +115,7 @@ func (l *Lease) Renew(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("lease from %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if err != nil {
 		return 0, fmt.Errorf("lease from %s: %w", addr, err)
 	}

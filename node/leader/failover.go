@@ -21,11 +21,19 @@ import (
 // restarts its HA servers elsewhere through the placement rule.
 
 // Contacts records when this host, as leader, last received a lease
-// renewal from each host. Times are from time.Now (monotonic).
+// renewal from each host, and the fence timeout the host reported with
+// it: the one it fences on from that renewal on. Times are from time.Now
+// (monotonic).
 type Contacts struct {
 	mu   sync.Mutex
-	last map[string]time.Time
+	last map[string]contact
 	now  func() time.Time
+}
+
+type contact struct {
+	at           time.Time
+	fenceTimeout time.Duration // 0: not reported (a host of an older release)
+	sent         time.Duration // the host's send time of the report
 }
 
 // NewContacts returns an empty record; now is the clock (nil: time.Now).
@@ -33,22 +41,39 @@ func NewContacts(now func() time.Time) *Contacts {
 	if now == nil {
 		now = time.Now
 	}
-	return &Contacts{last: map[string]time.Time{}, now: now}
+	return &Contacts{last: map[string]contact{}, now: now}
 }
 
-// Heard records a renewal from host id, received now.
-func (c *Contacts) Heard(id string) {
+// Heard records a renewal from host id, received now, with the fence
+// timeout it reported and the host's send time of it (0, 0: none). A
+// renewal sent before the last one recorded (late, or the host's clock
+// restarted with a reboot) keeps the longer of the two reports: either
+// may be the one the host fences on.
+func (c *Contacts) Heard(id string, fenceTimeout, sent time.Duration) {
 	c.mu.Lock()
-	c.last[id] = c.now()
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	l := contact{at: c.now(), fenceTimeout: fenceTimeout, sent: sent}
+	if prev, ok := c.last[id]; ok && sent < prev.sent && prev.fenceTimeout > 0 && fenceTimeout > 0 {
+		l.fenceTimeout = max(fenceTimeout, prev.fenceTimeout)
+	}
+	c.last[id] = l
 }
 
 // Last returns when host id was last heard from.
 func (c *Contacts) Last(id string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t, ok := c.last[id]
-	return t, ok
+	l, ok := c.last[id]
+	return l.at, ok
+}
+
+// Reported returns the fence timeout host id reported with its last
+// renewal and when that was; ok is false when it reported none.
+func (c *Contacts) Reported(id string) (fenceTimeout time.Duration, at time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.last[id]
+	return l.fenceTimeout, l.at, ok && l.fenceTimeout > 0
 }
 
 // Failover is the leader's host-failure routine.
@@ -87,6 +112,9 @@ type watch struct {
 	start  time.Time            // when this host started leading
 	seen   map[string]time.Time // when gossip last showed that each host spoke
 	probed map[string]time.Time // each host's last answered probe, as gossip reported it
+	// settled is the fence timeout generation plus one that this term
+	// settled (0: none).
+	settled uint64
 }
 
 // Verdict is what the leader concludes from a host's silence.
@@ -116,10 +144,11 @@ func Silence(now, start time.Time, sightings ...time.Time) time.Duration {
 func (f Failover) tick(ctx context.Context, w *watch) {
 	now := f.now()
 	sn := f.State.State()
-	tFence := statedb.DefaultFenceTimeout
+	var sets statedb.Settings
 	if cfg, ok := sn.Cluster(); ok {
-		tFence = cfg.Settings.EffectiveFenceTimeout()
+		sets = cfg.Settings
 	}
+	tFence := sets.EffectiveFenceTimeout()
 	live := f.Gossip.Members()
 	for _, g := range live {
 		if sighted(w, g) {
@@ -141,14 +170,20 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		// The fenced verdict rests on lease renewals alone, as the host's
 		// own fence does: a host that answers gossip but cannot renew (its
 		// lease path broken, its agent hung) has killed its HA servers'
-		// VMs at T_fence, and they must run again elsewhere.
-		v.Fenced = Judge(Silence(now, w.start, renewals...), tFence).Fenced
+		// VMs at T_fence, and they must run again elsewhere. T_fence
+		// there is the one the host fences on (FenceWait), which may be
+		// longer than the setting just after it was lowered.
+		wait := FenceWait(f.Contacts, w.start, &sets, m.ID)
+		v.Fenced = Judge(Silence(now, w.start, renewals...), wait).Fenced
 		v.Down = v.Down || v.Fenced
 		h, had := sn.HostHealth(m.ID)
 		// A host is back only on evidence: a young term's silence is
-		// short because the term is, not because the host spoke.
+		// short because the term is, not because the host spoke. Nor
+		// while it still fences on a timeout longer than a new leader
+		// would wait for it (a fenced host returning after the bound
+		// was settled without it).
 		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down &&
-			!Judge(Silence(now, time.Time{}, renewals...), tFence).Fenced
+			!Judge(Silence(now, time.Time{}, renewals...), wait).Fenced && wait <= sets.FenceWait()
 		switch {
 		case had && h.Draining:
 			// the host drains itself to leave: its word, not silence, counts
@@ -173,6 +208,50 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 				fmt.Sprintf("failover: %d moved, %d stranded, %d deleted", len(cmd.Moves), len(cmd.Stranded), len(cmd.Deleted)), m.Name)
 		}
 	}
+	f.settle(ctx, w, f.State.State())
+}
+
+// FenceWait is the T_fence the leader counts for host id: the timeout
+// the host reported with its last renewal in this term (start) — the
+// one it fences on — or, without one, the longest it may still fence on
+// (Settings.FenceWait); never shorter than the setting (a longer one is
+// applied by the host at its next renewal).
+func FenceWait(c *Contacts, start time.Time, sets *statedb.Settings, id string) time.Duration {
+	if r, at, ok := c.Reported(id); ok && !at.Before(start) {
+		return max(r, sets.EffectiveFenceTimeout())
+	}
+	return sets.FenceWait()
+}
+
+// settle clears the state's fence timeout bound once every member not
+// fenced (this host included) reported, in this term, at most the
+// current setting: a later leader may then wait the setting alone.
+func (f Failover) settle(ctx context.Context, w *watch, sn *statedb.Snapshot) {
+	cfg, ok := sn.Cluster()
+	if !ok {
+		return
+	}
+	sets := &cfg.Settings
+	if sets.FenceTimeoutBound == 0 || w.settled == sets.FenceGen+1 {
+		return
+	}
+	for _, m := range sn.MembersByID() {
+		if sn.HostFenced(m.ID) {
+			continue
+		}
+		r, at, ok := f.Contacts.Reported(m.ID)
+		if !ok || at.Before(w.start) || r > sets.EffectiveFenceTimeout() {
+			return
+		}
+	}
+	if _, err := f.Proposer.Propose(ctx, statedb.CmdSettleFenceTimeout, statedb.SettleFenceTimeoutCmd{Gen: sets.FenceGen}); err != nil {
+		if ctx.Err() == nil {
+			f.Logger.Warn("host failure: settling the fence timeout failed", "err", err)
+		}
+		return
+	}
+	w.settled = sets.FenceGen + 1
+	f.Logger.Info("host failure: every host fences on the current T_fence", "t_fence", sets.EffectiveFenceTimeout())
 }
 
 // sighted reports whether gossip shows that host g spoke since the last

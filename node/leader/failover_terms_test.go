@@ -50,7 +50,7 @@ func TestFailoverRejoinedUnprobedHostIsFenced(t *testing.T) {
 	w := &watch{start: t0, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
 	for i := 1; i <= 60; i++ {
 		*now = t0.Add(time.Duration(i) * time.Second)
-		f.Contacts.Heard("h3")
+		f.Contacts.Heard("h3", 0, 0)
 		g.members = []gossip.Member{aliveMember("h1", time.Time{}), aliveMember("h3", time.Time{})}
 		f.tick(context.Background(), w)
 	}

@@ -142,7 +142,7 @@ func TestFailoverCountsAnsweredProbesNotGossipState(t *testing.T) {
 		now = t0.Add(time.Duration(tick) * time.Second)
 		// h1 is dead but gossip still lists it alive; h3 renews its lease;
 		// h4 answers probes only; h2 is the leader.
-		contacts.Heard("h3")
+		contacts.Heard("h3", 0, 0)
 		g.members = []gossip.Member{member("h1", dead), member("h2", time.Time{}), member("h3", time.Time{}), member("h4", now.Add(-time.Hour))}
 		f.tick(context.Background(), w)
 		sn := p.s.Snapshot()

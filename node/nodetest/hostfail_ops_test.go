@@ -171,9 +171,28 @@ func TestHostFailureLeaveWithServers(t *testing.T) {
 		t.Fatal("a refused drain changed the host")
 	}
 	e.deleteServer(local)
-	if st, body := leave("drain"); st != http.StatusOK {
-		t.Fatalf("drain = %d %v", st, body)
+	// The drain is answered once under way and shows its progress.
+	if st, body := leave("drain"); st != http.StatusAccepted || !strings.Contains(jsonString(body["drain"]), `"status":"draining"`) {
+		t.Fatalf("drain = %d %v; want 202, draining", st, body)
 	}
+	e.c.Eventually(60*time.Second, "drain over", func() bool {
+		st, body := apiCall(t, e.c, "GET", e.c.URL(x)+"/cluster/v1/drain", e.c.AdminToken(x), "")
+		d, _ := body["drain"].(map[string]any)
+		if st != http.StatusOK || d == nil {
+			t.Fatalf("GET drain = %d %v", st, body)
+		}
+		switch d["status"] {
+		case "drained":
+			if d["servers"] != float64(0) {
+				t.Fatalf("drained with servers left: %v", d)
+			}
+			return true
+		case "draining":
+			return false
+		}
+		t.Fatalf("drain ended %v; want drained", d)
+		return false
+	})
 	i := mustInst(e, ha)
 	if i.Host == xid || i.Host == "" {
 		t.Fatalf("after the drain the server is on %q; want another host", i.Host)

@@ -112,6 +112,12 @@ func (h *settingsHandlers) update(c *rest.Ctx) (any, error) {
 	if !ok {
 		return nil, rest.Unavailable("The cluster is not bootstrapped yet.")
 	}
+	if patch.FenceTimeout != nil || patch.HADisabled != nil {
+		// Refused before anything (quotas, storage) is written.
+		if err := statedb.Commands().Gate(h.b.State(), statedb.CmdUpdateHASettings); err != nil {
+			return nil, err
+		}
+	}
 	if patch.Storage != nil && *patch.Storage != "" && *patch.Storage != cfg.Settings.Storage {
 		ctx, cancel := context.WithTimeout(c.Context(), storageCheckTimeout)
 		err := h.b.CheckStorage(ctx, *patch.Storage)
@@ -126,7 +132,15 @@ func (h *settingsHandlers) update(c *rest.Ctx) (any, error) {
 		}
 	}
 	if patch != (statedb.UpdateSettingsCmd{}) {
-		if _, err := rest.Propose(c.Context(), h.b, statedb.CmdUpdateSettings, patch); err != nil {
+		// fence_timeout and ha_disabled ride on their own command, refused
+		// (409) while a host runs a release that would apply them
+		// differently; the whole patch goes with them, so it stays one
+		// change. Other settings keep the command every release knows.
+		cmd := statedb.CmdUpdateSettings
+		if patch.FenceTimeout != nil || patch.HADisabled != nil {
+			cmd = statedb.CmdUpdateHASettings
+		}
+		if _, err := rest.Propose(c.Context(), h.b, cmd, patch); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,64 @@
+package statedb
+
+import "time"
+
+// Changing T_fence safely (docs/ha.md). A host applies a new fence
+// timeout only at a lease renewal, where it tells the leader the timeout
+// it fences on from then (it may be longer than the setting while the
+// guard still holds an older, longer deadline). The leader waits, for
+// each silent host, the longer of the setting and the last timeout that
+// host reported to it. A new leader has heard no report yet: for it the
+// state keeps Settings.FenceTimeoutBound, the longest timeout any host
+// may still fence on, until the leader has heard every host report at
+// most the current setting and settles it (CmdSettleFenceTimeout).
+//
+// The HA settings ride on CmdUpdateHASettings, gated at the release that
+// has hosts report their timeout: an older host would apply a lowered
+// timeout from its state at once, unknown to the leader.
+
+// SettleFenceTimeoutCmd clears Settings.FenceTimeoutBound: the leader has
+// heard every host not fenced report at most the fence timeout of
+// generation Gen. Stale (the setting changed since) it is a no-op.
+type SettleFenceTimeoutCmd struct {
+	Gen uint64 `json:"gen"`
+}
+
+// applyUpdateHASettings is CmdUpdateHASettings: the same patch as
+// CmdUpdateSettings, HA keys included.
+func applyUpdateHASettings(t *Txn, c *Command) error { return applyUpdateSettings(t, c) }
+
+func applySettleFenceTimeout(t *Txn, c *Command) error {
+	r, err := decode[SettleFenceTimeoutCmd](c)
+	if err != nil {
+		return err
+	}
+	old, ok := t.read().Cluster()
+	if !ok {
+		return Errorf(KindConflict, "the cluster is not bootstrapped")
+	}
+	if r.Gen != old.Settings.FenceGen || old.Settings.FenceTimeoutBound == 0 {
+		return nil
+	}
+	cfg := *old
+	cfg.Settings.FenceTimeoutBound = 0
+	return t.insert(tblMeta, &cfg)
+}
+
+// setFenceTimeout changes T_fence to d (0 = the default): the bound keeps
+// the longest timeout hosts may still fence on, the generation moves on.
+func setFenceTimeout(s *Settings, d time.Duration) {
+	prev := s.EffectiveFenceTimeout()
+	s.FenceTimeout = d
+	if s.EffectiveFenceTimeout() == prev {
+		return
+	}
+	s.FenceTimeoutBound = max(s.FenceTimeoutBound, prev, s.EffectiveFenceTimeout())
+	s.FenceGen++
+}
+
+// FenceWait is how long, beyond the margin, the leader waits for a silent
+// host it has no report from in this term: the setting, or the bound
+// while hosts may still fence on a longer timeout.
+func (s *Settings) FenceWait() time.Duration {
+	return max(s.EffectiveFenceTimeout(), s.FenceTimeoutBound)
+}
