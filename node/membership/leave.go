@@ -27,12 +27,18 @@ type Voter struct{ ID, APIAddr string }
 //   - this host applied the revocation itself (Applied);
 //   - a majority of the other voting members refuse this host's
 //     certificate, each identified by the certificate it presented in a
-//     completed TLS 1.3 handshake, whose keys also protect the refusal.
+//     completed TLS 1.3 handshake, whose keys also protect the refusal;
+//   - every other voter that answers refuses it, and those refusals with
+//     this host make a majority of the configuration (the count Raft
+//     commits with): a voter that is down cannot hold up a leave the
+//     cluster already committed.
 //
-// One refusal is not enough: a member refuses a certificate for other
-// reasons too (a skewed clock, a broken or lying host — the bad-certificate
-// alert says nothing about why), and believing it would make this host
-// stop and mark itself left while it is still a member.
+// One refusal alone is not enough while another voter answers without
+// refusing: a member refuses a certificate for other reasons too (a
+// broken or lying host — the bad-certificate alert says nothing about
+// why), and believing it would make this host stop and mark itself left
+// while it is still a member. (With the other voters down, one refusal is
+// all there can be.)
 type SelfRemoval struct {
 	// Propose proposes the removal and returns once the leader applied it.
 	Propose func(ctx context.Context) error
@@ -54,6 +60,7 @@ const (
 	ProofLeader  Proof = "the leader answered the proposal"
 	ProofApplied Proof = "this host applied it"
 	ProofVoters  Proof = "a majority of the other voters refuse this host's certificate"
+	ProofQuorum  Proof = "every other voter that answers refuses this host's certificate, a majority with this host"
 )
 
 const (
@@ -80,7 +87,8 @@ func (s *SelfRemoval) Run(ctx context.Context) (Proof, error) {
 	done := make(chan error, 1)
 	go func() { done <- s.Propose(pctx) }()
 
-	confirmed := map[string]bool{}
+	confirmed := map[string]bool{} // voters that refused this host
+	answered := map[string]bool{}  // voters that answered without refusing (they are up)
 	var proposeErr error
 	var graceEnd <-chan time.Time
 	tick := time.NewTicker(probeEvery)
@@ -102,37 +110,60 @@ func (s *SelfRemoval) Run(ctx context.Context) (Proof, error) {
 			}
 			return "", fmt.Errorf("remove this host: not proven applied: %w", ctx.Err())
 		}
-		if p := s.proven(ctx, confirmed); p != "" {
+		if p := s.proven(ctx, confirmed, answered); p != "" {
 			return p, nil
 		}
 	}
 }
 
 // proven asks the voters not yet confirmed and reports how the removal is
-// proven ("": not yet); confirmed collects the voters that refused.
-func (s *SelfRemoval) proven(ctx context.Context, confirmed map[string]bool) Proof {
+// proven ("": not yet); confirmed collects the voters that refused,
+// answered those that answered without refusing at least once.
+func (s *SelfRemoval) proven(ctx context.Context, confirmed, answered map[string]bool) Proof {
 	if s.Applied != nil && s.Applied() {
 		return ProofApplied
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, v := range s.Voters {
-		if confirmed[v.ID] || v.APIAddr == "" {
+		if confirmed[v.ID] {
+			continue
+		}
+		if v.APIAddr == "" {
+			answered[v.ID] = true // cannot be asked: counts as up and not refusing
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if by, refused := RefusedBy(ctx, v.APIAddr, s.ClientTLS); refused && by == v.ID {
-				mu.Lock()
+			by, refused := RefusedBy(ctx, v.APIAddr, s.ClientTLS)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case refused && by == v.ID:
 				confirmed[v.ID] = true
-				mu.Unlock()
+			case by != "":
+				answered[v.ID] = true // a member answered (or refused as another member)
 			}
 		}()
 	}
 	wg.Wait()
-	if len(s.Voters) > 0 && len(confirmed) > len(s.Voters)/2 {
+	switch {
+	case len(s.Voters) == 0:
+		return ""
+	case len(confirmed) > len(s.Voters)/2:
 		return ProofVoters
+	case ctx.Err() != nil:
+		return "" // a probe cut short by our own deadline says nothing of its voter
+	case len(confirmed)+1 > (len(s.Voters)+1)/2:
+		// Every voter not refusing must never have answered: one that is
+		// up and does not refuse (yet) outweighs a lone refusal.
+		for _, v := range s.Voters {
+			if !confirmed[v.ID] && answered[v.ID] {
+				return ""
+			}
+		}
+		return ProofQuorum
 	}
 	return ""
 }
@@ -155,6 +186,8 @@ func RefusedBy(ctx context.Context, addr string, cfg *tls.Config) (memberID stri
 		return "", false
 	}
 	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() }) // a cancelled leave does not wait for the probe
+	defer stop()
 	tc := c.(*tls.Conn)
 	cs := tc.ConnectionState()
 	if !cs.HandshakeComplete || cs.Version != tls.VersionTLS13 || len(cs.VerifiedChains) == 0 {

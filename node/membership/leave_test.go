@@ -117,8 +117,8 @@ func TestSelfRemovalCountsRefusingMembersNotAddresses(t *testing.T) {
 	impostor.refuse.Store(true)
 	r := &SelfRemoval{Propose: unanswered, ClientTLS: clients["m1"], Timeout: 2 * time.Second,
 		Voters: []Voter{{ID: "m2", APIAddr: liar.addr}, {ID: "m3", APIAddr: impostor.addr}}}
-	if _, err := r.Run(context.Background()); err == nil {
-		t.Fatal("removal counted as applied on one member refusing at two addresses")
+	if p, err := r.Run(context.Background()); err == nil {
+		t.Fatalf("removal counted as applied on one member refusing at two addresses (%s)", p)
 	}
 	if impostor.probes.Load() == 0 {
 		t.Fatal("the impostor was never asked")
@@ -155,5 +155,65 @@ func TestRefusedBy(t *testing.T) {
 	}
 	if _, refused := RefusedBy(context.Background(), "127.0.0.1:1", clients["m1"]); refused {
 		t.Fatal("nothing listening counted as a refusal")
+	}
+}
+
+// A voter that is down does not hold up a leave the cluster committed:
+// with three voters, the leader's refusal and this host make a majority
+// while the third never answers. An honest voter that answers without
+// refusing keeps a lone refusal from counting (above).
+func TestSelfRemovalWithAVoterDown(t *testing.T) {
+	servers, clients := clusterTLS(t, "m1", "m2", "m3")
+	leader := startFakePeer(t, servers["m2"])
+	leader.refuse.Store(true)
+	r := &SelfRemoval{Propose: unanswered, Applied: func() bool { return false }, ClientTLS: clients["m1"],
+		Voters: []Voter{{ID: "m2", APIAddr: leader.addr}, {ID: "m3", APIAddr: "127.0.0.1:1"}}, Timeout: 10 * time.Second}
+	if p, err := r.Run(context.Background()); err != nil || p != ProofQuorum {
+		t.Fatalf("leader refuses, third voter down: %q, %v; want %q", p, err, ProofQuorum)
+	}
+	// Five voters, two down: two refusals and this host are three of five.
+	servers, clients = clusterTLS(t, "m1", "m2", "m3", "m4", "m5")
+	a, b := startFakePeer(t, servers["m2"]), startFakePeer(t, servers["m3"])
+	a.refuse.Store(true)
+	r = &SelfRemoval{Propose: unanswered, ClientTLS: clients["m1"], Timeout: 2 * time.Second,
+		Voters: []Voter{{ID: "m2", APIAddr: a.addr}, {ID: "m3", APIAddr: b.addr}, {ID: "m4", APIAddr: "127.0.0.1:1"}, {ID: "m5", APIAddr: "127.0.0.1:1"}}}
+	if p, err := r.Run(context.Background()); err == nil {
+		t.Fatalf("one refusal of five voters counted (%s)", p)
+	}
+	b.refuse.Store(true)
+	r.Timeout = 10 * time.Second
+	if p, err := r.Run(context.Background()); err != nil || p != ProofQuorum {
+		t.Fatalf("two refusals, two voters down: %q, %v; want %q", p, err, ProofQuorum)
+	}
+}
+
+// A cancelled leave returns at once, even while a voter holds a probe
+// open without answering.
+func TestSelfRemovalHonoursCancel(t *testing.T) {
+	servers, clients := clusterTLS(t, "m1", "m2")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", servers["m2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = c.(*tls.Conn).Handshake() }() // then never answers
+		}
+	}()
+	r := &SelfRemoval{Propose: unanswered, ClientTLS: clients["m1"], Timeout: 20 * time.Second,
+		Voters: []Voter{{ID: "m2", APIAddr: ln.Addr().String()}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := r.Run(ctx); err == nil {
+		t.Fatal("a cancelled leave succeeded")
+	}
+	if took := time.Since(start); took >= probeTimeout {
+		t.Fatalf("cancelled at 300ms, returned after %v: it waited for the probe", took)
 	}
 }

@@ -65,6 +65,11 @@ func (c *Conns) RotateTicketKeys() error {
 // is due. Called with c.mu held.
 func (c *Conns) currentTicketKeys() [][32]byte {
 	now := time.Now()
+	if now.Sub(c.tickets.created) >= 2*ticketKeyRotation {
+		// The key before the newest has had its extra period too: a ticket
+		// lasts at most two periods even when no connection came for long.
+		c.tickets.keys = nil
+	}
 	if len(c.tickets.keys) == 0 || now.Sub(c.tickets.created) >= ticketKeyRotation {
 		if err := c.tickets.rotate(now); err != nil {
 			return nil // no keys: the clone makes its own (a full handshake next time)

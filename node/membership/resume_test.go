@@ -223,3 +223,24 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// A ticket lasts at most two rotation periods even when no connection
+// came meanwhile to rotate the keys on time.
+func TestTicketOutlivesNoTwoPeriods(t *testing.T) {
+	aServer, bClient := memberTLS(t)
+	server := &Conns{}
+	a := startResumeServer(t, aServer, server)
+	client := &Conns{}
+	if _, err := dialOnce(client, bClient, a.addr); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := dialOnce(client, bClient, a.addr); err != nil || !cs.DidResume {
+		t.Fatalf("second connection: resumed %v, err %v; want a resumption", cs.DidResume, err)
+	}
+	server.mu.Lock()
+	server.tickets.created = server.tickets.created.Add(-5 * ticketKeyRotation)
+	server.mu.Unlock()
+	if cs, err := dialOnce(client, bClient, a.addr); err != nil || cs.DidResume {
+		t.Fatalf("a ticket sealed 5 periods ago: resumed %v, err %v; want a full handshake", cs.DidResume, err)
+	}
+}
