@@ -280,7 +280,10 @@ func applyCreateInstances(t *Txn, c *Command) error {
 		} else if _, ok := t.read().Member(inst.RequestedHost); !ok {
 			return Errorf(KindInvalid, "Compute host %s could not be found.", inst.RequestedHost)
 		}
-		if err := createInstance(t, c.Time, &r.Instances[i], c.Type == CmdCreateInstancesPlacedBoot); err != nil {
+		// Both wave-2 create commands may carry a boot volume to make with
+		// its server (no host or path yet); the plain one may not.
+		placedBoot := c.Type == CmdCreateInstancesPlacedBoot || c.Type == CmdCreateInstancesOnHost
+		if err := createInstance(t, c.Time, &r.Instances[i], placedBoot); err != nil {
 			return err
 		}
 	}
@@ -609,7 +612,7 @@ func applyPlaceInstances(t *Txn, c *Command) error {
 		if m, ok := sn.Member(pl.HostID); !ok || m.Disabled {
 			continue
 		}
-		need := inst.Claim()
+		need := sn.PlacementNeed(inst)
 		u := claimsOn(pl.HostID)
 		// The placement rule (placement.go), as the scheduler applied it.
 		if cons := sn.PlacementConstraints(inst, nil); !Fits(total, u, need, p.Ratios) || !cons.Allows(pl.HostID) {

@@ -268,6 +268,19 @@ func (sn *Snapshot) PlacementPin(inst *Instance) string {
 	return pin
 }
 
+// PlacementNeed is what placing inst takes of a host under the capacity
+// rule: its claim, and while its boot volume is to be made with it (local
+// storage, no host yet: CreateInstancesPlacedBoot) that volume's disk too,
+// since the volume's file goes on the same host. (Otherwise placing an
+// instance does not count volumes, see below.)
+func (sn *Snapshot) PlacementNeed(inst *Instance) HostCap {
+	need := inst.Claim()
+	if v, ok := sn.Volume(inst.RootVolume); ok && v.Host == "" && v.Status == VolumeCreating && bootAttachment(v, inst) != nil {
+		need.DiskGB += max(v.SizeGB, 0)
+	}
+	return need
+}
+
 // NoHostPin is a pin no host matches: the requested host and the boot
 // volume's host differ.
 const NoHostPin = "(no host: the requested host is not the boot volume's)"

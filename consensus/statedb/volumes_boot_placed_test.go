@@ -110,3 +110,46 @@ func TestBootVolumePlacedSharedStorageNeedsPath(t *testing.T) {
 		t.Fatalf("shared storage, no host or path = %v; want invalid", err)
 	}
 }
+
+// TestBootVolumePlacedOnRequestedHost: an admin's requested host takes
+// the server and, with it, its new boot volume (whichever host took the
+// request).
+func TestBootVolumePlacedOnRequestedHost(t *testing.T) {
+	e := newBootEnv(t, "")
+	ic := bootServer("s1", &RootDisk{AttachmentID: "a1", New: placedRoot("v1")})
+	ic.Instance.RequestedHost = "host2"
+	if err := e.apply(CmdCreateInstancesOnHost, CreateInstancesCmd{Instances: []InstanceCreate{ic}}); err != nil {
+		t.Fatal(err)
+	}
+	if pin := e.s.Snapshot().PlacementPin(e.inst("s1")); pin != "host2" {
+		t.Fatalf("pin = %q; want the requested host2", pin)
+	}
+	e.place("s1", "host2")
+	if v := e.vol("v1"); e.inst("s1").Host != "host2" || v.Host != "host2" {
+		t.Fatalf("server on %q, volume on %q; want both on host2", e.inst("s1").Host, v.Host)
+	}
+}
+
+// TestBootVolumePlacedNeedsDisk: the volume made with its server counts
+// against the disk of the host the server goes to.
+func TestBootVolumePlacedNeedsDisk(t *testing.T) {
+	e := newBootEnv(t, "")
+	root := placedRoot("v1")
+	root.SizeGB = 500
+	if err := e.createPlaced(bootServer("s1", &RootDisk{AttachmentID: "a1", New: root})); err != nil {
+		t.Fatal(err)
+	}
+	if need := e.s.Snapshot().PlacementNeed(e.inst("s1")); need.DiskGB < 500 {
+		t.Fatalf("placement need = %+v; want the volume's 500 GB in it", need)
+	}
+	e.must(CmdPlaceInstances, PlaceInstancesCmd{Placements: []PlacementRec{{InstanceID: "s1", HostID: "host2"}},
+		HostCaps: map[string]HostCap{"host2": {VCPUs: 8, RAMMB: 8192, DiskGB: 20}}})
+	if inst := e.inst("s1"); inst.Host != "" {
+		t.Fatalf("placed on a 20 GB host with a 500 GB boot volume to make there")
+	}
+	e.must(CmdPlaceInstances, PlaceInstancesCmd{Placements: []PlacementRec{{InstanceID: "s1", HostID: "host2"}},
+		HostCaps: map[string]HostCap{"host2": {VCPUs: 8, RAMMB: 8192, DiskGB: 1000}}})
+	if v := e.vol("v1"); e.inst("s1").Host != "host2" || v.Host != "host2" {
+		t.Fatalf("server on %q, volume on %q; want both on host2 (1000 GB)", e.inst("s1").Host, v.Host)
+	}
+}

@@ -40,8 +40,10 @@ type status struct {
 
 // member is the part of GET /cluster/v1/members the checks read.
 type member struct {
-	Name     string `json:"name"`
-	RaftRole string `json:"raft_role"`
+	Name        string `json:"name"`
+	RaftRole    string `json:"raft_role"`
+	ClockSkewMS *int64 `json:"clock_skew_ms"` // how far its clock is ahead of the answering host's
+
 	Capacity struct {
 		VCPUs      int `json:"vcpus"`
 		RAMMB      int `json:"ram_mb"`

@@ -32,10 +32,11 @@ const (
 	nemCrash           = "crash"            // SIGKILL a host's daemon, restart it
 	nemPause           = "pause"            // SIGSTOP a host's daemon, SIGCONT it
 	nemLeaderKill      = "leader-kill"      // SIGKILL the leader, restart it
+	nemClock           = "clock"            // restart a host with its wall clock shifted, then without
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.
@@ -255,6 +256,28 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			}
 			return n.b.SignalHost(victim, syscall.SIGCONT)
 		}
+	case nemClock:
+		// A wall clock off by up to 25 s either way, under the cluster's
+		// 30 s skew limit: nothing replicated may depend on it (leases
+		// run on the monotonic clock, Raft on none).
+		victim := 1 + n.rnd.IntN(hosts)
+		off := time.Duration(1+n.rnd.IntN(25)) * time.Second
+		if n.rnd.IntN(2) == 0 {
+			off = -off
+		}
+		ev.Hosts = []string{n.b.Host(victim).Name}
+		n.b.KillHost(victim)
+		if err = n.b.StartHost(ctx, victim, "agent", "--clock-offset", off.String()); err == nil {
+			ev.Note, err = n.skewed(ctx, victim, off)
+		}
+		heal = func(ctx context.Context) error {
+			n.b.KillHost(victim)
+			if err := n.b.StartHost(ctx, victim, "agent"); err != nil {
+				return err
+			}
+			ev.Note += "; " + n.caughtUp(ctx, victim)
+			return nil
+		}
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
 	}
@@ -368,6 +391,41 @@ func (n *nemesis) unreachable(ctx context.Context, i int) error {
 		return fmt.Errorf("%s still answers after the fault (processes: %s)", n.b.Host(i).Name, procStates(n.b.Host(i).NS))
 	}
 	return nil
+}
+
+// skewed waits until another host measures host i's clock off by about
+// off (gossip measures it within a second or so): the proof that the
+// skew took.
+func (n *nemesis) skewed(ctx context.Context, i int, off time.Duration) (string, error) {
+	name := n.b.Host(i).Name
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, c := range n.cl {
+			if c.idx == i {
+				continue
+			}
+			ms, err := c.members(ctx)
+			if err != nil {
+				continue
+			}
+			for _, m := range ms {
+				if m.Name == name && m.ClockSkewMS != nil {
+					got := time.Duration(*m.ClockSkewMS) * time.Millisecond
+					if d := got - off; d > -time.Second && d < time.Second {
+						return fmt.Sprintf("%s's clock shifted by %s; %s measures %s", name, off, c.name, got), nil
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no host measured %s's clock shifted by %s within 20 s", name, off)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // caughtUp reports how a just restarted host serves: for how long it

@@ -194,7 +194,11 @@ func TestBootFromVolumePlacedByScheduler(t *testing.T) {
 	var vols []string
 	for i := range 5 {
 		id := e.bfv(i%3, fmt.Sprint("bfv-quick-", i), true)
-		vols = append(vols, e.rootOf(id).ID)
+		inst, ok := e.c.Node(i % 3).State().Instance(id) // the creating host applied it
+		if !ok || inst.RootVolume == "" {
+			t.Fatalf("server %s has no boot volume on the host that created it", id)
+		}
+		vols = append(vols, inst.RootVolume)
 		if st, body := e.do(i%3, "DELETE", "/servers/"+id, nil); st != http.StatusNoContent {
 			t.Fatalf("delete %s = %d %v", id, st, body)
 		}

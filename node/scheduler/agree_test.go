@@ -138,6 +138,7 @@ func newAgreeScenario(t *testing.T, seed int64) *agreeScenario {
 			typ, ic.Instance.RequestedHost = statedb.CmdCreateInstancesOnHost, hostID(rng.Intn(nHosts))
 		} else if ic.Root != nil && rng.Intn(2) == 0 { // the volume goes where the server is placed
 			typ, ic.Root.New.Host, ic.Root.New.Path = statedb.CmdCreateInstancesPlacedBoot, "", ""
+			ic.Root.New.SizeGB = 1 + i*13%60 // its disk counts where it is placed
 		}
 		e.must(typ, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{ic}})
 		if rng.Intn(3) == 0 { // already placed, wherever the state machine lets it
@@ -213,6 +214,11 @@ func refAllows(sn *statedb.Snapshot, inst *statedb.Instance, host string, total 
 		}
 	}
 	need := inst.Claim()
+	if v, ok := sn.Volume(inst.RootVolume); ok && v.Host == "" && v.Status == statedb.VolumeCreating {
+		if a := v.Attachment(); a != nil && a.ServerID == inst.ID {
+			need.DiskGB += v.SizeGB // its boot volume is made with it, on the same disk
+		}
+	}
 	fits := func(t, u, n int, rt float64) bool {
 		return n >= 0 && float64(max(u, 0)+n) <= math.Floor(float64(max(t, 0))*rt)
 	}

@@ -67,7 +67,7 @@ func Plan(sn *statedb.Snapshot, live []Live, batch []*statedb.Instance, inflight
 		if len(physnets) > 0 {
 			needs[i.ID] = physnets
 		}
-		c := i.Claim()
+		c := sn.PlacementNeed(i)
 		az := i.AZ
 		if az == DefaultAZ {
 			az = ""

@@ -189,12 +189,12 @@ func volumeType(sn *statedb.Snapshot) string {
 	return statedb.VolumeBackendType(storage)
 }
 
-// placedBoot reports whether new boot volume v of plan p is made with its
-// server: on local storage, with no host requested, once every member
-// runs a release that applies CreateInstancesPlacedBoot.
-func placedBoot(sn *statedb.Snapshot, v *statedb.Volume, p *serverPlan) bool {
-	return !sn.VolumeShared(v) && p.RequestedHost == "" &&
-		statedb.Commands().Gate(sn, statedb.CmdCreateInstancesPlacedBoot) == nil
+// placedBoot reports whether new boot volume v is made with its server
+// (on whichever host the server is placed, a requested one included): on
+// local storage, once every member runs a release that applies
+// CreateInstancesPlacedBoot (and CreateInstancesOnHost so).
+func placedBoot(sn *statedb.Snapshot, v *statedb.Volume) bool {
+	return !sn.VolumeShared(v) && statedb.Commands().Gate(sn, statedb.CmdCreateInstancesPlacedBoot) == nil
 }
 
 // placesBootVolume reports whether cmd makes a boot volume whose host its
@@ -223,7 +223,7 @@ func (s *service) rootDisk(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) (*s
 		VolumeType: volumeType(sn), Format: bootVolumeFormat, Bootable: true, ImageID: p.BootImage.ID,
 		AZ: p.AZ, Metadata: map[string]string{},
 	}
-	if placedBoot(sn, v, p) {
+	if placedBoot(sn, v) {
 		// Local storage: the server's placement chooses the volume's host
 		// and that host's agent its path (CreateInstancesPlacedBoot).
 		r.New = v
@@ -231,7 +231,7 @@ func (s *service) rootDisk(c *rest.Ctx, sn *statedb.Snapshot, p *serverPlan) (*s
 	}
 	// Shared storage (any host can make the file, so this one names it),
 	// or a cluster with a member of a release that places boot volumes
-	// only this way, or a host an admin requested.
+	// only this way.
 	v.Host = s.b.HostID()
 	path, err := s.b.VolumePath(statedb.VolumeFileBase(v.ID), v.Format)
 	if err != nil {

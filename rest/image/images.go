@@ -119,10 +119,11 @@ func checkProperty(key, value string) error {
 }
 
 // maxImageBody bounds image create and update bodies. The hard limits on
-// properties (32 KiB) and tags (128 of 255 bytes) keep every valid body far
-// below it; a bigger one is refused before it is read further, so a flood
+// properties (32 KiB) and tags (128 of 255 bytes) keep every valid body
+// below it even with every byte JSON-escaped (\u0026 is 6 bytes: about
+// 390 KiB); a bigger one is refused before it is read further, so a flood
 // of oversized creates costs the daemon little memory.
-const maxImageBody = 256 << 10
+const maxImageBody = 512 << 10
 
 // decodeImageBody reads an image create or update body of at most
 // maxImageBody bytes, naming the limits when it is over.
