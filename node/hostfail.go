@@ -28,7 +28,7 @@ var ErrDuplicateHost = hostfail.ErrDuplicateHost
 // host-to-host client exist.
 func (n *Node) wireHostFail() {
 	n.lease = &hostfail.Lease{SelfID: n.id.NodeID, SelfName: n.id.Name, Raft: n.raft,
-		Heard: n.contacts.Heard, AddrOf: n.apiAddrOf, Client: n.client}
+		Heard: n.contacts.Heard, Cover: n.coverFenceTimeout, AddrOf: n.apiAddrOf, Client: n.client}
 	n.drain = &hostfail.Drainer{HostID: n.id.NodeID, HostName: n.id.Name, Raft: n.raft, Logger: n.log,
 		Hypervisor: func() agent.Hypervisor {
 			n.mu.Lock()
@@ -110,4 +110,22 @@ func (n *Node) checkDuplicateOf(ctx context.Context, own net.Addr, caPEM, certPE
 		_, clientTLS, err := membership.TLSConfigs(caPEM, certPEM, keyPEM)
 		return clientTLS, err
 	})
+}
+
+// coverFenceTimeout makes the state's fence wait cover d before a lease
+// renewal reporting d is acknowledged (hostfail.Lease.Cover).
+// While a member runs an older release the entry cannot be proposed;
+// T_fence cannot change then either (its command is gated too), so a
+// longer report can only come from a host still catching up, and the
+// renewal is acknowledged as before rather than refused (a refused
+// renewal would fence the host).
+func (n *Node) coverFenceTimeout(ctx context.Context, d time.Duration) error {
+	sn := n.State()
+	if cfg, ok := sn.Cluster(); ok && d <= cfg.Settings.FenceWait() {
+		return nil
+	}
+	if statedb.Commands().Gate(sn, statedb.CmdCoverFenceTimeout) != nil {
+		return nil
+	}
+	return nodeProposer{n}.Propose(ctx, statedb.CmdCoverFenceTimeout, statedb.CoverFenceTimeoutCmd{Timeout: d})
 }

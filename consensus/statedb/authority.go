@@ -140,6 +140,7 @@ var authorities = map[CmdType]authority{
 	// Changing T_fence safely (fencetimeout.go).
 	CmdUpdateHASettings:   user(adminOnly),
 	CmdSettleFenceTimeout: leaderOnly,
+	CmdCoverFenceTimeout:  leaderOnly,
 
 	CmdCreateProject:     user(adminOnly),
 	CmdUpdateProject:     user(adminOnly),

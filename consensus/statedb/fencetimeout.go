@@ -23,6 +23,42 @@ type SettleFenceTimeoutCmd struct {
 	Gen uint64 `json:"gen"`
 }
 
+// CoverFenceTimeoutCmd makes the bound cover Timeout: a host reported, with
+// a lease renewal, that it fences on Timeout, longer than the state's
+// FenceWait (it restarted on an older state, or applies a change the
+// others have left behind). The leader acknowledges that renewal only once
+// this entry is committed, so any later leader waits at least as long for
+// that host. The generation moves on: a settle decided before this entry
+// no longer applies.
+type CoverFenceTimeoutCmd struct {
+	Timeout time.Duration `json:"timeout_ns"`
+}
+
+// maxCoveredFenceTimeout bounds a reported timeout: the longest setting,
+// and as long again for what an older guard deadline may still hold.
+const maxCoveredFenceTimeout = 2 * MaxFenceTimeout
+
+func applyCoverFenceTimeout(t *Txn, c *Command) error {
+	r, err := decode[CoverFenceTimeoutCmd](c)
+	if err != nil {
+		return err
+	}
+	if r.Timeout <= 0 || r.Timeout > maxCoveredFenceTimeout {
+		return Errorf(KindInvalid, "a fence timeout to cover must be between 0 and %s, not %s", maxCoveredFenceTimeout, r.Timeout)
+	}
+	old, ok := t.read().Cluster()
+	if !ok {
+		return Errorf(KindConflict, "the cluster is not bootstrapped")
+	}
+	if r.Timeout <= old.Settings.FenceWait() {
+		return nil // covered already
+	}
+	cfg := *old
+	cfg.Settings.FenceTimeoutBound = r.Timeout
+	cfg.Settings.FenceGen++
+	return t.insert(tblMeta, &cfg)
+}
+
 // applyUpdateHASettings is CmdUpdateHASettings: the same patch as
 // CmdUpdateSettings, HA keys included.
 func applyUpdateHASettings(t *Txn, c *Command) error { return applyUpdateSettings(t, c) }

@@ -52,3 +52,59 @@ func TestFenceTimeoutBoundAndSettle(t *testing.T) {
 		t.Fatalf("after back to the default: %+v; want T_fence %s, wait 60 s, generation 4", s, DefaultFenceTimeout)
 	}
 }
+
+// A host reporting a longer timeout than the state's wait (a restart on an
+// old snapshot, a change applied late) gets it covered: the bound moves up
+// and the generation on, so a settle decided before that is stale. A
+// report already covered changes nothing; a wild one is refused.
+func TestCoverFenceTimeout(t *testing.T) {
+	e := newSettingsEnv(t, Settings{FenceTimeout: 5 * time.Second})
+	do := func(typ CmdType, p any) error {
+		t.Helper()
+		e.idx++
+		return apply(t, e.s, e.idx, typ, fmt.Sprintf("c-%d", e.idx), p).Err
+	}
+	gen := e.settings().FenceGen
+	if err := do(CmdCoverFenceTimeout, CoverFenceTimeoutCmd{Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.settings(); s.FenceTimeoutBound != 0 || s.FenceGen != gen {
+		t.Fatalf("covering the setting itself changed %+v", s)
+	}
+	if err := do(CmdCoverFenceTimeout, CoverFenceTimeoutCmd{Timeout: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	s := e.settings()
+	if s.FenceWait() != 30*time.Second || s.FenceGen != gen+1 {
+		t.Fatalf("after covering 30 s: %+v; want the wait 30 s, the generation moved on", s)
+	}
+	if err := do(CmdSettleFenceTimeout, SettleFenceTimeoutCmd{Gen: gen}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.settings(); s.FenceWait() != 30*time.Second {
+		t.Fatalf("a settle decided before the cover cleared it: %+v", s)
+	}
+	if err := do(CmdCoverFenceTimeout, CoverFenceTimeoutCmd{Timeout: time.Hour}); err == nil {
+		t.Fatal("an hour's fence timeout covered")
+	}
+	if err := do(CmdSettleFenceTimeout, SettleFenceTimeoutCmd{Gen: gen + 1}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.settings(); s.FenceWait() != 5*time.Second {
+		t.Fatalf("after settling the cover's generation: %+v; want the setting alone", s)
+	}
+}
+
+// An UpdateSettings entry carrying fence_timeout (written before the HA
+// settings had their own command) replays as it applied then: a plain
+// assignment, no bound and no generation.
+func TestOldUpdateSettingsFenceTimeoutReplaysPlain(t *testing.T) {
+	e := newSettingsEnv(t, Settings{FenceTimeout: 30 * time.Second})
+	e.idx++
+	if r := apply(t, e.s, e.idx, CmdUpdateSettings, "old", UpdateSettingsCmd{FenceTimeout: ptr(5 * time.Second)}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if s := e.settings(); s.EffectiveFenceTimeout() != 5*time.Second || s.FenceTimeoutBound != 0 || s.FenceGen != 0 {
+		t.Fatalf("old entry applied as %+v; want T_fence 5 s, no bound, generation 0", s)
+	}
+}

@@ -443,9 +443,16 @@ func checkHASettings(r *UpdateSettingsCmd) error {
 	return nil
 }
 
-func setHASettings(s *Settings, r *UpdateSettingsCmd) {
-	if r.FenceTimeout != nil {
+// setHASettings applies the HA keys of a settings patch. Carried by
+// CmdUpdateHASettings, a new fence timeout keeps the bound (fencetimeout.go);
+// an UpdateSettings entry written before that command existed replays as
+// it applied then: a plain assignment.
+func setHASettings(s *Settings, r *UpdateSettingsCmd, bounded bool) {
+	switch {
+	case r.FenceTimeout != nil && bounded:
 		setFenceTimeout(s, *r.FenceTimeout)
+	case r.FenceTimeout != nil:
+		s.FenceTimeout = *r.FenceTimeout
 	}
 	if r.HADisabled != nil {
 		s.HADisabled = *r.HADisabled

@@ -32,6 +32,7 @@ const (
 	// Host failure: changing T_fence safely (fencetimeout.go).
 	CmdUpdateHASettings   CmdType = 11 // admin: settings with fence_timeout or ha_disabled
 	CmdSettleFenceTimeout CmdType = 12 // leader: every host fences on the current T_fence
+	CmdCoverFenceTimeout  CmdType = 66 // leader: a host fences on longer than the state's wait
 
 	// Identity: 20-49.
 	CmdCreateProject     CmdType = 20
@@ -184,6 +185,7 @@ var commands = mustRegistry(
 	Cmd[EvacuateCmd](CmdEvacuateInstance, "EvacuateInstance", applyEvacuateInstance).Since(wave2),
 	Cmd[UpdateSettingsCmd](CmdUpdateHASettings, "UpdateHASettings", applyUpdateHASettings).Since(wave2),
 	Cmd[SettleFenceTimeoutCmd](CmdSettleFenceTimeout, "SettleFenceTimeout", applySettleFenceTimeout).Since(wave2),
+	Cmd[CoverFenceTimeoutCmd](CmdCoverFenceTimeout, "CoverFenceTimeout", applyCoverFenceTimeout).Since(wave2),
 	Cmd[RemoveHostCmd](CmdRemoveHost, "RemoveHost", applyRemoveHost).Since(wave2),
 
 	// Identity.

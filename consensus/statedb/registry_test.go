@@ -24,6 +24,7 @@ var goldenCommands = map[CmdType]string{
 	10:  "EvacuateInstance",
 	11:  "UpdateHASettings",
 	12:  "SettleFenceTimeout",
+	66:  "CoverFenceTimeout",
 	13:  "RemoveHost",
 	20:  "CreateProject",
 	21:  "UpdateProject",

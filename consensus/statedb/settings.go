@@ -71,7 +71,7 @@ func applyUpdateSettings(t *Txn, c *Command) error {
 	}
 	cfg := *old
 	s := &cfg.Settings
-	setHASettings(s, r)
+	setHASettings(s, r, c.Type == CmdUpdateHASettings)
 	s.FormerStorage = slices.Clone(s.FormerStorage)
 	if r.Storage != nil && storage != s.Storage {
 		s.FormerStorage = formerStorage(s.FormerStorage, s.Storage, storage)

@@ -32,19 +32,29 @@ type Drainer struct {
 	// runs (then no VM is stopped here).
 	Hypervisor func() agent.Hypervisor
 	Logger     *slog.Logger
+	// Timeout bounds a whole drain (default DefaultDrainTimeout): without
+	// quorum its proposals would otherwise wait for one indefinitely and
+	// act, unasked, whenever it came back.
+	Timeout time.Duration
 
-	mu   sync.Mutex
-	st   DrainStatus
-	kick chan struct{} // a requested drain for Run (made on first use)
+	mu     sync.Mutex
+	st     DrainStatus
+	kick   chan struct{}      // a requested drain for Run (made on first use)
+	cancel context.CancelFunc // ends the drain under way (DELETE)
+	closed bool               // Run returned: no drain can start
 	// caller carries the identity of whoever asked for the drain under
 	// way (the request's context without its cancellation): the drain
 	// proposes as them, as the request would have.
 	caller context.Context
 }
 
+// DefaultDrainTimeout bounds a drain: stopping every VM of a host and
+// seeing each placed elsewhere.
+const DefaultDrainTimeout = 10 * time.Minute
+
 // Drain states (DrainStatus.Status). Draining always ends in drained or
-// failed: every wait of a drain is bounded, and a daemon that stops
-// during one fails it.
+// failed: the whole drain is bounded (Timeout), an admin may cancel it,
+// and a daemon that stops during one fails it.
 const (
 	DrainNone     = "none"
 	DrainDraining = "draining"
@@ -86,7 +96,26 @@ func (d *Drainer) Service(auth rest.Backend) rest.Service {
 			}
 			return map[string]any{"drain": d.Status()}, nil
 		}},
+		{Method: "DELETE", Path: "/cluster/v1/drain", Auth: rest.Token, Handler: func(c *rest.Ctx) (any, error) {
+			if err := admin(c); err != nil {
+				return nil, err
+			}
+			d.Cancel()
+			return map[string]any{"drain": d.Status()}, nil
+		}},
 	}}
+}
+
+// Cancel ends the drain under way, if any: it fails with "cancelled", and
+// what it did stays done (the host stays disabled; servers already moved
+// stay moved).
+func (d *Drainer) Cancel() {
+	d.mu.Lock()
+	cancel := d.cancel
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // Status is the current or last drain of this host.
@@ -115,6 +144,10 @@ func (d *Drainer) Start(ctx context.Context) (DrainStatus, error) {
 		return DrainStatus{}, err
 	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return DrainStatus{}, &rest.HTTPError{Status: http.StatusServiceUnavailable, Msg: "The daemon is stopping; no drain can start."}
+	}
 	if d.st.Status != DrainDraining {
 		d.st = DrainStatus{Status: DrainDraining, StartedAt: time.Now().UTC()}
 		d.caller = context.WithoutCancel(ctx)
@@ -148,6 +181,9 @@ func (d *Drainer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			d.mu.Lock()
+			d.closed = true
+			d.mu.Unlock()
 			d.finish(errors.New("the daemon stopped during the drain"))
 			return
 		case <-check.C:
@@ -159,14 +195,30 @@ func (d *Drainer) Run(ctx context.Context) {
 			if caller == nil {
 				caller = context.Background()
 			}
-			// The caller's identity, cancelled when the daemon stops.
-			dctx, cancel := context.WithCancel(caller)
+			// The caller's identity, cancelled when the daemon stops, when
+			// an admin cancels it, or at the drain's deadline.
+			timeout := d.Timeout
+			if timeout <= 0 {
+				timeout = DefaultDrainTimeout
+			}
+			dctx, cancel := context.WithTimeout(caller, timeout)
 			stop := context.AfterFunc(ctx, cancel)
+			d.mu.Lock()
+			d.cancel = cancel
+			d.mu.Unlock()
 			err := d.Drain(dctx)
 			stop()
+			d.mu.Lock()
+			d.cancel = nil
+			d.mu.Unlock()
 			cancel()
-			if err != nil && ctx.Err() != nil {
+			switch {
+			case err != nil && ctx.Err() != nil:
 				err = fmt.Errorf("the daemon stopped during the drain: %w", err)
+			case err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded):
+				err = fmt.Errorf("the drain did not end within %s: %w", timeout, err)
+			case err != nil && dctx.Err() != nil:
+				err = fmt.Errorf("cancelled: %w", err)
 			}
 			d.finish(err)
 		}

@@ -148,3 +148,69 @@ func TestDrainWithdrawsALeftoverDrainingState(t *testing.T) {
 		t.Fatalf("status = %+v; want none (no drain ran here)", st)
 	}
 }
+
+// noQuorum is consensus without a quorum: a proposal waits until its
+// context ends.
+type noQuorum struct{ store *statedb.Store }
+
+func (r *noQuorum) State() *statedb.Snapshot { return r.store.Snapshot() }
+func (r *noQuorum) Propose(ctx context.Context, _ statedb.CmdType, _ any) (uint64, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// Without quorum a drain ends at its deadline (it does not act, unasked,
+// whenever quorum returns); an admin may cancel one sooner; a drain asked
+// for after the daemon stopped is refused rather than left draining.
+func TestDrainEndsWithoutQuorum(t *testing.T) {
+	d := &Drainer{HostID: "h1", HostName: "host1", Raft: &noQuorum{store: statedb.NewStore()},
+		Hypervisor: func() agent.Hypervisor { return nil }, Logger: slog.New(slog.DiscardHandler), Timeout: 300 * time.Millisecond}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	waitDrain := func(want string) DrainStatus {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if st := d.Status(); st.Status == want {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("drain status %q, never %q", d.Status().Status, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitDrain(DrainFailed); !strings.Contains(st.Message, "did not end within") {
+		t.Fatalf("failed drain says %q; want its deadline named", st.Message)
+	}
+	d.Timeout = time.Hour
+	if _, err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitDrain(DrainDraining)
+	for deadline := time.Now().Add(10 * time.Second); ; { // Run has taken it up
+		d.mu.Lock()
+		running := d.cancel != nil
+		d.mu.Unlock()
+		if running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the drain never got under way")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.Cancel()
+	if st := waitDrain(DrainFailed); !strings.Contains(st.Message, "cancelled") {
+		t.Fatalf("cancelled drain says %q", st.Message)
+	}
+	stop()
+	<-done
+	if _, err := d.Start(context.Background()); err == nil {
+		t.Fatal("a drain started after the daemon stopped")
+	}
+}

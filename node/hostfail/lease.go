@@ -30,6 +30,13 @@ type Lease struct {
 	// fence timeout it reported with its send time (0: none, a host of an
 	// older release).
 	Heard func(host string, fenceTimeout, sent time.Duration)
+	// Cover makes, on the leader, the replicated fence wait cover a
+	// reported fence timeout (CmdCoverFenceTimeout when it is longer than
+	// the state's wait), returning once that is committed: a renewal is
+	// acknowledged only then, so a later leader, which knows nothing of
+	// this report, still waits at least that long for the host. Nil: no
+	// cover (tests of the lease alone).
+	Cover func(ctx context.Context, fenceTimeout time.Duration) error
 	// AddrOf is a host's API address ("" when unknown).
 	AddrOf func(id string) string
 	// Client is the mTLS client for host-to-host calls.
@@ -74,11 +81,22 @@ func (l *Lease) serve(c *rest.Ctx) (any, error) {
 	if !l.Raft.IsLeader() {
 		return nil, rest.Conflictf("host %s is not the leader", l.SelfName)
 	}
+	if err := l.cover(c.Context(), req.Timeout); err != nil {
+		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
+			Msg: fmt.Sprintf("the fence timeout %s host %s reported is not covered yet: %v", req.Timeout, host, err)}
+	}
 	// The commit index is read before the contact is recorded: a host that
 	// applied it has seen everything this leader had decided about it.
 	commit := l.Raft.Status().CommitIndex
 	l.Heard(host, req.Timeout, req.Sent)
 	return leaseAnswer{Leader: l.SelfID, Commit: commit}, nil
+}
+
+func (l *Lease) cover(ctx context.Context, d time.Duration) error {
+	if l.Cover == nil || d <= 0 {
+		return nil
+	}
+	return l.Cover(ctx, d)
 }
 
 // Renew makes one lease round trip with the leader, reporting the fence
@@ -92,6 +110,9 @@ func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 	if id == l.SelfID {
 		if !l.Raft.IsLeader() {
 			return 0, fmt.Errorf("lease: no longer the leader")
+		}
+		if err := l.cover(ctx, r.Timeout); err != nil {
+			return 0, fmt.Errorf("lease: cover this host's fence timeout %s: %w", r.Timeout, err)
 		}
 		commit := l.Raft.Status().CommitIndex
 		l.Heard(id, r.Timeout, r.Sent)

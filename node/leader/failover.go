@@ -182,8 +182,15 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		// while it still fences on a timeout longer than a new leader
 		// would wait for it (a fenced host returning after the bound
 		// was settled without it).
+		// Its timeout must come from a report of this term: one from an
+		// earlier term of this host's leadership may be out of date, and
+		// the settle that leaves later leaders the setting alone does not
+		// wait for fenced hosts. (A host of an older release reports
+		// none.)
+		rep, repAt, reported := f.Contacts.Reported(m.ID)
+		fresh := !reported || (!repAt.Before(w.start) && rep <= sets.EffectiveFenceTimeout())
 		back := !v.Down && !Judge(Silence(now, time.Time{}, sightings...), tFence).Down &&
-			!Judge(Silence(now, time.Time{}, renewals...), wait).Fenced && wait <= sets.FenceWait()
+			!Judge(Silence(now, time.Time{}, renewals...), wait).Fenced && wait <= sets.FenceWait() && fresh
 		switch {
 		case had && h.Draining:
 			// the host drains itself to leave: its word, not silence, counts
