@@ -121,7 +121,7 @@ func (n *Node) checkDuplicateOf(ctx context.Context, own net.Addr, caPEM, certPE
 // renewal would fence the host).
 func (n *Node) coverFenceTimeout(ctx context.Context, d time.Duration) error {
 	sn := n.State()
-	if cfg, ok := sn.Cluster(); ok && d <= cfg.Settings.FenceWait() {
+	if cfg, ok := sn.Cluster(); ok && d <= cfg.Settings.EffectiveFenceTimeout() {
 		return nil
 	}
 	if statedb.Commands().Gate(sn, statedb.CmdCoverFenceTimeout) != nil {

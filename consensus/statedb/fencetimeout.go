@@ -24,12 +24,13 @@ type SettleFenceTimeoutCmd struct {
 }
 
 // CoverFenceTimeoutCmd makes the bound cover Timeout: a host reported, with
-// a lease renewal, that it fences on Timeout, longer than the state's
-// FenceWait (it restarted on an older state, or applies a change the
-// others have left behind). The leader acknowledges that renewal only once
+// a lease renewal, that it fences on Timeout, longer than the setting (it
+// restarted on an older state, applies a change late, or its guard still
+// holds an older deadline). The leader acknowledges that renewal only once
 // this entry is committed, so any later leader waits at least as long for
-// that host. The generation moves on: a settle decided before this entry
-// no longer applies.
+// that host. The generation moves on even when the bound covered Timeout
+// already: a settle decided before this entry (it may be in flight as the
+// renewal is acknowledged) no longer applies.
 type CoverFenceTimeoutCmd struct {
 	Timeout time.Duration `json:"timeout_ns"`
 }
@@ -50,11 +51,11 @@ func applyCoverFenceTimeout(t *Txn, c *Command) error {
 	if !ok {
 		return Errorf(KindConflict, "the cluster is not bootstrapped")
 	}
-	if r.Timeout <= old.Settings.FenceWait() {
-		return nil // covered already
+	if r.Timeout <= old.Settings.EffectiveFenceTimeout() {
+		return nil // the setting covers it
 	}
 	cfg := *old
-	cfg.Settings.FenceTimeoutBound = r.Timeout
+	cfg.Settings.FenceTimeoutBound = max(cfg.Settings.FenceTimeoutBound, r.Timeout)
 	cfg.Settings.FenceGen++
 	return t.insert(tblMeta, &cfg)
 }

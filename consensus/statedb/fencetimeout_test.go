@@ -84,10 +84,25 @@ func TestCoverFenceTimeout(t *testing.T) {
 	if s := e.settings(); s.FenceWait() != 30*time.Second {
 		t.Fatalf("a settle decided before the cover cleared it: %+v", s)
 	}
+	// Covered by the bound already: the generation still moves on, so a
+	// settle decided before (in flight while the renewal was acknowledged)
+	// is stale.
+	if err := do(CmdCoverFenceTimeout, CoverFenceTimeoutCmd{Timeout: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.settings(); s.FenceWait() != 30*time.Second || s.FenceGen != gen+2 {
+		t.Fatalf("after covering 20 s under a 30 s bound: %+v; want the wait 30 s, the generation moved on", s)
+	}
+	if err := do(CmdSettleFenceTimeout, SettleFenceTimeoutCmd{Gen: gen + 1}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.settings(); s.FenceWait() != 30*time.Second {
+		t.Fatalf("a settle in flight across a covered renewal cleared the bound: %+v", s)
+	}
 	if err := do(CmdCoverFenceTimeout, CoverFenceTimeoutCmd{Timeout: time.Hour}); err == nil {
 		t.Fatal("an hour's fence timeout covered")
 	}
-	if err := do(CmdSettleFenceTimeout, SettleFenceTimeoutCmd{Gen: gen + 1}); err != nil {
+	if err := do(CmdSettleFenceTimeout, SettleFenceTimeoutCmd{Gen: gen + 2}); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.settings(); s.FenceWait() != 5*time.Second {

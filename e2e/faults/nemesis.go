@@ -261,7 +261,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		// 30 s skew limit: nothing replicated may depend on it (leases
 		// run on the monotonic clock, Raft on none).
 		victim := 1 + n.rnd.IntN(hosts)
-		off := time.Duration(1+n.rnd.IntN(25)) * time.Second
+		off := time.Duration(2+n.rnd.IntN(24)) * time.Second
 		if n.rnd.IntN(2) == 0 {
 			off = -off
 		}
@@ -275,7 +275,11 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			if err := n.b.StartHost(ctx, victim, "agent"); err != nil {
 				return err
 			}
-			ev.Note += "; " + n.caughtUp(ctx, victim)
+			note, err := n.skewed(ctx, victim, 0)
+			if err != nil {
+				return err
+			}
+			ev.Note += "; healed: " + note + "; " + n.caughtUp(ctx, victim)
 			return nil
 		}
 	default:
@@ -395,8 +399,10 @@ func (n *nemesis) unreachable(ctx context.Context, i int) error {
 
 // skewed waits until another host measures host i's clock off by about
 // off (gossip measures it within a second or so): the proof that the
-// skew took.
+// skew took (or, off 0, that it is gone). The tolerance is under half the
+// shift, so a reading from before the restart cannot pass for it.
 func (n *nemesis) skewed(ctx context.Context, i int, off time.Duration) (string, error) {
+	tol := 500 * time.Millisecond
 	name := n.b.Host(i).Name
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -411,7 +417,7 @@ func (n *nemesis) skewed(ctx context.Context, i int, off time.Duration) (string,
 			for _, m := range ms {
 				if m.Name == name && m.ClockSkewMS != nil {
 					got := time.Duration(*m.ClockSkewMS) * time.Millisecond
-					if d := got - off; d > -time.Second && d < time.Second {
+					if d := got - off; d > -tol && d < tol {
 						return fmt.Sprintf("%s's clock shifted by %s; %s measures %s", name, off, c.name, got), nil
 					}
 				}

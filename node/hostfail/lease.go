@@ -32,7 +32,7 @@ type Lease struct {
 	Heard func(host string, fenceTimeout, sent time.Duration)
 	// Cover makes, on the leader, the replicated fence wait cover a
 	// reported fence timeout (CmdCoverFenceTimeout when it is longer than
-	// the state's wait), returning once that is committed: a renewal is
+	// the setting), returning once that is committed: a renewal is
 	// acknowledged only then, so a later leader, which knows nothing of
 	// this report, still waits at least that long for the host. Nil: no
 	// cover (tests of the lease alone).

@@ -30,8 +30,8 @@ type Voter struct{ ID, APIAddr string }
 //     completed TLS 1.3 handshake, whose keys also protect the refusal;
 //   - every other voter that answers refuses it, and those refusals with
 //     this host make a majority of the configuration (the count Raft
-//     commits with): a voter that is down cannot hold up a leave the
-//     cluster already committed.
+//     commits with): a voter this host cannot reach (down, or cut off
+//     from it) cannot hold up a leave the cluster already committed.
 //
 // One refusal alone is not enough while another voter answers without
 // refusing: a member refuses a certificate for other reasons too (a
@@ -88,7 +88,7 @@ func (s *SelfRemoval) Run(ctx context.Context) (Proof, error) {
 	go func() { done <- s.Propose(pctx) }()
 
 	confirmed := map[string]bool{} // voters that refused this host
-	answered := map[string]bool{}  // voters that answered without refusing (they are up)
+	unreached := map[string]int{}  // voters not refusing: how many probes in a row failed to reach them
 	var proposeErr error
 	var graceEnd <-chan time.Time
 	tick := time.NewTicker(probeEvery)
@@ -110,16 +110,20 @@ func (s *SelfRemoval) Run(ctx context.Context) (Proof, error) {
 			}
 			return "", fmt.Errorf("remove this host: not proven applied: %w", ctx.Err())
 		}
-		if p := s.proven(ctx, confirmed, answered); p != "" {
+		if p := s.proven(ctx, confirmed, unreached); p != "" {
 			return p, nil
 		}
 	}
 }
 
+// unreachedProbes is how many probes in a row must fail to reach a voter
+// before it counts as not answering (one failed probe may be a hiccup).
+const unreachedProbes = 3
+
 // proven asks the voters not yet confirmed and reports how the removal is
 // proven ("": not yet); confirmed collects the voters that refused,
-// answered those that answered without refusing at least once.
-func (s *SelfRemoval) proven(ctx context.Context, confirmed, answered map[string]bool) Proof {
+// unreached counts the probes in a row that failed to reach each other.
+func (s *SelfRemoval) proven(ctx context.Context, confirmed map[string]bool, unreached map[string]int) Proof {
 	if s.Applied != nil && s.Applied() {
 		return ProofApplied
 	}
@@ -130,7 +134,7 @@ func (s *SelfRemoval) proven(ctx context.Context, confirmed, answered map[string
 			continue
 		}
 		if v.APIAddr == "" {
-			answered[v.ID] = true // cannot be asked: counts as up and not refusing
+			unreached[v.ID] = 0 // cannot be asked: counts as up and not refusing
 			continue
 		}
 		wg.Add(1)
@@ -143,7 +147,9 @@ func (s *SelfRemoval) proven(ctx context.Context, confirmed, answered map[string
 			case refused && by == v.ID:
 				confirmed[v.ID] = true
 			case by != "":
-				answered[v.ID] = true // a member answered (or refused as another member)
+				unreached[v.ID] = 0 // a member answered (or refused as another member)
+			case ctx.Err() == nil:
+				unreached[v.ID]++
 			}
 		}()
 	}
@@ -156,10 +162,11 @@ func (s *SelfRemoval) proven(ctx context.Context, confirmed, answered map[string
 	case ctx.Err() != nil:
 		return "" // a probe cut short by our own deadline says nothing of its voter
 	case len(confirmed)+1 > (len(s.Voters)+1)/2:
-		// Every voter not refusing must never have answered: one that is
-		// up and does not refuse (yet) outweighs a lone refusal.
+		// Every voter not refusing must be out of reach for several
+		// probes in a row: one that answers and does not refuse (yet)
+		// outweighs a lone refusal.
 		for _, v := range s.Voters {
-			if !confirmed[v.ID] && answered[v.ID] {
+			if !confirmed[v.ID] && (v.APIAddr == "" || unreached[v.ID] < unreachedProbes) {
 				return ""
 			}
 		}

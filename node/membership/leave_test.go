@@ -44,6 +44,7 @@ type fakePeer struct {
 	addr   string
 	refuse atomic.Bool
 	probes atomic.Int32
+	close  func() // stops it: its address refuses connections
 }
 
 func startFakePeer(t *testing.T, server *tls.Config) *fakePeer {
@@ -65,6 +66,7 @@ func startFakePeer(t *testing.T, server *tls.Config) *fakePeer {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(tls.NewListener(raw, cfg)) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	p.close = func() { _ = srv.Close() }
 	return p
 }
 
@@ -215,5 +217,25 @@ func TestSelfRemovalHonoursCancel(t *testing.T) {
 	}
 	if took := time.Since(start); took >= probeTimeout {
 		t.Fatalf("cancelled at 300ms, returned after %v: it waited for the probe", took)
+	}
+}
+
+// A voter that answered (not refusing yet) and then went down stops
+// counting as up: the leader's refusal and this host then prove it.
+func TestSelfRemovalVoterDownMidLeave(t *testing.T) {
+	servers, clients := clusterTLS(t, "m1", "m2", "m3")
+	leader := startFakePeer(t, servers["m2"])
+	third := startFakePeer(t, servers["m3"])
+	r := &SelfRemoval{Propose: unanswered, Applied: func() bool { return false }, ClientTLS: clients["m1"],
+		Voters: []Voter{{ID: "m2", APIAddr: leader.addr}, {ID: "m3", APIAddr: third.addr}}, Timeout: 15 * time.Second}
+	go func() {
+		for third.probes.Load() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		third.close() // answered once, now down
+		leader.refuse.Store(true)
+	}()
+	if p, err := r.Run(context.Background()); err != nil || p != ProofQuorum {
+		t.Fatalf("leader refuses, third voter down after answering: %q, %v; want %q", p, err, ProofQuorum)
 	}
 }

@@ -23,7 +23,8 @@ import (
 
 // ticketKeyRotation is how often a new session-ticket key comes in; the
 // key before it still opens tickets for one more period, so a ticket lasts
-// at most two periods.
+// at most three periods (a key is replaced up to a period late when no
+// connection comes to rotate it).
 const ticketKeyRotation = time.Hour
 
 // sessionCacheSize bounds the client-side sessions kept (one per remote

@@ -348,7 +348,11 @@ func (c *Cluster) Stop(i int) {
 func (c *Cluster) Restart(ctx context.Context, i int) *node.Node {
 	c.t.Helper()
 	c.Stop(i)
-	n, err := node.Start(ctx, c.config(c.dirs[i], c.names[i], ""))
+	cfg := c.config(c.dirs[i], c.names[i], "")
+	// Port 0: the daemon keeps the ports its data dir records, which the
+	// other members know it by.
+	cfg.RaftAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		c.t.Fatalf("restart %s: %v", c.names[i], err)
 	}
