@@ -32,7 +32,11 @@ func BenchmarkQuotaCreates(b *testing.B) {
 		b.Fatal("no m1.tiny flavor")
 	}
 	modes := []string{"quotas-on", "quotas-off"}
-	for _, kind := range []string{"servers", "ports"} {
+	// servers and ports: one project per mode, growing to b.N (counting
+	// is linear in what the project holds: the worst case). small-projects:
+	// servers in projects of 10 each, on the default quotas (10 instances)
+	// against unlimited ones.
+	for _, kind := range []string{"servers", "ports", "small-projects"} {
 		b.Run(kind, func(b *testing.B) {
 			projects := map[string]string{}
 			for _, mode := range modes {
@@ -45,6 +49,17 @@ func BenchmarkQuotaCreates(b *testing.B) {
 				limits := map[string]int64{}
 				for _, r := range []string{statedb.QuotaInstances, statedb.QuotaCores, statedb.QuotaRAM, statedb.QuotaPorts} {
 					limits[r] = limit
+				}
+				if kind == "small-projects" {
+					for k := range (b.N + 9) / 10 {
+						if mode == "quotas-on" {
+							break // the default quotas
+						}
+						if _, err := rest.Propose(ctx, h, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: fmt.Sprint(project, "-", k), Limits: limits}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					continue
 				}
 				if _, err := rest.Propose(ctx, h, statedb.CmdSetQuotas, statedb.SetQuotasCmd{ProjectID: project, Limits: limits}); err != nil {
 					b.Fatal(err)
@@ -76,11 +91,15 @@ func BenchmarkQuotaCreates(b *testing.B) {
 					first := done[mode]
 					el, lat := createLoad(b, h, n, 8, func(i int) (statedb.CmdType, any) {
 						id := fmt.Sprintf("%s-%d", project, first+i)
+						proj := project
+						if kind == "small-projects" {
+							proj = fmt.Sprint(project, "-", (first+i)/10)
+						}
 						if kind == "ports" {
 							return statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: id, NetworkID: project + "-net", ProjectID: project}, AdminStateUp: true}
 						}
 						return statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{Instance: statedb.Instance{
-							ID: id, Name: id, ProjectID: project, UserID: "bench", Flavor: *flavor}}}}
+							ID: id, Name: id, ProjectID: proj, UserID: "bench", Flavor: *flavor}}}}
 					})
 					done[mode] += n
 					elapsed[mode] += el
@@ -99,8 +118,10 @@ func BenchmarkQuotaCreates(b *testing.B) {
 			ratio := rate["quotas-on"] / rate["quotas-off"]
 			b.ReportMetric(ratio, "on/off")
 			if b.N >= 600 {
+				what := map[string]string{"servers": "servers (one project holding them all)", "ports": "ports (one project holding them all)",
+					"small-projects": "servers in projects of 10, default quotas"}[kind]
 				fmt.Printf("BENCHROW\t%s created through Raft, quotas on vs off (same run, alternating rounds)\t%.2f×\t>= 0.95×\t%.0f/s vs %.0f/s\t-\n",
-					kind, ratio, rate["quotas-on"], rate["quotas-off"])
+					what, ratio, rate["quotas-on"], rate["quotas-off"])
 			}
 		})
 	}
