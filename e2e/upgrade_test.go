@@ -24,6 +24,9 @@ import (
 // test points it at, and records how long writes failed in a row.
 type writer struct {
 	caFile, password string
+	// renames, when set, is the id of a network each write renames instead
+	// of creating one (a write that adds nothing: no quota runs out).
+	renames string
 
 	mu        sync.Mutex
 	target    string // API address of the host to write through
@@ -91,7 +94,11 @@ func (w *writer) run(ctx context.Context, t *testing.T) {
 					return err
 				}
 			}
-			req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+addr+"/network/v2.0/networks",
+			method, path, want := "POST", "/network/v2.0/networks", http.StatusCreated
+			if w.renames != "" {
+				method, path, want = "PUT", "/network/v2.0/networks/"+w.renames, http.StatusOK
+			}
+			req, _ := http.NewRequestWithContext(ctx, method, "https://"+addr+path,
 				bytes.NewReader([]byte(fmt.Sprintf(`{"network":{"name":"upgrade-w%d"}}`, i))))
 			req.Header.Set("X-Auth-Token", tok)
 			req.Header.Set("Content-Type", "application/json")
@@ -100,8 +107,8 @@ func (w *writer) run(ctx context.Context, t *testing.T) {
 				return err
 			}
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated {
-				return fmt.Errorf("create network: %s", resp.Status)
+			if resp.StatusCode != want {
+				return fmt.Errorf("%s network: %s", method, resp.Status)
 			}
 			return nil
 		}()

@@ -230,7 +230,9 @@ func (n *Node) metaLoop(ctx context.Context) {
 	}
 }
 
-// registerLoop keeps this host's member record in step with its addresses.
+// registerLoop keeps this host's member record in step with its addresses
+// and version, and registers it again whenever another member is upgraded
+// (membership.Reaffirm says why).
 func (n *Node) registerLoop(ctx context.Context) {
 	self := statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
 		GossipAddr: n.id.GossipAddr, Version: Version}
@@ -239,7 +241,9 @@ func (n *Node) registerLoop(ctx context.Context) {
 		defer n.mu.Unlock()
 		return n.id.Left
 	}
+	from := n.raft.State()
 	membership.Register(ctx, n.raft, self, left, n.Now, n.log)
+	membership.Reaffirm(ctx, n.raft, n.raft.Store().Changed, from, self, left, n.Now, n.log)
 }
 
 // hostCapacity reads vCPUs, RAM and disk for instances from the host.

@@ -140,6 +140,15 @@ func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("lease from %s: %w", addr, err)
 	}
+	if resp.StatusCode == http.StatusNotFound {
+		// A leader of an older release (0.1.0, during a rolling upgrade)
+		// has no lease route; it answered, so this host is in contact
+		// with it, and it never restarts a server on another host (nor
+		// can a newer leader while it is a member: failover is a command
+		// gated on every host's version), so there is nothing to fence
+		// against. The commit index it sent is the best there is.
+		return l.Raft.Status().CommitIndex, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("lease from %s: status %d", addr, resp.StatusCode)
 	}

@@ -22,6 +22,7 @@ package readiness
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -101,6 +102,12 @@ func (g *Gate) Watch(ctx context.Context) {
 				target = st.CommitIndex
 			} else if idx, err := g.leaderCommit(ctx, id); err == nil {
 				target = idx
+			} else if errors.Is(err, errNoCommitRoute) && st.CommitIndex > 0 {
+				// A leader of an older release (a rolling upgrade) has no
+				// commit route: the commit index it sent this host is
+				// the best there is.
+				target = st.CommitIndex
+				g.Logger.Info("the leader runs an older release; catching up to the commit index it sent", "leader", id, "commit", target)
 			} else {
 				g.Logger.Debug("ask the leader for its commit index", "err", err)
 			}
@@ -117,6 +124,10 @@ func (g *Gate) Watch(ctx context.Context) {
 		}
 	}
 }
+
+// errNoCommitRoute is a leader's 404 to the commit route: it runs a
+// release from before the route (0.1.0), during a rolling upgrade.
+var errNoCommitRoute = errors.New("the leader has no commit route (an older release)")
 
 // leaderCommit asks the leader for its commit index over the internal
 // API.
@@ -138,6 +149,9 @@ func (g *Gate) leaderCommit(ctx context.Context, leaderID string) (uint64, error
 	defer resp.Body.Close()
 	var body struct {
 		CommitIndex uint64 `json:"commit_index"`
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, fmt.Errorf("leader %s: %w", leaderID, errNoCommitRoute)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("leader %s: commit index: status %d", leaderID, resp.StatusCode)

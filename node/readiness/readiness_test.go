@@ -134,3 +134,53 @@ func commitHandler(t *testing.T, g *Gate) http.Handler {
 		_ = json.NewEncoder(w).Encode(v)
 	})
 }
+
+// A leader of the previous release has no commit route (404): the
+// follower catches up to the commit index the leader sent it instead of
+// holding its API until that leader is upgraded.
+func TestGateWithALeaderOfThePreviousRelease(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	follower := &fakeRaft{leader: "L", commit: 40, applied: 10}
+	g := &Gate{SelfID: "F", SelfName: "f", Raft: follower, Logger: slog.New(slog.DiscardHandler),
+		AddrOf: func(string) string { return strings.TrimPrefix(srv.URL, "https://") }, Client: srv.Client()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); g.Watch(ctx) }()
+	time.Sleep(50 * time.Millisecond) // several rounds of asking: still behind
+	if g.Ready() {
+		t.Fatal("ready at applied 10 of the commit index 40")
+	}
+	follower.setApplied(40)
+	waitReady(t, g)
+	<-done
+}
+
+// Any other failure to learn the leader's commit index keeps the gate
+// closed.
+func TestGateStaysClosedWhileTheLeaderFails(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	follower := &fakeRaft{leader: "L", commit: 40, applied: 40}
+	var asked atomic.Int32
+	g := &Gate{SelfID: "F", SelfName: "f", Raft: follower, Logger: slog.New(slog.DiscardHandler),
+		AddrOf: func(string) string { asked.Add(1); return strings.TrimPrefix(srv.URL, "https://") }, Client: srv.Client()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Watch(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for asked.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower did not keep asking the leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if g.Ready() {
+		t.Fatal("ready although the leader answered 500")
+	}
+}
