@@ -29,6 +29,12 @@ const (
 func buildRelease(t *testing.T, rev string) string {
 	t.Helper()
 	root := RepoRoot()
+	if err := exec.Command("git", "-C", root, "cat-file", "-e", rev+"^{commit}").Run(); err != nil {
+		// A shallow clone: deepen it from where it came from, once.
+		if out, err := exec.Command("git", "-C", root, "fetch", "--quiet", "--unshallow").CombinedOutput(); err != nil {
+			t.Logf("git fetch --unshallow: %v %s", err, out)
+		}
+	}
 	if out, err := exec.Command("git", "-C", root, "cat-file", "-e", rev+"^{commit}").CombinedOutput(); err != nil {
 		t.Fatalf("commit %s (the previous release) is not in the git history of %s: %v %s\n"+
 			"the upgrade test builds the previous release from git; fetch the full history (git fetch --unshallow)", rev, root, err, out)
