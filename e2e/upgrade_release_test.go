@@ -256,8 +256,11 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			mustRefuseGated(t, cloudsOf[upgraded], order[i+1:])
 		}
 	}
+	w.mu.Lock() // the writer still runs
+	wOK, wFails, wDown, wWorst := w.ok, w.fails, w.down, w.worst
+	w.mu.Unlock()
 	t.Logf("rolling upgrade from %s to %s: %.1f s; writes ok %d, failed %d; unavailable %.2f s in total, longest %.2f s",
-		previousVersion, currentVersion, time.Since(start).Seconds(), w.ok, w.fails, w.down.Seconds(), w.worst.Seconds())
+		previousVersion, currentVersion, time.Since(start).Seconds(), wOK, wFails, wDown.Seconds(), wWorst.Seconds())
 
 	// Every host runs the current release: the gated commands go through.
 	for _, n := range names {
