@@ -97,22 +97,29 @@ func (a *Access) Authenticate(_ context.Context, token string) (*rest.Credential
 
 // Authorize is the one policy function every request passes (rest.Backend).
 func (a *Access) Authorize(c *rest.Credential, access rest.Access, owner string, public bool) rest.Decision {
-	if c == nil {
+	adminProject := ""
+	if p, ok := a.state().ProjectByName(AdminProjectName); ok {
+		adminProject = p.ID
+	}
+	return Decide(c, access, adminProject, owner, public)
+}
+
+// Decide is the API's policy decision (node/identity.Authorize) for a
+// credential, with adminProjectID the project whose admin role rules the
+// cloud. No credential, or an access level the API does not have, is
+// forbidden.
+func Decide(c *rest.Credential, access rest.Access, adminProjectID, owner string, public bool) rest.Decision {
+	if c == nil || access < rest.Read || access > rest.Admin {
 		return rest.Forbidden
 	}
-	var want identity.Access
+	want := identity.Admin
 	switch access {
 	case rest.Read:
 		want = identity.Read
 	case rest.Write:
 		want = identity.Write
-	default:
-		want = identity.Admin
 	}
-	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}
-	if p, ok := a.state().ProjectByName(AdminProjectName); ok {
-		ic.AdminProjectID = p.ID
-	}
+	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles, AdminProjectID: adminProjectID}
 	switch identity.Authorize(ic, want, owner, public) {
 	case identity.Allow:
 		return rest.Allow

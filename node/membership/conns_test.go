@@ -15,31 +15,8 @@ import (
 // cluster ("a" and "b").
 func memberTLS(t testing.TB) (aServer, bClient *tls.Config) {
 	t.Helper()
-	ca, caKey, err := NewCA("cluster-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadCA(ca.CertPEM(), caKey); err != nil {
-		t.Fatal(err)
-	}
-	configs := func(id string) (*tls.Config, *tls.Config) {
-		keyPEM, csrPEM, err := NewKeyAndCSR(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certPEM, err := ca.Sign(csrPEM, id, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, c, err := TLSConfigs(ca.CertPEM(), certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return MTLSServer(s), c
-	}
-	aServer, _ = configs("a")
-	_, bClient = configs("b")
-	return aServer, bClient
+	servers, clients := clusterTLS(t, "a", "b")
+	return MTLSServer(servers["a"]), clients["b"]
 }
 
 // revocations is a revocation list tests change.

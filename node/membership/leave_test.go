@@ -13,10 +13,13 @@ import (
 
 // clusterTLS returns the server and client configs of members of one
 // cluster, by member id.
-func clusterTLS(t *testing.T, ids ...string) (servers, clients map[string]*tls.Config) {
+func clusterTLS(t testing.TB, ids ...string) (servers, clients map[string]*tls.Config) {
 	t.Helper()
-	ca, _, err := NewCA("cluster-1")
+	ca, caKey, err := NewCA("cluster-1")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(ca.CertPEM(), caKey); err != nil {
 		t.Fatal(err)
 	}
 	servers, clients = map[string]*tls.Config{}, map[string]*tls.Config{}

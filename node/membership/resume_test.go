@@ -144,36 +144,29 @@ func TestResumedConnectionOfRevokedMemberRefused(t *testing.T) {
 	// a revokes b: b's resumption attempt is refused by a.
 	rev := &revocations{m: map[string]bool{}}
 	a := startResumeServer(t, aServer, &Conns{Revoked: rev.has})
-	client := &Conns{}
-	if _, err := dialOnce(client, bClient, a.addr); err != nil {
-		t.Fatal(err)
-	}
-	if cs, err := dialOnce(client, bClient, a.addr); err != nil || !cs.DidResume {
-		t.Fatalf("before the revocation: resumed %v, err %v", cs.DidResume, err)
-	}
-	rev.revoke("b")
-	if _, err := dialOnce(client, bClient, a.addr); err == nil {
-		t.Fatal("revoked b's resumed connection was accepted")
-	}
-	if !a.lastResumed() {
-		t.Fatal("the refused handshake was not a resumption: the test proves nothing")
-	}
+	resumedThenRefused(t, &Conns{}, bClient, a, func() { rev.revoke("b") }, "revoked b's resumed connection was accepted")
 
 	// b revokes a: b refuses to resume its session with a.
 	a2 := startResumeServer(t, aServer, &Conns{})
 	revB := &revocations{m: map[string]bool{}}
-	clientB := &Conns{Revoked: revB.has}
-	if _, err := dialOnce(clientB, bClient, a2.addr); err != nil {
+	resumedThenRefused(t, &Conns{Revoked: revB.has}, bClient, a2, func() { revB.revoke("a") }, "b resumed its session with revoked a")
+}
+
+// resumedThenRefused connects client to srv twice (the second resumes),
+// revokes, and checks that the third connection, a resumption, fails.
+func resumedThenRefused(t *testing.T, client *Conns, cfg *tls.Config, srv *resumeServer, revoke func(), accepted string) {
+	t.Helper()
+	if _, err := dialOnce(client, cfg, srv.addr); err != nil {
 		t.Fatal(err)
 	}
-	if cs, err := dialOnce(clientB, bClient, a2.addr); err != nil || !cs.DidResume {
+	if cs, err := dialOnce(client, cfg, srv.addr); err != nil || !cs.DidResume {
 		t.Fatalf("before the revocation: resumed %v, err %v", cs.DidResume, err)
 	}
-	revB.revoke("a")
-	if _, err := dialOnce(clientB, bClient, a2.addr); err == nil {
-		t.Fatal("b resumed its session with revoked a")
+	revoke()
+	if _, err := dialOnce(client, cfg, srv.addr); err == nil {
+		t.Fatal(accepted)
 	}
-	if !a2.lastResumed() {
+	if !srv.lastResumed() {
 		t.Fatal("the refused handshake was not a resumption: the test proves nothing")
 	}
 }

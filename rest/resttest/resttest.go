@@ -13,7 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/peerstack/peerstack/node/identity"
+	"github.com/peerstack/peerstack/node/access"
 	"io"
 	"log/slog"
 	"strings"
@@ -143,31 +143,15 @@ func (b *Backend) Advance(d time.Duration) {
 // NewID returns a random UUID.
 func (b *Backend) NewID() string { return uuid.NewString() }
 
-// Authorize decides with the real policy (node/identity.Authorize), as
-// the node does: the admin role is cloud-wide unless the credential is
+// Authorize decides with the real policy (node/access.Decide), as the
+// node does: the admin role is cloud-wide unless the credential is
 // marked ProjectAdminOnly (scoped to a project other than the admin one).
-func (b *Backend) Authorize(c *rest.Credential, access rest.Access, owner string, public bool) rest.Decision {
-	if c == nil || access < rest.Read || access > rest.Admin {
-		return rest.Forbidden
+func (b *Backend) Authorize(c *rest.Credential, acc rest.Access, owner string, public bool) rest.Decision {
+	adminProject := ""
+	if c != nil && !c.ProjectAdminOnly {
+		adminProject = c.ProjectID
 	}
-	a := identity.Admin
-	switch access {
-	case rest.Read:
-		a = identity.Read
-	case rest.Write:
-		a = identity.Write
-	}
-	ic := identity.Credential{UserID: c.UserID, ProjectID: c.ProjectID, Roles: c.Roles}
-	if !c.ProjectAdminOnly {
-		ic.AdminProjectID = c.ProjectID
-	}
-	switch identity.Authorize(ic, a, owner, public) {
-	case identity.Allow:
-		return rest.Allow
-	case identity.NotFound:
-		return rest.NotFound
-	}
-	return rest.Forbidden
+	return access.Decide(c, acc, adminProject, owner, public)
 }
 
 // ErrBadToken is returned by Authenticate for unknown, expired or revoked
