@@ -26,7 +26,8 @@ const (
 // repository's git history into a temporary directory and returns its
 // path. It fails (never skips) when the history is not there: a shallow
 // clone must be deepened (git fetch --unshallow) for the upgrade test.
-func buildRelease(t *testing.T, rev string) string {
+// Each edit runs on the unpacked source tree before the build.
+func buildRelease(t *testing.T, rev string, edits ...func(dir string) error) string {
 	t.Helper()
 	root := RepoRoot()
 	if err := exec.Command("git", "-C", root, "cat-file", "-e", rev+"^{commit}").Run(); err != nil {
@@ -43,6 +44,11 @@ func buildRelease(t *testing.T, rev string) string {
 	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, rev, dir)
 	if out, err := archive.CombinedOutput(); err != nil {
 		t.Fatalf("unpack %s from git: %v\n%s", rev, err, out)
+	}
+	for _, edit := range edits {
+		if err := edit(dir); err != nil {
+			t.Fatalf("edit the source of %s: %v", rev, err)
+		}
 	}
 	build := exec.Command("go", "build", "-o", "old", ".")
 	build.Dir = dir
