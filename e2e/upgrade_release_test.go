@@ -231,6 +231,13 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			via = order[0] // already upgraded
 		}
 		w.point(procs[via].APIAddr)
+		if i == len(order)-1 {
+			// Before the last host — the leader — is upgraded, it restarts
+			// on the previous release once, as an operator's reboot would
+			// do: leadership moves to a host of the current release, which
+			// now leads a follower of the previous one.
+			mixedLeadership(t, procs[name], cloudsOf, name, names, oldBin, order[:i], srv, qemuPID)
+		}
 		down0, ok0 := w.stats()
 		stepStart := time.Now()
 		p := procs[name]
@@ -285,6 +292,54 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	}
 	osc(order[2], "server", "delete", "--wait", srv)
 	t.Logf("whole test %.1f s", time.Since(begin).Seconds())
+}
+
+// mixedLeadership restarts the previous release's leader old on the
+// previous release and checks the cluster under a leader of the current
+// release: leadership moved to one of upgraded, writes through the old
+// follower are refused with a 409 saying to upgrade it, writes through an
+// upgraded host are seen on every host, the commands new in this release
+// are refused naming the old follower, and the guest kept its QEMU
+// process.
+func mixedLeadership(t *testing.T, old *Proc, cloudsOf map[string]string, name string, names []string, oldBin string, upgraded []string, srv string, qemuPID int) {
+	t.Helper()
+	old.Stop()
+	old.Restart(t)
+	versions := map[string]string{}
+	for _, n := range names {
+		versions[n] = currentVersion
+	}
+	versions[name] = previousVersion
+	for _, n := range names {
+		waitVersions(t, cloudsOf[n], versions)
+	}
+	leader := leaderName(t, cloudsOf[name], oldBin)
+	if leader == name {
+		t.Fatalf("%s, restarted on %s, leads again; want a leader of %s", name, previousVersion, currentVersion)
+	}
+	t.Logf("%s leads %s on %s", leader, name, previousVersion)
+	// A write through the old follower: it cannot carry its caller's
+	// authority to a leader of this release, which refuses it with a 409
+	// naming the host to upgrade (not a 503 the old host retried until
+	// the client gave up); nothing is written.
+	out, err := RunErr(cloudsOf[name], "openstack", "network", "create", "rel-mixed-old")
+	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "upgrade "+name) {
+		t.Fatalf("network create through %s on %s under a leader of %s: want a 409 naming %s to upgrade; got %v\n%s",
+			name, previousVersion, currentVersion, name, err, out)
+	}
+	t.Logf("write through %s on %s: %s", name, previousVersion, strings.TrimSpace(out))
+	// Writes through an upgraded host go on, and every host reads them.
+	id := strings.TrimSpace(Run(t, cloudsOf[upgraded[0]], "openstack", "network", "create", "-f", "value", "-c", "id", "rel-mixed"))
+	for _, n := range names {
+		waitValue(t, cloudsOf[n], 30*time.Second, id, "network", "show", "-f", "value", "-c", "id", "rel-mixed")
+	}
+	if out := Run(t, cloudsOf[upgraded[0]], "openstack", "network", "list", "-f", "value", "-c", "Name"); strings.Contains(out, "rel-mixed-old") {
+		t.Fatalf("the refused write through %s was written:\n%s", name, out)
+	}
+	mustRefuseGated(t, cloudsOf[upgraded[0]], []string{name})
+	if got := qemuOf(srv); len(got) != 1 || got[0] != qemuPID {
+		t.Fatalf("with %s on %s under a leader of %s: QEMU of %s = %v; want the same process %d", name, previousVersion, currentVersion, srv, got, qemuPID)
+	}
 }
 
 // mustRefuseGated checks, through clouds, that creating a security group

@@ -109,7 +109,21 @@ func (n *Node) ApplyForwarded(ctx context.Context, data []byte, fromHost, token 
 			from.Caller = callerOfCred(cred)
 		}
 	}
-	return n.raft.ApplyForwarded(ctx, data, from)
+	idx, err := n.raft.ApplyForwarded(ctx, data, from)
+	var se *statedb.Error
+	if token == "" && errors.As(err, &se) && se.Kind == statedb.KindForbidden {
+		if m, ok := n.State().Member(fromHost); ok && m.Version == "" {
+			// A host of a release before callers' tokens were forwarded
+			// (it reports no version): it cannot carry a caller's
+			// authority, so its users' writes are refused — as a conflict
+			// its release turns into a 409 naming the way out, rather than
+			// a 403 it would retry as a lost leader until the client gives
+			// up.
+			return idx, statedb.Errorf(statedb.KindConflict,
+				"Host %s runs an older release than the leader and cannot forward writes to it: upgrade %s, or send writes to an upgraded host.", m.Name, m.Name)
+		}
+	}
+	return idx, err
 }
 
 // Members lists the cluster's hosts with Raft role and gossip state.

@@ -115,6 +115,32 @@ type watch struct {
 	// settled is the fence timeout generation plus one that this term
 	// settled (0: none).
 	settled uint64
+	// unleased holds the hosts seen reporting no version this term (a
+	// release before leases); leased, when each such host was first seen
+	// reporting one: its lease silence counts from then.
+	unleased map[string]bool
+	leased   map[string]time.Time
+}
+
+// leaseStart is when the leader began to expect lease renewals from m this
+// term, and whether it may at all. A host of a release before leases
+// reports no version and renews nothing, nor runs a fence guard: it is
+// never judged fenced (its VMs would run twice). Once it reports a version
+// it has restarted on a release that renews; it gets a whole T_fence from
+// then, not from the term's start, before its first renewal is missed.
+func (w *watch) leaseStart(m *statedb.Member, now time.Time) (time.Time, bool) {
+	if w.unleased == nil {
+		w.unleased, w.leased = map[string]bool{}, map[string]time.Time{}
+	}
+	if m.Version == "" {
+		w.unleased[m.ID] = true
+		return time.Time{}, false
+	}
+	if w.unleased[m.ID] {
+		delete(w.unleased, m.ID)
+		w.leased[m.ID] = now
+	}
+	return w.leased[m.ID], true
 }
 
 // Verdict is what the leader concludes from a host's silence.
@@ -174,7 +200,11 @@ func (f Failover) tick(ctx context.Context, w *watch) {
 		// there is the one the host fences on (FenceWait), which may be
 		// longer than the setting just after it was lowered.
 		wait := FenceWait(f.Contacts, w.start, &sets, m.ID)
-		v.Fenced = Judge(Silence(now, w.start, renewals...), wait).Fenced
+		from, leases := w.leaseStart(m, now)
+		if !from.IsZero() {
+			renewals = append(renewals, from)
+		}
+		v.Fenced = leases && Judge(Silence(now, w.start, renewals...), wait).Fenced
 		v.Down = v.Down || v.Fenced
 		h, had := sn.HostHealth(m.ID)
 		// A host is back only on evidence: a young term's silence is

@@ -12,18 +12,23 @@ import (
 // fenceTimeoutSetup is the failover rig on a bootstrapped cluster whose
 // T_fence is 30 s, with h1 running the HA server "ha".
 func fenceTimeoutSetup(t *testing.T) (*pinState, *fakeGossip, *Failover, *time.Time, *applyProposer) {
+	return fenceTimeoutSetupH1(t, "0.2.0")
+}
+
+// fenceTimeoutSetupH1 is fenceTimeoutSetup with h1 reporting version
+// h1Version ("": a release before leases).
+func fenceTimeoutSetupH1(t *testing.T, h1Version string) (*pinState, *fakeGossip, *Failover, *time.Time, *applyProposer) {
 	p, g, f, now, prop := failoverSetup(t)
 	p.s = statedb.NewStore()
 	p.idx = 0
 	p.apply(statedb.CmdBootstrap, statedb.BootstrapCmd{
 		Config:  statedb.ClusterConfig{ClusterID: "c", Settings: statedb.Settings{FenceTimeout: 30 * time.Second}},
-		Member:  statedb.Member{ID: "h2", Name: "name-h2"},
+		Member:  statedb.Member{ID: "h2", Name: "name-h2", Version: "0.2.0"},
 		Project: statedb.Project{ID: "p", Name: "admin"}, Admin: statedb.User{ID: "u", Name: "admin"},
 		Assignment: statedb.Assignment{ProjectID: "p", UserID: "u", RoleID: "r"}, SigningKey: statedb.SigningKey{ID: "k"},
 	})
-	for _, h := range []string{"h1", "h3"} {
-		p.apply(statedb.CmdRegisterMember, statedb.Member{ID: h, Name: "name-" + h})
-	}
+	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h1", Name: "name-h1", Version: h1Version})
+	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h3", Name: "name-h3", Version: "0.2.0"})
 	p.apply(statedb.CmdCreateImage, statedb.Image{ID: "img", Name: "img", ProjectID: "p", Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"})
 	ic := statedb.InstanceCreate{Instance: statedb.Instance{ID: "ha", Name: "ha", ProjectID: "p",
 		Flavor: statedb.Flavor{ID: "1", VCPUs: 1, RAMMB: 128, DiskGB: 1}}}
@@ -210,5 +215,30 @@ func TestContactsLateRenewalKeepsTheLongerReport(t *testing.T) {
 	c.Heard("h1", 5*time.Second, 21*time.Second)
 	if r, _, _ := c.Reported("h1"); r != 5*time.Second {
 		t.Fatalf("after the next renewal in order: %v; want 5 s", r)
+	}
+}
+
+// A host of a release before leases (it reports no version) renews
+// nothing and runs no fence guard: a leader of this release must never
+// judge it fenced — its HA server would then run on two hosts. Once it
+// reports a version it has restarted on a release that renews, and it has
+// a whole T_fence from then, not from the term's start, to renew.
+func TestFailoverNeverFencesAHostOfAReleaseBeforeLeases(t *testing.T) {
+	p, g, f, now, _ := fenceTimeoutSetupH1(t, "")
+	w := &watch{start: *now, seen: map[string]time.Time{}, probed: map[string]time.Time{}}
+	if got := fencedAfter(p, g, f, now, w, 30*time.Second, 120); got != 0 {
+		t.Fatalf("h1 (no version, so no lease to renew) fenced after %v; want never", got)
+	}
+	if i, _ := p.s.Snapshot().Instance("ha"); i.Host != "h1" {
+		t.Fatalf("HA server moved to %s from a host that was never fenced", i.Host)
+	}
+	// h1 restarts on this release and reports its version, 120 s into the
+	// term, without a renewal yet.
+	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h1", Name: "name-h1", Version: "0.2.0"})
+	// The leader sees the version at its next tick, 1 s later.
+	got := fencedAfter(p, g, f, now, w, 30*time.Second, 60)
+	want := time.Second + 30*time.Second + statedb.FenceMargin(30*time.Second)
+	if got <= want || got > want+time.Second {
+		t.Fatalf("h1, silent since it first reported a version, fenced after %v; want the first tick past %v", got, want)
 	}
 }

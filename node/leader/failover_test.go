@@ -122,7 +122,7 @@ func (s pinSource) State() *statedb.Snapshot { return s.p.s.Snapshot() }
 // that reports no probe time (an older build).
 func TestFailoverCountsAnsweredProbesNotGossipState(t *testing.T) {
 	p := haState(t)
-	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h4", Name: "name-h4"})
+	p.apply(statedb.CmdRegisterMember, statedb.Member{ID: "h4", Name: "name-h4", Version: "0.2.0"})
 	t0 := time.Unix(5000, 0)
 	now := t0
 	clock := func() time.Time { return now }

@@ -35,7 +35,7 @@ func (p *pinState) apply(typ statedb.CmdType, payload any) {
 func newPinState(t *testing.T) *pinState {
 	p := &pinState{t: t, s: statedb.NewStore()}
 	for _, h := range []string{"h1", "h2", "h3"} {
-		p.apply(statedb.CmdRegisterMember, statedb.Member{ID: h, Name: "name-" + h})
+		p.apply(statedb.CmdRegisterMember, statedb.Member{ID: h, Name: "name-" + h, Version: "0.2.0"})
 	}
 	p.apply(statedb.CmdCreateImage, statedb.Image{ID: "img", Name: "img", ProjectID: "p", Visibility: "public", DiskFormat: "qcow2", ContainerFormat: "bare"})
 	return p
