@@ -144,6 +144,7 @@ func (p *Proc) start(t testing.TB) {
 		}
 		// The fence guard runs in its own session: the group kill misses it.
 		killGuard(p.DataDir)
+		removeGuardFiles(p.DataDir)
 		if t.Failed() {
 			t.Logf("--- %s output ---\n%s", p.Name, out.String())
 		}
