@@ -157,7 +157,7 @@ func (m *Manager) read(ctx context.Context) (Actual, hostLinks, error) {
 		if !ours(a.Name, m.prefix) {
 			continue
 		}
-		l := Link{Name: a.Name, Master: names[a.MasterIndex], MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+		l := Link{Name: a.Name, Master: names[a.MasterIndex], MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, index: a.Index}
 		is := func(kind string) bool { return strings.HasPrefix(a.Name, m.prefix+kind) }
 		switch v := nl.(type) {
 		case *netlink.Bridge:
@@ -175,8 +175,21 @@ func (m *Manager) read(ctx context.Context) (Actual, hostLinks, error) {
 				l.Kind, host.mac[a.Name] = KindTap, a.HardwareAddr
 			}
 			l.MultiQueue = v.Flags&netlink.TUNTAP_MULTI_QUEUE != 0
+		case *netlink.Vlan:
+			if is("pv") {
+				l.Kind = KindVLAN
+			}
+			l.Parent, l.VLANID = names[a.ParentIndex], v.VlanId
+		case *netlink.Macvlan:
+			if is("pm") {
+				l.Kind = KindMacvlan
+			}
+			l.Parent, l.MAC, l.Bridged = names[a.ParentIndex], a.HardwareAddr, v.Mode == netlink.MACVLAN_MODE_BRIDGE
 		}
 		actual.Links = append(actual.Links, l)
+	}
+	if err := m.readWires(ctx, &actual, names); err != nil {
+		return actual, host, err
 	}
 	actual.FDB, err = m.readFDB(ctx, vxlans)
 	return actual, host, err
@@ -213,9 +226,9 @@ func (st *Stats) count(k OpKind) {
 	switch k {
 	case OpDelLink:
 		st.Deleted++
-	case OpAddBridge, OpAddVXLAN, OpAddTap:
+	case OpAddBridge, OpAddVXLAN, OpAddTap, OpAddVLAN, OpAddMacvlan:
 		st.Created++
-	case OpSetMaster, OpSetMTU, OpSetUp:
+	case OpSetMaster, OpSetMTU, OpSetUp, OpWire:
 		st.Updated++
 	case OpFDBDel:
 		st.FDBDeleted++
@@ -302,6 +315,9 @@ func (m *Manager) exec(ctx context.Context, op Op, host hostLinks, st *Stats, to
 
 	case OpSetUp:
 		return nil, write("set up", func() error { return n.h.LinkSetUp(ref(idx)) })
+
+	case OpAddVLAN, OpAddMacvlan, OpWire:
+		return m.execProvider(ctx, op, host, st)
 	}
 	return m.execFDB(ctx, op, idx, st)
 }
