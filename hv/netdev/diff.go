@@ -108,6 +108,7 @@ type Op struct {
 	MAC      net.HardwareAddr
 	Dst      net.IP
 
+	Group      string // ops of one provider network carry its id; "" for the rest
 	VLAN       int    // OpAddVLAN
 	Peer       string // OpWire
 	HasIngress bool   // OpWire: Link already has an ingress qdisc

@@ -85,8 +85,19 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
-	touched, err := m.execute(ctx, Diff(actual, d, m.prefix), host, &st)
-	if err = errors.Join(err, m.syncDHCP(ctx, d, host, touched, &st)); err != nil {
+	// Each provider network's ops run as a batch of their own: one that
+	// fails (no 802.1Q in the kernel, its interface missing) is undone
+	// alone and leaves the other networks plumbed.
+	var errs []error
+	touched := map[string]bool{}
+	for _, batch := range batches(Diff(actual, d, m.prefix)) {
+		t, err := m.execute(ctx, batch, host, &st)
+		errs = append(errs, err)
+		for k := range t {
+			touched[k] = true
+		}
+	}
+	if err = errors.Join(append(errs, m.syncDHCP(ctx, d, host, touched, &st))...); err != nil {
 		return st, err
 	}
 	if st.Ops > 0 {
@@ -130,6 +141,21 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 		errs = append(errs, m.nl.delLink(ctx, op.Link, host.index[op.Link]))
 	}
 	return errors.Join(errs...)
+}
+
+// batches splits ops by Op.Group, keeping their order.
+func batches(ops []Op) [][]Op {
+	var out [][]Op
+	at := map[string]int{}
+	for _, op := range ops {
+		i, ok := at[op.Group]
+		if !ok {
+			i, at[op.Group] = len(out), len(out)
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], op)
+	}
+	return out
 }
 
 // hostLinks is what the executor knows of the namespace's links; it keeps it

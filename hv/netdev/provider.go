@@ -147,6 +147,7 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 		if len(pn.Ports) == 0 && !(pn.Routed && pn.VLAN != 0) {
 			continue
 		}
+		first := len(ops)
 		lower, mtu := pn.lower(prefix), providerMTUOf(pn)
 		if pn.VLAN != 0 {
 			if _, ok := have[lower]; ok {
@@ -184,6 +185,9 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 					ops = append(ops, Op{Kind: OpWire, Link: w[0], Peer: w[1], HasIngress: ok && !created[w[0]] && l.Ingress})
 				}
 			}
+		}
+		for i := first; i < len(ops); i++ {
+			ops[i].Group = "provider " + pn.ID
 		}
 	}
 	return ops

@@ -29,6 +29,9 @@ func TestDiffProviders(t *testing.T) {
 	if ops[1].Master != "lan0" || ops[6].Master != VLANName("lan0", 100) || ops[4].Master != "lan0" || ops[4].VLAN != 100 {
 		t.Errorf("lower devices: %v / %v / %v", ops[1], ops[4], ops[6])
 	}
+	if b := batches(ops); len(b) != 2 || len(b[0]) != 4 || b[0][0].Group != "provider f" || b[1][0].Group != "provider v" {
+		t.Errorf("batches = %v; want one per provider network", b)
+	}
 
 	// Converged: nothing to do. A leftover macvlan and VLAN of ours go; a
 	// wire pointing elsewhere is redone; a changed MAC recreates the macvlan.
@@ -217,27 +220,37 @@ func TestProviderFlat(t *testing.T) {
 
 // TestProviderVLAN: a VM on VLAN 100 reaches VLAN 100 of the LAN and not
 // VLAN 200; the sub-interface goes with the network. On a kernel without
-// 802.1Q devices Apply fails saying so and leaves nothing behind.
+// 802.1Q devices Apply fails saying so, leaves nothing of the VLAN network
+// behind, and still plumbs the flat network next to it.
 func TestProviderVLAN(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
 	f := newLAN(t)
-	p := provPort(3, "10.100.0.50", true)
-	d := Desired{Providers: []Provider{{ID: "vlan", Uplink: "lan0", VLAN: 100, Ports: []Port{p}}}}
+	p, fp := provPort(3, "10.100.0.50", true), provPort(4, "198.51.100.60", false)
+	d := Desired{Providers: []Provider{
+		{ID: "vlan", Uplink: "lan0", VLAN: 100, Ports: []Port{p}},
+		{ID: "flat", Uplink: "lan0", Ports: []Port{fp}},
+	}}
 	m := newManager(t, f.host)
 	st, err := m.Apply(ctx, d)
 	if !f.vlan {
 		if err == nil || !strings.Contains(err.Error(), "802.1Q") {
 			t.Errorf("Apply on a kernel without 802.1Q = %v; want an error naming it", err)
 		}
-		if got := f.host.ourLinks(t); len(got) != 0 {
-			t.Errorf("a failed Apply left %v", got)
+		want := []string{fp.Tap, MacvlanName(fp.ID)}
+		if got := f.host.ourLinks(t); !slices.Equal(sorted(got), sorted(want)) {
+			t.Errorf("after the VLAN network failed: links %v; want the flat network's %v only", got, want)
 		}
-		t.Logf("this kernel has no 802.1Q devices: only the refusal was checked")
+		vm := newVM(t, f.host, fp, 1500)
+		staticAddr(t, vm, "198.51.100.60/24")
+		if !ping(vm, net.ParseIP("198.51.100.1"), 5) {
+			t.Errorf("the flat network's VM does not reach the LAN while the VLAN network fails")
+		}
+		t.Logf("this kernel has no 802.1Q devices: the VLAN data path was not exercised, only its refusal")
 		return
 	}
-	if err != nil || st.Created != 3 {
-		t.Fatalf("Apply = %+v, %v; want 3 links (VLAN, tap, macvlan)", st, err)
+	if err != nil || st.Created != 5 {
+		t.Fatalf("Apply = %+v, %v; want 5 links (VLAN, 2 taps, 2 macvlans)", st, err)
 	}
 	vm := newVM(t, f.host, p, 1500)
 	if lease := udhcpc(t, vm); lease["ip"] != "10.100.0.50" {
@@ -252,11 +265,13 @@ func TestProviderVLAN(t *testing.T) {
 	if st, err := m.Apply(ctx, d); err != nil || st.Ops != 0 {
 		t.Errorf("second Apply = %+v, %v; want no write", st, err)
 	}
-	if st, err := m.Apply(ctx, Desired{}); err != nil || st.Deleted != 3 {
-		t.Errorf("empty Apply = %+v, %v; want 3 deletions", st, err)
+	d.Providers = d.Providers[1:]
+	if st, err := m.Apply(ctx, d); err != nil || st.Deleted != 3 {
+		t.Errorf("Apply without the VLAN network = %+v, %v; want 3 deletions", st, err)
 	}
-	if got := f.host.ourLinks(t); len(got) != 0 {
-		t.Errorf("links left = %v", got)
+	want := []string{fp.Tap, MacvlanName(fp.ID)}
+	if got := f.host.ourLinks(t); !slices.Equal(sorted(got), sorted(want)) {
+		t.Errorf("links = %v; want %v", got, want)
 	}
 }
 
