@@ -345,8 +345,12 @@ func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, d.err)
 	}
 	_, err := d.m.Apply(ctx, toNetdev(want))
-	if errors.Is(err, netdev.ErrPermission) {
+	var pf *netdev.ProvidersFailed
+	switch {
+	case errors.Is(err, netdev.ErrPermission):
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
+	case errors.As(err, &pf) && err == error(pf):
+		return &agent.NetPartialError{Networks: pf.IDs, Err: err}
 	}
 	return err
 }

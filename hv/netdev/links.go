@@ -89,15 +89,23 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	// fails (no 802.1Q in the kernel, its interface missing) is undone
 	// alone and leaves the other networks plumbed.
 	var errs []error
+	failed := &ProvidersFailed{}
 	touched := map[string]bool{}
 	for _, batch := range batches(Diff(actual, d, m.prefix)) {
 		t, err := m.execute(ctx, batch, host, &st)
-		errs = append(errs, err)
+		if id, ok := strings.CutPrefix(batch[0].Group, providerGroup); ok && err != nil {
+			failed.IDs, failed.errs = append(failed.IDs, id), append(failed.errs, err)
+		} else {
+			errs = append(errs, err)
+		}
 		for k := range t {
 			touched[k] = true
 		}
 	}
 	if err = errors.Join(append(errs, m.syncDHCP(ctx, d, host, touched, &st))...); err != nil {
+		return st, errors.Join(err, failed.orNil())
+	}
+	if err := failed.orNil(); err != nil {
 		return st, err
 	}
 	if st.Ops > 0 {

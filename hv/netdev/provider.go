@@ -32,6 +32,28 @@ type Provider struct {
 	Ports  []Port
 }
 
+// ProvidersFailed is the error of an Apply that plumbed everything but
+// the provider networks IDs (each undone alone).
+type ProvidersFailed struct {
+	IDs  []string
+	errs []error
+}
+
+func (e *ProvidersFailed) Error() string {
+	return fmt.Sprintf("provider networks %s: %v", strings.Join(e.IDs, ", "), errors.Join(e.errs...))
+}
+
+func (e *ProvidersFailed) Unwrap() []error { return e.errs }
+
+func (e *ProvidersFailed) orNil() error {
+	if len(e.IDs) == 0 {
+		return nil
+	}
+	return e
+}
+
+const providerGroup = "provider "
+
 const (
 	providerMTU  = 1500
 	maxVLAN      = 4094
@@ -187,7 +209,7 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 			}
 		}
 		for i := first; i < len(ops); i++ {
-			ops[i].Group = "provider " + pn.ID
+			ops[i].Group = providerGroup + pn.ID
 		}
 	}
 	return ops

@@ -234,8 +234,9 @@ func TestProviderVLAN(t *testing.T) {
 	m := newManager(t, f.host)
 	st, err := m.Apply(ctx, d)
 	if !f.vlan {
-		if err == nil || !strings.Contains(err.Error(), "802.1Q") {
-			t.Errorf("Apply on a kernel without 802.1Q = %v; want an error naming it", err)
+		var pf *ProvidersFailed
+		if !errors.As(err, &pf) || !slices.Equal(pf.IDs, []string{"vlan"}) || !strings.Contains(err.Error(), "802.1Q") {
+			t.Errorf("Apply on a kernel without 802.1Q = %v; want the VLAN network failed, naming 802.1Q", err)
 		}
 		want := []string{fp.Tap, MacvlanName(fp.ID)}
 		if got := f.host.ourLinks(t); !slices.Equal(sorted(got), sorted(want)) {

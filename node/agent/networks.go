@@ -29,6 +29,16 @@ type NetDesired struct {
 	Providers []NetProvider // by id
 }
 
+// NetPartialError is the error of a Network.Apply that plumbed everything
+// but the provider networks it names: the ports of the others are ready.
+type NetPartialError struct {
+	Networks []string
+	Err      error
+}
+
+func (e *NetPartialError) Error() string { return e.Err.Error() }
+func (e *NetPartialError) Unwrap() error { return e.Err }
+
 // NetProvider is a flat or VLAN provider network with ports on this host:
 // they reach the physical network through the host interface it is mapped
 // to (--physnet), untagged or tagged with VLAN.
@@ -273,20 +283,18 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 
 	if !same || full {
 		err := a.cfg.Network.Apply(ctx, d)
+		var partial *NetPartialError
 		a.mu.Lock()
 		switch {
 		case err == nil:
-			st.applied, st.lastErr = &d, ""
-			st.plumbed = map[string]bool{}
-			for _, seg := range d.Networks {
-				for _, p := range seg.Ports {
-					st.plumbed[p.ID] = true
-				}
-			}
-			for _, pn := range d.Providers {
-				for _, p := range pn.Ports {
-					st.plumbed[p.ID] = true
-				}
+			st.applied, st.lastErr, st.plumbed = &d, "", portsOf(d, nil)
+		case errors.As(err, &partial):
+			// Retried at the next sync (nothing recorded as applied); the
+			// other networks' ports are ready meanwhile.
+			st.plumbed = portsOf(d, partial.Networks)
+			if ctx.Err() == nil && err.Error() != st.lastErr {
+				st.lastErr = err.Error()
+				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "err", err)
 			}
 		case errors.Is(err, ErrNetworkUnavailable):
 			if !st.announced {
@@ -315,4 +323,24 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 		})
 	}
 	return netReadiness{plumbed: plumbed}
+}
+
+// portsOf is the set of d's local ports, but those of the provider
+// networks failed.
+func portsOf(d NetDesired, failed []string) map[string]bool {
+	out := map[string]bool{}
+	for _, seg := range d.Networks {
+		for _, p := range seg.Ports {
+			out[p.ID] = true
+		}
+	}
+	for _, pn := range d.Providers {
+		if slices.Contains(failed, pn.ID) {
+			continue
+		}
+		for _, p := range pn.Ports {
+			out[p.ID] = true
+		}
+	}
+	return out
 }

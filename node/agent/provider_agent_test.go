@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -67,4 +68,69 @@ func TestAgentProviderPort(t *testing.T) {
 		d, _ := nw.Last()
 		return len(d.Providers) == 0
 	})
+}
+
+// failingVLAN is a network driver on which every VLAN network fails.
+type failingVLAN struct{ agenttest.Network }
+
+func (f *failingVLAN) Apply(ctx context.Context, d agent.NetDesired) error {
+	var failed []string
+	for _, pn := range d.Providers {
+		if pn.VLAN != 0 {
+			failed = append(failed, pn.ID)
+		}
+	}
+	if err := f.Network.Apply(ctx, d); err != nil || len(failed) == 0 {
+		return err
+	}
+	return &agent.NetPartialError{Networks: failed, Err: errors.New("no 802.1Q")}
+}
+
+// TestAgentProviderPartialFailure: a provider network the host cannot
+// plumb keeps its own port from ACTIVE, not the ports of other networks.
+func TestAgentProviderPartialFailure(t *testing.T) {
+	st := agenttest.NewState()
+	apply := func(c statedb.CmdType, p any) {
+		t.Helper()
+		if err := st.Apply(c, p); err != nil {
+			t.Fatalf("apply %d: %v", c, err)
+		}
+	}
+	apply(statedb.CmdRegisterMember, statedb.Member{ID: hostA, Name: hostA, APIAddr: "192.0.2.9:8470"})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "flat", ProjectID: "p", NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "v100", ProjectID: "p", NetworkType: statedb.NetTypeVLAN, PhysicalNetwork: "physnet1", VLAN: 100})
+	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "pf", NetworkID: "flat", ProjectID: "p", DeviceID: "i1"}, HostID: hostA})
+	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "pv", NetworkID: "v100", ProjectID: "p", DeviceID: "i2"}, HostID: hostA})
+
+	nw := &failingVLAN{}
+	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
+		Network: nw, VTEPs: agenttest.NewVTEPs(map[string]string{}), Physnets: map[string]string{"physnet1": "lan0"},
+		ResyncInterval: 100 * time.Millisecond, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	status := func(id string) string {
+		p, _ := st.Snapshot().Port(id)
+		return p.Status
+	}
+	for deadline := time.Now().Add(10 * time.Second); status("pf") != statedb.PortActive; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the flat network's port is %s; want ACTIVE while the VLAN network fails", status("pf"))
+		}
+	}
+	// Several more syncs (retries of the VLAN network) pass.
+	deadline := time.Now().Add(10 * time.Second)
+	for n := nw.Applies(); nw.Applies() < n+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed VLAN network is not retried")
+		}
+	}
+	if s := status("pv"); s == statedb.PortActive {
+		t.Errorf("the VLAN port is ACTIVE though its network failed")
+	}
 }
