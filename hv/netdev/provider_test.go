@@ -177,6 +177,17 @@ func TestProviderFlat(t *testing.T) {
 	if st, err := m.Apply(ctx, d); err != nil || st.Ops != 0 {
 		t.Errorf("second Apply = %+v, %v; want no write", st, err)
 	}
+	// The daemon restarts: a new Manager adopts the devices and wires.
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m = newManager(t, f.host)
+	if st, err := m.Apply(ctx, d); err != nil || st.Ops != 0 || st.DHCPStarted != 1 {
+		t.Errorf("Apply by a new Manager = %+v, %v; want no write and port 1's responder", st, err)
+	}
+	if !ping(f.lan, net.ParseIP("198.51.100.50"), 3) {
+		t.Errorf("the LAN does not reach VM 1 after the restart")
+	}
 
 	// A crash left a macvlan of ours, and someone removed a wire: one
 	// Apply removes the leftover and redoes the wire only.
