@@ -345,8 +345,12 @@ func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, d.err)
 	}
 	_, err := d.m.Apply(ctx, toNetdev(want))
-	if errors.Is(err, netdev.ErrPermission) {
+	var pf *netdev.ProvidersFailed
+	switch {
+	case errors.Is(err, netdev.ErrPermission):
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
+	case errors.As(err, &pf) && err == error(pf):
+		return &agent.NetPartialError{Networks: pf.IDs, Err: err}
 	}
 	return err
 }
@@ -356,15 +360,26 @@ func toNetdev(d agent.NetDesired) netdev.Desired {
 	for _, s := range d.Networks {
 		nw := netdev.Network{ID: s.ID, VNI: s.VNI, MTU: s.MTU, Routed: s.Routed, Remotes: s.Remotes}
 		for _, p := range s.Ports {
-			nw.Ports = append(nw.Ports, netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-				Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP})
+			nw.Ports = append(nw.Ports, toNetdevPort(p))
 		}
 		for _, m := range s.MACs {
 			nw.MACs = append(nw.MACs, netdev.RemoteMAC{MAC: m.MAC, VTEP: m.VTEP})
 		}
 		out.Networks = append(out.Networks, nw)
 	}
+	for _, pn := range d.Providers {
+		nw := netdev.Provider{ID: pn.ID, Uplink: pn.Iface, VLAN: pn.VLAN, MTU: pn.MTU}
+		for _, p := range pn.Ports {
+			nw.Ports = append(nw.Ports, toNetdevPort(p))
+		}
+		out.Providers = append(out.Providers, nw)
+	}
 	return out
+}
+
+func toNetdevPort(p agent.NetPort) netdev.Port {
+	return netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
+		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP}
 }
 
 // qemuHV adapts hv/qemu's Driver to agent.Hypervisor, agent.DiskResizer

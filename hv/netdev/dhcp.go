@@ -107,6 +107,13 @@ func (m *Manager) syncDHCP(ctx context.Context, d Desired, host hostLinks, touch
 			}
 		}
 	}
+	for _, n := range d.Providers {
+		for _, p := range n.Ports {
+			if p.DHCP {
+				want[p.Tap] = leaseFor(p, providerMTUOf(n), m.leaseTime)
+			}
+		}
+	}
 	for tap, r := range m.dhcp {
 		select {
 		case <-r.done:

@@ -16,6 +16,8 @@ const (
 	KindBridge
 	KindVXLAN
 	KindTap
+	KindVLAN    // 802.1Q sub-interface of a provider network's uplink
+	KindMacvlan // a provider port's way onto the physical network
 )
 
 // Link is an existing device carrying our prefix, as read from the host.
@@ -35,6 +37,20 @@ type Link struct {
 
 	// Tap only.
 	MultiQueue bool
+
+	// VLAN and macvlan: the lower device; VLAN: the VLAN id; macvlan: its
+	// MAC and whether it is in bridge mode.
+	Parent  string
+	VLANID  int
+	MAC     net.HardwareAddr
+	Bridged bool
+
+	// Ingress: the link has an ingress qdisc; Redirect: the device its
+	// ingress filter redirects every frame to ("" if none).
+	Ingress  bool
+	Redirect string
+
+	index int
 }
 
 // FDBEntry is a static forwarding entry of a VXLAN device: frames for MAC
@@ -54,20 +70,23 @@ type Actual struct {
 type OpKind uint8
 
 const (
-	OpDelLink   OpKind = iota + 1 // delete Link
-	OpAddBridge                   // create bridge Link with MTU, up
-	OpAddVXLAN                    // create VXLAN Link (VNI, Local, Underlay) with MTU, up, in Master
-	OpAddTap                      // create persistent tap Link with MTU, up, in Master
-	OpSetMaster                   // enslave Link to Master
-	OpSetMTU                      // set Link's MTU
-	OpSetUp                       // set Link up
-	OpFDBDel                      // delete the entry MAC → Dst of VXLAN device Link
-	OpFDBAppend                   // append a flood entry (all-zeros MAC) → Dst
-	OpFDBSet                      // create or replace the entry MAC → Dst
+	OpDelLink    OpKind = iota + 1 // delete Link
+	OpAddBridge                    // create bridge Link with MTU, up
+	OpAddVXLAN                     // create VXLAN Link (VNI, Local, Underlay) with MTU, up, in Master
+	OpAddTap                       // create persistent tap Link with MTU, up, in Master
+	OpSetMaster                    // enslave Link to Master
+	OpSetMTU                       // set Link's MTU
+	OpSetUp                        // set Link up
+	OpFDBDel                       // delete the entry MAC → Dst of VXLAN device Link
+	OpFDBAppend                    // append a flood entry (all-zeros MAC) → Dst
+	OpFDBSet                       // create or replace the entry MAC → Dst
+	OpAddVLAN                      // create 802.1Q Link with id VLAN on Master, up
+	OpAddMacvlan                   // create bridge-mode macvlan Link with MAC on Master, up
+	OpWire                         // redirect every frame entering Link to Peer (tc ingress)
 )
 
 var opNames = [...]string{"?", "del-link", "add-bridge", "add-vxlan", "add-tap", "set-master",
-	"set-mtu", "set-up", "fdb-del", "fdb-append", "fdb-set"}
+	"set-mtu", "set-up", "fdb-del", "fdb-append", "fdb-set", "add-vlan", "add-macvlan", "wire"}
 
 func (k OpKind) String() string {
 	if int(k) < len(opNames) {
@@ -89,6 +108,11 @@ type Op struct {
 	MAC      net.HardwareAddr
 	Dst      net.IP
 
+	Group      string // ops of one provider network carry its id; "" for the rest
+	VLAN       int    // OpAddVLAN
+	Peer       string // OpWire
+	HasIngress bool   // OpWire: Link already has an ingress qdisc
+
 	PrevMaster string
 	PrevMTU    int
 	PrevDst    net.IP // OpFDBSet replacing an entry
@@ -96,6 +120,12 @@ type Op struct {
 
 func (o Op) String() string {
 	s := o.Kind.String() + " " + o.Link
+	if o.VLAN != 0 {
+		s += fmt.Sprintf(" vlan %d", o.VLAN)
+	}
+	if o.Peer != "" {
+		s += " to " + o.Peer
+	}
 	if o.VNI != 0 {
 		s += fmt.Sprintf(" vni %d local %v dev %q", o.VNI, o.Local, o.Underlay)
 	}
@@ -119,6 +149,9 @@ type want struct {
 	master string
 	mtu    int
 	vni    uint32
+	parent string // VLAN, macvlan
+	vid    int    // VLAN
+	mac    string // macvlan
 }
 
 // Diff computes the ordered operations that turn actual into desired. It is
@@ -138,6 +171,7 @@ func Diff(actual Actual, desired Desired, prefix string) []Op {
 			wants[p.Tap] = want{kind: KindTap, master: br, mtu: mtu}
 		}
 	}
+	providerWants(desired, prefix, wants)
 
 	have := map[string]Link{}
 	for _, l := range actual.Links {
@@ -151,6 +185,17 @@ func Diff(actual Actual, desired Desired, prefix string) []Op {
 	for _, l := range have {
 		w, ok := wants[l.Name]
 		if !ok || !compatible(l, w, desired) {
+			dels = append(dels, l)
+		}
+	}
+	deleted := map[string]bool{}
+	for _, l := range dels {
+		deleted[l.Name] = true
+	}
+	// A deleted lower device takes its macvlans and VLANs with it.
+	for name, l := range have {
+		if l.Parent != "" && deleted[l.Parent] && !deleted[name] {
+			deleted[name] = true
 			dels = append(dels, l)
 		}
 	}
@@ -175,7 +220,7 @@ func Diff(actual Actual, desired Desired, prefix string) []Op {
 	for _, n := range nets {
 		ops = append(ops, diffNetwork(n, have, actual.FDB, desired.LocalVTEP, desired.UnderlayDev, prefix)...)
 	}
-	return ops
+	return append(ops, diffProviders(desired, have, deleted, prefix)...)
 }
 
 // plumbed returns the networks with local ports, sorted by VNI, ports by tap.
@@ -194,7 +239,7 @@ func plumbed(d Desired) []Network {
 }
 
 func ours(name, prefix string) bool {
-	for _, k := range []string{"br", "vx", "tap"} {
+	for _, k := range []string{"br", "vx", "tap", "pm", "pv"} {
 		if strings.HasPrefix(name, prefix+k) {
 			return true
 		}
@@ -203,7 +248,7 @@ func ours(name, prefix string) bool {
 }
 
 // delRank orders deletions: ports before the devices they are enslaved to.
-var delRank = [...]int{KindTap: 0, KindVXLAN: 1, KindOther: 2, KindBridge: 3}
+var delRank = [...]int{KindTap: 0, KindMacvlan: 0, KindVXLAN: 1, KindVLAN: 1, KindOther: 2, KindBridge: 3}
 
 // compatible says whether l can become w without being recreated.
 func compatible(l Link, w want, d Desired) bool {
@@ -216,6 +261,10 @@ func compatible(l Link, w want, d Desired) bool {
 			!l.Learning && l.Underlay == d.UnderlayDev
 	case KindTap:
 		return !l.MultiQueue
+	case KindVLAN:
+		return l.Parent == w.parent && l.VLANID == w.vid
+	case KindMacvlan:
+		return l.Parent == w.parent && l.MAC.String() == w.mac && l.Bridged
 	}
 	return true
 }

@@ -193,8 +193,19 @@ func TestValidate(t *testing.T) {
 	if err := validate(ok, "ps"); err != nil {
 		t.Fatalf("validate(big) = %v", err)
 	}
+	if err := validate(Desired{}, "ps"); err != nil {
+		t.Errorf("validate(empty) = %v; nothing to plumb needs no VTEP", err)
+	}
+	pp := Port{ID: "p1", Tap: "pstap1", MAC: mac(1)}
 	bad := []Desired{
-		{},
+		{Networks: []Network{{VNI: 1}}},
+		{Providers: []Provider{{ID: "n", Ports: []Port{pp}}}},
+		{Providers: []Provider{{ID: "n", Uplink: "eth0", VLAN: 4095}}},
+		{Providers: []Provider{{ID: "n", Uplink: "eth0"}, {ID: "m", Uplink: "eth0"}}},
+		{Providers: []Provider{{ID: "n", Uplink: "pspv1"}}},
+		{Providers: []Provider{{ID: "n", Uplink: "eth0", Ports: []Port{pp}}, {ID: "m", Uplink: "eth0", VLAN: 5, Ports: []Port{pp}}}},
+		{Providers: []Provider{{ID: "n", Uplink: "eth0", Ports: []Port{{ID: "p1", Tap: "pstap1", MAC: net.HardwareAddr{1, 0, 0, 0, 0, 1}}}}}},
+		{LocalVTEP: local, Networks: []Network{{VNI: 1, Ports: []Port{pp}}}, Providers: []Provider{{ID: "n", Uplink: "eth0", Ports: []Port{pp}}}},
 		{LocalVTEP: local, Networks: []Network{{VNI: 0}}},
 		{LocalVTEP: local, Networks: []Network{{VNI: 1}, {VNI: 1}}},
 		{LocalVTEP: local, Networks: []Network{{VNI: 1, Ports: []Port{{Tap: "tap0", MAC: mac(1)}}}}},

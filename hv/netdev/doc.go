@@ -12,6 +12,12 @@
 // network (head-end replication of broadcast) and one entry per remote port
 // MAC pointing at its host's VTEP.
 //
+// A flat or VLAN provider network ([Provider]) has no bridge: each local
+// port's tap is wired by a tc ingress redirect on both sides to a macvlan
+// "<prefix>pm<id>" carrying the guest's MAC on the mapped host interface
+// (or on an 802.1Q sub-interface "<prefix>pv<hash>" of it for a VLAN). The
+// host interface is never enslaved and keeps its addresses.
+//
 // [Manager.Apply] reads the actual state, computes operations with the pure
 // [Diff] and executes them. The diff is per object, so one port changing among
 // thousands costs O(1) writes, and an Apply of an unchanged state writes

@@ -85,8 +85,27 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
-	touched, err := m.execute(ctx, Diff(actual, d, m.prefix), host, &st)
-	if err = errors.Join(err, m.syncDHCP(ctx, d, host, touched, &st)); err != nil {
+	// Each provider network's ops run as a batch of their own: one that
+	// fails (no 802.1Q in the kernel, its interface missing) is undone
+	// alone and leaves the other networks plumbed.
+	var errs []error
+	failed := &ProvidersFailed{}
+	touched := map[string]bool{}
+	for _, batch := range batches(Diff(actual, d, m.prefix)) {
+		t, err := m.execute(ctx, batch, host, &st)
+		if id, ok := strings.CutPrefix(batch[0].Group, providerGroup); ok && err != nil {
+			failed.IDs, failed.errs = append(failed.IDs, id), append(failed.errs, err)
+		} else {
+			errs = append(errs, err)
+		}
+		for k := range t {
+			touched[k] = true
+		}
+	}
+	if err = errors.Join(append(errs, m.syncDHCP(ctx, d, host, touched, &st))...); err != nil {
+		return st, errors.Join(err, failed.orNil())
+	}
+	if err := failed.orNil(); err != nil {
 		return st, err
 	}
 	if st.Ops > 0 {
@@ -132,6 +151,21 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// batches splits ops by Op.Group, keeping their order.
+func batches(ops []Op) [][]Op {
+	var out [][]Op
+	at := map[string]int{}
+	for _, op := range ops {
+		i, ok := at[op.Group]
+		if !ok {
+			i, at[op.Group] = len(out), len(out)
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], op)
+	}
+	return out
+}
+
 // hostLinks is what the executor knows of the namespace's links; it keeps it
 // current as it creates and deletes links.
 type hostLinks struct {
@@ -157,7 +191,7 @@ func (m *Manager) read(ctx context.Context) (Actual, hostLinks, error) {
 		if !ours(a.Name, m.prefix) {
 			continue
 		}
-		l := Link{Name: a.Name, Master: names[a.MasterIndex], MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+		l := Link{Name: a.Name, Master: names[a.MasterIndex], MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, index: a.Index}
 		is := func(kind string) bool { return strings.HasPrefix(a.Name, m.prefix+kind) }
 		switch v := nl.(type) {
 		case *netlink.Bridge:
@@ -175,8 +209,21 @@ func (m *Manager) read(ctx context.Context) (Actual, hostLinks, error) {
 				l.Kind, host.mac[a.Name] = KindTap, a.HardwareAddr
 			}
 			l.MultiQueue = v.Flags&netlink.TUNTAP_MULTI_QUEUE != 0
+		case *netlink.Vlan:
+			if is("pv") {
+				l.Kind = KindVLAN
+			}
+			l.Parent, l.VLANID = names[a.ParentIndex], v.VlanId
+		case *netlink.Macvlan:
+			if is("pm") {
+				l.Kind = KindMacvlan
+			}
+			l.Parent, l.MAC, l.Bridged = names[a.ParentIndex], a.HardwareAddr, v.Mode == netlink.MACVLAN_MODE_BRIDGE
 		}
 		actual.Links = append(actual.Links, l)
+	}
+	if err := m.readWires(ctx, &actual, names); err != nil {
+		return actual, host, err
 	}
 	actual.FDB, err = m.readFDB(ctx, vxlans)
 	return actual, host, err
@@ -213,9 +260,9 @@ func (st *Stats) count(k OpKind) {
 	switch k {
 	case OpDelLink:
 		st.Deleted++
-	case OpAddBridge, OpAddVXLAN, OpAddTap:
+	case OpAddBridge, OpAddVXLAN, OpAddTap, OpAddVLAN, OpAddMacvlan:
 		st.Created++
-	case OpSetMaster, OpSetMTU, OpSetUp:
+	case OpSetMaster, OpSetMTU, OpSetUp, OpWire:
 		st.Updated++
 	case OpFDBDel:
 		st.FDBDeleted++
@@ -302,6 +349,9 @@ func (m *Manager) exec(ctx context.Context, op Op, host hostLinks, st *Stats, to
 
 	case OpSetUp:
 		return nil, write("set up", func() error { return n.h.LinkSetUp(ref(idx)) })
+
+	case OpAddVLAN, OpAddMacvlan, OpWire:
+		return m.execProvider(ctx, op, host, st)
 	}
 	return m.execFDB(ctx, op, idx, st)
 }

@@ -77,6 +77,7 @@ type Desired struct {
 	LocalVTEP   net.IP // this host's underlay address, source of VXLAN packets
 	UnderlayDev string // optional: device the VXLAN devices send through
 	Networks    []Network
+	Providers   []Provider // flat and VLAN provider networks
 }
 
 // Config configures a Manager.
@@ -144,7 +145,7 @@ func validPrefix(p string) error {
 
 // validate checks what Diff and the executor assume about desired.
 func validate(d Desired, prefix string) error {
-	if d.LocalVTEP.To4() == nil || len(d.UnderlayDev) > maxIfName {
+	if (d.LocalVTEP.To4() == nil && len(d.Networks) > 0) || len(d.UnderlayDev) > maxIfName {
 		return invalid("local VTEP %v (must be IPv4), underlay device %q", d.LocalVTEP, d.UnderlayDev)
 	}
 	seen := map[any]bool{}
@@ -154,15 +155,9 @@ func validate(d Desired, prefix string) error {
 		}
 		seen[n.VNI] = true
 		for _, p := range n.Ports {
-			switch {
-			case !strings.HasPrefix(p.Tap, prefix+"tap") || len(p.Tap) > maxIfName || len(p.Tap) == len(prefix)+3 || seen[p.Tap]:
-				return invalid("port %s: tap %q must be unique, %stap... and at most %d characters", p.ID, p.Tap, prefix, maxIfName)
-			case len(p.MAC) != 6:
-				return invalid("port %s: MAC %v", p.ID, p.MAC)
-			case p.DHCP && (p.IP.To4() == nil || p.Prefix < 1 || p.Prefix > 32):
-				return invalid("port %s: DHCP needs an IPv4 address and prefix, have %v/%d", p.ID, p.IP, p.Prefix)
+			if err := validPort(p, prefix, seen); err != nil {
+				return err
 			}
-			seen[p.Tap] = true
 		}
 		for _, r := range n.Remotes {
 			if r.To4() == nil {
@@ -175,5 +170,19 @@ func validate(d Desired, prefix string) error {
 			}
 		}
 	}
+	return validateProviders(d, prefix, seen)
+}
+
+// validPort checks one local port and records its tap in seen.
+func validPort(p Port, prefix string, seen map[any]bool) error {
+	switch {
+	case !strings.HasPrefix(p.Tap, prefix+"tap") || len(p.Tap) > maxIfName || len(p.Tap) == len(prefix)+3 || seen[p.Tap]:
+		return invalid("port %s: tap %q must be unique, %stap... and at most %d characters", p.ID, p.Tap, prefix, maxIfName)
+	case len(p.MAC) != 6:
+		return invalid("port %s: MAC %v", p.ID, p.MAC)
+	case p.DHCP && (p.IP.To4() == nil || p.Prefix < 1 || p.Prefix > 32):
+		return invalid("port %s: DHCP needs an IPv4 address and prefix, have %v/%d", p.ID, p.IP, p.Prefix)
+	}
+	seen[p.Tap] = true
 	return nil
 }

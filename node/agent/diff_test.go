@@ -215,7 +215,7 @@ func TestAgentDesiredNetworks(t *testing.T) {
 		{"c", "vtep=<nil> ", 0}, // no ports: nothing, and no VTEP needed
 	}
 	for _, c := range cases {
-		d, problems := desiredNetworks(sn, c.host, vtep, tap)
+		d, problems := desiredNetworks(sn, c.host, nil, vtep, tap)
 		if got := render(d); got != c.want {
 			t.Errorf("desiredNetworks(%s) =\n  %s\nwant\n  %s", c.host, got, c.want)
 		}
@@ -226,7 +226,7 @@ func TestAgentDesiredNetworks(t *testing.T) {
 
 	// Host b's VTEP unknown: a's view leaves its ports out and says so.
 	delete(vteps, "b")
-	d, problems := desiredNetworks(sn, "a", vtep, tap)
+	d, problems := desiredNetworks(sn, "a", nil, vtep, tap)
 	if len(d.Networks) != 2 || len(d.Networks[0].Remotes) != 0 || len(d.Networks[0].MACs) != 0 {
 		t.Errorf("desiredNetworks(a) without b's VTEP = %s; want no remotes", render(d))
 	}
@@ -234,11 +234,11 @@ func TestAgentDesiredNetworks(t *testing.T) {
 		t.Errorf("desiredNetworks(a) problems = %v; want one about b's VTEP", problems)
 	}
 	// Our own VTEP unknown: nothing can be plumbed.
-	d, problems = desiredNetworks(sn, "c", func(string) net.IP { return nil }, tap)
+	d, problems = desiredNetworks(sn, "c", nil, func(string) net.IP { return nil }, tap)
 	if len(d.Networks) != 0 || len(problems) != 0 {
 		t.Errorf("desiredNetworks(c, no VTEPs) = %s %v; want nothing", render(d), problems)
 	}
-	d, problems = desiredNetworks(sn, "a", func(string) net.IP { return nil }, tap)
+	d, problems = desiredNetworks(sn, "a", nil, func(string) net.IP { return nil }, tap)
 	if len(d.Networks) != 0 || len(problems) != 1 {
 		t.Errorf("desiredNetworks(a, no own VTEP) = %s %v; want nothing and one problem", render(d), problems)
 	}

@@ -85,6 +85,12 @@ func desiredFirewall(sn *statedb.Snapshot, host string, tap func(string) string)
 		if !ok {
 			continue
 		}
+		if n.IsProvider() {
+			if p.PortSecurityEnabled && !strings.HasPrefix(p.DeviceOwner, "network:") {
+				problems = append(problems, fmt.Sprintf("port %s is on %s provider network %s: its security groups are not enforced", p.ID, n.NetworkType, n.ID))
+			}
+			continue
+		}
 		if !nets[n.VNI] {
 			nets[n.VNI] = true
 			d.Networks = append(d.Networks, FwNetwork{VNI: n.VNI, Zone: ZoneOf(n.VNI)})

@@ -25,7 +25,29 @@ type Network interface {
 // NetDesired is every tenant network this host must plumb.
 type NetDesired struct {
 	LocalVTEP net.IP
-	Networks  []NetSegment // by VNI
+	Networks  []NetSegment  // by VNI
+	Providers []NetProvider // by id
+}
+
+// NetPartialError is the error of a Network.Apply that plumbed everything
+// but the provider networks it names: the ports of the others are ready.
+type NetPartialError struct {
+	Networks []string
+	Err      error
+}
+
+func (e *NetPartialError) Error() string { return e.Err.Error() }
+func (e *NetPartialError) Unwrap() error { return e.Err }
+
+// NetProvider is a flat or VLAN provider network with ports on this host:
+// they reach the physical network through the host interface it is mapped
+// to (--physnet), untagged or tagged with VLAN.
+type NetProvider struct {
+	ID    string
+	Iface string
+	VLAN  int // 0: flat
+	MTU   int
+	Ports []NetPort // local ports, by id
 }
 
 // NetSegment is one tenant network as this host must see it.
@@ -62,10 +84,11 @@ type RemoteMAC struct {
 
 // desiredNetworks computes what host must plumb from the ports bound to it,
 // grouped by network: local ports, the VTEPs of the other hosts with ports
-// on each network, and each remote port's MAC. vtep resolves a host's
-// underlay address (nil: unknown, its ports are left out). It is pure;
-// problems lists what was left out and why.
-func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP, tap func(string) string) (NetDesired, []string) {
+// on each network, and each remote port's MAC; for provider networks the
+// host interface physnets maps their physical network to. vtep resolves a
+// host's underlay address (nil: unknown, its ports are left out). It is
+// pure; problems lists what was left out and why.
+func desiredNetworks(sn *statedb.Snapshot, host string, physnets map[string]string, vtep func(string) net.IP, tap func(string) string) (NetDesired, []string) {
 	d := NetDesired{LocalVTEP: vtep(host)}
 	var problems []string
 	byNet := map[string][]*statedb.Port{}
@@ -78,9 +101,7 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			byNet[id] = nil
 		}
 	}
-	if len(byNet) > 0 && d.LocalVTEP == nil {
-		return NetDesired{}, []string{"this host's VTEP address is unknown: no network is plumbed"}
-	}
+	noVTEP := false
 	for netID, local := range byNet {
 		n, ok := sn.Network(netID)
 		if !ok {
@@ -88,7 +109,15 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 			continue
 		}
 		if n.IsProvider() {
-			problems = append(problems, fmt.Sprintf("network %s is a %s provider network: its %d local ports are not plumbed", n.ID, n.NetworkType, len(local)))
+			pn, more := providerNetwork(sn, n, local, physnets, tap)
+			problems = append(problems, more...)
+			if len(pn.Ports) > 0 {
+				d.Providers = append(d.Providers, pn)
+			}
+			continue
+		}
+		if d.LocalVTEP == nil {
+			noVTEP = true
 			continue
 		}
 		seg := NetSegment{ID: n.ID, VNI: n.VNI, MTU: n.MTU, Routed: routed[n.ID]}
@@ -129,14 +158,48 @@ func desiredNetworks(sn *statedb.Snapshot, host string, vtep func(string) net.IP
 		slices.SortFunc(seg.MACs, func(a, b RemoteMAC) int { return strings.Compare(a.MAC.String(), b.MAC.String()) })
 		d.Networks = append(d.Networks, seg)
 	}
+	if noVTEP {
+		problems = append(problems, "this host's VTEP address is unknown: no VXLAN network is plumbed")
+	}
 	slices.SortFunc(d.Networks, func(a, b NetSegment) int {
 		if a.VNI != b.VNI {
 			return int(a.VNI) - int(b.VNI)
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+	slices.SortFunc(d.Providers, func(a, b NetProvider) int { return strings.Compare(a.ID, b.ID) })
 	slices.Sort(problems)
 	return d, problems
+}
+
+// providerNetwork describes a provider network's local ports, on the host
+// interface its physical network is mapped to. The scheduler places ports
+// only on hosts that map it; a host that does not (its mapping changed
+// since) plumbs none and says so.
+func providerNetwork(sn *statedb.Snapshot, n *statedb.Network, local []*statedb.Port, physnets map[string]string, tap func(string) string) (NetProvider, []string) {
+	iface := physnets[n.PhysicalNetwork]
+	if iface == "" {
+		return NetProvider{}, []string{fmt.Sprintf("network %s is on physical network %q, which this host does not map (--physnet): its %d local ports are not plumbed",
+			n.ID, n.PhysicalNetwork, len(local))}
+	}
+	pn := NetProvider{ID: n.ID, Iface: iface, MTU: n.MTU}
+	if n.NetworkType == statedb.NetTypeVLAN {
+		pn.VLAN = n.VLAN
+	}
+	var problems []string
+	for _, p := range local {
+		if strings.HasPrefix(p.DeviceOwner, "network:") {
+			continue // the network service's own (router gateway, floating IP): no tap
+		}
+		np, err := localPort(sn, p, tap)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		pn.Ports = append(pn.Ports, np)
+	}
+	slices.SortFunc(pn.Ports, func(a, b NetPort) int { return strings.Compare(a.ID, b.ID) })
+	return pn, problems
 }
 
 // localPort describes one port bound to this host.
@@ -205,7 +268,7 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 	if a.cfg.Network == nil {
 		return netReadiness{disabled: true}
 	}
-	d, problems := desiredNetworks(sn, a.cfg.HostID, a.cfg.VTEPs.VTEP, a.cfg.Network.TapName)
+	d, problems := desiredNetworks(sn, a.cfg.HostID, a.cfg.Physnets, a.cfg.VTEPs.VTEP, a.cfg.Network.TapName)
 	a.mu.Lock()
 	st := &a.netState
 	if p := strings.Join(problems, "; "); p != st.problems {
@@ -220,15 +283,18 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 
 	if !same || full {
 		err := a.cfg.Network.Apply(ctx, d)
+		var partial *NetPartialError
 		a.mu.Lock()
 		switch {
 		case err == nil:
-			st.applied, st.lastErr = &d, ""
-			st.plumbed = map[string]bool{}
-			for _, seg := range d.Networks {
-				for _, p := range seg.Ports {
-					st.plumbed[p.ID] = true
-				}
+			st.applied, st.lastErr, st.plumbed = &d, "", portsOf(d, nil)
+		case errors.As(err, &partial):
+			// Retried at the next sync (nothing recorded as applied); the
+			// other networks' ports are ready meanwhile.
+			st.plumbed = portsOf(d, partial.Networks)
+			if ctx.Err() == nil && err.Error() != st.lastErr {
+				st.lastErr = err.Error()
+				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "err", err)
 			}
 		case errors.Is(err, ErrNetworkUnavailable):
 			if !st.announced {
@@ -257,4 +323,24 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 		})
 	}
 	return netReadiness{plumbed: plumbed}
+}
+
+// portsOf is the set of d's local ports, but those of the provider
+// networks failed.
+func portsOf(d NetDesired, failed []string) map[string]bool {
+	out := map[string]bool{}
+	for _, seg := range d.Networks {
+		for _, p := range seg.Ports {
+			out[p.ID] = true
+		}
+	}
+	for _, pn := range d.Providers {
+		if slices.Contains(failed, pn.ID) {
+			continue
+		}
+		for _, p := range pn.Ports {
+			out[p.ID] = true
+		}
+	}
+	return out
 }

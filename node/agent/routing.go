@@ -157,7 +157,10 @@ func desiredRouting(sn *statedb.Snapshot, host string, physnets map[string]strin
 			switch {
 			case !ok:
 			case n.NetworkType != statedb.NetTypeFlat:
-				problems = append(problems, fmt.Sprintf("router %s: external network %s is %q; only flat external networks are wired to a host interface", r.ID, n.ID, n.NetworkType))
+				// Source NAT goes out under the host's own address on the
+				// gateway interface; a VLAN of the host's NIC that the host
+				// has no address on cannot carry it (docs/routing.md).
+				problems = append(problems, fmt.Sprintf("router %s: external network %s is a %s network; a router's gateway needs a flat external network on an interface this host has an address on", r.ID, n.ID, n.NetworkType))
 			case physnets[n.PhysicalNetwork] == "":
 				problems = append(problems, fmt.Sprintf("router %s: this host maps no interface to physical network %q", r.ID, n.PhysicalNetwork))
 			default:

@@ -81,7 +81,7 @@ func TestDesiredRouting(t *testing.T) {
 	if got := routedNetworks(sn, "h2"); !got["n1"] || !got["n2"] || got["n3"] {
 		t.Errorf("routed networks on h2 = %v", got)
 	}
-	nd, _ := desiredNetworks(sn, "h2", func(string) net.IP { return net.IPv4(192, 0, 2, 2) }, func(id string) string { return "tap" + id })
+	nd, _ := desiredNetworks(sn, "h2", nil, func(string) net.IP { return net.IPv4(192, 0, 2, 2) }, func(id string) string { return "tap" + id })
 	var vnis []uint32
 	for _, s := range nd.Networks {
 		vnis = append(vnis, s.VNI)

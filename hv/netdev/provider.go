@@ -1,0 +1,323 @@
+package netdev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Provider is a flat or VLAN provider network as this host must see it: its
+// local ports reach the physical network the host maps to Uplink.
+//
+// Per port, a macvlan device "<prefix>pm<port id>" on the uplink (or on the
+// network's 802.1Q sub-interface "<prefix>pv<hash>" of it) carries the
+// guest's own MAC, and a tc ingress redirect on each side wires it to the
+// port's tap: what the guest sends leaves through the macvlan onto the
+// physical network, and what the physical network sends to the guest's MAC
+// (and every broadcast) comes back through it. Neither the uplink nor its
+// addresses are touched: a host with one NIC keeps its own address on it.
+type Provider struct {
+	ID     string
+	Uplink string // the host interface the physical network is mapped to
+	VLAN   int    // 0: flat (untagged on Uplink); 1-4094: 802.1Q on Uplink
+	MTU    int    // ports' MTU; 0 means 1500
+	Routed bool   // keep the VLAN sub-interface without local ports (a router's gateway uses it)
+	Ports  []Port
+}
+
+// ProvidersFailed is the error of an Apply that plumbed everything but
+// the provider networks IDs (each undone alone).
+type ProvidersFailed struct {
+	IDs  []string
+	errs []error
+}
+
+func (e *ProvidersFailed) Error() string {
+	return fmt.Sprintf("provider networks %s: %v", strings.Join(e.IDs, ", "), errors.Join(e.errs...))
+}
+
+func (e *ProvidersFailed) Unwrap() []error { return e.errs }
+
+func (e *ProvidersFailed) orNil() error {
+	if len(e.IDs) == 0 {
+		return nil
+	}
+	return e
+}
+
+const providerGroup = "provider "
+
+const (
+	providerMTU  = 1500
+	maxVLAN      = 4094
+	wirePriority = 1
+	wireHandle   = 0x80000800 // u32 "800::800": the first node of the root hash table
+
+	addrGenModeNone = 1 // IN6_ADDR_GEN_MODE_NONE
+)
+
+// MacvlanName is the macvlan device of a provider port with the default
+// prefix: "pspm" and the first 11 characters of the id without dashes.
+func MacvlanName(portID string) string { return macvlanName(DefaultPrefix, portID) }
+
+// VLANName is the 802.1Q sub-interface of uplink for VLAN vid with the
+// default prefix: "pspv" and a hash of both (the uplink's own name may be
+// up to 15 characters long, so it cannot be part of the name).
+func VLANName(uplink string, vid int) string { return vlanName(DefaultPrefix, uplink, vid) }
+
+// VLANName is VLANName under this Manager's prefix.
+func (m *Manager) VLANName(uplink string, vid int) string { return vlanName(m.prefix, uplink, vid) }
+
+func macvlanName(prefix, id string) string {
+	base := prefix + "pm"
+	id = strings.ReplaceAll(id, "-", "")
+	if n := maxIfName - len(base); len(id) > n {
+		id = id[:n]
+	}
+	return base + id
+}
+
+func vlanName(prefix, uplink string, vid int) string {
+	h := fnv.New32a()
+	h.Write([]byte(uplink + "." + strconv.Itoa(vid)))
+	s := fmt.Sprintf("%08x", h.Sum32())
+	if n := maxIfName - len(prefix) - 2; len(s) > n {
+		s = s[:n]
+	}
+	return prefix + "pv" + s
+}
+
+func providerMTUOf(p Provider) int {
+	if p.MTU == 0 {
+		return providerMTU
+	}
+	return p.MTU
+}
+
+// lower is the device a provider's macvlans sit on.
+func (p Provider) lower(prefix string) string {
+	if p.VLAN == 0 {
+		return p.Uplink
+	}
+	return vlanName(prefix, p.Uplink, p.VLAN)
+}
+
+// validateProviders checks the providers; seen holds the VXLAN networks'
+// taps and VNIs already checked.
+func validateProviders(d Desired, prefix string, seen map[any]bool) error {
+	segs := map[string]bool{}
+	for _, pn := range d.Providers {
+		seg := pn.Uplink + "." + strconv.Itoa(pn.VLAN)
+		if mtu := providerMTUOf(pn); pn.Uplink == "" || len(pn.Uplink) > maxIfName || ours(pn.Uplink, prefix) ||
+			pn.VLAN < 0 || pn.VLAN > maxVLAN || segs[seg] || mtu < 68 || mtu > 65535 {
+			return invalid("provider network %s: uplink %q (1 to %d characters, not ours), VLAN %d (0 to %d, unique per uplink), MTU %d",
+				pn.ID, pn.Uplink, maxIfName, pn.VLAN, maxVLAN, mtu)
+		}
+		segs[seg] = true
+		for _, p := range pn.Ports {
+			if err := validPort(p, prefix, seen); err != nil {
+				return err
+			}
+			mv := macvlanName(prefix, p.ID)
+			if seen[mv] || len(p.MAC) != 6 || p.MAC[0]&1 != 0 {
+				return invalid("provider port %s: macvlan %s not unique or MAC %v not unicast", p.ID, mv, p.MAC)
+			}
+			seen[mv] = true
+		}
+	}
+	return nil
+}
+
+// providerWants adds the links the providers need.
+func providerWants(d Desired, prefix string, wants map[string]want) {
+	for _, pn := range d.Providers {
+		if len(pn.Ports) == 0 && !(pn.Routed && pn.VLAN != 0) {
+			continue
+		}
+		lower := pn.lower(prefix)
+		if pn.VLAN != 0 {
+			wants[lower] = want{kind: KindVLAN, parent: pn.Uplink, vid: pn.VLAN}
+		}
+		for _, p := range pn.Ports {
+			wants[p.Tap] = want{kind: KindTap, mtu: providerMTUOf(pn)}
+			wants[macvlanName(prefix, p.ID)] = want{kind: KindMacvlan, parent: lower, mac: p.MAC.String()}
+		}
+	}
+}
+
+// diffProviders creates or fixes the providers' links and wires each
+// port's tap to its macvlan. have holds the links that survive the
+// deletions; deleted the names deleted by this diff.
+func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, prefix string) []Op {
+	provs := slices.Clone(d.Providers)
+	slices.SortFunc(provs, func(a, b Provider) int { return strings.Compare(a.ID, b.ID) })
+	var ops []Op
+	created := map[string]bool{}
+	upFix := func(name string) {
+		if l := have[name]; !l.Up {
+			ops = append(ops, Op{Kind: OpSetUp, Link: name})
+		}
+	}
+	for _, pn := range provs {
+		if len(pn.Ports) == 0 && !(pn.Routed && pn.VLAN != 0) {
+			continue
+		}
+		first := len(ops)
+		lower, mtu := pn.lower(prefix), providerMTUOf(pn)
+		if pn.VLAN != 0 {
+			if _, ok := have[lower]; ok {
+				upFix(lower)
+			} else {
+				ops = append(ops, Op{Kind: OpAddVLAN, Link: lower, Master: pn.Uplink, VLAN: pn.VLAN})
+				created[lower] = true
+			}
+		}
+		ports := slices.Clone(pn.Ports)
+		slices.SortFunc(ports, func(a, b Port) int { return strings.Compare(a.Tap, b.Tap) })
+		for _, p := range ports {
+			mv := macvlanName(prefix, p.ID)
+			if l, ok := have[p.Tap]; !ok {
+				ops = append(ops, Op{Kind: OpAddTap, Link: p.Tap, MTU: mtu})
+				created[p.Tap] = true
+			} else {
+				if l.Master != "" {
+					ops = append(ops, Op{Kind: OpSetMaster, Link: p.Tap, PrevMaster: l.Master})
+				}
+				if l.MTU != mtu {
+					ops = append(ops, Op{Kind: OpSetMTU, Link: p.Tap, MTU: mtu, PrevMTU: l.MTU})
+				}
+				upFix(p.Tap)
+			}
+			if _, ok := have[mv]; !ok {
+				ops = append(ops, Op{Kind: OpAddMacvlan, Link: mv, Master: lower, MAC: p.MAC})
+				created[mv] = true
+			} else {
+				upFix(mv)
+			}
+			for _, w := range [][2]string{{p.Tap, mv}, {mv, p.Tap}} {
+				l, ok := have[w[0]]
+				if !ok || created[w[0]] || created[w[1]] || deleted[w[1]] || l.Redirect != w[1] {
+					ops = append(ops, Op{Kind: OpWire, Link: w[0], Peer: w[1], HasIngress: ok && !created[w[0]] && l.Ingress})
+				}
+			}
+		}
+		for i := first; i < len(ops); i++ {
+			ops[i].Group = providerGroup + pn.ID
+		}
+	}
+	return ops
+}
+
+// execProvider performs the provider ops; it returns the op's undo.
+func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *Stats) (func(context.Context) error, error) {
+	n := m.nl
+	write := func(what string, f func() error) error {
+		st.Ops++
+		return call(ctx, what+" "+op.Link, f)
+	}
+	switch op.Kind {
+	case OpAddVLAN, OpAddMacvlan:
+		parent := host.index[op.Master]
+		if parent == 0 {
+			return nil, fmt.Errorf("%w: %s: device %q not found", ErrInvalid, op.Link, op.Master)
+		}
+		la := netlink.NewLinkAttrs()
+		la.Name, la.ParentIndex = op.Link, parent
+		var l netlink.Link = &netlink.Vlan{LinkAttrs: la, VlanId: op.VLAN}
+		if op.Kind == OpAddMacvlan {
+			la.HardwareAddr = op.MAC
+			l = &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
+		}
+		if err := write("create", func() error { return n.h.LinkAdd(l) }); err != nil {
+			if op.Kind == OpAddVLAN && errors.Is(err, unix.EOPNOTSUPP) {
+				err = fmt.Errorf("%w (this kernel has no 802.1Q VLAN support: module 8021q)", err)
+			}
+			return nil, err
+		}
+		idx := l.Attrs().Index
+		host.index[op.Link] = idx
+		undo := func(ctx context.Context) error {
+			delete(host.index, op.Link)
+			return n.delLink(ctx, op.Link, idx)
+		}
+		var err error
+		if op.Kind == OpAddMacvlan {
+			// The macvlan only carries the guest's frames: the host must
+			// not speak IPv6 from it with the guest's MAC.
+			err = write("disable ipv6 on", func() error { return n.h.LinkSetIP6AddrGenMode(ref(idx), addrGenModeNone) })
+		}
+		if err == nil {
+			err = write("set up", func() error { return n.h.LinkSetUp(ref(idx)) })
+		}
+		if err != nil {
+			return nil, errors.Join(err, undo(context.WithoutCancel(ctx)))
+		}
+		return undo, nil
+
+	case OpWire:
+		idx, peer := host.index[op.Link], host.index[op.Peer]
+		if idx == 0 || peer == 0 {
+			return nil, fmt.Errorf("%w: wire %s to %s: device missing", ErrInvalid, op.Link, op.Peer)
+		}
+		if !op.HasIngress {
+			q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,
+				Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
+			if err := write("add ingress qdisc", func() error { return n.h.QdiscAdd(q) }); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, err
+			}
+		}
+		// u32 matching everything: kernels without cls_matchall have it.
+		f := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
+			Priority: wirePriority, Handle: wireHandle, Protocol: unix.ETH_P_ALL},
+			Sel:     &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: 1, Keys: []netlink.TcU32Key{{}}},
+			Actions: []netlink.Action{netlink.NewMirredAction(peer)}}
+		return nil, write("redirect "+op.Peer+" from", func() error { return n.h.FilterReplace(f) })
+	}
+	return nil, fmt.Errorf("%w: unknown op %v", ErrInvalid, op.Kind)
+}
+
+// readWires records, for each of our links with an ingress qdisc, where
+// its ingress redirect sends frames (one qdisc dump, then one filter dump
+// per such link: only provider ports have one).
+func (m *Manager) readWires(ctx context.Context, actual *Actual, names map[int]string) error {
+	qs, err := dump(ctx, "list qdiscs", func() ([]netlink.Qdisc, error) { return m.nl.h.QdiscList(nil) })
+	if err != nil {
+		return err
+	}
+	ingress := map[int]bool{}
+	for _, q := range qs {
+		if q.Attrs().Parent == netlink.HANDLE_INGRESS {
+			ingress[q.Attrs().LinkIndex] = true
+		}
+	}
+	for i := range actual.Links {
+		l := &actual.Links[i]
+		if !ingress[l.index] {
+			continue
+		}
+		l.Ingress = true
+		fs, err := dump(ctx, "list filters of "+l.Name, func() ([]netlink.Filter, error) {
+			return m.nl.h.FilterList(ref(l.index), netlink.HANDLE_MIN_INGRESS)
+		})
+		if err != nil {
+			return err
+		}
+		for _, f := range fs {
+			ma, ok := f.(*netlink.U32)
+			if !ok || ma.Priority != wirePriority || len(ma.Actions) != 1 {
+				continue
+			}
+			if mi, ok := ma.Actions[0].(*netlink.MirredAction); ok && mi.MirredAction == netlink.TCA_EGRESS_REDIR {
+				l.Redirect = names[mi.Ifindex]
+			}
+		}
+	}
+	return nil
+}

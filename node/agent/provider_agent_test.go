@@ -1,0 +1,136 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/agent/agenttest"
+)
+
+// TestAgentProviderPort: a server port on a flat provider network is
+// handed to the network driver on the mapped interface, reported ACTIVE
+// once plumbed, and dropped from the desired state when it is deleted.
+func TestAgentProviderPort(t *testing.T) {
+	st := agenttest.NewState()
+	apply := func(c statedb.CmdType, p any) {
+		t.Helper()
+		if err := st.Apply(c, p); err != nil {
+			t.Fatalf("apply %d: %v", c, err)
+		}
+	}
+	apply(statedb.CmdRegisterMember, statedb.Member{ID: hostA, Name: hostA, APIAddr: "192.0.2.9:8470"})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "lan", ProjectID: "p", External: true, Shared: true,
+		NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	apply(statedb.CmdCreateSubnet, statedb.CreateSubnetCmd{Subnet: statedb.Subnet{ID: "ls", NetworkID: "lan", ProjectID: "p",
+		CIDR: "203.0.113.0/24", EnableDHCP: false}, GatewayAuto: true, PoolsAuto: true})
+	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "vm", NetworkID: "lan", ProjectID: "p", DeviceID: "i1"}, HostID: hostA})
+
+	nw := &agenttest.Network{}
+	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
+		Network: nw, VTEPs: agenttest.NewVTEPs(map[string]string{}), Physnets: map[string]string{"physnet1": "lan0"},
+		ResyncInterval: 200 * time.Millisecond, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	eventually("the port reported ACTIVE", func() bool {
+		p, ok := st.Snapshot().Port("vm")
+		return ok && p.Status == statedb.PortActive
+	})
+	d, _ := nw.Last()
+	if len(d.Networks) != 0 || len(d.Providers) != 1 {
+		t.Fatalf("desired = %+v; want one provider network and no VXLAN network", d)
+	}
+	pn := d.Providers[0]
+	if pn.ID != "lan" || pn.Iface != "lan0" || pn.VLAN != 0 || len(pn.Ports) != 1 || pn.Ports[0].ID != "vm" ||
+		pn.Ports[0].DHCP || pn.Ports[0].IP == nil || pn.Ports[0].Tap != nw.TapName("vm") {
+		t.Errorf("provider as applied = %+v", pn)
+	}
+
+	apply(statedb.CmdDeletePort, statedb.DeleteCmd{ID: "vm"})
+	eventually("the port gone from the desired state", func() bool {
+		d, _ := nw.Last()
+		return len(d.Providers) == 0
+	})
+}
+
+// failingVLAN is a network driver on which every VLAN network fails.
+type failingVLAN struct{ agenttest.Network }
+
+func (f *failingVLAN) Apply(ctx context.Context, d agent.NetDesired) error {
+	var failed []string
+	for _, pn := range d.Providers {
+		if pn.VLAN != 0 {
+			failed = append(failed, pn.ID)
+		}
+	}
+	if err := f.Network.Apply(ctx, d); err != nil || len(failed) == 0 {
+		return err
+	}
+	return &agent.NetPartialError{Networks: failed, Err: errors.New("no 802.1Q")}
+}
+
+// TestAgentProviderPartialFailure: a provider network the host cannot
+// plumb keeps its own port from ACTIVE, not the ports of other networks.
+func TestAgentProviderPartialFailure(t *testing.T) {
+	st := agenttest.NewState()
+	apply := func(c statedb.CmdType, p any) {
+		t.Helper()
+		if err := st.Apply(c, p); err != nil {
+			t.Fatalf("apply %d: %v", c, err)
+		}
+	}
+	apply(statedb.CmdRegisterMember, statedb.Member{ID: hostA, Name: hostA, APIAddr: "192.0.2.9:8470"})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "flat", ProjectID: "p", NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "v100", ProjectID: "p", NetworkType: statedb.NetTypeVLAN, PhysicalNetwork: "physnet1", VLAN: 100})
+	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "pf", NetworkID: "flat", ProjectID: "p", DeviceID: "i1"}, HostID: hostA})
+	apply(statedb.CmdCreatePort, statedb.CreatePortCmd{PortRequest: statedb.PortRequest{ID: "pv", NetworkID: "v100", ProjectID: "p", DeviceID: "i2"}, HostID: hostA})
+
+	nw := &failingVLAN{}
+	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
+		Network: nw, VTEPs: agenttest.NewVTEPs(map[string]string{}), Physnets: map[string]string{"physnet1": "lan0"},
+		ResyncInterval: 100 * time.Millisecond, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	status := func(id string) string {
+		p, _ := st.Snapshot().Port(id)
+		return p.Status
+	}
+	for deadline := time.Now().Add(10 * time.Second); status("pf") != statedb.PortActive; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the flat network's port is %s; want ACTIVE while the VLAN network fails", status("pf"))
+		}
+	}
+	// Several more syncs (retries of the VLAN network) pass.
+	deadline := time.Now().Add(10 * time.Second)
+	for n := nw.Applies(); nw.Applies() < n+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed VLAN network is not retried")
+		}
+	}
+	if s := status("pv"); s == statedb.PortActive {
+		t.Errorf("the VLAN port is ACTIVE though its network failed")
+	}
+}
