@@ -1,7 +1,8 @@
 // Package membership owns how a host becomes a member: join tokens, the
 // admission of a joining host (token, name and clock checks, then its
 // certificate and member record), the request a joining host sends, the
-// cluster CA and host certificates (PKI), and clock-skew checks between
+// cluster CA and host certificates (PKI), the gossip key and its rotation
+// when a member is revoked (gossipkeys.go), and clock-skew checks between
 // members.
 //
 // It reaches the state through Admitter's functions and the network only
