@@ -94,7 +94,7 @@ func (n *Node) join(ctx context.Context) (err error) {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID, Peers: resp.Peers}
-	if err := n.startParts(ctx, ln, resp.CACert, resp.Cert, keyPEM, resp.GossipKey, false); err != nil {
+	if err := n.startParts(ctx, ln, resp.CACert, resp.Cert, keyPEM, membership.GossipKeys{Keys: [][]byte{resp.GossipKey}}, false); err != nil {
 		return err
 	}
 	if _, err := n.gossip.Join(ctx, resp.Peers); err != nil {
