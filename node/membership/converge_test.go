@@ -35,9 +35,16 @@ type keyPeer struct {
 	mu     sync.Mutex
 	got    []membership.GossipKeys
 	refuse bool
+	serve  membership.GossipKeys // answered to GET
 }
 
 func (p *keyPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !p.refuse && r.Method == http.MethodGet && r.URL.Path == "/internal/v1/gossip/keys" {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(p.serve)
+		return
+	}
 	if p.refuse || r.Method != http.MethodPut || r.URL.Path != "/internal/v1/gossip/keys" {
 		http.Error(w, "no", http.StatusServiceUnavailable)
 		return
@@ -156,5 +163,39 @@ func TestConvergeFinishesAnInterruptedRotation(t *testing.T) {
 	}
 	if cur := k.Current(); len(cur.Keys) != 1 || !bytes.Equal(cur.Keys[0], a) || cur.Version <= 5 {
 		t.Fatalf("leader's keys after finishing: %+v", cur)
+	}
+}
+
+// TestRefreshTakesNewerKeys: a host asks for the keys (here a joining
+// host that knows no other member yet, only its token's addresses) and
+// takes them only when they are newer than its own.
+func TestRefreshTakesNewerKeys(t *testing.T) {
+	r := twoMembers(t)
+	peer := &keyPeer{serve: membership.GossipKeys{Keys: [][]byte{key32(5), key32(4)}, Version: 9, Covers: []string{"x"}}}
+	srv := httptest.NewTLSServer(peer)
+	defer srv.Close()
+	g := &recordingGossip{}
+	k := membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: "m1", State: r.State, Leader: func() string { return "" },
+		Gossip: g, Files: membership.Files{DataDir: t.TempDir()}, Client: srv.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		membership.GossipKeys{Keys: [][]byte{key32(4)}})
+	ctx := context.Background()
+	if changed, err := k.Refresh(ctx); changed || err == nil {
+		t.Fatalf("Refresh with nobody to ask = %v, %v; want an error", changed, err)
+	}
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	if changed, err := k.Refresh(ctx, addr); !changed || err != nil {
+		t.Fatalf("Refresh = %v, %v; want the newer keys taken", changed, err)
+	}
+	if cur := k.Current(); cur.Version != 9 || !bytes.Equal(cur.Keys[0], key32(5)) || len(g.keys) != 1 {
+		t.Fatalf("after Refresh: %+v, gossip set %d times", cur, len(g.keys))
+	}
+	if onDisk, err := k.Files.ReadGossipKeys(); err != nil || onDisk.Version != 9 {
+		t.Fatalf("gossip.key after Refresh: %+v, %v", onDisk, err)
+	}
+	peer.mu.Lock()
+	peer.serve = membership.GossipKeys{Keys: [][]byte{key32(4)}, Version: 3}
+	peer.mu.Unlock()
+	if changed, err := k.Refresh(ctx, addr); changed || err != nil || k.Current().Version != 9 {
+		t.Fatalf("Refresh from a peer with older keys = %v, %v, now %+v; want nothing taken", changed, err, k.Current())
 	}
 }

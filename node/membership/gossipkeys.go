@@ -247,6 +247,7 @@ func (k *GossipKeyring) Converge(ctx context.Context) error {
 			targets[m.ID] = m.APIAddr
 		}
 	}
+	missedAny := map[string]bool{}
 	for i, keys := range steps {
 		if i == 1 {
 			covers = revoked // from the switch on, the key follows them
@@ -256,10 +257,17 @@ func (k *GossipKeyring) Converge(ctx context.Context) error {
 			return fmt.Errorf("gossip key rotation: %w", err)
 		}
 		missed := k.push(ctx, targets, next)
+		for _, id := range missed {
+			missedAny[id] = true
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		k.Logger.Info("gossip key rotation step done", "step", i+1, "of", len(steps), "members", len(targets)-len(missed), "missed", missed)
+	}
+	if len(missedAny) > 0 {
+		k.Logger.Warn("gossip key rotation passed over members that did not answer; they fetch the keys when they return",
+			"members", slices.Sorted(maps.Keys(missedAny)))
 	}
 	k.Logger.Info("rotated the gossip key", "revoked", len(revoked))
 	return nil
@@ -291,7 +299,7 @@ func (k *GossipKeyring) push(ctx context.Context, targets map[string]string, key
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
-			k.Logger.Warn("gossip key rotation: member did not take the keys; it fetches them when it returns", "member", id, "err", err)
+			k.Logger.Debug("gossip key rotation: member did not take the keys", "member", id, "err", err)
 			mu.Lock()
 			missed = append(missed, id)
 			mu.Unlock()
@@ -335,8 +343,10 @@ func (k *GossipKeyring) send(ctx context.Context, method, addr string, body []by
 }
 
 // Refresh asks the leader (or, with none known, each other member in
-// turn) for the current keys and takes them if they are newer.
-func (k *GossipKeyring) Refresh(ctx context.Context) (bool, error) {
+// turn, then the extra API addresses: a joining host that has not caught
+// up yet knows its join token's) for the current keys and takes them if
+// they are newer.
+func (k *GossipKeyring) Refresh(ctx context.Context, extra ...string) (bool, error) {
 	sn := k.State()
 	var addrs []string
 	if id := k.Leader(); id != "" && id != k.SelfID {
@@ -350,6 +360,7 @@ func (k *GossipKeyring) Refresh(ctx context.Context) (bool, error) {
 				addrs = append(addrs, m.APIAddr)
 			}
 		}
+		addrs = append(addrs, extra...)
 	}
 	var errs []error
 	for _, addr := range addrs {
