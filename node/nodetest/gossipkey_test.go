@@ -212,6 +212,43 @@ func TestGossipKeyRotatesOnRemoval(t *testing.T) {
 	})
 }
 
+// TestJoinAfterRotationFetchesKeys: a joining host whose join answer
+// carries a key the cluster has since rotated away (here: the admitting
+// host's disk copy put back to the old key, as a host answering in the
+// middle of a rotation hands out) fetches the keys over the internal API
+// and joins gossip anyway.
+func TestJoinAfterRotationFetchesKeys(t *testing.T) {
+	c := NewCluster(t, 3)
+	ld := c.Leader(10 * time.Second)
+	f := c.Follower()
+	other := 3 - ld - f
+	old := c.gossipKeys(t, ld).Keys[0]
+	if st := c.send(t, ld, "DELETE", "/cluster/v1/members/"+c.Node(f).ID(), c.AdminToken(ld), ""); st != http.StatusNoContent {
+		t.Fatalf("members remove = %d; want 204", st)
+	}
+	key := c.rotatedFrom(t, old, ld, other)
+	files := membership.Files{DataDir: c.Dir(other)}
+	current := c.gossipKeys(t, other)
+	if err := files.WriteGossipKeys(membership.GossipKeys{Keys: [][]byte{old}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := c.Node(other).CreateJoinToken(adminContext(t.Context(), t, c.Node(other)), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(t.Context(), tok)
+	if err := files.WriteGossipKeys(current); err != nil {
+		t.Fatal(err)
+	}
+	j := c.Len() - 1
+	if got := c.gossipKeys(t, j); len(got.Keys) != 1 || !bytes.Equal(got.Keys[0], key) {
+		t.Errorf("the joined host's gossip.key = %x; want the rotated key", got.Keys)
+	}
+	c.Eventually(20*time.Second, "the joined host and the others see each other alive", func() bool {
+		return c.seeAlive(ld, other, j)
+	})
+}
+
 // TestGossipKeyRotatesOnLeave: a host that leaves (`leave`) leaves the
 // gossip key behind: the others change it and its old key cannot join.
 func TestGossipKeyRotatesOnLeave(t *testing.T) {
