@@ -3,6 +3,8 @@ package nodetest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -180,6 +182,15 @@ func TestGossipKeyRotatesOnRemoval(t *testing.T) {
 	c.Eventually(20*time.Second, "the two running members see each other alive", func() bool { return c.seeAlive(ld, kept) })
 	if k := c.gossipKeys(t, removed); !bytes.Equal(k.Keys[0], old) || len(k.Keys) != 1 {
 		t.Errorf("the removed host's gossip.key = %x; want only the old key", k.Keys)
+	}
+	var dump bytes.Buffer
+	if err := c.Node(ld).State().Dump(json.NewEncoder(&dump)); err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []string{hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key)} {
+		if bytes.Contains(dump.Bytes(), []byte(enc)) {
+			t.Errorf("the replicated state holds the new gossip key")
+		}
 	}
 	if k := c.gossipKeys(t, ld); !slices.Contains(k.Covers, rid) {
 		t.Errorf("the leader's keys cover %v; want the removed host %s", k.Covers, rid)
