@@ -374,7 +374,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.gossip = g
 	n.gkeys = membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: n.id.NodeID, State: rn.State,
-		Leader: func() string { id, _ := rn.Leader(); return id }, Gossip: g, Files: n.files, Client: n.client,
+		Leader: func() string { id, _ := rn.Leader(); return id }, Term: func() uint64 { return rn.Status().Term }, Gossip: g, Files: n.files, Client: n.client,
 		Logger: n.log.With("sub", "gossip-keys")}, gossipKeys)
 	n.hosts = g
 	if n.cfg.HostSource != nil {

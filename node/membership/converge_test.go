@@ -77,7 +77,7 @@ func convergeCluster(t *testing.T, keys membership.GossipKeys) (*raft, *membersh
 	files := membership.Files{DataDir: t.TempDir()}
 	g := &recordingGossip{}
 	k := membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: "m1", State: r.State, Leader: func() string { return "m1" },
-		Gossip: g, Files: files, Client: s2.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, keys)
+		Term: func() uint64 { return 7 }, Gossip: g, Files: files, Client: s2.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, keys)
 	return r, k, g, p2, p3
 }
 
@@ -118,6 +118,9 @@ func TestConvergeRotatesAfterRevocation(t *testing.T) {
 		if !slices.EqualFunc(got.Keys, want[i], bytes.Equal) || !slices.EqualFunc(g.keys[i], want[i], bytes.Equal) {
 			t.Errorf("step %d: pushed %x, leader took %x; want %x", i+1, got.Keys, g.keys[i], want[i])
 		}
+		if got.Version>>32 != 7 {
+			t.Errorf("step %d: version %#x does not carry the leader's term 7", i+1, got.Version)
+		}
 		if i > 0 && got.Version <= p2.got[i-1].Version {
 			t.Errorf("step %d: version %d not above %d", i+1, got.Version, p2.got[i-1].Version)
 		}
@@ -144,7 +147,8 @@ func TestConvergeRotatesAfterRevocation(t *testing.T) {
 // (no new key), and a member that is down does not stop it.
 func TestConvergeFinishesAnInterruptedRotation(t *testing.T) {
 	a, b := key32(2), key32(3)
-	_, k, g, p2, p3 := convergeCluster(t, membership.GossipKeys{Keys: [][]byte{a, b}, Version: 5, Covers: []string{"gone"}})
+	// Handed out by the former leader, in term 5.
+	_, k, g, p2, p3 := convergeCluster(t, membership.GossipKeys{Keys: [][]byte{a, b}, Version: 5<<32 + 2, Covers: []string{"gone"}})
 	p3.refuse = true
 	if !k.Stale() {
 		t.Fatal("two keys are not stale")
@@ -161,7 +165,7 @@ func TestConvergeFinishesAnInterruptedRotation(t *testing.T) {
 			t.Errorf("step %d: pushed %x, leader took %x; want %x", i+1, p2.got[i].Keys, g.keys[i], want[i])
 		}
 	}
-	if cur := k.Current(); len(cur.Keys) != 1 || !bytes.Equal(cur.Keys[0], a) || cur.Version <= 5 {
+	if cur := k.Current(); len(cur.Keys) != 1 || !bytes.Equal(cur.Keys[0], a) || cur.Version>>32 != 7 {
 		t.Fatalf("leader's keys after finishing: %+v", cur)
 	}
 }
@@ -197,5 +201,21 @@ func TestRefreshTakesNewerKeys(t *testing.T) {
 	peer.mu.Unlock()
 	if changed, err := k.Refresh(ctx, addr); changed || err != nil || k.Current().Version != 9 {
 		t.Fatalf("Refresh from a peer with older keys = %v, %v, now %+v; want nothing taken", changed, err, k.Current())
+	}
+}
+
+// TestConvergeOnlyWhileLeading: a host that no longer leads does not
+// take or hand out a step.
+func TestConvergeOnlyWhileLeading(t *testing.T) {
+	r, k, g, p2, _ := convergeCluster(t, membership.GossipKeys{Keys: [][]byte{key32(1)}})
+	k.Leader = func() string { return "m2" }
+	if err := r.st.Apply(statedb.CmdRemoveHost, statedb.RemoveHostCmd{ID: "m3", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Converge(context.Background()); err == nil {
+		t.Fatal("Converge on a host that does not lead = nil error")
+	}
+	if len(g.keys) != 0 || len(p2.got) != 0 || k.Current().Version != 0 {
+		t.Fatalf("a host that does not lead changed keys: set %d, pushed %d, now %+v", len(g.keys), len(p2.got), k.Current())
 	}
 }

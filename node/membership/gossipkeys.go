@@ -37,9 +37,11 @@ import (
 // asks the leader for the keys when it cannot rejoin gossip or sees that
 // its keys predate a revocation.
 //
-// Each keyring handed out carries a version the leader raises at every
-// step, so an answer that arrives late never undoes a newer step, and the
-// ids of the revoked members whose removal its primary key follows.
+// Each keyring handed out carries a version — the leader's Raft term in
+// the high 32 bits, a count of its steps in the low ones — so an answer
+// that arrives late never undoes a newer step and a deposed leader's
+// steps never outrank its successor's, and the ids of the revoked members
+// whose removal its primary key follows.
 
 // GossipKeys is a host's set of gossip keys.
 type GossipKeys struct {
@@ -156,6 +158,10 @@ type GossipKeyring struct {
 	State  func() *statedb.Snapshot
 	// Leader is the Raft leader's id as this host knows it ("" if none).
 	Leader func() string
+	// Term is this host's current Raft term (nil: 0). Versions start
+	// from it, so a new leader's keyrings outrank any a former leader
+	// handed out, whatever their clocks say.
+	Term   func() uint64
 	Gossip KeyedGossip
 	Files  Files
 	// Client is this host's mutual-TLS client to the others' API.
@@ -214,6 +220,16 @@ func (k *GossipKeyring) Stale() bool {
 	return len(cur.Keys) > 1 || !cur.covers(revokedIDs(k.State()))
 }
 
+// nextVersion is the version of this leader's next keyring: above the one
+// it holds, and at least its term shifted into the high 32 bits.
+func (k *GossipKeyring) nextVersion() uint64 {
+	var term uint64
+	if k.Term != nil {
+		term = k.Term()
+	}
+	return max(term<<32, k.Current().Version+1)
+}
+
 // pushTimeout bounds one push of a keyring to one member.
 const pushTimeout = 3 * time.Second
 
@@ -252,7 +268,10 @@ func (k *GossipKeyring) Converge(ctx context.Context) error {
 		if i == 1 {
 			covers = revoked // from the switch on, the key follows them
 		}
-		next := GossipKeys{Keys: keys, Version: max(uint64(time.Now().UnixNano()), k.Current().Version+1), Covers: covers}
+		if k.Leader() != k.SelfID {
+			return errors.New("gossip key rotation: this host no longer leads")
+		}
+		next := GossipKeys{Keys: keys, Version: k.nextVersion(), Covers: covers}
 		if _, err := k.Apply(next); err != nil {
 			return fmt.Errorf("gossip key rotation: %w", err)
 		}
