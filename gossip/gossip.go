@@ -53,6 +53,9 @@ type Config struct {
 	// SecretKey is the cluster key, 16, 24 or 32 bytes. Required: all
 	// gossip is encrypted and unencrypted gossip is refused.
 	SecretKey []byte
+	// OtherKeys are further keys accepted on incoming gossip (a key
+	// rotation in progress); gossip is sent with SecretKey only.
+	OtherKeys [][]byte
 	Meta      Meta // NodeID may be empty; it is set to Config.NodeID
 	// Timers tune the failure detector; the zero value keeps memberlist's
 	// LAN defaults.
@@ -123,6 +126,7 @@ type Gossip struct {
 	log       *slog.Logger
 	now       func() time.Time
 	list      *memberlist.Memberlist
+	keyring   *memberlist.Keyring
 	port      int
 	reapAfter time.Duration
 	events    chan Event
@@ -146,10 +150,10 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("gossip: node id required")
 	}
-	switch len(cfg.SecretKey) {
-	case 16, 24, 32:
-	default:
-		return nil, fmt.Errorf("gossip: secret key is %d bytes, want 16, 24 or 32", len(cfg.SecretKey))
+	for _, k := range append([][]byte{cfg.SecretKey}, cfg.OtherKeys...) {
+		if err := checkKey(k); err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
 	}
 	// memberlist binds every address when given one it cannot parse.
 	for _, a := range []string{cfg.BindAddr, cfg.AdvertiseAddr} {
@@ -168,7 +172,11 @@ func New(cfg Config) (*Gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	keyring, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.SecretKey...))
+	others := make([][]byte, 0, len(cfg.OtherKeys))
+	for _, k := range cfg.OtherKeys {
+		others = append(others, append([]byte(nil), k...))
+	}
+	keyring, err := memberlist.NewKeyring(others, append([]byte(nil), cfg.SecretKey...))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: keyring: %w", err)
 	}
@@ -226,7 +234,7 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	// Create filled in the bound port; nothing else writes mc now.
-	g.list, g.port = list, mc.BindPort
+	g.list, g.port, g.keyring = list, mc.BindPort, keyring
 	logger.Debug("gossip started", "config", cfg, "port", g.port)
 	return g, nil
 }

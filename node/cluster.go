@@ -26,6 +26,7 @@ func (n *Node) mountServices(srv *rest.Server) {
 	srv.Mount(cluster.Service(n))
 	srv.Mount(cluster.SettingsService(n))
 	srv.Mount(n.ready.CommitService())
+	srv.Mount(n.gkeys.Service())
 	srv.Mount(restidentity.Service(n))
 	n.mountCompute(srv)
 	n.mountImages(srv)

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
 )
@@ -31,12 +32,14 @@ func (n *Node) gossipPeers() []string {
 // gossipLoop heals gossip: it joins members the state knows but gossip does
 // not see alive (after a restart, or a partition that made the others
 // declare this host dead), and keeps node.json's peer list current. It
-// also logs members whose clocks cross the skew limit (ClockWatch).
+// also logs members whose clocks cross the skew limit (ClockWatch), and
+// keeps the gossip keys current (tendGossipKeys).
 func (n *Node) gossipLoop(ctx context.Context) {
 	interval := n.cfg.Timers.GossipHeal
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	watch := membership.NewClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)
+	var keys keyTending
 	for {
 		select {
 		case <-ctx.Done():
@@ -60,14 +63,72 @@ func (n *Node) gossipLoop(ctx context.Context) {
 		if len(alive) <= 1 && len(missing) == 0 {
 			missing = n.gossipPeers() // state not replayed yet: use node.json
 		}
+		joinFailed := false
 		if len(missing) > 0 {
 			jctx, cancel := context.WithTimeout(ctx, interval)
 			if _, err := n.gossip.Join(jctx, missing); err != nil {
 				n.log.Debug("gossip rejoin", "peers", missing, "err", err)
+				joinFailed = true
 			}
 			cancel()
 		}
+		n.tendGossipKeys(ctx, &keys, joinFailed)
 		n.savePeers()
+	}
+}
+
+// keyRotationSince is the first release that takes gossip keys over the
+// internal API: the leader rotates the key only when every member runs it
+// (an older member would be left with the old key, cut off from gossip).
+const keyRotationSince = "0.2.0"
+
+// keyTending is the gossip loop's memory of its last key fetch.
+type keyTending struct {
+	lastFetch time.Time
+	gated     bool // the leader logged that an older member holds rotation back
+}
+
+// tendGossipKeys keeps the gossip keys current. The leader rotates the key
+// once the state revokes a member (membership.GossipKeyring.Converge); any
+// other member fetches the keys from the leader when it cannot rejoin
+// gossip (it missed a rotation while down or cut off: every second) or
+// its keys predate a revocation or a rotation left it two (every five
+// seconds, while the leader's steps reach it anyway).
+func (n *Node) tendGossipKeys(ctx context.Context, kt *keyTending, joinFailed bool) {
+	sn := n.State()
+	if _, revoked := sn.RevokedHost(n.id.NodeID); revoked {
+		return // this host was removed: it gets no new key
+	}
+	if n.raft.IsLeader() {
+		for _, m := range sn.Members() {
+			if statedb.CompareVersions(m.Version, keyRotationSince) < 0 {
+				if !kt.gated {
+					n.log.Warn("gossip key not rotated: a member runs an older release", "member", m.Name, "version", m.Version)
+					kt.gated = true
+				}
+				return
+			}
+		}
+		kt.gated = false
+		if err := n.gkeys.Converge(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("gossip key rotation", "err", err)
+		}
+		return
+	}
+	every := 5 * time.Second
+	if joinFailed {
+		every = time.Second
+	} else if !n.gkeys.Stale() {
+		return
+	}
+	if time.Since(kt.lastFetch) < every {
+		return
+	}
+	kt.lastFetch = time.Now()
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.gkeys.Refresh(fctx); err != nil {
+		n.log.Debug("fetch gossip keys", "err", err)
 	}
 }
 

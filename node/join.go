@@ -94,11 +94,18 @@ func (n *Node) join(ctx context.Context) (err error) {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: resp.ClusterID, Peers: resp.Peers}
-	if err := n.startParts(ctx, ln, resp.CACert, resp.Cert, keyPEM, resp.GossipKey, false); err != nil {
+	if err := n.startParts(ctx, ln, resp.CACert, resp.Cert, keyPEM, membership.GossipKeys{Keys: [][]byte{resp.GossipKey}}, false); err != nil {
 		return err
 	}
 	if _, err := n.gossip.Join(ctx, resp.Peers); err != nil {
-		return fmt.Errorf("join gossip via %v: %w", resp.Peers, err)
+		// The gossip key may have been rotated since the answer: fetch
+		// the keys over the internal API and try once more.
+		if _, ferr := n.gkeys.Refresh(ctx, tok.Addrs...); ferr != nil {
+			return fmt.Errorf("join gossip via %v: %w (fetching the gossip keys: %v)", resp.Peers, err, ferr)
+		}
+		if _, err := n.gossip.Join(ctx, resp.Peers); err != nil {
+			return fmt.Errorf("join gossip via %v: %w", resp.Peers, err)
+		}
 	}
 	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
 		return err

@@ -37,6 +37,7 @@ type Node struct {
 	id     *identityFile
 	raft   *consensus.Node
 	gossip *gossip.Gossip
+	gkeys  *membership.GossipKeyring // the gossip keys, rotated when a member is revoked
 	api    *http.Server
 	apiLn  net.Listener
 	client *http.Client // mTLS client for host-to-host calls
@@ -200,7 +201,7 @@ func (n *Node) bootstrap(ctx context.Context) (err error) {
 		return err
 	}
 	n.id = &identityFile{NodeID: nodeID, Name: n.cfg.Name, ClusterID: clusterID}
-	if err := n.startParts(ctx, ln, ca.CertPEM(), certPEM, keyPEM, gossipKey, true); err != nil {
+	if err := n.startParts(ctx, ln, ca.CertPEM(), certPEM, keyPEM, membership.GossipKeys{Keys: [][]byte{gossipKey}}, true); err != nil {
 		return err
 	}
 	password := randomHex(12)
@@ -239,14 +240,14 @@ func (n *Node) resume(ctx context.Context) (err error) {
 			n.shutdownParts()
 		}
 	}()
-	caPEM, certPEM, keyPEM, gossipKey, err := n.readSecrets()
+	caPEM, certPEM, keyPEM, gossipKeys, err := n.readSecrets()
 	if err != nil {
 		return err
 	}
 	if err := n.checkDuplicateOf(ctx, ln.Addr(), caPEM, certPEM, keyPEM); err != nil {
 		return err
 	}
-	if err := n.startParts(ctx, ln, caPEM, certPEM, keyPEM, gossipKey, false); err != nil {
+	if err := n.startParts(ctx, ln, caPEM, certPEM, keyPEM, gossipKeys, false); err != nil {
 		return err
 	}
 	if err := saveIdentity(n.cfg.DataDir, n.id); err != nil {
@@ -284,7 +285,7 @@ func (n *Node) writeSecrets(caPEM, certPEM, keyPEM string, gossipKey []byte) err
 	return nil
 }
 
-func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKey []byte, err error) {
+func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKeys membership.GossipKeys, err error) {
 	read := func(p string) string {
 		if err != nil {
 			return ""
@@ -299,14 +300,10 @@ func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKey []byte, e
 	caPEM = read(filepath.Join(n.files.TLSDir(), "ca.crt"))
 	certPEM = read(filepath.Join(n.files.TLSDir(), "node.crt"))
 	keyPEM = read(filepath.Join(n.files.TLSDir(), "node.key"))
-	gk := read(filepath.Join(n.cfg.DataDir, "gossip.key"))
 	if err != nil {
 		return
 	}
-	gossipKey, err = hex.DecodeString(gk)
-	if err != nil {
-		err = fmt.Errorf("gossip key: %w", err)
-	}
+	gossipKeys, err = n.files.ReadGossipKeys()
 	return
 }
 
@@ -324,7 +321,7 @@ func (n *Node) certHosts() []string {
 }
 
 // startParts starts Raft, gossip and the API server.
-func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPEM, keyPEM string, gossipKey []byte, bootstrap bool) error {
+func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPEM, keyPEM string, gossipKeys membership.GossipKeys, bootstrap bool) error {
 	n.certs = &membership.Keypair{}
 	if err := n.certs.Set(caPEM, certPEM, keyPEM); err != nil {
 		return err
@@ -370,12 +367,15 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
-		SecretKey: gossipKey, Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
+		SecretKey: gossipKeys.Keys[0], OtherKeys: gossipKeys.Keys[1:], Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
 	}
 	n.gossip = g
+	n.gkeys = membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: n.id.NodeID, State: rn.State,
+		Leader: func() string { id, _ := rn.Leader(); return id }, Term: func() uint64 { return rn.Status().Term }, Gossip: g, Files: n.files, Client: n.client,
+		Logger: n.log.With("sub", "gossip-keys")}, gossipKeys)
 	n.hosts = g
 	if n.cfg.HostSource != nil {
 		n.hosts = n.cfg.HostSource(g)

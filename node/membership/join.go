@@ -1,13 +1,16 @@
 // Package membership owns how a host becomes a member: join tokens, the
 // admission of a joining host (token, name and clock checks, then its
 // certificate and member record), the request a joining host sends, the
-// cluster CA and host certificates (PKI), and clock-skew checks between
+// cluster CA and host certificates (PKI), the gossip key and its rotation
+// when a member is revoked (gossipkeys.go), and clock-skew checks between
 // members.
 //
-// It reaches the state through Admitter's functions and the network only
-// in SendJoin. It must not start or stop anything of the daemon, write
-// files, or decide Raft membership (the leader does, from the member
-// records).
+// It reaches the state through the functions its types are given, and
+// the network only to send a join and to hand out or fetch gossip keys
+// over the internal API. It writes only the host's secret files (Files:
+// certificates, the CA key, gossip.key). It must not start or stop
+// anything of the daemon or decide Raft membership (the leader does, from
+// the member records).
 package membership
 
 import (

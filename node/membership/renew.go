@@ -2,13 +2,11 @@ package membership
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -51,10 +49,8 @@ func (f Files) Secrets(cfg *statedb.ClusterConfig) (caKeyPEM string, gossipKey [
 	if caKeyPEM == "" {
 		return "", nil, errors.New("this host holds no cluster CA key")
 	}
-	if b, err := os.ReadFile(filepath.Join(f.DataDir, "gossip.key")); err == nil {
-		if k, err := hex.DecodeString(strings.TrimSpace(string(b))); err == nil {
-			gossipKey = k
-		}
+	if k, err := f.ReadGossipKeys(); err == nil {
+		gossipKey = k.Keys[0]
 	}
 	if len(gossipKey) == 0 && cfg != nil {
 		gossipKey = cfg.GossipKey
