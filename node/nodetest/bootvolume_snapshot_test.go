@@ -5,6 +5,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
@@ -121,4 +124,60 @@ func (f *FakeAgents) snapshotted(c *Cluster, id, image string) bool {
 		}
 	}
 	return false
+}
+
+// TestBootVolumeSnapshotGophercloud snapshots a volume-backed server
+// through gophercloud v2's own packages at 2.1 (the image id from
+// Location) and 2.79 (from the body), and boots a server on a new volume
+// made from the image.
+func TestBootVolumeSnapshotGophercloud(t *testing.T) {
+	fa := &FakeAgents{ResyncInterval: 200 * time.Millisecond}
+	c := NewCluster(t, 1, Options{Agent: fa.Options})
+	ctx := t.Context()
+	img := cpSeedImage(ctx, t, c.Node(0))
+	cc := cpGophercloud(ctx, t, c, 0)
+	bootFrom := func(image string) []servers.BlockDevice {
+		return []servers.BlockDevice{{UUID: image, SourceType: servers.SourceImage, DestinationType: servers.DestinationVolume,
+			VolumeSize: 1, BootIndex: 0, DeleteOnTermination: true}}
+	}
+	for _, mv := range []string{"", "2.79"} {
+		cc.Microversion = mv
+		active := func(id string) {
+			t.Helper()
+			c.Eventually(20*time.Second, mv+" server "+id+" ACTIVE", func() bool {
+				s, err := servers.Get(ctx, cc, id).Extract()
+				return err == nil && s.Status == "ACTIVE" && s.TaskState == ""
+			})
+		}
+		srv, err := servers.Create(ctx, cc, servers.CreateOpts{Name: "gcv-" + mv, FlavorRef: "1", Networks: "none",
+			BlockDevice: bootFrom(img)}, nil).Extract()
+		if err != nil {
+			t.Fatalf("%s: servers.Create on a volume: %v", mv, err)
+		}
+		active(srv.ID)
+		imageID, err := servers.CreateImage(ctx, cc, srv.ID, servers.CreateImageOpts{Name: "gcv-snap"}).ExtractImageID()
+		if err != nil || imageID == "" {
+			t.Fatalf("%s: CreateImage of a volume-backed server = %q, %v", mv, imageID, err)
+		}
+		c.Eventually(20*time.Second, "snapshot active", func() bool {
+			i, ok := c.Node(0).State().Image(imageID)
+			return ok && i.Status == statedb.ImageActive && i.MinDiskGB == 1 && i.Properties["base_image_ref"] == img
+		})
+		active(srv.ID)
+		cp, err := servers.Create(ctx, cc, servers.CreateOpts{Name: "gcv-copy-" + mv, FlavorRef: "1", Networks: "none",
+			BlockDevice: bootFrom(imageID)}, nil).Extract()
+		if err != nil {
+			t.Fatalf("%s: servers.Create from the snapshot: %v", mv, err)
+		}
+		active(cp.ID)
+		in, _ := c.Node(0).State().Instance(cp.ID)
+		if v, ok := c.Node(0).State().Volume(in.RootVolume); !ok || v.ImageID != imageID {
+			t.Fatalf("%s: boot volume of the copy = %+v; want one made from %s", mv, v, imageID)
+		}
+		for _, id := range []string{cp.ID, srv.ID} {
+			if err := servers.Delete(ctx, cc, id).ExtractErr(); err != nil {
+				t.Fatalf("%s: Delete: %v", mv, err)
+			}
+		}
+	}
 }
