@@ -130,8 +130,8 @@ func applySnapshotServer(t *Txn, c *Command) error {
 	default:
 		return vmStateConflict(ActionCreateImage, inst)
 	}
-	if inst.RootVolume != "" {
-		return Errorf(KindConflict, "Snapshots of volume-backed servers are not supported: snapshot the boot volume %s instead", inst.RootVolume)
+	if err := snapshotRootVolume(t.read(), inst); err != nil {
+		return err
 	}
 	img, err := newQueuedImage(t, c, &r.Image, "private")
 	if err != nil {
@@ -146,6 +146,24 @@ func applySnapshotServer(t *Txn, c *Command) error {
 		return err
 	}
 	return recordAction(t, c, &cp, ActionCreateImage, r.By, false)
+}
+
+// snapshotRootVolume checks that a volume-backed server's boot volume
+// can be copied now: in use by the server and settled (not extending,
+// not half attached or detached), else 409.
+func snapshotRootVolume(sn *Snapshot, inst *Instance) error {
+	if inst.RootVolume == "" {
+		return nil
+	}
+	v, ok := sn.Volume(inst.RootVolume)
+	if !ok {
+		return Errorf(KindConflict, "Cannot 'createImage' instance %s: its boot volume %s is gone", inst.ID, inst.RootVolume)
+	}
+	a := bootAttachment(v, inst)
+	if v.Status != VolumeInUse || a == nil || a.State != AttachAttached {
+		return Errorf(KindConflict, "Cannot 'createImage' instance %s: its boot volume %s is %s; snapshot it once that is done.", inst.ID, v.ID, v.Status)
+	}
+	return nil
 }
 
 // FinishSnapshotCmd is the agent's report that a snapshot ended: the

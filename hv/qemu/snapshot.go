@@ -17,7 +17,8 @@ import (
 // or paused VM is copied by a QMP drive-backup job (sync full): the copy
 // is the disk as it was when the job started, consistent as after a power
 // cut, while the guest runs on. A VM without a process is copied with
-// qemu-img convert. On failure dest is removed.
+// qemu-img convert, from a local file or an nfs:// URL. On failure dest
+// is removed.
 func (d *Driver) SnapshotRoot(ctx context.Context, uuid, dest string) (err error) {
 	if !filepath.IsAbs(dest) {
 		return fmt.Errorf("%w: snapshot destination %q: not an absolute path", ErrInvalidSpec, dest)
@@ -57,10 +58,9 @@ func (d *Driver) SnapshotRoot(ctx context.Context, uuid, dest string) (err error
 	if err != nil {
 		return err
 	}
+	// An nfs:// root disk (a boot volume on shared storage) is read by
+	// qemu-img's own nfs driver, through the URL QEMU opens it by.
 	src := s.RootDisk
-	if strings.HasPrefix(src.Path, "nfs://") {
-		return fmt.Errorf("vm %s: snapshot: a stopped vm's nfs root disk is copied by the volume service, not here", v.uuid)
-	}
 	format := src.Format
 	if format == "" {
 		format = "qcow2"

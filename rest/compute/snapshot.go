@@ -16,7 +16,8 @@ var snapshotProps = map[string]bool{"image_type": true, "instance_uuid": true, "
 
 // createImage serves the createImage action: {"createImage": {"name":
 // …, "metadata": {…}}} → 202. The new image (qcow2, private, queued) is
-// filled by the server's host with a copy of its root disk. Before 2.45
+// filled by the server's host with a copy of its root disk (the boot
+// volume of a volume-backed server, see docs/day2-compute.md). Before 2.45
 // its URL is in Location; from 2.45 its id is the body.
 func (s *service) createImage(c *rest.Ctx, inst *statedb.Instance, raw json.RawMessage) (any, error) {
 	var req struct {
@@ -38,8 +39,17 @@ func (s *service) createImage(c *rest.Ctx, inst *statedb.Instance, raw json.RawM
 	}
 	sn := s.b.State()
 	props := map[string]string{}
-	minRAM := 0
-	if base, ok := sn.Image(inst.ImageID); ok {
+	minRAM, minDisk, baseID := 0, inst.Flavor.DiskGB, inst.ImageID
+	if v, ok := sn.Volume(inst.RootVolume); ok && inst.RootVolume != "" {
+		// Volume-backed: the image is a copy of the boot volume, which
+		// needs a disk of the volume's size; its properties come from
+		// the image the volume was made from, if any.
+		minDisk = v.SizeGB
+		if baseID == "" {
+			baseID = v.ImageID
+		}
+	}
+	if base, ok := sn.Image(baseID); ok && baseID != "" {
 		for k, v := range base.Properties {
 			if !snapshotProps[k] {
 				props[k] = v
@@ -50,12 +60,12 @@ func (s *service) createImage(c *rest.Ctx, inst *statedb.Instance, raw json.RawM
 	for k, v := range md {
 		props[k] = v
 	}
-	props["image_type"], props["instance_uuid"], props["base_image_ref"] = "snapshot", inst.ID, inst.ImageID
+	props["image_type"], props["instance_uuid"], props["base_image_ref"] = "snapshot", inst.ID, baseID
 	if c.Cred != nil {
 		props["user_id"] = c.Cred.UserID
 	}
 	img := statedb.Image{ID: s.b.NewID(), Name: *req.Name, ProjectID: inst.ProjectID, Visibility: "private",
-		DiskFormat: "qcow2", ContainerFormat: "bare", MinDiskGB: inst.Flavor.DiskGB, MinRAMMB: minRAM, Properties: props}
+		DiskFormat: "qcow2", ContainerFormat: "bare", MinDiskGB: minDisk, MinRAMMB: minRAM, Properties: props}
 	cmd := statedb.SnapshotServerCmd{ID: inst.ID, Image: img, By: s.actionBy(c)}
 	if _, err := rest.Propose(c.Context(), s.b, statedb.CmdSnapshotServer, cmd); err != nil {
 		return nil, err
