@@ -671,6 +671,12 @@ func applyReportInstance(t *Txn, c *Command) error {
 		cp.VMState = r.VMState
 	}
 	cp.TaskState, cp.PowerState = r.TaskState, r.PowerState
+	if inst.SnapshotImage != "" && cp.TaskState == "" {
+		// A report the agent made before it saw the snapshot: the server
+		// stays in image_snapshot until FinishSnapshot (only a command
+		// of this release sets SnapshotImage, so older logs replay alike).
+		cp.TaskState = TaskImageSnapshot
+	}
 	if inst.Desired == DesiredDeleted {
 		cp.TaskState = TaskDeleting
 	}

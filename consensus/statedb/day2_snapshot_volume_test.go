@@ -54,3 +54,74 @@ func TestSnapshotVolumeBackedServer(t *testing.T) {
 	e.must(CmdExtendVolume, ExtendVolumeCmd{ID: "v1", NewSizeGB: 3})
 	e.wantStatus("v1", VolumeExtending)
 }
+
+// A snapshot under way is never left half-done by what happens to its
+// server meanwhile: a stale report does not clear image_snapshot, the
+// server's failed host strands it (the image is killed, the action ends,
+// the boot volume may grow again), and the boot volume keeps its size
+// while the copy runs even when an admin reset its attachment.
+func TestSnapshotVolumeBackedServerSurvivesItsHost(t *testing.T) {
+	e := newBootEnv(t, "")
+	if err := e.create(bootServer("s1", &RootDisk{AttachmentID: "a1", New: newRoot("v1")})); err != nil {
+		t.Fatal(err)
+	}
+	e.place("s1", "host1")
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host1", Status: VolumeAvailable})
+	e.must(CmdReportInstance, ReportInstanceCmd{InstanceID: "s1", HostID: "host1", VMState: VMActive, PowerState: PowerRunning})
+	e.must(CmdSnapshotServer, SnapshotServerCmd{ID: "s1", By: ActionBy{UserID: "u1", ProjectID: "p1"},
+		Image: Image{ID: "i1", Name: "i1", ProjectID: "p1", DiskFormat: "qcow2", ContainerFormat: "bare"}})
+
+	// The agent's report made before it saw the snapshot.
+	e.must(CmdReportInstance, ReportInstanceCmd{InstanceID: "s1", HostID: "host1", VMState: VMActive, PowerState: PowerRunning})
+	if inst := e.inst("s1"); inst.TaskState != TaskImageSnapshot || inst.SnapshotImage != "i1" {
+		t.Fatalf("after a stale report: task %q image %q; want image_snapshot of i1", inst.TaskState, inst.SnapshotImage)
+	}
+
+	// An admin detaches the boot volume's record by a status reset: the
+	// copy still runs, the volume still may not grow.
+	e.must(CmdResetVolumeStatus, ResetVolumeStatusCmd{ID: "v1", Status: VolumeAvailable, AttachStatus: "detached"})
+	if a := e.vol("v1").Attachment(); a != nil {
+		t.Fatalf("the reset left the attachment %+v", a)
+	}
+	if err := e.apply(CmdExtendVolume, ExtendVolumeCmd{ID: "v1", NewSizeGB: 2}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("extend of a boot volume being copied = %v; want 409", err)
+	}
+
+	// host1 fails; the server cannot move (its boot volume is local).
+	e.must(CmdSetHostHealth, SetHostHealthCmd{ID: "host1", Down: true, Fenced: true})
+	e.must(CmdFailoverInstance, FailoverCmd{From: "host1", Stranded: []PlacementFailure{{"s1", "local disk"}}})
+	inst := e.inst("s1")
+	if inst.VMState != VMError || inst.TaskState != "" || inst.SnapshotImage != "" {
+		t.Fatalf("stranded server: vm %q task %q image %q; want error, no task, no snapshot", inst.VMState, inst.TaskState, inst.SnapshotImage)
+	}
+	if img, _ := e.s.Snapshot().Image("i1"); img.Status != ImageKilled {
+		t.Fatalf("image of the stranded snapshot is %s; want killed", img.Status)
+	}
+	for _, a := range e.s.Snapshot().InstanceActions("s1") {
+		if a.Action == ActionCreateImage && (!a.Finished() || a.Message == "") {
+			t.Fatalf("createImage action after the host failed: %+v; want finished with an error", a)
+		}
+	}
+	e.must(CmdExtendVolume, ExtendVolumeCmd{ID: "v1", NewSizeGB: 2})
+}
+
+// An evacuation of a server whose snapshot runs, voided by its host
+// coming back: the snapshot goes on there (the agent finishes or kills
+// it) instead of the server forgetting it with the image left saving.
+func TestSnapshotResumesWhenEvacuationIsVoid(t *testing.T) {
+	e := newBootEnv(t, "")
+	if err := e.create(bootServer("s1", &RootDisk{AttachmentID: "a1", New: newRoot("v1")})); err != nil {
+		t.Fatal(err)
+	}
+	e.place("s1", "host1")
+	e.report(ReportVolumeCmd{VolumeID: "v1", HostID: "host1", Status: VolumeAvailable})
+	e.must(CmdReportInstance, ReportInstanceCmd{InstanceID: "s1", HostID: "host1", VMState: VMActive, PowerState: PowerRunning})
+	e.must(CmdSnapshotServer, SnapshotServerCmd{ID: "s1", By: ActionBy{UserID: "u1", ProjectID: "p1"},
+		Image: Image{ID: "i1", Name: "i1", ProjectID: "p1", DiskFormat: "qcow2", ContainerFormat: "bare"}})
+	e.must(CmdSetHostHealth, SetHostHealthCmd{ID: "host1", Down: true})
+	e.must(CmdEvacuateInstance, EvacuateCmd{ID: "s1", By: ActionBy{UserID: "u1", ProjectID: "p1"}})
+	e.must(CmdSetHostHealth, SetHostHealthCmd{ID: "host1"})
+	if inst := e.inst("s1"); inst.TaskState != TaskImageSnapshot || inst.SnapshotImage != "i1" {
+		t.Fatalf("after the void evacuation: task %q image %q; want image_snapshot of i1", inst.TaskState, inst.SnapshotImage)
+	}
+}

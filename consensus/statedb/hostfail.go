@@ -179,6 +179,11 @@ func applySetHostHealth(t *Txn, c *Command) error {
 			if inst, ok := sn.Instance(ev.ID); ok && inst.TaskState == TaskRebuilding {
 				cp := *inst
 				cp.TaskState, cp.UpdatedAt = "", c.Time
+				if cp.SnapshotImage != "" {
+					// The snapshot the evacuation interrupted goes on
+					// (or is killed) on the host that is back.
+					cp.TaskState = TaskImageSnapshot
+				}
 				if err := t.insert(tblInstances, &cp); err != nil {
 					return err
 				}
@@ -330,6 +335,9 @@ func applyFailoverInstances(t *Txn, c *Command) error {
 		cp := *inst
 		cp.VMState, cp.TaskState, cp.PowerState, cp.UpdatedAt = VMError, "", PowerNoState, c.Time
 		cp.Fault = &Fault{Code: 500, Message: f.Reason, Details: "host " + hostName(t.read(), r.From) + " failed", Created: c.Time}
+		if err := killSnapshot(t, c, &cp); err != nil {
+			return err
+		}
 		if err := t.insert(tblInstances, &cp); err != nil {
 			return err
 		}
@@ -340,6 +348,25 @@ func applyFailoverInstances(t *Txn, c *Command) error {
 		}
 	}
 	return nil
+}
+
+// killSnapshot ends the snapshot of cp that died with its host: the image
+// being made is killed, the server no longer names it and its createImage
+// action ends with an error.
+func killSnapshot(t *Txn, c *Command, cp *Instance) error {
+	snapshot := cp.SnapshotImage
+	if snapshot == "" {
+		return nil
+	}
+	cp.SnapshotImage = ""
+	if img, ok := t.read().Image(snapshot); ok && (img.Status == ImageQueued || img.Status == ImageSaving) {
+		ki := copyImage(img)
+		ki.Status, ki.UploadHost, ki.UpdatedAt = ImageKilled, "", c.Time
+		if err := t.insert(tblImages, ki); err != nil {
+			return err
+		}
+	}
+	return finishNamedAction(t, c.Time, cp, ActionCreateImage, "the server's host failed during the snapshot")
 }
 
 // moveInstance restarts inst on host: its claim moves (Host), its ports
@@ -369,16 +396,8 @@ func moveInstance(t *Txn, c *Command, inst *Instance, host string) error {
 		cp.Resize = nil
 	}
 	cp.RescueImage = ""
-	snapshot := inst.SnapshotImage
-	cp.SnapshotImage = ""
-	if snapshot != "" {
-		if img, ok := t.read().Image(snapshot); ok && (img.Status == ImageQueued || img.Status == ImageSaving) {
-			ki := copyImage(img)
-			ki.Status, ki.UploadHost, ki.UpdatedAt = ImageKilled, "", c.Time
-			if err := t.insert(tblImages, ki); err != nil {
-				return err
-			}
-		}
+	if err := killSnapshot(t, c, &cp); err != nil {
+		return err
 	}
 	switch inst.Desired {
 	case DesiredStopped:
@@ -394,11 +413,6 @@ func moveInstance(t *Txn, c *Command, inst *Instance, host string) error {
 	cp.Fault = &Fault{Code: 500, Message: why, Created: c.Time}
 	if err := t.insert(tblInstances, &cp); err != nil {
 		return err
-	}
-	if snapshot != "" {
-		if err := finishNamedAction(t, c.Time, &cp, ActionCreateImage, "the server's host failed during the snapshot"); err != nil {
-			return err
-		}
 	}
 	if err := bindPorts(t, c.Time, inst.ID, host); err != nil {
 		return err

@@ -319,13 +319,12 @@ func applyExtendVolume(t *Txn, c *Command) error {
 	if a := v.Attachment(); a != nil && a.HostID == "" {
 		return Errorf(KindInvalid, "Invalid volume: volume %s boots server %s, which is not placed on a host yet; extend it once it is.", v.ID, a.ServerID)
 	}
-	if a := v.Attachment(); a != nil {
-		// A boot volume being copied into an image keeps its size until
-		// the copy ends (a SnapshotServer command needs every host at the
-		// release that has this rule).
-		if inst, ok := t.read().Instance(a.ServerID); ok && inst.RootVolume == v.ID && inst.TaskState == TaskImageSnapshot {
-			return Errorf(KindConflict, "Invalid volume: volume %s boots server %s, whose image is being made; extend it once that is done.", v.ID, inst.ID)
-		}
+	// A boot volume being copied into an image keeps its size until the
+	// copy ends, whatever happened to its attachment meanwhile (only a
+	// SnapshotServer command, which needs every host at the release that
+	// has this rule, sets SnapshotImage).
+	if inst, ok := rootOf(t.read(), v.ID); ok && inst.SnapshotImage != "" {
+		return Errorf(KindConflict, "Invalid volume: volume %s boots server %s, whose image is being made; extend it once that is done.", v.ID, inst.ID)
 	}
 	if r.NewSizeGB <= v.SizeGB {
 		return Errorf(KindInvalid, "Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, r.NewSizeGB)
