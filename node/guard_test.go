@@ -22,7 +22,7 @@ func guardRig(t *testing.T) (dataDir, heartbeat string, done <-chan error) {
 		t.Fatal(err)
 	}
 	heartbeat = hostfail.HeartbeatPath(t.TempDir(), dataDir)
-	if err := agent.WriteHeartbeat(heartbeat, agent.MonoNow()+time.Hour, nil); err != nil {
+	if err := agent.WriteHeartbeat(heartbeat, agent.BootNow()+time.Hour, nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -30,11 +31,12 @@ type FenceConfig struct {
 	Applied func() uint64
 	// Timeout is T_fence, read on each check (a cluster setting).
 	Timeout func() time.Duration
-	// Mono reads a monotonic clock that the guard process shares (the
-	// host's CLOCK_MONOTONIC); default MonoNow.
-	Mono func() time.Duration
+	// Clock reads the clock the guard process shares: the host's
+	// CLOCK_BOOTTIME (default BootNow), which runs on while the host is
+	// suspended.
+	Clock func() time.Duration
 	// Heartbeat, when set, is called after each fresh contact with the
-	// fence deadline (on Mono's clock) and the pids of the HA servers'
+	// fence deadline (on Clock) and the pids of the HA servers'
 	// VMs, for the guard that outlives the daemon (Guard).
 	Heartbeat func(deadline time.Duration, vms []GuardVM) error
 	// Initial are the HA VMs the previous run's heartbeat listed
@@ -55,7 +57,7 @@ type Fence struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	lastAck  time.Duration   // Mono time of the send of the last acknowledged renewal
+	lastAck  time.Duration   // Clock time of the send of the last acknowledged renewal
 	haveAck  bool            // an ack arrived since the start or the last fence
 	want     uint64          // the leader's commit index at that ack
 	caughtUp bool            // contact since start/fence, and the state applied up to want
@@ -74,8 +76,8 @@ type GuardVM struct {
 
 // NewFence returns a Fence; the agent runs it (Config.Fence).
 func NewFence(cfg FenceConfig) *Fence {
-	if cfg.Mono == nil {
-		cfg.Mono = MonoNow
+	if cfg.Clock == nil {
+		cfg.Clock = BootNow
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -86,17 +88,27 @@ func NewFence(cfg FenceConfig) *Fence {
 	f := &Fence{cfg: cfg, log: cfg.Logger, killed: map[string]bool{}, ha: cfg.Initial}
 	// A restarted daemon counts from its start: a restart within T_fence
 	// keeps the VMs (the guard holds the deadline of the previous run).
-	f.started = cfg.Mono()
+	f.started = cfg.Clock()
 	f.lastAck = f.started
 	return f
 }
 
-// MonoNow reads CLOCK_MONOTONIC: the same clock in the daemon and in the
-// guard, and it runs on while a process is stopped.
-func MonoNow() time.Duration {
+// BootNow reads CLOCK_BOOTTIME, the fence's clock: the same clock in the
+// daemon and in the guard; it runs on while a process is stopped and
+// while the host is suspended (CLOCK_MONOTONIC, Go's own clock, stops
+// then, so a host resuming from suspend would believe a lease valid that
+// the leader has long given up on). It does not run while a hypervisor
+// pauses the whole machine (docs/ha.md).
+func BootNow() time.Duration { return clockNow(unix.CLOCK_BOOTTIME) }
+
+// MonoNow reads CLOCK_MONOTONIC: only to read and write the deadline a
+// guard of an older release counts on (Heartbeat).
+func MonoNow() time.Duration { return clockNow(unix.CLOCK_MONOTONIC) }
+
+func clockNow(id int32) time.Duration {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic("agent: CLOCK_MONOTONIC: " + err.Error()) // cannot fail on Linux
+	if err := unix.ClockGettime(id, &ts); err != nil {
+		panic(fmt.Sprintf("agent: clock %d: %v", id, err)) // cannot fail on Linux 2.6.39 or newer
 	}
 	return time.Duration(ts.Nano())
 }
@@ -108,7 +120,7 @@ func MonoNow() time.Duration {
 func (f *Fence) CaughtUp() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.caughtUp && !f.fenced && f.cfg.Mono()-f.lastAck <= f.cfg.Timeout()
+	return f.caughtUp && !f.fenced && f.cfg.Clock()-f.lastAck <= f.cfg.Timeout()
 }
 
 // Fenced reports whether the fence has killed the HA VMs and contact is
@@ -128,7 +140,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	// at once, and then has to catch up.
 	f.mu.Lock()
 	t := f.cfg.Timeout()
-	expired := f.cfg.Mono()-f.lastAck > t
+	expired := f.cfg.Clock()-f.lastAck > t
 	justFenced := expired && !f.fenced
 	var victims []GuardVM
 	if expired {
@@ -147,7 +159,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		kill(ctx, victims)
 	}
 
-	sent := f.cfg.Mono()
+	sent := f.cfg.Clock()
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
 	commit, err := f.cfg.Renew(rctx)
 	cancel()

@@ -51,7 +51,7 @@ func newFenceRig() *fenceRig {
 		},
 		Applied: func() uint64 { return r.applied },
 		Timeout: func() time.Duration { return 10 * time.Second },
-		Mono:    r.clock.Now,
+		Clock:   r.clock.Now,
 		Heartbeat: func(deadline time.Duration, _ []GuardVM) error {
 			r.beats = append(r.beats, deadline)
 			return nil
@@ -146,7 +146,7 @@ func TestGuardKillsOnlyPastDeadlineAndOwnedPids(t *testing.T) {
 	file := filepath.Join(dir, "hb.json")
 	clock := &fenceClock{now: time.Hour}
 	var killed []int
-	cfg := GuardConfig{File: file, Mono: clock.Now, Kill: func(pid int) error { killed = append(killed, pid); return nil },
+	cfg := GuardConfig{File: file, Clock: clock.Now, Kill: func(pid int) error { killed = append(killed, pid); return nil },
 		Owns: func(pid int, id string) bool { return pid != 13 }, Logger: slog.New(slog.DiscardHandler)}
 	marks := map[int]bool{}
 	guardOnce(cfg, marks) // no file: nothing
@@ -184,7 +184,7 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		Renew:   func(context.Context) (uint64, error) { return 1, nil },
 		Applied: func() uint64 { return 1 },
 		Timeout: func() time.Duration { return 10 * time.Second },
-		Mono:    clock.Now,
+		Clock:   clock.Now,
 		Heartbeat: func(_ time.Duration, vms []GuardVM) error {
 			beats = append(beats, vms)
 			return nil

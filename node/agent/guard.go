@@ -19,20 +19,44 @@ import (
 // fence-guard`, in its own session) that holds the fence when the daemon
 // cannot: SIGKILLed, hung or SIGSTOPped. The daemon writes a heartbeat
 // file after each fresh quorum contact: the fence deadline on the host's
-// CLOCK_MONOTONIC and the pids of its HA servers' QEMUs. Past the
+// CLOCK_BOOTTIME and the pids of its HA servers' QEMUs. Past the
 // deadline the guard SIGKILLs those pids, so the VMs stop on time whatever
 // became of the daemon.
 
 // Heartbeat is the file the daemon writes and the guard reads.
 type Heartbeat struct {
-	// Deadline is the fence deadline, in nanoseconds of CLOCK_MONOTONIC.
-	Deadline int64     `json:"deadline_mono_ns"`
-	VMs      []GuardVM `json:"vms"`
+	// DeadlineBoot is the fence deadline, in nanoseconds of
+	// CLOCK_BOOTTIME (BootNow).
+	DeadlineBoot int64 `json:"deadline_boot_ns,omitempty"`
+	// DeadlineMono is the same deadline on CLOCK_MONOTONIC, as of the
+	// write, for a guard of an older release that still runs (it outlives
+	// the daemon that is upgraded); such a file without DeadlineBoot was
+	// written by an older daemon.
+	DeadlineMono int64     `json:"deadline_mono_ns"`
+	VMs          []GuardVM `json:"vms"`
 }
 
-// WriteHeartbeat replaces the heartbeat file atomically.
+// Deadline is the fence deadline on CLOCK_BOOTTIME (0: none). A file of
+// an older daemon has only the CLOCK_MONOTONIC one: it is moved by the
+// time the host spent suspended until now.
+func (hb Heartbeat) Deadline() time.Duration {
+	if hb.DeadlineBoot != 0 || hb.DeadlineMono == 0 {
+		return time.Duration(hb.DeadlineBoot)
+	}
+	return time.Duration(hb.DeadlineMono) + suspended()
+}
+
+// suspended is how long the host has been suspended since it booted.
+func suspended() time.Duration {
+	mono := MonoNow()
+	boot := BootNow()
+	return max(0, boot-mono)
+}
+
+// WriteHeartbeat replaces the heartbeat file atomically; deadline is on
+// CLOCK_BOOTTIME.
 func WriteHeartbeat(path string, deadline time.Duration, vms []GuardVM) error {
-	b, err := json.Marshal(Heartbeat{Deadline: int64(deadline), VMs: vms})
+	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspended()), VMs: vms})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -66,8 +90,8 @@ func ReadHeartbeat(path string) (Heartbeat, error) {
 // GuardConfig configures Guard.
 type GuardConfig struct {
 	File string // the heartbeat file
-	// Mono is CLOCK_MONOTONIC (nil: MonoNow).
-	Mono func() time.Duration
+	// Clock is the fence's clock, CLOCK_BOOTTIME (nil: BootNow).
+	Clock func() time.Duration
 	// Kill kills a pid (nil: SIGKILL); Owns tells whether pid is still the
 	// QEMU of instance id (nil: its command line names the id), so a
 	// reused pid is never killed.
@@ -80,8 +104,8 @@ type GuardConfig struct {
 // Guard watches the heartbeat file until ctx ends and kills the VMs it
 // lists once its deadline passed. A missing file means nothing to guard.
 func Guard(ctx context.Context, cfg GuardConfig) {
-	if cfg.Mono == nil {
-		cfg.Mono = MonoNow
+	if cfg.Clock == nil {
+		cfg.Clock = BootNow
 	}
 	if cfg.Kill == nil {
 		cfg.Kill = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
@@ -123,7 +147,7 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) {
 		cfg.Logger.Warn("fence guard: unreadable heartbeat; keeping the last verdict", "file", cfg.File, "err", err)
 		return
 	}
-	if cfg.Mono() <= time.Duration(hb.Deadline) {
+	if cfg.Clock() <= hb.Deadline() {
 		clear(killed)
 		return
 	}

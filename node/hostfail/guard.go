@@ -18,7 +18,7 @@ import (
 )
 
 // RunDir holds the guards' heartbeat files: a tmpfs, reset at boot like
-// CLOCK_MONOTONIC, that a full data disk does not fill.
+// CLOCK_BOOTTIME, that a full data disk does not fill.
 const RunDir = "/run/peerstack"
 
 // HeartbeatPath is the heartbeat file of the daemon of dataDir: in
@@ -75,12 +75,12 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 		if hb, err := agent.ReadHeartbeat(path); err != nil {
 			log.Warn("fence: previous heartbeat unreadable; guarding no VM until the first sync", "err", err)
 		} else {
-			initial, guardDeadline = hb.VMs, time.Duration(hb.Deadline)
+			initial, guardDeadline = hb.VMs, hb.Deadline()
 		}
 	}
-	timeouts = NewFenceTimeouts(cfg.Setting, agent.MonoNow, guardDeadline)
+	timeouts = NewFenceTimeouts(cfg.Setting, agent.BootNow, guardDeadline)
 	fc := agent.FenceConfig{
-		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Mono: agent.MonoNow,
+		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Clock: agent.BootNow,
 		Timeout: timeouts.Timeout, Interval: cfg.Interval, Initial: initial, Logger: log.With("sub", "fence"),
 	}
 	if path != "" {

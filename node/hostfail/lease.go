@@ -49,8 +49,10 @@ type Lease struct {
 
 // FenceReport is what a lease renewal carries: the fence timeout this
 // host fences on from this renewal on (FenceTimeouts), and when it sent
-// the renewal on its CLOCK_MONOTONIC, which orders the renewals of one
-// host (a late one must not replace a newer report).
+// the renewal on its CLOCK_BOOTTIME, which orders the renewals of one
+// host (a late one must not replace a newer report). Older releases sent
+// CLOCK_MONOTONIC under the same name; it is never less, so the order
+// holds across an upgrade.
 type FenceReport struct {
 	Timeout time.Duration `json:"fence_timeout_ns,omitempty"`
 	Sent    time.Duration `json:"sent_mono_ns,omitempty"`
