@@ -36,9 +36,16 @@ type FenceConfig struct {
 	// suspended.
 	Clock func() time.Duration
 	// Heartbeat, when set, is called after each fresh contact with the
-	// fence deadline (on Clock) and the pids of the HA servers'
-	// VMs, for the guard that outlives the daemon (Guard).
-	Heartbeat func(deadline time.Duration, vms []GuardVM) error
+	// fence deadline (on Clock), the watchdog timeout it was counted with
+	// and the pids of the HA servers' VMs, for the guard that outlives
+	// the daemon (Guard).
+	Heartbeat func(deadline, watchdog time.Duration, vms []GuardVM) error
+	// Watchdog is the longest timeout the guard's watchdog device may be
+	// given (0: the guard has none). With one, the fence counts T_fence
+	// minus the watchdog's timeout (WatchdogPeriod), so a guard that dies
+	// has the host rebooted by T_fence after the renewal
+	// (fence_watchdog.go).
+	Watchdog time.Duration
 	// Initial are the HA VMs the previous run's heartbeat listed
 	// (ReadHeartbeat). Until the agent's first sync they are the VMs the
 	// fence and the guard kill, so a heartbeat written before that sync
@@ -120,7 +127,16 @@ func clockNow(id int32) time.Duration {
 func (f *Fence) CaughtUp() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.caughtUp && !f.fenced && f.cfg.Clock()-f.lastAck <= f.cfg.Timeout()
+	t, _ := f.timeout()
+	return f.caughtUp && !f.fenced && f.cfg.Clock()-f.lastAck <= t
+}
+
+// timeout is what the fence counts from a renewal: T_fence less the
+// watchdog's timeout w (0: none).
+func (f *Fence) timeout() (t, w time.Duration) {
+	t = f.cfg.Timeout()
+	w = WatchdogPeriod(t, f.cfg.Watchdog)
+	return t - w, w
 }
 
 // Fenced reports whether the fence has killed the HA VMs and contact is
@@ -139,7 +155,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	// stopped past it (SIGSTOP, a hang) fences even if the leader answers
 	// at once, and then has to catch up.
 	f.mu.Lock()
-	t := f.cfg.Timeout()
+	t, w := f.timeout()
 	expired := f.cfg.Clock()-f.lastAck > t
 	justFenced := expired && !f.fenced
 	var victims []GuardVM
@@ -180,7 +196,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		f.log.Debug("fence: still no quorum contact", "err", err)
 	}
 	if err == nil && f.cfg.Heartbeat != nil {
-		if err := f.cfg.Heartbeat(deadline, ha); err != nil {
+		if err := f.cfg.Heartbeat(deadline, w, ha); err != nil {
 			f.log.Warn("fence: write the guard's heartbeat", "err", err)
 		}
 	}

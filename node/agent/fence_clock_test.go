@@ -31,7 +31,7 @@ func TestHeartbeatDeadlineOnBootTime(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "hb.json")
 	deadline := BootNow() + 10*time.Second
 	before := suspended()
-	if err := WriteHeartbeat(file, deadline, []GuardVM{{ID: "a", PID: 11}}); err != nil {
+	if err := WriteHeartbeat(file, deadline, 0, []GuardVM{{ID: "a", PID: 11}}); err != nil {
 		t.Fatal(err)
 	}
 	after := suspended()

@@ -52,7 +52,7 @@ func newFenceRig() *fenceRig {
 		Applied: func() uint64 { return r.applied },
 		Timeout: func() time.Duration { return 10 * time.Second },
 		Clock:   r.clock.Now,
-		Heartbeat: func(deadline time.Duration, _ []GuardVM) error {
+		Heartbeat: func(deadline, _ time.Duration, _ []GuardVM) error {
 			r.beats = append(r.beats, deadline)
 			return nil
 		},
@@ -150,7 +150,7 @@ func TestGuardKillsOnlyPastDeadlineAndOwnedPids(t *testing.T) {
 		Owns: func(pid int, id string) bool { return pid != 13 }, Logger: slog.New(slog.DiscardHandler)}
 	marks := map[int]bool{}
 	guardOnce(cfg, marks) // no file: nothing
-	if err := WriteHeartbeat(file, time.Hour+10*time.Second, []GuardVM{{ID: "a", PID: 11}, {ID: "b", PID: 13}}); err != nil {
+	if err := WriteHeartbeat(file, time.Hour+10*time.Second, 0, []GuardVM{{ID: "a", PID: 11}, {ID: "b", PID: 13}}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Add(9 * time.Second)
@@ -185,7 +185,7 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		Applied: func() uint64 { return 1 },
 		Timeout: func() time.Duration { return 10 * time.Second },
 		Clock:   clock.Now,
-		Heartbeat: func(_ time.Duration, vms []GuardVM) error {
+		Heartbeat: func(_, _ time.Duration, vms []GuardVM) error {
 			beats = append(beats, vms)
 			return nil
 		},

@@ -34,6 +34,10 @@ type Heartbeat struct {
 	// written by an older daemon.
 	DeadlineMono int64     `json:"deadline_mono_ns"`
 	VMs          []GuardVM `json:"vms"`
+	// Watchdog is the watchdog timeout the deadline was counted with (the
+	// deadline is T_fence minus it after the renewal; 0: none), which the
+	// guard sets on its watchdog device (fence_watchdog.go).
+	Watchdog int64 `json:"watchdog_ns,omitempty"`
 }
 
 // Deadline is the fence deadline on CLOCK_BOOTTIME (0: none). A file of
@@ -54,9 +58,11 @@ func suspended() time.Duration {
 }
 
 // WriteHeartbeat replaces the heartbeat file atomically; deadline is on
-// CLOCK_BOOTTIME.
-func WriteHeartbeat(path string, deadline time.Duration, vms []GuardVM) error {
-	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspended()), VMs: vms})
+// CLOCK_BOOTTIME, watchdog is the watchdog timeout it was counted with
+// (0: none).
+func WriteHeartbeat(path string, deadline, watchdog time.Duration, vms []GuardVM) error {
+	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspended()),
+		Watchdog: int64(watchdog), VMs: vms})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -98,6 +104,9 @@ type GuardConfig struct {
 	Kill     func(pid int) error
 	Owns     func(pid int, id string) bool
 	Interval time.Duration // default 100 ms
+	// Watchdog, when set, is the device the guard pets while the lease is
+	// valid (fence_watchdog.go); it is disarmed when ctx ends.
+	Watchdog Watchdog
 	Logger   *slog.Logger
 }
 
@@ -122,22 +131,34 @@ func Guard(ctx context.Context, cfg GuardConfig) {
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	killed := map[int]bool{}
+	wd := &watchdogTender{dev: cfg.Watchdog, log: cfg.Logger, pet: true}
 	for {
-		guardOnce(cfg, killed)
+		v := guardOnce(cfg, killed)
+		wd.tend(v)
 		select {
 		case <-ctx.Done():
+			wd.disarm()
 			return
 		case <-t.C:
 		}
 	}
 }
 
+// guardVerdict is what one check of the heartbeat concluded.
+type guardVerdict struct {
+	read bool // the heartbeat was readable, or absent (else keep the last verdict)
+	// safe: the lease is valid, or nothing the heartbeat lists is alive:
+	// the watchdog may be petted.
+	safe     bool
+	watchdog time.Duration // the heartbeat's watchdog timeout (0: none)
+}
+
 // guardOnce is one check of the heartbeat; killed remembers the pids
 // already killed for this deadline.
-func guardOnce(cfg GuardConfig, killed map[int]bool) {
+func guardOnce(cfg GuardConfig, killed map[int]bool) guardVerdict {
 	b, err := os.ReadFile(cfg.File)
 	if errors.Is(err, fs.ErrNotExist) {
-		return
+		return guardVerdict{read: true, safe: true}
 	}
 	var hb Heartbeat
 	if err == nil {
@@ -145,14 +166,21 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) {
 	}
 	if err != nil {
 		cfg.Logger.Warn("fence guard: unreadable heartbeat; keeping the last verdict", "file", cfg.File, "err", err)
-		return
+		return guardVerdict{}
 	}
+	v := guardVerdict{read: true, safe: true, watchdog: time.Duration(hb.Watchdog)}
 	if cfg.Clock() <= hb.Deadline() {
 		clear(killed)
-		return
+		return v
 	}
 	for _, vm := range hb.VMs {
-		if vm.PID <= 0 || killed[vm.PID] || !cfg.Owns(vm.PID, vm.ID) {
+		if vm.PID <= 0 || !cfg.Owns(vm.PID, vm.ID) {
+			continue
+		}
+		// Still alive: killed a moment ago and not gone yet, or the kill
+		// failed (a QEMU stuck in the kernel on a hung NFS server).
+		v.safe = false
+		if killed[vm.PID] {
 			continue
 		}
 		killed[vm.PID] = true
@@ -163,6 +191,7 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) {
 		cfg.Logger.Error("fence guard: the daemon has had no quorum contact past T_fence; killed the VM of an HA server",
 			"instance", vm.ID, "pid", vm.PID)
 	}
+	return v
 }
 
 // procOwns tells whether process pid's command line names instance id.
