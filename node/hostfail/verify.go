@@ -28,11 +28,16 @@ import (
 //
 // Hundreds of hosts renew every second, so concurrent renewals share
 // rounds: a renewal joins the next round that has not started yet, never
-// one already under way (that one may have begun before it arrived).
+// one already under way (that one may have begun before it arrived); and
+// rounds start at most every minRoundGap, so a steady stream of renewals
+// costs at most 1/minRoundGap rounds a second, not one per round trip.
 
 // verifyRoundTimeout bounds one round of heartbeats: a leader without a
 // quorum steps down within its Raft lease, which ends a round sooner.
 const verifyRoundTimeout = 10 * time.Second
+
+// minRoundGap is the least time between the starts of two rounds.
+const minRoundGap = 10 * time.Millisecond
 
 // leaderCheck coalesces leadership confirmations; its zero value is ready.
 type leaderCheck struct {
@@ -71,15 +76,22 @@ func (c *leaderCheck) confirm(ctx context.Context, verify func(context.Context) 
 // run runs round r, then the round callers joined meanwhile, if any.
 func (c *leaderCheck) run(r *verifyRound, verify func(context.Context) error) {
 	for r != nil {
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), verifyRoundTimeout)
 		r.err = verify(ctx)
 		cancel()
 		close(r.done)
 		c.mu.Lock()
-		r, c.next = c.next, nil
-		if r == nil {
+		if c.next == nil {
 			c.running = false
+			c.mu.Unlock()
+			return
 		}
+		c.mu.Unlock()
+		// Callers keep joining the next round until it starts.
+		time.Sleep(time.Until(start.Add(minRoundGap)))
+		c.mu.Lock()
+		r, c.next = c.next, nil
 		c.mu.Unlock()
 	}
 }
