@@ -49,6 +49,7 @@ type agentFlags struct {
 	logLevel string
 	fast     bool
 	proxies  string
+	watchdog watchdogFlags // main_fence.go
 }
 
 func addAgentFlags(c *cobra.Command, f *agentFlags) {
@@ -77,6 +78,7 @@ func addAgentFlags(c *cobra.Command, f *agentFlags) {
 	fl.DurationVar(&f.cfg.MaxClockSkew, "max-clock-skew", node.DefaultMaxClockSkew, "refuse joining hosts, and warn about members, whose clocks are further off than this")
 	fl.DurationVar(&f.cfg.ClockOffset, "clock-offset", 0, "testing aid: shift this daemon's wall clock by this much (fault injection)")
 	_ = fl.MarkHidden("clock-offset")
+	f.watchdog.add(fl)
 }
 
 // parseProxies parses --trusted-proxies: comma-separated addresses and
@@ -131,7 +133,9 @@ func runAgent(f *agentFlags, out io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	f.cfg.Agent.GuardCommand = guardCommand()
+	if f.cfg.Agent.GuardCommand, f.cfg.Agent.Watchdog, err = f.watchdog.guard(guardCommand()); err != nil {
+		return err
+	}
 	n, err := node.Start(ctx, f.cfg)
 	if err != nil {
 		return err

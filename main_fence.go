@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/peerstack/peerstack/node"
 )
@@ -16,7 +19,7 @@ import (
 // kills the HA servers' QEMUs once the daemon stops renewing the heartbeat
 // file past T_fence (docs/ha.md). It is not meant to be run by hand.
 func fenceGuardCmd() *cobra.Command {
-	var heartbeat, lock, dataDir, logLevel string
+	var heartbeat, lock, dataDir, watchdog, logLevel string
 	c := &cobra.Command{
 		Use:    "fence-guard",
 		Short:  "Kill this host's HA VMs when its daemon loses quorum contact (started by the daemon)",
@@ -30,16 +33,52 @@ func fenceGuardCmd() *cobra.Command {
 			// SIGTERM and SIGINT are ignored: the guard must outlive a
 			// daemon stop; only SIGKILL ends it.
 			signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, log.With("sub", "fence-guard", "pid", os.Getpid()))
+			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, watchdog, log.With("sub", "fence-guard", "pid", os.Getpid()))
 		},
 	}
 	c.Flags().StringVar(&heartbeat, "heartbeat", "", "the heartbeat file the daemon writes")
 	c.Flags().StringVar(&lock, "lock", "", "the lock file that keeps one guard per host")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "the daemon's data dir: the guard exits once its identity is gone or has left")
+	c.Flags().StringVar(&watchdog, "watchdog", "", "the watchdog device to pet while the lease is valid (the daemon's --watchdog)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = c.MarkFlagRequired("heartbeat")
 	_ = c.MarkFlagRequired("lock")
 	return c
+}
+
+// watchdogFlags are the daemon's watchdog options (docs/ha.md): the fence
+// guard pets the device while the lease is valid, so a host whose daemon
+// and guard are both dead reboots.
+type watchdogFlags struct {
+	device  string
+	timeout time.Duration
+}
+
+func (w *watchdogFlags) add(fl *pflag.FlagSet) {
+	fl.StringVar(&w.device, "watchdog", "", "a Linux watchdog device (e.g. /dev/watchdog) the fence guard pets while this host's lease is valid; the host reboots if the daemon and the guard both die (default: none)")
+	fl.DurationVar(&w.timeout, "watchdog-timeout", 10*time.Second, "longest timeout given to the --watchdog device; the fence uses at most half of T_fence, in whole seconds")
+}
+
+// guard returns the guard command with the watchdog named, and the
+// watchdog timeout the fence may use (0: none). The device must exist.
+func (w *watchdogFlags) guard(command []string) ([]string, time.Duration, error) {
+	if w.device == "" {
+		return command, 0, nil
+	}
+	if w.timeout < time.Second {
+		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least 1s", w.timeout)
+	}
+	st, err := os.Stat(w.device)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--watchdog: %w", err)
+	}
+	if st.Mode()&os.ModeCharDevice == 0 {
+		return nil, 0, fmt.Errorf("--watchdog %s: not a character device", w.device)
+	}
+	if command == nil {
+		return nil, 0, nil // no guard, no watchdog
+	}
+	return append(command, "--watchdog", w.device), w.timeout, nil
 }
 
 // guardCommand is how the daemon starts its fence guard: this binary.

@@ -308,6 +308,19 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return n.await(n.raft.Barrier(timeoutOf(ctx, 10*time.Second)))
 }
 
+// VerifyLeader confirms with a round of heartbeats that a quorum still
+// follows this node's term (leader only); it gives up when ctx ends.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- n.await(n.raft.VerifyLeader()) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Status is a summary of this node's Raft state.
 type Status struct {
 	State        string

@@ -56,6 +56,9 @@ type AgentOptions struct {
 	// FenceInterval is the period of lease renewals (default 1 s).
 	GuardCommand  []string
 	FenceInterval time.Duration
+	// Watchdog is the longest timeout the guard's watchdog device may be
+	// given (0: none); the guard command names the device.
+	Watchdog time.Duration
 
 	// Images makes image files available; nil: the image service
 	// (Node.EnsureImage).

@@ -22,14 +22,14 @@ func guardRig(t *testing.T) (dataDir, heartbeat string, done <-chan error) {
 		t.Fatal(err)
 	}
 	heartbeat = hostfail.HeartbeatPath(t.TempDir(), dataDir)
-	if err := agent.WriteHeartbeat(heartbeat, agent.MonoNow()+time.Hour, nil); err != nil {
+	if err := agent.WriteHeartbeat(heartbeat, agent.BootNow()+time.Hour, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ch, exited := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(exited)
-		ch <- RunGuard(ctx, heartbeat, heartbeat+".lock", dataDir, slog.New(slog.DiscardHandler))
+		ch <- RunGuard(ctx, heartbeat, heartbeat+".lock", dataDir, "", slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { cancel(); <-exited })
 	waitFor(t, "the guard's pidfile", func() bool {

@@ -57,7 +57,7 @@ func (n *Node) newFence(ctx context.Context, log *slog.Logger, opts AgentOptions
 			}
 			return statedb.DefaultFenceTimeout
 		},
-		Interval: opts.FenceInterval, GuardCommand: opts.GuardCommand, DataDir: n.cfg.DataDir, Logger: log,
+		Interval: opts.FenceInterval, GuardCommand: opts.GuardCommand, Watchdog: opts.Watchdog, DataDir: n.cfg.DataDir, Logger: log,
 	})
 	n.mu.Lock()
 	n.fenceTimeouts = timeouts
@@ -82,10 +82,11 @@ func (n *Node) FenceTimeout() time.Duration {
 }
 
 // RunGuard is `peerstack fence-guard`: it guards the heartbeat file (see
-// hostfail.RunGuard) until ctx ends, or until the host of dataDir (when
-// set) has no identity any more or has left the cluster.
-func RunGuard(ctx context.Context, heartbeat, lock, dataDir string, log *slog.Logger) error {
-	cfg := hostfail.GuardConfig{Heartbeat: heartbeat, Lock: lock, Logger: log}
+// hostfail.RunGuard), petting the watchdog device (when set), until ctx
+// ends, or until the host of dataDir (when set) has no identity any more
+// or has left the cluster.
+func RunGuard(ctx context.Context, heartbeat, lock, dataDir, watchdog string, log *slog.Logger) error {
+	cfg := hostfail.GuardConfig{Heartbeat: heartbeat, Lock: lock, Watchdog: watchdog, Logger: log}
 	if dataDir != "" {
 		cfg.HostGone = func() string {
 			id, err := loadIdentity(dataDir)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -30,13 +31,21 @@ type FenceConfig struct {
 	Applied func() uint64
 	// Timeout is T_fence, read on each check (a cluster setting).
 	Timeout func() time.Duration
-	// Mono reads a monotonic clock that the guard process shares (the
-	// host's CLOCK_MONOTONIC); default MonoNow.
-	Mono func() time.Duration
+	// Clock reads the clock the guard process shares: the host's
+	// CLOCK_BOOTTIME (default BootNow), which runs on while the host is
+	// suspended.
+	Clock func() time.Duration
 	// Heartbeat, when set, is called after each fresh contact with the
-	// fence deadline (on Mono's clock) and the pids of the HA servers'
-	// VMs, for the guard that outlives the daemon (Guard).
-	Heartbeat func(deadline time.Duration, vms []GuardVM) error
+	// fence deadline (on Clock), the watchdog timeout it was counted with
+	// and the pids of the HA servers' VMs, for the guard that outlives
+	// the daemon (Guard).
+	Heartbeat func(deadline, watchdog time.Duration, vms []GuardVM) error
+	// Watchdog is the longest timeout the guard's watchdog device may be
+	// given (0: the guard has none). With one, the fence counts T_fence
+	// minus the watchdog's timeout (WatchdogPeriod), so a guard that dies
+	// has the host rebooted by T_fence after the renewal
+	// (fence_watchdog.go).
+	Watchdog time.Duration
 	// Initial are the HA VMs the previous run's heartbeat listed
 	// (ReadHeartbeat). Until the agent's first sync they are the VMs the
 	// fence and the guard kill, so a heartbeat written before that sync
@@ -55,7 +64,7 @@ type Fence struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	lastAck  time.Duration   // Mono time of the send of the last acknowledged renewal
+	lastAck  time.Duration   // Clock time of the send of the last acknowledged renewal
 	haveAck  bool            // an ack arrived since the start or the last fence
 	want     uint64          // the leader's commit index at that ack
 	caughtUp bool            // contact since start/fence, and the state applied up to want
@@ -74,8 +83,8 @@ type GuardVM struct {
 
 // NewFence returns a Fence; the agent runs it (Config.Fence).
 func NewFence(cfg FenceConfig) *Fence {
-	if cfg.Mono == nil {
-		cfg.Mono = MonoNow
+	if cfg.Clock == nil {
+		cfg.Clock = BootNow
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -86,17 +95,27 @@ func NewFence(cfg FenceConfig) *Fence {
 	f := &Fence{cfg: cfg, log: cfg.Logger, killed: map[string]bool{}, ha: cfg.Initial}
 	// A restarted daemon counts from its start: a restart within T_fence
 	// keeps the VMs (the guard holds the deadline of the previous run).
-	f.started = cfg.Mono()
+	f.started = cfg.Clock()
 	f.lastAck = f.started
 	return f
 }
 
-// MonoNow reads CLOCK_MONOTONIC: the same clock in the daemon and in the
-// guard, and it runs on while a process is stopped.
-func MonoNow() time.Duration {
+// BootNow reads CLOCK_BOOTTIME, the fence's clock: the same clock in the
+// daemon and in the guard; it runs on while a process is stopped and
+// while the host is suspended (CLOCK_MONOTONIC, Go's own clock, stops
+// then, so a host resuming from suspend would believe a lease valid that
+// the leader has long given up on). It does not run while a hypervisor
+// pauses the whole machine (docs/ha.md).
+func BootNow() time.Duration { return clockNow(unix.CLOCK_BOOTTIME) }
+
+// MonoNow reads CLOCK_MONOTONIC: only to read and write the deadline a
+// guard of an older release counts on (Heartbeat).
+func MonoNow() time.Duration { return clockNow(unix.CLOCK_MONOTONIC) }
+
+func clockNow(id int32) time.Duration {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic("agent: CLOCK_MONOTONIC: " + err.Error()) // cannot fail on Linux
+	if err := unix.ClockGettime(id, &ts); err != nil {
+		panic(fmt.Sprintf("agent: clock %d: %v", id, err)) // cannot fail on Linux 2.6.39 or newer
 	}
 	return time.Duration(ts.Nano())
 }
@@ -108,7 +127,16 @@ func MonoNow() time.Duration {
 func (f *Fence) CaughtUp() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.caughtUp && !f.fenced && f.cfg.Mono()-f.lastAck <= f.cfg.Timeout()
+	t, _ := f.timeout()
+	return f.caughtUp && !f.fenced && f.cfg.Clock()-f.lastAck <= t
+}
+
+// timeout is what the fence counts from a renewal: T_fence less the
+// watchdog's timeout w (0: none).
+func (f *Fence) timeout() (t, w time.Duration) {
+	t = f.cfg.Timeout()
+	w = WatchdogPeriod(t, f.cfg.Watchdog)
+	return t - w, w
 }
 
 // Fenced reports whether the fence has killed the HA VMs and contact is
@@ -127,8 +155,8 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	// stopped past it (SIGSTOP, a hang) fences even if the leader answers
 	// at once, and then has to catch up.
 	f.mu.Lock()
-	t := f.cfg.Timeout()
-	expired := f.cfg.Mono()-f.lastAck > t
+	t, w := f.timeout()
+	expired := f.cfg.Clock()-f.lastAck > t
 	justFenced := expired && !f.fenced
 	var victims []GuardVM
 	if expired {
@@ -147,7 +175,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		kill(ctx, victims)
 	}
 
-	sent := f.cfg.Mono()
+	sent := f.cfg.Clock()
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
 	commit, err := f.cfg.Renew(rctx)
 	cancel()
@@ -168,7 +196,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		f.log.Debug("fence: still no quorum contact", "err", err)
 	}
 	if err == nil && f.cfg.Heartbeat != nil {
-		if err := f.cfg.Heartbeat(deadline, ha); err != nil {
+		if err := f.cfg.Heartbeat(deadline, w, ha); err != nil {
 			f.log.Warn("fence: write the guard's heartbeat", "err", err)
 		}
 	}

@@ -51,8 +51,8 @@ func newFenceRig() *fenceRig {
 		},
 		Applied: func() uint64 { return r.applied },
 		Timeout: func() time.Duration { return 10 * time.Second },
-		Mono:    r.clock.Now,
-		Heartbeat: func(deadline time.Duration, _ []GuardVM) error {
+		Clock:   r.clock.Now,
+		Heartbeat: func(deadline, _ time.Duration, _ []GuardVM) error {
 			r.beats = append(r.beats, deadline)
 			return nil
 		},
@@ -146,11 +146,11 @@ func TestGuardKillsOnlyPastDeadlineAndOwnedPids(t *testing.T) {
 	file := filepath.Join(dir, "hb.json")
 	clock := &fenceClock{now: time.Hour}
 	var killed []int
-	cfg := GuardConfig{File: file, Mono: clock.Now, Kill: func(pid int) error { killed = append(killed, pid); return nil },
+	cfg := GuardConfig{File: file, Clock: clock.Now, Kill: func(pid int) error { killed = append(killed, pid); return nil },
 		Owns: func(pid int, id string) bool { return pid != 13 }, Logger: slog.New(slog.DiscardHandler)}
 	marks := map[int]bool{}
 	guardOnce(cfg, marks) // no file: nothing
-	if err := WriteHeartbeat(file, time.Hour+10*time.Second, []GuardVM{{ID: "a", PID: 11}, {ID: "b", PID: 13}}); err != nil {
+	if err := WriteHeartbeat(file, time.Hour+10*time.Second, 0, []GuardVM{{ID: "a", PID: 11}, {ID: "b", PID: 13}}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Add(9 * time.Second)
@@ -184,8 +184,8 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		Renew:   func(context.Context) (uint64, error) { return 1, nil },
 		Applied: func() uint64 { return 1 },
 		Timeout: func() time.Duration { return 10 * time.Second },
-		Mono:    clock.Now,
-		Heartbeat: func(_ time.Duration, vms []GuardVM) error {
+		Clock:   clock.Now,
+		Heartbeat: func(_, _ time.Duration, vms []GuardVM) error {
 			beats = append(beats, vms)
 			return nil
 		},

@@ -19,20 +19,50 @@ import (
 // fence-guard`, in its own session) that holds the fence when the daemon
 // cannot: SIGKILLed, hung or SIGSTOPped. The daemon writes a heartbeat
 // file after each fresh quorum contact: the fence deadline on the host's
-// CLOCK_MONOTONIC and the pids of its HA servers' QEMUs. Past the
+// CLOCK_BOOTTIME and the pids of its HA servers' QEMUs. Past the
 // deadline the guard SIGKILLs those pids, so the VMs stop on time whatever
 // became of the daemon.
 
 // Heartbeat is the file the daemon writes and the guard reads.
 type Heartbeat struct {
-	// Deadline is the fence deadline, in nanoseconds of CLOCK_MONOTONIC.
-	Deadline int64     `json:"deadline_mono_ns"`
-	VMs      []GuardVM `json:"vms"`
+	// DeadlineBoot is the fence deadline, in nanoseconds of
+	// CLOCK_BOOTTIME (BootNow).
+	DeadlineBoot int64 `json:"deadline_boot_ns,omitempty"`
+	// DeadlineMono is the same deadline on CLOCK_MONOTONIC, as of the
+	// write, for a guard of an older release that still runs (it outlives
+	// the daemon that is upgraded); such a file without DeadlineBoot was
+	// written by an older daemon.
+	DeadlineMono int64     `json:"deadline_mono_ns"`
+	VMs          []GuardVM `json:"vms"`
+	// Watchdog is the watchdog timeout the deadline was counted with (the
+	// deadline is T_fence minus it after the renewal; 0: none), which the
+	// guard sets on its watchdog device (fence_watchdog.go).
+	Watchdog int64 `json:"watchdog_ns,omitempty"`
 }
 
-// WriteHeartbeat replaces the heartbeat file atomically.
-func WriteHeartbeat(path string, deadline time.Duration, vms []GuardVM) error {
-	b, err := json.Marshal(Heartbeat{Deadline: int64(deadline), VMs: vms})
+// Deadline is the fence deadline on CLOCK_BOOTTIME (0: none). A file of
+// an older daemon has only the CLOCK_MONOTONIC one: it is moved by the
+// time the host spent suspended until now.
+func (hb Heartbeat) Deadline() time.Duration {
+	if hb.DeadlineBoot != 0 || hb.DeadlineMono == 0 {
+		return time.Duration(hb.DeadlineBoot)
+	}
+	return time.Duration(hb.DeadlineMono) + suspended()
+}
+
+// suspended is how long the host has been suspended since it booted.
+func suspended() time.Duration {
+	mono := MonoNow()
+	boot := BootNow()
+	return max(0, boot-mono)
+}
+
+// WriteHeartbeat replaces the heartbeat file atomically; deadline is on
+// CLOCK_BOOTTIME, watchdog is the watchdog timeout it was counted with
+// (0: none).
+func WriteHeartbeat(path string, deadline, watchdog time.Duration, vms []GuardVM) error {
+	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspended()),
+		Watchdog: int64(watchdog), VMs: vms})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -66,22 +96,25 @@ func ReadHeartbeat(path string) (Heartbeat, error) {
 // GuardConfig configures Guard.
 type GuardConfig struct {
 	File string // the heartbeat file
-	// Mono is CLOCK_MONOTONIC (nil: MonoNow).
-	Mono func() time.Duration
+	// Clock is the fence's clock, CLOCK_BOOTTIME (nil: BootNow).
+	Clock func() time.Duration
 	// Kill kills a pid (nil: SIGKILL); Owns tells whether pid is still the
 	// QEMU of instance id (nil: its command line names the id), so a
 	// reused pid is never killed.
 	Kill     func(pid int) error
 	Owns     func(pid int, id string) bool
 	Interval time.Duration // default 100 ms
+	// Watchdog, when set, is the device the guard pets while the lease is
+	// valid (fence_watchdog.go); it is disarmed when ctx ends.
+	Watchdog Watchdog
 	Logger   *slog.Logger
 }
 
 // Guard watches the heartbeat file until ctx ends and kills the VMs it
 // lists once its deadline passed. A missing file means nothing to guard.
 func Guard(ctx context.Context, cfg GuardConfig) {
-	if cfg.Mono == nil {
-		cfg.Mono = MonoNow
+	if cfg.Clock == nil {
+		cfg.Clock = BootNow
 	}
 	if cfg.Kill == nil {
 		cfg.Kill = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
@@ -98,22 +131,34 @@ func Guard(ctx context.Context, cfg GuardConfig) {
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	killed := map[int]bool{}
+	wd := &watchdogTender{dev: cfg.Watchdog, log: cfg.Logger, pet: true}
 	for {
-		guardOnce(cfg, killed)
+		v := guardOnce(cfg, killed)
+		wd.tend(v)
 		select {
 		case <-ctx.Done():
+			wd.disarm()
 			return
 		case <-t.C:
 		}
 	}
 }
 
+// guardVerdict is what one check of the heartbeat concluded.
+type guardVerdict struct {
+	read bool // the heartbeat was readable, or absent (else keep the last verdict)
+	// safe: the lease is valid, or nothing the heartbeat lists is alive:
+	// the watchdog may be petted.
+	safe     bool
+	watchdog time.Duration // the heartbeat's watchdog timeout (0: none)
+}
+
 // guardOnce is one check of the heartbeat; killed remembers the pids
 // already killed for this deadline.
-func guardOnce(cfg GuardConfig, killed map[int]bool) {
+func guardOnce(cfg GuardConfig, killed map[int]bool) guardVerdict {
 	b, err := os.ReadFile(cfg.File)
 	if errors.Is(err, fs.ErrNotExist) {
-		return
+		return guardVerdict{read: true, safe: true}
 	}
 	var hb Heartbeat
 	if err == nil {
@@ -121,14 +166,21 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) {
 	}
 	if err != nil {
 		cfg.Logger.Warn("fence guard: unreadable heartbeat; keeping the last verdict", "file", cfg.File, "err", err)
-		return
+		return guardVerdict{}
 	}
-	if cfg.Mono() <= time.Duration(hb.Deadline) {
+	v := guardVerdict{read: true, safe: true, watchdog: time.Duration(hb.Watchdog)}
+	if cfg.Clock() <= hb.Deadline() {
 		clear(killed)
-		return
+		return v
 	}
 	for _, vm := range hb.VMs {
-		if vm.PID <= 0 || killed[vm.PID] || !cfg.Owns(vm.PID, vm.ID) {
+		if vm.PID <= 0 || !cfg.Owns(vm.PID, vm.ID) {
+			continue
+		}
+		// Still alive: killed a moment ago and not gone yet, or the kill
+		// failed (a QEMU stuck in the kernel on a hung NFS server).
+		v.safe = false
+		if killed[vm.PID] {
 			continue
 		}
 		killed[vm.PID] = true
@@ -139,6 +191,7 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) {
 		cfg.Logger.Error("fence guard: the daemon has had no quorum contact past T_fence; killed the VM of an HA server",
 			"instance", vm.ID, "pid", vm.PID)
 	}
+	return v
 }
 
 // procOwns tells whether process pid's command line names instance id.

@@ -65,9 +65,19 @@ func TestDrainRunsInBackgroundAndEnds(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
 
+	// The first proposal waits until Start has answered: a drain that
+	// fails at once may otherwise have failed before Start reads it.
+	gate := make(chan struct{})
+	r.mu.Lock()
+	r.hang = gate
+	r.mu.Unlock()
 	if st, err := d.Start(context.Background()); err != nil || st.Status != DrainDraining {
 		t.Fatalf("Start = %+v, %v; want draining", st, err)
 	}
+	r.mu.Lock()
+	r.hang = nil
+	r.mu.Unlock()
+	close(gate)
 	st := waitDrain(t, d, DrainFailed)
 	if !strings.Contains(st.Message, "no quorum") || st.FinishedAt.IsZero() {
 		t.Fatalf("failed drain = %+v; want the reason and an end time", st)

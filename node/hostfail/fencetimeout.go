@@ -21,7 +21,7 @@ import (
 // is past every deadline here.
 type FenceTimeouts struct {
 	setting func() time.Duration // T_fence in the state
-	mono    func() time.Duration // the guard's clock
+	clock   func() time.Duration // the guard's clock (CLOCK_BOOTTIME)
 
 	mu      sync.Mutex
 	adopted time.Duration // what the fence counts (Timeout)
@@ -30,8 +30,8 @@ type FenceTimeouts struct {
 
 // NewFenceTimeouts starts from the setting as the state has it now and
 // the deadline the guard holds (0: none).
-func NewFenceTimeouts(setting, mono func() time.Duration, guardDeadline time.Duration) *FenceTimeouts {
-	return &FenceTimeouts{setting: setting, mono: mono, adopted: setting(), guard: guardDeadline}
+func NewFenceTimeouts(setting, clock func() time.Duration, guardDeadline time.Duration) *FenceTimeouts {
+	return &FenceTimeouts{setting: setting, clock: clock, adopted: setting(), guard: guardDeadline}
 }
 
 // Timeout is the T_fence the fence counts: the setting as of the last
@@ -62,7 +62,7 @@ func (t *FenceTimeouts) Renew(renew func(context.Context, FenceReport) (uint64, 
 // once it is acknowledged.
 func (t *FenceTimeouts) report() (FenceReport, time.Duration) {
 	next := t.setting()
-	now := t.mono()
+	now := t.clock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return FenceReport{Timeout: max(next, t.adopted, t.guard-now), Sent: now}, next

@@ -18,7 +18,7 @@ import (
 )
 
 // RunDir holds the guards' heartbeat files: a tmpfs, reset at boot like
-// CLOCK_MONOTONIC, that a full data disk does not fill.
+// CLOCK_BOOTTIME, that a full data disk does not fill.
 const RunDir = "/run/peerstack"
 
 // HeartbeatPath is the heartbeat file of the daemon of dataDir: in
@@ -55,8 +55,11 @@ type FenceConfig struct {
 	// GuardCommand, when set, is the guard process to keep running (with
 	// its arguments); the fence then writes its heartbeat file.
 	GuardCommand []string
-	DataDir      string
-	Logger       *slog.Logger
+	// Watchdog is the longest timeout the guard's watchdog device may be
+	// given (0: no watchdog; agent.FenceConfig.Watchdog).
+	Watchdog time.Duration
+	DataDir  string
+	Logger   *slog.Logger
 }
 
 // NewFence makes the agent's fence and the fence timeouts it counts
@@ -75,17 +78,18 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 		if hb, err := agent.ReadHeartbeat(path); err != nil {
 			log.Warn("fence: previous heartbeat unreadable; guarding no VM until the first sync", "err", err)
 		} else {
-			initial, guardDeadline = hb.VMs, time.Duration(hb.Deadline)
+			initial, guardDeadline = hb.VMs, hb.Deadline()
 		}
 	}
-	timeouts = NewFenceTimeouts(cfg.Setting, agent.MonoNow, guardDeadline)
+	timeouts = NewFenceTimeouts(cfg.Setting, agent.BootNow, guardDeadline)
 	fc := agent.FenceConfig{
-		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Mono: agent.MonoNow,
+		Renew: timeouts.Renew(cfg.Renew), Applied: cfg.Applied, Clock: agent.BootNow,
 		Timeout: timeouts.Timeout, Interval: cfg.Interval, Initial: initial, Logger: log.With("sub", "fence"),
 	}
 	if path != "" {
-		fc.Heartbeat = func(deadline time.Duration, vms []agent.GuardVM) error {
-			if err := agent.WriteHeartbeat(path, deadline, vms); err != nil {
+		fc.Watchdog = cfg.Watchdog
+		fc.Heartbeat = func(deadline, watchdog time.Duration, vms []agent.GuardVM) error {
+			if err := agent.WriteHeartbeat(path, deadline, watchdog, vms); err != nil {
 				return err
 			}
 			timeouts.Wrote(deadline)
@@ -153,6 +157,9 @@ type GuardConfig struct {
 	// identity was removed or it left the cluster. Without it the guard
 	// exits when the heartbeat's directory disappears.
 	HostGone func() string
+	// Watchdog is the watchdog device to pet while the lease is valid
+	// ("": none; agent/fence_watchdog.go).
+	Watchdog string
 	Logger   *slog.Logger
 }
 
@@ -189,7 +196,19 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 			}
 		}
 	}()
-	agent.Guard(ctx, agent.GuardConfig{File: heartbeat, Logger: log})
+	gc := agent.GuardConfig{File: heartbeat, Logger: log}
+	if cfg.Watchdog != "" {
+		// A device that cannot be opened leaves the guard running without
+		// it: a guard that exited would be started again and again, and
+		// guard nothing.
+		if wd, err := agent.OpenWatchdog(cfg.Watchdog); err != nil {
+			log.Error("fence guard: running WITHOUT the watchdog", "err", err)
+		} else {
+			gc.Watchdog = wd
+			log.Info("fence guard: watchdog armed", "device", cfg.Watchdog)
+		}
+	}
+	agent.Guard(ctx, gc)
 	return nil
 }
 

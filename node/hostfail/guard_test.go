@@ -1,9 +1,13 @@
 package hostfail
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestHeartbeatPathInRunDirOrDataDir(t *testing.T) {
@@ -22,5 +26,50 @@ func TestHeartbeatPathInRunDirOrDataDir(t *testing.T) {
 	}
 	if p := HeartbeatPath(filepath.Join(file, "run"), d1); filepath.Dir(p) != d1 {
 		t.Fatalf("heartbeat with no writable run dir = %s; want it in %s", p, d1)
+	}
+}
+
+// The guard process pets the --watchdog device and disarms it when it
+// exits cleanly; a device it cannot open leaves it guarding without one.
+// A regular file stands in for the device (this machine has none).
+func TestRunGuardPetsAndDisarmsWatchdog(t *testing.T) {
+	dir := t.TempDir()
+	dev := filepath.Join(dir, "watchdog")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hb := filepath.Join(dir, "hb.json")
+	run := func(watchdog string, until func() bool) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- RunGuard(ctx, GuardConfig{Heartbeat: hb, Lock: hb + ".lock", Watchdog: watchdog,
+				HostGone: func() string { return "" }, Logger: slog.New(slog.DiscardHandler)})
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for !until() {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("guard with watchdog %q: condition not met within 10 s", watchdog)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() string {
+		b, _ := os.ReadFile(dev)
+		return string(b)
+	}
+	run(dev, func() bool { return strings.Count(read(), ".") >= 2 })
+	if got := read(); !strings.HasSuffix(got, "V") || strings.Count(got, "V") != 1 {
+		t.Fatalf("device got %q; want pets, then one magic 'V'", got)
+	}
+	_, pidErr := os.Stat(hb + ".pid")
+	run(filepath.Join(dir, "missing"), func() bool { _, err := os.Stat(hb + ".pid"); return err == nil })
+	if pidErr == nil {
+		t.Fatal("the first guard left its pid file")
 	}
 }

@@ -17,11 +17,13 @@ import (
 type RaftStatus interface {
 	Leader() (id, addr string)
 	IsLeader() bool
+	// VerifyLeader confirms with a quorum that this node still leads.
+	VerifyLeader(ctx context.Context) error
 	Status() consensus.Status
 }
 
 // Lease renews this host's lease with the leader, and, on the leader,
-// answers the other hosts' renewals.
+// answers the other hosts' renewals. Use it by pointer.
 type Lease struct {
 	SelfID   string
 	SelfName string
@@ -41,12 +43,16 @@ type Lease struct {
 	AddrOf func(id string) string
 	// Client is the mTLS client for host-to-host calls.
 	Client *http.Client
+
+	check leaderCheck // coalesces the leadership confirmations (verify.go)
 }
 
 // FenceReport is what a lease renewal carries: the fence timeout this
 // host fences on from this renewal on (FenceTimeouts), and when it sent
-// the renewal on its CLOCK_MONOTONIC, which orders the renewals of one
-// host (a late one must not replace a newer report).
+// the renewal on its CLOCK_BOOTTIME, which orders the renewals of one
+// host (a late one must not replace a newer report). Older releases sent
+// CLOCK_MONOTONIC under the same name; it is never less, so the order
+// holds across an upgrade.
 type FenceReport struct {
 	Timeout time.Duration `json:"fence_timeout_ns,omitempty"`
 	Sent    time.Duration `json:"sent_mono_ns,omitempty"`
@@ -85,6 +91,10 @@ func (l *Lease) serve(c *rest.Ctx) (any, error) {
 		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
 			Msg: fmt.Sprintf("the fence timeout %s host %s reported is not covered yet: %v", req.Timeout, host, err)}
 	}
+	if err := l.check.confirm(c.Context(), l.Raft.VerifyLeader); err != nil {
+		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
+			Msg: fmt.Sprintf("host %s could not confirm with a quorum that it still leads: %v", l.SelfName, err)}
+	}
 	// The commit index is read before the contact is recorded: a host that
 	// applied it has seen everything this leader had decided about it.
 	commit := l.Raft.Status().CommitIndex
@@ -113,6 +123,11 @@ func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 		}
 		if err := l.cover(ctx, r.Timeout); err != nil {
 			return 0, fmt.Errorf("lease: cover this host's fence timeout %s: %w", r.Timeout, err)
+		}
+		// The leader's own renewal was "sent" before this check: the same
+		// confirmation as any other host's (verify.go).
+		if err := l.check.confirm(ctx, l.Raft.VerifyLeader); err != nil {
+			return 0, fmt.Errorf("lease: confirm leadership with a quorum: %w", err)
 		}
 		commit := l.Raft.Status().CommitIndex
 		l.Heard(id, r.Timeout, r.Sent)

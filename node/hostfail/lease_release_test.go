@@ -3,6 +3,7 @@ package hostfail
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +19,9 @@ type fakeRaft struct {
 
 func (f fakeRaft) Leader() (string, string) { return f.leader, "" }
 func (f fakeRaft) IsLeader() bool           { return false }
+func (f fakeRaft) VerifyLeader(context.Context) error {
+	return errors.New("not the leader")
+}
 func (f fakeRaft) Status() consensus.Status { return consensus.Status{CommitIndex: f.commit} }
 
 func leaseAgainst(t *testing.T, h http.HandlerFunc) (uint64, error) {

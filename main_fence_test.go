@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWatchdogFlags(t *testing.T) {
+	guard := []string{"/bin/peerstack", "fence-guard"}
+	off := watchdogFlags{timeout: 10 * time.Second}
+	if cmd, w, err := off.guard(guard); err != nil || w != 0 || !slices.Equal(cmd, guard) {
+		t.Fatalf("no --watchdog = %v, %v, %v; want the guard as it is, no watchdog", cmd, w, err)
+	}
+	// /dev/null stands in for a watchdog device: a character device.
+	on := watchdogFlags{device: "/dev/null", timeout: 8 * time.Second}
+	cmd, w, err := on.guard(slices.Clone(guard))
+	if err != nil || w != 8*time.Second || strings.Join(cmd, " ") != "/bin/peerstack fence-guard --watchdog /dev/null" {
+		t.Fatalf("--watchdog /dev/null = %v, %v, %v", cmd, w, err)
+	}
+	if cmd, w, err := on.guard(nil); err != nil || cmd != nil || w != 0 {
+		t.Fatalf("no guard = %v, %v, %v; want no watchdog either", cmd, w, err)
+	}
+	file := filepath.Join(t.TempDir(), "watchdog")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []watchdogFlags{
+		{device: file, timeout: 8 * time.Second},
+		{device: filepath.Join(t.TempDir(), "none"), timeout: 8 * time.Second},
+		{device: "/dev/null", timeout: 500 * time.Millisecond},
+	} {
+		if _, _, err := bad.guard(guard); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}

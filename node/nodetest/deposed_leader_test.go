@@ -1,0 +1,112 @@
+package nodetest
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/peerstack/peerstack/consensus"
+	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/node"
+)
+
+// TestDeposedLeaderRenewsNoLease: the leader (host0) runs an HA server
+// and is cut off from the other voters, which elect a new leader; host0's
+// Raft lease is long (8 s, against the others' 2 s heartbeat timeout), so
+// for seconds it still reads itself as leader, as a stalled leader would.
+// Its own lease renewals must not count as quorum contact then: the new
+// leader counts host0's silence from its own election and restarts the
+// server elsewhere after T_fence plus the margin. Acknowledged by Raft
+// state alone, host0 kept its VM running past that. At no moment may two
+// hosts run the server.
+func TestDeposedLeaderRenewsNoLease(t *testing.T) {
+	fa := &FakeAgents{}
+	opts := quiet()
+	if os.Getenv("HF_DEBUG") != "" {
+		opts = Options{}
+	}
+	opts.Agent = func(i int) node.AgentOptions {
+		o := fa.Options(i)
+		o.Hypervisor = pidlessHV{fa.Hypervisor(i)}
+		return o
+	}
+	opts.Config = func(i int, cfg *node.Config) {
+		cfg.HostSource = func(live node.HostSource) node.HostSource { return agBigHosts{live} }
+		cfg.Storage = "nfs://nas.invalid/export"
+		cfg.Agent.FenceInterval = 200 * time.Millisecond
+		cfg.Timers.Raft = consensus.Timers{Heartbeat: 2 * time.Second, Election: 2 * time.Second,
+			LeaderLease: time.Second, Commit: consensus.DefaultTimers().Commit}
+		if i == 0 {
+			cfg.Timers.Raft.Heartbeat, cfg.Timers.Raft.Election, cfg.Timers.Raft.LeaderLease = 8*time.Second, 8*time.Second, 8*time.Second
+		}
+	}
+	c := NewCluster(t, 3, opts)
+	e := &agEnv{t: t, c: c, fa: fa, hc: c.HTTPClient(), token: c.AdminToken(0), idx: map[string]int{}}
+	for i := range 3 {
+		e.idx[c.Node(i).ID()] = i
+	}
+	e.seed(t.Context())
+	if st, body := e.patchSettings(0, fmt.Sprintf(`{"fence_timeout":%g}`, hfTFence.Seconds())); st != http.StatusOK {
+		t.Fatalf("set fence_timeout: %d %s", st, body)
+	}
+	// Every host fences on T_fence, and the state's wait for a silent host
+	// is settled down to it: a new leader waits just T_fence plus the
+	// margin from its election.
+	e.c.Eventually(30*time.Second, "every host fencing on T_fence, the wait settled", func() bool {
+		for _, n := range e.c.Running() {
+			cfg, ok := n.State().Cluster()
+			if n.FenceTimeout() != hfTFence || !ok || cfg.Settings.FenceWait() != hfTFence {
+				return false
+			}
+		}
+		return true
+	})
+	if l := e.c.Leader(10 * time.Second); l != 0 {
+		t.Fatalf("leader is host%d; the scenario needs host0, which bootstrapped", l)
+	}
+	var ha string
+	for k := 0; ha == ""; k++ {
+		if k > 20 {
+			t.Fatal("could not place an HA server on the leader")
+		}
+		id := e.bfv(k%3, fmt.Sprintf("ha-%d", k), false)
+		e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
+		if e.hostOf(id) == 0 {
+			ha = id
+		}
+	}
+
+	e.c.Partition([]int{0}, []int{1, 2})
+	t.Cleanup(e.c.Heal)
+	cutAt := time.Now()
+	var stoppedAt, twoLeadersAt time.Duration
+	e.c.Eventually(90*time.Second, "HA server running on another host", func() bool {
+		onOld := slices.Contains(fa.Hypervisor(0).Running(), ha)
+		if !onOld && stoppedAt == 0 {
+			stoppedAt = time.Since(cutAt)
+		}
+		if twoLeadersAt == 0 && e.c.Node(0).Consensus().IsLeader() &&
+			(e.c.Node(1).Consensus().IsLeader() || e.c.Node(2).Consensus().IsLeader()) {
+			twoLeadersAt = time.Since(cutAt)
+		}
+		for _, i := range []int{1, 2} {
+			if slices.Contains(fa.Hypervisor(i).Running(), ha) {
+				if onOld {
+					t.Fatalf("%v after the cut the HA server runs on host%d and still on the deposed leader host0", time.Since(cutAt), i)
+				}
+				t.Logf("host0 stopped the VM %v after the cut; two leaders seen %v after it; the server ran on host%d %v after it",
+					stoppedAt, twoLeadersAt, i, time.Since(cutAt))
+				return true
+			}
+		}
+		return false
+	})
+	// The scenario held: host0 still read itself as leader while another
+	// host led, so Raft's state alone would have acknowledged its renewals.
+	if twoLeadersAt == 0 {
+		t.Fatal("host0 never read itself as leader while another host led: the scenario did not happen")
+	}
+}
