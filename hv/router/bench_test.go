@@ -39,6 +39,84 @@ func BenchmarkFloatingIPApply(b *testing.B) {
 	b.ReportMetric(float64(writes)/float64(b.N), "writes/apply")
 }
 
+// BenchmarkFloatingIPScale: a host already running 1,000 floating IPs
+// (50 routers × 20, or one router × 1,000) applies a state in which one
+// floating IP was added or removed. Reports the time per change, the
+// netlink and nftables writes per change and the nftables transactions
+// per change (the target: ≤ 10 ms and one transaction).
+func BenchmarkFloatingIPScale(b *testing.B) {
+	needRoot(b)
+	for _, c := range []struct {
+		name            string
+		routers, perRtr int
+	}{{"50x20", 50, 20}, {"1x1000", 1, 1000}} {
+		b.Run(c.name, func(b *testing.B) {
+			vnis := make([]int, c.routers)
+			for k := range vnis {
+				vnis[k] = 1000 + k
+			}
+			w := newWorld(b, 1, vnis...)
+			a := w.hosts[0]
+			d := Desired{HostMAC: a.mac, Externals: []string{"eth0"}}
+			n := 0
+			for k := range c.routers {
+				r := Router{ID: fmt.Sprintf("bench-%04d-router", k), Gateway: &Gateway{Iface: "eth0", SNAT: true},
+					Interfaces: []Interface{{ID: fmt.Sprintf("ri%d", k), Bridge: fmt.Sprintf("psbr%d", vnis[k]), Overlay: fmt.Sprintf("psvx%d", vnis[k]),
+						Address: netip.MustParsePrefix("10.0.0.1/16"), MAC: mustMAC(fmt.Sprintf("fa:16:3e:10:%02x:%02x", k/256, k%256)), MTU: 1450}}}
+				for j := range c.perRtr {
+					r.FloatingIPs = append(r.FloatingIPs, FloatingIP{
+						Addr:  netip.AddrFrom4([4]byte{198, 18, byte(n / 250), byte(n%250 + 1)}),
+						Fixed: netip.AddrFrom4([4]byte{10, 0, byte(j/200 + 1), byte(j%200 + 10)})})
+					n++
+				}
+				d.Routers = append(d.Routers, r)
+			}
+			start := time.Now()
+			st, err := a.mgr.Apply(b.Context(), d)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%d floating IPs on %d routers in place: %d writes in %v", n, c.routers, st.Writes, time.Since(start).Round(time.Millisecond))
+			if st, err := a.mgr.Apply(b.Context(), d); err != nil || st.Writes != 0 {
+				b.Fatalf("second apply: %d writes %v, err %v", st.Writes, st.Changes, err)
+			}
+			extra := FloatingIP{netip.MustParseAddr("198.19.0.1"), netip.MustParseAddr("10.0.0.200")}
+			writes, txs, maxTx := 0, 0, 0
+			var took [2]time.Duration // adds, removals
+			b.ResetTimer()
+			for i := range b.N {
+				k := (i / 2) % c.routers
+				r := &d.Routers[k]
+				if i%2 == 0 {
+					r.FloatingIPs = append(r.FloatingIPs, extra)
+				} else {
+					r.FloatingIPs = r.FloatingIPs[:len(r.FloatingIPs)-1]
+				}
+				t0 := time.Now()
+				st, err := a.mgr.Apply(b.Context(), d)
+				took[i%2] += time.Since(t0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st.Writes == 0 {
+					b.Fatalf("change %d wrote nothing", i)
+				}
+				writes += st.Writes
+				txs += st.NFTTx
+				maxTx = max(maxTx, st.NFTTx)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/change")
+			adds, removals := (b.N+1)/2, b.N/2
+			b.ReportMetric(float64(took[0].Microseconds())/1000/float64(max(adds, 1)), "ms/add")
+			b.ReportMetric(float64(took[1].Microseconds())/1000/float64(max(removals, 1)), "ms/remove")
+			b.ReportMetric(float64(writes)/float64(b.N), "writes/change")
+			b.ReportMetric(float64(txs)/float64(b.N), "nft-tx/change")
+			b.ReportMetric(float64(maxTx), "max-nft-tx")
+		})
+	}
+}
+
 // BenchmarkThroughput: TCP throughput (iperf3, 3 s) between namespaces on
 // one host: "routed" east-west between two subnets of a router (no NAT),
 // "fip-out" from a VM through its floating IP to the LAN, "fip-in" from

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 )
 
@@ -107,6 +108,7 @@ type Config struct {
 // Stats counts what one Apply did.
 type Stats struct {
 	Writes  int      // netlink and nftables writes (one per nftables transaction)
+	NFTTx   int      // nftables transactions (flushes) among Writes
 	Changes []string // what was written (the first 32 writes)
 	GARPs   int      // floating IPs announced
 }
@@ -117,7 +119,9 @@ type Manager struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	externals []string // every external interface seen (for Cleanup)
+	externals []string                // every external interface seen (for Cleanup)
+	last      *Desired                // what the last successful Apply converged to
+	arpConns  map[string]*packet.Conn // "iface/index" → gratuitous ARP socket
 }
 
 // New returns a Manager; it changes nothing until Apply.
@@ -197,6 +201,16 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	defer host.close()
 	st := &Stats{}
 	w := &writer{st: st}
+	if changed, ok := fipDelta(m.last, d); ok {
+		announce, err := m.applyFIPDelta(host, w, m.last, d, changed)
+		if err == nil {
+			m.last = cloneDesired(d)
+			m.announce(host, st, announce)
+			return *st, nil
+		}
+		m.log.Warn("floating IP change: converging fully", "err", err)
+	}
+	m.last = nil
 
 	ids := make([]string, 0, len(d.Routers))
 	for _, r := range d.Routers {
@@ -261,30 +275,34 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err := m.deleteNamespaces(w, wantNS); err != nil {
 		return *st, err
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(host.ns)))
+	conn, err := nftConn(int(host.ns))
 	if err != nil {
 		return *st, fmt.Errorf("nftables: %w", err)
 	}
-	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals))
-	w.addN(n, "table inet %s", tblHost)
+	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals), nil)
+	w.nft(n, "table inet %s", tblHost)
 	if err != nil {
 		return *st, err
 	}
-	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d))
-	w.addN(n, "table bridge %s", tblBridge)
+	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d), nil)
+	w.nft(n, "table bridge %s", tblBridge)
 	if err != nil {
 		return *st, err
 	}
+	m.announce(host, st, announce)
+	m.last = cloneDesired(d)
+	return *st, nil
+}
+
+// announce sends gratuitous ARP for floating IPs new on this host.
+func (m *Manager) announce(host *hostNS, st *Stats, announce map[string][]netip.Addr) {
 	for iface, addrs := range announce {
-		for _, a := range addrs {
-			if err := host.garp(iface, a); err != nil {
-				m.log.Warn("gratuitous ARP", "iface", iface, "addr", a, "err", err)
-				continue
-			}
-			st.GARPs++
+		n, err := m.garp(host, iface, addrs)
+		st.GARPs += n
+		if err != nil {
+			m.log.Warn("gratuitous ARP", "iface", iface, "addrs", len(addrs), "err", err)
 		}
 	}
-	return *st, nil
 }
 
 // Cleanup removes every namespace, device, route, proxy ARP entry (on
@@ -295,6 +313,9 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	known := slices.Clone(m.externals)
 	m.mu.Unlock()
 	_, err := m.Apply(ctx, Desired{Externals: known})
+	m.mu.Lock()
+	m.closeARP()
+	m.mu.Unlock()
 	return err
 }
 
@@ -406,11 +427,12 @@ func (m *Manager) applyRouter(host *hostNS, w *writer, r Router, name string, tr
 	if err := syncRoutes(w, h, wantRoutes); err != nil {
 		return fmt.Errorf("routes in %s: %w", name, err)
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(rns)))
+	conn, err := nftConn(int(rns))
 	if err != nil {
 		return fmt.Errorf("nftables in %s: %w", name, err)
 	}
-	n, err := syncTable(conn, nftables.TableFamilyIPv4, tblRouter, routerChains(r, transit))
-	w.addN(n, "table ip %s in %s", tblRouter, name)
+	chains, maps := routerChains(r, transit)
+	n, err := syncTable(conn, nftables.TableFamilyIPv4, tblRouter, chains, maps)
+	w.nft(n, "table ip %s in %s", tblRouter, name)
 	return err
 }
