@@ -233,6 +233,19 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		proxies[e] = map[netip.Addr]bool{}
 	}
 	for _, r := range d.Routers {
+		if r.Gateway != nil && !slices.Contains(externals, r.Gateway.Iface) {
+			externals = append(externals, r.Gateway.Iface)
+		}
+	}
+	slices.Sort(externals)
+	// The host's guard and the bridge table go in before any router
+	// namespace can route (and come out after the last one is gone).
+	if len(d.Routers) > 0 {
+		if err := syncHostTables(host, w, d, externals); err != nil {
+			return *st, err
+		}
+	}
+	for _, r := range d.Routers {
 		if ctx.Err() != nil {
 			return *st, ctx.Err()
 		}
@@ -242,9 +255,6 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 			return *st, fmt.Errorf("router %s: %w", r.ID, err)
 		}
 		if r.Gateway != nil {
-			if !slices.Contains(externals, r.Gateway.Iface) {
-				externals = append(externals, r.Gateway.Iface)
-			}
 			if proxies[r.Gateway.Iface] == nil {
 				proxies[r.Gateway.Iface] = map[netip.Addr]bool{}
 			}
@@ -256,7 +266,6 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 			}
 		}
 	}
-	slices.Sort(externals)
 	if len(externals) > 0 {
 		if err := host.sysctl(w, "net/ipv4/ip_forward", "1"); err != nil {
 			return *st, err
@@ -275,23 +284,31 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err := m.deleteNamespaces(w, wantNS); err != nil {
 		return *st, err
 	}
-	conn, err := nftConn(int(host.ns))
-	if err != nil {
-		return *st, fmt.Errorf("nftables: %w", err)
-	}
-	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals), nil)
-	w.nft(n, "table inet %s", tblHost)
-	if err != nil {
-		return *st, err
-	}
-	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d), nil)
-	w.nft(n, "table bridge %s", tblBridge)
-	if err != nil {
-		return *st, err
+	if len(d.Routers) == 0 {
+		if err := syncHostTables(host, w, d, externals); err != nil {
+			return *st, err
+		}
 	}
 	m.announce(host, st, announce)
 	m.last = cloneDesired(d)
 	return *st, nil
+}
+
+// syncHostTables converges the host namespace's tables: the guard and
+// masquerade (inet) and the anycast gateways' bridge filter.
+func syncHostTables(host *hostNS, w *writer, d Desired, externals []string) error {
+	conn, err := nftConn(int(host.ns))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals), nil)
+	w.nft(n, "table inet %s", tblHost)
+	if err != nil {
+		return err
+	}
+	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d), nil)
+	w.nft(n, "table bridge %s", tblBridge)
+	return err
 }
 
 // announce sends gratuitous ARP for floating IPs new on this host.
@@ -424,9 +441,8 @@ func (m *Manager) applyRouter(host *hostNS, w *writer, r Router, name string, tr
 	if err := r2.deleteLinks(w, wantNSLinks); err != nil {
 		return err
 	}
-	if err := syncRoutes(w, h, wantRoutes); err != nil {
-		return fmt.Errorf("routes in %s: %w", name, err)
-	}
+	// NAT before the routes: a new router must not route a tenant's
+	// packet out with its own source before its SNAT is in place.
 	conn, err := nftConn(int(rns))
 	if err != nil {
 		return fmt.Errorf("nftables in %s: %w", name, err)
@@ -434,5 +450,11 @@ func (m *Manager) applyRouter(host *hostNS, w *writer, r Router, name string, tr
 	chains, maps := routerChains(r, transit)
 	n, err := syncTable(conn, nftables.TableFamilyIPv4, tblRouter, chains, maps)
 	w.nft(n, "table ip %s in %s", tblRouter, name)
-	return err
+	if err != nil {
+		return err
+	}
+	if err := syncRoutes(w, h, wantRoutes); err != nil {
+		return fmt.Errorf("routes in %s: %w", name, err)
+	}
+	return nil
 }
