@@ -380,7 +380,8 @@ func (r *routingRun) floatingIP() {
 	}
 
 	// ICMP opened with the real client first.
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "default")
+	// The default group by id: the second project has a "default" too.
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", r.defaultGroup)
 	if _, err := r.probe(30*time.Second, ping); err != nil {
 		t.Fatalf("ping of the floating IP after `security group rule create --ingress --protocol icmp`: %v", err)
 	}
@@ -388,7 +389,7 @@ func (r *routingRun) floatingIP() {
 		t.Fatalf("ICMP rule opened TCP too: %v", err)
 	}
 	var rules []map[string]any
-	if err := s.oscJSON(1, &rules, "security", "group", "rule", "list", "--ingress", "--protocol", "icmp", "default"); err != nil || len(rules) != 1 {
+	if err := s.oscJSON(1, &rules, "security", "group", "rule", "list", "--ingress", "--protocol", "icmp", r.defaultGroup); err != nil || len(rules) != 1 {
 		t.Fatalf("icmp rules = %v (%v)", rules, err)
 	}
 	r.osc("security", "group", "rule", "delete", fmt.Sprint(rules[0]["ID"]))
@@ -421,7 +422,7 @@ func (r *routingRun) floatingIP() {
 	trial("TCP 8080 answer", "300 ms", `"protocol": "tcp", "port_range_min": 8080, "port_range_max": 8080`, web, "curl -s -m 2 http://"+r.fip+":8080/", 5)
 
 	// TCP opened with the real client, and the answer is vm1's.
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "8080", "default")
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "8080", r.defaultGroup)
 	if _, err := r.probe(30*time.Second, web); err != nil {
 		t.Fatalf("TCP 8080 to the floating IP after the rule: %v", err)
 	}
@@ -439,7 +440,7 @@ func (r *routingRun) remoteGroup() {
 		r.t.Fatal("vm1 reached vm2 before any rule of vm2's group allowed it")
 	}
 	t0 := time.Now()
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "--remote-group", "default", "rt-b")
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "--remote-group", r.defaultGroup, "rt-b")
 	if err := s.consoleHas(1, time.Minute, "rt-vm1", "PEERSTACK-PEER-OK"); err != nil {
 		r.t.Fatalf("vm1 → vm2 after the remote-group rule: %v", err)
 	}
