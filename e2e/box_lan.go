@@ -4,7 +4,10 @@ package e2e
 // client and the external network's gateway) and every host's interface
 // lan0 as ports, the hosts mapping it as physical network physnet1. The
 // root namespace has no address on it, so nothing outside the box reaches
-// it. The bridge, the namespace and the veths carry the run prefix and are
+// it. Behind the LAN namespace, routed and not on the bridge, an
+// "internet" namespace: the hosts reach it through the LAN's gateway, as a
+// homelab host reaches the internet through its router, and it has no
+// route to anything but the LAN. The bridge, the namespace and the veths carry the run prefix and are
 // registered in the run's state like the underlay's, so teardown removes
 // them by name.
 
@@ -26,6 +29,9 @@ type BoxLAN struct {
 	CIDR    string // the LAN's prefix
 	Gateway string // the LAN namespace's address: the external subnet's gateway
 	Bridge  string
+	// Internet is the namespace behind the LAN namespace, at InternetAddr
+	// on InternetCIDR.
+	Internet, InternetCIDR, InternetAddr string
 }
 
 // HostAddr is host i's own address on the LAN (its SNAT source).
@@ -57,6 +63,9 @@ func (b *Box) startLAN(ctx context.Context) error {
 	if err := b.lanPort(ctx, b.Prefix+"lv0", l.NS, "eth0", l.Gateway, l.Bridge); err != nil {
 		return err
 	}
+	if err := b.startInternet(ctx, l); err != nil {
+		return err
+	}
 	for _, h := range b.Hosts {
 		if err := b.lanPort(ctx, b.Prefix+"lh"+strconv.Itoa(h.Index), h.NS, boxLANIface, l.HostAddr(h.Index), l.Bridge); err != nil {
 			return err
@@ -64,10 +73,42 @@ func (b *Box) startLAN(ctx context.Context) error {
 		if _, err := sh(ctx, "ip", "netns", "exec", h.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 			return err
 		}
+		if err := ip(ctx, "-n", h.NS, "route", "add", l.InternetCIDR, "via", l.Gateway, "dev", boxLANIface); err != nil {
+			return err
+		}
 	}
 	b.LAN = l
-	b.logf("LAN %s: namespace %s at %s, hosts' %s mapped as %s", l.CIDR, l.NS, l.Gateway, boxLANIface, BoxPhysnet)
+	b.logf("LAN %s: namespace %s at %s, hosts' %s mapped as %s; internet %s at %s behind it", l.CIDR, l.NS, l.Gateway,
+		boxLANIface, BoxPhysnet, l.Internet, l.InternetAddr)
 	return nil
+}
+
+// startInternet creates the internet namespace, wired to the LAN
+// namespace by a veth pair that lives only in those two namespaces (gone
+// with them), the LAN namespace forwarding.
+func (b *Box) startInternet(ctx context.Context, l *BoxLAN) error {
+	l.Internet, l.InternetCIDR, l.InternetAddr = b.Prefix+"inet", "198.51.100.0/24", "198.51.100.2"
+	if err := ip(ctx, "netns", "add", l.Internet); err != nil {
+		return err
+	}
+	if err := b.addNetns(l.Internet); err != nil {
+		return err
+	}
+	for _, s := range [][]string{
+		{"-n", l.NS, "link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", l.Internet},
+		{"-n", l.NS, "addr", "add", "198.51.100.1/24", "dev", "inet0"},
+		{"-n", l.NS, "link", "set", "inet0", "up"},
+		{"-n", l.Internet, "link", "set", "lo", "up"},
+		{"-n", l.Internet, "addr", "add", l.InternetAddr + "/24", "dev", "eth0"},
+		{"-n", l.Internet, "link", "set", "eth0", "up"},
+		{"-n", l.Internet, "route", "add", "default", "via", "198.51.100.1"},
+	} {
+		if err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	_, err := sh(ctx, "ip", "netns", "exec", l.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return err
 }
 
 // lanPort connects namespace ns to the LAN bridge: veth (root side,

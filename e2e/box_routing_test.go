@@ -16,11 +16,18 @@ import (
 )
 
 // TestBoxRoutingSecurityGroups: a 2-host box with a LAN namespace on the
-// hosts' physnet1, driven with the real openstack client; two real guests
-// behind a router on a tenant network:
+// hosts' physnet1 and an internet namespace routed behind it, driven with
+// the real openstack client; two real guests behind a router on a tenant
+// network:
 //   - vm1 (default group) reaches the LAN namespace through SNAT: the LAN
 //     has no route to the tenant network, so a reply means the host
 //     translated the source;
+//   - vm1 and vm2 (two hosts, no floating IP) ping the internet namespace,
+//     which sees exactly the two hosts' own LAN addresses as sources;
+//   - a second project (its own user, the real client) builds the same
+//     tenant CIDR behind its own router, and its guest, at vm1's address,
+//     reaches the internet namespace too; the first project's floating IP
+//     steps below run with it in place;
 //   - from the LAN namespace, vm1's floating IP answers neither ping nor
 //     TCP until an ingress rule opens ICMP, then TCP port 8080; the time
 //     from the rule's create to the first packet through is measured over
@@ -90,10 +97,17 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &routingRun{t: t, s: s, lan: b.LAN}
+	echoes, err := listenEchoes(b.LAN.Internet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(echoes.close)
+	r := &routingRun{t: t, s: s, lan: b.LAN, echoes: echoes}
 	fmt.Fprintf(out, "box up in %.1fs\n", time.Since(t0).Seconds())
 	r.setup()
 	r.snat()
+	r.internet()
+	r.secondProject()
 	r.floatingIP()
 	r.remoteGroup()
 	r.openGroupB()
@@ -145,6 +159,9 @@ type routingRun struct {
 
 	net, grp, defaultGroup, fip, fipID string
 	tok                                string // admin token for api, fetched once (outside timed windows)
+
+	echoes   *echoSources // echo requests the internet namespace received
+	p2, p2VM string       // the second project's clouds.yaml and guest id
 }
 
 func (r *routingRun) osc(args ...string) string {
@@ -173,8 +190,8 @@ func (r *routingRun) lanSh(ctx context.Context, script string) (string, error) {
 // vm1Data is vm1's user data: a web server on 8080 (guestWeb), a ping of
 // the LAN gateway until it answers (SNAT), then a watch of vm2 that prints
 // each change between answering and not.
-func vm1Data(lan string) string {
-	return "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM1") + `i=0
+func vm1Data(lan, internet string) string {
+	return "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM1") + pingInternet(internet) + `i=0
 while [ $i -lt 300 ]; do
   if ping -c1 -W1 ` + lan + ` >/dev/null 2>&1; then echo "PEERSTACK-SNAT-OK"; break; fi
   i=$((i+1)); sleep 1
@@ -210,8 +227,8 @@ func (r *routingRun) setup() {
 	r.defaultGroup = fmt.Sprint(r.obj("security", "group", "show", "default")["id"])
 	r.grp = fmt.Sprint(r.obj("server", "group", "create", "--policy", "anti-affinity", "rt-grp")["id"])
 	for _, vm := range []struct{ name, ip, group, data string }{
-		{"rt-vm1", rtVM1, "default", vm1Data(r.lan.Gateway)},
-		{"rt-vm2", rtVM2, "rt-b", "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM2") + "exit 0\n"},
+		{"rt-vm1", rtVM1, "default", vm1Data(r.lan.Gateway, r.lan.InternetAddr)},
+		{"rt-vm2", rtVM2, "rt-b", "#!/bin/sh\n" + guestWeb("PEERSTACK-HTTP-VM2") + pingInternet(r.lan.InternetAddr) + "exit 0\n"},
 	} {
 		ud := filepath.Join(s.dir, vm.name+".userdata")
 		if err := os.WriteFile(ud, []byte(vm.data), 0o644); err != nil {
@@ -363,7 +380,8 @@ func (r *routingRun) floatingIP() {
 	}
 
 	// ICMP opened with the real client first.
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "default")
+	// The default group by id: the second project has a "default" too.
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", r.defaultGroup)
 	if _, err := r.probe(30*time.Second, ping); err != nil {
 		t.Fatalf("ping of the floating IP after `security group rule create --ingress --protocol icmp`: %v", err)
 	}
@@ -371,7 +389,7 @@ func (r *routingRun) floatingIP() {
 		t.Fatalf("ICMP rule opened TCP too: %v", err)
 	}
 	var rules []map[string]any
-	if err := s.oscJSON(1, &rules, "security", "group", "rule", "list", "--ingress", "--protocol", "icmp", "default"); err != nil || len(rules) != 1 {
+	if err := s.oscJSON(1, &rules, "security", "group", "rule", "list", "--ingress", "--protocol", "icmp", r.defaultGroup); err != nil || len(rules) != 1 {
 		t.Fatalf("icmp rules = %v (%v)", rules, err)
 	}
 	r.osc("security", "group", "rule", "delete", fmt.Sprint(rules[0]["ID"]))
@@ -404,7 +422,7 @@ func (r *routingRun) floatingIP() {
 	trial("TCP 8080 answer", "300 ms", `"protocol": "tcp", "port_range_min": 8080, "port_range_max": 8080`, web, "curl -s -m 2 http://"+r.fip+":8080/", 5)
 
 	// TCP opened with the real client, and the answer is vm1's.
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "8080", "default")
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "8080", r.defaultGroup)
 	if _, err := r.probe(30*time.Second, web); err != nil {
 		t.Fatalf("TCP 8080 to the floating IP after the rule: %v", err)
 	}
@@ -422,7 +440,7 @@ func (r *routingRun) remoteGroup() {
 		r.t.Fatal("vm1 reached vm2 before any rule of vm2's group allowed it")
 	}
 	t0 := time.Now()
-	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "--remote-group", "default", "rt-b")
+	r.osc("security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "--remote-group", r.defaultGroup, "rt-b")
 	if err := s.consoleHas(1, time.Minute, "rt-vm1", "PEERSTACK-PEER-OK"); err != nil {
 		r.t.Fatalf("vm1 → vm2 after the remote-group rule: %v", err)
 	}
@@ -439,6 +457,7 @@ func (r *routingRun) teardown(prefixes []string) {
 		r.t.Fatal("no router namespace of this box while its router served")
 	}
 	r.osc("floating", "ip", "delete", r.fipID)
+	r.teardownSecondProject()
 	r.osc("server", "delete", "--wait", "rt-vm1", "rt-vm2")
 	r.osc("router", "remove", "subnet", "rt-r", "rt-sub")
 	r.osc("router", "unset", "--external-gateway", "rt-r")

@@ -8,7 +8,10 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 $GO test -run '^$' -bench 'BenchmarkJoin$|BenchmarkWrites$|BenchmarkProcessCluster$|BenchmarkProcessClusterState$|BenchmarkFailoverUnderLoad$' -benchtime 1x -timeout 30m ./e2e | tee "$out" >/dev/null
 $GO test -run '^$' -bench 'BenchmarkPlaceThroughRaft/throughput' -benchtime 1x -timeout 30m ./node/nodetest | tee -a "$out" >/dev/null
+# Routing (as root, in network namespaces; iperf3 for the throughput).
+$GO test -run '^$' -bench 'BenchmarkFloatingIPScale' -benchtime 200x -timeout 30m ./hv/router | tee -a "$out" >/dev/null
+$GO test -run '^$' -bench 'BenchmarkThroughput' -benchtime 5x -timeout 30m ./hv/router | tee -a "$out" >/dev/null
 printf 'what\tfigure\ttarget\tbaseline (same run)\tratio\n' >"$out.rows"
-grep '^BENCHROW' "$out" | cut -f2- >>"$out.rows"
+grep 'BENCHROW' "$out" | sed 's/^.*BENCHROW/BENCHROW/' | cut -f2- >>"$out.rows"
 column -t -s "$(printf '\t')" "$out.rows"
 rm -f "$out.rows"

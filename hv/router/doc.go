@@ -22,7 +22,8 @@
 //     169.254.0.1/32) and "psrxg" (router namespace, default route). The
 //     router has a transit address in 169.254.64.0/18; the router table
 //     "peerstack-r" DNATs each floating IP to its fixed address and SNATs
-//     the fixed address back, and SNATs all other egress to the transit
+//     the fixed address back (two maps, so a floating IP is an element,
+//     not a rule), and SNATs all other egress to the transit
 //     address, which the host table "peerstack-r" masquerades to the
 //     host's own address on the external interface (and, for traffic
 //     routed out of a router towards the cluster's protected addresses,
@@ -42,5 +43,8 @@
 // Apply converges to the whole desired state: it reads the actual state
 // and writes only differences, so an unchanged state costs no netlink or
 // nftables write; whatever carries the prefix and is not wanted (after a
-// crash mid-change too) is removed. Cleanup removes everything.
+// crash mid-change too) is removed. A change of floating IPs alone
+// (nothing else differs from the last state applied) writes just those
+// without reading the rest; an unchanged state takes the full path, so a
+// periodic resync repairs drift. Cleanup removes everything.
 package router

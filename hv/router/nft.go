@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,12 +13,17 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// Tables. Each is rebuilt as a whole, in one atomic transaction, when its
-// content changes; a chain "stamp" holds one rule whose user data is the
-// hash of the content, so an unchanged table costs no write.
+// Tables. Each table's structure (chains, rules and maps) is rebuilt as a
+// whole, in one atomic transaction, when it changes; a chain "stamp" holds
+// one rule whose user data is the hash of that structure, so an unchanged
+// table costs no write. The contents of its maps (the floating IPs) are
+// not part of the structure: they are synced element by element, in one
+// transaction, so adding one floating IP to a router running a thousand
+// writes one element to each map and nothing else.
 const (
 	tblRouter = "peerstack-r"    // in a router namespace (ip): NAT
 	tblHost   = "peerstack-r"    // in the host namespace (inet): guard, masquerade
@@ -38,14 +44,55 @@ type nftChain struct {
 	hashSeed any // what the rules were built from (hashed)
 }
 
-// syncTable makes table name of family hold exactly chains: nothing is
-// written when its stamp matches; otherwise the table is deleted and
-// rebuilt in one transaction. No chains deletes the table. It returns the
-// number of transactions written (0 or 1).
-func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, chains []nftChain) (int, error) {
-	seed := make([]any, 0, len(chains))
+// nftMap is a named IPv4 → IPv4 map of a table and its elements. Rules
+// refer to it by name (lookupMap).
+type nftMap struct {
+	name  string
+	elems map[[4]byte][4]byte
+}
+
+// mapSize bounds a map's elements (a host's floating IPs of one router).
+// A set with a size gets the kernel's plain hash backend, whose element
+// removal costs no wait for an RCU grace period as the resizable one's
+// does.
+const mapSize = 65536
+
+// nftSockBuf is the netlink socket buffer of an nftables connection: a
+// table rebuilt with hundreds of rules is one batch of hundreds of
+// messages, each acknowledged, which overflows the default buffers
+// ("message too long", "no buffer space available").
+const nftSockBuf = 8 << 20
+
+// nftConn opens an nftables connection in the namespace fd.
+func nftConn(fd int) (*nftables.Conn, error) {
+	return nftables.New(nftables.WithNetNSFd(fd), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, nftSockBuf),
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, nftSockBuf))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}))
+}
+
+// syncTable makes table name of family hold exactly chains and maps: when
+// its stamp matches only map elements that differ are written; otherwise
+// the table is deleted and rebuilt. Either way one transaction at most.
+// No chains deletes the table. It returns the number of transactions
+// written (0 or 1).
+func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, chains []nftChain, maps []nftMap) (int, error) {
+	seed := make([]any, 0, len(chains)+len(maps))
 	for _, c := range chains {
 		seed = append(seed, []any{c.name, c.hashSeed})
+	}
+	for _, m := range maps {
+		seed = append(seed, []any{"map", m.name})
 	}
 	raw, _ := json.Marshal(seed)
 	sum := sha256.Sum256(raw)
@@ -64,7 +111,11 @@ func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, ch
 	if have != nil && len(chains) > 0 {
 		rules, err := conn.GetRules(have, &nftables.Chain{Name: stampName, Table: have})
 		if err == nil && len(rules) == 1 && bytes.Equal(rules[0].UserData, want) {
-			return 0, nil
+			n, err := syncMaps(conn, have, maps)
+			if err == nil {
+				return n, nil
+			}
+			// A map that cannot be read or written: rebuild the table.
 		}
 	}
 	if have == nil && len(chains) == 0 {
@@ -78,10 +129,23 @@ func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, ch
 		st := conn.AddChain(&nftables.Chain{Name: stampName, Table: t})
 		conn.AddRule(&nftables.Rule{Table: t, Chain: st, UserData: want,
 			Exprs: []expr.Any{&expr.Counter{}}})
+		ids := map[string]uint32{}
+		for _, m := range maps {
+			s := &nftables.Set{Table: t, Name: m.name, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr, Size: mapSize}
+			if err := conn.AddSet(s, mapElems(m.elems)); err != nil {
+				return 0, fmt.Errorf("nftables map %s: %w", m.name, err)
+			}
+			ids[m.name] = s.ID
+		}
 		for _, c := range chains {
 			policy := nftables.ChainPolicyAccept
 			ch := conn.AddChain(&nftables.Chain{Name: c.name, Table: t, Hooknum: c.hook, Priority: c.prio, Type: c.typ, Policy: &policy})
 			for _, r := range c.rules {
+				for _, e := range r {
+					if l, ok := e.(*expr.Lookup); ok {
+						l.SetID = ids[l.SetName]
+					}
+				}
 				conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 			}
 		}
@@ -90,6 +154,69 @@ func syncTable(conn *nftables.Conn, family nftables.TableFamily, name string, ch
 		return 0, fmt.Errorf("write nftables table %s: %w", name, err)
 	}
 	return 1, nil
+}
+
+// syncMaps writes the elements of the table's maps that differ from maps,
+// in one transaction (0 or 1 returned).
+func syncMaps(conn *nftables.Conn, t *nftables.Table, maps []nftMap) (int, error) {
+	dirty := false
+	for _, m := range maps {
+		s, err := conn.GetSetByName(t, m.name)
+		if err != nil {
+			return 0, fmt.Errorf("nftables map %s: %w", m.name, err)
+		}
+		have, err := conn.GetSetElements(s)
+		if err != nil {
+			return 0, fmt.Errorf("elements of nftables map %s: %w", m.name, err)
+		}
+		present := map[[4]byte]bool{}
+		var del []nftables.SetElement
+		for _, e := range have {
+			if len(e.Key) != 4 {
+				del = append(del, e)
+				continue
+			}
+			k := [4]byte(e.Key)
+			if v, ok := m.elems[k]; ok && bytes.Equal(e.Val, v[:]) {
+				present[k] = true
+				continue
+			}
+			del = append(del, nftables.SetElement{Key: e.Key})
+		}
+		add := map[[4]byte][4]byte{}
+		for k, v := range m.elems {
+			if !present[k] {
+				add[k] = v
+			}
+		}
+		if len(del) > 0 {
+			if err := conn.SetDeleteElements(s, del); err != nil {
+				return 0, fmt.Errorf("nftables map %s: %w", m.name, err)
+			}
+			dirty = true
+		}
+		if len(add) > 0 {
+			if err := conn.SetAddElements(s, mapElems(add)); err != nil {
+				return 0, fmt.Errorf("nftables map %s: %w", m.name, err)
+			}
+			dirty = true
+		}
+	}
+	if !dirty {
+		return 0, nil
+	}
+	if err := conn.Flush(); err != nil {
+		return 0, fmt.Errorf("write nftables map elements of %s: %w", t.Name, err)
+	}
+	return 1, nil
+}
+
+func mapElems(m map[[4]byte][4]byte) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(m))
+	for k, v := range m {
+		out = append(out, nftables.SetElement{Key: bytes.Clone(k[:]), Val: bytes.Clone(v[:])})
+	}
+	return out
 }
 
 // ---- expression helpers ----
@@ -197,26 +324,56 @@ func nat(snat bool, addr netip.Addr) []expr.Any {
 
 // ---- the tables ----
 
-// routerChains is the NAT of one router namespace: floating IPs 1:1, then
-// SNAT of everything else leaving through the gateway to the transit
-// address (the host masquerades it to its own external address).
-func routerChains(r Router, transit netip.Addr) []nftChain {
+// Maps of the router table: floating IP → fixed address (DNAT) and fixed
+// address → floating IP (SNAT).
+const (
+	mapFIPIn  = "fip-in"
+	mapFIPOut = "fip-out"
+)
+
+// lookupMap replaces register 1 with its value in the named map (the
+// rule does not match when the map has no such key).
+func lookupMap(name string) expr.Any {
+	return &expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: name}
+}
+
+// natReg translates the source (snat) or destination to the address in
+// register 1.
+func natReg(snat bool) expr.Any {
+	typ := expr.NATTypeDestNAT
+	if snat {
+		typ = expr.NATTypeSourceNAT
+	}
+	return &expr.NAT{Type: typ, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}
+}
+
+// routerChains is the NAT of one router namespace: floating IPs 1:1 (by
+// map), then SNAT of everything else leaving through the gateway to the
+// transit address (the host masquerades it to its own external address).
+func routerChains(r Router, transit netip.Addr) ([]nftChain, []nftMap) {
 	if r.Gateway == nil {
-		return nil
+		return nil, nil
 	}
-	var pre, post []nftRule
+	in, out := map[[4]byte][4]byte{}, map[[4]byte][4]byte{}
 	for _, f := range r.FloatingIPs {
-		pre = append(pre, rule(matchAddr(false, netip.PrefixFrom(f.Addr, 32)), nat(false, f.Fixed)))
-		post = append(post, rule(matchIf(false, extInNS), matchAddr(true, netip.PrefixFrom(f.Fixed, 32)), nat(true, f.Addr)))
+		a, x := f.Addr.As4(), f.Fixed.As4()
+		if _, dup := out[x]; dup {
+			continue // one floating IP per fixed address: the first
+		}
+		in[a], out[x] = x, a
 	}
+	daddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
+	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+	pre := []nftRule{rule(one(daddr, lookupMap(mapFIPIn), natReg(false)))}
+	post := []nftRule{rule(matchIf(false, extInNS), one(saddr, lookupMap(mapFIPOut), natReg(true)))}
 	if r.Gateway.SNAT {
 		post = append(post, rule(matchIf(false, extInNS), nat(true, transit)))
 	}
-	seed := []any{r.FloatingIPs, r.Gateway.SNAT, transit}
+	seed := []any{"fip maps", r.Gateway.SNAT, transit}
 	return []nftChain{
 		{name: "pre", hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityNATDest, typ: nftables.ChainTypeNAT, rules: pre, hashSeed: seed},
 		{name: "post", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource, typ: nftables.ChainTypeNAT, rules: post, hashSeed: seed},
-	}
+	}, []nftMap{{mapFIPIn, in}, {mapFIPOut, out}}
 }
 
 // hostChains guard the host from its tenants and masquerade the routers'

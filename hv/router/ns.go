@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -29,8 +30,10 @@ func (w *writer) add(what string, args ...any) {
 	}
 }
 
-func (w *writer) addN(n int, what string, args ...any) {
+// nft counts n nftables transactions.
+func (w *writer) nft(n int, what string, args ...any) {
 	for range n {
+		w.st.NFTTx++
 		w.add(what, args...)
 	}
 }
@@ -485,28 +488,65 @@ func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (m
 	return added, nil
 }
 
-// garp announces addr from iface's MAC: a gratuitous ARP request and
-// reply, broadcast.
-func (hn *hostNS) garp(iface string, addr netip.Addr) error {
-	return inNS(hn.ns, func() error {
-		ifi, err := net.InterfaceByName(iface)
-		if err != nil {
-			return fmt.Errorf("interface %s: %w", iface, err)
+// garp announces addrs from iface's MAC: for each a gratuitous ARP
+// request and reply, broadcast. The send-only packet socket of an
+// interface is kept open (opening and closing one waits for the kernel's
+// RCU grace period each time, milliseconds on a loaded host); it receives
+// nothing (protocol 0). The interface is looked up by name
+// (net.InterfaceByName would read every link of the namespace).
+func (m *Manager) garp(hn *hostNS, iface string, addrs []netip.Addr) (int, error) {
+	l, err := hn.h.LinkByName(iface)
+	if err != nil {
+		return 0, fmt.Errorf("interface %s: %w", iface, err)
+	}
+	at := l.Attrs()
+	key := fmt.Sprintf("%s/%d", iface, at.Index)
+	c := m.arpConns[key]
+	if c == nil {
+		ifi := &net.Interface{Index: at.Index, MTU: at.MTU, Name: at.Name, HardwareAddr: at.HardwareAddr, Flags: at.Flags}
+		if err := inNS(hn.ns, func() error {
+			var err error
+			c, err = packet.Listen(ifi, packet.Raw, 0, nil)
+			return err
+		}); err != nil {
+			return 0, fmt.Errorf("packet socket on %s: %w", iface, err)
 		}
-		c, err := arp.Dial(ifi)
-		if err != nil {
-			return fmt.Errorf("arp socket on %s: %w", iface, err)
+		if m.arpConns == nil {
+			m.arpConns = map[string]*packet.Conn{}
 		}
-		defer c.Close()
+		m.arpConns[key] = c
+	}
+	sent := 0
+	for _, addr := range addrs {
 		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
-			p, err := arp.NewPacket(op, ifi.HardwareAddr, addr, ethernet.Broadcast, addr)
+			p, err := arp.NewPacket(op, at.HardwareAddr, addr, ethernet.Broadcast, addr)
 			if err != nil {
-				return fmt.Errorf("gratuitous ARP for %s: %w", addr, err)
+				return sent, fmt.Errorf("gratuitous ARP for %s: %w", addr, err)
 			}
-			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
-				return fmt.Errorf("send gratuitous ARP for %s on %s: %w", addr, iface, err)
+			pb, err := p.MarshalBinary()
+			if err != nil {
+				return sent, fmt.Errorf("gratuitous ARP for %s: %w", addr, err)
+			}
+			f, err := (&ethernet.Frame{Destination: ethernet.Broadcast, Source: at.HardwareAddr,
+				EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
+			if err != nil {
+				return sent, fmt.Errorf("gratuitous ARP for %s: %w", addr, err)
+			}
+			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
+				c.Close()
+				delete(m.arpConns, key)
+				return sent, fmt.Errorf("send gratuitous ARP for %s on %s: %w", addr, iface, err)
 			}
 		}
-		return nil
-	})
+		sent++
+	}
+	return sent, nil
+}
+
+// closeARP closes the kept packet sockets.
+func (m *Manager) closeARP() {
+	for k, c := range m.arpConns {
+		c.Close()
+		delete(m.arpConns, k)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 )
 
@@ -107,6 +108,7 @@ type Config struct {
 // Stats counts what one Apply did.
 type Stats struct {
 	Writes  int      // netlink and nftables writes (one per nftables transaction)
+	NFTTx   int      // nftables transactions (flushes) among Writes
 	Changes []string // what was written (the first 32 writes)
 	GARPs   int      // floating IPs announced
 }
@@ -117,7 +119,9 @@ type Manager struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	externals []string // every external interface seen (for Cleanup)
+	externals []string                // every external interface seen (for Cleanup)
+	last      *Desired                // what the last successful Apply converged to
+	arpConns  map[string]*packet.Conn // "iface/index" → gratuitous ARP socket
 }
 
 // New returns a Manager; it changes nothing until Apply.
@@ -197,6 +201,16 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	defer host.close()
 	st := &Stats{}
 	w := &writer{st: st}
+	if changed, ok := fipDelta(m.last, d); ok {
+		announce, err := m.applyFIPDelta(host, w, m.last, d, changed)
+		if err == nil {
+			m.last = cloneDesired(d)
+			m.announce(host, st, announce)
+			return *st, nil
+		}
+		m.log.Warn("floating IP change: converging fully", "err", err)
+	}
+	m.last = nil
 
 	ids := make([]string, 0, len(d.Routers))
 	for _, r := range d.Routers {
@@ -219,6 +233,19 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		proxies[e] = map[netip.Addr]bool{}
 	}
 	for _, r := range d.Routers {
+		if r.Gateway != nil && !slices.Contains(externals, r.Gateway.Iface) {
+			externals = append(externals, r.Gateway.Iface)
+		}
+	}
+	slices.Sort(externals)
+	// The host's guard and the bridge table go in before any router
+	// namespace can route (and come out after the last one is gone).
+	if len(d.Routers) > 0 {
+		if err := syncHostTables(host, w, d, externals); err != nil {
+			return *st, err
+		}
+	}
+	for _, r := range d.Routers {
 		if ctx.Err() != nil {
 			return *st, ctx.Err()
 		}
@@ -228,9 +255,6 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 			return *st, fmt.Errorf("router %s: %w", r.ID, err)
 		}
 		if r.Gateway != nil {
-			if !slices.Contains(externals, r.Gateway.Iface) {
-				externals = append(externals, r.Gateway.Iface)
-			}
 			if proxies[r.Gateway.Iface] == nil {
 				proxies[r.Gateway.Iface] = map[netip.Addr]bool{}
 			}
@@ -242,7 +266,6 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 			}
 		}
 	}
-	slices.Sort(externals)
 	if len(externals) > 0 {
 		if err := host.sysctl(w, "net/ipv4/ip_forward", "1"); err != nil {
 			return *st, err
@@ -261,30 +284,42 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err := m.deleteNamespaces(w, wantNS); err != nil {
 		return *st, err
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(host.ns)))
-	if err != nil {
-		return *st, fmt.Errorf("nftables: %w", err)
-	}
-	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals))
-	w.addN(n, "table inet %s", tblHost)
-	if err != nil {
-		return *st, err
-	}
-	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d))
-	w.addN(n, "table bridge %s", tblBridge)
-	if err != nil {
-		return *st, err
-	}
-	for iface, addrs := range announce {
-		for _, a := range addrs {
-			if err := host.garp(iface, a); err != nil {
-				m.log.Warn("gratuitous ARP", "iface", iface, "addr", a, "err", err)
-				continue
-			}
-			st.GARPs++
+	if len(d.Routers) == 0 {
+		if err := syncHostTables(host, w, d, externals); err != nil {
+			return *st, err
 		}
 	}
+	m.announce(host, st, announce)
+	m.last = cloneDesired(d)
 	return *st, nil
+}
+
+// syncHostTables converges the host namespace's tables: the guard and
+// masquerade (inet) and the anycast gateways' bridge filter.
+func syncHostTables(host *hostNS, w *writer, d Desired, externals []string) error {
+	conn, err := nftConn(int(host.ns))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	n, err := syncTable(conn, nftables.TableFamilyINet, tblHost, hostChains(d, externals), nil)
+	w.nft(n, "table inet %s", tblHost)
+	if err != nil {
+		return err
+	}
+	n, err = syncTable(conn, nftables.TableFamilyBridge, tblBridge, bridgeChains(d), nil)
+	w.nft(n, "table bridge %s", tblBridge)
+	return err
+}
+
+// announce sends gratuitous ARP for floating IPs new on this host.
+func (m *Manager) announce(host *hostNS, st *Stats, announce map[string][]netip.Addr) {
+	for iface, addrs := range announce {
+		n, err := m.garp(host, iface, addrs)
+		st.GARPs += n
+		if err != nil {
+			m.log.Warn("gratuitous ARP", "iface", iface, "addrs", len(addrs), "err", err)
+		}
+	}
 }
 
 // Cleanup removes every namespace, device, route, proxy ARP entry (on
@@ -295,6 +330,9 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	known := slices.Clone(m.externals)
 	m.mu.Unlock()
 	_, err := m.Apply(ctx, Desired{Externals: known})
+	m.mu.Lock()
+	m.closeARP()
+	m.mu.Unlock()
 	return err
 }
 
@@ -403,14 +441,20 @@ func (m *Manager) applyRouter(host *hostNS, w *writer, r Router, name string, tr
 	if err := r2.deleteLinks(w, wantNSLinks); err != nil {
 		return err
 	}
-	if err := syncRoutes(w, h, wantRoutes); err != nil {
-		return fmt.Errorf("routes in %s: %w", name, err)
-	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(rns)))
+	// NAT before the routes: a new router must not route a tenant's
+	// packet out with its own source before its SNAT is in place.
+	conn, err := nftConn(int(rns))
 	if err != nil {
 		return fmt.Errorf("nftables in %s: %w", name, err)
 	}
-	n, err := syncTable(conn, nftables.TableFamilyIPv4, tblRouter, routerChains(r, transit))
-	w.addN(n, "table ip %s in %s", tblRouter, name)
-	return err
+	chains, maps := routerChains(r, transit)
+	n, err := syncTable(conn, nftables.TableFamilyIPv4, tblRouter, chains, maps)
+	w.nft(n, "table ip %s in %s", tblRouter, name)
+	if err != nil {
+		return err
+	}
+	if err := syncRoutes(w, h, wantRoutes); err != nil {
+		return fmt.Errorf("routes in %s: %w", name, err)
+	}
+	return nil
 }

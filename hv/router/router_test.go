@@ -369,3 +369,70 @@ func openHole(t *testing.T, ns *tns, dst string) {
 		t.Fatalf("operator table: %v", err)
 	}
 }
+
+// TestFloatingIPChangeIsIncremental: a change of floating IPs alone writes
+// only those (an address, a route and a proxy entry each, one nftables
+// transaction per router touched); what it leaves is what the full
+// convergence wants (applying the same state again writes nothing); the
+// NAT works after it, also when a floating IP moves between two routers of
+// one host in one change.
+func TestFloatingIPChangeIsIncremental(t *testing.T) {
+	needRoot(t)
+	w := newWorld(t, 1)
+	a := w.hosts[0]
+	a.ns.bridge(t, "psbr300", 1450)
+	a.ns.bridge(t, "psbr400", 1450)
+	x := w.vm(t, a, "psbr300", "fa:16:3e:00:03:05", "10.9.0.5/24", "10.9.0.1")
+	y := w.vm(t, a, "psbr400", "fa:16:3e:00:04:05", "10.9.0.5/24", "10.9.0.1")
+	gw := &Gateway{Iface: "eth0", SNAT: true}
+	mk := func(id, br, mac string, fips ...FloatingIP) Router {
+		return Router{ID: id, Gateway: gw, FloatingIPs: fips, Interfaces: []Interface{{ID: id + "-if", Bridge: br,
+			Address: netip.MustParsePrefix("10.9.0.1/24"), MAC: mustMAC(mac), MTU: 1450}}}
+	}
+	fip := netip.MustParseAddr("203.0.113.150")
+	other := FloatingIP{netip.MustParseAddr("203.0.113.151"), netip.MustParseAddr("10.9.0.77")}
+	state := func(onX, onY []FloatingIP) Desired {
+		return Desired{Externals: []string{"eth0"}, Routers: []Router{
+			mk("rx", "psbr300", "fa:16:3e:00:03:01", onX...), mk("ry", "psbr400", "fa:16:3e:00:04:01", onY...)}}
+	}
+	srv := w.lan.listen(t, "203.0.113.1:9200")
+	a.apply(t, state([]FloatingIP{other}, nil))
+	steps := []struct {
+		what       string
+		onX, onY   []FloatingIP
+		to         *tns // the VM the floating IP leads to (nil: none)
+		txs, garps int
+	}{
+		{"add to x", []FloatingIP{other, {fip, netip.MustParseAddr("10.9.0.5")}}, nil, x, 1, 1},
+		{"move to y", []FloatingIP{other}, []FloatingIP{{fip, netip.MustParseAddr("10.9.0.5")}}, y, 2, 1},
+		{"remove", []FloatingIP{other}, nil, nil, 1, 0},
+	}
+	for _, s := range steps {
+		d := state(s.onX, s.onY)
+		st := a.apply(t, d)
+		if st.NFTTx != s.txs || st.GARPs != s.garps || st.Writes > 3*2+s.txs+1 {
+			t.Errorf("%s: %+v; want %d nftables transactions, %d announcements and only the floating IP's writes", s.what, st, s.txs, s.garps)
+		}
+		if st := a.apply(t, d); st.Writes != 0 {
+			t.Errorf("%s: the full convergence after it wrote %d times: %v", s.what, st.Writes, st.Changes)
+		}
+		if s.to == nil {
+			if c, err := w.lan.dial(fip.String()+":9201", time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s: the LAN still reaches the removed floating IP", s.what)
+			}
+			if src, err := x.peerOf(t, srv, "203.0.113.1:9200"); err != nil || src != a.ip {
+				t.Errorf("%s: x reached the LAN from %q (%v); want the host's address", s.what, src, err)
+			}
+			continue
+		}
+		l := s.to.listen(t, "10.9.0.5:9201")
+		if src, err := w.lan.peerOf(t, l, fip.String()+":9201"); err != nil || src != "203.0.113.1" {
+			t.Errorf("%s: the LAN reached %s through the floating IP from %q (%v)", s.what, s.to.name, src, err)
+		}
+		l.Close()
+		if src, err := s.to.peerOf(t, srv, "203.0.113.1:9200"); err != nil || src != fip.String() {
+			t.Errorf("%s: %s reached the LAN from %q (%v); want the floating IP", s.what, s.to.name, src, err)
+		}
+	}
+}
