@@ -33,10 +33,11 @@ const (
 	nemPause           = "pause"            // SIGSTOP a host's daemon, SIGCONT it
 	nemLeaderKill      = "leader-kill"      // SIGKILL the leader, restart it
 	nemClock           = "clock"            // restart a host with its wall clock shifted, then without
+	nemLoss            = "loss"             // a host drops a random share of its underlay packets
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.
@@ -282,6 +283,16 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			ev.Note += "; healed: " + note + "; " + n.caughtUp(ctx, victim)
 			return nil
 		}
+	case nemLoss:
+		victim := 1 + n.rnd.IntN(hosts)
+		pct := 20 + n.rnd.IntN(31) // each way; 36–76 % of round trips
+		ev.Hosts = []string{n.b.Host(victim).Name}
+		ev.Note, err = n.loss(ctx, victim, pct)
+		heal = func(ctx context.Context) error {
+			note, err := n.unloss(ctx, victim)
+			ev.Note += "; " + note
+			return err
+		}
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
 	}
@@ -479,6 +490,9 @@ func (n *nemesis) healNet() error {
 // and dead daemons.
 func (n *nemesis) healAll(ctx context.Context) error {
 	errs := []error{n.healNet()}
+	for _, h := range n.b.Hosts {
+		errs = append(errs, clearLoss(h.NS))
+	}
 	for i := range n.b.Hosts {
 		if n.b.Alive(i + 1) {
 			_ = n.b.SignalHost(i+1, syscall.SIGCONT)
