@@ -34,10 +34,11 @@ const (
 	nemLeaderKill      = "leader-kill"      // SIGKILL the leader, restart it
 	nemClock           = "clock"            // restart a host with its wall clock shifted, then without
 	nemLoss            = "loss"             // a host drops a random share of its underlay packets
+	nemNFS             = "nfs"              // the NAS's NFS server stopped, then resumed
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemNFS}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.
@@ -69,6 +70,8 @@ type nemesis struct {
 	logf  func(format string, a ...any)
 	// onFault is told the fault in effect ("" once healed).
 	onFault func(kind string)
+	// nfs is the NAS's NFS server (pid 0: no NAS).
+	nfs nfsServer
 }
 
 // leader asks the hosts, in random order, which host leads; 0 if none
@@ -293,6 +296,28 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			ev.Note += "; " + note
 			return err
 		}
+	case nemNFS:
+		if n.nfs.pid == 0 {
+			return ev, errors.New("nfs nemesis without a NAS")
+		}
+		from := 1 + n.rnd.IntN(hosts) // the host whose client proves it
+		ev.Hosts = []string{"nas"}
+		ev.Note, err = n.stopNFS(ctx, from)
+		resumed := 0
+		watch = func() {
+			if !n.nfsStopped() {
+				resumed++
+				_ = syscall.Kill(n.nfs.pid, syscall.SIGSTOP)
+			}
+		}
+		heal = func(ctx context.Context) error {
+			if resumed > 0 && ev.Err == "" {
+				ev.Err = fmt.Sprintf("NFS server resumed from outside %d times during the stop; stopped again", resumed)
+			}
+			note, err := n.contNFS(ctx, from)
+			ev.Note += "; " + note
+			return err
+		}
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
 	}
@@ -492,6 +517,9 @@ func (n *nemesis) healAll(ctx context.Context) error {
 	errs := []error{n.healNet()}
 	for _, h := range n.b.Hosts {
 		errs = append(errs, clearLoss(h.NS))
+	}
+	if n.nfs.pid != 0 {
+		errs = append(errs, syscall.Kill(n.nfs.pid, syscall.SIGCONT))
 	}
 	for i := range n.b.Hosts {
 		if n.b.Alive(i + 1) {

@@ -1,0 +1,178 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+)
+
+// The volume operations (with NFS storage only: the volumes live on the
+// NAS, so the nfs nemesis has something to stop).
+const (
+	opVolCreate = "vcreate" // POST a 1 GB volume with a unique name
+	opVolDelete = "vdelete" // DELETE a volume this client created
+)
+
+// transitional are the volume statuses a volume passes through: none may
+// remain once the faults are healed and a grace period has passed (a
+// status with no way out would need an operator).
+var transitional = []string{"creating", "deleting", "attaching", "detaching", "extending", "reserved",
+	"downloading", "uploading", "backing-up", "restoring-backup", "retyping", "maintenance"}
+
+// volumeGrace is how long after the heal volumes may still be settling:
+// an NFS operation stuck on the stopped server gives up after 30 s.
+const volumeGrace = 2 * time.Minute
+
+// maxVolumes is how many volumes a client keeps before it deletes one.
+const maxVolumes = 3
+
+// volumeOp picks a volume operation for client c, or "" to let it pick
+// another kind (called only with volumes on: it draws from c.rnd).
+func (c *client) volumeOp(op *Op) bool {
+	if c.rnd.IntN(100) >= 8 {
+		return false
+	}
+	if len(c.vols) >= maxVolumes || (len(c.vols) > 0 && c.rnd.IntN(3) == 0) {
+		op.Kind, op.ID = opVolDelete, c.vols[c.rnd.IntN(len(c.vols))]
+	} else {
+		op.Kind, op.Key = opVolCreate, fmt.Sprintf("%s-v%d-%d", c.w.prefix, c.id, c.n)
+	}
+	return true
+}
+
+// doVolume sends a volume operation.
+func doVolume(ctx context.Context, hc *hostClient, op *Op) error {
+	switch op.Kind {
+	case opVolCreate:
+		v, err := volumes.Create(ctx, hc.vol, volumes.CreateOpts{Name: op.Key, Size: 1}, nil).Extract()
+		if err == nil {
+			op.ID, op.Got = v.ID, v.Status
+		}
+		return err
+	case opVolDelete:
+		return volumes.Delete(ctx, hc.vol, op.ID, nil).ExtractErr()
+	}
+	return fmt.Errorf("unknown volume op %q", op.Kind)
+}
+
+// afterVolume keeps the client's list of volumes up to date.
+func (c *client) afterVolume(op Op) {
+	switch {
+	case op.Kind == opVolCreate && op.Outcome == outOK:
+		c.vols = append(c.vols, op.ID)
+	case op.Kind == opVolDelete && op.Outcome != outFail:
+		c.vols = removeString(c.vols, op.ID)
+	}
+}
+
+// volumeCheck waits (volumeGrace at most) until no volume of the run is
+// in a transitional status, then checks every acknowledged create exists
+// and every acknowledged delete is gone. It returns the violations and a
+// summary line.
+func volumeCheck(ctx context.Context, w *workload, ops []Op) ([]string, string) {
+	t0 := time.Now()
+	var vols map[string]volumes.Volume
+	var stuck []string
+	var err error
+	first := -1 // transitional at the first listing
+	for {
+		vols, err = listVolumes(ctx, w)
+		if err == nil {
+			stuck = stuck[:0]
+			for _, v := range vols {
+				if strings.HasPrefix(v.Name, w.prefix+"-v") && slices.Contains(transitional, v.Status) {
+					stuck = append(stuck, fmt.Sprintf("%s (%s) %s since %s", v.Name, v.ID, v.Status, v.UpdatedAt.Format(time.TimeOnly)))
+				}
+			}
+			if first < 0 {
+				first = len(stuck)
+			}
+			if len(stuck) == 0 {
+				break
+			}
+		}
+		if time.Since(t0) > volumeGrace {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if vols == nil {
+		return []string{fmt.Sprintf("volumes after heal: no host listed them: %v", err)}, "volumes: not listed\n"
+	}
+	sort.Strings(stuck)
+	var bad []string
+	for _, s := range stuck {
+		bad = append(bad, fmt.Sprintf("volume stuck in a transitional status %s after the heal: %s", volumeGrace, s))
+	}
+	deleted := map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == opVolDelete && op.Outcome != outFail {
+			deleted[op.ID] = true
+		}
+	}
+	created, errored := 0, 0
+	for _, op := range ops {
+		switch {
+		case op.Kind == opVolCreate && op.Outcome == outOK:
+			created++
+			if v, ok := vols[op.ID]; !ok && !deleted[op.ID] {
+				bad = append(bad, fmt.Sprintf("lost create: volume %s (%s) acknowledged by h%d (op %d) is gone", op.Key, op.ID, op.Host, op.Seq))
+			} else if ok && v.Status == "error" {
+				errored++
+			}
+		case op.Kind == opVolDelete && op.Outcome == outOK:
+			if v, ok := vols[op.ID]; ok && v.Status != "deleting" {
+				bad = append(bad, fmt.Sprintf("lost delete: volume %s deleted by h%d (op %d) is still %s", op.ID, op.Host, op.Seq, v.Status))
+			}
+		}
+	}
+	byStatus := map[string]int{}
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, w.prefix+"-v") {
+			byStatus[v.Status]++
+		}
+	}
+	var st []string
+	for s, k := range byStatus {
+		st = append(st, fmt.Sprintf("%s %d", s, k))
+	}
+	sort.Strings(st)
+	sum := fmt.Sprintf("volumes (acknowledged creates exist, deletes gone, none transitional %s after heal): %d violations; %d acknowledged creates (%d now in error); %d transitional when first listed after heal, %d %.1fs later; now: %s\n",
+		volumeGrace, len(bad), created, errored, max(first, 0), len(stuck), time.Since(t0).Seconds(), strings.Join(st, ", "))
+	return bad, sum
+}
+
+// listVolumes lists the volumes through the first host that answers.
+func listVolumes(ctx context.Context, w *workload) (map[string]volumes.Volume, error) {
+	var lastErr error
+	for _, c := range w.cl {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		pages, err := volumes.List(c.vol, volumes.ListOpts{}).AllPages(lctx)
+		var list []volumes.Volume
+		if err == nil {
+			list, err = volumes.ExtractVolumes(pages)
+		}
+		cancel()
+		if err != nil {
+			lastErr = fmt.Errorf("list volumes at %s: %w", c.name, err)
+			continue
+		}
+		out := map[string]volumes.Volume{}
+		for _, v := range list {
+			out[v.ID] = v
+		}
+		return out, nil
+	}
+	return nil, lastErr
+}
