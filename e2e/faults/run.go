@@ -36,6 +36,9 @@ type Config struct {
 	// creates and deletes to the workload and checks them after the
 	// heal; on whenever the nfs nemesis is in Nemeses.
 	NFS bool
+	// VMs boots that many HA servers from NFS volumes (NFS on), their
+	// guests writing the single-writer log, and samples their QEMUs.
+	VMs int
 	Log io.Writer // progress; nil discards
 }
 
@@ -64,14 +67,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(cfg.Nemeses) == 0 {
 		cfg.Nemeses = allNemeses
 	}
-	cfg.NFS = cfg.NFS || slices.Contains(cfg.Nemeses, nemNFS)
+	cfg.NFS = cfg.NFS || cfg.VMs > 0 || slices.Contains(cfg.Nemeses, nemNFS)
 	logf := func(format string, a ...any) {
 		if cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "faults: "+format+"\n", a...)
 		}
 	}
 	res := &Result{Seed: cfg.Seed}
-	logf("seed %d: %d hosts, %d clients, %s of faults (%v), tags %v, volumes on NFS %v", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses, cfg.Tags, cfg.NFS)
+	logf("seed %d: %d hosts, %d clients, %s of faults (%v), tags %v, volumes on NFS %v, HA servers %d", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses, cfg.Tags, cfg.NFS, cfg.VMs)
 	b, err := e2e.StartBox(ctx, e2e.BoxOptions{Hosts: cfg.Hosts, Kind: "test", Bin: cfg.Bin, Log: cfg.Log, NFS: cfg.NFS})
 	if err != nil {
 		return nil, fmt.Errorf("start box: %w", err)
@@ -97,6 +100,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := setup(ctx, w, cfg.Tags, cfg.Duration); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
+	var vms *vmSet
+	if cfg.VMs > 0 {
+		if vms, err = startVMs(ctx, b, cfg.VMs, logf); err != nil {
+			return nil, fmt.Errorf("servers: %w", err)
+		}
+	}
 	hist := &history{t0: time.Now()}
 	w.hist = hist
 	nem := &nemesis{b: b, cl: cl, rnd: rand.New(rand.NewPCG(cfg.Seed, 0)), kinds: cfg.Nemeses, t0: hist.t0, logf: logf, onFault: hist.setFault}
@@ -109,6 +118,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	// The sampler runs through the faults, the heal and the checks.
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	var sampling sync.WaitGroup
+	if vms != nil {
+		sampling.Add(1)
+		go func() { defer sampling.Done(); vms.sampler(sampleCtx, hist.t0) }()
+	}
 	var wg sync.WaitGroup
 	var procMu sync.Mutex
 	nextProc := cfg.Clients
@@ -153,7 +170,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Failures = append(res.Failures, err.Error())
 	}
 	if cfg.NFS {
-		w.volCheck, w.volSummary = volumeCheck(ctx, w, hist.ops)
+		w.nasCheck, w.nasSummary = volumeCheck(ctx, w, hist.ops)
+	}
+	if vms != nil {
+		bad, sum := vms.check(ctx, func() { stopSampling(); sampling.Wait() })
+		w.nasCheck, w.nasSummary = append(w.nasCheck, bad...), w.nasSummary+sum
 	}
 	res.Ops, res.Nemeses = hist.ops, hist.nem
 	var dataDirs []string

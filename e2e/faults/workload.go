@@ -108,9 +108,9 @@ type workload struct {
 	hist     *history
 	// volumes adds volume creates and deletes (NFS storage only).
 	volumes bool
-	// volCheck and volSummary are what the volume check found.
-	volCheck   []string
-	volSummary string
+	// nasCheck and nasSummary are what the volume and guest checks found.
+	nasCheck   []string
+	nasSummary string
 }
 
 // client is one concurrent client: its own random source, its networks.
