@@ -569,14 +569,17 @@ func dropFrom(ns string, addrs []string) error {
 }
 
 // clearDrops deletes the partition table of namespace ns, if any.
-func clearDrops(ns string) error {
+func clearDrops(ns string) error { return deleteTable(ns, nftTable) }
+
+// deleteTable deletes the IPv4 table called name in namespace ns, if any.
+func deleteTable(ns, name string) error {
 	return inNS(ns, func(c *nftables.Conn) error {
 		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 		if err != nil {
 			return err
 		}
 		for _, t := range tables {
-			if t.Name == nftTable {
+			if t.Name == name {
 				c.DelTable(t)
 				return c.Flush()
 			}

@@ -94,21 +94,7 @@ func lossRules(ns string) (map[string]int, error) {
 }
 
 // clearLoss deletes the loss table of namespace ns, if any.
-func clearLoss(ns string) error {
-	return inNS(ns, func(c *nftables.Conn) error {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return err
-		}
-		for _, t := range tables {
-			if t.Name == lossTable {
-				c.DelTable(t)
-				return c.Flush()
-			}
-		}
-		return nil
-	})
-}
+func clearLoss(ns string) error { return deleteTable(ns, lossTable) }
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
