@@ -71,28 +71,21 @@ func (c *client) afterVolume(op Op) {
 }
 
 // volumeCheck waits (volumeGrace at most) until no volume of the run is
-// in a transitional status, then checks every acknowledged create exists
-// and every acknowledged delete is gone. It returns the violations and a
-// summary line.
+// in a transitional status, then judges the volumes against the history.
+// It returns the violations and a summary line.
 func volumeCheck(ctx context.Context, w *workload, ops []Op) ([]string, string) {
 	t0 := time.Now()
 	var vols map[string]volumes.Volume
-	var stuck []string
 	var err error
 	first := -1 // transitional at the first listing
 	for {
 		vols, err = listVolumes(ctx, w)
 		if err == nil {
-			stuck = stuck[:0]
-			for _, v := range vols {
-				if strings.HasPrefix(v.Name, w.prefix+"-v") && slices.Contains(transitional, v.Status) {
-					stuck = append(stuck, fmt.Sprintf("%s (%s) %s since %s", v.Name, v.ID, v.Status, v.UpdatedAt.Format(time.TimeOnly)))
-				}
-			}
+			n := len(stuckVolumes(vols, w.prefix))
 			if first < 0 {
-				first = len(stuck)
+				first = n
 			}
-			if len(stuck) == 0 {
+			if n == 0 {
 				break
 			}
 		}
@@ -110,33 +103,7 @@ func volumeCheck(ctx context.Context, w *workload, ops []Op) ([]string, string) 
 	if vols == nil {
 		return []string{fmt.Sprintf("volumes after heal: no host listed them: %v", err)}, "volumes: not listed\n"
 	}
-	sort.Strings(stuck)
-	var bad []string
-	for _, s := range stuck {
-		bad = append(bad, fmt.Sprintf("volume stuck in a transitional status %s after the heal: %s", volumeGrace, s))
-	}
-	deleted := map[string]bool{}
-	for _, op := range ops {
-		if op.Kind == opVolDelete && op.Outcome != outFail {
-			deleted[op.ID] = true
-		}
-	}
-	created, errored := 0, 0
-	for _, op := range ops {
-		switch {
-		case op.Kind == opVolCreate && op.Outcome == outOK:
-			created++
-			if v, ok := vols[op.ID]; !ok && !deleted[op.ID] {
-				bad = append(bad, fmt.Sprintf("lost create: volume %s (%s) acknowledged by h%d (op %d) is gone", op.Key, op.ID, op.Host, op.Seq))
-			} else if ok && v.Status == "error" {
-				errored++
-			}
-		case op.Kind == opVolDelete && op.Outcome == outOK:
-			if v, ok := vols[op.ID]; ok && v.Status != "deleting" {
-				bad = append(bad, fmt.Sprintf("lost delete: volume %s deleted by h%d (op %d) is still %s", op.ID, op.Host, op.Seq, v.Status))
-			}
-		}
-	}
+	bad, created, errored := judgeVolumes(ops, vols, w.prefix)
 	byStatus := map[string]int{}
 	for _, v := range vols {
 		if strings.HasPrefix(v.Name, w.prefix+"-v") {
@@ -149,8 +116,54 @@ func volumeCheck(ctx context.Context, w *workload, ops []Op) ([]string, string) 
 	}
 	sort.Strings(st)
 	sum := fmt.Sprintf("volumes (acknowledged creates exist, deletes gone, none transitional %s after heal): %d violations; %d acknowledged creates (%d now in error); %d transitional when first listed after heal, %d %.1fs later; now: %s\n",
-		volumeGrace, len(bad), created, errored, max(first, 0), len(stuck), time.Since(t0).Seconds(), strings.Join(st, ", "))
+		volumeGrace, len(bad), created, errored, max(first, 0), len(stuckVolumes(vols, w.prefix)), time.Since(t0).Seconds(), strings.Join(st, ", "))
 	return bad, sum
+}
+
+// stuckVolumes describes the run's volumes (named prefix-v…) that are in
+// a transitional status, sorted.
+func stuckVolumes(vols map[string]volumes.Volume, prefix string) []string {
+	var stuck []string
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, prefix+"-v") && slices.Contains(transitional, v.Status) {
+			stuck = append(stuck, fmt.Sprintf("%s (%s) %s since %s", v.Name, v.ID, v.Status, v.UpdatedAt.Format(time.TimeOnly)))
+		}
+	}
+	sort.Strings(stuck)
+	return stuck
+}
+
+// judgeVolumes checks the volumes after the heal against the history:
+// none in a transitional status, every acknowledged create there unless
+// a delete of it was sent, every acknowledged delete gone (or failed as
+// error_deleting: a delete is carried out after its answer, and may fail).
+// It also counts the acknowledged creates and those now in error.
+func judgeVolumes(ops []Op, vols map[string]volumes.Volume, prefix string) (bad []string, created, errored int) {
+	for _, s := range stuckVolumes(vols, prefix) {
+		bad = append(bad, fmt.Sprintf("volume stuck in a transitional status %s after the heal: %s", volumeGrace, s))
+	}
+	deleted := map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == opVolDelete && op.Outcome != outFail {
+			deleted[op.ID] = true
+		}
+	}
+	for _, op := range ops {
+		switch {
+		case op.Kind == opVolCreate && op.Outcome == outOK:
+			created++
+			if v, ok := vols[op.ID]; !ok && !deleted[op.ID] {
+				bad = append(bad, fmt.Sprintf("lost create: volume %s (%s) acknowledged by h%d (op %d) is gone", op.Key, op.ID, op.Host, op.Seq))
+			} else if ok && v.Status == "error" {
+				errored++
+			}
+		case op.Kind == opVolDelete && op.Outcome == outOK:
+			if v, ok := vols[op.ID]; ok && !slices.Contains(transitional, v.Status) && v.Status != "error_deleting" {
+				bad = append(bad, fmt.Sprintf("lost delete: volume %s deleted by h%d (op %d) is still %s", op.ID, op.Host, op.Seq, v.Status))
+			}
+		}
+	}
+	return bad, created, errored
 }
 
 // listVolumes lists the volumes through the first host that answers.
