@@ -28,6 +28,7 @@ type hostClient struct {
 	hc    *http.Client
 	net   *gophercloud.ServiceClient
 	vol   *gophercloud.ServiceClient // block storage (volumes), this host
+	comp  *gophercloud.ServiceClient // compute (volume attachments), this host
 }
 
 // status is the part of GET /cluster/v1/status the checks read.
@@ -130,7 +131,13 @@ func (c *hostClient) auth(ctx context.Context, password string) error {
 	}
 	vc.Endpoint = c.base + strings.TrimSuffix(u.Path, "/") + "/"
 	vc.ResourceBase = vc.Endpoint
-	c.net, c.vol, c.token = nc, vc, provider.TokenID
+	cc, err := openstack.NewComputeV2(provider, gophercloud.EndpointOpts{Region: "RegionOne"})
+	if err != nil {
+		return err
+	}
+	cc.Endpoint = c.base + "/compute/v2.1/"
+	cc.ResourceBase = cc.Endpoint
+	c.net, c.vol, c.comp, c.token = nc, vc, cc, provider.TokenID
 	return nil
 }
 

@@ -106,6 +106,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("servers: %w", err)
 		}
 	}
+	if vms != nil {
+		for _, s := range vms.srv {
+			w.servers = append(w.servers, s.id)
+		}
+	}
 	hist := &history{t0: time.Now()}
 	w.hist = hist
 	nem := &nemesis{b: b, cl: cl, rnd: rand.New(rand.NewPCG(cfg.Seed, 0)), kinds: cfg.Nemeses, t0: hist.t0, logf: logf, onFault: hist.setFault}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/volumeattach"
 )
 
 // The volume operations (with NFS storage only: the volumes live on the
@@ -16,6 +17,8 @@ import (
 const (
 	opVolCreate = "vcreate" // POST a 1 GB volume with a unique name
 	opVolDelete = "vdelete" // DELETE a volume this client created
+	opAttach    = "vattach" // attach one of this client's volumes to an HA server (with guests)
+	opDetach    = "vdetach" // detach a volume this client attached
 )
 
 // transitional are the volume statuses a volume passes through: none may
@@ -28,14 +31,29 @@ var transitional = []string{"creating", "deleting", "attaching", "detaching", "e
 // an NFS operation stuck on the stopped server gives up after 30 s.
 const volumeGrace = 2 * time.Minute
 
+// attachment is a volume a client attached to a server.
+type attachment struct{ vol, server string }
+
 // maxVolumes is how many volumes a client keeps before it deletes one.
 const maxVolumes = 3
 
-// volumeOp picks a volume operation for client c, or "" to let it pick
-// another kind (called only with volumes on: it draws from c.rnd).
+// volumeOp picks a volume operation for client c into op, or returns
+// false to let it pick another kind (called only with volumes on: it
+// draws from c.rnd).
 func (c *client) volumeOp(op *Op) bool {
 	if c.rnd.IntN(100) >= 8 {
 		return false
+	}
+	if servers := c.w.servers; len(servers) > 0 && c.rnd.IntN(3) == 0 {
+		// At most one attached per client: a tiny guest has few slots.
+		switch {
+		case len(c.att) > 0:
+			op.Kind, op.ID, op.Key = opDetach, c.att[0].vol, c.att[0].server
+			return true
+		case len(c.vols) > 0:
+			op.Kind, op.ID, op.Key = opAttach, c.vols[c.rnd.IntN(len(c.vols))], servers[c.rnd.IntN(len(servers))]
+			return true
+		}
 	}
 	if len(c.vols) >= maxVolumes || (len(c.vols) > 0 && c.rnd.IntN(3) == 0) {
 		op.Kind, op.ID = opVolDelete, c.vols[c.rnd.IntN(len(c.vols))]
@@ -56,6 +74,11 @@ func doVolume(ctx context.Context, hc *hostClient, op *Op) error {
 		return err
 	case opVolDelete:
 		return volumes.Delete(ctx, hc.vol, op.ID, nil).ExtractErr()
+	case opAttach:
+		_, err := volumeattach.Create(ctx, hc.comp, op.Key, volumeattach.CreateOpts{VolumeID: op.ID}).Extract()
+		return err
+	case opDetach:
+		return volumeattach.Delete(ctx, hc.comp, op.Key, op.ID).ExtractErr()
 	}
 	return fmt.Errorf("unknown volume op %q", op.Kind)
 }
@@ -67,6 +90,12 @@ func (c *client) afterVolume(op Op) {
 		c.vols = append(c.vols, op.ID)
 	case op.Kind == opVolDelete && op.Outcome != outFail:
 		c.vols = removeString(c.vols, op.ID)
+	case op.Kind == opAttach && op.Outcome == outOK:
+		c.att = append(c.att, attachment{vol: op.ID, server: op.Key})
+	case op.Kind == opDetach && (op.Outcome != outFail || op.Status == 404):
+		// Detached, maybe detached, or not attached at all (the attach
+		// failed after its answer).
+		c.att = c.att[1:]
 	}
 }
 

@@ -108,6 +108,8 @@ type workload struct {
 	hist     *history
 	// volumes adds volume creates and deletes (NFS storage only).
 	volumes bool
+	// servers are the HA servers volumes are attached to (with guests).
+	servers []string
 	// nasCheck and nasSummary are what the volume and guest checks found.
 	nasCheck   []string
 	nasSummary string
@@ -120,9 +122,10 @@ type client struct {
 	proc  int
 	rnd   *rand.Rand
 	n     int
-	live  []string // ids of networks it created (acknowledged)
-	ports []string // ids of ports it created (acknowledged)
-	vols  []string // ids of volumes it created (acknowledged)
+	live  []string     // ids of networks it created (acknowledged)
+	ports []string     // ids of ports it created (acknowledged)
+	vols  []string     // ids of volumes it created (acknowledged)
+	att   []attachment // volumes it attached (acknowledged), not yet detached
 	procs func() int
 }
 
@@ -250,7 +253,7 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 			}
 		}
 		return err
-	case opVolCreate, opVolDelete:
+	case opVolCreate, opVolDelete, opAttach, opDetach:
 		return doVolume(ctx, hc, op)
 	}
 	return fmt.Errorf("unknown op %q", op.Kind)
