@@ -206,3 +206,20 @@ func (b *Box) spawn(logf *os.File, name string, args ...string) (int, <-chan str
 	go func() { _ = cmd.Wait(); close(done) }()
 	return cmd.Process.Pid, done, b.addPGID(cmd.Process.Pid)
 }
+
+// NASServerPid returns the pid of the NAS's NFS server (ganesha), for
+// fault tests that stop and resume it.
+func (b *Box) NASServerPid() (int, error) {
+	if b.NASAddr == "" {
+		return 0, fmt.Errorf("box %s has no NAS", b.Prefix)
+	}
+	data, err := os.ReadFile(filepath.Join(b.RunDir, "nas", "ganesha.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("NFS server pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, fmt.Errorf("NFS server pid %q: %w", data, err)
+	}
+	return pid, nil
+}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,27 +86,6 @@ type hostFail struct {
 type hfCase struct {
 	name string
 	ft   *failoverTimes
-}
-
-// logOffset is where the guest's log starts on its 1 GiB boot disk: past
-// the guest image's bytes (it boots from an initramfs, so the volume's
-// bytes from here on are free).
-const logOffset = 512 << 20
-
-// logSlots is how much of the log the checker reads (8 MiB: 27 minutes at
-// 10 records a second).
-const logSlots = 16384
-
-// hfUserData starts the log writer on the boot disk (the 1 GiB one; the
-// config drive is the other) and returns.
-func hfUserData() string {
-	return `#!/bin/sh
-dev=""
-for d in /sys/block/vd*; do [ "$(cat $d/size)" -ge 2097152 ] && dev=/dev/${d##*/}; done
-[ -n "$dev" ] || { echo "PEERSTACK-HOSTFAIL no 1 GiB disk"; exit 1; }
-guestio log "$dev" ` + strconv.Itoa(logOffset) + ` 100ms </dev/null >/dev/console 2>&1 &
-exit 0
-`
 }
 
 func (hf *hostFail) steps() []boxStep {
@@ -209,49 +187,15 @@ func (hf *hostFail) hostNamed(name string) int {
 }
 
 // diskFile is the boot volume's file in the NAS's export.
-func (hf *hostFail) diskFile() (string, error) {
-	files, err := hf.s.b.NASFiles()
-	if err != nil {
-		return "", err
-	}
-	for _, f := range files {
-		if strings.Contains(f, hf.vol) {
-			return filepath.Join(hf.s.b.Export, f), nil
-		}
-	}
-	return "", fmt.Errorf("boot volume %s is not on the NAS: %v", hf.vol, files)
-}
+func (hf *hostFail) diskFile() (string, error) { return hf.s.b.VolumeFile(hf.vol) }
 
-// readLog reads the log region of the boot volume from the NAS's export
-// (qemu-img with -U: the guest may be running).
+// readLog reads the log region of the boot volume from the NAS's export.
 func (hf *hostFail) readLog(ctx context.Context) ([]byte, error) {
 	file, err := hf.diskFile()
 	if err != nil {
 		return nil, err
 	}
-	format := strings.TrimPrefix(filepath.Ext(file), ".")
-	if format != "qcow2" && format != "raw" {
-		return nil, fmt.Errorf("boot volume file %s: unknown format", file)
-	}
-	out := filepath.Join(hf.s.dir, "log.raw")
-	_ = os.Remove(out)
-	// qemu-img dd (7.2) counts count from the start of the input, skip
-	// included; a version counting it after skip copies more, of which
-	// the first bytes are the same.
-	const bs = 64 << 10
-	const size = logSlots * pslogSlot
-	if _, err := sh(ctx, "qemu-img", "dd", "-U", "-f", format, "-O", "raw", "bs="+strconv.Itoa(bs),
-		"skip="+strconv.Itoa(logOffset/bs), "count="+strconv.Itoa((logOffset+size)/bs), "if="+file, "of="+out); err != nil {
-		return nil, err
-	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) < size {
-		return nil, fmt.Errorf("qemu-img dd of %s gave %d bytes; want %d", file, len(raw), size)
-	}
-	return raw[:size], nil
+	return ReadGuestLog(ctx, file, hf.s.dir)
 }
 
 // keepConsole records host h's console of the server (before a host

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -25,6 +27,8 @@ type hostClient struct {
 	token string
 	hc    *http.Client
 	net   *gophercloud.ServiceClient
+	vol   *gophercloud.ServiceClient // block storage (volumes), this host
+	comp  *gophercloud.ServiceClient // compute (volume attachments), this host
 }
 
 // status is the part of GET /cluster/v1/status the checks read.
@@ -116,7 +120,24 @@ func (c *hostClient) auth(ctx context.Context, password string) error {
 	// catalog says.
 	nc.Endpoint = c.base + "/network/"
 	nc.ResourceBase = c.base + "/network/v2.0/"
-	c.net, c.token = nc, provider.TokenID
+	vc, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: "RegionOne"})
+	if err != nil {
+		return err
+	}
+	// The catalog's path (it carries the project), on this host.
+	u, err := url.Parse(vc.Endpoint)
+	if err != nil {
+		return fmt.Errorf("volume endpoint %q: %w", vc.Endpoint, err)
+	}
+	vc.Endpoint = c.base + strings.TrimSuffix(u.Path, "/") + "/"
+	vc.ResourceBase = vc.Endpoint
+	cc, err := openstack.NewComputeV2(provider, gophercloud.EndpointOpts{Region: "RegionOne"})
+	if err != nil {
+		return err
+	}
+	cc.Endpoint = c.base + "/compute/v2.1/"
+	cc.ResourceBase = cc.Endpoint
+	c.net, c.vol, c.comp, c.token = nc, vc, cc, provider.TokenID
 	return nil
 }
 

@@ -21,7 +21,8 @@ func (stdoutWriter) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 // faults) as part of `make test`; FAULTS_DURATION sets a longer one
 // (`make faults`), FAULTS_SEED replays a seed, FAULTS_NEMESES (comma
 // separated) restricts the faults, FAULTS_TAGS=0 leaves out the set
-// workload (tag adds).
+// workload (tag adds), FAULTS_VMS=N boots N HA servers whose QEMUs and
+// single-writer logs are checked (default 1; 0 for none).
 func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault suite: not in -short mode")
@@ -45,6 +46,16 @@ func TestFaults(t *testing.T) {
 		cfg.Seed = seed
 	}
 	cfg.Tags = os.Getenv("FAULTS_TAGS") != "0"
+	// One HA server by default: its guest boots in about 20 s, which
+	// keeps the bounded run well inside its budget.
+	cfg.VMs = 1
+	if s := os.Getenv("FAULTS_VMS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			t.Fatalf("FAULTS_VMS: %q: want a number of servers", s)
+		}
+		cfg.VMs = n
+	}
 	if s := os.Getenv("FAULTS_NEMESES"); s != "" {
 		cfg.Nemeses = strings.Split(s, ",")
 	}

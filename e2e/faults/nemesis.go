@@ -33,10 +33,12 @@ const (
 	nemPause           = "pause"            // SIGSTOP a host's daemon, SIGCONT it
 	nemLeaderKill      = "leader-kill"      // SIGKILL the leader, restart it
 	nemClock           = "clock"            // restart a host with its wall clock shifted, then without
+	nemLoss            = "loss"             // a host drops a random share of its underlay packets
+	nemNFS             = "nfs"              // the NAS's NFS server stopped, then resumed
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemNFS}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.
@@ -68,6 +70,8 @@ type nemesis struct {
 	logf  func(format string, a ...any)
 	// onFault is told the fault in effect ("" once healed).
 	onFault func(kind string)
+	// nfs is the NAS's NFS server (pid 0: no NAS).
+	nfs nfsServer
 }
 
 // leader asks the hosts, in random order, which host leads; 0 if none
@@ -282,6 +286,38 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			ev.Note += "; healed: " + note + "; " + n.caughtUp(ctx, victim)
 			return nil
 		}
+	case nemLoss:
+		victim := 1 + n.rnd.IntN(hosts)
+		pct := 20 + n.rnd.IntN(31) // each way; 36–76 % of round trips
+		ev.Hosts = []string{n.b.Host(victim).Name}
+		ev.Note, err = n.loss(ctx, victim, pct)
+		heal = func(ctx context.Context) error {
+			note, err := n.unloss(ctx, victim)
+			ev.Note += "; " + note
+			return err
+		}
+	case nemNFS:
+		if n.nfs.pid == 0 {
+			return ev, errors.New("nfs nemesis without a NAS")
+		}
+		from := 1 + n.rnd.IntN(hosts) // the host whose client proves it
+		ev.Hosts = []string{"nas"}
+		ev.Note, err = n.stopNFS(ctx, from)
+		resumed := 0
+		watch = func() {
+			if !n.nfsStopped() {
+				resumed++
+				_ = syscall.Kill(n.nfs.pid, syscall.SIGSTOP)
+			}
+		}
+		heal = func(ctx context.Context) error {
+			if resumed > 0 && ev.Err == "" {
+				ev.Err = fmt.Sprintf("NFS server resumed from outside %d times during the stop; stopped again", resumed)
+			}
+			note, err := n.contNFS(ctx, from)
+			ev.Note += "; " + note
+			return err
+		}
 	default:
 		return ev, fmt.Errorf("unknown nemesis %q", kind)
 	}
@@ -479,6 +515,12 @@ func (n *nemesis) healNet() error {
 // and dead daemons.
 func (n *nemesis) healAll(ctx context.Context) error {
 	errs := []error{n.healNet()}
+	for _, h := range n.b.Hosts {
+		errs = append(errs, clearLoss(h.NS))
+	}
+	if n.nfs.pid != 0 {
+		errs = append(errs, syscall.Kill(n.nfs.pid, syscall.SIGCONT))
+	}
 	for i := range n.b.Hosts {
 		if n.b.Alive(i + 1) {
 			_ = n.b.SignalHost(i+1, syscall.SIGCONT)
@@ -527,14 +569,17 @@ func dropFrom(ns string, addrs []string) error {
 }
 
 // clearDrops deletes the partition table of namespace ns, if any.
-func clearDrops(ns string) error {
+func clearDrops(ns string) error { return deleteTable(ns, nftTable) }
+
+// deleteTable deletes the IPv4 table called name in namespace ns, if any.
+func deleteTable(ns, name string) error {
 	return inNS(ns, func(c *nftables.Conn) error {
 		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 		if err != nil {
 			return err
 		}
 		for _, t := range tables {
-			if t.Name == nftTable {
+			if t.Name == name {
 				c.DelTable(t)
 				return c.Flush()
 			}

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/quotasets"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/quotas"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -29,7 +32,14 @@ type Config struct {
 	// Tags adds the set workload (concurrent tag adds on a few
 	// networks, checked as sets).
 	Tags bool
-	Log  io.Writer // progress; nil discards
+	// NFS starts the NAS and puts the volumes on it, adds volume
+	// creates and deletes to the workload and checks them after the
+	// heal; on whenever the nfs nemesis is in Nemeses.
+	NFS bool
+	// VMs boots that many HA servers from NFS volumes (NFS on), their
+	// guests writing the single-writer log, and samples their QEMUs.
+	VMs int
+	Log io.Writer // progress; nil discards
 }
 
 // Result is what a run found.
@@ -57,14 +67,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(cfg.Nemeses) == 0 {
 		cfg.Nemeses = allNemeses
 	}
+	cfg.NFS = cfg.NFS || cfg.VMs > 0 || slices.Contains(cfg.Nemeses, nemNFS)
 	logf := func(format string, a ...any) {
 		if cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "faults: "+format+"\n", a...)
 		}
 	}
 	res := &Result{Seed: cfg.Seed}
-	logf("seed %d: %d hosts, %d clients, %s of faults (%v), tags %v", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses, cfg.Tags)
-	b, err := e2e.StartBox(ctx, e2e.BoxOptions{Hosts: cfg.Hosts, Kind: "test", Bin: cfg.Bin, Log: cfg.Log})
+	logf("seed %d: %d hosts, %d clients, %s of faults (%v), tags %v, volumes on NFS %v, HA servers %d", cfg.Seed, cfg.Hosts, cfg.Clients, cfg.Duration, cfg.Nemeses, cfg.Tags, cfg.NFS, cfg.VMs)
+	b, err := e2e.StartBox(ctx, e2e.BoxOptions{Hosts: cfg.Hosts, Kind: "test", Bin: cfg.Bin, Log: cfg.Log, NFS: cfg.NFS})
 	if err != nil {
 		return nil, fmt.Errorf("start box: %w", err)
 	}
@@ -85,16 +96,41 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	w := &workload{cl: cl, regs: map[string]string{}, prefix: fmt.Sprintf("fz%d", cfg.Seed%100000),
-		timeout: 3 * time.Second, maxLive: 5}
+		timeout: 3 * time.Second, maxLive: 5, volumes: cfg.NFS}
 	if err := setup(ctx, w, cfg.Tags, cfg.Duration); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
+	}
+	var vms *vmSet
+	if cfg.VMs > 0 {
+		if vms, err = startVMs(ctx, b, cfg.VMs, logf); err != nil {
+			return nil, fmt.Errorf("servers: %w", err)
+		}
+	}
+	if vms != nil {
+		for _, s := range vms.srv {
+			w.servers = append(w.servers, s.id)
+		}
 	}
 	hist := &history{t0: time.Now()}
 	w.hist = hist
 	nem := &nemesis{b: b, cl: cl, rnd: rand.New(rand.NewPCG(cfg.Seed, 0)), kinds: cfg.Nemeses, t0: hist.t0, logf: logf, onFault: hist.setFault}
+	if cfg.NFS {
+		if nem.nfs.pid, err = b.NASServerPid(); err != nil {
+			return nil, err
+		}
+		nem.nfs.addr = net.JoinHostPort(b.NASAddr, "2049")
+	}
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	// The sampler runs through the faults, the heal and the checks.
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	var sampling sync.WaitGroup
+	if vms != nil {
+		sampling.Add(1)
+		go func() { defer sampling.Done(); vms.sampler(sampleCtx, hist.t0) }()
+	}
 	var wg sync.WaitGroup
 	var procMu sync.Mutex
 	nextProc := cfg.Clients
@@ -138,6 +174,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		res.Failures = append(res.Failures, err.Error())
 	}
+	if cfg.NFS {
+		w.nasCheck, w.nasSummary = volumeCheck(ctx, w, hist.ops)
+	}
+	if vms != nil {
+		bad, sum := vms.check(ctx, func() { stopSampling(); sampling.Wait() })
+		w.nasCheck, w.nasSummary = append(w.nasCheck, bad...), w.nasSummary+sum
+	}
 	res.Ops, res.Nemeses = hist.ops, hist.nem
 	var dataDirs []string
 	for _, h := range b.Hosts {
@@ -173,6 +216,11 @@ func setup(ctx context.Context, w *workload, tags bool, d time.Duration) error {
 	unlimited := -1
 	if _, err := quotas.Update(ctx, nc, pn.ProjectID, quotas.UpdateOpts{Network: &unlimited, Port: &unlimited}).Extract(); err != nil {
 		return fmt.Errorf("lift the admin project's quotas: %w", err)
+	}
+	if w.volumes {
+		if _, err := quotasets.Update(ctx, w.cl[0].vol, pn.ProjectID, quotasets.UpdateOpts{Volumes: &unlimited, Gigabytes: &unlimited}).Extract(); err != nil {
+			return fmt.Errorf("lift the admin project's volume quotas: %w", err)
+		}
 	}
 	if tags {
 		// A network holds at most 50 tags, and the clients add about ten

@@ -106,6 +106,13 @@ type workload struct {
 	timeout  time.Duration
 	maxLive  int // networks a client keeps before it deletes
 	hist     *history
+	// volumes adds volume creates and deletes (NFS storage only).
+	volumes bool
+	// servers are the HA servers volumes are attached to (with guests).
+	servers []string
+	// nasCheck and nasSummary are what the volume and guest checks found.
+	nasCheck   []string
+	nasSummary string
 }
 
 // client is one concurrent client: its own random source, its networks.
@@ -115,8 +122,10 @@ type client struct {
 	proc  int
 	rnd   *rand.Rand
 	n     int
-	live  []string // ids of networks it created (acknowledged)
-	ports []string // ids of ports it created (acknowledged)
+	live  []string     // ids of networks it created (acknowledged)
+	ports []string     // ids of ports it created (acknowledged)
+	vols  []string     // ids of volumes it created (acknowledged)
+	att   []attachment // volumes it attached (acknowledged), not yet detached
 	procs func() int
 }
 
@@ -137,6 +146,10 @@ func (c *client) step(ctx context.Context) {
 	hc := w.cl[c.rnd.IntN(len(w.cl))]
 	c.n++
 	op := Op{Client: c.id, Proc: c.proc, Host: hc.idx, Nemesis: w.hist.fault()}
+	if w.volumes && c.volumeOp(&op) {
+		c.issue(ctx, hc, op)
+		return
+	}
 	r := c.rnd.IntN(100)
 	switch {
 	case r < 10 && len(w.tagNets) > 0:
@@ -159,6 +172,12 @@ func (c *client) step(ctx context.Context) {
 	default:
 		op.Kind = opPort
 	}
+	c.issue(ctx, hc, op)
+}
+
+// issue sends op to hc and records the outcome.
+func (c *client) issue(ctx context.Context, hc *hostClient, op Op) {
+	w := c.w
 	octx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	op.Call = w.hist.now()
@@ -184,6 +203,7 @@ func (c *client) step(ctx context.Context) {
 	case op.Kind == opUnport && op.Outcome != outFail:
 		c.ports = removeString(c.ports, op.ID)
 	}
+	c.afterVolume(op)
 	w.hist.add(op)
 	if op.Outcome == outInfo {
 		c.proc = c.procs()
@@ -233,6 +253,8 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 			}
 		}
 		return err
+	case opVolCreate, opVolDelete, opAttach, opDetach:
+		return doVolume(ctx, hc, op)
 	}
 	return fmt.Errorf("unknown op %q", op.Kind)
 }
