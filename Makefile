@@ -101,7 +101,8 @@ xterm:
 
 .PHONY: faults
 # The fault suite (docs/faults.md): five daemons in a box under partitions,
-# crashes and pauses for DURATION; FAULTS_SEED replays a run.
+# crashes, pauses, packet loss, clock shifts and NFS stops for DURATION,
+# with HA guests on the NAS; FAULTS_SEED replays a run.
 DURATION ?= 5m
-faults: build
+faults: deps build guest-image
 	FAULTS_DURATION=$(DURATION) FAULTS_SEED=$(FAULTS_SEED) $(GO) test -count=1 -timeout 3h -run '^TestFaults$$' -v ./e2e/faults
