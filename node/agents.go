@@ -378,8 +378,13 @@ func toNetdev(d agent.NetDesired) netdev.Desired {
 }
 
 func toNetdevPort(p agent.NetPort) netdev.Port {
-	return netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP}
+	np := netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
+		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP,
+		Unfiltered: p.Unfiltered}
+	for _, s := range p.Sources {
+		np.Sources = append(np.Sources, netdev.Source{MAC: s.MAC, Prefix: s.Prefix})
+	}
+	return np
 }
 
 // qemuHV adapts hv/qemu's Driver to agent.Hypervisor, agent.DiskResizer

@@ -78,7 +78,8 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if m.closed {
 		return st, ErrClosed
 	}
-	if err := validate(d, m.prefix); err != nil {
+	d, failed, err := validate(d, m.prefix)
+	if err != nil {
 		return st, err
 	}
 	actual, host, err := m.read(ctx)
@@ -89,12 +90,11 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	// fails (no 802.1Q in the kernel, its interface missing) is undone
 	// alone and leaves the other networks plumbed.
 	var errs []error
-	failed := &ProvidersFailed{}
 	touched := map[string]bool{}
 	for _, batch := range batches(Diff(actual, d, m.prefix)) {
 		t, err := m.execute(ctx, batch, host, &st)
 		if id, ok := strings.CutPrefix(batch[0].Group, providerGroup); ok && err != nil {
-			failed.IDs, failed.errs = append(failed.IDs, id), append(failed.errs, err)
+			failed.add(id, err)
 		} else {
 			errs = append(errs, err)
 		}

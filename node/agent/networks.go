@@ -74,6 +74,46 @@ type NetPort struct {
 	RouteVia []net.IP
 	Hostname string // the server's host name
 	DHCP     bool   // the subnet has enable_dhcp
+
+	// Provider ports only (port security on the wire, see hv/netdev):
+	// the sources the guest may send from (its fixed IPs with its MAC,
+	// its allowed address pairs), or Unfiltered when port security is
+	// disabled.
+	Sources    []NetSource
+	Unfiltered bool
+}
+
+// NetSource is an address a provider port's guest may send from; MAC nil
+// is the port's own.
+type NetSource struct {
+	MAC    net.HardwareAddr
+	Prefix netip.Prefix
+}
+
+// portSources are the sources of a provider port: its fixed IPs and its
+// allowed address pairs (an address or a CIDR, with a MAC or the port's).
+func portSources(p *statedb.Port, mac net.HardwareAddr) []NetSource {
+	var out []NetSource
+	for _, f := range p.FixedIPs {
+		if a, err := netip.ParseAddr(f.IP); err == nil {
+			out = append(out, NetSource{MAC: mac, Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())})
+		}
+	}
+	for _, ap := range p.AllowedAddressPairs {
+		pfx, err := netip.ParsePrefix(ap.IP)
+		if a, err2 := netip.ParseAddr(ap.IP); err2 == nil {
+			pfx, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+		}
+		if err != nil {
+			continue
+		}
+		m := mac
+		if am, err := net.ParseMAC(ap.MAC); err == nil && len(am) == 6 {
+			m = am
+		}
+		out = append(out, NetSource{MAC: m, Prefix: pfx.Masked()})
+	}
+	return out
 }
 
 // RemoteMAC is a port on another host.
@@ -195,6 +235,10 @@ func providerNetwork(sn *statedb.Snapshot, n *statedb.Network, local []*statedb.
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
+		}
+		np.Unfiltered = !p.PortSecurityEnabled
+		if !np.Unfiltered {
+			np.Sources = portSources(p, np.MAC)
 		}
 		pn.Ports = append(pn.Ports, np)
 	}
