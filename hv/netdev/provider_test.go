@@ -163,7 +163,7 @@ func TestProviderFlat(t *testing.T) {
 	}
 	vm1, vm2 := newVM(t, f.host, p1, 1500), newVM(t, f.host, p2, 1500)
 	lease := udhcpc(t, vm1)
-	if lease["ip"] != "198.51.100.50" || lease["router"] != "198.51.100.1" || lease["mtu"] != "1500" {
+	if lease["ip"] != "198.51.100.50" || lease["router"] != "198.51.100.1" || lease["mtu"] != "1500" || lease["serverid"] != "169.254.169.254" {
 		t.Errorf("flat lease = %v", lease)
 	}
 	staticAddr(t, vm2, "198.51.100.51/24") // --no-dhcp: the guest's config drive sets it
