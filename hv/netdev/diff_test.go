@@ -228,6 +228,22 @@ func TestValidate(t *testing.T) {
 			t.Errorf("VLAN %d twice: validate = %+v, %v, %v; want network b refused alone", vid, got.Providers, bad, err)
 		}
 	}
+	// Two segments whose VLAN devices hash to one name: the second is
+	// refused (a birthday search finds such a pair of uplinks quickly).
+	names := map[string]string{}
+	for i := 0; ; i++ {
+		up := fmt.Sprintf("u%d", i)
+		name := vlanName("ps", up, 100)
+		if first, ok := names[name]; ok {
+			conflict := Desired{Providers: []Provider{{ID: "a", Uplink: first, VLAN: 100}, {ID: "b", Uplink: up, VLAN: 100}}}
+			got, bad, err := validate(conflict, "ps")
+			if err != nil || len(got.Providers) != 1 || bad == nil || !slices.Equal(bad.IDs, []string{"b"}) {
+				t.Errorf("VLAN device %s of %s and %s: validate = %+v, %v, %v; want b refused", name, first, up, got.Providers, bad, err)
+			}
+			break
+		}
+		names[name] = up
+	}
 	if got := TapName("0123456789ab-cdef"); got != "pstap0123456789" {
 		t.Errorf("TapName = %q; want pstap0123456789", got)
 	}
