@@ -33,24 +33,59 @@ type Provider struct {
 }
 
 // ProvidersFailed is the error of an Apply that plumbed everything but
-// the provider networks IDs (each undone alone).
+// the provider networks IDs and the provider ports Ports (each undone
+// alone; a failed network's ports are not listed in Ports).
 type ProvidersFailed struct {
-	IDs  []string
-	errs []error
+	IDs   []string
+	Ports []string
+	cause map[string]error
+	errs  []error
 }
 
 func (e *ProvidersFailed) Error() string {
-	return fmt.Sprintf("provider networks %s: %v", strings.Join(e.IDs, ", "), errors.Join(e.errs...))
+	what := []string{}
+	if len(e.IDs) > 0 {
+		what = append(what, "provider networks "+strings.Join(e.IDs, ", "))
+	}
+	if len(e.Ports) > 0 {
+		what = append(what, "provider ports "+strings.Join(e.Ports, ", "))
+	}
+	return fmt.Sprintf("%s: %v", strings.Join(what, " and "), errors.Join(e.errs...))
 }
 
 func (e *ProvidersFailed) Unwrap() []error { return e.errs }
 
+// Cause is why the network or port id failed (nil if it did not).
+func (e *ProvidersFailed) Cause(id string) error { return e.cause[id] }
+
+// Permanent reports whether the network or port id failed for a reason
+// retrying will not fix while the desired state and the host stay as
+// they are: an invalid or conflicting request, a device missing, or
+// something this kernel does not support, a MAC address taken.
+func (e *ProvidersFailed) Permanent(id string) bool {
+	err := e.cause[id]
+	return err != nil && (errors.Is(err, ErrInvalid) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EADDRINUSE))
+}
+
 func (e *ProvidersFailed) add(id string, err error) {
 	e.IDs, e.errs = append(e.IDs, id), append(e.errs, err)
+	e.setCause(id, err)
+}
+
+func (e *ProvidersFailed) addPort(id string, err error) {
+	e.Ports, e.errs = append(e.Ports, id), append(e.errs, err)
+	e.setCause(id, err)
+}
+
+func (e *ProvidersFailed) setCause(id string, err error) {
+	if e.cause == nil {
+		e.cause = map[string]error{}
+	}
+	e.cause[id] = err
 }
 
 func (e *ProvidersFailed) orNil() error {
-	if len(e.IDs) == 0 {
+	if len(e.IDs) == 0 && len(e.Ports) == 0 {
 		return nil
 	}
 	return e
@@ -204,7 +239,11 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 		}
 		ports := slices.Clone(pn.Ports)
 		slices.SortFunc(ports, func(a, b Port) int { return strings.Compare(a.Tap, b.Tap) })
+		for i := first; i < len(ops); i++ {
+			ops[i].Group = providerGroup + pn.ID
+		}
 		for _, p := range ports {
+			first := len(ops)
 			mv := macvlanName(prefix, p.ID)
 			if l, ok := have[p.Tap]; !ok {
 				ops = append(ops, Op{Kind: OpAddTap, Link: p.Tap, MTU: mtu})
@@ -239,9 +278,11 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 			} else {
 				upFix(mv)
 			}
-		}
-		for i := first; i < len(ops); i++ {
-			ops[i].Group = providerGroup + pn.ID
+			// Each port's ops are a batch of their own: one port that
+			// cannot be plumbed leaves its network's other ports working.
+			for i := first; i < len(ops); i++ {
+				ops[i].Group = providerGroup + pn.ID + "/" + p.ID
+			}
 		}
 	}
 	return ops
@@ -307,6 +348,14 @@ func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *S
 			q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,
 				Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
 			if err := write("add ingress qdisc", func() error { return n.h.QdiscAdd(q) }); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, err
+			}
+		}
+		if strings.HasPrefix(op.Link, m.prefix+"pm") {
+			// A macvlan made by an older release: allmulticast and quiet
+			// as new ones are (both idempotent).
+			if err := errors.Join(write("allmulticast on", func() error { return n.h.LinkSetAllmulticastOn(ref(idx)) }),
+				write("quiet", func() error { return n.quiet(op.Link) })); err != nil {
 				return nil, err
 			}
 		}

@@ -34,8 +34,9 @@ func TestDiffProviders(t *testing.T) {
 	if ops[4].Link != MacvlanName(flat.Ports[0].ID) {
 		t.Errorf("ops[4] = %v; want the macvlan set up after its wires", ops[4])
 	}
-	if b := batches(ops); len(b) != 2 || len(b[0]) != 5 || b[0][0].Group != "provider f" || b[1][0].Group != "provider v" {
-		t.Errorf("batches = %v; want one per provider network", b)
+	if b := batches(ops); len(b) != 3 || len(b[0]) != 5 || b[0][0].Group != "provider f/"+flat.Ports[0].ID ||
+		len(b[1]) != 1 || b[1][0].Group != "provider v" || b[2][0].Group != "provider v/"+vlan.Ports[0].ID {
+		t.Errorf("batches = %v; want the VLAN network's own and one per port", b)
 	}
 
 	// Converged: nothing to do. A leftover macvlan and VLAN of ours go; a
@@ -303,4 +304,35 @@ func opKinds(ops []Op) []string {
 		s = append(s, o.Kind.String())
 	}
 	return s
+}
+
+// TestProviderPortFailsAlone: a port that cannot be plumbed (its MAC is
+// the host NIC's) fails alone, named with a permanent cause; the other
+// port of its network works; fixed, the next Apply plumbs it.
+func TestProviderPortFailsAlone(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newLAN(t)
+	good, bad := provPort(7, "198.51.100.90", false), provPort(8, "198.51.100.91", false)
+	bad.MAC = f.host.link(t, "lan0").Attrs().HardwareAddr
+	d := Desired{Providers: []Provider{{ID: "flat", Uplink: "lan0", Ports: []Port{good, bad}}}}
+	m := newManager(t, f.host)
+	_, err := m.Apply(ctx, d)
+	var pf *ProvidersFailed
+	if !errors.As(err, &pf) || len(pf.IDs) != 0 || !slices.Equal(pf.Ports, []string{bad.ID}) || !pf.Permanent(bad.ID) || pf.Permanent(good.ID) {
+		t.Fatalf("Apply = %v; want port %s failed alone, permanently", err, bad.ID)
+	}
+	want := []string{good.Tap, MacvlanName(good.ID)}
+	if got := f.host.ourLinks(t); !slices.Equal(sorted(got), sorted(want)) {
+		t.Errorf("links = %v; want the good port's %v only", got, want)
+	}
+	vm := newVM(t, f.host, good, 1500)
+	staticAddr(t, vm, "198.51.100.90/24")
+	if !ping(vm, net.ParseIP("198.51.100.1"), 5) {
+		t.Errorf("the good port's VM does not reach the LAN")
+	}
+	d.Providers[0].Ports[1].MAC = net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 1, 8}
+	if _, err := m.Apply(ctx, d); err != nil {
+		t.Errorf("Apply after the fix = %v", err)
+	}
 }
