@@ -350,9 +350,26 @@ func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
 	case errors.Is(err, netdev.ErrPermission):
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
 	case errors.As(err, &pf) && err == error(pf):
-		return &agent.NetPartialError{Networks: pf.IDs, Err: err}
+		return partialError(want, pf)
 	}
 	return err
+}
+
+// partialError tells the agent which provider networks and ports failed,
+// and which of their ports cannot be plumbed as things stand (a failed
+// network's ports share its reason).
+func partialError(want agent.NetDesired, pf *netdev.ProvidersFailed) error {
+	e := &agent.NetPartialError{Networks: pf.IDs, Ports: pf.Ports, Refused: map[string]string{}, Err: pf}
+	for _, pn := range want.Providers {
+		for _, p := range pn.Ports {
+			for _, id := range []string{pn.ID, p.ID} {
+				if pf.Permanent(id) {
+					e.Refused[p.ID] = pf.Cause(id).Error()
+				}
+			}
+		}
+	}
+	return e
 }
 
 func toNetdev(d agent.NetDesired) netdev.Desired {

@@ -30,9 +30,13 @@ type NetDesired struct {
 }
 
 // NetPartialError is the error of a Network.Apply that plumbed everything
-// but the provider networks it names: the ports of the others are ready.
+// but the provider networks and ports it names: the other ports are
+// ready. Refused are the ports (of those) that cannot be plumbed as things
+// stand, with the reason: their servers fail rather than wait.
 type NetPartialError struct {
 	Networks []string
+	Ports    []string
+	Refused  map[string]string
 	Err      error
 }
 
@@ -292,18 +296,20 @@ func localPort(sn *statedb.Snapshot, p *statedb.Port, tap func(string) string) (
 
 // netState is what the network reconciler remembers between syncs.
 type netState struct {
-	applied   *NetDesired     // last state applied without error
-	plumbed   map[string]bool // local port ids of applied
-	lastErr   string          // last error logged
-	problems  string          // last problems logged
-	announced bool            // the "networking unavailable" error was logged
+	applied   *NetDesired       // last state applied without error
+	plumbed   map[string]bool   // local port ids of applied
+	refused   map[string]string // local port ids that cannot be plumbed → why
+	lastErr   string            // last error logged
+	problems  string            // last problems logged
+	announced bool              // the "networking unavailable" error was logged
 }
 
 // netReadiness tells the instance reconciler which ports have their taps.
 type netReadiness struct {
-	disabled bool            // no Network: VMs start without NICs
-	err      error           // networking cannot work on this host (ErrNetworkUnavailable)
-	plumbed  map[string]bool // ports plumbed by the last successful apply
+	disabled bool              // no Network: VMs start without NICs
+	err      error             // networking cannot work on this host (ErrNetworkUnavailable)
+	plumbed  map[string]bool   // ports plumbed by the last successful apply
+	refused  map[string]string // ports that cannot be plumbed → why
 }
 
 // syncNetworks applies the desired networks when they changed (always on
@@ -331,14 +337,14 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 		a.mu.Lock()
 		switch {
 		case err == nil:
-			st.applied, st.lastErr, st.plumbed = &d, "", portsOf(d, nil)
+			st.applied, st.lastErr, st.plumbed, st.refused = &d, "", portsOf(d, nil, nil), nil
 		case errors.As(err, &partial):
 			// Retried at the next sync (nothing recorded as applied); the
 			// other networks' ports are ready meanwhile.
-			st.plumbed = portsOf(d, partial.Networks)
+			st.plumbed, st.refused = portsOf(d, partial.Networks, partial.Ports), partial.Refused
 			if ctx.Err() == nil && err.Error() != st.lastErr {
 				st.lastErr = err.Error()
-				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "err", err)
+				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "ports", partial.Ports, "err", err)
 			}
 		case errors.Is(err, ErrNetworkUnavailable):
 			if !st.announced {
@@ -355,7 +361,7 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 	}
 
 	a.mu.Lock()
-	plumbed := st.plumbed
+	plumbed, refused := st.plumbed, st.refused
 	a.mu.Unlock()
 	for _, p := range sn.PortsOnHost(a.cfg.HostID) {
 		if !plumbed[p.ID] || p.Status == statedb.PortActive {
@@ -366,12 +372,12 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 			return a.report(ctx, statedb.CmdReportPort, rep)
 		})
 	}
-	return netReadiness{plumbed: plumbed}
+	return netReadiness{plumbed: plumbed, refused: refused}
 }
 
 // portsOf is the set of d's local ports, but those of the provider
 // networks failed.
-func portsOf(d NetDesired, failed []string) map[string]bool {
+func portsOf(d NetDesired, failed, failedPorts []string) map[string]bool {
 	out := map[string]bool{}
 	for _, seg := range d.Networks {
 		for _, p := range seg.Ports {
@@ -383,7 +389,9 @@ func portsOf(d NetDesired, failed []string) map[string]bool {
 			continue
 		}
 		for _, p := range pn.Ports {
-			out[p.ID] = true
+			if !slices.Contains(failedPorts, p.ID) {
+				out[p.ID] = true
+			}
 		}
 	}
 	return out
