@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -169,5 +170,52 @@ func TestProviderWireRefuses(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(v)) != s[1] {
 			t.Errorf("%s = %q, %v; want %s", s[0], v, err, s[1])
 		}
+	}
+}
+
+// TestProviderRewiresOlderWire: a port wired by an older release (one u32
+// filter redirecting every frame, tagged ones included) is rewired by
+// the next Apply, and the one after writes nothing.
+func TestProviderRewiresOlderWire(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newLAN(t)
+	p := provPort(9, "198.51.100.95", false)
+	d := Desired{Providers: []Provider{{ID: "flat", Uplink: "lan0", Ports: []Port{p}}}}
+	m := newManager(t, f.host)
+	if _, err := m.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	mv := MacvlanName(p.ID)
+	for _, w := range [][2]string{{p.Tap, mv}, {mv, p.Tap}} {
+		l := f.host.link(t, w[0])
+		for _, prio := range []uint16{prioIPv4, prioARP, prioIPv6, prioDrop} {
+			at := netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS, Priority: prio}
+			var all netlink.Filter = &netlink.U32{FilterAttrs: at}
+			if prio == prioDrop {
+				all = &netlink.BpfFilter{FilterAttrs: at}
+			}
+			if err := f.host.nl.FilterDel(all); err != nil {
+				t.Fatalf("clear priority %d of %s: %v", prio, w[0], err)
+			}
+		}
+		old := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
+			Priority: 1, Handle: 0x80000800, Protocol: unix.ETH_P_ALL},
+			Sel:     &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: 1, Keys: []netlink.TcU32Key{{}}},
+			Actions: []netlink.Action{netlink.NewMirredAction(f.host.link(t, w[1]).Attrs().Index)}}
+		if err := f.host.nl.FilterAdd(old); err != nil {
+			t.Fatalf("older wire on %s: %v", w[0], err)
+		}
+	}
+	if st, err := m.Apply(ctx, d); err != nil || st.Updated != 2 {
+		t.Fatalf("Apply over an older wire = %+v, %v; want both sides rewired", st, err)
+	}
+	if st, err := m.Apply(ctx, d); err != nil || st.Ops != 0 {
+		t.Errorf("next Apply = %+v, %v; want no write", st, err)
+	}
+	vm := newVM(t, f.host, p, 1500)
+	staticAddr(t, vm, "198.51.100.95/24")
+	if !ping(vm, net.ParseIP("198.51.100.1"), 5) {
+		t.Errorf("the rewired VM does not reach the LAN")
 	}
 }
