@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -107,6 +109,25 @@ func parseProxies(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// checkPhysnets refuses a mapping of two physical networks to one
+// interface: a flat network of each would be one wire, and the host could
+// plumb only one of them.
+func checkPhysnets(m map[string]string) error {
+	names := slices.Sorted(maps.Keys(m))
+	by := map[string]string{}
+	for _, name := range names {
+		iface := m[name]
+		if name == "" || iface == "" {
+			return fmt.Errorf("%q=%q: want name=interface", name, iface)
+		}
+		if other, ok := by[iface]; ok {
+			return fmt.Errorf("%s=%s and %s=%s map two physical networks to one interface", other, iface, name, iface)
+		}
+		by[iface] = name
+	}
+	return nil
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -123,6 +144,9 @@ func runAgent(f *agentFlags, out io.Writer) error {
 	f.cfg.Logger = log
 	if f.cfg.TrustedProxies, err = parseProxies(f.proxies); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if err := checkPhysnets(f.cfg.Agent.Physnets); err != nil {
+		return fmt.Errorf("--physnet: %w", err)
 	}
 	if tok := os.Getenv("PEERSTACK_JOIN_TOKEN"); tok != "" && f.cfg.JoinToken == "" {
 		// The service's env file carries the token of a join not yet done;

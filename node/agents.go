@@ -353,9 +353,26 @@ func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
 	case errors.Is(err, netdev.ErrPermission):
 		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
 	case errors.As(err, &pf) && err == error(pf):
-		return &agent.NetPartialError{Networks: pf.IDs, Err: err}
+		return partialError(want, pf)
 	}
 	return err
+}
+
+// partialError tells the agent which provider networks and ports failed,
+// and which of their ports cannot be plumbed as things stand (a failed
+// network's ports share its reason).
+func partialError(want agent.NetDesired, pf *netdev.ProvidersFailed) error {
+	e := &agent.NetPartialError{Networks: pf.IDs, Ports: pf.Ports, Refused: map[string]string{}, Err: pf}
+	for _, pn := range want.Providers {
+		for _, p := range pn.Ports {
+			for _, id := range []string{pn.ID, p.ID} {
+				if pf.Permanent(id) {
+					e.Refused[p.ID] = pf.Cause(id).Error()
+				}
+			}
+		}
+	}
+	return e
 }
 
 func toNetdev(d agent.NetDesired) netdev.Desired {
@@ -381,8 +398,13 @@ func toNetdev(d agent.NetDesired) netdev.Desired {
 }
 
 func toNetdevPort(p agent.NetPort) netdev.Port {
-	return netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP}
+	np := netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
+		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP,
+		Unfiltered: p.Unfiltered}
+	for _, s := range p.Sources {
+		np.Sources = append(np.Sources, netdev.Source{MAC: s.MAC, Prefix: s.Prefix})
+	}
+	return np
 }
 
 // qemuHV adapts hv/qemu's Driver to agent.Hypervisor, agent.DiskResizer

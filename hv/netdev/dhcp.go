@@ -110,7 +110,13 @@ func (m *Manager) syncDHCP(ctx context.Context, d Desired, host hostLinks, touch
 	for _, n := range d.Providers {
 		for _, p := range n.Ports {
 			if p.DHCP {
-				want[p.Tap] = leaseFor(p, providerMTUOf(n), m.leaseTime)
+				// The gateway is a real router on the LAN, maybe with a
+				// DHCP server of its own: a server identifier of its
+				// address would make each server take the other's
+				// requests for its own (and NAK them).
+				l := leaseFor(p, providerMTUOf(n), m.leaseTime)
+				l.ServerID = noGatewayServerID
+				want[p.Tap] = l
 			}
 		}
 	}

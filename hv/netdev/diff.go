@@ -45,10 +45,10 @@ type Link struct {
 	MAC     net.HardwareAddr
 	Bridged bool
 
-	// Ingress: the link has an ingress qdisc; Redirect: the device its
-	// ingress filter redirects every frame to ("" if none).
-	Ingress  bool
-	Redirect string
+	// Ingress: the link has an ingress qdisc; Wire: what its ingress
+	// filters do, as wireSig writes it ("" if none).
+	Ingress bool
+	Wire    string
 
 	index int
 }
@@ -81,8 +81,8 @@ const (
 	OpFDBAppend                    // append a flood entry (all-zeros MAC) → Dst
 	OpFDBSet                       // create or replace the entry MAC → Dst
 	OpAddVLAN                      // create 802.1Q Link with id VLAN on Master, up
-	OpAddMacvlan                   // create bridge-mode macvlan Link with MAC on Master, up
-	OpWire                         // redirect every frame entering Link to Peer (tc ingress)
+	OpAddMacvlan                   // create bridge-mode macvlan Link with MAC on Master, down until wired
+	OpWire                         // redirect frames entering Link to Peer by Rules, drop the rest (tc ingress)
 )
 
 var opNames = [...]string{"?", "del-link", "add-bridge", "add-vxlan", "add-tap", "set-master",
@@ -108,10 +108,11 @@ type Op struct {
 	MAC      net.HardwareAddr
 	Dst      net.IP
 
-	Group      string // ops of one provider network carry its id; "" for the rest
-	VLAN       int    // OpAddVLAN
-	Peer       string // OpWire
-	HasIngress bool   // OpWire: Link already has an ingress qdisc
+	Group      string     // ops of one provider network carry its id; "" for the rest
+	VLAN       int        // OpAddVLAN
+	Peer       string     // OpWire
+	HasIngress bool       // OpWire: Link already has an ingress qdisc
+	Rules      []wireRule // OpWire: the filters redirecting to Peer
 
 	PrevMaster string
 	PrevMTU    int

@@ -190,10 +190,10 @@ func TestDiffIgnoresOthersAndLocalVTEP(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	ok := bigNetwork()
-	if err := validate(ok, "ps"); err != nil {
+	if _, _, err := validate(ok, "ps"); err != nil {
 		t.Fatalf("validate(big) = %v", err)
 	}
-	if err := validate(Desired{}, "ps"); err != nil {
+	if _, _, err := validate(Desired{}, "ps"); err != nil {
 		t.Errorf("validate(empty) = %v; nothing to plumb needs no VTEP", err)
 	}
 	pp := Port{ID: "p1", Tap: "pstap1", MAC: mac(1)}
@@ -201,7 +201,6 @@ func TestValidate(t *testing.T) {
 		{Networks: []Network{{VNI: 1}}},
 		{Providers: []Provider{{ID: "n", Ports: []Port{pp}}}},
 		{Providers: []Provider{{ID: "n", Uplink: "eth0", VLAN: 4095}}},
-		{Providers: []Provider{{ID: "n", Uplink: "eth0"}, {ID: "m", Uplink: "eth0"}}},
 		{Providers: []Provider{{ID: "n", Uplink: "pspv1"}}},
 		{Providers: []Provider{{ID: "n", Uplink: "eth0", Ports: []Port{pp}}, {ID: "m", Uplink: "eth0", VLAN: 5, Ports: []Port{pp}}}},
 		{Providers: []Provider{{ID: "n", Uplink: "eth0", Ports: []Port{{ID: "p1", Tap: "pstap1", MAC: net.HardwareAddr{1, 0, 0, 0, 0, 1}}}}}},
@@ -212,9 +211,38 @@ func TestValidate(t *testing.T) {
 		{LocalVTEP: local, Networks: []Network{{VNI: 1, Ports: []Port{{Tap: "pstap1", MAC: mac(1), DHCP: true}}}}},
 	}
 	for i, d := range bad {
-		if err := validate(d, "ps"); err == nil {
+		if _, _, err := validate(d, "ps"); err == nil {
 			t.Errorf("validate(bad[%d]) = nil; want an error", i)
 		}
+	}
+	// A provider network in conflict with one before it (the same uplink
+	// and VLAN twice) is left out alone: the VXLAN network and the first
+	// provider network stay.
+	vx := Network{ID: "vx", VNI: 7, Ports: []Port{{ID: "p9", Tap: "pstap9", MAC: mac(9)}}}
+	for _, vid := range []int{0, 5} {
+		conflict := Desired{LocalVTEP: local, Networks: []Network{vx},
+			Providers: []Provider{{ID: "a", Uplink: "eth0", VLAN: vid}, {ID: "b", Uplink: "eth0", VLAN: vid}}}
+		got, bad, err := validate(conflict, "ps")
+		if err != nil || len(got.Networks) != 1 || len(got.Providers) != 1 || got.Providers[0].ID != "a" ||
+			bad == nil || !slices.Equal(bad.IDs, []string{"b"}) {
+			t.Errorf("VLAN %d twice: validate = %+v, %v, %v; want network b refused alone", vid, got.Providers, bad, err)
+		}
+	}
+	// Two segments whose VLAN devices hash to one name: the second is
+	// refused (a birthday search finds such a pair of uplinks quickly).
+	names := map[string]string{}
+	for i := 0; ; i++ {
+		up := fmt.Sprintf("u%d", i)
+		name := vlanName("ps", up, 100)
+		if first, ok := names[name]; ok {
+			conflict := Desired{Providers: []Provider{{ID: "a", Uplink: first, VLAN: 100}, {ID: "b", Uplink: up, VLAN: 100}}}
+			got, bad, err := validate(conflict, "ps")
+			if err != nil || len(got.Providers) != 1 || bad == nil || !slices.Equal(bad.IDs, []string{"b"}) {
+				t.Errorf("VLAN device %s of %s and %s: validate = %+v, %v, %v; want b refused", name, first, up, got.Providers, bad, err)
+			}
+			break
+		}
+		names[name] = up
 	}
 	if got := TapName("0123456789ab-cdef"); got != "pstap0123456789" {
 		t.Errorf("TapName = %q; want pstap0123456789", got)

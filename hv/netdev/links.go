@@ -78,24 +78,33 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if m.closed {
 		return st, ErrClosed
 	}
-	if err := validate(d, m.prefix); err != nil {
+	d, failed, err := validate(d, m.prefix)
+	if err != nil {
 		return st, err
 	}
 	actual, host, err := m.read(ctx)
 	if err != nil {
 		return st, err
 	}
-	// Each provider network's ops run as a batch of their own: one that
-	// fails (no 802.1Q in the kernel, its interface missing) is undone
-	// alone and leaves the other networks plumbed.
+	// Each provider network's own ops (its VLAN device), and each of its
+	// ports' ops, run as a batch of their own: one that fails (no 802.1Q
+	// in the kernel, its interface missing) is undone alone and leaves the
+	// other networks and ports plumbed; a failed network's ports wait.
 	var errs []error
-	failed := &ProvidersFailed{}
 	touched := map[string]bool{}
 	for _, batch := range batches(Diff(actual, d, m.prefix)) {
+		id, provider := strings.CutPrefix(batch[0].Group, providerGroup)
+		network, port, isPort := strings.Cut(id, "/")
+		if provider && isPort && failed.Cause(network) != nil {
+			continue // its network failed: nothing to wire to
+		}
 		t, err := m.execute(ctx, batch, host, &st)
-		if id, ok := strings.CutPrefix(batch[0].Group, providerGroup); ok && err != nil {
-			failed.IDs, failed.errs = append(failed.IDs, id), append(failed.errs, err)
-		} else {
+		switch {
+		case provider && err != nil && isPort:
+			failed.addPort(port, err)
+		case provider && err != nil:
+			failed.add(network, err)
+		default:
 			errs = append(errs, err)
 		}
 		for k := range t {

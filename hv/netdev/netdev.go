@@ -52,6 +52,13 @@ type Port struct {
 	RouteVia []net.IP         //
 	Hostname string           // option 12; may be empty
 	DHCP     bool             // the subnet has enable_dhcp
+
+	// Provider ports only: the sources the guest may send from besides
+	// DHCP, ARP probes and IPv6 link-local (its fixed IPs with its MAC, and
+	// its allowed address pairs); Unfiltered (port security disabled) lets
+	// it send any IPv4, ARP or IPv6 frame. See wire.go.
+	Sources    []Source
+	Unfiltered bool
 }
 
 // RemoteMAC is a port on another host: its MAC lives behind that host's VTEP.
@@ -143,34 +150,37 @@ func validPrefix(p string) error {
 	return nil
 }
 
-// validate checks what Diff and the executor assume about desired.
-func validate(d Desired, prefix string) error {
+// validate checks what Diff and the executor assume about desired; it
+// returns desired without the provider networks it refuses alone (bad).
+func validate(d Desired, prefix string) (Desired, *ProvidersFailed, error) {
 	if (d.LocalVTEP.To4() == nil && len(d.Networks) > 0) || len(d.UnderlayDev) > maxIfName {
-		return invalid("local VTEP %v (must be IPv4), underlay device %q", d.LocalVTEP, d.UnderlayDev)
+		return d, nil, invalid("local VTEP %v (must be IPv4), underlay device %q", d.LocalVTEP, d.UnderlayDev)
 	}
 	seen := map[any]bool{}
 	for _, n := range d.Networks {
 		if mtu := networkMTU(n); n.VNI == 0 || n.VNI > maxVNI || seen[n.VNI] || mtu < 68 || mtu > 65535 {
-			return invalid("network %s: VNI %d (1 to 2^24-1, unique), MTU %d", n.ID, n.VNI, mtu)
+			return d, nil, invalid("network %s: VNI %d (1 to 2^24-1, unique), MTU %d", n.ID, n.VNI, mtu)
 		}
 		seen[n.VNI] = true
 		for _, p := range n.Ports {
 			if err := validPort(p, prefix, seen); err != nil {
-				return err
+				return d, nil, err
 			}
 		}
 		for _, r := range n.Remotes {
 			if r.To4() == nil {
-				return invalid("network %s: remote VTEP %v is not IPv4", n.ID, r)
+				return d, nil, invalid("network %s: remote VTEP %v is not IPv4", n.ID, r)
 			}
 		}
 		for _, r := range n.MACs {
 			if len(r.MAC) != 6 || r.VTEP.To4() == nil {
-				return invalid("network %s: remote MAC %v at %v", n.ID, r.MAC, r.VTEP)
+				return d, nil, invalid("network %s: remote MAC %v at %v", n.ID, r.MAC, r.VTEP)
 			}
 		}
 	}
-	return validateProviders(d, prefix, seen)
+	ok, bad, err := validateProviders(d, prefix, seen)
+	d.Providers = ok
+	return d, bad, err
 }
 
 // validPort checks one local port and records its tap in seen.

@@ -33,20 +33,59 @@ type Provider struct {
 }
 
 // ProvidersFailed is the error of an Apply that plumbed everything but
-// the provider networks IDs (each undone alone).
+// the provider networks IDs and the provider ports Ports (each undone
+// alone; a failed network's ports are not listed in Ports).
 type ProvidersFailed struct {
-	IDs  []string
-	errs []error
+	IDs   []string
+	Ports []string
+	cause map[string]error
+	errs  []error
 }
 
 func (e *ProvidersFailed) Error() string {
-	return fmt.Sprintf("provider networks %s: %v", strings.Join(e.IDs, ", "), errors.Join(e.errs...))
+	what := []string{}
+	if len(e.IDs) > 0 {
+		what = append(what, "provider networks "+strings.Join(e.IDs, ", "))
+	}
+	if len(e.Ports) > 0 {
+		what = append(what, "provider ports "+strings.Join(e.Ports, ", "))
+	}
+	return fmt.Sprintf("%s: %v", strings.Join(what, " and "), errors.Join(e.errs...))
 }
 
 func (e *ProvidersFailed) Unwrap() []error { return e.errs }
 
+// Cause is why the network or port id failed (nil if it did not).
+func (e *ProvidersFailed) Cause(id string) error { return e.cause[id] }
+
+// Permanent reports whether the network or port id failed for a reason
+// retrying will not fix while the desired state and the host stay as
+// they are: an invalid or conflicting request, a device missing, or
+// something this kernel does not support, a MAC address taken.
+func (e *ProvidersFailed) Permanent(id string) bool {
+	err := e.cause[id]
+	return err != nil && (errors.Is(err, ErrInvalid) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EADDRINUSE))
+}
+
+func (e *ProvidersFailed) add(id string, err error) {
+	e.IDs, e.errs = append(e.IDs, id), append(e.errs, err)
+	e.setCause(id, err)
+}
+
+func (e *ProvidersFailed) addPort(id string, err error) {
+	e.Ports, e.errs = append(e.Ports, id), append(e.errs, err)
+	e.setCause(id, err)
+}
+
+func (e *ProvidersFailed) setCause(id string, err error) {
+	if e.cause == nil {
+		e.cause = map[string]error{}
+	}
+	e.cause[id] = err
+}
+
 func (e *ProvidersFailed) orNil() error {
-	if len(e.IDs) == 0 {
+	if len(e.IDs) == 0 && len(e.Ports) == 0 {
 		return nil
 	}
 	return e
@@ -55,11 +94,8 @@ func (e *ProvidersFailed) orNil() error {
 const providerGroup = "provider "
 
 const (
-	providerMTU  = 1500
-	maxVLAN      = 4094
-	wirePriority = 1
-	wireHandle   = 0x80000800 // u32 "800::800": the first node of the root hash table
-
+	providerMTU     = 1500
+	maxVLAN         = 4094
 	addrGenModeNone = 1 // IN6_ADDR_GEN_MODE_NONE
 )
 
@@ -110,29 +146,51 @@ func (p Provider) lower(prefix string) string {
 }
 
 // validateProviders checks the providers; seen holds the VXLAN networks'
-// taps and VNIs already checked.
-func validateProviders(d Desired, prefix string, seen map[any]bool) error {
+// taps and VNIs already checked. A provider network in conflict with one
+// before it (the same uplink and VLAN, or a VLAN device name taken) is
+// left out and reported in bad, not failing the rest.
+func validateProviders(d Desired, prefix string, seen map[any]bool) (ok []Provider, bad *ProvidersFailed, err error) {
+	bad = &ProvidersFailed{}
 	segs := map[string]bool{}
+	vlans := map[string]string{} // VLAN device name → its segment
 	for _, pn := range d.Providers {
 		seg := pn.Uplink + "." + strconv.Itoa(pn.VLAN)
 		if mtu := providerMTUOf(pn); pn.Uplink == "" || len(pn.Uplink) > maxIfName || ours(pn.Uplink, prefix) ||
-			pn.VLAN < 0 || pn.VLAN > maxVLAN || segs[seg] || mtu < 68 || mtu > 65535 {
-			return invalid("provider network %s: uplink %q (1 to %d characters, not ours), VLAN %d (0 to %d, unique per uplink), MTU %d",
+			pn.VLAN < 0 || pn.VLAN > maxVLAN || mtu < 68 || mtu > 65535 {
+			return nil, nil, invalid("provider network %s: uplink %q (1 to %d characters, not ours), VLAN %d (0 to %d), MTU %d",
 				pn.ID, pn.Uplink, maxIfName, pn.VLAN, maxVLAN, mtu)
 		}
+		lower := pn.lower(prefix)
+		if segs[seg] {
+			bad.add(pn.ID, invalid("provider network %s: VLAN %d of %s is another provider network's", pn.ID, pn.VLAN, pn.Uplink))
+			continue
+		}
+		if other, taken := vlans[lower]; pn.VLAN != 0 && taken && other != seg {
+			bad.add(pn.ID, invalid("provider network %s: VLAN device %s is taken by %s", pn.ID, lower, other))
+			continue
+		}
 		segs[seg] = true
+		if pn.VLAN != 0 {
+			vlans[lower] = seg
+		}
 		for _, p := range pn.Ports {
 			if err := validPort(p, prefix, seen); err != nil {
-				return err
+				return nil, nil, err
 			}
 			mv := macvlanName(prefix, p.ID)
 			if seen[mv] || len(p.MAC) != 6 || p.MAC[0]&1 != 0 {
-				return invalid("provider port %s: macvlan %s not unique or MAC %v not unicast", p.ID, mv, p.MAC)
+				return nil, nil, invalid("provider port %s: macvlan %s not unique or MAC %v not unicast", p.ID, mv, p.MAC)
 			}
 			seen[mv] = true
+			for _, s := range p.Sources {
+				if !s.Prefix.IsValid() || (len(s.MAC) != 0 && (len(s.MAC) != 6 || s.MAC[0]&1 != 0)) {
+					return nil, nil, invalid("provider port %s: source %v %v", p.ID, s.MAC, s.Prefix)
+				}
+			}
 		}
+		ok = append(ok, pn)
 	}
-	return nil
+	return ok, bad, nil
 }
 
 // providerWants adds the links the providers need.
@@ -181,7 +239,11 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 		}
 		ports := slices.Clone(pn.Ports)
 		slices.SortFunc(ports, func(a, b Port) int { return strings.Compare(a.Tap, b.Tap) })
+		for i := first; i < len(ops); i++ {
+			ops[i].Group = providerGroup + pn.ID
+		}
 		for _, p := range ports {
+			first := len(ops)
 			mv := macvlanName(prefix, p.ID)
 			if l, ok := have[p.Tap]; !ok {
 				ops = append(ops, Op{Kind: OpAddTap, Link: p.Tap, MTU: mtu})
@@ -198,18 +260,29 @@ func diffProviders(d Desired, have map[string]Link, deleted map[string]bool, pre
 			if _, ok := have[mv]; !ok {
 				ops = append(ops, Op{Kind: OpAddMacvlan, Link: mv, Master: lower, MAC: p.MAC})
 				created[mv] = true
+			}
+			for _, w := range []struct {
+				link, peer string
+				rules      []wireRule
+			}{{p.Tap, mv, tapRules(p)}, {mv, p.Tap, macvlanRules()}} {
+				l, ok := have[w.link]
+				if !ok || created[w.link] || created[w.peer] || deleted[w.peer] || l.Wire != wireSig(w.rules, w.peer) {
+					ops = append(ops, Op{Kind: OpWire, Link: w.link, Peer: w.peer, Rules: w.rules,
+						HasIngress: ok && !created[w.link] && l.Ingress})
+				}
+			}
+			// Up only once wired: until then the macvlan would answer
+			// nothing but take the guest's frames to the host's stack.
+			if created[mv] {
+				ops = append(ops, Op{Kind: OpSetUp, Link: mv})
 			} else {
 				upFix(mv)
 			}
-			for _, w := range [][2]string{{p.Tap, mv}, {mv, p.Tap}} {
-				l, ok := have[w[0]]
-				if !ok || created[w[0]] || created[w[1]] || deleted[w[1]] || l.Redirect != w[1] {
-					ops = append(ops, Op{Kind: OpWire, Link: w[0], Peer: w[1], HasIngress: ok && !created[w[0]] && l.Ingress})
-				}
+			// Each port's ops are a batch of their own: one port that
+			// cannot be plumbed leaves its network's other ports working.
+			for i := first; i < len(ops); i++ {
+				ops[i].Group = providerGroup + pn.ID + "/" + p.ID
 			}
-		}
-		for i := first; i < len(ops); i++ {
-			ops[i].Group = providerGroup + pn.ID
 		}
 	}
 	return ops
@@ -247,13 +320,18 @@ func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *S
 			delete(host.index, op.Link)
 			return n.delLink(ctx, op.Link, idx)
 		}
-		var err error
-		if op.Kind == OpAddMacvlan {
-			// The macvlan only carries the guest's frames: the host must
-			// not speak IPv6 from it with the guest's MAC.
-			err = write("disable ipv6 on", func() error { return n.h.LinkSetIP6AddrGenMode(ref(idx), addrGenModeNone) })
-		}
-		if err == nil {
+		// Both only carry guests' frames: the host must not speak from them
+		// (IPv6 with the guest's MAC, ARP answers for its own addresses)
+		// nor take input from them.
+		err := errors.Join(
+			write("no ipv6 addresses on", func() error { return n.h.LinkSetIP6AddrGenMode(ref(idx), addrGenModeNone) }),
+			write("quiet", func() error { return n.quiet(op.Link) }))
+		if err == nil && op.Kind == OpAddMacvlan {
+			// Multicast for the guest (IPv6 neighbour discovery) passes
+			// the macvlan's filter only with allmulticast. It goes up once
+			// wired (OpSetUp).
+			err = write("allmulticast on", func() error { return n.h.LinkSetAllmulticastOn(ref(idx)) })
+		} else if err == nil {
 			err = write("set up", func() error { return n.h.LinkSetUp(ref(idx)) })
 		}
 		if err != nil {
@@ -273,18 +351,21 @@ func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *S
 				return nil, err
 			}
 		}
-		// u32 matching everything: kernels without cls_matchall have it.
-		f := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
-			Priority: wirePriority, Handle: wireHandle, Protocol: unix.ETH_P_ALL},
-			Sel:     &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: 1, Keys: []netlink.TcU32Key{{}}},
-			Actions: []netlink.Action{netlink.NewMirredAction(peer)}}
-		return nil, write("redirect "+op.Peer+" from", func() error { return n.h.FilterReplace(f) })
+		if strings.HasPrefix(op.Link, m.prefix+"pm") {
+			// A macvlan made by an older release: allmulticast and quiet
+			// as new ones are (both idempotent).
+			if err := errors.Join(write("allmulticast on", func() error { return n.h.LinkSetAllmulticastOn(ref(idx)) }),
+				write("quiet", func() error { return n.quiet(op.Link) })); err != nil {
+				return nil, err
+			}
+		}
+		return nil, n.wire(ctx, op.Link, idx, peer, op.Rules, write)
 	}
 	return nil, fmt.Errorf("%w: unknown op %v", ErrInvalid, op.Kind)
 }
 
-// readWires records, for each of our links with an ingress qdisc, where
-// its ingress redirect sends frames (one qdisc dump, then one filter dump
+// readWires records, for each of our links with an ingress qdisc, what
+// its ingress filters do (one qdisc dump, then one filter dump
 // per such link: only provider ports have one).
 func (m *Manager) readWires(ctx context.Context, actual *Actual, names map[int]string) error {
 	qs, err := dump(ctx, "list qdiscs", func() ([]netlink.Qdisc, error) { return m.nl.h.QdiscList(nil) })
@@ -309,15 +390,7 @@ func (m *Manager) readWires(ctx context.Context, actual *Actual, names map[int]s
 		if err != nil {
 			return err
 		}
-		for _, f := range fs {
-			ma, ok := f.(*netlink.U32)
-			if !ok || ma.Priority != wirePriority || len(ma.Actions) != 1 {
-				continue
-			}
-			if mi, ok := ma.Actions[0].(*netlink.MirredAction); ok && mi.MirredAction == netlink.TCA_EGRESS_REDIR {
-				l.Redirect = names[mi.Ifindex]
-			}
-		}
+		l.Wire = readSig(fs, names)
 	}
 	return nil
 }

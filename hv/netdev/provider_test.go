@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -14,8 +15,9 @@ import (
 
 func provPort(i int, ip string, dhcp bool) Port {
 	id := strings.Repeat(string(rune('a'+i)), 8) + "-0000-4000-8000-000000000000"
-	return Port{ID: id, Tap: TapName(id), MAC: net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 1, byte(i)},
-		IP: net.ParseIP(ip).To4(), Prefix: 24, DHCP: dhcp}
+	mac := net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 1, byte(i)}
+	return Port{ID: id, Tap: TapName(id), MAC: mac, IP: net.ParseIP(ip).To4(), Prefix: 24, DHCP: dhcp,
+		Sources: []Source{{MAC: mac, Prefix: netip.PrefixFrom(netip.MustParseAddr(ip), 32)}}}
 }
 
 func TestDiffProviders(t *testing.T) {
@@ -23,14 +25,18 @@ func TestDiffProviders(t *testing.T) {
 	vlan := Provider{ID: "v", Uplink: "lan0", VLAN: 100, Ports: []Port{provPort(2, "10.100.0.50", false)}}
 	d := Desired{Providers: []Provider{vlan, flat}}
 	ops := Diff(Actual{}, d, "ps")
-	if got, want := opKinds(ops), []string{"add-tap", "add-macvlan", "wire", "wire", "add-vlan", "add-tap", "add-macvlan", "wire", "wire"}; !slices.Equal(got, want) {
+	if got, want := opKinds(ops), []string{"add-tap", "add-macvlan", "wire", "wire", "set-up", "add-vlan", "add-tap", "add-macvlan", "wire", "wire", "set-up"}; !slices.Equal(got, want) {
 		t.Fatalf("ops = %v; want %v", got, want)
 	}
-	if ops[1].Master != "lan0" || ops[6].Master != VLANName("lan0", 100) || ops[4].Master != "lan0" || ops[4].VLAN != 100 {
-		t.Errorf("lower devices: %v / %v / %v", ops[1], ops[4], ops[6])
+	if ops[1].Master != "lan0" || ops[7].Master != VLANName("lan0", 100) || ops[5].Master != "lan0" || ops[5].VLAN != 100 {
+		t.Errorf("lower devices: %v / %v / %v", ops[1], ops[5], ops[7])
 	}
-	if b := batches(ops); len(b) != 2 || len(b[0]) != 4 || b[0][0].Group != "provider f" || b[1][0].Group != "provider v" {
-		t.Errorf("batches = %v; want one per provider network", b)
+	if ops[4].Link != MacvlanName(flat.Ports[0].ID) {
+		t.Errorf("ops[4] = %v; want the macvlan set up after its wires", ops[4])
+	}
+	if b := batches(ops); len(b) != 3 || len(b[0]) != 5 || b[0][0].Group != "provider f/"+flat.Ports[0].ID ||
+		len(b[1]) != 1 || b[1][0].Group != "provider v" || b[2][0].Group != "provider v/"+vlan.Ports[0].ID {
+		t.Errorf("batches = %v; want the VLAN network's own and one per port", b)
 	}
 
 	// Converged: nothing to do. A leftover macvlan and VLAN of ours go; a
@@ -44,8 +50,8 @@ func TestDiffProviders(t *testing.T) {
 		for _, p := range pn.Ports {
 			mv := macvlanName("ps", p.ID)
 			actual.Links = append(actual.Links,
-				Link{Name: p.Tap, Kind: KindTap, MTU: 1500, Up: true, Ingress: true, Redirect: mv},
-				Link{Name: mv, Kind: KindMacvlan, Parent: lower, MAC: p.MAC, Bridged: true, Up: true, Ingress: true, Redirect: p.Tap})
+				Link{Name: p.Tap, Kind: KindTap, MTU: 1500, Up: true, Ingress: true, Wire: wireSig(tapRules(p), mv)},
+				Link{Name: mv, Kind: KindMacvlan, Parent: lower, MAC: p.MAC, Bridged: true, Up: true, Ingress: true, Wire: wireSig(macvlanRules(), p.Tap)})
 		}
 	}
 	if ops := Diff(actual, d, "ps"); len(ops) != 0 {
@@ -54,14 +60,14 @@ func TestDiffProviders(t *testing.T) {
 	crashed := slices.Clone(actual.Links)
 	crashed = append(crashed, Link{Name: "pspmleftover", Kind: KindMacvlan, Parent: "lan0", Bridged: true},
 		Link{Name: "pspv00000000", Kind: KindVLAN, Parent: "lan0", VLANID: 7})
-	crashed[1].Redirect = "" // the VLAN port's tap
+	crashed[1].Wire = "" // the VLAN port's tap
 	if got, want := opKinds(Diff(Actual{Links: crashed}, d, "ps")), []string{"del-link", "del-link", "wire"}; !slices.Equal(got, want) {
 		t.Errorf("after a crash: %v; want %v", got, want)
 	}
 	moved := slices.Clone(d.Providers[1].Ports)
 	moved[0].MAC = net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 9, 9}
 	d2 := Desired{Providers: []Provider{d.Providers[0], {ID: "f", Uplink: "lan0", Ports: moved}}}
-	if got, want := opKinds(Diff(actual, d2, "ps")), []string{"del-link", "add-macvlan", "wire", "wire"}; !slices.Equal(got, want) {
+	if got, want := opKinds(Diff(actual, d2, "ps")), []string{"del-link", "add-macvlan", "wire", "wire", "set-up"}; !slices.Equal(got, want) {
 		t.Errorf("MAC change: %v; want %v", got, want)
 	}
 	// The VLAN goes: its macvlans with it, before it.
@@ -158,7 +164,7 @@ func TestProviderFlat(t *testing.T) {
 	}
 	vm1, vm2 := newVM(t, f.host, p1, 1500), newVM(t, f.host, p2, 1500)
 	lease := udhcpc(t, vm1)
-	if lease["ip"] != "198.51.100.50" || lease["router"] != "198.51.100.1" || lease["mtu"] != "1500" {
+	if lease["ip"] != "198.51.100.50" || lease["router"] != "198.51.100.1" || lease["mtu"] != "1500" || lease["serverid"] != "169.254.169.254" {
 		t.Errorf("flat lease = %v", lease)
 	}
 	staticAddr(t, vm2, "198.51.100.51/24") // --no-dhcp: the guest's config drive sets it
@@ -258,8 +264,7 @@ func TestProviderVLAN(t *testing.T) {
 		if !ping(vm, net.ParseIP("198.51.100.1"), 5) {
 			t.Errorf("the flat network's VM does not reach the LAN while the VLAN network fails")
 		}
-		t.Logf("this kernel has no 802.1Q devices: the VLAN data path was not exercised, only its refusal")
-		return
+		t.Skip("kernel lacks 802.1Q: the VLAN data path was not run, only its refusal and the flat network next to it")
 	}
 	if err != nil || st.Created != 5 {
 		t.Fatalf("Apply = %+v, %v; want 5 links (VLAN, 2 taps, 2 macvlans)", st, err)
@@ -299,4 +304,35 @@ func opKinds(ops []Op) []string {
 		s = append(s, o.Kind.String())
 	}
 	return s
+}
+
+// TestProviderPortFailsAlone: a port that cannot be plumbed (its MAC is
+// the host NIC's) fails alone, named with a permanent cause; the other
+// port of its network works; fixed, the next Apply plumbs it.
+func TestProviderPortFailsAlone(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newLAN(t)
+	good, bad := provPort(7, "198.51.100.90", false), provPort(8, "198.51.100.91", false)
+	bad.MAC = f.host.link(t, "lan0").Attrs().HardwareAddr
+	d := Desired{Providers: []Provider{{ID: "flat", Uplink: "lan0", Ports: []Port{good, bad}}}}
+	m := newManager(t, f.host)
+	_, err := m.Apply(ctx, d)
+	var pf *ProvidersFailed
+	if !errors.As(err, &pf) || len(pf.IDs) != 0 || !slices.Equal(pf.Ports, []string{bad.ID}) || !pf.Permanent(bad.ID) || pf.Permanent(good.ID) {
+		t.Fatalf("Apply = %v; want port %s failed alone, permanently", err, bad.ID)
+	}
+	want := []string{good.Tap, MacvlanName(good.ID)}
+	if got := f.host.ourLinks(t); !slices.Equal(sorted(got), sorted(want)) {
+		t.Errorf("links = %v; want the good port's %v only", got, want)
+	}
+	vm := newVM(t, f.host, good, 1500)
+	staticAddr(t, vm, "198.51.100.90/24")
+	if !ping(vm, net.ParseIP("198.51.100.1"), 5) {
+		t.Errorf("the good port's VM does not reach the LAN")
+	}
+	d.Providers[0].Ports[1].MAC = net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 1, 8}
+	if _, err := m.Apply(ctx, d); err != nil {
+		t.Errorf("Apply after the fix = %v", err)
+	}
 }

@@ -383,6 +383,10 @@ func routerChains(r Router, transit netip.Addr) ([]nftChain, []nftMap) {
 // on the allowed TCP ports (and as replies), and may not reach the
 // protected prefixes (the cluster's hosts and storage) except on those
 // ports.
+// providerVLANPrefix names hv/netdev's 802.1Q sub-interfaces of provider
+// networks (under its default prefix).
+const providerVLANPrefix = "pspv"
+
 func hostChains(d Desired, externals []string) []nftChain {
 	if len(d.Routers) == 0 {
 		return nil
@@ -395,6 +399,9 @@ func hostChains(d Desired, externals []string) []nftChain {
 		input = append(input, rule(matchIf(true, extRootPrefix+"*"), matchTCPDport(p), one(verdict(expr.VerdictAccept))))
 	}
 	input = append(input, rule(matchIf(true, extRootPrefix+"*"), one(verdict(expr.VerdictDrop))))
+	// A provider network's 802.1Q sub-interface carries a tenant VLAN
+	// to its VMs' macvlans: nothing on it is for the host.
+	input = append(input, rule(matchIf(true, providerVLANPrefix+"*"), one(verdict(expr.VerdictDrop))))
 	for _, pfx := range d.Protected {
 		if !pfx.Addr().Is4() {
 			continue

@@ -87,7 +87,7 @@ func desiredFirewall(sn *statedb.Snapshot, host string, tap func(string) string)
 		}
 		if n.IsProvider() {
 			if p.PortSecurityEnabled && !strings.HasPrefix(p.DeviceOwner, "network:") {
-				problems = append(problems, fmt.Sprintf("port %s is on %s provider network %s: its security groups are not enforced", p.ID, n.NetworkType, n.ID))
+				problems = append(problems, fmt.Sprintf("port %s is on %s provider network %s: its source addresses are enforced, its security group rules are not", p.ID, n.NetworkType, n.ID))
 			}
 			continue
 		}

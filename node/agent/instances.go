@@ -304,6 +304,10 @@ func (a *Agent) planStart(sn *statedb.Snapshot, inst *statedb.Instance, net netR
 		return p
 	default:
 		for _, port := range ports {
+			if why, ok := net.refused[port.ID]; ok {
+				p.err = fmt.Errorf("server %s: port %s cannot be plumbed on host %s: %s", inst.ID, port.ID, a.cfg.HostID, why)
+				return p
+			}
 			if !net.plumbed[port.ID] {
 				p.wait = true
 				return p

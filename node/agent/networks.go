@@ -30,9 +30,13 @@ type NetDesired struct {
 }
 
 // NetPartialError is the error of a Network.Apply that plumbed everything
-// but the provider networks it names: the ports of the others are ready.
+// but the provider networks and ports it names: the other ports are
+// ready. Refused are the ports (of those) that cannot be plumbed as things
+// stand, with the reason: their servers fail rather than wait.
 type NetPartialError struct {
 	Networks []string
+	Ports    []string
+	Refused  map[string]string
 	Err      error
 }
 
@@ -74,6 +78,46 @@ type NetPort struct {
 	RouteVia []net.IP
 	Hostname string // the server's host name
 	DHCP     bool   // the subnet has enable_dhcp
+
+	// Provider ports only (port security on the wire, see hv/netdev):
+	// the sources the guest may send from (its fixed IPs with its MAC,
+	// its allowed address pairs), or Unfiltered when port security is
+	// disabled.
+	Sources    []NetSource
+	Unfiltered bool
+}
+
+// NetSource is an address a provider port's guest may send from; MAC nil
+// is the port's own.
+type NetSource struct {
+	MAC    net.HardwareAddr
+	Prefix netip.Prefix
+}
+
+// portSources are the sources of a provider port: its fixed IPs and its
+// allowed address pairs (an address or a CIDR, with a MAC or the port's).
+func portSources(p *statedb.Port, mac net.HardwareAddr) []NetSource {
+	var out []NetSource
+	for _, f := range p.FixedIPs {
+		if a, err := netip.ParseAddr(f.IP); err == nil {
+			out = append(out, NetSource{MAC: mac, Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())})
+		}
+	}
+	for _, ap := range p.AllowedAddressPairs {
+		pfx, err := netip.ParsePrefix(ap.IP)
+		if a, err2 := netip.ParseAddr(ap.IP); err2 == nil {
+			pfx, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+		}
+		if err != nil {
+			continue
+		}
+		m := mac
+		if am, err := net.ParseMAC(ap.MAC); err == nil && len(am) == 6 {
+			m = am
+		}
+		out = append(out, NetSource{MAC: m, Prefix: pfx.Masked()})
+	}
+	return out
 }
 
 // RemoteMAC is a port on another host.
@@ -196,6 +240,10 @@ func providerNetwork(sn *statedb.Snapshot, n *statedb.Network, local []*statedb.
 			problems = append(problems, err.Error())
 			continue
 		}
+		np.Unfiltered = !p.PortSecurityEnabled
+		if !np.Unfiltered {
+			np.Sources = portSources(p, np.MAC)
+		}
 		pn.Ports = append(pn.Ports, np)
 	}
 	slices.SortFunc(pn.Ports, func(a, b NetPort) int { return strings.Compare(a.ID, b.ID) })
@@ -248,18 +296,20 @@ func localPort(sn *statedb.Snapshot, p *statedb.Port, tap func(string) string) (
 
 // netState is what the network reconciler remembers between syncs.
 type netState struct {
-	applied   *NetDesired     // last state applied without error
-	plumbed   map[string]bool // local port ids of applied
-	lastErr   string          // last error logged
-	problems  string          // last problems logged
-	announced bool            // the "networking unavailable" error was logged
+	applied   *NetDesired       // last state applied without error
+	plumbed   map[string]bool   // local port ids of applied
+	refused   map[string]string // local port ids that cannot be plumbed → why
+	lastErr   string            // last error logged
+	problems  string            // last problems logged
+	announced bool              // the "networking unavailable" error was logged
 }
 
 // netReadiness tells the instance reconciler which ports have their taps.
 type netReadiness struct {
-	disabled bool            // no Network: VMs start without NICs
-	err      error           // networking cannot work on this host (ErrNetworkUnavailable)
-	plumbed  map[string]bool // ports plumbed by the last successful apply
+	disabled bool              // no Network: VMs start without NICs
+	err      error             // networking cannot work on this host (ErrNetworkUnavailable)
+	plumbed  map[string]bool   // ports plumbed by the last successful apply
+	refused  map[string]string // ports that cannot be plumbed → why
 }
 
 // syncNetworks applies the desired networks when they changed (always on
@@ -287,14 +337,14 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 		a.mu.Lock()
 		switch {
 		case err == nil:
-			st.applied, st.lastErr, st.plumbed = &d, "", portsOf(d, nil)
+			st.applied, st.lastErr, st.plumbed, st.refused = &d, "", portsOf(d, nil, nil), nil
 		case errors.As(err, &partial):
 			// Retried at the next sync (nothing recorded as applied); the
 			// other networks' ports are ready meanwhile.
-			st.plumbed = portsOf(d, partial.Networks)
+			st.plumbed, st.refused = portsOf(d, partial.Networks, partial.Ports), partial.Refused
 			if ctx.Err() == nil && err.Error() != st.lastErr {
 				st.lastErr = err.Error()
-				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "err", err)
+				a.log.Error("apply provider networks; will retry", "networks", partial.Networks, "ports", partial.Ports, "err", err)
 			}
 		case errors.Is(err, ErrNetworkUnavailable):
 			if !st.announced {
@@ -311,7 +361,7 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 	}
 
 	a.mu.Lock()
-	plumbed := st.plumbed
+	plumbed, refused := st.plumbed, st.refused
 	a.mu.Unlock()
 	for _, p := range sn.PortsOnHost(a.cfg.HostID) {
 		if !plumbed[p.ID] || p.Status == statedb.PortActive {
@@ -322,12 +372,12 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 			return a.report(ctx, statedb.CmdReportPort, rep)
 		})
 	}
-	return netReadiness{plumbed: plumbed}
+	return netReadiness{plumbed: plumbed, refused: refused}
 }
 
 // portsOf is the set of d's local ports, but those of the provider
 // networks failed.
-func portsOf(d NetDesired, failed []string) map[string]bool {
+func portsOf(d NetDesired, failed, failedPorts []string) map[string]bool {
 	out := map[string]bool{}
 	for _, seg := range d.Networks {
 		for _, p := range seg.Ports {
@@ -339,7 +389,9 @@ func portsOf(d NetDesired, failed []string) map[string]bool {
 			continue
 		}
 		for _, p := range pn.Ports {
-			out[p.ID] = true
+			if !slices.Contains(failedPorts, p.ID) {
+				out[p.ID] = true
+			}
 		}
 	}
 	return out

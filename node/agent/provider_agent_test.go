@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +133,68 @@ func TestAgentProviderPartialFailure(t *testing.T) {
 	}
 	if s := status("pv"); s == statedb.PortActive {
 		t.Errorf("the VLAN port is ACTIVE though its network failed")
+	}
+}
+
+// refusingPort is a network driver that cannot plumb one port, for good.
+type refusingPort struct {
+	agenttest.Network
+	port string
+}
+
+func (f *refusingPort) Apply(ctx context.Context, d agent.NetDesired) error {
+	if err := f.Network.Apply(ctx, d); err != nil {
+		return err
+	}
+	return &agent.NetPartialError{Ports: []string{f.port}, Refused: map[string]string{f.port: "MAC address taken by the host"},
+		Err: errors.New("provider ports " + f.port + ": MAC address taken by the host")}
+}
+
+// TestAgentProviderPortRefused: a port that cannot be plumbed as things
+// stand fails its server (ERROR, the reason in its fault) instead of
+// leaving it in BUILD; the other server on the same network starts.
+func TestAgentProviderPortRefused(t *testing.T) {
+	st := agenttest.NewState()
+	apply := func(c statedb.CmdType, p any) {
+		t.Helper()
+		if err := st.Apply(c, p); err != nil {
+			t.Fatalf("apply %d: %v", c, err)
+		}
+	}
+	apply(statedb.CmdRegisterMember, statedb.Member{ID: hostA, Name: hostA, APIAddr: "192.0.2.9:8470"})
+	apply(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: hostA, Physnets: map[string]string{"physnet1": "lan0"}})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "flat", ProjectID: "proj", NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	apply(statedb.CmdCreateSubnet, statedb.CreateSubnetCmd{Subnet: statedb.Subnet{ID: "fs", NetworkID: "flat", ProjectID: "proj",
+		IPVersion: 4, CIDR: "203.0.113.0/24"}, GatewayAuto: true, PoolsAuto: true})
+	for _, id := range []string{"ok", "bad"} {
+		apply(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
+			Instance: statedb.Instance{ID: id, Name: id, ProjectID: "proj", UserID: "u", ImageID: image,
+				Flavor: statedb.Flavor{ID: "1", Name: "m1.tiny", VCPUs: 1, RAMMB: 128, DiskGB: 1}},
+			NICs: []statedb.NICRequest{{Create: &statedb.PortRequest{ID: "port-" + id, NetworkID: "flat"}}},
+		}}})
+		apply(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: id, HostID: hostA}},
+			HostCaps: map[string]statedb.HostCap{hostA: {VCPUs: 1000, RAMMB: 1 << 20, DiskGB: 10000}}})
+	}
+	nw := &refusingPort{port: "port-bad"}
+	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: agenttest.NewHypervisor(),
+		Network: nw, VTEPs: agenttest.NewVTEPs(map[string]string{}), Physnets: map[string]string{"physnet1": "lan0"},
+		Volumes: agenttest.NewVolumes(), Images: agenttest.NewImages(map[string]string{image: "/images/img-1.qcow2"}),
+		ResyncInterval: 100 * time.Millisecond, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	state := func(id string) *statedb.Instance { i, _ := st.Snapshot().Instance(id); return i }
+	for deadline := time.Now().Add(10 * time.Second); state("bad").VMState != statedb.VMError || state("ok").VMState != statedb.VMActive; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("servers: ok %s, bad %s; want ACTIVE and ERROR", state("ok").VMState, state("bad").VMState)
+		}
+	}
+	if f := state("bad").Fault; f == nil || !strings.Contains(f.Message, "port port-bad cannot be plumbed") || !strings.Contains(f.Message, "MAC address taken") {
+		t.Errorf("fault of the failed server = %+v; want the port and the reason", f)
 	}
 }

@@ -27,7 +27,8 @@ func TestAgentDesiredProviders(t *testing.T) {
 		},
 		"ports": {
 			&statedb.Port{ID: "pf", NetworkID: "flat", MAC: "fa:16:3e:00:00:01", HostID: "a", DeviceOwner: statedb.OwnerCompute, PortSecurityEnabled: true,
-				FixedIPs: []statedb.FixedIP{{SubnetID: "fs", IP: "198.51.100.50"}}},
+				FixedIPs:            []statedb.FixedIP{{SubnetID: "fs", IP: "198.51.100.50"}},
+				AllowedAddressPairs: []statedb.AddressPair{{IP: "198.51.100.64/28"}, {IP: "2001:db8::7", MAC: "fa:16:3e:00:00:aa"}}},
 			&statedb.Port{ID: "pv", NetworkID: "v100", MAC: "fa:16:3e:00:00:02", HostID: "a", FixedIPs: []statedb.FixedIP{{SubnetID: "vs", IP: "10.100.0.50"}}},
 			&statedb.Port{ID: "pfar", NetworkID: "far", MAC: "fa:16:3e:00:00:03", HostID: "a"},
 			&statedb.Port{ID: "fip", NetworkID: "flat", MAC: "fa:16:3e:00:00:04", HostID: "a", DeviceOwner: statedb.OwnerFloatingIP,
@@ -41,12 +42,15 @@ func TestAgentDesiredProviders(t *testing.T) {
 	for _, pn := range d.Providers {
 		var ports []string
 		for _, p := range pn.Ports {
-			ports = append(ports, fmt.Sprintf("%s(%s %s %s/%d gw=%s dhcp=%v)", p.ID, p.Tap, p.MAC, p.IP, p.Prefix, p.Gateway, p.DHCP))
+			ports = append(ports, fmt.Sprintf("%s(%s %s %s/%d gw=%s dhcp=%v open=%v%v)", p.ID, p.Tap, p.MAC, p.IP, p.Prefix, p.Gateway, p.DHCP, p.Unfiltered, p.Sources))
 		}
 		got = append(got, fmt.Sprintf("%s@%s.%d/%d [%s]", pn.ID, pn.Iface, pn.VLAN, pn.MTU, strings.Join(ports, " ")))
 	}
-	want := "flat@lan0.0/1500 [pf(tap-pf fa:16:3e:00:00:01 198.51.100.50/24 gw=198.51.100.1 dhcp=true)] | " +
-		"v100@lan0.100/1500 [pv(tap-pv fa:16:3e:00:00:02 10.100.0.50/24 gw=<nil> dhcp=false)]"
+	// Port security: pf may send from its fixed IP and its pairs, pv
+	// (port security disabled) from anything.
+	want := "flat@lan0.0/1500 [pf(tap-pf fa:16:3e:00:00:01 198.51.100.50/24 gw=198.51.100.1 dhcp=true open=false" +
+		"[{fa:16:3e:00:00:01 198.51.100.50/32} {fa:16:3e:00:00:01 198.51.100.64/28} {fa:16:3e:00:00:aa 2001:db8::7/128}])] | " +
+		"v100@lan0.100/1500 [pv(tap-pv fa:16:3e:00:00:02 10.100.0.50/24 gw=<nil> dhcp=false open=true[])]"
 	if s := strings.Join(got, " | "); s != want {
 		t.Errorf("providers =\n  %s\nwant\n  %s", s, want)
 	}
@@ -66,7 +70,7 @@ func TestAgentDesiredProviders(t *testing.T) {
 	if len(fw.Ports) != 0 || len(fw.Networks) != 0 {
 		t.Errorf("firewall of provider ports = %+v; want nothing", fw)
 	}
-	if len(fwProblems) != 1 || !strings.Contains(fwProblems[0], "not enforced") {
+	if len(fwProblems) != 1 || !strings.Contains(fwProblems[0], "rules are not") {
 		t.Errorf("firewall problems = %v; want one saying pf's groups are not enforced", fwProblems)
 	}
 }

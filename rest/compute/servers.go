@@ -418,6 +418,12 @@ func (s *service) checkNIC(c *rest.Ctx, sn *statedb.Snapshot, w *nicWant, maxN i
 	if len(sn.SubnetsOf(n.ID)) == 0 {
 		return rest.BadRequest("Network %s requires a subnet in order to boot instances on.", n.ID)
 	}
+	// As in Neutron (create_port:fixed_ips:ip_address is
+	// admin_or_network_owner): a tenant on a shared network must not take
+	// an address of its choosing there (another host's on a provider LAN).
+	if w.FixedIP != "" && n.ProjectID != c.Cred.ProjectID && !s.isAdmin(c) {
+		return rest.Forbiddenf("Policy doesn't allow create_port:fixed_ips:ip_address to be performed.")
+	}
 	return nil
 }
 

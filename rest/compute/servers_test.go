@@ -537,3 +537,28 @@ func TestInternalConsoleNeedsClientCert(t *testing.T) {
 		t.Fatalf("internal console without a client certificate = %d; want 403", r.Status)
 	}
 }
+
+// TestServerFixedIPOnSharedNetwork: as in Neutron, only the network's
+// owner or an admin picks a fixed IP on it: a tenant on another project's
+// shared network (a provider LAN) gets 403 and nothing is written.
+func TestServerFixedIPOnSharedNetwork(t *testing.T) {
+	e := newEnv(t)
+	img := e.image(e.demo.ID, "private", 0, 0, nil, true)
+	lan := e.network(e.other.ID, "lan", true, true)
+	body := func(fixed string) map[string]any {
+		nw := map[string]string{"uuid": lan}
+		if fixed != "" {
+			nw["fixed_ip"] = fixed
+		}
+		return map[string]any{"server": map[string]any{"name": "vm", "imageRef": img, "flavorRef": "1", "networks": []map[string]string{nw}}}
+	}
+	before, ports := len(e.b.State().Instances()), len(e.b.State().Ports())
+	r := e.member.Do("POST", api+"/servers", body("10.1.0.7"))
+	if r.Status != 403 || !strings.Contains(string(r.Body), "create_port:fixed_ips:ip_address") || !strings.Contains(string(r.Body), `"forbidden"`) {
+		t.Errorf("fixed IP on another project's shared network = %d %s; want 403 naming the policy", r.Status, r.Body)
+	}
+	if n, p := len(e.b.State().Instances()), len(e.b.State().Ports()); n != before || p != ports {
+		t.Errorf("instances %d → %d, ports %d → %d; want nothing written", before, n, ports, p)
+	}
+	e.createServer(e.member, body("")["server"].(map[string]any))
+}

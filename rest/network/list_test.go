@@ -163,7 +163,14 @@ func TestPortUpdateAndBinding(t *testing.T) {
 		t.Errorf("tenant sees the binding: %v", tv)
 	}
 	neutronError(t, e.demo.Do("PUT", "/network/v2.0/ports/"+id, `{"port":{"binding:host_id":"elsewhere"}}`), 403, "PolicyNotAuthorized")
-	// Admin: MAC change, and a port created for a project with a binding.
+	// Admin: MAC change (refused while bound, as in Neutron: nothing
+	// changes), and a port created for a project with a binding.
+	r := e.admin.Do("PUT", "/network/v2.0/ports/"+id, `{"port":{"mac_address":"FA:16:3E:AA:BB:CC"}}`)
+	neutronError(t, r, 409, "PortBound")
+	if got, _ := e.b.State().Port(id); !strings.Contains(string(r.Body), "port is already bound") || got.MAC == "fa:16:3e:aa:bb:cc" {
+		t.Errorf("MAC change of a bound port = %s; stored MAC %s", r.Body, got.MAC)
+	}
+	mustStatus(t, e.admin.Do("PUT", "/network/v2.0/ports/"+id, `{"port":{"binding:host_id":""}}`), 200)
 	m := obj(mustStatus(t, e.admin.Do("PUT", "/network/v2.0/ports/"+id, `{"port":{"mac_address":"FA:16:3E:AA:BB:CC"}}`), 200), "port")
 	if m["mac_address"] != "fa:16:3e:aa:bb:cc" {
 		t.Errorf("mac after update = %v", m["mac_address"])

@@ -268,6 +268,13 @@ func (s *service) updatePort(c *rest.Ctx) (any, error) {
 			return nil, forbidden("Port")
 		}
 	}
+	// As in Neutron: a bound port's MAC is the one its host plumbed (a
+	// provider port's macvlan carries it); unbind it first. Checked here,
+	// not in the state machine, so older log entries replay as they did.
+	if in.MAC != nil && !strings.EqualFold(*in.MAC, p.MAC) && p.HostID != "" {
+		return nil, conflict("PortBound", "Unable to complete operation on port %s, port is already bound, port type: bridge, old_mac %s, new_mac %s.",
+			p.ID, p.MAC, strings.ToLower(*in.MAC))
+	}
 	u := statedb.UpdatePortCmd{ID: p.ID, Name: in.Name, Description: in.Description, AdminStateUp: in.AdminStateUp,
 		DeviceID: in.DeviceID, DeviceOwner: in.DeviceOwner, FixedIPs: in.FixedIPs, Tags: in.Tags,
 		UpdatePortSecurity: in.portSecurityInput.update()}
