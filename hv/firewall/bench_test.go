@@ -55,3 +55,25 @@ func BenchmarkGroupMember10k(b *testing.B) {
 	b.ReportMetric(float64(elems)/float64(b.N), "elements/op")
 	b.ReportMetric(float64(tx)/float64(b.N), "tx/op")
 }
+
+// BenchmarkRuleRemoved: one rule of a port's 200 removed until its
+// transaction is applied and the connections it allowed are cut.
+func BenchmarkRuleRemoved(b *testing.B) {
+	h := newHost(b)
+	v := h.addVM(b, 1)
+	rules := []Rule{anyV4}
+	for i := range 200 {
+		rules = append(rules, tcp(true, 1000+i, 1000+i))
+	}
+	h.apply(b, nil, h.port(v, true, rules...))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Remove rule 1+i%200, then put it back (untimed).
+		k := 1 + i%200
+		less := append(append([]Rule{}, rules[:k]...), rules[k+1:]...)
+		h.apply(b, nil, h.port(v, true, less...))
+		b.StopTimer()
+		h.apply(b, nil, h.port(v, true, rules...))
+		b.StartTimer()
+	}
+}

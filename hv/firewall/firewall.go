@@ -35,6 +35,7 @@ type Stats struct {
 	Chains        int // chains created, rewritten or deleted
 	Sets          int // sets created or deleted
 	Elements      int // set elements added or deleted
+	Rules         int // rules added or deleted (a rewritten chain's old rules count once, as its flush)
 	FlowsDeleted  int // conntrack entries cut
 	PortsAffected int // ports whose connections were re-checked
 }
@@ -53,6 +54,9 @@ type Manager struct {
 	brT  *nftables.Table
 	inT  *nftables.Table
 	sets map[string]*nftables.Set
+	// handles holds, per chain key, the kernel's handles of the chain's
+	// rules in cur's order (0 = not known: added since it was last read).
+	handles map[string][]uint64
 }
 
 // New makes a Manager and turns on br_netfilter for IPv4 and IPv6 in its
@@ -205,6 +209,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		c.AddTable(m.brT)
 		c.AddTable(m.inT)
 		m.sets = map[string]*nftables.Set{}
+		m.handles = map[string][]uint64{}
 	}
 	narrowed := m.diff(c, cur, want, &st)
 	if st.Writes() == 0 && !fresh {
@@ -212,7 +217,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		return st, nil
 	}
 	if err := c.Flush(); err != nil {
-		m.cur = nil // unknown now: rebuild next time
+		m.cur, m.handles = nil, nil // unknown now: rebuild next time
 		return st, permission(fmt.Errorf("firewall: apply: %w", err))
 	}
 	st.Tx = 1
@@ -341,11 +346,16 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 		if ok && reflect.DeepEqual(old.rules, w.rules) {
 			continue
 		}
-		if ok {
-			c.FlushChain(chains[k])
-		}
-		for _, r := range w.rules {
-			c.AddRule(&nftables.Rule{Table: chains[k].Table, Chain: chains[k], Exprs: r})
+		if !ok || !m.editChain(c, k, chains[k], old.rules, w.rules, st) {
+			if ok {
+				c.FlushChain(chains[k])
+				st.Rules++
+			}
+			st.Rules += len(w.rules)
+			for _, r := range w.rules {
+				c.AddRule(&nftables.Rule{Table: chains[k].Table, Chain: chains[k], Exprs: r})
+			}
+			m.handles[k] = make([]uint64, len(w.rules))
 		}
 		st.Chains++
 		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && narrows(cur.ports[id], want.ports[id]) {
@@ -362,6 +372,7 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 		ch := &nftables.Chain{Name: old.name, Table: m.table(old.family)}
 		c.FlushChain(ch)
 		c.DelChain(ch)
+		delete(m.handles, k)
 		st.Chains++
 		if id, ok := portOfChain(old.name); ok {
 			narrowed[id] = true

@@ -12,7 +12,7 @@ import (
 
 // snapshotOf builds a state holding exactly objs (table name → objects),
 // through Restore, so pure functions can be tested on any shape.
-func snapshotOf(t *testing.T, objs map[string][]any) *statedb.Snapshot {
+func snapshotOf(t testing.TB, objs map[string][]any) *statedb.Snapshot {
 	t.Helper()
 	var b strings.Builder
 	enc := json.NewEncoder(&b)

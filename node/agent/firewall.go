@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -164,6 +165,7 @@ func fwPort(sn *statedb.Snapshot, p *statedb.Port, n *statedb.Network, tap func(
 		}
 		fp.Pairs = append(fp.Pairs, FwPair{MAC: pm, Prefix: pfx})
 	}
+	seen := map[FwRule]bool{}
 	for _, gid := range p.SecurityGroups {
 		g, ok := sn.SecGroup(gid)
 		if !ok {
@@ -173,14 +175,38 @@ func fwPort(sn *statedb.Snapshot, p *statedb.Port, n *statedb.Network, tap func(
 		fp.Stateful = fp.Stateful && g.Stateful
 		for _, r := range sn.SecRulesOf(gid) {
 			for _, fr := range fwRules(sn, r) { // firewall_addrgroups.go
-				if !slices.Contains(fp.Rules, fr) {
+				if !seen[fr] {
+					seen[fr] = true
 					fp.Rules = append(fp.Rules, fr)
 				}
 			}
 		}
 	}
-	sort.Slice(fp.Rules, func(i, j int) bool { return fmt.Sprint(fp.Rules[i]) < fmt.Sprint(fp.Rules[j]) })
+	slices.SortFunc(fp.Rules, compareFwRules)
 	return fp, nil
+}
+
+// compareFwRules orders a port's rules field by field: a stable order
+// keeps an unchanged rule in place in the host's chains, so a rule added
+// or removed is one rule written. Every rule is an allow, so the order
+// does not change what passes.
+func compareFwRules(a, b FwRule) int {
+	bit := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	return cmp.Or(
+		cmp.Compare(bit(a.Ingress), bit(b.Ingress)),
+		cmp.Compare(bit(a.IPv6), bit(b.IPv6)),
+		cmp.Compare(a.Proto, b.Proto),
+		cmp.Compare(a.PortMin, b.PortMin),
+		cmp.Compare(a.PortMax, b.PortMax),
+		a.RemoteIP.Addr().Compare(b.RemoteIP.Addr()),
+		cmp.Compare(a.RemoteIP.Bits(), b.RemoteIP.Bits()),
+		strings.Compare(a.RemoteGroup, b.RemoteGroup),
+	)
 }
 
 // fwRule translates a stored rule; ok is false for rules that cannot
