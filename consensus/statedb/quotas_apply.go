@@ -2,13 +2,12 @@ package statedb
 
 import (
 	"errors"
-	"slices"
 	"strings"
 )
 
-// The quota checks each create command runs before it writes: counted
-// from the transaction's own view, so whatever the log ordered before this
-// command is included and nothing is reserved.
+// The quota checks each create command runs before it writes: read from
+// the transaction's own usage counters, so whatever the log ordered
+// before this command is included and nothing is reserved.
 
 // charge is one resource a command asks for: n more of it.
 type charge struct {
@@ -23,7 +22,6 @@ func checkQuota(t *Txn, projectID, userID string, charges ...charge) error {
 	if !sn.QuotasEnforced() {
 		return nil
 	}
-	var servers *[3]int64 // instances, cores and ram: counted in one pass
 	for _, ch := range charges {
 		if ch.n <= 0 {
 			continue
@@ -32,22 +30,7 @@ func checkQuota(t *Txn, projectID, userID string, charges ...charge) error {
 		if limit == Unlimited {
 			continue
 		}
-		var used int64
-		switch ch.resource {
-		case QuotaInstances, QuotaCores, QuotaRAM:
-			if servers == nil {
-				servers = &[3]int64{}
-				sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 {
-					servers[0]++
-					servers[1] += int64(i.Flavor.VCPUs)
-					servers[2] += int64(i.Flavor.RAMMB)
-					return 0
-				})
-			}
-			used = servers[slices.Index([]string{QuotaInstances, QuotaCores, QuotaRAM}, ch.resource)]
-		default:
-			used = sn.QuotaUsage(projectID, userID, ch.resource)
-		}
+		used := sn.QuotaUsage(projectID, userID, ch.resource)
 		if used+ch.n > limit {
 			return overQuota(ch.resource, ch.n, used, limit)
 		}
