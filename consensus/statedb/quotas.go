@@ -276,11 +276,11 @@ func (sn *Snapshot) QuotaUsage(projectID, userID, resource string) int64 {
 		if userID == "" {
 			return 0
 		}
-		return sn.usageRowOf(userOwner(userID))[i]
+		return sn.usageOfOwner(userOwner(userID))[i]
 	case projectID == "":
 		return 0
 	}
-	return sn.usageRowOf(projectOwner(projectID))[i]
+	return sn.usageOfOwner(projectOwner(projectID))[i]
 }
 
 // QuotaUsages counts a project's usage of each of resources.

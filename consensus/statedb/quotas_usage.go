@@ -1,7 +1,10 @@
 package statedb
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -165,9 +168,10 @@ func countInsert(txn *memdb.Txn, tbl string, o any, write func() error) error {
 	case old == nil:
 		return addUsage(txn, owner, u, 1)
 	case old == o:
-		// The stored row was changed in place, so what it counted
-		// before is lost: count the owner again from the rows.
-		return recountOwner(txn, tbl, owner)
+		// The stored row was changed in place (apply code must copy
+		// first), so what it counted before is lost: count the
+		// table's resources again from its rows.
+		return recountTable(txn, tbl)
 	}
 	_, oldOwner, ou := usageOf(old)
 	if oldOwner == owner && ou == u {
@@ -214,7 +218,7 @@ func addUsage(txn *memdb.Txn, owner string, u usageVec, sign int64) error {
 	}
 	row.Used.add(u, sign)
 	if row.Used == (usageVec{}) {
-		if err := txn.Delete(tblUsage, row); err != nil && err != memdb.ErrNotFound {
+		if err := txn.Delete(tblUsage, row); err != nil && !errors.Is(err, memdb.ErrNotFound) {
 			return fmt.Errorf("delete usage of %s: %w", owner, err)
 		}
 		return nil
@@ -225,66 +229,59 @@ func addUsage(txn *memdb.Txn, owner string, u usageVec, sign int64) error {
 	return nil
 }
 
-// recountOwner sets owner's counters of tbl's resources from tbl's rows.
-func recountOwner(txn *memdb.Txn, tbl, owner string) error {
-	if owner == "" {
-		return nil
-	}
-	var fresh usageVec
+// recountTable sets every owner's counters of tbl's resources from tbl's
+// rows, leaving those of other tables as they are.
+func recountTable(txn *memdb.Txn, tbl string) error {
+	fresh := map[string]usageVec{}
 	it, err := txn.Get(tbl, "id")
 	if err != nil {
-		return fmt.Errorf("recount %s: %w", tbl, err)
+		return fmt.Errorf("count %s: %w", tbl, err)
 	}
 	for o := it.Next(); o != nil; o = it.Next() {
-		if _, w, u := usageOf(o); w == owner {
-			fresh.add(u, 1)
+		if _, owner, u := usageOf(o); owner != "" {
+			s := fresh[owner]
+			s.add(u, 1)
+			fresh[owner] = s
 		}
 	}
-	var cur usageVec
-	if o, err := txn.First(tblUsage, "id", owner); err != nil {
-		return fmt.Errorf("read usage of %s: %w", owner, err)
-	} else if o != nil {
-		cur = o.(*usageRow).Used
+	cur := map[string]usageVec{}
+	if it, err = txn.Get(tblUsage, "id"); err != nil {
+		return fmt.Errorf("read usage: %w", err)
 	}
-	// Only tbl's resources change: the others come from other tables.
-	var delta usageVec
-	for _, i := range countedTables[tbl] {
-		delta[i] = fresh[i] - cur[i]
+	for o := it.Next(); o != nil; o = it.Next() {
+		r := o.(*usageRow)
+		cur[r.ID] = r.Used
 	}
-	return addUsage(txn, owner, delta, 1)
-}
-
-// rebuildUsage counts every owner's usage from the rows of a state that
-// has no counters yet (a restored snapshot).
-func rebuildUsage(txn *memdb.Txn) error {
-	sums := map[string]usageVec{}
-	for _, t := range tables {
-		tbl := t.schema.Name
-		if countedTables[tbl] == nil {
-			continue
-		}
-		it, err := txn.Get(tbl, "id")
-		if err != nil {
-			return fmt.Errorf("count %s: %w", tbl, err)
-		}
-		for o := it.Next(); o != nil; o = it.Next() {
-			if _, owner, u := usageOf(o); owner != "" {
-				s := sums[owner]
-				s.add(u, 1)
-				sums[owner] = s
-			}
+	for owner := range fresh {
+		if _, ok := cur[owner]; !ok {
+			cur[owner] = usageVec{}
 		}
 	}
-	for owner, u := range sums {
-		if err := addUsage(txn, owner, u, 1); err != nil {
+	for _, owner := range slices.Sorted(maps.Keys(cur)) {
+		var delta usageVec
+		for _, i := range countedTables[tbl] {
+			delta[i] = fresh[owner][i] - cur[owner][i]
+		}
+		if err := addUsage(txn, owner, delta, 1); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// usageRowOf reads owner's counters (all zero if it holds nothing).
-func (sn *Snapshot) usageRowOf(owner string) usageVec {
+// rebuildUsage counts every owner's usage from the rows (a restored
+// snapshot, which carries no counters).
+func rebuildUsage(txn *memdb.Txn) error {
+	for _, tbl := range slices.Sorted(maps.Keys(countedTables)) {
+		if err := recountTable(txn, tbl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usageOfOwner reads owner's counters (all zero if it holds nothing).
+func (sn *Snapshot) usageOfOwner(owner string) usageVec {
 	if r, ok := get[usageRow](sn, tblUsage, owner); ok {
 		return r.Used
 	}

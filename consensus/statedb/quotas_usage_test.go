@@ -530,16 +530,20 @@ func TestUsageCountersRowChangedInPlace(t *testing.T) {
 	if err := txn.insert(tblVolumes, &Volume{ID: "v2", ProjectID: "p1", SizeGB: 3}); err != nil {
 		t.Fatal(err)
 	}
-	v.SizeGB = 7 // the stored row itself
+	v.SizeGB, v.ProjectID = 7, "p2" // the stored row itself
 	if err := txn.insert(tblVolumes, v); err != nil {
 		t.Fatal(err)
 	}
 	txn.txn.Commit()
+	// (memdb's own ProjectID index is stale after such a write, so the
+	// scan cannot judge here: the figures are given.)
 	sn := s.Snapshot()
-	if got, want := sn.QuotaUsage("p1", "", QuotaGigabytes), scanUsage(sn, "p1", "", QuotaGigabytes); got != want || got != 10 {
-		t.Fatalf("gigabytes %d, scan %d; want 10", got, want)
-	}
-	if got := sn.QuotaUsage("p1", "", QuotaVolumes); got != 2 {
-		t.Fatalf("volumes %d; want 2", got)
+	for _, c := range []struct {
+		project, resource string
+		want              int64
+	}{{"p1", QuotaGigabytes, 3}, {"p1", QuotaVolumes, 1}, {"p2", QuotaGigabytes, 7}, {"p2", QuotaVolumes, 1}} {
+		if got := sn.QuotaUsage(c.project, "", c.resource); got != c.want {
+			t.Errorf("%s %s = %d; want %d", c.project, c.resource, got, c.want)
+		}
 	}
 }
