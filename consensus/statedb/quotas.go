@@ -240,23 +240,32 @@ func (sn *Snapshot) QuotaSet(projectID string) (*QuotaSet, bool) {
 // DefaultQuota is the limit a project without its own gets: the cluster
 // default, else the built-in one.
 func (sn *Snapshot) DefaultQuota(resource string) int64 {
-	if cfg, ok := sn.Cluster(); ok {
+	cfg, _ := sn.Cluster()
+	return quotaLimit(nil, cfg, resource)
+}
+
+// QuotaLimit is a project's effective limit of a resource.
+func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
+	own, _ := sn.QuotaSet(projectID)
+	cfg, _ := sn.Cluster()
+	return quotaLimit(own, cfg, resource)
+}
+
+// quotaLimit resolves a limit: the project's own (own may be nil), else
+// the cluster default (cfg may be nil), else the built-in one.
+func quotaLimit(own *QuotaSet, cfg *ClusterConfig, resource string) int64 {
+	if own != nil {
+		if v, ok := own.Limits[resource]; ok {
+			return v
+		}
+	}
+	if cfg != nil {
 		if v, ok := cfg.Settings.Quotas[resource]; ok {
 			return v
 		}
 	}
 	v, _ := BuiltinQuota(resource)
 	return v
-}
-
-// QuotaLimit is a project's effective limit of a resource.
-func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
-	if qs, ok := sn.QuotaSet(projectID); ok {
-		if v, ok := qs.Limits[resource]; ok {
-			return v
-		}
-	}
-	return sn.DefaultQuota(resource)
 }
 
 // QuotaUsage is what a project holds of a resource, read from the usage

@@ -19,18 +19,31 @@ type charge struct {
 // limit of that resource. Charges of 0 or less are not checked.
 func checkQuota(t *Txn, projectID, userID string, charges ...charge) error {
 	sn := t.read()
-	if !sn.QuotasEnforced() {
+	cfg, ok := sn.Cluster()
+	if !ok || !cfg.Settings.QuotasEnforced {
 		return nil
 	}
+	own, _ := sn.QuotaSet(projectID)
+	var project *usageVec // the project's counters, read once
 	for _, ch := range charges {
 		if ch.n <= 0 {
 			continue
 		}
-		limit := sn.QuotaLimit(projectID, ch.resource)
+		limit := quotaLimit(own, cfg, ch.resource)
 		if limit == Unlimited {
 			continue
 		}
-		used := sn.QuotaUsage(projectID, userID, ch.resource)
+		var used int64
+		switch i := usageIndex(ch.resource); {
+		case i < 0 || i == uKeyPairs || projectID == "":
+			used = sn.QuotaUsage(projectID, userID, ch.resource)
+		default:
+			if project == nil {
+				u := sn.usageOfOwner(projectOwner(projectID))
+				project = &u
+			}
+			used = project[i]
+		}
 		if used+ch.n > limit {
 			return overQuota(ch.resource, ch.n, used, limit)
 		}
