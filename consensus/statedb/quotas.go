@@ -8,9 +8,10 @@ import (
 	"strings"
 )
 
-// Quotas: per-project limits on how much a project may hold. Usage is not
-// stored: it is counted from the state inside the very command that
-// creates a resource (quotas_apply.go), so there is no reservation to
+// Quotas: per-project limits on how much a project may hold. Usage is
+// checked inside the very command that creates a resource
+// (quotas_apply.go), against counters the same transaction keeps with
+// every row it writes (quotas_usage.go), so there is no reservation to
 // drift and two hosts creating at once are ordered by the Raft log — the
 // second command sees the first one's resources and is refused.
 //
@@ -239,7 +240,26 @@ func (sn *Snapshot) QuotaSet(projectID string) (*QuotaSet, bool) {
 // DefaultQuota is the limit a project without its own gets: the cluster
 // default, else the built-in one.
 func (sn *Snapshot) DefaultQuota(resource string) int64 {
-	if cfg, ok := sn.Cluster(); ok {
+	cfg, _ := sn.Cluster()
+	return quotaLimit(nil, cfg, resource)
+}
+
+// QuotaLimit is a project's effective limit of a resource.
+func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
+	own, _ := sn.QuotaSet(projectID)
+	cfg, _ := sn.Cluster()
+	return quotaLimit(own, cfg, resource)
+}
+
+// quotaLimit resolves a limit: the project's own (own may be nil), else
+// the cluster default (cfg may be nil), else the built-in one.
+func quotaLimit(own *QuotaSet, cfg *ClusterConfig, resource string) int64 {
+	if own != nil {
+		if v, ok := own.Limits[resource]; ok {
+			return v
+		}
+	}
+	if cfg != nil {
 		if v, ok := cfg.Settings.Quotas[resource]; ok {
 			return v
 		}
@@ -248,17 +268,8 @@ func (sn *Snapshot) DefaultQuota(resource string) int64 {
 	return v
 }
 
-// QuotaLimit is a project's effective limit of a resource.
-func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
-	if qs, ok := sn.QuotaSet(projectID); ok {
-		if v, ok := qs.Limits[resource]; ok {
-			return v
-		}
-	}
-	return sn.DefaultQuota(resource)
-}
-
-// QuotaUsage counts what a project holds of a resource, from the state.
+// QuotaUsage is what a project holds of a resource, read from the usage
+// counters the state machine keeps with every write (quotas_usage.go).
 // key_pairs belong to users: userID names whose are counted ("" counts
 // none). Per-item resources (metadata_items, server_group_members,
 // per_volume_gigabytes) and resources that do not exist yet count 0.
@@ -266,40 +277,19 @@ func (sn *Snapshot) QuotaLimit(projectID, resource string) int64 {
 // (Neutron counts them too) although creating them is never refused
 // (secgroups_apply.go).
 func (sn *Snapshot) QuotaUsage(projectID, userID, resource string) int64 {
-	switch resource {
-	case QuotaInstances:
-		return sumBy(sn, tblInstances, "ProjectID", projectID, func(*Instance) int64 { return 1 })
-	case QuotaCores:
-		return sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 { return int64(i.Flavor.VCPUs) })
-	case QuotaRAM:
-		return sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 { return int64(i.Flavor.RAMMB) })
-	case QuotaKeyPairs:
+	i := usageIndex(resource)
+	switch {
+	case i < 0:
+		return 0
+	case i == uKeyPairs:
 		if userID == "" {
 			return 0
 		}
-		return sumBy(sn, tblKeypairs, "UserID", userID, func(*Keypair) int64 { return 1 })
-	case QuotaServerGroups:
-		return sumBy(sn, tblServerGroups, "ProjectID", projectID, func(*ServerGroup) int64 { return 1 })
-	case QuotaNetworks:
-		return sumBy(sn, tblNetworks, "ProjectID", projectID, func(*Network) int64 { return 1 })
-	case QuotaSubnets:
-		return sumBy(sn, tblSubnets, "ProjectID", projectID, func(*Subnet) int64 { return 1 })
-	case QuotaPorts:
-		return sumBy(sn, tblPorts, "ProjectID", projectID, func(*Port) int64 { return 1 })
-	case QuotaRouters:
-		return sumBy(sn, tblRouters, "ProjectID", projectID, func(*Router) int64 { return 1 })
-	case QuotaFloatingIPs:
-		return sumBy(sn, tblFloatingIPs, "ProjectID", projectID, func(*FloatingIP) int64 { return 1 })
-	case QuotaSecurityGroups:
-		return sumBy(sn, tblSecGroups, "ProjectID", projectID, func(*SecurityGroup) int64 { return 1 })
-	case QuotaSecurityGroupRules:
-		return sumBy(sn, tblSecRules, "ProjectID", projectID, func(*SecurityGroupRule) int64 { return 1 })
-	case QuotaVolumes:
-		return sumBy(sn, tblVolumes, "ProjectID", projectID, func(*Volume) int64 { return 1 })
-	case QuotaGigabytes:
-		return sumBy(sn, tblVolumes, "ProjectID", projectID, func(v *Volume) int64 { return int64(v.SizeGB) })
+		return sn.usageOfOwner(userOwner(userID))[i]
+	case projectID == "":
+		return 0
 	}
-	return 0
+	return sn.usageOfOwner(projectOwner(projectID))[i]
 }
 
 // QuotaUsages counts a project's usage of each of resources.

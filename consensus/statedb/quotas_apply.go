@@ -2,13 +2,12 @@ package statedb
 
 import (
 	"errors"
-	"slices"
 	"strings"
 )
 
-// The quota checks each create command runs before it writes: counted
-// from the transaction's own view, so whatever the log ordered before this
-// command is included and nothing is reserved.
+// The quota checks each create command runs before it writes: read from
+// the transaction's own usage counters, so whatever the log ordered
+// before this command is included and nothing is reserved.
 
 // charge is one resource a command asks for: n more of it.
 type charge struct {
@@ -20,33 +19,30 @@ type charge struct {
 // limit of that resource. Charges of 0 or less are not checked.
 func checkQuota(t *Txn, projectID, userID string, charges ...charge) error {
 	sn := t.read()
-	if !sn.QuotasEnforced() {
+	cfg, ok := sn.Cluster()
+	if !ok || !cfg.Settings.QuotasEnforced {
 		return nil
 	}
-	var servers *[3]int64 // instances, cores and ram: counted in one pass
+	own, _ := sn.QuotaSet(projectID)
+	var project *usageVec // the project's counters, read once
 	for _, ch := range charges {
 		if ch.n <= 0 {
 			continue
 		}
-		limit := sn.QuotaLimit(projectID, ch.resource)
+		limit := quotaLimit(own, cfg, ch.resource)
 		if limit == Unlimited {
 			continue
 		}
 		var used int64
-		switch ch.resource {
-		case QuotaInstances, QuotaCores, QuotaRAM:
-			if servers == nil {
-				servers = &[3]int64{}
-				sumBy(sn, tblInstances, "ProjectID", projectID, func(i *Instance) int64 {
-					servers[0]++
-					servers[1] += int64(i.Flavor.VCPUs)
-					servers[2] += int64(i.Flavor.RAMMB)
-					return 0
-				})
-			}
-			used = servers[slices.Index([]string{QuotaInstances, QuotaCores, QuotaRAM}, ch.resource)]
-		default:
+		switch i := usageIndex(ch.resource); {
+		case i < 0 || i == uKeyPairs || projectID == "":
 			used = sn.QuotaUsage(projectID, userID, ch.resource)
+		default:
+			if project == nil {
+				u := sn.usageOfOwner(projectOwner(projectID))
+				project = &u
+			}
+			used = project[i]
 		}
 		if used+ch.n > limit {
 			return overQuota(ch.resource, ch.n, used, limit)

@@ -70,6 +70,7 @@ func schema() *memdb.DBSchema {
 	for _, t := range tables {
 		s.Tables[t.schema.Name] = t.schema
 	}
+	s.Tables[tblUsage] = usageTable.schema // derived: not in tables, never dumped
 	return s
 }
 
@@ -221,6 +222,10 @@ func (s *Store) Restore(dec *json.Decoder, index uint64) error {
 			return fmt.Errorf("restore %s: %w", l.T, err)
 		}
 	}
+	if err := rebuildUsage(txn); err != nil {
+		txn.Abort()
+		return fmt.Errorf("restore: %w", err)
+	}
 	txn.Commit()
 	s.mu.Lock()
 	s.db = db
@@ -280,20 +285,6 @@ func listBy[T any](sn *Snapshot, tbl, index, val string) []*T {
 	return out
 }
 
-// sumBy adds up f over the rows of tbl whose index equals val, without
-// collecting them (quota counting runs inside every create's apply).
-func sumBy[T any](sn *Snapshot, tbl, index, val string, f func(*T) int64) int64 {
-	it, err := sn.txn.Get(tbl, index, val)
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for o := it.Next(); o != nil; o = it.Next() {
-		n += f(o.(*T))
-	}
-	return n
-}
-
 func firstBy[T any](sn *Snapshot, tbl, index, val string) (*T, bool) {
 	o, err := sn.txn.First(tbl, index, val)
 	if err != nil || o == nil {
@@ -302,15 +293,19 @@ func firstBy[T any](sn *Snapshot, tbl, index, val string) (*T, bool) {
 	return o.(*T), true
 }
 
+// insert writes o into tbl, replacing the row of its id, and keeps the
+// usage counters (quotas_usage.go) in step in the same transaction.
 func (t *Txn) insert(tbl string, o any) error {
-	if err := t.txn.Insert(tbl, o); err != nil {
+	if err := countInsert(t.txn, tbl, o, func() error { return t.txn.Insert(tbl, o) }); err != nil {
 		return Errorf(KindInternal, "insert %s: %v", tbl, err)
 	}
 	return nil
 }
 
+// delete removes the row of o's id from tbl, and what it counted from
+// the usage counters.
 func (t *Txn) delete(tbl string, o any) error {
-	if err := t.txn.Delete(tbl, o); err != nil {
+	if err := countDelete(t.txn, tbl, o, func() error { return t.txn.Delete(tbl, o) }); err != nil {
 		return Errorf(KindInternal, "delete %s: %v", tbl, err)
 	}
 	return nil
