@@ -26,10 +26,10 @@ func TestFilesSecretsPreferTheDiskOverTheState(t *testing.T) {
 	if err := f.WriteCAKey("disk-key"); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(f.DataDir, "gossip.key"), []byte(hex.EncodeToString([]byte("disk-gossip"))+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(f.DataDir, "gossip.key"), []byte(hex.EncodeToString([]byte("disk-gossip-key!"))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if k, g, err := f.Secrets(old); err != nil || k != "disk-key" || string(g) != "disk-gossip" {
+	if k, g, err := f.Secrets(old); err != nil || k != "disk-key" || string(g) != "disk-gossip-key!" {
 		t.Fatalf("secrets from the disk = %q, %q, %v", k, g, err)
 	}
 	if fi, err := os.Stat(filepath.Join(f.TLSDir(), "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
