@@ -21,8 +21,8 @@ import (
 const pushTimeout = 3 * time.Second
 
 // defaultStepTimeout bounds how long the leader keeps handing one step to
-// a member that refuses it (it has not applied the revocation yet, or
-// does not know the new leader yet) or does not answer.
+// a member that refuses it for now (it has not applied the revocation
+// yet, or does not know the new leader yet).
 const defaultStepTimeout = 10 * time.Second
 
 // errStopped is why a rotation stops half way.
@@ -33,9 +33,10 @@ var errStopped = errors.New("gossip key rotation: this host no longer leads in t
 // revocation, or the last two steps of a rotation a former leader left
 // unfinished. It first asks the members for their keys and starts from
 // the newest (a leader that missed its predecessor's steps would
-// otherwise bring the old key back). Each step goes to every member,
-// retried for up to StepTimeout; a member that still has not taken it is
-// passed over (it fetches the keys when it comes back). It stops as soon
+// otherwise bring the old key back). Each step goes to every member; one
+// that answers but is not ready is retried for up to ten seconds
+// (WithStepTimeout), one that cannot be reached three times; a member
+// that still has not taken it is passed over (it fetches the keys when it comes back). It stops as soon
 // as this host no longer leads in the term it started in.
 func (k *GossipKeyring) Converge(ctx context.Context, opts ...ConvergeOption) error {
 	o := convergeOptions{stepTimeout: defaultStepTimeout}
@@ -51,8 +52,8 @@ func (k *GossipKeyring) Converge(ctx context.Context, opts ...ConvergeOption) er
 		return nil
 	}
 	leading := func() error {
-		if k.Leader() != k.SelfID || k.term() != term {
-			return errStopped
+		if l, t := k.Leader(), k.term(); l != k.SelfID || t != term {
+			return fmt.Errorf("%w (leader %q, term %d)", errStopped, l, t)
 		}
 		return nil
 	}
@@ -249,18 +250,30 @@ func (k *GossipKeyring) push(ctx context.Context, targets map[string]string, key
 }
 
 // pushOne hands body to one member until it takes it, it refuses it for
-// good (400, 403, a retired key) or ctx ends.
+// good (400, 403, a retired key) or ctx ends. A member that answers but
+// is not ready (503: its state lags; 409: it does not follow this leader
+// yet) is retried until ctx ends; one that cannot be reached at all
+// (down, cut off) is given up after three tries, so it does not hold up
+// the others' next step.
 func (k *GossipKeyring) pushOne(ctx context.Context, addr string, body []byte) error {
 	wait := 200 * time.Millisecond
+	unreachable := 0
 	for {
 		err := k.send(ctx, http.MethodPut, addr, body, nil)
 		if err == nil {
 			return nil
 		}
 		var se *statusError
-		if errors.As(err, &se) && (se.code == http.StatusBadRequest || se.code == http.StatusForbidden ||
-			(se.code == http.StatusConflict && strings.Contains(se.msg, ErrKeyRetired.Error()))) {
+		switch {
+		case !errors.As(err, &se):
+			if unreachable++; unreachable >= 3 {
+				return err
+			}
+		case se.code == http.StatusBadRequest || se.code == http.StatusForbidden ||
+			(se.code == http.StatusConflict && strings.Contains(se.msg, ErrKeyRetired.Error())):
 			return err
+		default:
+			unreachable = 0
 		}
 		select {
 		case <-ctx.Done():
