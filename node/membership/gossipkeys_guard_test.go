@@ -181,6 +181,18 @@ func TestConvergeStartsFromTheMembersNewerKeys(t *testing.T) {
 					t.Fatalf("a keyring made the old key primary: %x", got)
 				}
 			}
+			p2.mu.Lock()
+			for _, got := range p2.got {
+				// Members that took the leader's dead end must take these.
+				if got.Version <= mine.Version {
+					t.Errorf("pushed version %#x; want above %#x, the leader's former keys", got.Version, mine.Version)
+				}
+			}
+			pushed := len(p2.got)
+			p2.mu.Unlock()
+			if tc.retired && pushed == 0 {
+				t.Error("the leader did not hand out the members' keys again above its former version")
+			}
 			if cur := k.Current(); len(cur.Keys) != 1 || !bytes.Equal(cur.Keys[0], fresh) {
 				t.Fatalf("the leader's keys: %x; want the members' key", cur.Keys)
 			}

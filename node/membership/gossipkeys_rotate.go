@@ -66,13 +66,13 @@ func (k *GossipKeyring) Converge(ctx context.Context, opts ...ConvergeOption) er
 			targets[m.ID] = m.APIAddr
 		}
 	}
-	repush, err := k.learn(ctx, slices.Collect(maps.Values(targets)))
+	repush, floor, err := k.learn(ctx, slices.Collect(maps.Values(targets)))
 	if err != nil {
 		return err
 	}
 	cur = k.Current()
-	if cur.Version>>32 > term {
-		return fmt.Errorf("gossip key rotation: keys of term %d; this host leads in term %d", cur.Version>>32, term)
+	if floor = max(floor, cur.Version); floor>>32 > term {
+		return fmt.Errorf("gossip key rotation: keys of term %d; this host leads in term %d", floor>>32, term)
 	}
 	var steps [][][]byte
 	covers, retired := cur.Covers, cur.Retired
@@ -101,7 +101,8 @@ func (k *GossipKeyring) Converge(ctx context.Context, opts ...ConvergeOption) er
 		if err := leading(); err != nil {
 			return err
 		}
-		next := GossipKeys{Keys: keys, Version: max(term<<32, k.Current().Version+1), Covers: covers,
+		floor = max(floor, k.Current().Version)
+		next := GossipKeys{Keys: keys, Version: max(term<<32, floor+1), Covers: covers,
 			Index: index, Revoked: revoked, Retired: retired}
 		k.mu.Lock()
 		_, err := k.setLocked(next)
@@ -143,28 +144,33 @@ func WithStepTimeout(d time.Duration) ConvergeOption {
 // makes no retired key (as any of them, or this host, knows them)
 // primary. When this host's own keys are such a dead end it takes the
 // best other keyring whatever its version, and reports that its keys
-// must be handed out again under a new version.
-func (k *GossipKeyring) learn(ctx context.Context, addrs []string) (repush bool, err error) {
+// must be handed out again under a new version, above floor: the
+// highest version it has seen, so the members that took the dead end
+// take them.
+func (k *GossipKeyring) learn(ctx context.Context, addrs []string) (repush bool, floor uint64, err error) {
 	got := k.fetchAll(ctx, addrs)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	cands := append([]GossipKeys{k.cur}, got...)
+	for _, c := range cands {
+		floor = max(floor, c.Version)
+	}
 	best, ok := bestKeys(cands)
 	if !ok {
-		return false, errors.New("gossip key rotation: every keyring known makes a retired key primary")
+		return false, floor, errors.New("gossip key rotation: every keyring known makes a retired key primary")
 	}
 	if best.equal(k.cur) {
-		return false, nil
+		return false, floor, nil
 	}
 	selfOK := checkRetired(k.cur.Keys[:1], nil, best.Retired) == nil
 	if selfOK && best.Version <= k.cur.Version {
-		return false, nil
+		return false, floor, nil
 	}
 	if _, err := k.setLocked(best); err != nil {
-		return false, fmt.Errorf("gossip key rotation: take a member's keys: %w", err)
+		return false, floor, fmt.Errorf("gossip key rotation: take a member's keys: %w", err)
 	}
 	k.Logger.Info("took a member's newer gossip keys before rotating", "version", best.Version, "keys", len(best.Keys))
-	return !selfOK, nil
+	return !selfOK, floor, nil
 }
 
 // bestKeys is the newest of cands whose primary key no candidate
