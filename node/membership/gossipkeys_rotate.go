@@ -36,8 +36,9 @@ var errStopped = errors.New("gossip key rotation: this host no longer leads in t
 // otherwise bring the old key back). Each step goes to every member; one
 // that answers but is not ready is retried for up to ten seconds
 // (WithStepTimeout), one that cannot be reached three times; a member
-// that still has not taken it is passed over (it fetches the keys when it comes back). It stops as soon
-// as this host no longer leads in the term it started in.
+// that still has not taken it is passed over (it fetches the keys when
+// it comes back). It stops as soon as this host no longer leads in the
+// term it started in.
 func (k *GossipKeyring) Converge(ctx context.Context, opts ...ConvergeOption) error {
 	o := convergeOptions{stepTimeout: defaultStepTimeout}
 	for _, opt := range opts {

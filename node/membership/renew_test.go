@@ -46,3 +46,26 @@ func TestRenewAtTwoThirds(t *testing.T) {
 		t.Fatalf("renewAt = %v; want %v", got, want)
 	}
 }
+
+// TestWriteFileAtomicLeavesNoTemporaryFile: a write that fails (the
+// path is a directory) leaves the old content and no temporary file.
+func TestWriteFileAtomicLeavesNoTemporaryFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := WriteFileAtomic(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "one" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	blocked := filepath.Join(dir, "d")
+	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(blocked, []byte("two"), 0o600); err == nil {
+		t.Fatal("writing over a directory = nil error")
+	}
+	if _, err := os.Stat(blocked + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("a failed write left its temporary file: %v", err)
+	}
+}
