@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
 
+	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
@@ -39,7 +42,8 @@ func (n *Node) gossipLoop(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	watch := membership.NewClockWatch(n.log, n.id.NodeID, n.cfg.MaxClockSkew)
-	var keys keyTending
+	keys := keyTending{rotator: &membership.Rotator{Keyring: n.gkeys, Logger: n.log.With("sub", "gossip-keys")}}
+	defer keys.rotator.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,21 +86,26 @@ func (n *Node) gossipLoop(ctx context.Context) {
 // (an older member would be left with the old key, cut off from gossip).
 const keyRotationSince = "0.2.0"
 
-// keyTending is the gossip loop's memory of its last key fetch.
+// keyTending is the gossip loop's memory of the key rotation it runs and
+// of its key fetches.
 type keyTending struct {
-	lastFetch time.Time
-	gated     bool // the leader logged that an older member holds rotation back
+	rotator *membership.Rotator
+	pacer   membership.FetchPacer
+	gated   bool // the leader logged that an older member holds rotation back
 }
 
 // tendGossipKeys keeps the gossip keys current. The leader rotates the key
-// once the state revokes a member (membership.GossipKeyring.Converge); any
-// other member fetches the keys from the leader when it cannot rejoin
+// once the state revokes a member (membership.GossipKeyring.Converge, in a
+// goroutine of its own, cancelled when this host stops leading); any
+// other member fetches the keys from the others when it cannot rejoin
 // gossip (it missed a rotation while down or cut off: every second) or
 // its keys predate a revocation or a rotation left it two (every five
-// seconds, while the leader's steps reach it anyway).
+// seconds, while the leader's steps reach it anyway) — backing off to a
+// minute while every fetch fails.
 func (n *Node) tendGossipKeys(ctx context.Context, kt *keyTending, joinFailed bool) {
 	sn := n.State()
 	if _, revoked := sn.RevokedHost(n.id.NodeID); revoked {
+		kt.rotator.Tend(ctx, false)
 		return // this host was removed: it gets no new key
 	}
 	if n.raft.IsLeader() {
@@ -110,25 +119,56 @@ func (n *Node) tendGossipKeys(ctx context.Context, kt *keyTending, joinFailed bo
 			}
 		}
 		kt.gated = false
-		if err := n.gkeys.Converge(ctx); err != nil && ctx.Err() == nil {
-			n.log.Warn("gossip key rotation", "err", err)
-		}
+		kt.rotator.Tend(ctx, true)
 		return
 	}
-	every := 5 * time.Second
-	if joinFailed {
-		every = time.Second
-	} else if !n.gkeys.Stale() {
+	kt.rotator.Tend(ctx, false)
+	if !joinFailed && !n.gkeys.Stale() {
 		return
 	}
-	if time.Since(kt.lastFetch) < every {
+	if !kt.pacer.Due(time.Now(), joinFailed) {
 		return
 	}
-	kt.lastFetch = time.Now()
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := n.gkeys.Refresh(fctx); err != nil {
+	_, err := n.gkeys.Refresh(fctx)
+	kt.pacer.Done(err)
+	if err != nil {
 		n.log.Debug("fetch gossip keys", "err", err)
+	}
+}
+
+// fetchLostGossipKeys gets the gossip keys of a host whose gossip.key is
+// lost or unreadable: from the other members its state lists (it waits
+// for Raft to bring them), over mutual TLS, before gossip starts; the
+// keys are written back to gossip.key.
+func (n *Node) fetchLostGossipKeys(ctx context.Context, rn *consensus.Node) (membership.GossipKeys, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var err error
+	for {
+		var addrs []string
+		for _, m := range rn.State().Members() {
+			if m.ID != n.id.NodeID && m.APIAddr != "" {
+				addrs = append(addrs, m.APIAddr)
+			}
+		}
+		var keys membership.GossipKeys
+		if len(addrs) == 0 {
+			err = errors.New("the state lists no other member yet")
+		} else if keys, err = membership.FetchGossipKeys(ctx, n.client, addrs); err == nil {
+			if err := n.files.WriteGossipKeys(keys); err != nil {
+				return membership.GossipKeys{}, err
+			}
+			n.log.Info("fetched the gossip keys from the other members", "version", keys.Version)
+			return keys, nil
+		}
+		select {
+		case <-ctx.Done():
+			return membership.GossipKeys{}, fmt.Errorf("gossip.key in %s is lost or unreadable and no member handed out the keys (%w); copy gossip.key from another member: %w",
+				n.cfg.DataDir, err, ctx.Err())
+		case <-time.After(time.Second):
+		}
 	}
 }
 

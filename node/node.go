@@ -303,7 +303,12 @@ func (n *Node) readSecrets() (caPEM, certPEM, keyPEM string, gossipKeys membersh
 	if err != nil {
 		return
 	}
-	gossipKeys, err = n.files.ReadGossipKeys()
+	if gossipKeys, err = n.files.ReadGossipKeys(); err != nil {
+		// Lost or cut short (a crash): startParts fetches the keys from
+		// the other members before gossip starts.
+		n.log.Warn("gossip.key unusable; fetching the gossip keys from the other members", "err", err)
+		gossipKeys, err = membership.GossipKeys{}, nil
+	}
 	return
 }
 
@@ -364,6 +369,11 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		}
 	}
 
+	if len(gossipKeys.Keys) == 0 {
+		if gossipKeys, err = n.fetchLostGossipKeys(ctx, rn); err != nil {
+			return err
+		}
+	}
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
@@ -374,7 +384,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 	n.gossip = g
 	n.gkeys = membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: n.id.NodeID, State: rn.State,
-		Leader: func() string { id, _ := rn.Leader(); return id }, Term: func() uint64 { return rn.Status().Term }, Gossip: g, Files: n.files, Client: n.client,
+		Leader: func() string { id, _ := rn.Leader(); return id }, Term: func() uint64 { return rn.Status().Term }, Applied: rn.Store().AppliedIndex, Gossip: g, Files: n.files, Client: n.client,
 		Logger: n.log.With("sub", "gossip-keys")}, gossipKeys)
 	n.hosts = g
 	if n.cfg.HostSource != nil {

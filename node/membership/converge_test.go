@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/node/membership"
@@ -36,6 +37,10 @@ type keyPeer struct {
 	got    []membership.GossipKeys
 	refuse bool
 	serve  membership.GossipKeys // answered to GET
+	// putFails PUTs are answered 503 (a member whose state lags) before
+	// one is taken.
+	putFails int
+	onPut    func(membership.GossipKeys)
 }
 
 func (p *keyPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -55,8 +60,18 @@ func (p *keyPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
+	if p.putFails > 0 {
+		p.putFails--
+		p.mu.Unlock()
+		http.Error(w, "behind", http.StatusServiceUnavailable)
+		return
+	}
 	p.got = append(p.got, k)
+	onPut := p.onPut
 	p.mu.Unlock()
+	if onPut != nil {
+		onPut(k)
+	}
 	_, _ = io.WriteString(w, `{}`)
 }
 
@@ -153,7 +168,7 @@ func TestConvergeFinishesAnInterruptedRotation(t *testing.T) {
 	if !k.Stale() {
 		t.Fatal("two keys are not stale")
 	}
-	if err := k.Converge(context.Background()); err != nil {
+	if err := k.Converge(context.Background(), membership.WithStepTimeout(500*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	want := [][][]byte{{a, b}, {a}}

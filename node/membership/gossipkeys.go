@@ -2,22 +2,18 @@ package membership
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/rest"
@@ -31,17 +27,24 @@ import (
 // revokes a member the leader changes the key: it makes a new random key
 // and hands it to every other member over the internal API (mutual TLS,
 // which refuses a revoked member's certificate), in three steps that each
-// reach every member before the next: install the new key beside the old
-// one, make it the one gossip is sent with, drop the old one. Gossip never
-// partitions on the way, and a member that missed a step (down, cut off)
-// asks the leader for the keys when it cannot rejoin gossip or sees that
-// its keys predate a revocation.
+// go to every member before the next: install the new key beside the old
+// one, make it the one gossip is sent with, drop the old one. A member
+// that missed a step (down, cut off) asks the others for the keys when it
+// cannot rejoin gossip or sees that its keys predate a revocation.
 //
 // Each keyring handed out carries a version — the leader's Raft term in
 // the high 32 bits, a count of its steps in the low ones — so an answer
 // that arrives late never undoes a newer step and a deposed leader's
-// steps never outrank its successor's, and the ids of the revoked members
-// whose removal its primary key follows.
+// steps never outrank its successor's; the ids of the revoked members
+// whose removal its primary key follows; and, from the first step on,
+// the leader's applied Raft index when the rotation started and the ids
+// revoked by then. A member takes a step only once its own state has
+// applied that index (it refuses the revoked hosts' certificates from
+// then on), and never hands the keys to a host the keyring names as
+// revoked, so a member whose state lags cannot leak the new key to the
+// host it was made against. Keys a rotation switched away from are
+// remembered by fingerprint (retired): no keyring that makes one primary
+// again, or brings one back, is taken.
 
 // GossipKeys is a host's set of gossip keys.
 type GossipKeys struct {
@@ -52,6 +55,15 @@ type GossipKeys struct {
 	Version uint64
 	// Covers are the ids of the revoked members that never held Keys[0].
 	Covers []string
+	// Index is the leader's applied Raft index when the rotation that
+	// made this keyring started, after the revocations it answers.
+	Index uint64
+	// Revoked are the ids revoked when that rotation started: no host
+	// hands this keyring to one of them.
+	Revoked []string
+	// Retired are the fingerprints (keyPrint) of keys a rotation switched
+	// away from: a revoked member may hold them.
+	Retired []string
 }
 
 // gossipKeysJSON is GossipKeys on disk and on the wire.
@@ -59,11 +71,14 @@ type gossipKeysJSON struct {
 	Keys    []string `json:"keys"`
 	Version uint64   `json:"version"`
 	Covers  []string `json:"covers"`
+	Index   uint64   `json:"index,omitempty"`
+	Revoked []string `json:"revoked,omitempty"`
+	Retired []string `json:"retired,omitempty"`
 }
 
 // MarshalJSON writes the keys in hex.
 func (k GossipKeys) MarshalJSON() ([]byte, error) {
-	j := gossipKeysJSON{Version: k.Version, Covers: k.Covers}
+	j := gossipKeysJSON{Version: k.Version, Covers: k.Covers, Index: k.Index, Revoked: k.Revoked, Retired: k.Retired}
 	for _, key := range k.Keys {
 		j.Keys = append(j.Keys, hex.EncodeToString(key))
 	}
@@ -83,18 +98,26 @@ func (k *GossipKeys) UnmarshalJSON(b []byte) error {
 	if len(j.Keys) == 0 {
 		return errors.New("gossip keys: no key")
 	}
-	out := GossipKeys{Version: j.Version, Covers: j.Covers}
+	out := GossipKeys{Version: j.Version, Covers: j.Covers, Index: j.Index, Revoked: j.Revoked, Retired: j.Retired}
 	for _, s := range j.Keys {
 		key, err := hex.DecodeString(s)
 		if err != nil {
 			return fmt.Errorf("gossip keys: %w", err)
 		}
-		if n := len(key); n != 16 && n != 24 && n != 32 {
-			return fmt.Errorf("gossip keys: a key of %d bytes", n)
+		if err := checkKeyLen(key); err != nil {
+			return err
 		}
 		out.Keys = append(out.Keys, key)
 	}
 	*k = out
+	return nil
+}
+
+// checkKeyLen refuses a key gossip cannot use (AES-128, -192 or -256).
+func checkKeyLen(key []byte) error {
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return fmt.Errorf("gossip keys: a key of %d bytes", n)
+	}
 	return nil
 }
 
@@ -108,14 +131,71 @@ func (k GossipKeys) covers(revoked []string) bool {
 	return true
 }
 
+// equal compares everything but the retired fingerprints, which a host
+// merges from every keyring it takes.
 func (k GossipKeys) equal(o GossipKeys) bool {
-	return k.Version == o.Version && slices.EqualFunc(k.Keys, o.Keys, bytes.Equal) && slices.Equal(k.Covers, o.Covers)
+	return k.Version == o.Version && k.Index == o.Index && slices.EqualFunc(k.Keys, o.Keys, bytes.Equal) &&
+		slices.Equal(k.Covers, o.Covers) && slices.Equal(k.Revoked, o.Revoked)
+}
+
+// excludes reports whether k names id as revoked, so id gets no copy.
+func (k GossipKeys) excludes(id string) bool {
+	return slices.Contains(k.Revoked, id) || slices.Contains(k.Covers, id)
+}
+
+// keyPrint is a key's fingerprint in the retired list.
+func keyPrint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:12])
+}
+
+// maxRetired bounds the retired list: the newest fingerprints are kept.
+const maxRetired = 64
+
+// mergeRetired is the union of two retired lists, newest last.
+func mergeRetired(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, p := range b {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) > maxRetired {
+		out = out[len(out)-maxRetired:]
+	}
+	return out
+}
+
+// ErrKeyRetired refuses a keyring that would make a retired key primary
+// again, or bring one back to a host that no longer holds it.
+var ErrKeyRetired = errors.New("gossip keys: a retired key")
+
+// ErrKeysDiffer refuses a keyring of the version held but other content.
+var ErrKeysDiffer = errors.New("gossip keys: same version, different keys")
+
+// checkRetired refuses keys that make a key of retired primary, or hold
+// one that held (the keys a host has now) does not.
+func checkRetired(keys, held [][]byte, retired []string) error {
+	for i, key := range keys {
+		if !slices.Contains(retired, keyPrint(key)) {
+			continue
+		}
+		if i == 0 || !containsKey(held, key) {
+			return fmt.Errorf("%w (%s)", ErrKeyRetired, keyPrint(key))
+		}
+	}
+	return nil
+}
+
+func containsKey(keys [][]byte, k []byte) bool {
+	return slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) })
 }
 
 func (f Files) gossipKeyPath() string { return filepath.Join(f.DataDir, "gossip.key") }
 
 // ReadGossipKeys reads gossip.key: the keyring JSON, or (as bootstrap and
-// join write it, and older releases did) one key in hex.
+// join write it, and older releases did) one key in hex. A file gossip
+// could not use (empty after a crash, cut short) is an error.
 func (f Files) ReadGossipKeys() (GossipKeys, error) {
 	b, err := os.ReadFile(f.gossipKeyPath())
 	if err != nil {
@@ -125,18 +205,22 @@ func (f Files) ReadGossipKeys() (GossipKeys, error) {
 	if strings.HasPrefix(s, "{") {
 		var k GossipKeys
 		if err := json.Unmarshal([]byte(s), &k); err != nil {
-			return GossipKeys{}, fmt.Errorf("read gossip key: %w", err)
+			return GossipKeys{}, fmt.Errorf("read gossip key %s: %w", f.gossipKeyPath(), err)
 		}
 		return k, nil
 	}
 	key, err := hex.DecodeString(s)
+	if err == nil {
+		err = checkKeyLen(key)
+	}
 	if err != nil {
-		return GossipKeys{}, fmt.Errorf("read gossip key: %w", err)
+		return GossipKeys{}, fmt.Errorf("read gossip key %s: %w", f.gossipKeyPath(), err)
 	}
 	return GossipKeys{Keys: [][]byte{key}}, nil
 }
 
-// WriteGossipKeys replaces gossip.key (0600, through a rename).
+// WriteGossipKeys replaces gossip.key (0600, through a rename, on disk
+// when it returns).
 func (f Files) WriteGossipKeys(k GossipKeys) error {
 	b, err := json.Marshal(k)
 	if err != nil {
@@ -152,7 +236,7 @@ type KeyedGossip interface {
 
 // GossipKeyring keeps this host's gossip keys: in the running gossip and
 // on disk, handed out to other members (Service), rotated when this host
-// leads (Converge) and fetched from the leader when stale (Refresh).
+// leads (Converge) and fetched from the others when stale (Refresh).
 type GossipKeyring struct {
 	SelfID string
 	State  func() *statedb.Snapshot
@@ -161,9 +245,12 @@ type GossipKeyring struct {
 	// Term is this host's current Raft term (nil: 0). Versions start
 	// from it, so a new leader's keyrings outrank any a former leader
 	// handed out, whatever their clocks say.
-	Term   func() uint64
-	Gossip KeyedGossip
-	Files  Files
+	Term func() uint64
+	// Applied is the Raft index of the last command this host's state
+	// applied (nil: 0).
+	Applied func() uint64
+	Gossip  KeyedGossip
+	Files   Files
 	// Client is this host's mutual-TLS client to the others' API.
 	Client *http.Client
 	Logger *slog.Logger
@@ -185,14 +272,46 @@ func (k *GossipKeyring) Current() GossipKeys {
 	return k.cur
 }
 
-// Apply takes in into use, gossip first and then the file, unless this
-// host holds a newer keyring; it reports whether anything changed.
+func (k *GossipKeyring) term() uint64 {
+	if k.Term == nil {
+		return 0
+	}
+	return k.Term()
+}
+
+func (k *GossipKeyring) applied() uint64 {
+	if k.Applied == nil {
+		return 0
+	}
+	return k.Applied()
+}
+
+// Apply takes in into use, gossip first and then the file (on disk when
+// it returns), unless this host holds a newer keyring; it reports whether
+// anything changed. A keyring of the version held with other keys, or
+// one that makes a retired key primary again, is refused.
 func (k *GossipKeyring) Apply(in GossipKeys) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if in.Version < k.cur.Version || in.equal(k.cur) {
+	if in.Version < k.cur.Version {
 		return false, nil
 	}
+	if in.Version == k.cur.Version {
+		if in.equal(k.cur) {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: version %d", ErrKeysDiffer, in.Version)
+	}
+	return k.setLocked(in)
+}
+
+// setLocked takes in whatever its version; k.mu is held.
+func (k *GossipKeyring) setLocked(in GossipKeys) (bool, error) {
+	retired := mergeRetired(k.cur.Retired, in.Retired)
+	if err := checkRetired(in.Keys, k.cur.Keys, retired); err != nil {
+		return false, err
+	}
+	in.Retired = retired
 	if err := k.Gossip.SetKeys(in.Keys); err != nil {
 		return false, err
 	}
@@ -220,216 +339,70 @@ func (k *GossipKeyring) Stale() bool {
 	return len(cur.Keys) > 1 || !cur.covers(revokedIDs(k.State()))
 }
 
-// nextVersion is the version of this leader's next keyring: above the one
-// it holds, and at least its term shifted into the high 32 bits.
-func (k *GossipKeyring) nextVersion() uint64 {
-	var term uint64
-	if k.Term != nil {
-		term = k.Term()
-	}
-	return max(term<<32, k.Current().Version+1)
-}
-
-// pushTimeout bounds one push of a keyring to one member.
-const pushTimeout = 3 * time.Second
-
-// Converge, run by the leader, brings the cluster to one gossip key that
-// no revoked member ever held: a new key in three steps after a
-// revocation, or the last two steps of a rotation a former leader left
-// unfinished. A member that does not answer a step is passed over (it
-// fetches the keys when it comes back).
-func (k *GossipKeyring) Converge(ctx context.Context) error {
-	sn := k.State()
-	revoked := revokedIDs(sn)
-	cur := k.Current()
-	if cur.covers(revoked) && len(cur.Keys) == 1 {
-		return nil
-	}
-	var steps [][][]byte
-	covers := cur.Covers
-	if !cur.covers(revoked) {
-		fresh := make([]byte, 32)
-		if _, err := rand.Read(fresh); err != nil {
-			return fmt.Errorf("new gossip key: %w", err)
-		}
-		old := cur.Keys[0]
-		steps = [][][]byte{{old, fresh}, {fresh, old}, {fresh}}
-	} else {
-		steps = [][][]byte{cur.Keys, {cur.Keys[0]}}
-	}
-	targets := map[string]string{}
-	for _, m := range sn.Members() {
-		if _, gone := sn.RevokedHost(m.ID); m.ID != k.SelfID && !gone && m.APIAddr != "" {
-			targets[m.ID] = m.APIAddr
-		}
-	}
-	missedAny := map[string]bool{}
-	for i, keys := range steps {
-		if i == 1 {
-			covers = revoked // from the switch on, the key follows them
-		}
-		if k.Leader() != k.SelfID {
-			return errors.New("gossip key rotation: this host no longer leads")
-		}
-		next := GossipKeys{Keys: keys, Version: k.nextVersion(), Covers: covers}
-		if _, err := k.Apply(next); err != nil {
-			return fmt.Errorf("gossip key rotation: %w", err)
-		}
-		missed := k.push(ctx, targets, next)
-		for _, id := range missed {
-			missedAny[id] = true
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k.Logger.Info("gossip key rotation step done", "step", i+1, "of", len(steps), "members", len(targets)-len(missed), "missed", missed)
-	}
-	if len(missedAny) > 0 {
-		k.Logger.Warn("gossip key rotation passed over members that did not answer; they fetch the keys when they return",
-			"members", slices.Sorted(maps.Keys(missedAny)))
-	}
-	k.Logger.Info("rotated the gossip key", "revoked", len(revoked))
-	return nil
-}
-
-// push hands keys to every target at once, each tried a few times, and
-// returns the ids that never took them.
-func (k *GossipKeyring) push(ctx context.Context, targets map[string]string, keys GossipKeys) []string {
-	body, err := json.Marshal(keys)
-	if err != nil {
-		return slices.Sorted(maps.Keys(targets))
-	}
-	var (
-		mu     sync.Mutex
-		missed []string
-		wg     sync.WaitGroup
-	)
-	for id, addr := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			for attempt := 0; attempt < 3; attempt++ {
-				if err = k.send(ctx, http.MethodPut, addr, body, nil); err == nil {
-					return
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
-			k.Logger.Debug("gossip key rotation: member did not take the keys", "member", id, "err", err)
-			mu.Lock()
-			missed = append(missed, id)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	slices.Sort(missed)
-	return missed
-}
-
-// send makes one request to a member's gossip keys route; out, when not
-// nil, receives the answer.
-func (k *GossipKeyring) send(ctx context.Context, method, addr string, body []byte, out *GossipKeys) error {
-	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
-	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+"/internal/v1/gossip/keys", rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := k.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: status %d: %s", method, addr, resp.StatusCode, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-// Refresh asks the leader (or, with none known, each other member in
-// turn, then the extra API addresses: a joining host that has not caught
-// up yet knows its join token's) for the current keys and takes them if
-// they are newer.
-func (k *GossipKeyring) Refresh(ctx context.Context, extra ...string) (bool, error) {
-	sn := k.State()
-	var addrs []string
-	if id := k.Leader(); id != "" && id != k.SelfID {
-		if m, ok := sn.Member(id); ok && m.APIAddr != "" {
-			addrs = append(addrs, m.APIAddr)
-		}
-	}
-	if len(addrs) == 0 {
-		for _, m := range sn.Members() {
-			if m.ID != k.SelfID && m.APIAddr != "" {
-				addrs = append(addrs, m.APIAddr)
-			}
-		}
-		addrs = append(addrs, extra...)
-	}
-	var errs []error
-	for _, addr := range addrs {
-		var got GossipKeys
-		if err := k.send(ctx, http.MethodGet, addr, nil, &got); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		changed, err := k.Apply(got)
-		if err == nil && changed {
-			k.Logger.Info("took the gossip keys from a member", "from", addr, "keys", len(got.Keys))
-		}
-		return changed, err
-	}
-	if len(errs) == 0 {
-		return false, errors.New("fetch gossip keys: no other member known")
-	}
-	return false, fmt.Errorf("fetch gossip keys: %w", errors.Join(errs...))
-}
-
 // Service is /internal/v1/gossip/keys: GET hands this host's keys to a
 // current member; PUT takes keys from the leader. The route needs a
-// cluster certificate, and the TLS layer already refuses a revoked one;
-// the member check here also refuses a host whose record is gone.
+// cluster certificate, and the TLS layer already refuses one this host's
+// state has revoked; the checks here also refuse a host whose record is
+// gone, or that the keys themselves name as revoked (this host's state
+// may not have applied the revocation yet).
 func (k *GossipKeyring) Service() rest.Service {
 	return rest.Service{Prefix: "/internal/v1", Errors: rest.KeystoneErrors, Routes: []rest.Route{
 		{Method: http.MethodGet, Path: "/gossip/keys", Auth: rest.Internal, Handler: func(c *rest.Ctx) (any, error) {
-			if _, err := k.caller(c); err != nil {
+			id, err := k.caller(c)
+			if err != nil {
 				return nil, err
 			}
-			return k.Current(), nil
+			return k.handOut(id)
 		}},
 		{Method: http.MethodPut, Path: "/gossip/keys", Auth: rest.Internal, Handler: func(c *rest.Ctx) (any, error) {
 			id, err := k.caller(c)
 			if err != nil {
 				return nil, err
 			}
-			if leader := k.Leader(); id != leader {
-				return nil, rest.Conflictf("member %s is not the leader this host follows", id)
-			}
 			var in GossipKeys
 			if err := c.DecodeLimit(&in, 64<<10); err != nil {
 				return nil, rest.BadRequest("gossip keys: %v", err)
 			}
-			if _, err := k.Apply(in); err != nil {
-				return nil, err
-			}
-			return map[string]uint64{"version": k.Current().Version}, nil
+			return k.take(id, in)
 		}},
 	}}
+}
+
+// handOut is the GET: this host's keys for member id, refused to a host
+// the keys name as revoked and while this host's state has not applied
+// the index the keys were made at (it may not know of the revocation).
+func (k *GossipKeyring) handOut(id string) (GossipKeys, error) {
+	cur := k.Current()
+	if cur.excludes(id) {
+		return GossipKeys{}, rest.Forbiddenf("member %s was removed from the cluster", id)
+	}
+	if applied := k.applied(); applied < cur.Index {
+		return GossipKeys{}, rest.Unavailable(fmt.Sprintf("this host's state is at index %d, behind the gossip keys' %d", applied, cur.Index))
+	}
+	return cur, nil
+}
+
+// take is the PUT: a step of the rotation from from, taken only from the
+// leader this host follows, in the term this host is in, once this
+// host's state has applied the index the rotation started at (503 until
+// then; the leader retries). It answers once the keys are on disk.
+func (k *GossipKeyring) take(from string, in GossipKeys) (map[string]uint64, error) {
+	if leader := k.Leader(); from != leader {
+		return nil, rest.Conflictf("member %s is not the leader this host follows", from)
+	}
+	if term := k.term(); in.Version>>32 != term {
+		return nil, rest.Conflictf("gossip keys of term %d; this host is in term %d", in.Version>>32, term)
+	}
+	if applied := k.applied(); applied < in.Index {
+		return nil, rest.Unavailable(fmt.Sprintf("this host's state is at index %d, behind the rotation's %d", applied, in.Index))
+	}
+	if _, err := k.Apply(in); err != nil {
+		if errors.Is(err, ErrKeyRetired) || errors.Is(err, ErrKeysDiffer) {
+			return nil, rest.Conflictf("%v", err)
+		}
+		return nil, err
+	}
+	return map[string]uint64{"version": k.Current().Version}, nil
 }
 
 // caller is the member id of the request's client certificate, refused

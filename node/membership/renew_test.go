@@ -26,10 +26,10 @@ func TestFilesSecretsPreferTheDiskOverTheState(t *testing.T) {
 	if err := f.WriteCAKey("disk-key"); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(f.DataDir, "gossip.key"), []byte(hex.EncodeToString([]byte("disk-gossip"))+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(f.DataDir, "gossip.key"), []byte(hex.EncodeToString([]byte("disk-gossip-key!"))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if k, g, err := f.Secrets(old); err != nil || k != "disk-key" || string(g) != "disk-gossip" {
+	if k, g, err := f.Secrets(old); err != nil || k != "disk-key" || string(g) != "disk-gossip-key!" {
 		t.Fatalf("secrets from the disk = %q, %q, %v", k, g, err)
 	}
 	if fi, err := os.Stat(filepath.Join(f.TLSDir(), "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
@@ -44,5 +44,28 @@ func TestRenewAtTwoThirds(t *testing.T) {
 	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	if got, want := renewAt(issued, issued.Add(24*time.Hour)), issued.Add(16*time.Hour); !got.Equal(want) {
 		t.Fatalf("renewAt = %v; want %v", got, want)
+	}
+}
+
+// TestWriteFileAtomicLeavesNoTemporaryFile: a write that fails (the
+// path is a directory) leaves the old content and no temporary file.
+func TestWriteFileAtomicLeavesNoTemporaryFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := WriteFileAtomic(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "one" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	blocked := filepath.Join(dir, "d")
+	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(blocked, []byte("two"), 0o600); err == nil {
+		t.Fatal("writing over a directory = nil error")
+	}
+	if _, err := os.Stat(blocked + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("a failed write left its temporary file: %v", err)
 	}
 }

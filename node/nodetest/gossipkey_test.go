@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +122,10 @@ func (c *Cluster) checkKeysRoute(t *testing.T, ld, member, removed int, key []by
 	if resp, err := c.hostClient(t, removed).Get(url); err == nil {
 		resp.Body.Close()
 		t.Errorf("the removed host asks for the keys: answered %d; want a refused handshake", resp.StatusCode)
+	} else if !strings.Contains(err.Error(), "remote error: tls:") {
+		// Refused by the leader's TLS layer (an alert), not a dial
+		// failure or a timeout that any error would let pass.
+		t.Errorf("the removed host asks for the keys: %v; want a TLS alert from the leader", err)
 	}
 	body, _ := json.Marshal(membership.GossipKeys{Keys: [][]byte{bytes.Repeat([]byte{7}, 32)}, Version: math.MaxUint64})
 	req, _ := http.NewRequest(http.MethodPut, c.URL(ld)+"/internal/v1/gossip/keys", bytes.NewReader(body))
@@ -243,11 +250,22 @@ func TestJoinAfterRotationFetchesKeys(t *testing.T) {
 	if err := files.WriteGossipKeys(membership.GossipKeys{Keys: [][]byte{old}}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := c.Node(other).CreateJoinToken(adminContext(t.Context(), t, c.Node(other)), time.Hour)
+	text, _, err := c.Node(other).CreateJoinToken(adminContext(t.Context(), t, c.Node(other)), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.add(t.Context(), tok)
+	// The token names host other only, so it is the host that admits the
+	// joiner and the answer carries the old key: the joiner cannot join
+	// gossip unless it fetches the keys.
+	tok, err := membership.ParseJoinToken(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.Addrs = []string{c.Node(other).APIAddr()}
+	if _, k, err := (membership.Files{DataDir: c.Dir(other)}).Secrets(nil); err != nil || !bytes.Equal(k, old) {
+		t.Fatalf("host%d hands out gossip key %x, %v; want the old key", other, k, err)
+	}
+	c.add(t.Context(), tok.String())
 	if err := files.WriteGossipKeys(current); err != nil {
 		t.Fatal(err)
 	}
@@ -277,4 +295,26 @@ func TestGossipKeyRotatesOnLeave(t *testing.T) {
 		t.Errorf("the host that left got a new gossip key: %x", k.Keys)
 	}
 	c.oldKeyCannotJoin(t, ld, old)
+}
+
+// TestLostGossipKeyIsFetched: a host whose gossip.key is empty when it
+// starts (a crash right after a write that never reached the disk)
+// fetches the keys from the other members over mutual TLS before it
+// starts gossip, writes them back and rejoins.
+func TestLostGossipKeyIsFetched(t *testing.T) {
+	c := NewCluster(t, 3)
+	ld := c.Leader(10 * time.Second)
+	f := c.Follower()
+	key := c.gossipKeys(t, ld).Keys[0]
+	c.Stop(f)
+	if err := os.WriteFile(filepath.Join(c.Dir(f), "gossip.key"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(t.Context(), f)
+	if k := c.gossipKeys(t, f); len(k.Keys) != 1 || !bytes.Equal(k.Keys[0], key) {
+		t.Fatalf("the restarted host's gossip.key = %x; want the cluster's key", k.Keys)
+	}
+	c.Eventually(30*time.Second, "the restarted host and the others see each other alive", func() bool {
+		return c.seeAlive(0, 1, 2)
+	})
 }
