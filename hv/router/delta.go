@@ -32,24 +32,23 @@ func cloneDesired(d Desired) *Desired {
 	c.AllowTCP = slices.Clone(d.AllowTCP)
 	c.Protected = slices.Clone(d.Protected)
 	c.Externals = slices.Clone(d.Externals)
-	c.Routers = make([]Router, len(d.Routers))
-	for i, r := range d.Routers {
+	c.Routers = slices.Clone(d.Routers)
+	for i, r := range c.Routers {
 		r.FloatingIPs = slices.Clone(r.FloatingIPs)
 		r.Routes = slices.Clone(r.Routes)
 		if r.Gateway != nil {
 			g := *r.Gateway
 			r.Gateway = &g
 		}
-		ifs := make([]Interface, len(r.Interfaces))
+		r.Interfaces = slices.Clone(r.Interfaces) // nil stays nil (fipDelta compares)
 		for j, in := range r.Interfaces {
 			in.MAC = slices.Clone(in.MAC)
 			in.Neighbors = slices.Clone(in.Neighbors)
 			for k := range in.Neighbors {
 				in.Neighbors[k].MAC = slices.Clone(in.Neighbors[k].MAC)
 			}
-			ifs[j] = in
+			r.Interfaces[j] = in
 		}
-		r.Interfaces = ifs
 		c.Routers[i] = r
 	}
 	return &c
@@ -83,8 +82,9 @@ func fipDelta(last *Desired, d Desired) (changed []int, ok bool) {
 
 // applyFIPDelta writes the floating-IP differences of the changed routers:
 // every removal first (a floating IP may move between two routers of this
-// host in one change), then every addition. It returns the addresses to
-// announce.
+// host in one change), then the NAT maps, then every addition. It returns
+// the addresses whose proxy entries it added (to announce), also when it
+// fails part-way.
 func (m *Manager) applyFIPDelta(host *hostNS, w *writer, last *Desired, d Desired, changed []int) (map[string][]netip.Addr, error) {
 	ids := make([]string, 0, len(d.Routers))
 	for _, r := range d.Routers {
@@ -100,6 +100,7 @@ func (m *Manager) applyFIPDelta(host *hostNS, w *writer, last *Desired, d Desire
 		root     netlink.Link // its host side
 		ext      netlink.Link // the external interface
 	}
+	announce := map[string][]netip.Addr{}
 	sides := make([]*side, 0, len(changed))
 	defer func() {
 		for _, s := range sides {
@@ -165,45 +166,16 @@ func (m *Manager) applyFIPDelta(host *hostNS, w *writer, last *Desired, d Desire
 			}
 		}
 	}
-	// Additions.
-	announce := map[string][]netip.Addr{}
-	for _, s := range sides {
-		had := fipSet(s.old.FloatingIPs)
-		iface := s.new.Gateway.Iface
-		for _, f := range s.new.FloatingIPs {
-			if had[f.Addr] {
-				continue
-			}
-			if len(announce[iface]) == 0 {
-				if err := host.sysctl(w, "net/ipv4/neigh/"+iface+"/proxy_delay", "0"); err != nil {
-					return nil, err
-				}
-			}
-			p := prefixNet(netip.PrefixFrom(f.Addr, 32))
-			w.add("AddrAdd")
-			if err := s.h.AddrReplace(s.inside, &netlink.Addr{IPNet: p}); err != nil {
-				return nil, fmt.Errorf("add address %s: %w", f.Addr, err)
-			}
-			rt := linkRoute(s.root.Attrs().Index, netip.PrefixFrom(f.Addr, 32), netip.Addr{})
-			w.add("RouteAdd")
-			if err := host.h.RouteReplace(&rt); err != nil {
-				return nil, fmt.Errorf("add route %s: %w", f.Addr, err)
-			}
-			w.add("NeighAdd")
-			if err := host.h.NeighAdd(&netlink.Neigh{LinkIndex: s.ext.Attrs().Index, Family: netlink.FAMILY_V4,
-				Flags: netlink.NTF_PROXY, IP: net.IP(f.Addr.AsSlice())}); err != nil && !errors.Is(err, unix.EEXIST) {
-				return nil, fmt.Errorf("add proxy entry %s: %w", f.Addr, err)
-			}
-			announce[iface] = append(announce[iface], f.Addr)
-		}
-	}
-	// NAT maps: one transaction per router namespace.
+	// NAT maps: one transaction per router namespace, after the removals
+	// (no ARP answer or route leads to a floating IP whose NAT is gone)
+	// and before the additions (none leads to one whose NAT is not yet
+	// there: a connection would reach the router namespace itself).
 	for _, s := range sides {
 		_, oldMaps := routerChains(s.old, transit[s.old.ID])
 		_, newMaps := routerChains(s.new, transit[s.new.ID])
 		conn, err := nftConn(int(s.rns))
 		if err != nil {
-			return nil, fmt.Errorf("nftables in %s: %w", m.NSName(s.new.ID), err)
+			return announce, fmt.Errorf("nftables in %s: %w", m.NSName(s.new.ID), err)
 		}
 		t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: tblRouter}
 		dirty := false
@@ -223,22 +195,53 @@ func (m *Manager) applyFIPDelta(host *hostNS, w *writer, last *Desired, d Desire
 			}
 			if len(del) > 0 {
 				if err := conn.SetDeleteElements(set, del); err != nil {
-					return nil, fmt.Errorf("nftables map %s: %w", nm.name, err)
+					return announce, fmt.Errorf("nftables map %s: %w", nm.name, err)
 				}
 				dirty = true
 			}
 			if len(add) > 0 {
 				if err := conn.SetAddElements(set, mapElems(add)); err != nil {
-					return nil, fmt.Errorf("nftables map %s: %w", nm.name, err)
+					return announce, fmt.Errorf("nftables map %s: %w", nm.name, err)
 				}
 				dirty = true
 			}
 		}
 		if dirty {
 			if err := conn.Flush(); err != nil {
-				return nil, fmt.Errorf("write nftables maps in %s: %w", m.NSName(s.new.ID), err)
+				return announce, fmt.Errorf("write nftables maps in %s: %w", m.NSName(s.new.ID), err)
 			}
 			w.nft(1, "maps of table ip %s in %s", tblRouter, m.NSName(s.new.ID))
+		}
+	}
+	// Additions.
+	for _, s := range sides {
+		had := fipSet(s.old.FloatingIPs)
+		iface := s.new.Gateway.Iface
+		for _, f := range s.new.FloatingIPs {
+			if had[f.Addr] {
+				continue
+			}
+			if len(announce[iface]) == 0 {
+				if err := host.sysctl(w, "net/ipv4/neigh/"+iface+"/proxy_delay", "0"); err != nil {
+					return announce, err
+				}
+			}
+			p := prefixNet(netip.PrefixFrom(f.Addr, 32))
+			w.add("AddrAdd")
+			if err := s.h.AddrReplace(s.inside, &netlink.Addr{IPNet: p}); err != nil {
+				return announce, fmt.Errorf("add address %s: %w", f.Addr, err)
+			}
+			rt := linkRoute(s.root.Attrs().Index, netip.PrefixFrom(f.Addr, 32), netip.Addr{})
+			w.add("RouteAdd")
+			if err := host.h.RouteReplace(&rt); err != nil {
+				return announce, fmt.Errorf("add route %s: %w", f.Addr, err)
+			}
+			w.add("NeighAdd")
+			if err := host.h.NeighAdd(&netlink.Neigh{LinkIndex: s.ext.Attrs().Index, Family: netlink.FAMILY_V4,
+				Flags: netlink.NTF_PROXY, IP: net.IP(f.Addr.AsSlice())}); err != nil && !errors.Is(err, unix.EEXIST) {
+				return announce, fmt.Errorf("add proxy entry %s: %w", f.Addr, err)
+			}
+			announce[iface] = append(announce[iface], f.Addr)
 		}
 	}
 	return announce, nil

@@ -33,8 +33,10 @@
 //   - a floating IP gets a /32 route to its router's veth and a proxy ARP
 //     entry on the external interface: only the host that runs the port
 //     answers ARP for it. A floating IP new on this host is announced with
-//     gratuitous ARP. Proxy ARP entries on the external interfaces belong
-//     to this package.
+//     gratuitous ARP (one an Apply failed to announce stays pending for the
+//     next). Its NAT map entries go in before its address, route and proxy
+//     entry, and come out after them. Proxy ARP entries on the external
+//     interfaces belong to this package.
 //   - the host table also guards the cluster: traffic from router
 //     namespaces may reach this host only on Desired.AllowTCP ports (and as
 //     replies), and may reach Desired.Protected prefixes only on those

@@ -354,13 +354,18 @@ func routerChains(r Router, transit netip.Addr) ([]nftChain, []nftMap) {
 	if r.Gateway == nil {
 		return nil, nil
 	}
+	// Every floating IP leads in to its fixed address (it has an address,
+	// a route and an ARP answer here, so it must have its DNAT too). The
+	// way out can name one floating IP per fixed address: the lowest, so
+	// the choice does not depend on the order of FloatingIPs. (The API
+	// refuses a second floating IP on a fixed address, as Neutron does.)
 	in, out := map[[4]byte][4]byte{}, map[[4]byte][4]byte{}
 	for _, f := range r.FloatingIPs {
 		a, x := f.Addr.As4(), f.Fixed.As4()
-		if _, dup := out[x]; dup {
-			continue // one floating IP per fixed address: the first
+		in[a] = x
+		if o, dup := out[x]; !dup || netip.AddrFrom4(a).Less(netip.AddrFrom4(o)) {
+			out[x] = a
 		}
-		in[a], out[x] = x, a
 	}
 	daddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
 	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}

@@ -439,7 +439,8 @@ func (hn *hostNS) syncRoutes(w *writer, want map[string]netlink.Route) error {
 }
 
 // syncProxies makes the IPv4 proxy ARP entries of each external interface
-// exactly want, and returns the addresses newly added (to announce).
+// exactly want, and returns the addresses newly added (to announce),
+// also when it fails part-way.
 func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (map[string][]netip.Addr, error) {
 	added := map[string][]netip.Addr{}
 	for iface, addrs := range want {
@@ -448,16 +449,16 @@ func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (m
 			if len(addrs) == 0 {
 				continue // a gone interface has no entries left
 			}
-			return nil, fmt.Errorf("external interface %s: %w", iface, err)
+			return added, fmt.Errorf("external interface %s: %w", iface, err)
 		}
 		if len(addrs) > 0 {
 			if err := hn.sysctl(w, "net/ipv4/neigh/"+iface+"/proxy_delay", "0"); err != nil {
-				return nil, err
+				return added, err
 			}
 		}
 		have, err := hn.h.NeighProxyList(l.Attrs().Index, netlink.FAMILY_V4)
 		if err != nil {
-			return nil, fmt.Errorf("proxy entries of %s: %w", iface, err)
+			return added, fmt.Errorf("proxy entries of %s: %w", iface, err)
 		}
 		present := map[netip.Addr]bool{}
 		for _, n := range have {
@@ -470,7 +471,7 @@ func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (m
 			w.add("NeighDel")
 			if err := hn.h.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4,
 				Flags: netlink.NTF_PROXY, IP: n.IP}); err != nil {
-				return nil, fmt.Errorf("delete proxy entry %s on %s: %w", n.IP, iface, err)
+				return added, fmt.Errorf("delete proxy entry %s on %s: %w", n.IP, iface, err)
 			}
 		}
 		for a := range addrs {
@@ -480,7 +481,7 @@ func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (m
 			w.add("NeighAdd")
 			if err := hn.h.NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4,
 				Flags: netlink.NTF_PROXY, IP: net.IP(a.AsSlice())}); err != nil {
-				return nil, fmt.Errorf("add proxy entry %s on %s: %w", a, iface, err)
+				return added, fmt.Errorf("add proxy entry %s on %s: %w", a, iface, err)
 			}
 			added[iface] = append(added[iface], a)
 		}
@@ -488,34 +489,56 @@ func (hn *hostNS) syncProxies(w *writer, want map[string]map[netip.Addr]bool) (m
 	return added, nil
 }
 
+// arpConn is a kept gratuitous ARP socket and the index of the
+// interface it was opened on.
+type arpConn struct {
+	c     *packet.Conn
+	index int
+}
+
 // garp announces addrs from iface's MAC: for each a gratuitous ARP
-// request and reply, broadcast. The send-only packet socket of an
-// interface is kept open (opening and closing one waits for the kernel's
-// RCU grace period each time, milliseconds on a loaded host); it receives
-// nothing (protocol 0). The interface is looked up by name
-// (net.InterfaceByName would read every link of the namespace).
+// request and reply, broadcast. It returns how many of addrs (a prefix)
+// it sent. The send-only packet socket of an interface is kept open
+// (opening and closing one waits for the kernel's RCU grace period each
+// time, milliseconds on a loaded host); it receives nothing (protocol 0).
+// A socket of an interface since recreated (another index) is closed and
+// replaced; a send that fails reopens the socket once and retries. The
+// interface is looked up by name (net.InterfaceByName would read every
+// link of the namespace).
 func (m *Manager) garp(hn *hostNS, iface string, addrs []netip.Addr) (int, error) {
 	l, err := hn.h.LinkByName(iface)
 	if err != nil {
 		return 0, fmt.Errorf("interface %s: %w", iface, err)
 	}
 	at := l.Attrs()
-	key := fmt.Sprintf("%s/%d", iface, at.Index)
-	c := m.arpConns[key]
-	if c == nil {
+	open := func() (*packet.Conn, error) {
+		if k, ok := m.arpConns[iface]; ok {
+			if k.index == at.Index {
+				return k.c, nil
+			}
+			k.c.Close()
+			delete(m.arpConns, iface)
+		}
 		ifi := &net.Interface{Index: at.Index, MTU: at.MTU, Name: at.Name, HardwareAddr: at.HardwareAddr, Flags: at.Flags}
+		var c *packet.Conn
 		if err := inNS(hn.ns, func() error {
 			var err error
 			c, err = packet.Listen(ifi, packet.Raw, 0, nil)
 			return err
 		}); err != nil {
-			return 0, fmt.Errorf("packet socket on %s: %w", iface, err)
+			return nil, fmt.Errorf("packet socket on %s: %w", iface, err)
 		}
 		if m.arpConns == nil {
-			m.arpConns = map[string]*packet.Conn{}
+			m.arpConns = map[string]arpConn{}
 		}
-		m.arpConns[key] = c
+		m.arpConns[iface] = arpConn{c: c, index: at.Index}
+		return c, nil
 	}
+	c, err := open()
+	if err != nil {
+		return 0, err
+	}
+	retried := false
 	sent := 0
 	for _, addr := range addrs {
 		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
@@ -532,10 +555,20 @@ func (m *Manager) garp(hn *hostNS, iface string, addrs []netip.Addr) (int, error
 			if err != nil {
 				return sent, fmt.Errorf("gratuitous ARP for %s: %w", addr, err)
 			}
-			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
+			for {
+				_, err := c.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast})
+				if err == nil {
+					break
+				}
 				c.Close()
-				delete(m.arpConns, key)
-				return sent, fmt.Errorf("send gratuitous ARP for %s on %s: %w", addr, iface, err)
+				delete(m.arpConns, iface)
+				if retried {
+					return sent, fmt.Errorf("send gratuitous ARP for %s on %s: %w", addr, iface, err)
+				}
+				retried = true
+				if c, err = open(); err != nil {
+					return sent, err
+				}
 			}
 		}
 		sent++
@@ -543,10 +576,22 @@ func (m *Manager) garp(hn *hostNS, iface string, addrs []netip.Addr) (int, error
 	return sent, nil
 }
 
+// sweepARP closes the kept sockets of interfaces that are gone or were
+// recreated (another index).
+func (m *Manager) sweepARP(hn *hostNS) {
+	for iface, k := range m.arpConns {
+		if l, err := hn.h.LinkByName(iface); err == nil && l.Attrs().Index == k.index {
+			continue
+		}
+		k.c.Close()
+		delete(m.arpConns, iface)
+	}
+}
+
 // closeARP closes the kept packet sockets.
 func (m *Manager) closeARP() {
 	for k, c := range m.arpConns {
-		c.Close()
+		c.c.Close()
 		delete(m.arpConns, k)
 	}
 }

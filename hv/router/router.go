@@ -9,12 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 )
 
@@ -111,6 +111,10 @@ type Stats struct {
 	NFTTx   int      // nftables transactions (flushes) among Writes
 	Changes []string // what was written (the first 32 writes)
 	GARPs   int      // floating IPs announced
+	// Incremental: the change was floating IPs alone and was written
+	// without reading the rest (see delta.go); false when the full
+	// convergence ran (also after the incremental write failed).
+	Incremental bool
 }
 
 // Manager converges a host's routers. Apply and Cleanup are serialised.
@@ -119,9 +123,15 @@ type Manager struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	externals []string                // every external interface seen (for Cleanup)
-	last      *Desired                // what the last successful Apply converged to
-	arpConns  map[string]*packet.Conn // "iface/index" → gratuitous ARP socket
+	externals []string           // every external interface seen (for Cleanup)
+	last      *Desired           // what the last successful Apply converged to
+	tables    *Desired           // the state the host tables were last written from
+	arpConns  map[string]arpConn // interface name → gratuitous ARP socket
+	// pending are the floating IPs new on this host (external interface →
+	// addresses) not yet announced: an Apply that fails after adding their
+	// proxy entries leaves them here, and the next one, which finds the
+	// entries in place, announces them.
+	pending map[string]map[netip.Addr]bool
 }
 
 // New returns a Manager; it changes nothing until Apply.
@@ -203,9 +213,11 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	w := &writer{st: st}
 	if changed, ok := fipDelta(m.last, d); ok {
 		announce, err := m.applyFIPDelta(host, w, m.last, d, changed)
+		m.queue(announce)
 		if err == nil {
 			m.last = cloneDesired(d)
-			m.announce(host, st, announce)
+			st.Incremental = true
+			m.announce(host, st, d)
 			return *st, nil
 		}
 		m.log.Warn("floating IP change: converging fully", "err", err)
@@ -219,7 +231,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	slices.Sort(ids)
 	transit := transitAddrs(ids)
 
-	var externals []string
+	externals := gatewayIfaces(d)
 	wantNS := map[string]bool{}
 	wantRoot := map[string]bool{}
 	hostRoutes := map[string]netlink.Route{}
@@ -232,18 +244,16 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	for _, e := range m.externals {
 		proxies[e] = map[netip.Addr]bool{}
 	}
-	for _, r := range d.Routers {
-		if r.Gateway != nil && !slices.Contains(externals, r.Gateway.Iface) {
-			externals = append(externals, r.Gateway.Iface)
-		}
-	}
-	slices.Sort(externals)
 	// The host's guard and the bridge table go in before any router
-	// namespace can route (and come out after the last one is gone).
-	if len(d.Routers) > 0 {
-		if err := syncHostTables(host, w, d, externals); err != nil {
-			return *st, err
-		}
+	// namespace can route, and keep what they held for the routers and
+	// interfaces being removed (bridge rules that keep a gateway MAC off
+	// the overlays, masquerade) until their devices are gone: first the
+	// union of the state they were written from and d, then, after the
+	// removals, d alone.
+	both := unionTables(m.tables, d)
+	m.tables = cloneDesired(both)
+	if err := syncHostTables(host, w, both, gatewayIfaces(both)); err != nil {
+		return *st, err
 	}
 	for _, r := range d.Routers {
 		if ctx.Err() != nil {
@@ -275,6 +285,7 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		return *st, err
 	}
 	announce, err := host.syncProxies(w, proxies)
+	m.queue(announce)
 	if err != nil {
 		return *st, err
 	}
@@ -284,12 +295,11 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 	if err := m.deleteNamespaces(w, wantNS); err != nil {
 		return *st, err
 	}
-	if len(d.Routers) == 0 {
-		if err := syncHostTables(host, w, d, externals); err != nil {
-			return *st, err
-		}
+	if err := syncHostTables(host, w, d, externals); err != nil {
+		return *st, err
 	}
-	m.announce(host, st, announce)
+	m.tables = cloneDesired(d)
+	m.announce(host, st, d)
 	m.last = cloneDesired(d)
 	return *st, nil
 }
@@ -311,15 +321,112 @@ func syncHostTables(host *hostNS, w *writer, d Desired, externals []string) erro
 	return err
 }
 
-// announce sends gratuitous ARP for floating IPs new on this host.
-func (m *Manager) announce(host *hostNS, st *Stats, announce map[string][]netip.Addr) {
+// queue adds floating IPs new on this host to the pending announcements.
+func (m *Manager) queue(announce map[string][]netip.Addr) {
 	for iface, addrs := range announce {
+		if len(addrs) == 0 {
+			continue
+		}
+		if m.pending == nil {
+			m.pending = map[string]map[netip.Addr]bool{}
+		}
+		if m.pending[iface] == nil {
+			m.pending[iface] = map[netip.Addr]bool{}
+		}
+		for _, a := range addrs {
+			m.pending[iface][a] = true
+		}
+	}
+}
+
+// announce sends gratuitous ARP for the pending floating IPs d still
+// wants on their interface and forgets the rest; an address stays pending
+// until it was sent.
+func (m *Manager) announce(host *hostNS, st *Stats, d Desired) {
+	if len(m.pending) == 0 {
+		return
+	}
+	want := map[string]map[netip.Addr]bool{}
+	for _, r := range d.Routers {
+		if r.Gateway == nil {
+			continue
+		}
+		for _, f := range r.FloatingIPs {
+			if want[r.Gateway.Iface] == nil {
+				want[r.Gateway.Iface] = map[netip.Addr]bool{}
+			}
+			want[r.Gateway.Iface][f.Addr] = true
+		}
+	}
+	ifaces := make([]string, 0, len(m.pending))
+	for iface := range m.pending {
+		ifaces = append(ifaces, iface)
+	}
+	slices.Sort(ifaces)
+	for _, iface := range ifaces {
+		var addrs []netip.Addr
+		for a := range m.pending[iface] {
+			if want[iface][a] {
+				addrs = append(addrs, a)
+			}
+		}
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		delete(m.pending, iface)
+		if len(addrs) == 0 {
+			continue
+		}
 		n, err := m.garp(host, iface, addrs)
 		st.GARPs += n
 		if err != nil {
 			m.log.Warn("gratuitous ARP", "iface", iface, "addrs", len(addrs), "err", err)
+			m.queue(map[string][]netip.Addr{iface: addrs[n:]})
 		}
 	}
+	m.sweepARP(host)
+}
+
+// unionTables is d with the routers (and protected prefixes) of old
+// added, for the host tables to keep what they hold for routers and
+// interfaces on their way out (the bridge table skips gateways it already
+// has); the allowed ports are d's.
+func unionTables(old *Desired, d Desired) Desired {
+	if old == nil {
+		return d
+	}
+	u := d
+	if len(u.HostMAC) == 0 {
+		u.HostMAC = old.HostMAC // the bridge table's rewrite of routed frames
+	}
+	u.Protected = slices.Clone(d.Protected)
+	for _, p := range old.Protected {
+		if !slices.Contains(u.Protected, p) {
+			u.Protected = append(u.Protected, p) // the stricter guard
+		}
+	}
+	u.Routers = make([]Router, 0, len(d.Routers))
+	for _, r := range d.Routers {
+		r.FloatingIPs = nil // not in the host tables
+		u.Routers = append(u.Routers, r)
+	}
+	for _, r := range old.Routers {
+		r.FloatingIPs = nil
+		if !slices.ContainsFunc(u.Routers, func(x Router) bool { return reflect.DeepEqual(x, r) }) {
+			u.Routers = append(u.Routers, r)
+		}
+	}
+	return u
+}
+
+// gatewayIfaces are the external interfaces of d's routers, sorted.
+func gatewayIfaces(d Desired) []string {
+	var out []string
+	for _, r := range d.Routers {
+		if r.Gateway != nil && !slices.Contains(out, r.Gateway.Iface) {
+			out = append(out, r.Gateway.Iface)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Cleanup removes every namespace, device, route, proxy ARP entry (on

@@ -410,11 +410,11 @@ func TestFloatingIPChangeIsIncremental(t *testing.T) {
 	for _, s := range steps {
 		d := state(s.onX, s.onY)
 		st := a.apply(t, d)
-		if st.NFTTx != s.txs || st.GARPs != s.garps || st.Writes > 3*2+s.txs+1 {
-			t.Errorf("%s: %+v; want %d nftables transactions, %d announcements and only the floating IP's writes", s.what, st, s.txs, s.garps)
+		if !st.Incremental || st.NFTTx != s.txs || st.GARPs != s.garps || st.Writes > 3*2+s.txs+1 {
+			t.Errorf("%s: %+v; want the incremental path, %d nftables transactions, %d announcements and only the floating IP's writes", s.what, st, s.txs, s.garps)
 		}
-		if st := a.apply(t, d); st.Writes != 0 {
-			t.Errorf("%s: the full convergence after it wrote %d times: %v", s.what, st.Writes, st.Changes)
+		if st := a.apply(t, d); st.Incremental || st.Writes != 0 {
+			t.Errorf("%s: the full convergence after it: %+v; want the full path, no writes", s.what, st)
 		}
 		if s.to == nil {
 			if c, err := w.lan.dial(fip.String()+":9201", time.Second); err == nil {
