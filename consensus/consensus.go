@@ -308,11 +308,23 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return n.await(n.raft.Barrier(timeoutOf(ctx, 10*time.Second)))
 }
 
-// VerifyLeader confirms with a round of heartbeats that a quorum still
-// follows this node's term (leader only); it gives up when ctx ends.
-func (n *Node) VerifyLeader(ctx context.Context) error {
+// ConfirmLeader returns once an entry this node appended after the call
+// is committed in its term, proving that a quorum of voters still
+// followed that term after the call began (leader only); it gives up when
+// ctx ends.
+//
+// Commitment counts voters only, and a voter that has moved to a newer
+// term refuses the entry. Raft's VerifyLeader is not used: it counts the
+// heartbeat answers of every replicated peer, non-voters included, so a
+// leader cut off from the other voters but still reaching a non-voter
+// (which has not heard of the newer term) is "verified".
+//
+// The entry is a barrier: it is written to the log (the leader's disk
+// must answer) and returns once the entries before it are applied.
+func (n *Node) ConfirmLeader(ctx context.Context) error {
+	f := n.raft.Barrier(timeoutOf(ctx, 10*time.Second))
 	done := make(chan error, 1)
-	go func() { done <- n.await(n.raft.VerifyLeader()) }()
+	go func() { done <- n.await(f) }()
 	select {
 	case err := <-done:
 		return err

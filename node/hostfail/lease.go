@@ -17,8 +17,10 @@ import (
 type RaftStatus interface {
 	Leader() (id, addr string)
 	IsLeader() bool
-	// VerifyLeader confirms with a quorum that this node still leads.
-	VerifyLeader(ctx context.Context) error
+	// ConfirmLeader returns once an entry appended after the call is
+	// committed in this node's term: a quorum of voters still followed it
+	// then (consensus.Node.ConfirmLeader).
+	ConfirmLeader(ctx context.Context) error
 	Status() consensus.Status
 }
 
@@ -91,7 +93,7 @@ func (l *Lease) serve(c *rest.Ctx) (any, error) {
 		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
 			Msg: fmt.Sprintf("the fence timeout %s host %s reported is not covered yet: %v", req.Timeout, host, err)}
 	}
-	if err := l.check.confirm(c.Context(), l.Raft.VerifyLeader); err != nil {
+	if err := l.check.confirm(c.Context(), l.Raft.ConfirmLeader); err != nil {
 		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
 			Msg: fmt.Sprintf("host %s could not confirm with a quorum that it still leads: %v", l.SelfName, err)}
 	}
@@ -126,7 +128,7 @@ func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 		}
 		// The leader's own renewal was "sent" before this check: the same
 		// confirmation as any other host's (verify.go).
-		if err := l.check.confirm(ctx, l.Raft.VerifyLeader); err != nil {
+		if err := l.check.confirm(ctx, l.Raft.ConfirmLeader); err != nil {
 			return 0, fmt.Errorf("lease: confirm leadership with a quorum: %w", err)
 		}
 		commit := l.Raft.Status().CommitIndex

@@ -15,16 +15,14 @@ import (
 // election and the old leader acknowledged would carry the host's fence
 // deadline past the moment the new leader restarts its servers elsewhere.
 //
-// The confirmation is a round of heartbeats (Raft's VerifyLeader) started
-// after the renewal arrived, hence after it was sent. Success means a
-// quorum answered this leader's term after that moment: a voter that had
-// voted in a newer term would have refused. Any newer leader needs the
-// vote of one of them, so it is elected after the host sent the renewal
-// and counts the host's silence from later than the host does.
-//
-// (One gap remains in Raft's library: a heartbeat answer that arrives
-// during the round counts even if the heartbeat left before the round
-// began; docs/ha.md bounds it.)
+// The confirmation is an entry (a Raft barrier) appended after the
+// renewal arrived, hence after it was sent, and committed in this
+// leader's term. Commitment means a quorum of voters stored it, and a
+// voter that had voted in a newer term would have refused it. Any newer
+// leader needs the vote of one of them, so it is elected after the host
+// sent the renewal and counts the host's silence from later than the
+// host does. (Raft's VerifyLeader would not do: it counts non-voters'
+// heartbeat answers toward the quorum; consensus.Node.ConfirmLeader.)
 //
 // Hundreds of hosts renew every second, so concurrent renewals share
 // rounds: a renewal joins the next round that has not started yet, never
@@ -32,8 +30,8 @@ import (
 // rounds start at most every minRoundGap, so a steady stream of renewals
 // costs at most 1/minRoundGap rounds a second, not one per round trip.
 
-// verifyRoundTimeout bounds one round of heartbeats: a leader without a
-// quorum steps down within its Raft lease, which ends a round sooner.
+// verifyRoundTimeout bounds one round: a leader without a quorum steps
+// down within its Raft lease, which ends a round sooner.
 const verifyRoundTimeout = 10 * time.Second
 
 // minRoundGap is the least time between the starts of two rounds.

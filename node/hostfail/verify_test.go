@@ -16,7 +16,7 @@ import (
 
 // voters models a Raft configuration as the leader L sees it: L's term
 // and Raft state, and each other voter's current term and whether L
-// reaches it. VerifyLeader is Raft's rule: a voter that has moved to a
+// reaches it. ConfirmLeader is Raft's commitment rule: a voter that has moved to a
 // newer term refuses L's heartbeat, and L needs a quorum of answers.
 type voters struct {
 	mu        sync.Mutex
@@ -38,7 +38,7 @@ func (v *voters) Leader() (string, string) { return "L", "" }
 // lease runs out, whatever happened beyond the partition.
 func (v *voters) IsLeader() bool { return true }
 
-func (v *voters) VerifyLeader(context.Context) error {
+func (v *voters) ConfirmLeader(context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.verifies++
