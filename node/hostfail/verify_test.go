@@ -16,8 +16,8 @@ import (
 
 // voters models a Raft configuration as the leader L sees it: L's term
 // and Raft state, and each other voter's current term and whether L
-// reaches it. ConfirmLeader is Raft's commitment rule: a voter that has moved to a
-// newer term refuses L's heartbeat, and L needs a quorum of answers.
+// reaches it. ConfirmLeader is Raft's commitment rule: a voter that has
+// moved to a newer term refuses L's entry, and L needs a quorum of voters.
 type voters struct {
 	mu        sync.Mutex
 	term      uint64
