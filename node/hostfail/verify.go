@@ -39,10 +39,24 @@ const minRoundGap = 10 * time.Millisecond
 
 // leaderCheck coalesces leadership confirmations; its zero value is ready.
 type leaderCheck struct {
-	mu      sync.Mutex
-	running bool
-	next    *verifyRound // the round new callers join; it starts once the running one ends
+	mu        sync.Mutex
+	running   bool         // a goroutine runs rounds (or waits to start the next)
+	next      *verifyRound // the round new callers join; nil: none asked for
+	lastStart time.Time    // when the last round started
+
+	clock roundClock // nil: the real one
 }
+
+// roundClock is the time a leaderCheck spaces its rounds by.
+type roundClock interface {
+	Now() time.Time
+	Sleep(time.Duration)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time        { return time.Now() }
+func (realClock) Sleep(d time.Duration) { time.Sleep(d) }
 
 type verifyRound struct {
 	done chan struct{}
@@ -59,8 +73,7 @@ func (c *leaderCheck) confirm(ctx context.Context, verify func(context.Context) 
 	r := c.next
 	if !c.running {
 		c.running = true
-		c.next = nil
-		go c.run(r, verify)
+		go c.run(verify)
 	}
 	c.mu.Unlock()
 	select {
@@ -71,10 +84,32 @@ func (c *leaderCheck) confirm(ctx context.Context, verify func(context.Context) 
 	}
 }
 
-// run runs round r, then the round callers joined meanwhile, if any.
-func (c *leaderCheck) run(r *verifyRound, verify func(context.Context) error) {
-	for r != nil {
-		start := time.Now()
+// run starts the round callers joined, no sooner than minRoundGap after
+// the previous round started (however long ago that was), and goes on
+// while callers join the next one.
+func (c *leaderCheck) run(verify func(context.Context) error) {
+	clk := c.clock
+	if clk == nil {
+		clk = realClock{}
+	}
+	for {
+		c.mu.Lock()
+		wait := c.lastStart.Add(minRoundGap).Sub(clk.Now())
+		c.mu.Unlock()
+		// Callers keep joining the next round until it starts.
+		if wait > 0 {
+			clk.Sleep(wait)
+		}
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.lastStart = clk.Now()
+		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), verifyRoundTimeout)
 		r.err = verify(ctx)
 		cancel()
@@ -85,11 +120,6 @@ func (c *leaderCheck) run(r *verifyRound, verify func(context.Context) error) {
 			c.mu.Unlock()
 			return
 		}
-		c.mu.Unlock()
-		// Callers keep joining the next round until it starts.
-		time.Sleep(time.Until(start.Add(minRoundGap)))
-		c.mu.Lock()
-		r, c.next = c.next, nil
 		c.mu.Unlock()
 	}
 }

@@ -195,3 +195,46 @@ func BenchmarkLeaseConfirm(b *testing.B) {
 	})
 	b.ReportMetric(float64(rounds.Load())/float64(b.N), "rounds/renewal")
 }
+
+// fakeClock advances only when slept on.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeClock) Sleep(d time.Duration) { f.advance(d) }
+
+func (f *fakeClock) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+// Rounds start at least minRoundGap apart, also when the second is asked
+// for after an idle moment shorter than the gap.
+func TestLeaderCheckSpacesRoundsAfterIdle(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	c := leaderCheck{clock: clk}
+	var starts []time.Time
+	verify := func(context.Context) error {
+		starts = append(starts, clk.Now()) // rounds run one at a time
+		return nil
+	}
+	for _, idle := range []time.Duration{0, time.Millisecond, minRoundGap / 2, minRoundGap, 3 * minRoundGap} {
+		clk.advance(idle)
+		if err := c.confirm(context.Background(), verify); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < minRoundGap {
+			t.Errorf("round %d started %v after round %d; want at least %v", i, gap, i-1, minRoundGap)
+		}
+	}
+}
