@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/peerstack/peerstack/node"
+	"github.com/peerstack/peerstack/node/agent"
 )
 
 // fenceGuardCmd is the guard the daemon starts in its own session: it
@@ -54,9 +55,14 @@ type watchdogFlags struct {
 	timeout time.Duration
 }
 
+// defaultWatchdogTimeout is --watchdog-timeout's default: short, as the
+// host fences W before T_fence after a renewal, which leaves T_fence − W
+// for a daemon restart before the guard kills the HA VMs.
+const defaultWatchdogTimeout = 2 * time.Second
+
 func (w *watchdogFlags) add(fl *pflag.FlagSet) {
 	fl.StringVar(&w.device, "watchdog", "", "a Linux watchdog device (e.g. /dev/watchdog) the fence guard pets while this host's lease is valid; the host reboots if the daemon and the guard both die (default: none)")
-	fl.DurationVar(&w.timeout, "watchdog-timeout", 10*time.Second, "longest timeout given to the --watchdog device; the fence uses at most half of T_fence, in whole seconds")
+	fl.DurationVar(&w.timeout, "watchdog-timeout", defaultWatchdogTimeout, "longest timeout given to the --watchdog device (at least 1s); the fence uses at most half of T_fence, in whole seconds, and fences that much before T_fence")
 }
 
 // guard returns the guard command with the watchdog named, and the
@@ -65,8 +71,8 @@ func (w *watchdogFlags) guard(command []string) ([]string, time.Duration, error)
 	if w.device == "" {
 		return command, 0, nil
 	}
-	if w.timeout < time.Second {
-		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least 1s", w.timeout)
+	if w.timeout < agent.MinWatchdog {
+		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least %s", w.timeout, agent.MinWatchdog)
 	}
 	st, err := os.Stat(w.device)
 	if err != nil {

@@ -42,14 +42,20 @@ type Watchdog interface {
 	Disarm() error
 }
 
+// MinWatchdog is the shortest watchdog timeout the fence uses. A guard
+// that dies is started again by the daemon (hostfail's keepGuard checks
+// for it at most every MinWatchdog/2) and pets again at once: the timeout
+// must outlast that, or a guard's crash reboots a healthy host.
+const MinWatchdog = time.Second
+
 // WatchdogPeriod is the watchdog timeout W the fence uses with T_fence t
 // when the device may take up to limit (0: no watchdog): at most half of
-// t, in whole seconds, at least one.
+// t, in whole seconds, at least MinWatchdog.
 func WatchdogPeriod(t, limit time.Duration) time.Duration {
 	if limit <= 0 {
 		return 0
 	}
-	return max(time.Second, min(limit, t/2).Truncate(time.Second))
+	return max(MinWatchdog, min(limit, t/2).Truncate(time.Second))
 }
 
 // DeviceWatchdog is a Linux watchdog device (/dev/watchdog, softdog or

@@ -20,7 +20,7 @@ func TestWatchdogPeriod(t *testing.T) {
 		{10 * time.Second, 3 * time.Second, 3 * time.Second},
 		{10 * time.Second, 2500 * time.Millisecond, 2 * time.Second},
 		{3 * time.Second, 10 * time.Second, time.Second},
-		{2 * time.Second, 10 * time.Second, time.Second},
+		{2 * time.Second, 10 * time.Second, MinWatchdog},
 		{10 * time.Minute, 10 * time.Second, 10 * time.Second},
 	} {
 		if got := WatchdogPeriod(c.t, c.limit); got != c.want {

@@ -100,6 +100,12 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 	return agent.NewFence(fc), timeouts, keep
 }
 
+// guardRestartInterval is how often keepGuard checks that the guard
+// runs: a guard that died is started again within it, which must be well
+// within the shortest watchdog timeout (the host reboots if nobody pets
+// the device for that long).
+const guardRestartInterval = agent.MinWatchdog / 2
+
 // keepGuard runs the guard process and starts it again when it exits,
 // until ctx ends. The guard lives in its own session, so it outlives the
 // daemon; when ctx ends it is left running (a restarted daemon takes it
@@ -108,7 +114,7 @@ func keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbea
 	lock := heartbeat + ".lock"
 	for ctx.Err() == nil {
 		if guardRunning(lock) {
-			if !sleepCtx(ctx, 2*time.Second) {
+			if !sleepCtx(ctx, guardRestartInterval) {
 				return
 			}
 			continue
@@ -130,7 +136,7 @@ func keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbea
 			log.Info("fence guard started", "pid", cmd.Process.Pid)
 			go func() { _ = cmd.Wait() }()
 		}
-		if !sleepCtx(ctx, 2*time.Second) {
+		if !sleepCtx(ctx, guardRestartInterval) {
 			return
 		}
 	}
