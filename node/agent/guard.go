@@ -99,8 +99,8 @@ type GuardConfig struct {
 	// Clock is the fence's clock, CLOCK_BOOTTIME (nil: BootNow).
 	Clock func() time.Duration
 	// Kill kills a pid (nil: SIGKILL); Owns tells whether pid is still the
-	// QEMU of instance id (nil: its command line names the id), so a
-	// reused pid is never killed.
+	// QEMU of instance id (nil: procOwner), so a reused pid is never
+	// killed, and a VM counts alive while any thread of it is.
 	Kill     func(pid int) error
 	Owns     func(pid int, id string) bool
 	Interval time.Duration // default 100 ms
@@ -120,7 +120,7 @@ func Guard(ctx context.Context, cfg GuardConfig) {
 		cfg.Kill = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
 	}
 	if cfg.Owns == nil {
-		cfg.Owns = procOwns
+		cfg.Owns = newProcOwner("/proc").owns
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 100 * time.Millisecond
@@ -198,4 +198,94 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) guardVerdict {
 func procOwns(pid int, id string) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	return err == nil && strings.Contains(string(b), id)
+}
+
+// procOwner tells whether a pid is still an instance's QEMU, for the
+// guard, which must count a VM alive as long as any of its threads is.
+// Its command line alone will not do: it reads empty once QEMU's main
+// thread has exited, while other threads may still be stuck in the
+// kernel (on a hung NFS server) holding the VM's disks. So it remembers
+// the start time of each process whose command line named the instance,
+// and a process with that start time (the same process: a pid is not
+// reused while its thread group exists) counts until no thread of it is
+// left but a zombie.
+type procOwner struct {
+	root string               // "/proc"
+	seen map[int]procIdentity // pid -> the process seen naming the instance
+}
+
+type procIdentity struct {
+	id    string
+	start string // /proc/pid/stat's starttime
+}
+
+func newProcOwner(root string) *procOwner {
+	return &procOwner{root: root, seen: map[int]procIdentity{}}
+}
+
+func (o *procOwner) owns(pid int, id string) bool {
+	dir := filepath.Join(o.root, strconv.Itoa(pid))
+	start, ok := procStart(dir)
+	if !ok {
+		delete(o.seen, pid)
+		return false
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(b) > 0 {
+		if !strings.Contains(string(b), id) {
+			delete(o.seen, pid)
+			return false
+		}
+		o.seen[pid] = procIdentity{id: id, start: start}
+		return true
+	}
+	// No command line: the main thread is gone (or a kernel thread).
+	if o.seen[pid] != (procIdentity{id: id, start: start}) {
+		return false
+	}
+	return procLive(dir)
+}
+
+// procStart reads a process's start time from its stat file.
+func procStart(dir string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return "", false
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses;
+	// starttime is the 22nd field, the 20th after comm.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return "", false
+	}
+	return f[19], true
+}
+
+// procLive tells whether a process has a thread left that is not a
+// zombie: its main thread's state, or more threads than that one.
+func procLive(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return false
+	}
+	state, threads := "", 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			state = v
+		case "Threads":
+			threads, _ = strconv.Atoi(v)
+		}
+	}
+	dead := strings.HasPrefix(state, "Z") || strings.HasPrefix(state, "X")
+	return !dead || threads > 1
 }
