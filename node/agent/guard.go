@@ -38,31 +38,64 @@ type Heartbeat struct {
 	// deadline is T_fence minus it after the renewal; 0: none), which the
 	// guard sets on its watchdog device (fence_watchdog.go).
 	Watchdog int64 `json:"watchdog_ns,omitempty"`
+	// BootID is the kernel's boot id when the file was written
+	// (/proc/sys/kernel/random/boot_id). CLOCK_BOOTTIME restarts at boot,
+	// so a deadline of another boot means nothing: such a file (left in
+	// the data dir, which outlives a reboot) counts as expired.
+	BootID string `json:"boot_id,omitempty"`
 }
 
-// Deadline is the fence deadline on CLOCK_BOOTTIME (0: none). A file of
-// an older daemon has only the CLOCK_MONOTONIC one: it is moved by the
-// time the host spent suspended until now.
+// Deadline is the fence deadline on CLOCK_BOOTTIME (0: none, or
+// expired: a file written during another boot). A file of an older
+// daemon has only the CLOCK_MONOTONIC one: it is moved by the time the
+// host spent suspended until now.
 func (hb Heartbeat) Deadline() time.Duration {
+	return hb.deadlineOn(BootID(), BootNow, MonoNow)
+}
+
+// deadlineOn is Deadline during boot bootID with these clocks.
+func (hb Heartbeat) deadlineOn(bootID string, boot, mono func() time.Duration) time.Duration {
+	if hb.BootID != "" && bootID != "" && hb.BootID != bootID {
+		return 0
+	}
 	if hb.DeadlineBoot != 0 || hb.DeadlineMono == 0 {
 		return time.Duration(hb.DeadlineBoot)
 	}
-	return time.Duration(hb.DeadlineMono) + suspended()
+	return time.Duration(hb.DeadlineMono) + suspendedAtMost(boot, mono)
 }
 
-// suspended is how long the host has been suspended since it booted.
-func suspended() time.Duration {
-	mono := MonoNow()
-	boot := BootNow()
-	return max(0, boot-mono)
+// suspendedAtMost and suspendedAtLeast are how long the host has been
+// suspended since it booted: CLOCK_BOOTTIME less CLOCK_MONOTONIC, read
+// one after the other. Time passing between the two reads counts as
+// suspended when MONOTONIC is read first, so each errs on one side: a
+// deadline converted to BOOTTIME must not come out later than it was
+// (read BOOTTIME first), one converted to MONOTONIC not later either
+// (read MONOTONIC first, then subtract).
+func suspendedAtMost(boot, mono func() time.Duration) time.Duration {
+	b := boot()
+	return max(0, b-mono())
+}
+
+func suspendedAtLeast(boot, mono func() time.Duration) time.Duration {
+	m := mono()
+	return max(0, boot()-m)
+}
+
+// BootID is the kernel's id of this boot ("" if unreadable).
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // WriteHeartbeat replaces the heartbeat file atomically; deadline is on
 // CLOCK_BOOTTIME, watchdog is the watchdog timeout it was counted with
 // (0: none).
 func WriteHeartbeat(path string, deadline, watchdog time.Duration, vms []GuardVM) error {
-	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspended()),
-		Watchdog: int64(watchdog), VMs: vms})
+	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspendedAtLeast(BootNow, MonoNow)),
+		Watchdog: int64(watchdog), VMs: vms, BootID: BootID()})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
