@@ -110,6 +110,9 @@ type watchdogTender struct {
 	log *slog.Logger
 	set time.Duration // the timeout set on the device (0: its own)
 	pet bool          // the last verdict: petting
+	// inEffect, when set, is told the timeout the device took after each
+	// setting (GuardConfig.WatchdogInEffect).
+	inEffect func(time.Duration)
 }
 
 // tend acts on one check: sets the timeout the heartbeat names (only
@@ -139,12 +142,17 @@ func (w *watchdogTender) tend(v guardVerdict) {
 			w.set = v.watchdog
 			w.log.Error("fence guard: set the watchdog's timeout; it keeps its own", "want", v.watchdog, "err", err)
 		case got > v.watchdog:
+			// Published: the daemon fences that much earlier from its
+			// next renewal on, and names it in the heartbeat.
 			w.set = v.watchdog
-			w.log.Warn("fence guard: the watchdog took a longer timeout than the fence counts with: if the guard dies, the host reboots that much past the deadline",
+			w.log.Warn("fence guard: the watchdog took a longer timeout than asked; the fence counts with it from the next renewal",
 				"want", v.watchdog, "got", got)
 		default:
 			w.set = v.watchdog
 			w.log.Info("fence guard: watchdog timeout set", "timeout", got)
+		}
+		if err == nil && w.inEffect != nil {
+			w.inEffect(got)
 		}
 	}
 	if err := w.dev.Pet(); err != nil {

@@ -291,3 +291,43 @@ func TestDeviceWatchdogWrites(t *testing.T) {
 		t.Fatal("opened a missing device")
 	}
 }
+
+// A device that takes a longer timeout than asked: the guard publishes
+// the one it took, and the fence counts T_fence minus that one from its
+// next renewal, naming it in the heartbeat (so a guard that dies still
+// has the host rebooted by T_fence after the renewal).
+func TestFenceCountsTheWatchdogTimeoutTaken(t *testing.T) {
+	dev := &fakeWatchdog{take: 5 * time.Second}
+	var published time.Duration
+	tender := &watchdogTender{dev: dev, log: slog.New(slog.DiscardHandler), pet: true,
+		inEffect: func(d time.Duration) { published = d }}
+	tender.tend(guardVerdict{read: true, safe: true, watchdog: 2 * time.Second})
+	if published != 5*time.Second {
+		t.Fatalf("published %v; want the 5s the device took", published)
+	}
+
+	clock := &fenceClock{now: time.Hour}
+	var deadline, watchdog time.Duration
+	f := NewFence(FenceConfig{
+		Renew:            func(context.Context) (uint64, error) { return 1, nil },
+		Applied:          func() uint64 { return 1 },
+		Timeout:          func() time.Duration { return 10 * time.Second },
+		Watchdog:         2 * time.Second,
+		WatchdogInEffect: func() time.Duration { return published },
+		Clock:            clock.Now,
+		Heartbeat: func(d, w time.Duration, _ []GuardVM) error {
+			deadline, watchdog = d, w
+			return nil
+		},
+	})
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if deadline != time.Hour+5*time.Second || watchdog != 5*time.Second {
+		t.Fatalf("heartbeat deadline %v watchdog %v; want 1h5s and 5s", deadline, watchdog)
+	}
+	// A shorter one than the fence's own changes nothing.
+	published = time.Second
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if deadline != time.Hour+8*time.Second || watchdog != 2*time.Second {
+		t.Fatalf("heartbeat deadline %v watchdog %v; want 1h8s and 2s", deadline, watchdog)
+	}
+}

@@ -140,7 +140,11 @@ type GuardConfig struct {
 	// Watchdog, when set, is the device the guard pets while the lease is
 	// valid (fence_watchdog.go); it is disarmed when ctx ends.
 	Watchdog Watchdog
-	Logger   *slog.Logger
+	// WatchdogInEffect, when set, is told the timeout the device took
+	// each time the guard sets one; the daemon's fence counts with it
+	// (FenceConfig.WatchdogInEffect) when the device took a longer one.
+	WatchdogInEffect func(time.Duration)
+	Logger           *slog.Logger
 }
 
 // Guard watches the heartbeat file until ctx ends and kills the VMs it
@@ -164,7 +168,7 @@ func Guard(ctx context.Context, cfg GuardConfig) {
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	killed := map[int]bool{}
-	wd := &watchdogTender{dev: cfg.Watchdog, log: cfg.Logger, pet: true}
+	wd := &watchdogTender{dev: cfg.Watchdog, log: cfg.Logger, pet: true, inEffect: cfg.WatchdogInEffect}
 	for {
 		v := guardOnce(cfg, killed)
 		wd.tend(v)

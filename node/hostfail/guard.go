@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -88,6 +89,9 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 	}
 	if path != "" {
 		fc.Watchdog = cfg.Watchdog
+		if cfg.Watchdog > 0 {
+			fc.WatchdogInEffect = func() time.Duration { return readWatchdogInEffect(path) }
+		}
 		fc.Heartbeat = func(deadline, watchdog time.Duration, vms []agent.GuardVM) error {
 			if err := agent.WriteHeartbeat(path, deadline, watchdog, vms); err != nil {
 				return err
@@ -202,7 +206,13 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 			}
 		}
 	}()
-	gc := agent.GuardConfig{File: heartbeat, Logger: log}
+	wdfile := watchdogInEffectPath(heartbeat)
+	gc := agent.GuardConfig{File: heartbeat, Logger: log, WatchdogInEffect: func(d time.Duration) {
+		if err := os.WriteFile(wdfile, []byte(strconv.FormatInt(int64(d), 10)+"\n"), 0o600); err != nil {
+			log.Error("fence guard: publish the watchdog's timeout", "err", err)
+		}
+	}}
+	defer os.Remove(wdfile)
 	if cfg.Watchdog != "" {
 		// A device that cannot be opened leaves the guard running without
 		// it: a guard that exited would be started again and again, and
@@ -237,4 +247,22 @@ func guardDone(cfg GuardConfig, seen *bool) string {
 		return "the heartbeat file was removed"
 	}
 	return ""
+}
+
+// watchdogInEffectPath is where the guard publishes the timeout its
+// watchdog device took (nanoseconds), next to its heartbeat.
+func watchdogInEffectPath(heartbeat string) string { return heartbeat + ".watchdog" }
+
+// readWatchdogInEffect reads the timeout the guard's device took (0:
+// none published).
+func readWatchdogInEffect(heartbeat string) time.Duration {
+	b, err := os.ReadFile(watchdogInEffectPath(heartbeat))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n)
 }

@@ -85,3 +85,16 @@ func TestGuardRestartedWithinTheWatchdogTimeout(t *testing.T) {
 			guardRestartInterval, agent.MinWatchdog)
 	}
 }
+
+func TestWatchdogInEffectFile(t *testing.T) {
+	hb := filepath.Join(t.TempDir(), "hb.json")
+	if d := readWatchdogInEffect(hb); d != 0 {
+		t.Fatalf("no file = %v", d)
+	}
+	if err := os.WriteFile(watchdogInEffectPath(hb), []byte("5000000000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if d := readWatchdogInEffect(hb); d != 5*time.Second {
+		t.Fatalf("read %v; want 5s", d)
+	}
+}
