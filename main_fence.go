@@ -31,10 +31,19 @@ func fenceGuardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// SIGTERM and SIGINT are ignored: the guard must outlive a
-			// daemon stop; only SIGKILL ends it.
-			signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, watchdog, log.With("sub", "fence-guard", "pid", os.Getpid()))
+			// SIGINT and SIGHUP are ignored: the guard must outlive a
+			// daemon stop (the unit's KillMode=process signals only the
+			// daemon). SIGTERM comes at system shutdown, to every process
+			// left: the guard then ends, disarming its watchdog, once no
+			// HA VM it lists is alive (their QEMUs got the same SIGTERM);
+			// SIGKILLed while armed, it would have the host reset in the
+			// middle of a slow shutdown.
+			signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+			term := make(chan os.Signal, 1)
+			signal.Notify(term, syscall.SIGTERM)
+			stop := make(chan struct{})
+			go func() { <-term; close(stop) }()
+			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, watchdog, stop, log.With("sub", "fence-guard", "pid", os.Getpid()))
 		},
 	}
 	c.Flags().StringVar(&heartbeat, "heartbeat", "", "the heartbeat file the daemon writes")

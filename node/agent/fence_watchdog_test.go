@@ -331,3 +331,50 @@ func TestFenceCountsTheWatchdogTimeoutTaken(t *testing.T) {
 		t.Fatalf("heartbeat deadline %v watchdog %v; want 1h8s and 2s", deadline, watchdog)
 	}
 }
+
+// Asked to stop (SIGTERM at shutdown), the guard goes on guarding while
+// a VM it lists is alive, then disarms its watchdog and ends: SIGKILLed
+// while armed, it would have the host reset during a slow shutdown.
+func TestGuardStopsDisarmedOnceItsVMsAreGone(t *testing.T) {
+	wd := &fakeWatchdog{}
+	file := filepath.Join(t.TempDir(), "hb.json")
+	if err := WriteHeartbeat(file, BootNow()+time.Hour, 0, []GuardVM{{ID: "a", PID: 11}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	alive := true
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		Guard(context.Background(), GuardConfig{File: file, Watchdog: wd, Interval: time.Millisecond, Stop: stop,
+			Owns: func(int, string) bool { mu.Lock(); defer mu.Unlock(); return alive }})
+		close(done)
+	}()
+	close(stop)
+	pets := func() int { wd.mu.Lock(); defer wd.mu.Unlock(); return wd.pets }
+	deadline := time.Now().Add(10 * time.Second)
+	for p := pets(); pets() < p+20; {
+		if time.Now().After(deadline) {
+			t.Fatal("the guard stopped petting within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatal("the guard ended while a VM it lists is alive")
+	default:
+	}
+	mu.Lock()
+	alive = false
+	mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guard did not end within 10 s once its VMs were gone")
+	}
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	if !wd.disarmed || wd.ops[len(wd.ops)-1] != "disarm" {
+		t.Fatalf("ops %v; want the watchdog disarmed last", wd.ops)
+	}
+}

@@ -144,7 +144,11 @@ type GuardConfig struct {
 	// each time the guard sets one; the daemon's fence counts with it
 	// (FenceConfig.WatchdogInEffect) when the device took a longer one.
 	WatchdogInEffect func(time.Duration)
-	Logger           *slog.Logger
+	// Stop, once closed, asks the guard to end (disarming its watchdog)
+	// as soon as no VM its heartbeat lists is alive: the host is shutting
+	// down (SIGTERM). Until then it guards as before.
+	Stop   <-chan struct{}
+	Logger *slog.Logger
 }
 
 // Guard watches the heartbeat file until ctx ends and kills the VMs it
@@ -169,16 +173,40 @@ func Guard(ctx context.Context, cfg GuardConfig) {
 	defer t.Stop()
 	killed := map[int]bool{}
 	wd := &watchdogTender{dev: cfg.Watchdog, log: cfg.Logger, pet: true, inEffect: cfg.WatchdogInEffect}
+	stop, stopping := cfg.Stop, false
 	for {
 		v := guardOnce(cfg, killed)
 		wd.tend(v)
+		if stopping && noneAlive(cfg) {
+			cfg.Logger.Info("fence guard: stopping, and no HA VM is alive")
+			wd.disarm()
+			return
+		}
 		select {
 		case <-ctx.Done():
 			wd.disarm()
 			return
+		case <-stop:
+			stop, stopping = nil, true
+			cfg.Logger.Info("fence guard: asked to stop; guarding until no HA VM it lists is alive")
 		case <-t.C:
 		}
 	}
+}
+
+// noneAlive tells whether no VM the heartbeat lists is alive (an
+// unreadable heartbeat: unknown, so no).
+func noneAlive(cfg GuardConfig) bool {
+	hb, err := ReadHeartbeat(cfg.File)
+	if err != nil {
+		return false
+	}
+	for _, vm := range hb.VMs {
+		if vm.PID > 0 && cfg.Owns(vm.PID, vm.ID) {
+			return false
+		}
+	}
+	return true
 }
 
 // guardVerdict is what one check of the heartbeat concluded.

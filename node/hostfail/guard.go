@@ -170,7 +170,10 @@ type GuardConfig struct {
 	// Watchdog is the watchdog device to pet while the lease is valid
 	// ("": none; agent/fence_watchdog.go).
 	Watchdog string
-	Logger   *slog.Logger
+	// Stop, once closed, ends the guard as soon as no VM its heartbeat
+	// lists is alive (agent.GuardConfig.Stop): SIGTERM at shutdown.
+	Stop   <-chan struct{}
+	Logger *slog.Logger
 }
 
 // RunGuard is `peerstack fence-guard`: it takes the lock (exiting when
@@ -207,7 +210,7 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 		}
 	}()
 	wdfile := watchdogInEffectPath(heartbeat)
-	gc := agent.GuardConfig{File: heartbeat, Logger: log, WatchdogInEffect: func(d time.Duration) {
+	gc := agent.GuardConfig{File: heartbeat, Logger: log, Stop: cfg.Stop, WatchdogInEffect: func(d time.Duration) {
 		if err := os.WriteFile(wdfile, []byte(strconv.FormatInt(int64(d), 10)+"\n"), 0o600); err != nil {
 			log.Error("fence guard: publish the watchdog's timeout", "err", err)
 		}
