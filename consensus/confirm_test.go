@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
@@ -107,4 +109,104 @@ func TestConfirmLeaderNotByNonVoters(t *testing.T) {
 	if err := nl.ConfirmLeader(ctx); err != nil {
 		t.Fatalf("the new leader %s: confirm = %v", nl.cfg.NodeID, err)
 	}
+}
+
+// stallingLogs blocks log writes while stalled (a disk that stops
+// answering).
+type stallingLogs struct {
+	raft.LogStore
+	mu      sync.Mutex
+	stalled chan struct{} // nil: not stalled; closed to end the stall
+}
+
+func (s *stallingLogs) stall() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stalled == nil {
+		s.stalled = make(chan struct{})
+	}
+}
+
+func (s *stallingLogs) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stalled != nil {
+		close(s.stalled)
+		s.stalled = nil
+	}
+}
+
+func (s *stallingLogs) wait() {
+	s.mu.Lock()
+	ch := s.stalled
+	s.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+func (s *stallingLogs) StoreLog(l *raft.Log) error     { s.wait(); return s.LogStore.StoreLog(l) }
+func (s *stallingLogs) StoreLogs(ls []*raft.Log) error { s.wait(); return s.LogStore.StoreLogs(ls) }
+
+// A leader whose disk stalls cannot commit (Raft writes its log in the
+// leader loop) while its heartbeats, sent from goroutines of their own,
+// keep the followers from electing another: nothing is confirmed
+// anywhere. Stepping aside cuts it off; the others elect a leader that
+// confirms, and the old one follows it once its disk answers.
+func TestStalledLeaderStepsAside(t *testing.T) {
+	c := newTestCluster(t)
+	logs := map[string]*stallingLogs{}
+	for _, id := range []string{"a", "b", "c"} {
+		c.add(id, func(cfg *Config) {
+			cfg.WrapLogs = func(ls raft.LogStore) raft.LogStore {
+				s := &stallingLogs{LogStore: ls}
+				logs[id] = s
+				return s
+			}
+		})
+	}
+	old := c.start()
+	ctx := testCtx(t)
+	if _, err := old.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	stalled := logs[old.cfg.NodeID]
+	stalled.stall()
+	t.Cleanup(stalled.resume) // before the nodes shut down
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := old.ConfirmLeader(cctx); err == nil {
+		t.Fatal("a leader whose disk stalls confirmed its leadership")
+	}
+	// Ten heartbeat timeouts later, nobody else leads: the heartbeats
+	// still flow.
+	for _, n := range c.nodes {
+		if n != old && n.IsLeader() {
+			t.Fatalf("%s was elected while the stalled leader's heartbeats flowed; the case this test is about did not happen", n.cfg.NodeID)
+		}
+	}
+	old.StepAside()
+	var nl *Node
+	waitFor(t, "another node to lead", func() bool {
+		for _, n := range c.nodes {
+			if n != old && n.IsLeader() {
+				nl = n
+			}
+		}
+		return nl != nil
+	})
+	if err := nl.ConfirmLeader(ctx); err != nil {
+		t.Fatalf("the new leader %s: confirm = %v", nl.cfg.NodeID, err)
+	}
+	stalled.resume()
+	waitFor(t, "the old leader to follow "+nl.cfg.NodeID, func() bool {
+		id, _ := old.Leader()
+		return !old.IsLeader() && id == nl.cfg.NodeID
+	})
+	if _, err := nl.Propose(ctx, statedb.CmdCreateProject, project(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old leader to apply the new leader's write", func() bool {
+		return old.Status().AppliedIndex >= nl.Status().CommitIndex
+	})
 }
