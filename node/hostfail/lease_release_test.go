@@ -22,6 +22,7 @@ func (f fakeRaft) IsLeader() bool           { return false }
 func (f fakeRaft) ConfirmLeader(context.Context) error {
 	return errors.New("not the leader")
 }
+func (f fakeRaft) StepAside()               {}
 func (f fakeRaft) Status() consensus.Status { return consensus.Status{CommitIndex: f.commit} }
 
 func leaseAgainst(t *testing.T, h http.HandlerFunc) (uint64, error) {

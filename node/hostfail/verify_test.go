@@ -54,6 +54,7 @@ func (v *voters) ConfirmLeader(context.Context) error {
 	return nil
 }
 
+func (v *voters) StepAside()               {}
 func (v *voters) Status() consensus.Status { return consensus.Status{CommitIndex: v.committed} }
 
 // A leader cut off from the other voters, which have elected a new
@@ -236,5 +237,36 @@ func TestLeaderCheckSpacesRoundsAfterIdle(t *testing.T) {
 		if gap := starts[i].Sub(starts[i-1]); gap < minRoundGap {
 			t.Errorf("round %d started %v after round %d; want at least %v", i, gap, i-1, minRoundGap)
 		}
+	}
+}
+
+// stuckRaft leads but never gets a confirmation answered (its disk
+// stalls), counting its steps aside.
+type stuckRaft struct {
+	voters
+	aside atomic.Int32
+}
+
+func (s *stuckRaft) ConfirmLeader(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *stuckRaft) StepAside() { s.aside.Add(1) }
+
+// A leader whose confirmation is not answered within the stall limit
+// steps aside: its heartbeats would otherwise keep the others from
+// electing a leader that can confirm, and every host would fence.
+func TestLeaseStepsAsideWhenConfirmationStalls(t *testing.T) {
+	r := &stuckRaft{}
+	l := &Lease{SelfID: "L", SelfName: "leader", Raft: r, StallLimit: 50 * time.Millisecond,
+		Heard: func(string, time.Duration, time.Duration) { t.Error("a stalled confirmation acknowledged a renewal") }}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := l.Renew(ctx, FenceReport{Timeout: 10 * time.Second, Sent: 1}); err == nil {
+		t.Fatal("the leader's own renewal was acknowledged without a confirmation")
+	}
+	if n := r.aside.Load(); n != 1 {
+		t.Fatalf("stepped aside %d times during a confirmation stalled for 1 s; want once", n)
 	}
 }
