@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/peerstack/peerstack/node"
-	"github.com/peerstack/peerstack/node/agent"
 )
 
 // fenceGuardCmd is the guard the daemon starts in its own session: it
@@ -80,8 +79,8 @@ func (w *watchdogFlags) guard(command []string) ([]string, time.Duration, error)
 	if w.device == "" {
 		return command, 0, nil
 	}
-	if w.timeout < agent.MinWatchdog {
-		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least %s", w.timeout, agent.MinWatchdog)
+	if w.timeout < node.MinWatchdogTimeout {
+		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least %s", w.timeout, node.MinWatchdogTimeout)
 	}
 	st, err := os.Stat(w.device)
 	if err != nil {

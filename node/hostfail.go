@@ -81,6 +81,10 @@ func (n *Node) FenceTimeout() time.Duration {
 	return ft.Timeout()
 }
 
+// MinWatchdogTimeout is the shortest --watchdog-timeout: the fence's
+// shortest watchdog period (agent.MinWatchdog).
+const MinWatchdogTimeout = agent.MinWatchdog
+
 // RunGuard is `peerstack fence-guard`: it guards the heartbeat file (see
 // hostfail.RunGuard), petting the watchdog device (when set), until ctx
 // ends, or until the host of dataDir (when set) has no identity any more
