@@ -30,10 +30,19 @@ func fenceGuardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// SIGTERM and SIGINT are ignored: the guard must outlive a
-			// daemon stop; only SIGKILL ends it.
-			signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, watchdog, log.With("sub", "fence-guard", "pid", os.Getpid()))
+			// SIGINT and SIGHUP are ignored: the guard must outlive a
+			// daemon stop (the unit's KillMode=process signals only the
+			// daemon). SIGTERM comes at system shutdown, to every process
+			// left: the guard then ends, disarming its watchdog, once no
+			// HA VM it lists is alive (their QEMUs got the same SIGTERM);
+			// SIGKILLed while armed, it would have the host reset in the
+			// middle of a slow shutdown.
+			signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+			term := make(chan os.Signal, 1)
+			signal.Notify(term, syscall.SIGTERM)
+			stop := make(chan struct{})
+			go func() { <-term; close(stop) }()
+			return node.RunGuard(context.Background(), heartbeat, lock, dataDir, watchdog, stop, log.With("sub", "fence-guard", "pid", os.Getpid()))
 		},
 	}
 	c.Flags().StringVar(&heartbeat, "heartbeat", "", "the heartbeat file the daemon writes")
@@ -54,9 +63,14 @@ type watchdogFlags struct {
 	timeout time.Duration
 }
 
+// defaultWatchdogTimeout is --watchdog-timeout's default: short, as the
+// host fences W before T_fence after a renewal, which leaves T_fence − W
+// for a daemon restart before the guard kills the HA VMs.
+const defaultWatchdogTimeout = 2 * time.Second
+
 func (w *watchdogFlags) add(fl *pflag.FlagSet) {
 	fl.StringVar(&w.device, "watchdog", "", "a Linux watchdog device (e.g. /dev/watchdog) the fence guard pets while this host's lease is valid; the host reboots if the daemon and the guard both die (default: none)")
-	fl.DurationVar(&w.timeout, "watchdog-timeout", 10*time.Second, "longest timeout given to the --watchdog device; the fence uses at most half of T_fence, in whole seconds")
+	fl.DurationVar(&w.timeout, "watchdog-timeout", defaultWatchdogTimeout, "longest timeout given to the --watchdog device (at least 1s); the fence uses at most half of T_fence, in whole seconds, and fences that much before T_fence")
 }
 
 // guard returns the guard command with the watchdog named, and the
@@ -65,8 +79,8 @@ func (w *watchdogFlags) guard(command []string) ([]string, time.Duration, error)
 	if w.device == "" {
 		return command, 0, nil
 	}
-	if w.timeout < time.Second {
-		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least 1s", w.timeout)
+	if w.timeout < node.MinWatchdogTimeout {
+		return nil, 0, fmt.Errorf("--watchdog-timeout %s: at least %s", w.timeout, node.MinWatchdogTimeout)
 	}
 	st, err := os.Stat(w.device)
 	if err != nil {

@@ -7,9 +7,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func TestWatchdogFlags(t *testing.T) {
+	// The default is short: the host fences W before T_fence, so W is
+	// taken from the time a restarted daemon has to renew.
+	var def watchdogFlags
+	fl := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+	def.add(fl)
+	if err := fl.Parse(nil); err != nil || def.timeout != 2*time.Second {
+		t.Fatalf("default --watchdog-timeout = %v (%v); want 2s", def.timeout, err)
+	}
+
 	guard := []string{"/bin/peerstack", "fence-guard"}
 	off := watchdogFlags{timeout: 10 * time.Second}
 	if cmd, w, err := off.guard(guard); err != nil || w != 0 || !slices.Equal(cmd, guard) {

@@ -72,8 +72,11 @@ type Config struct {
 	OnFatal func(error)
 	// Links, when set, decides which peers are reachable (fault
 	// injection). nil: all of them.
-	Links  Links
-	Logger *slog.Logger
+	Links Links
+	// WrapLogs, when set, wraps the Raft log store (fault injection: a
+	// stalling disk). nil: the store as it is.
+	WrapLogs func(raft.LogStore) raft.LogStore
+	Logger   *slog.Logger
 }
 
 // Timers are Raft's timeouts.
@@ -198,7 +201,11 @@ func New(cfg Config) (*Node, error) {
 	})
 	store := statedb.NewStoreFor(cfg.Commands)
 	f := newFSM(store, cfg.OnFatal, cfg.Logger)
-	r, err := raft.NewRaft(rc, f, logs, logs, snaps, trans)
+	var logStore raft.LogStore = logs
+	if cfg.WrapLogs != nil {
+		logStore = cfg.WrapLogs(logs)
+	}
+	r, err := raft.NewRaft(rc, f, logStore, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		logs.Close()
@@ -308,17 +315,59 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return n.await(n.raft.Barrier(timeoutOf(ctx, 10*time.Second)))
 }
 
-// VerifyLeader confirms with a round of heartbeats that a quorum still
-// follows this node's term (leader only); it gives up when ctx ends.
-func (n *Node) VerifyLeader(ctx context.Context) error {
+// ConfirmLeader returns once an entry this node appended after the call
+// is committed in its term, proving that a quorum of voters still
+// followed that term after the call began (leader only); it gives up when
+// ctx ends.
+//
+// Commitment counts voters only, and a voter that has moved to a newer
+// term refuses the entry. Raft's VerifyLeader is not used: it counts the
+// heartbeat answers of every replicated peer, non-voters included, so a
+// leader cut off from the other voters but still reaching a non-voter
+// (which has not heard of the newer term) is "verified".
+//
+// The entry is a barrier: it is written to the log (the leader's disk
+// must answer) and returns once the entries before it are applied.
+func (n *Node) ConfirmLeader(ctx context.Context) error {
+	f := n.raft.Barrier(timeoutOf(ctx, 10*time.Second))
 	done := make(chan error, 1)
-	go func() { done <- n.await(n.raft.VerifyLeader()) }()
+	go func() { done <- n.await(f) }()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// StepAside cuts this node off from the other members while it is the
+// leader, so they stop hearing its heartbeats and elect another; it
+// joins them again once it no longer leads. It is for a leader that can
+// no longer commit while its heartbeats still hold the followers: Raft
+// writes the log in its leader loop, so a stalled disk stops commits and
+// leadership transfers alike, while heartbeats, sent from goroutines of
+// their own, go on. The leader steps down by itself once its lease runs
+// out without the others' answers (or, stalled, once its loop runs
+// again). A node that does not lead is left alone.
+func (n *Node) StepAside() {
+	if n.raft.State() != raft.Leader || !n.stream.aside.CompareAndSwap(false, true) {
+		return
+	}
+	n.log.Warn("raft: stepping aside: cut off from the other members until this node no longer leads")
+	n.trans.CloseStreams()
+	go func() {
+		defer n.stream.aside.Store(false)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for n.raft.State() == raft.Leader {
+			select {
+			case <-t.C:
+			case <-n.stopped:
+				return
+			}
+		}
+		n.log.Info("raft: no longer the leader; back in touch with the other members")
+	}()
 }
 
 // Status is a summary of this node's Raft state.

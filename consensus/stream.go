@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -27,6 +28,9 @@ type tlsStream struct {
 	// inbound connection ended.
 	gone func(name, ip string)
 	in   inbound
+	// aside, while set, cuts this node's outbound connections
+	// (Node.StepAside).
+	aside atomic.Bool
 }
 
 // inbound tracks the accepted connections whose Raft handler has not
@@ -155,14 +159,17 @@ func newTLSStream(bind string, advertise string, server, client *tls.Config, lin
 func (s *tlsStream) Addr() net.Addr { return s.advertise }
 
 func (s *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.aside.Load() {
+		return nil, fmt.Errorf("dial %s: this node stepped aside", addr)
+	}
 	if s.links != nil && !s.links.Up(string(addr)) {
 		return nil, fmt.Errorf("dial %s: link down", addr)
 	}
 	c, err := s.dialTLS(string(addr), timeout)
-	if err != nil || s.links == nil {
+	if err != nil {
 		return c, err
 	}
-	return &linkedConn{Conn: c, addr: string(addr), links: s.links}, nil
+	return &linkedConn{Conn: c, addr: string(addr), links: s.links, aside: &s.aside}, nil
 }
 
 // dialTLS dials addr and completes the handshake, both within timeout.
@@ -181,15 +188,21 @@ func (s *tlsStream) dialTLS(addr string, timeout time.Duration) (net.Conn, error
 	return c, nil
 }
 
-// linkedConn fails (and closes) once the link to its peer is down.
+// linkedConn fails (and closes) once the link to its peer is down, or
+// its node stepped aside.
 type linkedConn struct {
 	net.Conn
 	addr  string
-	links Links
+	links Links // nil: every peer is reachable
+	aside *atomic.Bool
+}
+
+func (c *linkedConn) down() bool {
+	return c.aside.Load() || (c.links != nil && !c.links.Up(c.addr))
 }
 
 func (c *linkedConn) Write(b []byte) (int, error) {
-	if !c.links.Up(c.addr) {
+	if c.down() {
 		c.Conn.Close()
 		return 0, fmt.Errorf("write to %s: link down", c.addr)
 	}
@@ -198,7 +211,7 @@ func (c *linkedConn) Write(b []byte) (int, error) {
 
 func (c *linkedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if err == nil && !c.links.Up(c.addr) {
+	if err == nil && c.down() {
 		c.Conn.Close()
 		return 0, fmt.Errorf("read from %s: link down", c.addr)
 	}

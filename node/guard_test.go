@@ -29,7 +29,7 @@ func guardRig(t *testing.T) (dataDir, heartbeat string, done <-chan error) {
 	ch, exited := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(exited)
-		ch <- RunGuard(ctx, heartbeat, heartbeat+".lock", dataDir, "", slog.New(slog.DiscardHandler))
+		ch <- RunGuard(ctx, heartbeat, heartbeat+".lock", dataDir, "", nil, slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { cancel(); <-exited })
 	waitFor(t, "the guard's pidfile", func() bool {

@@ -81,12 +81,17 @@ func (n *Node) FenceTimeout() time.Duration {
 	return ft.Timeout()
 }
 
+// MinWatchdogTimeout is the shortest --watchdog-timeout: the fence's
+// shortest watchdog period (agent.MinWatchdog).
+const MinWatchdogTimeout = agent.MinWatchdog
+
 // RunGuard is `peerstack fence-guard`: it guards the heartbeat file (see
 // hostfail.RunGuard), petting the watchdog device (when set), until ctx
 // ends, or until the host of dataDir (when set) has no identity any more
-// or has left the cluster.
-func RunGuard(ctx context.Context, heartbeat, lock, dataDir, watchdog string, log *slog.Logger) error {
-	cfg := hostfail.GuardConfig{Heartbeat: heartbeat, Lock: lock, Watchdog: watchdog, Logger: log}
+// or has left the cluster, or until stop is closed and no VM it guards
+// is alive.
+func RunGuard(ctx context.Context, heartbeat, lock, dataDir, watchdog string, stop <-chan struct{}, log *slog.Logger) error {
+	cfg := hostfail.GuardConfig{Heartbeat: heartbeat, Lock: lock, Watchdog: watchdog, Stop: stop, Logger: log}
 	if dataDir != "" {
 		cfg.HostGone = func() string {
 			id, err := loadIdentity(dataDir)

@@ -1,13 +1,13 @@
 #!/bin/busybox sh
 # /init of the initramfs TestFenceGuardWatchdogSoftdog boots: the real
 # `peerstack fence-guard --watchdog /dev/watchdog` against the kernel's
-# softdog, in four cases, each printing a CASE line on the console. The
+# softdog, in five cases, each printing a CASE line on the console. The
 # last one reboots the guest (QEMU runs with -no-reboot, so it exits).
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /run
 insmod /lib/modules/watchdog.ko && insmod /lib/modules/softdog.ko soft_margin=60 && echo WD-LOADED $(ls /dev/watchdog*)
 up() { cut -d' ' -f1 /proc/uptime; }
-deadline() { awk -v s="$1" '{printf "%d", ($1+s)*1000000000}' /proc/uptime; }
+deadline() { awk -v s="$1" '{printf "%.0f", ($1+s)*1000000000}' /proc/uptime; }
 ( while :; do echo "TICK $(up)"; sleep 0.5; done ) &
 guard() { /bin/peerstack fence-guard --heartbeat /run/hb/hb.json --lock /run/hb/hb.lock --watchdog /dev/watchdog --log-level info >/run/guard.log 2>&1 & }
 # 1. A valid lease, W = 2 s: the guard sets the timeout and pets.
@@ -24,6 +24,19 @@ if kill -0 $VM 2>/dev/null; then echo "CASE2 VM-ALIVE"; else echo "CASE2 vm-kill
 rm -rf /run/hb; sleep 2
 echo "CASE3 guard gone: $(pidof peerstack || echo none), state=$(cat /sys/class/watchdog/watchdog0/state)"
 sleep 5; echo "CASE3 alive 5s after the clean exit"
+# 5. SIGTERM (system shutdown): the guard keeps guarding while a VM it
+# lists lives, then disarms and exits once it is gone; no reboot.
+mkdir -p /run/hb
+sleep 1234567 & VM=$!
+echo "{\"deadline_boot_ns\":$(deadline 3600),\"deadline_mono_ns\":1,\"vms\":[{\"id\":\"1234567\",\"pid\":$VM}],\"watchdog_ns\":2000000000}" > /run/hb/hb.json
+guard; sleep 3
+echo "CASE5 VM $VM, guard $(cat /run/hb/hb.json.pid)"; kill -TERM $(cat /run/hb/hb.json.pid); sleep 4
+echo "CASE5 after SIGTERM with a VM alive: guard $(pidof peerstack >/dev/null && echo running || echo gone), state=$(cat /sys/class/watchdog/watchdog0/state)"
+kill -9 $VM; sleep 2
+echo "CASE5 VM gone: guard $(pidof peerstack >/dev/null && echo running || echo gone), state=$(cat /sys/class/watchdog/watchdog0/state)"
+sleep 5; echo "CASE5 alive 5s after the guard ended"
+sed 's/^/CASE5 guard: /' /run/guard.log
+rm -rf /run/hb
 # 4. The guard SIGKILLed with the lease valid: the host reboots.
 mkdir -p /run/hb
 echo "{\"deadline_boot_ns\":$(deadline 3600),\"deadline_mono_ns\":1,\"vms\":[],\"watchdog_ns\":2000000000}" > /run/hb/hb.json

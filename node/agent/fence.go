@@ -46,6 +46,11 @@ type FenceConfig struct {
 	// has the host rebooted by T_fence after the renewal
 	// (fence_watchdog.go).
 	Watchdog time.Duration
+	// WatchdogInEffect, when set, reads the timeout the guard's device
+	// actually took (0: unknown). A device may round up or keep a fixed
+	// timeout; the fence then counts T_fence minus that longer one, read
+	// at each renewal.
+	WatchdogInEffect func() time.Duration
 	// Initial are the HA VMs the previous run's heartbeat listed
 	// (ReadHeartbeat). Until the agent's first sync they are the VMs the
 	// fence and the guard kill, so a heartbeat written before that sync
@@ -72,6 +77,7 @@ type Fence struct {
 	killed   map[string]bool // HA servers this fence killed, restarted once caught up
 	ha       []GuardVM       // HA VMs running here, from the last sync (Initial before it)
 	started  time.Duration
+	wdTaken  time.Duration // the timeout the guard's device took (WatchdogInEffect)
 }
 
 // GuardVM is a QEMU process the guard kills when the fence deadline
@@ -136,7 +142,10 @@ func (f *Fence) CaughtUp() bool {
 func (f *Fence) timeout() (t, w time.Duration) {
 	t = f.cfg.Timeout()
 	w = WatchdogPeriod(t, f.cfg.Watchdog)
-	return t - w, w
+	if w > 0 && f.wdTaken > w {
+		w = f.wdTaken
+	}
+	return max(0, t-w), w
 }
 
 // Fenced reports whether the fence has killed the HA VMs and contact is
@@ -154,7 +163,16 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	// The deadline is checked before the renewal: a daemon that was
 	// stopped past it (SIGSTOP, a hang) fences even if the leader answers
 	// at once, and then has to catch up.
+	var taken time.Duration
+	if f.cfg.WatchdogInEffect != nil {
+		taken = f.cfg.WatchdogInEffect()
+	}
 	f.mu.Lock()
+	if taken != f.wdTaken && taken > WatchdogPeriod(f.cfg.Timeout(), f.cfg.Watchdog) && f.cfg.Watchdog > 0 {
+		f.log.Warn("fence: the watchdog device took a longer timeout than asked; fencing that much before T_fence",
+			"watchdog_timeout", taken, "t_fence", f.cfg.Timeout())
+	}
+	f.wdTaken = taken
 	t, w := f.timeout()
 	expired := f.cfg.Clock()-f.lastAck > t
 	justFenced := expired && !f.fenced

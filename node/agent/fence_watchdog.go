@@ -42,14 +42,20 @@ type Watchdog interface {
 	Disarm() error
 }
 
+// MinWatchdog is the shortest watchdog timeout the fence uses. A guard
+// that dies is started again by the daemon (hostfail's keepGuard checks
+// for it at most every MinWatchdog/2) and pets again at once: the timeout
+// must outlast that, or a guard's crash reboots a healthy host.
+const MinWatchdog = time.Second
+
 // WatchdogPeriod is the watchdog timeout W the fence uses with T_fence t
 // when the device may take up to limit (0: no watchdog): at most half of
-// t, in whole seconds, at least one.
+// t, in whole seconds, at least MinWatchdog.
 func WatchdogPeriod(t, limit time.Duration) time.Duration {
 	if limit <= 0 {
 		return 0
 	}
-	return max(time.Second, min(limit, t/2).Truncate(time.Second))
+	return max(MinWatchdog, min(limit, t/2).Truncate(time.Second))
 }
 
 // DeviceWatchdog is a Linux watchdog device (/dev/watchdog, softdog or
@@ -104,6 +110,9 @@ type watchdogTender struct {
 	log *slog.Logger
 	set time.Duration // the timeout set on the device (0: its own)
 	pet bool          // the last verdict: petting
+	// inEffect, when set, is told the timeout the device took after each
+	// setting (GuardConfig.WatchdogInEffect).
+	inEffect func(time.Duration)
 }
 
 // tend acts on one check: sets the timeout the heartbeat names (only
@@ -133,12 +142,17 @@ func (w *watchdogTender) tend(v guardVerdict) {
 			w.set = v.watchdog
 			w.log.Error("fence guard: set the watchdog's timeout; it keeps its own", "want", v.watchdog, "err", err)
 		case got > v.watchdog:
+			// Published: the daemon fences that much earlier from its
+			// next renewal on, and names it in the heartbeat.
 			w.set = v.watchdog
-			w.log.Warn("fence guard: the watchdog took a longer timeout than the fence counts with: if the guard dies, the host reboots that much past the deadline",
+			w.log.Warn("fence guard: the watchdog took a longer timeout than asked; the fence counts with it from the next renewal",
 				"want", v.watchdog, "got", got)
 		default:
 			w.set = v.watchdog
 			w.log.Info("fence guard: watchdog timeout set", "timeout", got)
+		}
+		if err == nil && w.inEffect != nil {
+			w.inEffect(got)
 		}
 	}
 	if err := w.dev.Pet(); err != nil {

@@ -20,7 +20,7 @@ func TestWatchdogPeriod(t *testing.T) {
 		{10 * time.Second, 3 * time.Second, 3 * time.Second},
 		{10 * time.Second, 2500 * time.Millisecond, 2 * time.Second},
 		{3 * time.Second, 10 * time.Second, time.Second},
-		{2 * time.Second, 10 * time.Second, time.Second},
+		{2 * time.Second, 10 * time.Second, MinWatchdog},
 		{10 * time.Minute, 10 * time.Second, 10 * time.Second},
 	} {
 		if got := WatchdogPeriod(c.t, c.limit); got != c.want {
@@ -289,5 +289,92 @@ func TestDeviceWatchdogWrites(t *testing.T) {
 	}
 	if _, err := OpenWatchdog(filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Fatal("opened a missing device")
+	}
+}
+
+// A device that takes a longer timeout than asked: the guard publishes
+// the one it took, and the fence counts T_fence minus that one from its
+// next renewal, naming it in the heartbeat (so a guard that dies still
+// has the host rebooted by T_fence after the renewal).
+func TestFenceCountsTheWatchdogTimeoutTaken(t *testing.T) {
+	dev := &fakeWatchdog{take: 5 * time.Second}
+	var published time.Duration
+	tender := &watchdogTender{dev: dev, log: slog.New(slog.DiscardHandler), pet: true,
+		inEffect: func(d time.Duration) { published = d }}
+	tender.tend(guardVerdict{read: true, safe: true, watchdog: 2 * time.Second})
+	if published != 5*time.Second {
+		t.Fatalf("published %v; want the 5s the device took", published)
+	}
+
+	clock := &fenceClock{now: time.Hour}
+	var deadline, watchdog time.Duration
+	f := NewFence(FenceConfig{
+		Renew:            func(context.Context) (uint64, error) { return 1, nil },
+		Applied:          func() uint64 { return 1 },
+		Timeout:          func() time.Duration { return 10 * time.Second },
+		Watchdog:         2 * time.Second,
+		WatchdogInEffect: func() time.Duration { return published },
+		Clock:            clock.Now,
+		Heartbeat: func(d, w time.Duration, _ []GuardVM) error {
+			deadline, watchdog = d, w
+			return nil
+		},
+	})
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if deadline != time.Hour+5*time.Second || watchdog != 5*time.Second {
+		t.Fatalf("heartbeat deadline %v watchdog %v; want 1h5s and 5s", deadline, watchdog)
+	}
+	// A shorter one than the fence's own changes nothing.
+	published = time.Second
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if deadline != time.Hour+8*time.Second || watchdog != 2*time.Second {
+		t.Fatalf("heartbeat deadline %v watchdog %v; want 1h8s and 2s", deadline, watchdog)
+	}
+}
+
+// Asked to stop (SIGTERM at shutdown), the guard goes on guarding while
+// a VM it lists is alive, then disarms its watchdog and ends: SIGKILLed
+// while armed, it would have the host reset during a slow shutdown.
+func TestGuardStopsDisarmedOnceItsVMsAreGone(t *testing.T) {
+	wd := &fakeWatchdog{}
+	file := filepath.Join(t.TempDir(), "hb.json")
+	if err := WriteHeartbeat(file, BootNow()+time.Hour, 0, []GuardVM{{ID: "a", PID: 11}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	alive := true
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		Guard(context.Background(), GuardConfig{File: file, Watchdog: wd, Interval: time.Millisecond, Stop: stop,
+			Owns: func(int, string) bool { mu.Lock(); defer mu.Unlock(); return alive }})
+		close(done)
+	}()
+	close(stop)
+	pets := func() int { wd.mu.Lock(); defer wd.mu.Unlock(); return wd.pets }
+	deadline := time.Now().Add(10 * time.Second)
+	for p := pets(); pets() < p+20; {
+		if time.Now().After(deadline) {
+			t.Fatal("the guard stopped petting within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatal("the guard ended while a VM it lists is alive")
+	default:
+	}
+	mu.Lock()
+	alive = false
+	mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guard did not end within 10 s once its VMs were gone")
+	}
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	if !wd.disarmed || wd.ops[len(wd.ops)-1] != "disarm" {
+		t.Fatalf("ops %v; want the watchdog disarmed last", wd.ops)
 	}
 }

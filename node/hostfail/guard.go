@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -88,6 +89,9 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 	}
 	if path != "" {
 		fc.Watchdog = cfg.Watchdog
+		if cfg.Watchdog > 0 {
+			fc.WatchdogInEffect = func() time.Duration { return readWatchdogInEffect(path) }
+		}
 		fc.Heartbeat = func(deadline, watchdog time.Duration, vms []agent.GuardVM) error {
 			if err := agent.WriteHeartbeat(path, deadline, watchdog, vms); err != nil {
 				return err
@@ -100,6 +104,12 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 	return agent.NewFence(fc), timeouts, keep
 }
 
+// guardRestartInterval is how often keepGuard checks that the guard
+// runs: a guard that died is started again within it, which must be well
+// within the shortest watchdog timeout (the host reboots if nobody pets
+// the device for that long).
+const guardRestartInterval = agent.MinWatchdog / 2
+
 // keepGuard runs the guard process and starts it again when it exits,
 // until ctx ends. The guard lives in its own session, so it outlives the
 // daemon; when ctx ends it is left running (a restarted daemon takes it
@@ -108,7 +118,7 @@ func keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbea
 	lock := heartbeat + ".lock"
 	for ctx.Err() == nil {
 		if guardRunning(lock) {
-			if !sleepCtx(ctx, 2*time.Second) {
+			if !sleepCtx(ctx, guardRestartInterval) {
 				return
 			}
 			continue
@@ -130,7 +140,7 @@ func keepGuard(ctx context.Context, log *slog.Logger, command []string, heartbea
 			log.Info("fence guard started", "pid", cmd.Process.Pid)
 			go func() { _ = cmd.Wait() }()
 		}
-		if !sleepCtx(ctx, 2*time.Second) {
+		if !sleepCtx(ctx, guardRestartInterval) {
 			return
 		}
 	}
@@ -160,7 +170,10 @@ type GuardConfig struct {
 	// Watchdog is the watchdog device to pet while the lease is valid
 	// ("": none; agent/fence_watchdog.go).
 	Watchdog string
-	Logger   *slog.Logger
+	// Stop, once closed, ends the guard as soon as no VM its heartbeat
+	// lists is alive (agent.GuardConfig.Stop): SIGTERM at shutdown.
+	Stop   <-chan struct{}
+	Logger *slog.Logger
 }
 
 // RunGuard is `peerstack fence-guard`: it takes the lock (exiting when
@@ -196,7 +209,13 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 			}
 		}
 	}()
-	gc := agent.GuardConfig{File: heartbeat, Logger: log}
+	wdfile := watchdogInEffectPath(heartbeat)
+	gc := agent.GuardConfig{File: heartbeat, Logger: log, Stop: cfg.Stop, WatchdogInEffect: func(d time.Duration) {
+		if err := os.WriteFile(wdfile, []byte(strconv.FormatInt(int64(d), 10)+"\n"), 0o600); err != nil {
+			log.Error("fence guard: publish the watchdog's timeout", "err", err)
+		}
+	}}
+	defer os.Remove(wdfile)
 	if cfg.Watchdog != "" {
 		// A device that cannot be opened leaves the guard running without
 		// it: a guard that exited would be started again and again, and
@@ -231,4 +250,22 @@ func guardDone(cfg GuardConfig, seen *bool) string {
 		return "the heartbeat file was removed"
 	}
 	return ""
+}
+
+// watchdogInEffectPath is where the guard publishes the timeout its
+// watchdog device took (nanoseconds), next to its heartbeat.
+func watchdogInEffectPath(heartbeat string) string { return heartbeat + ".watchdog" }
+
+// readWatchdogInEffect reads the timeout the guard's device took (0:
+// none published).
+func readWatchdogInEffect(heartbeat string) time.Duration {
+	b, err := os.ReadFile(watchdogInEffectPath(heartbeat))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerstack/peerstack/node/agent"
 )
 
 func TestHeartbeatPathInRunDirOrDataDir(t *testing.T) {
@@ -71,5 +73,28 @@ func TestRunGuardPetsAndDisarmsWatchdog(t *testing.T) {
 	run(filepath.Join(dir, "missing"), func() bool { _, err := os.Stat(hb + ".pid"); return err == nil })
 	if pidErr == nil {
 		t.Fatal("the first guard left its pid file")
+	}
+}
+
+// A guard that died is started again well within the shortest watchdog
+// timeout: the device is not petted meanwhile, and a host must not
+// reboot because its guard crashed while its lease was valid.
+func TestGuardRestartedWithinTheWatchdogTimeout(t *testing.T) {
+	if 2*guardRestartInterval > agent.MinWatchdog {
+		t.Fatalf("a dead guard is restarted after up to %v; the shortest watchdog timeout %v leaves no room for the start",
+			guardRestartInterval, agent.MinWatchdog)
+	}
+}
+
+func TestWatchdogInEffectFile(t *testing.T) {
+	hb := filepath.Join(t.TempDir(), "hb.json")
+	if d := readWatchdogInEffect(hb); d != 0 {
+		t.Fatalf("no file = %v", d)
+	}
+	if err := os.WriteFile(watchdogInEffectPath(hb), []byte("5000000000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if d := readWatchdogInEffect(hb); d != 5*time.Second {
+		t.Fatalf("read %v; want 5s", d)
 	}
 }

@@ -17,10 +17,19 @@ import (
 type RaftStatus interface {
 	Leader() (id, addr string)
 	IsLeader() bool
-	// VerifyLeader confirms with a quorum that this node still leads.
-	VerifyLeader(ctx context.Context) error
+	// ConfirmLeader returns once an entry appended after the call is
+	// committed in this node's term: a quorum of voters still followed it
+	// then (consensus.Node.ConfirmLeader).
+	ConfirmLeader(ctx context.Context) error
+	// StepAside cuts a leader off from the others until it no longer
+	// leads (consensus.Node.StepAside).
+	StepAside()
 	Status() consensus.Status
 }
+
+// defaultStallLimit is how long a confirmation may go unanswered before
+// the leader steps aside (Lease.StallLimit).
+const defaultStallLimit = 3 * time.Second
 
 // Lease renews this host's lease with the leader, and, on the leader,
 // answers the other hosts' renewals. Use it by pointer.
@@ -44,7 +53,32 @@ type Lease struct {
 	// Client is the mTLS client for host-to-host calls.
 	Client *http.Client
 
+	// StallLimit is how long a leadership confirmation may go unanswered
+	// while this node still leads before it steps aside (0: 3 s). Such a
+	// leader cannot commit (a stalled disk) while its heartbeats keep the
+	// others from electing one that can: every renewal would fail and
+	// every host fence its HA servers after T_fence. Stepping aside has
+	// the others elect a leader within a few heartbeat timeouts.
+	StallLimit time.Duration
+
 	check leaderCheck // coalesces the leadership confirmations (verify.go)
+}
+
+// confirmRound is one leadership confirmation: a committed barrier, with
+// this node stepping aside if it has not come within StallLimit while it
+// still leads.
+func (l *Lease) confirmRound(ctx context.Context) error {
+	limit := l.StallLimit
+	if limit <= 0 {
+		limit = defaultStallLimit
+	}
+	t := time.AfterFunc(limit, func() {
+		if l.Raft.IsLeader() {
+			l.Raft.StepAside()
+		}
+	})
+	defer t.Stop()
+	return l.Raft.ConfirmLeader(ctx)
 }
 
 // FenceReport is what a lease renewal carries: the fence timeout this
@@ -91,7 +125,7 @@ func (l *Lease) serve(c *rest.Ctx) (any, error) {
 		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
 			Msg: fmt.Sprintf("the fence timeout %s host %s reported is not covered yet: %v", req.Timeout, host, err)}
 	}
-	if err := l.check.confirm(c.Context(), l.Raft.VerifyLeader); err != nil {
+	if err := l.check.confirm(c.Context(), l.confirmRound); err != nil {
 		return nil, &rest.HTTPError{Status: http.StatusServiceUnavailable, Quiet: true,
 			Msg: fmt.Sprintf("host %s could not confirm with a quorum that it still leads: %v", l.SelfName, err)}
 	}
@@ -126,7 +160,7 @@ func (l *Lease) Renew(ctx context.Context, r FenceReport) (uint64, error) {
 		}
 		// The leader's own renewal was "sent" before this check: the same
 		// confirmation as any other host's (verify.go).
-		if err := l.check.confirm(ctx, l.Raft.VerifyLeader); err != nil {
+		if err := l.check.confirm(ctx, l.confirmRound); err != nil {
 			return 0, fmt.Errorf("lease: confirm leadership with a quorum: %w", err)
 		}
 		commit := l.Raft.Status().CommitIndex

@@ -19,9 +19,10 @@ type fakeRaft struct {
 
 func (f fakeRaft) Leader() (string, string) { return f.leader, "" }
 func (f fakeRaft) IsLeader() bool           { return false }
-func (f fakeRaft) VerifyLeader(context.Context) error {
+func (f fakeRaft) ConfirmLeader(context.Context) error {
 	return errors.New("not the leader")
 }
+func (f fakeRaft) StepAside()               {}
 func (f fakeRaft) Status() consensus.Status { return consensus.Status{CommitIndex: f.commit} }
 
 func leaseAgainst(t *testing.T, h http.HandlerFunc) (uint64, error) {

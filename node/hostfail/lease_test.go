@@ -19,10 +19,11 @@ import (
 
 type leaderRaft struct{ commit uint64 }
 
-func (r *leaderRaft) Leader() (string, string)           { return "L", "" }
-func (r *leaderRaft) IsLeader() bool                     { return true }
-func (r *leaderRaft) VerifyLeader(context.Context) error { return nil }
-func (r *leaderRaft) Status() consensus.Status           { return consensus.Status{CommitIndex: r.commit} }
+func (r *leaderRaft) Leader() (string, string)            { return "L", "" }
+func (r *leaderRaft) IsLeader() bool                      { return true }
+func (r *leaderRaft) ConfirmLeader(context.Context) error { return nil }
+func (r *leaderRaft) StepAside()                          {}
+func (r *leaderRaft) Status() consensus.Status            { return consensus.Status{CommitIndex: r.commit} }
 
 // renewal is host H's lease renewal reporting timeout, as the leader's
 // handler receives it.

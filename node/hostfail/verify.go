@@ -15,16 +15,14 @@ import (
 // election and the old leader acknowledged would carry the host's fence
 // deadline past the moment the new leader restarts its servers elsewhere.
 //
-// The confirmation is a round of heartbeats (Raft's VerifyLeader) started
-// after the renewal arrived, hence after it was sent. Success means a
-// quorum answered this leader's term after that moment: a voter that had
-// voted in a newer term would have refused. Any newer leader needs the
-// vote of one of them, so it is elected after the host sent the renewal
-// and counts the host's silence from later than the host does.
-//
-// (One gap remains in Raft's library: a heartbeat answer that arrives
-// during the round counts even if the heartbeat left before the round
-// began; docs/ha.md bounds it.)
+// The confirmation is an entry (a Raft barrier) appended after the
+// renewal arrived, hence after it was sent, and committed in this
+// leader's term. Commitment means a quorum of voters stored it, and a
+// voter that had voted in a newer term would have refused it. Any newer
+// leader needs the vote of one of them, so it is elected after the host
+// sent the renewal and counts the host's silence from later than the
+// host does. (Raft's VerifyLeader would not do: it counts non-voters'
+// heartbeat answers toward the quorum; consensus.Node.ConfirmLeader.)
 //
 // Hundreds of hosts renew every second, so concurrent renewals share
 // rounds: a renewal joins the next round that has not started yet, never
@@ -32,8 +30,8 @@ import (
 // rounds start at most every minRoundGap, so a steady stream of renewals
 // costs at most 1/minRoundGap rounds a second, not one per round trip.
 
-// verifyRoundTimeout bounds one round of heartbeats: a leader without a
-// quorum steps down within its Raft lease, which ends a round sooner.
+// verifyRoundTimeout bounds one round: a leader without a quorum steps
+// down within its Raft lease, which ends a round sooner.
 const verifyRoundTimeout = 10 * time.Second
 
 // minRoundGap is the least time between the starts of two rounds.
@@ -41,10 +39,24 @@ const minRoundGap = 10 * time.Millisecond
 
 // leaderCheck coalesces leadership confirmations; its zero value is ready.
 type leaderCheck struct {
-	mu      sync.Mutex
-	running bool
-	next    *verifyRound // the round new callers join; it starts once the running one ends
+	mu        sync.Mutex
+	running   bool         // a goroutine runs rounds (or waits to start the next)
+	next      *verifyRound // the round new callers join; nil: none asked for
+	lastStart time.Time    // when the last round started
+
+	clock roundClock // nil: the real one
 }
+
+// roundClock is the time a leaderCheck spaces its rounds by.
+type roundClock interface {
+	Now() time.Time
+	Sleep(time.Duration)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time        { return time.Now() }
+func (realClock) Sleep(d time.Duration) { time.Sleep(d) }
 
 type verifyRound struct {
 	done chan struct{}
@@ -61,8 +73,7 @@ func (c *leaderCheck) confirm(ctx context.Context, verify func(context.Context) 
 	r := c.next
 	if !c.running {
 		c.running = true
-		c.next = nil
-		go c.run(r, verify)
+		go c.run(verify)
 	}
 	c.mu.Unlock()
 	select {
@@ -73,10 +84,32 @@ func (c *leaderCheck) confirm(ctx context.Context, verify func(context.Context) 
 	}
 }
 
-// run runs round r, then the round callers joined meanwhile, if any.
-func (c *leaderCheck) run(r *verifyRound, verify func(context.Context) error) {
-	for r != nil {
-		start := time.Now()
+// run starts the round callers joined, no sooner than minRoundGap after
+// the previous round started (however long ago that was), and goes on
+// while callers join the next one.
+func (c *leaderCheck) run(verify func(context.Context) error) {
+	clk := c.clock
+	if clk == nil {
+		clk = realClock{}
+	}
+	for {
+		c.mu.Lock()
+		wait := c.lastStart.Add(minRoundGap).Sub(clk.Now())
+		c.mu.Unlock()
+		// Callers keep joining the next round until it starts.
+		if wait > 0 {
+			clk.Sleep(wait)
+		}
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.lastStart = clk.Now()
+		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), verifyRoundTimeout)
 		r.err = verify(ctx)
 		cancel()
@@ -87,11 +120,6 @@ func (c *leaderCheck) run(r *verifyRound, verify func(context.Context) error) {
 			c.mu.Unlock()
 			return
 		}
-		c.mu.Unlock()
-		// Callers keep joining the next round until it starts.
-		time.Sleep(time.Until(start.Add(minRoundGap)))
-		c.mu.Lock()
-		r, c.next = c.next, nil
 		c.mu.Unlock()
 	}
 }

@@ -16,8 +16,8 @@ import (
 
 // voters models a Raft configuration as the leader L sees it: L's term
 // and Raft state, and each other voter's current term and whether L
-// reaches it. VerifyLeader is Raft's rule: a voter that has moved to a
-// newer term refuses L's heartbeat, and L needs a quorum of answers.
+// reaches it. ConfirmLeader is Raft's commitment rule: a voter that has
+// moved to a newer term refuses L's entry, and L needs a quorum of voters.
 type voters struct {
 	mu        sync.Mutex
 	term      uint64
@@ -38,7 +38,7 @@ func (v *voters) Leader() (string, string) { return "L", "" }
 // lease runs out, whatever happened beyond the partition.
 func (v *voters) IsLeader() bool { return true }
 
-func (v *voters) VerifyLeader(context.Context) error {
+func (v *voters) ConfirmLeader(context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.verifies++
@@ -54,6 +54,7 @@ func (v *voters) VerifyLeader(context.Context) error {
 	return nil
 }
 
+func (v *voters) StepAside()               {}
 func (v *voters) Status() consensus.Status { return consensus.Status{CommitIndex: v.committed} }
 
 // A leader cut off from the other voters, which have elected a new
@@ -194,4 +195,78 @@ func BenchmarkLeaseConfirm(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(rounds.Load())/float64(b.N), "rounds/renewal")
+}
+
+// fakeClock advances only when slept on.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeClock) Sleep(d time.Duration) { f.advance(d) }
+
+func (f *fakeClock) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+// Rounds start at least minRoundGap apart, also when the second is asked
+// for after an idle moment shorter than the gap.
+func TestLeaderCheckSpacesRoundsAfterIdle(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	c := leaderCheck{clock: clk}
+	var starts []time.Time
+	verify := func(context.Context) error {
+		starts = append(starts, clk.Now()) // rounds run one at a time
+		return nil
+	}
+	for _, idle := range []time.Duration{0, time.Millisecond, minRoundGap / 2, minRoundGap, 3 * minRoundGap} {
+		clk.advance(idle)
+		if err := c.confirm(context.Background(), verify); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < minRoundGap {
+			t.Errorf("round %d started %v after round %d; want at least %v", i, gap, i-1, minRoundGap)
+		}
+	}
+}
+
+// stuckRaft leads but never gets a confirmation answered (its disk
+// stalls), counting its steps aside.
+type stuckRaft struct {
+	voters
+	aside atomic.Int32
+}
+
+func (s *stuckRaft) ConfirmLeader(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *stuckRaft) StepAside() { s.aside.Add(1) }
+
+// A leader whose confirmation is not answered within the stall limit
+// steps aside: its heartbeats would otherwise keep the others from
+// electing a leader that can confirm, and every host would fence.
+func TestLeaseStepsAsideWhenConfirmationStalls(t *testing.T) {
+	r := &stuckRaft{}
+	l := &Lease{SelfID: "L", SelfName: "leader", Raft: r, StallLimit: 50 * time.Millisecond,
+		Heard: func(string, time.Duration, time.Duration) { t.Error("a stalled confirmation acknowledged a renewal") }}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := l.Renew(ctx, FenceReport{Timeout: 10 * time.Second, Sent: 1}); err == nil {
+		t.Fatal("the leader's own renewal was acknowledged without a confirmation")
+	}
+	if n := r.aside.Load(); n != 1 {
+		t.Fatalf("stepped aside %d times during a confirmation stalled for 1 s; want once", n)
+	}
 }

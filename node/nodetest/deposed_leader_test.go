@@ -23,6 +23,26 @@ import (
 // state alone, host0 kept its VM running past that. At no moment may two
 // hosts run the server.
 func TestDeposedLeaderRenewsNoLease(t *testing.T) {
+	deposedLeaderScenario(t, 3, 0, [][]int{{0}, {1, 2}})
+}
+
+// TestDeposedLeaderRenewsNoLeaseOfANonVoter: as above with a fourth
+// host, a non-voter (beyond --voters 3), that runs the HA server and
+// still reaches the deposed leader host0 only. Its renewals must not be
+// acknowledged either: Raft's VerifyLeader counted the non-voter's
+// heartbeat answers toward the voters' quorum and confirmed host0. (Here
+// host0's membership routine soon tries to promote the reachable
+// non-voter, which makes it a voter of the uncommitted configuration and
+// raises the quorum, so VerifyLeader fails too after a moment; the
+// consensus test TestConfirmLeaderNotByNonVoters isolates Raft's rule.)
+func TestDeposedLeaderRenewsNoLeaseOfANonVoter(t *testing.T) {
+	deposedLeaderScenario(t, 4, 3, [][]int{{0, 3}, {1, 2}})
+}
+
+// deposedLeaderScenario runs hosts hosts, the HA server on host haHost,
+// host0 the leader with a long Raft lease, then cuts them into groups
+// (host0 away from the other voters).
+func deposedLeaderScenario(t *testing.T, hosts, haHost int, groups [][]int) {
 	fa := &FakeAgents{}
 	opts := quiet()
 	if os.Getenv("HF_DEBUG") != "" {
@@ -43,9 +63,9 @@ func TestDeposedLeaderRenewsNoLease(t *testing.T) {
 			cfg.Timers.Raft.Heartbeat, cfg.Timers.Raft.Election, cfg.Timers.Raft.LeaderLease = 8*time.Second, 8*time.Second, 8*time.Second
 		}
 	}
-	c := NewCluster(t, 3, opts)
+	c := NewCluster(t, hosts, opts)
 	e := &agEnv{t: t, c: c, fa: fa, hc: c.HTTPClient(), token: c.AdminToken(0), idx: map[string]int{}}
-	for i := range 3 {
+	for i := range hosts {
 		e.idx[c.Node(i).ID()] = i
 	}
 	e.seed(t.Context())
@@ -67,24 +87,35 @@ func TestDeposedLeaderRenewsNoLease(t *testing.T) {
 	if l := e.c.Leader(10 * time.Second); l != 0 {
 		t.Fatalf("leader is host%d; the scenario needs host0, which bootstrapped", l)
 	}
+	if hosts > 3 {
+		servers, err := e.c.Node(0).Consensus().Configuration()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range servers {
+			if s.ID == e.c.Node(haHost).ID() && s.Voter {
+				t.Fatalf("host%d is a voter; the scenario needs a non-voter (%+v)", haHost, servers)
+			}
+		}
+	}
 	var ha string
 	for k := 0; ha == ""; k++ {
-		if k > 20 {
-			t.Fatal("could not place an HA server on the leader")
+		if k > 30 {
+			t.Fatalf("could not place an HA server on host%d", haHost)
 		}
-		id := e.bfv(k%3, fmt.Sprintf("ha-%d", k), false)
+		id := e.bfv(k%hosts, fmt.Sprintf("ha-%d", k), false)
 		e.waitAll([]string{id}, "ACTIVE", agIs(statedb.VMActive, statedb.PowerRunning))
-		if e.hostOf(id) == 0 {
+		if e.hostOf(id) == haHost {
 			ha = id
 		}
 	}
 
-	e.c.Partition([]int{0}, []int{1, 2})
+	e.c.Partition(groups...)
 	t.Cleanup(e.c.Heal)
 	cutAt := time.Now()
 	var stoppedAt, twoLeadersAt time.Duration
 	e.c.Eventually(90*time.Second, "HA server running on another host", func() bool {
-		onOld := slices.Contains(fa.Hypervisor(0).Running(), ha)
+		onOld := slices.Contains(fa.Hypervisor(haHost).Running(), ha)
 		if !onOld && stoppedAt == 0 {
 			stoppedAt = time.Since(cutAt)
 		}
@@ -95,10 +126,10 @@ func TestDeposedLeaderRenewsNoLease(t *testing.T) {
 		for _, i := range []int{1, 2} {
 			if slices.Contains(fa.Hypervisor(i).Running(), ha) {
 				if onOld {
-					t.Fatalf("%v after the cut the HA server runs on host%d and still on the deposed leader host0", time.Since(cutAt), i)
+					t.Fatalf("%v after the cut the HA server runs on host%d and still on host%d, on the deposed leader's side", time.Since(cutAt), i, haHost)
 				}
-				t.Logf("host0 stopped the VM %v after the cut; two leaders seen %v after it; the server ran on host%d %v after it",
-					stoppedAt, twoLeadersAt, i, time.Since(cutAt))
+				t.Logf("host%d stopped the VM %v after the cut; two leaders seen %v after it; the server ran on host%d %v after it",
+					haHost, stoppedAt, twoLeadersAt, i, time.Since(cutAt))
 				return true
 			}
 		}
