@@ -63,7 +63,7 @@ func bridgeOf(vni uint32) string {
 }
 
 func toFirewall(d agent.FirewallDesired) firewall.Desired {
-	out := firewall.Desired{Groups: d.Groups}
+	out := firewall.Desired{Groups: d.Groups, Verify: d.Verify}
 	for _, nw := range d.Networks {
 		out.Networks = append(out.Networks, firewall.Network{Bridge: bridgeOf(nw.VNI), Zone: nw.Zone})
 	}

@@ -37,7 +37,13 @@
 // [Manager.Apply] builds the desired tables in memory, diffs them with what
 // it applied last (chains by their rules, sets by their elements) and sends
 // the difference as one nftables batch: one atomic transaction, and none at
-// all when nothing changed. After a change that narrows what a port
+// all when nothing changed. A changed chain is edited in place (only the
+// rules that differ) after reading it back: every rule carries a tag (an
+// nft comment hashing its expressions), and a chain that does not hold
+// exactly the tags of what was applied last — changed from outside, or
+// written by a release without tags — is flushed and rewritten in the same
+// batch instead. [Desired.Verify] (the periodic full resync) reads every
+// chain back so, and rewrites those that differ. After a change that narrows what a port
 // allows, it deletes the conntrack entries of that port's zone the new rules
 // no longer allow, so open connections are cut. [Manager.Cleanup] deletes
 // the tables. Needs CAP_NET_ADMIN.

@@ -54,9 +54,6 @@ type Manager struct {
 	brT  *nftables.Table
 	inT  *nftables.Table
 	sets map[string]*nftables.Set
-	// handles holds, per chain key, the kernel's handles of the chain's
-	// rules in cur's order (0 = not known: added since it was last read).
-	handles map[string][]uint64
 }
 
 // New makes a Manager and turns on br_netfilter for IPv4 and IPv6 in its
@@ -209,15 +206,14 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		c.AddTable(m.brT)
 		c.AddTable(m.inT)
 		m.sets = map[string]*nftables.Set{}
-		m.handles = map[string][]uint64{}
 	}
-	narrowed := m.diff(c, cur, want, &st)
+	narrowed := m.diff(c, cur, want, d.Verify && !fresh, &st)
 	if st.Writes() == 0 && !fresh {
 		m.idx = idx
 		return st, nil
 	}
 	if err := c.Flush(); err != nil {
-		m.cur, m.handles = nil, nil // unknown now: rebuild next time
+		m.cur = nil // unknown now: rebuild next time
 		return st, permission(fmt.Errorf("firewall: apply: %w", err))
 	}
 	st.Tx = 1
@@ -285,8 +281,11 @@ func (m *Manager) table(f nftables.TableFamily) *nftables.Table {
 }
 
 // diff queues the changes from cur to want on c and returns the ids of
-// ports whose allowed traffic may have shrunk.
-func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string]bool {
+// ports whose allowed traffic may have shrunk. A changed chain is read
+// back and edited, or rewritten when it is not what cur says; with
+// verify the unchanged chains are read back too and rewritten when they
+// differ.
+func (m *Manager) diff(c *nftables.Conn, cur, want *model, verify bool, st *Stats) map[string]bool {
 	narrowed := map[string]bool{}
 	// Sets first: rules may refer to new ones.
 	shrunk := map[string]bool{}
@@ -343,19 +342,19 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 	for _, k := range sortedKeys(want.chains) {
 		w := want.chains[k]
 		old, ok := cur.chains[k]
-		if ok && reflect.DeepEqual(old.rules, w.rules) {
-			continue
-		}
-		if !ok || !m.editChain(c, k, chains[k], old.rules, w.rules, st) {
-			if ok {
-				c.FlushChain(chains[k])
-				st.Rules++
+		switch {
+		case !ok:
+			writeChain(c, chains[k], w.family, w.rules, false, st)
+		case reflect.DeepEqual(old.rules, w.rules):
+			if !verify {
+				continue
 			}
-			st.Rules += len(w.rules)
-			for _, r := range w.rules {
-				c.AddRule(&nftables.Rule{Table: chains[k].Table, Chain: chains[k], Exprs: r})
+			if _, same := m.readMatching(c, chains[k], w.family, w.rules); same {
+				continue
 			}
-			m.handles[k] = make([]uint64, len(w.rules))
+			writeChain(c, chains[k], w.family, w.rules, true, st)
+		case !m.editChain(c, chains[k], w.family, old.rules, w.rules, st):
+			writeChain(c, chains[k], w.family, w.rules, true, st)
 		}
 		st.Chains++
 		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && narrows(cur.ports[id], want.ports[id]) {
@@ -372,7 +371,6 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, st *Stats) map[string
 		ch := &nftables.Chain{Name: old.name, Table: m.table(old.family)}
 		c.FlushChain(ch)
 		c.DelChain(ch)
-		delete(m.handles, k)
 		st.Chains++
 		if id, ok := portOfChain(old.name); ok {
 			narrowed[id] = true

@@ -85,6 +85,11 @@ type Desired struct {
 	Networks []Network
 	Ports    []Port
 	Groups   map[string][]netip.Addr
+	// Verify reads back every chain, not only the changed ones, and
+	// rewrites those the kernel holds differently (changed from outside,
+	// or written by a release without rule tags): the periodic full
+	// resync. Costs one dump per chain; writes nothing when all match.
+	Verify bool
 }
 
 // chainSpec is one chain as it should be: base chains carry a hook.

@@ -27,6 +27,9 @@ type FirewallDesired struct {
 	Networks []FwNetwork             // networks with local ports, by VNI
 	Ports    []FwPort                // by id
 	Groups   map[string][]netip.Addr // member addresses of the remote groups the rules name
+	// Verify is set on a full resync: read the kernel back and repair
+	// what differs, even where the desired state did not change.
+	Verify bool
 }
 
 // FwNetwork is a network whose connections are tracked in their own zone.
@@ -266,7 +269,9 @@ func (a *Agent) syncFirewall(ctx context.Context, sn *statedb.Snapshot, full boo
 	if same && !full {
 		return
 	}
+	d.Verify = full
 	err := a.cfg.Firewall.Apply(ctx, d)
+	d.Verify = false // what was applied, compared with the next desired state
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -118,5 +121,44 @@ func BenchmarkDesiredFirewall(b *testing.B) {
 		if d, _ := desiredFirewall(sn, "me", func(id string) string { return "tap" + id }); len(d.Ports[0].Rules) != 200 {
 			b.Fatalf("%d rules", len(d.Ports[0].Rules))
 		}
+	}
+}
+
+// recordingFirewall remembers the Verify flag of every Apply.
+type recordingFirewall struct{ verify []bool }
+
+func (f *recordingFirewall) Apply(_ context.Context, d FirewallDesired) error {
+	f.verify = append(f.verify, d.Verify)
+	return nil
+}
+
+type tapsOnly struct{}
+
+func (tapsOnly) Apply(context.Context, NetDesired) error { return nil }
+func (tapsOnly) TapName(id string) string                { return "tap" + id }
+
+// TestAgentFirewallVerifiesOnFullResync: a full resync applies the
+// unchanged filtering with Verify (the kernel is read back and repaired);
+// a sync for a change applies it without, and an unchanged one not at all.
+func TestAgentFirewallVerifiesOnFullResync(t *testing.T) {
+	sn := snapshotOf(t, map[string][]any{
+		"networks": {&statedb.Network{ID: "n", VNI: 1001}},
+		"ports": {&statedb.Port{ID: "a", NetworkID: "n", HostID: "me", MAC: "fa:16:3e:00:00:01", PortSecurityEnabled: true,
+			FixedIPs: []statedb.FixedIP{{IP: "10.0.0.1"}}}},
+	})
+	fw := &recordingFirewall{}
+	a := &Agent{cfg: Config{HostID: "me", Firewall: fw, Network: tapsOnly{}}, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	a.syncFirewall(ctx, sn, true)  // first: applied, verified
+	a.syncFirewall(ctx, sn, false) // unchanged: not applied
+	a.syncFirewall(ctx, sn, true)  // full resync: applied, verified
+	a.syncFirewall(ctx, sn, false) // still unchanged: the flag is not remembered
+	if want := []bool{true, true}; !slices.Equal(fw.verify, want) {
+		t.Fatalf("applies with verify %v; want %v", fw.verify, want)
+	}
+	a.fwState.applied.Groups = map[string][]netip.Addr{"x": nil} // a change
+	a.syncFirewall(ctx, sn, false)
+	if want := []bool{true, true, false}; !slices.Equal(fw.verify, want) {
+		t.Fatalf("applies with verify %v; want %v", fw.verify, want)
 	}
 }

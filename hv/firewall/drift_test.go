@@ -1,0 +1,179 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// outside changes chain name of the bridge table the way another tool
+// would: fn queues changes on its own connection, given the chain's rules
+// as the kernel holds them.
+func outside(t *testing.T, h *host, name string, fn func(c *nftables.Conn, ch *nftables.Chain, rules []*nftables.Rule)) {
+	t.Helper()
+	if err := h.ns.do(t, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		ch := &nftables.Chain{Name: name, Table: h.m.brT}
+		rs, err := c.GetRules(h.m.brT, ch)
+		if err != nil {
+			return err
+		}
+		fn(c, ch, rs)
+		return c.Flush()
+	}); err != nil {
+		t.Fatalf("change %s from outside: %v", name, err)
+	}
+}
+
+// kernelMatches fails unless every chain of the model is in the kernel
+// rule for rule, each with its tag.
+func kernelMatches(t *testing.T, h *host, when string) {
+	t.Helper()
+	if err := h.ns.do(t, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		for _, k := range sortedKeys(h.m.cur.chains) {
+			w := h.m.cur.chains[k]
+			tb := h.m.table(w.family)
+			rs, err := c.GetRules(tb, &nftables.Chain{Name: w.name, Table: tb})
+			if err != nil {
+				return err
+			}
+			var got [][]expr.Any
+			for i, r := range rs {
+				got = append(got, r.Exprs)
+				if i < len(w.rules) && !bytes.Equal(r.UserData, tag(w.family, w.rules[i])) {
+					t.Errorf("%s: chain %s rule %d: user data %q; want its tag", when, w.name, i, r.UserData)
+				}
+			}
+			if !slices.Equal(fingerprints(got), fingerprints(w.rules)) {
+				t.Errorf("%s: kernel chain %s\n%s\nwant\n%s", when, w.name, strings.Join(fingerprints(got), "\n"), strings.Join(fingerprints(w.rules), "\n"))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *host) resync(t *testing.T, ports ...Port) Stats {
+	t.Helper()
+	st, err := h.m.Apply(context.Background(), Desired{Networks: []Network{{Bridge: h.bridge, Zone: 7}, {Bridge: "br1", Zone: 8}}, Ports: ports, Verify: true})
+	if err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	return st
+}
+
+// TestOutsideSwapThenRemove: someone deletes one rule of a port's chain
+// and adds another (the count stays); removing tcp/7000 then still
+// removes tcp/7000 — not the rule that moved into its position — and the
+// chain is the model again.
+func TestOutsideSwapThenRemove(t *testing.T) {
+	h := newHost(t)
+	v := h.addVM(t, 1)
+	h.apply(t, nil, h.port(v, true, anyV4, tcp(true, 7000, 7000), tcp(true, 7001, 7001), tcp(true, 7002, 7002)))
+	outside(t, h, "i-p-v1", func(c *nftables.Conn, ch *nftables.Chain, rs []*nftables.Rule) {
+		if err := c.DelRule(rs[0]); err != nil {
+			t.Fatal(err)
+		}
+		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: []expr.Any{&expr.Counter{}}})
+	})
+	st := h.apply(t, nil, h.port(v, true, anyV4, tcp(true, 7001, 7001), tcp(true, 7002, 7002)))
+	if st.Tx != 1 {
+		t.Fatalf("stats %+v; want one transaction", st)
+	}
+	kernelMatches(t, h, "after removing tcp/7000")
+	if st := h.resync(t, h.port(v, true, anyV4, tcp(true, 7001, 7001), tcp(true, 7002, 7002))); st.Tx != 0 || st.Writes() != 0 {
+		t.Fatalf("resync after the repair: stats %+v; want no writes", st)
+	}
+}
+
+// TestOutsideDropDeletionRepaired: the final drop of a port's chain
+// deleted from outside comes back with the next full resync, and again
+// with the next edit of that chain; an unchanged resync after each
+// repair writes nothing.
+func TestOutsideDropDeletionRepaired(t *testing.T) {
+	h := newHost(t)
+	v := h.addVM(t, 1)
+	ports := []Port{h.port(v, true, anyV4, tcp(true, 7000, 7000))}
+	h.apply(t, nil, ports...)
+	dropLast := func(c *nftables.Conn, ch *nftables.Chain, rs []*nftables.Rule) {
+		last := rs[len(rs)-1]
+		if v, ok := last.Exprs[len(last.Exprs)-1].(*expr.Verdict); !ok || v.Kind != expr.VerdictDrop {
+			t.Fatalf("last rule of %s is %v; want a drop", ch.Name, last.Exprs)
+		}
+		if err := c.DelRule(last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outside(t, h, "i-p-v1", dropLast)
+	if st := h.apply(t, nil, ports...); st.Writes() != 0 {
+		t.Fatalf("unchanged apply without verify: stats %+v; want no writes (it reads nothing)", st)
+	}
+	st := h.resync(t, ports...)
+	if st.Tx != 1 || st.Chains != 1 {
+		t.Fatalf("resync: stats %+v; want one chain rewritten in one transaction", st)
+	}
+	kernelMatches(t, h, "after the resync")
+	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {
+		t.Fatalf("resync after the repair: stats %+v; want no writes", st)
+	}
+
+	outside(t, h, "i-p-v1", dropLast)
+	ports = []Port{h.port(v, true, anyV4, tcp(true, 7000, 7000), tcp(true, 7005, 7005))}
+	if st := h.apply(t, nil, ports...); st.Tx != 1 || st.Chains != 1 {
+		t.Fatalf("edit: stats %+v; want one chain changed in one transaction", st)
+	}
+	kernelMatches(t, h, "after the edit")
+	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {
+		t.Fatalf("resync after the repair: stats %+v; want no writes", st)
+	}
+}
+
+// TestUntaggedChainsRewrittenOnce: chains whose rules carry no tag (as an
+// older release wrote them) are rewritten by the first full resync, and
+// the next one writes nothing.
+func TestUntaggedChainsRewrittenOnce(t *testing.T) {
+	h := newHost(t)
+	v := h.addVM(t, 1)
+	ports := []Port{h.port(v, true, anyV4, tcp(true, 7000, 7000))}
+	h.apply(t, nil, ports...)
+	n := 0
+	if err := h.ns.do(t, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		for _, k := range sortedKeys(h.m.cur.chains) {
+			w := h.m.cur.chains[k]
+			ch := &nftables.Chain{Name: w.name, Table: h.m.table(w.family)}
+			c.FlushChain(ch)
+			for _, r := range w.rules {
+				c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: r})
+			}
+			n++
+		}
+		return c.Flush()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := h.resync(t, ports...)
+	if st.Tx != 1 || st.Chains != n {
+		t.Fatalf("first resync: stats %+v; want all %d chains rewritten in one transaction", st, n)
+	}
+	kernelMatches(t, h, "after the first resync")
+	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {
+		t.Fatalf("second resync: stats %+v; want no writes", st)
+	}
+}
