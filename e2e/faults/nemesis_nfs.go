@@ -98,6 +98,12 @@ func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn
 // answer.
 var errNoAnswer = errors.New("no answer to a NULL call")
 
+// unanswered reports whether a probe's error is that of a stopped server:
+// connected, the call sent, no answer until the deadline.
+func unanswered(err error) bool {
+	return errors.Is(err, errNoAnswer) && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // probe sends an NFSv3 NULL call (the RPC ping) to the server's port
 // 2049 from namespace ns and waits at most d for an accepted answer.
 func (s nfsServer) probe(ctx context.Context, ns string, d time.Duration) error {
@@ -165,7 +171,7 @@ func (n *nemesis) stopNFS(ctx context.Context, from int) (string, error) {
 	if err == nil {
 		return "", fmt.Errorf("the NFS server is stopped, yet %s answered a client in %s", s.addr, h.Name)
 	}
-	if !errors.Is(err, errNoAnswer) || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !unanswered(err) {
 		return "", fmt.Errorf("the NFS server is stopped; a client in %s should connect to %s and wait in vain, but: %w", h.Name, s.addr, err)
 	}
 	return fmt.Sprintf("NFS server (pid %d) stopped; a client in %s got no NFS answer from %s (%.1fs: %v)",
