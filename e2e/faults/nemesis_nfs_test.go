@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -48,9 +49,8 @@ func TestNFSStopProof(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Process.Kill(); _ = l.Wait() })
-	var buf [3]byte
-	if _, err := out.Read(buf[:]); err != nil || string(buf[:]) != "up\n" {
-		t.Fatalf("listener did not start: %q %v", buf, err)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "up\n" {
+		t.Fatalf("listener did not start: %q %v", line, err)
 	}
 	err = s.probe(ctx, ns, 2*time.Second)
 	if !unanswered(err) {
