@@ -123,7 +123,7 @@ func (hf *hostFail) stepServer(s *scenario, h int) (string, error) {
 		return "", err
 	}
 	ud := filepath.Join(s.dir, "hf.userdata")
-	if err := os.WriteFile(ud, []byte(hfUserData()), 0o644); err != nil {
+	if err := os.WriteFile(ud, []byte(hfUserData(logSlots)), 0o644); err != nil {
 		return "", err
 	}
 	id, err := s.create(h, "hf-vm", []string{"server", "delete", "--wait"}, "server", "create", "--flavor", "hf.tiny",
@@ -195,7 +195,7 @@ func (hf *hostFail) readLog(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ReadGuestLog(ctx, file, hf.s.dir)
+	return ReadGuestLog(ctx, file, hf.s.dir, logSlots)
 }
 
 // keepConsole records host h's console of the server (before a host

@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
@@ -99,6 +100,9 @@ func checkPSLog(raw []byte) ([]pslogRecord, []pslogRun, error) {
 		}
 		recs = append(recs, r)
 	}
+	if end < 0 && len(recs) > 0 {
+		return nil, nil, fmt.Errorf("the log fills all %d slots read: it may go on past them (a region too small for the run)", len(recs))
+	}
 	return recs, runs, nil
 }
 
@@ -123,21 +127,40 @@ func pslogClaims(console string) []pslogRecord {
 	return out
 }
 
+var pslogStartRE = regexp.MustCompile(`guestio log start dev=(\S+) boot=([0-9a-f-]+)`)
+
+// pslogStart is a writer's start line: the device it writes and its boot.
+type pslogStart struct{ Dev, Boot string }
+
+// pslogStarts are the writers a console shows starting, in order.
+func pslogStarts(console string) []pslogStart {
+	var out []pslogStart
+	for _, m := range pslogStartRE.FindAllStringSubmatch(console, -1) {
+		out = append(out, pslogStart{Dev: m[1], Boot: m[2]})
+	}
+	return out
+}
+
 // pslogBoots are the boot ids of the writers a console shows starting, in
 // order.
 func pslogBoots(console string) []string {
 	var out []string
-	for _, m := range regexp.MustCompile(`guestio log start dev=\S+ boot=([0-9a-f-]+)`).FindAllStringSubmatch(console, -1) {
-		out = append(out, m[1])
+	for _, s := range pslogStarts(console) {
+		out = append(out, s.Boot)
 	}
 	return out
 }
 
 // checkPSClaims checks the consoles (by name) against the records on the
-// disk: no writer saw another's record (COLLISION), and every record a
-// console claims is on the disk unchanged.
+// disk: every writer wrote the boot disk, no writer saw another's record
+// (COLLISION), and every record a console claims is on the disk unchanged.
 func checkPSClaims(recs []pslogRecord, consoles map[string]string) error {
 	for name, c := range consoles {
+		for _, st := range pslogStarts(c) {
+			if st.Dev != pslogBootDisk {
+				return fmt.Errorf("console %s: boot %s wrote its log on %s, not on the boot disk %s", name, st.Boot, st.Dev, pslogBootDisk)
+			}
+		}
 		if i := strings.Index(c, "guestio log COLLISION"); i >= 0 {
 			return fmt.Errorf("console %s: a writer found another's record: %s", name, strings.SplitN(c[i:], "\n", 2)[0])
 		}
@@ -160,25 +183,44 @@ func checkPSClaims(recs []pslogRecord, consoles map[string]string) error {
 // bytes from here on are free).
 const logOffset = 512 << 20
 
-// logSlots is how much of the log the checker reads (8 MiB: 27 minutes at
-// 10 records a second).
+// logSlots is the log region of the host-failure box test (8 MiB: 27
+// minutes at 10 records a second); the writer stops when it is full.
 const logSlots = 16384
 
-// hfUserData starts the log writer on the boot disk (the 1 GiB one; the
-// config drive is the other) and returns.
-func hfUserData() string {
+// maxLogSlots is the most the region can hold: the rest of the 1 GiB disk.
+const maxLogSlots = (1<<30 - logOffset) / pslogSlot
+
+// pslogBootDisk is the guest's boot disk: the root disk is QEMU's first
+// virtio-blk device (bootindex 0, the lowest PCI slot), so the guest's
+// kernel names it first; the config drive and every volume attached
+// (serial: the volume id) come after it.
+const pslogBootDisk = "/dev/vda"
+
+// hfUserData starts the log writer on the boot disk, slots records long,
+// and returns. The disk must be the 1 GiB one without a serial (volumes
+// carry their id, the config drive config-2): a guest that found another
+// one prints PEERSTACK-HOSTFAIL and writes nothing.
+func hfUserData(slots int) string {
 	return `#!/bin/sh
-dev=""
-for d in /sys/block/vd*; do [ "$(cat $d/size)" -ge 2097152 ] && dev=/dev/${d##*/}; done
-[ -n "$dev" ] || { echo "PEERSTACK-HOSTFAIL no 1 GiB disk"; exit 1; }
-guestio log "$dev" ` + strconv.Itoa(logOffset) + ` 100ms </dev/null >/dev/console 2>&1 &
+dev=` + pslogBootDisk + `
+d=/sys/block/${dev##*/}
+[ -e "$d" ] && [ "$(cat $d/size)" -ge 2097152 ] || { echo "PEERSTACK-HOSTFAIL $dev is not the 1 GiB boot disk"; exit 1; }
+s=$(cat $d/serial 2>/dev/null)
+[ -z "$s" ] || { echo "PEERSTACK-HOSTFAIL $dev has serial $s: not the boot disk"; exit 1; }
+guestio log "$dev" ` + strconv.Itoa(logOffset) + ` 100ms ` + strconv.Itoa(slots) + ` </dev/null >/dev/console 2>&1 &
 exit 0
 `
 }
 
+// GuestLogSlots is a log region for a guest writing for about d (10
+// records a second at most), with room to spare, capped by the disk.
+func GuestLogSlots(d time.Duration) int {
+	return min(max(logSlots, int(2*d.Seconds()*10)), maxLogSlots)
+}
+
 // GuestLogUserData is the user data that starts the log writer on a
-// server's 1 GiB boot disk.
-func GuestLogUserData() string { return hfUserData() }
+// server's 1 GiB boot disk, slots records long (GuestLogSlots).
+func GuestLogUserData(slots int) string { return hfUserData(slots) }
 
 // VolumeFile is volume vol's file in the NAS's export.
 func (b *Box) VolumeFile(vol string) (string, error) {
@@ -194,10 +236,13 @@ func (b *Box) VolumeFile(vol string) (string, error) {
 	return "", fmt.Errorf("volume %s is not on the NAS: %v", vol, files)
 }
 
-// ReadGuestLog reads the log region (logSlots records from logOffset) of
-// a boot volume's file in the NAS's export (qemu-img with -U: the guest
-// may be running), through a scratch file in dir.
-func ReadGuestLog(ctx context.Context, file, dir string) ([]byte, error) {
+// ReadGuestLog reads the log region (slots records from logOffset) of a
+// boot volume's file in the NAS's export (qemu-img with -U: the guest may
+// be running), through a scratch file in dir.
+func ReadGuestLog(ctx context.Context, file, dir string, slots int) ([]byte, error) {
+	if slots <= 0 || slots > maxLogSlots {
+		return nil, fmt.Errorf("log region of %d slots: want 1–%d", slots, maxLogSlots)
+	}
 	format := strings.TrimPrefix(filepath.Ext(file), ".")
 	if format != "qcow2" && format != "raw" {
 		return nil, fmt.Errorf("boot volume file %s: unknown format", file)
@@ -208,9 +253,9 @@ func ReadGuestLog(ctx context.Context, file, dir string) ([]byte, error) {
 	// included; a version counting it after skip copies more, of which
 	// the first bytes are the same.
 	const bs = 64 << 10
-	const size = logSlots * pslogSlot
+	size := slots * pslogSlot
 	if _, err := sh(ctx, "qemu-img", "dd", "-U", "-f", format, "-O", "raw", "bs="+strconv.Itoa(bs),
-		"skip="+strconv.Itoa(logOffset/bs), "count="+strconv.Itoa((logOffset+size)/bs), "if="+file, "of="+out); err != nil {
+		"skip="+strconv.Itoa(logOffset/bs), "count="+strconv.Itoa((logOffset+size+bs-1)/bs), "if="+file, "of="+out); err != nil {
 		return nil, err
 	}
 	raw, err := os.ReadFile(out)
@@ -223,27 +268,102 @@ func ReadGuestLog(ctx context.Context, file, dir string) ([]byte, error) {
 	return raw[:size], nil
 }
 
-// CheckGuestLog checks a log read by ReadGuestLog against the consoles of
-// its writers (by any name): one writer at a time, every record a console
-// claims still on the disk. It returns the number of records and the
-// writers' boots in the order they wrote.
-func CheckGuestLog(raw []byte, consoles map[string]string) (records int, boots []string, err error) {
-	recs, runs, err := checkPSLog(raw)
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := checkPSClaims(recs, consoles); err != nil {
-		return len(recs), nil, err
-	}
-	for _, r := range runs {
-		boots = append(boots, r.Boot)
-	}
-	return len(recs), boots, nil
-}
-
 // GuestLogBoots are the boot ids of the log writers a console shows
 // starting, in order.
 func GuestLogBoots(console string) []string { return pslogBoots(console) }
 
 // GuestLogClaims is how many records a console says its writer wrote.
 func GuestLogClaims(console string) int { return len(pslogClaims(console)) }
+
+var pslogProblemRE = regexp.MustCompile(`(guestio log COLLISION|guestio:|PEERSTACK-HOSTFAIL)[^\r\n]*`)
+
+// GuestLogSeen gathers what one server's consoles showed of its log
+// writers over a run, read again and again: a console is cut (the
+// hypervisor trims it past its limit, dropping the oldest lines, the
+// start line first) and removed (a host that comes back drops the files
+// of a server that moved away), so every start line, claimed record and
+// error line is kept from the first time it is seen.
+type GuestLogSeen struct {
+	starts   []pslogStart
+	where    map[pslogStart]string
+	claims   map[pslogRecord]string // record → the console it was seen on
+	last     int                    // highest slot claimed, -1 if none
+	problems []string
+	problem  map[string]bool
+}
+
+// NewGuestLogSeen returns an empty record of consoles.
+func NewGuestLogSeen() *GuestLogSeen {
+	return &GuestLogSeen{where: map[pslogStart]string{}, claims: map[pslogRecord]string{}, last: -1, problem: map[string]bool{}}
+}
+
+// Add takes in what console (named where, e.g. its host) shows now.
+func (g *GuestLogSeen) Add(where, console string) {
+	for _, st := range pslogStarts(console) {
+		if _, ok := g.where[st]; !ok {
+			g.where[st] = where
+			g.starts = append(g.starts, st)
+		}
+	}
+	for _, cl := range pslogClaims(console) {
+		if _, ok := g.claims[cl]; !ok {
+			g.claims[cl] = where
+			g.last = max(g.last, cl.Slot)
+		}
+	}
+	for _, p := range pslogProblemRE.FindAllString(console, -1) {
+		if p = where + ": " + p; !g.problem[p] {
+			g.problem[p] = true
+			g.problems = append(g.problems, p)
+		}
+	}
+}
+
+// Problems are the writers' failures seen: a collision, an error of
+// guestio (the log full among them), a guest that found no boot disk.
+func (g *GuestLogSeen) Problems() []string { return g.problems }
+
+// LastSlot is the highest slot a console claimed written, -1 if none.
+func (g *GuestLogSeen) LastSlot() int { return g.last }
+
+// Boots is how many writers were seen starting.
+func (g *GuestLogSeen) Boots() int { return len(g.starts) }
+
+// CheckGuestLogSeen checks a log read by ReadGuestLog against what the
+// consoles showed: one writer at a time, each on the boot disk and seen
+// starting, no writer's failure, every record claimed still on the disk.
+// It returns the number of records and the writers' boots in the order
+// they wrote.
+func CheckGuestLogSeen(raw []byte, g *GuestLogSeen) (records int, boots []string, err error) {
+	recs, runs, err := checkPSLog(raw)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(g.problems) > 0 {
+		return len(recs), nil, fmt.Errorf("a writer failed: %s", strings.Join(g.problems, "; "))
+	}
+	started := map[string]bool{}
+	for _, st := range g.starts {
+		if st.Dev != pslogBootDisk {
+			return len(recs), nil, fmt.Errorf("console %s: boot %s wrote its log on %s, not on the boot disk %s", g.where[st], st.Boot, st.Dev, pslogBootDisk)
+		}
+		started[st.Boot] = true
+	}
+	for cl, where := range g.claims {
+		if !started[cl.Boot] {
+			return len(recs), nil, fmt.Errorf("console %s: boot %s's records seen, never its start line (the console was cut before it was read)", where, cl.Boot)
+		}
+		if cl.Slot >= len(recs) || recs[cl.Slot] != cl {
+			got := "nothing"
+			if cl.Slot < len(recs) {
+				got = fmt.Sprintf("%+v", recs[cl.Slot])
+			}
+			return len(recs), nil, fmt.Errorf("console %s: its guest wrote %+v, but the disk holds %s there: overwritten by another writer",
+				where, cl, got)
+		}
+	}
+	for _, r := range runs {
+		boots = append(boots, r.Boot)
+	}
+	return len(recs), boots, nil
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // --- unit tests of the checker (no box needed) ----------------------------
@@ -79,5 +80,86 @@ func TestPSLogChecker(t *testing.T) {
 	}
 	if err := checkPSClaims(recs, map[string]string{"h1": "guestio log COLLISION slot=3 want=\"\" found=\"PSLOG …\"\n"}); err == nil {
 		t.Error("a console reporting a collision passed")
+	}
+}
+
+// A writer on another disk than the boot disk (an attached volume after
+// a reboot) is caught, as is a log that fills every slot read.
+func TestPSLogBootDiskAndFullRegion(t *testing.T) {
+	const a = "aaaa-1"
+	recs, _, err := checkPSLog(pslogDisk(pslogSeq(a, 0, 3)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onVolume := "guestio log start dev=/dev/vdc boot=" + a + " slot=0\r\nguestio log slot=0 boot=" + a + " seq=0\r\n"
+	if err := checkPSClaims(recs, map[string]string{"h1": onVolume}); err == nil || !strings.Contains(err.Error(), "/dev/vdc") {
+		t.Errorf("a writer on /dev/vdc: %v; want it named", err)
+	}
+	full := pslogDisk(pslogSeq(a, 0, 3)...)[:3*pslogSlot]
+	if _, _, err := checkPSLog(full); err == nil {
+		t.Error("a log filling the whole region read passed")
+	}
+	if ud := hfUserData(777); !strings.Contains(ud, "dev="+pslogBootDisk) || !strings.Contains(ud, " 100ms 777 ") {
+		t.Errorf("user data does not write %s with 777 slots:\n%s", pslogBootDisk, ud)
+	}
+	if n := GuestLogSlots(30 * time.Minute); n < 30*60*10 || n > maxLogSlots {
+		t.Errorf("GuestLogSlots(30m) = %d; want room for 18000 records within %d", n, maxLogSlots)
+	}
+	if n := GuestLogSlots(1000 * time.Hour); n != maxLogSlots {
+		t.Errorf("GuestLogSlots(1000h) = %d; want the cap %d", n, maxLogSlots)
+	}
+}
+
+// What consoles showed over a run is kept although a console is cut or
+// removed later; a writer's failure, a writer on the wrong disk, records
+// of a writer never seen starting and records overwritten all fail.
+func TestGuestLogSeen(t *testing.T) {
+	const a, b = "aaaa-1", "bbbb-2"
+	good := append(pslogSeq(a, 0, 5), pslogSeq(b, 5, 3)...)
+	disk := pslogDisk(good...)
+	line := func(r pslogRecord) string {
+		return fmt.Sprintf("guestio log slot=%d boot=%s seq=%d\r\n", r.Slot, r.Boot, r.Seq)
+	}
+	start := func(dev, boot string, slot int) string {
+		return fmt.Sprintf("guestio log start dev=%s boot=%s slot=%d\r\n", dev, boot, slot)
+	}
+	var h1, h2 strings.Builder
+	h1.WriteString("PEERSTACK-BOOT\r\n" + start("/dev/vda", a, 0))
+	for _, r := range good[:5] {
+		h1.WriteString(line(r))
+	}
+	h2.WriteString(start("/dev/vda", b, 5))
+	for _, r := range good[5:] {
+		h2.WriteString(line(r))
+	}
+	g := NewGuestLogSeen()
+	g.Add("h1", h1.String())
+	g.Add("h2", h2.String()[:len(h2.String())-len(line(good[7]))])
+	g.Add("h2", h2.String())
+	g.Add("h1", line(good[4])) // cut: only its last line left
+	if recs, boots, err := CheckGuestLogSeen(disk, g); err != nil || recs != 8 || len(boots) != 2 || g.LastSlot() != 7 || g.Boots() != 2 {
+		t.Fatalf("a clean run: %d records, boots %v, last %d: %v", recs, boots, g.LastSlot(), err)
+	}
+
+	for name, tc := range map[string]struct {
+		add  func(g *GuestLogSeen)
+		want string
+	}{
+		"guestio error": {func(g *GuestLogSeen) { g.Add("h2", "guestio: log full after 8 slots\r\n") }, "log full"},
+		"collision":     {func(g *GuestLogSeen) { g.Add("h2", "guestio log COLLISION slot=3 want=\"\" found=\"x\"\r\n") }, "COLLISION"},
+		"no boot disk":  {func(g *GuestLogSeen) { g.Add("h3", "PEERSTACK-HOSTFAIL /dev/vda is not\r\n") }, "PEERSTACK-HOSTFAIL"},
+		"on a volume":   {func(g *GuestLogSeen) { g.Add("h3", start("/dev/vdc", "cccc-3", 8)) }, "/dev/vdc"},
+		"start line never seen": {func(g *GuestLogSeen) {
+			g.Add("h3", line(pslogRecord{Slot: 8, Boot: "cccc-3", Seq: 0}))
+		}, "never its start line"},
+		"overwritten": {func(g *GuestLogSeen) { g.Add("h1", line(pslogRecord{Slot: 5, Boot: a, Seq: 5})) }, "overwritten"},
+	} {
+		g := NewGuestLogSeen()
+		g.Add("h1", h1.String())
+		g.Add("h2", h2.String())
+		tc.add(g)
+		if _, _, err := CheckGuestLogSeen(disk, g); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error saying %q", name, err, tc.want)
+		}
 	}
 }

@@ -170,6 +170,11 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 	var heal func(context.Context) error
 	watch := func() {} // called while the fault holds
 	var err error
+	// The fault's own proof (a ping burst, a restart measured by another
+	// host) runs to its end even when the faulty phase ends meanwhile: cut
+	// short, it would fail although nothing is wrong. The heal follows.
+	ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
+	defer icancel()
 	switch kind {
 	case nemPartitionOne, nemPartitionLeader:
 		victim := 1 + n.rnd.IntN(hosts)
@@ -221,7 +226,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		}
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		n.b.KillHost(victim)
-		err = n.unreachable(ctx, victim)
+		err = n.unreachable(ictx, victim)
 		heal = func(ctx context.Context) error {
 			if err := n.b.StartHost(ctx, victim, "agent"); err != nil {
 				return err
@@ -239,7 +244,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		ns, pgrp := n.b.Host(victim).NS, n.b.Pid(victim)
 		if err = n.b.SignalHost(victim, syscall.SIGSTOP); err == nil {
 			resent := 0
-			err = waitStopped(ctx, ns, pgrp, func() { resent++; _ = n.b.SignalHost(victim, syscall.SIGSTOP) })
+			err = waitStopped(ictx, ns, pgrp, func() { resent++; _ = n.b.SignalHost(victim, syscall.SIGSTOP) })
 			if resent > 0 {
 				ev.Note = fmt.Sprintf("%s stopped only after %d more SIGSTOPs", ev.Hosts[0], resent)
 			}
@@ -271,8 +276,8 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		}
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		n.b.KillHost(victim)
-		if err = n.b.StartHost(ctx, victim, "agent", "--clock-offset", off.String()); err == nil {
-			ev.Note, err = n.skewed(ctx, victim, off)
+		if err = n.b.StartHost(ictx, victim, "agent", "--clock-offset", off.String()); err == nil {
+			ev.Note, err = n.skewed(ictx, victim, off)
 		}
 		heal = func(ctx context.Context) error {
 			n.b.KillHost(victim)
@@ -290,7 +295,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		victim := 1 + n.rnd.IntN(hosts)
 		pct := 20 + n.rnd.IntN(31) // each way; 36–76 % of round trips
 		ev.Hosts = []string{n.b.Host(victim).Name}
-		ev.Note, err = n.loss(ctx, victim, pct)
+		ev.Note, err = n.loss(ictx, victim, pct)
 		heal = func(ctx context.Context) error {
 			note, err := n.unloss(ctx, victim)
 			ev.Note += "; " + note
@@ -302,7 +307,7 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		}
 		from := 1 + n.rnd.IntN(hosts) // the host whose client proves it
 		ev.Hosts = []string{"nas"}
-		ev.Note, err = n.stopNFS(ctx, from)
+		ev.Note, err = n.stopNFS(ictx, from)
 		resumed := 0
 		watch = func() {
 			if !n.nfsStopped() {

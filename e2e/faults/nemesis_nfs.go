@@ -94,6 +94,16 @@ func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn
 	}
 }
 
+// errNoAnswer is a probe that connected and sent its call but got no
+// answer.
+var errNoAnswer = errors.New("no answer to a NULL call")
+
+// unanswered reports whether a probe's error is that of a stopped server:
+// connected, the call sent, no answer until the deadline.
+func unanswered(err error) bool {
+	return errors.Is(err, errNoAnswer) && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // probe sends an NFSv3 NULL call (the RPC ping) to the server's port
 // 2049 from namespace ns and waits at most d for an accepted answer.
 func (s nfsServer) probe(ctx context.Context, ns string, d time.Duration) error {
@@ -121,7 +131,7 @@ func (s nfsServer) probe(ctx context.Context, ns string, d time.Duration) error 
 	// body), SUCCESS.
 	var rep [28]byte
 	if _, err := io.ReadFull(c, rep[:]); err != nil {
-		return fmt.Errorf("no answer to a NULL call at %s: %w", s.addr, err)
+		return fmt.Errorf("%w at %s: %w", errNoAnswer, s.addr, err)
 	}
 	var w [7]uint32
 	for i := range w {
@@ -154,9 +164,15 @@ func (n *nemesis) stopNFS(ctx context.Context, from int) (string, error) {
 	}
 	h := n.b.Host(from)
 	t0 := time.Now()
+	// A stopped server's kernel still completes the TCP handshake: the
+	// proof is a connection made whose call times out, not any error (a
+	// refused or unroutable connection would prove a different fault).
 	err := s.probe(ctx, h.NS, 3*time.Second)
 	if err == nil {
 		return "", fmt.Errorf("the NFS server is stopped, yet %s answered a client in %s", s.addr, h.Name)
+	}
+	if !unanswered(err) {
+		return "", fmt.Errorf("the NFS server is stopped; a client in %s should connect to %s and wait in vain, but: %w", h.Name, s.addr, err)
 	}
 	return fmt.Sprintf("NFS server (pid %d) stopped; a client in %s got no NFS answer from %s (%.1fs: %v)",
 		s.pid, h.Name, s.addr, time.Since(t0).Seconds(), err), nil

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	var vms *vmSet
 	if cfg.VMs > 0 {
-		if vms, err = startVMs(ctx, b, cfg.VMs, logf); err != nil {
+		if vms, err = startVMs(ctx, b, cfg.VMs, cfg.Duration, logf); err != nil {
 			return nil, fmt.Errorf("servers: %w", err)
 		}
 	}
@@ -158,6 +158,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	logf("faulty phase over: %d operations, %d faults; healing", len(hist.ops), len(hist.nem))
 	if err := nem.healAll(ctx); err != nil {
 		res.Failures = append(res.Failures, fmt.Sprintf("heal: %v", err))
+	}
+	if vms != nil {
+		vms.markHeal()
 	}
 	if nemErr != nil {
 		res.Failures = append(res.Failures, fmt.Sprintf("nemesis: %v", nemErr))

@@ -132,7 +132,7 @@ func volumeCheck(ctx context.Context, w *workload, ops []Op) ([]string, string) 
 	if vols == nil {
 		return []string{fmt.Sprintf("volumes after heal: no host listed them: %v", err)}, "volumes: not listed\n"
 	}
-	bad, created, errored := judgeVolumes(ops, vols, w.prefix)
+	bad, created, errored := judgeVolumes(ops, vols, w.prefix, len(w.servers) > 0)
 	byStatus := map[string]int{}
 	for _, v := range vols {
 		if strings.HasPrefix(v.Name, w.prefix+"-v") {
@@ -166,8 +166,11 @@ func stuckVolumes(vols map[string]volumes.Volume, prefix string) []string {
 // none in a transitional status, every acknowledged create there unless
 // a delete of it was sent, every acknowledged delete gone (or failed as
 // error_deleting: a delete is carried out after its answer, and may fail).
-// It also counts the acknowledged creates and those now in error.
-func judgeVolumes(ops []Op, vols map[string]volumes.Volume, prefix string) (bad []string, created, errored int) {
+// It also counts the acknowledged creates and those now in error. A run
+// with no acknowledged create, or (servers: HA servers to attach to) no
+// acknowledged attach, proved nothing about them: that is a violation too.
+func judgeVolumes(ops []Op, vols map[string]volumes.Volume, prefix string, servers bool) (bad []string, created, errored int) {
+	attached := 0
 	for _, s := range stuckVolumes(vols, prefix) {
 		bad = append(bad, fmt.Sprintf("volume stuck in a transitional status %s after the heal: %s", volumeGrace, s))
 	}
@@ -186,11 +189,19 @@ func judgeVolumes(ops []Op, vols map[string]volumes.Volume, prefix string) (bad 
 			} else if ok && v.Status == "error" {
 				errored++
 			}
+		case op.Kind == opAttach && op.Outcome == outOK:
+			attached++
 		case op.Kind == opVolDelete && op.Outcome == outOK:
 			if v, ok := vols[op.ID]; ok && !slices.Contains(transitional, v.Status) && v.Status != "error_deleting" {
 				bad = append(bad, fmt.Sprintf("lost delete: volume %s deleted by h%d (op %d) is still %s", op.ID, op.Host, op.Seq, v.Status))
 			}
 		}
+	}
+	if created == 0 {
+		bad = append(bad, "no volume create was acknowledged: the volumes were never tested")
+	}
+	if servers && attached == 0 {
+		bad = append(bad, "no volume attach was acknowledged: attaching to the HA servers was never tested")
 	}
 	return bad, created, errored
 }

@@ -22,13 +22,14 @@ func TestJudgeVolumes(t *testing.T) {
 		{Seq: 4, Kind: opVolCreate, Key: "fz1-v0-4", ID: "c", Outcome: outOK, Host: 4},   // failed to delete
 		{Seq: 5, Kind: opVolDelete, ID: "c", Outcome: outOK, Host: 5},                    //
 		{Seq: 6, Kind: opVolCreate, Key: "fz1-v0-6", ID: "d", Outcome: outFail, Host: 1}, // refused
+		{Seq: 7, Kind: opAttach, Key: "srv", ID: "a", Outcome: outOK, Host: 2},
 	}
 	ok := map[string]volumes.Volume{
 		"a": vol("a", "fz1-v0-1", "available"),
 		"c": vol("c", "fz1-v0-4", "error_deleting"),
 		"x": vol("x", "other", "creating"), // not this run's
 	}
-	if bad, created, _ := judgeVolumes(ops, ok, "fz1"); len(bad) != 0 || created != 3 {
+	if bad, created, _ := judgeVolumes(ops, ok, "fz1", true); len(bad) != 0 || created != 3 {
 		t.Fatalf("a consistent end state: %v (%d created); want no violation, 3 created", bad, created)
 	}
 	for name, tc := range map[string]struct {
@@ -41,9 +42,20 @@ func TestJudgeVolumes(t *testing.T) {
 		"stuck delete": {map[string]volumes.Volume{"a": ok["a"], "c": vol("c", "fz1-v0-4", "deleting")},
 			"fz1-v0-4 (c) deleting"},
 	} {
-		bad, _, _ := judgeVolumes(ops, tc.vols, "fz1")
+		bad, _, _ := judgeVolumes(ops, tc.vols, "fz1", true)
 		if len(bad) != 1 || !strings.Contains(bad[0], tc.want) {
 			t.Errorf("%s: %v; want one violation saying %q", name, bad, tc.want)
 		}
+	}
+	// Vacuous runs: nothing acknowledged proves nothing.
+	if bad, _, _ := judgeVolumes(ops[:6], ok, "fz1", true); len(bad) != 1 || !strings.Contains(bad[0], "no volume attach") {
+		t.Errorf("no attach acknowledged, with servers: %v; want one violation", bad)
+	}
+	if bad, _, _ := judgeVolumes(ops[:6], ok, "fz1", false); len(bad) != 0 {
+		t.Errorf("no attach acknowledged, without servers: %v; want none", bad)
+	}
+	refused := []Op{ops[5]}
+	if bad, created, _ := judgeVolumes(refused, map[string]volumes.Volume{}, "fz1", false); created != 0 || len(bad) != 1 || !strings.Contains(bad[0], "no volume create") {
+		t.Errorf("no create acknowledged: %v; want one violation", bad)
 	}
 }
