@@ -89,9 +89,14 @@ func (a *asm) ret(v int32) {
 	a.op(opExit, 0, 0, 0, 0)
 }
 
+// done resolves the jumps; nil if one names no label.
 func (a *asm) done() []insn {
 	for i, l := range a.fix {
-		a.out[i].Off = int16(a.labels[l] - i - 1)
+		at, ok := a.labels[l]
+		if !ok {
+			return nil
+		}
+		a.out[i].Off = int16(at - i - 1)
 	}
 	return a.out
 }
@@ -204,6 +209,9 @@ func guardProg() []insn {
 
 // loadProg loads a direct-action tc classifier.
 func loadProg(name string, insns []insn) (int, error) {
+	if len(insns) == 0 {
+		return -1, fmt.Errorf("%w: empty %s classifier", ErrInvalid, name)
+	}
 	license := []byte("GPL\x00")
 	attr := struct {
 		ProgType, InsnCnt  uint32
