@@ -60,11 +60,14 @@ func (e *ProvidersFailed) Cause(id string) error { return e.cause[id] }
 
 // Permanent reports whether the network or port id failed for a reason
 // retrying will not fix while the desired state and the host stay as
-// they are: an invalid or conflicting request, a device missing, or
-// something this kernel does not support, a MAC address taken.
+// they are: an invalid or conflicting request, something this kernel
+// does not support, a MAC address taken. A missing device (ENODEV: an
+// uplink or bond that appears late at boot, a tap not made yet) is not:
+// the next Apply retries it.
 func (e *ProvidersFailed) Permanent(id string) bool {
 	err := e.cause[id]
-	return err != nil && (errors.Is(err, ErrInvalid) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EADDRINUSE))
+	return err != nil && !errors.Is(err, unix.ENODEV) &&
+		(errors.Is(err, ErrInvalid) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EADDRINUSE))
 }
 
 func (e *ProvidersFailed) add(id string, err error) {
@@ -299,7 +302,7 @@ func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *S
 	case OpAddVLAN, OpAddMacvlan:
 		parent := host.index[op.Master]
 		if parent == 0 {
-			return nil, fmt.Errorf("%w: %s: device %q not found", ErrInvalid, op.Link, op.Master)
+			return nil, fmt.Errorf("%s: device %q not found: %w", op.Link, op.Master, unix.ENODEV)
 		}
 		la := netlink.NewLinkAttrs()
 		la.Name, la.ParentIndex = op.Link, parent
@@ -342,7 +345,7 @@ func (m *Manager) execProvider(ctx context.Context, op Op, host hostLinks, st *S
 	case OpWire:
 		idx, peer := host.index[op.Link], host.index[op.Peer]
 		if idx == 0 || peer == 0 {
-			return nil, fmt.Errorf("%w: wire %s to %s: device missing", ErrInvalid, op.Link, op.Peer)
+			return nil, fmt.Errorf("wire %s to %s: device missing: %w", op.Link, op.Peer, unix.ENODEV)
 		}
 		if !op.HasIngress {
 			q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,

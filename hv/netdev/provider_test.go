@@ -336,3 +336,24 @@ func TestProviderPortFailsAlone(t *testing.T) {
 		t.Errorf("Apply after the fix = %v", err)
 	}
 }
+
+// TestProviderUplinkMissingIsTemporary: an uplink that is not there yet
+// (a NIC or bond appearing late at boot) fails its port with a cause
+// that is not permanent; once it appears, the next Apply plumbs the port.
+func TestProviderUplinkMissingIsTemporary(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newLAN(t)
+	p := provPort(9, "198.51.100.92", false)
+	d := Desired{Providers: []Provider{{ID: "late", Uplink: "late0", Ports: []Port{p}}}}
+	m := newManager(t, f.host)
+	_, err := m.Apply(ctx, d)
+	var pf *ProvidersFailed
+	if !errors.As(err, &pf) || !slices.Equal(pf.Ports, []string{p.ID}) || pf.Permanent(p.ID) || !errors.Is(err, unix.ENODEV) {
+		t.Fatalf("Apply without the uplink = %v; want port %s failed, not permanently (ENODEV)", err, p.ID)
+	}
+	d.Providers[0].Uplink = "lan0"
+	if _, err := m.Apply(ctx, d); err != nil {
+		t.Errorf("Apply once the uplink is there = %v", err)
+	}
+}

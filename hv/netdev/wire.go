@@ -1,6 +1,7 @@
 package netdev
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -37,14 +37,20 @@ type Source struct {
 // a frame passes only with the port's MAC or an allowed pair's MAC as its
 // source and, for IPv4 and ARP, a sender address of that MAC's sources;
 // the port's own MAC may also send DHCP requests from 0.0.0.0 and ARP
-// probes, and IPv6 from link-local addresses and from ::.
+// probes, and IPv6 from :: and from the link-local (EUI-64) address of
+// its MAC or of a pair's MAC. Above them a BPF guard drops what a guest
+// must not send even from its own addresses (DHCP and DHCPv6 server
+// replies, IPv6 router advertisements and redirects; see guardProg) and
+// lets the rest go on.
 const (
-	prioIPv4 = 1
-	prioARP  = 2
-	prioIPv6 = 3
-	prioDrop = 9
+	prioGuard = 1
+	prioIPv4  = 2
+	prioARP   = 3
+	prioIPv6  = 4
+	prioDrop  = 9
 
-	dropProgName = "peerstack-drop"
+	dropProgName  = "peerstack-drop"
+	guardProgName = "peerstack-guard"
 )
 
 var wireProtos = []struct {
@@ -53,14 +59,20 @@ var wireProtos = []struct {
 }{{prioIPv4, unix.ETH_P_IP}, {prioARP, unix.ETH_P_ARP}, {prioIPv6, unix.ETH_P_IPV6}}
 
 // wireRule is one u32 filter of a wire: frames of proto matching every key
-// are redirected to the peer.
+// are redirected to the peer; or, with guard, the guard classifier.
 type wireRule struct {
 	prio  uint16
 	proto uint16
 	keys  []netlink.TcU32Key
+	guard bool
 }
 
+var guardRule = wireRule{prio: prioGuard, proto: unix.ETH_P_ALL, guard: true}
+
 func (r wireRule) String() string {
+	if r.guard {
+		return "guard"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d/%04x", r.prio, r.proto)
 	for _, k := range r.keys {
@@ -106,7 +118,7 @@ func tapRules(p Port) []wireRule {
 	if p.Unfiltered {
 		var rs []wireRule
 		for _, w := range wireProtos {
-			rs = append(rs, wireRule{w.prio, w.proto, matchAll})
+			rs = append(rs, wireRule{prio: w.prio, proto: w.proto, keys: matchAll})
 		}
 		return rs
 	}
@@ -114,14 +126,28 @@ func tapRules(p Port) []wireRule {
 	own := macKeys(p.MAC, ethSrc)
 	any4 := netip.PrefixFrom(netip.IPv4Unspecified(), 32)
 	rs := []wireRule{
-		// DHCP from 0.0.0.0: IPv4 without options, UDP, 68 → 67.
-		{prioIPv4, unix.ETH_P_IP, concat(own, prefixKeys(any4, ip4Src),
+		guardRule,
+		// DHCP from 0.0.0.0: IPv4 without options, UDP, 68 → 67. A
+		// request from 0.0.0.0 with IP options is refused: u32 offsets
+		// that follow the header length need hash-table links; DHCP
+		// clients send none.
+		{prio: prioIPv4, proto: unix.ETH_P_IP, keys: concat(own, prefixKeys(any4, ip4Src),
 			[]netlink.TcU32Key{{Val: 0x45000000, Mask: 0xff000000}, {Val: 0x00110000, Mask: 0x00ff0000, Off: 8},
 				{Val: 68<<16 | 67, Mask: 0xffffffff, Off: 20}})},
 		// ARP probes (sender 0.0.0.0).
-		{prioARP, unix.ETH_P_ARP, concat(own, macKeys(p.MAC, arpSHA), prefixKeys(any4, arpSPA))},
-		{prioIPv6, unix.ETH_P_IPV6, concat(own, prefixKeys(netip.MustParsePrefix("fe80::/10"), ip6Src))},
-		{prioIPv6, unix.ETH_P_IPV6, concat(own, prefixKeys(netip.PrefixFrom(netip.IPv6Unspecified(), 128), ip6Src))},
+		{prio: prioARP, proto: unix.ETH_P_ARP, keys: concat(own, macKeys(p.MAC, arpSHA), prefixKeys(any4, arpSPA))},
+		{prio: prioIPv6, proto: unix.ETH_P_IPV6, keys: concat(own, prefixKeys(netip.PrefixFrom(netip.IPv6Unspecified(), 128), ip6Src))},
+	}
+	// Link-local sources: the EUI-64 address of each MAC the port may use.
+	lls := []net.HardwareAddr{p.MAC}
+	for _, s := range p.Sources {
+		if len(s.MAC) == 6 && !slices.ContainsFunc(lls, func(m net.HardwareAddr) bool { return bytes.Equal(m, s.MAC) }) {
+			lls = append(lls, s.MAC)
+		}
+	}
+	for _, mac := range lls {
+		rs = append(rs, wireRule{prio: prioIPv6, proto: unix.ETH_P_IPV6,
+			keys: concat(macKeys(mac, ethSrc), prefixKeys(netip.PrefixFrom(linkLocal(mac), 128), ip6Src))})
 	}
 	for _, s := range p.Sources {
 		mac := s.MAC
@@ -131,13 +157,20 @@ func tapRules(p Port) []wireRule {
 		src := macKeys(mac, ethSrc)
 		if s.Prefix.Addr().Is4() {
 			rs = append(rs,
-				wireRule{prioIPv4, unix.ETH_P_IP, concat(src, prefixKeys(s.Prefix.Masked(), ip4Src))},
-				wireRule{prioARP, unix.ETH_P_ARP, concat(src, macKeys(mac, arpSHA), prefixKeys(s.Prefix.Masked(), arpSPA))})
+				wireRule{prio: prioIPv4, proto: unix.ETH_P_IP, keys: concat(src, prefixKeys(s.Prefix.Masked(), ip4Src))},
+				wireRule{prio: prioARP, proto: unix.ETH_P_ARP, keys: concat(src, macKeys(mac, arpSHA), prefixKeys(s.Prefix.Masked(), arpSPA))})
 		} else {
-			rs = append(rs, wireRule{prioIPv6, unix.ETH_P_IPV6, concat(src, prefixKeys(s.Prefix.Masked(), ip6Src))})
+			rs = append(rs, wireRule{prio: prioIPv6, proto: unix.ETH_P_IPV6, keys: concat(src, prefixKeys(s.Prefix.Masked(), ip6Src))})
 		}
 	}
 	return rs
+}
+
+// linkLocal is the EUI-64 link-local address of mac (fe80::/64 with the
+// MAC's universal/local bit flipped and ff:fe in the middle).
+func linkLocal(mac net.HardwareAddr) netip.Addr {
+	a := [16]byte{0: 0xfe, 1: 0x80, 8: mac[0] ^ 0x02, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe, 13: mac[3], 14: mac[4], 15: mac[5]}
+	return netip.AddrFrom16(a)
 }
 
 // macvlanRules are the filters of a port's macvlan: every untagged IPv4,
@@ -145,7 +178,7 @@ func tapRules(p Port) []wireRule {
 func macvlanRules() []wireRule {
 	var rs []wireRule
 	for _, w := range wireProtos {
-		rs = append(rs, wireRule{w.prio, w.proto, matchAll})
+		rs = append(rs, wireRule{prio: w.prio, proto: w.proto, keys: matchAll})
 	}
 	return rs
 }
@@ -154,6 +187,10 @@ func macvlanRules() []wireRule {
 func wireSig(rules []wireRule, peer string) string {
 	s := make([]string, 0, len(rules)+1)
 	for _, r := range rules {
+		if r.guard {
+			s = append(s, r.String())
+			continue
+		}
 		s = append(s, r.String()+" > "+peer)
 	}
 	slices.Sort(s)
@@ -168,6 +205,9 @@ func filterSig(f netlink.Filter, names map[int]string) string {
 		if f.Priority == prioDrop && f.DirectAction && f.Name == dropProgName {
 			return "drop"
 		}
+		if f.Priority == prioGuard && f.DirectAction && f.Name == guardProgName {
+			return guardRule.String()
+		}
 	case *netlink.U32:
 		if f.Sel == nil || len(f.Actions) != 1 {
 			return ""
@@ -176,7 +216,7 @@ func filterSig(f netlink.Filter, names map[int]string) string {
 		if !ok || mi.MirredAction != netlink.TCA_EGRESS_REDIR {
 			return ""
 		}
-		return wireRule{f.Priority, f.Protocol, f.Sel.Keys}.String() + " > " + names[mi.Ifindex]
+		return wireRule{prio: f.Priority, proto: f.Protocol, keys: f.Sel.Keys}.String() + " > " + names[mi.Ifindex]
 	}
 	return ""
 }
@@ -204,35 +244,10 @@ func readSig(fs []netlink.Filter, names map[int]string) string {
 	return strings.Join(s, "; ")
 }
 
-// loadDrop loads a BPF classifier that drops every frame (direct action,
-// TC_ACT_SHOT): this kernel may lack the gact action.
-func loadDrop() (int, error) {
-	insns := []uint64{
-		0x00000000000000b7 | 2<<32, // r0 = 2 (TC_ACT_SHOT)
-		0x0000000000000095,         // exit
-	}
-	license := []byte("GPL\x00")
-	attr := struct {
-		ProgType, InsnCnt  uint32
-		Insns, License     uint64
-		LogLevel, LogSize  uint32
-		LogBuf             uint64
-		KernVersion, Flags uint32
-		Name               [16]byte
-	}{ProgType: uint32(netlink.BPF_PROG_TYPE_SCHED_CLS), InsnCnt: uint32(len(insns)),
-		Insns: uint64(uintptr(unsafe.Pointer(&insns[0]))), License: uint64(uintptr(unsafe.Pointer(&license[0])))}
-	copy(attr.Name[:], "peerstack_drop")
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	if errno != 0 {
-		return -1, fmt.Errorf("load the drop classifier: %w", errno)
-	}
-	return int(fd), nil
-}
-
 // wire replaces the filters on the ingress of idx with rules redirecting
 // to peer, above a drop of everything else.
 func (n *nlh) wire(ctx context.Context, link string, idx, peer int, rules []wireRule, write func(string, func() error) error) error {
-	fd, err := loadDrop()
+	fd, err := loadProg("peerstack_drop", dropProg())
 	if err != nil {
 		return err
 	}
@@ -242,14 +257,24 @@ func (n *nlh) wire(ctx context.Context, link string, idx, peer int, rules []wire
 	if err := write("drop the rest on", func() error { return n.h.FilterReplace(drop) }); err != nil {
 		return err
 	}
-	for _, w := range wireProtos {
-		all := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: w.prio}}
-		if err := write("clear wire of", func() error { return n.h.FilterDel(all) }); err != nil &&
-			!errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-			return err
+	// Every priority above the drop, of either kind (an older release had
+	// u32 filters where the guard is now).
+	for _, prio := range []uint16{prioGuard, prioIPv4, prioARP, prioIPv6} {
+		at := netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: prio}
+		for _, all := range []netlink.Filter{&netlink.U32{FilterAttrs: at}, &netlink.BpfFilter{FilterAttrs: at}} {
+			if err := write("clear wire of", func() error { return n.h.FilterDel(all) }); err != nil &&
+				!errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				return err
+			}
 		}
 	}
 	for _, r := range rules {
+		if r.guard {
+			if err := n.guard(idx, write); err != nil {
+				return fmt.Errorf("%s: %w", link, err)
+			}
+			continue
+		}
 		f := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
 			Priority: r.prio, Protocol: r.proto},
 			Sel:     &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Keys: slices.Clip(slices.Clone(r.keys))},
@@ -259,6 +284,18 @@ func (n *nlh) wire(ctx context.Context, link string, idx, peer int, rules []wire
 		}
 	}
 	return nil
+}
+
+// guard puts the guard classifier on the ingress of idx.
+func (n *nlh) guard(idx int, write func(string, func() error) error) error {
+	fd, err := loadProg("peerstack_guard", guardProg())
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
+		Priority: prioGuard, Handle: 1, Protocol: unix.ETH_P_ALL}, Fd: fd, Name: guardProgName, DirectAction: true}
+	return write("guard", func() error { return n.h.FilterReplace(f) })
 }
 
 // quiet keeps the host's own stack off a device that only carries guests'

@@ -38,6 +38,35 @@ func ipv4(src, dst string, marker string) []byte {
 	return append(h, marker...)
 }
 
+// udp4 is an IPv4 UDP datagram with opts (a multiple of 4 bytes) of IP
+// options, and marker as its payload.
+func udp4(src, dst string, sport, dport uint16, opts int, marker string) []byte {
+	h := make([]byte, 20+opts+8)
+	h[0], h[8], h[9] = byte(0x40|(5+opts/4)), 64, 17
+	binary.BigEndian.PutUint16(h[2:], uint16(len(h)+len(marker)))
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(h[12:], s[:])
+	copy(h[16:], d[:])
+	for i := 20; i < 20+opts; i++ {
+		h[i] = 1 // no-op option
+	}
+	binary.BigEndian.PutUint16(h[20+opts:], sport)
+	binary.BigEndian.PutUint16(h[22+opts:], dport)
+	binary.BigEndian.PutUint16(h[24+opts:], uint16(8+len(marker)))
+	return append(h, marker...)
+}
+
+// ipv6 is an IPv6 header with next header nh and payload.
+func ipv6(src, dst string, nh byte, payload []byte) []byte {
+	h := make([]byte, 40)
+	h[0], h[6], h[7] = 0x60, nh, 255
+	binary.BigEndian.PutUint16(h[4:], uint16(len(payload)))
+	s, d := netip.MustParseAddr(src).As16(), netip.MustParseAddr(dst).As16()
+	copy(h[8:], s[:])
+	copy(h[24:], d[:])
+	return append(h, payload...)
+}
+
 // arp is an ARP request from sha/spa for tpa, with marker after it.
 func arp(sha net.HardwareAddr, spa, tpa, marker string) []byte {
 	b := []byte{0, 1, 8, 0, 6, 4, 0, 1}
@@ -95,7 +124,8 @@ func TestProviderWireRefuses(t *testing.T) {
 	f := newLAN(t)
 	p, open := provPort(5, "198.51.100.70", false), provPort(6, "198.51.100.71", false)
 	pair := net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 2, 2}
-	p.Sources = append(p.Sources, Source{MAC: pair, Prefix: netip.MustParsePrefix("198.51.100.80/30")})
+	p.Sources = append(p.Sources, Source{MAC: pair, Prefix: netip.MustParsePrefix("198.51.100.80/30")},
+		Source{MAC: pair, Prefix: netip.MustParsePrefix("2001:db8::80/128")})
 	open.Unfiltered, open.Sources = true, nil
 	m := newManager(t, f.host)
 	if _, err := m.Apply(ctx, Desired{Providers: []Provider{{ID: "flat", Uplink: "lan0", Ports: []Port{p, open}}}}); err != nil {
@@ -106,6 +136,8 @@ func TestProviderWireRefuses(t *testing.T) {
 	lanFD, lanIdx := packetSocket(t, f.lan, "lan0")
 	lanMAC := f.lan.link(t, "lan0").Attrs().HardwareAddr
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	allNodes := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	ll, pairLL := linkLocal(p.MAC).String(), linkLocal(pair).String()
 
 	send := []struct {
 		tap   *os.File
@@ -124,6 +156,20 @@ func TestProviderWireRefuses(t *testing.T) {
 		{guest, frame(lanMAC, p.MAC, nil, 0x88b5, []byte("probe-ethertype"))},
 		{guestOpen, frame(lanMAC, open.MAC, nil, unix.ETH_P_IP, ipv4("198.51.100.1", "198.51.100.2", "probe-open-spoof"))},
 		{guestOpen, frame(lanMAC, open.MAC, [][2]uint16{{unix.ETH_P_8021Q, 200}}, unix.ETH_P_IP, ipv4("198.51.100.71", "198.51.100.1", "probe-open-tagged"))},
+		// Servers and routers a guest must not play, even from its own
+		// addresses; link-local sources of its own MACs only.
+		{guest, frame(bcast, p.MAC, nil, unix.ETH_P_IP, udp4("198.51.100.70", "255.255.255.255", 67, 68, 0, "probe-dhcpd"))},
+		{guest, frame(bcast, p.MAC, nil, unix.ETH_P_IP, udp4("198.51.100.70", "255.255.255.255", 67, 68, 4, "probe-dhcpd-opts"))},
+		{guest, frame(lanMAC, p.MAC, nil, unix.ETH_P_IP, udp4("198.51.100.70", "198.51.100.1", 68, 67, 0, "probe-renew"))},
+		{guest, frame(lanMAC, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "fe80::1", 59, []byte("probe-ll")))},
+		{guest, frame(lanMAC, pair, nil, unix.ETH_P_IPV6, ipv6(pairLL, "fe80::1", 59, []byte("probe-pair-ll")))},
+		{guest, frame(lanMAC, p.MAC, nil, unix.ETH_P_IPV6, ipv6("fe80::1", "fe80::2", 59, []byte("probe-spoofll")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 58, []byte("\x86\x00\x00\x00probe-ra")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 58, []byte("\x89\x00\x00\x00probe-redirect")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 0, []byte("\x3a\x00\x05\x02\x00\x00\x01\x00\x86\x00\x00\x00probe-hbh-ra")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 58, []byte("\x87\x00\x00\x00probe-ns")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1:2", 17, []byte("\x02\x23\x02\x22\x00\x10\x00\x00probe-dhcp6d")))},
+		{guestOpen, frame(allNodes, open.MAC, nil, unix.ETH_P_IPV6, ipv6("fe80::1", "ff02::1", 58, []byte("\x86\x00\x00\x00probe-open-ra")))},
 	}
 	for _, s := range send {
 		if _, err := s.tap.Write(s.frame); err != nil {
@@ -131,9 +177,12 @@ func TestProviderWireRefuses(t *testing.T) {
 		}
 	}
 	got := markers(func(b []byte) (int, error) { n, _, err := unix.Recvfrom(lanFD, b, 0); return n, err }, 2*time.Second)
-	want := map[string]bool{"probe-ok": true, "probe-pair": true, "probe-arp": true, "probe-open-spoof": true}
+	want := map[string]bool{"probe-ok": true, "probe-pair": true, "probe-arp": true, "probe-open-spoof": true,
+		"probe-renew": true, "probe-ll": true, "probe-pair-ll": true, "probe-ns": true, "probe-open-ra": true}
 	for _, k := range []string{"probe-ok", "probe-pair", "probe-arp", "probe-tagged", "probe-qinq", "probe-spoofip", "probe-spoofmac",
-		"probe-pairmac-ownip", "probe-spoofarp", "probe-spoofsha", "probe-ethertype", "probe-open-spoof", "probe-open-tagged"} {
+		"probe-pairmac-ownip", "probe-spoofarp", "probe-spoofsha", "probe-ethertype", "probe-open-spoof", "probe-open-tagged",
+		"probe-dhcpd", "probe-dhcpd-opts", "probe-renew", "probe-ll", "probe-pair-ll", "probe-spoofll", "probe-ra", "probe-redirect",
+		"probe-hbh-ra", "probe-ns", "probe-dhcp6d", "probe-open-ra"} {
 		if got[k] != want[k] {
 			t.Errorf("%s reached the LAN: %v; want %v", k, got[k], want[k])
 		}
@@ -189,10 +238,14 @@ func TestProviderRewiresOlderWire(t *testing.T) {
 	mv := MacvlanName(p.ID)
 	for _, w := range [][2]string{{p.Tap, mv}, {mv, p.Tap}} {
 		l := f.host.link(t, w[0])
-		for _, prio := range []uint16{prioIPv4, prioARP, prioIPv6, prioDrop} {
+		prios := []uint16{prioIPv4, prioARP, prioIPv6, prioDrop}
+		if w[0] == p.Tap {
+			prios = append(prios, prioGuard)
+		}
+		for _, prio := range prios {
 			at := netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS, Priority: prio}
 			var all netlink.Filter = &netlink.U32{FilterAttrs: at}
-			if prio == prioDrop {
+			if prio == prioDrop || prio == prioGuard {
 				all = &netlink.BpfFilter{FilterAttrs: at}
 			}
 			if err := f.host.nl.FilterDel(all); err != nil {

@@ -389,7 +389,7 @@ func routerChains(r Router, transit netip.Addr) ([]nftChain, []nftMap) {
 // protected prefixes (the cluster's hosts and storage) except on those
 // ports.
 // providerVLANPrefix names hv/netdev's 802.1Q sub-interfaces of provider
-// networks (under its default prefix).
+// networks under its default prefix (Desired.ProviderVLANPrefix when set).
 const providerVLANPrefix = "pspv"
 
 func hostChains(d Desired, externals []string) []nftChain {
@@ -406,7 +406,11 @@ func hostChains(d Desired, externals []string) []nftChain {
 	input = append(input, rule(matchIf(true, extRootPrefix+"*"), one(verdict(expr.VerdictDrop))))
 	// A provider network's 802.1Q sub-interface carries a tenant VLAN
 	// to its VMs' macvlans: nothing on it is for the host.
-	input = append(input, rule(matchIf(true, providerVLANPrefix+"*"), one(verdict(expr.VerdictDrop))))
+	vlans := d.ProviderVLANPrefix
+	if vlans == "" {
+		vlans = providerVLANPrefix
+	}
+	input = append(input, rule(matchIf(true, vlans+"*"), one(verdict(expr.VerdictDrop))))
 	for _, pfx := range d.Protected {
 		if !pfx.Addr().Is4() {
 			continue

@@ -48,6 +48,10 @@ type Desired struct {
 	// physical network mapping). Proxy ARP entries on them belong to this
 	// package: the ones no floating IP wants are removed.
 	Externals []string
+	// ProviderVLANPrefix names the provider networks' 802.1Q
+	// sub-interfaces, whose input the host drops; default "pspv" (hv/netdev
+	// with its default device prefix "ps": the device prefix plus "pv").
+	ProviderVLANPrefix string
 }
 
 // Router is one router as this host runs it.

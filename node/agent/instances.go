@@ -304,7 +304,10 @@ func (a *Agent) planStart(sn *statedb.Snapshot, inst *statedb.Instance, net netR
 		return p
 	default:
 		for _, port := range ports {
-			if why, ok := net.refused[port.ID]; ok {
+			// Refused fails only a server being built: one that ran
+			// before (a host restart, a start) keeps its state and waits
+			// for the port, as for a port not plumbed yet.
+			if why, ok := net.refused[port.ID]; ok && inst.VMState == statedb.VMBuilding {
 				p.err = fmt.Errorf("server %s: port %s cannot be plumbed on host %s: %s", inst.ID, port.ID, a.cfg.HostID, why)
 				return p
 			}

@@ -198,3 +198,62 @@ func TestAgentProviderPortRefused(t *testing.T) {
 		t.Errorf("fault of the failed server = %+v; want the port and the reason", f)
 	}
 }
+
+// TestAgentProviderPortRefusedKeepsRunningServer: a server that ran
+// before (its VM gone, as after a host restart, and a reboot asked) whose
+// port is now refused is not turned into ERROR nor started: it waits for
+// its port, as for a port not plumbed yet. Only servers being built fail
+// on a refused port.
+func TestAgentProviderPortRefusedKeepsRunningServer(t *testing.T) {
+	st := agenttest.NewState()
+	apply := func(c statedb.CmdType, p any) {
+		t.Helper()
+		if err := st.Apply(c, p); err != nil {
+			t.Fatalf("apply %d: %v", c, err)
+		}
+	}
+	apply(statedb.CmdRegisterMember, statedb.Member{ID: hostA, Name: hostA, APIAddr: "192.0.2.9:8470"})
+	apply(statedb.CmdSetHostNetworks, statedb.HostNetworks{ID: hostA, Physnets: map[string]string{"physnet1": "lan0"}})
+	apply(statedb.CmdCreateNetwork, statedb.Network{ID: "flat", ProjectID: "proj", NetworkType: statedb.NetTypeFlat, PhysicalNetwork: "physnet1"})
+	apply(statedb.CmdCreateSubnet, statedb.CreateSubnetCmd{Subnet: statedb.Subnet{ID: "fs", NetworkID: "flat", ProjectID: "proj",
+		IPVersion: 4, CIDR: "203.0.113.0/24"}, GatewayAuto: true, PoolsAuto: true})
+	apply(statedb.CmdCreateInstances, statedb.CreateInstancesCmd{Instances: []statedb.InstanceCreate{{
+		Instance: statedb.Instance{ID: "was", Name: "was", ProjectID: "proj", UserID: "u", ImageID: image,
+			Flavor: statedb.Flavor{ID: "1", Name: "m1.tiny", VCPUs: 1, RAMMB: 128, DiskGB: 1}},
+		NICs: []statedb.NICRequest{{Create: &statedb.PortRequest{ID: "port-was", NetworkID: "flat"}}},
+	}}})
+	apply(statedb.CmdPlaceInstances, statedb.PlaceInstancesCmd{Placements: []statedb.PlacementRec{{InstanceID: "was", HostID: hostA}},
+		HostCaps: map[string]statedb.HostCap{hostA: {VCPUs: 1000, RAMMB: 1 << 20, DiskGB: 10000}}})
+	apply(statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: "was", HostID: hostA,
+		VMState: statedb.VMActive, PowerState: statedb.PowerRunning})
+	// Its VM is gone (the host restarted) and a hard reboot starts it.
+	apply(statedb.CmdInstanceAction, statedb.InstanceActionCmd{ID: "was", Action: statedb.ActionReboot, Hard: true})
+
+	nw := &refusingPort{port: "port-was"}
+	hv := agenttest.NewHypervisor()
+	ag, err := agent.New(agent.Config{HostID: hostA, State: st, Proposer: &agenttest.Proposer{State: st}, Hypervisor: hv,
+		Network: nw, VTEPs: agenttest.NewVTEPs(map[string]string{}), Physnets: map[string]string{"physnet1": "lan0"},
+		Volumes: agenttest.NewVolumes(), Images: agenttest.NewImages(map[string]string{image: "/images/img-1.qcow2"}),
+		ResyncInterval: 50 * time.Millisecond, Logger: logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Several syncs, each refusing the port, pass.
+	deadline := time.Now().Add(10 * time.Second)
+	for ; nw.Applies() < 4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("network applied %d times; want several syncs", nw.Applies())
+		}
+	}
+	if i, _ := st.Snapshot().Instance("was"); i.VMState != statedb.VMActive || i.Fault != nil {
+		t.Errorf("server after refused syncs = %s, fault %+v; want still ACTIVE without a fault", i.VMState, i.Fault)
+	}
+	if ops := hv.Ops("was"); len(ops) != 0 {
+		t.Errorf("hypervisor ops = %v; want none while its port is refused", ops)
+	}
+}

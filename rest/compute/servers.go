@@ -421,7 +421,8 @@ func (s *service) checkNIC(c *rest.Ctx, sn *statedb.Snapshot, w *nicWant, maxN i
 	// As in Neutron (create_port:fixed_ips:ip_address is
 	// admin_or_network_owner): a tenant on a shared network must not take
 	// an address of its choosing there (another host's on a provider LAN).
-	if w.FixedIP != "" && n.ProjectID != c.Cred.ProjectID && !s.isAdmin(c) {
+	// The same rule as the network API's: write access to the owner.
+	if w.FixedIP != "" && s.b.Authorize(c.Cred, rest.Write, n.ProjectID, false) != rest.Allow {
 		return rest.Forbiddenf("Policy doesn't allow create_port:fixed_ips:ip_address to be performed.")
 	}
 	return nil

@@ -561,4 +561,8 @@ func TestServerFixedIPOnSharedNetwork(t *testing.T) {
 		t.Errorf("instances %d → %d, ports %d → %d; want nothing written", before, n, ports, p)
 	}
 	e.createServer(e.member, body("")["server"].(map[string]any))
+	// The network's owner picks an address on it.
+	own := body("10.1.0.7")["server"].(map[string]any)
+	own["imageRef"] = e.image(e.other.ID, "private", 0, 0, nil, true)
+	e.createServer(e.alien, own)
 }

@@ -27,6 +27,13 @@ func forbidden(kind string) error {
 		msg: fmt.Sprintf("The request you have made on this %s is not allowed by policy.", strings.ToLower(kind))}
 }
 
+// policyDenied is Neutron's answer to an attribute its policy reserves:
+// 403 PolicyNotAuthorized "(rule:<action>:<attr>) is disallowed by policy".
+func policyDenied(action, attr string) error {
+	return &apiError{status: http.StatusForbidden, typ: "PolicyNotAuthorized",
+		msg: fmt.Sprintf("(rule:%s and rule:%s:%s) is disallowed by policy", action, action, attr)}
+}
+
 func badRequest(format string, args ...any) error {
 	return &apiError{status: http.StatusBadRequest, typ: "InvalidInput", msg: fmt.Sprintf(format, args...)}
 }

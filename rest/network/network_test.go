@@ -268,6 +268,31 @@ func TestNetworkIsolation(t *testing.T) {
 	neutronError(t, e.demo.Do("POST", "/network/v2.0/subnets", fmt.Sprintf(`{"subnet":{"network_id":%q,"cidr":"172.17.0.0/24","ip_version":4}}`, shared["id"])), 403, "PolicyNotAuthorized")
 	neutronError(t, e.demo.Do("PUT", "/network/v2.0/networks/"+str(shared, "id"), `{"network":{"name":"mine"}}`), 403, "PolicyNotAuthorized")
 	neutronError(t, e.demo.Do("POST", "/network/v2.0/ports", fmt.Sprintf(`{"port":{"network_id":%q,"fixed_ips":[{"ip_address":"172.16.0.50"}]}}`, shared["id"])), 403, "PolicyNotAuthorized")
+	// Port security and address pairs are the network owner's too (the
+	// wire would otherwise pass any source): refused, nothing written.
+	before := len(items(mustStatus(t, e.admin.Do("GET", "/network/v2.0/ports", nil), 200), "ports"))
+	for _, tt := range []struct{ method, path, body, rule string }{
+		{"POST", "/network/v2.0/ports", fmt.Sprintf(`{"port":{"network_id":%q,"port_security_enabled":false}}`, shared["id"]), "create_port:port_security_enabled"},
+		{"POST", "/network/v2.0/ports", fmt.Sprintf(`{"port":{"network_id":%q,"allowed_address_pairs":[{"ip_address":"172.16.0.1"}]}}`, shared["id"]), "create_port:allowed_address_pairs"},
+		{"PUT", "/network/v2.0/ports/" + str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"0.0.0.0/0"}]}}`, "update_port:allowed_address_pairs"},
+		{"PUT", "/network/v2.0/ports/" + str(sp, "id"), `{"port":{"port_security_enabled":false,"security_groups":[]}}`, "update_port:port_security_enabled"},
+	} {
+		r := e.demo.Do(tt.method, tt.path, tt.body)
+		neutronError(t, r, 403, "PolicyNotAuthorized")
+		if want := "(rule:" + strings.SplitN(tt.rule, ":", 2)[0] + " and rule:" + tt.rule + ") is disallowed by policy"; !strings.Contains(string(r.Body), want) {
+			t.Errorf("%s %s = %s; want %q", tt.method, tt.path, r.Body, want)
+		}
+	}
+	if after := len(items(mustStatus(t, e.admin.Do("GET", "/network/v2.0/ports", nil), 200), "ports")); after != before {
+		t.Errorf("ports after refused creates = %d; want %d", after, before)
+	}
+	got := obj(mustStatus(t, e.demo.Do("GET", "/network/v2.0/ports/"+str(sp, "id"), nil), 200), "port")
+	if got["port_security_enabled"] != true || len(got["allowed_address_pairs"].([]any)) != 0 {
+		t.Errorf("port after refused updates = %v", got)
+	}
+	// The owner (here the admin) may; unchanged values pass for anyone.
+	mustStatus(t, e.admin.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9"}]}}`), 200)
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"port_security_enabled":true,"name":"n"}}`), 200)
 	// Unsharing while another project has a port there is refused.
 	neutronError(t, e.admin.Do("PUT", "/network/v2.0/networks/"+str(shared, "id"), `{"network":{"shared":false}}`), 409, "NetworkInUse")
 }

@@ -2,6 +2,7 @@ package network
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -80,17 +81,36 @@ func (in *portInput) asksForAddress() bool {
 	return false
 }
 
-// ownerOnly reports whether the body sets what only the network's owner
-// or an admin may set, as in Neutron: a MAC, explicit addresses, the
-// device id or owner (compared with the port being updated, if any), so a
-// tenant on a shared network cannot pose as another project's device.
-func (in *portInput) ownerOnly(p *statedb.Port) bool {
+// ownerOnly names the first attribute the body sets that only the
+// network's owner or an admin may set, as in Neutron (each is
+// admin_or_network_owner there): a MAC, explicit addresses, the device id
+// or owner, so a tenant on a shared network cannot pose as another
+// project's device, and port security or allowed address pairs, which
+// would let the port send from any source. Each is compared with the port
+// being updated, if any. "" means none.
+func (in *portInput) ownerOnly(p *statedb.Port) string {
 	changes := func(v *string, cur string) bool { return v != nil && *v != cur }
 	var mac, dev, owner string
+	secure := true
+	var pairs []statedb.AddressPair
 	if p != nil {
-		mac, dev, owner = p.MAC, p.DeviceID, p.DeviceOwner
+		mac, dev, owner, secure, pairs = p.MAC, p.DeviceID, p.DeviceOwner, p.PortSecurityEnabled, p.AllowedAddressPairs
 	}
-	return in.asksForAddress() || changes(in.MAC, mac) || changes(in.DeviceID, dev) || changes(in.DeviceOwner, owner)
+	switch {
+	case in.asksForAddress():
+		return "fixed_ips:ip_address"
+	case changes(in.MAC, mac):
+		return "mac_address"
+	case changes(in.DeviceID, dev):
+		return "device_id"
+	case changes(in.DeviceOwner, owner):
+		return "device_owner"
+	case in.PortSecurityEnabled != nil && *in.PortSecurityEnabled != secure && !*in.PortSecurityEnabled:
+		return "port_security_enabled"
+	case in.AllowedAddressPairs != nil && len(*in.AllowedAddressPairs) > 0 && !slices.Equal(*in.AllowedAddressPairs, pairs):
+		return "allowed_address_pairs"
+	}
+	return ""
 }
 
 func (s *service) readPort(c *rest.Ctx, sn *statedb.Snapshot, id string) (*statedb.Port, error) {
@@ -198,9 +218,9 @@ func (s *service) createPort(c *rest.Ctx) (any, error) {
 	if err := s.check(c, rest.Write, project, false, "Port", ""); err != nil {
 		return nil, forbidden("Port")
 	}
-	if in.ownerOnly(nil) {
+	if attr := in.ownerOnly(nil); attr != "" {
 		if err := s.check(c, rest.Write, n.ProjectID, false, "Network", n.ID); err != nil {
-			return nil, forbidden("Port")
+			return nil, policyDenied("create_port", attr)
 		}
 	}
 	cmd := statedb.CreatePortCmd{
@@ -262,10 +282,10 @@ func (s *service) updatePort(c *rest.Ctx) (any, error) {
 			return nil, err
 		}
 	}
-	if in.ownerOnly(p) {
+	if attr := in.ownerOnly(p); attr != "" {
 		n, ok := sn.Network(p.NetworkID)
 		if !ok || s.check(c, rest.Write, n.ProjectID, false, "Network", n.ID) != nil {
-			return nil, forbidden("Port")
+			return nil, policyDenied("update_port", attr)
 		}
 	}
 	// As in Neutron: a bound port's MAC is the one its host plumbed (a
