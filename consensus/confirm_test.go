@@ -210,3 +210,19 @@ func TestStalledLeaderStepsAside(t *testing.T) {
 		return old.Status().AppliedIndex >= nl.Status().CommitIndex
 	})
 }
+
+// TestSoleVoterDoesNotStepAside: the only voter cannot hand leadership to
+// anyone; cutting it off would only keep the non-voters from the log
+// until a restart.
+func TestSoleVoterDoesNotStepAside(t *testing.T) {
+	c := newTestCluster(t)
+	c.add("solo", nil)
+	leader := c.start()
+	leader.StepAside()
+	if leader.stream.aside.Load() {
+		t.Fatal("the sole voter stepped aside")
+	}
+	if _, err := leader.Propose(testCtx(t), statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatalf("write after StepAside on the sole voter: %v", err)
+	}
+}

@@ -142,6 +142,8 @@ type Node struct {
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Shutdown begins
+
+	skip skipMark // see appliedIndex
 }
 
 // New opens (or creates) the Raft data in cfg.DataDir and starts the node.
@@ -348,26 +350,56 @@ func (n *Node) ConfirmLeader(ctx context.Context) error {
 // leadership transfers alike, while heartbeats, sent from goroutines of
 // their own, go on. The leader steps down by itself once its lease runs
 // out without the others' answers (or, stalled, once its loop runs
-// again). A node that does not lead is left alone.
+// again). A node that does not lead is left alone, and so is the only
+// voter (nobody else could lead: cutting it off would only starve the
+// non-voters). Aside lasts at most asideMax: a leader still leading then
+// is reconnected (and may be asked again).
 func (n *Node) StepAside() {
-	if n.raft.State() != raft.Leader || !n.stream.aside.CompareAndSwap(false, true) {
+	if n.raft.State() != raft.Leader || n.soleVoter() || !n.stream.aside.CompareAndSwap(false, true) {
 		return
 	}
 	n.log.Warn("raft: stepping aside: cut off from the other members until this node no longer leads")
 	n.trans.CloseStreams()
+	tm := n.cfg.Timers.withDefaults()
+	limit := time.NewTimer(asideMax * (tm.Heartbeat + tm.Election))
 	go func() {
 		defer n.stream.aside.Store(false)
+		defer limit.Stop()
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for n.raft.State() == raft.Leader {
 			select {
 			case <-t.C:
+			case <-limit.C:
+				n.log.Warn("raft: still the leader after stepping aside; back in touch with the other members")
+				return
 			case <-n.stopped:
 				return
 			}
 		}
 		n.log.Info("raft: no longer the leader; back in touch with the other members")
 	}()
+}
+
+// asideMax bounds how long StepAside keeps a node cut off, in heartbeat
+// plus election timeouts.
+const asideMax = 5
+
+// soleVoter reports whether this node is the only voter of its
+// configuration.
+func (n *Node) soleVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters, self := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || string(s.ID) == n.cfg.NodeID
+		}
+	}
+	return voters == 1 && self
 }
 
 // Status is a summary of this node's Raft state.
@@ -389,25 +421,50 @@ func (n *Node) Status() Status {
 	}
 }
 
-// maxSkipScan bounds how many log entries appliedIndex reads.
+// maxSkipScan bounds how many log entries one appliedIndex call reads.
 const maxSkipScan = 64
+
+// skipMark remembers how far appliedIndex has found no command after the
+// state machine's applied index: entries (from, to] never reach it.
+type skipMark struct {
+	mu       sync.Mutex
+	from, to uint64
+}
 
 // appliedIndex is the index of the last command the state machine applied,
 // moved up to commit when every entry after it up to commit is one that
-// never reaches the state machine (a new leader's barrier, a no-op, a
-// configuration change): otherwise a host whose last entry is such one
-// would never read as caught up. Raft's own applied index will not do: it
-// moves when entries are queued for the state machine, not once applied.
+// never reaches the state machine (a barrier — one per lease confirmation
+// round —, a new leader's no-op, a configuration change): otherwise a host
+// whose last entries are such ones would never read as caught up. Raft's
+// own applied index will not do: it moves when entries are queued for the
+// state machine, not once applied. Each call reads at most maxSkipScan
+// entries and remembers how far it got, so a long run of barriers after
+// the last command is read once, not on every call.
 func (n *Node) appliedIndex(commit uint64) uint64 {
 	applied := n.store.AppliedIndex()
-	if applied >= commit || commit-applied > maxSkipScan || n.raft.AppliedIndex() < commit {
+	if applied >= commit || n.raft.AppliedIndex() < commit {
 		return applied
 	}
-	for i := applied + 1; i <= commit; i++ {
+	n.skip.mu.Lock()
+	defer n.skip.mu.Unlock()
+	start := applied
+	if n.skip.from == applied && n.skip.to > applied {
+		start = n.skip.to
+	}
+	if start >= commit {
+		return commit
+	}
+	end := min(commit, start+maxSkipScan)
+	for i := start + 1; i <= end; i++ {
 		var l raft.Log
 		if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+			n.skip.from, n.skip.to = applied, i-1
 			return applied
 		}
+	}
+	n.skip.from, n.skip.to = applied, end
+	if end < commit {
+		return applied // the next call reads on from end
 	}
 	return commit
 }

@@ -412,3 +412,42 @@ func TestFollowersElectSoonWhenLeaderConnectionsEnd(t *testing.T) {
 		return true
 	})
 }
+
+// TestCaughtUpAfterManyBarriers: leadership confirmations commit barrier
+// entries, which never reach the state machine. After a command and 200
+// confirmations (more than one scan's worth) every node must still read
+// as caught up — its applied index at the commit index — or a restarted
+// host would never be ready while the cluster idles.
+func TestCaughtUpAfterManyBarriers(t *testing.T) {
+	c := newTestCluster(t)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		c.add(id, nil)
+	}
+	leader := c.start()
+	ctx := testCtx(t)
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if err := leader.ConfirmLeader(ctx); err != nil {
+			t.Fatalf("confirmation %d: %v", i, err)
+		}
+	}
+	for _, n := range c.nodes {
+		waitFor(t, n.cfg.NodeID+" caught up past the barriers", func() bool {
+			st := n.Status()
+			return st.CommitIndex > 200 && st.AppliedIndex == st.CommitIndex
+		})
+	}
+	// A command after the barriers is still waited for.
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		waitFor(t, n.cfg.NodeID+" applied the command after the barriers", func() bool {
+			_, ok := n.State().Project("p2")
+			st := n.Status()
+			return ok && st.AppliedIndex == st.CommitIndex
+		})
+	}
+}

@@ -125,6 +125,10 @@ func TestOutsideDropDeletionRepaired(t *testing.T) {
 	if st.Tx != 1 || st.Chains != 1 {
 		t.Fatalf("resync: stats %+v; want one chain rewritten in one transaction", st)
 	}
+	// Connections the drift let in are cut as after a narrowing.
+	if st.PortsAffected != 1 {
+		t.Fatalf("resync: stats %+v; want the drifted port's connections checked", st)
+	}
 	kernelMatches(t, h, "after the resync")
 	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {
 		t.Fatalf("resync after the repair: stats %+v; want no writes", st)
@@ -132,8 +136,8 @@ func TestOutsideDropDeletionRepaired(t *testing.T) {
 
 	outside(t, h, "i-p-v1", dropLast)
 	ports = []Port{h.port(v, true, anyV4, tcp(true, 7000, 7000), tcp(true, 7005, 7005))}
-	if st := h.apply(t, nil, ports...); st.Tx != 1 || st.Chains != 1 {
-		t.Fatalf("edit: stats %+v; want one chain changed in one transaction", st)
+	if st := h.apply(t, nil, ports...); st.Tx != 1 || st.Chains != 1 || st.PortsAffected != 1 {
+		t.Fatalf("edit: stats %+v; want one chain changed in one transaction and its connections checked", st)
 	}
 	kernelMatches(t, h, "after the edit")
 	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {

@@ -342,6 +342,7 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, verify bool, st *Stat
 	for _, k := range sortedKeys(want.chains) {
 		w := want.chains[k]
 		old, ok := cur.chains[k]
+		drifted := false // the kernel's chain was not what this manager wrote
 		switch {
 		case !ok:
 			writeChain(c, chains[k], w.family, w.rules, false, st)
@@ -353,11 +354,15 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, verify bool, st *Stat
 				continue
 			}
 			writeChain(c, chains[k], w.family, w.rules, true, st)
+			drifted = true
 		case !m.editChain(c, chains[k], w.family, old.rules, w.rules, st):
 			writeChain(c, chains[k], w.family, w.rules, true, st)
+			drifted = true
 		}
 		st.Chains++
-		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && narrows(cur.ports[id], want.ports[id]) {
+		// Connections a drifted chain let in may be ones the rules do
+		// not allow: they are cut as after a narrowing.
+		if id, ok := portOfChain(w.name); ok && w.name[0] != 'o' && (drifted || narrows(cur.ports[id], want.ports[id])) {
 			narrowed[id] = true
 		}
 	}
