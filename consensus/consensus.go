@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -381,6 +382,12 @@ func (n *Node) StepAside() {
 	}()
 }
 
+// snapshotIndex is the index of the latest Raft snapshot (0: none).
+func (n *Node) snapshotIndex() uint64 {
+	v, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
+	return v
+}
+
 // asideMax bounds how long StepAside keeps a node cut off, in heartbeat
 // plus election timeouts.
 const asideMax = 5
@@ -457,7 +464,19 @@ func (n *Node) appliedIndex(commit uint64) uint64 {
 	end := min(commit, start+maxSkipScan)
 	for i := start + 1; i <= end; i++ {
 		var l raft.Log
-		if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+		err := n.logs.GetLog(i, &l)
+		if errors.Is(err, raft.ErrLogNotFound) {
+			// Compacted into a snapshot, which the state machine took or
+			// restored: nothing up to its index needs reading. (A snapshot
+			// records the last command's index, not its own, so after a
+			// restore those entries would otherwise never be read past.)
+			if snap := n.snapshotIndex(); snap >= i {
+				i = min(snap, commit)
+				end = min(commit, i+maxSkipScan)
+				continue
+			}
+		}
+		if err != nil || l.Type == raft.LogCommand {
 			n.skip.from, n.skip.to = applied, i-1
 			return applied
 		}

@@ -451,3 +451,38 @@ func TestCaughtUpAfterManyBarriers(t *testing.T) {
 		})
 	}
 }
+
+// TestCaughtUpAfterCompaction: a snapshot followed by log compaction
+// removes the barriers after the last command from the log; the node must
+// still read as caught up (they are in the snapshot the state machine
+// took), not wait for the next write.
+func TestCaughtUpAfterCompaction(t *testing.T) {
+	c := newTestCluster(t)
+	c.add("solo", nil)
+	n := c.start()
+	ctx := testCtx(t)
+	if _, err := n.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if err := n.ConfirmLeader(ctx); err != nil {
+			t.Fatalf("confirmation %d: %v", i, err)
+		}
+	}
+	rc := n.raft.ReloadableConfig()
+	rc.TrailingLogs = 0
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	var l raft.Log
+	if err := n.logs.GetLog(n.store.AppliedIndex()+1, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("the entry after the last command is still in the log after compaction (%v)", err)
+	}
+	waitFor(t, "caught up after compaction", func() bool {
+		st := n.Status()
+		return st.AppliedIndex == st.CommitIndex
+	})
+}
