@@ -411,32 +411,44 @@ func setAddressPairs(p *Port, pairs []AddressPair) error {
 	if len(pairs) > 10 {
 		return Errorf(KindInvalid, "The number of allowed address pair exceeds the maximum 10.")
 	}
+	out, err := NormalizeAddressPairs(p.MAC, pairs)
+	if err != nil {
+		return err
+	}
+	p.AllowedAddressPairs = out
+	return nil
+}
+
+// NormalizeAddressPairs returns pairs in the form a port with MAC mac
+// stores them: a single address without its prefix length, a network
+// masked, the port's MAC for an empty one, MACs lower-case; a malformed
+// or repeated pair is an error.
+func NormalizeAddressPairs(mac string, pairs []AddressPair) ([]AddressPair, error) {
 	out := []AddressPair{}
 	for _, ap := range pairs {
 		pfx, err := parsePrefix(ap.IP)
 		if err != nil {
-			return Errorf(KindInvalid, "Invalid input for allowed_address_pairs. Reason: '%s' is not a valid IP address.", ap.IP)
+			return nil, Errorf(KindInvalid, "Invalid input for allowed_address_pairs. Reason: '%s' is not a valid IP address.", ap.IP)
 		}
 		ip := pfx.Masked().String()
 		if pfx.IsSingleIP() {
 			ip = pfx.Addr().String()
 		}
-		mac := p.MAC
+		hwMAC := mac
 		if ap.MAC != "" {
 			hw, err := net.ParseMAC(ap.MAC)
 			if err != nil || len(hw) != 6 {
-				return Errorf(KindInvalid, "Invalid input for allowed_address_pairs. Reason: '%s' is not a valid MAC address.", ap.MAC)
+				return nil, Errorf(KindInvalid, "Invalid input for allowed_address_pairs. Reason: '%s' is not a valid MAC address.", ap.MAC)
 			}
-			mac = hw.String()
+			hwMAC = hw.String()
 		}
-		np := AddressPair{IP: ip, MAC: mac}
+		np := AddressPair{IP: ip, MAC: hwMAC}
 		if slices.Contains(out, np) {
-			return Errorf(KindInvalid, "Request contains duplicate address pair: mac_address %s ip_address %s.", mac, ip)
+			return nil, Errorf(KindInvalid, "Request contains duplicate address pair: mac_address %s ip_address %s.", hwMAC, ip)
 		}
 		out = append(out, np)
 	}
-	p.AllowedAddressPairs = out
-	return nil
+	return out, nil
 }
 
 // UpdatePortSecurity is the security part of a port update; nil = keep.

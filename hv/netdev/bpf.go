@@ -53,6 +53,7 @@ const (
 	opJeqImm  = 0x15
 	opJneImm  = 0x55
 	opJgtReg  = 0x2d // if dst > src
+	opJltImm  = 0xa5 // if dst < imm
 	opExit    = 0x95
 	actUnspec = -1 // TC_ACT_UNSPEC: go on with the next filter
 	actShot   = 2  // TC_ACT_SHOT: drop
@@ -111,11 +112,13 @@ func dropProg() []insn {
 
 // guardProg drops what a guest must not send even from its own addresses
 // and lets everything else go on to the next filter: IPv4 UDP from port
-// 67 (a DHCP server's replies), ICMPv6 router advertisements (134) and
-// redirects (137), UDP from port 547 (DHCPv6 server replies). It follows
-// up to three IPv6 hop-by-hop, routing or destination options headers
-// (more, or a header running past the packet, is dropped); fragments
-// after the first carry no ports and pass.
+// 67 or to port 68 (a DHCP server's replies: a client takes whatever
+// reaches its port), IPv4 headers shorter than 20 bytes, ICMPv6 router
+// advertisements (134) and redirects (137), UDP from port 547 or to port
+// 546 (DHCPv6 server replies). It follows up to three IPv6 hop-by-hop,
+// routing, destination options or fragment headers (more, or a header
+// running past the packet, is dropped); fragments after the first carry
+// no ports and pass.
 func guardProg() []insn {
 	const r0, r1, r6, r7, r8, r9 = 0, 1, 6, 7, 8, 9
 	// cls_bpf shows the frame from its Ethernet header on ingress too
@@ -136,6 +139,9 @@ func guardProg() []insn {
 	a.label("ipv4")
 	a.op(opMovImm, r1, 0, 0, eth+20)
 	a.jmp(opJgtReg, r1, r7, 0, "pass") // shorter than a header: the u32 filters refuse it
+	a.op(opLdAbsB, 0, 0, 0, eth)
+	a.op(opAndImm, r0, 0, 0, 0x0f)
+	a.jmp(opJltImm, r0, 0, 5, "drop") // a header length that is no header
 	a.op(opLdAbsB, 0, 0, 0, eth+9)
 	a.jmp(opJneImm, r0, 0, unix.IPPROTO_UDP, "pass")
 	a.op(opLdAbsH, 0, 0, 0, eth+6)
@@ -147,10 +153,12 @@ func guardProg() []insn {
 	a.op(opMovReg, r9, r0, 0, 0) // r9 = offset of the UDP header
 	a.op(opAddImm, r9, 0, 0, eth)
 	a.op(opMovReg, r1, r9, 0, 0)
-	a.op(opAddImm, r1, 0, 0, 2)
+	a.op(opAddImm, r1, 0, 0, 4)
 	a.jmp(opJgtReg, r1, r7, 0, "drop") // UDP without its ports
 	a.op(opLdIndH, 0, r9, 0, 0)
 	a.jmp(opJeqImm, r0, 0, 67, "drop")
+	a.op(opLdIndH, 0, r9, 0, 2)
+	a.jmp(opJeqImm, r0, 0, 68, "drop")
 	a.jmp(opJa, 0, 0, 0, "pass")
 
 	a.label("ipv6")
@@ -160,17 +168,32 @@ func guardProg() []insn {
 	a.op(opMovReg, r8, r0, 0, 0)     // r8 = next header
 	a.op(opMovImm, r9, 0, 0, eth+40) // r9 = its offset
 	for i := range 4 {
-		ext := fmt.Sprintf("ext-%d", i)
+		ext, frag := fmt.Sprintf("ext-%d", i), fmt.Sprintf("frag-%d", i)
 		if i == 3 {
-			ext = "drop" // a fourth extension header
+			ext, frag = "drop", "drop" // a fourth extension header
 		}
-		a.jmp(opJeqImm, r8, 0, 0, ext)  // hop-by-hop options
-		a.jmp(opJeqImm, r8, 0, 43, ext) // routing
-		a.jmp(opJeqImm, r8, 0, 60, ext) // destination options
+		a.label(fmt.Sprintf("hdr-%d", i))
+		a.jmp(opJeqImm, r8, 0, 0, ext)   // hop-by-hop options
+		a.jmp(opJeqImm, r8, 0, 43, ext)  // routing
+		a.jmp(opJeqImm, r8, 0, 60, ext)  // destination options
+		a.jmp(opJeqImm, r8, 0, 44, frag) // fragment
 		a.jmp(opJa, 0, 0, 0, "l4")
 		if i == 3 {
 			break
 		}
+		// A fragment header is 8 bytes whatever its second byte says; a
+		// fragment at a non-zero offset holds no upper-layer header.
+		a.label(frag)
+		a.op(opMovReg, r1, r9, 0, 0)
+		a.op(opAddImm, r1, 0, 0, 4)
+		a.jmp(opJgtReg, r1, r7, 0, "drop")
+		a.op(opLdIndH, 0, r9, 0, 2)
+		a.op(opAndImm, r0, 0, 0, 0xfff8)
+		a.jmp(opJneImm, r0, 0, 0, "pass")
+		a.op(opLdIndB, 0, r9, 0, 0)
+		a.op(opMovReg, r8, r0, 0, 0)
+		a.op(opAddImm, r9, 0, 0, 8)
+		a.jmp(opJa, 0, 0, 0, fmt.Sprintf("hdr-%d", i+1))
 		a.label(ext)
 		a.op(opMovReg, r1, r9, 0, 0)
 		a.op(opAddImm, r1, 0, 0, 2)
@@ -195,8 +218,13 @@ func guardProg() []insn {
 	a.jmp(opJeqImm, r0, 0, 137, "drop")
 	a.jmp(opJa, 0, 0, 0, "pass")
 	a.label("udp6")
+	a.op(opMovReg, r1, r9, 0, 0)
+	a.op(opAddImm, r1, 0, 0, 4)
+	a.jmp(opJgtReg, r1, r7, 0, "drop") // UDP without its ports
 	a.op(opLdIndH, 0, r9, 0, 0)
 	a.jmp(opJeqImm, r0, 0, 547, "drop")
+	a.op(opLdIndH, 0, r9, 0, 2)
+	a.jmp(opJeqImm, r0, 0, 546, "drop")
 	a.jmp(opJa, 0, 0, 0, "pass")
 	// Too short for its ICMPv6 type or UDP ports: dropped if it claims to
 	// be either, passed otherwise.

@@ -170,6 +170,18 @@ func TestProviderWireRefuses(t *testing.T) {
 		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 58, []byte("\x87\x00\x00\x00probe-ns")))},
 		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1:2", 17, []byte("\x02\x23\x02\x22\x00\x10\x00\x00probe-dhcp6d")))},
 		{guestOpen, frame(allNodes, open.MAC, nil, unix.ETH_P_IPV6, ipv6("fe80::1", "ff02::1", 58, []byte("\x86\x00\x00\x00probe-open-ra")))},
+		// A DHCP client listens on its port whatever the source port.
+		{guest, frame(bcast, p.MAC, nil, unix.ETH_P_IP, udp4("198.51.100.70", "255.255.255.255", 1234, 68, 0, "probe-dhcpd-sport"))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1:2", 17, []byte("\x04\xd2\x02\x22\x00\x10\x00\x00probe-dhcp6d-sport")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1:2", 17, []byte("\x02\x22\x02\x23\x00\x10\x00\x00probe-dhcp6c")))},
+		// An IPv4 header shorter than 20 bytes would put the "ports" in it.
+		{guest, frame(bcast, p.MAC, nil, unix.ETH_P_IP, append([]byte{0x40}, udp4("198.51.100.70", "255.255.255.255", 67, 68, 0, "probe-ihl0")[1:]...))},
+		// A first fragment carries the ports and the ICMPv6 type; a later
+		// one carries neither and passes.
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1:2", 44, []byte("\x11\x00\x00\x01\x00\x00\x00\x07\x02\x23\x02\x22\x00\x10\x00\x00probe-frag-dhcp6d")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 44, []byte("\x3a\x00\x00\x00\x00\x00\x00\x08\x86\x00\x00\x00probe-frag-ra")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 0, []byte("\x2c\x00\x01\x04\x00\x00\x00\x00\x3a\x00\x00\x00\x00\x00\x00\x09\x86\x00\x00\x00probe-hbh-frag-ra")))},
+		{guest, frame(allNodes, p.MAC, nil, unix.ETH_P_IPV6, ipv6(ll, "ff02::1", 44, []byte("\x3a\x00\x00\x10\x00\x00\x00\x0a\x86\x00\x00\x00probe-frag-later")))},
 	}
 	for _, s := range send {
 		if _, err := s.tap.Write(s.frame); err != nil {
@@ -178,11 +190,13 @@ func TestProviderWireRefuses(t *testing.T) {
 	}
 	got := markers(func(b []byte) (int, error) { n, _, err := unix.Recvfrom(lanFD, b, 0); return n, err }, 2*time.Second)
 	want := map[string]bool{"probe-ok": true, "probe-pair": true, "probe-arp": true, "probe-open-spoof": true,
-		"probe-renew": true, "probe-ll": true, "probe-pair-ll": true, "probe-ns": true, "probe-open-ra": true}
+		"probe-renew": true, "probe-ll": true, "probe-pair-ll": true, "probe-ns": true, "probe-open-ra": true,
+		"probe-dhcp6c": true, "probe-frag-later": true}
 	for _, k := range []string{"probe-ok", "probe-pair", "probe-arp", "probe-tagged", "probe-qinq", "probe-spoofip", "probe-spoofmac",
 		"probe-pairmac-ownip", "probe-spoofarp", "probe-spoofsha", "probe-ethertype", "probe-open-spoof", "probe-open-tagged",
 		"probe-dhcpd", "probe-dhcpd-opts", "probe-renew", "probe-ll", "probe-pair-ll", "probe-spoofll", "probe-ra", "probe-redirect",
-		"probe-hbh-ra", "probe-ns", "probe-dhcp6d", "probe-open-ra"} {
+		"probe-hbh-ra", "probe-ns", "probe-dhcp6d", "probe-open-ra", "probe-dhcpd-sport", "probe-dhcp6d-sport", "probe-dhcp6c",
+		"probe-ihl0", "probe-frag-dhcp6d", "probe-frag-ra", "probe-hbh-frag-ra", "probe-frag-later"} {
 		if got[k] != want[k] {
 			t.Errorf("%s reached the LAN: %v; want %v", k, got[k], want[k])
 		}

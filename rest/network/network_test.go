@@ -291,8 +291,25 @@ func TestNetworkIsolation(t *testing.T) {
 		t.Errorf("port after refused updates = %v", got)
 	}
 	// The owner (here the admin) may; unchanged values pass for anyone.
-	mustStatus(t, e.admin.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9"}]}}`), 200)
+	mustStatus(t, e.admin.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9"},{"ip_address":"172.16.0.16/29","mac_address":"fa:16:3e:00:00:99"}]}}`), 200)
 	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"port_security_enabled":true,"name":"n"}}`), 200)
+	// The stored pairs sent back in another spelling or order, or fewer of
+	// them, are no new pair; a new one, or one taken back, is.
+	spMAC := strings.ToUpper(str(sp, "mac_address"))
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), fmt.Sprintf(`{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.20/29","mac_address":"FA:16:3E:00:00:99"},{"ip_address":"172.16.0.9/32","mac_address":%q}]}}`, spMAC)), 200)
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.16/29","mac_address":"fa:16:3e:00:00:99"},{"ip_address":"172.16.0.9"}]}}`), 200)
+	mustStatus(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), `{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9"}]}}`), 200)
+	for _, body := range []string{
+		`{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9"},{"ip_address":"172.16.0.16/29","mac_address":"fa:16:3e:00:00:99"}]}}`,
+		`{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.9","mac_address":"fa:16:3e:00:00:99"}]}}`,
+		`{"port":{"allowed_address_pairs":[{"ip_address":"172.16.0.8/29"}]}}`,
+	} {
+		neutronError(t, e.demo.Do("PUT", "/network/v2.0/ports/"+str(sp, "id"), body), 403, "PolicyNotAuthorized")
+	}
+	got = obj(mustStatus(t, e.demo.Do("GET", "/network/v2.0/ports/"+str(sp, "id"), nil), 200), "port")
+	if pairs, _ := got["allowed_address_pairs"].([]any); len(pairs) != 1 || fmt.Sprint(pairs[0]) != fmt.Sprintf("map[ip_address:172.16.0.9 mac_address:%s]", str(sp, "mac_address")) {
+		t.Errorf("pairs after a narrowing and refused widenings = %v", got["allowed_address_pairs"])
+	}
 	// Unsharing while another project has a port there is refused.
 	neutronError(t, e.admin.Do("PUT", "/network/v2.0/networks/"+str(shared, "id"), `{"network":{"shared":false}}`), 409, "NetworkInUse")
 }

@@ -107,10 +107,27 @@ func (in *portInput) ownerOnly(p *statedb.Port) string {
 		return "device_owner"
 	case in.PortSecurityEnabled != nil && *in.PortSecurityEnabled != secure && !*in.PortSecurityEnabled:
 		return "port_security_enabled"
-	case in.AllowedAddressPairs != nil && len(*in.AllowedAddressPairs) > 0 && !slices.Equal(*in.AllowedAddressPairs, pairs):
+	case in.AllowedAddressPairs != nil && addsPairs(mac, *in.AllowedAddressPairs, pairs):
 		return "allowed_address_pairs"
 	}
 	return ""
+}
+
+// addsPairs reports whether the requested pairs, in the form the port
+// (MAC mac) stores them, name one that cur lacks: keeping or dropping
+// pairs narrows what the port may send, adding one widens it. Pairs that
+// do not parse count as added.
+func addsPairs(mac string, req, cur []statedb.AddressPair) bool {
+	norm, err := statedb.NormalizeAddressPairs(mac, req)
+	if err != nil {
+		return true
+	}
+	for _, ap := range norm {
+		if !slices.Contains(cur, ap) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *service) readPort(c *rest.Ctx, sn *statedb.Snapshot, id string) (*statedb.Port, error) {
