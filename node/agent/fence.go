@@ -197,6 +197,15 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
 	commit, err := f.cfg.Renew(rctx)
 	cancel()
+	if err == nil && !f.CaughtUp() {
+		// Every renewal commits a barrier on the leader (its leadership
+		// confirmation), so the commit index it answers is always newer
+		// than anything this host has heard of: this host learns that the
+		// barrier committed with the leader's next message, a few
+		// milliseconds later. Checking at once would chase a target that
+		// moves with every renewal and never catch up on a quiet cluster.
+		waitApplied(ctx, f.cfg.Applied, commit, f.cfg.Interval/2)
+	}
 	f.mu.Lock()
 	if err == nil && sent >= f.lastAck {
 		f.lastAck, f.haveAck = sent, true
@@ -376,5 +385,18 @@ func (a *Agent) removeMoved(ctx context.Context, seen uint64, ids []string) {
 				"instance", id)
 			return a.cfg.Hypervisor.Delete(ctx, id)
 		})
+	}
+}
+
+// waitApplied waits until applied() reaches idx, at most limit (or until ctx
+// ends).
+func waitApplied(ctx context.Context, applied func() uint64, idx uint64, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for applied() < idx && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 }

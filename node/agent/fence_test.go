@@ -201,3 +201,40 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		t.Fatalf("heartbeat after the first sync = %v; want the sync's (none)", beats)
 	}
 }
+
+// TestFenceCatchesUpWhileEveryRenewalCommitsABarrier: each renewal's
+// answer names a commit index this host learns of a moment later (the
+// leader's confirmation barrier), so the target moves on with every
+// renewal; the fence must still read as caught up on a quiet cluster.
+func TestFenceCatchesUpWhileEveryRenewalCommitsABarrier(t *testing.T) {
+	clock := &fenceClock{now: time.Hour}
+	var mu sync.Mutex
+	commit, applied := uint64(10), uint64(10)
+	f := NewFence(FenceConfig{
+		Renew: func(context.Context) (uint64, error) {
+			mu.Lock()
+			commit++
+			c := commit
+			mu.Unlock()
+			go func() { // the leader's next message, a moment later
+				time.Sleep(3 * time.Millisecond)
+				mu.Lock()
+				applied = max(applied, c)
+				mu.Unlock()
+			}()
+			return c, nil
+		},
+		Applied:  func() uint64 { mu.Lock(); defer mu.Unlock(); return applied },
+		Timeout:  func() time.Duration { return 10 * time.Second },
+		Interval: 200 * time.Millisecond,
+		Clock:    clock.Now,
+	})
+	for range 5 {
+		f.Check(context.Background(), func(context.Context, []GuardVM) {})
+		clock.now += 200 * time.Millisecond
+		if f.CaughtUp() {
+			return
+		}
+	}
+	t.Fatal("the fence never read as caught up: it chased a commit index every renewal moved on")
+}
