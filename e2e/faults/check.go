@@ -308,9 +308,9 @@ func compareHosts(states []finalState) []string {
 	var bad []string
 	ref := states[0]
 	for _, s := range states[1:] {
-		if s.Applied != ref.Applied {
-			bad = append(bad, fmt.Sprintf("applied index: %s at %d, %s at %d", ref.Host, ref.Applied, s.Host, s.Applied))
-		}
+		// Applied indexes move on leadership-confirmation barriers that
+		// change no state, so hosts read a moment apart differ; the lists
+		// below are what must agree.
 		for id, n := range ref.Networks {
 			if m, ok := s.Networks[id]; !ok || !sameNet(n, m) {
 				bad = append(bad, fmt.Sprintf("network %s: %s has %+v, %s has %+v", id, ref.Host, brief(n), s.Host, briefOK(m, ok)))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -330,7 +331,9 @@ func snapshotAll(ctx context.Context, w *workload) ([]finalState, error) {
 		if err != nil {
 			return nil, err
 		}
-		if st2.AppliedIndex != st.AppliedIndex {
+		if st2.AppliedIndex != st.AppliedIndex && !sameLists(ctx, c, fs) {
+			// The index also moves on leadership-confirmation barriers,
+			// which change no state: only lists that changed count.
 			return nil, fmt.Errorf("%s still applying (%d → %d)", c.name, st.AppliedIndex, st2.AppliedIndex)
 		}
 		out = append(out, fs)
@@ -366,4 +369,20 @@ func listPorts(ctx context.Context, c *hostClient, into map[string]portInfo) err
 		into[p.ID] = p
 	}
 	return nil
+}
+
+// sameLists reads c's networks, ports and members again and reports
+// whether they equal fs's.
+func sameLists(ctx context.Context, c *hostClient, fs finalState) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	again := finalState{Networks: map[string]netInfo{}, Ports: map[string]portInfo{}}
+	if err := errors.Join(listNetworks(ctx, c, again.Networks), listPorts(ctx, c, again.Ports)); err != nil {
+		return false
+	}
+	m, err := c.members(ctx)
+	if err != nil {
+		return false
+	}
+	return reflect.DeepEqual(fs.Networks, again.Networks) && reflect.DeepEqual(fs.Ports, again.Ports) && reflect.DeepEqual(fs.Members, m)
 }
