@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus"
-	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
 )
@@ -109,14 +108,12 @@ func (n *Node) tendGossipKeys(ctx context.Context, kt *keyTending, joinFailed bo
 		return // this host was removed: it gets no new key
 	}
 	if n.raft.IsLeader() {
-		for _, m := range sn.Members() {
-			if statedb.CompareVersions(m.Version, keyRotationSince) < 0 {
-				if !kt.gated {
-					n.log.Warn("gossip key not rotated: a member runs an older release", "member", m.Name, "version", m.Version)
-					kt.gated = true
-				}
-				return
+		if m, older := sn.MemberOlderThan(keyRotationSince); older {
+			if !kt.gated {
+				n.log.Warn("gossip key not rotated: a member runs an older release", "member", m.Name, "version", m.Version)
+				kt.gated = true
 			}
+			return
 		}
 		kt.gated = false
 		kt.rotator.Tend(ctx, true)

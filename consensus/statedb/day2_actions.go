@@ -47,10 +47,17 @@ func (sn *Snapshot) DeletedInstanceProject(id string) (string, bool) {
 // everyMemberAtLeast reports whether every member reported version v or
 // newer. Apply functions may branch on it: it reads only the state.
 func everyMemberAtLeast(sn *Snapshot, v string) bool {
+	_, older := sn.MemberOlderThan(v)
+	return !older
+}
+
+// MemberOlderThan returns a member that reported a version older than v
+// (or none), if there is one.
+func (sn *Snapshot) MemberOlderThan(v string) (*Member, bool) {
 	for _, m := range sn.Members() {
 		if CompareVersions(m.Version, v) < 0 {
-			return false
+			return m, true
 		}
 	}
-	return true
+	return nil, false
 }

@@ -2,10 +2,7 @@ package faults
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 )
@@ -17,20 +14,8 @@ func TestLossRuleDropsItsShare(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
-	var rnd [3]byte
-	_, _ = rand.Read(rnd[:])
-	tag := "pfl" + hex.EncodeToString(rnd[:])
-	a, b := tag+"a", tag+"b"
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	run("netns", "add", a)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", a).Run() })
-	run("netns", "add", b)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", b).Run() })
+	a, b := testNetns(t, "pfla"), testNetns(t, "pflb")
+	run := func(args ...string) { t.Helper(); ipCmd(t, args...) }
 	run("-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
 	run("-n", a, "addr", "add", "10.77.0.1/24", "dev", "eth0")
 	run("-n", b, "addr", "add", "10.77.0.2/24", "dev", "eth0")

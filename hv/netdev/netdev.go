@@ -115,8 +115,11 @@ func TapName(id string) string { return tapName(DefaultPrefix, id) }
 // TapName is the tap name of a port under this Manager's prefix.
 func (m *Manager) TapName(id string) string { return tapName(m.prefix, id) }
 
-func tapName(prefix, id string) string {
-	base := prefix + "tap"
+func tapName(prefix, id string) string { return portIfName(prefix+"tap", id) }
+
+// portIfName is base followed by as much of port id (without dashes) as
+// an interface name holds.
+func portIfName(base, id string) string {
 	id = strings.ReplaceAll(id, "-", "")
 	if n := maxIfName - len(base); len(id) > n {
 		id = id[:n]

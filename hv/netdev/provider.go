@@ -114,14 +114,7 @@ func VLANName(uplink string, vid int) string { return vlanName(DefaultPrefix, up
 // VLANName is VLANName under this Manager's prefix.
 func (m *Manager) VLANName(uplink string, vid int) string { return vlanName(m.prefix, uplink, vid) }
 
-func macvlanName(prefix, id string) string {
-	base := prefix + "pm"
-	id = strings.ReplaceAll(id, "-", "")
-	if n := maxIfName - len(base); len(id) > n {
-		id = id[:n]
-	}
-	return base + id
-}
+func macvlanName(prefix, id string) string { return portIfName(prefix+"pm", id) }
 
 func vlanName(prefix, uplink string, vid int) string {
 	h := fnv.New32a()

@@ -3,14 +3,12 @@ package nodetest
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
-	"github.com/peerstack/peerstack/node"
 )
 
 // TestDeposedLeaderRenewsNoLease: the leader (host0) runs an HA server
@@ -43,32 +41,14 @@ func TestDeposedLeaderRenewsNoLeaseOfANonVoter(t *testing.T) {
 // host0 the leader with a long Raft lease, then cuts them into groups
 // (host0 away from the other voters).
 func deposedLeaderScenario(t *testing.T, hosts, haHost int, groups [][]int) {
-	fa := &FakeAgents{}
-	opts := quiet()
-	if os.Getenv("HF_DEBUG") != "" {
-		opts = Options{}
-	}
-	opts.Agent = func(i int) node.AgentOptions {
-		o := fa.Options(i)
-		o.Hypervisor = pidlessHV{fa.Hypervisor(i)}
-		return o
-	}
-	opts.Config = func(i int, cfg *node.Config) {
-		cfg.HostSource = func(live node.HostSource) node.HostSource { return agBigHosts{live} }
-		cfg.Storage = "nfs://nas.invalid/export"
-		cfg.Agent.FenceInterval = 200 * time.Millisecond
-		cfg.Timers.Raft = consensus.Timers{Heartbeat: 2 * time.Second, Election: 2 * time.Second,
-			LeaderLease: time.Second, Commit: consensus.DefaultTimers().Commit}
+	e, fa := newPidlessEnv(t, hosts, func(i int) consensus.Timers {
 		if i == 0 {
-			cfg.Timers.Raft.Heartbeat, cfg.Timers.Raft.Election, cfg.Timers.Raft.LeaderLease = 8*time.Second, 8*time.Second, 8*time.Second
+			return consensus.Timers{Heartbeat: 8 * time.Second, Election: 8 * time.Second,
+				LeaderLease: 8 * time.Second, Commit: consensus.DefaultTimers().Commit}
 		}
-	}
-	c := NewCluster(t, hosts, opts)
-	e := &agEnv{t: t, c: c, fa: fa, hc: c.HTTPClient(), token: c.AdminToken(0), idx: map[string]int{}}
-	for i := range hosts {
-		e.idx[c.Node(i).ID()] = i
-	}
-	e.seed(t.Context())
+		return consensus.Timers{Heartbeat: 2 * time.Second, Election: 2 * time.Second,
+			LeaderLease: time.Second, Commit: consensus.DefaultTimers().Commit}
+	})
 	if st, body := e.patchSettings(0, fmt.Sprintf(`{"fence_timeout":%g}`, hfTFence.Seconds())); st != http.StatusOK {
 		t.Fatalf("set fence_timeout: %d %s", st, body)
 	}

@@ -42,6 +42,17 @@ func noPIDs(vs []agent.VMStatus, err error) ([]agent.VMStatus, error) {
 // hypervisors report no pids (pidlessHV), with production Raft timers.
 func newFenceEnv(t *testing.T) (*agEnv, *FakeAgents) {
 	t.Helper()
+	// Production Raft timers: the tight test ones hold elections every few
+	// seconds on a loaded machine, and each new term waits for a silent
+	// host from its own start.
+	return newPidlessEnv(t, 3, func(int) consensus.Timers { return consensus.DefaultTimers() })
+}
+
+// newPidlessEnv is a cluster of hosts hosts on shared storage whose fake
+// hypervisors report no pids (pidlessHV), fences renewing every 200 ms,
+// and host i on Raft timers raft(i).
+func newPidlessEnv(t *testing.T, hosts int, raft func(i int) consensus.Timers) (*agEnv, *FakeAgents) {
+	t.Helper()
 	fa := &FakeAgents{}
 	opts := quiet()
 	if os.Getenv("HF_DEBUG") != "" {
@@ -56,14 +67,11 @@ func newFenceEnv(t *testing.T) (*agEnv, *FakeAgents) {
 		cfg.HostSource = func(live node.HostSource) node.HostSource { return agBigHosts{live} }
 		cfg.Storage = "nfs://nas.invalid/export"
 		cfg.Agent.FenceInterval = 200 * time.Millisecond
-		// Production Raft timers: the tight test ones hold elections every
-		// few seconds on a loaded machine, and each new term waits for a
-		// silent host from its own start.
-		cfg.Timers.Raft = consensus.DefaultTimers()
+		cfg.Timers.Raft = raft(i)
 	}
-	c := NewCluster(t, 3, opts)
+	c := NewCluster(t, hosts, opts)
 	e := &agEnv{t: t, c: c, fa: fa, hc: c.HTTPClient(), token: c.AdminToken(0), idx: map[string]int{}}
-	for i := range 3 {
+	for i := range hosts {
 		e.idx[c.Node(i).ID()] = i
 	}
 	e.seed(t.Context())
