@@ -99,6 +99,35 @@ func (e *dashEnv) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// fill sets form fields by id, all in one step of the page as a user's
+// typing is: the views redraw on every pushed state change, and a value
+// set on a copy a redraw just replaced would be lost (the redraw carries
+// what is in the live fields, by id, into the new copy).
+func (e *dashEnv) fill(what string, idValues ...string) {
+	e.t.Helper()
+	b, _ := json.Marshal(idValues)
+	js := fmt.Sprintf(`(() => { const kv = %s; for (let i = 0; i < kv.length; i += 2) {
+		const x = document.getElementById(kv[i]); if (!x) return false; x.value = kv[i+1]; } return true; })()`, b)
+	if !eval[bool](e, what, js) {
+		e.t.Fatalf("%s: a field is missing: %v", what, idValues)
+	}
+}
+
+// click presses and releases the mouse over the element css selects, as a
+// user does: its place is measured in the page in one step (a redraw may
+// replace the node at any time, never its place), then the mouse goes
+// there. The dashboard holds its redraws while a button is down.
+func (e *dashEnv) click(what, css string) {
+	e.t.Helper()
+	e.waitJS(what+": shown", fmt.Sprintf(`(() => { const x = document.querySelector(%q); return !!x && x.offsetParent !== null && !x.disabled; })()`, css))
+	pos := eval[[]float64](e, what+": place", fmt.Sprintf(`(() => { const x = document.querySelector(%q); x.scrollIntoView({block: "center"});
+		const r = x.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`, css))
+	if len(pos) != 2 {
+		e.t.Fatalf("%s: place of %s = %v", what, css, pos)
+	}
+	e.run(what, chromedp.MouseClickXY(pos[0], pos[1]))
+}
+
 // eval evaluates a JavaScript expression and decodes its value.
 func eval[T any](e *dashEnv, what, expr string, opts ...chromedp.EvaluateOption) T {
 	e.t.Helper()
@@ -193,10 +222,8 @@ func TestDashboardBrowser(t *testing.T) {
 	// Create a network with a subnet.
 	e.run("networks view", chromedp.Navigate(e.c.URL(0)+"/#networks"))
 	e.waitJS("network form", `document.querySelector("#network-name") !== null`)
-	e.run("create network",
-		chromedp.SetValue(chromedp.ID("network-name"), "net1"),
-		chromedp.SetValue(chromedp.ID("network-cidr"), "10.9.0.0/24"),
-		chromedp.Click(chromedp.ID("network-create")))
+	e.fill("network fields", "network-name", "net1", "network-cidr", "10.9.0.0/24")
+	e.click("create network", "#network-create")
 	e.waitJS("network listed", mainText("10.9.0.0/24"))
 	e.shot("networks")
 
@@ -221,9 +248,8 @@ func TestDashboardBrowser(t *testing.T) {
 			for (const o of s.options) if (o.text === "net1") s.value = o.value; return s.value !== ""; })()`) {
 		t.Fatal("net1 is not offered in the server form")
 	}
-	e.run("create server",
-		chromedp.SetValue(chromedp.ID("server-name"), "web1"),
-		chromedp.Click(chromedp.ID("server-create")))
+	e.fill("server name", "server-name", "web1")
+	e.click("create server", "#server-create")
 	e.waitJS("event stream open", `document.body.dataset.events === "open"`)
 	e.waitJS("server ACTIVE", `window.notReloaded === true && (document.querySelector('[data-server="web1"]') || {}).textContent === "ACTIVE"`)
 	e.shot("servers")
@@ -242,7 +268,7 @@ func TestDashboardBrowser(t *testing.T) {
 	eval[bool](e, "clear draft", `(document.querySelector("#server-name").value = "", document.activeElement.blur(), true)`)
 
 	// The console streams the boot marker.
-	e.run("open console", chromedp.Click(chromedp.CSS(`button[aria-label="Console web1"]`)))
+	e.click("open console", `button[aria-label="Console web1"]`)
 	e.waitJS("boot marker in console", `(document.querySelector("#terminal .xterm-rows") || {textContent: ""}).textContent.includes("PEERSTACK-BOOT")`)
 	// Keystrokes reach the guest's console and its answer comes back.
 	// Typed as a browser does for a user: text input, then Enter.
@@ -266,12 +292,13 @@ func TestDashboardBrowser(t *testing.T) {
 	// A volume: create, attach to the server, detach.
 	e.run("volumes view", chromedp.Navigate(e.c.URL(0)+"/#volumes"))
 	e.waitJS("volume form", `document.querySelector("#volume-name") !== null`)
-	e.run("create volume", chromedp.SetValue(chromedp.ID("volume-name"), "vol1"), chromedp.Click(chromedp.Search(`//button[text()="Create volume"]`)))
+	e.fill("volume name", "volume-name", "vol1")
+	e.click("create volume", "#volume-create")
 	e.waitJS("volume available", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("available"))`)
-	e.run("attach", chromedp.Click(chromedp.CSS(`select[aria-label="Server to attach vol1"] ~ button`)))
+	e.click("attach", `select[aria-label="Server to attach vol1"] ~ button`)
 	e.waitJS("volume in-use", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("in-use") && r.innerText.includes("web1"))`)
 	e.shot("volumes-attached")
-	e.run("detach", chromedp.Click(chromedp.CSS(`button[aria-label="Detach vol1"]`)))
+	e.click("detach", `button[aria-label="Detach vol1"]`)
 	e.waitJS("volume detached", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("vol1") && r.innerText.includes("available"))`)
 
 	// An image upload shows its progress.
@@ -281,23 +308,37 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	e.run("images view", chromedp.Navigate(e.c.URL(0)+"/#images"))
 	e.waitJS("image form", `document.querySelector("#image-name") !== null`)
-	e.run("upload image", chromedp.SetValue(chromedp.ID("image-name"), "uploaded"), chromedp.SetValue(chromedp.ID("image-format"), "raw"),
-		chromedp.SetUploadFiles(chromedp.ID("image-file"), []string{file}), chromedp.Click(chromedp.Search(`//button[text()="Upload"]`)))
+	e.fill("image fields", "image-name", "uploaded", "image-format", "raw")
+	// Once a file is chosen the view stops redrawing until it is sent; a
+	// choice that landed on a copy a redraw replaced is made again.
+	for try := 0; ; try++ {
+		e.run("choose file", chromedp.SetUploadFiles(chromedp.ID("image-file"), []string{file}))
+		if eval[bool](e, "file chosen", `document.querySelector("#image-file").files.length === 1`) {
+			break
+		}
+		if try == 5 {
+			t.Fatal("the chosen file never stayed in the image form")
+		}
+	}
+	if got := eval[string](e, "image fields kept", `document.querySelector("#image-name").value + "|" + document.querySelector("#image-format").value`); got != "uploaded|raw" {
+		t.Fatalf("image form = %q; want uploaded|raw", got)
+	}
+	e.click("upload image", "#image-upload")
 	e.waitJS("image active", `[...document.querySelectorAll("#main tr")].some(r => r.innerText.includes("uploaded") && r.innerText.includes("active"))
 		&& document.querySelector("#image-progress").value === 100`)
 	e.run("back to servers", chromedp.Navigate(e.c.URL(0)+"/#servers"))
 	e.waitJS("servers again", `document.querySelector('[data-server="web1"]') !== null`)
 
 	// Stop it; the console log still shows for the stopped server.
-	e.run("stop", chromedp.Click(chromedp.CSS(`button[aria-label="Stop web1"]`)))
+	e.click("stop", `button[aria-label="Stop web1"]`)
 	e.waitJS("server SHUTOFF", `(document.querySelector('[data-server="web1"]') || {}).textContent === "SHUTOFF"`)
-	e.run("log", chromedp.Click(chromedp.CSS(`button[aria-label="Log web1"]`)))
+	e.click("log", `button[aria-label="Log web1"]`)
 	e.waitJS("console log of stopped server", `(document.querySelector("pre.log") || {textContent: ""}).textContent.includes("PEERSTACK-BOOT")`)
 	e.shot("console-log-stopped")
 
 	// Delete it.
 	eval[bool](e, "auto-confirm", `(window.confirm = () => true, true)`)
-	e.run("delete", chromedp.Click(chromedp.CSS(`button[aria-label="Delete web1"]`)))
+	e.click("delete", `button[aria-label="Delete web1"]`)
 	e.waitJS("server gone", `document.querySelector('[data-server="web1"]') === null && `+mainText("Servers"))
 
 	for _, v := range []string{"images", "volumes", "cluster"} {
@@ -305,7 +346,7 @@ func TestDashboardBrowser(t *testing.T) {
 		e.waitJS(v+" rendered", fmt.Sprintf(`document.querySelector("#main h1") && document.querySelector("#main h1").textContent.toLowerCase() === %q`, v))
 		e.shot(v)
 	}
-	e.run("join token", chromedp.Click(chromedp.Search(`//button[text()="Create join token"]`)))
+	e.click("join token", "#join-token-create")
 	e.waitJS("join token shown", `document.querySelector("#join-token").value.length > 10`)
 
 	// Logout revokes the token behind the cookie.

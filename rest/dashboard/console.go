@@ -239,13 +239,15 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 				if err != nil {
 					return // the WebSocket ended
 				}
+				// Everything in the log up to here was seen live; it is
+				// read before the notice goes out, so whatever the viewer
+				// sees after the notice is new.
+				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
+					last = out
+				}
 				lastErr = "console closed; showing its log"
 				if writeWithin(ctx, conn, consoleNotice(lastErr)) != nil {
 					return
-				}
-				// Everything up to here was seen live.
-				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
-					last = out
 				}
 				continue
 			}

@@ -3,6 +3,7 @@
 (function () {
   const $ = (s) => document.querySelector(s);
   let session = null, timer = null, events = null, pending = false, term = null, sock = null, view = "", joinToken = "", uploadPct = null;
+  let pressedAt = 0, redrawHeld = false;
   // errs keeps the last error of each place the user acted, so the
   // periodic redraw does not wipe it before it is read.
   const errs = {};
@@ -272,6 +273,10 @@
     const fresh = h("div");
     try { await fn(fresh); } catch (e) { fresh.replaceChildren(h("p", { class: "error", role: "alert", text: e.message })); }
     if (name !== (location.hash || "#servers").slice(1)) return;
+    // A button held down is not swapped under the pointer: the click
+    // would fall between two copies and be lost. The redraw waits for the
+    // release (or for a press that never ended to go stale).
+    if (pressedAt && Date.now() - pressedAt < 5000) { redrawHeld = true; return; }
     const keep = name === view && consoleArea && (term || consoleArea.childElementCount) ? consoleArea : null;
     // Carry what the user typed or picked, and the focus, into the new copy.
     const kept = name === view ? [...main.querySelectorAll("input[id], select[id]")].filter((x) => x.type !== "file").map((x) => [x.id, x.value]) : [];
@@ -289,6 +294,11 @@
     view = name;
     for (const a of document.querySelectorAll("header nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === "#" + name) && a.setAttribute("aria-current", "page");
   }
+  document.addEventListener("pointerdown", () => { pressedAt = Date.now(); }, true);
+  for (const t of ["pointerup", "pointercancel"]) document.addEventListener(t, () => {
+    pressedAt = 0;
+    if (redrawHeld) { redrawHeld = false; if (session) setTimeout(refresh, 0); }
+  }, true);
   function showLogin() {
     session = null; joinToken = ""; clearInterval(timer); stopEvents(); closeConsole();
     $("#app").hidden = true; $("#login").hidden = false; $("#login-user").focus();
