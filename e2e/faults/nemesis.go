@@ -35,10 +35,11 @@ const (
 	nemClock           = "clock"            // restart a host with its wall clock shifted, then without
 	nemLoss            = "loss"             // a host drops a random share of its underlay packets
 	nemNFS             = "nfs"              // the NAS's NFS server stopped, then resumed
+	nemDelay           = "delay"            // a host holds its underlay packets for a while each way
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemNFS}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemDelay, nemNFS}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.
@@ -301,6 +302,17 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 			ev.Note += "; " + note
 			return err
 		}
+	case nemDelay:
+		victim := 1 + n.rnd.IntN(hosts)
+		d := time.Duration(50+n.rnd.IntN(151)) * time.Millisecond // each way
+		ev.Hosts = []string{n.b.Host(victim).Name}
+		var dl *delayer
+		dl, ev.Note, err = n.delay(ictx, victim, d)
+		heal = func(ctx context.Context) error {
+			note, err := n.undelay(ctx, victim, dl)
+			ev.Note += "; " + note
+			return err
+		}
 	case nemNFS:
 		if n.nfs.pid == 0 {
 			return ev, errors.New("nfs nemesis without a NAS")
@@ -521,7 +533,7 @@ func (n *nemesis) healNet() error {
 func (n *nemesis) healAll(ctx context.Context) error {
 	errs := []error{n.healNet()}
 	for _, h := range n.b.Hosts {
-		errs = append(errs, clearLoss(h.NS))
+		errs = append(errs, clearLoss(h.NS), clearDelay(h.NS))
 	}
 	if n.nfs.pid != 0 {
 		errs = append(errs, syscall.Kill(n.nfs.pid, syscall.SIGCONT))
