@@ -2,13 +2,10 @@ package node
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"sort"
 	"time"
 
-	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/membership"
 )
@@ -132,40 +129,6 @@ func (n *Node) tendGossipKeys(ctx context.Context, kt *keyTending, joinFailed bo
 	kt.pacer.Done(err)
 	if err != nil {
 		n.log.Debug("fetch gossip keys", "err", err)
-	}
-}
-
-// fetchLostGossipKeys gets the gossip keys of a host whose gossip.key is
-// lost or unreadable: from the other members its state lists (it waits
-// for Raft to bring them), over mutual TLS, before gossip starts; the
-// keys are written back to gossip.key.
-func (n *Node) fetchLostGossipKeys(ctx context.Context, rn *consensus.Node) (membership.GossipKeys, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	var err error
-	for {
-		var addrs []string
-		for _, m := range rn.State().Members() {
-			if m.ID != n.id.NodeID && m.APIAddr != "" {
-				addrs = append(addrs, m.APIAddr)
-			}
-		}
-		var keys membership.GossipKeys
-		if len(addrs) == 0 {
-			err = errors.New("the state lists no other member yet")
-		} else if keys, err = membership.FetchGossipKeys(ctx, n.client, addrs); err == nil {
-			if err := n.files.WriteGossipKeys(keys); err != nil {
-				return membership.GossipKeys{}, err
-			}
-			n.log.Info("fetched the gossip keys from the other members", "version", keys.Version)
-			return keys, nil
-		}
-		select {
-		case <-ctx.Done():
-			return membership.GossipKeys{}, fmt.Errorf("gossip.key in %s is lost or unreadable and no member handed out the keys (%w); copy gossip.key from another member: %w",
-				n.cfg.DataDir, err, ctx.Err())
-		case <-time.After(time.Second):
-		}
 	}
 }
 

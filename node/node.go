@@ -370,9 +370,19 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	}
 
 	if len(gossipKeys.Keys) == 0 {
-		if gossipKeys, err = n.fetchLostGossipKeys(ctx, rn); err != nil {
-			return err
+		others := func() []string {
+			var addrs []string
+			for _, m := range rn.State().Members() {
+				if m.ID != n.id.NodeID && m.APIAddr != "" {
+					addrs = append(addrs, m.APIAddr)
+				}
+			}
+			return addrs
 		}
+		if gossipKeys, err = membership.RecoverGossipKeys(ctx, n.client, others, n.files.WriteGossipKeys); err != nil {
+			return fmt.Errorf("gossip.key in %s is lost or unreadable: %w; copy gossip.key from another member", n.cfg.DataDir, err)
+		}
+		n.log.Info("fetched the gossip keys from the other members", "version", gossipKeys.Version)
 	}
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{

@@ -95,6 +95,35 @@ func FetchGossipKeys(ctx context.Context, client *http.Client, addrs []string) (
 	return best, nil
 }
 
+// RecoverGossipKeys gets the gossip keys of a host whose gossip.key is
+// lost or unreadable, before gossip starts: from the other members' API
+// addresses (others lists them as the state knows them; it is asked again
+// every second while Raft brings the state), over client (this host's
+// mutual-TLS client), for up to a minute. The keys are saved before they
+// are returned.
+func RecoverGossipKeys(ctx context.Context, client *http.Client, others func() []string, save func(GossipKeys) error) (GossipKeys, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		var keys GossipKeys
+		addrs := others()
+		err := errors.New("the state lists no other member yet")
+		if len(addrs) > 0 {
+			if keys, err = FetchGossipKeys(ctx, client, addrs); err == nil {
+				if err := save(keys); err != nil {
+					return GossipKeys{}, fmt.Errorf("save the fetched gossip keys: %w", err)
+				}
+				return keys, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return GossipKeys{}, fmt.Errorf("no member handed out the keys (%w): %w", err, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // FetchPacer spaces a member's fetches of the keys: every second while it
 // cannot rejoin gossip, every five seconds while its keys are stale, and,
 // after fetches that fail (a removed host that every member refuses),
