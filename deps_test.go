@@ -58,6 +58,9 @@ func TestImportDirections(t *testing.T) {
 			return to == "consensus" || to == "consensus/statedb" || to == "gossip" || to == "node/scheduler" || to == "node/identity"
 		case under(from, "node/agent"):
 			return to == "consensus/statedb"
+		case from == "node/hvagent":
+			// Adapters from the host drivers to the agent's interfaces.
+			return to == "node/agent" || under(to, "hv")
 		case from == "node/hostfail":
 			// This host's lease, guard, duplicate check and drain: Raft's
 			// status, the state, the agents' hypervisor and fence types

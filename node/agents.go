@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -17,6 +15,7 @@ import (
 	"github.com/peerstack/peerstack/hv/qemu"
 	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/agent"
+	"github.com/peerstack/peerstack/node/hvagent"
 	"github.com/peerstack/peerstack/node/readiness"
 )
 
@@ -156,10 +155,10 @@ func (n *Node) agentHypervisor(log *slog.Logger, opts AgentOptions) (agent.Hyper
 	})
 	if err != nil {
 		log.Error("QEMU unavailable: servers placed on this host will fail until it is installed", "err", err)
-		return brokenHV{err: err}, func() {}
+		return hvagent.Broken{Err: err}, func() {}
 	}
-	h := newQEMUHV(d)
-	return h, h.close
+	h := hvagent.NewQEMU(d)
+	return h, h.Close
 }
 
 // agentNetwork returns the tenant network driver (nil: disabled) and how
@@ -180,9 +179,9 @@ func (n *Node) agentNetwork(log *slog.Logger, opts AgentOptions) (agent.Network,
 	m, err := netdev.New(netdev.Config{Logger: log, NetNS: opts.NetNS})
 	if err != nil {
 		// agent.Network reports it (once) when it first has to plumb.
-		return &netdevNet{err: err}, func() {}
+		return hvagent.NewNetwork(nil, err), func() {}
 	}
-	return &netdevNet{m: m}, func() { _ = m.Close() }
+	return hvagent.NewNetwork(m, nil), func() { _ = m.Close() }
 }
 
 // localConsole returns the tail of a local instance's serial console log:
@@ -329,245 +328,3 @@ func (v *nodeVolumes) Extend(ctx context.Context, vol *statedb.Volume) error {
 	}
 	return st.Extend(ctx, vol.Path, vol.SizeGB)
 }
-
-// netdevNet adapts hv/netdev to agent.Network.
-type netdevNet struct {
-	m   *netdev.Manager
-	err error // why there is no manager
-}
-
-func (d *netdevNet) TapName(portID string) string {
-	if d.m != nil {
-		return d.m.TapName(portID)
-	}
-	return netdev.TapName(portID)
-}
-
-func (d *netdevNet) Apply(ctx context.Context, want agent.NetDesired) error {
-	if d.m == nil {
-		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, d.err)
-	}
-	_, err := d.m.Apply(ctx, toNetdev(want))
-	var pf *netdev.ProvidersFailed
-	switch {
-	case errors.Is(err, netdev.ErrPermission):
-		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
-	case errors.As(err, &pf) && err == error(pf):
-		return partialError(want, pf)
-	}
-	return err
-}
-
-// partialError tells the agent which provider networks and ports failed,
-// and which of their ports cannot be plumbed as things stand (a failed
-// network's ports share its reason).
-func partialError(want agent.NetDesired, pf *netdev.ProvidersFailed) error {
-	e := &agent.NetPartialError{Networks: pf.IDs, Ports: pf.Ports, Refused: map[string]string{}, Err: pf}
-	for _, pn := range want.Providers {
-		for _, p := range pn.Ports {
-			for _, id := range []string{pn.ID, p.ID} {
-				if pf.Permanent(id) {
-					e.Refused[p.ID] = pf.Cause(id).Error()
-				}
-			}
-		}
-	}
-	return e
-}
-
-func toNetdev(d agent.NetDesired) netdev.Desired {
-	out := netdev.Desired{LocalVTEP: d.LocalVTEP}
-	for _, s := range d.Networks {
-		nw := netdev.Network{ID: s.ID, VNI: s.VNI, MTU: s.MTU, Routed: s.Routed, Remotes: s.Remotes}
-		for _, p := range s.Ports {
-			nw.Ports = append(nw.Ports, toNetdevPort(p))
-		}
-		for _, m := range s.MACs {
-			nw.MACs = append(nw.MACs, netdev.RemoteMAC{MAC: m.MAC, VTEP: m.VTEP})
-		}
-		out.Networks = append(out.Networks, nw)
-	}
-	for _, pn := range d.Providers {
-		nw := netdev.Provider{ID: pn.ID, Uplink: pn.Iface, VLAN: pn.VLAN, MTU: pn.MTU}
-		for _, p := range pn.Ports {
-			nw.Ports = append(nw.Ports, toNetdevPort(p))
-		}
-		out.Providers = append(out.Providers, nw)
-	}
-	return out
-}
-
-func toNetdevPort(p agent.NetPort) netdev.Port {
-	np := netdev.Port{ID: p.ID, Tap: p.Tap, MAC: p.MAC, IP: p.IP, Prefix: p.Prefix,
-		Gateway: p.Gateway, DNS: p.DNS, Routes: p.Routes, RouteVia: p.RouteVia, Hostname: p.Hostname, DHCP: p.DHCP,
-		Unfiltered: p.Unfiltered}
-	for _, s := range p.Sources {
-		np.Sources = append(np.Sources, netdev.Source{MAC: s.MAC, Prefix: s.Prefix})
-	}
-	return np
-}
-
-// qemuHV adapts hv/qemu's Driver to agent.Hypervisor, agent.DiskResizer
-// and agent.EphemeralDisker.
-type qemuHV struct {
-	d      *qemu.Driver
-	events chan agent.VMEvent
-	wg     sync.WaitGroup
-}
-
-func newQEMUHV(d *qemu.Driver) *qemuHV {
-	h := &qemuHV{d: d, events: make(chan agent.VMEvent, 1024)}
-	h.wg.Add(1)
-	go func() {
-		// Owned: ends when Close closes the driver's channel.
-		defer h.wg.Done()
-		defer close(h.events)
-		for ev := range d.Events() {
-			select {
-			case h.events <- agent.VMEvent{ID: ev.UUID, Kind: ev.Kind, Detail: ev.Detail}:
-			default: // the agent resyncs anyway
-			}
-		}
-	}()
-	return h
-}
-
-var (
-	_ agent.Hypervisor      = (*qemuHV)(nil)
-	_ agent.DiskResizer     = (*qemuHV)(nil)
-	_ agent.EphemeralDisker = (*qemuHV)(nil)
-)
-
-// close stops the driver (VMs keep running) and the event relay.
-func (h *qemuHV) close() {
-	_ = h.d.Close()
-	h.wg.Wait()
-}
-
-func vmStatus(st qemu.VMStatus) agent.VMStatus {
-	return agent.VMStatus{ID: st.UUID, State: agent.VMState(st.State), PID: st.PID, Reason: st.Reason}
-}
-
-func vmStatuses(in []qemu.VMStatus, err error) ([]agent.VMStatus, error) {
-	if err != nil {
-		return nil, err
-	}
-	out := make([]agent.VMStatus, 0, len(in))
-	for _, st := range in {
-		out = append(out, vmStatus(st))
-	}
-	return out, nil
-}
-
-func (h *qemuHV) Recover(ctx context.Context) ([]agent.VMStatus, error) {
-	return vmStatuses(h.d.Recover(ctx))
-}
-
-func (h *qemuHV) List(ctx context.Context) ([]agent.VMStatus, error) {
-	return vmStatuses(h.d.List(ctx))
-}
-
-func (h *qemuHV) CreateRootDisk(ctx context.Context, id string, base agent.Disk, sizeGB int) (agent.Disk, error) {
-	p, err := h.d.CreateRootDisk(ctx, id, base.Path, base.Format, sizeGB)
-	if err != nil {
-		return agent.Disk{}, err
-	}
-	return agent.Disk{Path: p, Format: "qcow2"}, nil
-}
-
-func (h *qemuHV) WriteConfigDrive(ctx context.Context, id string, cd agent.ConfigDrive) (string, error) {
-	paths := h.d.Paths(id)
-	if err := os.MkdirAll(paths.Dir, 0o700); err != nil {
-		return "", fmt.Errorf("vm %s: %w", id, err)
-	}
-	p := paths.ConfigDrive()
-	err := qemu.WriteConfigDrive(p, qemu.ConfigDrive{
-		UUID: cd.UUID, Hostname: cd.Hostname, Name: cd.Name, AvailabilityZone: cd.AvailabilityZone, ProjectID: cd.ProjectID,
-		PublicKeys: cd.PublicKeys, Meta: cd.Meta, UserData: cd.UserData, NetworkData: cd.NetworkData,
-	})
-	if err != nil {
-		return "", err
-	}
-	return p, nil
-}
-
-// CreateEphemeralDisk implements agent.EphemeralDisker.
-func (h *qemuHV) CreateEphemeralDisk(ctx context.Context, id string, sizeGB int) (agent.Disk, error) {
-	p, err := h.d.CreateEphemeralDisk(ctx, id, sizeGB)
-	if err != nil {
-		return agent.Disk{}, err
-	}
-	return agent.Disk{ID: "ephemeral0", Path: p, Format: "qcow2"}, nil
-}
-
-// ResizeDisk implements agent.DiskResizer (QMP block_resize while the VM
-// runs, qemu-img resize otherwise).
-func (h *qemuHV) ResizeDisk(ctx context.Context, id, diskID string, sizeGB int) error {
-	return h.d.ResizeDisk(ctx, id, diskID, int64(sizeGB)<<30)
-}
-
-func qemuDisk(d agent.Disk) qemu.Disk {
-	return qemu.Disk{ID: d.ID, Path: d.Path, Format: d.Format, ReadOnly: d.ReadOnly}
-}
-
-func (h *qemuHV) Start(ctx context.Context, s agent.VMSpec) error {
-	spec := qemu.Spec{UUID: s.ID, Name: s.Name, VCPUs: s.VCPUs, RAMMB: s.RAMMB, RootDisk: qemuDisk(s.Root), ConfigDrive: s.ConfigDrive}
-	if s.Ephemeral != nil {
-		spec.Ephemeral = s.Ephemeral.Path
-	}
-	for _, nic := range s.NICs {
-		spec.NICs = append(spec.NICs, qemu.NIC{ID: nic.PortID, Tap: nic.Tap, MAC: nic.MAC})
-	}
-	for _, d := range s.ExtraDisks {
-		spec.ExtraDisks = append(spec.ExtraDisks, qemuDisk(d))
-	}
-	err := h.d.Start(ctx, spec)
-	if errors.Is(err, qemu.ErrAlreadyRunning) {
-		return fmt.Errorf("%w: %w", agent.ErrAlreadyRunning, err)
-	}
-	return err
-}
-
-func (h *qemuHV) Stop(ctx context.Context, id string) error { return h.d.Stop(ctx, id) }
-
-func (h *qemuHV) Reboot(ctx context.Context, id string, hard bool) error {
-	return h.d.Reboot(ctx, id, hard)
-}
-
-func (h *qemuHV) Delete(ctx context.Context, id string) error { return h.d.Delete(ctx, id) }
-
-func (h *qemuHV) AttachDisk(ctx context.Context, id string, d agent.Disk) error {
-	return h.d.AttachDisk(ctx, id, qemuDisk(d))
-}
-
-func (h *qemuHV) DetachDisk(ctx context.Context, id, diskID string, timeout time.Duration) error {
-	return h.d.DetachDisk(ctx, id, diskID, timeout)
-}
-
-func (h *qemuHV) Events() <-chan agent.VMEvent { return h.events }
-
-func (h *qemuHV) ConsoleLog(id string, maxBytes int64) (string, error) {
-	return h.d.ConsoleLog(id, maxBytes)
-}
-
-// brokenHV stands in for a hypervisor that could not start: every change
-// fails with the reason, and there are no VMs.
-type brokenHV struct{ err error }
-
-func (b brokenHV) fail() error { return fmt.Errorf("hypervisor unavailable: %w", b.err) }
-
-func (b brokenHV) Recover(context.Context) ([]agent.VMStatus, error) { return nil, nil }
-func (b brokenHV) List(context.Context) ([]agent.VMStatus, error)    { return nil, nil }
-func (b brokenHV) CreateRootDisk(context.Context, string, agent.Disk, int) (agent.Disk, error) {
-	return agent.Disk{}, b.fail()
-}
-func (b brokenHV) WriteConfigDrive(context.Context, string, agent.ConfigDrive) (string, error) {
-	return "", b.fail()
-}
-func (b brokenHV) Start(context.Context, agent.VMSpec) error                       { return b.fail() }
-func (b brokenHV) Stop(context.Context, string) error                              { return b.fail() }
-func (b brokenHV) Reboot(context.Context, string, bool) error                      { return b.fail() }
-func (b brokenHV) Delete(context.Context, string) error                            { return nil }
-func (b brokenHV) AttachDisk(context.Context, string, agent.Disk) error            { return b.fail() }
-func (b brokenHV) DetachDisk(context.Context, string, string, time.Duration) error { return b.fail() }
-func (b brokenHV) Events() <-chan agent.VMEvent                                    { return nil }

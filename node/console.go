@@ -30,15 +30,6 @@ type consoleOpener interface {
 	OpenConsole(ctx context.Context, id string) (net.Conn, error)
 }
 
-// OpenConsole attaches to the serial console of the VM.
-func (h *qemuHV) OpenConsole(ctx context.Context, id string) (net.Conn, error) {
-	c, err := h.d.OpenConsole(ctx, id)
-	if errors.Is(err, qemu.ErrConsoleReadOnly) {
-		return nil, fmt.Errorf("%w: %w", dashboard.ErrConsoleReadOnly, err)
-	}
-	return c, err
-}
-
 // OpenConsole attaches to an instance's console on the host that runs it.
 func (b computeBackend) OpenConsole(ctx context.Context, inst *statedb.Instance) (io.ReadWriteCloser, error) {
 	if inst.Host == b.ID() {
@@ -73,6 +64,9 @@ func (n *Node) openLocalConsole(ctx context.Context, instanceID string) (io.Read
 		return nil, fmt.Errorf("console of %s: %w: this hypervisor has no interactive console", instanceID, dashboard.ErrConsoleReadOnly)
 	}
 	c, err := co.OpenConsole(ctx, instanceID)
+	if errors.Is(err, qemu.ErrConsoleReadOnly) && !errors.Is(err, dashboard.ErrConsoleReadOnly) {
+		err = fmt.Errorf("%w: %w", dashboard.ErrConsoleReadOnly, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("console of %s: %w", instanceID, err)
 	}

@@ -3,7 +3,10 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/peerstack/peerstack/hv/storage"
+	"github.com/peerstack/peerstack/node/agent"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -128,4 +131,38 @@ func (a imageAPI) MaxImageSize() int64 {
 		return cfg.Settings.EffectiveImageSizeLimit()
 	}
 	return statedb.DefaultImageSizeLimit
+}
+
+var _ agent.ImageSaver = nodeImages{}
+
+// SaveImage implements agent.ImageSaver: the file becomes a blob of this
+// host's image store (and the shared store's, when there is one).
+func (im nodeImages) SaveImage(ctx context.Context, path string) (agent.SavedImage, error) {
+	info, err := storage.BlobInspectFile(path)
+	if err != nil {
+		return agent.SavedImage{}, err
+	}
+	c, err := im.n.imageCache()
+	if err != nil {
+		return agent.SavedImage{}, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return agent.SavedImage{}, err
+	}
+	defer f.Close()
+	u, err := c.NewUpload()
+	if err != nil {
+		return agent.SavedImage{}, err
+	}
+	if _, err := u.ReadFrom(f); err != nil {
+		u.Abort()
+		return agent.SavedImage{}, fmt.Errorf("copy %s into the image store: %w", path, err)
+	}
+	sums, holders, err := u.Commit(ctx)
+	if err != nil && len(holders) == 0 {
+		return agent.SavedImage{}, err
+	}
+	return agent.SavedImage{Size: sums.Size, VirtualSize: info.VirtualSize, MD5: sums.MD5, SHA256: sums.SHA256,
+		SHA512: sums.SHA512, Holders: holders}, nil
 }
