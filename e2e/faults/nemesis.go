@@ -39,7 +39,7 @@ const (
 )
 
 // allNemeses is the default set, in a fixed order (the seed picks from it).
-var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemDelay, nemNFS}
+var allNemeses = []string{nemPartitionOne, nemPartitionLeader, nemPartitionSplit, nemPartitionRing, nemCrash, nemPause, nemLeaderKill, nemClock, nemLoss, nemNFS, nemDelay}
 
 // nftTable is the table the partitions add in a host's namespace; the
 // daemon's own tables are left alone.

@@ -26,8 +26,9 @@ import (
 // ways, to a netlink queue; the suite, listening on that queue from the
 // same namespace, lets each packet go once it has been held for the
 // delay. Packet ids grow in queue order, so one batch verdict releases
-// every packet up to the last one due, including any whose notice was
-// lost; the queue fails open (a packet that finds the queue full passes).
+// every packet up to the last one due. A packet is held or, when the
+// queue is full or its notice cannot be delivered, dropped (as netem
+// drops past its limit): never passed early, so order is kept.
 
 // delayTable is the table the delay nemesis adds in a host's namespace.
 const delayTable = "peerstack_faults_delay"
@@ -47,11 +48,8 @@ const (
 	nfqaCfgCmd          = 1
 	nfqaCfgParams       = 2
 	nfqaCfgQueueMaxlen  = 3
-	nfqaCfgMask         = 4
-	nfqaCfgFlags        = 5
 	nfqnlCfgCmdBind     = 1
 	nfqnlCopyMeta       = 1
-	nfqaCfgFFailOpen    = 1
 	nfAccept            = 1
 	nfqFlagBypass       = 1 // xt_NFQ_info_v3: accept when nobody listens
 	delayQueueMaxLength = 1 << 14
@@ -115,15 +113,13 @@ func nfgen(queue uint16) []byte {
 	return b
 }
 
-// bind takes the queue and asks for packet metadata only, failing open.
+// bind takes the queue and asks for packet metadata only.
 func (dl *delayer) bind() error {
 	be32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 	for _, attrs := range [][]netlink.Attribute{
 		{{Type: nfqaCfgCmd, Data: []byte{nfqnlCfgCmdBind, 0, 0, 0}}},
 		{{Type: nfqaCfgParams, Data: append(be32(0), nfqnlCopyMeta)},
-			{Type: nfqaCfgQueueMaxlen, Data: be32(delayQueueMaxLength)},
-			{Type: nfqaCfgFlags, Data: be32(nfqaCfgFFailOpen)},
-			{Type: nfqaCfgMask, Data: be32(nfqaCfgFFailOpen)}},
+			{Type: nfqaCfgQueueMaxlen, Data: be32(delayQueueMaxLength)}},
 	} {
 		data, err := netlink.MarshalAttributes(attrs)
 		if err != nil {
@@ -137,10 +133,20 @@ func (dl *delayer) bind() error {
 			return fmt.Errorf("bind queue %d in %s: %w", delayQueue, dl.ns, err)
 		}
 	}
-	// A burst the reader cannot keep up with loses notices, not packets:
-	// the next batch verdict covers them.
-	_ = dl.conn.SetOption(netlink.NoENOBUFS, true)
-	_ = dl.conn.SetReadBuffer(8 << 20)
+	// Room for every notice of a full queue (past rmem_max: root may).
+	rc, err := dl.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("queue receive buffer in %s: %w", dl.ns, serr)
+	}
 	return nil
 }
 
@@ -156,6 +162,7 @@ func (dl *delayer) read() {
 			if closed {
 				return
 			}
+			time.Sleep(time.Millisecond)
 			continue
 		}
 		now := time.Now()
@@ -235,24 +242,44 @@ func (dl *delayer) Held() int {
 	return dl.seen
 }
 
-// Stop deletes the queue rules, lets every held packet go and closes the
-// queue.
+// Stop lets every held packet go and removes the delay. The chains are
+// emptied first, not deleted: removing a hook makes the kernel drop what
+// its queues hold. Then one verdict releases everything queued (ids
+// compare with wrap-around, so an id far past the last seen covers
+// packets whose notices were never read), the queue is closed and the
+// table deleted.
 func (dl *delayer) Stop() error {
-	err := deleteTable(dl.ns, delayTable)
 	close(dl.stop)
+	err := flushChains(dl.ns, delayTable)
 	dl.mu.Lock()
 	last := dl.maxID
 	dl.due = nil
 	dl.mu.Unlock()
-	if last != 0 {
-		err = errors.Join(err, dl.verdictUpTo(last))
-	}
+	err = errors.Join(err, dl.verdictUpTo(last+1<<30))
 	dl.mu.Lock()
 	dl.closed = true
 	dl.mu.Unlock()
 	err = errors.Join(err, dl.conn.Close())
 	dl.done.Wait()
-	return err
+	return errors.Join(err, deleteTable(dl.ns, delayTable))
+}
+
+// flushChains empties the chains of the IPv4 table called name in
+// namespace ns, if any, keeping the chains (and their hooks).
+func flushChains(ns, name string) error {
+	return inNS(ns, func(c *nftables.Conn) error {
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			return err
+		}
+		for _, t := range tables {
+			if t.Name == name {
+				c.FlushTable(t)
+				return c.Flush()
+			}
+		}
+		return nil
+	})
 }
 
 // queueRules adds the delay table: input and output chains, each one

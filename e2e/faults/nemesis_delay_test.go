@@ -1,8 +1,10 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -64,9 +66,22 @@ func TestDelayHoldsPackets(t *testing.T) {
 		t.Fatalf("a burst through the delay: %d of %d answered (%v); want all", got, sent, err)
 	}
 
+	// The heal releases what is held: echoes sent just before it are
+	// answered, none lost.
+	ping := exec.CommandContext(ctx, "ip", "netns", "exec", a, "ping", "-n", "-q", "-c", "5", "-i", "0.01", "-W", "3", "10.78.0.2")
+	var out bytes.Buffer
+	ping.Stdout, ping.Stderr = &out, &out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d / 2)
 	stopped = true
 	if err := dl.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	_ = ping.Wait()
+	if m := pingSummary.FindStringSubmatch(out.String()); m == nil || m[1] != "5" || m[2] != "5" {
+		t.Fatalf("echoes in flight at the heal: %s; want all 5 answered", out.String())
 	}
 	if k, err := delayRules(b); err != nil || k != 0 {
 		t.Fatalf("queue rules after the heal = %d (%v); want none", k, err)

@@ -225,6 +225,11 @@ func TestDashboardBrowser(t *testing.T) {
 	e.fill("network fields", "network-name", "net1", "network-cidr", "10.9.0.0/24")
 	e.click("create network", "#network-create")
 	e.waitJS("network listed", mainText("10.9.0.0/24"))
+	// The form is emptied once the network exists, even when a redraw
+	// came in between (the press holds one back until the release).
+	if got := eval[string](e, "network form after create", `document.querySelector("#network-name").value + "|" + document.querySelector("#network-cidr").value`); got != "|" {
+		t.Fatalf("network form after the create = %q; want it empty", got)
+	}
 	e.shot("networks")
 
 	// A change without the CSRF header is refused even with the cookie;

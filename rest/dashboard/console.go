@@ -241,10 +241,13 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 				}
 				// Everything in the log up to here was seen live; it is
 				// read before the notice goes out, so whatever the viewer
-				// sees after the notice is new.
-				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
+				// sees after the notice is new. Briefly: when the host
+				// itself went away the notice must not wait for it.
+				lctx, lcancel := context.WithTimeout(ctx, logBeforeNotice)
+				if out, err := d.b.ConsoleOutput(d.granted(lctx, id), inst, consoleLines); err == nil {
 					last = out
 				}
+				lcancel()
 				lastErr = "console closed; showing its log"
 				if writeWithin(ctx, conn, consoleNotice(lastErr)) != nil {
 					return
@@ -310,6 +313,10 @@ func consoleDelta(prev, cur string) string {
 	}
 	return cur
 }
+
+// logBeforeNotice bounds the log read between a console closing and the
+// notice saying so.
+const logBeforeNotice = 2 * time.Second
 
 // consoleWriteTimeout bounds one console write: a browser that stays
 // connected but stops reading is dropped instead of holding the session.

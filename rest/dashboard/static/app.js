@@ -69,6 +69,16 @@
     return h("div", {}, h("div", { class: "bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": cap, "aria-valuenow": used, "aria-label": unit + " " + used + " of " + cap }, s),
       h("div", { class: "bar-label", text: used + " / " + cap + " " + unit }));
   }
+  // clear empties fields after their action, in whichever copy is on the
+  // page now: a redraw during the action carried the typed values into a
+  // new copy of the form.
+  function clear(...els) {
+    for (const x of els) {
+      x.value = "";
+      const live = x.id ? document.getElementById(x.id) : null;
+      if (live && live !== x && live.type !== "file") live.value = "";
+    }
+  }
   function field(id, label, input) {
     input.id = id; input.name = id;
     return h("div", {}, h("label", { for: id, text: label }), input);
@@ -115,7 +125,7 @@
         if (kpS.value) s.key_name = kpS.value;
         const r = await api("POST", cmp("servers"), { server: s });
         if (vlS.value) await waitAttach(r.server.id, vlS.value);
-        nameI.value = "";
+        clear(nameI);
       }));
       const rows = sv.servers.map((s) => {
         const addrs = Object.entries(s.addresses || {}).map(([n, a]) => n + ": " + a.map((x) => x.addr).join(", ")).join("; ");
@@ -147,7 +157,7 @@
         const r = await api("POST", "/image/v2/images", { name: nameI.value, disk_format: fmt.value, container_format: "bare" });
         uploadPct = 0; prog.hidden = false;
         try { await upload("/image/v2/images/" + r.id + "/file", fileI.files[0]); } finally { fileI.value = ""; }
-        nameI.value = "";
+        clear(nameI);
       }));
       main.append(h("h1", { text: "Images" }), form, err, table("Images", ["Name", "Status", "Format", "Size", "Visibility"],
         im.images.map((i) => [i.name, h("span", { class: "status-" + i.status, text: i.status }), i.disk_format || "-", i.size === null ? "-" : i.size, i.visibility])));
@@ -161,7 +171,7 @@
       form.addEventListener("submit", act(err, async () => {
         const n = await api("POST", net("networks"), { network: { name: nameI.value } });
         await api("POST", net("subnets"), { subnet: { network_id: n.network.id, cidr: cidrI.value, ip_version: 4, name: nameI.value + "-subnet" } });
-        nameI.value = ""; cidrI.value = "";
+        clear(nameI, cidrI);
       }));
       const del = (what, id, name) => { const e = errBox("net-" + id, "span");
         return h("div", { class: "actions" }, h("button", { type: "button", class: "danger", "aria-label": "Delete " + name, text: "Delete", onclick: act(e, () => api("DELETE", net(what + "/" + id))) }), e); };
@@ -178,7 +188,7 @@
       const nameI = h("input", { required: true }), sizeI = h("input", { type: "number", min: 1, value: 1, required: true });
       const form = h("form", { class: "inline card", "aria-label": "Create volume" }, field("volume-name", "Name", nameI),
         field("volume-size", "Size (GB)", sizeI), h("button", { type: "submit", id: "volume-create", text: "Create volume" }));
-      form.addEventListener("submit", act(err, async () => { await api("POST", vol("volumes"), { volume: { name: nameI.value, size: Number(sizeI.value) } }); nameI.value = ""; }));
+      form.addEventListener("submit", act(err, async () => { await api("POST", vol("volumes"), { volume: { name: nameI.value, size: Number(sizeI.value) } }); clear(nameI); }));
       const name = (id) => (sv.servers.find((s) => s.id === id) || { name: id }).name;
       main.append(h("h1", { text: "Volumes" }), form, err, table("Volumes", ["Name", "Status", "Size", "Attached to", "Actions"], vl.volumes.map((v) => {
         const e = errBox("volume-" + v.id, "span");
@@ -273,6 +283,8 @@
     const fresh = h("div");
     try { await fn(fresh); } catch (e) { fresh.replaceChildren(h("p", { class: "error", role: "alert", text: e.message })); }
     if (name !== (location.hash || "#servers").slice(1)) return;
+    // Nor while it was being drawn.
+    if (name === view && [...main.querySelectorAll("input[type=file]")].some((f) => f.files.length)) return;
     // A button held down is not swapped under the pointer: the click
     // would fall between two copies and be lost. The redraw waits for the
     // release (or for a press that never ended to go stale).
