@@ -332,6 +332,7 @@ func membersRemoveCmd() *cobra.Command {
 
 func statusCmd() *cobra.Command {
 	var format string
+	var digest bool
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show the leader, term, applied index and this host",
@@ -340,7 +341,11 @@ func statusCmd() *cobra.Command {
 			var resp struct {
 				Status cluster.Status `json:"status"`
 			}
-			if err := clusterGet(c.Context(), "/status", &resp); err != nil {
+			path := "/status"
+			if digest {
+				path += "?digest=true"
+			}
+			if err := clusterGet(c.Context(), path, &resp); err != nil {
 				return err
 			}
 			if format == "json" {
@@ -349,10 +354,14 @@ func statusCmd() *cobra.Command {
 			s := resp.Status
 			fmt.Fprintf(c.OutOrStdout(), "cluster:  %s\nleader:   %s (%s, %s)\nterm:     %d\napplied:  %d\nthis host: %s (%s), raft %s\nmembers:  %d\n",
 				s.ClusterID, s.Leader.Name, s.Leader.ID, s.Leader.APIAddr, s.Term, s.AppliedIndex, s.Self.Name, s.Self.ID, s.RaftState, s.Members)
+			if digest {
+				fmt.Fprintf(c.OutOrStdout(), "state:    sha256 %s at index %d\n", s.StateDigest, s.StateIndex)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&format, "format", "f", "table", "table or json")
+	c.Flags().BoolVar(&digest, "digest", false, "also show the SHA-256 of this host's replicated state (equal on hosts that agree)")
 	return c
 }
 

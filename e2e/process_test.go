@@ -75,6 +75,31 @@ func TestThreeProcesses(t *testing.T) {
 			t.Fatalf("status via %s = %+v (%v)\n%s", p.Name, st, err, out)
 		}
 	}
+	// The three hosts come to hold the same replicated state: `status
+	// --digest` shows the same SHA-256 on each (asked in turn until they
+	// agree: the hosts' own reports may still be landing).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var digests []string
+		for _, p := range procs {
+			var st struct {
+				Digest string `json:"state_digest"`
+				Index  uint64 `json:"state_index"`
+			}
+			out := Run(t, CloudsFor(t, a, p), bin, "status", "--digest", "-f", "json")
+			if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Digest) != 64 || st.Index == 0 {
+				t.Fatalf("status --digest via %s = %+v (%v)\n%s", p.Name, st, err, out)
+			}
+			digests = append(digests, st.Digest)
+		}
+		if digests[0] == digests[1] && digests[1] == digests[2] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state digests never agreed: %v", digests)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // TestBadInput checks the one-line errors for a port in use and a bad token.

@@ -39,6 +39,21 @@ func TestSnapshotRoundTripEveryTable(t *testing.T) {
 		t.Fatalf("restored index = %d; want 42", restored.AppliedIndex())
 	}
 	before, after := s.Snapshot(), restored.Snapshot()
+	d1, err1 := before.Digest()
+	d2, err2 := after.Digest()
+	if err1 != nil || err2 != nil || d1 != d2 || len(d1) != 64 {
+		t.Fatalf("digests %q (%v) and %q (%v); want one SHA-256 for the same state", d1, err1, d2, err2)
+	}
+	txn = restored.db.Txn(true)
+	o := tables[0].newObj()
+	reflect.ValueOf(o).Elem().FieldByName("ID").SetString("another")
+	if err := txn.Insert(tables[0].schema.Name, o); err != nil {
+		t.Fatal(err)
+	}
+	txn.Commit()
+	if d3, _ := restored.Snapshot().Digest(); d3 == d1 {
+		t.Fatal("the digest did not change with the state")
+	}
 	for _, tb := range tables {
 		want, got := rows(t, before, tb.schema.Name), rows(t, after, tb.schema.Name)
 		if len(want) != 1 {

@@ -8,6 +8,8 @@
 package statedb
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -184,6 +186,17 @@ func (sn *Snapshot) Dump(enc *json.Encoder) error {
 		}
 	}
 	return nil
+}
+
+// Digest is the SHA-256 (hex) of the snapshot's Dump: two hosts whose
+// replicated states are the same have the same digest, whatever their
+// applied index (entries that change nothing, such as barriers, leave it).
+func (sn *Snapshot) Digest() (string, error) {
+	h := sha256.New()
+	if err := sn.Dump(json.NewEncoder(h)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 type dumpLine struct {

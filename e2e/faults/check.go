@@ -2,11 +2,14 @@ package faults
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -415,4 +418,56 @@ func checkTags(ops []Op, tagNets []string, st finalState) []string {
 		}
 	}
 	return bad
+}
+
+// agreeOnState asks every host at once for the digest of its whole
+// replicated state, every half second for up to wait, until all agree.
+// Two hosts that answer the same index with different digests have
+// diverged: that is a failure at once. Different indexes with different
+// digests are not (writes still land between the answers); no round of
+// agreement within wait is.
+func agreeOnState(ctx context.Context, w *workload, wait time.Duration) (bad []string, summary string) {
+	deadline := time.Now().Add(wait)
+	rounds := 0
+	var last []status
+	var lastErr error
+	for {
+		rounds++
+		got := make([]status, len(w.cl))
+		errs := make([]error, len(w.cl))
+		var wg sync.WaitGroup
+		for i, c := range w.cl {
+			wg.Add(1)
+			go func() { defer wg.Done(); got[i], errs[i] = c.digest(ctx) }()
+		}
+		wg.Wait()
+		lastErr = errors.Join(errs...)
+		if lastErr == nil {
+			last = got
+			byIndex := map[uint64]int{}
+			for i, st := range got {
+				if j, ok := byIndex[st.StateIndex]; ok && got[j].StateDigest != st.StateDigest {
+					return []string{fmt.Sprintf("state diverged: %s and %s both at index %d with digests %.12s and %.12s",
+						w.cl[j].name, w.cl[i].name, st.StateIndex, got[j].StateDigest, st.StateDigest)}, ""
+				}
+				byIndex[st.StateIndex] = i
+			}
+			same := true
+			for _, st := range got[1:] {
+				same = same && st.StateDigest == got[0].StateDigest
+			}
+			if same {
+				return nil, fmt.Sprintf("state digest after heal: all %d hosts %.12s (round %d)\n", len(got), got[0].StateDigest, rounds)
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			var parts []string
+			for i, st := range last {
+				parts = append(parts, fmt.Sprintf("%s %.12s@%d", w.cl[i].name, st.StateDigest, st.StateIndex))
+			}
+			return []string{fmt.Sprintf("hosts never agreed on the state digest in %v (%d rounds; last: %s; %v)",
+				wait, rounds, strings.Join(parts, ", "), lastErr)}, ""
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

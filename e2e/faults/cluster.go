@@ -40,6 +40,8 @@ type status struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	CommitIndex  uint64 `json:"commit_index"`
 	RaftState    string `json:"raft_state"`
+	StateDigest  string `json:"state_digest"`
+	StateIndex   uint64 `json:"state_index"`
 }
 
 // member is the part of GET /cluster/v1/members the checks read.
@@ -170,6 +172,21 @@ func (c *hostClient) status(ctx context.Context) (status, error) {
 		Status status `json:"status"`
 	}
 	err := c.getJSON(ctx, "/cluster/v1/status", &out)
+	return out.Status, err
+}
+
+// digest asks for the SHA-256 of the host's whole replicated state and
+// the index it was taken at.
+func (c *hostClient) digest(ctx context.Context) (status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var out struct {
+		Status status `json:"status"`
+	}
+	err := c.getJSON(ctx, "/cluster/v1/status?digest=true", &out)
+	if err == nil && len(out.Status.StateDigest) != 64 {
+		err = fmt.Errorf("status of %s has no state digest", c.name)
+	}
 	return out.Status, err
 }
 

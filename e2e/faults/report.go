@@ -48,6 +48,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	r.Failures = append(r.Failures, vers...)
 	r.Failures = append(r.Failures, res...)
 	r.Failures = append(r.Failures, hosts...)
+	r.Failures = append(r.Failures, w.stateCheck...)
 	r.Failures = append(r.Failures, w.nasCheck...)
 	// A restarted host serves only once it has caught up: an answer older
 	// than it gave before, or a valid token refused, is a failure.
@@ -60,6 +61,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	r.Summary = r.table(linSummary, len(lin), len(vers), len(res), len(hosts), states)
 	r.Summary += fmt.Sprintf("after restarts: %d answers older than the same host gave before it restarted; %d valid tokens refused (401)\n",
 		staleAfterRestart, r.count401())
+	r.Summary += w.stateSummary
 	r.Summary += w.nasSummary
 	if len(r.Failures) == 0 {
 		_ = os.RemoveAll(dir)

@@ -178,6 +178,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		res.Failures = append(res.Failures, err.Error())
 	}
+	w.stateCheck, w.stateSummary = agreeOnState(ctx, w, time.Minute)
 	if cfg.NFS {
 		w.nasCheck, w.nasSummary = volumeCheck(ctx, w, hist.ops)
 	}

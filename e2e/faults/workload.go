@@ -113,6 +113,9 @@ type workload struct {
 	// nasCheck and nasSummary are what the volume and guest checks found.
 	nasCheck   []string
 	nasSummary string
+	// stateCheck and stateSummary are what the state-digest check found.
+	stateCheck   []string
+	stateSummary string
 }
 
 // client is one concurrent client: its own random source, its networks.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -67,6 +68,11 @@ type Status struct {
 	RaftState    string  `json:"raft_state"`
 	Self         NodeRef `json:"self"`
 	Members      int     `json:"members"`
+	// StateDigest is the SHA-256 of this host's whole replicated state
+	// as of StateIndex (asked for with ?digest=true): hosts that agree
+	// on the state show the same digest.
+	StateDigest string `json:"state_digest,omitempty"`
+	StateIndex  uint64 `json:"state_index,omitempty"`
 }
 
 // JoinRequest is what a joining host sends with the token's secret.
@@ -177,7 +183,20 @@ func (h *handlers) status(c *rest.Ctx) (any, error) {
 	if err := rest.Check(h.b, c, rest.Admin, "", false, "status"); err != nil {
 		return nil, err
 	}
-	return map[string]any{"status": h.b.Status()}, nil
+	st := h.b.Status()
+	switch c.R.URL.Query().Get("digest") {
+	case "", "false":
+	case "true":
+		sn := h.b.State()
+		d, err := sn.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("state digest: %w", err)
+		}
+		st.StateDigest, st.StateIndex = d, sn.Index
+	default:
+		return nil, rest.BadRequest("digest must be true or false")
+	}
+	return map[string]any{"status": st}, nil
 }
 
 func (h *handlers) createToken(c *rest.Ctx) (any, error) {
