@@ -43,7 +43,9 @@
 // exactly the tags of what was applied last — changed from outside, or
 // written by a release without tags — is flushed and rewritten in the same
 // batch instead. [Desired.Verify] (the periodic full resync) reads every
-// chain back so, and rewrites those that differ. After a change that narrows what a port
+// chain back so, and rewrites those that differ, and reads every set's
+// members back and puts the desired ones back in place (members added
+// from outside count as a narrowing: their connections are cut). After a change that narrows what a port
 // allows, it deletes the conntrack entries of that port's zone the new rules
 // no longer allow, so open connections are cut. [Manager.Cleanup] deletes
 // the tables. Needs CAP_NET_ADMIN.

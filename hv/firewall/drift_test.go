@@ -3,6 +3,7 @@ package firewall
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -179,5 +180,85 @@ func TestUntaggedChainsRewrittenOnce(t *testing.T) {
 	kernelMatches(t, h, "after the first resync")
 	if st := h.resync(t, ports...); st.Tx != 0 || st.Writes() != 0 {
 		t.Fatalf("second resync: stats %+v; want no writes", st)
+	}
+}
+
+// TestOutsideSetDriftRepaired: a remote group's set changed from outside
+// is put back by the next full resync (not by an apply that reads
+// nothing): an address added lets its connections in until then, and
+// they are cut at the repair; a member deleted is added back.
+func TestOutsideSetDriftRepaired(t *testing.T) {
+	h := newHost(t)
+	vm1, vm2, vm3 := h.addVM(t, 1), h.addVM(t, 2), h.addVM(t, 3)
+	tcpListen(t, vm2, 22)
+	groups := map[string][]netip.Addr{"g": {vm1.ip}}
+	ports := []Port{h.port(vm1, true, anyV4), h.port(vm2, true, Rule{Ingress: true, Proto: ProtoTCP, PortMin: 22, PortMax: 22, RemoteGroup: "g"}, anyV4),
+		h.port(vm3, true, anyV4)}
+	resync := func() Stats {
+		t.Helper()
+		st, err := h.m.Apply(context.Background(), Desired{Networks: []Network{{Bridge: h.bridge, Zone: 7}, {Bridge: "br1", Zone: 8}},
+			Ports: ports, Groups: groups, Verify: true})
+		if err != nil {
+			t.Fatalf("resync: %v", err)
+		}
+		return st
+	}
+	h.apply(t, groups, ports...)
+	if !tcpOK(t, vm1, vm2.ip, 22) || tcpOK(t, vm3, vm2.ip, 22) {
+		t.Fatal("before the drift: want the member in and the other out")
+	}
+	set := func(add bool, a netip.Addr) {
+		t.Helper()
+		if err := h.ns.do(t, func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			s, err := c.GetSetByName(h.m.brT, setName("g", false))
+			if err != nil {
+				return err
+			}
+			op := c.SetDeleteElements
+			if add {
+				op = c.SetAddElements
+			}
+			if err := op(s, []nftables.SetElement{{Key: a.AsSlice()}}); err != nil {
+				return err
+			}
+			return c.Flush()
+		}); err != nil {
+			t.Fatalf("change the set from outside: %v", err)
+		}
+	}
+
+	set(true, vm3.ip)
+	conn := tcpConnect(t, vm3, vm2.ip, 22) // let in by the drift
+	defer conn.Close()
+	if st := h.apply(t, groups, ports...); st.Writes() != 0 {
+		t.Fatalf("apply without verify: stats %+v; want no writes (it reads nothing back)", st)
+	}
+	st := resync()
+	if st.Elements != 1 || st.Tx != 1 || st.FlowsDeleted == 0 {
+		t.Fatalf("resync after an outside add: stats %+v; want one element deleted in one transaction and the flow cut", st)
+	}
+	if echo(conn) {
+		t.Error("a connection the drift let in survived the repair")
+	}
+	if tcpOK(t, vm3, vm2.ip, 22) || !tcpOK(t, vm1, vm2.ip, 22) {
+		t.Error("after the repair: want the member in and the other out")
+	}
+
+	set(false, vm1.ip)
+	if tcpOK(t, vm1, vm2.ip, 22) {
+		t.Fatal("the member deleted from outside still gets in: the drift did not take")
+	}
+	if st := resync(); st.Elements != 1 || st.Tx != 1 {
+		t.Fatalf("resync after an outside delete: stats %+v; want the member added back", st)
+	}
+	if !tcpOK(t, vm1, vm2.ip, 22) {
+		t.Error("the member added back cannot get in")
+	}
+	if st := resync(); st.Tx != 0 || st.Writes() != 0 {
+		t.Fatalf("resync after the repairs: stats %+v; want no writes", st)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -308,13 +309,26 @@ func (m *Manager) diff(c *nftables.Conn, cur, want *model, verify bool, st *Stat
 			continue
 		}
 		s := m.sets[name]
+		have := cs.elems
+		if verify {
+			// The kernel's members, not the ones applied last: a member
+			// added from outside would let its connections in.
+			got, err := readElems(c, s)
+			switch {
+			case err != nil:
+				m.log.Warn("firewall: read set back", "set", name, "err", err)
+			case !maps.Equal(got, cs.elems):
+				m.log.Warn("firewall: set changed from outside; repairing it", "set", name)
+				have = got
+			}
+		}
 		var adds, dels []nftables.SetElement
 		for a := range ws.elems {
-			if !cs.elems[a] {
+			if !have[a] {
 				adds = append(adds, nftables.SetElement{Key: a.AsSlice()})
 			}
 		}
-		for a := range cs.elems {
+		for a := range have {
 			if !ws.elems[a] {
 				dels = append(dels, nftables.SetElement{Key: a.AsSlice()})
 			}
@@ -425,6 +439,26 @@ func portOfChain(name string) (string, bool) {
 		return name[2:], true
 	}
 	return "", false
+}
+
+// readElems reads the members of set s from the kernel.
+func readElems(c *nftables.Conn, s *nftables.Set) (map[netip.Addr]bool, error) {
+	if s == nil {
+		return nil, errors.New("set not known to this manager")
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[netip.Addr]bool, len(els))
+	for _, e := range els {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if !ok {
+			return nil, fmt.Errorf("set %s: element %x is not an address", s.Name, e.Key)
+		}
+		out[a] = true
+	}
+	return out, nil
 }
 
 func elements(set map[netip.Addr]bool) []nftables.SetElement {
