@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"github.com/peerstack/peerstack/hv/storage"
-	"github.com/peerstack/peerstack/node/agent"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/hv/storage"
+	"github.com/peerstack/peerstack/node/agent"
 	"github.com/peerstack/peerstack/node/imagecache"
 	"github.com/peerstack/peerstack/node/readiness"
 	"github.com/peerstack/peerstack/rest"

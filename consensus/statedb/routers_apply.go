@@ -1,6 +1,7 @@
 package statedb
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -467,7 +468,10 @@ func applySetHostNetworks(t *Txn, c *Command) error {
 	if _, ok := t.read().Member(h.ID); !ok {
 		return Errorf(KindNotFound, "Host %s could not be found.", h.ID)
 	}
-	for name, dev := range h.Physnets {
+	// In name order: the error names the first bad mapping, the same on
+	// every host (it is recorded in the replicated state).
+	for _, name := range slices.Sorted(maps.Keys(h.Physnets)) {
+		dev := h.Physnets[name]
 		if name == "" || len(name) > 64 || dev == "" || len(dev) > 15 || strings.ContainsAny(dev, "/ ") {
 			return Errorf(KindInvalid, "invalid physical network mapping %q=%q", name, dev)
 		}

@@ -25,7 +25,7 @@ func TestSnapshotRoundTripEveryTable(t *testing.T) {
 		}
 	}
 	txn.Commit()
-	s.setApplied(42)
+	s.commitAt(42, nil)
 
 	var buf bytes.Buffer
 	if err := s.Snapshot().Dump(json.NewEncoder(&buf)); err != nil {
@@ -118,4 +118,56 @@ func fill(v reflect.Value, seed int) {
 			}
 		}
 	}
+}
+
+// TestSnapshotIndexMatchesItsState: a snapshot taken while commands apply
+// holds exactly the state at its Index (the digest of a store that
+// applied the same commands up to that index), never a later commit
+// labelled with an earlier index.
+func TestSnapshotIndexMatchesItsState(t *testing.T) {
+	const n = 400
+	cmds := make([][]byte, n+1)
+	for i := 1; i <= n; i++ {
+		c, err := NewCommand(CmdCreateProject, fmt.Sprintf("r%d", i), t0, Project{ID: fmt.Sprintf("p%d", i), Name: fmt.Sprintf("n%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds[i], _ = c.Encode()
+	}
+	// The digest after each index, from a store applying alone.
+	ref := NewStore()
+	want := make([]string, n+1)
+	want[0], _ = ref.Snapshot().Digest()
+	for i := 1; i <= n; i++ {
+		if r := ref.Apply(uint64(i), cmds[i]); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		want[i], _ = ref.Snapshot().Digest()
+	}
+	s := NewStore()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			s.Apply(uint64(i), cmds[i])
+		}
+	}()
+	checked := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		sn := s.Snapshot()
+		got, err := sn.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want[sn.Index] {
+			t.Fatalf("snapshot labelled index %d holds another index's state", sn.Index)
+		}
+		checked++
+	}
+	t.Logf("%d snapshots checked", checked)
 }

@@ -98,12 +98,13 @@ func NewStoreFor(reg *Registry) *Store {
 	return &Store{reg: reg, db: db, waitCh: make(chan struct{})}
 }
 
-// Snapshot returns an immutable view of the current state.
+// Snapshot returns an immutable view of the current state. Its Index is
+// the index of the last command its view includes: commits and the
+// applied index move together under s.mu.
 func (s *Store) Snapshot() *Snapshot {
 	s.mu.Lock()
-	db, idx := s.db, s.applied
-	s.mu.Unlock()
-	return &Snapshot{txn: db.Txn(false), Index: idx}
+	defer s.mu.Unlock()
+	return &Snapshot{txn: s.db.Txn(false), Index: s.applied}
 }
 
 // AppliedIndex is the Raft index of the last applied command.
@@ -120,8 +121,13 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.waitCh
 }
 
-func (s *Store) setApplied(idx uint64) {
+// commitAt commits txn (nil: nothing to commit) and moves the applied
+// index to idx in one step, as Snapshot sees them.
+func (s *Store) commitAt(idx uint64, txn *memdb.Txn) {
 	s.mu.Lock()
+	if txn != nil {
+		txn.Commit()
+	}
 	if idx > s.applied {
 		s.applied = idx
 	}
@@ -152,18 +158,19 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 	if !res.Deduped {
 		res.Index = index
 	}
-	if res.Deduped {
+	switch {
+	case res.Deduped:
 		txn.Abort()
-	} else if res.Err != nil {
+		s.commitAt(index, nil)
+	case res.Err != nil:
 		txn.Abort()
 		// Record the failure so a retried request gets the same answer.
 		rec := db.Txn(true)
 		recordRequest(rec, cmd, index, res.Err)
-		rec.Commit()
-	} else {
-		txn.Commit()
+		s.commitAt(index, rec)
+	default:
+		s.commitAt(index, txn)
 	}
-	s.setApplied(index)
 	return res
 }
 

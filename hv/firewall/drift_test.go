@@ -262,3 +262,25 @@ func TestOutsideSetDriftRepaired(t *testing.T) {
 		t.Fatalf("resync after the repairs: stats %+v; want no writes", st)
 	}
 }
+
+// TestMappedAddressInGroup: an IPv4-mapped IPv6 member of a remote group
+// is its IPv4 address: it lands in the IPv4 set, the IPv6 set stays
+// valid, and the host's filtering applies (a 4-byte key in the IPv6 set
+// made every Apply fail).
+func TestMappedAddressInGroup(t *testing.T) {
+	h := newHost(t)
+	vm1, vm2 := h.addVM(t, 1), h.addVM(t, 2)
+	tcpListen(t, vm2, 22)
+	mapped := netip.AddrFrom16(vm1.ip.As16())
+	groups := map[string][]netip.Addr{"g": {mapped, netip.MustParseAddr("fd00::9")}}
+	rules := []Rule{{Ingress: true, Proto: ProtoTCP, PortMin: 22, PortMax: 22, RemoteGroup: "g"},
+		{Ingress: true, IPv6: true, Proto: ProtoTCP, PortMin: 22, PortMax: 22, RemoteGroup: "g"}, anyV4}
+	h.apply(t, groups, h.port(vm1, true, anyV4), h.port(vm2, true, rules...))
+	if !tcpOK(t, vm1, vm2.ip, 22) {
+		t.Error("the member named by its IPv4-mapped address cannot get in")
+	}
+	v4, v6 := h.m.cur.sets[setName("g", false)], h.m.cur.sets[setName("g", true)]
+	if v4 == nil || !v4.elems[vm1.ip] || v6 == nil || len(v6.elems) != 1 {
+		t.Fatalf("sets = %+v / %+v; want the mapped member in the IPv4 set, fd00::9 alone in the IPv6 one", v4, v6)
+	}
+}

@@ -294,8 +294,11 @@ func sgRules(p *Port, ingress bool, m *model, groups map[string][]netip.Addr) []
 			if !have {
 				s = &setSpec{name: name, v6: r.IPv6, elems: map[netip.Addr]bool{}}
 				for _, a := range groups[r.RemoteGroup] {
-					if a.Is6() == r.IPv6 && a.IsValid() {
-						s.elems[a.Unmap()] = true
+					// An IPv4-mapped IPv6 address is the IPv4 address: it
+					// belongs in the IPv4 set (as 4 bytes), never in the
+					// IPv6 one, whose keys are 16.
+					if u := a.Unmap(); u.IsValid() && u.Is6() == r.IPv6 {
+						s.elems[u] = true
 					}
 				}
 				m.sets[name] = s

@@ -23,6 +23,7 @@ type ConfigDrive struct {
 	Name             string
 	AvailabilityZone string
 	ProjectID        string            // optional
+	LaunchIndex      int               // the server's index in its create request (meta_data.json launch_index)
 	PublicKeys       map[string]string // key name → OpenSSH public key
 	Meta             map[string]string // server metadata
 	UserData         []byte            // written as openstack/*/user_data when non-empty
@@ -65,6 +66,7 @@ func metaDataJSON(cd ConfigDrive) ([]byte, error) {
 		Name:             cd.Name,
 		AvailabilityZone: cd.AvailabilityZone,
 		ProjectID:        cd.ProjectID,
+		LaunchIndex:      cd.LaunchIndex,
 		PublicKeys:       cd.PublicKeys,
 		Keys:             []metaKey{},
 		Meta:             cd.Meta,

@@ -19,6 +19,7 @@ func testConfigDrive() ConfigDrive {
 		Name:             "web 1",
 		AvailabilityZone: "nova",
 		ProjectID:        "6f1c0b7e2d4a4c1f9e8d7c6b5a4f3e2d",
+		LaunchIndex:      2,
 		PublicKeys:       map[string]string{"mykey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1 me@host", "another": "ssh-rsa AAAAB3 x@y"},
 		Meta:             map[string]string{"role": "web", "disktest": "write"},
 		UserData:         []byte("#!/bin/sh\necho hello\n"),
@@ -129,7 +130,7 @@ func TestWriteConfigDriveReadBack(t *testing.T) {
 	if err := json.Unmarshal([]byte(files["openstack/latest/meta_data.json"]), &meta); err != nil {
 		t.Fatalf("meta_data.json is not JSON: %v", err)
 	}
-	if meta["uuid"] != testUUID || meta["hostname"] != "web-1" || meta["launch_index"] != float64(0) {
+	if meta["uuid"] != testUUID || meta["hostname"] != "web-1" || meta["launch_index"] != float64(2) {
 		t.Errorf("meta_data.json = %v", meta)
 	}
 	if got := files["openstack/latest/user_data"]; got != string(cd.UserData) {

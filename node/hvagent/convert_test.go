@@ -74,66 +74,86 @@ func fill(t *testing.T, v reflect.Value) {
 	}
 }
 
-// lost lists the fields of from whose namesake in to is still zero.
-func lost(from, to reflect.Value) []string {
+// lost lists the fields of from, at any depth (structs, pointers to
+// them, the first element of slices of them), whose namesake in to is
+// still zero.
+func lost(path string, from, to reflect.Value) []string {
+	for from.Kind() == reflect.Pointer && to.Kind() == reflect.Pointer {
+		if from.IsNil() || to.IsNil() {
+			if !from.IsNil() {
+				return []string{path}
+			}
+			return nil
+		}
+		from, to = from.Elem(), to.Elem()
+	}
+	if from.Kind() == reflect.Slice && to.Kind() == reflect.Slice && from.Type().Elem().Kind() == reflect.Struct &&
+		to.Type().Elem().Kind() == reflect.Struct {
+		if from.Len() == 0 {
+			return nil
+		}
+		if to.Len() == 0 {
+			return []string{path}
+		}
+		return lost(path+"[0]", from.Index(0), to.Index(0))
+	}
+	// The project's own structs are walked; others (netip.Prefix) are values.
+	if from.Kind() != reflect.Struct || to.Kind() != reflect.Struct || !strings.HasPrefix(from.Type().PkgPath(), "github.com/peerstack/") {
+		if to.IsZero() && !from.IsZero() {
+			return []string{path}
+		}
+		return nil
+	}
 	var out []string
 	for i := range from.NumField() {
 		name := from.Type().Field(i).Name
-		g := to.FieldByName(name)
-		if g.IsValid() && g.IsZero() {
-			out = append(out, name)
+		if g := to.FieldByName(name); g.IsValid() {
+			out = append(out, lost(path+"."+name, from.Field(i), g)...)
 		}
 	}
 	return out
 }
 
 // Every field the agent fills that the driver has a namesake for makes it
-// across: a field added to both but not to the adapter would be dropped
-// silently.
+// across, at every depth: a field added to both but not to the adapter
+// would be dropped silently.
 func TestAdaptersCarryEveryField(t *testing.T) {
 	var p agent.NetPort
 	fill(t, reflect.ValueOf(&p))
-	if l := lost(reflect.ValueOf(p), reflect.ValueOf(toNetdevPort(p))); len(l) > 0 {
-		t.Errorf("netdev port lost %v", l)
+	if l := lost("NetPort", reflect.ValueOf(p), reflect.ValueOf(toNetdevPort(p))); len(l) > 0 {
+		t.Errorf("netdev lost %v", l)
 	}
-	var seg agent.NetSegment
-	fill(t, reflect.ValueOf(&seg))
-	var prov agent.NetProvider
-	fill(t, reflect.ValueOf(&prov))
-	nd := toNetdev(agent.NetDesired{LocalVTEP: net.IPv4(192, 0, 2, 1), Networks: []agent.NetSegment{seg}, Providers: []agent.NetProvider{prov}})
-	if len(nd.Networks) != 1 || len(nd.Providers) != 1 || nd.LocalVTEP == nil {
-		t.Fatalf("netdev desired = %+v", nd)
+	var nd agent.NetDesired
+	fill(t, reflect.ValueOf(&nd))
+	if len(nd.Networks) != 1 || len(nd.Providers) != 1 || len(nd.Networks[0].Ports) != 1 {
+		t.Fatalf("filled desired = %+v", nd)
 	}
-	if l := lost(reflect.ValueOf(seg), reflect.ValueOf(nd.Networks[0])); len(l) > 0 {
-		t.Errorf("netdev network lost %v", l)
-	}
-	if l := lost(reflect.ValueOf(prov), reflect.ValueOf(nd.Providers[0])); len(l) > 0 {
-		t.Errorf("netdev provider lost %v", l)
+	if l := lost("NetDesired", reflect.ValueOf(nd), reflect.ValueOf(toNetdev(nd))); len(l) > 0 {
+		t.Errorf("netdev lost %v", l)
 	}
 
-	var fp agent.FwPort
-	fill(t, reflect.ValueOf(&fp))
-	fd := toFirewall(agent.FirewallDesired{Ports: []agent.FwPort{fp}, Verify: true})
-	if len(fd.Ports) != 1 || !fd.Verify {
-		t.Fatalf("firewall desired = %+v", fd)
+	var fd agent.FirewallDesired
+	fill(t, reflect.ValueOf(&fd))
+	if len(fd.Ports) != 1 || len(fd.Ports[0].Rules) != 1 || len(fd.Ports[0].Pairs) != 1 {
+		t.Fatalf("filled firewall desired = %+v", fd)
 	}
-	if l := lost(reflect.ValueOf(fp), reflect.ValueOf(fd.Ports[0])); len(l) > 0 {
-		t.Errorf("firewall port lost %v", l)
-	}
-	if len(fd.Ports[0].Rules) != 1 {
-		t.Fatalf("firewall rules = %+v", fd.Ports[0].Rules)
-	}
-	if l := lost(reflect.ValueOf(fp.Rules[0]), reflect.ValueOf(fd.Ports[0].Rules[0])); len(l) > 0 {
-		t.Errorf("firewall rule lost %v", l)
+	if l := lost("FirewallDesired", reflect.ValueOf(fd), reflect.ValueOf(toFirewall(fd))); len(l) > 0 {
+		t.Errorf("firewall lost %v", l)
 	}
 
-	var rt agent.RouterDesired
-	fill(t, reflect.ValueOf(&rt))
-	rd := toRouter(agent.RoutingDesired{Routers: []agent.RouterDesired{rt}})
-	if len(rd.Routers) != 1 {
-		t.Fatalf("router desired = %+v", rd)
+	var cd agent.ConfigDrive
+	fill(t, reflect.ValueOf(&cd))
+	cd.NetworkData = map[string]any{"links": []any{}}
+	if l := lost("ConfigDrive", reflect.ValueOf(cd), reflect.ValueOf(toQEMUConfigDrive(cd))); len(l) > 0 {
+		t.Errorf("config drive lost %v", l)
 	}
-	if l := lost(reflect.ValueOf(rt), reflect.ValueOf(rd.Routers[0])); len(l) > 0 {
+
+	var rd agent.RoutingDesired
+	fill(t, reflect.ValueOf(&rd))
+	if len(rd.Routers) != 1 || rd.Routers[0].Gateway == nil || len(rd.Routers[0].Interfaces) != 1 {
+		t.Fatalf("filled routing desired = %+v", rd)
+	}
+	if l := lost("RoutingDesired", reflect.ValueOf(rd), reflect.ValueOf(toRouter(rd))); len(l) > 0 {
 		t.Errorf("router lost %v", l)
 	}
 }

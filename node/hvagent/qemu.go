@@ -87,14 +87,18 @@ func (h *QEMU) WriteConfigDrive(ctx context.Context, id string, cd agent.ConfigD
 		return "", fmt.Errorf("vm %s: %w", id, err)
 	}
 	p := paths.ConfigDrive()
-	err := qemu.WriteConfigDrive(p, qemu.ConfigDrive{
-		UUID: cd.UUID, Hostname: cd.Hostname, Name: cd.Name, AvailabilityZone: cd.AvailabilityZone, ProjectID: cd.ProjectID,
-		PublicKeys: cd.PublicKeys, Meta: cd.Meta, UserData: cd.UserData, NetworkData: cd.NetworkData,
-	})
+	err := qemu.WriteConfigDrive(p, toQEMUConfigDrive(cd))
 	if err != nil {
 		return "", err
 	}
 	return p, nil
+}
+
+func toQEMUConfigDrive(cd agent.ConfigDrive) qemu.ConfigDrive {
+	return qemu.ConfigDrive{
+		UUID: cd.UUID, Hostname: cd.Hostname, Name: cd.Name, AvailabilityZone: cd.AvailabilityZone, ProjectID: cd.ProjectID,
+		LaunchIndex: cd.LaunchIndex, PublicKeys: cd.PublicKeys, Meta: cd.Meta, UserData: cd.UserData, NetworkData: cd.NetworkData,
+	}
 }
 
 // CreateEphemeralDisk implements agent.EphemeralDisker.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
@@ -154,7 +155,31 @@ func Service(b Backend) rest.Service {
 	}
 }
 
-type handlers struct{ b Backend }
+type handlers struct {
+	b Backend
+
+	// The last state digest and the index it is of: status?digest=true
+	// serialises the whole state once per index, one request at a time.
+	digestMu    sync.Mutex
+	digestIndex uint64
+	digest      string
+}
+
+// stateDigest is the digest of the current state and its index.
+func (h *handlers) stateDigest() (string, uint64, error) {
+	h.digestMu.Lock()
+	defer h.digestMu.Unlock()
+	sn := h.b.State()
+	if h.digest != "" && sn.Index == h.digestIndex && sn.Index != 0 {
+		return h.digest, sn.Index, nil
+	}
+	d, err := sn.Digest()
+	if err != nil {
+		return "", 0, err
+	}
+	h.digest, h.digestIndex = d, sn.Index
+	return d, sn.Index, nil
+}
 
 func (h *handlers) versions(c *rest.Ctx) (any, error) {
 	return map[string]any{"version": map[string]any{
@@ -187,12 +212,11 @@ func (h *handlers) status(c *rest.Ctx) (any, error) {
 	switch c.R.URL.Query().Get("digest") {
 	case "", "false":
 	case "true":
-		sn := h.b.State()
-		d, err := sn.Digest()
+		d, idx, err := h.stateDigest()
 		if err != nil {
 			return nil, fmt.Errorf("state digest: %w", err)
 		}
-		st.StateDigest, st.StateIndex = d, sn.Index
+		st.StateDigest, st.StateIndex = d, idx
 	default:
 		return nil, rest.BadRequest("digest must be true or false")
 	}

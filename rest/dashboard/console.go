@@ -200,6 +200,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 	t := time.NewTicker(d.poll)
 	defer t.Stop()
 	var last, lastErr string
+	resync := false // the log's current content counts as seen
 	var nextAttach time.Time
 	for {
 		inst, ok := d.b.State().Instance(id)
@@ -224,10 +225,11 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 				// Attached first, then the log: output in between may
 				// show twice, but none is lost.
 				if out, err := d.b.ConsoleOutput(d.granted(ctx, id), inst, consoleLines); err == nil {
-					if delta := consoleDelta(last, out); delta != "" && writeWithin(ctx, conn, []byte(delta)) != nil {
+					if delta := consoleDelta(last, out); delta != "" && !resync && writeWithin(ctx, conn, []byte(delta)) != nil {
 						rw.Close()
 						return
 					}
+					resync = false
 				}
 				if lastErr != "" && writeWithin(ctx, conn, consoleNotice("console attached")) != nil {
 					rw.Close()
@@ -246,6 +248,10 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 				lctx, lcancel := context.WithTimeout(ctx, logBeforeNotice)
 				if out, err := d.b.ConsoleOutput(d.granted(lctx, id), inst, consoleLines); err == nil {
 					last = out
+				} else {
+					// Not read: the next read is taken as seen rather than
+					// replaying what was shown live.
+					resync = true
 				}
 				lcancel()
 				lastErr = "console closed; showing its log"
@@ -268,12 +274,12 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 					}
 				}
 			default:
-				if delta := consoleDelta(last, out); delta != "" {
+				if delta := consoleDelta(last, out); delta != "" && !resync {
 					if writeWithin(ctx, conn, []byte(delta)) != nil {
 						return
 					}
 				}
-				last = out
+				last, resync = out, false
 			}
 		}
 		select {
