@@ -588,8 +588,9 @@ func dropFrom(ns string, addrs []string) error {
 // clearDrops deletes the partition table of namespace ns, if any.
 func clearDrops(ns string) error { return deleteTable(ns, nftTable) }
 
-// deleteTable deletes the IPv4 table called name in namespace ns, if any.
-func deleteTable(ns, name string) error {
+// withTable runs fn on the IPv4 table called name in namespace ns, if
+// there is one.
+func withTable(ns, name string, fn func(c *nftables.Conn, t *nftables.Table) error) error {
 	return inNS(ns, func(c *nftables.Conn) error {
 		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 		if err != nil {
@@ -597,39 +598,47 @@ func deleteTable(ns, name string) error {
 		}
 		for _, t := range tables {
 			if t.Name == name {
-				c.DelTable(t)
-				return c.Flush()
+				return fn(c, t)
 			}
 		}
 		return nil
 	})
 }
 
-// dropsIn lists the addresses namespace ns drops (for the nemesis test).
-func dropsIn(ns string) ([]string, error) {
-	var out []string
-	err := inNS(ns, func(c *nftables.Conn) error {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return err
-		}
-		for _, t := range tables {
-			if t.Name != nftTable {
-				continue
-			}
-			rules, err := c.GetRules(t, &nftables.Chain{Name: "input", Table: t})
+// ruleExprs calls fn with every expression of every rule of the chains
+// of the IPv4 table called table in namespace ns (none: no table).
+func ruleExprs(ns, table string, chains []string, fn func(chain string, e expr.Any)) error {
+	return withTable(ns, table, func(c *nftables.Conn, t *nftables.Table) error {
+		for _, chain := range chains {
+			rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
 			if err != nil {
 				return err
 			}
 			for _, r := range rules {
 				for _, e := range r.Exprs {
-					if cmp, ok := e.(*expr.Cmp); ok {
-						out = append(out, net.IP(cmp.Data).String())
-					}
+					fn(chain, e)
 				}
 			}
 		}
 		return nil
+	})
+}
+
+// deleteTable deletes the IPv4 table called name in namespace ns, if any.
+func deleteTable(ns, name string) error {
+	return withTable(ns, name, func(c *nftables.Conn, t *nftables.Table) error {
+		c.DelTable(t)
+		return c.Flush()
+	})
+}
+
+// dropsIn lists the addresses namespace ns drops (for the nemesis test).
+func dropsIn(ns string) ([]string, error) {
+	var out []string
+	err := ruleExprs(ns, nftTable, []string{"input"}, func(_ string, e expr.Any) {
+		if cmp, ok := e.(*expr.Cmp); ok {
+			out = append(out, net.IP(cmp.Data).String())
+		}
 	})
 	return out, err
 }

@@ -267,18 +267,9 @@ func (dl *delayer) Stop() error {
 // flushChains empties the chains of the IPv4 table called name in
 // namespace ns, if any, keeping the chains (and their hooks).
 func flushChains(ns, name string) error {
-	return inNS(ns, func(c *nftables.Conn) error {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return err
-		}
-		for _, t := range tables {
-			if t.Name == name {
-				c.FlushTable(t)
-				return c.Flush()
-			}
-		}
-		return nil
+	return withTable(ns, name, func(c *nftables.Conn, t *nftables.Table) error {
+		c.FlushTable(t)
+		return c.Flush()
 	})
 }
 
@@ -292,54 +283,17 @@ func queueRules(ns, dev string) error {
 	binary.NativeEndian.PutUint16(info[0:], delayQueue)
 	binary.NativeEndian.PutUint16(info[2:], 1)
 	binary.NativeEndian.PutUint16(info[4:], nfqFlagBypass)
-	return inNS(ns, func(c *nftables.Conn) error {
-		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: delayTable})
-		accept := nftables.ChainPolicyAccept
-		for _, dir := range []struct {
-			chain string
-			hook  *nftables.ChainHook
-			meta  expr.MetaKey
-		}{{"input", nftables.ChainHookInput, expr.MetaKeyIIFNAME}, {"output", nftables.ChainHookOutput, expr.MetaKeyOIFNAME}} {
-			ch := c.AddChain(&nftables.Chain{Name: dir.chain, Table: t, Type: nftables.ChainTypeFilter,
-				Hooknum: dir.hook, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: dir.meta, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(dev)},
-				&expr.Target{Name: "NFQUEUE", Rev: 3, Info: (*xt.Unknown)(&info)},
-			}})
-		}
-		return c.Flush()
-	})
+	return devChains(ns, delayTable, dev, &expr.Target{Name: "NFQUEUE", Rev: 3, Info: (*xt.Unknown)(&info)})
 }
 
 // delayRules reports whether namespace ns has the delay table, and how
 // many queue rules it holds.
 func delayRules(ns string) (int, error) {
 	n := 0
-	err := inNS(ns, func(c *nftables.Conn) error {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return err
+	err := ruleExprs(ns, delayTable, []string{"input", "output"}, func(_ string, e expr.Any) {
+		if tg, ok := e.(*expr.Target); ok && tg.Name == "NFQUEUE" {
+			n++
 		}
-		for _, t := range tables {
-			if t.Name != delayTable {
-				continue
-			}
-			for _, chain := range []string{"input", "output"} {
-				rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
-				if err != nil {
-					return err
-				}
-				for _, r := range rules {
-					for _, e := range r.Exprs {
-						if tg, ok := e.(*expr.Target); ok && tg.Name == "NFQUEUE" {
-							n++
-						}
-					}
-				}
-			}
-		}
-		return nil
 	})
 	return n, err
 }

@@ -28,8 +28,21 @@ func dropShare(ns, dev string, pct int) error {
 	if pct <= 0 || pct >= 100 {
 		return fmt.Errorf("loss share %d %%: want 1–99", pct)
 	}
+	// numgen leaves a host-order number; cmp compares bytes, so it is
+	// turned to network order first (as nft does).
+	return devChains(ns, lossTable, dev,
+		&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+		&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint32(uint32(pct))},
+		&expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// devChains adds the IPv4 table called table in namespace ns with an
+// input and an output chain, each one rule: the packets received on (or
+// sent out of) dev go through then.
+func devChains(ns, table, dev string, then ...expr.Any) error {
 	return inNS(ns, func(c *nftables.Conn) error {
-		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: lossTable})
+		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
 		accept := nftables.ChainPolicyAccept
 		for _, dir := range []struct {
 			chain string
@@ -38,16 +51,10 @@ func dropShare(ns, dev string, pct int) error {
 		}{{"input", nftables.ChainHookInput, expr.MetaKeyIIFNAME}, {"output", nftables.ChainHookOutput, expr.MetaKeyOIFNAME}} {
 			ch := c.AddChain(&nftables.Chain{Name: dir.chain, Table: t, Type: nftables.ChainTypeFilter,
 				Hooknum: dir.hook, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
 				&expr.Meta{Key: dir.meta, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(dev)},
-				// numgen leaves a host-order number; cmp compares bytes,
-				// so it is turned to network order first (as nft does).
-				&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
-				&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-				&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint32(uint32(pct))},
-				&expr.Verdict{Kind: expr.VerdictDrop},
-			}})
+			}, then...)})
 		}
 		return c.Flush()
 	})
@@ -65,30 +72,10 @@ func ifname(n string) []byte {
 // loss table (empty: no loss table).
 func lossRules(ns string) (map[string]int, error) {
 	out := map[string]int{}
-	err := inNS(ns, func(c *nftables.Conn) error {
-		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return err
+	err := ruleExprs(ns, lossTable, []string{"input", "output"}, func(chain string, e expr.Any) {
+		if cmp, ok := e.(*expr.Cmp); ok && cmp.Op == expr.CmpOpLt && len(cmp.Data) == 4 {
+			out[chain] = int(binaryutil.BigEndian.Uint32(cmp.Data))
 		}
-		for _, t := range tables {
-			if t.Name != lossTable {
-				continue
-			}
-			for _, chain := range []string{"input", "output"} {
-				rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
-				if err != nil {
-					return err
-				}
-				for _, r := range rules {
-					for _, e := range r.Exprs {
-						if cmp, ok := e.(*expr.Cmp); ok && cmp.Op == expr.CmpOpLt && len(cmp.Data) == 4 {
-							out[chain] = int(binaryutil.BigEndian.Uint32(cmp.Data))
-						}
-					}
-				}
-			}
-		}
-		return nil
 	})
 	return out, err
 }

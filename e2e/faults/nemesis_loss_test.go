@@ -14,13 +14,7 @@ func TestLossRuleDropsItsShare(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
-	a, b := testNetns(t, "pfla"), testNetns(t, "pflb")
-	run := func(args ...string) { t.Helper(); ipCmd(t, args...) }
-	run("-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-	run("-n", a, "addr", "add", "10.77.0.1/24", "dev", "eth0")
-	run("-n", b, "addr", "add", "10.77.0.2/24", "dev", "eth0")
-	run("-n", a, "link", "set", "eth0", "up")
-	run("-n", b, "link", "set", "eth0", "up")
+	a, b := linkedNetns(t, "pfla", "pflb", "10.77.0")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -26,3 +26,16 @@ func testNetns(t *testing.T, prefix string) string {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	return ns
 }
+
+// linkedNetns adds two namespaces (see testNetns) joined by a veth pair,
+// each end named eth0 and up, with net+".1/24" in a and net+".2/24" in b.
+func linkedNetns(t *testing.T, prefixA, prefixB, net string) (a, b string) {
+	t.Helper()
+	a, b = testNetns(t, prefixA), testNetns(t, prefixB)
+	ipCmd(t, "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+	ipCmd(t, "-n", a, "addr", "add", net+".1/24", "dev", "eth0")
+	ipCmd(t, "-n", b, "addr", "add", net+".2/24", "dev", "eth0")
+	ipCmd(t, "-n", a, "link", "set", "eth0", "up")
+	ipCmd(t, "-n", b, "link", "set", "eth0", "up")
+	return a, b
+}
