@@ -197,7 +197,7 @@ func (r *Result) table(lin string, nLin, nVers, nRes, nHosts int, states []final
 	if len(states) > 0 {
 		applied = fmt.Sprint(states[0].Applied)
 	}
-	fmt.Fprintf(&sb, "hosts after heal (same applied index %s, networks, ports): %d differences\n", applied, nHosts)
+	fmt.Fprintf(&sb, "hosts after heal (networks, ports; the first at applied index %s): %d differences\n", applied, nHosts)
 	return sb.String()
 }
 

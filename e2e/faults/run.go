@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -281,8 +280,8 @@ func finalRead(ctx context.Context, c *client, key string) error {
 	}
 }
 
-// converge waits until every host reports the same applied index and
-// the same lists of networks and ports (up to two minutes), and returns
+// converge waits until every host, read while its state holds still,
+// lists the same networks and ports (up to two minutes), and returns
 // the hosts' final states; on time-out, the last ones seen.
 func converge(ctx context.Context, w *workload) ([]finalState, error) {
 	deadline := time.Now().Add(2 * time.Minute)
@@ -307,14 +306,16 @@ func converge(ctx context.Context, w *workload) ([]finalState, error) {
 	}
 }
 
-// snapshotAll reads every host's applied index, networks, ports and
-// members; the index is read before and after the lists and must not
-// move in between.
+// snapshotAll reads every host's networks, ports and members, between
+// two readings of the digest of its whole state: when the digest moved,
+// the lists may mix two states and the host is still applying. (Its
+// applied index is no guide: leadership confirmations move it without
+// changing anything.)
 func snapshotAll(ctx context.Context, w *workload) ([]finalState, error) {
 	var out []finalState
 	for _, c := range w.cl {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err := c.status(ctx)
+		st, err := c.digest(ctx)
 		if err != nil {
 			cancel()
 			return nil, err
@@ -326,16 +327,14 @@ func snapshotAll(ctx context.Context, w *workload) ([]finalState, error) {
 		}
 		var st2 status
 		if err == nil {
-			st2, err = c.status(ctx)
+			st2, err = c.digest(ctx)
 		}
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		if st2.AppliedIndex != st.AppliedIndex && !sameLists(ctx, c, fs) {
-			// The index also moves on leadership-confirmation barriers,
-			// which change no state: only lists that changed count.
-			return nil, fmt.Errorf("%s still applying (%d → %d)", c.name, st.AppliedIndex, st2.AppliedIndex)
+		if st2.StateDigest != st.StateDigest {
+			return nil, fmt.Errorf("%s still applying (state at index %d, then another at %d)", c.name, st.StateIndex, st2.StateIndex)
 		}
 		out = append(out, fs)
 	}
@@ -370,20 +369,4 @@ func listPorts(ctx context.Context, c *hostClient, into map[string]portInfo) err
 		into[p.ID] = p
 	}
 	return nil
-}
-
-// sameLists reads c's networks, ports and members again and reports
-// whether they equal fs's.
-func sameLists(ctx context.Context, c *hostClient, fs finalState) bool {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	again := finalState{Networks: map[string]netInfo{}, Ports: map[string]portInfo{}}
-	if err := errors.Join(listNetworks(ctx, c, again.Networks), listPorts(ctx, c, again.Ports)); err != nil {
-		return false
-	}
-	m, err := c.members(ctx)
-	if err != nil {
-		return false
-	}
-	return reflect.DeepEqual(fs.Networks, again.Networks) && reflect.DeepEqual(fs.Ports, again.Ports) && reflect.DeepEqual(fs.Members, m)
 }
