@@ -343,6 +343,21 @@ func (n *Node) ConfirmLeader(ctx context.Context) error {
 	}
 }
 
+// ReadIndex is Raft's read index, on the leader: it confirms this node
+// still leads (ConfirmLeader) and returns the index its state has
+// applied, which then holds every write acknowledged before the call. A
+// host that waits until it has applied that index may answer a read as
+// the leader would have (linearizable).
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, fmt.Errorf("read index: %w", ErrNoLeader)
+	}
+	if err := n.ConfirmLeader(ctx); err != nil {
+		return 0, fmt.Errorf("read index: %w", err)
+	}
+	return n.store.AppliedIndex(), nil
+}
+
 // StepAside cuts this node off from the other members while it is the
 // leader, so they stop hearing its heartbeats and elect another; it
 // joins them again once it no longer leads. It is for a leader that can

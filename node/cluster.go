@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,6 +76,62 @@ func (f forwarder) Forward(ctx context.Context, leaderID string, data []byte) (u
 		return 0, fmt.Errorf("forward to leader %s: status %d", addr, resp.StatusCode)
 	}
 	return cluster.DecodeApplyResult(body)
+}
+
+// ReadIndex confirms this host leads and returns its applied index
+// (served to members on /internal/v1/read-index).
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) { return n.raft.ReadIndex(ctx) }
+
+// LinearizableRead returns once this host's state holds every write
+// acknowledged anywhere before the call: the leader's read index
+// (asked over the internal API from a follower), then waiting until this
+// host has applied it.
+func (n *Node) LinearizableRead(ctx context.Context) error {
+	var idx uint64
+	var err error
+	if n.raft.IsLeader() {
+		idx, err = n.raft.ReadIndex(ctx)
+	} else {
+		idx, err = forwarder{n}.readIndex(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	return n.raft.WaitIndex(ctx, idx)
+}
+
+// readIndex asks the leader for its read index.
+func (f forwarder) readIndex(ctx context.Context) (uint64, error) {
+	n := f.n
+	leaderID, _ := n.raft.Leader()
+	addr := ""
+	if leaderID != "" && leaderID != n.id.NodeID {
+		addr = n.apiAddrOf(leaderID)
+	}
+	if addr == "" {
+		return 0, consensus.ErrNoLeader
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/read-index", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("read index from leader %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return 0, fmt.Errorf("read index from leader %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("read index from leader %s: status %d", addr, resp.StatusCode)
+	}
+	var r cluster.ReadIndexResult
+	if err := json.Unmarshal(body, &r); err != nil || r.Index == 0 {
+		return 0, fmt.Errorf("read index from leader %s: bad answer %q", addr, body)
+	}
+	return r.Index, nil
 }
 
 // apiAddrOf finds a host's API address from the state, then gossip.

@@ -411,7 +411,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		base = "https://" + n.id.APIAddr
 	}
 	srv := rest.NewServer(n.Access, n.log.With("sub", "api"),
-		rest.ServerOptions{BaseURL: base, TrustedProxies: n.cfg.TrustedProxies})
+		rest.ServerOptions{BaseURL: base, TrustedProxies: n.cfg.TrustedProxies, ReadBarrier: n.LinearizableRead})
 	srv.OnRequest(n.observeRequest)
 	n.mountServices(srv)
 	dash := dashboard.New(computeBackend{n}, n.log.With("sub", "dashboard"))

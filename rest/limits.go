@@ -142,6 +142,11 @@ type ServerOptions struct {
 	TrustedProxies []netip.Prefix
 	// Limits: only WriteDeadline and StreamIdle matter to the handler.
 	Limits Limits
+	// ReadBarrier serves reads that ask for linearizable consistency
+	// (ConsistencyHeader): it returns once this host's state holds every
+	// write acknowledged anywhere before the call. nil: this server's
+	// state is the only copy, and every read is linearizable as it is.
+	ReadBarrier func(ctx context.Context) error
 }
 
 // reqInfo is what the server learned about a request before routing it.

@@ -508,6 +508,12 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 				}
 			}
 		}
+		if v := r.Header.Get(ConsistencyHeader); v != "" {
+			if err := s.readBarrier(c.R.Context(), r.Method, v); err != nil {
+				fail(err)
+				return
+			}
+		}
 		v, err := rt.Handler(c)
 		if err != nil {
 			fail(err)
@@ -516,6 +522,41 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 		writeValue(w, v, s.opts.Limits.StreamIdle)
 	}
 }
+
+// ConsistencyHeader asks for a read's consistency: "local" (the default)
+// answers from this host's state, which may lag the leader by a moment;
+// "linearizable" answers only once this host holds every write
+// acknowledged anywhere before the request, as if read at the leader.
+// Writes are linearizable whatever it says.
+const ConsistencyHeader = "X-Peerstack-Consistency"
+
+// readBarrier holds a read that asked for linearizable consistency until
+// this host has caught up with the leader as of the request.
+func (s *Server) readBarrier(ctx context.Context, method, v string) error {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "local":
+		return nil
+	case "linearizable":
+	default:
+		return BadRequest("%s must be local or linearizable, not %q.", ConsistencyHeader, v)
+	}
+	if (method != http.MethodGet && method != http.MethodHead) || s.opts.ReadBarrier == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, linearizableReadTimeout)
+	defer cancel()
+	if err := s.opts.ReadBarrier(ctx); err != nil {
+		s.log.Debug("linearizable read refused", "err", err)
+		return &HTTPError{Status: http.StatusServiceUnavailable, Quiet: true, Header: http.Header{"Retry-After": {"1"}},
+			Msg: "A linearizable read needs the Raft leader to confirm it still leads, and none did in time (this host may be " +
+				"cut off from the majority of the cluster). Retry later, or read without " + ConsistencyHeader + ": linearizable."}
+	}
+	return nil
+}
+
+// linearizableReadTimeout bounds the wait for the leader behind a
+// linearizable read; past it the client gets 503 and may retry.
+const linearizableReadTimeout = 5 * time.Second
 
 func writeValue(w http.ResponseWriter, v any, streamIdle time.Duration) {
 	resp, ok := v.(*Response)

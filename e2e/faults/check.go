@@ -84,7 +84,7 @@ func porcupineHistory(ops []Op) []porcupine.Operation {
 		case op.Kind == opWrite && op.Outcome == outInfo:
 			out = append(out, porcupine.Operation{ClientId: op.Proc, Input: regInput{Key: op.Key, Write: true, Value: op.Value},
 				Call: op.Call, Output: nil, Return: end + 1})
-		case op.Kind == opRead && op.Outcome == outOK:
+		case (op.Kind == opRead || op.Kind == opLRead) && op.Outcome == outOK:
 			out = append(out, porcupine.Operation{ClientId: op.Proc, Input: regInput{Key: op.Key},
 				Call: op.Call, Output: op.Got, Return: op.Return})
 		}
@@ -125,7 +125,7 @@ func checkVersions(ops []Op, restarts map[int][]int64) (bad []string, afterResta
 	}
 	seen := map[kr]Op{}
 	for _, op := range ops {
-		if op.Outcome != outOK || (op.Kind != opWrite && op.Kind != opRead && op.Kind != opGet) {
+		if op.Outcome != outOK || (op.Kind != opWrite && op.Kind != opRead && op.Kind != opGet && op.Kind != opLRead) {
 			continue
 		}
 		k := kr{op.Key, op.Rev}
@@ -143,7 +143,7 @@ func checkVersions(ops []Op, restarts map[int][]int64) (bad []string, afterResta
 	}
 	by := map[hk][]Op{}
 	for _, op := range ops {
-		if op.Outcome == outOK && (op.Kind == opWrite || op.Kind == opRead || op.Kind == opGet) {
+		if op.Outcome == outOK && (op.Kind == opWrite || op.Kind == opRead || op.Kind == opGet || op.Kind == opLRead) {
 			by[hk{op.Host, op.Key}] = append(by[hk{op.Host, op.Key}], op)
 		}
 	}
@@ -358,9 +358,9 @@ func briefOK(n netInfo, ok bool) string {
 
 // checkMinority checks that no host cut from a majority of the voters
 // (or paused) acknowledged a write (an update, create, delete or port)
-// while it was cut: a write invoked a second after the cut (time for a
-// cut leader's lease to lapse) and answered before the heal must have
-// failed. It is also the proof that the partitions and pauses really cut.
+// or a linearizable read while it was cut: one invoked a second after
+// the cut (time for a cut leader's lease to lapse) and answered before
+// the heal must have failed. It is also the proof that the partitions and pauses really cut.
 func checkMinority(ops []Op, events []NemesisEvent) []string {
 	var bad []string
 	for _, ev := range events {

@@ -25,6 +25,19 @@ func TestLinearizabilityChecker(t *testing.T) {
 	if _, bad := checkLinearizable(stale, initDesc, dir, 0); len(bad) != 1 || !strings.Contains(bad[0], dir) {
 		t.Errorf("stale read: %v; want one violation naming %s", bad, dir)
 	}
+	// A linearizable GET is held to the same standard; a local one is not.
+	staleL := []Op{
+		op(opWrite, "r", "a", 0, 10, outOK, "", 0, 1),
+		op(opWrite, "r", "b", 20, 30, outOK, "", 0, 2),
+		op(opLRead, "r", "", 40, 50, outOK, "a", 0, 3),
+	}
+	if _, bad := checkLinearizable(staleL, initDesc, dir, 0); len(bad) != 1 {
+		t.Errorf("stale linearizable read: %v; want one violation", bad)
+	}
+	staleL[2].Kind = opGet
+	if _, bad := checkLinearizable(staleL, initDesc, dir, 0); len(bad) != 0 {
+		t.Errorf("stale local read: %v; want none (local reads may lag)", bad)
+	}
 	ok := []Op{
 		op(opWrite, "r", "a", 0, 10, outOK, "", 0, 1),
 		op(opWrite, "r", "b", 20, 30, outInfo, "", 0, 2),
@@ -99,9 +112,11 @@ func TestMinorityChecker(t *testing.T) {
 		{Seq: 2, Kind: opWrite, Host: 1, Call: int64(12 * time.Second), Return: int64(13 * time.Second), Outcome: outOK},
 		{Seq: 3, Kind: opGet, Host: 4, Call: int64(12 * time.Second), Return: int64(13 * time.Second), Outcome: outOK},
 		{Seq: 4, Kind: opWrite, Host: 4, Call: int64(10 * time.Second), Return: int64(10200 * time.Millisecond), Outcome: outOK},
+		{Seq: 5, Kind: opLRead, Host: 5, Call: int64(14 * time.Second), Return: int64(15 * time.Second), Outcome: outOK},
 	}
-	if bad := checkMinority(ops, []NemesisEvent{ev}); len(bad) != 1 || !strings.Contains(bad[0], "h2 acknowledged write (op 1)") {
-		t.Errorf("got %q; want only op 1", bad)
+	bad := checkMinority(ops, []NemesisEvent{ev})
+	if len(bad) != 2 || !strings.Contains(bad[0], "h2 acknowledged write (op 1)") || !strings.Contains(bad[1], "h5 acknowledged lread (op 5)") {
+		t.Errorf("got %q; want op 1 and the linearizable read of op 5 (a cut host cannot confirm one)", bad)
 	}
 }
 

@@ -125,7 +125,7 @@ func (r *Result) table(lin string, nLin, nVers, nRes, nHosts int, states []final
 		}
 	}
 	writes := slices.DeleteFunc(slices.Clone(r.Ops), func(op Op) bool {
-		return op.Outcome != outOK || op.Kind == opGet || op.Kind == opRead
+		return op.Outcome != outOK || op.Kind == opGet || op.Kind == opRead || op.Kind == opLRead
 	})
 	slices.SortFunc(writes, func(a, b Op) int { return int(a.Return - b.Return) })
 	for _, ev := range r.Nemeses {

@@ -19,6 +19,7 @@ const (
 	opWrite  = "write"  // PUT a register network's description
 	opRead   = "read"   // an empty PUT of a register network: the answer is read after the write applied
 	opGet    = "get"    // GET a register network from the host's local state
+	opLRead  = "lread"  // GET a register network asking for a linearizable read
 	opCreate = "create" // POST a uniquely named network
 	opDelete = "delete" // DELETE a network this client created
 	opPort   = "port"   // POST a port on the shared network (an IP and MAC allocation)
@@ -161,8 +162,10 @@ func (c *client) step(ctx context.Context) {
 		op.Kind, op.Key, op.Value = opWrite, w.regNames[c.rnd.IntN(len(w.regNames))], fmt.Sprintf("c%d-%d", c.id, c.n)
 	case r < 50:
 		op.Kind, op.Key = opRead, w.regNames[c.rnd.IntN(len(w.regNames))]
-	case r < 65:
+	case r < 58:
 		op.Kind, op.Key = opGet, w.regNames[c.rnd.IntN(len(w.regNames))]
+	case r < 65:
+		op.Kind, op.Key = opLRead, w.regNames[c.rnd.IntN(len(w.regNames))]
 	case r < 90:
 		if len(c.live) >= w.maxLive || (len(c.live) > 0 && r >= 80) {
 			k := c.rnd.IntN(len(c.live))
@@ -190,7 +193,7 @@ func (c *client) issue(ctx context.Context, hc *hostClient, op Op) {
 	if err != nil {
 		op.Err = trim(err.Error(), 300)
 	}
-	if ctx.Err() != nil && op.Outcome == outInfo && (op.Kind == opRead || op.Kind == opGet) {
+	if ctx.Err() != nil && op.Outcome == outInfo && (op.Kind == opRead || op.Kind == opGet || op.Kind == opLRead) {
 		return // a read cut by the end of the run says nothing
 	}
 	switch {
@@ -233,6 +236,16 @@ func (c *client) do(ctx context.Context, hc *hostClient, op *Op) error {
 		n, err := networks.Get(ctx, hc.net, w.regs[op.Key]).Extract()
 		if err == nil {
 			op.Rev, op.Got = n.RevisionNumber, n.Description
+		}
+		return err
+	case opLRead:
+		var body struct {
+			Network networks.Network `json:"network"`
+		}
+		_, err := hc.net.Get(ctx, hc.net.ServiceURL("networks", w.regs[op.Key]), &body,
+			&gophercloud.RequestOpts{MoreHeaders: map[string]string{"X-Peerstack-Consistency": "linearizable"}})
+		if err == nil {
+			op.Rev, op.Got = body.Network.RevisionNumber, body.Network.Description
 		}
 		return err
 	case opCreate:

@@ -39,6 +39,8 @@ func (b *clockBackend) ApplyForwarded(context.Context, []byte, string, string) (
 }
 func (b *clockBackend) ClockSkews() map[string]time.Duration { return b.skews }
 
+func (b *clockBackend) ReadIndex(context.Context) (uint64, error) { return b.State().Index, nil }
+
 func (b *clockBackend) Join(_ context.Context, req cluster.JoinRequest) (*cluster.JoinResponse, error) {
 	b.mu.Lock()
 	b.joins = append(b.joins, req)

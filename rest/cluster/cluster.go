@@ -133,6 +133,10 @@ type Backend interface {
 	// command its origin may not propose is a *statedb.Error of
 	// KindForbidden.
 	ApplyForwarded(ctx context.Context, data []byte, fromHost, token string) (uint64, error)
+	// ReadIndex confirms this host still leads and returns the index its
+	// state has applied (leader only): what a member waits for before a
+	// linearizable read.
+	ReadIndex(ctx context.Context) (uint64, error)
 }
 
 // Service returns the /cluster/v1 and /internal/v1 routes.
@@ -151,6 +155,7 @@ func Service(b Backend) rest.Service {
 			{Method: "POST", Path: "/cluster/v1/leave", Auth: rest.Token, Handler: h.leave},
 			{Method: "DELETE", Path: "/cluster/v1/members/{member_id}", Auth: rest.Token, Handler: h.removeMember},
 			{Method: "POST", Path: "/internal/v1/apply", Auth: rest.Internal, Handler: h.apply},
+			{Method: "POST", Path: "/internal/v1/read-index", Auth: rest.Internal, Handler: h.readIndex},
 		},
 	}
 }
@@ -317,6 +322,20 @@ func (h *handlers) apply(c *rest.Ctx) (any, error) {
 		res.ErrKind, res.ErrMsg = se.Kind, se.Msg
 	}
 	return res, nil
+}
+
+// ReadIndexResult is the leader's answer to a member asking for the
+// read index.
+type ReadIndexResult struct {
+	Index uint64 `json:"index"`
+}
+
+func (h *handlers) readIndex(c *rest.Ctx) (any, error) {
+	idx, err := h.b.ReadIndex(c.Context())
+	if err != nil {
+		return nil, rest.Unavailable(err.Error())
+	}
+	return ReadIndexResult{Index: idx}, nil
 }
 
 // DecodeApplyResult turns an internal API answer back into (index, error).

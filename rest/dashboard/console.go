@@ -247,7 +247,7 @@ func (d *Dashboard) console(w http.ResponseWriter, r *http.Request) {
 				// itself went away the notice must not wait for it.
 				lctx, lcancel := context.WithTimeout(ctx, logBeforeNotice)
 				if out, err := d.b.ConsoleOutput(d.granted(lctx, id), inst, consoleLines); err == nil {
-					last = out
+					last, resync = out, false
 				} else {
 					// Not read: the next read is taken as seen rather than
 					// replaying what was shown live.
