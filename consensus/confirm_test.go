@@ -226,3 +226,50 @@ func TestSoleVoterDoesNotStepAside(t *testing.T) {
 		t.Fatalf("write after StepAside on the sole voter: %v", err)
 	}
 }
+
+// Read-index requests arriving together share confirmation rounds (a
+// round per batch, not per read: reads do not grow the log one entry
+// each), and each answer covers every write acknowledged before it was
+// asked. A follower is refused.
+func TestReadIndexBatches(t *testing.T) {
+	c := newTestCluster(t)
+	c.add("a", nil)
+	c.add("b", nil)
+	c.add("c", nil)
+	leader := c.start()
+	ctx := testCtx(t)
+	if _, err := leader.Propose(ctx, statedb.CmdCreateProject, project(1)); err != nil {
+		t.Fatal(err)
+	}
+	before := leader.raft.LastIndex()
+	const readers = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := leader.store.AppliedIndex()
+			idx, err := leader.ReadIndex(ctx)
+			if err == nil && idx < at {
+				t.Errorf("read index %d is behind the %d applied when it was asked", idx, at)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if added := leader.raft.LastIndex() - before; added == 0 || added > readers/5 {
+		t.Fatalf("%d concurrent read-index requests added %d log entries; want a few shared rounds", readers, added)
+	} else {
+		t.Logf("%d concurrent read-index requests: %d confirmation rounds", readers, added)
+	}
+	if _, err := c.follower(leader).ReadIndex(ctx); err == nil {
+		t.Fatal("a follower answered a read index")
+	}
+}

@@ -145,6 +145,23 @@ type Node struct {
 	stopped  chan struct{} // closed when Shutdown begins
 
 	skip skipMark // see appliedIndex
+
+	reads readRounds // see ReadIndex
+}
+
+// readRounds batches read-index requests: the callers that arrive while a
+// confirmation round is in flight share the next one, which starts once
+// that one ends, so every caller's round began after it asked.
+type readRounds struct {
+	mu   sync.Mutex
+	busy bool       // a round is in flight
+	next *readRound // the round the next callers join; nil: none yet
+}
+
+type readRound struct {
+	done  chan struct{}
+	index uint64
+	err   error
 }
 
 // New opens (or creates) the Raft data in cfg.DataDir and starts the node.
@@ -344,18 +361,57 @@ func (n *Node) ConfirmLeader(ctx context.Context) error {
 }
 
 // ReadIndex is Raft's read index, on the leader: it confirms this node
-// still leads (ConfirmLeader) and returns the index its state has
-// applied, which then holds every write acknowledged before the call. A
-// host that waits until it has applied that index may answer a read as
-// the leader would have (linearizable).
+// still leads (ConfirmLeader: a barrier committed in its term, appended
+// after the call) and returns the index its state has applied, which
+// then holds every write acknowledged before the call. A host that waits
+// until it has applied that index may answer a read as the leader would
+// have (linearizable). Concurrent callers share one round, so reads do
+// not each add a log entry.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, fmt.Errorf("read index: %w", ErrNoLeader)
 	}
-	if err := n.ConfirmLeader(ctx); err != nil {
-		return 0, fmt.Errorf("read index: %w", err)
+	rr := &n.reads
+	rr.mu.Lock()
+	r := rr.next
+	if r == nil {
+		r = &readRound{done: make(chan struct{})}
+		rr.next = r
+		if !rr.busy {
+			n.startReadRound()
+		}
 	}
-	return n.store.AppliedIndex(), nil
+	rr.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("read index: %w", ctx.Err())
+	}
+	if r.err != nil {
+		return 0, fmt.Errorf("read index: %w", r.err)
+	}
+	return r.index, nil
+}
+
+// startReadRound runs the pending round (n.reads.mu held), and the next
+// one when callers joined it meanwhile.
+func (n *Node) startReadRound() {
+	rr := &n.reads
+	r := rr.next
+	rr.next, rr.busy = nil, true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := n.ConfirmLeader(ctx)
+		cancel()
+		r.index, r.err = n.store.AppliedIndex(), err
+		close(r.done)
+		rr.mu.Lock()
+		rr.busy = false
+		if rr.next != nil {
+			n.startReadRound()
+		}
+		rr.mu.Unlock()
+	}()
 }
 
 // StepAside cuts this node off from the other members while it is the

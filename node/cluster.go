@@ -86,18 +86,31 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) { return n.raft.Re
 // acknowledged anywhere before the call: the leader's read index
 // (asked over the internal API from a follower), then waiting until this
 // host has applied it.
+// During an election, or with a stale view of the leader, it asks again
+// (with back-off) until ctx ends.
 func (n *Node) LinearizableRead(ctx context.Context) error {
-	var idx uint64
-	var err error
-	if n.raft.IsLeader() {
-		idx, err = n.raft.ReadIndex(ctx)
-	} else {
-		idx, err = forwarder{n}.readIndex(ctx)
+	backoff := 10 * time.Millisecond
+	for {
+		var idx uint64
+		var err error
+		if n.raft.IsLeader() {
+			idx, err = n.raft.ReadIndex(ctx)
+		} else {
+			idx, err = forwarder{n}.readIndex(ctx)
+		}
+		if err == nil {
+			if err := n.raft.WaitIndex(ctx, idx); err != nil {
+				return fmt.Errorf("catch up to the read index %d: %w", idx, err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no leader confirmed a read index: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
 	}
-	if err != nil {
-		return err
-	}
-	return n.raft.WaitIndex(ctx, idx)
 }
 
 // readIndex asks the leader for its read index.

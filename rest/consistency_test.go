@@ -2,6 +2,8 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -24,11 +26,13 @@ func TestConsistencyHeader(t *testing.T) {
 	}})
 	ok := func(*Ctx) (any, error) { return map[string]string{"ok": "yes"}, nil }
 	s.Mount(Service{Prefix: "/x", Routes: []Route{
-		{Method: "GET", Path: "/r", Auth: Public, Handler: ok},
-		{Method: "POST", Path: "/r", Auth: Public, Handler: ok},
+		{Method: "GET", Path: "/r", Auth: Internal, Handler: ok},
+		{Method: "POST", Path: "/r", Auth: Internal, Handler: ok},
+		{Method: "GET", Path: "/anon", Auth: Public, Handler: ok},
 	}})
 	do := func(method, v string) (int, http.Header) {
 		req := httptest.NewRequest(method, "/x/r", nil)
+		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}} // a cluster certificate
 		if v != "" {
 			req.Header.Set(ConsistencyHeader, v)
 		}
@@ -45,12 +49,22 @@ func TestConsistencyHeader(t *testing.T) {
 		{"GET", "local", 200, 0},
 		{"GET", "Linearizable", 200, 1},
 		{"POST", "linearizable", 200, 0},
+		{"POST", "anything", 200, 0},
 		{"GET", "strong", 400, 0},
 	} {
 		calls = 0
 		if got, _ := do(c.method, c.v); got != c.want || calls != c.calls {
 			t.Errorf("%s with %q = %d after %d barriers; want %d after %d", c.method, c.v, got, calls, c.want, c.calls)
 		}
+	}
+	// Nobody who has not said who they are makes the leader confirm.
+	calls = 0
+	req := httptest.NewRequest("GET", "/x/anon", nil)
+	req.Header.Set(ConsistencyHeader, "linearizable")
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	if w.Code != 200 || calls != 0 {
+		t.Errorf("anonymous linearizable read = %d after %d barriers; want a local answer, no barrier", w.Code, calls)
 	}
 	fail = errors.New("no leader")
 	if got, hdr := do("GET", "linearizable"); got != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {

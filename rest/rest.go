@@ -508,8 +508,11 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 				}
 			}
 		}
-		if v := r.Header.Get(ConsistencyHeader); v != "" {
-			if err := s.readBarrier(c.R.Context(), r.Method, v); err != nil {
+		if v := r.Header.Get(ConsistencyHeader); v != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			(c.Cred != nil || rt.Auth == Internal) {
+			// Only for reads of callers who proved who they are: a
+			// linearizable read costs the leader a confirmation round.
+			if err := s.readBarrier(c.R.Context(), v); err != nil {
 				fail(err)
 				return
 			}
@@ -532,7 +535,7 @@ const ConsistencyHeader = "X-Peerstack-Consistency"
 
 // readBarrier holds a read that asked for linearizable consistency until
 // this host has caught up with the leader as of the request.
-func (s *Server) readBarrier(ctx context.Context, method, v string) error {
+func (s *Server) readBarrier(ctx context.Context, v string) error {
 	switch strings.ToLower(strings.TrimSpace(v)) {
 	case "local":
 		return nil
@@ -540,7 +543,7 @@ func (s *Server) readBarrier(ctx context.Context, method, v string) error {
 	default:
 		return BadRequest("%s must be local or linearizable, not %q.", ConsistencyHeader, v)
 	}
-	if (method != http.MethodGet && method != http.MethodHead) || s.opts.ReadBarrier == nil {
+	if s.opts.ReadBarrier == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, linearizableReadTimeout)
@@ -548,8 +551,8 @@ func (s *Server) readBarrier(ctx context.Context, method, v string) error {
 	if err := s.opts.ReadBarrier(ctx); err != nil {
 		s.log.Debug("linearizable read refused", "err", err)
 		return &HTTPError{Status: http.StatusServiceUnavailable, Quiet: true, Header: http.Header{"Retry-After": {"1"}},
-			Msg: "A linearizable read needs the Raft leader to confirm it still leads, and none did in time (this host may be " +
-				"cut off from the majority of the cluster). Retry later, or read without " + ConsistencyHeader + ": linearizable."}
+			Msg: "This host could not confirm with the Raft leader that it holds every acknowledged write in time (it may be " +
+				"cut off from the majority of the cluster, or still catching up). Retry later, or read without " + ConsistencyHeader + ": linearizable."}
 	}
 	return nil
 }
