@@ -104,6 +104,9 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 			}
 			return nil
 		}
+		if errors.Is(err, errReadIndexRefused) {
+			return err // asking again will not help
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("no leader confirmed a read index: %w", err)
@@ -112,6 +115,9 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
+
+// errReadIndexRefused is a leader's lasting refusal of a read index.
+var errReadIndexRefused = errors.New("the leader refuses read indexes to this host")
 
 // readIndex asks the leader for its read index.
 func (f forwarder) readIndex(ctx context.Context) (uint64, error) {
@@ -137,7 +143,12 @@ func (f forwarder) readIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read index from leader %s: %w", addr, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		// An older release without the route (404), a revoked member
+		// (403): lasting answers.
+		return 0, fmt.Errorf("read index from leader %s: status %d: %w", addr, resp.StatusCode, errReadIndexRefused)
+	case resp.StatusCode != http.StatusOK:
 		return 0, fmt.Errorf("read index from leader %s: status %d", addr, resp.StatusCode)
 	}
 	var r cluster.ReadIndexResult

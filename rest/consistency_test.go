@@ -63,8 +63,8 @@ func TestConsistencyHeader(t *testing.T) {
 	req.Header.Set(ConsistencyHeader, "linearizable")
 	w := httptest.NewRecorder()
 	s.ServeHTTP(w, req)
-	if w.Code != 200 || calls != 0 {
-		t.Errorf("anonymous linearizable read = %d after %d barriers; want a local answer, no barrier", w.Code, calls)
+	if w.Code != http.StatusUnauthorized || calls != 0 {
+		t.Errorf("anonymous linearizable read = %d after %d barriers; want 401, no barrier", w.Code, calls)
 	}
 	fail = errors.New("no leader")
 	if got, hdr := do("GET", "linearizable"); got != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {

@@ -508,11 +508,10 @@ func (s *Server) wrap(svc Service, rt Route) http.HandlerFunc {
 				}
 			}
 		}
-		if v := r.Header.Get(ConsistencyHeader); v != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-			(c.Cred != nil || rt.Auth == Internal) {
+		if v := r.Header.Get(ConsistencyHeader); v != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			// Only for reads of callers who proved who they are: a
 			// linearizable read costs the leader a confirmation round.
-			if err := s.readBarrier(c.R.Context(), v); err != nil {
+			if err := s.readBarrier(c.R.Context(), v, c.Cred != nil || rt.Auth == Internal); err != nil {
 				fail(err)
 				return
 			}
@@ -535,13 +534,16 @@ const ConsistencyHeader = "X-Peerstack-Consistency"
 
 // readBarrier holds a read that asked for linearizable consistency until
 // this host has caught up with the leader as of the request.
-func (s *Server) readBarrier(ctx context.Context, v string) error {
+func (s *Server) readBarrier(ctx context.Context, v string, known bool) error {
 	switch strings.ToLower(strings.TrimSpace(v)) {
 	case "local":
 		return nil
 	case "linearizable":
 	default:
 		return BadRequest("%s must be local or linearizable, not %q.", ConsistencyHeader, v)
+	}
+	if !known {
+		return Unauthorized("A linearizable read needs a token (X-Auth-Token).")
 	}
 	if s.opts.ReadBarrier == nil {
 		return nil
