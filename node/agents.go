@@ -78,6 +78,7 @@ type AgentOptions struct {
 // agentRuntime is what the rest of the node needs from the running agent.
 type agentRuntime struct {
 	hv agent.Hypervisor
+	ag *agent.Agent // nil until the state caught up
 }
 
 // consoleLogger is implemented by hypervisors that keep a console log.
@@ -137,6 +138,9 @@ func (n *Node) runAgents(ctx context.Context) {
 		log.Error("agent not started", "err", err)
 		return
 	}
+	n.mu.Lock()
+	n.cfg.Agent.rt.ag = ag
+	n.mu.Unlock()
 	if err := ag.Run(ctx); err != nil {
 		log.Error("agent stopped", "err", err)
 	}

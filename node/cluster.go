@@ -46,36 +46,56 @@ func (n *Node) mountServices(srv *rest.Server) {
 type forwarder struct{ n *Node }
 
 func (f forwarder) Forward(ctx context.Context, leaderID string, data []byte) (uint64, error) {
-	addr := f.n.apiAddrOf(leaderID)
-	if addr == "" {
-		return 0, fmt.Errorf("leader %s: %w", leaderID, consensus.ErrNoLeader)
+	var token string
+	if cred := rest.CredentialFrom(ctx); cred != nil {
+		// The leader re-checks a user command against its caller's token.
+		token = cred.Token
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/apply", bytes.NewReader(data))
+	addr, code, body, err := f.post(ctx, leaderID, "/internal/v1/apply", data, token, 1<<20)
 	if err != nil {
 		return 0, fmt.Errorf("forward: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if cred := rest.CredentialFrom(ctx); cred != nil {
-		// The leader re-checks a user command against its caller's token.
-		req.Header.Set("X-Auth-Token", cred.Token)
-	}
-	resp, err := f.n.client.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return 0, fmt.Errorf("forward to leader %s: %w", addr, err)
-	}
-	if resp.StatusCode == http.StatusForbidden {
+	if code == http.StatusForbidden {
 		// Final: retrying cannot make the command admissible.
 		return 0, statedb.Errorf(statedb.KindForbidden, "%s", forbiddenMessage(body))
 	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("forward to leader %s: status %d", addr, resp.StatusCode)
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("forward to leader %s: status %d", addr, code)
 	}
 	return cluster.DecodeApplyResult(body)
+}
+
+// post sends data to path on the internal API of member id, with the
+// caller's token when given, and returns the member's address, the
+// status and at most limit bytes of the answer.
+func (f forwarder) post(ctx context.Context, id, path string, data []byte, token string, limit int64) (string, int, []byte, error) {
+	addr := ""
+	if id != "" && id != f.n.id.NodeID {
+		addr = f.n.apiAddrOf(id)
+	}
+	if addr == "" {
+		return "", 0, nil, fmt.Errorf("leader %q: %w", id, consensus.ErrNoLeader)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(data))
+	if err != nil {
+		return addr, 0, nil, err
+	}
+	if data != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := f.n.client.Do(req)
+	if err != nil {
+		return addr, 0, nil, fmt.Errorf("%s at %s: %w", path, addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return addr, 0, nil, fmt.Errorf("%s at %s: %w", path, addr, err)
+	}
+	return addr, resp.StatusCode, body, nil
 }
 
 // ReadIndex confirms this host leads and returns its applied index
@@ -121,35 +141,17 @@ var errReadIndexRefused = errors.New("the leader refuses read indexes to this ho
 
 // readIndex asks the leader for its read index.
 func (f forwarder) readIndex(ctx context.Context) (uint64, error) {
-	n := f.n
-	leaderID, _ := n.raft.Leader()
-	addr := ""
-	if leaderID != "" && leaderID != n.id.NodeID {
-		addr = n.apiAddrOf(leaderID)
-	}
-	if addr == "" {
-		return 0, consensus.ErrNoLeader
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/internal/v1/read-index", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("read index from leader %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil {
-		return 0, fmt.Errorf("read index from leader %s: %w", addr, err)
-	}
+	leaderID, _ := f.n.raft.Leader()
+	addr, code, body, err := f.post(ctx, leaderID, "/internal/v1/read-index", nil, "", 1<<16)
 	switch {
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+	case err != nil:
+		return 0, fmt.Errorf("read index: %w", err)
+	case code >= 400 && code < 500:
 		// An older release without the route (404), a revoked member
 		// (403): lasting answers.
-		return 0, fmt.Errorf("read index from leader %s: status %d: %w", addr, resp.StatusCode, errReadIndexRefused)
-	case resp.StatusCode != http.StatusOK:
-		return 0, fmt.Errorf("read index from leader %s: status %d", addr, resp.StatusCode)
+		return 0, fmt.Errorf("read index from leader %s: status %d: %w", addr, code, errReadIndexRefused)
+	case code != http.StatusOK:
+		return 0, fmt.Errorf("read index from leader %s: status %d", addr, code)
 	}
 	var r cluster.ReadIndexResult
 	if err := json.Unmarshal(body, &r); err != nil || r.Index == 0 {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/peerstack/peerstack/node/agent"
 	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
@@ -29,6 +30,29 @@ func (n *Node) metricsHandler() http.Handler {
 	gauge("raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.Status().CommitIndex) })
 	gauge("members", "Hosts recorded in the cluster state.", func() float64 { return float64(len(n.State().Members())) })
 	gauge("gossip_alive", "Hosts alive in gossip.", func() float64 { return float64(n.gossip.NumAlive()) })
+	// What this host's agent did: a converged host's full resyncs change
+	// nothing, so host writes and operations stand still between changes
+	// of the state, and repairs count drift only.
+	agentCounter := func(name, help string, f func(agent.Stats) int) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "peerstack", Subsystem: "agent", Name: name, Help: help},
+			func() float64 {
+				n.mu.Lock()
+				rt := n.cfg.Agent.rt
+				var ag *agent.Agent
+				if rt != nil {
+					ag = rt.ag
+				}
+				n.mu.Unlock()
+				if ag == nil {
+					return 0
+				}
+				return float64(f(ag.Stats()))
+			}))
+	}
+	agentCounter("full_resyncs_total", "Full resyncs the agent started.", func(s agent.Stats) int { return s.FullSyncs })
+	agentCounter("operations_total", "Operations the agent started on VMs, volumes and reports.", func(s agent.Stats) int { return s.Operations })
+	agentCounter("host_writes_total", "Changes the agent's network, firewall and routing drivers made on the host.", func(s agent.Stats) int { return s.HostWrites })
+	agentCounter("repairs_total", "Host writes made by full resyncs of an unchanged desired state (the host had drifted).", func(s agent.Stats) int { return s.Repairs })
 	reg.MustRegister(n.applyLatency, n.apiSeconds)
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -143,50 +143,58 @@ func (c *hostClient) auth(ctx context.Context, password string) error {
 	return nil
 }
 
-// getJSON GETs a path of the host's API into v.
-func (c *hostClient) getJSON(ctx context.Context, path string, v any) error {
+// get GETs a path of the host's API and returns the body of a 200.
+func (c *hostClient) get(ctx context.Context, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("X-Auth-Token", c.token)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s at %s: %s: %s", path, c.name, resp.Status, buf.String())
+		return nil, fmt.Errorf("GET %s at %s: %s: %s", path, c.name, resp.Status, buf.String())
 	}
-	return json.Unmarshal(buf.Bytes(), v)
+	return buf.Bytes(), nil
+}
+
+// getJSON GETs a path of the host's API into v.
+func (c *hostClient) getJSON(ctx context.Context, path string, v any) error {
+	b, err := c.get(ctx, path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
 }
 
 func (c *hostClient) status(ctx context.Context) (status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var out struct {
-		Status status `json:"status"`
-	}
-	err := c.getJSON(ctx, "/cluster/v1/status", &out)
-	return out.Status, err
+	return c.readStatus(ctx, "/cluster/v1/status", 3*time.Second)
 }
 
 // digest asks for the SHA-256 of the host's whole replicated state and
 // the index it was taken at.
 func (c *hostClient) digest(ctx context.Context) (status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := c.readStatus(ctx, "/cluster/v1/status?digest=true", 5*time.Second)
+	if err == nil && len(st.StateDigest) != 64 {
+		err = fmt.Errorf("status of %s has no state digest", c.name)
+	}
+	return st, err
+}
+
+func (c *hostClient) readStatus(ctx context.Context, path string, limit time.Duration) (status, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var out struct {
 		Status status `json:"status"`
 	}
-	err := c.getJSON(ctx, "/cluster/v1/status?digest=true", &out)
-	if err == nil && len(out.Status.StateDigest) != 64 {
-		err = fmt.Errorf("status of %s has no state digest", c.name)
-	}
+	err := c.getJSON(ctx, path, &out)
 	return out.Status, err
 }
 

@@ -50,6 +50,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 	r.Failures = append(r.Failures, hosts...)
 	r.Failures = append(r.Failures, w.stateCheck...)
 	r.Failures = append(r.Failures, w.nasCheck...)
+	r.Failures = append(r.Failures, w.hostCheck...)
 	// A restarted host serves only once it has caught up: an answer older
 	// than it gave before, or a valid token refused, is a failure.
 	if staleAfterRestart > 0 {
@@ -63,6 +64,7 @@ func (r *Result) check(w *workload, states []finalState, dataDirs []string, logf
 		staleAfterRestart, r.count401())
 	r.Summary += w.stateSummary
 	r.Summary += w.nasSummary
+	r.Summary += w.hostSummary
 	if len(r.Failures) == 0 {
 		_ = os.RemoveAll(dir)
 		return

@@ -185,6 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		bad, sum := vms.check(ctx, func() { stopSampling(); sampling.Wait() })
 		w.nasCheck, w.nasSummary = append(w.nasCheck, bad...), w.nasSummary+sum
 	}
+	w.hostCheck, w.hostSummary = reconcileCheck(ctx, w, 2*time.Minute)
 	res.Ops, res.Nemeses = hist.ops, hist.nem
 	var dataDirs []string
 	for _, h := range b.Hosts {

@@ -117,6 +117,9 @@ type workload struct {
 	// stateCheck and stateSummary are what the state-digest check found.
 	stateCheck   []string
 	stateSummary string
+	// hostCheck and hostSummary are what the reconcile check found.
+	hostCheck   []string
+	hostSummary string
 }
 
 // client is one concurrent client: its own random source, its networks.

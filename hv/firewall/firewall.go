@@ -33,6 +33,7 @@ type Config struct {
 // Stats counts what an Apply wrote: Tx is 0 or 1 (one atomic batch).
 type Stats struct {
 	Tx            int // nftables transactions sent
+	Tables        int // tables created or deleted
 	Chains        int // chains created, rewritten or deleted
 	Sets          int // sets created or deleted
 	Elements      int // set elements added or deleted
@@ -42,7 +43,7 @@ type Stats struct {
 }
 
 // Writes is the number of kernel objects changed.
-func (s Stats) Writes() int { return s.Chains + s.Sets + s.Elements }
+func (s Stats) Writes() int { return s.Tables + s.Chains + s.Sets + s.Elements }
 
 // Manager applies desired filtering to the kernel. Safe for concurrent use.
 type Manager struct {
@@ -201,11 +202,12 @@ func (m *Manager) Apply(ctx context.Context, d Desired) (Stats, error) {
 		if ok, err := m.anyTable(c); err != nil {
 			return st, err
 		} else if ok {
-			m.delTables(c)
+			st.Tables += m.delTables(c)
 		}
 		cur = &model{chains: map[string]*chainSpec{}, sets: map[string]*setSpec{}, ports: map[string]*Port{}}
 		c.AddTable(m.brT)
 		c.AddTable(m.inT)
+		st.Tables += 2
 		m.sets = map[string]*nftables.Set{}
 	}
 	narrowed := m.diff(c, cur, want, d.Verify && !fresh, &st)
@@ -261,17 +263,21 @@ func (m *Manager) anyTable(c *nftables.Conn) (bool, error) {
 	return false, nil
 }
 
-// delTables queues the deletion of whichever of our tables exist.
-func (m *Manager) delTables(c *nftables.Conn) {
+// delTables queues the deletion of whichever of our tables exist and
+// returns how many.
+func (m *Manager) delTables(c *nftables.Conn) int {
+	n := 0
 	for _, f := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyINet} {
 		if ts, err := c.ListTablesOfFamily(f); err == nil {
 			for _, t := range ts {
 				if t.Name == TableName {
 					c.DelTable(t)
+					n++
 				}
 			}
 		}
 	}
+	return n
 }
 
 func (m *Manager) table(f nftables.TableFamily) *nftables.Table {
@@ -489,26 +495,29 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// Cleanup deletes both tables (host leaving, or nothing to filter).
-func (m *Manager) Cleanup(ctx context.Context) error {
+// Cleanup deletes both tables (host leaving, or nothing to filter); with
+// none there it writes nothing.
+func (m *Manager) Cleanup(ctx context.Context) (Stats, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var st Stats
 	if err := ctx.Err(); err != nil {
-		return err
+		return st, err
 	}
 	c, err := m.conn()
 	if err != nil {
-		return permission(fmt.Errorf("firewall: netlink: %w", err))
+		return st, permission(fmt.Errorf("firewall: netlink: %w", err))
 	}
 	ok, err := m.anyTable(c)
 	if err != nil || !ok {
 		m.cur = nil
-		return err
+		return st, err
 	}
-	m.delTables(c)
+	st.Tables = m.delTables(c)
 	if err := c.Flush(); err != nil {
-		return permission(fmt.Errorf("firewall: delete tables: %w", err))
+		return Stats{}, permission(fmt.Errorf("firewall: delete tables: %w", err))
 	}
+	st.Tx = 1
 	m.cur, m.idx, m.sets = nil, map[string]uint16{}, map[string]*nftables.Set{}
-	return nil
+	return st, nil
 }

@@ -194,7 +194,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 			t.Errorf("chain %s of the removed port is left", ch.Name)
 		}
 	}
-	if err := h.m.Cleanup(context.Background()); err != nil {
+	if _, err := h.m.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := h.m.anyTable(c); err != nil || ok {

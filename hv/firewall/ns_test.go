@@ -130,7 +130,7 @@ func newHost(tb testing.TB) *host {
 	}
 	h.m = m
 	tb.Cleanup(func() {
-		if err := m.Cleanup(context.Background()); err != nil {
+		if _, err := m.Cleanup(context.Background()); err != nil {
 			tb.Errorf("cleanup: %v", err)
 		}
 	})

@@ -48,7 +48,7 @@ func BenchmarkThroughput1kRules(b *testing.B) {
 	var off, on float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := h.m.Cleanup(ctx); err != nil {
+		if _, err := h.m.Cleanup(ctx); err != nil {
 			b.Fatal(err)
 		}
 		off += iperfRate(b, iperf, client, server.ip, port)

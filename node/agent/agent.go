@@ -159,6 +159,13 @@ type Stats struct {
 	Operations int
 	Failures   int
 	Reports    int
+	// HostWrites counts what the network, firewall and routing drivers
+	// changed on the host (kernel objects written, responders started or
+	// stopped). Repairs is the part of it made by full resyncs although
+	// the desired state had not changed since the last Apply: the host
+	// had drifted from the state, or the driver does not converge.
+	HostWrites int
+	Repairs    int
 }
 
 // New returns an Agent. It changes nothing on the host until Run.
@@ -458,6 +465,20 @@ func (a *Agent) release(keys []string, bk string, err error) {
 	a.host.dirty = true
 	a.mu.Unlock()
 	a.poke()
+}
+
+// countWrites records what an Apply of part changed on the host; same
+// says the desired state was the one applied last, so a change is a
+// repair. Callers hold a.mu.
+func (a *Agent) countWrites(part string, writes int, same bool) {
+	if writes <= 0 {
+		return
+	}
+	a.lastStats.HostWrites += writes
+	if same {
+		a.lastStats.Repairs += writes
+		a.log.Info("full resync repaired the host: it differed from the state", "part", part, "writes", writes)
+	}
 }
 
 // report proposes a command; failures are logged (the next sync retries,

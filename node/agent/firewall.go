@@ -19,7 +19,8 @@ import (
 // diffs itself: an unchanged state costs no writes); an empty state
 // removes everything it installed.
 type Firewall interface {
-	Apply(ctx context.Context, d FirewallDesired) error
+	// Apply returns how many kernel objects it changed, also when it fails.
+	Apply(ctx context.Context, d FirewallDesired) (writes int, err error)
 }
 
 // FirewallDesired is the filtering of every local port with port security.
@@ -270,10 +271,11 @@ func (a *Agent) syncFirewall(ctx context.Context, sn *statedb.Snapshot, full boo
 		return
 	}
 	d.Verify = full
-	err := a.cfg.Firewall.Apply(ctx, d)
+	writes, err := a.cfg.Firewall.Apply(ctx, d)
 	d.Verify = false // what was applied, compared with the next desired state
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.countWrites("firewall", writes, same)
 	switch {
 	case err == nil:
 		st.applied, st.lastErr = &d, ""

@@ -127,15 +127,15 @@ func BenchmarkDesiredFirewall(b *testing.B) {
 // recordingFirewall remembers the Verify flag of every Apply.
 type recordingFirewall struct{ verify []bool }
 
-func (f *recordingFirewall) Apply(_ context.Context, d FirewallDesired) error {
+func (f *recordingFirewall) Apply(_ context.Context, d FirewallDesired) (int, error) {
 	f.verify = append(f.verify, d.Verify)
-	return nil
+	return 0, nil
 }
 
 type tapsOnly struct{}
 
-func (tapsOnly) Apply(context.Context, NetDesired) error { return nil }
-func (tapsOnly) TapName(id string) string                { return "tap" + id }
+func (tapsOnly) Apply(context.Context, NetDesired) (int, error) { return 0, nil }
+func (tapsOnly) TapName(id string) string                       { return "tap" + id }
 
 // TestAgentFirewallVerifiesOnFullResync: a full resync applies the
 // unchanged filtering with Verify (the kernel is read back and repaired);

@@ -17,7 +17,9 @@ import (
 // the whole desired state (it diffs itself, so an unchanged state costs no
 // writes) and deletes what is no longer wanted.
 type Network interface {
-	Apply(ctx context.Context, d NetDesired) error
+	// Apply returns how many changes it made on the host, also when it
+	// fails part-way.
+	Apply(ctx context.Context, d NetDesired) (writes int, err error)
 	// TapName is the tap device of a port (what QEMU attaches to).
 	TapName(portID string) string
 }
@@ -332,9 +334,10 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 	a.mu.Unlock()
 
 	if !same || full {
-		err := a.cfg.Network.Apply(ctx, d)
+		writes, err := a.cfg.Network.Apply(ctx, d)
 		var partial *NetPartialError
 		a.mu.Lock()
+		a.countWrites("network", writes, same)
 		switch {
 		case err == nil:
 			st.applied, st.lastErr, st.plumbed, st.refused = &d, "", portsOf(d, nil, nil), nil

@@ -74,17 +74,18 @@ func TestAgentProviderPort(t *testing.T) {
 // failingVLAN is a network driver on which every VLAN network fails.
 type failingVLAN struct{ agenttest.Network }
 
-func (f *failingVLAN) Apply(ctx context.Context, d agent.NetDesired) error {
+func (f *failingVLAN) Apply(ctx context.Context, d agent.NetDesired) (int, error) {
 	var failed []string
 	for _, pn := range d.Providers {
 		if pn.VLAN != 0 {
 			failed = append(failed, pn.ID)
 		}
 	}
-	if err := f.Network.Apply(ctx, d); err != nil || len(failed) == 0 {
-		return err
+	writes, err := f.Network.Apply(ctx, d)
+	if err != nil || len(failed) == 0 {
+		return writes, err
 	}
-	return &agent.NetPartialError{Networks: failed, Err: errors.New("no 802.1Q")}
+	return writes, &agent.NetPartialError{Networks: failed, Err: errors.New("no 802.1Q")}
 }
 
 // TestAgentProviderPartialFailure: a provider network the host cannot
@@ -142,11 +143,12 @@ type refusingPort struct {
 	port string
 }
 
-func (f *refusingPort) Apply(ctx context.Context, d agent.NetDesired) error {
-	if err := f.Network.Apply(ctx, d); err != nil {
-		return err
+func (f *refusingPort) Apply(ctx context.Context, d agent.NetDesired) (int, error) {
+	writes, err := f.Network.Apply(ctx, d)
+	if err != nil {
+		return writes, err
 	}
-	return &agent.NetPartialError{Ports: []string{f.port}, Refused: map[string]string{f.port: "MAC address taken by the host"},
+	return writes, &agent.NetPartialError{Ports: []string{f.port}, Refused: map[string]string{f.port: "MAC address taken by the host"},
 		Err: errors.New("provider ports " + f.port + ": MAC address taken by the host")}
 }
 

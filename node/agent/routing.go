@@ -21,7 +21,9 @@ import (
 // Apply converges to the whole desired state; an unchanged state costs no
 // write.
 type Routing interface {
-	Apply(ctx context.Context, d RoutingDesired) error
+	// Apply returns how many changes it made on the host, also when it
+	// fails.
+	Apply(ctx context.Context, d RoutingDesired) (writes int, err error)
 }
 
 // RoutingDesired is every router this host runs.
@@ -337,8 +339,9 @@ func (a *Agent) syncRouting(ctx context.Context, sn *statedb.Snapshot, full bool
 	same := st.applied != nil && reflect.DeepEqual(*st.applied, d)
 	a.mu.Unlock()
 	if !same || full {
-		err := a.cfg.Routing.Apply(ctx, d)
+		writes, err := a.cfg.Routing.Apply(ctx, d)
 		a.mu.Lock()
+		a.countWrites("routing", writes, same)
 		switch {
 		case err == nil:
 			st.applied, st.lastErr = &d, ""

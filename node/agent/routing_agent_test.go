@@ -19,11 +19,11 @@ type fakeRouting struct {
 	applies int
 }
 
-func (f *fakeRouting) Apply(_ context.Context, d agent.RoutingDesired) error {
+func (f *fakeRouting) Apply(_ context.Context, d agent.RoutingDesired) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.last, f.applies = d, f.applies+1
-	return nil
+	return 0, nil
 }
 
 func (f *fakeRouting) fips() int {

@@ -163,7 +163,7 @@ func TestAdaptersCarryEveryField(t *testing.T) {
 // cause and lists no VMs.
 func TestUnavailableDrivers(t *testing.T) {
 	cause := errors.New("no CAP_NET_ADMIN")
-	err := NewNetwork(nil, cause).Apply(context.Background(), agent.NetDesired{})
+	_, err := NewNetwork(nil, cause).Apply(context.Background(), agent.NetDesired{})
 	if !errors.Is(err, agent.ErrNetworkUnavailable) || !strings.Contains(fmt.Sprint(err), cause.Error()) {
 		t.Fatalf("Apply without a manager = %v; want ErrNetworkUnavailable and the cause", err)
 	}

@@ -19,14 +19,16 @@ func NewFirewall(m *firewall.Manager) *Firewall { return &Firewall{m: m} }
 
 // Apply filters the desired ports, or removes the tables when there are
 // none.
-func (f *Firewall) Apply(ctx context.Context, d agent.FirewallDesired) error {
+func (f *Firewall) Apply(ctx context.Context, d agent.FirewallDesired) (int, error) {
 	if len(d.Ports) == 0 {
-		return f.m.Cleanup(ctx)
+		st, err := f.m.Cleanup(ctx)
+		return st.Writes(), err
 	}
-	if _, err := f.m.Apply(ctx, toFirewall(d)); err != nil {
-		return fmt.Errorf("port filtering: %w", err)
+	st, err := f.m.Apply(ctx, toFirewall(d))
+	if err != nil {
+		return st.Writes(), fmt.Errorf("port filtering: %w", err)
 	}
-	return nil
+	return st.Writes(), nil
 }
 
 func bridgeOf(vni uint32) string {

@@ -27,20 +27,23 @@ func (d *Network) TapName(portID string) string {
 	return netdev.TapName(portID)
 }
 
-// Apply plumbs the desired networks and ports.
-func (d *Network) Apply(ctx context.Context, want agent.NetDesired) error {
+// Apply plumbs the desired networks and ports. Its count of changes is
+// netdev's writes (undo included) and the DHCP responders it started or
+// stopped.
+func (d *Network) Apply(ctx context.Context, want agent.NetDesired) (int, error) {
 	if d.m == nil {
-		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, d.err)
+		return 0, fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, d.err)
 	}
-	_, err := d.m.Apply(ctx, toNetdev(want))
+	st, err := d.m.Apply(ctx, toNetdev(want))
+	writes := st.Ops + st.DHCPStarted + st.DHCPStopped
 	var pf *netdev.ProvidersFailed
 	switch {
 	case errors.Is(err, netdev.ErrPermission):
-		return fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
+		return writes, fmt.Errorf("%w: %v", agent.ErrNetworkUnavailable, err)
 	case errors.As(err, &pf) && err == error(pf):
-		return partialError(want, pf)
+		return writes, partialError(want, pf)
 	}
-	return err
+	return writes, err
 }
 
 // partialError tells the agent which provider networks and ports failed,

@@ -25,7 +25,7 @@ func NewRouting(m *router.Manager, log *slog.Logger) Routing { return Routing{m:
 
 // Apply converges the routers, resolving the names of the servers that
 // tenants are kept off.
-func (r Routing) Apply(ctx context.Context, d agent.RoutingDesired) error {
+func (r Routing) Apply(ctx context.Context, d agent.RoutingDesired) (int, error) {
 	want := toRouter(d)
 	for _, name := range d.ProtectedNames {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -46,9 +46,9 @@ func (r Routing) Apply(ctx context.Context, d agent.RoutingDesired) error {
 		r.log.Debug("routing applied", "writes", st.Writes, "announced", st.GARPs, "changes", st.Changes)
 	}
 	if err != nil {
-		return fmt.Errorf("routing: %w", err)
+		return st.Writes, fmt.Errorf("routing: %w", err)
 	}
-	return nil
+	return st.Writes, nil
 }
 
 func toRouter(d agent.RoutingDesired) router.Desired {

@@ -12,7 +12,8 @@ import (
 // TestMetrics: /metrics carries the Raft gauges and the API time by
 // service, and scraping it does not count itself.
 func TestMetrics(t *testing.T) {
-	c := NewCluster(t, 1)
+	fa := &FakeAgents{}
+	c := NewCluster(t, 1, Options{Agent: fa.Options})
 	hc, token := c.HTTPClient(), c.AdminToken(0)
 	get := func(path string, auth bool) string {
 		t.Helper()
@@ -70,6 +71,24 @@ func TestMetrics(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^peerstack_api_request_seconds_sum\{service="compute"\} [0-9.e+-]+$`).MatchString(after) {
 		t.Errorf("no compute time sum in:\n%s", after)
+	} // The agent's counters: its full resyncs run (one at start, then
+	// every second here), and the others are exported beside them.
+	fullResyncs := regexp.MustCompile(`(?m)^peerstack_agent_full_resyncs_total (\d+)$`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := get("/metrics", true)
+		if g := fullResyncs.FindStringSubmatch(m); g != nil && g[1] != "0" {
+			for _, name := range []string{"operations_total", "host_writes_total", "repairs_total"} {
+				if !regexp.MustCompile(`(?m)^peerstack_agent_` + name + ` \d+$`).MatchString(m) {
+					t.Errorf("no peerstack_agent_%s in:\n%s", name, m)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no full resync counted after 10 s:\n%s", m)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

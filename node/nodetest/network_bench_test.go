@@ -33,8 +33,8 @@ func newFDBWatch(inner agent.Network) *fdbWatch {
 }
 
 // Apply implements agent.Network.
-func (w *fdbWatch) Apply(ctx context.Context, d agent.NetDesired) error {
-	err := w.inner.Apply(ctx, d)
+func (w *fdbWatch) Apply(ctx context.Context, d agent.NetDesired) (int, error) {
+	writes, err := w.inner.Apply(ctx, d)
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -55,7 +55,7 @@ func (w *fdbWatch) Apply(ctx context.Context, d agent.NetDesired) error {
 	}
 	close(w.changed)
 	w.changed = make(chan struct{})
-	return err
+	return writes, err
 }
 
 // TapName implements agent.Network.

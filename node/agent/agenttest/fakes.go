@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 
@@ -12,22 +13,38 @@ import (
 )
 
 // Network is a recording fake of agent.Network: Apply stores the desired
-// state (the "host" then has exactly that).
+// state (the "host" then has exactly that). It reports one write for an
+// Apply that changed the host: a desired state other than the last, or
+// the first Apply after Drift.
 type Network struct {
 	mu      sync.Mutex
 	applies []agent.NetDesired
 	fail    error
+	drifted bool
 }
 
 // Apply implements agent.Network.
-func (n *Network) Apply(ctx context.Context, d agent.NetDesired) error {
+func (n *Network) Apply(ctx context.Context, d agent.NetDesired) (int, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.fail != nil {
-		return n.fail
+		return 0, n.fail
 	}
+	writes := 0
+	if k := len(n.applies); k == 0 || n.drifted || !reflect.DeepEqual(n.applies[k-1], d) {
+		writes = 1
+	}
+	n.drifted = false
 	n.applies = append(n.applies, d)
-	return nil
+	return writes, nil
+}
+
+// Drift changes the "host" behind the agent's back: the next Apply has
+// to repair it.
+func (n *Network) Drift() {
+	n.mu.Lock()
+	n.drifted = true
+	n.mu.Unlock()
 }
 
 // TapName implements agent.Network: "tap" and 10 characters of the id.

@@ -1,0 +1,151 @@
+package faults
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// agentCounters are what a host's agent reports on /metrics.
+type agentCounters struct {
+	FullResyncs, Operations, HostWrites, Repairs int64
+}
+
+// agentCounters reads the agent's counters from the host's /metrics.
+func (c *hostClient) agentCounters(ctx context.Context) (agentCounters, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	b, err := c.get(ctx, "/metrics")
+	if err != nil {
+		return agentCounters{}, err
+	}
+	return parseAgentCounters(b)
+}
+
+// parseAgentCounters picks the agent's counters out of Prometheus text.
+func parseAgentCounters(b []byte) (agentCounters, error) {
+	var out agentCounters
+	fields := map[string]*int64{
+		"peerstack_agent_full_resyncs_total": &out.FullResyncs,
+		"peerstack_agent_operations_total":   &out.Operations,
+		"peerstack_agent_host_writes_total":  &out.HostWrites,
+		"peerstack_agent_repairs_total":      &out.Repairs,
+	}
+	found := 0
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		p := fields[name]
+		if !ok || p == nil {
+			continue
+		}
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return out, fmt.Errorf("metric %s: %w", name, err)
+		}
+		*p = int64(f)
+		found++
+	}
+	if found != len(fields) {
+		return out, fmt.Errorf("metrics lack the agent's counters (%d of %d found)", found, len(fields))
+	}
+	return out, sc.Err()
+}
+
+// reconcileCheck checks, after the heal, that every host's devices, port
+// filters, routes and VMs are what the state assigns it: a window of two
+// full resyncs of its agent, during which the host's state holds still
+// (the same digest before and after), must change nothing on the host —
+// no device, filter or route written, no VM started or stopped, nothing
+// reported. A host gets windows until one is quiet or limit passes (it
+// may still be retrying what failed during the faults); a host without
+// a quiet window fails with what its last window changed. Repairs
+// (writes by full resyncs although the desired state had not changed)
+// are reported per host.
+func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad []string, summary string) {
+	deadline := time.Now().Add(limit)
+	type result struct {
+		windows int
+		repairs int64
+		err     error
+	}
+	res := make([]result, len(w.cl))
+	var wg sync.WaitGroup
+	for i, c := range w.cl {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i].windows, res[i].repairs, res[i].err = quietWindow(ctx, c, deadline)
+		}()
+	}
+	wg.Wait()
+	var parts []string
+	for i, r := range res {
+		name := w.cl[i].name
+		if r.err != nil {
+			bad = append(bad, fmt.Sprintf("reconcile after the heal: %s: %v", name, r.err))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s quiet in window %d (repairs during the run: %d)", name, r.windows, r.repairs))
+	}
+	if len(parts) > 0 {
+		summary = "reconcile after the heal: " + strings.Join(parts, "; ") + "\n"
+	}
+	return bad, summary
+}
+
+// quietWindow looks for a window of two full resyncs of c's agent over an
+// unchanged state in which the agent changed nothing; it returns how many
+// windows it took and the agent's repairs so far.
+func quietWindow(ctx context.Context, c *hostClient, deadline time.Time) (int, int64, error) {
+	var last string
+	for n := 1; ; n++ {
+		d1, err := c.digest(ctx)
+		if err != nil {
+			return n, 0, err
+		}
+		c1, err := c.agentCounters(ctx)
+		if err != nil {
+			return n, 0, err
+		}
+		c2 := c1
+		for c2.FullResyncs < c1.FullResyncs+2 {
+			if time.Now().After(deadline) {
+				if last == "" {
+					last = fmt.Sprintf("its agent ran %d of two full resyncs in the window", c2.FullResyncs-c1.FullResyncs)
+				}
+				return n, c2.Repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
+			}
+			select {
+			case <-ctx.Done():
+				return n, c2.Repairs, ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			if c2, err = c.agentCounters(ctx); err != nil {
+				return n, 0, err
+			}
+		}
+		d2, err := c.digest(ctx)
+		if err != nil {
+			return n, c2.Repairs, err
+		}
+		switch {
+		case d2.StateDigest != d1.StateDigest:
+			last = fmt.Sprintf("the state changed (index %d → %d)", d1.StateIndex, d2.StateIndex)
+		case c2.HostWrites == c1.HostWrites && c2.Operations == c1.Operations:
+			return n, c2.Repairs, nil
+		default:
+			last = fmt.Sprintf("over an unchanged state the agent made %d host writes (%d of them repairs) and started %d operations",
+				c2.HostWrites-c1.HostWrites, c2.Repairs-c1.Repairs, c2.Operations-c1.Operations)
+		}
+		if time.Now().After(deadline) {
+			return n, c2.Repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
+		}
+	}
+}
