@@ -58,16 +58,15 @@ func parseAgentCounters(b []byte) (agentCounters, error) {
 	return out, sc.Err()
 }
 
-// reconcileCheck checks, after the heal, that every host's devices, port
-// filters, routes and VMs are what the state assigns it: a window of two
-// full resyncs of its agent, during which the host's state holds still
-// (the same digest before and after), must change nothing on the host —
-// no device, filter or route written, no VM started or stopped, nothing
-// reported. A host gets windows until one is quiet or limit passes (it
-// may still be retrying what failed during the faults); a host without
-// a quiet window fails with what its last window changed. Repairs
-// (writes by full resyncs although the desired state had not changed)
-// are reported per host.
+// reconcileCheck checks, after the heal, that every host's agent finds
+// nothing to change: in a window holding a whole full resync, during
+// which the host's state holds still (the same digest before and after),
+// no device, filter or route may be written and no operation (VM start
+// or stop, volume change, report) started. A host gets windows until one
+// is quiet or limit passes (it may still be retrying what failed during
+// the faults); a host without a quiet window fails with what its last
+// window changed. Repairs (writes by full resyncs although the desired
+// state had not changed) are reported per host.
 func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad []string, summary string) {
 	deadline := time.Now().Add(limit)
 	type result struct {
@@ -100,52 +99,74 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 	return bad, summary
 }
 
-// quietWindow looks for a window of two full resyncs of c's agent over an
-// unchanged state in which the agent changed nothing; it returns how many
-// windows it took and the agent's repairs so far.
+// quietWindow looks for a window over an unchanged state, holding at
+// least one whole full resync of c's agent, in which the agent changed
+// nothing; it returns how many windows it took and the agent's repairs
+// so far. A failed read is retried until the deadline.
 func quietWindow(ctx context.Context, c *hostClient, deadline time.Time) (int, int64, error) {
 	var last string
+	var repairs int64
 	for n := 1; ; n++ {
-		d1, err := c.digest(ctx)
-		if err != nil {
-			return n, 0, err
-		}
-		c1, err := c.agentCounters(ctx)
-		if err != nil {
-			return n, 0, err
-		}
-		c2 := c1
-		for c2.FullResyncs < c1.FullResyncs+2 {
+		if n > 1 {
 			if time.Now().After(deadline) {
-				if last == "" {
-					last = fmt.Sprintf("its agent ran %d of two full resyncs in the window", c2.FullResyncs-c1.FullResyncs)
-				}
-				return n, c2.Repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
+				return n - 1, repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
 			}
 			select {
 			case <-ctx.Done():
-				return n, c2.Repairs, ctx.Err()
-			case <-time.After(500 * time.Millisecond):
-			}
-			if c2, err = c.agentCounters(ctx); err != nil {
-				return n, 0, err
+				return n - 1, repairs, ctx.Err()
+			case <-time.After(time.Second):
 			}
 		}
-		d2, err := c.digest(ctx)
-		if err != nil {
-			return n, c2.Repairs, err
-		}
+		quiet, why, err := window(ctx, c, deadline, &repairs)
 		switch {
-		case d2.StateDigest != d1.StateDigest:
-			last = fmt.Sprintf("the state changed (index %d → %d)", d1.StateIndex, d2.StateIndex)
-		case c2.HostWrites == c1.HostWrites && c2.Operations == c1.Operations:
-			return n, c2.Repairs, nil
+		case err != nil:
+			last = err.Error()
+		case quiet:
+			return n, repairs, nil
 		default:
-			last = fmt.Sprintf("over an unchanged state the agent made %d host writes (%d of them repairs) and started %d operations",
-				c2.HostWrites-c1.HostWrites, c2.Repairs-c1.Repairs, c2.Operations-c1.Operations)
-		}
-		if time.Now().After(deadline) {
-			return n, c2.Repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
+			last = why
 		}
 	}
+}
+
+// window reads the state digest and the agent's counters, waits until
+// the agent started two more full resyncs (so the first of them ran from
+// start to end in between), and reads them again: quiet when neither the
+// state nor the host writes and operations moved; otherwise why not.
+func window(ctx context.Context, c *hostClient, deadline time.Time, repairs *int64) (quiet bool, why string, err error) {
+	d1, err := c.digest(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	c1, err := c.agentCounters(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	*repairs = c1.Repairs
+	c2 := c1
+	for c2.FullResyncs < c1.FullResyncs+2 {
+		if time.Now().After(deadline) {
+			return false, fmt.Sprintf("its agent started %d of two full resyncs in the window", c2.FullResyncs-c1.FullResyncs), nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if c2, err = c.agentCounters(ctx); err != nil {
+			return false, "", err
+		}
+	}
+	*repairs = c2.Repairs
+	d2, err := c.digest(ctx)
+	switch {
+	case err != nil:
+		return false, "", err
+	case d2.StateDigest != d1.StateDigest:
+		return false, fmt.Sprintf("the state changed (index %d → %d)", d1.StateIndex, d2.StateIndex), nil
+	case c2.HostWrites == c1.HostWrites && c2.Operations == c1.Operations:
+		return true, "", nil
+	}
+	return false, fmt.Sprintf("over an unchanged state the agent attempted %d host writes (%d of them repairs) and started %d operations",
+		c2.HostWrites-c1.HostWrites, c2.Repairs-c1.Repairs, c2.Operations-c1.Operations), nil
 }

@@ -515,7 +515,7 @@ func (m *Manager) Cleanup(ctx context.Context) (Stats, error) {
 	}
 	st.Tables = m.delTables(c)
 	if err := c.Flush(); err != nil {
-		return Stats{}, permission(fmt.Errorf("firewall: delete tables: %w", err))
+		return st, permission(fmt.Errorf("firewall: delete tables: %w", err))
 	}
 	st.Tx = 1
 	m.cur, m.idx, m.sets = nil, map[string]uint16{}, map[string]*nftables.Set{}

@@ -159,11 +159,12 @@ type Stats struct {
 	Operations int
 	Failures   int
 	Reports    int
-	// HostWrites counts what the network, firewall and routing drivers
-	// changed on the host (kernel objects written, responders started or
-	// stopped). Repairs is the part of it made by full resyncs although
-	// the desired state had not changed since the last Apply: the host
-	// had drifted from the state, or the driver does not converge.
+	// HostWrites counts the changes the network, firewall and routing
+	// drivers attempted on the host (kernel objects written, responders
+	// started or stopped; a failing Apply's attempts too). Repairs is the
+	// part of it made by successful full resyncs although the desired
+	// state had not changed since the last Apply: the host had drifted
+	// from the state, or the driver does not converge.
 	HostWrites int
 	Repairs    int
 }
@@ -467,15 +468,16 @@ func (a *Agent) release(keys []string, bk string, err error) {
 	a.poke()
 }
 
-// countWrites records what an Apply of part changed on the host; same
-// says the desired state was the one applied last, so a change is a
-// repair. Callers hold a.mu.
-func (a *Agent) countWrites(part string, writes int, same bool) {
+// countWrites records the writes an Apply of part attempted on the host;
+// same says the desired state was the one applied last, so the writes of
+// a successful Apply were a repair (a failing one is retried, not
+// repaired). Callers hold a.mu.
+func (a *Agent) countWrites(part string, writes int, same bool, err error) {
 	if writes <= 0 {
 		return
 	}
 	a.lastStats.HostWrites += writes
-	if same {
+	if same && err == nil {
 		a.lastStats.Repairs += writes
 		a.log.Info("full resync repaired the host: it differed from the state", "part", part, "writes", writes)
 	}

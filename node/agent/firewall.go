@@ -19,7 +19,8 @@ import (
 // diffs itself: an unchanged state costs no writes); an empty state
 // removes everything it installed.
 type Firewall interface {
-	// Apply returns how many kernel objects it changed, also when it fails.
+	// Apply returns how many kernel objects it changed (or tried to, when
+	// it fails).
 	Apply(ctx context.Context, d FirewallDesired) (writes int, err error)
 }
 
@@ -275,7 +276,7 @@ func (a *Agent) syncFirewall(ctx context.Context, sn *statedb.Snapshot, full boo
 	d.Verify = false // what was applied, compared with the next desired state
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.countWrites("firewall", writes, same)
+	a.countWrites("firewall", writes, same, err)
 	switch {
 	case err == nil:
 		st.applied, st.lastErr = &d, ""

@@ -17,8 +17,8 @@ import (
 // the whole desired state (it diffs itself, so an unchanged state costs no
 // writes) and deletes what is no longer wanted.
 type Network interface {
-	// Apply returns how many changes it made on the host, also when it
-	// fails part-way.
+	// Apply returns how many changes it attempted on the host, also when
+	// it fails part-way.
 	Apply(ctx context.Context, d NetDesired) (writes int, err error)
 	// TapName is the tap device of a port (what QEMU attaches to).
 	TapName(portID string) string
@@ -337,7 +337,7 @@ func (a *Agent) syncNetworks(ctx context.Context, sn *statedb.Snapshot, full boo
 		writes, err := a.cfg.Network.Apply(ctx, d)
 		var partial *NetPartialError
 		a.mu.Lock()
-		a.countWrites("network", writes, same)
+		a.countWrites("network", writes, same, err)
 		switch {
 		case err == nil:
 			st.applied, st.lastErr, st.plumbed, st.refused = &d, "", portsOf(d, nil, nil), nil

@@ -21,8 +21,8 @@ import (
 // Apply converges to the whole desired state; an unchanged state costs no
 // write.
 type Routing interface {
-	// Apply returns how many changes it made on the host, also when it
-	// fails.
+	// Apply returns how many changes it attempted on the host, also when
+	// it fails.
 	Apply(ctx context.Context, d RoutingDesired) (writes int, err error)
 }
 
@@ -341,7 +341,7 @@ func (a *Agent) syncRouting(ctx context.Context, sn *statedb.Snapshot, full bool
 	if !same || full {
 		writes, err := a.cfg.Routing.Apply(ctx, d)
 		a.mu.Lock()
-		a.countWrites("routing", writes, same)
+		a.countWrites("routing", writes, same, err)
 		switch {
 		case err == nil:
 			st.applied, st.lastErr = &d, ""

@@ -176,3 +176,21 @@ func TestUnavailableDrivers(t *testing.T) {
 	}
 	var _ agent.Hypervisor = b
 }
+
+// The routing desired state handed to hv/router does not share its
+// protected prefixes with the agent's: Apply appends the resolved storage
+// servers to it and sorts it, and the agent keeps what it passed as the
+// record of what it applied (a shared array would change that record, so
+// every later sync would see a change).
+func TestToRouterCopiesProtected(t *testing.T) {
+	a, b := netip.MustParsePrefix("192.0.2.9/32"), netip.MustParsePrefix("192.0.2.1/32")
+	prot := make([]netip.Prefix, 1, 4)
+	prot[0] = a
+	d := agent.RoutingDesired{Protected: prot}
+	out := toRouter(d)
+	out.Protected = append(out.Protected, b)
+	out.Protected[0] = b
+	if got := prot[:2]; got[0] != a || got[1].IsValid() {
+		t.Fatalf("the agent's protected prefixes became %v; want [%v] untouched", got, a)
+	}
+}

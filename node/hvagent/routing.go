@@ -52,7 +52,9 @@ func (r Routing) Apply(ctx context.Context, d agent.RoutingDesired) (int, error)
 }
 
 func toRouter(d agent.RoutingDesired) router.Desired {
-	out := router.Desired{HostMAC: d.HostMAC, AllowTCP: d.AllowTCP, Protected: d.Protected, Externals: d.Externals}
+	// Protected is a copy: Apply adds resolved names to it, and d is the
+	// agent's record of what it applied.
+	out := router.Desired{HostMAC: d.HostMAC, AllowTCP: d.AllowTCP, Protected: slices.Clone(d.Protected), Externals: d.Externals}
 	for _, r := range d.Routers {
 		rr := router.Router{ID: r.ID}
 		for _, i := range r.Interfaces {

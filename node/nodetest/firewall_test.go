@@ -94,6 +94,28 @@ func TestAgentFirewallInNamespace(t *testing.T) {
 		t.Errorf("members = %v, %v; want the port's address", els, err)
 	}
 
+	// Converged, full resyncs change nothing; a chain emptied behind the
+	// agent's back is refilled by the next one and counted as a repair.
+	waitResyncs := func(k int) {
+		t.Helper()
+		from := agentCounter(t, c, e.hc, 0, e.token, "full_resyncs_total")
+		c.Eventually(20*time.Second, "full resyncs", func() bool { return agentCounter(t, c, e.hc, 0, e.token, "full_resyncs_total") >= from+k })
+	}
+	waitResyncs(2)
+	writes := agentCounter(t, c, e.hc, 0, e.token, "host_writes_total")
+	waitResyncs(2)
+	if w, r := agentCounter(t, c, e.hc, 0, e.token, "host_writes_total"), agentCounter(t, c, e.hc, 0, e.token, "repairs_total"); w != writes || r != 0 {
+		t.Fatalf("converged host: host writes %d → %d, repairs %d over two full resyncs; want no change", writes, w, r)
+	}
+	inChain := &nftables.Chain{Name: in, Table: brT}
+	nft.FlushChain(inChain)
+	if err := nft.Flush(); err != nil {
+		t.Fatalf("flush chain %s: %v", in, err)
+	}
+	c.Eventually(20*time.Second, "emptied chain repaired", func() bool {
+		return chains()[in] == before && agentCounter(t, c, e.hc, 0, e.token, "repairs_total") > 0
+	})
+
 	// A rule added to the group rewrites the port's ingress chain.
 	n := c.Node(0)
 	p80 := 80

@@ -71,7 +71,8 @@ func TestMetrics(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^peerstack_api_request_seconds_sum\{service="compute"\} [0-9.e+-]+$`).MatchString(after) {
 		t.Errorf("no compute time sum in:\n%s", after)
-	} // The agent's counters: its full resyncs run (one at start, then
+	}
+	// The agent's counters: its full resyncs run (one at start, then
 	// every second here), and the others are exported beside them.
 	fullResyncs := regexp.MustCompile(`(?m)^peerstack_agent_full_resyncs_total (\d+)$`)
 	deadline := time.Now().Add(10 * time.Second)
@@ -104,4 +105,25 @@ func TestAppliedCatchesUpAlone(t *testing.T) {
 		st := c.Node(0).Status()
 		return st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex
 	})
+}
+
+// agentCounter reads peerstack_agent_<name> from node i's /metrics
+// through hc (one client for all polls: its connections are reused) with
+// a cloud-admin token.
+func agentCounter(t testing.TB, c *Cluster, hc *http.Client, i int, token, name string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", c.URL(i)+"/metrics", nil)
+	req.Header.Set("X-Auth-Token", token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	g := regexp.MustCompile(`(?m)^peerstack_agent_` + name + ` (\d+)$`).FindSubmatch(b)
+	if resp.StatusCode != http.StatusOK || g == nil {
+		t.Fatalf("GET /metrics = %d; no peerstack_agent_%s in:\n%s", resp.StatusCode, name, b)
+	}
+	n, _ := strconv.Atoi(string(g[1]))
+	return n
 }
