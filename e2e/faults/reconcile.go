@@ -71,7 +71,7 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 	deadline := time.Now().Add(limit)
 	type result struct {
 		windows int
-		repairs int64
+		last    agentCounters
 		err     error
 	}
 	res := make([]result, len(w.cl))
@@ -80,7 +80,7 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i].windows, res[i].repairs, res[i].err = quietWindow(ctx, c, deadline)
+			res[i].windows, res[i].last, res[i].err = quietWindow(ctx, c, deadline)
 		}()
 	}
 	wg.Wait()
@@ -91,7 +91,8 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 			bad = append(bad, fmt.Sprintf("reconcile after the heal: %s: %v", name, r.err))
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s quiet in window %d (repairs during the run: %d)", name, r.windows, r.repairs))
+		parts = append(parts, fmt.Sprintf("%s quiet in window %d (over the run: %d host writes, %d operations, %d repairs)",
+			name, r.windows, r.last.HostWrites, r.last.Operations, r.last.Repairs))
 	}
 	if len(parts) > 0 {
 		summary = "reconcile after the heal: " + strings.Join(parts, "; ") + "\n"
@@ -101,28 +102,28 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 
 // quietWindow looks for a window over an unchanged state, holding at
 // least one whole full resync of c's agent, in which the agent changed
-// nothing; it returns how many windows it took and the agent's repairs
-// so far. A failed read is retried until the deadline.
-func quietWindow(ctx context.Context, c *hostClient, deadline time.Time) (int, int64, error) {
+// nothing; it returns how many windows it took and the agent's counters
+// last read. A failed read is retried until the deadline.
+func quietWindow(ctx context.Context, c *hostClient, deadline time.Time) (int, agentCounters, error) {
 	var last string
-	var repairs int64
+	var seen agentCounters
 	for n := 1; ; n++ {
 		if n > 1 {
 			if time.Now().After(deadline) {
-				return n - 1, repairs, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
+				return n - 1, seen, fmt.Errorf("no quiet window before the deadline; the last: %s", last)
 			}
 			select {
 			case <-ctx.Done():
-				return n - 1, repairs, ctx.Err()
+				return n - 1, seen, ctx.Err()
 			case <-time.After(time.Second):
 			}
 		}
-		quiet, why, err := window(ctx, c, deadline, &repairs)
+		quiet, why, err := window(ctx, c, deadline, &seen)
 		switch {
 		case err != nil:
 			last = err.Error()
 		case quiet:
-			return n, repairs, nil
+			return n, seen, nil
 		default:
 			last = why
 		}
@@ -133,7 +134,7 @@ func quietWindow(ctx context.Context, c *hostClient, deadline time.Time) (int, i
 // the agent started two more full resyncs (so the first of them ran from
 // start to end in between), and reads them again: quiet when neither the
 // state nor the host writes and operations moved; otherwise why not.
-func window(ctx context.Context, c *hostClient, deadline time.Time, repairs *int64) (quiet bool, why string, err error) {
+func window(ctx context.Context, c *hostClient, deadline time.Time, seen *agentCounters) (quiet bool, why string, err error) {
 	d1, err := c.digest(ctx)
 	if err != nil {
 		return false, "", err
@@ -142,7 +143,7 @@ func window(ctx context.Context, c *hostClient, deadline time.Time, repairs *int
 	if err != nil {
 		return false, "", err
 	}
-	*repairs = c1.Repairs
+	*seen = c1
 	c2 := c1
 	for c2.FullResyncs < c1.FullResyncs+2 {
 		if time.Now().After(deadline) {
@@ -157,7 +158,7 @@ func window(ctx context.Context, c *hostClient, deadline time.Time, repairs *int
 			return false, "", err
 		}
 	}
-	*repairs = c2.Repairs
+	*seen = c2
 	d2, err := c.digest(ctx)
 	switch {
 	case err != nil:

@@ -70,8 +70,8 @@ func TestQuietWindow(t *testing.T) {
 	never := func(int64) bool { return false }
 	same := func(int64) byte { return 'a' }
 	c := fakeAgentHost(t, func(int64) int64 { return 40 }, same, never)
-	if n, _, err := quietWindow(ctx, c, time.Now().Add(20*time.Second)); err != nil || n != 1 {
-		t.Fatalf("steady host: window %d, err %v; want quiet in window 1", n, err)
+	if n, seen, err := quietWindow(ctx, c, time.Now().Add(20*time.Second)); err != nil || n != 1 || seen.HostWrites != 40 || seen.Operations != 3 {
+		t.Fatalf("steady host: window %d, counters %+v, err %v; want quiet in window 1 with 40 host writes and 3 operations", n, seen, err)
 	}
 	c = fakeAgentHost(t, func(n int64) int64 { return 40 + n }, same, never)
 	_, _, err := quietWindow(ctx, c, time.Now().Add(3*time.Second))
