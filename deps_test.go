@@ -70,6 +70,11 @@ func TestImportDirections(t *testing.T) {
 			// Who a request is, from the local state: token keys and
 			// policy (node/identity), the API's credential types.
 			return to == "consensus/statedb" || to == "node/identity" || to == "rest" || to == "rest/identity"
+		case from == "node/forward":
+			// Forwarding to the leader and admitting what is forwarded:
+			// consensus's interfaces and state, the caller's roles, the
+			// internal API's shapes.
+			return to == "consensus" || to == "consensus/statedb" || to == "node/identity" || to == "rest" || to == "rest/cluster"
 		case from == "node/readiness":
 			// The catch-up gate: Raft's status and the API's routes.
 			return to == "consensus" || to == "rest"

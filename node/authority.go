@@ -3,50 +3,15 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
-	"slices"
 	"sync/atomic"
 
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/node/membership"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
-	"github.com/peerstack/peerstack/node/identity"
 	"github.com/peerstack/peerstack/rest"
 )
-
-// callerOf names the API caller a command proposed with ctx acts for:
-// the verified credential of the request ctx belongs to, if any.
-func callerOf(ctx context.Context) *statedb.Caller {
-	cred := rest.CredentialFrom(ctx)
-	if cred == nil {
-		return nil
-	}
-	return callerOfCred(cred)
-}
-
-// callerOfCred is the identity a user command carries for cred: the same
-// rules the API's policy applies (identity.Authorize).
-func callerOfCred(cred *rest.Credential) *statedb.Caller {
-	return &statedb.Caller{
-		UserID: cred.UserID, ProjectID: cred.ProjectID, Admin: cred.IsAdmin(),
-		Writer: slices.Contains(cred.Roles, identity.RoleMember) || slices.Contains(cred.Roles, identity.RoleAdmin),
-	}
-}
-
-// forbiddenMessage is the message of a 403 body from the internal API.
-func forbiddenMessage(body []byte) string {
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
-		return e.Error.Message
-	}
-	return "The cluster's leader refused the command."
-}
 
 // refuseRevoked makes cfg refuse certificates of members the state has
 // revoked (statedb.RevokedHost); before Raft runs (state unset) none is.

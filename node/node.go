@@ -22,6 +22,7 @@ import (
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
 	"github.com/peerstack/peerstack/node/access"
+	"github.com/peerstack/peerstack/node/forward"
 	"github.com/peerstack/peerstack/node/hostfail"
 	"github.com/peerstack/peerstack/node/leader"
 	"github.com/peerstack/peerstack/node/membership"
@@ -41,6 +42,7 @@ type Node struct {
 	api    *http.Server
 	apiLn  net.Listener
 	client *http.Client // mTLS client for host-to-host calls
+	fwd    *forward.Client
 	caPEM  string
 	certs  *membership.Keypair // this host's certificate, renewed by membership.CertRenewer
 	files  membership.Files    // where this host keeps its secrets
@@ -346,6 +348,14 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		DialTLSContext: n.conns.DialTLS(withProtos(clientTLS, "h2", "http/1.1")),
 	}}
 	n.id.APIAddr = advertised(n.cfg.AdvertiseAddr, apiLn.Addr())
+	n.fwd = &forward.Client{SelfID: n.id.NodeID, AddrOf: n.apiAddrOf, HTTP: n.client, Leader: func() string {
+		rn := state.Load()
+		if rn == nil {
+			return ""
+		}
+		id, _ := rn.Leader()
+		return id
+	}}
 
 	raftAddr, err := checkPortFree(n.cfg.RaftAddr, "raft")
 	if err != nil {
@@ -354,7 +364,7 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	rn, err := consensus.New(consensus.Config{
 		NodeID: n.id.NodeID, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
 		BindAddr: raftAddr, AdvertiseAddr: advertised(n.cfg.AdvertiseAddr, mustAddr(raftAddr)),
-		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: forwarder{n}, CallerOf: callerOf, TLSConns: n.conns.Raft(),
+		ServerTLS: membership.MTLSServer(serverTLS), ClientTLS: clientTLS, Forwarder: n.fwd, CallerOf: forward.CallerOf, TLSConns: n.conns.Raft(),
 		Timers: n.cfg.Timers.Raft, Links: n.cfg.Links, Now: n.Now, NewID: n.NewID, Logger: n.log.With("sub", "raft"),
 	})
 	if err != nil {
