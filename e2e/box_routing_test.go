@@ -113,6 +113,7 @@ func TestBoxRoutingSecurityGroups(t *testing.T) {
 	r.openGroupB()
 	r.guard()
 	r.moveFIP()
+	r.quiet()
 	r.teardown(routerNS)
 	fmt.Fprintf(out, "routing box test: %.1fs in all\n", time.Since(t0).Seconds())
 }
@@ -470,4 +471,83 @@ func (r *routingRun) teardown(prefixes []string) {
 	}); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// quiet checks that, with routers, floating IPs, security groups and
+// guests in place and the state unchanged, each host's agent finds
+// nothing to change: a full reconcile makes no netlink or nftables write
+// and starts no operation, and no full resync had to repair the host in
+// the whole run.
+func (r *routingRun) quiet() {
+	r.t.Helper()
+	hc, err := r.s.boxHTTP()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.api("GET", "/networks?limit=1", "", http.StatusOK, nil); err != nil { // fetches the admin token
+		r.t.Fatal(err)
+	}
+	for _, h := range r.s.b.Hosts {
+		n, c, err := QuietWindow(r.s.ctx, boxAgentHost{hc: hc, api: h.APIAddr, token: r.tok}, time.Now().Add(2*time.Minute))
+		if err != nil {
+			r.t.Fatalf("%s: %v", h.Name, err)
+		}
+		if c.Repairs != 0 || c.HostWrites == 0 {
+			r.t.Fatalf("%s: %d repairs and %d host writes over the run; want no repair, and the routers' writes counted", h.Name, c.Repairs, c.HostWrites)
+		}
+		fmt.Fprintf(testWriter{r.t}, "%s: a full reconcile changes nothing (window %d; over the run %d host writes, %d operations, 0 repairs)\n",
+			h.Name, n, c.HostWrites, c.Operations)
+	}
+}
+
+// boxAgentHost reads one box host's agent counters and state digest
+// (AgentHost) with a cloud-admin token.
+type boxAgentHost struct {
+	hc         *http.Client
+	api, token string
+}
+
+func (b boxAgentHost) get(ctx context.Context, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+b.api+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-Auth-Token", b.token)
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s at %s: %d %s", path, b.api, resp.StatusCode, raw)
+	}
+	return raw, err
+}
+
+func (b boxAgentHost) AgentCounters(ctx context.Context) (AgentCounters, error) {
+	raw, err := b.get(ctx, "/metrics")
+	if err != nil {
+		return AgentCounters{}, err
+	}
+	return ParseAgentCounters(raw)
+}
+
+func (b boxAgentHost) StateDigest(ctx context.Context) (string, uint64, error) {
+	raw, err := b.get(ctx, "/cluster/v1/status?digest=true")
+	if err != nil {
+		return "", 0, err
+	}
+	var out struct {
+		Status struct {
+			StateDigest string `json:"state_digest"`
+			StateIndex  uint64 `json:"state_index"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.Status.StateDigest == "" {
+		return "", 0, fmt.Errorf("status of %s: no state digest (%v)", b.api, err)
+	}
+	return out.Status.StateDigest, out.Status.StateIndex, nil
 }
