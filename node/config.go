@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -252,6 +253,26 @@ type identityFile struct {
 	GossipAddr string   `json:"gossip_addr"`
 	Left       bool     `json:"left,omitempty"`
 	Peers      []string `json:"peers,omitempty"` // gossip addresses of other members, for rejoining
+}
+
+// peerBook keeps the other members' gossip addresses in node.json
+// (membership.PeerBook).
+type peerBook struct{ n *Node }
+
+func (b peerBook) Remembered() []string {
+	b.n.mu.Lock()
+	defer b.n.mu.Unlock()
+	return slices.Clone(b.n.id.Peers)
+}
+
+func (b peerBook) Remember(peers []string) error {
+	b.n.mu.Lock()
+	defer b.n.mu.Unlock()
+	if b.n.id.Left {
+		return nil // a host that left must not start as a member again
+	}
+	b.n.id.Peers = peers
+	return saveIdentity(b.n.cfg.DataDir, b.n.id)
 }
 
 var errNoIdentity = errors.New("no node identity in data dir")

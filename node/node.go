@@ -21,6 +21,7 @@ import (
 	"github.com/peerstack/peerstack/consensus"
 	"github.com/peerstack/peerstack/consensus/statedb"
 	"github.com/peerstack/peerstack/gossip"
+	"github.com/peerstack/peerstack/hv/qemu"
 	"github.com/peerstack/peerstack/node/access"
 	"github.com/peerstack/peerstack/node/forward"
 	"github.com/peerstack/peerstack/node/hostfail"
@@ -46,7 +47,7 @@ type Node struct {
 	caPEM  string
 	certs  *membership.Keypair // this host's certificate, renewed by membership.CertRenewer
 	files  membership.Files    // where this host keeps its secrets
-	conns  *membership.Conns   // TLS connections with members, cut at revocation (revocation.go)
+	conns  *membership.Conns   // TLS connections with members, cut at revocation (membership.Cutter)
 
 	// Bootstrap only: the generated admin password, shown once.
 	AdminPassword string
@@ -56,9 +57,7 @@ type Node struct {
 	// Access verifies tokens, decides the API's policy, signs tokens and
 	// checks passwords, from the local state (node/access).
 	*access.Access
-	accelOnce sync.Once
-	accelVal  string
-	img       images // image cache and copier (images.go)
+	img images // image cache and copier (images.go)
 	// hosts is where the scheduler and the hypervisor API read host
 	// liveness and capacity: gossip, unless Config.HostSource wraps it.
 	hosts HostSource
@@ -68,8 +67,10 @@ type Node struct {
 	lease    *hostfail.Lease   // lease renewals with the leader (hostfail.go)
 	drain    *hostfail.Drainer // drain before leaving (hostfail.go)
 
+	meta *membership.Advertiser   // this host's gossip metadata
+	heal *membership.GossipHealer // rejoins gossip, tends its keys
+
 	mu       sync.Mutex
-	metaNow  gossip.Meta
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -257,7 +258,7 @@ func (n *Node) resume(ctx context.Context) (err error) {
 	}
 	// Gossip rejoins through the peers recorded at the last run; the
 	// gossip loop keeps retrying until the others answer.
-	if peers := n.gossipPeers(); len(peers) > 0 {
+	if peers := n.heal.KnownPeers(); len(peers) > 0 {
 		if _, err := n.gossip.Join(ctx, peers); err != nil {
 			n.log.Warn("rejoin gossip: no peer reachable yet; will keep trying", "err", err)
 		}
@@ -394,10 +395,15 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 		}
 		n.log.Info("fetched the gossip keys from the other members", "version", gossipKeys.Version)
 	}
+	n.meta = &membership.Advertiser{Self: gossip.Meta{NodeID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
+		VTEPAddr: n.cfg.VTEPAddr, SWVersion: Version}, DataDir: n.cfg.DataDir, VCPUs: n.cfg.VCPUs, RAMMB: n.cfg.RAMMB, DiskGB: n.cfg.DiskGB,
+		// KVM only if a probe QEMU can really use it (a /dev/kvm that
+		// opens is not enough), else TCG.
+		Accel: func() string { return string(qemu.DetectAccel()) }, State: rn.State, Changed: rn.Store().Changed, Logger: n.log}
 	gh, gp, _ := splitHostPort(n.cfg.GossipAddr)
 	g, err := gossip.New(gossip.Config{
 		NodeID: n.id.NodeID, BindAddr: gh, BindPort: gp, AdvertiseAddr: n.cfg.AdvertiseAddr,
-		SecretKey: gossipKeys.Keys[0], OtherKeys: gossipKeys.Keys[1:], Meta: n.buildMeta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
+		SecretKey: gossipKeys.Keys[0], OtherKeys: gossipKeys.Keys[1:], Meta: n.meta.Meta(), Timers: n.cfg.Timers.Gossip, Links: n.cfg.Links, Logger: n.log.With("sub", "gossip"), Now: n.clock,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
@@ -406,12 +412,15 @@ func (n *Node) startParts(ctx context.Context, apiLn net.Listener, caPEM, certPE
 	n.gkeys = membership.NewGossipKeyring(&membership.GossipKeyring{SelfID: n.id.NodeID, State: rn.State,
 		Leader: func() string { id, _ := rn.Leader(); return id }, Term: func() uint64 { return rn.Status().Term }, Applied: rn.Store().AppliedIndex, Gossip: g, Files: n.files, Client: n.client,
 		Logger: n.log.With("sub", "gossip-keys")}, gossipKeys)
+	n.heal = &membership.GossipHealer{SelfID: n.id.NodeID, Interval: n.cfg.Timers.GossipHeal, MaxClockSkew: n.cfg.MaxClockSkew,
+		State: rn.State, IsLeader: rn.IsLeader, Gossip: g, Keyring: n.gkeys, Peers: peerBook{n}, Logger: n.log}
 	n.hosts = g
 	if n.cfg.HostSource != nil {
 		n.hosts = n.cfg.HostSource(g)
 	}
 	n.id.GossipAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, fmt.Sprint(g.Port()))
-	n.updateMeta(ctx)
+	n.meta.Gossip = g
+	n.meta.Update(ctx)
 	n.wireHostFail()
 	n.ready = &readiness.Gate{SelfID: n.id.NodeID, SelfName: n.id.Name, Raft: rn, AddrOf: n.apiAddrOf, Client: n.client,
 		Logger: n.log}
@@ -461,21 +470,30 @@ func (n *Node) waitLeader(ctx context.Context) error {
 func (n *Node) startLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	rn := n.raft
+	record := &membership.MemberRecord{Raft: rn, Changed: rn.Store().Changed, Now: n.Now, Logger: n.log,
+		Self: statedb.Member{ID: n.id.NodeID, Name: n.id.Name, APIAddr: n.id.APIAddr, RaftAddr: n.id.RaftAddr,
+			GossipAddr: n.id.GossipAddr, Version: Version},
+		Left: func() bool {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return n.id.Left
+		}}
+	cutter := &membership.Cutter{State: rn.State, Changed: rn.Store().Changed, Conns: n.conns, Logger: n.log,
+		Servers: func() ([]membership.RaftServer, error) { return raftConfiguration(rn) }}
+	renewer := &membership.CertRenewer{HostID: n.id.NodeID, State: n.State, Files: n.files, Clock: n.clock, TTL: n.cfg.CertTTL,
+		Hosts: n.certHosts, Keypair: n.certs, Logger: n.log}
 	n.wg.Add(10)
 	go func() { defer n.wg.Done(); n.drain.Run(ctx) }()
-	go func() { defer n.wg.Done(); n.cutRevokedLoop(ctx) }()
+	go func() { defer n.wg.Done(); cutter.Run(ctx) }()
 	go func() { defer n.wg.Done(); n.ready.Watch(ctx) }()
-	go func() {
-		defer n.wg.Done()
-		(&membership.CertRenewer{HostID: n.id.NodeID, State: n.State, Files: n.files, Clock: n.clock, TTL: n.cfg.CertTTL,
-			Hosts: n.certHosts, Keypair: n.certs, Logger: n.log}).Run(ctx)
-	}()
-	go func() { defer n.wg.Done(); n.gossipLoop(ctx) }()
+	go func() { defer n.wg.Done(); renewer.Run(ctx) }()
+	go func() { defer n.wg.Done(); n.heal.Run(ctx) }()
 	go func() { defer n.wg.Done(); n.runImageCache(ctx) }()
 	go func() { defer n.wg.Done(); n.runAgents(ctx) }()
 	go func() { defer n.wg.Done(); n.runLeader(ctx) }()
-	go func() { defer n.wg.Done(); n.registerLoop(ctx) }()
-	go func() { defer n.wg.Done(); n.metaLoop(ctx) }()
+	go func() { defer n.wg.Done(); record.Run(ctx) }()
+	go func() { defer n.wg.Done(); n.meta.Run(ctx) }()
 }
 
 // ID returns this host's id.

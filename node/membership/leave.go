@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/peerstack/peerstack/consensus/statedb"
 )
 
 // Voter is another voting member: its member id and API address.
@@ -216,4 +219,79 @@ func RefusedBy(ctx context.Context, addr string, cfg *tls.Config) (memberID stri
 		return by, true
 	}
 	return by, false
+}
+
+// HostRemoval takes this host out of the cluster for leave (Leaver.Remove):
+// its member record goes and its certificate is revoked in one entry
+// (statedb.RemoveHostCmd, what `members remove` proposes), so a host that
+// left is refused at once rather than when its certificate expires. While
+// a member runs a release without that command, it only removes the
+// record, as before.
+//
+// The entry cuts this host off as it commits, so the answer to the
+// proposal may never come: SelfRemoval says when the removal is proven
+// otherwise (this host applied it, or a majority of the other voters
+// refuse its certificate).
+type HostRemoval struct {
+	HostID string
+	Raft   Raft
+	// Servers is the Raft configuration.
+	Servers func() ([]RaftServer, error)
+	// ClientTLS is this host's client config (its certificate, the CA);
+	// nil: the removal fails.
+	ClientTLS *tls.Config
+	Logger    *slog.Logger
+	// Timeout bounds the proof (SelfRemoval.Timeout).
+	Timeout time.Duration
+}
+
+// Remove proposes the removal and returns once it is proven applied;
+// revoked says whether the certificate was revoked too.
+func (h *HostRemoval) Remove(ctx context.Context) (revoked bool, err error) {
+	sn := h.Raft.State()
+	legacy := false
+	spec, _ := statedb.Commands().Lookup(statedb.CmdRemoveHost)
+	for _, m := range sn.Members() {
+		if statedb.CompareVersions(m.Version, spec.MinVersion) < 0 {
+			legacy = true
+		}
+	}
+	if legacy {
+		_, err := h.Raft.Propose(ctx, statedb.CmdRemoveMember, statedb.RemoveMemberCmd{ID: h.HostID})
+		return false, err
+	}
+	servers, err := h.Servers()
+	if err != nil {
+		return false, fmt.Errorf("raft configuration: %w", err)
+	}
+	var voters []Voter
+	for _, s := range servers {
+		if s.Voter && s.ID != h.HostID {
+			m, _ := sn.Member(s.ID)
+			v := Voter{ID: s.ID}
+			if m != nil {
+				v.APIAddr = m.APIAddr
+			}
+			voters = append(voters, v)
+		}
+	}
+	if h.ClientTLS == nil {
+		return false, errors.New("remove this host: no TLS client")
+	}
+	r := &SelfRemoval{
+		Propose: func(ctx context.Context) error {
+			_, err := h.Raft.Propose(ctx, statedb.CmdRemoveHost, statedb.RemoveHostCmd{ID: h.HostID, Reason: "left the cluster"})
+			return err
+		},
+		Applied: func() bool {
+			_, ok := h.Raft.State().RevokedHost(h.HostID)
+			return ok
+		},
+		Voters: voters, ClientTLS: h.ClientTLS, Timeout: h.Timeout}
+	proof, err := r.Run(ctx)
+	if err != nil {
+		return false, err
+	}
+	h.Logger.Info("removed and revoked this host", "proof", string(proof))
+	return true, nil
 }

@@ -81,3 +81,26 @@ func propose(ctx context.Context, r Raft, self statedb.Member, now func() time.T
 		}
 	}
 }
+
+// MemberRecord keeps this host's member record in step with its
+// addresses and version (Register), and registers it again whenever
+// another member is upgraded (Reaffirm says why).
+type MemberRecord struct {
+	Raft Raft
+	// Changed returns a channel closed at the state's next change.
+	Changed func() <-chan struct{}
+	// Self is the record this host wants (JoinedAt is filled in).
+	Self statedb.Member
+	// Left reports whether this host has left: it registers no more.
+	Left   func() bool
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Run registers this host if needed, then reaffirms its record after
+// upgrades until ctx ends.
+func (r *MemberRecord) Run(ctx context.Context) {
+	from := r.Raft.State()
+	Register(ctx, r.Raft, r.Self, r.Left, r.Now, r.Logger)
+	Reaffirm(ctx, r.Raft, r.Changed, from, r.Self, r.Left, r.Now, r.Logger)
+}
