@@ -62,7 +62,7 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 			bad = append(bad, fmt.Sprintf("reconcile after the heal: %s: %v", name, r.err))
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s quiet in window %d (over the run: %d host writes, %d operations, %d repairs)",
+		parts = append(parts, fmt.Sprintf("%s quiet in window %d (since its daemon started: %d host writes, %d operations, %d repairs)",
 			name, r.windows, r.last.HostWrites, r.last.Operations, r.last.Repairs))
 	}
 	if len(parts) > 0 {
