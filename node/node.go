@@ -257,7 +257,7 @@ func (n *Node) resume(ctx context.Context) (err error) {
 		return err
 	}
 	// Gossip rejoins through the peers recorded at the last run; the
-	// gossip loop keeps retrying until the others answer.
+	// gossip healer keeps retrying until the others answer.
 	if peers := n.heal.KnownPeers(); len(peers) > 0 {
 		if _, err := n.gossip.Join(ctx, peers); err != nil {
 			n.log.Warn("rejoin gossip: no peer reachable yet; will keep trying", "err", err)

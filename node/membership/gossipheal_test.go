@@ -74,11 +74,17 @@ func newHealer(r *raft, g *healGossip, book *peerBook) *membership.GossipHealer 
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
-// runFor runs h for d.
-func runFor(h *membership.GossipHealer, d time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+// runUntil runs h until done holds (checked every 10 ms) or 10 s pass.
+func runUntil(h *membership.GossipHealer, done func() bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h.Run(ctx)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); h.Run(ctx) }()
+	for ctx.Err() == nil && !done() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-stopped
 }
 
 // The healer joins the members the state knows but gossip does not see
@@ -98,10 +104,10 @@ func TestGossipHealerJoinsMissingMembers(t *testing.T) {
 	if got := h.KnownPeers(); !slices.Equal(got, want) {
 		t.Fatalf("known peers %v; want the state's, sorted: %v", got, want)
 	}
-	runFor(h, 200*time.Millisecond)
+	runUntil(h, func() bool { return len(g.joined()) >= 2 })
 	joins := g.joined()
 	if len(joins) < 2 {
-		t.Fatalf("%d joins in 200 ms at 20 ms; want one per look", len(joins))
+		t.Fatalf("%d joins in 10 s at 20 ms; want one per look", len(joins))
 	}
 	for _, j := range joins {
 		if !slices.Equal(j, []string{"10.0.0.3:7946"}) {
@@ -120,7 +126,7 @@ func TestGossipHealerUsesRememberedPeersAlone(t *testing.T) {
 	g := &healGossip{members: []gossip.Member{{Name: "m1", State: gossip.StateAlive}}}
 	book := &peerBook{peers: []string{"10.0.0.9:7946", "10.0.0.8:7946"}}
 	h := newHealer(r, g, book)
-	runFor(h, 100*time.Millisecond)
+	runUntil(h, func() bool { return len(g.joined()) > 0 })
 	joins := g.joined()
 	if len(joins) == 0 || !slices.Equal(joins[0], []string{"10.0.0.8:7946", "10.0.0.9:7946"}) {
 		t.Fatalf("joins %v; want the remembered peers, sorted", joins)

@@ -50,16 +50,11 @@ type Cutter struct {
 	Servers func() ([]RaftServer, error)
 	Conns   RevokedCloser
 	Logger  *slog.Logger
-
-	retry time.Duration // tests shorten it; 0: a second
 }
 
 // Run sweeps until ctx ends.
 func (c *Cutter) Run(ctx context.Context) {
-	retry := c.retry
-	if retry <= 0 {
-		retry = time.Second
-	}
+	const retry = time.Second // while revoked members' Raft connections are kept
 	seen := -1
 	pending := false // Raft connections of revoked members kept for now
 	for {
