@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 )
 
@@ -26,6 +28,9 @@ func TestDelayHoldsPackets(t *testing.T) {
 		t.Skip("needs root (network namespaces)")
 	}
 	a, b := linkedNetns(t, "pfda", "pfdb", "10.78.0")
+	// Conntrack in use in the delayed namespace, as on a host whose
+	// daemon has firewall rules: held packets must not be lost to it.
+	useConntrack(t, b)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -105,6 +110,9 @@ func TestDelayJitterReorders(t *testing.T) {
 		t.Skip("needs root (network namespaces)")
 	}
 	a, b := linkedNetns(t, "pfja", "pfjb", "10.79.0")
+	// Conntrack in use in the delayed namespace, as on a host whose
+	// daemon has firewall rules: held packets must not be lost to it.
+	useConntrack(t, b)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -185,6 +193,27 @@ func TestDelayTakeDue(t *testing.T) {
 	if upTo == nil || *upTo != 5 || len(single) != 0 || len(dl.due) != 0 {
 		t.Fatalf("at 9 ms: batch up to %v, single %v, %d held; want up to 5, nothing else", upTo, single, len(dl.due))
 	}
+}
+
+// useConntrack makes namespace ns track connections (as any ruleset
+// that matches on conntrack state does) with a table of its own.
+func useConntrack(t *testing.T, ns string) {
+	t.Helper()
+	const table = "pftest_conntrack"
+	if err := inNS(ns, func(c *nftables.Conn) error {
+		tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
+		accept := nftables.ChainPolicyAccept
+		ch := c.AddChain(&nftables.Chain{Name: "input", Table: tb, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Counter{},
+		}})
+		return c.Flush()
+	}); err != nil {
+		t.Fatalf("conntrack table in %s: %v", ns, err)
+	}
+	t.Cleanup(func() { _ = deleteTable(ns, table) })
 }
 
 // healInFlight starts five echoes 10 ms apart from namespace ns to addr,
