@@ -304,10 +304,18 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		}
 	case nemDelay:
 		victim := 1 + n.rnd.IntN(hosts)
-		d := time.Duration(50+n.rnd.IntN(151)) * time.Millisecond // each way
+		dms := 50 + n.rnd.IntN(151) // each way
+		d := time.Duration(dms) * time.Millisecond
+		// A jitter of a quarter to half the delay: each packet held
+		// between half and one and a half times it, so packets a few
+		// milliseconds apart overtake each other (as under netem's
+		// "delay D J"). The per-packet draws come from a generator
+		// seeded here, so the seed fixes them too.
+		j := time.Duration(dms/4+n.rnd.IntN(dms/2-dms/4+1)) * time.Millisecond
+		seed := n.rnd.Uint64()
 		ev.Hosts = []string{n.b.Host(victim).Name}
 		var dl *delayer
-		dl, ev.Note, err = n.delay(ictx, victim, d)
+		dl, ev.Note, err = n.delay(ictx, victim, d, j, seed)
 		heal = func(ctx context.Context) error {
 			note, err := n.undelay(ctx, victim, dl)
 			ev.Note += "; " + note

@@ -30,7 +30,7 @@ func dropShare(ns, dev string, pct int) error {
 	}
 	// numgen leaves a host-order number; cmp compares bytes, so it is
 	// turned to network order first (as nft does).
-	return devChains(ns, lossTable, dev,
+	return devChains(ns, lossTable, dev, false,
 		&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
 		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 		&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint32(uint32(pct))},
@@ -39,8 +39,14 @@ func dropShare(ns, dev string, pct int) error {
 
 // devChains adds the IPv4 table called table in namespace ns with an
 // input and an output chain, each one rule: the packets received on (or
-// sent out of) dev go through then.
-func devChains(ns, table, dev string, then ...expr.Any) error {
+// sent out of) dev go through then. With early the chains are
+// "prerouting" and "output" at the raw priority, ahead of conntrack (see
+// queueRules); otherwise "input" and "output" at the filter priority.
+func devChains(ns, table, dev string, early bool, then ...expr.Any) error {
+	in, inHook, prio := "input", nftables.ChainHookInput, nftables.ChainPriorityFilter
+	if early {
+		in, inHook, prio = "prerouting", nftables.ChainHookPrerouting, nftables.ChainPriorityRaw
+	}
 	return inNS(ns, func(c *nftables.Conn) error {
 		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
 		accept := nftables.ChainPolicyAccept
@@ -48,9 +54,9 @@ func devChains(ns, table, dev string, then ...expr.Any) error {
 			chain string
 			hook  *nftables.ChainHook
 			meta  expr.MetaKey
-		}{{"input", nftables.ChainHookInput, expr.MetaKeyIIFNAME}, {"output", nftables.ChainHookOutput, expr.MetaKeyOIFNAME}} {
+		}{{in, inHook, expr.MetaKeyIIFNAME}, {"output", nftables.ChainHookOutput, expr.MetaKeyOIFNAME}} {
 			ch := c.AddChain(&nftables.Chain{Name: dir.chain, Table: t, Type: nftables.ChainTypeFilter,
-				Hooknum: dir.hook, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+				Hooknum: dir.hook, Priority: prio, Policy: &accept})
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
 				&expr.Meta{Key: dir.meta, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(dev)},
