@@ -310,7 +310,8 @@ func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration) (
 		// between half and one and a half times it, so packets a few
 		// milliseconds apart overtake each other (as under netem's
 		// "delay D J"). The per-packet draws come from a generator
-		// seeded here, so the seed fixes them too.
+		// seeded here: the seed fixes the draws, the order packets
+		// arrive in decides which packet gets which.
 		j := time.Duration(dms/4+n.rnd.IntN(dms/2-dms/4+1)) * time.Millisecond
 		seed := n.rnd.Uint64()
 		ev.Hosts = []string{n.b.Host(victim).Name}

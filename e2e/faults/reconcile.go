@@ -70,4 +70,3 @@ func reconcileCheck(ctx context.Context, w *workload, limit time.Duration) (bad 
 	}
 	return bad, summary
 }
-
