@@ -39,19 +39,7 @@ func TestDelayHoldsPackets(t *testing.T) {
 		t.Fatalf("before: %v", err)
 	}
 	const d = 80 * time.Millisecond
-	dl, err := startDelay(b, "eth0", d, 0, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = dl.Stop()
-		}
-	})
-	if k, err := delayRules(b); err != nil || k != 2 {
-		t.Fatalf("queue rules read back = %d (%v); want 2", k, err)
-	}
+	dl, stop := startHeld(t, b, d, 0, 1)
 	// The proof itself wants no reply overtaken without jitter.
 	held, err := measureDelay(ctx, a, "10.78.0.2", d, 0)
 	if err != nil {
@@ -85,15 +73,7 @@ func TestDelayHoldsPackets(t *testing.T) {
 
 	// The heal releases what is held: echoes sent just before it are
 	// answered, none lost.
-	healInFlight(ctx, t, a, "10.78.0.2", d, func() error { stopped = true; return dl.Stop() })
-	if k, err := delayRules(b); err != nil || k != 0 {
-		t.Fatalf("queue rules after the heal = %d (%v); want none", k, err)
-	}
-	if note, err := measureDelay(ctx, a, "10.78.0.2", 0, 0); err != nil {
-		t.Fatalf("after the heal: %v", err)
-	} else {
-		t.Logf("after: %s", note)
-	}
+	healAndCheck(ctx, t, a, b, "10.78.0.2", d, stop)
 	if _, err := startDelay(b, "eth0", 0, 0, 1); err == nil {
 		t.Error("a delay of 0 was accepted")
 	}
@@ -120,19 +100,7 @@ func TestDelayJitterReorders(t *testing.T) {
 		t.Fatalf("before: %v", err)
 	}
 	const d, j = 80 * time.Millisecond, 40 * time.Millisecond
-	dl, err := startDelay(b, "eth0", d, j, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = dl.Stop()
-		}
-	})
-	if k, err := delayRules(b); err != nil || k != 2 {
-		t.Fatalf("queue rules read back = %d (%v); want 2", k, err)
-	}
+	_, stop := startHeld(t, b, d, j, 7)
 	// The fault's own proof: no round trip under 2(d − j), some replies
 	// overtaken.
 	held, err := measureDelay(ctx, a, "10.79.0.2", d, j)
@@ -161,11 +129,39 @@ func TestDelayJitterReorders(t *testing.T) {
 	if sent, got, err := pingLoss(ctx, a, "10.79.0.2", 200); err != nil || got != sent {
 		t.Fatalf("a burst through the delay: %d of %d answered (%v); want all", got, sent, err)
 	}
-	healInFlight(ctx, t, a, "10.79.0.2", d, func() error { stopped = true; return dl.Stop() })
+	healAndCheck(ctx, t, a, b, "10.79.0.2", d, stop)
+}
+
+// startHeld starts a delay of d ± j on namespace b's eth0, stopped at
+// the end of the test unless stop ran, and checks its two rules are in
+// place.
+func startHeld(t *testing.T, b string, d, j time.Duration, seed uint64) (*delayer, func() error) {
+	t.Helper()
+	dl, err := startDelay(b, "eth0", d, j, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = dl.Stop()
+		}
+	})
+	if k, err := delayRules(b); err != nil || k != 2 {
+		t.Fatalf("queue rules read back = %d (%v); want 2", k, err)
+	}
+	return dl, func() error { stopped = true; return dl.Stop() }
+}
+
+// healAndCheck heals with echoes in flight (all answered), then checks
+// no rule is left and the path is quick again.
+func healAndCheck(ctx context.Context, t *testing.T, a, b, addr string, d time.Duration, stop func() error) {
+	t.Helper()
+	healInFlight(ctx, t, a, addr, d, stop)
 	if k, err := delayRules(b); err != nil || k != 0 {
 		t.Fatalf("queue rules after the heal = %d (%v); want none", k, err)
 	}
-	if note, err := measureDelay(ctx, a, "10.79.0.2", 0, 0); err != nil {
+	if note, err := measureDelay(ctx, a, addr, 0, 0); err != nil {
 		t.Fatalf("after the heal: %v", err)
 	} else {
 		t.Logf("after: %s", note)
