@@ -77,12 +77,15 @@ func QuietWindow(ctx context.Context, h AgentHost, deadline time.Time) (int, Age
 			case <-time.After(time.Second):
 			}
 		}
-		quiet, why, err := window(ctx, h, deadline, &seen)
+		quiet, why, cut, err := window(ctx, h, deadline, &seen)
 		switch {
 		case err != nil:
 			last = err.Error()
 		case quiet:
 			return n, seen, nil
+		case cut && last != "":
+			// The deadline cut this window short: the last whole
+			// window says more.
 		default:
 			last = why
 		}
@@ -92,41 +95,45 @@ func QuietWindow(ctx context.Context, h AgentHost, deadline time.Time) (int, Age
 // window reads the state digest and the agent's counters, waits until
 // the agent started two more full resyncs (so the first of them ran from
 // start to end in between), and reads them again: quiet when neither the
-// state nor the host writes and operations moved; otherwise why not.
-func window(ctx context.Context, h AgentHost, deadline time.Time, seen *AgentCounters) (quiet bool, why string, err error) {
+// state nor the host writes and operations moved; otherwise why not, and
+// cut when the deadline ended the window before that.
+func window(ctx context.Context, h AgentHost, deadline time.Time, seen *AgentCounters) (quiet bool, why string, cut bool, err error) {
 	d1, i1, err := h.StateDigest(ctx)
 	if err != nil {
-		return false, "", err
+		return false, "", false, err
 	}
 	c1, err := h.AgentCounters(ctx)
 	if err != nil {
-		return false, "", err
+		return false, "", false, err
 	}
 	*seen = c1
 	c2 := c1
 	for c2.FullResyncs < c1.FullResyncs+2 {
+		if c2.FullResyncs < c1.FullResyncs {
+			return false, "its daemon restarted during the window (its counters went back)", false, nil
+		}
 		if time.Now().After(deadline) {
-			return false, fmt.Sprintf("its agent started %d of two full resyncs in the window", c2.FullResyncs-c1.FullResyncs), nil
+			return false, fmt.Sprintf("its agent started %d of two full resyncs in the window", c2.FullResyncs-c1.FullResyncs), true, nil
 		}
 		select {
 		case <-ctx.Done():
-			return false, "", ctx.Err()
+			return false, "", false, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 		if c2, err = h.AgentCounters(ctx); err != nil {
-			return false, "", err
+			return false, "", false, err
 		}
 	}
 	*seen = c2
 	d2, i2, err := h.StateDigest(ctx)
 	switch {
 	case err != nil:
-		return false, "", err
+		return false, "", false, err
 	case d2 != d1:
-		return false, fmt.Sprintf("the state changed (index %d → %d)", i1, i2), nil
+		return false, fmt.Sprintf("the state changed (index %d → %d)", i1, i2), false, nil
 	case c2.HostWrites == c1.HostWrites && c2.Operations == c1.Operations:
-		return true, "", nil
+		return true, "", false, nil
 	}
 	return false, fmt.Sprintf("over an unchanged state the agent attempted %d host writes (%d of them repairs) and started %d operations",
-		c2.HostWrites-c1.HostWrites, c2.Repairs-c1.Repairs, c2.Operations-c1.Operations), nil
+		c2.HostWrites-c1.HostWrites, c2.Repairs-c1.Repairs, c2.Operations-c1.Operations), false, nil
 }

@@ -88,6 +88,14 @@ func TestQuietWindow(t *testing.T) {
 	if n, _, err := QuietWindow(ctx, h, time.Now().Add(20*time.Second)); err != nil || n != 3 {
 		t.Fatalf("failed reads at first: window %d, err %v; want quiet in window 3", n, err)
 	}
+	// A daemon that restarts mid-window (its counters go back) starts
+	// a new window rather than waiting out the deadline.
+	var restarted atomic.Bool
+	h = &fakeAgentHost{writes: steady, digest: same, fail: never}
+	r := &restarting{fakeAgentHost: h, once: &restarted}
+	if n, _, err := QuietWindow(ctx, r, time.Now().Add(20*time.Second)); err != nil || n != 2 {
+		t.Fatalf("daemon restarted in the first window: window %d, err %v; want quiet in window 2", n, err)
+	}
 	// An agent that never resyncs has no window.
 	h = &fakeAgentHost{writes: steady, digest: same, fail: never}
 	_, _, err = QuietWindow(ctx, &frozen{h}, time.Now().Add(2*time.Second))
@@ -102,5 +110,21 @@ type frozen struct{ *fakeAgentHost }
 func (f *frozen) AgentCounters(ctx context.Context) (AgentCounters, error) {
 	c, err := f.fakeAgentHost.AgentCounters(ctx)
 	c.FullResyncs = 5
+	return c, err
+}
+
+// restarting is an agent whose daemon restarts once, at its second
+// counters read: the counters start again from zero.
+type restarting struct {
+	*fakeAgentHost
+	once *atomic.Bool
+}
+
+func (r *restarting) AgentCounters(ctx context.Context) (AgentCounters, error) {
+	c, err := r.fakeAgentHost.AgentCounters(ctx)
+	if c.FullResyncs == 2 && r.once.CompareAndSwap(false, true) {
+		r.fakeAgentHost.reads.Store(0)
+		c.FullResyncs = 0
+	}
 	return c, err
 }

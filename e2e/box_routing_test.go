@@ -43,6 +43,9 @@ import (
 //     timed through the API): the LAN reaches the new VM only, only the
 //     new VM's host answers ARP for the address, and the time from the
 //     move to the first answer is printed;
+//   - with all of that in place, each host's full reconcile finds nothing
+//     to change (no netlink or nftables write, no operation) and no full
+//     resync had to repair a host in the whole run;
 //   - removing the floating IP, the servers and the router leaves no router
 //     namespace of this box on the machine.
 func TestBoxRoutingSecurityGroups(t *testing.T) {

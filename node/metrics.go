@@ -12,7 +12,8 @@ import (
 	"github.com/peerstack/peerstack/rest/dashboard"
 )
 
-// metricsHandler exposes Raft and membership gauges for Prometheus. The
+// metricsHandler exposes Raft and membership gauges, API timings and the
+// agent's counters for Prometheus. The
 // registry is per node, so several nodes can live in one test process.
 func (n *Node) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()

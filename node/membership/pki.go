@@ -28,9 +28,9 @@ const NodeCertName = "peerstack-node"
 const CertBackdate = time.Hour
 
 // DefaultCertTTL is how long a host certificate is valid: a day. Hosts
-// renew theirs when two thirds of it have passed (node's certificate
-// loop), so a certificate that leaks or outlives its host's membership is
-// soon worthless.
+// renew theirs when two thirds of it have passed (CertRenewer), so a
+// certificate that leaks or outlives its host's membership is soon
+// worthless.
 const DefaultCertTTL = 24 * time.Hour
 
 // CA is the cluster certificate authority: it signs host certificates.

@@ -73,7 +73,8 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("no compute time sum in:\n%s", after)
 	}
 	// The agent's counters: its full resyncs run (one at start, then
-	// every second here), and the others are exported beside them.
+	// every 300 ms with the fake agents), and the others are exported
+	// beside them.
 	c.Eventually(10*time.Second, "a full resync counted", func() bool { return agentCounter(t, c, hc, 0, token, "full_resyncs_total") > 0 })
 	for _, name := range []string{"operations_total", "host_writes_total", "repairs_total"} {
 		agentCounter(t, c, hc, 0, token, name)
