@@ -73,7 +73,7 @@ func TestDelayHoldsPackets(t *testing.T) {
 
 	// The heal releases what is held: echoes sent just before it are
 	// answered, none lost.
-	healAndCheck(ctx, t, a, b, "10.78.0.2", d, stop)
+	healAndCheck(ctx, t, a, b, "10.78.0.2", dl, stop)
 	if _, err := startDelay(b, "eth0", 0, 0, 1); err == nil {
 		t.Error("a delay of 0 was accepted")
 	}
@@ -100,7 +100,7 @@ func TestDelayJitterReorders(t *testing.T) {
 		t.Fatalf("before: %v", err)
 	}
 	const d, j = 80 * time.Millisecond, 40 * time.Millisecond
-	_, stop := startHeld(t, b, d, j, 7)
+	dl, stop := startHeld(t, b, d, j, 7)
 	// The fault's own proof: no round trip under 2(d − j), some replies
 	// overtaken.
 	held, err := measureDelay(ctx, a, "10.79.0.2", d, j)
@@ -129,7 +129,7 @@ func TestDelayJitterReorders(t *testing.T) {
 	if sent, got, err := pingLoss(ctx, a, "10.79.0.2", 200); err != nil || got != sent {
 		t.Fatalf("a burst through the delay: %d of %d answered (%v); want all", got, sent, err)
 	}
-	healAndCheck(ctx, t, a, b, "10.79.0.2", d, stop)
+	healAndCheck(ctx, t, a, b, "10.79.0.2", dl, stop)
 }
 
 // startHeld starts a delay of d ± j on namespace b's eth0, stopped at
@@ -155,9 +155,9 @@ func startHeld(t *testing.T, b string, d, j time.Duration, seed uint64) (*delaye
 
 // healAndCheck heals with echoes in flight (all answered), then checks
 // no rule is left and the path is quick again.
-func healAndCheck(ctx context.Context, t *testing.T, a, b, addr string, d time.Duration, stop func() error) {
+func healAndCheck(ctx context.Context, t *testing.T, a, b, addr string, dl *delayer, stop func() error) {
 	t.Helper()
-	healInFlight(ctx, t, a, addr, d, stop)
+	healInFlight(ctx, t, a, addr, dl.Held, stop)
 	if k, err := delayRules(b); err != nil || k != 0 {
 		t.Fatalf("queue rules after the heal = %d (%v); want none", k, err)
 	}
@@ -213,16 +213,24 @@ func useConntrack(t *testing.T, ns string) {
 }
 
 // healInFlight starts five echoes 10 ms apart from namespace ns to addr,
-// heals (stop) while they are held and wants all five answered.
-func healInFlight(ctx context.Context, t *testing.T, ns, addr string, d time.Duration, stop func() error) {
+// heals (stop) once the queue has taken at least three of them (held
+// counts the packets it has seen) and wants all five answered.
+func healInFlight(ctx context.Context, t *testing.T, ns, addr string, held func() int, stop func() error) {
 	t.Helper()
 	ping := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "5", "-i", "0.01", "-W", "3", addr)
 	var out bytes.Buffer
 	ping.Stdout, ping.Stderr = &out, &out
+	before := held()
 	if err := ping.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(d / 2)
+	deadline := time.Now().Add(5 * time.Second)
+	for held() < before+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue took %d packets in 5 s of echoes; want the echoes held at the heal", held()-before)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
