@@ -14,14 +14,16 @@ import (
 // TestChecklistMatchesTree keeps docs/checklist-command.md honest: every
 // path it names exists and every Go name it names is declared (a type, a
 // function, a method, a field, a variable or a constant) in the package it
-// says, or in one of consensus/statedb, consensus, rest and node.
+// says, or in one of consensus/statedb, consensus, rest, node and
+// node/membership.
 func TestChecklistMatchesTree(t *testing.T) {
 	root := filepath.Join("..", "..")
 	doc, err := os.ReadFile(filepath.Join(root, "docs", "checklist-command.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkgs := map[string]string{"statedb": "consensus/statedb", "consensus": "consensus", "rest": "rest", "node": "node"}
+	pkgs := map[string]string{"statedb": "consensus/statedb", "consensus": "consensus", "rest": "rest", "node": "node",
+		"membership": "node/membership"}
 	decls := map[string]map[string]bool{}
 	for name, dir := range pkgs {
 		decls[name] = declaredNames(t, filepath.Join(root, dir))
