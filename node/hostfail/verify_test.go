@@ -152,6 +152,28 @@ func TestLeaderCheckJoinsOnlyARoundNotStarted(t *testing.T) {
 	}
 	t.Logf("%d concurrent confirmations, %d rounds", callers, rounds.Load())
 
+	// The rounds' goroutine may still be winding down after its last
+	// round answered: a caller arriving then joins a round that goroutine
+	// runs with the verify it was started with (in the daemon it is
+	// always the same function; here the next steps pass others).
+	idle := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c.mu.Lock()
+			running := c.running
+			c.mu.Unlock()
+			if !running {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the rounds' goroutine still runs 5 s after its last round")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	idle()
+
 	// Nothing runs now: the next caller starts a round of its own, and a
 	// caller whose context ends stops waiting while the round goes on.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,6 +187,7 @@ func TestLeaderCheckJoinsOnlyARoundNotStarted(t *testing.T) {
 		t.Fatalf("cancelled confirm = %v", err)
 	}
 	close(release)
+	idle()
 	if err := c.confirm(context.Background(), func(context.Context) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
