@@ -138,8 +138,11 @@ type Node struct {
 	trans  *raft.NetworkTransport
 	stream *tlsStream
 	logs   *raftboltdb.BoltStore
-	notify chan bool
-	log    *slog.Logger
+	// announcer tells followers the commit index of forwarded writes
+	// at once (announce.go).
+	announcer commitAnnouncer
+	notify    chan bool
+	log       *slog.Logger
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Shutdown begins
@@ -232,6 +235,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, stream: stream, logs: logs, notify: notify, log: cfg.Logger, stopped: make(chan struct{})}
+	n.announcer.barrier = func() error { return r.Barrier(barrierTimeout).Error() }
 	watch.node.Store(n)
 	n.electAloneSoon(tm)
 	return n, nil

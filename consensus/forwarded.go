@@ -15,5 +15,11 @@ func (n *Node) ApplyForwarded(ctx context.Context, data []byte, from statedb.Ori
 	if err := n.store.Registry().CheckForwarded(n.store.Snapshot(), data, from); err != nil {
 		return 0, err
 	}
-	return n.ApplyLeader(ctx, data)
+	idx, err := n.ApplyLeader(ctx, data)
+	if idx > 0 {
+		// The forwarding member waits to apply idx before it answers,
+		// a refused command's entry included.
+		n.announcer.announce(idx)
+	}
+	return idx, err
 }
