@@ -41,8 +41,8 @@ test-unit: build
 
 # bench: the control-plane table (joins, writes, failover, placements)
 # measured between real processes; bench-all: every benchmark.
-bench: build
-	GO=$(GO) sh scripts/benchtable.sh
+bench: deps build
+	GO=$(GO) bash scripts/benchtable.sh
 
 bench-all: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m $(PKGS)

@@ -1,10 +1,10 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # benchtable.sh: run the control-plane benchmarks (real processes where
 # users meet them that way) and print their rows as one table: what,
 # figure, target, baseline measured in the same run, ratio. The security
 # group row runs five daemons in network namespaces: as root only (it is
 # skipped otherwise).
-set -eu
+set -euo pipefail
 GO=${GO:-go}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
