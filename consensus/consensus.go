@@ -228,6 +228,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.WrapLogs != nil {
 		logStore = cfg.WrapLogs(logs)
 	}
+	timed := &logTimer{LogStore: logStore}
+	logStore = timed
 	r, err := raft.NewRaft(rc, f, logStore, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
@@ -235,7 +237,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n := &Node{cfg: cfg, raft: r, store: store, fsm: f, trans: trans, stream: stream, logs: logs, notify: notify, log: cfg.Logger, stopped: make(chan struct{})}
-	n.announcer.barrier = func() error { return r.Barrier(barrierTimeout).Error() }
+	n.announcer.barrier = func() error { return n.await(r.Barrier(barrierTimeout)) }
+	// Two log writes in a row must beat the commit timer's shortest wait.
+	n.announcer.worth = func() bool { return timed.below(tm.Commit / 2) }
 	watch.node.Store(n)
 	n.electAloneSoon(tm)
 	return n, nil
@@ -516,7 +520,8 @@ type skipMark struct {
 // appliedIndex is the index of the last command the state machine applied,
 // moved up to commit when every entry after it up to commit is one that
 // never reaches the state machine (a barrier — one per lease confirmation
-// round —, a new leader's no-op, a configuration change): otherwise a host
+// round, or announcing a forwarded write's commit —, a new leader's no-op,
+// a configuration change): otherwise a host
 // whose last entries are such ones would never read as caught up. Raft's
 // own applied index will not do: it moves when entries are queued for the
 // state machine, not once applied. Each call reads at most maxSkipScan
