@@ -132,9 +132,9 @@ func TestDebPackage(t *testing.T) {
 	}
 }
 
-// debootstrapRoot makes a minimal Debian root for the install test, from
-// the same release and mirror as the host's apt.
-func debootstrapRoot(t *testing.T) string {
+// debootstrapRoot makes a minimal Debian root for the install tests, from
+// the same release as the host, with the packages in include added.
+func debootstrapRoot(t *testing.T, include ...string) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	suite := "bookworm"
@@ -145,7 +145,11 @@ func debootstrapRoot(t *testing.T) string {
 			}
 		}
 	}
-	cmd := exec.Command("debootstrap", "--variant=minbase", suite, root, "http://deb.debian.org/debian")
+	args := []string{"--variant=minbase"}
+	if len(include) > 0 {
+		args = append(args, "--include="+strings.Join(include, ","))
+	}
+	cmd := exec.Command("debootstrap", append(args, suite, root, "http://deb.debian.org/debian")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("debootstrap: %v\n%s", err, tail(string(b), 3000))
 	}

@@ -9,7 +9,7 @@ set -euo pipefail
 what=${1:-test}
 run_pkgs="qemu-system-x86 qemu-utils qemu-block-extra iproute2 python3-openstackclient"
 guest_pkgs="busybox-static cpio grub-pc-bin grub-common xorriso mtools qemu-utils"
-test_pkgs="$run_pkgs $guest_pkgs chromium chromium-driver nfs-ganesha nfs-ganesha-vfs rpcbind socat libnfs-utils iputils-ping lintian debootstrap iperf3 qemu-user qemu-system-arm qemu-efi-aarch64"
+test_pkgs="$run_pkgs $guest_pkgs chromium chromium-driver nfs-ganesha nfs-ganesha-vfs rpcbind socat libnfs-utils iputils-ping lintian debootstrap systemd-container iperf3 qemu-user qemu-system-arm qemu-efi-aarch64"
 case "$what" in
   run) pkgs=$run_pkgs ;;
   guest) pkgs=$guest_pkgs ;;
