@@ -137,7 +137,7 @@ func (w *writer) run(ctx context.Context, t *testing.T) {
 }
 
 // TestRollingUpgrade runs a three-host cluster of real processes with
-// real QEMU guests, then replaces each host's binary with a newer build
+// six real QEMU guests, then replaces each host's binary with a newer build
 // and restarts it, one host at a time, as a package upgrade under the
 // unit would (SIGTERM to the daemon alone). The guests' QEMU processes
 // must never change, writes keep flowing through the other hosts, and
@@ -174,13 +174,13 @@ func TestRollingUpgrade(t *testing.T) {
 
 	osc := func(args ...string) string { t.Helper(); return Run(t, clouds, "openstack", args...) }
 	osc("image", "create", "--file", guest, "--disk-format", "qcow2", "--container-format", "bare", "--public", "upg-guest")
-	osc("server", "create", "--image", "upg-guest", "--flavor", "m1.tiny", "--min", "3", "--max", "3", "upg")
+	osc("server", "create", "--image", "upg-guest", "--flavor", "m1.tiny", "--min", "6", "--max", "6", "upg")
 	var ids []string
 	for _, l := range strings.Fields(osc("server", "list", "-f", "value", "-c", "ID", "--name", "^upg")) {
 		ids = append(ids, l)
 	}
-	if len(ids) != 3 {
-		t.Fatalf("servers = %v; want 3", ids)
+	if len(ids) != 6 {
+		t.Fatalf("servers = %v; want 6", ids)
 	}
 	t.Cleanup(func() {
 		for _, id := range ids {
@@ -218,7 +218,7 @@ func TestRollingUpgrade(t *testing.T) {
 	time.Sleep(time.Second) // one more second of writes after the last restart
 	cancel()
 	wg.Wait()
-	t.Logf("rolling upgrade of 3 hosts: %.1f s; writes ok %d, failed %d; writes unavailable %.2f s in total, longest %.2f s",
+	t.Logf("rolling upgrade of 3 hosts with 6 guests: %.1f s; writes ok %d, failed %d; writes unavailable %.2f s in total, longest %.2f s",
 		time.Since(start).Seconds(), w.ok, w.fails, w.down.Seconds(), w.worst.Seconds())
 	if w.ok == 0 {
 		t.Fatal("no write succeeded during the upgrade")
