@@ -178,11 +178,7 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	justFenced := expired && !f.fenced
 	var victims []GuardVM
 	if expired {
-		f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
-		victims, f.ha = f.ha, nil
-		for _, v := range victims {
-			f.killed[v.ID] = true
-		}
+		victims = f.lapseLocked()
 	}
 	f.mu.Unlock()
 	if justFenced {
@@ -197,6 +193,28 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
 	commit, err := f.cfg.Renew(rctx)
 	cancel()
+	if err == nil && !expired {
+		// The host may have been suspended (or this process stopped)
+		// between the check above and the send: a renewal sent past the
+		// deadline must not stretch a lease that had lapsed — the leader
+		// may have counted this host out meanwhile. It fences first, as
+		// the check would have, and the renewal then counts as the first
+		// contact after the fence.
+		f.mu.Lock()
+		t, _ := f.timeout()
+		lapsed := sent-f.lastAck > t
+		if lapsed {
+			victims = f.lapseLocked()
+		}
+		f.mu.Unlock()
+		if lapsed {
+			f.log.Error("fence: the lease lapsed before the renewal was sent (the host was suspended or the daemon stopped); killing the VMs of this host's HA servers",
+				"t_fence", t, "vms", len(victims))
+			if len(victims) > 0 {
+				kill(ctx, victims)
+			}
+		}
+	}
 	if err == nil && !f.CaughtUp() {
 		// Every renewal commits a barrier on the leader (its leadership
 		// confirmation), so the commit index it answers is always newer
@@ -227,6 +245,18 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 			f.log.Warn("fence: write the guard's heartbeat", "err", err)
 		}
 	}
+}
+
+// lapseLocked marks the lease lapsed (f.mu held): the host must catch
+// up again, and the HA VMs of the last sync are returned to be killed.
+func (f *Fence) lapseLocked() []GuardVM {
+	f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
+	victims := f.ha
+	f.ha = nil
+	for _, v := range victims {
+		f.killed[v.ID] = true
+	}
+	return victims
 }
 
 // runFence renews the lease every Interval until ctx ends, and wakes the

@@ -238,3 +238,39 @@ func TestFenceCatchesUpWhileEveryRenewalCommitsABarrier(t *testing.T) {
 	}
 	t.Fatal("the fence never read as caught up: it chased a commit index every renewal moved on")
 }
+
+// The host suspended between the deadline check and the renewal's send
+// (the check read the clock, the send time is read after the resume): the
+// renewal, answered at once, must not stretch the lease that lapsed while
+// the host slept. The fence kills first and catches up, as after a check
+// that saw the deadline passed.
+func TestFenceSuspendBetweenCheckAndSendFences(t *testing.T) {
+	r := newFenceRig()
+	r.check()
+	r.f.setHA([]GuardVM{{ID: "a", PID: 0}})
+	calls, jumpAt := 0, 0
+	r.f.cfg.Clock = func() time.Duration {
+		calls++
+		if calls == jumpAt {
+			r.clock.Add(30 * time.Second)
+		}
+		return r.clock.Now()
+	}
+	r.clock.Add(time.Second)
+	calls, jumpAt = 0, 2 // the check's read, then the send's
+	r.commit, r.applied = 50, 40
+	r.check()
+	if calls < 2 || len(r.killed) != 1 || r.killed[0].ID != "a" || !r.f.Fenced() || r.f.CaughtUp() {
+		t.Fatalf("renewal sent 30 s after the check: clock read %d times, killed %v fenced %v caught up %v; want a killed, fenced, not caught up",
+			calls, r.killed, r.f.Fenced(), r.f.CaughtUp())
+	}
+	if last := r.beats[len(r.beats)-1]; last != r.clock.Now()+10*time.Second {
+		t.Fatalf("heartbeat deadline %v; want the new renewal's send time plus T_fence (%v)", last, r.clock.Now()+10*time.Second)
+	}
+	r.applied = 50
+	jumpAt = 0
+	r.check()
+	if !r.f.CaughtUp() || len(r.killed) != 1 {
+		t.Fatalf("after catching up: caught up %v, killed %v; want caught up, a killed once", r.f.CaughtUp(), r.killed)
+	}
+}
