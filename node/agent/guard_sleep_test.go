@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeQEMU is a real process standing in for an instance's QEMU: `sleep`
+// with a command line that names the instance, as QEMU's does.
+type fakeQEMU struct {
+	pid  int
+	done chan struct{} // closed once the process is reaped
+	ps   *os.ProcessState
+}
+
+func startFakeQEMU(t *testing.T, id string) *fakeQEMU {
+	t.Helper()
+	cmd := exec.Command("sleep", "1000")
+	cmd.Args[0] = "qemu-system-x86_64 -name guest=" + id
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	q := &fakeQEMU{pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); q.ps = cmd.ProcessState; close(q.done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(q.pid, syscall.SIGKILL)
+		select {
+		case <-q.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	return q
+}
+
+// state is the process's state letter ("" once it is reaped).
+func (q *fakeQEMU) state() string {
+	_, st, _ := procStartState("/proc", q.pid)
+	return st
+}
+
+// waitState waits up to 2 s for the process to reach state want.
+func (q *fakeQEMU) waitState(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for q.state() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d in state %q; want %q", q.pid, q.state(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// holds checks that the process stays in state want for a moment.
+func (q *fakeQEMU) holds(t *testing.T, want, why string) {
+	t.Helper()
+	for range 10 {
+		if st := q.state(); st != want {
+			t.Fatalf("%s: pid %d in state %q; want %q", why, q.pid, st, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitKilled waits for the process to die of SIGKILL.
+func (q *fakeQEMU) waitKilled(t *testing.T) {
+	t.Helper()
+	select {
+	case <-q.done:
+		ws, ok := q.ps.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("pid %d ended with %v; want killed by SIGKILL", q.pid, q.ps)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("pid %d (state %q) not killed within 5 s", q.pid, q.state())
+	}
+}
+
+func sleepRig(t *testing.T, deadline time.Duration, vms ...GuardVM) SleepConfig {
+	t.Helper()
+	hb := filepath.Join(t.TempDir(), "fence-heartbeat-x.json")
+	if err := WriteHeartbeat(hb, deadline, 0, vms); err != nil {
+		t.Fatal(err)
+	}
+	return SleepConfig{Heartbeat: hb, Logger: slog.New(slog.DiscardHandler)}
+}
+
+func readRecord(t *testing.T, cfg SleepConfig) SleepRecord {
+	t.Helper()
+	rec, err := readSleepRecord(SleepRecordPath(cfg.Heartbeat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// Before the host sleeps the HA QEMUs the heartbeat lists are stopped
+// (and nothing else); after a resume within the lease they run again.
+// Both steps may run twice.
+func TestSleepStopsHAVMsAndContinuesThemOnAValidLease(t *testing.T) {
+	a, b, other := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-b"), startFakeQEMU(t, "inst-c")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-b", PID: b.pid})
+	for i := range 2 {
+		if err := SleepPre(cfg); err != nil {
+			t.Fatalf("pre #%d: %v", i+1, err)
+		}
+		a.waitState(t, "T")
+		b.waitState(t, "T")
+		if rec := readRecord(t, cfg); len(rec.VMs) != 2 || rec.BootID != BootID() {
+			t.Fatalf("pre #%d recorded %+v; want a and b once each, this boot", i+1, rec)
+		}
+	}
+	other.holds(t, "S", "a process the heartbeat does not list")
+
+	for i := range 2 {
+		if err := SleepPost(cfg); err != nil {
+			t.Fatalf("post #%d: %v", i+1, err)
+		}
+		a.waitState(t, "S")
+		b.waitState(t, "S")
+		if _, err := os.Stat(SleepRecordPath(cfg.Heartbeat)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("post #%d left the record: %v", i+1, err)
+		}
+	}
+}
+
+// The host slept past the lease's deadline: the QEMUs stopped before it
+// are killed, never continued.
+func TestSleepKillsStoppedVMsWhenTheLeaseLapsed(t *testing.T) {
+	a, b := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-b")
+	cfg := sleepRig(t, BootNow()+10*time.Second, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-b", PID: b.pid})
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "T")
+	b.waitState(t, "T")
+	// A minute asleep: CLOCK_BOOTTIME moved on by that much.
+	slept := BootNow() + time.Minute
+	cfg.Clock = func() time.Duration { return slept }
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitKilled(t)
+	b.waitKilled(t)
+	if err := SleepPost(cfg); err != nil {
+		t.Fatalf("post again: %v", err)
+	}
+}
+
+// A heartbeat gone between the two steps (or one with no deadline)
+// cannot show the lease valid: the stopped QEMUs are killed.
+func TestSleepKillsWhenTheLeaseCannotBeShownValid(t *testing.T) {
+	a := startFakeQEMU(t, "inst-a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid})
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "T")
+	if err := os.Remove(cfg.Heartbeat); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitKilled(t)
+}
+
+// A pid that is no longer the process that was stopped (its start time
+// differs: reused) is neither continued nor killed; a pid listed for an
+// instance its command line does not name is not stopped; a process
+// someone else stopped is left stopped.
+func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
+	a, reused, wrong, stopped := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-r"), startFakeQEMU(t, "inst-w"), startFakeQEMU(t, "inst-s")
+	if err := syscall.Kill(stopped.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped.waitState(t, "T")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-r", PID: reused.pid},
+		GuardVM{ID: "inst-x", PID: wrong.pid}, GuardVM{ID: "inst-s", PID: stopped.pid})
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "T")
+	reused.waitState(t, "T")
+	wrong.holds(t, "S", "a pid listed for an instance its command line does not name")
+	rec := readRecord(t, cfg)
+	if len(rec.VMs) != 2 {
+		t.Fatalf("recorded %+v; want inst-a and inst-r only", rec.VMs)
+	}
+	// inst-r's pid now belongs to another process: another start time.
+	for i := range rec.VMs {
+		if rec.VMs[i].ID == "inst-r" {
+			rec.VMs[i].Start += "1"
+		}
+	}
+	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "S")
+	reused.holds(t, "T", "a reused pid after a valid post")
+	stopped.holds(t, "T", "a process stopped by someone else")
+
+	// The same on a lapsed lease: nothing but what was stopped is killed.
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "T")
+	rec = readRecord(t, cfg)
+	if len(rec.VMs) != 1 || rec.VMs[0].ID != "inst-a" {
+		t.Fatalf("second pre recorded %+v; want inst-a only (inst-r's pid is stopped by someone else now)", rec.VMs)
+	}
+	rec.VMs = append(rec.VMs, SleptVM{ID: "inst-r", PID: reused.pid, Start: "1"})
+	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), rec); err != nil {
+		t.Fatal(err)
+	}
+	slept := BootNow() + 2*time.Hour
+	cfg.Clock = func() time.Duration { return slept }
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.waitKilled(t)
+	reused.holds(t, "T", "a reused pid after a lapsed post")
+	wrong.holds(t, "S", "an unlisted process after a lapsed post")
+}
