@@ -129,6 +129,9 @@ func SleepPre(cfg SleepConfig) error {
 		}
 		stop = append(stop, v)
 	}
+	if len(rec.VMs) == 0 {
+		return removeSleepRecord(cfg.Record) // nothing stopped: nothing to undo
+	}
 	if err := writeSleepRecord(cfg.Record, rec); err != nil {
 		return err
 	}

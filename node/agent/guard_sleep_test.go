@@ -230,3 +230,17 @@ func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
 	reused.holds(t, "T", "a reused pid after a lapsed post")
 	wrong.holds(t, "S", "an unlisted process after a lapsed post")
 }
+
+// A heartbeat that lists no live VM leaves no record behind.
+func TestSleepWithNothingToStopRecordsNothing(t *testing.T) {
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-gone", PID: 0})
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(SleepRecordPath(cfg.Heartbeat)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("record after a pre that stopped nothing: %v", err)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -22,6 +22,13 @@ import (
 // CLOCK_BOOTTIME, that a full data disk does not fill.
 const RunDir = "/run/peerstack"
 
+// The heartbeat's file names: in the run dir, the prefix followed by a
+// hash of the data dir's path and ".json"; in the data dir, the other.
+const (
+	runHeartbeatPrefix = "fence-heartbeat-"
+	dataDirHeartbeat   = "fence-heartbeat.json"
+)
+
 // HeartbeatPath is the heartbeat file of the daemon of dataDir: in
 // runDir, named after the data dir's absolute path (one host may run
 // several daemons), or in the data dir when runDir is not writable. The
@@ -36,10 +43,10 @@ func HeartbeatPath(runDir, dataDir string) string {
 		if f, err := os.CreateTemp(runDir, ".probe-*"); err == nil {
 			f.Close()
 			_ = os.Remove(f.Name())
-			return filepath.Join(runDir, "fence-heartbeat-"+hex.EncodeToString(sum[:8])+".json")
+			return filepath.Join(runDir, runHeartbeatPrefix+hex.EncodeToString(sum[:8])+".json")
 		}
 	}
-	return filepath.Join(dataDir, "fence-heartbeat.json")
+	return filepath.Join(dataDir, dataDirHeartbeat)
 }
 
 // FenceConfig is what the agent's fence is made from.
