@@ -24,9 +24,10 @@ import (
 // deadline has passed, and SIGCONTed otherwise. Nothing else in
 // peerstack sends SIGCONT, so a QEMU stopped here runs again only
 // through SleepPost, and only on a valid lease: the daemon's fence
-// renews only after it has killed the HA VMs of a lapsed lease (and a
-// stopped QEMU stays in its list: its process lives), so a deadline
-// that is valid at "post" comes from a lease that never lapsed.
+// counts a renewal, and writes its deadline, only after it has killed
+// the HA VMs of a lapsed lease (Fence.Check; a stopped QEMU stays in its
+// list: its process lives), so a deadline that is valid at "post" comes
+// from a lease that never lapsed.
 
 // SleepRecord is what SleepPre stopped, for SleepPost.
 type SleepRecord struct {
