@@ -21,13 +21,16 @@ import (
 // kills it. So before the host sleeps (systemd-sleep's "pre" hook) the
 // HA QEMUs a heartbeat lists are SIGSTOPped and recorded next to it;
 // after the resume ("post") they are SIGKILLed if the heartbeat's
-// deadline has passed, and SIGCONTed otherwise. Nothing else in
+// lease shows it may run, and SIGKILLed otherwise. Nothing else in
 // peerstack sends SIGCONT, so a QEMU stopped here runs again only
-// through SleepPost, and only on a valid lease: the daemon's fence
-// counts a renewal, and writes its deadline, only after it has killed
-// the HA VMs of a lapsed lease (Fence.Check; a stopped QEMU stays in its
-// list: its process lives), so a deadline that is valid at "post" comes
-// from a lease that never lapsed.
+// through SleepPost, and only if the heartbeat shows one lease unbroken
+// from before the stop until now: its deadline has not passed, it began
+// (Heartbeat.LeaseSince) before the stop, and it still lists that QEMU.
+// A valid deadline alone will not do: after a lapse the daemon kills
+// only the VMs it still counts as its own (the state may have moved a
+// server elsewhere meanwhile), and a daemon restarted after the resume
+// knows nothing of the lapse; either then writes a fresh deadline, but
+// one of a lease that began after the stop.
 
 // SleepRecord is what SleepPre stopped, for SleepPost.
 type SleepRecord struct {
@@ -45,7 +48,13 @@ type SleptVM struct {
 	// Start is the process's start time (/proc/PID/stat): a pid reused by
 	// another process since has another one, and is left alone.
 	Start string `json:"start"`
+	// Stopped is when it was stopped (CLOCK_BOOTTIME, read before the
+	// signal): it runs again only on a lease that began before.
+	Stopped int64 `json:"stopped_boot_ns,omitempty"`
 }
+
+// key is the process a record names, whenever it was stopped.
+func (v SleptVM) key() SleptVM { return SleptVM{ID: v.ID, PID: v.PID, Start: v.Start} }
 
 // SleepConfig is the heartbeat SleepPre and SleepPost act on.
 type SleepConfig struct {
@@ -89,11 +98,17 @@ func SleepPre(cfg SleepConfig) error {
 	cfg = cfg.withDefaults()
 	hb, err := ReadHeartbeat(cfg.Heartbeat)
 	if err != nil {
-		return err
+		return fmt.Errorf("fence-sleep pre %s: %w", cfg.Heartbeat, err)
 	}
 	rec, err := readSleepRecord(cfg.Record)
 	if err != nil {
-		cfg.Logger.Warn("fence-sleep: unreadable record of stopped VMs; starting a new one", "file", cfg.Record, "err", err)
+		// It may name QEMUs a failed step stopped: kept aside for an
+		// operator (docs/ha.md), never overwritten.
+		aside := cfg.Record + ".unreadable"
+		if rerr := os.Rename(cfg.Record, aside); rerr != nil {
+			return fmt.Errorf("fence-sleep pre %s: %w; keep it aside: %w", cfg.Heartbeat, err, rerr)
+		}
+		cfg.Logger.Error("fence-sleep: unreadable record of stopped VMs kept aside; starting a new one", "file", aside, "err", err)
 		rec = SleepRecord{}
 	}
 	boot := BootID()
@@ -105,12 +120,13 @@ func SleepPre(cfg SleepConfig) error {
 	var keep []SleptVM
 	for _, v := range rec.VMs {
 		if start, _, ok := procStartState(cfg.Proc, v.PID); ok && start == v.Start {
-			recorded[v] = true
+			recorded[v.key()] = true
 			keep = append(keep, v)
 		}
 	}
 	rec.VMs = keep
 	var stop []SleptVM
+	stopped := int64(cfg.Clock()) // before any signal: no earlier than the stops
 	for _, vm := range hb.VMs {
 		if vm.PID <= 0 || !procNames(cfg.Proc, vm.PID, vm.ID) {
 			continue
@@ -126,20 +142,25 @@ func SleepPre(cfg SleepConfig) error {
 				continue
 			}
 			recorded[v] = true
+			v.Stopped = stopped
 			rec.VMs = append(rec.VMs, v)
 		}
 		stop = append(stop, v)
 	}
 	if len(rec.VMs) == 0 {
-		return removeSleepRecord(cfg.Record) // nothing stopped: nothing to undo
+		// nothing stopped: nothing to undo
+		if err := removeSleepRecord(cfg.Record); err != nil {
+			return fmt.Errorf("fence-sleep pre %s: %w", cfg.Heartbeat, err)
+		}
+		return nil
 	}
 	if err := writeSleepRecord(cfg.Record, rec); err != nil {
-		return err
+		return fmt.Errorf("fence-sleep pre %s: %w", cfg.Heartbeat, err)
 	}
 	var errs []error
 	for _, v := range stop {
 		if err := syscall.Kill(v.PID, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("fence-sleep: stop vm %s (pid %d): %w", v.ID, v.PID, err))
+			errs = append(errs, fmt.Errorf("fence-sleep pre %s: stop vm %s (pid %d): %w", cfg.Heartbeat, v.ID, v.PID, err))
 			continue
 		}
 		cfg.Logger.Info("fence-sleep: stopped the VM of an HA server until the host resumes", "instance", v.ID, "pid", v.PID)
@@ -147,10 +168,12 @@ func SleepPre(cfg SleepConfig) error {
 	return errors.Join(errs...)
 }
 
-// SleepPost acts on what SleepPre recorded: past the heartbeat's
-// deadline (or with no deadline that can be read: the lease cannot be
-// shown valid) the recorded QEMUs are SIGKILLed, as the guard would;
-// otherwise they are SIGCONTed. A pid whose start time changed is
+// SleepPost acts on what SleepPre recorded: a recorded QEMU is SIGCONTed
+// only if the heartbeat shows a lease unbroken since before its stop —
+// the deadline has not passed, the lease began (LeaseSince) before the
+// stop, and the heartbeat still lists that pid for that VM; otherwise
+// (a lapse, a lease of a restarted daemon, a heartbeat of an older
+// daemon or none that can be read) it is SIGKILLed, as the guard would. A pid whose start time changed is
 // another process now and is left alone. The record is removed once
 // every signal went out, so running it again does nothing.
 func SleepPost(cfg SleepConfig) error {
@@ -160,32 +183,37 @@ func SleepPost(cfg SleepConfig) error {
 		// Unreadable: which pids were stopped is unknown. The guard and
 		// the daemon still kill them at the deadline; the file stays for
 		// an operator.
-		return err
+		return fmt.Errorf("fence-sleep post %s: %w", cfg.Heartbeat, err)
+	}
+	done := func() error {
+		if err := removeSleepRecord(cfg.Record); err != nil {
+			return fmt.Errorf("fence-sleep post %s: %w", cfg.Heartbeat, err)
+		}
+		return nil
 	}
 	if len(rec.VMs) == 0 {
-		return removeSleepRecord(cfg.Record)
+		return done()
 	}
 	if boot := BootID(); rec.BootID != "" && boot != "" && rec.BootID != boot {
 		cfg.Logger.Info("fence-sleep: record of another boot; dropping it", "file", cfg.Record)
-		return removeSleepRecord(cfg.Record)
+		return done()
 	}
-	lapsed, why := true, ""
 	hb, err := ReadHeartbeat(cfg.Heartbeat)
 	now := cfg.Clock()
+	lease := ""
 	switch {
 	case err != nil:
-		why = "heartbeat unreadable: " + err.Error()
+		lease = "heartbeat unreadable: " + err.Error()
 	case hb.Deadline() == 0:
-		why = "no lease deadline"
+		lease = "no lease deadline"
 	case now > hb.Deadline():
-		why = fmt.Sprintf("the lease deadline passed %s ago", (now - hb.Deadline()).Round(time.Millisecond))
-	default:
-		lapsed = false
+		lease = fmt.Sprintf("the lease deadline passed %s ago", (now - hb.Deadline()).Round(time.Millisecond))
+	case hb.LeaseSince <= 0:
+		lease = "the heartbeat does not say when the lease began"
 	}
-	sig, verb := syscall.SIGCONT, "continued"
-	if lapsed {
-		sig, verb = syscall.SIGKILL, "killed"
-		cfg.Logger.Error("fence-sleep: the lease lapsed while the host slept; killing the VMs of the HA servers stopped before it", "why", why)
+	listed := map[GuardVM]bool{}
+	for _, vm := range hb.VMs {
+		listed[vm] = true
 	}
 	var errs []error
 	for _, v := range rec.VMs {
@@ -193,20 +221,40 @@ func SleepPost(cfg SleepConfig) error {
 			cfg.Logger.Info("fence-sleep: VM process gone (or its pid reused); leaving it", "instance", v.ID, "pid", v.PID)
 			continue
 		}
+		why := lease
+		switch {
+		case why != "":
+		case v.Stopped <= 0 || hb.LeaseSince >= v.Stopped:
+			why = "the lease began after the VM was stopped (it lapsed, or the daemon restarted)"
+		case !listed[GuardVM{ID: v.ID, PID: v.PID}]:
+			why = "the daemon no longer counts the VM as an HA server of this host"
+		}
+		sig, verb := syscall.SIGCONT, "continued"
+		if why != "" {
+			sig, verb = syscall.SIGKILL, "killed"
+		}
 		if err := syscall.Kill(v.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("fence-sleep: signal vm %s (pid %d): %w", v.ID, v.PID, err))
+			errs = append(errs, fmt.Errorf("fence-sleep post %s: signal vm %s (pid %d): %w", cfg.Heartbeat, v.ID, v.PID, err))
 			continue
 		}
-		cfg.Logger.Info("fence-sleep: "+verb+" the VM of an HA server", "instance", v.ID, "pid", v.PID)
+		if why != "" {
+			cfg.Logger.Error("fence-sleep: the lease does not cover the sleep; killed the VM of an HA server stopped before it", "instance", v.ID, "pid", v.PID, "why", why)
+		} else {
+			cfg.Logger.Info("fence-sleep: "+verb+" the VM of an HA server", "instance", v.ID, "pid", v.PID)
+		}
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	return removeSleepRecord(cfg.Record)
+	return done()
 }
 
-// procNames tells whether process pid's command line names instance id.
+// procNames tells whether process pid's command line names instance id
+// (an empty id names none).
 func procNames(proc string, pid int, id string) bool {
+	if id == "" {
+		return false
+	}
 	b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cmdline"))
 	return err == nil && strings.Contains(string(b), id)
 }
@@ -257,11 +305,7 @@ func writeSleepRecord(path string, rec SleepRecord) error {
 	if err != nil {
 		return fmt.Errorf("fence-sleep record: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("fence-sleep record: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, b); err != nil {
 		return fmt.Errorf("fence-sleep record: %w", err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -84,7 +85,8 @@ func (q *fakeQEMU) waitKilled(t *testing.T) {
 func sleepRig(t *testing.T, deadline time.Duration, vms ...GuardVM) SleepConfig {
 	t.Helper()
 	hb := filepath.Join(t.TempDir(), "fence-heartbeat-x.json")
-	if err := WriteHeartbeat(hb, deadline, 0, vms); err != nil {
+	// A lease that began well before the stop.
+	if err := WriteHeartbeatSince(hb, deadline, 0, max(1, BootNow()-time.Minute), vms); err != nil {
 		t.Fatal(err)
 	}
 	return SleepConfig{Heartbeat: hb, Logger: slog.New(slog.DiscardHandler)}
@@ -242,5 +244,192 @@ func TestSleepWithNothingToStopRecordsNothing(t *testing.T) {
 	}
 	if err := SleepPost(cfg); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fenceSleepRig is a real Fence writing a real heartbeat file on a clock
+// that follows CLOCK_BOOTTIME plus what the test adds (a sleep).
+type fenceSleepRig struct {
+	*fenceRig
+	off time.Duration
+	hb  string
+	cfg SleepConfig
+}
+
+func newFenceSleepRig(t *testing.T) *fenceSleepRig {
+	r := &fenceSleepRig{fenceRig: newFenceRig(), hb: filepath.Join(t.TempDir(), "fence-heartbeat-x.json")}
+	clock := func() time.Duration { return BootNow() + r.off }
+	r.f = r.newFence(clock, nil)
+	r.cfg = SleepConfig{Heartbeat: r.hb, Clock: clock, Logger: slog.New(slog.DiscardHandler)}
+	return r
+}
+
+// newFence is a (re)started daemon's fence: initial are the VMs of the
+// heartbeat it found.
+func (r *fenceSleepRig) newFence(clock func() time.Duration, initial []GuardVM) *Fence {
+	cfg := r.f.cfg
+	cfg.Clock, cfg.Initial = clock, initial
+	cfg.Heartbeat = func(d, w, since time.Duration, vms []GuardVM) error {
+		return WriteHeartbeatSince(r.hb, d, w, since, vms)
+	}
+	return NewFence(cfg)
+}
+
+// SleepPost continues a QEMU only on the lease it was stopped under. A
+// fresh deadline alone does not do: after a lapse the daemon kills only
+// the VMs it still counts (the state may have moved a server away
+// before its first check), and a daemon restarted after the resume knows
+// of no lapse; either writes a fresh deadline, of a lease that began
+// after the stop. Nor does a lease whose heartbeat no longer lists the
+// VM.
+func TestSleepPostContinuesOnlyOnTheLeaseOfTheStop(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		resume func(t *testing.T, r *fenceSleepRig)
+		cont   bool
+	}{
+		{"short sleep, same lease", func(t *testing.T, r *fenceSleepRig) {
+			r.off += 2 * time.Second
+			r.check()
+		}, true},
+		{"lapse, server moved before the first check", func(t *testing.T, r *fenceSleepRig) {
+			r.off += time.Minute
+			r.f.setHA(nil) // the state has it on another host now
+			r.check()
+		}, false},
+		{"daemon restarted after the resume", func(t *testing.T, r *fenceSleepRig) {
+			r.off += 3 * time.Second // within the lease
+			hb, err := ReadHeartbeat(r.hb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.f = r.newFence(r.cfg.Clock, hb.VMs)
+			r.check()
+		}, false},
+		{"same lease, VM no longer listed", func(t *testing.T, r *fenceSleepRig) {
+			r.f.setHA(nil)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := startFakeQEMU(t, "inst-m")
+			r := newFenceSleepRig(t)
+			r.f.setHA([]GuardVM{{ID: "inst-m", PID: q.pid}})
+			r.check()
+			if err := SleepPre(r.cfg); err != nil {
+				t.Fatal(err)
+			}
+			q.waitState(t, "T")
+			tc.resume(t, r)
+			if hb, err := ReadHeartbeat(r.hb); err != nil || hb.Deadline() < r.cfg.Clock() {
+				t.Fatalf("heartbeat %+v (%v); want a valid deadline", hb, err)
+			}
+			if err := SleepPost(r.cfg); err != nil {
+				t.Fatal(err)
+			}
+			if tc.cont {
+				q.waitState(t, "S")
+			} else {
+				q.waitKilled(t)
+			}
+		})
+	}
+}
+
+// A heartbeat of an older daemon (no lease start) cannot show the lease
+// unbroken since the stop: its QEMUs are killed.
+func TestSleepPostKillsOnAHeartbeatWithoutLeaseStart(t *testing.T) {
+	q := startFakeQEMU(t, "inst-a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "T")
+	if err := WriteHeartbeat(cfg.Heartbeat, BootNow()+time.Hour, 0, []GuardVM{{ID: "inst-a", PID: q.pid}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitKilled(t)
+}
+
+// A record SleepPre cannot read may name QEMUs a step before stopped: it
+// is kept aside, unchanged, never overwritten.
+func TestSleepPreKeepsAnUnreadableRecordAside(t *testing.T) {
+	q := startFakeQEMU(t, "inst-a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	rec := SleepRecordPath(cfg.Heartbeat)
+	garbage := []byte(`{"vms":[{"id":"inst-z","pid":`)
+	if err := os.WriteFile(rec, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err == nil || !strings.Contains(err.Error(), cfg.Heartbeat) {
+		t.Fatalf("post on an unreadable record: %v; want an error naming the heartbeat", err)
+	}
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "T")
+	if b, err := os.ReadFile(rec + ".unreadable"); err != nil || string(b) != string(garbage) {
+		t.Fatalf("record kept aside: %q, %v; want the unreadable one unchanged", b, err)
+	}
+	if r := readRecord(t, cfg); len(r.VMs) != 1 || r.VMs[0].PID != q.pid {
+		t.Fatalf("new record %+v; want inst-a", r)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "S")
+}
+
+// A record of another boot names pids of processes long gone: post drops
+// it without a signal, pre starts a new one.
+func TestSleepIgnoresARecordOfAnotherBoot(t *testing.T) {
+	q := startFakeQEMU(t, "inst-a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	start, _, _ := procStartState("/proc", q.pid)
+	old := SleepRecord{BootID: "another-boot", VMs: []SleptVM{{ID: "inst-a", PID: q.pid, Start: start, Stopped: 1}}}
+	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(q.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "T")
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.holds(t, "T", "a pid named by a record of another boot")
+	if _, err := os.Stat(SleepRecordPath(cfg.Heartbeat)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("post left a record of another boot: %v", err)
+	}
+	if err := syscall.Kill(q.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "S")
+	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "T")
+	if r := readRecord(t, cfg); r.BootID != BootID() || len(r.VMs) != 1 || r.VMs[0].Stopped <= 1 {
+		t.Fatalf("pre over a record of another boot recorded %+v; want a new one of this boot", r)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "S")
+}
+
+// Errors name the heartbeat they are about: the hook acts on several.
+func TestSleepErrorsNameTheHeartbeat(t *testing.T) {
+	cfg := sleepRig(t, BootNow()+time.Hour)
+	if err := os.WriteFile(cfg.Heartbeat, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPre(cfg); err == nil || !strings.Contains(err.Error(), cfg.Heartbeat) {
+		t.Fatalf("pre on an unreadable heartbeat: %v; want an error naming it", err)
 	}
 }

@@ -99,8 +99,8 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 		if cfg.Watchdog > 0 {
 			fc.WatchdogInEffect = func() time.Duration { return readWatchdogInEffect(path) }
 		}
-		fc.Heartbeat = func(deadline, watchdog time.Duration, vms []agent.GuardVM) error {
-			if err := agent.WriteHeartbeat(path, deadline, watchdog, vms); err != nil {
+		fc.Heartbeat = func(deadline, watchdog, leaseSince time.Duration, vms []agent.GuardVM) error {
+			if err := agent.WriteHeartbeatSince(path, deadline, watchdog, leaseSince, vms); err != nil {
 				return err
 			}
 			timeouts.Wrote(deadline)

@@ -73,17 +73,18 @@ func (s *sleeper) waitKilled(t *testing.T) {
 // fence-sleep finds every daemon's heartbeat — two in the run dir, one
 // in a data dir (a daemon that could not write the run dir) — and after
 // the resume acts on each by its own lease: a valid one continues its
-// QEMU, a lapsed one kills it, and a record whose heartbeat is gone
-// (the lease cannot be shown valid) kills its QEMU too.
+// QEMU, a lapsed one kills it, and a record whose heartbeat is gone (in
+// a data dir or in the run dir: the lease cannot be shown valid) kills
+// its QEMU too.
 func TestFenceSleepActsOnEveryHeartbeatOfTheHost(t *testing.T) {
-	run, d1, d2, d3 := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
-	hb1, hb2 := HeartbeatPath(run, d1), HeartbeatPath(run, d2)
+	run, d1, d2, d3, d4 := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
+	hb1, hb2, hb4 := HeartbeatPath(run, d1), HeartbeatPath(run, d2), HeartbeatPath(run, d4)
 	hb3 := filepath.Join(d3, dataDirHeartbeat)
-	q1, q2, q3 := startSleeper(t, "inst-1"), startSleeper(t, "inst-2"), startSleeper(t, "inst-3")
-	valid := agent.BootNow() + time.Hour
-	for i, hb := range []string{hb1, hb2, hb3} {
-		q := []*sleeper{q1, q2, q3}[i]
-		if err := agent.WriteHeartbeat(hb, valid, 0, []agent.GuardVM{{ID: "inst-" + strconv.Itoa(i+1), PID: q.pid}}); err != nil {
+	q1, q2, q3, q4 := startSleeper(t, "inst-1"), startSleeper(t, "inst-2"), startSleeper(t, "inst-3"), startSleeper(t, "inst-4")
+	valid, since := agent.BootNow()+time.Hour, agent.BootNow()-time.Minute
+	for i, hb := range []string{hb1, hb2, hb3, hb4} {
+		q := []*sleeper{q1, q2, q3, q4}[i]
+		if err := agent.WriteHeartbeatSince(hb, valid, 0, since, []agent.GuardVM{{ID: "inst-" + strconv.Itoa(i+1), PID: q.pid}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -91,16 +92,18 @@ func TestFenceSleepActsOnEveryHeartbeatOfTheHost(t *testing.T) {
 	if err := FenceSleep("pre", cfg); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []*sleeper{q1, q2, q3} {
+	for _, q := range []*sleeper{q1, q2, q3, q4} {
 		q.waitState(t, "T")
 	}
 	// While the host slept: daemon 2's deadline passed, daemon 3's
-	// heartbeat was removed.
-	if err := agent.WriteHeartbeat(hb2, agent.BootNow()-time.Second, 0, []agent.GuardVM{{ID: "inst-2", PID: q2.pid}}); err != nil {
+	// and daemon 4's heartbeats were removed.
+	if err := agent.WriteHeartbeatSince(hb2, agent.BootNow()-time.Second, 0, since, []agent.GuardVM{{ID: "inst-2", PID: q2.pid}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(hb3); err != nil {
-		t.Fatal(err)
+	for _, hb := range []string{hb3, hb4} {
+		if err := os.Remove(hb); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := FenceSleep("post", cfg); err != nil {
 		t.Fatal(err)
@@ -108,6 +111,7 @@ func TestFenceSleepActsOnEveryHeartbeatOfTheHost(t *testing.T) {
 	q1.waitState(t, "S")
 	q2.waitKilled(t)
 	q3.waitKilled(t)
+	q4.waitKilled(t)
 	if left, _ := filepath.Glob(filepath.Join(run, "*.sleep")); len(left) != 0 {
 		t.Fatalf("records left after post: %v", left)
 	}
