@@ -289,10 +289,7 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) guardVerdict {
 }
 
 // procOwns tells whether process pid's command line names instance id.
-func procOwns(pid int, id string) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	return err == nil && strings.Contains(string(b), id)
-}
+func procOwns(pid int, id string) bool { return procNames("/proc", pid, id) }
 
 // procOwner tells whether a pid is still an instance's QEMU, for the
 // guard, which must count a VM alive as long as any of its threads is.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sleep is the fence around a system suspend (docs/ha.md). On resume
@@ -96,7 +98,7 @@ func SleepRecordPath(heartbeat string) string { return heartbeat + ".sleep" }
 // Running it again stops what is new and keeps what it recorded before.
 func SleepPre(cfg SleepConfig) error {
 	cfg = cfg.withDefaults()
-	hb, err := ReadHeartbeat(cfg.Heartbeat)
+	hb, err := readOwnHeartbeat(cfg.Heartbeat)
 	if err != nil {
 		return fmt.Errorf("fence-sleep pre %s: %w", cfg.Heartbeat, err)
 	}
@@ -159,9 +161,13 @@ func SleepPre(cfg SleepConfig) error {
 	}
 	var errs []error
 	for _, v := range stop {
-		if err := syscall.Kill(v.PID, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+		sent, err := signalVM(cfg.Proc, v, unix.SIGSTOP)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("fence-sleep pre %s: stop vm %s (pid %d): %w", cfg.Heartbeat, v.ID, v.PID, err))
 			continue
+		}
+		if !sent {
+			continue // gone since
 		}
 		cfg.Logger.Info("fence-sleep: stopped the VM of an HA server until the host resumes", "instance", v.ID, "pid", v.PID)
 	}
@@ -198,7 +204,7 @@ func SleepPost(cfg SleepConfig) error {
 		cfg.Logger.Info("fence-sleep: record of another boot; dropping it", "file", cfg.Record)
 		return done()
 	}
-	hb, err := ReadHeartbeat(cfg.Heartbeat)
+	hb, err := readOwnHeartbeat(cfg.Heartbeat)
 	now := cfg.Clock()
 	lease := ""
 	switch {
@@ -217,10 +223,6 @@ func SleepPost(cfg SleepConfig) error {
 	}
 	var errs []error
 	for _, v := range rec.VMs {
-		if start, _, ok := procStartState(cfg.Proc, v.PID); !ok || start != v.Start {
-			cfg.Logger.Info("fence-sleep: VM process gone (or its pid reused); leaving it", "instance", v.ID, "pid", v.PID)
-			continue
-		}
 		why := lease
 		switch {
 		case why != "":
@@ -229,12 +231,17 @@ func SleepPost(cfg SleepConfig) error {
 		case !listed[GuardVM{ID: v.ID, PID: v.PID}]:
 			why = "the daemon no longer counts the VM as an HA server of this host"
 		}
-		sig, verb := syscall.SIGCONT, "continued"
+		sig, verb := unix.SIGCONT, "continued"
 		if why != "" {
-			sig, verb = syscall.SIGKILL, "killed"
+			sig, verb = unix.SIGKILL, "killed"
 		}
-		if err := syscall.Kill(v.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		sent, err := signalVM(cfg.Proc, v, sig)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("fence-sleep post %s: signal vm %s (pid %d): %w", cfg.Heartbeat, v.ID, v.PID, err))
+			continue
+		}
+		if !sent {
+			cfg.Logger.Info("fence-sleep: VM process gone (or its pid reused); leaving it", "instance", v.ID, "pid", v.PID)
 			continue
 		}
 		if why != "" {
@@ -247,6 +254,38 @@ func SleepPost(cfg SleepConfig) error {
 		return errors.Join(errs...)
 	}
 	return done()
+}
+
+// signalVM sends sig to v's QEMU if pid v.PID is still that process: the
+// same start time, a command line naming the VM. It opens a pidfd first
+// and signals through it, so a pid reused between the check and the
+// signal is never hit (without pidfds, kernels before 5.3, it checks and
+// then signals the pid). sent is false when the process is gone or
+// another one.
+func signalVM(proc string, v SleptVM, sig unix.Signal) (sent bool, err error) {
+	fd, err := unix.PidfdOpen(v.PID, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return false, nil
+	case err != nil:
+		fd = -1
+	default:
+		defer unix.Close(fd)
+	}
+	// With the pidfd open, the process it names cannot be replaced: what
+	// /proc says from now on is about that one, or it is gone.
+	if start, _, ok := procStartState(proc, v.PID); !ok || start != v.Start || !procNames(proc, v.PID, v.ID) {
+		return false, nil
+	}
+	if fd >= 0 {
+		err = unix.PidfdSendSignal(fd, sig, nil, 0)
+	} else {
+		err = unix.Kill(v.PID, sig)
+	}
+	if errors.Is(err, unix.ESRCH) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // procNames tells whether process pid's command line names instance id
@@ -283,8 +322,43 @@ func procStartState(proc string, pid int) (start, state string, ok bool) {
 	return start, state, true
 }
 
+// checkOwnFile refuses a file that another user could have written: the
+// hook runs as root and signals the pids it reads, so a heartbeat or a
+// record must be a regular file of its own user, writable by no one
+// else. A missing file passes.
+func checkOwnFile(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s: not a regular file", path)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s: not owned by uid %d", path, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s: writable by group or others (%v)", path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// readOwnHeartbeat is ReadHeartbeat of a file checkOwnFile accepts.
+func readOwnHeartbeat(path string) (Heartbeat, error) {
+	if err := checkOwnFile(path); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	return ReadHeartbeat(path)
+}
+
 func readSleepRecord(path string) (SleepRecord, error) {
 	var rec SleepRecord
+	if err := checkOwnFile(path); err != nil {
+		return rec, fmt.Errorf("fence-sleep record: %w", err)
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return rec, nil

@@ -57,11 +57,12 @@ func (q *fakeQEMU) waitState(t *testing.T, want string) {
 	}
 }
 
-// holds checks that the process stays in state want for a moment.
+// holds checks that the process stays in state want for a moment ("S"
+// takes "R" too: a sleeping process the scheduler is running).
 func (q *fakeQEMU) holds(t *testing.T, want, why string) {
 	t.Helper()
 	for range 10 {
-		if st := q.state(); st != want {
+		if st := q.state(); st != want && (want != "S" || st != "R") {
 			t.Fatalf("%s: pid %d in state %q; want %q", why, q.pid, st, want)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -432,4 +433,46 @@ func TestSleepErrorsNameTheHeartbeat(t *testing.T) {
 	if err := SleepPre(cfg); err == nil || !strings.Contains(err.Error(), cfg.Heartbeat) {
 		t.Fatalf("pre on an unreadable heartbeat: %v; want an error naming it", err)
 	}
+}
+
+// The hook runs as root and signals the pids it reads: a heartbeat that
+// another user could have written is not acted on (pre stops nothing,
+// post cannot show the lease held and kills), and a record another user
+// could have written is not signalled from (kept aside by pre).
+func TestSleepRefusesFilesOthersCouldWrite(t *testing.T) {
+	q := startFakeQEMU(t, "inst-a")
+	q.waitState(t, "S")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	if err := os.Chmod(cfg.Heartbeat, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPre(cfg); err == nil || !strings.Contains(err.Error(), cfg.Heartbeat) {
+		t.Fatalf("pre on a world-writable heartbeat: %v; want an error naming it", err)
+	}
+	q.holds(t, "S", "a VM listed in a world-writable heartbeat")
+	if err := os.Chmod(cfg.Heartbeat, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPre(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitState(t, "T")
+	rec := SleepRecordPath(cfg.Heartbeat)
+	if err := os.Chmod(rec, 0o622); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err == nil {
+		t.Fatal("post acted on a record others could write")
+	}
+	q.holds(t, "T", "a VM named by a record others could write")
+	if err := os.Chmod(rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg.Heartbeat, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := SleepPost(cfg); err != nil {
+		t.Fatal(err)
+	}
+	q.waitKilled(t)
 }
