@@ -18,8 +18,9 @@ import (
 // The guard is a small process apart from the daemon (`peerstack
 // fence-guard`, in its own session) that holds the fence when the daemon
 // cannot: SIGKILLed, hung or SIGSTOPped. The daemon writes a heartbeat
-// file after each fresh quorum contact: the fence deadline on the host's
-// CLOCK_BOOTTIME and the pids of its HA servers' QEMUs. Past the
+// file after each fresh quorum contact, and again when its HA VMs change:
+// the fence deadline on the host's CLOCK_BOOTTIME, when the lease began
+// and the pids of its HA servers' QEMUs. Past the
 // deadline the guard SIGKILLs those pids, so the VMs stop on time whatever
 // became of the daemon.
 
