@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,7 +131,7 @@ func SleepPre(cfg SleepConfig) error {
 	var stop []SleptVM
 	stopped := int64(cfg.Clock()) // before any signal: no earlier than the stops
 	for _, vm := range hb.VMs {
-		if vm.PID <= 0 || !procNames(cfg.Proc, vm.PID, vm.ID) {
+		if vm.PID <= 0 || !isInstanceID(vm.ID) || !procNames(cfg.Proc, vm.PID, vm.ID) {
 			continue
 		}
 		start, state, ok := procStartState(cfg.Proc, vm.PID)
@@ -274,7 +275,7 @@ func signalVM(proc string, v SleptVM, sig unix.Signal) (sent bool, err error) {
 	}
 	// With the pidfd open, the process it names cannot be replaced: what
 	// /proc says from now on is about that one, or it is gone.
-	if start, _, ok := procStartState(proc, v.PID); !ok || start != v.Start || !procNames(proc, v.PID, v.ID) {
+	if start, _, ok := procStartState(proc, v.PID); !ok || start != v.Start || !isInstanceID(v.ID) || !procNames(proc, v.PID, v.ID) {
 		return false, nil
 	}
 	if fd >= 0 {
@@ -286,6 +287,14 @@ func signalVM(proc string, v SleptVM, sig unix.Signal) (sent bool, err error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// isInstanceID tells whether id is an instance's id, a UUID in its
+// canonical form: only then does a command line naming it make the
+// process its QEMU (a short or empty id is part of every other's).
+func isInstanceID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
 }
 
 // procNames tells whether process pid's command line names instance id

@@ -106,8 +106,8 @@ func readRecord(t *testing.T, cfg SleepConfig) SleepRecord {
 // (and nothing else); after a resume within the lease they run again.
 // Both steps may run twice.
 func TestSleepStopsHAVMsAndContinuesThemOnAValidLease(t *testing.T) {
-	a, b, other := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-b"), startFakeQEMU(t, "inst-c")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-b", PID: b.pid})
+	a, b, other := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a"), startFakeQEMU(t, "00000000-0000-4000-8000-00000000000b"), startFakeQEMU(t, "00000000-0000-4000-8000-00000000000c")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: a.pid}, GuardVM{ID: "00000000-0000-4000-8000-00000000000b", PID: b.pid})
 	for i := range 2 {
 		if err := SleepPre(cfg); err != nil {
 			t.Fatalf("pre #%d: %v", i+1, err)
@@ -135,8 +135,8 @@ func TestSleepStopsHAVMsAndContinuesThemOnAValidLease(t *testing.T) {
 // The host slept past the lease's deadline: the QEMUs stopped before it
 // are killed, never continued.
 func TestSleepKillsStoppedVMsWhenTheLeaseLapsed(t *testing.T) {
-	a, b := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-b")
-	cfg := sleepRig(t, BootNow()+10*time.Second, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-b", PID: b.pid})
+	a, b := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a"), startFakeQEMU(t, "00000000-0000-4000-8000-00000000000b")
+	cfg := sleepRig(t, BootNow()+10*time.Second, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: a.pid}, GuardVM{ID: "00000000-0000-4000-8000-00000000000b", PID: b.pid})
 	if err := SleepPre(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -158,8 +158,8 @@ func TestSleepKillsStoppedVMsWhenTheLeaseLapsed(t *testing.T) {
 // A heartbeat gone between the two steps (or one with no deadline)
 // cannot show the lease valid: the stopped QEMUs are killed.
 func TestSleepKillsWhenTheLeaseCannotBeShownValid(t *testing.T) {
-	a := startFakeQEMU(t, "inst-a")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid})
+	a := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: a.pid})
 	if err := SleepPre(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -175,16 +175,18 @@ func TestSleepKillsWhenTheLeaseCannotBeShownValid(t *testing.T) {
 
 // A pid that is no longer the process that was stopped (its start time
 // differs: reused) is neither continued nor killed; a pid listed for an
-// instance its command line does not name is not stopped; a process
-// someone else stopped is left stopped.
+// instance its command line does not name is not stopped, nor one listed
+// with an id that is not an instance's (empty, or short enough to be part
+// of any command line); a process someone else stopped is left stopped.
 func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
-	a, reused, wrong, stopped := startFakeQEMU(t, "inst-a"), startFakeQEMU(t, "inst-r"), startFakeQEMU(t, "inst-w"), startFakeQEMU(t, "inst-s")
+	a, reused, wrong, stopped := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a"), startFakeQEMU(t, "00000000-0000-4000-8000-00000000000e"), startFakeQEMU(t, "00000000-0000-4000-8000-000000000010"), startFakeQEMU(t, "00000000-0000-4000-8000-00000000000f")
 	if err := syscall.Kill(stopped.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped.waitState(t, "T")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: a.pid}, GuardVM{ID: "inst-r", PID: reused.pid},
-		GuardVM{ID: "inst-x", PID: wrong.pid}, GuardVM{ID: "inst-s", PID: stopped.pid})
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: a.pid}, GuardVM{ID: "00000000-0000-4000-8000-00000000000e", PID: reused.pid},
+		GuardVM{ID: "00000000-0000-4000-8000-000000000011", PID: wrong.pid}, GuardVM{ID: "qemu", PID: wrong.pid}, GuardVM{ID: "", PID: wrong.pid},
+		GuardVM{ID: "00000000-0000-4000-8000-00000000000f", PID: stopped.pid})
 	if err := SleepPre(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +199,7 @@ func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
 	}
 	// inst-r's pid now belongs to another process: another start time.
 	for i := range rec.VMs {
-		if rec.VMs[i].ID == "inst-r" {
+		if rec.VMs[i].ID == "00000000-0000-4000-8000-00000000000e" {
 			rec.VMs[i].Start += "1"
 		}
 	}
@@ -217,10 +219,10 @@ func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
 	}
 	a.waitState(t, "T")
 	rec = readRecord(t, cfg)
-	if len(rec.VMs) != 1 || rec.VMs[0].ID != "inst-a" {
+	if len(rec.VMs) != 1 || rec.VMs[0].ID != "00000000-0000-4000-8000-00000000000a" {
 		t.Fatalf("second pre recorded %+v; want inst-a only (inst-r's pid is stopped by someone else now)", rec.VMs)
 	}
-	rec.VMs = append(rec.VMs, SleptVM{ID: "inst-r", PID: reused.pid, Start: "1"})
+	rec.VMs = append(rec.VMs, SleptVM{ID: "00000000-0000-4000-8000-00000000000e", PID: reused.pid, Start: "1"})
 	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +238,7 @@ func TestSleepLeavesProcessesItDidNotStop(t *testing.T) {
 
 // A heartbeat that lists no live VM leaves no record behind.
 func TestSleepWithNothingToStopRecordsNothing(t *testing.T) {
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-gone", PID: 0})
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-000000000099", PID: 0})
 	if err := SleepPre(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -312,9 +314,9 @@ func TestSleepPostContinuesOnlyOnTheLeaseOfTheStop(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q := startFakeQEMU(t, "inst-m")
+			q := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000d")
 			r := newFenceSleepRig(t)
-			r.f.setHA([]GuardVM{{ID: "inst-m", PID: q.pid}})
+			r.f.setHA([]GuardVM{{ID: "00000000-0000-4000-8000-00000000000d", PID: q.pid}})
 			r.check()
 			if err := SleepPre(r.cfg); err != nil {
 				t.Fatal(err)
@@ -339,13 +341,13 @@ func TestSleepPostContinuesOnlyOnTheLeaseOfTheStop(t *testing.T) {
 // A heartbeat of an older daemon (no lease start) cannot show the lease
 // unbroken since the stop: its QEMUs are killed.
 func TestSleepPostKillsOnAHeartbeatWithoutLeaseStart(t *testing.T) {
-	q := startFakeQEMU(t, "inst-a")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	q := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid})
 	if err := SleepPre(cfg); err != nil {
 		t.Fatal(err)
 	}
 	q.waitState(t, "T")
-	if err := WriteHeartbeat(cfg.Heartbeat, BootNow()+time.Hour, 0, []GuardVM{{ID: "inst-a", PID: q.pid}}); err != nil {
+	if err := WriteHeartbeat(cfg.Heartbeat, BootNow()+time.Hour, 0, []GuardVM{{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := SleepPost(cfg); err != nil {
@@ -357,10 +359,10 @@ func TestSleepPostKillsOnAHeartbeatWithoutLeaseStart(t *testing.T) {
 // A record SleepPre cannot read may name QEMUs a step before stopped: it
 // is kept aside, unchanged, never overwritten.
 func TestSleepPreKeepsAnUnreadableRecordAside(t *testing.T) {
-	q := startFakeQEMU(t, "inst-a")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	q := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid})
 	rec := SleepRecordPath(cfg.Heartbeat)
-	garbage := []byte(`{"vms":[{"id":"inst-z","pid":`)
+	garbage := []byte(`{"vms":[{"id":"00000000-0000-4000-8000-000000000012","pid":`)
 	if err := os.WriteFile(rec, garbage, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -386,10 +388,10 @@ func TestSleepPreKeepsAnUnreadableRecordAside(t *testing.T) {
 // A record of another boot names pids of processes long gone: post drops
 // it without a signal, pre starts a new one.
 func TestSleepIgnoresARecordOfAnotherBoot(t *testing.T) {
-	q := startFakeQEMU(t, "inst-a")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	q := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a")
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid})
 	start, _, _ := procStartState("/proc", q.pid)
-	old := SleepRecord{BootID: "another-boot", VMs: []SleptVM{{ID: "inst-a", PID: q.pid, Start: start, Stopped: 1}}}
+	old := SleepRecord{BootID: "another-boot", VMs: []SleptVM{{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid, Start: start, Stopped: 1}}}
 	if err := writeSleepRecord(SleepRecordPath(cfg.Heartbeat), old); err != nil {
 		t.Fatal(err)
 	}
@@ -440,9 +442,9 @@ func TestSleepErrorsNameTheHeartbeat(t *testing.T) {
 // post cannot show the lease held and kills), and a record another user
 // could have written is not signalled from (kept aside by pre).
 func TestSleepRefusesFilesOthersCouldWrite(t *testing.T) {
-	q := startFakeQEMU(t, "inst-a")
+	q := startFakeQEMU(t, "00000000-0000-4000-8000-00000000000a")
 	q.waitState(t, "S")
-	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "inst-a", PID: q.pid})
+	cfg := sleepRig(t, BootNow()+time.Hour, GuardVM{ID: "00000000-0000-4000-8000-00000000000a", PID: q.pid})
 	if err := os.Chmod(cfg.Heartbeat, 0o666); err != nil {
 		t.Fatal(err)
 	}

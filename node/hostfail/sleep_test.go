@@ -80,11 +80,11 @@ func TestFenceSleepActsOnEveryHeartbeatOfTheHost(t *testing.T) {
 	run, d1, d2, d3, d4 := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 	hb1, hb2, hb4 := HeartbeatPath(run, d1), HeartbeatPath(run, d2), HeartbeatPath(run, d4)
 	hb3 := filepath.Join(d3, dataDirHeartbeat)
-	q1, q2, q3, q4 := startSleeper(t, "inst-1"), startSleeper(t, "inst-2"), startSleeper(t, "inst-3"), startSleeper(t, "inst-4")
+	q1, q2, q3, q4 := startSleeper(t, "00000000-0000-4000-8000-000000000001"), startSleeper(t, "00000000-0000-4000-8000-000000000002"), startSleeper(t, "00000000-0000-4000-8000-000000000003"), startSleeper(t, "00000000-0000-4000-8000-000000000004")
 	valid, since := agent.BootNow()+time.Hour, agent.BootNow()-time.Minute
 	for i, hb := range []string{hb1, hb2, hb3, hb4} {
 		q := []*sleeper{q1, q2, q3, q4}[i]
-		if err := agent.WriteHeartbeatSince(hb, valid, 0, since, []agent.GuardVM{{ID: "inst-" + strconv.Itoa(i+1), PID: q.pid}}); err != nil {
+		if err := agent.WriteHeartbeatSince(hb, valid, 0, since, []agent.GuardVM{{ID: "00000000-0000-4000-8000-00000000000" + strconv.Itoa(i+1), PID: q.pid}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,7 +97,7 @@ func TestFenceSleepActsOnEveryHeartbeatOfTheHost(t *testing.T) {
 	}
 	// While the host slept: daemon 2's deadline passed, daemon 3's
 	// and daemon 4's heartbeats were removed.
-	if err := agent.WriteHeartbeatSince(hb2, agent.BootNow()-time.Second, 0, since, []agent.GuardVM{{ID: "inst-2", PID: q2.pid}}); err != nil {
+	if err := agent.WriteHeartbeatSince(hb2, agent.BootNow()-time.Second, 0, since, []agent.GuardVM{{ID: "00000000-0000-4000-8000-000000000002", PID: q2.pid}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, hb := range []string{hb3, hb4} {
