@@ -42,7 +42,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(agentCmd(), joinCmd(), tokenCmd(), membersCmd(), statusCmd(), leaveCmd(), versionCmd(), imageCmd())
-	root.AddCommand(settingsCmd(), initCmd(), fenceGuardCmd())
+	root.AddCommand(settingsCmd(), initCmd(), fenceGuardCmd(), fenceSleepCmd())
 	return root
 }
 

@@ -55,6 +55,39 @@ func fenceGuardCmd() *cobra.Command {
 	return c
 }
 
+// fenceSleepCmd is what the package's systemd-sleep hook runs
+// (packaging/peerstack.sleep): with "pre" before the host suspends or
+// hibernates it stops the QEMUs of this host's HA servers, with "post"
+// after the resume it kills them if the lease lapsed while the host slept
+// and lets them run again otherwise, so no HA guest runs a moment on a
+// lapsed lease (docs/ha.md). systemd-sleep passes the kind of sleep as a
+// second argument; it changes nothing.
+func fenceSleepCmd() *cobra.Command {
+	var dataDirs []string
+	var logLevel string
+	c := &cobra.Command{
+		Use:    "fence-sleep pre|post [KIND]",
+		Short:  "Hold this host's HA VMs across a system sleep (run by systemd-sleep)",
+		Hidden: true,
+		Args:   cobra.RangeArgs(1, 2),
+		RunE: func(c *cobra.Command, args []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			kind := ""
+			if len(args) > 1 {
+				kind = args[1]
+			}
+			return node.FenceSleep(args[0], dataDirs, log.With("sub", "fence-sleep", "phase", args[0], "kind", kind))
+		},
+	}
+	c.Flags().StringSliceVar(&dataDirs, "data-dir", []string{node.DefaultDataDir},
+		"data dirs whose daemon may keep its heartbeat there (only when /run/peerstack is not writable)")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
 // watchdogFlags are the daemon's watchdog options (docs/ha.md): the fence
 // guard pets the device while the lease is valid, so a host whose daemon
 // and guard are both dead reboots.

@@ -49,3 +49,29 @@ func TestWatchdogFlags(t *testing.T) {
 		}
 	}
 }
+
+// The package's systemd-sleep hook runs `fence-sleep` with the arguments
+// systemd-sleep passes; the subcommand takes them and refuses a phase it
+// does not know (before it looks at any heartbeat).
+func TestFenceSleepCommand(t *testing.T) {
+	hook, err := os.ReadFile(filepath.Join("packaging", "peerstack.sleep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(hook), `/usr/bin/peerstack fence-sleep "$1" "$2"`) {
+		t.Fatalf("the hook does not run fence-sleep with systemd-sleep's arguments:\n%s", hook)
+	}
+	for _, args := range [][]string{{"fence-sleep", "pre", "suspend"}, {"fence-sleep", "post", "hibernate"}} {
+		c, rest, err := rootCmd().Find(args)
+		if err != nil || c.Name() != "fence-sleep" || c.Args(c, rest) != nil {
+			t.Fatalf("%v: command %v, args %v: %v", args, c.Name(), rest, err)
+		}
+	}
+	root := rootCmd()
+	root.SetArgs([]string{"fence-sleep", "suspend"})
+	root.SetOut(new(strings.Builder))
+	root.SetErr(new(strings.Builder))
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "want pre or post") {
+		t.Fatalf("fence-sleep suspend: %v; want refused", err)
+	}
+}

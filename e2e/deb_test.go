@@ -79,10 +79,22 @@ func TestDebPackage(t *testing.T) {
 	if v := chroot("/usr/bin/peerstack", "version"); !strings.Contains(v, "0.9.0") {
 		t.Fatalf("installed binary says %q; want 0.9.0", v)
 	}
-	for _, p := range []string{"lib/systemd/system/peerstack.service", "etc/peerstack/peerstack.env", "usr/share/man/man8/peerstack.8.gz", "var/lib/peerstack"} {
+	for _, p := range []string{"lib/systemd/system/peerstack.service", "lib/systemd/system-sleep/peerstack", "etc/peerstack/peerstack.env", "usr/share/man/man8/peerstack.8.gz", "var/lib/peerstack"} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("after install: %v", err)
 		}
+	}
+	// systemd-sleep's hook: executable, and it runs the fence-sleep
+	// subcommand with the arguments systemd-sleep passes (the root has no
+	// heartbeat: nothing to stop) and ignores what it does not know.
+	if fi, err := os.Stat(filepath.Join(root, "lib/systemd/system-sleep/peerstack")); err == nil && fi.Mode().Perm() != 0o755 {
+		t.Errorf("system-sleep hook mode %v; want 0755", fi.Mode().Perm())
+	}
+	for _, args := range [][]string{{"pre", "suspend"}, {"post", "suspend"}, {"pre", "hibernate"}, {"post", "hibernate"}, {"unknown"}} {
+		chroot(append([]string{"/lib/systemd/system-sleep/peerstack"}, args...)...)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system-sleep/peerstack")); !strings.Contains(string(b), "peerstack fence-sleep") {
+		t.Errorf("system-sleep hook does not run fence-sleep:\n%s", b)
 	}
 	if fi, err := os.Stat(filepath.Join(root, "var/lib/peerstack")); err == nil && fi.Mode().Perm() != 0o700 {
 		t.Errorf("/var/lib/peerstack mode %v; want 0700", fi.Mode().Perm())

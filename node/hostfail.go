@@ -107,6 +107,16 @@ func RunGuard(ctx context.Context, heartbeat, lock, dataDir, watchdog string, st
 	return hostfail.RunGuard(ctx, cfg)
 }
 
+// FenceSleep is `peerstack fence-sleep pre|post`, which systemd-sleep
+// runs before the host sleeps and after it resumes: it stops the HA
+// servers' QEMUs of every daemon on this host, then kills them if the
+// lease lapsed meanwhile and lets them run again otherwise
+// (hostfail.FenceSleep). dataDirs are where a daemon that could not write
+// the run dir keeps its heartbeat.
+func FenceSleep(phase string, dataDirs []string, log *slog.Logger) error {
+	return hostfail.FenceSleep(phase, hostfail.SleepConfig{DataDirs: dataDirs, Logger: log})
+}
+
 // checkDuplicateOf refuses to start when another daemon answers with this
 // host's certificate (hostfail.CheckDuplicate). own is the API listener
 // this daemon bound.

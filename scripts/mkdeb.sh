@@ -16,12 +16,14 @@ out=$(cd "$out" && pwd)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root="$stage/root"
-install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/peerstack" \
+install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/lib/systemd/system-sleep" "$root/etc/peerstack" \
   "$root/usr/share/doc/peerstack" "$root/usr/share/man/man8" "$root/usr/share/lintian/overrides"
 
 (cd "$top" && CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath \
   -ldflags "-s -w -X github.com/peerstack/peerstack/node.Version=$version" -o "$root/usr/bin/peerstack" .)
 install -m 0644 "$top/packaging/peerstack.service" "$root/lib/systemd/system/peerstack.service"
+# systemd-sleep's hook (docs/ha.md); bookworm's systemd reads /lib/systemd/system-sleep.
+install -m 0755 "$top/packaging/peerstack.sleep" "$root/lib/systemd/system-sleep/peerstack"
 install -m 0644 "$top/packaging/peerstack.env" "$root/etc/peerstack/peerstack.env"
 install -m 0644 "$top/packaging/copyright" "$root/usr/share/doc/peerstack/copyright"
 install -m 0644 "$top/packaging/lintian-overrides" "$root/usr/share/lintian/overrides/peerstack"

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -35,11 +37,13 @@ type FenceConfig struct {
 	// CLOCK_BOOTTIME (default BootNow), which runs on while the host is
 	// suspended.
 	Clock func() time.Duration
-	// Heartbeat, when set, is called after each fresh contact with the
-	// fence deadline (on Clock), the watchdog timeout it was counted with
-	// and the pids of the HA servers' VMs, for the guard that outlives
-	// the daemon (Guard).
-	Heartbeat func(deadline, watchdog time.Duration, vms []GuardVM) error
+	// Heartbeat, when set, is called after each fresh contact, and when
+	// the HA VMs change under a lease, with the fence deadline (on
+	// Clock), the watchdog timeout it was counted with, the start of the
+	// current lease (Heartbeat.LeaseSince) and the pids of the HA
+	// servers' VMs, for the guard that outlives the daemon (Guard) and
+	// the sleep hook (SleepPre). Calls never overlap.
+	Heartbeat func(deadline, watchdog, leaseSince time.Duration, vms []GuardVM) error
 	// Watchdog is the longest timeout the guard's watchdog device may be
 	// given (0: the guard has none). With one, the fence counts T_fence
 	// minus the watchdog's timeout (WatchdogPeriod), so a guard that dies
@@ -78,6 +82,15 @@ type Fence struct {
 	ha       []GuardVM       // HA VMs running here, from the last sync (Initial before it)
 	started  time.Duration
 	wdTaken  time.Duration // the timeout the guard's device took (WatchdogInEffect)
+	// leaseSince is the send time of the first acknowledged renewal since
+	// the start or the last lapse: the current lease is unbroken since.
+	leaseSince time.Duration
+	// hbDeadline and hbWatchdog are what the last heartbeat carried (0:
+	// none written under the current lease), for a rewrite when the HA
+	// VMs change (setHA).
+	hbDeadline, hbWatchdog time.Duration
+
+	hbMu sync.Mutex // serializes heartbeat writes: the newest state lands last
 }
 
 // GuardVM is a QEMU process the guard kills when the fence deadline
@@ -173,16 +186,16 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 			"watchdog_timeout", taken, "t_fence", f.cfg.Timeout())
 	}
 	f.wdTaken = taken
+	// One clock reading is both this check's time and the renewal's send
+	// time: a renewal that the host's suspend (or this process's stop)
+	// holds up is counted from before it, never from after.
+	now := f.cfg.Clock()
 	t, w := f.timeout()
-	expired := f.cfg.Clock()-f.lastAck > t
+	expired := now-f.lastAck > t
 	justFenced := expired && !f.fenced
 	var victims []GuardVM
 	if expired {
-		f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
-		victims, f.ha = f.ha, nil
-		for _, v := range victims {
-			f.killed[v.ID] = true
-		}
+		victims = f.lapseLocked()
 	}
 	f.mu.Unlock()
 	if justFenced {
@@ -193,10 +206,36 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		kill(ctx, victims)
 	}
 
-	sent := f.cfg.Clock()
+	sent := now
 	rctx, cancel := context.WithTimeout(ctx, f.cfg.Interval)
 	commit, err := f.cfg.Renew(rctx)
 	cancel()
+	if err == nil && !expired {
+		// The host may have been suspended (or this process stopped)
+		// between the check above and the leader's answer: a renewal that
+		// may have reached the leader past the deadline must not stretch a
+		// lease that had lapsed — the leader may have counted this host
+		// out meanwhile. It fences first, as the check would have; the
+		// renewal does not count (when it was sent is unknown), the next
+		// one starts the new lease. The timeout is the one read above: the
+		// renewal may have adopted a new one (hostfail.FenceTimeouts),
+		// which governs only the leases after it.
+		f.mu.Lock()
+		answered := f.cfg.Clock()
+		lapsed := answered-f.lastAck > t
+		if lapsed {
+			victims = f.lapseLocked()
+			err = errLapsedInRenewal
+		}
+		f.mu.Unlock()
+		if lapsed {
+			f.log.Error("fence: the lease lapsed before the renewal was answered (the host was suspended or the daemon stopped); killing the VMs of this host's HA servers",
+				"t_fence", t, "vms", len(victims))
+			if len(victims) > 0 {
+				kill(ctx, victims)
+			}
+		}
+	}
 	if err == nil && !f.CaughtUp() {
 		// Every renewal commits a barrier on the leader (its leadership
 		// confirmation), so the commit index it answers is always newer
@@ -208,6 +247,9 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 	}
 	f.mu.Lock()
 	if err == nil && sent >= f.lastAck {
+		if !f.haveAck {
+			f.leaseSince = sent // a new lease
+		}
 		f.lastAck, f.haveAck = sent, true
 		if !f.caughtUp {
 			f.want = max(f.want, commit)
@@ -217,16 +259,52 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		f.caughtUp, f.fenced = true, false
 		f.log.Info("fence: in contact with the cluster and caught up; HA servers may run here", "applied", f.want)
 	}
-	deadline, ha := f.lastAck+t, f.ha
+	write := err == nil && f.haveAck
+	if write {
+		f.hbDeadline, f.hbWatchdog = f.lastAck+t, w
+	}
 	f.mu.Unlock()
-	if err != nil && f.Fenced() {
+	if err != nil && err != errLapsedInRenewal && f.Fenced() {
 		f.log.Debug("fence: still no quorum contact", "err", err)
 	}
-	if err == nil && f.cfg.Heartbeat != nil {
-		if err := f.cfg.Heartbeat(deadline, w, ha); err != nil {
-			f.log.Warn("fence: write the guard's heartbeat", "err", err)
-		}
+	if write {
+		f.writeHeartbeat()
 	}
+}
+
+// writeHeartbeat writes the heartbeat of the current lease and HA VMs
+// (Config.Heartbeat), unless no lease holds.
+func (f *Fence) writeHeartbeat() {
+	if f.cfg.Heartbeat == nil {
+		return
+	}
+	f.hbMu.Lock()
+	defer f.hbMu.Unlock()
+	f.mu.Lock()
+	deadline, w, since, ha, ok := f.hbDeadline, f.hbWatchdog, f.leaseSince, f.ha, f.haveAck && f.hbDeadline != 0
+	f.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := f.cfg.Heartbeat(deadline, w, since, ha); err != nil {
+		f.log.Warn("fence: write the guard's heartbeat", "err", err)
+	}
+}
+
+// errLapsedInRenewal is a renewal answered past the deadline (Check).
+var errLapsedInRenewal = errors.New("fence: the lease lapsed before the renewal was answered")
+
+// lapseLocked marks the lease lapsed (f.mu held): the host must catch
+// up again, and the HA VMs of the last sync are returned to be killed.
+func (f *Fence) lapseLocked() []GuardVM {
+	f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
+	f.leaseSince, f.hbDeadline, f.hbWatchdog = 0, 0, 0
+	victims := f.ha
+	f.ha = nil
+	for _, v := range victims {
+		f.killed[v.ID] = true
+	}
+	return victims
 }
 
 // runFence renews the lease every Interval until ctx ends, and wakes the
@@ -261,11 +339,18 @@ func (f *Fence) Run(ctx context.Context, kill func(ctx context.Context, vms []Gu
 	}
 }
 
-// setHA records the HA VMs running here (each sync).
+// setHA records the HA VMs running here (each sync). A change is written
+// to the heartbeat at once, with the deadline it holds: the guard and the
+// sleep hook (SleepPre) must know an HA VM started since the last
+// renewal.
 func (f *Fence) setHA(vms []GuardVM) {
 	f.mu.Lock()
+	changed := !slices.Equal(f.ha, vms)
 	f.ha = vms
 	f.mu.Unlock()
+	if changed {
+		f.writeHeartbeat()
+	}
 }
 
 // wasKilled tells whether the fence killed server id; running again

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func newFenceRig() *fenceRig {
 		Applied: func() uint64 { return r.applied },
 		Timeout: func() time.Duration { return 10 * time.Second },
 		Clock:   r.clock.Now,
-		Heartbeat: func(deadline, _ time.Duration, _ []GuardVM) error {
+		Heartbeat: func(deadline, _, _ time.Duration, _ []GuardVM) error {
 			r.beats = append(r.beats, deadline)
 			return nil
 		},
@@ -77,8 +78,9 @@ func TestFenceKillsHAVMsAfterTFence(t *testing.T) {
 	if len(r.killed) != 0 {
 		t.Fatalf("killed %v after 9 s of silence with T_fence 10 s", r.killed)
 	}
-	if len(r.beats) != 1 || r.beats[0] != time.Hour+10*time.Second {
-		t.Fatalf("heartbeats = %v; want one, with the deadline of the first contact", r.beats)
+	// The first contact's, and its rewrite when a's VM appeared.
+	if len(r.beats) != 2 || r.beats[0] != time.Hour+10*time.Second || r.beats[1] != r.beats[0] {
+		t.Fatalf("heartbeats = %v; want two, with the deadline of the first contact", r.beats)
 	}
 	r.clock.Add(2 * time.Second)
 	r.check()
@@ -185,7 +187,7 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		Applied: func() uint64 { return 1 },
 		Timeout: func() time.Duration { return 10 * time.Second },
 		Clock:   clock.Now,
-		Heartbeat: func(_, _ time.Duration, vms []GuardVM) error {
+		Heartbeat: func(_, _, _ time.Duration, vms []GuardVM) error {
 			beats = append(beats, vms)
 			return nil
 		},
@@ -196,9 +198,12 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		t.Fatalf("heartbeat before the first sync = %v; want the previous run's %v", beats, prev)
 	}
 	f.setHA(nil) // the first sync: no HA VM runs here any more
-	f.Check(context.Background(), func(context.Context, []GuardVM) {})
 	if len(beats) != 2 || len(beats[1]) != 0 {
-		t.Fatalf("heartbeat after the first sync = %v; want the sync's (none)", beats)
+		t.Fatalf("heartbeat after the first sync = %v; want the sync's (none) at once", beats)
+	}
+	f.Check(context.Background(), func(context.Context, []GuardVM) {})
+	if len(beats) != 3 || len(beats[2]) != 0 {
+		t.Fatalf("heartbeat after the next renewal = %v; want the sync's (none)", beats)
 	}
 }
 
@@ -237,4 +242,142 @@ func TestFenceCatchesUpWhileEveryRenewalCommitsABarrier(t *testing.T) {
 		}
 	}
 	t.Fatal("the fence never read as caught up: it chased a commit index every renewal moved on")
+}
+
+// A renewal held up by a suspend (the host slept after the check, before
+// the leader's answer came in) must not stretch the lease that lapsed
+// while the host slept. The fence kills first and catches up, as after a
+// check that saw the deadline passed.
+func TestFenceSuspendDuringRenewalFences(t *testing.T) {
+	r := newFenceRig()
+	r.check()
+	r.f.setHA([]GuardVM{{ID: "a", PID: 0}})
+	renew := r.f.cfg.Renew
+	sleep := 30 * time.Second
+	r.f.cfg.Renew = func(ctx context.Context) (uint64, error) {
+		r.clock.Add(sleep) // the host sleeps while the renewal is out
+		sleep = 0
+		return renew(ctx)
+	}
+	r.clock.Add(time.Second)
+	r.commit, r.applied = 50, 40
+	beats := len(r.beats)
+	r.check()
+	if len(r.killed) != 1 || r.killed[0].ID != "a" || !r.f.Fenced() || r.f.CaughtUp() {
+		t.Fatalf("renewal answered 30 s after the check: killed %v fenced %v caught up %v; want a killed, fenced, not caught up",
+			r.killed, r.f.Fenced(), r.f.CaughtUp())
+	}
+	if len(r.beats) != beats {
+		t.Fatalf("heartbeats %v after the lapse; want none new (the renewal's send time is unknown)", r.beats[beats:])
+	}
+	r.applied = 50
+	r.clock.Add(time.Second)
+	r.check()
+	if !r.f.CaughtUp() || len(r.killed) != 1 {
+		t.Fatalf("after catching up: caught up %v, killed %v; want caught up, a killed once", r.f.CaughtUp(), r.killed)
+	}
+	if last := r.beats[len(r.beats)-1]; last != r.clock.Now()+10*time.Second {
+		t.Fatalf("heartbeat deadline %v; want the new renewal's send time plus T_fence (%v)", last, r.clock.Now()+10*time.Second)
+	}
+}
+
+// A renewal adopts a changed T_fence (hostfail.FenceTimeouts) only for
+// the leases after it: whether the lease lapsed before its answer is
+// counted with the timeout before it. A raised setting must not hide a
+// lapse; a lowered one must not fence a host that never lapsed.
+func TestFenceLapseCountsTheTimeoutBeforeTheRenewal(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after time.Duration
+		wait, held    time.Duration // before the check; the renewal out
+		kill          bool
+	}{
+		{"raised, lapsed during the renewal", 10 * time.Second, 60 * time.Second, time.Second, 29 * time.Second, true},
+		{"lowered, no lapse", 60 * time.Second, 10 * time.Second, 15 * time.Second, 0, false},
+		{"unchanged, lapsed during the renewal", 10 * time.Second, 10 * time.Second, time.Second, 29 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newFenceRig()
+			cur := tc.before
+			r.f.cfg.Timeout = func() time.Duration { return cur }
+			r.check()
+			r.f.setHA([]GuardVM{{ID: "a"}})
+			renew := r.f.cfg.Renew
+			r.f.cfg.Renew = func(ctx context.Context) (uint64, error) {
+				r.clock.Add(tc.held)
+				c, err := renew(ctx)
+				if err == nil {
+					cur = tc.after // adopted once acknowledged
+				}
+				return c, err
+			}
+			r.clock.Add(tc.wait)
+			r.check()
+			if killed := len(r.killed) > 0; killed != tc.kill {
+				t.Fatalf("T_fence %v -> %v, %v since the last renewal, renewal out %v: killed %v; want killed %v",
+					tc.before, tc.after, tc.wait, tc.held, r.killed, tc.kill)
+			}
+			if !tc.kill && (!r.f.CaughtUp() || r.f.Fenced()) {
+				t.Fatalf("no lapse: caught up %v fenced %v; want caught up", r.f.CaughtUp(), r.f.Fenced())
+			}
+		})
+	}
+}
+
+// The heartbeat follows the fence's HA VMs at once, with the deadline it
+// holds (an HA VM started since the last renewal is in it before the
+// next one: the sleep hook and the guard read it), and says when the
+// lease began: at the first renewal after the start or after a lapse.
+func TestFenceHeartbeatFollowsHAVMsAndLeaseStart(t *testing.T) {
+	clock := &fenceClock{now: time.Hour}
+	up := true
+	type beat struct {
+		deadline, since time.Duration
+		vms             []GuardVM
+	}
+	var beats []beat
+	f := NewFence(FenceConfig{
+		Renew: func(context.Context) (uint64, error) {
+			if !up {
+				return 0, errors.New("no leader")
+			}
+			return 1, nil
+		},
+		Applied: func() uint64 { return 1 },
+		Timeout: func() time.Duration { return 10 * time.Second },
+		Clock:   clock.Now,
+		Heartbeat: func(d, _, since time.Duration, vms []GuardVM) error {
+			beats = append(beats, beat{d, since, vms})
+			return nil
+		},
+	})
+	check := func() { f.Check(context.Background(), func(context.Context, []GuardVM) {}) }
+	f.setHA(nil)
+	if len(beats) != 0 {
+		t.Fatalf("heartbeat %+v before any renewal; want none", beats)
+	}
+	check()
+	clock.Add(2 * time.Second)
+	check()
+	clock.Add(time.Second)
+	a := []GuardVM{{ID: "a", PID: 11}}
+	f.setHA(a)
+	last := beats[len(beats)-1]
+	if len(beats) != 3 || !slices.Equal(last.vms, a) || last.deadline != time.Hour+12*time.Second || last.since != time.Hour {
+		t.Fatalf("heartbeats %+v; want the third one listing a with the last renewal's deadline (1h0m12s) and the lease since 1h", beats)
+	}
+	f.setHA(slices.Clone(a))
+	if len(beats) != 3 {
+		t.Fatalf("heartbeats %+v; want no rewrite for the same VMs", beats)
+	}
+	// A lapse: the next lease begins at its first renewal.
+	up = false
+	clock.Add(20 * time.Second)
+	check()
+	up = true
+	clock.Add(time.Second)
+	check()
+	if last := beats[len(beats)-1]; last.since != clock.Now() || last.deadline != clock.Now()+10*time.Second {
+		t.Fatalf("heartbeat after the lapse %+v; want the lease since %v", last, clock.Now())
+	}
 }

@@ -48,7 +48,7 @@ func TestFenceCountsTheWatchdogPeriod(t *testing.T) {
 		Timeout:  func() time.Duration { return 10 * time.Second },
 		Watchdog: 4 * time.Second,
 		Clock:    clock.Now,
-		Heartbeat: func(d, w time.Duration, _ []GuardVM) error {
+		Heartbeat: func(d, w, _ time.Duration, _ []GuardVM) error {
 			deadline, watchdog = d, w
 			return nil
 		},
@@ -315,7 +315,7 @@ func TestFenceCountsTheWatchdogTimeoutTaken(t *testing.T) {
 		Watchdog:         2 * time.Second,
 		WatchdogInEffect: func() time.Duration { return published },
 		Clock:            clock.Now,
-		Heartbeat: func(d, w time.Duration, _ []GuardVM) error {
+		Heartbeat: func(d, w, _ time.Duration, _ []GuardVM) error {
 			deadline, watchdog = d, w
 			return nil
 		},

@@ -18,8 +18,9 @@ import (
 // The guard is a small process apart from the daemon (`peerstack
 // fence-guard`, in its own session) that holds the fence when the daemon
 // cannot: SIGKILLed, hung or SIGSTOPped. The daemon writes a heartbeat
-// file after each fresh quorum contact: the fence deadline on the host's
-// CLOCK_BOOTTIME and the pids of its HA servers' QEMUs. Past the
+// file after each fresh quorum contact, and again when its HA VMs change:
+// the fence deadline on the host's CLOCK_BOOTTIME, when the lease began
+// and the pids of its HA servers' QEMUs. Past the
 // deadline the guard SIGKILLs those pids, so the VMs stop on time whatever
 // became of the daemon.
 
@@ -43,6 +44,12 @@ type Heartbeat struct {
 	// so a deadline of another boot means nothing: such a file (left in
 	// the data dir, which outlives a reboot) counts as expired.
 	BootID string `json:"boot_id,omitempty"`
+	// LeaseSince is when the current unbroken lease began, on
+	// CLOCK_BOOTTIME: the send time of its first acknowledged renewal
+	// after the daemon started or after the last lapse (0: unknown, a
+	// file of an older daemon). SleepPost continues a QEMU it stopped
+	// only if the lease it sees began before that stop.
+	LeaseSince int64 `json:"lease_since_boot_ns,omitempty"`
 }
 
 // Deadline is the fence deadline on CLOCK_BOOTTIME (0: none, or
@@ -92,21 +99,44 @@ func BootID() string {
 
 // WriteHeartbeat replaces the heartbeat file atomically; deadline is on
 // CLOCK_BOOTTIME, watchdog is the watchdog timeout it was counted with
-// (0: none).
+// (0: none). It records no lease start (WriteHeartbeatSince).
 func WriteHeartbeat(path string, deadline, watchdog time.Duration, vms []GuardVM) error {
+	return WriteHeartbeatSince(path, deadline, watchdog, 0, vms)
+}
+
+// WriteHeartbeatSince is WriteHeartbeat with the start of the current
+// lease (Heartbeat.LeaseSince; 0: unknown).
+func WriteHeartbeatSince(path string, deadline, watchdog, leaseSince time.Duration, vms []GuardVM) error {
 	b, err := json.Marshal(Heartbeat{DeadlineBoot: int64(deadline), DeadlineMono: int64(deadline - suspendedAtLeast(BootNow, MonoNow)),
-		Watchdog: int64(watchdog), VMs: vms, BootID: BootID()})
+		Watchdog: int64(watchdog), VMs: vms, BootID: BootID(), LeaseSince: int64(leaseSince)})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, b); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path with b (mode 0600) through a temporary
+// file of its own in the same directory, so two writers never share one.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // ReadHeartbeat reads the heartbeat file; a missing file is an empty
@@ -260,10 +290,7 @@ func guardOnce(cfg GuardConfig, killed map[int]bool) guardVerdict {
 }
 
 // procOwns tells whether process pid's command line names instance id.
-func procOwns(pid int, id string) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	return err == nil && strings.Contains(string(b), id)
-}
+func procOwns(pid int, id string) bool { return procNames("/proc", pid, id) }
 
 // procOwner tells whether a pid is still an instance's QEMU, for the
 // guard, which must count a VM alive as long as any of its threads is.

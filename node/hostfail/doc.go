@@ -1,7 +1,8 @@
 // Package hostfail owns this host's side of host-failure handling that is
 // not an agent reconciler (docs/ha.md): the lease round trip with the
 // leader and the route the leader answers it on, the fence-guard process
-// (keeping it running, and the guard command itself), the check that no
+// (keeping it running, and the guard command itself), the step
+// systemd-sleep runs around a system sleep (FenceSleep), the check that no
 // other daemon runs with this host's identity, and draining the host
 // before it leaves.
 //

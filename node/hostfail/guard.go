@@ -22,6 +22,13 @@ import (
 // CLOCK_BOOTTIME, that a full data disk does not fill.
 const RunDir = "/run/peerstack"
 
+// The heartbeat's file names: in the run dir, the prefix followed by a
+// hash of the data dir's path and ".json"; in the data dir, the other.
+const (
+	runHeartbeatPrefix = "fence-heartbeat-"
+	dataDirHeartbeat   = "fence-heartbeat.json"
+)
+
 // HeartbeatPath is the heartbeat file of the daemon of dataDir: in
 // runDir, named after the data dir's absolute path (one host may run
 // several daemons), or in the data dir when runDir is not writable. The
@@ -36,10 +43,10 @@ func HeartbeatPath(runDir, dataDir string) string {
 		if f, err := os.CreateTemp(runDir, ".probe-*"); err == nil {
 			f.Close()
 			_ = os.Remove(f.Name())
-			return filepath.Join(runDir, "fence-heartbeat-"+hex.EncodeToString(sum[:8])+".json")
+			return filepath.Join(runDir, runHeartbeatPrefix+hex.EncodeToString(sum[:8])+".json")
 		}
 	}
-	return filepath.Join(dataDir, "fence-heartbeat.json")
+	return filepath.Join(dataDir, dataDirHeartbeat)
 }
 
 // FenceConfig is what the agent's fence is made from.
@@ -92,8 +99,8 @@ func NewFence(cfg FenceConfig) (fence *agent.Fence, timeouts *FenceTimeouts, kee
 		if cfg.Watchdog > 0 {
 			fc.WatchdogInEffect = func() time.Duration { return readWatchdogInEffect(path) }
 		}
-		fc.Heartbeat = func(deadline, watchdog time.Duration, vms []agent.GuardVM) error {
-			if err := agent.WriteHeartbeat(path, deadline, watchdog, vms); err != nil {
+		fc.Heartbeat = func(deadline, watchdog, leaseSince time.Duration, vms []agent.GuardVM) error {
+			if err := agent.WriteHeartbeatSince(path, deadline, watchdog, leaseSince, vms); err != nil {
 				return err
 			}
 			timeouts.Wrote(deadline)
