@@ -89,6 +89,8 @@ type Fence struct {
 	// none written under the current lease), for a rewrite when the HA
 	// VMs change (setHA).
 	hbDeadline, hbWatchdog time.Duration
+	// hbVMs is the VM list the last heartbeat carried.
+	hbVMs []GuardVM
 
 	hbMu sync.Mutex // serializes heartbeat writes: the newest state lands last
 }
@@ -268,13 +270,20 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 		f.log.Debug("fence: still no quorum contact", "err", err)
 	}
 	if write {
-		f.writeHeartbeat()
+		f.writeHeartbeat(false)
 	}
 }
 
 // writeHeartbeat writes the heartbeat of the current lease and HA VMs
-// (Config.Heartbeat), unless no lease holds.
-func (f *Fence) writeHeartbeat() {
+// (Config.Heartbeat), unless no lease holds. A renewal's write (rewrite
+// false) lists the HA VMs of the last sync. A rewrite between renewals
+// (a changed VM list) only adds to the list the last heartbeat carried,
+// and only while its deadline has not passed: the guard kills what the
+// file lists once the deadline passes, and a VM whose server moved away
+// while this host was cut off (or asleep) must stay on that list until
+// it is killed — the state that moved it may reach this host before the
+// fence's next check sees the lapse.
+func (f *Fence) writeHeartbeat(rewrite bool) {
 	if f.cfg.Heartbeat == nil {
 		return
 	}
@@ -282,6 +291,13 @@ func (f *Fence) writeHeartbeat() {
 	defer f.hbMu.Unlock()
 	f.mu.Lock()
 	deadline, w, since, ha, ok := f.hbDeadline, f.hbWatchdog, f.leaseSince, f.ha, f.haveAck && f.hbDeadline != 0
+	if ok && rewrite {
+		ok = f.cfg.Clock() <= deadline
+		ha = unionVMs(f.hbVMs, ha)
+	}
+	if ok {
+		f.hbVMs = ha
+	}
 	f.mu.Unlock()
 	if !ok {
 		return
@@ -291,6 +307,18 @@ func (f *Fence) writeHeartbeat() {
 	}
 }
 
+// unionVMs is a followed by the VMs of b that a does not hold (same id
+// and pid).
+func unionVMs(a, b []GuardVM) []GuardVM {
+	out := slices.Clone(a)
+	for _, v := range b {
+		if !slices.ContainsFunc(a, func(o GuardVM) bool { return o.ID == v.ID && o.PID == v.PID }) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // errLapsedInRenewal is a renewal answered past the deadline (Check).
 var errLapsedInRenewal = errors.New("fence: the lease lapsed before the renewal was answered")
 
@@ -298,7 +326,7 @@ var errLapsedInRenewal = errors.New("fence: the lease lapsed before the renewal 
 // up again, and the HA VMs of the last sync are returned to be killed.
 func (f *Fence) lapseLocked() []GuardVM {
 	f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
-	f.leaseSince, f.hbDeadline, f.hbWatchdog = 0, 0, 0
+	f.leaseSince, f.hbDeadline, f.hbWatchdog, f.hbVMs = 0, 0, 0, nil
 	victims := f.ha
 	f.ha = nil
 	for _, v := range victims {
@@ -349,7 +377,7 @@ func (f *Fence) setHA(vms []GuardVM) {
 	f.ha = vms
 	f.mu.Unlock()
 	if changed {
-		f.writeHeartbeat()
+		f.writeHeartbeat(true)
 	}
 }
 

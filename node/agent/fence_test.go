@@ -177,7 +177,8 @@ func TestGuardKillsOnlyPastDeadlineAndOwnedPids(t *testing.T) {
 
 // TestFenceKeepsPreviousVMsUntilFirstSync: a restarted daemon's
 // heartbeats list the previous run's HA VMs until the agent's first sync
-// (never an empty list the guard would kill nothing from), then the sync's.
+// (never an empty list the guard would kill nothing from), then, from the
+// next renewal, the sync's (a rewrite between renewals only adds VMs).
 func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 	clock := &fenceClock{now: time.Hour}
 	prev := []GuardVM{{ID: "a", PID: 11}}
@@ -198,8 +199,8 @@ func TestFenceKeepsPreviousVMsUntilFirstSync(t *testing.T) {
 		t.Fatalf("heartbeat before the first sync = %v; want the previous run's %v", beats, prev)
 	}
 	f.setHA(nil) // the first sync: no HA VM runs here any more
-	if len(beats) != 2 || len(beats[1]) != 0 {
-		t.Fatalf("heartbeat after the first sync = %v; want the sync's (none) at once", beats)
+	if len(beats) != 2 || len(beats[1]) != 1 {
+		t.Fatalf("heartbeat after the first sync = %v; want the previous run's VM kept until the next renewal", beats)
 	}
 	f.Check(context.Background(), func(context.Context, []GuardVM) {})
 	if len(beats) != 3 || len(beats[2]) != 0 {
@@ -379,5 +380,60 @@ func TestFenceHeartbeatFollowsHAVMsAndLeaseStart(t *testing.T) {
 	check()
 	if last := beats[len(beats)-1]; last.since != clock.Now() || last.deadline != clock.Now()+10*time.Second {
 		t.Fatalf("heartbeat after the lapse %+v; want the lease since %v", last, clock.Now())
+	}
+}
+
+// TestFenceRewriteNeverDropsAVMFromTheGuard: between renewals a changed
+// VM list only adds to what the guard's file lists, and once the deadline
+// has passed nothing is rewritten — a VM whose server moved while this
+// host was cut off stays on the list the guard kills by.
+func TestFenceRewriteNeverDropsAVMFromTheGuard(t *testing.T) {
+	clock := &fenceClock{now: time.Hour}
+	up := true
+	var last []GuardVM
+	var writes int
+	f := NewFence(FenceConfig{
+		Renew: func(context.Context) (uint64, error) {
+			if !up {
+				return 0, errors.New("no leader")
+			}
+			return 1, nil
+		},
+		Applied: func() uint64 { return 1 },
+		Timeout: func() time.Duration { return 10 * time.Second },
+		Clock:   clock.Now,
+		Heartbeat: func(_, _, _ time.Duration, vms []GuardVM) error {
+			writes++
+			last = slices.Clone(vms)
+			return nil
+		},
+	})
+	check := func() { f.Check(context.Background(), func(context.Context, []GuardVM) {}) }
+	a, b := GuardVM{ID: "a", PID: 11}, GuardVM{ID: "b", PID: 12}
+	check()
+	f.setHA([]GuardVM{a})
+	if !slices.Equal(last, []GuardVM{a}) {
+		t.Fatalf("heartbeat lists %v; want [a]", last)
+	}
+	// Server a moved (its VM still running here): the rewrite keeps it
+	// and adds b.
+	f.setHA([]GuardVM{b})
+	if !slices.Equal(last, []GuardVM{a, b}) {
+		t.Fatalf("rewrite lists %v; want a kept and b added", last)
+	}
+	// The next renewal writes the sync's list as it is.
+	clock.Add(time.Second)
+	check()
+	if !slices.Equal(last, []GuardVM{b}) {
+		t.Fatalf("renewal's heartbeat lists %v; want [b]", last)
+	}
+	// Cut off past the deadline, not yet checked: a sync dropping b
+	// rewrites nothing.
+	up = false
+	clock.Add(15 * time.Second)
+	n := writes
+	f.setHA(nil)
+	if writes != n || !slices.Equal(last, []GuardVM{b}) {
+		t.Fatalf("after the deadline a sync rewrote the heartbeat (%d writes, lists %v); want none, b still listed", writes-n, last)
 	}
 }
