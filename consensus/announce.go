@@ -121,3 +121,10 @@ func (l *logTimer) observe(start time.Time) {
 func (l *logTimer) below(limit time.Duration) bool {
 	return time.Duration(l.avg.Load()) < limit
 }
+
+// IsMonotonic passes on whether the wrapped store is a
+// raft.MonotonicLogStore, which Raft asks of its log store.
+func (l *logTimer) IsMonotonic() bool {
+	m, ok := l.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}

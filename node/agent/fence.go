@@ -89,7 +89,8 @@ type Fence struct {
 	// none written under the current lease), for a rewrite when the HA
 	// VMs change (setHA).
 	hbDeadline, hbWatchdog time.Duration
-	// hbVMs is the VM list the last heartbeat carried.
+	// hbVMs is the VM list the last heartbeat write under the current
+	// lease carried (or tried to).
 	hbVMs []GuardVM
 
 	hbMu sync.Mutex // serializes heartbeat writes: the newest state lands last
@@ -277,12 +278,11 @@ func (f *Fence) Check(ctx context.Context, kill func(ctx context.Context, vms []
 // writeHeartbeat writes the heartbeat of the current lease and HA VMs
 // (Config.Heartbeat), unless no lease holds. A renewal's write (rewrite
 // false) lists the HA VMs of the last sync. A rewrite between renewals
-// (a changed VM list) only adds to the list the last heartbeat carried,
-// and only while its deadline has not passed: the guard kills what the
-// file lists once the deadline passes, and a VM whose server moved away
-// while this host was cut off (or asleep) must stay on that list until
-// it is killed — the state that moved it may reach this host before the
-// fence's next check sees the lapse.
+// (a changed VM list) only adds to the list the last heartbeat carried:
+// the guard kills what the file lists once the deadline passes, and a VM
+// whose server moved away while this host was cut off (or asleep) must
+// stay on that list until it is killed — the state that moved it may
+// reach this host before the fence's next check sees the lapse.
 func (f *Fence) writeHeartbeat(rewrite bool) {
 	if f.cfg.Heartbeat == nil {
 		return
@@ -292,7 +292,6 @@ func (f *Fence) writeHeartbeat(rewrite bool) {
 	f.mu.Lock()
 	deadline, w, since, ha, ok := f.hbDeadline, f.hbWatchdog, f.leaseSince, f.ha, f.haveAck && f.hbDeadline != 0
 	if ok && rewrite {
-		ok = f.cfg.Clock() <= deadline
 		ha = unionVMs(f.hbVMs, ha)
 	}
 	if ok {
@@ -326,12 +325,16 @@ var errLapsedInRenewal = errors.New("fence: the lease lapsed before the renewal 
 // up again, and the HA VMs of the last sync are returned to be killed.
 func (f *Fence) lapseLocked() []GuardVM {
 	f.fenced, f.caughtUp, f.haveAck, f.want = true, false, false, 0
-	f.leaseSince, f.hbDeadline, f.hbWatchdog, f.hbVMs = 0, 0, 0, nil
-	victims := f.ha
-	f.ha = nil
-	for _, v := range victims {
+	f.leaseSince, f.hbDeadline, f.hbWatchdog = 0, 0, 0
+	for _, v := range f.ha {
 		f.killed[v.ID] = true
 	}
+	// The VMs the guard's file lists too: one whose server moved away
+	// while this host was cut off has left the sync's list but may still
+	// run (killing checks each pid is still that VM's QEMU). Only the
+	// sync's are restarted here once caught up (killed).
+	victims := unionVMs(f.ha, f.hbVMs)
+	f.ha, f.hbVMs = nil, nil
 	return victims
 }
 

@@ -384,9 +384,9 @@ func TestFenceHeartbeatFollowsHAVMsAndLeaseStart(t *testing.T) {
 }
 
 // TestFenceRewriteNeverDropsAVMFromTheGuard: between renewals a changed
-// VM list only adds to what the guard's file lists, and once the deadline
-// has passed nothing is rewritten — a VM whose server moved while this
-// host was cut off stays on the list the guard kills by.
+// VM list only adds to what the guard's file lists, so a VM whose server
+// moved while this host was cut off stays on the list the guard kills by,
+// and the daemon's own lapse kills it too.
 func TestFenceRewriteNeverDropsAVMFromTheGuard(t *testing.T) {
 	clock := &fenceClock{now: time.Hour}
 	up := true
@@ -427,13 +427,23 @@ func TestFenceRewriteNeverDropsAVMFromTheGuard(t *testing.T) {
 	if !slices.Equal(last, []GuardVM{b}) {
 		t.Fatalf("renewal's heartbeat lists %v; want [b]", last)
 	}
-	// Cut off past the deadline, not yet checked: a sync dropping b
-	// rewrites nothing.
+	// Cut off past the deadline, not yet checked: b's server moved (a
+	// sync drops it), but the guard's file keeps it.
 	up = false
 	clock.Add(15 * time.Second)
-	n := writes
 	f.setHA(nil)
-	if writes != n || !slices.Equal(last, []GuardVM{b}) {
-		t.Fatalf("after the deadline a sync rewrote the heartbeat (%d writes, lists %v); want none, b still listed", writes-n, last)
+	if !slices.Equal(last, []GuardVM{b}) {
+		t.Fatalf("after the deadline the heartbeat lists %v; want b still listed", last)
+	}
+	// Contact is back: the check sees the lapse first and kills b too,
+	// though the sync no longer lists it.
+	up = true
+	var killed []GuardVM
+	f.Check(context.Background(), func(_ context.Context, vms []GuardVM) { killed = append(killed, vms...) })
+	if !slices.Contains(killed, b) {
+		t.Fatalf("the lapse killed %v; want b, which the guard's file listed", killed)
+	}
+	if f.wasKilled(b.ID, false) {
+		t.Fatal("b's server (moved away) is marked as killed by this fence, to be restarted here")
 	}
 }

@@ -45,10 +45,12 @@ func (q *fakeQEMU) state() string {
 	return st
 }
 
-// waitState waits up to 2 s for the process to reach state want.
+// waitState waits up to 10 s for the process to reach state want (a
+// signal is handled when the process is next scheduled: late on a busy
+// machine).
 func (q *fakeQEMU) waitState(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for q.state() != want {
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d in state %q; want %q", q.pid, q.state(), want)
