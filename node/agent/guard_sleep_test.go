@@ -29,6 +29,15 @@ func startFakeQEMU(t *testing.T, id string) *fakeQEMU {
 	}
 	q := &fakeQEMU{pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); q.ps = cmd.ProcessState; close(q.done) }()
+	// Start returns while the kernel may still be setting up the new
+	// program's arguments (the command line reads empty for a moment):
+	// wait until it names the VM, as a running QEMU's does.
+	for deadline := time.Now().Add(5 * time.Second); !procNames("/proc", q.pid, id); {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never showed a command line naming %s", q.pid, id)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	t.Cleanup(func() {
 		_ = syscall.Kill(q.pid, syscall.SIGKILL)
 		select {

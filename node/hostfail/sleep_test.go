@@ -30,6 +30,16 @@ func startSleeper(t *testing.T, id string) *sleeper {
 	}
 	s := &sleeper{pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); s.ps = cmd.ProcessState; close(s.done) }()
+	// Start returns while the kernel may still be setting up the new
+	// program's arguments: wait until the command line names the VM.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.pid), "cmdline")); err == nil && strings.Contains(string(b), id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never showed a command line naming %s", s.pid, id)
+		}
+	}
 	t.Cleanup(func() {
 		_ = syscall.Kill(s.pid, syscall.SIGKILL)
 		<-s.done
@@ -49,7 +59,7 @@ func (s *sleeper) state() string {
 
 func (s *sleeper) waitState(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for s.state() != want {
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d in state %q; want %q", s.pid, s.state(), want)
