@@ -265,7 +265,7 @@ func (v nodeVTEPs) VTEP(host string) net.IP {
 // nodeImages adapts the image service (EnsureImage) to agent.ImageSource.
 type nodeImages struct{ n *Node }
 
-func (im nodeImages) Image(ctx context.Context, imageID string) (string, string, error) {
+func (im nodeImages) Image(ctx context.Context, imageID string) (string, string, func(), error) {
 	return im.n.EnsureImage(ctx, imageID)
 }
 

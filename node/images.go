@@ -100,13 +100,27 @@ func (n *Node) imageAliveHosts() map[string]bool {
 // its disk format, fetching it from the shared storage or a holder first
 // if this host lacks it (sha256-verified; a corrupt source is skipped for
 // the next). Concurrent calls for one image on one host fetch it once.
-// The host agent calls it before it builds a root disk on the image.
-func (n *Node) EnsureImage(ctx context.Context, imageID string) (path string, format string, err error) {
+// The blob is kept on this host until release is called. The host agent
+// calls it before it builds a disk on the image.
+func (n *Node) EnsureImage(ctx context.Context, imageID string) (path, format string, release func(), err error) {
 	c, err := n.imageCache()
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	return c.EnsureImage(ctx, imageID)
+}
+
+// EvictImages runs one pass of this host's cache eviction now, as every
+// full sync of the image reconciler does: least recently used blobs go
+// while the cache is over its size, except those pinned by EnsureImage
+// or needed here or by the cluster.
+func (n *Node) EvictImages(ctx context.Context) error {
+	c, err := n.imageCache()
+	if err != nil {
+		return err
+	}
+	c.Evict(ctx)
+	return nil
 }
 
 // mountImages registers the images API.

@@ -76,8 +76,10 @@ type Proposer interface {
 // ImageSource makes an image available on this host.
 type ImageSource interface {
 	// Image returns a local path (or nfs:// URL) of the image's bytes and
-	// their format (qcow2 or raw), fetching them first if needed.
-	Image(ctx context.Context, imageID string) (path, format string, err error)
+	// their format (qcow2 or raw), fetching them first if needed. The
+	// bytes stay at path until release is called (the host's cache may
+	// evict them after; a server placed on the host keeps its image's).
+	Image(ctx context.Context, imageID string) (path, format string, release func(), err error)
 }
 
 // VTEPs resolves the underlay (VXLAN tunnel endpoint) address of a host.

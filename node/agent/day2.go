@@ -102,11 +102,13 @@ func (a *Agent) rescueOp(ctx context.Context, act instAction) error {
 		err = fmt.Errorf("rescue image %s: %w", act.Inst.RescueImage, ErrNoImages)
 	default:
 		var path, format string
-		path, format, err = a.cfg.Images.Image(ctx, act.Inst.RescueImage)
+		var release func()
+		path, format, release, err = a.cfg.Images.Image(ctx, act.Inst.RescueImage)
 		if err != nil {
 			err = fmt.Errorf("rescue image %s: %w", act.Inst.RescueImage, err)
 		} else {
 			err = r.Rescue(ctx, id, Disk{Path: path, Format: format})
+			release()
 		}
 	}
 	if err != nil {

@@ -93,7 +93,14 @@ func (h *harness) run() {
 	go func() { defer close(done); _ = ag.Run(ctx) }()
 	h.ag = ag
 	h.stop = func() { cancel(); <-done }
-	h.t.Cleanup(h.stop)
+	h.t.Cleanup(func() {
+		h.stop()
+		// Every image the agent took it released (a pinned blob is never
+		// evicted from a real host's cache).
+		if n := h.imgs.Held(); n != 0 {
+			h.t.Errorf("the agent holds %d images after it stopped; want every one released", n)
+		}
+	})
 }
 
 func (h *harness) apply(t statedb.CmdType, payload any) {

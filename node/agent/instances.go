@@ -405,11 +405,12 @@ func (a *Agent) start(ctx context.Context, act instAction, plan startPlan, befor
 		if a.cfg.Images == nil {
 			return fmt.Errorf("image %s: %w", act.Inst.ImageID, ErrNoImages)
 		}
-		path, format, err := a.cfg.Images.Image(ctx, act.Inst.ImageID)
+		path, format, release, err := a.cfg.Images.Image(ctx, act.Inst.ImageID)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", act.Inst.ImageID, err)
 		}
 		root, err := a.cfg.Hypervisor.CreateRootDisk(ctx, id, Disk{Path: path, Format: format}, act.Inst.Flavor.DiskGB)
+		release()
 		if err != nil {
 			undoFresh() // a half-created overlay
 			return fmt.Errorf("root disk: %w", err)

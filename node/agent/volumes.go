@@ -219,10 +219,11 @@ func (a *Agent) doCreateVolume(ctx context.Context, v *statedb.Volume) error {
 		if a.cfg.Images == nil {
 			return fmt.Errorf("volume %s from image %s: %w", v.ID, v.ImageID, ErrNoImages)
 		}
-		path, format, err := a.cfg.Images.Image(ctx, v.ImageID)
+		path, format, release, err := a.cfg.Images.Image(ctx, v.ImageID)
 		if err != nil {
 			return fmt.Errorf("volume %s from image %s: %w", v.ID, v.ImageID, err)
 		}
+		defer release()
 		img = &Disk{Path: path, Format: format}
 	}
 	if err := a.cfg.Volumes.Create(ctx, v, img); err != nil {

@@ -119,6 +119,12 @@ type Cache struct {
 	mu       sync.Mutex
 	inflight map[string]bool    // reconciler operations by key
 	retry    map[string]backoff // image id → when its fetch may be tried again
+
+	// pinMu guards pins and is held through every eviction, so a blob is
+	// either pinned before an eviction looks at it or gone before Acquire
+	// checks for it (and fetched again).
+	pinMu sync.Mutex
+	pins  map[string]int // blob sum → local operations using it (Acquire)
 }
 
 // backoff is the retry state of one wanted copy.
@@ -165,7 +171,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	return &Cache{cfg: cfg, log: cfg.Logger.With("component", "imagecache"), store: store,
-		inflight: map[string]bool{}, retry: map[string]backoff{}}, nil
+		inflight: map[string]bool{}, retry: map[string]backoff{}, pins: map[string]int{}}, nil
 }
 
 func (c *Cache) snapshot() *statedb.Snapshot { return c.cfg.State.Snapshot() }
@@ -220,6 +226,11 @@ func (c *Cache) DropBlob(sum string) error {
 	if inUseOn(sn, c.cfg.HostID, sum) {
 		return nil
 	}
+	c.pinMu.Lock()
+	defer c.pinMu.Unlock()
+	if c.pins[sum] > 0 {
+		return nil // a local operation reads it; eviction takes it later
+	}
 	return c.store.Remove(sum)
 }
 
@@ -256,19 +267,45 @@ func (c *Cache) Ensure(ctx context.Context, img *statedb.Image, wait bool) (stri
 }
 
 // EnsureImage is Ensure by image id, waiting for another fetch of the
-// blob; it also returns the disk format. The host agent calls it before it
-// builds a root disk on the image.
-func (c *Cache) EnsureImage(ctx context.Context, imageID string) (path, format string, err error) {
+// blob; it also returns the disk format. The blob stays pinned, kept by
+// eviction and by the release of a deleted image, until release is
+// called: the host agent holds it while it builds a root disk, a rescue
+// disk or a volume on the image (after that, a server placed here keeps
+// the blob as long as its disk needs it).
+func (c *Cache) EnsureImage(ctx context.Context, imageID string) (path, format string, release func(), err error) {
 	img, ok := c.snapshot().Image(imageID)
 	if !ok || img.Status != statedb.ImageActive {
-		return "", "", fmt.Errorf("ensure image %s: %w", imageID, statedb.Errorf(statedb.KindNotFound, "no active image %s", imageID))
+		return "", "", nil, fmt.Errorf("ensure image %s: %w", imageID, statedb.Errorf(statedb.KindNotFound, "no active image %s", imageID))
 	}
+	release = c.pin(img.SHA256)
 	p, err := c.Ensure(ctx, img, true)
 	if err != nil {
-		return "", "", fmt.Errorf("ensure image %s: %w", imageID, err)
+		release()
+		return "", "", nil, fmt.Errorf("ensure image %s: %w", imageID, err)
 	}
-	return p, img.DiskFormat, nil
+	return p, img.DiskFormat, release, nil
 }
+
+// pin keeps blob sum from eviction until the returned func is called
+// (once; later calls do nothing).
+func (c *Cache) pin(sum string) func() {
+	c.pinMu.Lock()
+	c.pins[sum]++
+	c.pinMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.pinMu.Lock()
+			defer c.pinMu.Unlock()
+			if c.pins[sum]--; c.pins[sum] <= 0 {
+				delete(c.pins, sum)
+			}
+		})
+	}
+}
+
+// pinned reports whether a local operation holds blob sum; pinMu held.
+func (c *Cache) pinned(sum string) bool { return c.pins[sum] > 0 }
 
 // Upload is an upload's blob being written on this host.
 type Upload struct {
@@ -335,14 +372,17 @@ func (c *Cache) dropHolder(ctx context.Context, sum string) {
 }
 
 // inUseOn reports whether a server placed on host boots from an image
-// whose bytes are the blob sum (its disk is an overlay on it).
+// whose bytes are the blob sum, or is rescued from one (its root or
+// rescue disk is an overlay on it).
 func inUseOn(sn *statedb.Snapshot, host, sum string) bool {
 	for _, inst := range sn.InstancesOnHost(host) {
-		if inst.ImageID == "" {
-			continue
-		}
-		if img, ok := sn.Image(inst.ImageID); ok && img.SHA256 == sum {
-			return true
+		for _, id := range []string{inst.ImageID, inst.RescueImage} {
+			if id == "" {
+				continue
+			}
+			if img, ok := sn.Image(id); ok && img.SHA256 == sum {
+				return true
+			}
 		}
 	}
 	return false

@@ -385,3 +385,64 @@ func TestLostCopyReported(t *testing.T) {
 		t.Errorf("fetches from h2 = %d; want 2", n)
 	}
 }
+
+// TestEnsuredBlobPinnedUntilReleased: a blob handed out by EnsureImage
+// stays while its user holds it, through evictions that make room for
+// another blob, the periodic eviction and the release of its deleted
+// image; released, it is cache like any other.
+func TestEnsuredBlobPinnedUntilReleased(t *testing.T) {
+	const size = 1 << 20
+	e := newEnv(t, size+size/2) // one blob fits, two do not
+	dataA, sumA := blob(size, 60)
+	dataB, sumB := blob(size, 61)
+	e.activeImage("a", dataA, h2)
+	e.activeImage("b", dataB, h2)
+	ctx := t.Context()
+
+	p, format, release, err := e.cache.EnsureImage(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p != e.blobPath(sumA) || format != "raw" {
+		t.Fatalf("EnsureImage(a) = %s, %s; want %s, raw", p, format, e.blobPath(sumA))
+	}
+	// Making room for b may not take the pinned a: the store goes over.
+	_, _, releaseB, err := e.cache.EnsureImage(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseB()
+	e.cache.Evict(ctx)
+	if e.localSum(sumA) != sumA {
+		t.Fatal("a pinned blob was evicted")
+	}
+	// Deleted while pinned: the release of the deleted image keeps the
+	// file for its user.
+	e.apply(statedb.CmdDeleteImage, statedb.ImageRef{ID: "a"})
+	if err := e.cache.DropBlob(sumA); err != nil || e.localSum(sumA) != sumA {
+		t.Fatalf("DropBlob of a pinned blob: %v, present %v; want it kept", err, e.localSum(sumA) != "")
+	}
+	// A second pin of the same blob outlives the first one's release.
+	e.apply(statedb.CmdCreateImage, statedb.Image{ID: "a2", Name: "a2", ProjectID: "p", DiskFormat: "raw", ContainerFormat: "bare"})
+	e.apply(statedb.CmdStartImageUpload, statedb.ImageUploadCmd{ID: "a2", HostID: me})
+	e.apply(statedb.CmdFinishImageUpload, statedb.FinishImageUploadCmd{ID: "a2", Size: size, SHA256: sumA, Holders: []string{me}})
+	_, _, release2, err := e.cache.EnsureImage(ctx, "a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.apply(statedb.CmdDeleteImage, statedb.ImageRef{ID: "a2"})
+	release()
+	release() // a second call is a no-op, not a second unpin
+	e.cache.Evict(ctx)
+	if e.localSum(sumA) != sumA {
+		t.Fatal("the blob went while a second user still held it")
+	}
+	release2()
+	e.cache.Evict(ctx)
+	if e.localSum(sumA) != "" {
+		t.Fatal("released and over the limit, the blob was kept")
+	}
+	if e.localSum(sumB) != sumB {
+		t.Fatal("b, the only blob left and under the limit, was evicted")
+	}
+}

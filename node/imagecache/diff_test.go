@@ -122,3 +122,33 @@ func TestMustKeep(t *testing.T) {
 		}
 	}
 }
+
+// TestInUseCountsRescueImages: a rescued server's rescue disk is an
+// overlay on its rescue image, so that image's blob is in use on its host
+// (kept by eviction and by the release of a deleted image) until the
+// unrescue starts.
+func TestInUseCountsRescueImages(t *testing.T) {
+	d := newDiffState(t)
+	d.image("root", 'a', []string{"h1"}, nil)
+	d.image("rescue", 'b', []string{"h1"}, nil)
+	d.server("vm", "root", "h1")
+	d.apply(statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: "vm", HostID: "h1",
+		VMState: statedb.VMActive, PowerState: statedb.PowerRunning})
+	if inUseOn(d.st.Snapshot(), "h1", sumOf('b')) {
+		t.Fatal("the rescue image is in use before any rescue")
+	}
+	d.apply(statedb.CmdRescueServer, statedb.RescueCmd{ID: "vm", ImageID: "rescue"})
+	sn := d.st.Snapshot()
+	if !inUseOn(sn, "h1", sumOf('b')) || !inUseOn(sn, "h1", sumOf('a')) {
+		t.Fatalf("rescued: rescue image in use %v, root image in use %v; want both", inUseOn(sn, "h1", sumOf('b')), inUseOn(sn, "h1", sumOf('a')))
+	}
+	if inUseOn(sn, "h2", sumOf('b')) {
+		t.Fatal("the rescue image is in use on a host without the server")
+	}
+	d.apply(statedb.CmdReportInstance, statedb.ReportInstanceCmd{InstanceID: "vm", HostID: "h1",
+		VMState: statedb.VMRescued, PowerState: statedb.PowerRunning})
+	d.apply(statedb.CmdRescueServer, statedb.RescueCmd{ID: "vm", Unrescue: true})
+	if inUseOn(d.st.Snapshot(), "h1", sumOf('b')) {
+		t.Fatal("the rescue image is still in use once the unrescue started")
+	}
+}

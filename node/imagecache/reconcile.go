@@ -249,17 +249,21 @@ func (c *Cache) reportDrop(ctx context.Context, imageID string) error {
 }
 
 // Evict removes least recently used blobs while the store is over the
-// cache size, keeping every blob mustKeep names, and reports the dropped
+// cache size, keeping every pinned blob and every blob mustKeep names, and
+// reports the dropped
 // copies. Run calls it on every full sync.
 func (c *Cache) Evict(ctx context.Context) { c.evict(ctx, 0, "") }
 
 // evict makes room for need more bytes in the cache, keeping the blob
-// keep and every blob mustKeep names. Evicted copies are reported dropped.
+// keep, every pinned blob and every blob mustKeep names. Evicted copies
+// are reported dropped.
 func (c *Cache) evict(ctx context.Context, need int64, keep string) {
 	sn := c.snapshot()
+	c.pinMu.Lock()
 	removed, err := c.store.Evict(need, func(sum string) bool {
-		return sum == keep || mustKeep(sn, c.cfg.HostID, sum)
+		return sum == keep || c.pinned(sum) || mustKeep(sn, c.cfg.HostID, sum)
 	})
+	c.pinMu.Unlock()
 	if err != nil {
 		c.log.Warn("evict image blobs", "err", err)
 	}

@@ -174,24 +174,29 @@ func TestImageDistribution(t *testing.T) {
 	}
 	// Four concurrent ensures on the host without a copy: one fetch (the
 	// blob's lock), every caller gets the verified file.
-	type ensured struct{ path, format string }
+	type ensured struct {
+		path, format string
+		release      func()
+	}
 	results := make(chan ensured, 4)
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
-			p, f, err := c.Node(k).EnsureImage(ctx, idA)
+			p, f, release, err := c.Node(k).EnsureImage(ctx, idA)
 			errs <- err
-			results <- ensured{p, f}
+			results <- ensured{p, f, release}
 		}()
 	}
 	for range 4 {
-		if err := <-errs; err != nil {
+		err := <-errs
+		r := <-results
+		if err != nil {
 			t.Fatalf("EnsureImage on host%d: %v", k, err)
 		}
-		r := <-results
 		if r.format != "raw" || r.path != c.blobPath(k, sha(dataA)) || fileSHA(t, r.path) != sha(dataA) {
 			t.Fatalf("EnsureImage = %s, %s; want host%d's blob %s, raw, with the uploaded bytes", r.path, r.format, k, sha(dataA))
 		}
+		r.release()
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(c.Dir(k), "images", "tmp")); len(tmp) != 0 {
 		t.Errorf("temp files left on host%d: %v", k, tmp)
@@ -215,13 +220,14 @@ func TestImageDistribution(t *testing.T) {
 	f.WriteAt([]byte("CORRUPTED!"), 1<<20)
 	f.Close()
 	k = c.nonHolder(idB)
-	path, _, err := c.Node(k).EnsureImage(ctx, idB)
+	path, _, release, err := c.Node(k).EnsureImage(ctx, idB)
 	if err != nil {
 		t.Fatalf("EnsureImage with a corrupt first holder: %v", err)
 	}
 	if got := fileSHA(t, path); got != sha(dataB) {
 		t.Fatalf("ensured blob sha256 = %s; want %s", got, sha(dataB))
 	}
+	release()
 	// Host 0 then either has no copy and is no holder, or (when the leader
 	// picked it to restore the second copy) a good one again.
 	c.Eventually(20*time.Second, "the corrupt copy dropped by host0", func() bool {
@@ -260,11 +266,12 @@ func TestImageDistribution(t *testing.T) {
 		t.Fatalf("host%d holds the image; holders %v", k, holders)
 	}
 	c.Eventually(30*time.Second, "EnsureImage with the uploader stopped", func() bool {
-		p, _, err := c.Node(k).EnsureImage(ctx, idC)
+		p, _, release, err := c.Node(k).EnsureImage(ctx, idC)
 		if err != nil {
 			t.Logf("EnsureImage on host%d: %v (retrying)", k, err)
 			return false
 		}
+		defer release()
 		return fileSHA(t, p) == sha(dataC)
 	})
 }
@@ -328,15 +335,19 @@ func TestImageCacheSize(t *testing.T) {
 		}
 		return true
 	})
-	ensure := func(i int, id string, data []byte) {
+	// ensure fetches an image the way the agent does before it builds a
+	// disk, and returns the release of the blob's pin.
+	ensure := func(i int, id string, data []byte) (release func()) {
 		t.Helper()
-		p, _, err := c.Node(i).EnsureImage(ctx, id)
+		p, _, release, err := c.Node(i).EnsureImage(ctx, id)
 		if err != nil {
 			t.Fatalf("EnsureImage(%s) on host%d: %v", id, i, err)
 		}
+		t.Cleanup(release)
 		if got := fileSHA(t, p); got != sha(data) {
 			t.Fatalf("EnsureImage(%s) on host%d: sha256 %s; want %s", id, i, got, sha(data))
 		}
+		return release
 	}
 	present := func(i int, data []byte) bool {
 		_, err := os.Stat(c.blobPath(i, sha(data)))
@@ -356,15 +367,16 @@ func TestImageCacheSize(t *testing.T) {
 	}
 
 	// A fits the small cache.
-	ensure(k, idA, dataA)
+	ensure(k, idA, dataA)()
 	holderEverywhere(idA, k, true)
 	// B does not fit next to A: A, unused here and held by host0, goes.
-	ensure(k, idB, dataB)
+	releaseB := ensure(k, idB, dataB)
 	if present(k, dataA) {
 		t.Fatalf("host%d (cache %d bytes) kept image A's blob after fetching B; want it evicted", k, limit)
 	}
 	holderEverywhere(idA, k, false)
 	holderEverywhere(idB, k, true)
+	releaseB()
 
 	// An upload through the small host: its copy is the only one, so the
 	// cluster counts on it; making room for it evicts the cached B.
@@ -374,12 +386,24 @@ func TestImageCacheSize(t *testing.T) {
 	}
 	holderEverywhere(idB, k, false)
 	// Fetching A again needs room C cannot give: C stays (the store goes
-	// over its limit) and A is fetched all the same.
-	ensure(k, idA, dataA)
+	// over its limit) and A is fetched all the same. While its user holds
+	// it, no eviction (the periodic one included) takes it.
+	releaseA := ensure(k, idA, dataA)
+	if err := c.Node(k).EvictImages(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if !present(k, dataC) || !present(k, dataA) {
 		t.Fatalf("host%d after fetching A with C as the only copy: C present %v, A present %v; want both", k, present(k, dataC), present(k, dataA))
 	}
 	holderEverywhere(idC, k, true)
+	// Released, A is cache over the limit: the next eviction takes it.
+	releaseA()
+	if err := c.Node(k).EvictImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !present(k, dataC) || present(k, dataA) {
+		t.Fatalf("host%d after releasing A over its limit: C present %v, A present %v; want C only", k, present(k, dataC), present(k, dataA))
+	}
 
 	// A host with the default cache size keeps every image it fetched.
 	for _, im := range []struct {
@@ -478,9 +502,11 @@ func BenchmarkImagePeerFetch(b *testing.B) {
 		os.Remove(c.blobPath(1, sum))
 		syscall.Sync()
 		t0 := time.Now()
-		if _, _, err := c.Node(1).EnsureImage(ctx, id); err != nil {
+		_, _, release, err := c.Node(1).EnsureImage(ctx, id)
+		if err != nil {
 			b.Fatal(err)
 		}
+		release()
 		fetch += time.Since(t0)
 		syscall.Sync()
 		t0 = time.Now()

@@ -209,6 +209,7 @@ type Images struct {
 	mu   sync.Mutex
 	m    map[string]agent.Disk
 	hits int
+	held int // Image calls whose release has not been called
 }
 
 // NewImages returns a source with the given images (id → path, qcow2).
@@ -231,15 +232,30 @@ func (im *Images) Add(id, path, format string) {
 }
 
 // Image implements agent.ImageSource.
-func (im *Images) Image(ctx context.Context, id string) (string, string, error) {
+func (im *Images) Image(ctx context.Context, id string) (string, string, func(), error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	im.hits++
 	d, ok := im.m[id]
 	if !ok {
-		return "", "", fmt.Errorf("image %s not found", id)
+		return "", "", nil, fmt.Errorf("image %s not found", id)
 	}
-	return d.Path, d.Format, nil
+	im.held++
+	var once sync.Once
+	return d.Path, d.Format, func() {
+		once.Do(func() {
+			im.mu.Lock()
+			im.held--
+			im.mu.Unlock()
+		})
+	}, nil
+}
+
+// Held is the number of images handed out and not yet released.
+func (im *Images) Held() int {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.held
 }
 
 // AnyImage is an image source that has every image, as a qcow2 file under
@@ -247,10 +263,10 @@ func (im *Images) Image(ctx context.Context, id string) (string, string, error) 
 type AnyImage struct{ Dir string }
 
 // Image implements agent.ImageSource.
-func (a AnyImage) Image(ctx context.Context, id string) (string, string, error) {
+func (a AnyImage) Image(ctx context.Context, id string) (string, string, func(), error) {
 	dir := a.Dir
 	if dir == "" {
 		dir = "/fake/images"
 	}
-	return dir + "/" + id + ".qcow2", "qcow2", nil
+	return dir + "/" + id + ".qcow2", "qcow2", func() {}, nil
 }
