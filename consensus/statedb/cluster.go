@@ -171,6 +171,28 @@ func (sn *Snapshot) Members() []*Member {
 	return sortByName(list[Member](sn, tblMembers), func(m *Member) string { return m.Name })
 }
 
+// MembersChangedSince reports whether the member records may differ
+// between prev and sn: false only when both read the same database and
+// no member record was written between them (a cheap test, for loops
+// that would otherwise list every member at every state change).
+func (sn *Snapshot) MembersChangedSince(prev *Snapshot) bool {
+	if prev == nil || prev.db == nil || prev.db != sn.db {
+		return true // a restore in between, or a view inside Apply
+	}
+	it, err := prev.txn.Get(tblMembers, "id")
+	if err != nil {
+		return true
+	}
+	// The watch of the table's id index closes at any write to the table
+	// after prev (memdb tracks mutations of committed trees).
+	select {
+	case <-it.WatchCh():
+		return true
+	default:
+		return false
+	}
+}
+
 // MemberByName finds a member by host name.
 func (sn *Snapshot) MemberByName(name string) (*Member, bool) {
 	return firstBy[Member](sn, tblMembers, "Name", name)

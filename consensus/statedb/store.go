@@ -104,7 +104,7 @@ func NewStoreFor(reg *Registry) *Store {
 func (s *Store) Snapshot() *Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &Snapshot{txn: s.db.Txn(false), Index: s.applied}
+	return &Snapshot{txn: s.db.Txn(false), db: s.db, Index: s.applied}
 }
 
 // AppliedIndex is the Raft index of the last applied command.
@@ -260,6 +260,7 @@ func (s *Store) Restore(dec *json.Decoder, index uint64) error {
 // modified: copy before changing.
 type Snapshot struct {
 	txn   *memdb.Txn
+	db    *memdb.MemDB // the database read (nil: a view inside Apply)
 	Index uint64
 }
 

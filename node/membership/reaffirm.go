@@ -24,9 +24,22 @@ import (
 // every member's version.
 func Reaffirm(ctx context.Context, r Raft, changed func() <-chan struct{}, from *statedb.Snapshot, self statedb.Member, left func() bool, now func() time.Time, log *slog.Logger) {
 	seen := otherVersions(from, self.ID)
+	last := from
 	for {
 		ch := changed()
-		cur := otherVersions(r.State(), self.ID)
+		sn := r.State()
+		if !sn.MembersChangedSince(last) {
+			// Most changes touch no member record: listing every member
+			// at each of them would cost O(members) per commit.
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+			continue
+		}
+		last = sn
+		cur := otherVersions(sn, self.ID)
 		rose := false
 		for id, v := range cur {
 			if old, ok := seen[id]; ok && statedb.CompareVersions(v, old) > 0 {
