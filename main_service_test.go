@@ -58,6 +58,48 @@ func TestEnvFileRoundTrip(t *testing.T) {
 	}
 }
 
+// The env file is written through a temporary file of its own: past one
+// another writer (or a crash) left, and none is left behind, also when
+// the write fails (the path is a directory: the rename fails, for root
+// too).
+func TestEnvFileLeavesNoTemporaryFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "peerstack.env")
+	noTemp := func() {
+		t.Helper()
+		if left, err := filepath.Glob(filepath.Join(dir, ".*")); err != nil || len(left) != 0 {
+			t.Fatalf("temporary files left: %q, %v", left, err)
+		}
+	}
+	// The fixed temporary name an older release used, left by a crash,
+	// world-readable: not to be written through.
+	stale := p + ".tmp"
+	if err := os.WriteFile(stale, []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeEnvFile(p, []string{"--name=h1"}, "PSJ1-secret"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode() != 0o600 {
+		t.Fatalf("env file mode = %v, %v; want 0600 (it holds a join token)", fi.Mode(), err)
+	}
+	if env, err := readEnvFile(p); err != nil || env["PEERSTACK_ARGS"] != "--name=h1" || env["PEERSTACK_JOIN_TOKEN"] != "PSJ1-secret" {
+		t.Fatalf("readEnvFile = %v, %v", env, err)
+	}
+	if b, err := os.ReadFile(stale); err != nil || string(b) != "stale" {
+		t.Fatalf("the stale temporary file reads %q, %v; want it untouched", b, err)
+	}
+	noTemp()
+	blocked := filepath.Join(dir, "d.env")
+	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeEnvFile(blocked, nil, ""); err == nil {
+		t.Fatal("writing the env file over a directory = nil error")
+	}
+	noTemp()
+}
+
 // notifyListener is systemd's side of sd_notify.
 func notifyListener(t *testing.T) (string, <-chan string) {
 	t.Helper()

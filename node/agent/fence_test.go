@@ -41,9 +41,11 @@ type fenceRig struct {
 	f       *Fence
 }
 
-func newFenceRig() *fenceRig {
+// newFenceRig builds the rig; opts change its config before the fence
+// is made (a test that records the heartbeats its own way sets Heartbeat).
+func newFenceRig(opts ...func(*FenceConfig)) *fenceRig {
 	r := &fenceRig{clock: &fenceClock{now: time.Hour}, up: true, commit: 10, applied: 10}
-	r.f = NewFence(FenceConfig{
+	cfg := FenceConfig{
 		Renew: func(context.Context) (uint64, error) {
 			if !r.up {
 				return 0, errors.New("no leader")
@@ -57,8 +59,17 @@ func newFenceRig() *fenceRig {
 			r.beats = append(r.beats, deadline)
 			return nil
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r.f = NewFence(cfg)
 	return r
+}
+
+// withHeartbeat has the rig's fence write its heartbeats to hb.
+func withHeartbeat(hb func(deadline, watchdog, since time.Duration, vms []GuardVM) error) func(*FenceConfig) {
+	return func(c *FenceConfig) { c.Heartbeat = hb }
 }
 
 func (r *fenceRig) check() {
@@ -330,56 +341,42 @@ func TestFenceLapseCountsTheTimeoutBeforeTheRenewal(t *testing.T) {
 // next one: the sleep hook and the guard read it), and says when the
 // lease began: at the first renewal after the start or after a lapse.
 func TestFenceHeartbeatFollowsHAVMsAndLeaseStart(t *testing.T) {
-	clock := &fenceClock{now: time.Hour}
-	up := true
 	type beat struct {
 		deadline, since time.Duration
 		vms             []GuardVM
 	}
 	var beats []beat
-	f := NewFence(FenceConfig{
-		Renew: func(context.Context) (uint64, error) {
-			if !up {
-				return 0, errors.New("no leader")
-			}
-			return 1, nil
-		},
-		Applied: func() uint64 { return 1 },
-		Timeout: func() time.Duration { return 10 * time.Second },
-		Clock:   clock.Now,
-		Heartbeat: func(d, _, since time.Duration, vms []GuardVM) error {
-			beats = append(beats, beat{d, since, vms})
-			return nil
-		},
-	})
-	check := func() { f.Check(context.Background(), func(context.Context, []GuardVM) {}) }
-	f.setHA(nil)
+	r := newFenceRig(withHeartbeat(func(d, _, since time.Duration, vms []GuardVM) error {
+		beats = append(beats, beat{d, since, vms})
+		return nil
+	}))
+	r.f.setHA(nil)
 	if len(beats) != 0 {
 		t.Fatalf("heartbeat %+v before any renewal; want none", beats)
 	}
-	check()
-	clock.Add(2 * time.Second)
-	check()
-	clock.Add(time.Second)
+	r.check()
+	r.clock.Add(2 * time.Second)
+	r.check()
+	r.clock.Add(time.Second)
 	a := []GuardVM{{ID: "a", PID: 11}}
-	f.setHA(a)
+	r.f.setHA(a)
 	last := beats[len(beats)-1]
 	if len(beats) != 3 || !slices.Equal(last.vms, a) || last.deadline != time.Hour+12*time.Second || last.since != time.Hour {
 		t.Fatalf("heartbeats %+v; want the third one listing a with the last renewal's deadline (1h0m12s) and the lease since 1h", beats)
 	}
-	f.setHA(slices.Clone(a))
+	r.f.setHA(slices.Clone(a))
 	if len(beats) != 3 {
 		t.Fatalf("heartbeats %+v; want no rewrite for the same VMs", beats)
 	}
 	// A lapse: the next lease begins at its first renewal.
-	up = false
-	clock.Add(20 * time.Second)
-	check()
-	up = true
-	clock.Add(time.Second)
-	check()
-	if last := beats[len(beats)-1]; last.since != clock.Now() || last.deadline != clock.Now()+10*time.Second {
-		t.Fatalf("heartbeat after the lapse %+v; want the lease since %v", last, clock.Now())
+	r.up = false
+	r.clock.Add(20 * time.Second)
+	r.check()
+	r.up = true
+	r.clock.Add(time.Second)
+	r.check()
+	if last := beats[len(beats)-1]; last.since != r.clock.Now() || last.deadline != r.clock.Now()+10*time.Second {
+		t.Fatalf("heartbeat after the lapse %+v; want the lease since %v", last, r.clock.Now())
 	}
 }
 
@@ -388,62 +385,45 @@ func TestFenceHeartbeatFollowsHAVMsAndLeaseStart(t *testing.T) {
 // moved while this host was cut off stays on the list the guard kills by,
 // and the daemon's own lapse kills it too.
 func TestFenceRewriteNeverDropsAVMFromTheGuard(t *testing.T) {
-	clock := &fenceClock{now: time.Hour}
-	up := true
 	var last []GuardVM
-	var writes int
-	f := NewFence(FenceConfig{
-		Renew: func(context.Context) (uint64, error) {
-			if !up {
-				return 0, errors.New("no leader")
-			}
-			return 1, nil
-		},
-		Applied: func() uint64 { return 1 },
-		Timeout: func() time.Duration { return 10 * time.Second },
-		Clock:   clock.Now,
-		Heartbeat: func(_, _, _ time.Duration, vms []GuardVM) error {
-			writes++
-			last = slices.Clone(vms)
-			return nil
-		},
-	})
-	check := func() { f.Check(context.Background(), func(context.Context, []GuardVM) {}) }
+	r := newFenceRig(withHeartbeat(func(_, _, _ time.Duration, vms []GuardVM) error {
+		last = slices.Clone(vms)
+		return nil
+	}))
 	a, b := GuardVM{ID: "a", PID: 11}, GuardVM{ID: "b", PID: 12}
-	check()
-	f.setHA([]GuardVM{a})
+	r.check()
+	r.f.setHA([]GuardVM{a})
 	if !slices.Equal(last, []GuardVM{a}) {
 		t.Fatalf("heartbeat lists %v; want [a]", last)
 	}
 	// Server a moved (its VM still running here): the rewrite keeps it
 	// and adds b.
-	f.setHA([]GuardVM{b})
+	r.f.setHA([]GuardVM{b})
 	if !slices.Equal(last, []GuardVM{a, b}) {
 		t.Fatalf("rewrite lists %v; want a kept and b added", last)
 	}
 	// The next renewal writes the sync's list as it is.
-	clock.Add(time.Second)
-	check()
+	r.clock.Add(time.Second)
+	r.check()
 	if !slices.Equal(last, []GuardVM{b}) {
 		t.Fatalf("renewal's heartbeat lists %v; want [b]", last)
 	}
 	// Cut off past the deadline, not yet checked: b's server moved (a
 	// sync drops it), but the guard's file keeps it.
-	up = false
-	clock.Add(15 * time.Second)
-	f.setHA(nil)
+	r.up = false
+	r.clock.Add(15 * time.Second)
+	r.f.setHA(nil)
 	if !slices.Equal(last, []GuardVM{b}) {
 		t.Fatalf("after the deadline the heartbeat lists %v; want b still listed", last)
 	}
 	// Contact is back: the check sees the lapse first and kills b too,
 	// though the sync no longer lists it.
-	up = true
-	var killed []GuardVM
-	f.Check(context.Background(), func(_ context.Context, vms []GuardVM) { killed = append(killed, vms...) })
-	if !slices.Contains(killed, b) {
-		t.Fatalf("the lapse killed %v; want b, which the guard's file listed", killed)
+	r.up = true
+	r.check()
+	if !slices.Contains(r.killed, b) {
+		t.Fatalf("the lapse killed %v; want b, which the guard's file listed", r.killed)
 	}
-	if f.wasKilled(b.ID, false) {
+	if r.f.wasKilled(b.ID, false) {
 		t.Fatal("b's server (moved away) is marked as killed by this fence, to be restarted here")
 	}
 }

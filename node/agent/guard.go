@@ -316,6 +316,11 @@ func newProcOwner(root string) *procOwner {
 }
 
 func (o *procOwner) owns(pid int, id string) bool {
+	// As in the sleep hook: only an instance's full id names its QEMU; an
+	// empty or short one is part of every other command line.
+	if !isInstanceID(id) {
+		return false
+	}
 	dir := filepath.Join(o.root, strconv.Itoa(pid))
 	start, ok := procStart(dir)
 	if !ok {

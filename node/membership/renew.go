@@ -61,14 +61,20 @@ func (f Files) Secrets(cfg *statedb.ClusterConfig) (caKeyPEM string, gossipKey [
 // WriteFileAtomic writes a file through a temporary file and a rename,
 // so a crash leaves the old or the new content, never half of it: the
 // temporary file is synced before the rename and the directory after it,
-// so when it returns the new content is on disk under path.
+// so when it returns the new content is on disk under path. The
+// temporary file has a name of its own (two writers, or one left by a
+// crash, never share it) and is removed whenever the write fails; the
+// file gets mode exactly.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	_, err = f.Write(data)
+	tmp := f.Name()
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

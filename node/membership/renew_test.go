@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,16 +48,36 @@ func TestRenewAtTwoThirds(t *testing.T) {
 	}
 }
 
-// TestWriteFileAtomicLeavesNoTemporaryFile: a write that fails (the
-// path is a directory) leaves the old content and no temporary file.
+// TestWriteFileAtomicLeavesNoTemporaryFile: a write lands with its
+// content and mode, past a temporary file another writer (or a crash)
+// left; a write that fails (the path is a directory) leaves the old
+// content and no temporary file of its own.
 func TestWriteFileAtomicLeavesNoTemporaryFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
-	if err := WriteFileAtomic(path, []byte("one"), 0o600); err != nil {
+	// A temporary file of the fixed name an older release used, left by a
+	// crash: read-only and not to be touched.
+	stale := path + ".tmp"
+	if err := os.WriteFile(stale, []byte("stale"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "one" {
-		t.Fatalf("read back %q, %v", b, err)
+	for _, w := range []struct {
+		data string
+		mode os.FileMode
+	}{{"one", 0o600}, {"two", 0o644}, {"three", 0o600}} {
+		if err := WriteFileAtomic(path, []byte(w.data), w.mode); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != w.data {
+			t.Fatalf("read back %q, %v; want %q", b, err, w.data)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != w.mode {
+			t.Fatalf("mode after writing %q = %v, %v; want %v", w.data, fi.Mode(), err, w.mode)
+		}
+		onlyFiles(t, dir, "f", "f.tmp")
+	}
+	if b, err := os.ReadFile(stale); err != nil || string(b) != "stale" {
+		t.Fatalf("the stale temporary file reads %q, %v; want it untouched", b, err)
 	}
 	blocked := filepath.Join(dir, "d")
 	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o700); err != nil {
@@ -65,7 +86,24 @@ func TestWriteFileAtomicLeavesNoTemporaryFile(t *testing.T) {
 	if err := WriteFileAtomic(blocked, []byte("two"), 0o600); err == nil {
 		t.Fatal("writing over a directory = nil error")
 	}
-	if _, err := os.Stat(blocked + ".tmp"); !os.IsNotExist(err) {
-		t.Fatalf("a failed write left its temporary file: %v", err)
+	onlyFiles(t, dir, "d", "f", "f.tmp")
+	if b, err := os.ReadFile(path); err != nil || string(b) != "three" {
+		t.Fatalf("after a failed write elsewhere %s reads %q, %v", path, b, err)
+	}
+}
+
+// onlyFiles fails unless dir holds exactly the entries names (sorted).
+func onlyFiles(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	if !slices.Equal(got, names) {
+		t.Fatalf("%s holds %q; want %q (no temporary file left)", dir, got, names)
 	}
 }
