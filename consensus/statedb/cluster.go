@@ -2,6 +2,8 @@ package statedb
 
 import (
 	"time"
+
+	"github.com/hashicorp/go-memdb"
 )
 
 const (
@@ -171,22 +173,38 @@ func (sn *Snapshot) Members() []*Member {
 	return sortByName(list[Member](sn, tblMembers), func(m *Member) string { return m.Name })
 }
 
-// MembersChangedSince reports whether the member records may differ
-// between prev and sn: false only when both read the same database and
-// no member record was written between them (a cheap test, for loops
-// that would otherwise list every member at every state change).
-func (sn *Snapshot) MembersChangedSince(prev *Snapshot) bool {
-	if prev == nil || prev.db == nil || prev.db != sn.db {
-		return true // a restore in between, or a view inside Apply
+// MembersMark marks the member records of one view, for a cheap test of
+// whether they changed since (MembersChangedSince): loops that would
+// otherwise list every member at every state change keep one. It holds
+// no view of the state, so keeping it keeps no old state alive.
+type MembersMark struct {
+	db    *memdb.MemDB
+	watch <-chan struct{}
+}
+
+// MembersMark marks sn's member records.
+func (sn *Snapshot) MembersMark() MembersMark {
+	if sn.db == nil {
+		return MembersMark{} // a view inside Apply: never matches
 	}
-	it, err := prev.txn.Get(tblMembers, "id")
+	it, err := sn.txn.Get(tblMembers, "id")
 	if err != nil {
-		return true
+		return MembersMark{}
 	}
 	// The watch of the table's id index closes at any write to the table
-	// after prev (memdb tracks mutations of committed trees).
+	// after this view (memdb tracks mutations of committed trees).
+	return MembersMark{db: sn.db, watch: it.WatchCh()}
+}
+
+// MembersChangedSince reports whether sn's member records may differ
+// from those marked: false only when sn reads the same database and no
+// member record was written since the mark was taken.
+func (sn *Snapshot) MembersChangedSince(m MembersMark) bool {
+	if m.db == nil || m.db != sn.db {
+		return true // no mark, or a restore in between
+	}
 	select {
-	case <-it.WatchCh():
+	case <-m.watch:
 		return true
 	default:
 		return false

@@ -152,37 +152,51 @@ func FuzzApply(f *testing.F) {
 }
 
 // TestMembersChangedSince: the cheap test loops use to skip listing
-// members says "unchanged" only when no member record was written between
-// two views of one database.
+// members says "unchanged" only when no member record was written since
+// the mark, in the same database.
 func TestMembersChangedSince(t *testing.T) {
 	s := NewStore()
 	if r := apply(t, s, 1, CmdRegisterMember, "r1", Member{ID: "m1", Name: "one"}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	a := s.Snapshot()
-	if a.MembersChangedSince(a) {
-		t.Fatal("a view changed since itself")
+	if a.MembersChangedSince(a.MembersMark()) {
+		t.Fatal("a view changed since its own mark")
 	}
-	if !a.MembersChangedSince(nil) {
-		t.Fatal("no earlier view: want changed")
+	if !a.MembersChangedSince(MembersMark{}) {
+		t.Fatal("no mark: want changed")
 	}
+	ma := a.MembersMark()
 	if r := apply(t, s, 2, CmdCreateProject, "r2", Project{ID: "p1", Name: "demo"}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	b := s.Snapshot()
-	if b.MembersChangedSince(a) {
+	if b.MembersChangedSince(ma) {
 		t.Fatal("a project create reported as a member change")
 	}
+	mb := b.MembersMark()
+	// A failed command writes nothing.
+	if r := apply(t, s, 3, CmdRegisterMember, "r3", Member{ID: "", Name: "nameless"}); r.Err == nil {
+		t.Fatal("a member without an id was registered")
+	}
+	if s.Snapshot().MembersChangedSince(mb) {
+		t.Fatal("a refused registration reported as a member change")
+	}
 	// The same record written again (a re-registration) counts.
-	if r := apply(t, s, 3, CmdRegisterMember, "r3", Member{ID: "m1", Name: "one", Version: "0.2.0"}); r.Err != nil {
+	if r := apply(t, s, 4, CmdRegisterMember, "r4", Member{ID: "m1", Name: "one", Version: "0.2.0"}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	c := s.Snapshot()
-	if !c.MembersChangedSince(b) || !c.MembersChangedSince(a) {
+	if !c.MembersChangedSince(mb) || !c.MembersChangedSince(ma) {
 		t.Fatal("a member's new version not reported as a change")
 	}
-	if c.MembersChangedSince(c) {
-		t.Fatal("the newest view changed since itself")
+	mc := c.MembersMark()
+	if c.MembersChangedSince(mc) {
+		t.Fatal("the newest view changed since its own mark")
+	}
+	// A view inside Apply has no mark that matches.
+	if (&Txn{txn: s.db.Txn(false)}).read().MembersMark() != (MembersMark{}) {
+		t.Fatal("a view inside Apply gave a mark")
 	}
 	// A restore swaps the database: always a change.
 	var buf bytes.Buffer
@@ -192,7 +206,7 @@ func TestMembersChangedSince(t *testing.T) {
 	if err := s.Restore(json.NewDecoder(&buf), 10); err != nil {
 		t.Fatal(err)
 	}
-	if !s.Snapshot().MembersChangedSince(c) {
+	if !s.Snapshot().MembersChangedSince(mc) {
 		t.Fatal("a view after a restore reported unchanged")
 	}
 }

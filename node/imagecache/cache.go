@@ -215,7 +215,8 @@ func (c *Cache) Open(ctx context.Context, img *statedb.Image) (io.ReadCloser, er
 }
 
 // DropBlob removes this host's copy of a blob unless an image record that
-// is not deleted or a local server still uses it.
+// is not deleted or a local server still uses it; storage.ErrBlobBusy
+// while EnsureImage's caller holds it.
 func (c *Cache) DropBlob(sum string) error {
 	sn := c.snapshot()
 	for _, img := range sn.ImagesWithBlob(sum) {
@@ -229,7 +230,9 @@ func (c *Cache) DropBlob(sum string) error {
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 	if c.pins[sum] > 0 {
-		return nil // a local operation reads it; eviction takes it later
+		// A local operation reads it: the release is tried again once
+		// it is done (this host stays a holder until then).
+		return fmt.Errorf("blob %s is in use here: %w", sum, storage.ErrBlobBusy)
 	}
 	return c.store.Remove(sum)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/peerstack/peerstack/consensus/statedb"
+	"github.com/peerstack/peerstack/hv/storage"
 	"github.com/peerstack/peerstack/node/agent/agenttest"
 	"github.com/peerstack/peerstack/node/imagecache"
 )
@@ -417,10 +419,10 @@ func TestEnsuredBlobPinnedUntilReleased(t *testing.T) {
 		t.Fatal("a pinned blob was evicted")
 	}
 	// Deleted while pinned: the release of the deleted image keeps the
-	// file for its user.
+	// file for its user, and says so (it is tried again later).
 	e.apply(statedb.CmdDeleteImage, statedb.ImageRef{ID: "a"})
-	if err := e.cache.DropBlob(sumA); err != nil || e.localSum(sumA) != sumA {
-		t.Fatalf("DropBlob of a pinned blob: %v, present %v; want it kept", err, e.localSum(sumA) != "")
+	if err := e.cache.DropBlob(sumA); !errors.Is(err, storage.ErrBlobBusy) || e.localSum(sumA) != sumA {
+		t.Fatalf("DropBlob of a pinned blob: %v, present %v; want ErrBlobBusy and the file kept", err, e.localSum(sumA) != "")
 	}
 	// A second pin of the same blob outlives the first one's release.
 	e.apply(statedb.CmdCreateImage, statedb.Image{ID: "a2", Name: "a2", ProjectID: "p", DiskFormat: "raw", ContainerFormat: "bare"})
@@ -445,4 +447,30 @@ func TestEnsuredBlobPinnedUntilReleased(t *testing.T) {
 	if e.localSum(sumB) != sumB {
 		t.Fatal("b, the only blob left and under the limit, was evicted")
 	}
+}
+
+// TestDeletedWhilePinnedReleasedAfter: an image deleted while the agent
+// builds a disk on its blob keeps the file, and this host as its holder,
+// until the agent is done; then the copy goes and the drop is reported
+// (the record can go), under the cache size as well.
+func TestDeletedWhilePinnedReleasedAfter(t *testing.T) {
+	e := newEnv(t, 0)
+	data, sum := blob(8192, 70)
+	e.activeImage("a", data, h2)
+	e.run()
+	_, _, release, err := e.cache.EnsureImage(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("a held here", func() bool { return e.image("a").HasHolder(me) })
+	e.apply(statedb.CmdDeleteImage, statedb.ImageRef{ID: "a"})
+	time.Sleep(200 * time.Millisecond) // several syncs and release retries
+	if img, ok := e.st.Snapshot().Image("a"); !ok || !img.HasHolder(me) || e.localSum(sum) != sum {
+		t.Fatalf("while pinned: record kept %v, holder here %v, file present %v; want all three", ok, ok && img.HasHolder(me), e.localSum(sum) != "")
+	}
+	release()
+	e.eventually("the copy released once the user is done", func() bool {
+		img, ok := e.st.Snapshot().Image("a")
+		return (!ok || !img.HasHolder(me)) && e.localSum(sum) == ""
+	})
 }

@@ -233,7 +233,9 @@ func (c *Cache) fetchWanted(ctx context.Context, img *statedb.Image) error {
 // another image record uses the same bytes) and reports the drop.
 func (c *Cache) release(ctx context.Context, img *statedb.Image) error {
 	if err := c.DropBlob(img.SHA256); err != nil {
-		c.log.Warn("release a deleted image's copy", "image", img.ID, "err", err)
+		if !errors.Is(err, storage.ErrBlobBusy) {
+			c.log.Warn("release a deleted image's copy", "image", img.ID, "err", err)
+		}
 		return err
 	}
 	return c.reportDrop(ctx, img.ID)

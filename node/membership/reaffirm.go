@@ -23,12 +23,11 @@ import (
 // applied by members that all know the field, so every state ends with
 // every member's version.
 func Reaffirm(ctx context.Context, r Raft, changed func() <-chan struct{}, from *statedb.Snapshot, self statedb.Member, left func() bool, now func() time.Time, log *slog.Logger) {
-	seen := otherVersions(from, self.ID)
-	last := from
+	seen, mark := otherVersions(from, self.ID), from.MembersMark()
 	for {
 		ch := changed()
 		sn := r.State()
-		if !sn.MembersChangedSince(last) {
+		if !sn.MembersChangedSince(mark) {
 			// Most changes touch no member record: listing every member
 			// at each of them would cost O(members) per commit.
 			select {
@@ -38,7 +37,7 @@ func Reaffirm(ctx context.Context, r Raft, changed func() <-chan struct{}, from 
 			}
 			continue
 		}
-		last = sn
+		mark = sn.MembersMark()
 		cur := otherVersions(sn, self.ID)
 		rose := false
 		for id, v := range cur {
