@@ -253,17 +253,28 @@ func TestWantedCopyFetchedAndReported(t *testing.T) {
 	}
 }
 
+// twoImageSize is the size of each image of newTwoImageEnv.
+const twoImageSize = 1 << 20
+
+// newTwoImageEnv returns an environment whose cache holds one of its two
+// active images "a" and "b" (held by h2, blobs drawn from seed and
+// seed+1) but not both, and their sums.
+func newTwoImageEnv(t *testing.T, seed uint64) (e *env, sumA, sumB string) {
+	t.Helper()
+	e = newEnv(t, twoImageSize+twoImageSize/2)
+	dataA, sumA := blob(twoImageSize, seed)
+	dataB, sumB := blob(twoImageSize, seed+1)
+	e.activeImage("a", dataA, h2)
+	e.activeImage("b", dataB, h2)
+	return e, sumA, sumB
+}
+
 // TestUnwantedCopyEvictable: a copy stays over the cache size while it is
 // wanted here or no wanted host holds it yet; once the leader no longer
 // wants it here and a wanted host holds it, it is evicted and the drop
 // reported.
 func TestUnwantedCopyEvictable(t *testing.T) {
-	const size = 1 << 20
-	e := newEnv(t, size+size/2) // one blob fits, two do not
-	dataA, sumA := blob(size, 10)
-	dataB, sumB := blob(size, 11)
-	e.activeImage("a", dataA, h2)
-	e.activeImage("b", dataB, h2)
+	e, sumA, sumB := newTwoImageEnv(t, 10)
 	e.run()
 	e.want("a", me, h2)
 	e.eventually("a held here", func() bool { return e.image("a").HasHolder(me) })
@@ -393,12 +404,8 @@ func TestLostCopyReported(t *testing.T) {
 // another blob, the periodic eviction and the release of its deleted
 // image; released, it is cache like any other.
 func TestEnsuredBlobPinnedUntilReleased(t *testing.T) {
-	const size = 1 << 20
-	e := newEnv(t, size+size/2) // one blob fits, two do not
-	dataA, sumA := blob(size, 60)
-	dataB, sumB := blob(size, 61)
-	e.activeImage("a", dataA, h2)
-	e.activeImage("b", dataB, h2)
+	const size = twoImageSize
+	e, sumA, sumB := newTwoImageEnv(t, 60)
 	ctx := t.Context()
 
 	p, format, release, err := e.cache.EnsureImage(ctx, "a")
