@@ -61,21 +61,29 @@ func qmGuestImage(t testing.TB) string {
 
 func newQMEnv(t testing.TB) *qmEnv {
 	t.Helper()
+	e := newQMCluster(t, 1)
+	e.image = e.upload(qmGuestImage(t))
+	return e
+}
+
+// newQMCluster starts a cluster of hosts hosts running real QEMU agents,
+// with no image yet (a test may change the cluster settings first), and
+// kills its servers' QEMUs at cleanup. Requests go through host 0.
+func newQMCluster(t testing.TB, hosts int) *qmEnv {
+	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Fatalf("QEMU is required for this test (CI installs it): %v", err)
 	}
-	guest := qmGuestImage(t)
 	opts := quiet()
 	if os.Getenv("PEERSTACK_TEST_LOG") != "" {
 		opts.Logger = nil
 	}
-	c := NewCluster(t, 1, Options{Logger: opts.Logger, Agent: func(int) node.AgentOptions {
+	c := NewCluster(t, hosts, Options{Logger: opts.Logger, Agent: func(int) node.AgentOptions {
 		return node.AgentOptions{Network: "none", ResyncInterval: qmResync, StopTimeout: 20 * time.Second}
 	}})
 	e := &qmEnv{t: t, c: c, hc: c.HTTPClient(), token: c.AdminToken(0)}
 	// Runs before the cluster stops and its dirs go (cleanups are LIFO).
 	t.Cleanup(e.killAll)
-	e.image = e.upload(guest)
 	return e
 }
 
@@ -384,7 +392,14 @@ func (e *qmEnv) bootPeerstack(name string) (id string, control, total time.Durat
 // overlay and a copy of its config drive, and returns start → READY.
 func (e *qmEnv) bootBare(id string, accel qemu.Accel) time.Duration {
 	e.t.Helper()
-	vmDir := filepath.Join(e.c.Dir(0), "instances", id)
+	return e.bootBareOn(0, id, "", accel)
+}
+
+// bootBareOn is bootBare for server id on host, with the overlay backed by
+// the file backing instead of the server's base image when it is not "".
+func (e *qmEnv) bootBareOn(host int, id, backing string, accel qemu.Accel) time.Duration {
+	e.t.Helper()
+	vmDir := filepath.Join(e.c.Dir(host), "instances", id)
 	raw, err := os.ReadFile(filepath.Join(vmDir, "spec.json"))
 	if err != nil {
 		e.t.Fatal(err)
@@ -402,6 +417,9 @@ func (e *qmEnv) bootBare(id string, accel qemu.Accel) time.Duration {
 		Size    int64  `json:"virtual-size"`
 	}
 	_ = json.Unmarshal(info, &ii)
+	if backing != "" {
+		ii.Backing = backing
+	}
 	dir, err := os.MkdirTemp("", "qmb")
 	if err != nil {
 		e.t.Fatal(err)
