@@ -41,7 +41,7 @@ test-unit: build
 
 # bench: the control-plane table (joins, writes, failover, placements)
 # measured between real processes; bench-all: every benchmark.
-bench: deps build
+bench: deps build guest-image
 	GO=$(GO) bash scripts/benchtable.sh
 
 bench-all: build
